@@ -1,1 +1,99 @@
-//! x
+//! **iocomp** — a Windows-style I/O completion port for Linux, on io_uring.
+//!
+//! A completion port is a queue of *completion packets* that a few worker
+//! threads wait on. You start overlapped operations (accept, receive, send,
+//! transmit a file, a timer); the kernel does the work; when an operation
+//! finishes, its packet is queued, and one waiting thread takes it, handles it,
+//! perhaps starts the next operation, and comes back for more. A handful of
+//! threads serve thousands of connections this way — the model of the seed
+//! program `iocomp.cpp` and of IIS.
+//!
+//! ```no_run
+//! use iocomp::{Port, Recv, Op};
+//! use std::net::TcpStream;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let port = Port::new()?;                       // CreateIoCompletionPort
+//! let sock = TcpStream::connect("127.0.0.1:8182")?;
+//! let handle = port.associate(sock, 7);          // key 7 for this socket
+//! port.attach()?;                                // this thread will call get()
+//! port.submit(Recv::new(&handle, Vec::with_capacity(4096))).map_err(|(e, _)| e)?;
+//! let packet = port.get(None).unwrap();          // GetQueuedCompletionStatus
+//! assert_eq!(packet.key, 7);
+//! if let Op::Recv(r) = packet.op {
+//!     println!("{} bytes: {:?}", packet.bytes, r.buf);  // the buffer came back
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # The rules, as Windows has them
+//!
+//! - **One packet per operation** ([`Port::submit`]): accepted operations always
+//!   yield exactly one [`Packet`] — success, failure or cancellation; a refused
+//!   submission hands the operation back and yields none.
+//! - **Buffers travel with the operation**: the packet returns the [`Op`] by value,
+//!   so a buffer cannot be touched while the kernel may write it.
+//! - **Completion keys**: each [`Handle`] carries the key given to
+//!   [`Port::associate`]; posted packets carry any key ([`Port::post`]).
+//! - **LIFO wake-up, FIFO packets**: the thread that waited last is woken first,
+//!   and gets the oldest packet — its caches are warm, idle threads stay asleep.
+//! - **Concurrency limit**: at most [`Port::concurrency`] threads run between two
+//!   `get` calls; a thread that calls `get` with a packet ready takes it without
+//!   sleeping.
+//! - **Cancel** ([`Port::cancel`]) answers at once; the operation's own packet
+//!   then says `ECANCELED` (or its real result, if it finished first).
+//! - **Close** ([`Port::close`]) wakes every waiter with [`GetError::Abandoned`].
+//!
+//! # How it is fast
+//!
+//! Each thread that waits on the port owns one io_uring and parks inside it.
+//! Operations issued on a worker go to that worker's ring and, by default, its
+//! completions come back to it first — no locks, no cross-thread hand-off. The
+//! shared part (the queue, the stack of waiters, the running count) is touched
+//! only when threads park, wake or post. [`PortBuilder::strict`] routes every
+//! completion through the shared queue for exact Windows ordering.
+//!
+//! # Porting from Win32
+//!
+//! | Win32 (seed)                                   | iocomp                                  |
+//! |------------------------------------------------|-----------------------------------------|
+//! | `CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, n)` | `Port::builder().concurrency(n).build()` |
+//! | `CreateIoCompletionPort(sock, port, key, 0)`   | `port.associate(sock, key)` → [`Handle`] |
+//! | `GetQueuedCompletionStatus(port, &n, &key, &ov, ms)` | `port.get(Some(Duration))` → [`Packet`] |
+//! | `GetQueuedCompletionStatusEx`                  | [`Port::get_many`]                       |
+//! | `PostQueuedCompletionStatus(port, n, key, ov)` | `port.post(key, n, token)`               |
+//! | `AcceptEx` / `WSARecv` / `WSASend`             | [`Accept`] / [`Recv`] / [`Send`] + [`Port::submit`] |
+//! | `TransmitFile`                                 | [`TransmitFile`]                         |
+//! | `CancelIoEx(h, ov)`                            | `port.cancel(op_id)`                     |
+//! | `CloseHandle(port)`                            | [`Port::close`]                          |
+//! | `QueueUserWorkItem` + worker loop              | [`Pool::new`], [`Pool::queue`]           |
+//! | `ERROR_OPERATION_ABORTED`                      | [`Packet::is_aborted`] (`ECANCELED`)     |
+//! | `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0`      | [`GetError::TimedOut`] / [`GetError::Abandoned`] |
+//!
+//! # Differences from Windows
+//!
+//! - Operations issued by a thread live in that thread's ring, and io_uring ties
+//!   them to it: when a thread detaches or exits, its operations are cancelled
+//!   (each still yields its packet) instead of surviving (Windows C25).
+//! - Running-count accounting cannot see a thread block in an arbitrary system
+//!   call (Windows' kernel can); blocking sections will be declared explicitly.
+//! - An operation submitted from a thread that never waits on the port is handed
+//!   to a thread that does; with none attached yet, `submit` fails with
+//!   `NotConnected`.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("iocomp runs on Linux only: it is built on io_uring.");
+
+mod control;
+mod handle;
+mod op;
+mod packet;
+mod pool;
+mod port;
+mod sys;
+
+pub use handle::Handle;
+pub use op::{Accept, Context, Op, Recv, Send, Timeout, TransmitFile, Work};
+pub use packet::{GetError, OpId, Packet};
+pub use pool::Pool;
+pub use port::{default_threads, Port, PortBuilder};

@@ -1,0 +1,277 @@
+//! The port's control plane: the packet queue, the LIFO stack of waiting
+//! threads and the running count — the state Windows keeps in a `KQUEUE`.
+//!
+//! Everything here sits behind one mutex that is taken only when a thread enters
+//! or leaves `get`, when a packet is posted or forwarded, and when a thread
+//! attaches or detaches; an operation issued and completed on the same worker
+//! never touches it (design D in `reference/iocp-semantics.md` §5.3).
+//!
+//! The rules (IOCP checklist ids):
+//! - C18: a packet is handed to the most recently parked waiter (a stack), and
+//!   packets leave the queue oldest first.
+//! - C19: `running` counts attached threads that are not inside `get`; a queued
+//!   packet releases a waiter only while `running < max`.
+//! - C20: a thread entering `get` stops counting and, if a packet is queued and
+//!   `running < max`, takes it at once without parking.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::packet::Packet;
+use crate::sys::Waker;
+
+/// What one pass of the `get` loop decided.
+pub(crate) enum Step {
+    Got(Packet),
+    Park,
+    TimedOut,
+    Abandoned,
+}
+
+struct Consumer {
+    /// A packet handed over directly by a poster while this thread was parked.
+    handed: Option<Packet>,
+    waker: Arc<Waker>,
+    /// Counted in `running`.
+    counted: bool,
+    /// On the waiter stack.
+    waiting: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Packet>,
+    waiters: Vec<usize>,
+    consumers: Vec<Option<Consumer>>,
+    running: usize,
+    closed: bool,
+}
+
+pub(crate) struct Control {
+    max: usize,
+    strict: bool,
+    state: Mutex<State>,
+}
+
+/// Wakers to call once the lock is released.
+type Wakes = Vec<Arc<Waker>>;
+
+fn wake_all(wakes: Wakes) {
+    for w in wakes {
+        w.wake();
+    }
+}
+
+impl Control {
+    pub(crate) fn new(max: usize, strict: bool) -> Control {
+        Control { max, strict, state: Mutex::new(State::default()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the state consistent (every
+        // update is a few field writes), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Registers a thread that will call `get`; returns its id.
+    pub(crate) fn attach(&self, waker: Arc<Waker>) -> usize {
+        let mut st = self.lock();
+        let rec = Consumer { handed: None, waker, counted: false, waiting: false };
+        if let Some(i) = st.consumers.iter().position(Option::is_none) {
+            st.consumers[i] = Some(rec);
+            i
+        } else {
+            st.consumers.push(Some(rec));
+            st.consumers.len() - 1
+        }
+    }
+
+    /// Removes a thread (it exits, or detaches); a packet handed to it is queued
+    /// again and its running slot may release another waiter.
+    pub(crate) fn detach(&self, id: usize) {
+        let mut st = self.lock();
+        let Some(rec) = st.consumers.get_mut(id).and_then(Option::take) else { return };
+        if rec.waiting {
+            st.waiters.retain(|&w| w != id);
+        }
+        if rec.counted {
+            st.running -= 1;
+        }
+        if let Some(p) = rec.handed {
+            if !st.closed {
+                st.queue.push_front(p);
+            }
+        }
+        let wakes = self.release(&mut st);
+        drop(st);
+        wake_all(wakes);
+    }
+
+    /// The thread stops counting as running without entering `get`
+    /// (it moved its association to another port).
+    pub(crate) fn uncount(&self, id: usize) {
+        let mut st = self.lock();
+        if let Some(Some(rec)) = st.consumers.get_mut(id) {
+            if rec.counted {
+                rec.counted = false;
+                st.running -= 1;
+                let wakes = self.release(&mut st);
+                drop(st);
+                wake_all(wakes);
+            }
+        }
+    }
+
+    /// Hands queued packets to waiters, newest waiter first, while the
+    /// concurrency limit allows.
+    fn release(&self, st: &mut State) -> Wakes {
+        let mut wakes = Vec::new();
+        while st.running < self.max && !st.queue.is_empty() {
+            let Some(w) = st.waiters.pop() else { break };
+            let p = st.queue.pop_front();
+            if let Some(Some(rec)) = st.consumers.get_mut(w) {
+                rec.waiting = false;
+                rec.handed = p;
+                rec.counted = true;
+                wakes.push(rec.waker.clone());
+                st.running += 1;
+            }
+        }
+        wakes
+    }
+
+    /// Queues packets (posted, or forwarded from a ring) and wakes waiters.
+    /// Returns the packets back if the port is closed.
+    pub(crate) fn enqueue(&self, packets: impl IntoIterator<Item = Packet>) -> Result<(), ()> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(());
+        }
+        st.queue.extend(packets);
+        let wakes = self.release(&mut st);
+        drop(st);
+        wake_all(wakes);
+        Ok(())
+    }
+
+    /// One pass of `get` for consumer `id`. `local` holds completions of the
+    /// thread's own ring, which it may take ahead of the queue (unless strict).
+    pub(crate) fn step(&self, id: usize, local: &mut VecDeque<Packet>, expired: bool) -> Step {
+        let mut st = self.lock();
+        if st.closed {
+            Self::unpark(&mut st, id);
+            local.clear();
+            return Step::Abandoned;
+        }
+        let st = &mut *st;
+        let Some(Some(rec)) = st.consumers.get_mut(id) else { return Step::Abandoned };
+        if let Some(p) = rec.handed.take() {
+            // `release` already counted us and popped us off the stack.
+            return Step::Got(p);
+        }
+        if rec.counted {
+            rec.counted = false;
+            st.running -= 1;
+        }
+        if self.strict {
+            st.queue.extend(local.drain(..));
+        }
+        if st.running < self.max {
+            if let Some(p) = local.pop_front().or_else(|| st.queue.pop_front()) {
+                st.running += 1;
+                if let Some(Some(rec)) = st.consumers.get_mut(id) {
+                    rec.counted = true;
+                }
+                Self::unpark(st, id);
+                let wakes = self.release(st);
+                wake_all(wakes);
+                return Step::Got(p);
+            }
+        } else if !local.is_empty() {
+            // Over the limit: the completions wait for the next thread that may run.
+            st.queue.extend(local.drain(..));
+        }
+        if expired {
+            Self::unpark(st, id);
+            return Step::TimedOut;
+        }
+        if let Some(Some(rec)) = st.consumers.get_mut(id) {
+            if !rec.waiting {
+                rec.waiting = true;
+                st.waiters.push(id);
+            }
+        }
+        Step::Park
+    }
+
+    /// Takes up to `max` more packets for a thread that already holds one
+    /// (`get_many`: the batch counts as one running thread, C15).
+    pub(crate) fn take_more(&self, local: &mut VecDeque<Packet>, out: &mut Vec<Packet>, max: usize) {
+        if self.strict {
+            if !local.is_empty() && self.enqueue(local.drain(..)).is_err() {
+                return;
+            }
+        } else {
+            while out.len() < max {
+                match local.pop_front() {
+                    Some(p) => out.push(p),
+                    None => break,
+                }
+            }
+        }
+        let mut st = self.lock();
+        while out.len() < max {
+            match st.queue.pop_front() {
+                Some(p) => out.push(p),
+                None => break,
+            }
+        }
+    }
+
+    fn unpark(st: &mut State, id: usize) {
+        if let Some(Some(rec)) = st.consumers.get_mut(id) {
+            if rec.waiting {
+                rec.waiting = false;
+                st.waiters.retain(|&w| w != id);
+            }
+        }
+    }
+
+    /// Closes the port: every waiter wakes with `Abandoned`, queued packets are
+    /// dropped (their buffers and handles freed), later posts fail.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        st.closed = true;
+        let dropped: Vec<Packet> = st.queue.drain(..).collect();
+        let wakes: Wakes = st.consumers.iter().flatten().map(|c| c.waker.clone()).collect();
+        drop(st);
+        drop(dropped);
+        wake_all(wakes);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Threads parked in `get` right now (for tests that order waiters).
+    pub(crate) fn waiters(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
+    /// Attached threads counted as running.
+    pub(crate) fn running(&self) -> usize {
+        self.lock().running
+    }
+
+    /// Packets queued and not yet taken.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+}

@@ -1,0 +1,61 @@
+//! Handles: descriptors associated with a port, each with its completion key.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+/// A socket or file associated with a [`Port`](crate::Port), carrying its
+/// completion key (`CreateIoCompletionPort(handle, port, key, 0)`).
+///
+/// A `Handle` is a shared reference: every operation in flight on it holds a
+/// clone, so the descriptor is closed only when the last user and the last
+/// operation are done with it. It can never be closed or reused under the kernel.
+#[derive(Clone)]
+pub struct Handle(pub(crate) Arc<HandleInner>);
+
+pub(crate) struct HandleInner {
+    pub(crate) fd: OwnedFd,
+    pub(crate) key: u64,
+    pub(crate) port: u64,
+}
+
+impl Handle {
+    /// The completion key every packet for this handle carries.
+    pub fn key(&self) -> u64 {
+        self.0.key
+    }
+
+    /// Shuts down part of a full-duplex connection (`shutdown(2)`), synchronously.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        let how = match how {
+            std::net::Shutdown::Read => libc::SHUT_RD,
+            std::net::Shutdown::Write => libc::SHUT_WR,
+            std::net::Shutdown::Both => libc::SHUT_RDWR,
+        };
+        // SAFETY: shutdown(2) takes a descriptor we own for the whole call and
+        // touches no memory of ours.
+        let rc = unsafe { libc::shutdown(self.0.fd.as_raw_fd(), how) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl AsFd for Handle {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Handle {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.fd.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle").field("fd", &self.as_raw_fd()).field("key", &self.0.key).finish()
+    }
+}

@@ -1,0 +1,201 @@
+//! Overlapped operations: each one owns its buffers while the kernel works.
+//!
+//! On Windows the caller keeps an `OVERLAPPED` and its buffers alive and must not
+//! touch them until the completion is dequeued. Here the operation value *is* the
+//! OVERLAPPED: [`Port::submit`](crate::Port::submit) takes it by value and the
+//! [`Packet`](crate::Packet) gives it back, buffers included, so the rule is kept
+//! by the compiler. Every operation may also carry a [`Context`]: the per-I/O data
+//! that the seed's `PRE_IO_DATA` appended to its OVERLAPPED (here: any owned value,
+//! such as a connection's state, which travels with the operation and comes back
+//! with its packet).
+
+use std::any::Any;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use crate::handle::Handle;
+
+/// Per-operation user data that travels with an operation and returns in its packet.
+pub type Context = Box<dyn Any + std::marker::Send>;
+
+/// An operation, as submitted and as handed back in a [`Packet`](crate::Packet).
+#[non_exhaustive]
+pub enum Op {
+    /// A packet made by [`Port::post`](crate::Port::post); `token` is the value passed
+    /// there (the `lpOverlapped` of `PostQueuedCompletionStatus`).
+    Posted {
+        /// The caller's value, returned untouched.
+        token: u64,
+    },
+    /// Accept one connection (`AcceptEx`).
+    Accept(Accept),
+    /// Receive into a buffer's spare capacity (`WSARecv`).
+    Recv(Recv),
+    /// Send a whole buffer (`WSASend`).
+    Send(Send),
+    /// Complete after a delay.
+    Timeout(Timeout),
+    /// Send head, a file range and tail as one operation (`TransmitFile`).
+    TransmitFile(TransmitFile),
+    /// A closure queued with [`Pool::queue`](crate::Pool::queue); pools run these
+    /// themselves and never show them to handlers.
+    #[doc(hidden)]
+    Work(Work),
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Posted { token } => write!(f, "Posted {{ token: {token} }}"),
+            Op::Accept(a) => write!(f, "Accept {{ peer: {:?} }}", a.peer),
+            Op::Recv(r) => write!(f, "Recv {{ len: {} }}", r.buf.len()),
+            Op::Send(s) => write!(f, "Send {{ len: {} }}", s.buf.len()),
+            Op::Timeout(t) => write!(f, "Timeout {{ {:?} }}", t.duration),
+            Op::TransmitFile(t) => write!(f, "TransmitFile {{ offset: {}, len: {} }}", t.offset, t.len),
+            Op::Work(_) => f.write_str("Work"),
+        }
+    }
+}
+
+impl Op {
+    /// Takes the context out of the operation, if it carries one.
+    pub fn take_ctx(&mut self) -> Option<Context> {
+        match self {
+            Op::Accept(o) => o.ctx.take(),
+            Op::Recv(o) => o.ctx.take(),
+            Op::Send(o) => o.ctx.take(),
+            Op::Timeout(o) => o.ctx.take(),
+            Op::TransmitFile(o) => o.ctx.take(),
+            Op::Posted { .. } | Op::Work(_) => None,
+        }
+    }
+}
+
+/// Accept a connection on a listening socket. The packet's key is the listener's.
+pub struct Accept {
+    /// The listening socket.
+    pub listener: Handle,
+    /// After completion: the accepted socket (non-blocking, close-on-exec).
+    pub socket: Option<OwnedFd>,
+    /// After completion: the peer's address.
+    pub peer: Option<SocketAddr>,
+    /// User data.
+    pub ctx: Option<Context>,
+}
+
+impl Accept {
+    /// An accept on `listener`.
+    pub fn new(listener: &Handle) -> Accept {
+        Accept { listener: listener.clone(), socket: None, peer: None, ctx: None }
+    }
+}
+
+/// Receive once into `buf`'s spare capacity; on success `buf.len()` grows by the
+/// bytes received. Zero bytes with success means the peer closed its side (EOF).
+pub struct Recv {
+    /// The socket.
+    pub handle: Handle,
+    /// The buffer: bytes land after its current length, up to its capacity.
+    pub buf: Vec<u8>,
+    /// User data.
+    pub ctx: Option<Context>,
+}
+
+impl Recv {
+    /// A receive on `handle` into `buf`'s spare capacity.
+    pub fn new(handle: &Handle, buf: Vec<u8>) -> Recv {
+        Recv { handle: handle.clone(), buf, ctx: None }
+    }
+}
+
+/// Send all of `buf` (short sends are continued inside the engine; the packet's
+/// `bytes` says how much went out, also on error).
+pub struct Send {
+    /// The socket.
+    pub handle: Handle,
+    /// The bytes to send.
+    pub buf: Vec<u8>,
+    /// User data.
+    pub ctx: Option<Context>,
+}
+
+impl Send {
+    /// A send of all of `buf` on `handle`.
+    pub fn new(handle: &Handle, buf: Vec<u8>) -> Send {
+        Send { handle: handle.clone(), buf, ctx: None }
+    }
+}
+
+/// Completes with success after `duration` (or `ECANCELED` if cancelled first).
+pub struct Timeout {
+    /// How long to wait.
+    pub duration: Duration,
+    /// The key its packet carries.
+    pub key: u64,
+    /// User data.
+    pub ctx: Option<Context>,
+}
+
+impl Timeout {
+    /// A timer of `duration` whose packet carries `key`.
+    pub fn new(duration: Duration, key: u64) -> Timeout {
+        Timeout { duration, key, ctx: None }
+    }
+}
+
+/// Send `head`, then `len` bytes of `file` from `offset` (0 = to the end of the
+/// file), then `tail`, as one operation with one packet (`TransmitFile`). `bytes`
+/// counts everything sent, head and tail included, and may exceed 4 GiB.
+///
+/// A file that turns out shorter than promised (truncated while being sent)
+/// fails the operation with `UnexpectedEof`, so the receiver never waits for
+/// bytes that cannot come.
+pub struct TransmitFile {
+    /// The connected stream socket.
+    pub socket: Handle,
+    /// The file, or `None` to send only `head` and `tail`.
+    pub file: Option<File>,
+    /// Where in the file to start.
+    pub offset: u64,
+    /// How many bytes of the file to send; 0 means up to the end of the file.
+    pub len: u64,
+    /// Sent before the file.
+    pub head: Vec<u8>,
+    /// Sent after the file.
+    pub tail: Vec<u8>,
+    /// User data.
+    pub ctx: Option<Context>,
+}
+
+impl TransmitFile {
+    /// Transmit all of `file` on `socket`.
+    pub fn new(socket: &Handle, file: File) -> TransmitFile {
+        TransmitFile {
+            socket: socket.clone(),
+            file: Some(file),
+            offset: 0,
+            len: 0,
+            head: Vec::new(),
+            tail: Vec::new(),
+            ctx: None,
+        }
+    }
+}
+
+/// A queued closure (see [`Pool::queue`](crate::Pool::queue)).
+#[doc(hidden)]
+pub struct Work(pub(crate) Box<dyn FnOnce() + std::marker::Send>);
+
+impl Work {
+    /// Runs the closure.
+    pub fn run(self) {
+        (self.0)()
+    }
+}
+
+macro_rules! into_op {
+    ($($t:ident),*) => { $(impl From<$t> for Op { fn from(o: $t) -> Op { Op::$t(o) } })* };
+}
+into_op!(Accept, Recv, Send, Timeout, TransmitFile);

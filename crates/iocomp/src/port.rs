@@ -1,0 +1,361 @@
+//! The completion port: `CreateIoCompletionPort`, `GetQueuedCompletionStatus(Ex)`,
+//! `PostQueuedCompletionStatus` and `CancelIoEx`, on Linux.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::control::{Control, Step};
+use crate::handle::{Handle, HandleInner};
+use crate::op::Op;
+use crate::packet::{GetError, OpId, Packet};
+use crate::sys::{Ring, RingShared, WqAnchor};
+
+static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
+
+/// A completion port: a queue of completion packets that many threads wait on.
+///
+/// Cloning a `Port` gives another reference to the same port. See the
+/// [crate documentation](crate) for the model.
+#[derive(Clone)]
+pub struct Port {
+    pub(crate) core: Arc<Core>,
+}
+
+pub(crate) struct Core {
+    id: u64,
+    control: Control,
+    anchor: WqAnchor,
+    /// Rings of attached threads, by ring index (for cancels and hand-overs).
+    rings: RwLock<Vec<Option<Arc<RingShared>>>>,
+    next_ring: AtomicUsize,
+}
+
+/// Builds a [`Port`]: `Port::builder().concurrency(4).build()`.
+#[derive(Debug, Clone, Default)]
+pub struct PortBuilder {
+    concurrency: usize,
+    strict: bool,
+}
+
+impl PortBuilder {
+    /// The most threads that may run between two `get` calls; 0 (the default)
+    /// means the number of CPUs this process may use (IOCP rule C1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Strict mode: every completion goes through the port's single queue, so
+    /// I/O packets too are taken oldest first by the newest waiter. Without it a
+    /// thread takes its own ring's completions first (faster; the order
+    /// Windows documents as "may differ").
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
+        self
+    }
+
+    /// Creates the port. Fails if io_uring is unavailable.
+    pub fn build(self) -> io::Result<Port> {
+        let n = if self.concurrency == 0 { default_threads() } else { self.concurrency };
+        let core = Core {
+            id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
+            control: Control::new(n, self.strict),
+            anchor: WqAnchor::new()?,
+            rings: RwLock::new(Vec::new()),
+            next_ring: AtomicUsize::new(0),
+        };
+        Ok(Port { core: Arc::new(core) })
+    }
+}
+
+/// Threads this process may run on (respects `taskset`), at least 1.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// This thread's attachment to one port: its ring and its own completions.
+struct Consumer {
+    core: Arc<Core>,
+    id: usize,
+    ring: Ring,
+    local: VecDeque<Packet>,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Every op still yields its packet: cancelled ones go to the port's queue
+        // (dropped there if the port is closed).
+        let mut left = self.ring.drain();
+        left.extend(self.local.drain(..));
+        self.core.control.detach(self.id);
+        if !left.is_empty() {
+            let _ = self.core.control.enqueue(left);
+        }
+        let index = usize::from(self.ring.shared().index());
+        if let Ok(mut rings) = self.core.rings.write() {
+            if let Some(slot) = rings.get_mut(index) {
+                *slot = None;
+            }
+        }
+    }
+}
+
+thread_local! {
+    static CONSUMERS: RefCell<Vec<Consumer>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Port {
+    /// A port whose concurrency is the number of CPUs.
+    pub fn new() -> io::Result<Port> {
+        Port::builder().build()
+    }
+
+    /// A builder for a port with other settings.
+    pub fn builder() -> PortBuilder {
+        PortBuilder::default()
+    }
+
+    /// The concurrency limit.
+    pub fn concurrency(&self) -> usize {
+        self.core.control.max()
+    }
+
+    /// Associates a descriptor with this port under a completion key (C3, C4):
+    /// every packet of every operation on the returned handle carries `key`.
+    /// The handle owns the descriptor from now on.
+    pub fn associate(&self, fd: impl Into<OwnedFd>, key: u64) -> Handle {
+        Handle(Arc::new(HandleInner { fd: fd.into(), key, port: self.core.id }))
+    }
+
+    /// Queues a packet (`PostQueuedCompletionStatus`, C12): the values are not
+    /// looked at, the status is success, and waking follows the same LIFO and
+    /// concurrency rules as I/O packets. Fails only if the port is closed.
+    pub fn post(&self, key: u64, bytes: u64, token: u64) -> io::Result<()> {
+        let p = Packet { key, bytes, status: Ok(()), id: OpId::POSTED, op: Op::Posted { token } };
+        self.core.control.enqueue([p]).map_err(|()| closed())
+    }
+
+    pub(crate) fn post_op(&self, key: u64, op: Op) -> io::Result<()> {
+        let p = Packet { key, bytes: 0, status: Ok(()), id: OpId::POSTED, op };
+        self.core.control.enqueue([p]).map_err(|()| closed())
+    }
+
+    /// Waits for one packet (`GetQueuedCompletionStatus`). `None` waits forever;
+    /// `Some(Duration::ZERO)` only polls (C14).
+    ///
+    /// The calling thread becomes one of the port's threads: it counts as running
+    /// from the time `get` returns a packet until it calls `get` again (C19, C20).
+    pub fn get(&self, timeout: Option<Duration>) -> Result<Packet, GetError> {
+        // A thread that cannot get a ring (out of memory or descriptors) can
+        // never receive a packet: for it the port is as good as gone.
+        self.with_consumer(|c| wait(c, timeout)).map_err(|_| GetError::Abandoned)?
+    }
+
+    /// Waits for at least one packet and takes up to `max` (at least 1) that are
+    /// ready, appending them to `out` (`GetQueuedCompletionStatusEx`, C15). The
+    /// batch counts as one running thread. Returns how many were added.
+    pub fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize, GetError> {
+        let start = out.len();
+        self.with_consumer(|c| {
+            let first = wait(c, timeout)?;
+            out.push(first);
+            let mut more = Vec::new();
+            c.core.control.take_more(&mut c.local, &mut more, max.max(1) - 1);
+            out.extend(more);
+            Ok(out.len() - start)
+        })
+        .map_err(|_| GetError::Abandoned)?
+    }
+
+    /// Submits an overlapped operation. On `Ok` exactly one packet will come back
+    /// for it (C8); on `Err` the operation is returned with the error and no
+    /// packet will come.
+    ///
+    /// Issued on a thread that waits on this port, the operation goes to that
+    /// thread's own ring (no locks, no hand-off). Issued elsewhere, it is handed
+    /// to one of the port's threads; if none has called `get` yet, it fails with
+    /// `NotConnected`.
+    pub fn submit(&self, op: impl Into<Op>) -> Result<OpId, (io::Error, Op)> {
+        let op = op.into();
+        if let Some(h) = handle_of(&op) {
+            if h.0.port != self.core.id {
+                return Err((io::Error::new(io::ErrorKind::InvalidInput, "handle belongs to another port"), op));
+            }
+        }
+        if self.core.control.is_closed() {
+            return Err((closed(), op));
+        }
+        let mut op = Some(op);
+        let local = CONSUMERS
+            .try_with(|cs| {
+                let mut cs = cs.try_borrow_mut().ok()?;
+                let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
+                op.take().map(|op| c.ring.submit_local(op))
+            })
+            .ok()
+            .flatten();
+        if let Some(r) = local {
+            return r;
+        }
+        let Some(op) = op else { return Err((closed(), Op::Posted { token: 0 })) };
+        let ring = {
+            let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+            let live: Vec<&Arc<RingShared>> = rings.iter().flatten().collect();
+            if live.is_empty() {
+                None
+            } else {
+                let i = self.core.next_ring.fetch_add(1, Ordering::Relaxed) % live.len();
+                Some(live[i].clone())
+            }
+        };
+        match ring {
+            Some(r) => r.submit_remote(op),
+            None => Err((
+                io::Error::new(io::ErrorKind::NotConnected, "no thread waits on this port yet"),
+                op,
+            )),
+        }
+    }
+
+    /// Asks for an operation to be cancelled (`CancelIoEx`, C23). Answers at once
+    /// and posts nothing itself: `Ok` if the operation was in flight — its own
+    /// packet then reports `ECANCELED`, or its real result if it finished first —
+    /// and `NotFound` if it is not (already completed, or never existed).
+    pub fn cancel(&self, id: OpId) -> io::Result<()> {
+        let ring = {
+            let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+            rings.get(usize::from(id.ring())).cloned().flatten()
+        };
+        match ring {
+            Some(r) if id != OpId::POSTED => r.cancel(id),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such operation in flight")),
+        }
+    }
+
+    /// Closes the port: every thread waiting in `get` returns
+    /// [`GetError::Abandoned`], as do later calls; queued packets are dropped.
+    /// Operations still in flight are cancelled when their threads detach.
+    pub fn close(&self) {
+        self.core.control.close();
+    }
+
+    /// Whether [`close`](Port::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.core.control.is_closed()
+    }
+
+    /// Detaches the calling thread: cancels the operations it issued that are
+    /// still in flight (their packets are queued on the port, or dropped if the
+    /// port is closed) and stops counting it as running. Threads detach by
+    /// themselves when they exit; [`Pool`](crate::Pool) workers do it explicitly.
+    pub fn detach(&self) {
+        let c = CONSUMERS.try_with(|cs| {
+            let mut cs = cs.borrow_mut();
+            cs.iter().position(|c| Arc::ptr_eq(&c.core, &self.core)).map(|i| cs.remove(i))
+        });
+        drop(c);
+    }
+
+    /// How many threads are parked in `get` right now. For tests that need to
+    /// order waiters without sleeping.
+    #[doc(hidden)]
+    pub fn waiters(&self) -> usize {
+        self.core.control.waiters()
+    }
+
+    /// How many attached threads count as running. For tests.
+    #[doc(hidden)]
+    pub fn running(&self) -> usize {
+        self.core.control.running()
+    }
+
+    /// How many packets are queued. For tests.
+    #[doc(hidden)]
+    pub fn queued(&self) -> usize {
+        self.core.control.queued()
+    }
+
+    /// Attaches the calling thread (creating its ring) without waiting, so that
+    /// operations from other threads can be handed to it.
+    pub fn attach(&self) -> io::Result<()> {
+        self.with_consumer(|_| ())
+    }
+
+    fn with_consumer<R>(&self, f: impl FnOnce(&mut Consumer) -> R) -> io::Result<R> {
+        CONSUMERS.with(|cs| {
+            let mut cs = cs.borrow_mut();
+            // C17: a thread counts toward one port at a time.
+            for other in cs.iter().filter(|c| !Arc::ptr_eq(&c.core, &self.core)) {
+                other.core.control.uncount(other.id);
+            }
+            let i = match cs.iter().position(|c| Arc::ptr_eq(&c.core, &self.core)) {
+                Some(i) => i,
+                None => {
+                    let c = self.new_consumer()?;
+                    cs.push(c);
+                    cs.len() - 1
+                }
+            };
+            Ok(f(&mut cs[i]))
+        })
+    }
+
+    fn new_consumer(&self) -> io::Result<Consumer> {
+        let mut rings = self.core.rings.write().unwrap_or_else(|e| e.into_inner());
+        let index = rings.iter().position(Option::is_none).unwrap_or(rings.len());
+        if index >= usize::from(u16::MAX - 1) {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "too many threads on one port"));
+        }
+        let ring = Ring::new(&self.core.anchor, index as u16)?;
+        let shared = ring.shared().clone();
+        if index == rings.len() {
+            rings.push(Some(shared.clone()));
+        } else {
+            rings[index] = Some(shared.clone());
+        }
+        drop(rings);
+        let id = self.core.control.attach(shared);
+        Ok(Consumer { core: self.core.clone(), id, ring, local: VecDeque::new() })
+    }
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port").field("id", &self.core.id).field("concurrency", &self.concurrency()).finish()
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the completion port is closed")
+}
+
+fn handle_of(op: &Op) -> Option<&Handle> {
+    match op {
+        Op::Accept(a) => Some(&a.listener),
+        Op::Recv(r) => Some(&r.handle),
+        Op::Send(s) => Some(&s.handle),
+        Op::TransmitFile(t) => Some(&t.socket),
+        _ => None,
+    }
+}
+
+/// The `get` loop for one consumer.
+fn wait(c: &mut Consumer, timeout: Option<Duration>) -> Result<Packet, GetError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        c.ring.reap(&mut c.local);
+        let now = Instant::now();
+        let expired = deadline.is_some_and(|d| now >= d);
+        match c.core.control.step(c.id, &mut c.local, expired) {
+            Step::Got(p) => return Ok(p),
+            Step::TimedOut => return Err(GetError::TimedOut),
+            Step::Abandoned => return Err(GetError::Abandoned),
+            Step::Park => c.ring.park(deadline.map(|d| d.saturating_duration_since(now))),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Overlapped operations: one packet per operation, buffers handed back, keys,
+//! cancellation (C8, C11, C23, C26) — on real loopback sockets.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use iocomp::{Accept, GetError, Op, Port, Recv, Send, Timeout, TransmitFile};
+
+const T: Option<Duration> = Some(Duration::from_secs(20));
+
+fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    (a, b)
+}
+
+fn port() -> Port {
+    let p = Port::builder().concurrency(2).build().unwrap();
+    p.attach().unwrap();
+    p
+}
+
+#[test]
+fn recv_returns_its_buffer_with_the_bytes_appended_and_the_key() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 42);
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(b"ab");
+    let id = port.submit(Recv::new(&h, buf)).map_err(|(e, _)| e).unwrap();
+    peer.write_all(b"hello").unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(p.key, 42);
+    assert_eq!(p.id, id);
+    assert_eq!(p.bytes, 5);
+    assert!(p.status.is_ok());
+    let Op::Recv(r) = p.op else { panic!("not a recv: {:?}", p.op) };
+    assert_eq!(r.buf, b"abhello");
+    // Exactly one packet: nothing else is queued.
+    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
+}
+
+#[test]
+fn c26_recv_of_zero_bytes_with_success_is_eof() {
+    let port = port();
+    let (ours, peer) = pair();
+    let h = port.associate(ours, 1);
+    port.submit(Recv::new(&h, Vec::with_capacity(16))).map_err(|(e, _)| e).unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok());
+    assert_eq!(p.bytes, 0);
+}
+
+#[test]
+fn send_of_a_large_buffer_completes_once_with_every_byte() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 9);
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let expect = data.clone();
+    port.submit(Send::new(&h, data)).map_err(|(e, _)| e).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; expect.len()];
+        peer.read_exact(&mut got).unwrap();
+        got == expect
+    });
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok(), "{:?}", p.status);
+    assert_eq!(p.bytes, 8 * 1024 * 1024);
+    let Op::Send(s) = p.op else { panic!() };
+    assert_eq!(s.buf.len(), 8 * 1024 * 1024, "the buffer comes back whole");
+    assert!(reader.join().unwrap(), "peer received the exact bytes");
+}
+
+#[test]
+fn accept_hands_back_the_socket_and_the_peer_address() {
+    let port = port();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let lh = port.associate(l, 5);
+    port.submit(Accept::new(&lh)).map_err(|(e, _)| e).unwrap();
+    let c = TcpStream::connect(addr).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(p.key, 5);
+    assert!(p.status.is_ok());
+    let Op::Accept(a) = p.op else { panic!() };
+    assert!(a.socket.is_some());
+    assert_eq!(a.peer, Some(c.local_addr().unwrap()));
+}
+
+#[test]
+fn c8_failed_operation_yields_one_packet_with_the_error() {
+    let port = port();
+    // Accept on a socket that is not listening fails in the kernel.
+    let (ours, _peer) = pair();
+    let h = port.associate(ours, 3);
+    port.submit(Accept::new(&h)).map_err(|(e, _)| e).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(p.key, 3);
+    assert!(p.status.is_err());
+    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
+}
+
+#[test]
+fn c8_synchronous_failure_returns_the_op_and_posts_nothing() {
+    let port = port();
+    let other = Port::new().unwrap();
+    let (ours, _peer) = pair();
+    let foreign = other.associate(ours, 1);
+    let buf = vec![1, 2, 3];
+    let (err, op) = port.submit(Send::new(&foreign, buf)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let Op::Send(s) = op else { panic!() };
+    assert_eq!(s.buf, vec![1, 2, 3], "the buffer is handed back");
+    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
+}
+
+#[test]
+fn c23_cancel_aborts_a_pending_recv_and_returns_its_buffer() {
+    let port = port();
+    let (ours, _peer) = pair();
+    let h = port.associate(ours, 8);
+    let id = port.submit(Recv::new(&h, Vec::with_capacity(32))).map_err(|(e, _)| e).unwrap();
+    port.cancel(id).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(p.id, id);
+    assert!(p.is_aborted(), "{:?}", p.status);
+    let Op::Recv(r) = p.op else { panic!() };
+    assert_eq!(r.buf.capacity(), 32);
+    // Completed: a second cancel finds nothing, and posts nothing.
+    assert_eq!(port.cancel(id).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
+}
+
+#[test]
+fn c23_cancel_from_another_thread_aborts_a_long_timer_promptly() {
+    let port = port();
+    let id = port.submit(Timeout::new(Duration::from_secs(60), 77)).map_err(|(e, _)| e).unwrap();
+    let p2 = port.clone();
+    std::thread::spawn(move || p2.cancel(id).unwrap()).join().unwrap();
+    let start = Instant::now();
+    let p = port.get(T).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(p.key, 77);
+    assert!(p.is_aborted());
+}
+
+#[test]
+fn timeout_completes_with_success_after_its_duration() {
+    let port = port();
+    let start = Instant::now();
+    port.submit(Timeout::new(Duration::from_millis(50), 4)).map_err(|(e, _)| e).unwrap();
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok());
+    assert_eq!(p.key, 4);
+    assert!(start.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+fn transmit_file_sends_head_file_and_tail_in_one_packet() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 11);
+    let path = std::env::temp_dir().join(format!("iocomp-tf-{}", std::process::id()));
+    let body: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &body).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut tf = TransmitFile::new(&h, file);
+    tf.head = b"HEAD".to_vec();
+    tf.tail = b"TAIL".to_vec();
+    port.submit(tf).map_err(|(e, _)| e).unwrap();
+    let total = 4 + body.len() + 4;
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; total];
+        peer.read_exact(&mut got).unwrap();
+        got
+    });
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok(), "{:?}", p.status);
+    assert_eq!(p.bytes, total as u64);
+    let got = reader.join().unwrap();
+    assert_eq!(&got[..4], b"HEAD");
+    assert_eq!(&got[4..4 + body.len()], &body[..]);
+    assert_eq!(&got[4 + body.len()..], b"TAIL");
+}
+
+#[test]
+fn transmit_file_range_and_bad_offset() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 12);
+    let path = std::env::temp_dir().join(format!("iocomp-tfr-{}", std::process::id()));
+    std::fs::write(&path, b"0123456789").unwrap();
+    let mut tf = TransmitFile::new(&h, std::fs::File::open(&path).unwrap());
+    tf.offset = 11;
+    let (e, _) = port.submit(tf).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    let mut tf = TransmitFile::new(&h, std::fs::File::open(&path).unwrap());
+    std::fs::remove_file(&path).unwrap();
+    tf.offset = 3;
+    tf.len = 4;
+    port.submit(tf).map_err(|(e, _)| e).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(p.bytes, 4);
+    let mut got = [0u8; 4];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"3456");
+}
