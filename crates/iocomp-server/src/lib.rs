@@ -1,1 +1,62 @@
-//! x
+//! **iocomp-server** — the file-download server of the seed `iocomp.cpp`, on the
+//! [`iocomp`] completion port.
+//!
+//! A few worker threads serve many clients. A client connects, sends a file
+//! name ending in a newline — as `nc` does — and receives the file's bytes; it
+//! may then ask for another on the same connection. Each connection is a small
+//! state machine driven by completion packets (receive a line → transmit a file
+//! or an error line → receive the next line), and never holds a thread while it
+//! waits.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use iocomp_server::{Config, Server};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let dir = std::env::temp_dir().join(format!("iocomp-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! std::fs::write(dir.join("hello.txt"), "hello, world\n")?;
+//!
+//! let mut config = Config::new(&dir);
+//! config.binds = vec!["127.0.0.1:0".parse().unwrap()];
+//! config.threads = 2;
+//! let server = Server::start(config)?;
+//!
+//! let mut client = std::net::TcpStream::connect(server.local_addrs()[0])?;
+//! client.write_all(b"hello.txt\nmissing.txt\n")?;
+//! client.shutdown(std::net::Shutdown::Write)?;   // like `nc -q`
+//! let mut reply = String::new();
+//! client.read_to_string(&mut reply)?;
+//! assert_eq!(reply, "hello, world\nFile transmit error: not found\r\n");
+//!
+//! server.shutdown();
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The line protocol
+//!
+//! - A line ends with LF; one CR before it is stripped; at most 4096 bytes.
+//! - The name is raw bytes, relative to the served directory: no
+//!   percent-decoding; a leading `/` means the root; `..` is refused as a path
+//!   component (`a..b` is an ordinary name); NUL is refused; dotfiles are
+//!   refused unless enabled; symlinks are followed only while they stay inside.
+//! - On failure the server sends one line, `File transmit error: <reason>\r\n`,
+//!   and keeps the connection. Reasons never disclose paths: `not found`,
+//!   `forbidden`, `not a regular file`, `bad name`, `line too long`, `busy`,
+//!   `I/O error`.
+//! - After the client half-closes, the lines already received are answered and
+//!   then the connection is closed.
+//!
+//! An error line cannot be told from file content: that is the protocol's
+//! limit, and why HTTP will share the port.
+
+mod conn;
+pub mod line;
+pub mod listener;
+pub mod path;
+mod server;
+
+pub use conn::ERROR_PREFIX;
+pub use path::{OpenError, PathOptions, Root};
+pub use server::{Config, Server};

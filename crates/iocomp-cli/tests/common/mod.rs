@@ -1,0 +1,592 @@
+//! Shared helpers for the `iocomp` integration tests: a self-deleting
+//! temporary tree, a guard around a spawned `iocomp serve` process, and
+//! bounded client helpers for the line protocol.
+//!
+//! Everything here is bounded in time: sockets carry read/write timeouts and
+//! every wait is a polling loop with a deadline, so a broken server makes a
+//! test fail instead of hang.
+
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Default bound for a single socket read or write, and for server start-up.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Bound for the descriptor count to settle back after clients close.
+pub const FD_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The error line the server sends for `reason`.
+pub fn error_line(reason: &str) -> Vec<u8> {
+    format!("File transmit error: {reason}\r\n").into_bytes()
+}
+
+/// Every failure reason the protocol defines.
+pub const REASONS: &[&str] = &[
+    "not found",
+    "forbidden",
+    "not a regular file",
+    "bad name",
+    "line too long",
+    "busy",
+    "I/O error",
+];
+
+/// Deterministic pseudo-random bytes (xorshift64*): `len` bytes derived from
+/// `seed`, with no short repeating pattern, so an offset or duplication bug in
+/// a transfer shows up as a mismatch.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0x2545_F491_4F6C_DD1D)
+        | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let word = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Compares two byte buffers and, on mismatch, panics with the lengths and the
+/// first differing offset instead of dumping megabytes of bytes.
+pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first_diff = got
+        .iter()
+        .zip(want.iter())
+        .position(|(a, b)| a != b)
+        .unwrap_or_else(|| got.len().min(want.len()));
+    panic!(
+        "{what}: got {} bytes, want {} bytes, first difference at offset {first_diff}\n  got:  {}\n  want: {}",
+        got.len(),
+        want.len(),
+        show(&got[first_diff.min(got.len())..]),
+        show(&want[first_diff.min(want.len())..]),
+    );
+}
+
+/// A short, printable rendering of bytes for failure messages.
+pub fn show(bytes: &[u8]) -> String {
+    const MAX: usize = 160;
+    let shown: String = bytes[..bytes.len().min(MAX)]
+        .escape_ascii()
+        .to_string();
+    if bytes.len() > MAX {
+        format!("b\"{shown}\"... ({} bytes)", bytes.len())
+    } else {
+        format!("b\"{shown}\"")
+    }
+}
+
+static TREE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique temporary directory, removed (with everything in it) on drop.
+///
+/// Layout: `base/` holds the served tree `base/root/` and may hold files
+/// *outside* the served tree (next to it), for escape tests.
+pub struct TempTree {
+    base: PathBuf,
+    root: PathBuf,
+}
+
+impl TempTree {
+    /// Creates a fresh, empty tree.
+    pub fn new() -> TempTree {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let n = TREE_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let base = std::env::temp_dir().join(format!(
+            "iocomp-itest-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        // `create_dir` (not `_all`) so a leftover directory is never reused.
+        fs::create_dir(&base).unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
+        let root = base.join("root");
+        fs::create_dir(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
+        TempTree { base, root }
+    }
+
+    /// The directory the server serves.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory holding `root/`; files here are outside the served tree.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Creates (or replaces) the file `rel` under the root with `content`,
+    /// creating parent directories. Returns its path.
+    pub fn file(&self, rel: &str, content: &[u8]) -> PathBuf {
+        let path = self.root.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
+    /// Creates a file next to the served tree (outside it). Returns its path.
+    pub fn outside_file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.base.join(name);
+        fs::write(&path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
+    /// Creates the directory `rel` (and its parents) under the root.
+    pub fn dir(&self, rel: &str) -> PathBuf {
+        let path = self.root.join(rel);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        path
+    }
+
+    /// Creates the symlink `rel` under the root pointing at `target`
+    /// (stored verbatim: relative targets are relative to the link's dir).
+    pub fn symlink(&self, target: impl AsRef<Path>, rel: &str) -> PathBuf {
+        let path = self.root.join(rel);
+        std::os::unix::fs::symlink(target.as_ref(), &path)
+            .unwrap_or_else(|e| panic!("symlink {}: {e}", path.display()));
+        path
+    }
+
+    /// Creates the FIFO `rel` under the root.
+    pub fn fifo(&self, rel: &str) -> PathBuf {
+        let path = self.root.join(rel);
+        let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) };
+        assert_eq!(
+            rc,
+            0,
+            "mkfifo {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        path
+    }
+}
+
+impl Default for TempTree {
+    fn default() -> Self {
+        TempTree::new()
+    }
+}
+
+impl Drop for TempTree {
+    fn drop(&mut self) {
+        // `remove_dir_all` does not follow symlinks, so escape links are safe.
+        let _ = fs::remove_dir_all(&self.base);
+    }
+}
+
+static LOG_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A running `iocomp serve` process. Dropping it SIGKILLs and reaps the
+/// process unless it has already been waited for; if the test is panicking,
+/// the server's stderr is printed so the failure comes with its logs.
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+    pid: i32,
+    exit: Option<ExitStatus>,
+    log_path: PathBuf,
+}
+
+impl Server {
+    /// Spawns `iocomp serve ROOT --bind 127.0.0.1:0 --threads 2 EXTRA...` and
+    /// waits (at most [`IO_TIMEOUT`]) for its `listening on ADDR` line.
+    pub fn start(root: &Path, extra_args: &[&str]) -> Server {
+        let log_path = std::env::temp_dir().join(format!(
+            "iocomp-itest-log-{}-{}.txt",
+            std::process::id(),
+            LOG_COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let log = fs::File::create(&log_path).expect("create server log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iocomp"))
+            .arg("serve")
+            .arg(root)
+            .args(["--bind", "127.0.0.1:0", "--threads", "2"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn iocomp");
+        let pid = i32::try_from(child.id()).expect("pid fits in i32");
+        let stdout = child.stdout.take().expect("piped stdout");
+
+        // Read stdout on a thread so the wait for the first line is bounded;
+        // the thread keeps draining stdout until the process exits.
+        let (tx, rx) = mpsc::channel::<String>();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = tx.send(line.trim_end().to_string());
+                    }
+                }
+            }
+        });
+
+        let mut server = Server {
+            child,
+            // Placeholder until the line is parsed; never used before that.
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pid,
+            exit: None,
+            log_path,
+        };
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("listening on ") {
+                        server.addr = rest.trim().parse().unwrap_or_else(|e| {
+                            panic!("unparsable address in stdout line {line:?}: {e}")
+                        });
+                        return server;
+                    }
+                    // Some other stdout line: keep waiting for ours.
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("server printed no `listening on` line within {IO_TIMEOUT:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.wait_exit(Duration::from_secs(5));
+                    panic!("server closed stdout before a `listening on` line; exit: {status:?}")
+                }
+            }
+        }
+    }
+
+    /// The address parsed from the `listening on` line.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The number of descriptors the server has open now.
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .unwrap_or_else(|e| panic!("read /proc/{}/fd: {e}", self.pid))
+            .count()
+    }
+
+    /// The server's open descriptors and what they point at, for messages.
+    pub fn fd_listing(&self) -> String {
+        let dir = format!("/proc/{}/fd", self.pid);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return format!("(cannot read {dir})");
+        };
+        let mut lines: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let target = fs::read_link(e.path())
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|err| format!("? ({err})"));
+                format!("  {} -> {target}", e.file_name().to_string_lossy())
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
+    /// Polls (bounded by `timeout`) until the descriptor count equals
+    /// `expected`; returns the last count seen (equal to `expected` on success).
+    pub fn wait_fd_count(&self, expected: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.fd_count();
+            if n == expected || Instant::now() >= deadline {
+                return n;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that the descriptor count returns to `baseline` within
+    /// [`FD_SETTLE_TIMEOUT`], listing the open descriptors if it does not.
+    pub fn assert_fds_back_to(&self, baseline: usize) {
+        let got = self.wait_fd_count(baseline, FD_SETTLE_TIMEOUT);
+        assert_eq!(
+            got,
+            baseline,
+            "descriptor count did not return to its baseline within {FD_SETTLE_TIMEOUT:?}; open now:\n{}",
+            self.fd_listing()
+        );
+    }
+
+    /// Sends `sig` to the server.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our child,
+        // which has not been reaped yet (so the pid cannot have been reused).
+        let rc = unsafe { libc::kill(self.pid, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}): {}", self.pid, std::io::Error::last_os_error());
+    }
+
+    /// Waits (polling, bounded by `timeout`) for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.exit.is_some() {
+            return self.exit;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.exit = Some(status);
+                    return self.exit;
+                }
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Ok(None) => return None,
+                Err(e) => panic!("try_wait on server: {e}"),
+            }
+        }
+    }
+
+    /// Asserts the server process is still running.
+    pub fn assert_alive(&mut self) {
+        if self.exit.is_none() {
+            match self.child.try_wait() {
+                Ok(None) => return,
+                Ok(Some(status)) => self.exit = Some(status),
+                Err(e) => panic!("try_wait on server: {e}"),
+            }
+        }
+        panic!("server exited unexpectedly: {:?}", self.exit);
+    }
+
+    /// Opens a client connection with [`IO_TIMEOUT`] read/write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            if let Ok(log) = fs::read(&self.log_path) {
+                let tail = &log[log.len().saturating_sub(16 * 1024)..];
+                eprintln!(
+                    "---- iocomp server stderr (last {} bytes) ----\n{}\n---- end of server stderr ----",
+                    tail.len(),
+                    String::from_utf8_lossy(tail)
+                );
+            }
+        }
+        let _ = fs::remove_file(&self.log_path);
+    }
+}
+
+/// Connects to `addr` with bounded connect, read and write timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Encodes `name` as one request line (`name` + LF).
+pub fn line(name: &[u8]) -> Vec<u8> {
+    let mut l = name.to_vec();
+    l.push(b'\n');
+    l
+}
+
+/// Writes `bytes`, panicking with context on failure or timeout.
+pub fn send(stream: &mut TcpStream, bytes: &[u8]) {
+    stream
+        .write_all(bytes)
+        .unwrap_or_else(|e| panic!("write {}: {e}", show(bytes)));
+}
+
+/// One connection: sends every name as a line, half-closes, and reads the
+/// whole reply until the server closes the connection.
+pub fn fetch(addr: SocketAddr, names: &[&[u8]]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    let mut request = Vec::new();
+    for name in names {
+        request.extend_from_slice(&line(name));
+    }
+    send(&mut stream, &request);
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    read_to_end_timeout(&mut stream, IO_TIMEOUT * 3)
+}
+
+/// Reads until EOF; panics if a single read stalls for the socket timeout or
+/// the whole read takes longer than `total`.
+pub fn read_to_end_timeout(stream: &mut TcpStream, total: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + total;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "reading to EOF failed after {} bytes (did the server close the connection?): {e}; last bytes: {}",
+                out.len(),
+                show(&out[out.len().saturating_sub(64)..])
+            ),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reading to EOF took longer than {total:?} ({} bytes so far)",
+            out.len()
+        );
+    }
+}
+
+/// Reads exactly `n` bytes within `total`; panics (showing what arrived) on
+/// EOF, error or timeout.
+pub fn read_exact_timeout(stream: &mut TcpStream, n: usize, total: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + total;
+    let mut out = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        match stream.read(&mut out[filled..]) {
+            Ok(0) => panic!(
+                "EOF after {filled} of {n} bytes; got: {}",
+                show(&out[..filled])
+            ),
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "read failed after {filled} of {n} bytes: {e}; got: {}",
+                show(&out[..filled])
+            ),
+        }
+        assert!(
+            filled == n || Instant::now() < deadline,
+            "reading {n} bytes took longer than {total:?} ({filled} so far)"
+        );
+    }
+    out
+}
+
+/// Reads exactly `expected.len()` bytes and checks they equal `expected`.
+/// Fails as soon as the bytes diverge (after briefly collecting the rest of
+/// the line for the message), so a wrong error line fails fast instead of
+/// waiting for bytes that will never come.
+pub fn expect_bytes(stream: &mut TcpStream, expected: &[u8], what: &str) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut got: Vec<u8> = Vec::with_capacity(expected.len());
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < expected.len() {
+        let want = (expected.len() - got.len()).min(buf.len());
+        match stream.read(&mut buf[..want]) {
+            Ok(0) => panic!(
+                "{what}: EOF after {} of {} bytes; got {}, want {}",
+                got.len(),
+                expected.len(),
+                show(&got),
+                show(expected)
+            ),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "{what}: read failed after {} of {} bytes: {e}; got {}, want {}",
+                got.len(),
+                expected.len(),
+                show(&got),
+                show(expected)
+            ),
+        }
+        if got[..] != expected[..got.len()] {
+            collect_rest_of_line(stream, &mut got);
+            assert_bytes_eq(&got, expected, what);
+        }
+        assert!(
+            got.len() == expected.len() || Instant::now() < deadline,
+            "{what}: reply took longer than {IO_TIMEOUT:?} ({} of {} bytes)",
+            got.len(),
+            expected.len()
+        );
+    }
+}
+
+/// After a mismatch: reads a little more (up to a LF, 256 bytes or 300 ms) so
+/// the failure message shows the server's whole line.
+fn collect_rest_of_line(stream: &mut TcpStream, got: &mut Vec<u8>) {
+    let old = stream.read_timeout().ok().flatten();
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\n") && got.len() < 256 {
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            _ => break,
+        }
+    }
+    let _ = stream.set_read_timeout(old);
+}
+
+/// Sets `SO_LINGER {on, 0}` so that dropping the socket sends a RST instead
+/// of a FIN.
+pub fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the fd is a live socket owned by `stream`; the option value
+    // points at a properly initialised `linger` of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+}
+
+/// Asserts that a read on `stream` ends the connection: it returns EOF or an
+/// error such as a reset, but neither data nor a timeout.
+pub fn assert_read_sees_close(stream: &mut TcpStream, what: &str) {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: expected EOF, got {n} bytes: {}", show(&buf[..n])),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            panic!("{what}: connection still open (read timed out)")
+        }
+        Err(_) => {} // reset or similar: the connection is gone, as required
+    }
+}
