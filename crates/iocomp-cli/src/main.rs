@@ -14,7 +14,11 @@ use tracing::{error, info};
 mod signals;
 
 #[derive(Parser)]
-#[command(name = "iocomp", version, about = "A file-download server on an I/O completion port")]
+#[command(
+    name = "iocomp",
+    version,
+    about = "A file-download server on an I/O completion port"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,7 +36,7 @@ struct ServeArgs {
     /// The directory to serve; nothing outside it is ever sent.
     #[arg(default_value = ".")]
     dir: PathBuf,
-    /// Address to listen on (repeatable; IPv6 as [::]:8182).
+    /// Address to listen on (repeatable; IPv6 as `[::]:8182`).
     #[arg(long = "bind", value_name = "ADDR", default_value = "0.0.0.0:8182")]
     bind: Vec<SocketAddr>,
     /// Worker threads [default: the number of CPUs available].
@@ -90,7 +94,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut config = Config::new(&args.dir);
     config.binds = args.bind;
     config.threads = args.threads.unwrap_or(0);
-    config.path = PathOptions { hidden: args.hidden, no_symlinks: args.no_symlinks };
+    config.path = PathOptions {
+        hidden: args.hidden,
+        no_symlinks: args.no_symlinks,
+    };
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
@@ -99,8 +106,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
-    info!("Startup: serving {} on {}", args.dir.display(), addrs.join(", "));
-    info!("{} worker threads, backend {}", server.threads(), server.backend());
+    info!(
+        "Startup: serving {} on {}",
+        args.dir.display(),
+        addrs.join(", ")
+    );
+    info!(
+        "{} worker threads, backend {}",
+        server.threads(),
+        server.backend()
+    );
     info!("press Ctrl+C to shut down");
     {
         let mut out = std::io::stdout().lock();

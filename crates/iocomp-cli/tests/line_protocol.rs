@@ -120,7 +120,10 @@ fn twenty_clients_three_files_each() {
         .enumerate()
         .filter_map(|(c, h)| h.join().is_err().then_some(c))
         .collect();
-    assert!(failed.is_empty(), "clients failed (see their panics above): {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "clients failed (see their panics above): {failed:?}"
+    );
 }
 
 /// What a request should produce.
@@ -187,7 +190,10 @@ fn bad_inputs_get_the_right_error_line_and_the_connection_survives() {
         (line(b"../etc/passwd"), Expect::Error("forbidden")),
         (line(b"sub/../ok.txt"), Expect::Error("forbidden")),
         (line(b"/ok.txt"), Expect::Content(OK_CONTENT.to_vec())),
-        (line(b"sub/inner.txt"), Expect::Content(b"inner file in sub/\n".to_vec())),
+        (
+            line(b"sub/inner.txt"),
+            Expect::Content(b"inner file in sub/\n".to_vec()),
+        ),
         (line(b"abs"), Expect::Error("forbidden")),
         (line(b"abs_outside"), Expect::Error("forbidden")),
         (line(b"rel"), Expect::Error("forbidden")),
@@ -202,11 +208,17 @@ fn bad_inputs_get_the_right_error_line_and_the_connection_survives() {
         (line(b""), Expect::Error("bad name")),
         (long_line.clone(), Expect::Error("line too long")),
         (line(b"missing.txt"), Expect::Error("not found")),
-        (line(b"a..b"), Expect::Content(b"a legal name containing two dots\n".to_vec())),
+        (
+            line(b"a..b"),
+            Expect::Content(b"a legal name containing two dots\n".to_vec()),
+        ),
         (b"ok.txt\r\n".to_vec(), Expect::Content(OK_CONTENT.to_vec())),
         (line(b"link"), Expect::Content(OK_CONTENT.to_vec())),
         (line(b"sub/up"), Expect::Content(OK_CONTENT.to_vec())),
-        (line(b"linkdir/inner.txt"), Expect::Content(b"inner file in sub/\n".to_vec())),
+        (
+            line(b"linkdir/inner.txt"),
+            Expect::Content(b"inner file in sub/\n".to_vec()),
+        ),
     ];
     run_cases(&server, &cases);
 
@@ -239,7 +251,11 @@ fn bad_inputs_get_the_right_error_line_and_the_connection_survives() {
         send(&mut stream, &[b'z'; 1024]);
     }
     send(&mut stream, b"\n");
-    expect_bytes(&mut stream, &error_line("line too long"), "100 KiB line in pieces");
+    expect_bytes(
+        &mut stream,
+        &error_line("line too long"),
+        "100 KiB line in pieces",
+    );
     expect_ok_still_served(&mut stream, "100 KiB line in pieces");
     expect_clean_close(stream, "100 KiB line in pieces");
 }
@@ -250,7 +266,10 @@ fn hidden_flag_serves_dotfiles() {
     let server = Server::start(tree.root(), &["--hidden"]);
     let cases: Vec<(Vec<u8>, Expect)> = vec![
         (line(b".secret"), Expect::Content(b"a dotfile\n".to_vec())),
-        (line(b".dotdir/in-dotdir.txt"), Expect::Content(b"in a dot directory\n".to_vec())),
+        (
+            line(b".dotdir/in-dotdir.txt"),
+            Expect::Content(b"in a dot directory\n".to_vec()),
+        ),
         // `..` stays refused even with --hidden.
         (line(b"../outside.txt"), Expect::Error("forbidden")),
         (line(b"sub/../ok.txt"), Expect::Error("forbidden")),
@@ -271,7 +290,10 @@ fn no_symlinks_flag_refuses_inner_symlinks() {
         (line(b"rel"), Expect::Error("forbidden")),
         // Plain files are unaffected.
         (line(b"ok.txt"), Expect::Content(OK_CONTENT.to_vec())),
-        (line(b"sub/inner.txt"), Expect::Content(b"inner file in sub/\n".to_vec())),
+        (
+            line(b"sub/inner.txt"),
+            Expect::Content(b"inner file in sub/\n".to_vec()),
+        ),
     ];
     run_cases(&server, &cases);
 }
@@ -316,7 +338,10 @@ fn parse_error_lines(reply: &[u8]) -> Vec<String> {
             .strip_prefix(b"File transmit error: ")
             .unwrap_or_else(|| panic!("not an error line: {}", show(l)));
         let reason = String::from_utf8_lossy(reason).into_owned();
-        assert!(REASONS.contains(&reason.as_str()), "unknown reason {reason:?}");
+        assert!(
+            REASONS.contains(&reason.as_str()),
+            "unknown reason {reason:?}"
+        );
         reasons.push(reason);
         rest = &rest[end + 2..];
     }
@@ -448,7 +473,15 @@ fn no_descriptor_leak_after_mixed_traffic() {
         let mut long = vec![b'y'; 5000];
         long.push(b'\n');
         let names: [&[u8]; 9] = [
-            b"missing", b"../x", b"a\0b", b"sub", b"fifo", b".secret", b"", b"rel", b"dangling",
+            b"missing",
+            b"../x",
+            b"a\0b",
+            b"sub",
+            b"fifo",
+            b".secret",
+            b"",
+            b"rel",
+            b"dangling",
         ];
         let mut stream = common::connect(addr);
         let mut request = long;

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{assert_bytes_eq, assert_read_sees_close, expect_bytes, fetch, send, Server, TempTree};
+use common::{
+    assert_bytes_eq, assert_read_sees_close, expect_bytes, fetch, send, Server, TempTree,
+};
 use std::time::Duration;
 
 const OK_CONTENT: &[u8] = b"shutdown test file\n";
@@ -39,7 +41,11 @@ fn sigint_with_idle_clients_exits_zero() {
         .wait_exit(EXIT_TIMEOUT)
         .unwrap_or_else(|| panic!("server still running {EXIT_TIMEOUT:?} after SIGINT"));
     assert!(status.success(), "exit status after SIGINT: {status:?}");
-    assert_eq!(status.code(), Some(0), "exit status after SIGINT: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGINT: {status:?}"
+    );
 
     for (i, stream) in idle.iter_mut().enumerate() {
         assert_read_sees_close(stream, &format!("idle client {i}"));
@@ -57,5 +63,9 @@ fn sigterm_exits_zero() {
         .wait_exit(EXIT_TIMEOUT)
         .unwrap_or_else(|| panic!("server still running {EXIT_TIMEOUT:?} after SIGTERM"));
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
-    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status:?}"
+    );
 }

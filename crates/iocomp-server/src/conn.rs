@@ -32,7 +32,13 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(handle: Handle, peer: Option<SocketAddr>) -> Box<Conn> {
-        Box::new(Conn { handle, peer, inbuf: Vec::with_capacity(RECV_BUF), framer: LineFramer::new(), eof: false })
+        Box::new(Conn {
+            handle,
+            peer,
+            inbuf: Vec::with_capacity(RECV_BUF),
+            framer: LineFramer::new(),
+            eof: false,
+        })
     }
 }
 
@@ -49,8 +55,12 @@ pub(crate) fn start(port: &Port, root: &Root, conn: Box<Conn>) {
 
 /// Handles a packet of a connection's operation.
 pub(crate) fn complete(port: &Port, root: &Root, mut packet: Packet) {
-    let Some(ctx) = packet.op.take_ctx() else { return };
-    let Ok(mut conn) = ctx.downcast::<Conn>() else { return };
+    let Some(ctx) = packet.op.take_ctx() else {
+        return;
+    };
+    let Ok(mut conn) = ctx.downcast::<Conn>() else {
+        return;
+    };
     if let Err(e) = &packet.status {
         debug!(conn = packet.key, peer = ?conn.peer, "connection ends: {e}");
         return;

@@ -31,7 +31,11 @@ fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int)
 
 /// Binds and listens on `addr`.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: socket(2) with constant arguments returns a new descriptor or -1.
     let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: fd is a fresh descriptor that nothing else owns.
@@ -44,7 +48,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
@@ -57,7 +63,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
@@ -67,7 +75,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     // SAFETY: `storage` holds a valid address of `len` bytes for this family.
     check(unsafe {
-        libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len as libc::socklen_t)
+        libc::bind(
+            fd,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
     })?;
     // SAFETY: listen(2) on a descriptor we own.
     check(unsafe { libc::listen(fd, libc::SOMAXCONN) })?;

@@ -65,20 +65,31 @@ impl Server {
     /// when the server is ready: every worker is attached and every listener
     /// has accepts in flight.
     pub fn start(config: Config) -> io::Result<Server> {
-        let root = Root::open(&config.root, config.path)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot serve {}: {e}", config.root.display())))?;
+        let root = Root::open(&config.root, config.path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot serve {}: {e}", config.root.display()),
+            )
+        })?;
         let port = Port::builder().concurrency(config.threads).build()?;
         let threads = port.concurrency();
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for (i, addr) in config.binds.iter().enumerate() {
-            let l = listener::bind(*addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let l = listener::bind(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             addrs.push(l.local_addr()?);
             listeners.push(port.associate(l, LISTENER_KEY + i as u64));
         }
-        let shared = Arc::new(Shared { root, listeners, next_conn: AtomicU64::new(1) });
+        let shared = Arc::new(Shared {
+            root,
+            listeners,
+            next_conn: AtomicU64::new(1),
+        });
         let s2 = shared.clone();
-        let pool = Pool::new(&port, threads, move |port, packet| dispatch(port, &s2, packet))?;
+        let pool = Pool::new(&port, threads, move |port, packet| {
+            dispatch(port, &s2, packet)
+        })?;
         // One accept per worker per listener, each issued on a worker so that it
         // lives in that worker's ring and its connections start there.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -94,7 +105,11 @@ impl Server {
         for r in rx {
             r?;
         }
-        Ok(Server { pool, addrs, threads })
+        Ok(Server {
+            pool,
+            addrs,
+            threads,
+        })
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -122,7 +137,9 @@ impl Server {
 fn dispatch(port: &Port, shared: &Shared, mut packet: Packet) {
     if packet.key >= LISTENER_KEY {
         let index = (packet.key - LISTENER_KEY) as usize;
-        let Some(listener) = shared.listeners.get(index) else { return };
+        let Some(listener) = shared.listeners.get(index) else {
+            return;
+        };
         match std::mem::replace(&mut packet.op, Op::Posted { token: 0 }) {
             Op::Accept(a) => on_accept(port, shared, listener, packet.status, a),
             // The back-off timer after EMFILE and friends: accept again.

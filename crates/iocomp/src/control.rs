@@ -64,7 +64,11 @@ fn wake_all(wakes: Wakes) {
 
 impl Control {
     pub(crate) fn new(max: usize, strict: bool) -> Control {
-        Control { max, strict, state: Mutex::new(State::default()) }
+        Control {
+            max,
+            strict,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -80,7 +84,12 @@ impl Control {
     /// Registers a thread that will call `get`; returns its id.
     pub(crate) fn attach(&self, waker: Arc<Waker>) -> usize {
         let mut st = self.lock();
-        let rec = Consumer { handed: None, waker, counted: false, waiting: false };
+        let rec = Consumer {
+            handed: None,
+            waker,
+            counted: false,
+            waiting: false,
+        };
         if let Some(i) = st.consumers.iter().position(Option::is_none) {
             st.consumers[i] = Some(rec);
             i
@@ -94,7 +103,9 @@ impl Control {
     /// again and its running slot may release another waiter.
     pub(crate) fn detach(&self, id: usize) {
         let mut st = self.lock();
-        let Some(rec) = st.consumers.get_mut(id).and_then(Option::take) else { return };
+        let Some(rec) = st.consumers.get_mut(id).and_then(Option::take) else {
+            return;
+        };
         if rec.waiting {
             st.waiters.retain(|&w| w != id);
         }
@@ -168,7 +179,9 @@ impl Control {
             return Step::Abandoned;
         }
         let st = &mut *st;
-        let Some(Some(rec)) = st.consumers.get_mut(id) else { return Step::Abandoned };
+        let Some(Some(rec)) = st.consumers.get_mut(id) else {
+            return Step::Abandoned;
+        };
         if let Some(p) = rec.handed.take() {
             // `release` already counted us and popped us off the stack.
             return Step::Got(p);
@@ -210,7 +223,12 @@ impl Control {
 
     /// Takes up to `max` more packets for a thread that already holds one
     /// (`get_many`: the batch counts as one running thread, C15).
-    pub(crate) fn take_more(&self, local: &mut VecDeque<Packet>, out: &mut Vec<Packet>, max: usize) {
+    pub(crate) fn take_more(
+        &self,
+        local: &mut VecDeque<Packet>,
+        out: &mut Vec<Packet>,
+        max: usize,
+    ) {
         if self.strict {
             if !local.is_empty() && self.enqueue(local.drain(..)).is_err() {
                 return;
@@ -250,7 +268,12 @@ impl Control {
         }
         st.closed = true;
         let dropped: Vec<Packet> = st.queue.drain(..).collect();
-        let wakes: Wakes = st.consumers.iter().flatten().map(|c| c.waker.clone()).collect();
+        let wakes: Wakes = st
+            .consumers
+            .iter()
+            .flatten()
+            .map(|c| c.waker.clone())
+            .collect();
         drop(st);
         drop(dropped);
         wake_all(wakes);

@@ -56,6 +56,9 @@ impl AsRawFd for Handle {
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle").field("fd", &self.as_raw_fd()).field("key", &self.0.key).finish()
+        f.debug_struct("Handle")
+            .field("fd", &self.as_raw_fd())
+            .field("key", &self.0.key)
+            .finish()
     }
 }

@@ -53,7 +53,9 @@ impl std::fmt::Debug for Op {
             Op::Recv(r) => write!(f, "Recv {{ len: {} }}", r.buf.len()),
             Op::Send(s) => write!(f, "Send {{ len: {} }}", s.buf.len()),
             Op::Timeout(t) => write!(f, "Timeout {{ {:?} }}", t.duration),
-            Op::TransmitFile(t) => write!(f, "TransmitFile {{ offset: {}, len: {} }}", t.offset, t.len),
+            Op::TransmitFile(t) => {
+                write!(f, "TransmitFile {{ offset: {}, len: {} }}", t.offset, t.len)
+            }
             Op::Work(_) => f.write_str("Work"),
         }
     }
@@ -88,7 +90,12 @@ pub struct Accept {
 impl Accept {
     /// An accept on `listener`.
     pub fn new(listener: &Handle) -> Accept {
-        Accept { listener: listener.clone(), socket: None, peer: None, ctx: None }
+        Accept {
+            listener: listener.clone(),
+            socket: None,
+            peer: None,
+            ctx: None,
+        }
     }
 }
 
@@ -106,7 +113,11 @@ pub struct Recv {
 impl Recv {
     /// A receive on `handle` into `buf`'s spare capacity.
     pub fn new(handle: &Handle, buf: Vec<u8>) -> Recv {
-        Recv { handle: handle.clone(), buf, ctx: None }
+        Recv {
+            handle: handle.clone(),
+            buf,
+            ctx: None,
+        }
     }
 }
 
@@ -124,7 +135,11 @@ pub struct Send {
 impl Send {
     /// A send of all of `buf` on `handle`.
     pub fn new(handle: &Handle, buf: Vec<u8>) -> Send {
-        Send { handle: handle.clone(), buf, ctx: None }
+        Send {
+            handle: handle.clone(),
+            buf,
+            ctx: None,
+        }
     }
 }
 
@@ -141,7 +156,11 @@ pub struct Timeout {
 impl Timeout {
     /// A timer of `duration` whose packet carries `key`.
     pub fn new(duration: Duration, key: u64) -> Timeout {
-        Timeout { duration, key, ctx: None }
+        Timeout {
+            duration,
+            key,
+            ctx: None,
+        }
     }
 }
 

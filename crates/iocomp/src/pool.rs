@@ -29,24 +29,33 @@ impl Pool {
     where
         F: Fn(&Port, Packet) + Send + Sync + 'static,
     {
-        let n = if threads == 0 { port.concurrency() } else { threads };
+        let n = if threads == 0 {
+            port.concurrency()
+        } else {
+            threads
+        };
         let handler = Arc::new(handler);
         let (tx, rx) = mpsc::channel::<io::Result<()>>();
-        let mut pool = Pool { port: port.clone(), threads: Vec::with_capacity(n) };
+        let mut pool = Pool {
+            port: port.clone(),
+            threads: Vec::with_capacity(n),
+        };
         for i in 0..n {
             let port = port.clone();
             let handler = handler.clone();
             let tx = tx.clone();
-            let t = std::thread::Builder::new().name(format!("iocomp-worker-{i}")).spawn(move || {
-                let attached = port.attach();
-                let ok = attached.is_ok();
-                let _ = tx.send(attached);
-                drop(tx);
-                if ok {
-                    worker(&port, &*handler);
-                }
-                port.detach();
-            })?;
+            let t = std::thread::Builder::new()
+                .name(format!("iocomp-worker-{i}"))
+                .spawn(move || {
+                    let attached = port.attach();
+                    let ok = attached.is_ok();
+                    let _ = tx.send(attached);
+                    drop(tx);
+                    if ok {
+                        worker(&port, &*handler);
+                    }
+                    port.detach();
+                })?;
             pool.threads.push(t);
         }
         drop(tx);

@@ -61,7 +61,11 @@ impl PortBuilder {
 
     /// Creates the port. Fails if io_uring is unavailable.
     pub fn build(self) -> io::Result<Port> {
-        let n = if self.concurrency == 0 { default_threads() } else { self.concurrency };
+        let n = if self.concurrency == 0 {
+            default_threads()
+        } else {
+            self.concurrency
+        };
         let core = Core {
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             control: Control::new(n, self.strict),
@@ -69,13 +73,17 @@ impl PortBuilder {
             rings: RwLock::new(Vec::new()),
             next_ring: AtomicUsize::new(0),
         };
-        Ok(Port { core: Arc::new(core) })
+        Ok(Port {
+            core: Arc::new(core),
+        })
     }
 }
 
 /// Threads this process may run on (respects `taskset`), at least 1.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// This thread's attachment to one port: its ring and its own completions.
@@ -129,19 +137,35 @@ impl Port {
     /// every packet of every operation on the returned handle carries `key`.
     /// The handle owns the descriptor from now on.
     pub fn associate(&self, fd: impl Into<OwnedFd>, key: u64) -> Handle {
-        Handle(Arc::new(HandleInner { fd: fd.into(), key, port: self.core.id }))
+        Handle(Arc::new(HandleInner {
+            fd: fd.into(),
+            key,
+            port: self.core.id,
+        }))
     }
 
     /// Queues a packet (`PostQueuedCompletionStatus`, C12): the values are not
     /// looked at, the status is success, and waking follows the same LIFO and
     /// concurrency rules as I/O packets. Fails only if the port is closed.
     pub fn post(&self, key: u64, bytes: u64, token: u64) -> io::Result<()> {
-        let p = Packet { key, bytes, status: Ok(()), id: OpId::POSTED, op: Op::Posted { token } };
+        let p = Packet {
+            key,
+            bytes,
+            status: Ok(()),
+            id: OpId::POSTED,
+            op: Op::Posted { token },
+        };
         self.core.control.enqueue([p]).map_err(|()| closed())
     }
 
     pub(crate) fn post_op(&self, key: u64, op: Op) -> io::Result<()> {
-        let p = Packet { key, bytes: 0, status: Ok(()), id: OpId::POSTED, op };
+        let p = Packet {
+            key,
+            bytes: 0,
+            status: Ok(()),
+            id: OpId::POSTED,
+            op,
+        };
         self.core.control.enqueue([p]).map_err(|()| closed())
     }
 
@@ -153,19 +177,27 @@ impl Port {
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet, GetError> {
         // A thread that cannot get a ring (out of memory or descriptors) can
         // never receive a packet: for it the port is as good as gone.
-        self.with_consumer(|c| wait(c, timeout)).map_err(|_| GetError::Abandoned)?
+        self.with_consumer(|c| wait(c, timeout))
+            .map_err(|_| GetError::Abandoned)?
     }
 
     /// Waits for at least one packet and takes up to `max` (at least 1) that are
     /// ready, appending them to `out` (`GetQueuedCompletionStatusEx`, C15). The
     /// batch counts as one running thread. Returns how many were added.
-    pub fn get_many(&self, out: &mut Vec<Packet>, max: usize, timeout: Option<Duration>) -> Result<usize, GetError> {
+    pub fn get_many(
+        &self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
         let start = out.len();
         self.with_consumer(|c| {
             let first = wait(c, timeout)?;
             out.push(first);
             let mut more = Vec::new();
-            c.core.control.take_more(&mut c.local, &mut more, max.max(1) - 1);
+            c.core
+                .control
+                .take_more(&mut c.local, &mut more, max.max(1) - 1);
             out.extend(more);
             Ok(out.len() - start)
         })
@@ -184,7 +216,13 @@ impl Port {
         let op = op.into();
         if let Some(h) = handle_of(&op) {
             if h.0.port != self.core.id {
-                return Err((io::Error::new(io::ErrorKind::InvalidInput, "handle belongs to another port"), op));
+                return Err((
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "handle belongs to another port",
+                    ),
+                    op,
+                ));
             }
         }
         if self.core.control.is_closed() {
@@ -202,7 +240,9 @@ impl Port {
         if let Some(r) = local {
             return r;
         }
-        let Some(op) = op else { return Err((closed(), Op::Posted { token: 0 })) };
+        let Some(op) = op else {
+            return Err((closed(), Op::Posted { token: 0 }));
+        };
         let ring = {
             let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
             let live: Vec<&Arc<RingShared>> = rings.iter().flatten().collect();
@@ -216,7 +256,10 @@ impl Port {
         match ring {
             Some(r) => r.submit_remote(op),
             None => Err((
-                io::Error::new(io::ErrorKind::NotConnected, "no thread waits on this port yet"),
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "no thread waits on this port yet",
+                ),
                 op,
             )),
         }
@@ -233,7 +276,10 @@ impl Port {
         };
         match ring {
             Some(r) if id != OpId::POSTED => r.cancel(id),
-            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such operation in flight")),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such operation in flight",
+            )),
         }
     }
 
@@ -256,7 +302,9 @@ impl Port {
     pub fn detach(&self) {
         let c = CONSUMERS.try_with(|cs| {
             let mut cs = cs.borrow_mut();
-            cs.iter().position(|c| Arc::ptr_eq(&c.core, &self.core)).map(|i| cs.remove(i))
+            cs.iter()
+                .position(|c| Arc::ptr_eq(&c.core, &self.core))
+                .map(|i| cs.remove(i))
         });
         drop(c);
     }
@@ -307,9 +355,15 @@ impl Port {
 
     fn new_consumer(&self) -> io::Result<Consumer> {
         let mut rings = self.core.rings.write().unwrap_or_else(|e| e.into_inner());
-        let index = rings.iter().position(Option::is_none).unwrap_or(rings.len());
+        let index = rings
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(rings.len());
         if index >= usize::from(u16::MAX - 1) {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "too many threads on one port"));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "too many threads on one port",
+            ));
         }
         let ring = Ring::new(&self.core.anchor, index as u16)?;
         let shared = ring.shared().clone();
@@ -320,13 +374,21 @@ impl Port {
         }
         drop(rings);
         let id = self.core.control.attach(shared);
-        Ok(Consumer { core: self.core.clone(), id, ring, local: VecDeque::new() })
+        Ok(Consumer {
+            core: self.core.clone(),
+            id,
+            ring,
+            local: VecDeque::new(),
+        })
     }
 }
 
 impl std::fmt::Debug for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Port").field("id", &self.core.id).field("concurrency", &self.concurrency()).finish()
+        f.debug_struct("Port")
+            .field("id", &self.core.id)
+            .field("concurrency", &self.concurrency())
+            .finish()
     }
 }
 
@@ -355,7 +417,9 @@ fn wait(c: &mut Consumer, timeout: Option<Duration>) -> Result<Packet, GetError>
             Step::Got(p) => return Ok(p),
             Step::TimedOut => return Err(GetError::TimedOut),
             Step::Abandoned => return Err(GetError::Abandoned),
-            Step::Park => c.ring.park(deadline.map(|d| d.saturating_duration_since(now))),
+            Step::Park => c
+                .ring
+                .park(deadline.map(|d| d.saturating_duration_since(now))),
         }
     }
 }

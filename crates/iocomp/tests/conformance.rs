@@ -21,7 +21,10 @@ fn token(p: &iocomp::Packet) -> u64 {
 fn until(what: &str, f: impl Fn() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         thread::yield_now();
     }
 }
@@ -32,7 +35,10 @@ fn c12_post_carries_arbitrary_values_with_success_status() {
     port.post(u64::MAX, u64::MAX, 0xdead_beef).unwrap();
     port.post(0, 0, 0).unwrap();
     let p = port.get(T).unwrap();
-    assert_eq!((p.key, p.bytes, token(&p)), (u64::MAX, u64::MAX, 0xdead_beef));
+    assert_eq!(
+        (p.key, p.bytes, token(&p)),
+        (u64::MAX, u64::MAX, 0xdead_beef)
+    );
     assert!(p.status.is_ok());
     assert!(p.is_posted());
     assert_eq!(p.id, OpId::POSTED);
@@ -55,10 +61,16 @@ fn c13_three_outcomes_packet_timeout_abandoned() {
     let port = Port::new().unwrap();
     port.post(1, 0, 1).unwrap();
     assert!(port.get(T).is_ok());
-    assert_eq!(port.get(Some(Duration::from_millis(10))).unwrap_err(), GetError::TimedOut);
+    assert_eq!(
+        port.get(Some(Duration::from_millis(10))).unwrap_err(),
+        GetError::TimedOut
+    );
     port.close();
     assert_eq!(port.get(T).unwrap_err(), GetError::Abandoned);
-    assert!(port.post(1, 0, 1).is_err(), "posting to a closed port fails");
+    assert!(
+        port.post(1, 0, 1).is_err(),
+        "posting to a closed port fails"
+    );
 }
 
 #[test]
@@ -81,11 +93,23 @@ fn c5_close_wakes_every_waiter_with_abandoned() {
 fn c14_zero_polls_finite_waits_infinite_blocks_until_posted() {
     let port = Port::builder().concurrency(2).build().unwrap();
     let start = Instant::now();
-    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
-    assert!(start.elapsed() < Duration::from_secs(1), "a zero timeout only polls");
+    assert_eq!(
+        port.get(Some(Duration::ZERO)).unwrap_err(),
+        GetError::TimedOut
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "a zero timeout only polls"
+    );
     let start = Instant::now();
-    assert_eq!(port.get(Some(Duration::from_millis(100))).unwrap_err(), GetError::TimedOut);
-    assert!(start.elapsed() >= Duration::from_millis(100), "a finite timeout waits it out");
+    assert_eq!(
+        port.get(Some(Duration::from_millis(100))).unwrap_err(),
+        GetError::TimedOut
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(100),
+        "a finite timeout waits it out"
+    );
     let p2 = port.clone();
     let t = thread::spawn(move || token(&p2.get(None).unwrap()));
     until("the infinite waiter", || port.waiters() == 1);
@@ -121,7 +145,10 @@ fn c15_get_many_takes_a_batch_as_one_thread() {
 
 /// Parks `n` threads one after the other; each reports (its index, the token it
 /// got) and then exits without calling `get` again.
-fn park_in_order(port: &Port, n: usize) -> (Vec<thread::JoinHandle<()>>, mpsc::Receiver<(usize, u64)>) {
+fn park_in_order(
+    port: &Port,
+    n: usize,
+) -> (Vec<thread::JoinHandle<()>>, mpsc::Receiver<(usize, u64)>) {
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::new();
     for i in 0..n {
@@ -141,7 +168,11 @@ fn c18_the_newest_waiter_gets_the_oldest_packet() {
     let port = Port::builder().concurrency(3).build().unwrap();
     let (threads, rx) = park_in_order(&port, 3);
     port.post(0, 0, 10).unwrap();
-    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), (2, 10), "last parked, first woken");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        (2, 10),
+        "last parked, first woken"
+    );
     port.post(0, 0, 11).unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), (1, 11));
     port.post(0, 0, 12).unwrap();
@@ -157,7 +188,10 @@ fn c18_two_packets_posted_together_go_newest_first_in_fifo_order() {
     let (threads, rx) = park_in_order(&port, 2);
     port.post(0, 0, 1).unwrap();
     port.post(0, 0, 2).unwrap();
-    let mut got = vec![rx.recv_timeout(Duration::from_secs(20)).unwrap(), rx.recv_timeout(Duration::from_secs(20)).unwrap()];
+    let mut got = vec![
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+    ];
     got.sort();
     assert_eq!(got, vec![(0, 2), (1, 1)]);
     for t in threads {
@@ -213,7 +247,11 @@ fn c20_a_thread_returning_to_get_takes_a_queued_packet_without_parking() {
     let p2 = port.clone();
     let other = thread::spawn(move || p2.get(Some(Duration::from_millis(200))).map(|p| token(&p)));
     until("the other thread to park", || port.waiters() == 1);
-    assert_eq!(token(&port.get(Some(Duration::ZERO)).unwrap()), 2, "the caller takes it, no wake-up");
+    assert_eq!(
+        token(&port.get(Some(Duration::ZERO)).unwrap()),
+        2,
+        "the caller takes it, no wake-up"
+    );
     assert_eq!(other.join().unwrap().unwrap_err(), GetError::TimedOut);
 }
 
@@ -238,11 +276,16 @@ fn pool_runs_queued_work_and_hands_packets_to_the_handler() {
     let mut pool = iocomp::Pool::new(&port, 2, move |_, p| tx2.send(token(&p)).unwrap()).unwrap();
     pool.queue(move || tx.send(1000).unwrap()).unwrap();
     port.post(0, 0, 7).unwrap();
-    let mut got = vec![rx.recv_timeout(Duration::from_secs(20)).unwrap(), rx.recv_timeout(Duration::from_secs(20)).unwrap()];
+    let mut got = vec![
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+    ];
     got.sort();
     assert_eq!(got, vec![7, 1000]);
     // An op submitted from this thread (not a worker) is handed to a worker.
-    port.submit(iocomp::Timeout::new(Duration::from_millis(1), 5)).map_err(|(e, _)| e).unwrap();
+    port.submit(iocomp::Timeout::new(Duration::from_millis(1), 5))
+        .map_err(|(e, _)| e)
+        .unwrap();
     pool.shutdown();
     assert!(port.is_closed());
 }

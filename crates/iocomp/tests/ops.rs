@@ -36,10 +36,15 @@ fn recv_returns_its_buffer_with_the_bytes_appended_and_the_key() {
     assert_eq!(p.id, id);
     assert_eq!(p.bytes, 5);
     assert!(p.status.is_ok());
-    let Op::Recv(r) = p.op else { panic!("not a recv: {:?}", p.op) };
+    let Op::Recv(r) = p.op else {
+        panic!("not a recv: {:?}", p.op)
+    };
     assert_eq!(r.buf, b"abhello");
     // Exactly one packet: nothing else is queued.
-    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
+    assert_eq!(
+        port.get(Some(Duration::ZERO)).unwrap_err(),
+        GetError::TimedOut
+    );
 }
 
 #[test]
@@ -47,7 +52,9 @@ fn c26_recv_of_zero_bytes_with_success_is_eof() {
     let port = port();
     let (ours, peer) = pair();
     let h = port.associate(ours, 1);
-    port.submit(Recv::new(&h, Vec::with_capacity(16))).map_err(|(e, _)| e).unwrap();
+    port.submit(Recv::new(&h, Vec::with_capacity(16)))
+        .map_err(|(e, _)| e)
+        .unwrap();
     peer.shutdown(Shutdown::Write).unwrap();
     let p = port.get(T).unwrap();
     assert!(p.status.is_ok());
@@ -59,9 +66,13 @@ fn send_of_a_large_buffer_completes_once_with_every_byte() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 9);
-    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect();
     let expect = data.clone();
-    port.submit(Send::new(&h, data)).map_err(|(e, _)| e).unwrap();
+    port.submit(Send::new(&h, data))
+        .map_err(|(e, _)| e)
+        .unwrap();
     let reader = std::thread::spawn(move || {
         let mut got = vec![0u8; expect.len()];
         peer.read_exact(&mut got).unwrap();
@@ -101,7 +112,10 @@ fn c8_failed_operation_yields_one_packet_with_the_error() {
     let p = port.get(T).unwrap();
     assert_eq!(p.key, 3);
     assert!(p.status.is_err());
-    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
+    assert_eq!(
+        port.get(Some(Duration::ZERO)).unwrap_err(),
+        GetError::TimedOut
+    );
 }
 
 #[test]
@@ -115,7 +129,10 @@ fn c8_synchronous_failure_returns_the_op_and_posts_nothing() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     let Op::Send(s) = op else { panic!() };
     assert_eq!(s.buf, vec![1, 2, 3], "the buffer is handed back");
-    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
+    assert_eq!(
+        port.get(Some(Duration::ZERO)).unwrap_err(),
+        GetError::TimedOut
+    );
 }
 
 #[test]
@@ -123,7 +140,10 @@ fn c23_cancel_aborts_a_pending_recv_and_returns_its_buffer() {
     let port = port();
     let (ours, _peer) = pair();
     let h = port.associate(ours, 8);
-    let id = port.submit(Recv::new(&h, Vec::with_capacity(32))).map_err(|(e, _)| e).unwrap();
+    let id = port
+        .submit(Recv::new(&h, Vec::with_capacity(32)))
+        .map_err(|(e, _)| e)
+        .unwrap();
     port.cancel(id).unwrap();
     let p = port.get(T).unwrap();
     assert_eq!(p.id, id);
@@ -131,16 +151,27 @@ fn c23_cancel_aborts_a_pending_recv_and_returns_its_buffer() {
     let Op::Recv(r) = p.op else { panic!() };
     assert_eq!(r.buf.capacity(), 32);
     // Completed: a second cancel finds nothing, and posts nothing.
-    assert_eq!(port.cancel(id).unwrap_err().kind(), std::io::ErrorKind::NotFound);
-    assert_eq!(port.get(Some(Duration::ZERO)).unwrap_err(), GetError::TimedOut);
+    assert_eq!(
+        port.cancel(id).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        port.get(Some(Duration::ZERO)).unwrap_err(),
+        GetError::TimedOut
+    );
 }
 
 #[test]
 fn c23_cancel_from_another_thread_aborts_a_long_timer_promptly() {
     let port = port();
-    let id = port.submit(Timeout::new(Duration::from_secs(60), 77)).map_err(|(e, _)| e).unwrap();
+    let id = port
+        .submit(Timeout::new(Duration::from_secs(60), 77))
+        .map_err(|(e, _)| e)
+        .unwrap();
     let p2 = port.clone();
-    std::thread::spawn(move || p2.cancel(id).unwrap()).join().unwrap();
+    std::thread::spawn(move || p2.cancel(id).unwrap())
+        .join()
+        .unwrap();
     let start = Instant::now();
     let p = port.get(T).unwrap();
     assert!(start.elapsed() < Duration::from_secs(10));
@@ -152,7 +183,9 @@ fn c23_cancel_from_another_thread_aborts_a_long_timer_promptly() {
 fn timeout_completes_with_success_after_its_duration() {
     let port = port();
     let start = Instant::now();
-    port.submit(Timeout::new(Duration::from_millis(50), 4)).map_err(|(e, _)| e).unwrap();
+    port.submit(Timeout::new(Duration::from_millis(50), 4))
+        .map_err(|(e, _)| e)
+        .unwrap();
     let p = port.get(T).unwrap();
     assert!(p.status.is_ok());
     assert_eq!(p.key, 4);

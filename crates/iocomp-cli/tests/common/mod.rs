@@ -86,9 +86,7 @@ pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
 /// A short, printable rendering of bytes for failure messages.
 pub fn show(bytes: &[u8]) -> String {
     const MAX: usize = 160;
-    let shown: String = bytes[..bytes.len().min(MAX)]
-        .escape_ascii()
-        .to_string();
+    let shown: String = bytes[..bytes.len().min(MAX)].escape_ascii().to_string();
     if bytes.len() > MAX {
         format!("b\"{shown}\"... ({} bytes)", bytes.len())
     } else {
@@ -115,10 +113,8 @@ impl TempTree {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let n = TREE_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let base = std::env::temp_dir().join(format!(
-            "iocomp-itest-{}-{n}-{nanos}",
-            std::process::id()
-        ));
+        let base =
+            std::env::temp_dir().join(format!("iocomp-itest-{}-{n}-{nanos}", std::process::id()));
         // `create_dir` (not `_all`) so a leftover directory is never reused.
         fs::create_dir(&base).unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
         let root = base.join("root");
@@ -351,7 +347,13 @@ impl Server {
         // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our child,
         // which has not been reaped yet (so the pid cannot have been reused).
         let rc = unsafe { libc::kill(self.pid, sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}): {}", self.pid, std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {sig}): {}",
+            self.pid,
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Waits (polling, bounded by `timeout`) for the process to exit.
@@ -573,13 +575,20 @@ pub fn set_linger_zero(stream: &TcpStream) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_LINGER): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Asserts that a read on `stream` ends the connection: it returns EOF or an
 /// error such as a reset, but neither data nor a timeout.
 pub fn assert_read_sees_close(stream: &mut TcpStream, what: &str) {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut buf = [0u8; 256];
     match stream.read(&mut buf) {
         Ok(0) => {}

@@ -40,7 +40,9 @@ pub(crate) struct WqAnchor {
 impl WqAnchor {
     /// Creates the anchor ring; failing here means io_uring is unusable.
     pub(crate) fn new() -> io::Result<WqAnchor> {
-        Ok(WqAnchor { ring: IoUring::builder().build(8)? })
+        Ok(WqAnchor {
+            ring: IoUring::builder().build(8)?,
+        })
     }
 }
 
@@ -99,9 +101,14 @@ struct OpState {
 
 enum Extra {
     None,
-    Accept { addr: libc::sockaddr_storage, len: libc::socklen_t },
+    Accept {
+        addr: libc::sockaddr_storage,
+        len: libc::socklen_t,
+    },
     Timeout(Timespec),
-    Send { sent: usize },
+    Send {
+        sent: usize,
+    },
     Transmit(Box<Transmit>),
 }
 
@@ -158,7 +165,10 @@ impl Slab {
             Some(s) => s,
             None => {
                 if self.slots.len() >= 0xff_ffff {
-                    return Err(io::Error::new(io::ErrorKind::OutOfMemory, "too many operations in flight"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        "too many operations in flight",
+                    ));
                 }
                 self.slots.push(Slot::default());
                 (self.slots.len() - 1) as u32
@@ -232,7 +242,10 @@ impl RingShared {
                 Ok(())
             }
             Some(_) => Ok(()),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "no such operation in flight")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such operation in flight",
+            )),
         }
     }
 }
@@ -277,10 +290,18 @@ fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             (t.socket.key(), Extra::Transmit(Box::new(tr)))
         }
         Op::Posted { .. } | Op::Work(_) => {
-            return Err((io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"), op))
+            return Err((
+                io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
+                op,
+            ))
         }
     };
-    Ok(Box::new(OpState { op, key, cancel: false, extra }))
+    Ok(Box::new(OpState {
+        op,
+        key,
+        cancel: false,
+        extra,
+    }))
 }
 
 /// The owner's side of a ring.
@@ -310,7 +331,13 @@ impl Ring {
             slab: Mutex::new(Slab::default()),
             remote: AtomicBool::new(false),
         });
-        let mut ring = Ring { uring, shared, wake_buf: Box::new(0), wake_armed: false, inflight: 0 };
+        let mut ring = Ring {
+            uring,
+            shared,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            inflight: 0,
+        };
         ring.arm_wake()?;
         Ok(ring)
     }
@@ -386,7 +413,11 @@ impl Ring {
             let gen = slab.slots[slot as usize].gen;
             let id = OpId::new(ring, gen, slot);
             let Some(st) = slab.get(id) else { continue };
-            let entry = if st.cancel { Err(errno(libc::ECANCELED)) } else { first_entry(st) };
+            let entry = if st.cancel {
+                Err(errno(libc::ECANCELED))
+            } else {
+                first_entry(st)
+            };
             match entry.and_then(|e| self.push(e.user_data(id.0))) {
                 Ok(()) => self.inflight += 1,
                 Err(e) => {
@@ -422,7 +453,11 @@ impl Ring {
         }
         let shared = self.shared.clone();
         loop {
-            let cqes: Vec<(u64, i32)> = self.uring.completion().map(|c| (c.user_data(), c.result())).collect();
+            let cqes: Vec<(u64, i32)> = self
+                .uring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
             if cqes.is_empty() {
                 break;
             }
@@ -470,7 +505,13 @@ impl Ring {
             let mut v: u64 = 0;
             // SAFETY: reads at most 8 bytes into a live local from our eventfd
             // (non-blocking: EAGAIN when already drained).
-            let _ = unsafe { libc::read(self.shared.eventfd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+            let _ = unsafe {
+                libc::read(
+                    self.shared.eventfd.as_raw_fd(),
+                    (&mut v as *mut u64).cast(),
+                    8,
+                )
+            };
             let _ = self.arm_wake();
         }
     }
@@ -516,7 +557,9 @@ impl Ring {
         self.shared.remote.store(false, Ordering::Release);
         let mut rounds = 0u32;
         while self.inflight > 0 || self.wake_armed {
-            let e = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(CANCEL_TAG);
+            let e = opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(CANCEL_TAG);
             let _ = self.push(e);
             let _ = self.uring.submit_and_wait(1);
             self.reap_final(&mut out);
@@ -537,7 +580,11 @@ impl Ring {
     /// Reaping during `drain`: nothing is resubmitted.
     fn reap_final(&mut self, out: &mut VecDeque<Packet>) {
         let shared = self.shared.clone();
-        let cqes: Vec<(u64, i32)> = self.uring.completion().map(|c| (c.user_data(), c.result())).collect();
+        let cqes: Vec<(u64, i32)> = self
+            .uring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
         let mut slab = shared.lock();
         for (ud, res) in cqes {
             match ud {
@@ -590,11 +637,19 @@ fn progress(st: &OpState) -> u64 {
 
 /// Turns a finished op into its packet, filling in results.
 fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: u64) -> Packet {
-    let OpState { mut op, key, extra, .. } = *st;
+    let OpState {
+        mut op, key, extra, ..
+    } = *st;
     if let (Op::Accept(a), Extra::Accept { addr, len }) = (&mut op, &extra) {
         a.peer = sockaddr_to_std(addr, *len);
     }
-    Packet { key, bytes, status, id, op }
+    Packet {
+        key,
+        bytes,
+        status,
+        id,
+        op,
+    }
 }
 
 fn sockaddr_to_std(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
@@ -603,13 +658,18 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Optio
         libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says the storage holds a sockaddr_in, which is
             // smaller than and alignment-compatible with sockaddr_storage.
-            let a = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
             Some(SocketAddr::V6(SocketAddrV6::new(
                 ip,
@@ -650,21 +710,27 @@ fn next_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
         (Op::Send(s), Extra::Send { sent }) => {
             let rest = &s.buf[*sent..];
             let len = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Send::new(Fd(s.handle.as_raw_fd()), rest.as_ptr(), len).flags(send_flags).build()
+            opcode::Send::new(Fd(s.handle.as_raw_fd()), rest.as_ptr(), len)
+                .flags(send_flags)
+                .build()
         }
         (Op::Timeout(_), Extra::Timeout(ts)) => opcode::Timeout::new(ts as *const Timespec).build(),
         (Op::TransmitFile(op), Extra::Transmit(t)) => {
             let sock = Fd(op.socket.as_raw_fd());
             let send = |b: &[u8]| {
                 let len = b.len().min(u32::MAX as usize) as u32;
-                opcode::Send::new(sock, b.as_ptr(), len).flags(send_flags).build()
+                opcode::Send::new(sock, b.as_ptr(), len)
+                    .flags(send_flags)
+                    .build()
             };
             match t.phase {
                 Phase::Head => send(&op.head[t.pos..]),
                 Phase::Tail => send(&op.tail[t.pos..]),
                 Phase::Chunk => send(&t.chunk[t.pos..]),
                 Phase::Read => {
-                    let Some(file) = &op.file else { return Err(errno(libc::EBADF)) };
+                    let Some(file) = &op.file else {
+                        return Err(errno(libc::EBADF));
+                    };
                     let want = (t.remaining.min(CHUNK as u64)) as usize;
                     if t.chunk.capacity() < want {
                         t.chunk.reserve_exact(want);
@@ -749,7 +815,9 @@ fn advance(st: &mut OpState, res: i32) -> Result<Advance, (io::Result<()>, u64)>
         }
         (Op::Timeout(_), _) => Ok(Advance::Done(Ok(()), 0)),
         (Op::TransmitFile(_), Extra::Transmit(_)) => {
-            let Extra::Transmit(t) = &mut st.extra else { unreachable!() };
+            let Extra::Transmit(t) = &mut st.extra else {
+                unreachable!()
+            };
             match t.phase {
                 Phase::Head | Phase::Tail | Phase::Chunk => {
                     if n == 0 {
