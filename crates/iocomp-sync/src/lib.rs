@@ -1,0 +1,1 @@
+//! Win32 kernel-object waits (work in progress).
