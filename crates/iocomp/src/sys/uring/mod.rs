@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,13 +22,16 @@ use io_uring::{opcode, squeue, IoUring};
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
 
+mod ops;
+mod slab;
+
+use ops::{advance, errno, finish, first_entry, next_entry, prepare, progress, Advance};
+use slab::Slab;
+
 /// user_data of the pending eventfd read.
 const WAKE_TAG: u64 = u64::MAX;
 /// user_data of our own cancel requests (their completions carry nothing).
 const CANCEL_TAG: u64 = u64::MAX - 1;
-
-/// Bytes read from a file per step of a copying transmit.
-const CHUNK: usize = 64 * 1024;
 
 /// Keeps the first ring of a port open so later rings can share its kernel
 /// worker pool (`IORING_SETUP_ATTACH_WQ`). It never submits anything.
@@ -75,130 +77,6 @@ pub(crate) struct RingShared {
 /// What control-plane code wakes: a ring owner.
 pub(crate) type Waker = RingShared;
 
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    /// Slots inserted by other threads, not yet given to the kernel.
-    remote_submit: Vec<u32>,
-    /// Cancels asked for by any thread, not yet given to the kernel.
-    remote_cancel: Vec<OpId>,
-}
-
-#[derive(Default)]
-struct Slot {
-    gen: u32,
-    state: Option<Box<OpState>>,
-}
-
-/// An operation in flight plus the kernel-visible memory it needs.
-struct OpState {
-    op: Op,
-    key: u64,
-    cancel: bool,
-    extra: Extra,
-}
-
-enum Extra {
-    None,
-    Accept {
-        addr: libc::sockaddr_storage,
-        len: libc::socklen_t,
-    },
-    Timeout(Timespec),
-    Send {
-        sent: usize,
-    },
-    Transmit(Box<Transmit>),
-}
-
-#[derive(PartialEq, Eq, Clone, Copy)]
-enum Phase {
-    Head,
-    Read,
-    Chunk,
-    Tail,
-    Done,
-}
-
-struct Transmit {
-    phase: Phase,
-    /// Position inside head, chunk or tail.
-    pos: usize,
-    chunk: Vec<u8>,
-    file_off: u64,
-    /// File bytes not yet read.
-    remaining: u64,
-    total: u64,
-}
-
-/// What a completion did to an operation.
-enum Advance {
-    /// Another step was submitted; the op stays in flight.
-    Again,
-    /// Finished with this status and byte count.
-    Done(io::Result<()>, u64),
-}
-
-fn errno(e: i32) -> io::Error {
-    io::Error::from_raw_os_error(e)
-}
-
-impl OpId {
-    fn new(ring: u16, gen: u32, slot: u32) -> OpId {
-        OpId((u64::from(ring) << 48) | (u64::from(gen & 0xff_ffff) << 24) | u64::from(slot))
-    }
-    pub(crate) fn ring(self) -> u16 {
-        (self.0 >> 48) as u16
-    }
-    fn gen(self) -> u32 {
-        ((self.0 >> 24) & 0xff_ffff) as u32
-    }
-    fn slot(self) -> u32 {
-        (self.0 & 0xff_ffff) as u32
-    }
-}
-
-impl Slab {
-    fn insert(&mut self, ring: u16, st: Box<OpState>) -> io::Result<OpId> {
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                if self.slots.len() >= 0xff_ffff {
-                    return Err(io::Error::new(
-                        io::ErrorKind::OutOfMemory,
-                        "too many operations in flight",
-                    ));
-                }
-                self.slots.push(Slot::default());
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let s = &mut self.slots[slot as usize];
-        s.gen = (s.gen % 0xff_ffff) + 1;
-        s.state = Some(st);
-        Ok(OpId::new(ring, s.gen, slot))
-    }
-
-    fn get(&mut self, id: OpId) -> Option<&mut Box<OpState>> {
-        let s = self.slots.get_mut(id.slot() as usize)?;
-        if s.gen != id.gen() {
-            return None;
-        }
-        s.state.as_mut()
-    }
-
-    fn remove(&mut self, id: OpId) -> Option<Box<OpState>> {
-        let s = self.slots.get_mut(id.slot() as usize)?;
-        if s.gen != id.gen() {
-            return None;
-        }
-        let st = s.state.take()?;
-        self.free.push(id.slot());
-        Some(st)
-    }
-}
-
 impl RingShared {
     fn lock(&self) -> MutexGuard<'_, Slab> {
         self.slab.lock().unwrap_or_else(|e| e.into_inner())
@@ -216,13 +94,7 @@ impl RingShared {
     pub(crate) fn submit_remote(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
         let st = prepare(op)?;
         let mut slab = self.lock();
-        let id = match slab.insert(self.index, st) {
-            Ok(id) => id,
-            Err(e) => {
-                // insert failed before taking the box: nothing to return but the error.
-                return Err((e, Op::Posted { token: 0 }));
-            }
-        };
+        let id = slab.insert(self.index, st).map_err(|(e, st)| (e, st.op))?;
         slab.remote_submit.push(id.slot());
         drop(slab);
         self.remote.store(true, Ordering::Release);
@@ -248,60 +120,6 @@ impl RingShared {
             )),
         }
     }
-}
-
-/// Checks an op and builds its in-flight state (the synchronous part of submit).
-fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
-    let (key, extra) = match &op {
-        Op::Accept(a) => (
-            a.listener.key(),
-            Extra::Accept {
-                // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
-                addr: unsafe { std::mem::zeroed() },
-                len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-            },
-        ),
-        Op::Recv(r) => (r.handle.key(), Extra::None),
-        Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
-        Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.duration))),
-        Op::TransmitFile(t) => {
-            let (file_off, remaining) = match &t.file {
-                None => (0, 0),
-                Some(f) => {
-                    let size = match f.metadata() {
-                        Ok(m) => m.len(),
-                        Err(e) => return Err((e, op)),
-                    };
-                    if t.offset > size {
-                        return Err((errno(libc::EINVAL), op));
-                    }
-                    let len = if t.len == 0 { size - t.offset } else { t.len };
-                    (t.offset, len)
-                }
-            };
-            let tr = Transmit {
-                phase: Phase::Head,
-                pos: 0,
-                chunk: Vec::new(),
-                file_off,
-                remaining,
-                total: 0,
-            };
-            (t.socket.key(), Extra::Transmit(Box::new(tr)))
-        }
-        Op::Posted { .. } | Op::Work(_) => {
-            return Err((
-                io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
-                op,
-            ))
-        }
-    };
-    Ok(Box::new(OpState {
-        op,
-        key,
-        cancel: false,
-        extra,
-    }))
 }
 
 /// The owner's side of a ring.
@@ -385,10 +203,9 @@ impl Ring {
             Ok(e) => e,
             Err(e) => return Err((e, st.op)),
         };
-        let id = match slab.insert(shared.index, st) {
-            Ok(id) => id,
-            Err(e) => return Err((e, Op::Posted { token: 0 })),
-        };
+        let id = slab
+            .insert(shared.index, st)
+            .map_err(|(e, st)| (e, st.op))?;
         drop(slab);
         if let Err(e) = self.push(entry.user_data(id.0)) {
             // Never reached the kernel: hand the op back, no packet.
@@ -550,9 +367,8 @@ impl Ring {
                 }
             }
             slab.remote_cancel.clear();
-            for s in slab.slots.iter_mut().flatten_state() {
-                s.cancel = true;
-            }
+            slab.cancel_all();
+            slab.closed = true;
         }
         self.shared.remote.store(false, Ordering::Release);
         let mut rounds = 0u32;
@@ -607,16 +423,6 @@ impl Ring {
     }
 }
 
-trait FlattenState<'a> {
-    fn flatten_state(self) -> Box<dyn Iterator<Item = &'a mut Box<OpState>> + 'a>;
-}
-
-impl<'a> FlattenState<'a> for std::slice::IterMut<'a, Slot> {
-    fn flatten_state(self) -> Box<dyn Iterator<Item = &'a mut Box<OpState>> + 'a> {
-        Box::new(self.filter_map(|s| s.state.as_mut()))
-    }
-}
-
 impl Drop for Ring {
     fn drop(&mut self) {
         // Whoever drops a ring without draining it loses the packets, but the
@@ -624,233 +430,6 @@ impl Drop for Ring {
         if self.inflight > 0 || self.wake_armed {
             drop(self.drain());
         }
-    }
-}
-
-fn progress(st: &OpState) -> u64 {
-    match &st.extra {
-        Extra::Send { sent } => *sent as u64,
-        Extra::Transmit(t) => t.total,
-        _ => 0,
-    }
-}
-
-/// Turns a finished op into its packet, filling in results.
-fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: u64) -> Packet {
-    let OpState {
-        mut op, key, extra, ..
-    } = *st;
-    if let (Op::Accept(a), Extra::Accept { addr, len }) = (&mut op, &extra) {
-        a.peer = sockaddr_to_std(addr, *len);
-    }
-    Packet {
-        key,
-        bytes,
-        status,
-        id,
-        op,
-    }
-}
-
-fn sockaddr_to_std(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    match i32::from(addr.ss_family) {
-        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which is
-            // smaller than and alignment-compatible with sockaddr_storage.
-            let a =
-                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a =
-                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-fn first_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
-    if let Extra::Transmit(t) = &mut st.extra {
-        settle(t, &st.op);
-    }
-    next_entry(st)
-}
-
-/// The next kernel request for an op, from its current state.
-fn next_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
-    if st.cancel {
-        return Err(errno(libc::ECANCELED));
-    }
-    let send_flags = libc::MSG_NOSIGNAL;
-    let entry = match (&mut st.op, &mut st.extra) {
-        (Op::Accept(a), Extra::Accept { addr, len }) => {
-            let fd = a.listener.as_raw_fd();
-            opcode::Accept::new(Fd(fd), (addr as *mut libc::sockaddr_storage).cast(), len)
-                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
-                .build()
-        }
-        (Op::Recv(r), _) => {
-            let spare = r.buf.spare_capacity_mut();
-            let len = spare.len().min(u32::MAX as usize) as u32;
-            opcode::Recv::new(Fd(r.handle.as_raw_fd()), spare.as_mut_ptr().cast(), len).build()
-        }
-        (Op::Send(s), Extra::Send { sent }) => {
-            let rest = &s.buf[*sent..];
-            let len = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Send::new(Fd(s.handle.as_raw_fd()), rest.as_ptr(), len)
-                .flags(send_flags)
-                .build()
-        }
-        (Op::Timeout(_), Extra::Timeout(ts)) => opcode::Timeout::new(ts as *const Timespec).build(),
-        (Op::TransmitFile(op), Extra::Transmit(t)) => {
-            let sock = Fd(op.socket.as_raw_fd());
-            let send = |b: &[u8]| {
-                let len = b.len().min(u32::MAX as usize) as u32;
-                opcode::Send::new(sock, b.as_ptr(), len)
-                    .flags(send_flags)
-                    .build()
-            };
-            match t.phase {
-                Phase::Head => send(&op.head[t.pos..]),
-                Phase::Tail => send(&op.tail[t.pos..]),
-                Phase::Chunk => send(&t.chunk[t.pos..]),
-                Phase::Read => {
-                    let Some(file) = &op.file else {
-                        return Err(errno(libc::EBADF));
-                    };
-                    let want = (t.remaining.min(CHUNK as u64)) as usize;
-                    if t.chunk.capacity() < want {
-                        t.chunk.reserve_exact(want);
-                    }
-                    t.chunk.clear();
-                    opcode::Read::new(Fd(file.as_raw_fd()), t.chunk.as_mut_ptr(), want as u32)
-                        .offset(t.file_off)
-                        .build()
-                }
-                Phase::Done => return Err(errno(libc::EINVAL)),
-            }
-        }
-        _ => return Err(errno(libc::EINVAL)),
-    };
-    Ok(entry)
-}
-
-/// Moves a transmit past empty phases.
-fn settle(t: &mut Transmit, op: &Op) {
-    let Op::TransmitFile(op) = op else { return };
-    loop {
-        let empty = match t.phase {
-            Phase::Head => t.pos >= op.head.len(),
-            Phase::Read => t.remaining == 0,
-            Phase::Chunk => t.pos >= t.chunk.len(),
-            Phase::Tail => t.pos >= op.tail.len(),
-            Phase::Done => return,
-        };
-        if !empty {
-            return;
-        }
-        t.pos = 0;
-        t.phase = match t.phase {
-            Phase::Head => Phase::Read,
-            Phase::Read => Phase::Tail,
-            Phase::Chunk => {
-                if t.remaining > 0 {
-                    Phase::Read
-                } else {
-                    Phase::Tail
-                }
-            }
-            Phase::Tail | Phase::Done => Phase::Done,
-        };
-    }
-}
-
-/// Applies one completion result to an op. `Err` carries a final failure.
-fn advance(st: &mut OpState, res: i32) -> Result<Advance, (io::Result<()>, u64)> {
-    let done = progress(st);
-    if res < 0 {
-        let e = -res;
-        if let (Op::Timeout(_), libc::ETIME) = (&st.op, e) {
-            return Ok(Advance::Done(Ok(()), 0));
-        }
-        return Err((Err(errno(e)), done));
-    }
-    let n = res as usize;
-    match (&mut st.op, &mut st.extra) {
-        (Op::Accept(a), _) => {
-            // SAFETY: a successful accept completion's result is a new descriptor
-            // that nothing else owns.
-            a.socket = Some(unsafe { OwnedFd::from_raw_fd(res) });
-            Ok(Advance::Done(Ok(()), 0))
-        }
-        (Op::Recv(r), _) => {
-            let new_len = (r.buf.len() + n).min(r.buf.capacity());
-            // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
-            // given (never more than that capacity), so these bytes are initialised.
-            unsafe { r.buf.set_len(new_len) };
-            Ok(Advance::Done(Ok(()), n as u64))
-        }
-        (Op::Send(s), Extra::Send { sent }) => {
-            *sent += n;
-            if *sent >= s.buf.len() || n == 0 {
-                Ok(Advance::Done(Ok(()), *sent as u64))
-            } else if st.cancel {
-                Err((Err(errno(libc::ECANCELED)), *sent as u64))
-            } else {
-                Ok(Advance::Again)
-            }
-        }
-        (Op::Timeout(_), _) => Ok(Advance::Done(Ok(()), 0)),
-        (Op::TransmitFile(_), Extra::Transmit(_)) => {
-            let Extra::Transmit(t) = &mut st.extra else {
-                unreachable!()
-            };
-            match t.phase {
-                Phase::Head | Phase::Tail | Phase::Chunk => {
-                    if n == 0 {
-                        return Err((Err(errno(libc::EPIPE)), t.total));
-                    }
-                    t.pos += n;
-                    t.total += n as u64;
-                }
-                Phase::Read => {
-                    if n == 0 {
-                        // The file is shorter than it was at the start.
-                        return Err((Err(io::ErrorKind::UnexpectedEof.into()), t.total));
-                    }
-                    // SAFETY: the kernel wrote `n` bytes (at most the length we asked,
-                    // which is within the capacity reserved) into the chunk.
-                    unsafe { t.chunk.set_len(n) };
-                    t.file_off += n as u64;
-                    t.remaining -= (n as u64).min(t.remaining);
-                    t.pos = 0;
-                    t.phase = Phase::Chunk;
-                }
-                Phase::Done => {}
-            }
-            settle(t, &st.op);
-            if t.phase == Phase::Done {
-                Ok(Advance::Done(Ok(()), t.total))
-            } else if st.cancel {
-                Err((Err(errno(libc::ECANCELED)), t.total))
-            } else {
-                Ok(Advance::Again)
-            }
-        }
-        _ => Ok(Advance::Done(Ok(()), n as u64)),
     }
 }
 

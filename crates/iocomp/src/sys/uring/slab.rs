@@ -1,0 +1,99 @@
+//! The slab of operations in flight: stable boxed slots, and the ids that name
+//! them. An id is (ring, generation, slot); the generation changes each time a
+//! slot is reused, so a stale id never names a newer operation.
+
+use std::io;
+
+use super::ops::OpState;
+use crate::packet::OpId;
+
+#[derive(Default)]
+pub(super) struct Slab {
+    pub(super) slots: Vec<Slot>,
+    pub(super) free: Vec<u32>,
+    /// Slots inserted by other threads, not yet given to the kernel.
+    pub(super) remote_submit: Vec<u32>,
+    /// Cancels asked for by any thread, not yet given to the kernel.
+    pub(super) remote_cancel: Vec<OpId>,
+    /// Set when the owner drains: nothing may be inserted any more.
+    pub(super) closed: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Slot {
+    pub(super) gen: u32,
+    pub(super) state: Option<Box<OpState>>,
+}
+
+impl OpId {
+    pub(super) fn new(ring: u16, gen: u32, slot: u32) -> OpId {
+        OpId((u64::from(ring) << 48) | (u64::from(gen & 0xff_ffff) << 24) | u64::from(slot))
+    }
+    pub(crate) fn ring(self) -> u16 {
+        (self.0 >> 48) as u16
+    }
+    pub(super) fn gen(self) -> u32 {
+        ((self.0 >> 24) & 0xff_ffff) as u32
+    }
+    pub(super) fn slot(self) -> u32 {
+        (self.0 & 0xff_ffff) as u32
+    }
+}
+
+impl Slab {
+    /// Stores an operation; hands it back if the slab is full or closed.
+    pub(super) fn insert(
+        &mut self,
+        ring: u16,
+        st: Box<OpState>,
+    ) -> Result<OpId, (io::Error, Box<OpState>)> {
+        if self.closed {
+            let e = io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the thread owning this ring has detached",
+            );
+            return Err((e, st));
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                if self.slots.len() >= 0xff_ffff {
+                    let e =
+                        io::Error::new(io::ErrorKind::OutOfMemory, "too many operations in flight");
+                    return Err((e, st));
+                }
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        s.gen = (s.gen % 0xff_ffff) + 1;
+        s.state = Some(st);
+        Ok(OpId::new(ring, s.gen, slot))
+    }
+
+    pub(super) fn get(&mut self, id: OpId) -> Option<&mut Box<OpState>> {
+        let s = self.slots.get_mut(id.slot() as usize)?;
+        if s.gen != id.gen() {
+            return None;
+        }
+        s.state.as_mut()
+    }
+
+    pub(super) fn remove(&mut self, id: OpId) -> Option<Box<OpState>> {
+        let s = self.slots.get_mut(id.slot() as usize)?;
+        if s.gen != id.gen() {
+            return None;
+        }
+        let st = s.state.take()?;
+        self.free.push(id.slot());
+        Some(st)
+    }
+
+    /// Marks every operation for cancellation (used when the ring drains).
+    pub(super) fn cancel_all(&mut self) {
+        for s in self.slots.iter_mut().filter_map(|s| s.state.as_mut()) {
+            s.cancel = true;
+        }
+    }
+}
