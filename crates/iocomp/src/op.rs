@@ -171,6 +171,12 @@ impl Timeout {
 /// A file that turns out shorter than promised (truncated while being sent)
 /// fails the operation with `UnexpectedEof`, so the receiver never waits for
 /// bytes that cannot come.
+///
+/// The file is sent zero-copy: the owning thread waits for the socket to be
+/// writable, then calls a non-blocking `sendfile(2)`, at most 2 MiB per turn so
+/// that other connections get their share. Pages that are not in the page cache
+/// are read by io_uring into a buffer and sent from there instead, so the thread
+/// never blocks on the disk. The socket is switched to non-blocking mode.
 pub struct TransmitFile {
     /// The connected stream socket.
     pub socket: Handle,
@@ -184,6 +190,8 @@ pub struct TransmitFile {
     pub head: Vec<u8>,
     /// Sent after the file.
     pub tail: Vec<u8>,
+    /// Shut down the sending side after the last byte (`TF_DISCONNECT`).
+    pub disconnect: bool,
     /// User data.
     pub ctx: Option<Context>,
 }
@@ -198,6 +206,7 @@ impl TransmitFile {
             len: 0,
             head: Vec::new(),
             tail: Vec::new(),
+            disconnect: false,
             ctx: None,
         }
     }

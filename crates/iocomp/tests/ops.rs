@@ -243,3 +243,63 @@ fn transmit_file_range_and_bad_offset() {
     peer.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"3456");
 }
+
+#[test]
+fn c28_transmit_of_cold_pages_is_byte_exact_and_disconnect_ends_the_stream() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 13);
+    let path = std::env::temp_dir().join(format!("iocomp-cold-{}", std::process::id()));
+    let body: Vec<u8> = (0..3_000_017u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &body).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // Write the pages back and drop them from the page cache, so the transmit
+    // finds them cold and must read them through io_uring.
+    file.sync_all().unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fadvise on a descriptor we own; it only drops clean cache pages.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+    }
+    let mut tf = TransmitFile::new(&h, file);
+    tf.disconnect = true;
+    port.submit(tf).map_err(|(e, _)| e).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap(); // ends only because of TF_DISCONNECT
+        got
+    });
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok(), "{:?}", p.status);
+    assert_eq!(p.bytes, body.len() as u64);
+    assert!(reader.join().unwrap() == body, "bytes differ");
+}
+
+#[test]
+fn c28_transmit_with_nothing_to_send_still_yields_one_packet() {
+    let port = port();
+    let (ours, _peer) = pair();
+    let h = port.associate(ours, 14);
+    let tf = TransmitFile {
+        socket: h.clone(),
+        file: None,
+        offset: 0,
+        len: 0,
+        head: Vec::new(),
+        tail: Vec::new(),
+        disconnect: false,
+        ctx: None,
+    };
+    port.submit(tf).map_err(|(e, _)| e).unwrap();
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok());
+    assert_eq!((p.key, p.bytes), (14, 0));
+    assert_eq!(
+        port.get(Some(Duration::ZERO)).unwrap_err(),
+        GetError::TimedOut
+    );
+}

@@ -10,11 +10,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use io_uring::types::{Fd, Timespec};
 use io_uring::{opcode, squeue};
 
-use crate::op::Op;
+use crate::op::{Op, TransmitFile};
 use crate::packet::{OpId, Packet};
 
-/// Bytes read from a file per step of a copying transmit.
-const CHUNK: usize = 64 * 1024;
+/// Bytes read per step when a transmit has to copy (file pages not in cache).
+const CHUNK: usize = 256 * 1024;
+/// Bytes `sendfile` may move per turn before the transmit waits for POLLOUT
+/// again (nginx's `sendfile_max_chunk`): one fast client cannot starve the
+/// others served by the same thread.
+const TURN: u64 = 2 * 1024 * 1024;
 
 /// An operation in flight plus the kernel-visible memory it needs.
 pub(super) struct OpState {
@@ -37,9 +41,15 @@ pub(super) enum Extra {
     Transmit(Box<Transmit>),
 }
 
-#[derive(PartialEq, Eq, Clone, Copy)]
+/// Where a transmit is. The file is sent by `Poll` turns (wait until the socket
+/// is writable, then non-blocking `sendfile` on this thread: zero-copy) while its
+/// pages are in the page cache, and by `Read` + `Chunk` (an io_uring read into
+/// a buffer, then a send) when they are not, so a cold page never blocks the
+/// thread that owns the ring.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
 pub(super) enum Phase {
     Head,
+    Poll,
     Read,
     Chunk,
     Tail,
@@ -98,6 +108,9 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
                     (t.offset, len)
                 }
             };
+            if let Err(e) = set_nonblocking(t.socket.as_raw_fd()) {
+                return Err((e, op));
+            }
             let tr = Transmit {
                 phase: Phase::Head,
                 pos: 0,
@@ -182,8 +195,12 @@ pub(super) fn sockaddr_to_std(
 }
 
 pub(super) fn first_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
-    if let Extra::Transmit(t) = &mut st.extra {
-        settle(t, &st.op);
+    if let (Extra::Transmit(t), Op::TransmitFile(op)) = (&mut st.extra, &st.op) {
+        settle(t, op);
+        if t.phase == Phase::Done {
+            // Nothing to send at all: a no-op still yields the one packet.
+            return Ok(opcode::Nop::new().build());
+        }
     }
     next_entry(st)
 }
@@ -226,6 +243,7 @@ pub(super) fn next_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
                 Phase::Head => send(&op.head[t.pos..]),
                 Phase::Tail => send(&op.tail[t.pos..]),
                 Phase::Chunk => send(&t.chunk[t.pos..]),
+                Phase::Poll => opcode::PollAdd::new(sock, libc::POLLOUT as u32).build(),
                 Phase::Read => {
                     let Some(file) = &op.file else {
                         return Err(errno(libc::EBADF));
@@ -248,12 +266,11 @@ pub(super) fn next_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
 }
 
 /// Moves a transmit past empty phases.
-pub(super) fn settle(t: &mut Transmit, op: &Op) {
-    let Op::TransmitFile(op) = op else { return };
+pub(super) fn settle(t: &mut Transmit, op: &TransmitFile) {
     loop {
         let empty = match t.phase {
             Phase::Head => t.pos >= op.head.len(),
-            Phase::Read => t.remaining == 0,
+            Phase::Poll | Phase::Read => t.remaining == 0,
             Phase::Chunk => t.pos >= t.chunk.len(),
             Phase::Tail => t.pos >= op.tail.len(),
             Phase::Done => return,
@@ -263,18 +280,83 @@ pub(super) fn settle(t: &mut Transmit, op: &Op) {
         }
         t.pos = 0;
         t.phase = match t.phase {
-            Phase::Head => Phase::Read,
-            Phase::Read => Phase::Tail,
-            Phase::Chunk => {
-                if t.remaining > 0 {
-                    Phase::Read
-                } else {
-                    Phase::Tail
-                }
-            }
+            Phase::Head | Phase::Chunk if t.remaining > 0 => Phase::Poll,
+            Phase::Head | Phase::Poll | Phase::Read | Phase::Chunk => Phase::Tail,
             Phase::Tail | Phase::Done => Phase::Done,
         };
     }
+}
+
+/// Puts a socket in non-blocking mode (`sendfile` must never wait on it).
+fn set_nonblocking(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl(F_GETFL/F_SETFL) on a descriptor the caller keeps open
+    // touches no memory of ours.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the file's pages at both ends of `[off, off + len)` are in the page
+/// cache: a one-byte `preadv2(RWF_NOWAIT)` at each end. Anything but EAGAIN
+/// (a filesystem without RWF_NOWAIT, say) counts as cached: `sendfile` then does
+/// what it always does.
+fn cached(file: i32, off: u64, len: u64) -> bool {
+    let probe = |at: u64| {
+        let mut byte = 0u8;
+        let iov = libc::iovec {
+            iov_base: (&mut byte as *mut u8).cast(),
+            iov_len: 1,
+        };
+        // SAFETY: one iovec pointing at a live local byte; the kernel writes at
+        // most that byte and keeps no reference after returning.
+        let rc = unsafe { libc::preadv2(file, &iov, 1, at as libc::off_t, libc::RWF_NOWAIT) };
+        rc >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
+    };
+    probe(off) && (len <= 1 || probe(off + len - 1))
+}
+
+/// One turn of zero-copy sending after POLLOUT: non-blocking `sendfile` until
+/// the socket is full, the turn's budget is spent, or the file range is done.
+/// Switches to the copying path when the next pages are not cached.
+fn sendfile_turn(t: &mut Transmit, sock: i32, file: i32) -> io::Result<()> {
+    let mut budget = TURN;
+    while t.remaining > 0 && budget > 0 {
+        let want = t.remaining.min(budget);
+        if !cached(file, t.file_off, want) {
+            t.phase = Phase::Read;
+            return Ok(());
+        }
+        let mut off = t.file_off as libc::off_t;
+        // SAFETY: sendfile between two descriptors the op keeps open; `off` is a
+        // live local the kernel updates; no other memory of ours is touched.
+        let n = unsafe { libc::sendfile(sock, file, &mut off, want as usize) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(()),
+                Some(libc::EINTR) => continue,
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            // The file is shorter than it was when the transmit started.
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = n as u64;
+        t.file_off += n;
+        t.remaining -= n.min(t.remaining);
+        t.total += n;
+        budget -= n.min(budget);
+    }
+    Ok(())
 }
 
 /// Applies one completion result to an op. `Err` carries a final failure.
@@ -313,11 +395,18 @@ pub(super) fn advance(st: &mut OpState, res: i32) -> Result<Advance, (io::Result
             }
         }
         (Op::Timeout(_), _) => Ok(Advance::Done(Ok(()), 0)),
-        (Op::TransmitFile(_), Extra::Transmit(_)) => {
-            let Extra::Transmit(t) = &mut st.extra else {
-                unreachable!()
-            };
+        (Op::TransmitFile(op), Extra::Transmit(t)) => {
             match t.phase {
+                Phase::Poll => {
+                    // The socket is writable (or in error: sendfile will say).
+                    let sock = op.socket.as_raw_fd();
+                    let Some(file) = op.file.as_ref().map(|f| f.as_raw_fd()) else {
+                        return Err((Err(errno(libc::EBADF)), t.total));
+                    };
+                    if let Err(e) = sendfile_turn(t, sock, file) {
+                        return Err((Err(e), t.total));
+                    }
+                }
                 Phase::Head | Phase::Tail | Phase::Chunk => {
                     if n == 0 {
                         return Err((Err(errno(libc::EPIPE)), t.total));
@@ -340,8 +429,12 @@ pub(super) fn advance(st: &mut OpState, res: i32) -> Result<Advance, (io::Result
                 }
                 Phase::Done => {}
             }
-            settle(t, &st.op);
+            settle(t, op);
             if t.phase == Phase::Done {
+                if op.disconnect {
+                    // TF_DISCONNECT: the peer sees EOF after the last byte.
+                    let _ = op.socket.shutdown(std::net::Shutdown::Write);
+                }
                 Ok(Advance::Done(Ok(()), t.total))
             } else if st.cancel {
                 Err((Err(errno(libc::ECANCELED)), t.total))
