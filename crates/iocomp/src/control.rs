@@ -122,9 +122,10 @@ impl Control {
         wake_all(wakes);
     }
 
-    /// The thread stops counting as running without entering `get`
-    /// (it moved its association to another port).
-    pub(crate) fn uncount(&self, id: usize) {
+    /// The thread stops counting as running without entering `get` (it moved
+    /// its association to another port, or is about to block, C21). A waiter
+    /// may be released in its place. Returns whether it was counted.
+    pub(crate) fn uncount(&self, id: usize) -> bool {
         let mut st = self.lock();
         if let Some(Some(rec)) = st.consumers.get_mut(id) {
             if rec.counted {
@@ -133,6 +134,20 @@ impl Control {
                 let wakes = self.release(&mut st);
                 drop(st);
                 wake_all(wakes);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The thread runs again after blocking: it counts again, even if that puts
+    /// `running` above the limit (C21: no new releases until it drops below).
+    pub(crate) fn recount(&self, id: usize) {
+        let mut st = self.lock();
+        if let Some(Some(rec)) = st.consumers.get_mut(id) {
+            if !rec.counted {
+                rec.counted = true;
+                st.running += 1;
             }
         }
     }
@@ -190,8 +205,28 @@ impl Control {
             rec.counted = false;
             st.running -= 1;
         }
+        let parked = rec.waiting;
         if self.strict {
             st.queue.extend(local.drain(..));
+            if parked {
+                // Strict: a parked thread gets packets only as the port hands them
+                // out, newest waiter first, even when its own ring woke it.
+                let wakes = self.release(st);
+                let mine = st
+                    .consumers
+                    .get_mut(id)
+                    .and_then(|r| r.as_mut())
+                    .and_then(|r| r.handed.take());
+                wake_all(wakes);
+                if let Some(p) = mine {
+                    return Step::Got(p);
+                }
+                if expired {
+                    Self::unpark(st, id);
+                    return Step::TimedOut;
+                }
+                return Step::Park;
+            }
         }
         if st.running < self.max {
             if let Some(p) = local.pop_front().or_else(|| st.queue.pop_front()) {
@@ -281,6 +316,14 @@ impl Control {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// The ring of the most recently parked thread: the best place for an
+    /// operation submitted by a thread that does not wait on the port.
+    pub(crate) fn top_waiter(&self) -> Option<Arc<Waker>> {
+        let st = self.lock();
+        let id = *st.waiters.last()?;
+        st.consumers.get(id)?.as_ref().map(|c| c.waker.clone())
     }
 
     /// Threads parked in `get` right now (for tests that order waiters).

@@ -95,5 +95,5 @@ mod sys;
 pub use handle::Handle;
 pub use op::{Accept, Context, Op, Recv, Send, Timeout, TransmitFile, Work};
 pub use packet::{GetError, OpId, Packet};
-pub use pool::Pool;
+pub use pool::{Pool, MAX_THREADS};
 pub use port::{default_threads, Port, PortBuilder};

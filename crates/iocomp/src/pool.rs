@@ -1,23 +1,43 @@
 //! A pool of worker threads that wait on one port (`QueueUserWorkItem` plus the
 //! seed's `ThreadProc` loop).
 
+use std::cell::RefCell;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::op::{Op, Work};
 use crate::packet::{GetError, Packet};
 use crate::port::Port;
 
+/// The most threads a pool grows to (Windows' thread pool caps at 500).
+pub const MAX_THREADS: usize = 500;
+
+type Handler = dyn Fn(&Port, Packet) + Send + Sync;
+
 /// Worker threads looping on [`Port::get`] and handing each packet to a handler.
 ///
-/// The number of workers defaults to the number of CPUs: the seed starts 2×CPUs
-/// because its Win32 workers block in `TransmitFile`'s system thread; ours never
-/// block on I/O, so more threads would only take turns.
+/// The number of workers defaults to the port's concurrency (the number of
+/// CPUs): the seed starts 2×CPUs because its Win32 workers block, ours do not.
+/// The pool adds a worker only when one declares that it blocks
+/// ([`Port::blocking`], [`Port::may_run_long`]) and no other worker is
+/// waiting, up to [`MAX_THREADS`]; added workers stay until shutdown.
 pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     port: Port,
-    threads: Vec<JoinHandle<()>>,
+    handler: Arc<Handler>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    count: AtomicUsize,
+}
+
+thread_local! {
+    /// The pool this thread works for, if any.
+    static CURRENT: RefCell<Option<Arc<Inner>>> = const { RefCell::new(None) };
 }
 
 impl Pool {
@@ -34,38 +54,22 @@ impl Pool {
         } else {
             threads
         };
-        let handler = Arc::new(handler);
-        let (tx, rx) = mpsc::channel::<io::Result<()>>();
-        let mut pool = Pool {
+        let inner = Arc::new(Inner {
             port: port.clone(),
-            threads: Vec::with_capacity(n),
-        };
-        for i in 0..n {
-            let port = port.clone();
-            let handler = handler.clone();
-            let tx = tx.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("iocomp-worker-{i}"))
-                .spawn(move || {
-                    let attached = port.attach();
-                    let ok = attached.is_ok();
-                    let _ = tx.send(attached);
-                    drop(tx);
-                    if ok {
-                        worker(&port, &*handler);
-                    }
-                    port.detach();
-                })?;
-            pool.threads.push(t);
+            handler: Arc::new(handler),
+            threads: Mutex::new(Vec::with_capacity(n)),
+            count: AtomicUsize::new(0),
+        });
+        let pool = Pool { inner };
+        let (tx, rx) = mpsc::channel::<io::Result<()>>();
+        for _ in 0..n {
+            pool.inner.spawn(Some(tx.clone()))?;
         }
         drop(tx);
         for _ in 0..n {
             match rx.recv() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    pool.shutdown();
-                    return Err(e);
-                }
+                Ok(Err(e)) => return Err(e),
                 Err(_) => break,
             }
         }
@@ -74,21 +78,36 @@ impl Pool {
 
     /// The port the workers wait on.
     pub fn port(&self) -> &Port {
-        &self.port
+        &self.inner.port
+    }
+
+    /// How many worker threads exist now.
+    pub fn threads(&self) -> usize {
+        self.inner.count.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on one of the workers (`QueueUserWorkItem`). Fails only if the
     /// port is closed. Queued work cannot be cancelled (C31).
     pub fn queue(&self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        self.port.post_op(0, Op::Work(Work(Box::new(f))))
+        self.inner.port.post_op(0, Op::Work(Work(Box::new(f))))
     }
 
     /// Closes the port and joins every worker. Each worker cancels what it has
     /// in flight and waits for the kernel to let go before it exits.
     pub fn shutdown(&mut self) {
-        self.port.close();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        self.inner.port.close();
+        loop {
+            // Joining may race with a worker adding another: take until empty.
+            let batch: Vec<JoinHandle<()>> = match self.inner.threads.lock() {
+                Ok(mut t) => t.drain(..).collect(),
+                Err(e) => e.into_inner().drain(..).collect(),
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for t in batch {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -99,7 +118,57 @@ impl Drop for Pool {
     }
 }
 
-fn worker(port: &Port, handler: &(dyn Fn(&Port, Packet) + Send + Sync)) {
+impl Inner {
+    fn spawn(self: &Arc<Self>, ready: Option<mpsc::Sender<io::Result<()>>>) -> io::Result<()> {
+        let i = self.count.fetch_add(1, Ordering::Relaxed);
+        let me = self.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("iocomp-worker-{i}"))
+            .spawn(move || {
+                let attached = me.port.attach();
+                let ok = attached.is_ok();
+                if let Some(tx) = ready {
+                    let _ = tx.send(attached);
+                }
+                if ok {
+                    CURRENT.with(|c| *c.borrow_mut() = Some(me.clone()));
+                    worker(&me.port, &*me.handler);
+                    CURRENT.with(|c| *c.borrow_mut() = None);
+                }
+                me.port.detach();
+            });
+        match t {
+            Ok(t) => {
+                self.threads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(t);
+                Ok(())
+            }
+            Err(e) => {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Called by [`Port::blocking`] and [`Port::may_run_long`]: if the calling
+/// thread is a worker of a pool on `port` and no other worker waits for
+/// packets, adds one. Returns whether a worker was added.
+pub(crate) fn on_blocking(port: &Port) -> bool {
+    let pool = CURRENT.try_with(|c| c.borrow().clone()).ok().flatten();
+    let Some(pool) = pool else { return false };
+    if !Arc::ptr_eq(&pool.port.core, &port.core) || port.is_closed() {
+        return false;
+    }
+    if port.waiters() > 0 || pool.count.load(Ordering::Relaxed) >= MAX_THREADS {
+        return false;
+    }
+    pool.spawn(None).is_ok()
+}
+
+fn worker(port: &Port, handler: &Handler) {
     loop {
         match port.get(None) {
             Ok(mut p) => {

@@ -210,8 +210,9 @@ impl Port {
     ///
     /// Issued on a thread that waits on this port, the operation goes to that
     /// thread's own ring (no locks, no hand-off). Issued elsewhere, it is handed
-    /// to one of the port's threads; if none has called `get` yet, it fails with
-    /// `NotConnected`.
+    /// to one of the port's threads — the most recently parked one if any is
+    /// parked, which starts it at once; a busy thread starts it when it next calls
+    /// `get`. If no thread has attached yet, it fails with `NotConnected`.
     pub fn submit(&self, op: impl Into<Op>) -> Result<OpId, (io::Error, Op)> {
         let op = op.into();
         if let Some(h) = handle_of(&op) {
@@ -243,7 +244,9 @@ impl Port {
         let Some(op) = op else {
             return Err((closed(), Op::Posted { token: 0 }));
         };
-        let ring = {
+        // Prefer a thread that is parked (it starts the operation at once), else
+        // take turns.
+        let ring = self.core.control.top_waiter().or_else(|| {
             let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
             let live: Vec<&Arc<RingShared>> = rings.iter().flatten().collect();
             if live.is_empty() {
@@ -252,7 +255,7 @@ impl Port {
                 let i = self.core.next_ring.fetch_add(1, Ordering::Relaxed) % live.len();
                 Some(live[i].clone())
             }
-        };
+        });
         match ring {
             Some(r) => r.submit_remote(op),
             None => Err((
@@ -270,6 +273,8 @@ impl Port {
     /// packet then reports `ECANCELED`, or its real result if it finished first —
     /// and `NotFound` if it is not (already completed, or never existed).
     pub fn cancel(&self, id: OpId) -> io::Result<()> {
+        // Prefer a thread that is parked (it starts the operation at once), else
+        // take turns.
         let ring = {
             let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
             rings.get(usize::from(id.ring())).cloned().flatten()
@@ -328,6 +333,53 @@ impl Port {
         self.core.control.queued()
     }
 
+    /// Runs `f`, which may block, without holding one of the port's running
+    /// slots (C21): while it runs, the calling thread does not count toward the
+    /// concurrency limit, so another waiting thread may be released to handle
+    /// packets; afterwards it counts again (possibly above the limit, in which
+    /// case no thread is released until the count drops). Completions already
+    /// reaped by this thread are handed to the port's queue first, so none are
+    /// stranded. On a [`Pool`](crate::Pool) worker, the pool adds a thread if no
+    /// other worker is waiting (C32, C33).
+    ///
+    /// Linux gives no hook for "this thread blocked in the kernel", so code that
+    /// may block on a lock, a disk or another process says so with this call.
+    pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let id = self.leave_running();
+        crate::pool::on_blocking(self);
+        let r = f();
+        if let Some(id) = id {
+            self.core.control.recount(id);
+        }
+        r
+    }
+
+    /// `CallbackMayRunLong`: the calling thread stops counting toward the
+    /// concurrency limit until it next calls [`get`](Port::get), and on a pool
+    /// worker the pool may add a thread. Returns whether another thread is
+    /// available to handle packets meanwhile.
+    pub fn may_run_long(&self) -> bool {
+        let _ = self.leave_running();
+        crate::pool::on_blocking(self) || self.waiters() > 0
+    }
+
+    /// Stops counting the calling thread as running; returns its consumer id
+    /// if it was counted.
+    fn leave_running(&self) -> Option<usize> {
+        CONSUMERS
+            .try_with(|cs| {
+                let mut cs = cs.try_borrow_mut().ok()?;
+                let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
+                c.ring.reap(&mut c.local);
+                if !c.local.is_empty() {
+                    let _ = c.core.control.enqueue(c.local.drain(..));
+                }
+                c.core.control.uncount(c.id).then_some(c.id)
+            })
+            .ok()
+            .flatten()
+    }
+
     /// Attaches the calling thread (creating its ring) without waiting, so that
     /// operations from other threads can be handed to it.
     pub fn attach(&self) -> io::Result<()> {
@@ -339,7 +391,7 @@ impl Port {
             let mut cs = cs.borrow_mut();
             // C17: a thread counts toward one port at a time.
             for other in cs.iter().filter(|c| !Arc::ptr_eq(&c.core, &self.core)) {
-                other.core.control.uncount(other.id);
+                let _ = other.core.control.uncount(other.id);
             }
             let i = match cs.iter().position(|c| Arc::ptr_eq(&c.core, &self.core)) {
                 Some(i) => i,

@@ -289,3 +289,82 @@ fn pool_runs_queued_work_and_hands_packets_to_the_handler() {
     pool.shutdown();
     assert!(port.is_closed());
 }
+
+#[test]
+fn c21_a_thread_that_blocks_frees_its_slot_and_overshoots_when_it_resumes() {
+    let port = Port::builder().concurrency(1).build().unwrap();
+    port.post(0, 0, 1).unwrap();
+    let (in_tx, in_rx) = mpsc::channel::<()>();
+    let (out_tx, out_rx) = mpsc::channel::<()>();
+    let pa = port.clone();
+    let a = thread::spawn(move || {
+        assert_eq!(token(&pa.get(T).unwrap()), 1);
+        pa.blocking(|| {
+            in_tx.send(()).unwrap();
+            out_rx.recv().unwrap();
+        });
+        // Back from blocking: counted again, above the limit with B running.
+        let running = pa.running();
+        pa.detach();
+        running
+    });
+    in_rx.recv().unwrap();
+    assert_eq!(port.running(), 0, "a blocked thread does not count");
+    // B parks, and a packet now releases it although A has not called get.
+    let (b_tx, b_rx) = mpsc::channel();
+    let pb = port.clone();
+    let (hold_tx, hold_rx) = mpsc::channel::<()>();
+    let b = thread::spawn(move || {
+        b_tx.send(token(&pb.get(T).unwrap())).unwrap();
+        hold_rx.recv().unwrap();
+    });
+    until("B to park", || port.waiters() == 1);
+    port.post(0, 0, 2).unwrap();
+    assert_eq!(b_rx.recv_timeout(Duration::from_secs(20)).unwrap(), 2);
+    out_tx.send(()).unwrap();
+    assert_eq!(a.join().unwrap(), 2, "running overshoots the limit of 1");
+    hold_tx.send(()).unwrap();
+    b.join().unwrap();
+}
+
+#[test]
+fn c32_a_long_callback_lets_the_pool_add_a_thread() {
+    let port = Port::builder().concurrency(1).build().unwrap();
+    let mut pool = iocomp::Pool::new(&port, 1, |_, _| {}).unwrap();
+    assert_eq!(pool.threads(), 1);
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<&str>();
+    let p = port.clone();
+    let done2 = done_tx.clone();
+    pool.queue(move || {
+        p.blocking(|| release_rx.recv().unwrap());
+        done2.send("long").unwrap();
+    })
+    .unwrap();
+    // The only worker is blocked: this runs only if the pool added a thread.
+    pool.queue(move || done_tx.send("short").unwrap()).unwrap();
+    assert_eq!(
+        done_rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        "short"
+    );
+    assert_eq!(pool.threads(), 2);
+    release_tx.send(()).unwrap();
+    assert_eq!(
+        done_rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        "long"
+    );
+    pool.shutdown();
+}
+
+#[test]
+fn c32_may_run_long_stops_counting_until_the_next_get() {
+    let port = Port::builder().concurrency(1).build().unwrap();
+    port.post(0, 0, 1).unwrap();
+    assert_eq!(token(&port.get(T).unwrap()), 1);
+    assert_eq!(port.running(), 1);
+    assert!(!port.may_run_long(), "no other thread is available");
+    assert_eq!(port.running(), 0);
+    port.post(0, 0, 2).unwrap();
+    assert_eq!(token(&port.get(T).unwrap()), 2);
+    assert_eq!(port.running(), 1, "counted again after get");
+}
