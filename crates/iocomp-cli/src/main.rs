@@ -6,9 +6,10 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use iocomp_server::{Config, PathOptions, Server};
+use iocomp_server::{AccessLogFormat, Config, PathOptions, Server};
 use tracing::{error, info};
 
 mod signals;
@@ -54,6 +55,45 @@ struct ServeArgs {
     /// Never follow symlinks, not even those that stay inside DIR.
     #[arg(long)]
     no_symlinks: bool,
+    /// Longest wait for a complete file-name line, from its first byte (e.g. 10s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Longest wait for the next line after a reply.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Longest time a transfer may make no progress (a slow reader that moves is never cut).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    send_timeout: Duration,
+    /// At this many open connections, stop accepting until one closes.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_conns: usize,
+    /// On Ctrl+C/SIGTERM, how long transfers in flight may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Access log on standard output: off, clf, combined or json [default: clf; off with --quiet].
+    #[arg(long, value_name = "FORMAT")]
+    access_log: Option<AccessLogFormat>,
+}
+
+/// `10s`, `500ms`, `2m`, or a plain number of seconds (`1.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in {s:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("not a valid duration: {s:?}"))
 }
 
 fn main() -> ExitCode {
@@ -78,8 +118,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_target(false)
         .init();
 
-    if args.threads == Some(0) {
-        error!("--threads must be at least 1");
+    if args.threads == Some(0) || args.max_conns == 0 {
+        error!("--threads and --max-conns must be at least 1");
         return ExitCode::from(2);
     }
     // Block SIGINT/SIGTERM before any thread starts, so every thread inherits the
@@ -98,6 +138,17 @@ fn serve(args: ServeArgs) -> ExitCode {
         hidden: args.hidden,
         no_symlinks: args.no_symlinks,
     };
+    config.header_timeout = args.header_timeout;
+    config.idle_timeout = args.idle_timeout;
+    config.send_timeout = args.send_timeout;
+    config.max_conns = args.max_conns;
+    config.drain_timeout = args.drain_timeout;
+    config.access_log = args.access_log.unwrap_or(if args.quiet {
+        AccessLogFormat::Off
+    } else {
+        AccessLogFormat::Clf
+    });
+    let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
@@ -126,14 +177,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 
     let sig = sigs.wait();
-    info!("Shutdown ({sig}): closing connections, please wait");
+    info!("Shutdown ({sig}): no new connections; letting transfers finish (up to {drain:?}; Ctrl+C again to stop now)");
     // A second signal exits at once.
     std::thread::spawn(move || {
         let sig = sigs.wait();
         eprintln!("iocomp: second signal ({sig}), exiting now");
         std::process::exit(130);
     });
-    server.shutdown();
-    info!("stopped");
+    let cut = server.shutdown(drain);
+    info!("stopped ({cut} transfers cut off)");
     ExitCode::SUCCESS
 }

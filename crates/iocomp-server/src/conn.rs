@@ -4,15 +4,21 @@
 //! The connection's state travels inside the operation in flight (its context),
 //! as the seed's `PRE_IO_DATA` rode on its OVERLAPPED; exactly one operation is
 //! in flight per connection, so whoever holds the packet owns the connection and
-//! no lock is needed. Dropping the state closes the socket.
+//! no lock is needed. Dropping the state closes the socket and counts the
+//! connection out.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 use iocomp::{Handle, Op, Packet, Port, Recv, Send, TransmitFile};
 use tracing::debug;
 
+use crate::access::Entry;
 use crate::line::{Frame, LineFramer};
-use crate::path::Root;
+use crate::server::Shared;
+use crate::watch::{Wait, Watch};
 
 /// Initial receive buffer (the seed's MAX_BUFFER_SIZE).
 const RECV_BUF: usize = 1024;
@@ -23,22 +29,66 @@ const RECV_MIN_SPARE: usize = 512;
 pub const ERROR_PREFIX: &str = "File transmit error: ";
 
 pub(crate) struct Conn {
-    pub(crate) handle: Handle,
-    pub(crate) peer: Option<SocketAddr>,
+    handle: Handle,
+    peer: Option<SocketAddr>,
     inbuf: Vec<u8>,
     framer: LineFramer,
     eof: bool,
+    /// Whether a line was answered yet (a new connection waits under the
+    /// header timeout, a served one under the idle timeout).
+    served: bool,
+    watch: Arc<Watch>,
+    shared: Arc<Shared>,
+    port: Port,
+    /// The request being answered, for the access log.
+    req: Option<Req>,
+}
+
+struct Req {
+    name: Vec<u8>,
+    status: u16,
+    start: Instant,
 }
 
 impl Conn {
-    pub(crate) fn new(handle: Handle, peer: Option<SocketAddr>) -> Box<Conn> {
+    pub(crate) fn new(
+        port: &Port,
+        handle: Handle,
+        peer: Option<SocketAddr>,
+        watch: Arc<Watch>,
+        shared: Arc<Shared>,
+    ) -> Box<Conn> {
         Box::new(Conn {
             handle,
             peer,
             inbuf: Vec::with_capacity(RECV_BUF),
             framer: LineFramer::new(),
             eof: false,
+            served: false,
+            watch,
+            shared,
+            port: port.clone(),
+            req: None,
         })
+    }
+
+    fn log(&mut self, bytes: u64) {
+        if let Some(req) = self.req.take() {
+            self.shared.access.log(&Entry {
+                peer: self.peer,
+                name: &req.name,
+                status: req.status,
+                bytes,
+                duration: req.start.elapsed(),
+            });
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        debug!(conn = self.handle.key(), peer = ?self.peer, "closed");
+        self.shared.closed(&self.port, self.handle.key());
     }
 }
 
@@ -49,19 +99,21 @@ enum Next {
 }
 
 /// Starts a fresh connection: its first receive.
-pub(crate) fn start(port: &Port, root: &Root, conn: Box<Conn>) {
-    drive(port, root, conn);
+pub(crate) fn start(port: &Port, conn: Box<Conn>) {
+    drive(port, conn);
 }
 
 /// Handles a packet of a connection's operation.
-pub(crate) fn complete(port: &Port, root: &Root, mut packet: Packet) {
+pub(crate) fn complete(port: &Port, mut packet: Packet) {
     let Some(ctx) = packet.op.take_ctx() else {
         return;
     };
     let Ok(mut conn) = ctx.downcast::<Conn>() else {
         return;
     };
+    let draining = conn.shared.draining.load(Ordering::Relaxed);
     if let Err(e) = &packet.status {
+        conn.log(packet.bytes);
         debug!(conn = packet.key, peer = ?conn.peer, "connection ends: {e}");
         return;
     }
@@ -72,34 +124,41 @@ pub(crate) fn complete(port: &Port, root: &Root, mut packet: Packet) {
                 conn.eof = true;
             }
         }
-        Op::TransmitFile(_) | Op::Send(_) => {}
+        Op::TransmitFile(_) | Op::Send(_) => conn.log(packet.bytes),
         _ => return,
     }
-    drive(port, root, conn);
+    if draining {
+        // Shutting down: the current reply is done; do not start another.
+        return;
+    }
+    drive(port, conn);
 }
 
 /// Runs the state machine until it has an operation in flight or is done.
-fn drive(port: &Port, root: &Root, mut conn: Box<Conn>) {
+fn drive(port: &Port, mut conn: Box<Conn>) {
     loop {
-        let next = step(root, &mut conn);
-        let op = match next {
+        let op = match step(&mut conn) {
             None => continue,
-            Some(Next::Close) => {
-                debug!(conn = conn.handle.key(), peer = ?conn.peer, "closed");
-                return;
-            }
+            Some(Next::Close) => return,
             Some(Next::Submit(op)) => op,
         };
-        let op = with_ctx(op, conn);
-        match port.submit(op) {
-            Ok(_) => return,
+        let wait = match &op {
+            Op::Recv(_) if conn.shared.draining.load(Ordering::Relaxed) => return,
+            Op::Recv(_) if conn.inbuf.is_empty() && conn.served => Wait::Idle,
+            Op::Recv(_) => Wait::Header,
+            _ => Wait::Sending,
+        };
+        conn.shared.registry.set(&conn.watch, wait);
+        let (shared, watch) = (conn.shared.clone(), conn.watch.clone());
+        match port.submit(with_ctx(op, conn)) {
+            Ok(id) => shared.registry.op(&watch, id),
             Err((e, mut op)) => {
                 debug!("submit failed: {e}");
                 // The op (and the connection inside it) is dropped: the socket closes.
                 drop(op.take_ctx());
-                return;
             }
         }
+        return;
     }
 }
 
@@ -114,29 +173,21 @@ fn with_ctx(mut op: Op, conn: Box<Conn>) -> Op {
 }
 
 /// One decision: `None` means "look again" (a line was answered without I/O).
-fn step(root: &Root, conn: &mut Conn) -> Option<Next> {
+fn step(conn: &mut Conn) -> Option<Next> {
     let (frame, consumed) = conn.framer.next(&conn.inbuf);
-    let frame = match frame {
-        Some(f) => Some(f),
-        None if conn.eof => {
-            conn.inbuf.drain(..consumed);
-            let f = conn.framer.finish(&conn.inbuf);
-            if f.is_none() {
-                return Some(Next::Close);
-            }
-            // `finish` frames the whole remainder.
-            let n = conn.inbuf.len();
-            return f.and_then(|f| respond(root, conn, f, n));
-        }
-        None => None,
-    };
-    match frame {
-        Some(f) => respond(root, conn, f, consumed),
-        None => {
-            conn.inbuf.drain(..consumed);
-            Some(Next::Submit(recv(conn)))
-        }
+    if let Some(f) = frame {
+        return respond(conn, f, consumed);
     }
+    conn.inbuf.drain(..consumed);
+    if conn.eof {
+        // The client half-closed: a last name without newline still counts.
+        let n = conn.inbuf.len();
+        return match conn.framer.finish(&conn.inbuf) {
+            Some(f) => respond(conn, f, n),
+            None => Some(Next::Close),
+        };
+    }
+    Some(Next::Submit(recv(conn)))
 }
 
 fn recv(conn: &mut Conn) -> Op {
@@ -147,29 +198,43 @@ fn recv(conn: &mut Conn) -> Op {
     Op::Recv(Recv::new(&conn.handle, buf))
 }
 
+/// The status an error reason is logged with (HTTP's, for log tools).
+fn status_of(reason: &str) -> u16 {
+    match reason {
+        "not found" => 404,
+        "forbidden" | "not a regular file" => 403,
+        "bad name" => 400,
+        "line too long" => 414,
+        "busy" => 503,
+        _ => 500,
+    }
+}
+
 /// Answers one frame, then drops its bytes (`consumed`) from the input.
 /// `None`: answered without I/O (an empty file), go on with the next line.
-fn respond(root: &Root, conn: &mut Conn, frame: Frame, consumed: usize) -> Option<Next> {
-    let reply = match frame {
+fn respond(conn: &mut Conn, frame: Frame, consumed: usize) -> Option<Next> {
+    conn.served = true;
+    let key = conn.handle.key();
+    let name = match &frame {
+        Frame::Line(r) => &conn.inbuf[r.clone()],
+        Frame::TooLong => &b""[..],
+    };
+    let reply = match &frame {
         Frame::TooLong => Err("line too long"),
         Frame::Line(r) if r.is_empty() => Err("bad name"),
-        Frame::Line(r) => match root.open_file(&conn.inbuf[r.clone()]) {
-            Ok(opened) => Ok((opened, r)),
-            Err(e) => {
-                debug!(conn = conn.handle.key(), name = %String::from_utf8_lossy(&conn.inbuf[r]).escape_debug(), "refused: {e}");
-                Err(e.reason())
-            }
-        },
+        Frame::Line(_) => conn.shared.root.open_file(name).map_err(|e| e.reason()),
     };
+    if conn.shared.access.enabled() {
+        let status = reply.as_ref().err().map_or(200, |r| status_of(r));
+        conn.req = Some(Req {
+            name: name.to_vec(),
+            status,
+            start: Instant::now(),
+        });
+    }
     let next = match reply {
-        Ok((opened, r)) => {
-            debug!(
-                conn = conn.handle.key(),
-                peer = ?conn.peer,
-                name = %String::from_utf8_lossy(&conn.inbuf[r]).escape_debug(),
-                bytes = opened.len,
-                "transmit file"
-            );
+        Ok(opened) => {
+            debug!(conn = key, name = %String::from_utf8_lossy(name).escape_debug(), bytes = opened.len, "transmit file");
             if opened.len == 0 {
                 None
             } else {
@@ -179,10 +244,14 @@ fn respond(root: &Root, conn: &mut Conn, frame: Frame, consumed: usize) -> Optio
             }
         }
         Err(reason) => {
+            debug!(conn = key, name = %String::from_utf8_lossy(name).escape_debug(), "refused: {reason}");
             let line = format!("{ERROR_PREFIX}{reason}\r\n").into_bytes();
             Some(Next::Submit(Op::Send(Send::new(&conn.handle, line))))
         }
     };
     conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
+    if next.is_none() {
+        conn.log(0);
+    }
     next
 }

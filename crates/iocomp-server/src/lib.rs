@@ -29,7 +29,7 @@
 //! client.read_to_string(&mut reply)?;
 //! assert_eq!(reply, "hello, world\nFile transmit error: not found\r\n");
 //!
-//! server.shutdown();
+//! server.shutdown(std::time::Duration::from_secs(5));
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }
 //! ```
@@ -51,12 +51,15 @@
 //! An error line cannot be told from file content: that is the protocol's
 //! limit, and why HTTP will share the port.
 
+mod access;
 mod conn;
 pub mod line;
 pub mod listener;
 pub mod path;
 mod server;
+mod watch;
 
+pub use access::AccessLogFormat;
 pub use conn::ERROR_PREFIX;
 pub use path::{OpenError, PathOptions, Root};
 pub use server::{Config, Server};

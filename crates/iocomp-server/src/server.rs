@@ -1,24 +1,27 @@
-//! The server: listeners, the worker pool, and packet dispatch.
+//! The server: listeners, the worker pool, packet dispatch, limits and shutdown.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use iocomp::{Accept, Handle, Op, Packet, Pool, Port, Timeout};
-use tracing::{debug, warn};
+use iocomp::{Accept, Handle, Op, OpId, Packet, Pool, Port, Timeout};
+use tracing::{debug, info, warn};
 
+use crate::access::{AccessLog, AccessLogFormat};
 use crate::conn::{self, Conn};
 use crate::listener;
 use crate::path::{PathOptions, Root};
+use crate::watch::{Limits, Registry};
 
 /// Keys at and above this are listeners (key = LISTENER_KEY + index); below are
 /// connections.
 const LISTENER_KEY: u64 = u64::MAX - 0xffff;
-/// How long to wait before accepting again after the process ran out of
-/// descriptors or memory.
+/// The key of the periodic sweep timer.
+const TICK_KEY: u64 = LISTENER_KEY - 1;
+/// How long to wait before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What to serve and how.
@@ -33,31 +36,66 @@ pub struct Config {
     pub threads: usize,
     /// Dotfiles and symlink policy.
     pub path: PathOptions,
+    /// Longest wait for a complete line, from its first byte (or from the
+    /// connection's start).
+    pub header_timeout: Duration,
+    /// Longest wait for the next line after a reply.
+    pub idle_timeout: Duration,
+    /// Longest time without send progress.
+    pub send_timeout: Duration,
+    /// At this many connections, stop accepting until one closes.
+    pub max_conns: usize,
+    /// On shutdown, how long transfers in flight may take to finish.
+    pub drain_timeout: Duration,
+    /// Access log format (written to standard output).
+    pub access_log: AccessLogFormat,
 }
 
 impl Config {
-    /// Serve `root` on the seed's port, `0.0.0.0:8182`, with one thread per CPU.
+    /// Serve `root` on the seed's port, `0.0.0.0:8182`, with one thread per CPU
+    /// and the default limits.
     pub fn new(root: impl Into<PathBuf>) -> Config {
         Config {
             root: root.into(),
             binds: vec![SocketAddr::from(([0, 0, 0, 0], 8182))],
             threads: 0,
             path: PathOptions::default(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_conns: 10_000,
+            drain_timeout: Duration::from_secs(10),
+            access_log: AccessLogFormat::Off,
         }
     }
 }
 
-/// A running server. [`Server::shutdown`] stops it; dropping it does too.
+/// A running server. [`Server::shutdown`] stops it; dropping it stops it at once.
 pub struct Server {
     pool: Pool,
+    shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
     threads: usize,
 }
 
-struct Shared {
-    root: Root,
+/// State every worker shares.
+pub(crate) struct Shared {
+    pub(crate) root: Root,
+    pub(crate) registry: Registry,
+    pub(crate) access: AccessLog,
+    pub(crate) limits: Limits,
+    pub(crate) draining: AtomicBool,
     listeners: Vec<Handle>,
     next_conn: AtomicU64,
+    active: AtomicUsize,
+    max_conns: usize,
+    /// Listeners whose accept is parked because of `max_conns`.
+    paused: Mutex<Vec<usize>>,
+    /// Accepts in flight, to cancel on shutdown.
+    accepts: Mutex<Vec<OpId>>,
+    /// Signalled when the last connection closes during a drain.
+    idle: (Mutex<()>, Condvar),
+    accept_errors: RateLimit,
 }
 
 impl Server {
@@ -65,6 +103,7 @@ impl Server {
     /// when the server is ready: every worker is attached and every listener
     /// has accepts in flight.
     pub fn start(config: Config) -> io::Result<Server> {
+        raise_nofile_limit();
         let root = Root::open(&config.root, config.path).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -81,32 +120,55 @@ impl Server {
             addrs.push(l.local_addr()?);
             listeners.push(port.associate(l, LISTENER_KEY + i as u64));
         }
+        let limits = Limits {
+            header: config.header_timeout,
+            idle: config.idle_timeout,
+            send: config.send_timeout,
+        };
         let shared = Arc::new(Shared {
             root,
+            registry: Registry::new(),
+            access: AccessLog::new(config.access_log),
+            limits,
+            draining: AtomicBool::new(false),
             listeners,
             next_conn: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            max_conns: config.max_conns.max(1),
+            paused: Mutex::new(Vec::new()),
+            accepts: Mutex::new(Vec::new()),
+            idle: (Mutex::new(()), Condvar::new()),
+            accept_errors: RateLimit::new(),
         });
         let s2 = shared.clone();
         let pool = Pool::new(&port, threads, move |port, packet| {
             dispatch(port, &s2, packet)
         })?;
         // One accept per worker per listener, each issued on a worker so that it
-        // lives in that worker's ring and its connections start there.
+        // lives in that worker's ring and its connections start there; and the
+        // sweep timer.
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..threads {
-            for l in &shared.listeners {
-                let (port, l, tx) = (port.clone(), l.clone(), tx.clone());
+            for i in 0..shared.listeners.len() {
+                let (port, shared, tx) = (port.clone(), shared.clone(), tx.clone());
                 pool.queue(move || {
-                    let _ = tx.send(port.submit(Accept::new(&l)).map(|_| ()).map_err(|(e, _)| e));
+                    let _ = tx.send(shared.accept(&port, i));
                 })?;
             }
         }
+        let (p, tick) = (port.clone(), limits.tick());
+        pool.queue(move || {
+            if let Err((e, _)) = p.submit(Timeout::new(tick, TICK_KEY)) {
+                warn!("cannot start the timeout sweep: {e}");
+            }
+        })?;
         drop(tx);
         for r in rx {
             r?;
         }
         Ok(Server {
             pool,
+            shared,
             addrs,
             threads,
         })
@@ -127,46 +189,173 @@ impl Server {
         "io_uring"
     }
 
-    /// Stops accepting, closes every connection (cancelling transfers in
-    /// flight), and joins every worker.
-    pub fn shutdown(mut self) {
+    /// Connections open right now.
+    pub fn connections(&self) -> usize {
+        self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Graceful stop: stops accepting, closes connections that are not sending,
+    /// lets transfers in flight finish for up to `drain` (connections close after
+    /// their current transfer), then cancels whatever is left, closes everything
+    /// and joins every worker. Returns how many connections were cut off.
+    pub fn shutdown(mut self, drain: Duration) -> usize {
+        let port = self.pool.port().clone();
+        let shared = self.shared.clone();
+        shared.draining.store(true, Ordering::SeqCst);
+        let accepts: Vec<OpId> =
+            std::mem::take(&mut *shared.accepts.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in accepts {
+            let _ = port.cancel(id);
+        }
+        shared.registry.sweep(&port, &shared.limits, true);
+        let deadline = Instant::now() + drain;
+        let (lock, cv) = &shared.idle;
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let left = shared.active.load(Ordering::SeqCst);
+            let now = Instant::now();
+            if left == 0 || now >= deadline {
+                break;
+            }
+            guard = match cv.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        drop(guard);
+        let cut = shared.active.load(Ordering::SeqCst);
+        if cut > 0 {
+            info!("drain deadline passed: closing {cut} connections still sending");
+        }
         self.pool.shutdown();
+        shared.access.flush();
+        cut
     }
 }
 
-fn dispatch(port: &Port, shared: &Shared, mut packet: Packet) {
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.pool.shutdown();
+        self.shared.access.flush();
+    }
+}
+
+impl Shared {
+    /// Issues an accept on listener `i` from the calling thread.
+    fn accept(&self, port: &Port, i: usize) -> io::Result<()> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let Some(l) = self.listeners.get(i) else {
+            return Ok(());
+        };
+        let id = port.submit(Accept::new(l)).map_err(|(e, _)| e)?;
+        self.accepts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id);
+        Ok(())
+    }
+
+    fn rearm(&self, port: &Port, i: usize) {
+        if let Err(e) = self.accept(port, i) {
+            if !port.is_closed() {
+                warn!("cannot accept again: {e}");
+            }
+        }
+    }
+
+    /// A connection is gone: count it out, resume a paused accept, wake a drain.
+    pub(crate) fn closed(&self, port: &Port, key: u64) {
+        self.registry.remove(key);
+        let left = self.active.fetch_sub(1, Ordering::SeqCst) - 1;
+        let resume = self.paused.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(i) = resume {
+            self.rearm(port, i);
+        }
+        if left == 0 && self.draining.load(Ordering::SeqCst) {
+            let _g = self.idle.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.idle.1.notify_all();
+        }
+    }
+}
+
+fn dispatch(port: &Port, shared: &Arc<Shared>, mut packet: Packet) {
+    if packet.key == TICK_KEY {
+        shared.registry.sweep(
+            port,
+            &shared.limits,
+            shared.draining.load(Ordering::Relaxed),
+        );
+        shared.access.flush();
+        if let Err((e, _)) = port.submit(Timeout::new(shared.limits.tick(), TICK_KEY)) {
+            if !port.is_closed() {
+                warn!("cannot re-arm the timeout sweep: {e}");
+            }
+        }
+        return;
+    }
     if packet.key >= LISTENER_KEY {
         let index = (packet.key - LISTENER_KEY) as usize;
-        let Some(listener) = shared.listeners.get(index) else {
-            return;
-        };
+        shared
+            .accepts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&id| id != packet.id);
         match std::mem::replace(&mut packet.op, Op::Posted { token: 0 }) {
-            Op::Accept(a) => on_accept(port, shared, listener, packet.status, a),
+            Op::Accept(a) => on_accept(port, shared, index, packet.status, a),
             // The back-off timer after EMFILE and friends: accept again.
-            Op::Timeout(_) => rearm(port, listener),
+            Op::Timeout(_) => shared.rearm(port, index),
             _ => {}
         }
         return;
     }
-    conn::complete(port, &shared.root, packet);
+    conn::complete(port, packet);
 }
 
-fn on_accept(port: &Port, shared: &Shared, listener: &Handle, status: io::Result<()>, a: Accept) {
+fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result<()>, a: Accept) {
     match status {
         Ok(()) => {
             if let Some(sock) = a.socket {
+                if shared.draining.load(Ordering::SeqCst) {
+                    return; // dropping the socket closes it
+                }
                 let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
                 debug!(conn = id, peer = ?a.peer, "accepted");
                 let handle = port.associate(sock, id);
-                conn::start(port, &shared.root, Conn::new(handle, a.peer));
+                let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+                let watch = shared.registry.insert(id);
+                conn::start(port, Conn::new(port, handle, a.peer, watch, shared.clone()));
+                if active >= shared.max_conns {
+                    debug!("{active} connections: accepting paused");
+                    shared
+                        .paused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(index);
+                    // A connection may have closed meanwhile: never park forever.
+                    if shared.active.load(Ordering::SeqCst) < shared.max_conns {
+                        if let Some(i) = shared
+                            .paused
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .pop()
+                        {
+                            shared.rearm(port, i);
+                        }
+                    }
+                    return;
+                }
             }
-            rearm(port, listener);
+            shared.rearm(port, index);
         }
         Err(e) => match e.raw_os_error() {
             Some(libc::ECANCELED) => {}
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                warn!("accept: {e}; retrying in {ACCEPT_BACKOFF:?}");
-                let t = Timeout::new(ACCEPT_BACKOFF, listener.key());
+                if let Some(suppressed) = shared.accept_errors.allow() {
+                    warn!("accept: {e} ({suppressed} more since the last report); retrying every {ACCEPT_BACKOFF:?}");
+                }
+                let t = Timeout::new(ACCEPT_BACKOFF, LISTENER_KEY + index as u64);
                 if let Err((e, _)) = port.submit(t) {
                     debug!("cannot arm the accept back-off: {e}");
                 }
@@ -174,16 +363,59 @@ fn on_accept(port: &Port, shared: &Shared, listener: &Handle, status: io::Result
             // The connection died between SYN and accept, and the like: go on.
             _ => {
                 debug!("accept: {e}");
-                rearm(port, listener);
+                shared.rearm(port, index);
             }
         },
     }
 }
 
-fn rearm(port: &Port, listener: &Handle) {
-    if let Err((e, _)) = port.submit(Accept::new(listener)) {
-        if !port.is_closed() {
-            warn!("cannot accept again: {e}");
+/// At most one report per second; counts what it held back.
+struct RateLimit {
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    fn new() -> RateLimit {
+        RateLimit {
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held back since the last report)` if a report may go out now.
+    fn allow(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one: each connection and each
+/// file being sent costs a descriptor.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write one rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                debug!(
+                    "descriptor limit raised from {} to {}",
+                    lim.rlim_cur, lim.rlim_max
+                );
+            }
         }
     }
 }

@@ -23,9 +23,15 @@ impl OpId {
     /// The id that posted packets carry: they were never submitted as operations.
     pub const POSTED: OpId = OpId(0);
 
-    /// The raw value, for logging.
+    /// The raw value (for logging, or to keep in an atomic).
     pub fn as_u64(self) -> u64 {
         self.0
+    }
+
+    /// An id from its raw value. A value that names no operation in flight is
+    /// harmless: `cancel` and `progress` answer that they cannot find it.
+    pub fn from_u64(raw: u64) -> OpId {
+        OpId(raw)
     }
 }
 

@@ -275,17 +275,29 @@ impl Port {
     pub fn cancel(&self, id: OpId) -> io::Result<()> {
         // Prefer a thread that is parked (it starts the operation at once), else
         // take turns.
-        let ring = {
-            let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
-            rings.get(usize::from(id.ring())).cloned().flatten()
-        };
-        match ring {
-            Some(r) if id != OpId::POSTED => r.cancel(id),
+        match self.ring_of(id) {
+            Some(r) => r.cancel(id),
             _ => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "no such operation in flight",
             )),
         }
+    }
+
+    /// How many bytes an operation still in flight has moved so far (a send or a
+    /// transmit in progress; 0 for others), or `None` if it is not in flight.
+    /// Lets a caller tell a slow transfer that moves from one that is stuck.
+    pub fn progress(&self, id: OpId) -> Option<u64> {
+        self.ring_of(id).and_then(|r| r.progress(id))
+    }
+
+    /// The ring an operation was given to.
+    fn ring_of(&self, id: OpId) -> Option<Arc<RingShared>> {
+        if id == OpId::POSTED {
+            return None;
+        }
+        let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+        rings.get(usize::from(id.ring())).cloned().flatten()
     }
 
     /// Closes the port: every thread waiting in `get` returns

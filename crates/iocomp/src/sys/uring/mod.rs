@@ -120,6 +120,12 @@ impl RingShared {
             )),
         }
     }
+
+    /// Bytes an operation in flight has moved so far; `None` if it is not in
+    /// flight here.
+    pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
+        self.lock().get(id).map(|st| progress(st))
+    }
 }
 
 /// The owner's side of a ring.

@@ -1,0 +1,296 @@
+//! The access log: one line per file (or error) served, in Common Log Format,
+//! Combined or JSON, buffered per worker thread and flushed by size and on a
+//! timer, so logging never costs a system call per request.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Flush a worker's buffer once it holds this much.
+const FLUSH_AT: usize = 32 * 1024;
+
+/// Access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AccessLogFormat {
+    /// No access log.
+    #[default]
+    Off,
+    /// Common Log Format: `host - - [date] "request" status bytes`.
+    Clf,
+    /// CLF plus `"referer" "user-agent"` (always `"-"` for the line protocol).
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for AccessLogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(AccessLogFormat::Off),
+            "clf" | "common" => Ok(AccessLogFormat::Clf),
+            "combined" => Ok(AccessLogFormat::Combined),
+            "json" => Ok(AccessLogFormat::Json),
+            _ => Err(format!(
+                "unknown access log format {s:?} (off, clf, combined, json)"
+            )),
+        }
+    }
+}
+
+/// One request, as logged.
+pub(crate) struct Entry<'a> {
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) name: &'a [u8],
+    pub(crate) status: u16,
+    pub(crate) bytes: u64,
+    pub(crate) duration: Duration,
+}
+
+type Buf = Arc<Mutex<Vec<u8>>>;
+
+/// The log: a format and every worker's buffer.
+pub(crate) struct AccessLog {
+    format: AccessLogFormat,
+    bufs: Mutex<Vec<Buf>>,
+}
+
+thread_local! {
+    static MINE: RefCell<Option<(usize, Buf)>> = const { RefCell::new(None) };
+}
+
+impl AccessLog {
+    pub(crate) fn new(format: AccessLogFormat) -> AccessLog {
+        AccessLog {
+            format,
+            bufs: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.format != AccessLogFormat::Off
+    }
+
+    /// Appends one line to this thread's buffer.
+    pub(crate) fn log(&self, e: &Entry<'_>) {
+        if !self.enabled() {
+            return;
+        }
+        let me = self as *const AccessLog as usize;
+        let buf = MINE.with(|m| {
+            let mut m = m.borrow_mut();
+            match &*m {
+                Some((owner, b)) if *owner == me => b.clone(),
+                _ => {
+                    let b: Buf = Arc::new(Mutex::new(Vec::with_capacity(FLUSH_AT * 2)));
+                    self.bufs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(b.clone());
+                    *m = Some((me, b.clone()));
+                    b
+                }
+            }
+        });
+        let mut line = String::with_capacity(160);
+        format_entry(self.format, e, SystemTime::now(), &mut line);
+        let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+        b.extend_from_slice(line.as_bytes());
+        if b.len() >= FLUSH_AT {
+            write_out(&mut b);
+        }
+    }
+
+    /// Writes every buffer out (the timer tick, and shutdown).
+    pub(crate) fn flush(&self) {
+        let bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for b in bufs {
+            write_out(&mut b.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+}
+
+fn write_out(b: &mut Vec<u8>) {
+    if b.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b);
+    let _ = out.flush();
+    b.clear();
+}
+
+/// Formats one line (with its newline) into `out`.
+pub(crate) fn format_entry(
+    format: AccessLogFormat,
+    e: &Entry<'_>,
+    now: SystemTime,
+    out: &mut String,
+) {
+    let host = e
+        .peer
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "-".into());
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match format {
+        AccessLogFormat::Off => {}
+        AccessLogFormat::Clf | AccessLogFormat::Combined => {
+            let _ = write!(out, "{host} - - [{}] \"", clf_date(secs));
+            escape(e.name, false, out);
+            let _ = write!(out, "\" {} {}", e.status, e.bytes);
+            if format == AccessLogFormat::Combined {
+                out.push_str(" \"-\" \"-\"");
+            }
+            out.push('\n');
+        }
+        AccessLogFormat::Json => {
+            let _ = write!(
+                out,
+                "{{\"time\":{secs},\"client\":\"{host}\",\"proto\":\"line\",\"name\":\""
+            );
+            escape(e.name, true, out);
+            let _ = writeln!(
+                out,
+                "\",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}}}",
+                e.status,
+                e.bytes,
+                e.duration.as_secs_f64() * 1000.0
+            );
+        }
+    }
+}
+
+/// Escapes a raw name so that a log line stays one line and one field:
+/// printable ASCII other than `"` and `\` is kept, every other byte becomes
+/// `\xHH` (as nginx writes it) or, in JSON, `\u00HH` (valid JSON; the byte
+/// value is kept, so non-UTF-8 names stay distinguishable).
+fn escape(name: &[u8], json: bool, out: &mut String) {
+    for &b in name {
+        match b {
+            b'"' | b'\\' => escape_byte(b, json, out),
+            0x20..=0x7e => out.push(b as char),
+            _ => escape_byte(b, json, out),
+        }
+    }
+}
+
+fn escape_byte(b: u8, json: bool, out: &mut String) {
+    let _ = if json {
+        write!(out, "\\u{b:04x}")
+    } else {
+        write!(out, "\\x{b:02x}")
+    };
+}
+
+/// `10/Oct/2000:13:55:36 +0000` for a Unix time (UTC).
+fn clf_date(secs: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &[u8]) -> Entry<'_> {
+        Entry {
+            peer: Some("127.0.0.1:5000".parse().unwrap()),
+            name,
+            status: 200,
+            bytes: 1234,
+            duration: Duration::from_millis(5),
+        }
+    }
+
+    #[test]
+    fn clf_line_has_the_fields_in_order() {
+        let mut s = String::new();
+        let t = UNIX_EPOCH + Duration::from_secs(971_186_136); // 2000-10-10 13:55:36 UTC
+        format_entry(AccessLogFormat::Clf, &entry(b"a.txt"), t, &mut s);
+        assert_eq!(
+            s,
+            "127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] \"a.txt\" 200 1234\n"
+        );
+        s.clear();
+        format_entry(AccessLogFormat::Combined, &entry(b"a.txt"), t, &mut s);
+        assert!(s.ends_with("200 1234 \"-\" \"-\"\n"), "{s}");
+    }
+
+    #[test]
+    fn control_characters_quotes_and_non_utf8_are_escaped() {
+        let mut s = String::new();
+        format_entry(
+            AccessLogFormat::Clf,
+            &entry(b"a\nb\"c\\d\xff\x1b"),
+            UNIX_EPOCH,
+            &mut s,
+        );
+        assert_eq!(s.matches('\n').count(), 1, "one line: {s:?}");
+        assert!(s.contains(r#""a\x0ab\x22c\x5cd\xff\x1b""#), "{s}");
+    }
+
+    #[test]
+    fn json_line_is_one_object() {
+        let mut s = String::new();
+        format_entry(
+            AccessLogFormat::Json,
+            &entry(b"x\"y"),
+            UNIX_EPOCH + Duration::from_secs(7),
+            &mut s,
+        );
+        assert!(
+            s.starts_with(r#"{"time":7,"client":"127.0.0.1","proto":"line","name":"x\u0022y""#),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("\"status\":200,\"bytes\":1234,\"duration_ms\":5.000}\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn dates_across_leap_years() {
+        assert_eq!(clf_date(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(clf_date(951_782_400), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(clf_date(4_107_542_399), "28/Feb/2100:23:59:59 +0000");
+        assert_eq!(
+            clf_date(4_107_542_400),
+            "01/Mar/2100:00:00:00 +0000",
+            "2100 is no leap year"
+        );
+    }
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!("json".parse::<AccessLogFormat>(), Ok(AccessLogFormat::Json));
+        assert!("xml".parse::<AccessLogFormat>().is_err());
+    }
+}
