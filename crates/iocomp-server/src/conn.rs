@@ -20,11 +20,6 @@ use crate::line::{Frame, LineFramer};
 use crate::server::Shared;
 use crate::watch::{Wait, Watch};
 
-/// Initial receive buffer (the seed's MAX_BUFFER_SIZE).
-const RECV_BUF: usize = 1024;
-/// Spare room wanted before each receive.
-const RECV_MIN_SPARE: usize = 512;
-
 /// The prefix of every error line (the seed's "File transmit error!").
 pub const ERROR_PREFIX: &str = "File transmit error: ";
 
@@ -61,7 +56,7 @@ impl Conn {
         Box::new(Conn {
             handle,
             peer,
-            inbuf: Vec::with_capacity(RECV_BUF),
+            inbuf: Vec::new(),
             framer: LineFramer::new(),
             eof: false,
             served: false,
@@ -192,10 +187,12 @@ fn step(conn: &mut Conn) -> Option<Next> {
 
 fn recv(conn: &mut Conn) -> Op {
     let mut buf = std::mem::take(&mut conn.inbuf);
-    if buf.capacity() - buf.len() < RECV_MIN_SPARE {
-        buf.reserve(RECV_BUF);
+    if buf.is_empty() {
+        // Between requests the connection keeps no memory: the pooled receive
+        // takes a buffer from the worker's pool only when bytes arrive.
+        buf = Vec::new();
     }
-    Op::Recv(Recv::new(&conn.handle, buf))
+    Op::Recv(Recv::pooled(&conn.handle, buf))
 }
 
 /// The status an error reason is logged with (HTTP's, for log tools).

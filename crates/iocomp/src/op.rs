@@ -99,13 +99,23 @@ impl Accept {
     }
 }
 
-/// Receive once into `buf`'s spare capacity; on success `buf.len()` grows by the
-/// bytes received. Zero bytes with success means the peer closed its side (EOF).
+/// Receive once; on success the bytes are appended to `buf` and `buf.len()`
+/// grows by the bytes received. Zero bytes with success means the peer closed
+/// its side (EOF).
+///
+/// A plain receive ([`Recv::new`]) lands in `buf`'s spare capacity (which may
+/// be zero: a readiness probe, C26). A pooled receive ([`Recv::pooled`]) holds
+/// no memory while it waits: the kernel takes a buffer from the thread's pool
+/// only when data arrives, and the bytes are copied onto the end of `buf` —
+/// the way to keep thousands of idle connections cheap.
 pub struct Recv {
     /// The socket.
     pub handle: Handle,
-    /// The buffer: bytes land after its current length, up to its capacity.
+    /// The buffer the bytes are appended to.
     pub buf: Vec<u8>,
+    /// Take a buffer from the pool when data arrives instead of using `buf`'s
+    /// spare capacity.
+    pub pooled: bool,
     /// User data.
     pub ctx: Option<Context>,
 }
@@ -116,6 +126,18 @@ impl Recv {
         Recv {
             handle: handle.clone(),
             buf,
+            pooled: false,
+            ctx: None,
+        }
+    }
+
+    /// A pooled receive on `handle`: no buffer is held while waiting; what
+    /// arrives (at most 4 KiB per receive) is appended to `buf`.
+    pub fn pooled(handle: &Handle, buf: Vec<u8>) -> Recv {
+        Recv {
+            handle: handle.clone(),
+            buf,
+            pooled: true,
             ctx: None,
         }
     }

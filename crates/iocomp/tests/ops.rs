@@ -23,7 +23,7 @@ fn port() -> Port {
 }
 
 #[test]
-fn recv_returns_its_buffer_with_the_bytes_appended_and_the_key() {
+fn c4_c11_recv_returns_its_buffer_with_the_bytes_and_the_handles_key() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 42);
@@ -62,7 +62,7 @@ fn c26_recv_of_zero_bytes_with_success_is_eof() {
 }
 
 #[test]
-fn send_of_a_large_buffer_completes_once_with_every_byte() {
+fn c8_send_of_a_large_buffer_completes_once_with_every_byte() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 9);
@@ -87,7 +87,7 @@ fn send_of_a_large_buffer_completes_once_with_every_byte() {
 }
 
 #[test]
-fn accept_hands_back_the_socket_and_the_peer_address() {
+fn c4_accept_hands_back_the_socket_and_the_peer_address_with_the_listeners_key() {
     let port = port();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -193,7 +193,7 @@ fn timeout_completes_with_success_after_its_duration() {
 }
 
 #[test]
-fn transmit_file_sends_head_file_and_tail_in_one_packet() {
+fn c28_transmit_file_sends_head_file_and_tail_in_one_packet() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 11);
@@ -222,7 +222,7 @@ fn transmit_file_sends_head_file_and_tail_in_one_packet() {
 }
 
 #[test]
-fn transmit_file_range_and_bad_offset() {
+fn c28_transmit_file_range_and_bad_offset_einval() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 12);
@@ -302,4 +302,98 @@ fn c28_transmit_with_nothing_to_send_still_yields_one_packet() {
         port.get(Some(Duration::ZERO)).unwrap_err(),
         GetError::TimedOut
     );
+}
+
+#[test]
+fn pooled_recv_holds_no_buffer_and_appends_what_arrives() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 21);
+    port.submit(Recv::pooled(&h, b"x".to_vec()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    peer.write_all(b"yz").unwrap();
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok());
+    assert_eq!(p.bytes, 2);
+    let Op::Recv(r) = p.op else { panic!() };
+    assert_eq!(r.buf, b"xyz");
+}
+
+#[test]
+fn pooled_recvs_beyond_the_pool_fall_back_to_their_own_buffers() {
+    // More pooled receives complete at once than the pool has buffers (256):
+    // the kernel answers ENOBUFS for the rest, which retry with their own.
+    let port = port();
+    let n = 300;
+    let mut peers = Vec::new();
+    for i in 0..n {
+        let (ours, peer) = pair();
+        let h = port.associate(ours, i);
+        port.submit(Recv::pooled(&h, Vec::new()))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        peers.push(peer);
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        peer.write_all(format!("message {i}").as_bytes()).unwrap();
+    }
+    let mut seen = vec![false; n as usize];
+    for _ in 0..n {
+        let p = port.get(T).unwrap();
+        assert!(p.status.is_ok(), "{:?}", p.status);
+        let Op::Recv(r) = p.op else { panic!() };
+        assert_eq!(r.buf, format!("message {}", p.key).as_bytes());
+        assert!(!seen[p.key as usize]);
+        seen[p.key as usize] = true;
+    }
+    assert!(seen.iter().all(|&s| s));
+}
+
+#[test]
+fn c26_a_reset_is_an_error_packet_not_eof() {
+    let port = port();
+    let (ours, peer) = pair();
+    let h = port.associate(ours, 31);
+    {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt with a pointer to a live linger struct and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                peer.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+    drop(peer); // RST
+    port.submit(Recv::new(&h, Vec::with_capacity(16)))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(
+        p.status.as_ref().unwrap_err().raw_os_error(),
+        Some(libc::ECONNRESET)
+    );
+}
+
+#[test]
+fn c26_zero_length_recv_is_allowed() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 32);
+    peer.write_all(b"data").unwrap();
+    port.submit(Recv::new(&h, Vec::new()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok());
+    assert_eq!(p.bytes, 0);
 }

@@ -22,9 +22,11 @@ use io_uring::{opcode, squeue, IoUring};
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
 
+mod bufring;
 mod ops;
 mod slab;
 
+use bufring::BufRing;
 use ops::{advance, errno, finish, first_entry, next_entry, prepare, progress, Advance};
 use slab::Slab;
 
@@ -137,6 +139,10 @@ pub(crate) struct Ring {
     wake_armed: bool,
     /// Operations given to the kernel and not yet completed.
     inflight: usize,
+    /// Receive buffers the kernel picks from when data arrives (`None` on
+    /// kernels without provided-buffer rings: pooled receives then use their
+    /// own buffers).
+    bufs: Option<BufRing>,
 }
 
 impl Ring {
@@ -155,12 +161,14 @@ impl Ring {
             slab: Mutex::new(Slab::default()),
             remote: AtomicBool::new(false),
         });
+        let bufs = BufRing::new(&uring, bufring::ENTRIES, bufring::SIZE).ok();
         let mut ring = Ring {
             uring,
             shared,
             wake_buf: Box::new(0),
             wake_armed: false,
             inflight: 0,
+            bufs,
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -205,7 +213,7 @@ impl Ring {
         let shared = self.shared.clone();
         let mut slab = shared.lock();
         // Build the first entry before inserting: the box's address does not move.
-        let entry = match first_entry(&mut st) {
+        let entry = match first_entry(&mut st, self.bufs.is_some()) {
             Ok(e) => e,
             Err(e) => return Err((e, st.op)),
         };
@@ -239,7 +247,7 @@ impl Ring {
             let entry = if st.cancel {
                 Err(errno(libc::ECANCELED))
             } else {
-                first_entry(st)
+                first_entry(st, self.bufs.is_some())
             };
             match entry.and_then(|e| self.push(e.user_data(id.0))) {
                 Ok(()) => self.inflight += 1,
@@ -276,16 +284,16 @@ impl Ring {
         }
         let shared = self.shared.clone();
         loop {
-            let cqes: Vec<(u64, i32)> = self
+            let cqes: Vec<(u64, i32, u32)> = self
                 .uring
                 .completion()
-                .map(|c| (c.user_data(), c.result()))
+                .map(|c| (c.user_data(), c.result(), c.flags()))
                 .collect();
             if cqes.is_empty() {
                 break;
             }
             let mut slab = shared.lock();
-            for (ud, res) in cqes {
+            for (ud, res, flags) in cqes {
                 match ud {
                     WAKE_TAG => {
                         self.wake_armed = false;
@@ -294,8 +302,8 @@ impl Ring {
                     _ => {
                         let id = OpId(ud);
                         let Some(st) = slab.get(id) else { continue };
-                        match advance(st, res) {
-                            Ok(Advance::Again) => match next_entry(st) {
+                        match advance(st, res, flags, self.bufs.as_mut()) {
+                            Ok(Advance::Again) => match next_entry(st, self.bufs.is_some()) {
                                 Ok(e) => {
                                     if self.push(e.user_data(id.0)).is_err() {
                                         self.inflight -= 1;
@@ -396,26 +404,32 @@ impl Ring {
                 break;
             }
         }
+        if self.inflight == 0 && !self.wake_armed {
+            // Nothing can use the pool any more: let the kernel drop it.
+            if let Some(b) = self.bufs.as_mut() {
+                b.unregister(&self.uring);
+            }
+        }
         out
     }
 
     /// Reaping during `drain`: nothing is resubmitted.
     fn reap_final(&mut self, out: &mut VecDeque<Packet>) {
         let shared = self.shared.clone();
-        let cqes: Vec<(u64, i32)> = self
+        let cqes: Vec<(u64, i32, u32)> = self
             .uring
             .completion()
-            .map(|c| (c.user_data(), c.result()))
+            .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
         let mut slab = shared.lock();
-        for (ud, res) in cqes {
+        for (ud, res, flags) in cqes {
             match ud {
                 WAKE_TAG => self.wake_armed = false,
                 CANCEL_TAG => {}
                 _ => {
                     let id = OpId(ud);
                     let Some(st) = slab.get(id) else { continue };
-                    let (status, bytes) = match advance(st, res) {
+                    let (status, bytes) = match advance(st, res, flags, self.bufs.as_mut()) {
                         Ok(Advance::Done(s, b)) | Err((s, b)) => (s, b),
                         Ok(Advance::Again) => (Err(errno(libc::ECANCELED)), progress(st)),
                     };

@@ -8,7 +8,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use io_uring::types::{Fd, Timespec};
-use io_uring::{opcode, squeue};
+use io_uring::{cqueue, opcode, squeue};
+
+use super::bufring::{self, BufRing};
 
 use crate::op::{Op, TransmitFile};
 use crate::packet::{OpId, Packet};
@@ -29,12 +31,15 @@ pub(super) struct OpState {
 }
 
 pub(super) enum Extra {
-    None,
     Accept {
         addr: libc::sockaddr_storage,
         len: libc::socklen_t,
     },
     Timeout(Timespec),
+    /// `pooled`: the kernel picks a buffer from the ring's pool when data arrives.
+    Recv {
+        pooled: bool,
+    },
     Send {
         sent: usize,
     },
@@ -90,7 +95,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
                 len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
             },
         ),
-        Op::Recv(r) => (r.handle.key(), Extra::None),
+        Op::Recv(r) => (r.handle.key(), Extra::Recv { pooled: r.pooled }),
         Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
         Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.duration))),
         Op::TransmitFile(t) => {
@@ -194,7 +199,7 @@ pub(super) fn sockaddr_to_std(
     }
 }
 
-pub(super) fn first_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
+pub(super) fn first_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Entry> {
     if let (Extra::Transmit(t), Op::TransmitFile(op)) = (&mut st.extra, &st.op) {
         settle(t, op);
         if t.phase == Phase::Done {
@@ -202,11 +207,11 @@ pub(super) fn first_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
             return Ok(opcode::Nop::new().build());
         }
     }
-    next_entry(st)
+    next_entry(st, pool)
 }
 
 /// The next kernel request for an op, from its current state.
-pub(super) fn next_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
+pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Entry> {
     if st.cancel {
         return Err(errno(libc::ECANCELED));
     }
@@ -218,7 +223,21 @@ pub(super) fn next_entry(st: &mut OpState) -> io::Result<squeue::Entry> {
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         }
-        (Op::Recv(r), _) => {
+        (Op::Recv(r), Extra::Recv { pooled }) if *pooled && pool => {
+            opcode::Recv::new(Fd(r.handle.as_raw_fd()), std::ptr::null_mut(), 0)
+                .buf_group(bufring::GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        }
+        (Op::Recv(r), extra) => {
+            if let Extra::Recv {
+                pooled: pooled @ true,
+            } = extra
+            {
+                // No pool on this ring, or it ran dry: receive into our own buffer.
+                *pooled = false;
+                r.buf.reserve(bufring::SIZE);
+            }
             let spare = r.buf.spare_capacity_mut();
             let len = spare.len().min(u32::MAX as usize) as u32;
             opcode::Recv::new(Fd(r.handle.as_raw_fd()), spare.as_mut_ptr().cast(), len).build()
@@ -360,8 +379,37 @@ fn sendfile_turn(t: &mut Transmit, sock: i32, file: i32) -> io::Result<()> {
 }
 
 /// Applies one completion result to an op. `Err` carries a final failure.
-pub(super) fn advance(st: &mut OpState, res: i32) -> Result<Advance, (io::Result<()>, u64)> {
+pub(super) fn advance(
+    st: &mut OpState,
+    res: i32,
+    flags: u32,
+    bufs: Option<&mut BufRing>,
+) -> Result<Advance, (io::Result<()>, u64)> {
     let done = progress(st);
+    if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), bufs) {
+        // The kernel picked buffer `bid` of the pool for this completion.
+        match &mut st.op {
+            Op::Recv(r) if res > 0 => {
+                bufs.take(bid, res as usize, &mut r.buf);
+                return Ok(Advance::Done(Ok(()), res as u64));
+            }
+            _ => bufs.recycle(bid),
+        }
+    }
+    if res == -libc::ENOBUFS {
+        if let (
+            Extra::Recv {
+                pooled: pooled @ true,
+            },
+            Op::Recv(r),
+        ) = (&mut st.extra, &mut st.op)
+        {
+            // The pool is empty right now: retry with a buffer of our own.
+            *pooled = false;
+            r.buf.reserve(bufring::SIZE);
+            return Ok(Advance::Again);
+        }
+    }
     if res < 0 {
         let e = -res;
         if let (Op::Timeout(_), libc::ETIME) = (&st.op, e) {
