@@ -21,6 +21,8 @@ const CHUNK: usize = 256 * 1024;
 /// again (nginx's `sendfile_max_chunk`): one fast client cannot starve the
 /// others served by the same thread.
 const TURN: u64 = 2 * 1024 * 1024;
+/// How far ahead one page-cache probe vouches for (both ends are checked).
+const PROBE: u64 = 16 * 1024 * 1024;
 
 /// An operation in flight plus the kernel-visible memory it needs.
 pub(super) struct OpState {
@@ -69,6 +71,8 @@ pub(super) struct Transmit {
     file_off: u64,
     /// File bytes not yet read.
     remaining: u64,
+    /// The last probe found the pages cached up to here.
+    hot_until: u64,
     total: u64,
 }
 
@@ -122,6 +126,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
                 chunk: Vec::new(),
                 file_off,
                 remaining,
+                hot_until: 0,
                 total: 0,
             };
             (t.socket.key(), Extra::Transmit(Box::new(tr)))
@@ -349,9 +354,14 @@ fn sendfile_turn(t: &mut Transmit, sock: i32, file: i32) -> io::Result<()> {
     let mut budget = TURN;
     while t.remaining > 0 && budget > 0 {
         let want = t.remaining.min(budget);
-        if !cached(file, t.file_off, want) {
-            t.phase = Phase::Read;
-            return Ok(());
+        if t.file_off + want > t.hot_until {
+            // Probe a window ahead, not every turn: two `preadv2` per PROBE bytes.
+            let window = t.remaining.min(PROBE);
+            if !cached(file, t.file_off, window) {
+                t.phase = Phase::Read;
+                return Ok(());
+            }
+            t.hot_until = t.file_off + window;
         }
         let mut off = t.file_off as libc::off_t;
         // SAFETY: sendfile between two descriptors the op keeps open; `off` is a
