@@ -1,1 +1,128 @@
-//! Win32 kernel-object waits (work in progress).
+//! Win32 kernel-object waits for Linux, in userspace: events, mutexes, semaphores and threads that can be waited on
+//! one at a time or many at once, with timeouts and APCs.
+//!
+//! # The model
+//!
+//! Every object is, at any moment, **signalled or not**, and a wait on it blocks until it is signalled — then
+//! **acquires** it, which may change it back:
+//!
+//! | object | signalled when | a satisfied wait… |
+//! |---|---|---|
+//! | [`Event`], manual-reset | set | changes nothing: every waiter gets through until [`Event::reset`] |
+//! | [`Event`], auto-reset | set | resets it: one waiter per set; sets do not add up |
+//! | [`Semaphore`] | count > 0 | takes one from the count |
+//! | [`Mutex`] | unowned, or owned by the waiter | makes the waiter its owner (count + 1) |
+//! | [`Thread`] | the thread has exited | changes nothing |
+//!
+//! [`wait_any`] waits for **one** of several objects and acquires exactly one, the lowest-indexed signalled one.
+//! [`wait_all`] waits until **all** of them are signalled at the same moment and acquires them in one atomic step: it
+//! never holds part of its set, so it cannot take part in a hold-and-wait deadlock (the dining philosophers). A wait
+//! ends as a [`WaitResult`]: `Signaled(i)`, `Abandoned(i)` (you got a mutex whose owner died holding it), `TimedOut`,
+//! or `Alerted`. Timeouts are `Option<Duration>`: `None` waits for ever, `Some(Duration::ZERO)` polls. Invalid waits —
+//! an empty or duplicated set, an infinite wait on your own thread — are [`WaitError`]s, never hangs or panics.
+//!
+//! A mutex belongs to a thread. When a thread ends while owning mutexes, they are **abandoned**: the next waiter
+//! acquires them and learns it. A [`Thread`] handle is itself waitable and carries the exit code. Each thread also has
+//! an APC queue: [`Thread::queue_apc`] hands it a closure that runs on that thread the next time it waits
+//! *alertably* ([`sleep_alertable`], [`wait_any_alertable`], [`wait_all_alertable`]), and that wait returns
+//! `Alerted`.
+//!
+//! Objects are handles: cloning one gives another handle to the same object, which lives until the last handle (and
+//! the last wait on it) is gone.
+//!
+//! ```
+//! use iocomp_sync::{wait_all, wait_any, Event, Mutex, Semaphore, Thread, WaitResult, Waitable};
+//! use std::time::Duration;
+//!
+//! let ready = Event::new(true, false); // manual-reset, not set
+//! let slots = Semaphore::new(1, 1).unwrap();
+//! let lock = Mutex::new(false);
+//!
+//! // A worker waits for the event, then takes the slot and the mutex together, atomically.
+//! let worker = {
+//!     let (ready, slots, lock) = (ready.clone(), slots.clone(), lock.clone());
+//!     Thread::spawn(move || {
+//!         ready.wait(None).unwrap();
+//!         assert_eq!(wait_all(&[&slots, &lock], None), Ok(WaitResult::Signaled(0)));
+//!         lock.release().unwrap();
+//!         slots.release(1).unwrap();
+//!         42 // the exit code
+//!     })
+//! };
+//!
+//! ready.set();
+//! // The worker is signalled when it exits; the event is the lowest index but it stays set (manual-reset)…
+//! assert_eq!(wait_any(&[&ready, &worker], Some(Duration::ZERO)), Ok(WaitResult::Signaled(0)));
+//! // …so wait for the thread alone.
+//! assert_eq!(worker.wait(Some(Duration::from_secs(10))), Ok(WaitResult::Signaled(0)));
+//! assert_eq!(worker.exit_code(), Some(42));
+//! assert_eq!(slots.count(), 1); // nothing leaked
+//! ```
+//!
+//! # How it works
+//!
+//! The algorithm is that of Linux's ntsync driver (the kernel's implementation of these semantics for Wine), in
+//! userspace on std locks and thread parking: each object has one lock over its state and its waiters; each wait
+//! queues one record with one atomic slot; whoever wins the compare-and-swap of that slot consumes the objects for
+//! the waiter and wakes it, so a wake-up is neither lost nor doubled, even when it races a timeout; wait-all runs
+//! under one process-wide lock, which state changes take only when a wait-all is queued on the object. `object.rs`
+//! explains the locking, `wait.rs` the wait, `local.rs` thread exit and abandonment, `apc.rs` the APCs.
+//!
+//! # Win32 → iocomp-sync
+//!
+//! | Win32 | iocomp-sync |
+//! |---|---|
+//! | `CreateEvent(NULL, manual, initial, NULL)` | [`Event::new(manual, initial)`](Event::new) |
+//! | `SetEvent` / `ResetEvent` / `PulseEvent` | [`Event::set`] / [`Event::reset`] / [`Event::pulse`] (return the previous state) |
+//! | `CreateMutex(NULL, owned, NULL)` | [`Mutex::new(owned)`](Mutex::new) |
+//! | `ReleaseMutex` (`ERROR_NOT_OWNER`) | [`Mutex::release`] → previous count, or [`MutexError::NotOwner`] |
+//! | `CreateSemaphore(NULL, initial, max, NULL)` | [`Semaphore::new(initial, max)`](Semaphore::new) |
+//! | `ReleaseSemaphore(h, n, &prev)` (`ERROR_TOO_MANY_POSTS`) | [`Semaphore::release(n)`](Semaphore::release) → previous count, or [`SemaphoreError::TooManyPosts`] |
+//! | `CreateThread(.., 0, ..)` / `CREATE_SUSPENDED` | [`Thread::spawn`] / [`Thread::spawn_suspended`] (closure returns the exit code) |
+//! | `ResumeThread` | [`Thread::resume`] → previous suspend count |
+//! | `GetCurrentThread` / `GetThreadId` | [`Thread::current`] / [`Thread::id`] (never reused) |
+//! | `GetExitCodeThread` (`STILL_ACTIVE`) | [`Thread::exit_code`] (`None` while running) |
+//! | `ExitThread(code)` | return `code` from the closure |
+//! | `WaitForSingleObject(h, ms)` | [`Waitable::wait(timeout)`](Waitable::wait) or [`wait_one`] |
+//! | `WaitForMultipleObjects(n, hs, FALSE, ms)` | [`wait_any(&[..], timeout)`](wait_any) |
+//! | `WaitForMultipleObjects(n, hs, TRUE, ms)` | [`wait_all(&[..], timeout)`](wait_all) |
+//! | `WaitFor*ObjectEx(.., TRUE)` | [`Waitable::wait_alertable`], [`wait_any_alertable`], [`wait_all_alertable`] |
+//! | `SleepEx(ms, TRUE)` | [`sleep_alertable(duration)`](sleep_alertable) → [`SleepResult`] |
+//! | `QueueUserAPC(f, h, data)` | [`Thread::queue_apc(closure)`](Thread::queue_apc) |
+//! | `WAIT_OBJECT_0 + i` / `WAIT_ABANDONED_0 + i` | [`WaitResult::Signaled(i)`](WaitResult::Signaled) / [`WaitResult::Abandoned(i)`](WaitResult::Abandoned) |
+//! | `WAIT_TIMEOUT` / `WAIT_IO_COMPLETION` | [`WaitResult::TimedOut`] / [`WaitResult::Alerted`] |
+//! | `WAIT_FAILED` | `Err(`[`WaitError`]`)` |
+//! | `INFINITE` / `0` ms | `None` / `Some(Duration::ZERO)` |
+//! | `DuplicateHandle` / `CloseHandle` | `clone()` / `drop` |
+//!
+//! Differences from Win32, each deliberate: no 64-object limit; an infinite wait on one's own thread handle is
+//! [`WaitError::WouldDeadlock`] instead of a hang; `SuspendThread` and `TerminateThread` do not exist (stopping a thread
+//! at an arbitrary point can leave any lock held); `Semaphore::release(0)` is an error as in Win32 (ntsync allows it).
+//!
+//! Linux only.
+
+#![forbid(unsafe_code)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("iocomp-sync supports Linux only");
+
+mod apc;
+mod error;
+mod event;
+mod local;
+mod mutex;
+mod object;
+mod semaphore;
+mod sync;
+mod thread;
+mod wait;
+
+pub use apc::{sleep_alertable, SleepResult};
+pub use error::{ApcError, MutexError, SemaphoreError, WaitError};
+pub use event::Event;
+pub use mutex::{Mutex, MutexState};
+pub use semaphore::Semaphore;
+pub use thread::{Thread, ThreadId, PANIC_EXIT_CODE};
+pub use wait::{
+    wait_all, wait_all_alertable, wait_any, wait_any_alertable, wait_one, WaitResult, Waitable,
+};

@@ -1,0 +1,140 @@
+//! Typed errors. Each operation's error enum lists only what that operation can report.
+
+use std::fmt;
+
+/// Why a wait was refused. A refused wait has changed nothing.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitError {
+    /// No objects to wait on (Win32: `nCount == 0` is invalid). Use
+    /// [`sleep_alertable`](crate::sleep_alertable) to wait for APCs alone.
+    Empty,
+    /// The same object appears twice, at `first` and at `second` (the first repeat in index order). Win32 forbids
+    /// copies of one handle in a wait.
+    Duplicate {
+        /// Index of the first occurrence.
+        first: usize,
+        /// Index of the repeat.
+        second: usize,
+    },
+    /// The calling thread owns the mutex at `index` at the maximum recursion count (`u32::MAX`), so acquiring it
+    /// once more is impossible.
+    RecursionOverflow {
+        /// Index of that mutex in the wait.
+        index: usize,
+    },
+    /// An infinite, non-alertable wait that can never end: on the caller's own thread handle, which is signalled only
+    /// when the caller has exited. Windows hangs for ever here; a finite timeout returns
+    /// [`WaitResult::TimedOut`](crate::WaitResult::TimedOut) instead.
+    WouldDeadlock,
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::Empty => f.write_str("wait on an empty set of objects"),
+            WaitError::Duplicate { first, second } => {
+                write!(f, "object at index {first} appears again at index {second}")
+            }
+            WaitError::RecursionOverflow { index } => {
+                write!(
+                    f,
+                    "mutex at index {index} is at its maximum recursion count"
+                )
+            }
+            WaitError::WouldDeadlock => {
+                f.write_str("infinite wait on the calling thread's own handle would never end")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WaitError {}
+
+/// Why [`Mutex::release`](crate::Mutex::release) failed.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MutexError {
+    /// The calling thread does not own the mutex (`ERROR_NOT_OWNER`); nothing changed.
+    NotOwner,
+}
+
+impl fmt::Display for MutexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MutexError::NotOwner => f.write_str("the calling thread does not own the mutex"),
+        }
+    }
+}
+
+impl std::error::Error for MutexError {}
+
+/// Why a [`Semaphore`](crate::Semaphore) could not be created or released. A failed release changed nothing.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SemaphoreError {
+    /// `max` was 0 (Win32 requires a maximum count above zero).
+    ZeroMaximum,
+    /// The initial count exceeds the maximum.
+    InitialAboveMaximum {
+        /// The requested initial count.
+        initial: u32,
+        /// The requested maximum count.
+        max: u32,
+    },
+    /// A release of 0 (Win32 requires a release count above zero).
+    ZeroRelease,
+    /// The release would take the count past the maximum (`ERROR_TOO_MANY_POSTS`).
+    TooManyPosts {
+        /// The count when the release was refused.
+        count: u32,
+        /// The maximum count.
+        max: u32,
+        /// The amount that was to be added.
+        release: u32,
+    },
+}
+
+impl fmt::Display for SemaphoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SemaphoreError::ZeroMaximum => {
+                f.write_str("semaphore maximum count must be above zero")
+            }
+            SemaphoreError::InitialAboveMaximum { initial, max } => {
+                write!(f, "initial count {initial} exceeds the maximum {max}")
+            }
+            SemaphoreError::ZeroRelease => {
+                f.write_str("semaphore release count must be above zero")
+            }
+            SemaphoreError::TooManyPosts {
+                count,
+                max,
+                release,
+            } => write!(
+                f,
+                "releasing {release} to a semaphore at {count} would exceed its maximum {max}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SemaphoreError {}
+
+/// Why [`Thread::queue_apc`](crate::Thread::queue_apc) failed.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApcError {
+    /// The thread has exited; the APC was dropped without running.
+    ThreadExited,
+}
+
+impl fmt::Display for ApcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApcError::ThreadExited => f.write_str("the thread has exited"),
+        }
+    }
+}
+
+impl std::error::Error for ApcError {}

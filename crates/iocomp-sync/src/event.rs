@@ -1,0 +1,118 @@
+//! Events: `CreateEvent`, `SetEvent`, `ResetEvent`, `PulseEvent`.
+
+use std::fmt;
+
+use crate::object::{Kind, Object, Tag};
+use crate::sync::Arc;
+use crate::wait::{sealed::Sealed, Waitable};
+
+/// An event: a boolean that threads wait to become set (`CreateEvent`).
+///
+/// - A **manual-reset** event stays set until [`Event::reset`]; while set, every waiter, current and future, gets
+///   through.
+/// - An **auto-reset** event lets exactly one waiter through, and that waiter's wait resets it. Set with no waiter,
+///   it stays set until one comes. Sets do not count: setting a set event changes nothing, so two sets before any
+///   wait release only one waiter.
+///
+/// Cloning makes another handle to the same event (`DuplicateHandle`).
+///
+/// ```
+/// use iocomp_sync::{Event, WaitResult, Waitable};
+/// use std::time::Duration;
+///
+/// let ev = Event::new(false, false); // auto-reset, not set
+/// assert!(!ev.set());                // previous state: not set
+/// assert!(ev.set());                 // sets coalesce
+/// assert_eq!(ev.wait(Some(Duration::ZERO)), Ok(WaitResult::Signaled(0)));
+/// assert!(!ev.is_set());             // the wait reset it
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    obj: Arc<Object>,
+}
+
+impl Event {
+    /// Creates an event: manual-reset or auto-reset, initially set or not (`CreateEvent(NULL, manual, initial,
+    /// NULL)`).
+    pub fn new(manual_reset: bool, initially_set: bool) -> Event {
+        Event {
+            obj: Object::new(
+                Kind::Event {
+                    manual: manual_reset,
+                    signaled: initially_set,
+                },
+                Tag::Event,
+            ),
+        }
+    }
+
+    /// Sets the event and releases the waiters it can (all for manual-reset, one for auto-reset); returns the previous
+    /// state (`NtSetEvent`).
+    pub fn set(&self) -> bool {
+        self.obj.signal(
+            |kind| match kind {
+                Kind::Event { signaled, .. } => std::mem::replace(signaled, true),
+                _ => false,
+            },
+            |_| {},
+        )
+    }
+
+    /// Resets the event; returns the previous state (`NtResetEvent`).
+    pub fn reset(&self) -> bool {
+        match &mut self.obj.lock_state().kind {
+            Kind::Event { signaled, .. } => std::mem::replace(signaled, false),
+            _ => false,
+        }
+    }
+
+    /// Sets the event, releases the waiters that are waiting right now and can be released, then resets it, all in
+    /// one step; returns the previous state (`PulseEvent`). Afterwards the event is not set.
+    ///
+    /// **Unreliable, as on Windows — prefer [`Event::set`] with a protocol.** A pulse with nobody waiting does
+    /// nothing, and a thread that is momentarily not queued (on Windows: taken out of its wait by a kernel-mode APC;
+    /// here: between two waits, or about to start one) misses it. A pulse also cannot satisfy a wait-all unless the
+    /// other objects of that wait are signalled at that very moment.
+    pub fn pulse(&self) -> bool {
+        self.obj.signal(
+            |kind| match kind {
+                Kind::Event { signaled, .. } => std::mem::replace(signaled, true),
+                _ => false,
+            },
+            |kind| {
+                if let Kind::Event { signaled, .. } = kind {
+                    *signaled = false;
+                }
+            },
+        )
+    }
+
+    /// Whether the event is set right now (a snapshot, for diagnostics and tests; ntsync's `EVENT_READ`).
+    pub fn is_set(&self) -> bool {
+        self.obj
+            .read(|kind| matches!(kind, Kind::Event { signaled: true, .. }))
+    }
+
+    /// Whether this is a manual-reset event.
+    pub fn is_manual_reset(&self) -> bool {
+        self.obj
+            .read(|kind| matches!(kind, Kind::Event { manual: true, .. }))
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("manual_reset", &self.is_manual_reset())
+            .field("set", &self.is_set())
+            .finish()
+    }
+}
+
+impl Sealed for Event {
+    fn object(&self) -> &Arc<Object> {
+        &self.obj
+    }
+}
+
+impl Waitable for Event {}

@@ -1,0 +1,117 @@
+//! Semaphores: `CreateSemaphore`, `ReleaseSemaphore`.
+
+use std::fmt;
+
+use crate::error::SemaphoreError;
+use crate::object::{Kind, Object, Tag};
+use crate::sync::Arc;
+use crate::wait::{sealed::Sealed, Waitable};
+
+/// A counting semaphore with a maximum (`CreateSemaphore`): signalled while its count is above zero; each satisfied
+/// wait takes one. Nobody owns it, so any thread may release it.
+///
+/// Cloning makes another handle to the same semaphore.
+///
+/// ```
+/// use iocomp_sync::{Semaphore, SemaphoreError, WaitResult, Waitable};
+/// use std::time::Duration;
+///
+/// let sem = Semaphore::new(0, 2).unwrap();
+/// assert_eq!(sem.release(2), Ok(0));                  // previous count
+/// assert!(matches!(sem.release(1), Err(SemaphoreError::TooManyPosts { .. })));
+/// assert_eq!(sem.count(), 2);                         // unchanged by the failed release
+/// assert_eq!(sem.wait(Some(Duration::ZERO)), Ok(WaitResult::Signaled(0)));
+/// assert_eq!(sem.count(), 1);
+/// ```
+#[derive(Clone)]
+pub struct Semaphore {
+    obj: Arc<Object>,
+}
+
+impl Semaphore {
+    /// Creates a semaphore with count `initial` and maximum `max`.
+    ///
+    /// # Errors
+    /// [`SemaphoreError::ZeroMaximum`] if `max == 0`; [`SemaphoreError::InitialAboveMaximum`] if `initial > max`.
+    pub fn new(initial: u32, max: u32) -> Result<Semaphore, SemaphoreError> {
+        if max == 0 {
+            return Err(SemaphoreError::ZeroMaximum);
+        }
+        if initial > max {
+            return Err(SemaphoreError::InitialAboveMaximum { initial, max });
+        }
+        Ok(Semaphore {
+            obj: Object::new(
+                Kind::Semaphore {
+                    count: initial,
+                    max,
+                },
+                Tag::Semaphore,
+            ),
+        })
+    }
+
+    /// Adds `n` to the count and releases that many waiters; returns the previous count (`ReleaseSemaphore`).
+    ///
+    /// # Errors
+    /// [`SemaphoreError::ZeroRelease`] if `n == 0`; [`SemaphoreError::TooManyPosts`] if the count would exceed the
+    /// maximum (`ERROR_TOO_MANY_POSTS`). Either way the count is unchanged.
+    pub fn release(&self, n: u32) -> Result<u32, SemaphoreError> {
+        if n == 0 {
+            return Err(SemaphoreError::ZeroRelease);
+        }
+        self.obj.signal(
+            |kind| match kind {
+                Kind::Semaphore { count, max } => {
+                    let previous = *count;
+                    match previous.checked_add(n) {
+                        Some(new) if new <= *max => {
+                            *count = new;
+                            Ok(previous)
+                        }
+                        _ => Err(SemaphoreError::TooManyPosts {
+                            count: previous,
+                            max: *max,
+                            release: n,
+                        }),
+                    }
+                }
+                _ => Err(SemaphoreError::ZeroMaximum),
+            },
+            |_| {},
+        )
+    }
+
+    /// The current count (a snapshot; ntsync's `SEM_READ`).
+    pub fn count(&self) -> u32 {
+        self.obj.read(|kind| match *kind {
+            Kind::Semaphore { count, .. } => count,
+            _ => 0,
+        })
+    }
+
+    /// The maximum count.
+    pub fn max(&self) -> u32 {
+        self.obj.read(|kind| match *kind {
+            Kind::Semaphore { max, .. } => max,
+            _ => 0,
+        })
+    }
+}
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("count", &self.count())
+            .field("max", &self.max())
+            .finish()
+    }
+}
+
+impl Sealed for Semaphore {
+    fn object(&self) -> &Arc<Object> {
+        &self.obj
+    }
+}
+
+impl Waitable for Semaphore {}

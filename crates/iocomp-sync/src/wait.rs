@@ -1,0 +1,325 @@
+//! Waiting on objects: `WaitForSingleObject`, `WaitForMultipleObjects(Ex)`.
+//!
+//! One algorithm serves every wait (ntsync's `ntsync_wait_any`/`ntsync_wait_all`):
+//! 1. queue a [`Waiter`] record on every object (and, for an alertable wait, on the thread's alert event, last);
+//! 2. check whether the wait can be satisfied right now — for wait-any, object by object in index order, so the
+//!    lowest signalled index wins; for wait-all, all objects at once under the wait-all lock;
+//! 3. park until the record's slot is won or the deadline passes;
+//! 4. leave every list, then read the slot: whoever won it has already consumed the objects for us, so a win is
+//!    reported even if the deadline passed meanwhile.
+//!
+//! A poll (`Some(Duration::ZERO)`) runs the same steps without parking, taking the object locks normally (never a
+//! `try_lock`), so it is exact under contention.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::error::WaitError;
+use crate::local;
+use crate::object::{try_wake_all_locked, Object, State, Tag, Waiter, NONE};
+use crate::sync::{thread, wait_all_lock, Arc, MutexGuard, Ordering};
+use crate::thread::ThreadId;
+
+pub(crate) mod sealed {
+    /// Seals [`Waitable`](super::Waitable): only this crate's objects can be waited on.
+    pub trait Sealed {
+        /// The kernel object behind the handle.
+        fn object(&self) -> &crate::sync::Arc<crate::object::Object>;
+    }
+}
+
+/// An object a thread can wait on: [`Event`](crate::Event), [`Mutex`](crate::Mutex),
+/// [`Semaphore`](crate::Semaphore) or [`Thread`](crate::Thread). Sealed.
+///
+/// Use `&dyn Waitable` to mix kinds in one [`wait_any`]/[`wait_all`].
+pub trait Waitable: sealed::Sealed {
+    /// Waits until this object is signalled and acquires it (`WaitForSingleObject`); see [`wait_one`].
+    fn wait(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+        wait_objects(&[self.object()], Mode::Any, timeout, false)
+    }
+
+    /// Like [`Waitable::wait`], but alertable (`WaitForSingleObjectEx(.., TRUE)`): queued APCs run and end the wait
+    /// with [`WaitResult::Alerted`].
+    fn wait_alertable(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+        wait_objects(&[self.object()], Mode::Any, timeout, true)
+    }
+
+    /// Test support: how many waits are queued on this object right now. Tests use it to know that a thread is
+    /// blocked instead of sleeping for a while.
+    #[doc(hidden)]
+    fn waiter_count(&self) -> usize {
+        self.object().waiter_count()
+    }
+}
+
+/// How a wait ended (`WAIT_OBJECT_0 + i`, `WAIT_ABANDONED_0 + i`, `WAIT_TIMEOUT`, `WAIT_IO_COMPLETION`).
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitResult {
+    /// The wait acquired its object(s). For a wait-any, the index of the object acquired (the lowest signalled one);
+    /// for a wait-all, 0.
+    Signaled(usize),
+    /// The wait acquired its object(s) and at least one was a mutex abandoned by a thread that exited while owning
+    /// it; the caller now owns it, but the data it guards may be inconsistent. The index is that mutex's (for a
+    /// wait-all, the lowest such index).
+    Abandoned(usize),
+    /// The timeout passed first; nothing was acquired or changed.
+    TimedOut,
+    /// Alertable waits only: APCs queued to this thread ran and ended the wait; nothing was acquired.
+    Alerted,
+}
+
+/// Wait-any or wait-all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Any,
+    All,
+}
+
+/// Waits until `obj` is signalled and acquires it (`WaitForSingleObject`).
+///
+/// `timeout`: `None` waits for ever (`INFINITE`); `Some(Duration::ZERO)` polls; a duration too large for the clock is
+/// treated as `None`. Timeouts run on the monotonic clock from one deadline computed at the call.
+///
+/// # Errors
+/// [`WaitError::WouldDeadlock`] for an infinite wait on the calling thread's own [`Thread`](crate::Thread) handle
+/// (Windows hangs for ever; a finite wait returns [`WaitResult::TimedOut`]); [`WaitError::RecursionOverflow`] if the
+/// caller owns a mutex at its maximum recursion count.
+pub fn wait_one(obj: &dyn Waitable, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+    wait_objects(&[obj.object()], Mode::Any, timeout, false)
+}
+
+/// Waits until at least one of `objs` is signalled, and acquires exactly one: the lowest-indexed signalled object,
+/// whose index it returns (`WaitForMultipleObjects(.., FALSE, ..)`). The other objects are left untouched.
+///
+/// There is no 64-object limit. `timeout` as in [`wait_one`].
+///
+/// # Errors
+/// [`WaitError::Empty`], [`WaitError::Duplicate`] (Win32 forbids repeating a handle), and the errors of [`wait_one`]
+/// (`WouldDeadlock` when the only object is the caller's own thread).
+pub fn wait_any(
+    objs: &[&dyn Waitable],
+    timeout: Option<Duration>,
+) -> Result<WaitResult, WaitError> {
+    wait_slice(objs, Mode::Any, timeout, false)
+}
+
+/// Waits until all of `objs` are signalled at the same time, and acquires them all in one atomic step
+/// (`WaitForMultipleObjects(.., TRUE, ..)`): a wait-all never holds part of its set, so two wait-alls over
+/// overlapping sets cannot deadlock each other. On timeout nothing has been changed. Returns
+/// [`WaitResult::Signaled(0)`](WaitResult::Signaled), or [`WaitResult::Abandoned`] if a mutex in the set was
+/// abandoned.
+///
+/// No fairness is promised (nor is it on Windows): a wait-all can starve while wait-any callers keep taking one of its
+/// objects.
+///
+/// # Errors
+/// As [`wait_any`]; `WouldDeadlock` when the set contains the caller's own thread and the wait is infinite.
+pub fn wait_all(
+    objs: &[&dyn Waitable],
+    timeout: Option<Duration>,
+) -> Result<WaitResult, WaitError> {
+    wait_slice(objs, Mode::All, timeout, false)
+}
+
+/// [`wait_any`], alertable (`WaitForMultipleObjectsEx(.., FALSE, .., TRUE)`): if APCs are queued to this thread
+/// (before or during the wait) and no object is signalled, they run on this thread and the wait returns
+/// [`WaitResult::Alerted`]. Objects win when both are ready; the APCs then stay queued.
+///
+/// # Errors
+/// As [`wait_any`], except that an infinite wait on the caller's own thread is allowed (an APC can end it).
+pub fn wait_any_alertable(
+    objs: &[&dyn Waitable],
+    timeout: Option<Duration>,
+) -> Result<WaitResult, WaitError> {
+    wait_slice(objs, Mode::Any, timeout, true)
+}
+
+/// [`wait_all`], alertable: see [`wait_any_alertable`]. An alerted wait-all has acquired nothing.
+///
+/// # Errors
+/// As [`wait_all`], except that an infinite wait including the caller's own thread is allowed.
+pub fn wait_all_alertable(
+    objs: &[&dyn Waitable],
+    timeout: Option<Duration>,
+) -> Result<WaitResult, WaitError> {
+    wait_slice(objs, Mode::All, timeout, true)
+}
+
+fn wait_slice(
+    objs: &[&dyn Waitable],
+    mode: Mode,
+    timeout: Option<Duration>,
+    alertable: bool,
+) -> Result<WaitResult, WaitError> {
+    if objs.is_empty() {
+        return Err(WaitError::Empty);
+    }
+    let objs: Vec<&Arc<Object>> = objs.iter().map(|o| o.object()).collect();
+    wait_objects(&objs, mode, timeout, alertable)
+}
+
+/// The first repeated object, as (index of its first occurrence, index of the repeat).
+fn find_duplicate(objs: &[&Arc<Object>]) -> Option<(usize, usize)> {
+    if objs.len() <= 16 {
+        (1..objs.len()).find_map(|j| {
+            (0..j)
+                .find(|&i| Arc::ptr_eq(objs[i], objs[j]))
+                .map(|i| (i, j))
+        })
+    } else {
+        let mut seen = HashMap::with_capacity(objs.len());
+        objs.iter().enumerate().find_map(|(j, o)| {
+            let key: *const Object = &***o;
+            seen.insert(key, j).map(|i| (i, j))
+        })
+    }
+}
+
+/// Validates, then waits. `objs` may be empty only for an alertable wait (alertable sleep).
+pub(crate) fn wait_objects(
+    objs: &[&Arc<Object>],
+    mode: Mode,
+    timeout: Option<Duration>,
+    alertable: bool,
+) -> Result<WaitResult, WaitError> {
+    if objs.is_empty() && !alertable {
+        return Err(WaitError::Empty);
+    }
+    if let Some((first, second)) = find_duplicate(objs) {
+        return Err(WaitError::Duplicate { first, second });
+    }
+    // Instant is CLOCK_MONOTONIC. A deadline beyond the clock's range means "never".
+    let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
+    let me = local::current_id();
+    if deadline.is_none() && !alertable {
+        let own = |o: &&Arc<Object>| o.tag() == Tag::Thread(me);
+        let hopeless = match mode {
+            Mode::All => objs.iter().any(own),
+            Mode::Any => objs.iter().all(own),
+        };
+        if hopeless {
+            return Err(WaitError::WouldDeadlock);
+        }
+    }
+    // Only `me` changes the count of a mutex `me` owns, so this check cannot go stale before the wait queues.
+    if let Some(index) = objs
+        .iter()
+        .position(|o| o.tag() == Tag::Mutex && o.read(|k| k.is_recursion_full(me)))
+    {
+        return Err(WaitError::RecursionOverflow { index });
+    }
+    if !alertable {
+        return Ok(block(objs, mode, deadline, me, None));
+    }
+    let shared = local::current_shared();
+    loop {
+        match block(objs, mode, deadline, me, Some(&shared.apc.alert)) {
+            // The alert event can be left set by an APC that an earlier alertable wait already ran; such a stale alert
+            // ran nothing, so keep waiting (a passed deadline makes the next round a poll).
+            WaitResult::Alerted if shared.apc.run_pending() == 0 => continue,
+            result => return Ok(result),
+        }
+    }
+}
+
+/// Steps 1–4 of the module docs. With `alert`, the alert event is slot `objs.len()`, and winning it returns
+/// [`WaitResult::Alerted`] (the caller runs the APCs).
+fn block(
+    objs: &[&Arc<Object>],
+    mode: Mode,
+    deadline: Option<Instant>,
+    me: ThreadId,
+    alert: Option<&Arc<Object>>,
+) -> WaitResult {
+    let n = objs.len();
+    let all_objs = match mode {
+        Mode::All => objs.iter().copied().cloned().collect(),
+        Mode::Any => Vec::new(),
+    };
+    let q = Arc::new(Waiter::new(me, thread::current(), all_objs));
+
+    // 1 + 2: queue, then check.
+    match mode {
+        Mode::All => {
+            let all_lock = wait_all_lock();
+            let mut guards: Vec<MutexGuard<'_, State>> =
+                objs.iter().map(|o| o.lock_state()).collect();
+            for (i, g) in guards.iter_mut().enumerate() {
+                g.push_all(&q, i);
+            }
+            let mut states: Vec<&mut State> = guards.iter_mut().map(|g| &mut **g).collect();
+            try_wake_all_locked(&q, &mut states);
+            drop(states);
+            drop(guards);
+            if let Some(a) = alert {
+                a.lock_state().push_any(&q, n);
+            }
+            drop(all_lock);
+            // The alert is checked only after the objects: objects win ties.
+            if let Some(a) = alert {
+                if !q.is_signaled() {
+                    a.lock_state().try_wake_any();
+                }
+            }
+        }
+        Mode::Any => {
+            for (i, o) in objs.iter().enumerate() {
+                o.lock_state().push_any(&q, i);
+            }
+            if let Some(a) = alert {
+                a.lock_state().push_any(&q, n);
+            }
+            // In index order, alert last: the lowest signalled object wins.
+            for o in objs.iter().copied().chain(alert) {
+                if q.is_signaled() {
+                    break;
+                }
+                o.lock_state().try_wake_any();
+            }
+        }
+    }
+
+    // 3: sleep. Spurious unparks (a token left by an earlier wake-up) just loop.
+    while !q.is_signaled() {
+        match deadline {
+            None => thread::park(),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    break;
+                }
+                thread::park_timeout(d - now);
+            }
+        }
+    }
+
+    // 4: unqueue, then read the slot. After this no one can reach `q`, and the object locks order the winner's
+    // writes (`abandoned`, the consumed state) before our reads.
+    for o in objs.iter().copied().chain(alert) {
+        o.lock_state().remove(&q);
+    }
+    let index = q.signaled.load(Ordering::Acquire);
+    if index == NONE {
+        return WaitResult::TimedOut;
+    }
+    if alert.is_some() && index == n {
+        return WaitResult::Alerted;
+    }
+    match mode {
+        Mode::All => {
+            for o in objs.iter().filter(|o| o.tag() == Tag::Mutex) {
+                local::note_owned(o);
+            }
+        }
+        Mode::Any => {
+            if let Some(o) = objs.get(index).filter(|o| o.tag() == Tag::Mutex) {
+                local::note_owned(o);
+            }
+        }
+    }
+    match q.abandoned.load(Ordering::Relaxed) {
+        NONE => WaitResult::Signaled(index),
+        abandoned => WaitResult::Abandoned(abandoned),
+    }
+}

@@ -1,0 +1,122 @@
+//! Test helpers: bounded waits and "actor" threads that run closures on demand, standing in for ntsync's arbitrary
+//! owner ids.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use iocomp_sync::{Thread, ThreadId, WaitResult, Waitable};
+
+/// Bound for anything that must happen: generous, so a loaded CI machine does not fail a correct test.
+pub const LONG: Duration = Duration::from_secs(20);
+/// How long a test checks that something does *not* happen.
+pub const BLOCKED: Duration = Duration::from_millis(30);
+/// A poll.
+pub const POLL: Option<Duration> = Some(Duration::ZERO);
+
+/// Polls `cond` until it holds; fails the test after [`LONG`].
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + LONG;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Waits until `n` waits are queued on `obj`.
+pub fn wait_for_waiters(obj: &dyn Waitable, n: usize) {
+    wait_until("waiters to queue", || obj.waiter_count() == n);
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread (made with [`Thread::spawn`]) that runs the closures it is given, in order: a stable owner for mutexes.
+pub struct Actor {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Thread,
+}
+
+/// The result of a closure given to an [`Actor`], once it comes.
+pub struct Pending<R>(mpsc::Receiver<R>);
+
+impl Actor {
+    pub fn new() -> Actor {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = Thread::spawn(move || {
+            for job in rx {
+                job();
+            }
+            0
+        });
+        Actor {
+            jobs: Some(tx),
+            thread,
+        }
+    }
+
+    pub fn id(&self) -> ThreadId {
+        self.thread.id()
+    }
+
+    pub fn thread(&self) -> &Thread {
+        &self.thread
+    }
+
+    /// Starts `f` on the actor's thread.
+    pub fn start<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Pending<R> {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .as_ref()
+            .expect("actor still running")
+            .send(job)
+            .expect("actor thread alive");
+        Pending(rx)
+    }
+
+    /// Runs `f` on the actor's thread and returns its result.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        self.start(f).join()
+    }
+
+    /// Ends the actor's thread (abandoning the mutexes it owns) and waits until its handle is signalled.
+    pub fn exit(mut self) {
+        self.jobs = None;
+        assert_eq!(self.thread.wait(Some(LONG)), Ok(WaitResult::Signaled(0)));
+        assert_eq!(self.thread.exit_code(), Some(0));
+    }
+}
+
+impl Drop for Actor {
+    fn drop(&mut self) {
+        self.jobs = None; // the thread ends on its own
+    }
+}
+
+impl<R> Pending<R> {
+    /// The result; fails the test if it takes longer than [`LONG`].
+    pub fn join(self) -> R {
+        match self.0.recv_timeout(LONG) {
+            Ok(r) => r,
+            Err(e) => panic!("actor did not finish: {e}"),
+        }
+    }
+
+    /// Asserts that no result comes for a short while ([`BLOCKED`]).
+    pub fn assert_blocked(&self) {
+        assert_eq!(
+            self.0.recv_timeout(BLOCKED).err(),
+            Some(RecvTimeoutError::Timeout),
+            "expected the actor to be blocked"
+        );
+    }
+
+    /// Asserts that there is no result right now (ntsync's `pthread_tryjoin_np == EBUSY`).
+    pub fn assert_not_done(&self) {
+        assert!(
+            self.0.try_recv().is_err(),
+            "expected the actor to be still blocked"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! loom models of the wake hand-off and of wait-all contention: loom runs each closure under every interleaving of
+//! its threads (up to the preemption bound), with the crate's locks, atomics, parking and thread-locals replaced by
+//! loom's (`src/sync.rs`), and reports a deadlock if a wake-up is ever lost.
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target-loom \
+//!     cargo test -p iocomp-sync --release --test loom
+//! ```
+//!
+//! Only polls and infinite waits appear: loom has no clock, and a timed park is modelled as a yield.
+#![cfg(loom)]
+
+use std::time::Duration;
+
+use iocomp_sync::{wait_all, wait_any, Event, Mutex, Semaphore, WaitResult, Waitable};
+
+const POLL: Option<Duration> = Some(Duration::ZERO);
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.check(f);
+}
+
+/// An auto-reset event set while a waiter is registering: the waiter must wake (no lost wake-up) and consume the set.
+#[test]
+fn set_vs_waiter_registering() {
+    model(|| {
+        let ev = Event::new(false, false);
+        let ev2 = ev.clone();
+        let waiter = loom::thread::spawn(move || ev2.wait(None));
+        assert!(!ev.set());
+        assert_eq!(waiter.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        assert!(!ev.is_set());
+    });
+}
+
+/// A semaphore released while another thread polls: the permit is taken exactly once or stays, never lost or doubled.
+#[test]
+fn release_vs_poll_conserves_the_count() {
+    model(|| {
+        let sem = Semaphore::new(0, 1).unwrap();
+        let sem2 = sem.clone();
+        let poller = loom::thread::spawn(move || sem2.wait(POLL));
+        assert_eq!(sem.release(1), Ok(0));
+        let got = poller.join().unwrap();
+        match got {
+            Ok(WaitResult::Signaled(0)) => assert_eq!(sem.count(), 0),
+            Ok(WaitResult::TimedOut) => assert_eq!(sem.count(), 1),
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+/// Two blocked wait-any waiters on one semaphore, two releases from two threads: both waiters wake, each with one
+/// permit.
+#[test]
+fn two_releases_wake_two_waiters() {
+    model(|| {
+        let sem = Semaphore::new(0, 2).unwrap();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = sem.clone();
+                loom::thread::spawn(move || s.wait(None))
+            })
+            .collect();
+        let s = sem.clone();
+        let releaser = loom::thread::spawn(move || s.release(1).map(drop));
+        assert!(sem.release(1).is_ok());
+        assert_eq!(releaser.join().unwrap(), Ok(()));
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        }
+        assert_eq!(sem.count(), 0);
+    });
+}
+
+/// A wait-all on {semaphore, event} against a wait-any poll that takes the semaphore and gives it back: the wait-all
+/// must still complete (the release escalates to the wait-all lock and wakes it), and every permit is accounted for.
+#[test]
+fn wait_all_vs_wait_any_contention() {
+    model(|| {
+        let sem = Semaphore::new(1, 1).unwrap();
+        let ev = Event::new(false, true);
+        let (s2, e2) = (sem.clone(), ev.clone());
+        let all = loom::thread::spawn(move || wait_all(&[&s2, &e2], None));
+        let s3 = sem.clone();
+        let any = loom::thread::spawn(move || {
+            let r = wait_any(&[&s3], POLL);
+            if r == Ok(WaitResult::Signaled(0)) {
+                assert_eq!(s3.release(1), Ok(0));
+            }
+            r
+        });
+        let any_result = any.join().unwrap();
+        assert!(matches!(
+            any_result,
+            Ok(WaitResult::Signaled(0)) | Ok(WaitResult::TimedOut)
+        ));
+        assert_eq!(all.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        assert_eq!(sem.count(), 0);
+        assert!(!ev.is_set());
+    });
+}
+
+/// A wait-all on two events set by two threads at once: it completes, consuming both, and never half of the set.
+#[test]
+fn wait_all_vs_concurrent_sets() {
+    model(|| {
+        let a = Event::new(false, false);
+        let b = Event::new(false, false);
+        let (a2, b2) = (a.clone(), b.clone());
+        let all = loom::thread::spawn(move || wait_all(&[&a2, &b2], None));
+        let b3 = b.clone();
+        let setter = loom::thread::spawn(move || b3.set());
+        assert!(!a.set());
+        assert!(!setter.join().unwrap());
+        assert_eq!(all.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        assert!(!a.is_set() && !b.is_set());
+    });
+}
+
+/// A mutex released by its owner while another thread is registering its wait: ownership passes exactly once.
+#[test]
+fn mutex_release_hands_off_ownership() {
+    model(|| {
+        let m = Mutex::new(true);
+        let m2 = m.clone();
+        let waiter = loom::thread::spawn(move || {
+            let r = m2.wait(None);
+            let owner = m2.state().owner;
+            assert_eq!(m2.release(), Ok(1));
+            (r, owner)
+        });
+        assert_eq!(m.release(), Ok(1));
+        let (r, owner) = waiter.join().unwrap();
+        assert_eq!(r, Ok(WaitResult::Signaled(0)));
+        assert!(owner.is_some());
+        assert_eq!(m.state().count, 0);
+    });
+}
+
+/// A thread that exits owning a mutex (its thread-local record is destroyed) while another waits on it: the waiter
+/// gets it, abandoned.
+#[test]
+fn owner_exit_abandons_to_a_waiter() {
+    model(|| {
+        let m = Mutex::new(false);
+        let m2 = m.clone();
+        let owner = loom::thread::spawn(move || m2.wait(POLL));
+        let got = m.wait(None);
+        let owner_result = owner.join().unwrap();
+        match owner_result {
+            // The other thread got it first and died holding it.
+            Ok(WaitResult::Signaled(0)) => assert_eq!(got, Ok(WaitResult::Abandoned(0))),
+            // We got it first; its poll failed.
+            Ok(WaitResult::TimedOut) => assert_eq!(got, Ok(WaitResult::Signaled(0))),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(m.release(), Ok(1));
+    });
+}
