@@ -143,6 +143,8 @@ pub(crate) struct Ring {
     /// kernels without provided-buffer rings: pooled receives then use their
     /// own buffers).
     bufs: Option<BufRing>,
+    /// Completions copied out of the queue, reused by every `reap`.
+    cqes: Vec<(u64, i32, u32)>,
 }
 
 impl Ring {
@@ -169,6 +171,7 @@ impl Ring {
             wake_armed: false,
             inflight: 0,
             bufs,
+            cqes: Vec::with_capacity(64),
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -284,16 +287,20 @@ impl Ring {
         }
         let shared = self.shared.clone();
         loop {
-            let cqes: Vec<(u64, i32, u32)> = self
-                .uring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags()))
-                .collect();
+            // A buffer kept across calls: no allocation per reap.
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.clear();
+            cqes.extend(
+                self.uring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             if cqes.is_empty() {
+                self.cqes = cqes;
                 break;
             }
             let mut slab = shared.lock();
-            for (ud, res, flags) in cqes {
+            for &(ud, res, flags) in &cqes {
                 match ud {
                     WAKE_TAG => {
                         self.wake_armed = false;
@@ -330,6 +337,8 @@ impl Ring {
                     }
                 }
             }
+            drop(slab);
+            self.cqes = cqes;
         }
         if !self.wake_armed {
             // Drain the counter so the next read waits for a new wake-up.
