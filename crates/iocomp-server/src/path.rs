@@ -100,13 +100,16 @@ impl std::error::Error for OpenError {
     }
 }
 
-/// A regular file opened under the root.
+/// A regular file, or with [`Root::open_entry`] also a directory, opened under
+/// the root.
 #[derive(Debug)]
 pub struct Opened {
     /// The file, open read-only in blocking mode.
     pub file: File,
     /// Its length in bytes when it was opened.
     pub len: u64,
+    /// Its metadata when it was opened (kind, inode, modification time).
+    pub meta: std::fs::Metadata,
 }
 
 /// The first version of the kernel's `struct open_how` (`OPEN_HOW_SIZE_VER0`).
@@ -141,18 +144,41 @@ impl Root {
     /// Opens the regular file the client calls `name` (raw bytes) under the root.
     pub fn open_file(&self, name: &[u8]) -> Result<Opened, OpenError> {
         let rel = self.normalize(name)?;
-        let fd = self.open_beneath(&rel).map_err(OpenError::from_open)?;
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(OpenError::Io)?;
-        if !meta.is_file() {
+        if rel.as_bytes() == b"." {
+            return Err(OpenError::BadName);
+        }
+        let opened = self.open_rel(&rel)?;
+        if !opened.meta.is_file() {
             return Err(OpenError::NotRegular);
         }
-        clear_nonblock(file.as_fd()).map_err(OpenError::Io)?;
-        let len = meta.len();
-        Ok(Opened { file, len })
+        Ok(opened)
     }
 
-    /// Applies the name rules and returns the normalized relative path.
+    /// Opens a regular file or a directory; an empty name (or only slashes and
+    /// `.`) is the root itself. Anything else (a FIFO, a socket, a device) is
+    /// `NotRegular`.
+    pub fn open_entry(&self, name: &[u8]) -> Result<Opened, OpenError> {
+        let rel = self.normalize(name)?;
+        let opened = self.open_rel(&rel)?;
+        if !opened.meta.is_file() && !opened.meta.is_dir() {
+            return Err(OpenError::NotRegular);
+        }
+        Ok(opened)
+    }
+
+    fn open_rel(&self, rel: &CString) -> Result<Opened, OpenError> {
+        let fd = self.open_beneath(rel).map_err(OpenError::from_open)?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(OpenError::Io)?;
+        if meta.is_file() {
+            clear_nonblock(file.as_fd()).map_err(OpenError::Io)?;
+        }
+        let len = meta.len();
+        Ok(Opened { file, len, meta })
+    }
+
+    /// Applies the name rules and returns the normalized relative path (`.`
+    /// for the root itself).
     fn normalize(&self, name: &[u8]) -> Result<CString, OpenError> {
         if name.len() > MAX_NAME || name.contains(&0) {
             return Err(OpenError::BadName);
@@ -171,7 +197,7 @@ impl Root {
             rel.extend_from_slice(comp);
         }
         if rel.is_empty() {
-            return Err(OpenError::BadName);
+            rel.push(b'.');
         }
         CString::new(rel).map_err(|_| OpenError::BadName)
     }
@@ -414,4 +440,28 @@ mod tests {
 
     // EACCES -> Forbidden is not tested: the tests run as root, which ignores
     // permission bits, so no unreadable file can be made honestly.
+
+    #[test]
+    fn open_entry_accepts_directories_and_the_root_but_open_file_does_not() {
+        let t = Tree::new("entry");
+        t.file(b"sub/f.txt", b"abc");
+        let root = t.open(false, false);
+        for name in [&b""[..], b"/", b".", b"//./"] {
+            let e = root.open_entry(name).unwrap();
+            assert!(e.meta.is_dir(), "{name:?}");
+            assert!(
+                matches!(root.open_file(name), Err(OpenError::BadName)),
+                "{name:?}"
+            );
+        }
+        assert!(root.open_entry(b"sub").unwrap().meta.is_dir());
+        assert!(matches!(root.open_file(b"sub"), Err(OpenError::NotRegular)));
+        let f = root.open_entry(b"sub/f.txt").unwrap();
+        assert!(f.meta.is_file());
+        assert_eq!(f.len, 3);
+        assert!(matches!(
+            root.open_entry(b"../x"),
+            Err(OpenError::Forbidden)
+        ));
+    }
 }
