@@ -46,7 +46,8 @@ impl FromStr for AccessLogFormat {
 /// One request, as logged.
 pub(crate) struct Entry<'a> {
     pub(crate) peer: Option<SocketAddr>,
-    pub(crate) name: &'a [u8],
+    /// The name (line protocol) or the request line (HTTP).
+    pub(crate) request: &'a [u8],
     pub(crate) status: u16,
     pub(crate) bytes: u64,
     pub(crate) duration: Duration,
@@ -144,7 +145,7 @@ pub(crate) fn format_entry(
         AccessLogFormat::Off => {}
         AccessLogFormat::Clf | AccessLogFormat::Combined => {
             let _ = write!(out, "{host} - - [{}] \"", clf_date(secs));
-            escape(e.name, false, out);
+            escape(e.request, false, out);
             let _ = write!(out, "\" {} {}", e.status, e.bytes);
             if format == AccessLogFormat::Combined {
                 out.push_str(" \"-\" \"-\"");
@@ -156,7 +157,7 @@ pub(crate) fn format_entry(
                 out,
                 "{{\"time\":{secs},\"client\":\"{host}\",\"proto\":\"line\",\"name\":\""
             );
-            escape(e.name, true, out);
+            escape(e.request, true, out);
             let _ = writeln!(
                 out,
                 "\",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}}}",
@@ -223,7 +224,7 @@ mod tests {
     fn entry(name: &[u8]) -> Entry<'_> {
         Entry {
             peer: Some("127.0.0.1:5000".parse().unwrap()),
-            name,
+            request: name,
             status: 200,
             bytes: 1234,
             duration: Duration::from_millis(5),

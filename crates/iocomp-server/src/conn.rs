@@ -1,5 +1,8 @@
-//! One client connection of the line protocol: a small state machine driven by
-//! completion packets, like the seed's `IO_TYPE` (Recv → Transmit/Send → Recv …).
+//! One client connection: a small state machine driven by completion packets,
+//! like the seed's `IO_TYPE` (Recv → Transmit/Send → Recv …), shared by both
+//! protocols. The protocol is chosen from the first bytes; its handler looks at
+//! the input and decides the next [`Step`]; this module turns steps into
+//! operations and packets back into steps.
 //!
 //! The connection's state travels inside the operation in flight (its context),
 //! as the seed's `PRE_IO_DATA` rode on its OVERLAPPED; exactly one operation is
@@ -7,6 +10,8 @@
 //! no lock is needed. Dropping the state closes the socket and counts the
 //! connection out.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,33 +21,78 @@ use iocomp::{Handle, Op, Packet, Port, Recv, Send, TransmitFile};
 use tracing::debug;
 
 use crate::access::Entry;
-use crate::line::{Frame, LineFramer};
+use crate::line::LineFramer;
+use crate::nc;
 use crate::server::Shared;
 use crate::watch::{Wait, Watch};
 
-/// The prefix of every error line (the seed's "File transmit error!").
-pub const ERROR_PREFIX: &str = "File transmit error: ";
-
-pub(crate) struct Conn {
-    handle: Handle,
-    peer: Option<SocketAddr>,
-    inbuf: Vec<u8>,
-    framer: LineFramer,
-    eof: bool,
-    /// Whether a line was answered yet (a new connection waits under the
-    /// header timeout, a served one under the idle timeout).
-    served: bool,
-    watch: Arc<Watch>,
-    shared: Arc<Shared>,
-    port: Port,
-    /// The request being answered, for the access log.
-    req: Option<Req>,
+/// Which protocol a connection speaks.
+pub(crate) enum Proto {
+    /// Not decided yet: too few bytes.
+    Unknown,
+    /// The seed's line protocol.
+    Line(LineFramer),
 }
 
-struct Req {
-    name: Vec<u8>,
-    status: u16,
-    start: Instant,
+/// What a protocol handler decides to do next.
+pub(crate) enum Step {
+    /// More input is needed.
+    Recv,
+    /// Send these pieces in order; then go on, or close if `close`.
+    Reply {
+        pieces: VecDeque<Piece>,
+        close: bool,
+    },
+    /// Answered without I/O: look at the input again.
+    Again,
+    /// Close the connection now.
+    Close,
+}
+
+/// One operation's worth of a reply.
+pub(crate) enum Piece {
+    /// Bytes from memory (an error line, a response head, a listing).
+    Bytes(Vec<u8>),
+    /// `head`, then `len` bytes of the connection's current file from
+    /// `offset`, then `tail`, zero-copy.
+    File {
+        head: Vec<u8>,
+        offset: u64,
+        len: u64,
+        tail: Vec<u8>,
+    },
+}
+
+/// A request being answered, for the access log.
+pub(crate) struct Req {
+    /// The request as logged: the name, or the request line.
+    pub(crate) request: Vec<u8>,
+    pub(crate) status: u16,
+    pub(crate) start: Instant,
+    pub(crate) bytes: u64,
+}
+
+pub(crate) struct Conn {
+    pub(crate) handle: Handle,
+    pub(crate) peer: Option<SocketAddr>,
+    /// Received bytes not yet consumed.
+    pub(crate) inbuf: Vec<u8>,
+    /// The client has half-closed.
+    pub(crate) eof: bool,
+    /// Whether a request was answered yet (a new connection waits under the
+    /// header timeout, a served one under the idle timeout).
+    served: bool,
+    pub(crate) proto: Proto,
+    pub(crate) shared: Arc<Shared>,
+    watch: Arc<Watch>,
+    port: Port,
+    /// The file that `Piece::File` pieces read from.
+    pub(crate) file: Option<File>,
+    /// The rest of the reply in flight.
+    pending: VecDeque<Piece>,
+    /// Close once the reply in flight is done.
+    close_after: bool,
+    pub(crate) req: Option<Req>,
 }
 
 impl Conn {
@@ -57,23 +107,40 @@ impl Conn {
             handle,
             peer,
             inbuf: Vec::new(),
-            framer: LineFramer::new(),
             eof: false,
             served: false,
-            watch,
+            proto: Proto::Unknown,
             shared,
+            watch,
             port: port.clone(),
+            file: None,
+            pending: VecDeque::new(),
+            close_after: false,
             req: None,
         })
     }
 
-    fn log(&mut self, bytes: u64) {
+    /// Starts an access-log record for the request being answered.
+    pub(crate) fn begin(&mut self, request: &[u8], status: u16) {
+        self.served = true;
+        if self.shared.access.enabled() {
+            self.req = Some(Req {
+                request: request.to_vec(),
+                status,
+                start: Instant::now(),
+                bytes: 0,
+            });
+        }
+    }
+
+    /// Writes the access-log line of the request just answered.
+    fn log(&mut self) {
         if let Some(req) = self.req.take() {
             self.shared.access.log(&Entry {
                 peer: self.peer,
-                name: &req.name,
+                request: &req.request,
                 status: req.status,
-                bytes,
+                bytes: req.bytes,
                 duration: req.start.elapsed(),
             });
         }
@@ -82,15 +149,10 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        self.log();
         debug!(conn = self.handle.key(), peer = ?self.peer, "closed");
         self.shared.closed(&self.port, self.handle.key());
     }
-}
-
-/// What the connection does next.
-enum Next {
-    Submit(Op),
-    Close,
 }
 
 /// Starts a fresh connection: its first receive.
@@ -106,9 +168,12 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     let Ok(mut conn) = ctx.downcast::<Conn>() else {
         return;
     };
-    let draining = conn.shared.draining.load(Ordering::Relaxed);
+    if let Some(req) = conn.req.as_mut() {
+        if !matches!(packet.op, Op::Recv(_)) {
+            req.bytes += packet.bytes;
+        }
+    }
     if let Err(e) = &packet.status {
-        conn.log(packet.bytes);
         debug!(conn = packet.key, peer = ?conn.peer, "connection ends: {e}");
         return;
     }
@@ -119,136 +184,126 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
                 conn.eof = true;
             }
         }
-        Op::TransmitFile(_) | Op::Send(_) => conn.log(packet.bytes),
+        Op::TransmitFile(t) => conn.file = t.file,
+        Op::Send(_) => {}
         _ => return,
     }
-    if draining {
-        // Shutting down: the current reply is done; do not start another.
+    if !conn.pending.is_empty() {
+        // The reply goes on: its next piece.
+        submit_piece(port, conn);
+        return;
+    }
+    conn.log();
+    conn.file = None;
+    if conn.close_after || conn.shared.draining.load(Ordering::Relaxed) {
+        // Shutting down, or the protocol says so: this reply was the last.
         return;
     }
     drive(port, conn);
 }
 
-/// Runs the state machine until it has an operation in flight or is done.
+/// Runs the protocol until the connection has an operation in flight or is done.
 fn drive(port: &Port, mut conn: Box<Conn>) {
     loop {
-        let op = match step(&mut conn) {
-            None => continue,
-            Some(Next::Close) => return,
-            Some(Next::Submit(op)) => op,
+        let step = match conn.proto {
+            Proto::Unknown => {
+                if conn.inbuf.is_empty() && !conn.eof {
+                    Step::Recv
+                } else {
+                    conn.proto = Proto::Line(LineFramer::new());
+                    continue;
+                }
+            }
+            Proto::Line(_) => nc::step(&mut conn),
         };
-        let wait = match &op {
-            Op::Recv(_) if conn.shared.draining.load(Ordering::Relaxed) => return,
-            Op::Recv(_) if conn.inbuf.is_empty() && conn.served => Wait::Idle,
-            Op::Recv(_) => Wait::Header,
-            _ => Wait::Sending,
-        };
-        conn.shared.registry.set(&conn.watch, wait);
-        let (shared, watch) = (conn.shared.clone(), conn.watch.clone());
-        match port.submit(with_ctx(op, conn)) {
-            Ok(id) => shared.registry.op(&watch, id),
-            Err((e, mut op)) => {
-                debug!("submit failed: {e}");
-                // The op (and the connection inside it) is dropped: the socket closes.
-                drop(op.take_ctx());
+        match step {
+            Step::Again => continue,
+            Step::Close => return,
+            Step::Recv => {
+                if conn.eof || conn.shared.draining.load(Ordering::Relaxed) {
+                    return;
+                }
+                let wait = if conn.inbuf.is_empty() && conn.served {
+                    Wait::Idle
+                } else {
+                    Wait::Header
+                };
+                let mut buf = std::mem::take(&mut conn.inbuf);
+                if buf.is_empty() {
+                    // Between requests the connection keeps no memory: the pooled
+                    // receive takes a buffer from the worker's pool only when bytes
+                    // arrive.
+                    buf = Vec::new();
+                }
+                let op = Op::Recv(Recv::pooled(&conn.handle, buf));
+                submit(port, conn, op, wait);
+                return;
+            }
+            Step::Reply { pieces, close } => {
+                conn.pending = pieces;
+                conn.close_after = close;
+                submit_piece(port, conn);
+                return;
             }
         }
-        return;
     }
 }
 
-fn with_ctx(mut op: Op, conn: Box<Conn>) -> Op {
-    match &mut op {
+/// Sends the next piece of the reply in flight.
+fn submit_piece(port: &Port, mut conn: Box<Conn>) {
+    let op = match conn.pending.pop_front() {
+        None => return,
+        Some(Piece::Bytes(b)) => Op::Send(Send::new(&conn.handle, b)),
+        Some(Piece::File {
+            head,
+            offset,
+            len,
+            tail,
+        }) => {
+            // A piece with no file bytes sends only its head and tail, and leaves
+            // the file for the pieces after it.
+            let file = if len > 0 { conn.file.take() } else { None };
+            if file.is_none() && len > 0 {
+                debug!(
+                    conn = conn.handle.key(),
+                    "a file piece without a file: closing"
+                );
+                return;
+            }
+            Op::TransmitFile(TransmitFile {
+                socket: conn.handle.clone(),
+                file,
+                offset,
+                len,
+                head,
+                tail,
+                disconnect: false,
+                ctx: None,
+            })
+        }
+    };
+    submit(port, conn, op, Wait::Sending);
+}
+
+fn submit(port: &Port, conn: Box<Conn>, mut op: Op, wait: Wait) {
+    conn.shared.registry.set(&conn.watch, wait);
+    let (shared, watch) = (conn.shared.clone(), conn.watch.clone());
+    set_ctx(&mut op, conn);
+    match port.submit(op) {
+        Ok(id) => shared.registry.op(&watch, id),
+        Err((e, mut op)) => {
+            debug!("submit failed: {e}");
+            // The op (and the connection inside it) is dropped: the socket closes.
+            drop(op.take_ctx());
+        }
+    }
+}
+
+fn set_ctx(op: &mut Op, conn: Box<Conn>) {
+    match op {
         Op::Recv(o) => o.ctx = Some(conn),
         Op::Send(o) => o.ctx = Some(conn),
         Op::TransmitFile(o) => o.ctx = Some(conn),
         _ => {}
     }
-    op
-}
-
-/// One decision: `None` means "look again" (a line was answered without I/O).
-fn step(conn: &mut Conn) -> Option<Next> {
-    let (frame, consumed) = conn.framer.next(&conn.inbuf);
-    if let Some(f) = frame {
-        return respond(conn, f, consumed);
-    }
-    conn.inbuf.drain(..consumed);
-    if conn.eof {
-        // The client half-closed: a last name without newline still counts.
-        let n = conn.inbuf.len();
-        return match conn.framer.finish(&conn.inbuf) {
-            Some(f) => respond(conn, f, n),
-            None => Some(Next::Close),
-        };
-    }
-    Some(Next::Submit(recv(conn)))
-}
-
-fn recv(conn: &mut Conn) -> Op {
-    let mut buf = std::mem::take(&mut conn.inbuf);
-    if buf.is_empty() {
-        // Between requests the connection keeps no memory: the pooled receive
-        // takes a buffer from the worker's pool only when bytes arrive.
-        buf = Vec::new();
-    }
-    Op::Recv(Recv::pooled(&conn.handle, buf))
-}
-
-/// The status an error reason is logged with (HTTP's, for log tools).
-fn status_of(reason: &str) -> u16 {
-    match reason {
-        "not found" => 404,
-        "forbidden" | "not a regular file" => 403,
-        "bad name" => 400,
-        "line too long" => 414,
-        "busy" => 503,
-        _ => 500,
-    }
-}
-
-/// Answers one frame, then drops its bytes (`consumed`) from the input.
-/// `None`: answered without I/O (an empty file), go on with the next line.
-fn respond(conn: &mut Conn, frame: Frame, consumed: usize) -> Option<Next> {
-    conn.served = true;
-    let key = conn.handle.key();
-    let name = match &frame {
-        Frame::Line(r) => &conn.inbuf[r.clone()],
-        Frame::TooLong => &b""[..],
-    };
-    let reply = match &frame {
-        Frame::TooLong => Err("line too long"),
-        Frame::Line(r) if r.is_empty() => Err("bad name"),
-        Frame::Line(_) => conn.shared.root.open_file(name).map_err(|e| e.reason()),
-    };
-    if conn.shared.access.enabled() {
-        let status = reply.as_ref().err().map_or(200, |r| status_of(r));
-        conn.req = Some(Req {
-            name: name.to_vec(),
-            status,
-            start: Instant::now(),
-        });
-    }
-    let next = match reply {
-        Ok(opened) => {
-            debug!(conn = key, name = %String::from_utf8_lossy(name).escape_debug(), bytes = opened.len, "transmit file");
-            if opened.len == 0 {
-                None
-            } else {
-                let mut tf = TransmitFile::new(&conn.handle, opened.file);
-                tf.len = opened.len;
-                Some(Next::Submit(Op::TransmitFile(tf)))
-            }
-        }
-        Err(reason) => {
-            debug!(conn = key, name = %String::from_utf8_lossy(name).escape_debug(), "refused: {reason}");
-            let line = format!("{ERROR_PREFIX}{reason}\r\n").into_bytes();
-            Some(Next::Submit(Op::Send(Send::new(&conn.handle, line))))
-        }
-    };
-    conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
-    if next.is_none() {
-        conn.log(0);
-    }
-    next
 }

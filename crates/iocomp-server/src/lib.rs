@@ -55,11 +55,12 @@ mod access;
 mod conn;
 pub mod line;
 pub mod listener;
+mod nc;
 pub mod path;
 mod server;
 mod watch;
 
 pub use access::AccessLogFormat;
-pub use conn::ERROR_PREFIX;
+pub use nc::ERROR_PREFIX;
 pub use path::{OpenError, PathOptions, Root};
 pub use server::{Config, Server};
