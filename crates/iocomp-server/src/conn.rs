@@ -122,6 +122,8 @@ impl Conn {
 
     /// Starts an access-log record for the request being answered.
     pub(crate) fn begin(&mut self, request: &[u8], status: u16) {
+        // A request answered without I/O (an empty file) is logged here.
+        self.log();
         self.served = true;
         if self.shared.access.enabled() {
             self.req = Some(Req {

@@ -13,11 +13,12 @@ use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -198,6 +199,16 @@ impl Drop for TempTree {
 
 static LOG_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// How to spawn the server beyond its arguments (see [`Server::start_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// If set, the child's `RLIMIT_NOFILE` (soft and hard) is set to this
+    /// before `exec`, so the server cannot raise it.
+    pub nofile_limit: Option<u64>,
+    /// `--threads` to pass instead of the default 2.
+    pub threads: Option<usize>,
+}
+
 /// A running `iocomp serve` process. Dropping it SIGKILLs and reaps the
 /// process unless it has already been waited for; if the test is panicking,
 /// the server's stderr is printed so the failure comes with its logs.
@@ -207,34 +218,65 @@ pub struct Server {
     pid: i32,
     exit: Option<ExitStatus>,
     log_path: PathBuf,
+    /// Every stdout line so far (the `listening on` line and the access log).
+    stdout_lines: Arc<Mutex<Vec<String>>>,
+    /// Set once the server's stdout reached EOF (the process closed it).
+    stdout_eof: Arc<AtomicBool>,
 }
 
 impl Server {
     /// Spawns `iocomp serve ROOT --bind 127.0.0.1:0 --threads 2 EXTRA...` and
     /// waits (at most [`IO_TIMEOUT`]) for its `listening on ADDR` line.
     pub fn start(root: &Path, extra_args: &[&str]) -> Server {
+        Server::start_with(root, extra_args, &StartOptions::default())
+    }
+
+    /// [`Server::start`] with spawn options (a descriptor limit, another
+    /// thread count).
+    pub fn start_with(root: &Path, extra_args: &[&str], options: &StartOptions) -> Server {
         let log_path = std::env::temp_dir().join(format!(
             "iocomp-itest-log-{}-{}.txt",
             std::process::id(),
             LOG_COUNTER.fetch_add(1, Ordering::SeqCst)
         ));
         let log = fs::File::create(&log_path).expect("create server log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iocomp"))
+        let threads = options.threads.unwrap_or(2).to_string();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iocomp"));
+        command
             .arg("serve")
             .arg(root)
-            .args(["--bind", "127.0.0.1:0", "--threads", "2"])
+            .args(["--bind", "127.0.0.1:0", "--threads", &threads])
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn iocomp");
+            .stderr(Stdio::from(log));
+        if let Some(limit) = options.nofile_limit {
+            let lim = libc::rlimit {
+                rlim_cur: limit as libc::rlim_t,
+                rlim_max: limit as libc::rlim_t,
+            };
+            // SAFETY: the closure runs in the forked child before exec and only
+            // calls setrlimit(2), which is async-signal-safe, on a local value.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn iocomp");
         let pid = i32::try_from(child.id()).expect("pid fits in i32");
         let stdout = child.stdout.take().expect("piped stdout");
 
         // Read stdout on a thread so the wait for the first line is bounded;
         // the thread keeps draining stdout until the process exits.
+        // Every line is also kept in `stdout_lines` for tests of the access log.
         let (tx, rx) = mpsc::channel::<String>();
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout_eof = Arc::new(AtomicBool::new(false));
+        let (lines, eof) = (stdout_lines.clone(), stdout_eof.clone());
         thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
@@ -243,10 +285,16 @@ impl Server {
                 match reader.read_line(&mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let _ = tx.send(line.trim_end().to_string());
+                        let l = line.trim_end().to_string();
+                        lines
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(l.clone());
+                        let _ = tx.send(l);
                     }
                 }
             }
+            eof.store(true, Ordering::SeqCst);
         });
 
         let mut server = Server {
@@ -256,6 +304,8 @@ impl Server {
             pid,
             exit: None,
             log_path,
+            stdout_lines,
+            stdout_eof,
         };
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
@@ -391,6 +441,66 @@ impl Server {
     pub fn connect(&self) -> TcpStream {
         connect(self.addr)
     }
+
+    /// A copy of every line the server has written to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Polls (bounded by `timeout`) for a stdout line satisfying `pred`.
+    pub fn wait_stdout_line(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.stdout_lines().into_iter().find(|l| pred(l)) {
+                return Some(l);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls (bounded by `timeout`) until the server's stdout reached EOF, so
+    /// that [`Server::stdout_lines`] holds everything it will ever write.
+    pub fn wait_stdout_eof(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.stdout_eof.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Everything the server has written to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// CPU time (user + system) the server process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .unwrap_or_else(|e| panic!("read /proc/{}/stat: {e}", self.pid));
+        // Fields after the command name (which may hold spaces) start at
+        // field 3 (state); utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').expect("`)` in /proc/PID/stat") + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
 }
 
 impl Drop for Server {
@@ -419,6 +529,53 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Connects to `addr` from a socket whose `SO_RCVBUF` is set to `rcvbuf`
+/// bytes *before* connecting (so the window it advertises stays small), with
+/// the same timeouts as [`connect`]. IPv4 only.
+pub fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("connect_with_rcvbuf: IPv4 only, got {addr}");
+    };
+    // SAFETY: socket(2) with constant arguments returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor nothing else owns; the stream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let size = libc::c_int::try_from(rcvbuf).expect("rcvbuf fits in c_int");
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF): {}", std::io::Error::last_os_error());
+    // Bound the connect itself (SO_SNDTIMEO applies to connect(2) on Linux).
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sin` is a valid sockaddr_in of the length passed.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "connect to {addr}: {}", std::io::Error::last_os_error());
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream
 }
 
