@@ -397,3 +397,24 @@ fn c26_zero_length_recv_is_allowed() {
     assert!(p.status.is_ok());
     assert_eq!(p.bytes, 0);
 }
+
+#[test]
+fn c28_small_cached_file_goes_out_with_head_and_tail_in_one_packet() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 15);
+    let path = std::env::temp_dir().join(format!("iocomp-small-{}", std::process::id()));
+    std::fs::write(&path, b"small body").unwrap();
+    let mut tf = TransmitFile::new(&h, std::fs::File::open(&path).unwrap());
+    std::fs::remove_file(&path).unwrap();
+    tf.head = b"H:".to_vec();
+    tf.tail = b":T".to_vec();
+    tf.disconnect = true;
+    port.submit(tf).map_err(|(e, _)| e).unwrap();
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok());
+    assert_eq!(p.bytes, 14);
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"H:small body:T");
+}
