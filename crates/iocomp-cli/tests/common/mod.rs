@@ -555,7 +555,12 @@ pub fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_RCVBUF): {}",
+        std::io::Error::last_os_error()
+    );
     // Bound the connect itself (SO_SNDTIMEO applies to connect(2) on Linux).
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     let sin = libc::sockaddr_in {
@@ -574,7 +579,12 @@ pub fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "connect to {addr}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "connect to {addr}: {}",
+        std::io::Error::last_os_error()
+    );
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream
 }
