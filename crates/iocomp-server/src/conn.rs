@@ -153,7 +153,8 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.log();
         debug!(conn = self.handle.key(), peer = ?self.peer, "closed");
-        self.shared.closed(&self.port, self.handle.key());
+        self.shared
+            .closed(&self.port, self.handle.key(), &self.watch);
     }
 }
 

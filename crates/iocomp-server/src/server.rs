@@ -19,8 +19,9 @@ use crate::watch::{Limits, Registry};
 /// Keys at and above this are listeners (key = LISTENER_KEY + index); below are
 /// connections.
 const LISTENER_KEY: u64 = u64::MAX - 0xffff;
-/// The key of the periodic sweep timer.
-const TICK_KEY: u64 = LISTENER_KEY - 1;
+/// Keys of the per-worker sweep timers: `TICK_KEY + shard`, just below the
+/// listeners' keys.
+const TICK_KEY: u64 = LISTENER_KEY - 0x1_0000;
 /// How long to wait before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -127,7 +128,7 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             root,
-            registry: Registry::new(),
+            registry: Registry::new(threads),
             access: AccessLog::new(config.access_log),
             limits,
             draining: AtomicBool::new(false),
@@ -156,12 +157,14 @@ impl Server {
                 })?;
             }
         }
-        let (p, tick) = (port.clone(), limits.tick());
-        pool.queue(move || {
-            if let Err((e, _)) = p.submit(Timeout::new(tick, TICK_KEY)) {
-                warn!("cannot start the timeout sweep: {e}");
-            }
-        })?;
+        for shard in 0..shared.registry.shards() {
+            let (p, tick) = (port.clone(), limits.tick());
+            pool.queue(move || {
+                if let Err((e, _)) = p.submit(Timeout::new(tick, TICK_KEY + shard as u64)) {
+                    warn!("cannot start the timeout sweep: {e}");
+                }
+            })?;
+        }
         drop(tx);
         for r in rx {
             r?;
@@ -207,7 +210,7 @@ impl Server {
         for id in accepts {
             let _ = port.cancel(id);
         }
-        shared.registry.sweep(&port, &shared.limits, true);
+        shared.registry.sweep_all(&port, &shared.limits, true);
         let deadline = Instant::now() + drain;
         let (lock, cv) = &shared.idle;
         let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -266,8 +269,8 @@ impl Shared {
     }
 
     /// A connection is gone: count it out, resume a paused accept, wake a drain.
-    pub(crate) fn closed(&self, port: &Port, key: u64) {
-        self.registry.remove(key);
+    pub(crate) fn closed(&self, port: &Port, key: u64, watch: &crate::watch::Watch) {
+        self.registry.remove(watch, key);
         let left = self.active.fetch_sub(1, Ordering::SeqCst) - 1;
         let resume = self.paused.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(i) = resume {
@@ -281,14 +284,12 @@ impl Shared {
 }
 
 fn dispatch(port: &Port, shared: &Arc<Shared>, mut packet: Packet) {
-    if packet.key == TICK_KEY {
-        shared.registry.sweep(
-            port,
-            &shared.limits,
-            shared.draining.load(Ordering::Relaxed),
-        );
-        shared.access.flush();
-        if let Err((e, _)) = port.submit(Timeout::new(shared.limits.tick(), TICK_KEY)) {
+    if (TICK_KEY..LISTENER_KEY).contains(&packet.key) {
+        let shard = (packet.key - TICK_KEY) as usize;
+        let draining = shared.draining.load(Ordering::Relaxed);
+        shared.registry.sweep(shard, port, &shared.limits, draining);
+        shared.access.flush_mine();
+        if let Err((e, _)) = port.submit(Timeout::new(shared.limits.tick(), packet.key)) {
             if !port.is_closed() {
                 warn!("cannot re-arm the timeout sweep: {e}");
             }

@@ -10,15 +10,14 @@
 //! - `Sending`: no send progress for `--send-timeout`. A slow reader that
 //!   keeps moving is never cut: progress resets the clock.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iocomp::{OpId, Port};
 use tracing::debug;
-
-const SHARDS: usize = 16;
 
 /// What a connection waits for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -38,6 +37,8 @@ pub(crate) struct Watch {
     since: AtomicU64,
     /// Progress (bytes) seen by the last sweep while sending.
     seen: AtomicU64,
+    /// The shard (worker) the connection is registered in.
+    shard: usize,
 }
 
 impl Watch {
@@ -67,44 +68,78 @@ impl Limits {
     }
 }
 
-/// Every live connection's watch, sharded to keep accept/close cheap.
+/// Every live connection's watch, one shard per worker: a connection is
+/// registered in the shard of the worker that accepted it, and each shard has
+/// its own sweep timer, so each worker sweeps its own connections (a coarse,
+/// per-worker timer: O(1) work per request, O(connections) per tick).
 pub(crate) struct Registry {
     epoch: Instant,
     shards: Vec<Mutex<HashMap<u64, Arc<Watch>>>>,
+    next: AtomicUsize,
+}
+
+thread_local! {
+    /// (registry address, shard) this thread registers connections in.
+    static MY_SHARD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
 impl Registry {
-    pub(crate) fn new() -> Registry {
+    pub(crate) fn new(shards: usize) -> Registry {
         Registry {
             epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            next: AtomicUsize::new(0),
         }
+    }
+
+    /// How many shards (sweep timers) there are.
+    pub(crate) fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The calling thread's shard: claimed on first use, in turn.
+    fn my_shard(&self) -> usize {
+        let me = self as *const Registry as usize;
+        MY_SHARD.with(|s| {
+            let (owner, shard) = s.get();
+            if owner == me {
+                return shard;
+            }
+            let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+            s.set((me, shard));
+            shard
+        })
     }
 
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Watch>>> {
-        self.shards[(key as usize) % SHARDS]
+    fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Watch>>> {
+        self.shards[i % self.shards.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new connection, waiting for its first line.
+    /// Registers a new connection (in the calling worker's shard), waiting for
+    /// its first line.
     pub(crate) fn insert(&self, key: u64) -> Arc<Watch> {
+        let shard = self.my_shard();
         let w = Arc::new(Watch {
             op: AtomicU64::new(0),
             state: AtomicU8::new(Wait::Header as u8),
             since: AtomicU64::new(self.now()),
             seen: AtomicU64::new(0),
+            shard,
         });
-        self.shard(key).insert(key, w.clone());
+        self.shard(shard).insert(key, w.clone());
         w
     }
 
-    pub(crate) fn remove(&self, key: u64) {
-        self.shard(key).remove(&key);
+    pub(crate) fn remove(&self, w: &Watch, key: u64) {
+        self.shard(w.shard).remove(&key);
     }
 
     /// The connection now waits for `state` (the clock restarts unless it keeps
@@ -122,11 +157,18 @@ impl Registry {
         w.op.store(id.as_u64(), Ordering::Relaxed);
     }
 
-    /// Cancels what has waited too long. With `idle_only`, cancels every
-    /// connection that is not sending, at once (drain on shutdown).
-    pub(crate) fn sweep(&self, port: &Port, limits: &Limits, idle_only: bool) {
+    /// Sweeps every shard (drain on shutdown).
+    pub(crate) fn sweep_all(&self, port: &Port, limits: &Limits, idle_only: bool) {
+        for i in 0..self.shards.len() {
+            self.sweep(i, port, limits, idle_only);
+        }
+    }
+
+    /// Cancels what has waited too long in shard `i`. With `idle_only`, cancels
+    /// every connection that is not sending, at once (drain on shutdown).
+    pub(crate) fn sweep(&self, i: usize, port: &Port, limits: &Limits, idle_only: bool) {
         let now = self.now();
-        for shard in &self.shards {
+        if let Some(shard) = self.shards.get(i) {
             let watches: Vec<(u64, Arc<Watch>)> = shard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
