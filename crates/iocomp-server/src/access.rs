@@ -107,19 +107,7 @@ impl AccessLog {
         }
     }
 
-    /// Writes the calling thread's buffer out (each worker's timer tick).
-    pub(crate) fn flush_mine(&self) {
-        let me = self as *const AccessLog as usize;
-        let buf = MINE.with(|m| match &*m.borrow() {
-            Some((owner, b)) if *owner == me => Some(b.clone()),
-            _ => None,
-        });
-        if let Some(b) = buf {
-            write_out(&mut b.lock().unwrap_or_else(|e| e.into_inner()));
-        }
-    }
-
-    /// Writes every buffer out (shutdown).
+    /// Writes every buffer out (the timer ticks, and shutdown).
     pub(crate) fn flush(&self) {
         let bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for b in bufs {

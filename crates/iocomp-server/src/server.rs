@@ -288,7 +288,9 @@ fn dispatch(port: &Port, shared: &Arc<Shared>, mut packet: Packet) {
         let shard = (packet.key - TICK_KEY) as usize;
         let draining = shared.draining.load(Ordering::Relaxed);
         shared.registry.sweep(shard, port, &shared.limits, draining);
-        shared.access.flush_mine();
+        // Every buffer, not just this thread's: a worker whose shard's timer runs
+        // elsewhere still gets its lines out within a tick.
+        shared.access.flush();
         if let Err((e, _)) = port.submit(Timeout::new(shared.limits.tick(), packet.key)) {
             if !port.is_closed() {
                 warn!("cannot re-arm the timeout sweep: {e}");
