@@ -1,4 +1,5 @@
-//! **iocomp** — a Windows-style I/O completion port for Linux, on io_uring.
+//! **iocomp** — a Windows-style I/O completion port for Linux, on io_uring (or
+//! epoll where io_uring is not allowed).
 //!
 //! A completion port is a queue of *completion packets* that a few worker
 //! threads wait on. You start overlapped operations (accept, receive, send,
@@ -53,6 +54,19 @@
 //! only when threads park, wake or post. [`PortBuilder::strict`] routes every
 //! completion through the shared queue for exact Windows ordering.
 //!
+//! # Backends
+//!
+//! A port runs on io_uring when the kernel allows it and knows every opcode
+//! used, and on **epoll** otherwise — Docker's default seccomp profile denies
+//! io_uring, some hosts set `kernel.io_uring_disabled`, old kernels lack it.
+//! With epoll each waiting thread owns one epoll instance instead of a ring:
+//! operations are tried at once with non-blocking system calls and wait for
+//! readiness otherwise; the port's rules above hold unchanged. Choose with
+//! [`PortBuilder::backend`] ([`Backend::Auto`] by default) or the environment
+//! variable [`BACKEND_ENV`] (`IOCOMP_BACKEND=auto|uring|epoll`, which overrides
+//! `Auto` only); [`Port::backend`] says which one runs and
+//! [`Port::fallback_reason`] why io_uring was not used.
+//!
 //! # Porting from Win32
 //!
 //! | Win32 (seed)                                   | iocomp                                  |
@@ -72,9 +86,10 @@
 //!
 //! # Differences from Windows
 //!
-//! - Operations issued by a thread live in that thread's ring, and io_uring ties
-//!   them to it: when a thread detaches or exits, its operations are cancelled
-//!   (each still yields its packet) instead of surviving (Windows C25).
+//! - Operations issued by a thread live in that thread's ring (or epoll
+//!   instance), which ties them to it: when a thread detaches or exits, its
+//!   operations are cancelled (each still yields its packet) instead of
+//!   surviving (Windows C25).
 //! - Running-count accounting cannot see a thread block in an arbitrary system
 //!   call (Windows' kernel can); blocking sections will be declared explicitly.
 //! - An operation submitted from a thread that never waits on the port is handed
@@ -96,4 +111,4 @@ pub use handle::Handle;
 pub use op::{Accept, Context, Op, Recv, Send, Timeout, TransmitFile, Work};
 pub use packet::{GetError, OpId, Packet};
 pub use pool::{Pool, MAX_THREADS};
-pub use port::{default_threads, Port, PortBuilder};
+pub use port::{default_threads, Backend, Port, PortBuilder, BACKEND_ENV};

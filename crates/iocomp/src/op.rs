@@ -76,6 +76,9 @@ impl Op {
 }
 
 /// Accept a connection on a listening socket. The packet's key is the listener's.
+///
+/// On the epoll backend the listener is switched to non-blocking mode (several
+/// threads may wait on it; the ones that lose the race must not block).
 pub struct Accept {
     /// The listening socket.
     pub listener: Handle,
@@ -198,7 +201,9 @@ impl Timeout {
 /// writable, then calls a non-blocking `sendfile(2)`, at most 2 MiB per turn so
 /// that other connections get their share. Pages that are not in the page cache
 /// are read by io_uring into a buffer and sent from there instead, so the thread
-/// never blocks on the disk. The socket is switched to non-blocking mode.
+/// never blocks on the disk (on the epoll backend they are read with `pread`
+/// on the owning thread, 256 KiB at a time, which may wait for the disk). The
+/// socket is switched to non-blocking mode.
 pub struct TransmitFile {
     /// The connected stream socket.
     pub socket: Handle,

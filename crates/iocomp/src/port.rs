@@ -13,7 +13,7 @@ use crate::control::{Control, Step};
 use crate::handle::{Handle, HandleInner};
 use crate::op::Op;
 use crate::packet::{GetError, OpId, Packet};
-use crate::sys::{Ring, RingShared, WqAnchor};
+use crate::sys::{Anchor, Ring, RingShared};
 
 static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 
@@ -29,10 +29,83 @@ pub struct Port {
 pub(crate) struct Core {
     id: u64,
     control: Control,
-    anchor: WqAnchor,
+    anchor: Anchor,
+    /// Why `Backend::Auto` did not pick io_uring, if it did not.
+    fallback: Option<String>,
     /// Rings of attached threads, by ring index (for cancels and hand-overs).
     rings: RwLock<Vec<Option<Arc<RingShared>>>>,
     next_ring: AtomicUsize,
+}
+
+/// The kernel interface a [`Port`] runs on.
+///
+/// Both backends give the same semantics; io_uring is faster, epoll runs where
+/// io_uring is not allowed (Docker's default seccomp profile,
+/// `kernel.io_uring_disabled`) or too old. Parsed from and displayed as
+/// `auto`, `uring`, `epoll`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// io_uring if the kernel allows it and knows every opcode used, else epoll
+    /// (see [`Port::fallback_reason`]). The environment variable
+    /// [`BACKEND_ENV`] (`auto`, `uring` or `epoll`) overrides this choice, and
+    /// only this one.
+    #[default]
+    Auto,
+    /// io_uring, one ring per thread; creating the port fails without it.
+    Uring,
+    /// epoll, one epoll instance per thread.
+    Epoll,
+}
+
+/// The environment variable that picks the backend of ports built with
+/// [`Backend::Auto`] (the default): `auto`, `uring` or `epoll`.
+pub const BACKEND_ENV: &str = "IOCOMP_BACKEND";
+
+impl Backend {
+    /// The name used by [`BACKEND_ENV`], `--backend` and `Display`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+
+    /// What a port built with this choice asks the kernel for: `Auto` becomes
+    /// the value of [`BACKEND_ENV`] if that is set (and not empty); other
+    /// choices stay. An unparsable variable is an `InvalidInput` error.
+    pub fn with_env(self) -> io::Result<Backend> {
+        if self != Backend::Auto {
+            return Ok(self);
+        }
+        match std::env::var(BACKEND_ENV) {
+            Ok(v) if !v.trim().is_empty() => v.parse(),
+            _ => Ok(Backend::Auto),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = io::Error;
+
+    fn from_str(s: &str) -> io::Result<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            "epoll" => Ok(Backend::Epoll),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown backend {s:?}: expected auto, uring or epoll"),
+            )),
+        }
+    }
 }
 
 /// Builds a [`Port`]: `Port::builder().concurrency(4).build()`.
@@ -40,6 +113,7 @@ pub(crate) struct Core {
 pub struct PortBuilder {
     concurrency: usize,
     strict: bool,
+    backend: Backend,
 }
 
 impl PortBuilder {
@@ -59,17 +133,28 @@ impl PortBuilder {
         self
     }
 
-    /// Creates the port. Fails if io_uring is unavailable.
+    /// The kernel interface to use (default [`Backend::Auto`]: io_uring if
+    /// allowed, else epoll; the environment variable [`BACKEND_ENV`] overrides
+    /// `Auto` only).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Creates the port. Fails if the backend asked for is unavailable
+    /// (io_uring when forced), or if [`BACKEND_ENV`] holds an unknown name.
     pub fn build(self) -> io::Result<Port> {
         let n = if self.concurrency == 0 {
             default_threads()
         } else {
             self.concurrency
         };
+        let (anchor, fallback) = Anchor::open(self.backend.with_env()?)?;
         let core = Core {
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             control: Control::new(n, self.strict),
-            anchor: WqAnchor::new()?,
+            anchor,
+            fallback,
             rings: RwLock::new(Vec::new()),
             next_ring: AtomicUsize::new(0),
         };
@@ -131,6 +216,20 @@ impl Port {
     /// The concurrency limit.
     pub fn concurrency(&self) -> usize {
         self.core.control.max()
+    }
+
+    /// The backend this port runs on: [`Backend::Uring`] or [`Backend::Epoll`]
+    /// (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.core.anchor.backend()
+    }
+
+    /// Why the port runs on epoll although io_uring was acceptable
+    /// ([`Backend::Auto`]): the io_uring step that failed and its error, such
+    /// as `io_uring_setup: Operation not permitted (os error 1)`. `None` when
+    /// io_uring runs, or when epoll was asked for.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.core.fallback.as_deref()
     }
 
     /// Associates a descriptor with this port under a completion key (C3, C4):
@@ -452,6 +551,7 @@ impl std::fmt::Debug for Port {
         f.debug_struct("Port")
             .field("id", &self.core.id)
             .field("concurrency", &self.concurrency())
+            .field("backend", &self.backend())
             .finish()
     }
 }

@@ -1,30 +1,231 @@
 //! The kernel-facing layer. Everything above `sys/` is portable IOCP logic; what
-//! is here talks to Linux.
+//! is here talks to Linux, through one of two backends chosen when a port is
+//! created: io_uring (`uring/`) or, where io_uring is not allowed or too old,
+//! epoll (`epoll/`). `common.rs` holds what both use (the transmit steps,
+//! address conversion), `slab.rs` the table of operations in flight.
 //!
 //! # The contract every backend meets
 //!
 //! A backend provides, per consumer thread (a thread that calls
-//! [`Port::get`](crate::Port::get)), one [`Ring`]:
+//! [`Port::get`](crate::Port::get)), one [`Ring`] — an io_uring, or an epoll
+//! instance — and a [`RingShared`] that other threads may touch:
 //!
 //! 1. **Submission.** `Ring::submit_local` takes an [`Op`](crate::Op) by value,
 //!    keeps it (and every buffer and address the kernel may touch) at a stable
 //!    address until its completion, and returns its [`OpId`](crate::OpId). A
-//!    synchronous failure returns the op and produces no packet (C8).
+//!    synchronous failure returns the op and produces no packet (C8). An op
+//!    that completes during submission (epoll tries the system call at once)
+//!    still comes back only from `Ring::reap`.
 //! 2. **Exactly one packet per op** (C8): success, failure or cancellation, the op
 //!    comes back once, by value, from `Ring::reap`. Multi-step operations (a send
 //!    continued after a short write, a transmit) complete once, at the end.
-//! 3. **Foreign threads.** Any thread may insert an op with
-//!    `RingShared::submit_remote` or ask for a cancel with `RingShared::cancel`;
-//!    both answer at once and wake the owner, which does the kernel work on its own
-//!    thread (io_uring ties requests to the submitting task).
-//! 4. **Parking.** `Ring::park` sleeps until an own completion arrives, the
-//!    [`Waker`] is woken, or the timeout passes; a wake before the park is not lost.
-//! 5. **Draining.** `Ring::drain` cancels everything in flight and returns the
+//! 3. **Same results.** An op means the same on every backend: a receive
+//!    appends what one `recv` returns (a pooled one at most 4 KiB, holding no
+//!    buffer while it waits), a send sends everything or fails with the bytes
+//!    sent so far, an accept hands back a non-blocking close-on-exec socket and
+//!    the peer, a timer succeeds at its deadline, a transmit sends head, file
+//!    range and tail in turns of at most 2 MiB with cold pages copied instead
+//!    of `sendfile`d. Errors are the kernel's errno; a cancel is `ECANCELED`.
+//! 4. **Foreign threads.** Any thread may insert an op with
+//!    `RingShared::submit_remote`, ask for a cancel with `RingShared::cancel` or
+//!    read `RingShared::progress`; all answer at once, and the first two wake
+//!    the owner, which does the kernel work on its own thread (io_uring ties
+//!    requests to the submitting task; epoll readiness is per instance).
+//! 5. **Parking.** `Ring::park` sleeps until an own completion may be ready, the
+//!    [`Waker`] is woken, or the timeout passes; a wake before the park is not
+//!    lost. Spurious returns are allowed: the port calls `reap` after each.
+//! 6. **Draining.** `Ring::drain` cancels everything in flight and returns the
 //!    packets; the ring is dropped only when the kernel holds no reference to
 //!    memory of ours. A thread never exits with operations in flight.
 //!
-//! Only io_uring exists today; the epoll fallback will meet the same contract.
+//! The port holds one [`Anchor`] (the backend chosen, plus what its rings share)
+//! and dispatches through the enums below: a `match` per call, no trait objects.
 
-pub(crate) mod uring;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub(crate) use uring::{Ring, RingShared, Waker, WqAnchor};
+use crate::op::Op;
+use crate::packet::{OpId, Packet};
+use crate::port::Backend;
+
+mod common;
+mod epoll;
+mod slab;
+mod uring;
+
+/// The backend a port runs on, and what its threads' rings share.
+pub(crate) enum Anchor {
+    /// io_uring: the first ring, whose kernel worker pool later rings attach to.
+    Uring(Box<uring::WqAnchor>),
+    /// epoll: nothing is shared between threads.
+    Epoll,
+}
+
+impl Anchor {
+    /// Opens the backend `requested` (never `Auto` here: the port resolves the
+    /// environment first). `Auto` tries io_uring and falls back to epoll when
+    /// io_uring is refused or lacks an opcode we use; the second value then
+    /// says why.
+    pub(crate) fn open(requested: Backend) -> io::Result<(Anchor, Option<String>)> {
+        match requested {
+            Backend::Epoll => Ok((Anchor::Epoll, None)),
+            Backend::Uring => match uring::WqAnchor::probe() {
+                Ok(a) => Ok((Anchor::Uring(Box::new(a)), None)),
+                Err((e, step)) => Err(io::Error::new(
+                    e.kind(),
+                    format!("io_uring is unavailable: {step}: {e}"),
+                )),
+            },
+            Backend::Auto => match uring::WqAnchor::probe() {
+                Ok(a) => Ok((Anchor::Uring(Box::new(a)), None)),
+                Err((e, step)) if falls_back(&e) => {
+                    Ok((Anchor::Epoll, Some(format!("{step}: {e}"))))
+                }
+                Err((e, step)) => Err(io::Error::new(e.kind(), format!("{step}: {e}"))),
+            },
+        }
+    }
+
+    /// Which backend this is.
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Anchor::Uring(_) => Backend::Uring,
+            Anchor::Epoll => Backend::Epoll,
+        }
+    }
+}
+
+/// Errors of io_uring's set-up that mean "not here", not "something broke":
+/// denied (seccomp, `io_uring_disabled`, an LSM), absent (old kernel), out of
+/// locked memory, flags or opcodes unknown to the kernel.
+fn falls_back(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::EACCES | libc::ENOSYS | libc::ENOMEM | libc::EINVAL)
+    ) || e.kind() == io::ErrorKind::Unsupported
+}
+
+/// The part of a thread's ring other threads may touch.
+pub(crate) enum RingShared {
+    Uring(Arc<uring::RingShared>),
+    Epoll(Arc<epoll::RingShared>),
+}
+
+/// What control-plane code wakes: a ring owner.
+pub(crate) type Waker = RingShared;
+
+impl RingShared {
+    /// Wakes the owner if it is parked (or makes its next park return at once).
+    pub(crate) fn wake(&self) {
+        match self {
+            RingShared::Uring(s) => s.wake(),
+            RingShared::Epoll(s) => s.wake(),
+        }
+    }
+
+    /// Inserts an operation from a thread that does not own this ring.
+    pub(crate) fn submit_remote(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
+        match self {
+            RingShared::Uring(s) => s.submit_remote(op),
+            RingShared::Epoll(s) => s.submit_remote(op),
+        }
+    }
+
+    /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
+    pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
+        match self {
+            RingShared::Uring(s) => s.cancel(id),
+            RingShared::Epoll(s) => s.cancel(id),
+        }
+    }
+
+    /// Bytes an operation in flight has moved so far; `None` if it is not in
+    /// flight here.
+    pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
+        match self {
+            RingShared::Uring(s) => s.progress(id),
+            RingShared::Epoll(s) => s.progress(id),
+        }
+    }
+
+    /// This ring's index in its port's ring table.
+    pub(crate) fn index(&self) -> u16 {
+        match self {
+            RingShared::Uring(s) => s.index(),
+            RingShared::Epoll(s) => s.index(),
+        }
+    }
+}
+
+/// One consumer thread's ring, owned by that thread.
+pub(crate) struct Ring {
+    imp: Imp,
+    shared: Arc<RingShared>,
+}
+
+enum Imp {
+    Uring(uring::Ring),
+    Epoll(epoll::Ring),
+}
+
+impl Ring {
+    /// A ring of the anchor's backend, at `index` in the port's ring table.
+    pub(crate) fn new(anchor: &Anchor, index: u16) -> io::Result<Ring> {
+        Ok(match anchor {
+            Anchor::Uring(a) => {
+                let r = uring::Ring::new(a, index)?;
+                let shared = Arc::new(RingShared::Uring(r.shared().clone()));
+                Ring {
+                    imp: Imp::Uring(r),
+                    shared,
+                }
+            }
+            Anchor::Epoll => {
+                let r = epoll::Ring::new(index)?;
+                let shared = Arc::new(RingShared::Epoll(r.shared().clone()));
+                Ring {
+                    imp: Imp::Epoll(r),
+                    shared,
+                }
+            }
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<RingShared> {
+        &self.shared
+    }
+
+    /// Submits an operation issued on the owning thread.
+    pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
+        match &mut self.imp {
+            Imp::Uring(r) => r.submit_local(op),
+            Imp::Epoll(r) => r.submit_local(op),
+        }
+    }
+
+    /// Collects finished operations into `out` without blocking.
+    pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
+        match &mut self.imp {
+            Imp::Uring(r) => r.reap(out),
+            Imp::Epoll(r) => r.reap(out),
+        }
+    }
+
+    /// Sleeps until a completion, a wake-up, or `timeout`.
+    pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+        match &mut self.imp {
+            Imp::Uring(r) => r.park(timeout),
+            Imp::Epoll(r) => r.park(timeout),
+        }
+    }
+
+    /// Cancels everything in flight and returns the packets.
+    pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
+        match &mut self.imp {
+            Imp::Uring(r) => r.drain(),
+            Imp::Epoll(r) => r.drain(),
+        }
+    }
+}

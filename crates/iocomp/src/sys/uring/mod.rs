@@ -17,18 +17,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
-use io_uring::{opcode, squeue, IoUring};
+use io_uring::{opcode, squeue, IoUring, Probe};
 
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
 
 mod bufring;
 mod ops;
-mod slab;
 
+use super::common::errno;
 use bufring::BufRing;
-use ops::{advance, errno, finish, first_entry, next_entry, prepare, progress, Advance};
-use slab::Slab;
+use ops::{advance, finish, first_entry, next_entry, prepare, progress, Advance, OpState};
+
+type Slab = super::slab::Slab<OpState>;
 
 /// user_data of the pending eventfd read.
 const WAKE_TAG: u64 = u64::MAX;
@@ -42,11 +43,38 @@ pub(crate) struct WqAnchor {
 }
 
 impl WqAnchor {
-    /// Creates the anchor ring; failing here means io_uring is unusable.
-    pub(crate) fn new() -> io::Result<WqAnchor> {
-        Ok(WqAnchor {
-            ring: IoUring::builder().build(8)?,
-        })
+    /// Creates the anchor ring and checks that the kernel knows every opcode
+    /// this backend uses; failing here means io_uring is unusable. The error
+    /// comes with the step that failed (`io_uring_setup`, the probe, or the
+    /// missing opcode).
+    pub(crate) fn probe() -> Result<WqAnchor, (io::Error, &'static str)> {
+        let ring = IoUring::builder()
+            .build(8)
+            .map_err(|e| (e, "io_uring_setup"))?;
+        let mut probe = Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| (e, "io_uring_register(PROBE)"))?;
+        let needed = [
+            ("Accept", opcode::Accept::CODE),
+            ("Recv", opcode::Recv::CODE),
+            ("Send", opcode::Send::CODE),
+            ("Read", opcode::Read::CODE),
+            ("Timeout", opcode::Timeout::CODE),
+            ("PollAdd", opcode::PollAdd::CODE),
+            ("AsyncCancel", opcode::AsyncCancel::CODE),
+            ("Nop", opcode::Nop::CODE),
+        ];
+        for (name, code) in needed {
+            if !probe.is_supported(code) {
+                let e = io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("the kernel lacks the {name} opcode"),
+                );
+                return Err((e, "io_uring probe"));
+            }
+        }
+        Ok(WqAnchor { ring })
     }
 }
 
@@ -75,9 +103,6 @@ pub(crate) struct RingShared {
     slab: Mutex<Slab>,
     remote: AtomicBool,
 }
-
-/// What control-plane code wakes: a ring owner.
-pub(crate) type Waker = RingShared;
 
 impl RingShared {
     fn lock(&self) -> MutexGuard<'_, Slab> {

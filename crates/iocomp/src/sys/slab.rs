@@ -1,28 +1,44 @@
-//! The slab of operations in flight: stable boxed slots, and the ids that name
-//! them. An id is (ring, generation, slot); the generation changes each time a
-//! slot is reused, so a stale id never names a newer operation.
+//! The slab of operations in flight, shared by the backends: stable boxed
+//! slots, and the ids that name them. An id is (ring, generation, slot); the
+//! generation changes each time a slot is reused, so a stale id never names a
+//! newer operation.
 
 use std::io;
 
-use super::ops::OpState;
 use crate::packet::OpId;
 
-#[derive(Default)]
-pub(super) struct Slab {
-    pub(super) slots: Vec<Slot>,
+/// An operation's in-flight state, as a backend keeps it.
+pub(super) trait InFlight {
+    /// Marks the operation for cancellation.
+    fn mark_cancel(&mut self);
+}
+
+pub(super) struct Slab<T> {
+    pub(super) slots: Vec<Slot<T>>,
     pub(super) free: Vec<u32>,
-    /// Slots inserted by other threads, not yet given to the kernel.
+    /// Slots inserted by other threads, not yet started by the owner.
     pub(super) remote_submit: Vec<u32>,
-    /// Cancels asked for by any thread, not yet given to the kernel.
+    /// Cancels asked for by any thread, not yet carried out by the owner.
     pub(super) remote_cancel: Vec<OpId>,
     /// Set when the owner drains: nothing may be inserted any more.
     pub(super) closed: bool,
 }
 
-#[derive(Default)]
-pub(super) struct Slot {
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            remote_submit: Vec::new(),
+            remote_cancel: Vec::new(),
+            closed: false,
+        }
+    }
+}
+
+pub(super) struct Slot<T> {
     pub(super) gen: u32,
-    pub(super) state: Option<Box<OpState>>,
+    pub(super) state: Option<Box<T>>,
 }
 
 impl OpId {
@@ -40,13 +56,9 @@ impl OpId {
     }
 }
 
-impl Slab {
+impl<T: InFlight> Slab<T> {
     /// Stores an operation; hands it back if the slab is full or closed.
-    pub(super) fn insert(
-        &mut self,
-        ring: u16,
-        st: Box<OpState>,
-    ) -> Result<OpId, (io::Error, Box<OpState>)> {
+    pub(super) fn insert(&mut self, ring: u16, st: Box<T>) -> Result<OpId, (io::Error, Box<T>)> {
         if self.closed {
             let e = io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -62,7 +74,10 @@ impl Slab {
                         io::Error::new(io::ErrorKind::OutOfMemory, "too many operations in flight");
                     return Err((e, st));
                 }
-                self.slots.push(Slot::default());
+                self.slots.push(Slot {
+                    gen: 0,
+                    state: None,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -72,7 +87,13 @@ impl Slab {
         Ok(OpId::new(ring, s.gen, slot))
     }
 
-    pub(super) fn get(&mut self, id: OpId) -> Option<&mut Box<OpState>> {
+    /// The id of whatever occupies `slot` now (for ids queued by slot number).
+    pub(super) fn id_at(&self, ring: u16, slot: u32) -> OpId {
+        let gen = self.slots.get(slot as usize).map_or(0, |s| s.gen);
+        OpId::new(ring, gen, slot)
+    }
+
+    pub(super) fn get(&mut self, id: OpId) -> Option<&mut Box<T>> {
         let s = self.slots.get_mut(id.slot() as usize)?;
         if s.gen != id.gen() {
             return None;
@@ -80,7 +101,7 @@ impl Slab {
         s.state.as_mut()
     }
 
-    pub(super) fn remove(&mut self, id: OpId) -> Option<Box<OpState>> {
+    pub(super) fn remove(&mut self, id: OpId) -> Option<Box<T>> {
         let s = self.slots.get_mut(id.slot() as usize)?;
         if s.gen != id.gen() {
             return None;
@@ -93,7 +114,20 @@ impl Slab {
     /// Marks every operation for cancellation (used when the ring drains).
     pub(super) fn cancel_all(&mut self) {
         for s in self.slots.iter_mut().filter_map(|s| s.state.as_mut()) {
-            s.cancel = true;
+            s.mark_cancel();
         }
+    }
+
+    /// Takes every operation out (used when a ring drains without a kernel
+    /// that still holds their memory).
+    pub(super) fn take_all(&mut self, ring: u16) -> Vec<(OpId, Box<T>)> {
+        let mut all = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if let Some(st) = s.state.take() {
+                all.push((OpId::new(ring, s.gen, i as u32), st));
+                self.free.push(i as u32);
+            }
+        }
+        all
     }
 }

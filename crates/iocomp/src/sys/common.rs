@@ -1,0 +1,320 @@
+//! What the backends share below the port: the transmit state machine's data
+//! and its zero-copy turn (`sendfile` after the socket is writable, with a
+//! page-cache probe), the small-file path, address conversion and descriptor
+//! flags. Each backend drives these steps its own way (io_uring with
+//! `PollAdd`/`Read`/`Send` requests, epoll with readiness and non-blocking
+//! system calls); the decisions — how much per turn, when pages count as cold,
+//! when a file is small enough to go out in one send — are made here once.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use crate::op::TransmitFile;
+
+/// Bytes read per step when a transmit has to copy (file pages not in cache).
+pub(super) const CHUNK: usize = 256 * 1024;
+/// Bytes `sendfile` may move per turn before the transmit waits for POLLOUT
+/// again (nginx's `sendfile_max_chunk`): one fast client cannot starve the
+/// others served by the same thread.
+pub(super) const TURN: u64 = 2 * 1024 * 1024;
+/// How far ahead one page-cache probe vouches for (both ends are checked).
+const PROBE: u64 = 16 * 1024 * 1024;
+/// Files up to this size whose pages are cached go out in one send together
+/// with head and tail (one read, one send), instead of POLLOUT + `sendfile`.
+const SMALL: u64 = 16 * 1024;
+/// Bytes one pooled receive takes at most (the size of a pool buffer).
+pub(super) const POOLED: usize = 4096;
+
+pub(super) fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+/// Where a transmit is. The file is sent by `Poll` turns (wait until the socket
+/// is writable, then non-blocking `sendfile` on the owning thread: zero-copy)
+/// while its pages are in the page cache, and by `Read` + `Chunk` (a read into
+/// a buffer, then a send) when they are not.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub(super) enum Phase {
+    Head,
+    Poll,
+    Read,
+    Chunk,
+    Tail,
+    Done,
+}
+
+pub(super) struct Transmit {
+    /// Head, file and tail were read into `chunk` and go out as one send.
+    pub(super) inline: bool,
+    pub(super) phase: Phase,
+    /// Position inside head, chunk or tail.
+    pub(super) pos: usize,
+    pub(super) chunk: Vec<u8>,
+    pub(super) file_off: u64,
+    /// File bytes not yet read.
+    pub(super) remaining: u64,
+    /// The last probe found the pages cached up to here.
+    pub(super) hot_until: u64,
+    /// Bytes sent so far, head and tail included.
+    pub(super) total: u64,
+}
+
+impl Transmit {
+    /// Checks a transmit (range inside the file) and builds its starting state;
+    /// switches the socket to non-blocking mode. The synchronous part of submit.
+    pub(super) fn start(t: &TransmitFile) -> io::Result<Box<Transmit>> {
+        let (file_off, remaining) = match &t.file {
+            None => (0, 0),
+            Some(f) => {
+                let size = f.metadata()?.len();
+                if t.offset > size {
+                    return Err(errno(libc::EINVAL));
+                }
+                let len = if t.len == 0 { size - t.offset } else { t.len };
+                (t.offset, len)
+            }
+        };
+        set_nonblocking(t.socket.as_raw_fd())?;
+        if let Some(tr) = inline_small(t, file_off, remaining) {
+            return Ok(tr);
+        }
+        Ok(Box::new(Transmit {
+            inline: false,
+            phase: Phase::Head,
+            pos: 0,
+            chunk: Vec::new(),
+            file_off,
+            remaining,
+            hot_until: 0,
+            total: 0,
+        }))
+    }
+
+    /// The bytes the current send phase still has to send (empty in other phases).
+    pub(super) fn pending<'a>(&'a self, op: &'a TransmitFile) -> &'a [u8] {
+        match self.phase {
+            Phase::Head => op.head.get(self.pos..).unwrap_or_default(),
+            Phase::Tail => op.tail.get(self.pos..).unwrap_or_default(),
+            Phase::Chunk => self.chunk.get(self.pos..).unwrap_or_default(),
+            Phase::Poll | Phase::Read | Phase::Done => &[],
+        }
+    }
+
+    /// `n` bytes of the current send phase went out.
+    pub(super) fn sent(&mut self, n: usize) {
+        self.pos += n;
+        self.total += n as u64;
+    }
+
+    /// `n` bytes were read from the file into `chunk` (already its length).
+    pub(super) fn read_done(&mut self, n: usize) {
+        self.file_off += n as u64;
+        self.remaining -= (n as u64).min(self.remaining);
+        self.pos = 0;
+        self.phase = Phase::Chunk;
+    }
+
+    /// How many bytes the next copying read asks for; makes room for them.
+    pub(super) fn read_want(&mut self) -> usize {
+        let want = (self.remaining.min(CHUNK as u64)) as usize;
+        if self.chunk.capacity() < want {
+            self.chunk.reserve_exact(want);
+        }
+        self.chunk.clear();
+        want
+    }
+}
+
+/// Moves a transmit past empty phases.
+pub(super) fn settle(t: &mut Transmit, op: &TransmitFile) {
+    loop {
+        let empty = match t.phase {
+            Phase::Head => t.pos >= op.head.len(),
+            Phase::Poll | Phase::Read => t.remaining == 0,
+            Phase::Chunk => t.pos >= t.chunk.len(),
+            Phase::Tail => t.inline || t.pos >= op.tail.len(),
+            Phase::Done => return,
+        };
+        if !empty {
+            return;
+        }
+        t.pos = 0;
+        t.phase = match t.phase {
+            Phase::Head | Phase::Chunk if t.remaining > 0 => Phase::Poll,
+            Phase::Head | Phase::Poll | Phase::Read | Phase::Chunk => Phase::Tail,
+            Phase::Tail | Phase::Done => Phase::Done,
+        };
+    }
+}
+
+/// The small-file path: if the whole range is in the page cache, reads it
+/// (without blocking: `RWF_NOWAIT`) into one buffer between head and tail.
+fn inline_small(t: &TransmitFile, off: u64, len: u64) -> Option<Box<Transmit>> {
+    let file = t.file.as_ref()?;
+    if len == 0 || len > SMALL || t.head.len() + t.tail.len() > SMALL as usize {
+        return None;
+    }
+    let len = len as usize;
+    let mut buf = Vec::with_capacity(t.head.len() + len + t.tail.len());
+    buf.extend_from_slice(&t.head);
+    let start = buf.len();
+    // SAFETY: the iovec covers `len` bytes of spare capacity that `buf` owns and
+    // that nothing else references; the kernel writes at most that many bytes
+    // and keeps no reference after returning.
+    let n = unsafe {
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().add(start).cast(),
+            iov_len: len,
+        };
+        libc::preadv2(
+            file.as_raw_fd(),
+            &iov,
+            1,
+            off as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    if n != len as isize {
+        // Not cached (EAGAIN), short (the file shrank), or an error: the general
+        // path handles each case.
+        return None;
+    }
+    // SAFETY: the kernel initialised exactly `len` bytes after `start`.
+    unsafe { buf.set_len(start + len) };
+    buf.extend_from_slice(&t.tail);
+    Some(Box::new(Transmit {
+        inline: true,
+        phase: Phase::Chunk,
+        pos: 0,
+        chunk: buf,
+        file_off: off + len as u64,
+        remaining: 0,
+        hot_until: 0,
+        total: 0,
+    }))
+}
+
+/// Puts a descriptor in non-blocking mode (`sendfile` and `accept4` must never
+/// wait on it).
+pub(super) fn set_nonblocking(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl(F_GETFL/F_SETFL) on a descriptor the caller keeps open
+    // touches no memory of ours.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the file's pages at both ends of `[off, off + len)` are in the page
+/// cache: a one-byte `preadv2(RWF_NOWAIT)` at each end. Anything but EAGAIN
+/// (a filesystem without RWF_NOWAIT, say) counts as cached: `sendfile` then does
+/// what it always does.
+fn cached(file: i32, off: u64, len: u64) -> bool {
+    let probe = |at: u64| {
+        let mut byte = 0u8;
+        let iov = libc::iovec {
+            iov_base: (&mut byte as *mut u8).cast(),
+            iov_len: 1,
+        };
+        // SAFETY: one iovec pointing at a live local byte; the kernel writes at
+        // most that byte and keeps no reference after returning.
+        let rc = unsafe { libc::preadv2(file, &iov, 1, at as libc::off_t, libc::RWF_NOWAIT) };
+        rc >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN)
+    };
+    probe(off) && (len <= 1 || probe(off + len - 1))
+}
+
+/// How a zero-copy turn ended.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub(super) enum Turn {
+    /// The socket is full (EAGAIN): wait until it is writable again.
+    Full,
+    /// The next pages are not cached: the transmit switched to `Phase::Read`.
+    Cold,
+    /// The turn's budget is spent or the file range is done; the socket may
+    /// still be writable.
+    Spent,
+}
+
+/// One turn of zero-copy sending after POLLOUT: non-blocking `sendfile` until
+/// the socket is full, the turn's budget is spent, or the file range is done.
+/// Switches to the copying path when the next pages are not cached.
+pub(super) fn sendfile_turn(t: &mut Transmit, sock: i32, file: i32) -> io::Result<Turn> {
+    let mut budget = TURN;
+    while t.remaining > 0 && budget > 0 {
+        let want = t.remaining.min(budget);
+        if t.file_off + want > t.hot_until {
+            // Probe a window ahead, not every turn: two `preadv2` per PROBE bytes.
+            let window = t.remaining.min(PROBE);
+            if !cached(file, t.file_off, window) {
+                t.phase = Phase::Read;
+                return Ok(Turn::Cold);
+            }
+            t.hot_until = t.file_off + window;
+        }
+        let mut off = t.file_off as libc::off_t;
+        // SAFETY: sendfile between two descriptors the op keeps open; `off` is a
+        // live local the kernel updates; no other memory of ours is touched.
+        let n = unsafe { libc::sendfile(sock, file, &mut off, want as usize) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(Turn::Full),
+                Some(libc::EINTR) => continue,
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            // The file is shorter than it was when the transmit started.
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = n as u64;
+        t.file_off += n;
+        t.remaining -= n.min(t.remaining);
+        t.total += n;
+        budget -= n.min(budget);
+    }
+    Ok(Turn::Spent)
+}
+
+/// A socket address from what `accept` filled in.
+pub(super) fn sockaddr_to_std(
+    addr: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
+    let len = len as usize;
+    match i32::from(addr.ss_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which is
+            // smaller than and alignment-compatible with sockaddr_storage.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}

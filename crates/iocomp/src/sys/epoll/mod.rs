@@ -1,0 +1,544 @@
+//! The epoll backend, for where io_uring is not allowed (Docker's default
+//! seccomp profile, `kernel.io_uring_disabled`, old kernels): one epoll
+//! instance per consumer thread.
+//!
+//! The shape mirrors the io_uring backend, so that everything above `sys/` is
+//! shared: each thread that waits on a port owns one epoll instance and parks
+//! in `epoll_wait`; an eventfd registered in it is the thread's [`Waker`]. An
+//! operation issued on a thread stays on that thread: it is tried at once with
+//! its non-blocking system call and, on EAGAIN, waits in the descriptor's read
+//! or write queue until an edge-triggered readiness event, when the queue is
+//! tried again in order. Timers live on a per-thread heap that bounds
+//! `epoll_wait`'s timeout. (The reactor of Boost.Asio has one epoll per
+//! process and a leader thread; here the port's control plane already does the
+//! LIFO wake-ups and the concurrency limit, and a private instance per thread
+//! needs no locks on the hot path and keeps "a connection's operations stay on
+//! its worker".)
+//!
+//! A descriptor is registered (`EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`) the
+//! first time one of its operations would block, and stays registered while
+//! its [`Handle`](crate::Handle) lives: the registration cache holds a weak
+//! reference, so a closed descriptor whose number comes back for a new handle
+//! is registered afresh (the kernel dropped the old registration on close).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use super::common::{errno, POOLED};
+use super::slab::Slab;
+use crate::handle::HandleInner;
+use crate::op::Op;
+use crate::packet::{OpId, Packet};
+
+mod ops;
+
+use ops::{finish, prepare, Attempt, Dir, OpState, Target};
+
+/// epoll data of the wake-up eventfd (descriptors use their number).
+const WAKE_TAG: u64 = u64::MAX;
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+/// Events that make a read queue worth trying.
+const READ_EVENTS: u32 =
+    (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
+/// Events that make a write queue worth trying.
+const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32;
+
+/// The part of a thread's backend other threads may touch: its wake-up eventfd
+/// and its slab of operations.
+pub(crate) struct RingShared {
+    index: u16,
+    eventfd: OwnedFd,
+    slab: Mutex<Slab<OpState>>,
+    remote: AtomicBool,
+}
+
+impl RingShared {
+    fn lock(&self) -> MutexGuard<'_, Slab<OpState>> {
+        self.slab.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This backend's index in its port's ring table.
+    pub(crate) fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// Wakes the owner if it is parked (or makes its next park return at once).
+    pub(crate) fn wake(&self) {
+        eventfd_signal(&self.eventfd);
+    }
+
+    /// Inserts an operation from a thread that does not own this backend.
+    pub(crate) fn submit_remote(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
+        let st = prepare(op)?;
+        let mut slab = self.lock();
+        let id = slab.insert(self.index, st).map_err(|(e, st)| (e, st.op))?;
+        slab.remote_submit.push(id.slot());
+        drop(slab);
+        self.remote.store(true, Ordering::Release);
+        self.wake();
+        Ok(id)
+    }
+
+    /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
+    pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
+        let mut slab = self.lock();
+        match slab.get(id) {
+            Some(st) if !st.cancel => {
+                st.cancel = true;
+                slab.remote_cancel.push(id);
+                drop(slab);
+                self.remote.store(true, Ordering::Release);
+                self.wake();
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such operation in flight",
+            )),
+        }
+    }
+
+    /// Bytes an operation in flight has moved so far; `None` if it is not in
+    /// flight here.
+    pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
+        self.lock().get(id).map(|st| st.progress())
+    }
+}
+
+/// A descriptor this thread has operations (or a registration) for.
+struct FdEntry {
+    /// The handle the registration belongs to; dead once its descriptor closed.
+    owner: Weak<HandleInner>,
+    registered: bool,
+    /// Accepts and receives, oldest first.
+    read: VecDeque<OpId>,
+    /// Sends and transmits, oldest first.
+    write: VecDeque<OpId>,
+}
+
+impl FdEntry {
+    fn queue(&mut self, dir: Dir) -> &mut VecDeque<OpId> {
+        match dir {
+            Dir::Read => &mut self.read,
+            Dir::Write => &mut self.write,
+        }
+    }
+}
+
+/// The owner's side: the epoll instance and everything only the owner touches.
+pub(crate) struct Ring {
+    epfd: OwnedFd,
+    shared: Arc<RingShared>,
+    fds: HashMap<RawFd, FdEntry>,
+    /// Size of `fds` above which dead entries are swept out.
+    sweep_at: usize,
+    /// Operations waiting in descriptor queues (the thread polls only if some).
+    queued: usize,
+    /// Deadlines of timers, by op id (cancelled ones linger until they expire
+    /// or the heap is compacted).
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    live_timers: usize,
+    /// Queues whose front op used its turn and may go on without an event.
+    again: Vec<(RawFd, Dir)>,
+    /// Completions that happened during `submit_local`, for the next `reap`.
+    done: VecDeque<Packet>,
+    events: Vec<libc::epoll_event>,
+    /// Events from the last `epoll_wait` not yet handled.
+    ready: usize,
+    /// Where pooled receives land before they are copied into their buffer.
+    scratch: Box<[u8]>,
+}
+
+impl Ring {
+    pub(crate) fn new(index: u16) -> io::Result<Ring> {
+        let epfd = epoll_create()?;
+        let eventfd = eventfd_create()?;
+        epoll_ctl(
+            &epfd,
+            libc::EPOLL_CTL_ADD,
+            eventfd.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            WAKE_TAG,
+        )?;
+        let shared = Arc::new(RingShared {
+            index,
+            eventfd,
+            slab: Mutex::new(Slab::default()),
+            remote: AtomicBool::new(false),
+        });
+        Ok(Ring {
+            epfd,
+            shared,
+            fds: HashMap::new(),
+            sweep_at: 64,
+            queued: 0,
+            timers: BinaryHeap::new(),
+            live_timers: 0,
+            again: Vec::new(),
+            done: VecDeque::new(),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
+            ready: 0,
+            scratch: vec![0u8; POOLED].into_boxed_slice(),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<RingShared> {
+        &self.shared
+    }
+
+    /// Submits an operation issued on the owning thread: it is tried at once.
+    pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
+        let st = prepare(op)?;
+        let shared = self.shared.clone();
+        let mut slab = shared.lock();
+        let id = slab
+            .insert(shared.index, st)
+            .map_err(|(e, st)| (e, st.op))?;
+        let mut out = std::mem::take(&mut self.done);
+        self.start(&mut slab, id, &mut out);
+        self.done = out;
+        Ok(id)
+    }
+
+    /// Starts an op that is in the slab: arms its timer, or queues it on its
+    /// descriptor and tries it if nothing is ahead of it.
+    fn start(&mut self, slab: &mut Slab<OpState>, id: OpId, out: &mut VecDeque<Packet>) {
+        let Some(st) = slab.get(id) else { return };
+        if st.cancel {
+            if let Some(st) = slab.remove(id) {
+                out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), 0));
+            }
+            return;
+        }
+        match st.target() {
+            Target::Timer(at) => {
+                self.timers.push(Reverse((at, id.0)));
+                self.live_timers += 1;
+            }
+            Target::Fd(fd, dir) => {
+                let Some(h) = st.handle() else { return };
+                let owner = Arc::as_ptr(&h.0);
+                if !self.fds.contains_key(&fd) && self.fds.len() >= self.sweep_at {
+                    self.sweep();
+                }
+                let entry = self.fds.entry(fd).or_insert_with(|| FdEntry {
+                    owner: Weak::new(),
+                    registered: false,
+                    read: VecDeque::new(),
+                    write: VecDeque::new(),
+                });
+                if !std::ptr::eq(entry.owner.as_ptr(), owner) {
+                    // A new handle on this descriptor number: the old one was
+                    // closed, which ended its registration; its queues can only
+                    // hold ids of finished ops.
+                    self.queued -= entry.read.len() + entry.write.len();
+                    *entry = FdEntry {
+                        owner: Arc::downgrade(&h.0),
+                        registered: false,
+                        read: VecDeque::new(),
+                        write: VecDeque::new(),
+                    };
+                }
+                let q = entry.queue(dir);
+                q.push_back(id);
+                self.queued += 1;
+                if q.len() == 1 {
+                    self.run_queue(slab, fd, dir, out);
+                }
+            }
+        }
+    }
+
+    /// Drops entries of descriptors whose handles are gone.
+    fn sweep(&mut self) {
+        let mut dropped = 0;
+        self.fds.retain(|_, e| {
+            let keep = e.owner.strong_count() > 0;
+            if !keep {
+                dropped += e.read.len() + e.write.len();
+            }
+            keep
+        });
+        self.queued -= dropped;
+        self.sweep_at = (self.fds.len() * 2).max(64);
+    }
+
+    /// Tries the ops queued on `fd` for `dir`, oldest first, until one would
+    /// block or has used its turn.
+    fn run_queue(
+        &mut self,
+        slab: &mut Slab<OpState>,
+        fd: RawFd,
+        dir: Dir,
+        out: &mut VecDeque<Packet>,
+    ) {
+        loop {
+            let Some(entry) = self.fds.get_mut(&fd) else {
+                return;
+            };
+            let q = entry.queue(dir);
+            let Some(&id) = q.front() else { return };
+            let Some(st) = slab.get(id) else {
+                // Cancelled or finished elsewhere: a stale id.
+                q.pop_front();
+                self.queued -= 1;
+                continue;
+            };
+            let (status, bytes) = match st.attempt(&mut self.scratch) {
+                Attempt::Blocked => {
+                    if entry.registered {
+                        return;
+                    }
+                    // First time this descriptor waits: register it. Adding
+                    // reports the current readiness, so an edge between the
+                    // EAGAIN and now is not lost.
+                    match register(&self.epfd, fd) {
+                        Ok(()) => {
+                            entry.registered = true;
+                            return;
+                        }
+                        Err(e) => (Err(e), st.progress()),
+                    }
+                }
+                Attempt::Yield => {
+                    if !self.again.contains(&(fd, dir)) {
+                        self.again.push((fd, dir));
+                    }
+                    return;
+                }
+                Attempt::Done(status, bytes) => (status, bytes),
+            };
+            entry.queue(dir).pop_front();
+            self.queued -= 1;
+            if let Some(st) = slab.remove(id) {
+                out.push_back(finish(id, *st, status, bytes));
+            }
+        }
+    }
+
+    /// Completes `id` as cancelled, wherever it waits.
+    fn cancel_now(&mut self, slab: &mut Slab<OpState>, id: OpId, out: &mut VecDeque<Packet>) {
+        let Some(st) = slab.remove(id) else { return };
+        let mut rerun = None;
+        match st.target() {
+            Target::Timer(_) => self.live_timers -= 1,
+            Target::Fd(fd, dir) => {
+                if let Some(e) = self.fds.get_mut(&fd) {
+                    let q = e.queue(dir);
+                    let was_front = q.front() == Some(&id);
+                    let before = q.len();
+                    q.retain(|&x| x != id);
+                    self.queued -= before - q.len();
+                    if was_front {
+                        // The next op may be able to run now, and no edge may come.
+                        rerun = Some((fd, dir));
+                    }
+                }
+            }
+        }
+        let bytes = st.progress();
+        out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
+        if let Some((fd, dir)) = rerun {
+            self.run_queue(slab, fd, dir, out);
+        }
+    }
+
+    /// Starts what other threads handed over and carries out their cancels.
+    fn take_remote(&mut self, slab: &mut Slab<OpState>, out: &mut VecDeque<Packet>) {
+        if !self.shared.remote.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let subs = std::mem::take(&mut slab.remote_submit);
+        let cancels = std::mem::take(&mut slab.remote_cancel);
+        let index = self.shared.index;
+        for slot in subs {
+            let id = slab.id_at(index, slot);
+            self.start(slab, id, out);
+        }
+        for id in cancels {
+            self.cancel_now(slab, id, out);
+        }
+    }
+
+    /// Collects finished operations into `out` without blocking.
+    pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
+        out.append(&mut self.done);
+        let shared = self.shared.clone();
+        let mut slab = shared.lock();
+        self.take_remote(&mut slab, out);
+        if self.ready == 0 && self.queued > 0 {
+            self.poll(0);
+        }
+        let ready = std::mem::take(&mut self.ready);
+        for i in 0..ready {
+            let ev = self.events[i];
+            let (data, flags) = (ev.u64, ev.events);
+            if data == WAKE_TAG {
+                eventfd_clear(&self.shared.eventfd);
+                continue;
+            }
+            let fd = data as RawFd;
+            if flags & READ_EVENTS != 0 {
+                self.run_queue(&mut slab, fd, Dir::Read, out);
+            }
+            if flags & WRITE_EVENTS != 0 {
+                self.run_queue(&mut slab, fd, Dir::Write, out);
+            }
+        }
+        if !self.again.is_empty() {
+            for (fd, dir) in std::mem::take(&mut self.again) {
+                self.run_queue(&mut slab, fd, dir, out);
+            }
+        }
+        if !self.timers.is_empty() {
+            self.expire(&mut slab, out);
+        }
+    }
+
+    /// Completes the timers whose deadline has passed.
+    fn expire(&mut self, slab: &mut Slab<OpState>, out: &mut VecDeque<Packet>) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, raw))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let id = OpId(raw);
+            if let Some(st) = slab.remove(id) {
+                self.live_timers -= 1;
+                out.push_back(finish(id, *st, Ok(()), 0));
+            }
+        }
+        if self.timers.len() > 64 && self.timers.len() > 2 * self.live_timers {
+            // Mostly cancelled timers: drop their entries.
+            self.timers
+                .retain(|Reverse((_, raw))| slab.get(OpId(*raw)).is_some());
+        }
+    }
+
+    /// Sleeps until a descriptor is ready, a wake-up, the next timer, or
+    /// `timeout`.
+    pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+        if self.ready > 0 || !self.done.is_empty() || !self.again.is_empty() {
+            return;
+        }
+        let mut wait = timeout;
+        if let Some(Reverse((at, _))) = self.timers.peek() {
+            let d = at.saturating_duration_since(Instant::now());
+            wait = Some(wait.map_or(d, |w| w.min(d)));
+        }
+        let ms = match wait {
+            None => -1,
+            // Rounded up: waking early would only spin until the deadline.
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+        };
+        self.poll(ms);
+    }
+
+    /// One `epoll_wait`; the events wait in `events` for `reap`.
+    fn poll(&mut self, ms: i32) {
+        self.ready = epoll_wait(&self.epfd, &mut self.events, ms);
+    }
+
+    /// Completes everything still in flight as cancelled and returns the
+    /// packets (every op still yields exactly one). Nothing here is held by
+    /// the kernel, so this never waits.
+    pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
+        let mut out = std::mem::take(&mut self.done);
+        let shared = self.shared.clone();
+        let mut slab = shared.lock();
+        slab.closed = true;
+        slab.remote_submit.clear();
+        slab.remote_cancel.clear();
+        for (id, st) in slab.take_all(shared.index) {
+            let bytes = st.progress();
+            out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
+        }
+        drop(slab);
+        self.shared.remote.store(false, Ordering::Release);
+        self.fds.clear();
+        self.queued = 0;
+        self.timers.clear();
+        self.live_timers = 0;
+        self.again.clear();
+        self.ready = 0;
+        out
+    }
+}
+
+// The epoll and eventfd system calls, and their `unsafe`, are here.
+
+fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 with a valid flag returns a new descriptor or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn epoll_ctl(epfd: &OwnedFd, op: i32, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: `ev` is a live local the kernel reads during the call only.
+    if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers a socket for edge-triggered readiness in both directions.
+fn register(epfd: &OwnedFd, fd: RawFd) -> io::Result<()> {
+    let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+    match epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, events, fd as u64) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, events, fd as u64)
+        }
+        r => r,
+    }
+}
+
+/// Waits up to `ms` milliseconds (-1: forever); returns how many events were
+/// written to the front of `events` (0 on timeout or interruption).
+fn epoll_wait(epfd: &OwnedFd, events: &mut [libc::epoll_event], ms: i32) -> usize {
+    let cap = events.len().min(i32::MAX as usize) as i32;
+    // SAFETY: the kernel writes at most `cap` events into `events`, which we
+    // borrow mutably for the call.
+    let n = unsafe { libc::epoll_wait(epfd.as_raw_fd(), events.as_mut_ptr(), cap, ms) };
+    if n > 0 {
+        n as usize
+    } else {
+        0
+    }
+}
+
+fn eventfd_create() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd(2) with valid flags returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn eventfd_signal(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live local to an eventfd we own; an error
+    // (the counter saturated) still leaves the eventfd readable.
+    let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+fn eventfd_clear(fd: &OwnedFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live local from our eventfd
+    // (non-blocking: EAGAIN when already drained).
+    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+}

@@ -1,0 +1,370 @@
+//! Operation state machines for the epoll backend. Each operation is a
+//! non-blocking system call, tried when the operation starts and again each
+//! time its descriptor becomes ready; multi-step operations (a send continued
+//! after a short write, a transmit's head, file and tail) keep their position
+//! between tries and yield one packet at the end.
+//!
+//! The socket system calls, and their `unsafe`, are at the bottom of this file.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::super::common::{errno, sendfile_turn, set_nonblocking, settle, sockaddr_to_std};
+use super::super::common::{Phase, Transmit, Turn, TURN};
+use super::super::slab::InFlight;
+use crate::handle::Handle;
+use crate::op::Op;
+use crate::packet::{OpId, Packet};
+
+/// An operation in flight.
+pub(super) struct OpState {
+    pub(super) op: Op,
+    key: u64,
+    pub(super) cancel: bool,
+    extra: Extra,
+}
+
+impl InFlight for OpState {
+    fn mark_cancel(&mut self) {
+        self.cancel = true;
+    }
+}
+
+enum Extra {
+    Accept,
+    Recv,
+    Send { sent: usize },
+    Timeout(Instant),
+    Transmit(Box<Transmit>),
+}
+
+/// Which readiness of a descriptor an operation waits for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Dir {
+    /// Readable: accept, receive.
+    Read,
+    /// Writable: send, transmit.
+    Write,
+}
+
+/// What an operation waits on.
+pub(super) enum Target {
+    /// A deadline on the thread's timer heap.
+    Timer(Instant),
+    /// Readiness of a descriptor.
+    Fd(RawFd, Dir),
+}
+
+/// What one try did.
+pub(super) enum Attempt {
+    /// Would block: wait for the descriptor's next readiness edge.
+    Blocked,
+    /// Made progress and used its turn; may continue at once, after the others.
+    Yield,
+    /// Finished with this status and byte count.
+    Done(io::Result<()>, u64),
+}
+
+/// Checks an op and builds its in-flight state (the synchronous part of submit).
+pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
+    let (key, extra) = match &op {
+        Op::Accept(a) => {
+            // Several threads may wait on one listener: the loser of a race must
+            // get EAGAIN, not block.
+            if let Err(e) = set_nonblocking(a.listener.as_raw_fd()) {
+                return Err((e, op));
+            }
+            (a.listener.key(), Extra::Accept)
+        }
+        Op::Recv(r) => (r.handle.key(), Extra::Recv),
+        Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
+        Op::Timeout(t) => {
+            let now = Instant::now();
+            let at = now
+                .checked_add(t.duration)
+                .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)));
+            (t.key, Extra::Timeout(at))
+        }
+        Op::TransmitFile(t) => match Transmit::start(t) {
+            Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
+            Err(e) => return Err((e, op)),
+        },
+        Op::Posted { .. } | Op::Work(_) => {
+            return Err((
+                io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
+                op,
+            ))
+        }
+    };
+    Ok(Box::new(OpState {
+        op,
+        key,
+        cancel: false,
+        extra,
+    }))
+}
+
+impl OpState {
+    /// What the operation waits on.
+    pub(super) fn target(&self) -> Target {
+        match (&self.op, &self.extra) {
+            (_, Extra::Timeout(at)) => Target::Timer(*at),
+            (Op::Accept(a), _) => Target::Fd(a.listener.as_raw_fd(), Dir::Read),
+            (Op::Recv(r), _) => Target::Fd(r.handle.as_raw_fd(), Dir::Read),
+            (Op::Send(s), _) => Target::Fd(s.handle.as_raw_fd(), Dir::Write),
+            (Op::TransmitFile(t), _) => Target::Fd(t.socket.as_raw_fd(), Dir::Write),
+            // `prepare` admits nothing else; an expired timer is harmless.
+            _ => Target::Timer(Instant::now()),
+        }
+    }
+
+    /// The handle whose descriptor the operation waits on.
+    pub(super) fn handle(&self) -> Option<&Handle> {
+        match &self.op {
+            Op::Accept(a) => Some(&a.listener),
+            Op::Recv(r) => Some(&r.handle),
+            Op::Send(s) => Some(&s.handle),
+            Op::TransmitFile(t) => Some(&t.socket),
+            _ => None,
+        }
+    }
+
+    /// Bytes moved so far (a send or a transmit in progress).
+    pub(super) fn progress(&self) -> u64 {
+        match &self.extra {
+            Extra::Send { sent } => *sent as u64,
+            Extra::Transmit(t) => t.total,
+            _ => 0,
+        }
+    }
+
+    /// Tries the operation's next step(s) without blocking on a socket.
+    /// `scratch` is the thread's buffer for pooled receives.
+    pub(super) fn attempt(&mut self, scratch: &mut [u8]) -> Attempt {
+        if self.cancel {
+            return Attempt::Done(Err(errno(libc::ECANCELED)), self.progress());
+        }
+        match (&mut self.op, &mut self.extra) {
+            (Op::Accept(a), Extra::Accept) => match accept(a.listener.as_raw_fd()) {
+                Ok((fd, peer)) => {
+                    a.socket = Some(fd);
+                    a.peer = peer;
+                    Attempt::Done(Ok(()), 0)
+                }
+                Err(e) => failed(e, 0),
+            },
+            (Op::Recv(r), Extra::Recv) => {
+                let fd = r.handle.as_raw_fd();
+                let got = if r.pooled {
+                    // Idle connections hold nothing: the bytes land in the
+                    // thread's buffer and are copied onto the end of `buf`.
+                    recv(fd, scratch).inspect(|&n| r.buf.extend_from_slice(&scratch[..n]))
+                } else {
+                    recv_spare(fd, &mut r.buf)
+                };
+                match got {
+                    Ok(n) => Attempt::Done(Ok(()), n as u64),
+                    Err(e) => failed(e, 0),
+                }
+            }
+            (Op::Send(s), Extra::Send { sent }) => {
+                let fd = s.handle.as_raw_fd();
+                while *sent < s.buf.len() {
+                    match send(fd, &s.buf[*sent..]) {
+                        Ok(0) => break,
+                        Ok(n) => *sent += n,
+                        Err(e) => return failed(e, *sent as u64),
+                    }
+                }
+                Attempt::Done(Ok(()), *sent as u64)
+            }
+            (Op::TransmitFile(op), Extra::Transmit(t)) => {
+                let sock = op.socket.as_raw_fd();
+                // One try moves at most one turn's worth, so a fast client does
+                // not starve the other connections of this thread.
+                let start = t.total;
+                loop {
+                    settle(t, op);
+                    if t.total - start >= TURN && t.phase != Phase::Done {
+                        return Attempt::Yield;
+                    }
+                    match t.phase {
+                        Phase::Done => {
+                            if op.disconnect {
+                                // TF_DISCONNECT: the peer sees EOF after the last byte.
+                                let _ = op.socket.shutdown(std::net::Shutdown::Write);
+                            }
+                            return Attempt::Done(Ok(()), t.total);
+                        }
+                        Phase::Head | Phase::Tail | Phase::Chunk => {
+                            match send(sock, t.pending(op)) {
+                                Ok(0) => return Attempt::Done(Err(errno(libc::EPIPE)), t.total),
+                                Ok(n) => t.sent(n),
+                                Err(e) => return failed(e, t.total),
+                            }
+                        }
+                        Phase::Poll => {
+                            let Some(file) = op.file.as_ref().map(|f| f.as_raw_fd()) else {
+                                return Attempt::Done(Err(errno(libc::EBADF)), t.total);
+                            };
+                            match sendfile_turn(t, sock, file) {
+                                Ok(Turn::Full) => return Attempt::Blocked,
+                                Ok(Turn::Cold) => {}
+                                Ok(Turn::Spent) => {
+                                    settle(t, op);
+                                    if t.phase == Phase::Poll {
+                                        return Attempt::Yield;
+                                    }
+                                }
+                                Err(e) => return Attempt::Done(Err(e), t.total),
+                            }
+                        }
+                        Phase::Read => {
+                            // Cold pages: read them here, on the owning thread
+                            // (a blocking read of at most CHUNK bytes), then send
+                            // them like head and tail.
+                            let Some(file) = op.file.as_ref().map(|f| f.as_raw_fd()) else {
+                                return Attempt::Done(Err(errno(libc::EBADF)), t.total);
+                            };
+                            let want = t.read_want();
+                            match pread(file, &mut t.chunk, want, t.file_off) {
+                                Ok(0) => {
+                                    // The file is shorter than it was at the start.
+                                    let e = io::ErrorKind::UnexpectedEof.into();
+                                    return Attempt::Done(Err(e), t.total);
+                                }
+                                Ok(n) => t.read_done(n),
+                                Err(e) => return Attempt::Done(Err(e), t.total),
+                            }
+                        }
+                    }
+                }
+            }
+            _ => Attempt::Done(Err(errno(libc::EINVAL)), 0),
+        }
+    }
+}
+
+/// EAGAIN waits for readiness; anything else ends the operation.
+fn failed(e: io::Error, bytes: u64) -> Attempt {
+    if e.raw_os_error() == Some(libc::EAGAIN) {
+        Attempt::Blocked
+    } else {
+        Attempt::Done(Err(e), bytes)
+    }
+}
+
+/// Turns a finished op into its packet.
+pub(super) fn finish(id: OpId, st: OpState, status: io::Result<()>, bytes: u64) -> Packet {
+    let OpState { op, key, .. } = st;
+    Packet {
+        key,
+        bytes,
+        status,
+        id,
+        op,
+    }
+}
+
+/// Runs a system call that returns -1 and sets errno on failure, again on EINTR.
+fn retry(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let rc = call();
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// `accept4` of one connection: non-blocking and close-on-exec, with the peer.
+fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<std::net::SocketAddr>)> {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let fd = retry(|| {
+        // SAFETY: `addr` and `len` are live locals of the sizes the kernel is
+        // told; it writes at most `len` bytes of address.
+        let rc = unsafe {
+            libc::accept4(
+                listener,
+                (&mut addr as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        rc as isize
+    })?;
+    // SAFETY: accept4 succeeded: `fd` is a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    Ok((fd, sockaddr_to_std(&addr, len)))
+}
+
+/// One non-blocking `recv` into `buf`.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    retry(|| {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+        // we borrow mutably for the call.
+        unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
+    })
+}
+
+/// One non-blocking `recv` into `buf`'s spare capacity (which may be empty: a
+/// readiness probe); the bytes received extend `buf`.
+fn recv_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let n = retry(|| {
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the spare
+        // capacity, which `buf` owns and we borrow mutably for the call.
+        unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        }
+    })?;
+    let n = n.min(spare.len());
+    // SAFETY: the kernel initialised `n` bytes of the spare capacity (at most
+    // its length), so the first `len + n` bytes are initialised.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// One non-blocking `send` of `buf` (no SIGPIPE: a closed peer is EPIPE).
+fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    retry(|| {
+        // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`, which
+        // we borrow for the call.
+        unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        }
+    })
+}
+
+/// `pread` of up to `want` bytes at `off` into `buf`'s spare capacity (which
+/// must hold `want`), replacing its contents.
+fn pread(fd: RawFd, buf: &mut Vec<u8>, want: usize, off: u64) -> io::Result<usize> {
+    buf.clear();
+    let spare = buf.spare_capacity_mut();
+    let want = want.min(spare.len());
+    let n = retry(|| {
+        // SAFETY: the kernel writes at most `want` bytes (within the spare
+        // capacity, which `buf` owns and we borrow mutably) and keeps nothing.
+        unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), want, off as libc::off_t) }
+    })?;
+    let n = n.min(want);
+    // SAFETY: the kernel initialised the first `n` bytes (at most `want`).
+    unsafe { buf.set_len(n) };
+    Ok(n)
+}
