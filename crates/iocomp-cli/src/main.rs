@@ -17,12 +17,16 @@ mod signals;
 #[derive(Parser)]
 #[command(
     name = "iocomp",
-    version,
-    about = "A file-download server on an I/O completion port"
+    about = "A file-download server on an I/O completion port",
+    disable_version_flag = true,
+    arg_required_else_help = true
 )]
 struct Cli {
+    /// Print the version and the engine backend this machine would run.
+    #[arg(short = 'V', long)]
+    version: bool,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Subcommand)]
@@ -73,6 +77,9 @@ struct ServeArgs {
     /// Access log on standard output: off, clf, combined or json [default: clf; off with --quiet].
     #[arg(long, value_name = "FORMAT")]
     access_log: Option<AccessLogFormat>,
+    /// Engine backend: auto (io_uring, else epoll), uring or epoll; IOCOMP_BACKEND overrides auto.
+    #[arg(long, value_name = "NAME", default_value = "auto")]
+    backend: iocomp::Backend,
 }
 
 /// `10s`, `500ms`, `2m`, or a plain number of seconds (`1.5`).
@@ -98,9 +105,27 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Serve(args) => serve(args),
+    if cli.version {
+        return version();
     }
+    match cli.cmd {
+        Some(Cmd::Serve(args)) => serve(args),
+        None => ExitCode::from(2),
+    }
+}
+
+/// `iocomp --version`: the version, and which backend a server would run on
+/// this machine now (and why, when it falls back).
+fn version() -> ExitCode {
+    println!("iocomp {}", env!("CARGO_PKG_VERSION"));
+    match iocomp::Port::builder().concurrency(1).build() {
+        Ok(port) => match port.fallback_reason() {
+            Some(why) => println!("backend: {} (io_uring unavailable: {why})", port.backend()),
+            None => println!("backend: {}", port.backend()),
+        },
+        Err(e) => println!("backend: none ({e})"),
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -148,6 +173,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     } else {
         AccessLogFormat::Clf
     });
+    config.backend = args.backend;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,
@@ -162,11 +188,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         args.dir.display(),
         addrs.join(", ")
     );
-    info!(
-        "{} worker threads, backend {}",
-        server.threads(),
-        server.backend()
-    );
+    match server.fallback_reason() {
+        None => info!(
+            "{} worker threads, backend {}",
+            server.threads(),
+            server.backend()
+        ),
+        Some(why) => info!(
+            "{} worker threads, backend {} (io_uring unavailable: {why})",
+            server.threads(),
+            server.backend()
+        ),
+    }
     info!("press Ctrl+C to shut down");
     {
         let mut out = std::io::stdout().lock();

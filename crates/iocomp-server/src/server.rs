@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use iocomp::{Accept, Handle, Op, OpId, Packet, Pool, Port, Timeout};
+use iocomp::{Accept, Backend, Handle, Op, OpId, Packet, Pool, Port, Timeout};
 use tracing::{debug, info, warn};
 
 use crate::access::{AccessLog, AccessLogFormat};
@@ -50,6 +50,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Access log format (written to standard output).
     pub access_log: AccessLogFormat,
+    /// The engine backend: `Auto` (io_uring, else epoll; `IOCOMP_BACKEND`
+    /// overrides), or one forced.
+    pub backend: Backend,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             max_conns: 10_000,
             drain_timeout: Duration::from_secs(10),
             access_log: AccessLogFormat::Off,
+            backend: Backend::Auto,
         }
     }
 }
@@ -111,7 +115,10 @@ impl Server {
                 format!("cannot serve {}: {e}", config.root.display()),
             )
         })?;
-        let port = Port::builder().concurrency(config.threads).build()?;
+        let port = Port::builder()
+            .concurrency(config.threads)
+            .backend(config.backend)
+            .build()?;
         let threads = port.concurrency();
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -188,8 +195,13 @@ impl Server {
     }
 
     /// The engine backend in use.
-    pub fn backend(&self) -> &'static str {
-        "io_uring"
+    pub fn backend(&self) -> Backend {
+        self.pool.port().backend()
+    }
+
+    /// Why the backend is epoll although io_uring was tried first, if it is.
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.pool.port().fallback_reason().map(str::to_owned)
     }
 
     /// Connections open right now.
