@@ -26,6 +26,7 @@ fn wait_stderr(server: &Server, needle: &str) -> String {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn with_io_uring_denied_by_seccomp_the_server_runs_on_epoll_and_says_why() {
     let tree = TempTree::new();
     let body = pseudo_random(61, 3 * 1024 * 1024 + 17);
@@ -53,6 +54,7 @@ fn with_io_uring_denied_by_seccomp_the_server_runs_on_epoll_and_says_why() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn forcing_uring_where_it_is_denied_fails_with_a_clear_error() {
     let tree = TempTree::new();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iocomp"));
@@ -72,6 +74,7 @@ fn forcing_uring_where_it_is_denied_fails_with_a_clear_error() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn version_names_the_backend_this_machine_would_run() {
     let mut denied = Command::new(env!("CARGO_BIN_EXE_iocomp"));
     denied.arg("--version");
