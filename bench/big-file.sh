@@ -10,6 +10,7 @@
 #   DATA=zero           zero | random: content of the test file (both servers send the same bytes)
 #   TIMEOUT_S=120       limit for one transfer (the client gives up; the script fails)
 #   IOCOMP_BIN=PATH     iocomp binary (default: <repo>/target/release/iocomp)
+#   BACKENDS="uring epoll"  iocomp engine backends measured, each as its own server (iocomp-uring, iocomp-epoll)
 #   BENCH_TMP=DIR       where the temp dir (test file, nginx prefix) goes (default: $TMPDIR or /tmp);
 #                       use a disk file system, not tmpfs, for page-cache realism
 #   RESULTS=PATH        also write every transfer's raw figures (TSV) to PATH
@@ -28,6 +29,7 @@ CURL=${CURL:-1}
 DATA=${DATA:-zero}
 TIMEOUT_S=${TIMEOUT_S:-120}
 IOCOMP_BIN=${IOCOMP_BIN:-$repo/target/release/iocomp}
+BACKENDS=${BACKENDS:-uring epoll}
 BENCH_TMP=${BENCH_TMP:-${TMPDIR:-/tmp}}
 RESULTS=${RESULTS:-}
 
@@ -103,7 +105,6 @@ mkdir -m 755 "$WWW"
 FILE=$WWW/$NAME
 RAW=$WORK/results.tsv
 
-IOCOMP_PID=
 NGX_PID=
 NGX_WORKERS=
 
@@ -121,8 +122,9 @@ stop_pid() {
 }
 
 stop_iocomp() {
-    stop_pid "$IOCOMP_PID" TERM
-    IOCOMP_PID=
+    local b
+    for b in "${!IOCOMP_PIDS[@]}"; do stop_pid "${IOCOMP_PIDS[$b]}" TERM; done
+    IOCOMP_PIDS=()
 }
 
 stop_nginx() {
@@ -293,24 +295,26 @@ free_port() {
 
 port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 
-IOCOMP_PORT=
+declare -A IOCOMP_PORTS=() IOCOMP_PIDS=()
+# start_iocomp WORKERS BACKEND
 start_iocomp() {
-    local w=$1 line=
-    "$IOCOMP_BIN" serve "$WWW" --bind 127.0.0.1:0 --threads "$w" --quiet \
-        > "$WORK/iocomp.out" 2> "$WORK/iocomp.err" &
-    IOCOMP_PID=$!
+    local w=$1 b=$2 line= pid out=$WORK/iocomp-$2.out err=$WORK/iocomp-$2.err
+    "$IOCOMP_BIN" serve "$WWW" --bind 127.0.0.1:0 --threads "$w" --quiet --backend "$b" \
+        > "$out" 2> "$err" &
+    pid=$!
+    IOCOMP_PIDS[$b]=$pid
     for _ in $(seq 100); do
-        line=$(grep -m1 '^listening on ' "$WORK/iocomp.out" || true)
+        line=$(grep -m1 '^listening on ' "$out" || true)
         [[ -z $line ]] || break
-        kill -0 "$IOCOMP_PID" 2> /dev/null || break
+        kill -0 "$pid" 2> /dev/null || break
         sleep 0.1
     done
     if [[ -z $line ]]; then
-        cat "$WORK/iocomp.err" >&2
-        die "iocomp did not print 'listening on' within 10 s"
+        cat "$err" >&2
+        die "iocomp ($b) did not print 'listening on' within 10 s"
     fi
-    IOCOMP_PORT=${line##*:}
-    is_posint "$IOCOMP_PORT" || die "cannot parse iocomp's port from '$line'"
+    IOCOMP_PORTS[$b]=${line##*:}
+    is_posint "${IOCOMP_PORTS[$b]}" || die "cannot parse iocomp's port from '$line'"
 }
 
 NGX_PORT=
@@ -375,11 +379,11 @@ EOF
 transfer() {
     local w=$1 server=$2 client=$3 round=$4 port pids mode out bytes
     case $server in
-        iocomp) port=$IOCOMP_PORT pids=$IOCOMP_PID ;;
+        iocomp-*) port=${IOCOMP_PORTS[${server#iocomp-}]} pids=${IOCOMP_PIDS[${server#iocomp-}]} ;;
         nginx) port=$NGX_PORT pids=$(tr ' ' ',' <<< "${NGX_WORKERS% }") ;;
     esac
     case $client in
-        python) [[ $server == iocomp ]] && mode=line || mode=http ;;
+        python) [[ $server == iocomp-* ]] && mode=line || mode=http ;;
         curl) mode=curl ;;
     esac
     cat "$FILE" > /dev/null # into page cache (idle page cache is evicted after a while)
@@ -391,12 +395,12 @@ transfer() {
     [[ $bytes == "$SIZE" ]] \
         || die "$server/$client (workers=$w, round $round): received $bytes bytes, expected $SIZE"
     case $server in
-        iocomp) kill -0 "$IOCOMP_PID" 2> /dev/null || die "iocomp exited during the transfer" ;;
+        iocomp-*) kill -0 "$pids" 2> /dev/null || die "$server exited during the transfer" ;;
         nginx) kill -0 "$NGX_PID" 2> /dev/null || die "nginx exited during the transfer" ;;
     esac
     printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$server" "$client" "$round" "${out// /$'\t'}" >> "$RAW"
     read -r _ secs su ss cu cs <<< "$out"
-    note "$(printf 'workers=%s round %s/%s  %-6s %-6s %8.3f s  server usr %s sys %s  client %.2f s' \
+    note "$(printf 'workers=%s round %s/%s  %-12s %-6s %8.3f s  server usr %s sys %s  client %.2f s' \
         "$w" "$round" "$ROUNDS" "$server" "$client" "$secs" "$su" "$ss" "$(echo "$cu $cs" | awk '{print $1 + $2}')")"
 }
 
@@ -405,11 +409,12 @@ printf 'workers\tserver\tclient\tround\tbytes\tsecs\tsrv_user\tsrv_sys\tcli_user
 clients=(python)
 [[ $CURL == 1 ]] && clients+=(curl)
 for w in $WORKERS; do
-    start_iocomp "$w"
+    for b in $BACKENDS; do start_iocomp "$w" "$b"; done
     start_nginx "$w"
-    note "workers=$w: iocomp pid $IOCOMP_PID on 127.0.0.1:$IOCOMP_PORT, nginx master $NGX_PID workers ${NGX_WORKERS% } on 127.0.0.1:$NGX_PORT"
+    for b in $BACKENDS; do note "workers=$w: iocomp ($b) pid ${IOCOMP_PIDS[$b]} on 127.0.0.1:${IOCOMP_PORTS[$b]}"; done
+    note "workers=$w: nginx master $NGX_PID workers ${NGX_WORKERS% } on 127.0.0.1:$NGX_PORT"
     for round in $(seq "$ROUNDS"); do
-        transfer "$w" iocomp python "$round"
+        for b in $BACKENDS; do transfer "$w" "iocomp-$b" python "$round"; done
         for c in "${clients[@]}"; do transfer "$w" nginx "$c" "$round"; done
     done
     stop_iocomp
@@ -418,7 +423,7 @@ done
 [[ -z $RESULTS ]] || cp "$RAW" "$RESULTS"
 
 # --------------------------------------------------------------------- summary
-iocomp_ver=$("$IOCOMP_BIN" --version 2> /dev/null || echo iocomp)
+iocomp_ver=$("$IOCOMP_BIN" --version 2> /dev/null | head -n 1 || echo iocomp)
 nginx_ver=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
 python3 - "$RAW" "$SIZE" "$ROUNDS" "$iocomp_ver" "$nginx_ver" "$(uname -r)" "$(nproc)" "$resident" "$busy_before" << 'PY'
 import statistics, sys
@@ -444,10 +449,10 @@ print(f"{iover}; nginx {ngver} (sendfile on); kernel {kernel}; {ncpu} CPUs"
 print()
 hdr = ("workers", "server", "client", "seconds", "GiB/s", "srv CPU s", "srv usr", "srv sys",
        "srv CPU s/GiB", "cli CPU s")
-fmt = "{:>7}  {:<6}  {:<6}  {:>7}  {:>6}  {:>9}  {:>7}  {:>7}  {:>13}  {:>9}"
+fmt = "{:>7}  {:<12}  {:<6}  {:>7}  {:>6}  {:>9}  {:>7}  {:>7}  {:>13}  {:>9}"
 print(fmt.format(*hdr))
 summary = {}
-for key in sorted(rows, key=lambda k: (k[0], k[1] != "iocomp", k[2] != "python")):
+for key in sorted(rows, key=lambda k: (k[0], not k[1].startswith("iocomp"), k[1], k[2] != "python")):
     r = rows[key]
     secs = med([x[0] for x in r])
     rate = med([gib / x[0] for x in r])
@@ -458,10 +463,17 @@ for key in sorted(rows, key=lambda k: (k[0], k[1] != "iocomp", k[2] != "python")
                      f"{med([x[1] for x in r]):.2f}", f"{med([x[2] for x in r]):.2f}",
                      f"{srv / gib:.2f}", f"{cli:.2f}"))
 print()
+def ratio(a, b):
+    cpu = f"{a[1] / b[1]:.2f}x" if b[1] > 0 else "n/a (CPU below clock-tick resolution)"
+    return f"throughput {a[0] / b[0]:.2f}x, server CPU s per GiB {cpu}"
+
 for w in sorted({k[0] for k in rows}):
-    a, b = summary.get((w, "iocomp", "python")), summary.get((w, "nginx", "python"))
-    if a and b:
-        cpu = f"{a[1] / b[1]:.2f}x" if b[1] > 0 else "n/a (nginx CPU below clock-tick resolution)"
-        print(f"workers={w}: iocomp/nginx (same Python client): throughput {a[0] / b[0]:.2f}x, "
-              f"server CPU s per GiB {cpu}")
+    ng = summary.get((w, "nginx", "python"))
+    for srv in sorted({k[1] for k in rows if k[1].startswith("iocomp")}):
+        a = summary.get((w, srv, "python"))
+        if a and ng:
+            print(f"workers={w}: {srv}/nginx (same Python client): {ratio(a, ng)}")
+    u, e = summary.get((w, "iocomp-uring", "python")), summary.get((w, "iocomp-epoll", "python"))
+    if u and e:
+        print(f"workers={w}: iocomp epoll/uring: {ratio(e, u)}")
 PY
