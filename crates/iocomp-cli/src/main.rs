@@ -31,8 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve the files under DIR: a client sends a file name and a newline
-    /// (`printf 'README.md\n' | nc -q1 127.0.0.1 8182`) and gets the file.
+    /// Serve the files under DIR over HTTP/1.1 (`curl http://127.0.0.1:8182/README.md`)
+    /// and the seed's line protocol (`printf 'README.md\n' | nc -q1 127.0.0.1 8182`), on one port.
     Serve(ServeArgs),
 }
 
@@ -77,6 +77,12 @@ struct ServeArgs {
     /// Access log on standard output: off, clf, combined or json [default: clf; off with --quiet].
     #[arg(long, value_name = "FORMAT")]
     access_log: Option<AccessLogFormat>,
+    /// HTTP `Cache-Control` header for files (e.g. "max-age=3600"); none by default.
+    #[arg(long, value_name = "VALUE")]
+    cache_control: Option<String>,
+    /// Answer 404 for a directory without index.html instead of listing it.
+    #[arg(long)]
+    no_listing: bool,
     /// Engine backend: auto (io_uring, else epoll), uring or epoll; IOCOMP_BACKEND overrides auto.
     #[arg(long, value_name = "NAME", default_value = "auto")]
     backend: iocomp::Backend,
@@ -174,6 +180,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         AccessLogFormat::Clf
     });
     config.backend = args.backend;
+    config.cache_control = args.cache_control;
+    config.listing = !args.no_listing;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,

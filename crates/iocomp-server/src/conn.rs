@@ -21,10 +21,11 @@ use iocomp::{Handle, Op, Packet, Port, Recv, Send, TransmitFile};
 use tracing::debug;
 
 use crate::access::Entry;
+use crate::http::detect::{detect, Proto as Detected};
 use crate::line::LineFramer;
-use crate::nc;
 use crate::server::Shared;
 use crate::watch::{Wait, Watch};
+use crate::{nc, web};
 
 /// Which protocol a connection speaks.
 pub(crate) enum Proto {
@@ -32,6 +33,13 @@ pub(crate) enum Proto {
     Unknown,
     /// The seed's line protocol.
     Line(LineFramer),
+    /// HTTP/1.1 (and 1.0).
+    Http,
+    /// The last reply is sent and our side shut down: read and discard until
+    /// the client closes too (or the header timeout), so that closing with
+    /// unread input cannot reset the connection under the reply (nginx's
+    /// lingering close).
+    Lingering,
 }
 
 /// What a protocol handler decides to do next.
@@ -85,7 +93,7 @@ pub(crate) struct Conn {
     pub(crate) proto: Proto,
     pub(crate) shared: Arc<Shared>,
     watch: Arc<Watch>,
-    port: Port,
+    pub(crate) port: Port,
     /// The file that `Piece::File` pieces read from.
     pub(crate) file: Option<File>,
     /// The rest of the reply in flight.
@@ -198,9 +206,17 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     }
     conn.log();
     conn.file = None;
-    if conn.close_after || conn.shared.draining.load(Ordering::Relaxed) {
-        // Shutting down, or the protocol says so: this reply was the last.
+    if conn.shared.draining.load(Ordering::Relaxed) {
+        // Shutting down: this reply was the last.
         return;
+    }
+    if conn.close_after {
+        if !matches!(conn.proto, Proto::Http) || conn.eof {
+            return;
+        }
+        let _ = conn.handle.shutdown(std::net::Shutdown::Write);
+        conn.proto = Proto::Lingering;
+        conn.close_after = false;
     }
     drive(port, conn);
 }
@@ -210,14 +226,25 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
     loop {
         let step = match conn.proto {
             Proto::Unknown => {
-                if conn.inbuf.is_empty() && !conn.eof {
-                    Step::Recv
-                } else {
-                    conn.proto = Proto::Line(LineFramer::new());
-                    continue;
-                }
+                conn.proto = match detect(&conn.inbuf) {
+                    Detected::Http => Proto::Http,
+                    Detected::Line => Proto::Line(LineFramer::new()),
+                    // Too few bytes to tell; at the client's half-close they are
+                    // a line-protocol name.
+                    Detected::NeedMore if conn.eof => Proto::Line(LineFramer::new()),
+                    Detected::NeedMore => {
+                        drive_recv(port, conn);
+                        return;
+                    }
+                };
+                continue;
             }
             Proto::Line(_) => nc::step(&mut conn),
+            Proto::Http => web::step(&mut conn),
+            Proto::Lingering => {
+                conn.inbuf.clear();
+                Step::Recv
+            }
         };
         match step {
             Step::Again => continue,
@@ -250,6 +277,26 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
             }
         }
     }
+}
+
+/// Receives more input (or closes, at end of input or when draining).
+fn drive_recv(port: &Port, mut conn: Box<Conn>) {
+    if conn.eof || conn.shared.draining.load(Ordering::Relaxed) {
+        return;
+    }
+    let wait = if matches!(conn.proto, Proto::Lingering) || !conn.inbuf.is_empty() || !conn.served {
+        Wait::Header
+    } else {
+        Wait::Idle
+    };
+    let mut buf = std::mem::take(&mut conn.inbuf);
+    if buf.is_empty() {
+        // Between requests the connection keeps no memory: the pooled receive
+        // takes a buffer from the worker's pool only when bytes arrive.
+        buf = Vec::new();
+    }
+    let op = Op::Recv(Recv::pooled(&conn.handle, buf));
+    submit(port, conn, op, wait);
 }
 
 /// Sends the next piece of the reply in flight.

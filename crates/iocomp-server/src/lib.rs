@@ -53,12 +53,14 @@
 
 mod access;
 mod conn;
+pub mod http;
 pub mod line;
 pub mod listener;
 mod nc;
 pub mod path;
 mod server;
 mod watch;
+mod web;
 
 pub use access::AccessLogFormat;
 pub use nc::ERROR_PREFIX;

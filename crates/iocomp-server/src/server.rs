@@ -53,6 +53,10 @@ pub struct Config {
     /// The engine backend: `Auto` (io_uring, else epoll; `IOCOMP_BACKEND`
     /// overrides), or one forced.
     pub backend: Backend,
+    /// HTTP `Cache-Control` value for files (none by default).
+    pub cache_control: Option<String>,
+    /// HTTP directory listings (when a directory has no `index.html`).
+    pub listing: bool,
 }
 
 impl Config {
@@ -71,6 +75,8 @@ impl Config {
             drain_timeout: Duration::from_secs(10),
             access_log: AccessLogFormat::Off,
             backend: Backend::Auto,
+            cache_control: None,
+            listing: true,
         }
     }
 }
@@ -90,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) access: AccessLog,
     pub(crate) limits: Limits,
     pub(crate) draining: AtomicBool,
+    pub(crate) cache_control: Option<String>,
+    pub(crate) listing: bool,
     listeners: Vec<Handle>,
     next_conn: AtomicU64,
     active: AtomicUsize,
@@ -139,6 +147,8 @@ impl Server {
             access: AccessLog::new(config.access_log),
             limits,
             draining: AtomicBool::new(false),
+            cache_control: config.cache_control.clone(),
+            listing: config.listing,
             listeners,
             next_conn: AtomicU64::new(1),
             active: AtomicUsize::new(0),

@@ -1,0 +1,364 @@
+//! Response heads, written into a reusable buffer without allocation.
+//!
+//! A [`Head`] appends the status line and header fields to a caller-owned
+//! `Vec<u8>` (cleared or not: it only appends), so a worker can keep one
+//! buffer per connection and send head and small body in one `send`. The
+//! status line is always `HTTP/1.1` (RFC 9110 §6.2: a server sends its own
+//! version, also to 1.0 clients); `Date` comes from a
+//! [`DateCache`](crate::http::date::DateCache) and `Server: iocomp` follows.
+//! [`error_response`] writes a complete error with a tiny `text/plain` body;
+//! `http::multipart` plans the framing of multi-range answers.
+
+use crate::http::cond::ETag;
+use crate::http::date::{self, DATE_LEN};
+use crate::http::multipart::boundary;
+use crate::http::range::Range;
+use crate::http::request::Version;
+
+/// The `Allow` value for 405 and OPTIONS responses.
+pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// The reason phrase of a status code (`""` for codes the server never sends).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// A `Content-Type` value: a media type and whether `; charset=utf-8` follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentType {
+    /// The media type, e.g. `text/html`.
+    pub mime: &'static str,
+    /// Whether to append `; charset=utf-8`.
+    pub utf8: bool,
+}
+
+/// The charset suffix of textual types.
+const CHARSET: &str = "; charset=utf-8";
+
+impl ContentType {
+    /// `application/octet-stream`, for unknown extensions.
+    pub const OCTET_STREAM: ContentType = ContentType {
+        mime: "application/octet-stream",
+        utf8: false,
+    };
+    /// `text/plain; charset=utf-8`.
+    pub const TEXT: ContentType = ContentType {
+        mime: "text/plain",
+        utf8: true,
+    };
+    /// `text/html; charset=utf-8`.
+    pub const HTML: ContentType = ContentType {
+        mime: "text/html",
+        utf8: true,
+    };
+    /// `application/json` (JSON is UTF-8 by definition, RFC 8259, but the
+    /// charset is added for old clients).
+    pub const JSON: ContentType = ContentType {
+        mime: "application/json",
+        utf8: true,
+    };
+
+    /// The length of the value in bytes.
+    pub fn len(&self) -> usize {
+        self.mime.len() + if self.utf8 { CHARSET.len() } else { 0 }
+    }
+
+    /// Whether the value is empty (never, for the constructors here).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the value to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.mime.as_bytes());
+        if self.utf8 {
+            out.extend_from_slice(CHARSET.as_bytes());
+        }
+    }
+}
+
+/// The most common static-file extensions, answered without `mime_guess`'s
+/// case-insensitive binary search (a test checks they agree with it).
+const COMMON: [(&str, &str); 16] = [
+    ("html", "text/html"),
+    ("htm", "text/html"),
+    ("css", "text/css"),
+    ("js", "text/javascript"),
+    ("mjs", "application/javascript"),
+    ("json", "application/json"),
+    ("txt", "text/plain"),
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("gif", "image/gif"),
+    ("svg", "image/svg+xml"),
+    ("webp", "image/webp"),
+    ("ico", "image/x-icon"),
+    ("wasm", "application/wasm"),
+    ("woff2", "font/woff2"),
+];
+
+/// The media type of a common extension (exact lowercase match), if any.
+fn common_mime(ext: &str) -> Option<&'static str> {
+    COMMON
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map(|(_, mime)| *mime)
+}
+
+/// The content type for a file name (raw bytes), from its extension via
+/// `mime_guess`: `; charset=utf-8` for `text/*`, JavaScript and JSON;
+/// `application/octet-stream` when the extension is unknown or absent.
+pub fn content_type_for(name: &[u8]) -> ContentType {
+    let base = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+    let Some(dot) = base.iter().rposition(|&b| b == b'.') else {
+        return ContentType::OCTET_STREAM;
+    };
+    let Some(ext) = base
+        .get(dot + 1..)
+        .and_then(|e| std::str::from_utf8(e).ok())
+    else {
+        return ContentType::OCTET_STREAM;
+    };
+    if ext.is_empty() || dot == 0 {
+        return ContentType::OCTET_STREAM;
+    }
+    let Some(mime) = common_mime(ext).or_else(|| mime_guess::from_ext(ext).first_raw()) else {
+        return ContentType::OCTET_STREAM;
+    };
+    let utf8 =
+        mime.starts_with("text/") || matches!(mime, "application/javascript" | "application/json");
+    ContentType { mime, utf8 }
+}
+
+/// Appends `n` in decimal.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(slot) = buf.get_mut(at) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(buf.get(at..).unwrap_or(&[]));
+}
+
+/// The number of decimal digits of `n`.
+fn digit_count(n: u64) -> u64 {
+    n.checked_ilog10().map_or(1, |d| u64::from(d) + 1)
+}
+
+/// A response head being written into a buffer.
+pub struct Head<'a> {
+    /// The buffer the head is appended to.
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Head<'a> {
+    /// Starts a head: status line, `Date` and `Server`.
+    pub fn new(out: &'a mut Vec<u8>, status: u16, date: &[u8; DATE_LEN]) -> Head<'a> {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_u64(out, u64::from(status));
+        out.push(b' ');
+        out.extend_from_slice(reason(status).as_bytes());
+        out.extend_from_slice(b"\r\nDate: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\nServer: iocomp\r\n");
+        Head { out }
+    }
+
+    /// Appends a header field. Values derived from requests should be
+    /// encoded first (see `http::path`); as a last line of defence against
+    /// response splitting, CR, LF and NUL in `value` are written as spaces.
+    pub fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b": ");
+        if value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+            let clean = value.iter().map(|&b| match b {
+                b'\r' | b'\n' | 0 => b' ',
+                other => other,
+            });
+            self.out.extend(clean);
+        } else {
+            self.out.extend_from_slice(value);
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// `Content-Length`.
+    pub fn content_length(&mut self, len: u64) -> &mut Self {
+        self.out.extend_from_slice(b"Content-Length: ");
+        push_u64(self.out, len);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// `Content-Type`.
+    pub fn content_type(&mut self, ct: ContentType) -> &mut Self {
+        self.out.extend_from_slice(b"Content-Type: ");
+        ct.write_to(self.out);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// `Content-Type: multipart/byteranges; boundary=…`.
+    pub fn content_type_multipart(&mut self) -> &mut Self {
+        self.out
+            .extend_from_slice(b"Content-Type: multipart/byteranges; boundary=");
+        self.out.extend_from_slice(boundary().as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// `Last-Modified` from Unix seconds.
+    pub fn last_modified(&mut self, secs: i64) -> &mut Self {
+        self.header("Last-Modified", &date::format(secs))
+    }
+
+    /// `ETag`.
+    pub fn etag(&mut self, etag: &ETag) -> &mut Self {
+        self.header("ETag", etag.as_bytes())
+    }
+
+    /// `Accept-Ranges: bytes`.
+    pub fn accept_ranges(&mut self) -> &mut Self {
+        self.header("Accept-Ranges", b"bytes")
+    }
+
+    /// `Cache-Control`, when configured.
+    pub fn cache_control(&mut self, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.header("Cache-Control", value.as_bytes());
+        }
+        self
+    }
+
+    /// `Content-Range: bytes first-last/len` for a 206.
+    pub fn content_range(&mut self, range: Range, len: u64) -> &mut Self {
+        self.out.extend_from_slice(b"Content-Range: ");
+        push_content_range(self.out, range, len);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// `Content-Range: bytes */len` for a 416.
+    pub fn content_range_unsatisfied(&mut self, len: u64) -> &mut Self {
+        self.out.extend_from_slice(b"Content-Range: bytes */");
+        push_u64(self.out, len);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// `Content-Encoding` (`br` or `gzip`).
+    pub fn content_encoding(&mut self, name: &str) -> &mut Self {
+        self.header("Content-Encoding", name.as_bytes())
+    }
+
+    /// `Vary: Accept-Encoding`.
+    pub fn vary_accept_encoding(&mut self) -> &mut Self {
+        self.header("Vary", b"Accept-Encoding")
+    }
+
+    /// `Connection`, only where the default of `version` differs from
+    /// `keep_alive`: `close` on 1.1, `keep-alive` on 1.0.
+    pub fn connection(&mut self, version: Version, keep_alive: bool) -> &mut Self {
+        match (version, keep_alive) {
+            (Version::Http11, false) => self.header("Connection", b"close"),
+            (Version::Http10, true) => self.header("Connection", b"keep-alive"),
+            _ => self,
+        }
+    }
+
+    /// `Location` (already encoded, e.g. by `http::path::directory_location`).
+    pub fn location(&mut self, location: &str) -> &mut Self {
+        self.header("Location", location.as_bytes())
+    }
+
+    /// `Allow: GET, HEAD, OPTIONS`.
+    pub fn allow(&mut self) -> &mut Self {
+        self.header("Allow", ALLOW.as_bytes())
+    }
+
+    /// Ends the head with the empty line.
+    pub fn finish(&mut self) {
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends `bytes first-last/len`.
+pub(crate) fn push_content_range(out: &mut Vec<u8>, range: Range, len: u64) {
+    out.extend_from_slice(b"bytes ");
+    push_u64(out, range.start);
+    out.push(b'-');
+    push_u64(out, range.last());
+    out.push(b'/');
+    push_u64(out, len);
+}
+
+/// The body of an error response: `"<code> <reason>\n"`.
+fn push_error_body(out: &mut Vec<u8>, status: u16) {
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.push(b'\n');
+}
+
+/// Writes a complete error response: `Content-Type: text/plain`, the tiny
+/// body `"404 Not Found\n"` (omitted for HEAD, but counted in
+/// `Content-Length`), `Allow` for 405, `Content-Range: bytes */len` for 416
+/// when `len` is given, and `Connection` as needed.
+pub fn error_response(
+    out: &mut Vec<u8>,
+    date: &[u8; DATE_LEN],
+    status: u16,
+    version: Version,
+    keep_alive: bool,
+    head_only: bool,
+    len: Option<u64>,
+) {
+    let body_len = digit_count(u64::from(status)) + 1 + reason(status).len() as u64 + 1;
+    let mut head = Head::new(out, status, date);
+    head.content_type(ContentType::TEXT)
+        .content_length(body_len);
+    if status == 405 {
+        head.allow();
+    }
+    if let (416, Some(len)) = (status, len) {
+        head.content_range_unsatisfied(len);
+    }
+    head.connection(version, keep_alive).finish();
+    if !head_only {
+        push_error_body(out, status);
+    }
+}
+
+#[cfg(test)]
+#[path = "response_tests.rs"]
+mod tests;

@@ -1,0 +1,200 @@
+//! Unit tests of the response-head writer and the multipart framing.
+
+use super::*;
+use crate::http::cond::etag_for;
+
+const DATE: &[u8; DATE_LEN] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+fn text(buf: &[u8]) -> &str {
+    std::str::from_utf8(buf).unwrap()
+}
+
+#[test]
+fn full_200_head() {
+    let mut out = Vec::new();
+    let tag = etag_for(1, 5, 0, 0);
+    Head::new(&mut out, 200, DATE)
+        .content_length(5)
+        .content_type(content_type_for(b"dir/index.html"))
+        .last_modified(784_111_777)
+        .etag(&tag)
+        .accept_ranges()
+        .cache_control(Some("max-age=60"))
+        .cache_control(None)
+        .vary_accept_encoding()
+        .connection(Version::Http11, true)
+        .finish();
+    assert_eq!(
+        text(&out),
+        "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: iocomp\r\n\
+         Content-Length: 5\r\nContent-Type: text/html; charset=utf-8\r\n\
+         Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nETag: \"0-5-1\"\r\n\
+         Accept-Ranges: bytes\r\nCache-Control: max-age=60\r\nVary: Accept-Encoding\r\n\r\n"
+    );
+}
+
+#[test]
+fn partial_and_unsatisfiable_heads() {
+    let mut out = Vec::new();
+    Head::new(&mut out, 206, DATE)
+        .content_range(Range { start: 0, end: 1 }, 10)
+        .content_encoding("gzip")
+        .finish();
+    let t = text(&out);
+    assert!(t.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{t}");
+    assert!(t.contains("\r\nContent-Range: bytes 0-0/10\r\n"));
+    assert!(t.contains("\r\nContent-Encoding: gzip\r\n"));
+    let mut out = Vec::new();
+    Head::new(&mut out, 416, DATE)
+        .content_range_unsatisfied(0)
+        .finish();
+    assert!(text(&out).contains("\r\nContent-Range: bytes */0\r\n"));
+}
+
+#[test]
+fn connection_header_only_when_needed() {
+    let cases = [
+        (Version::Http11, true, None),
+        (Version::Http11, false, Some("Connection: close")),
+        (Version::Http10, true, Some("Connection: keep-alive")),
+        (Version::Http10, false, None),
+    ];
+    for (version, keep_alive, want) in cases {
+        let mut out = Vec::new();
+        Head::new(&mut out, 200, DATE)
+            .connection(version, keep_alive)
+            .finish();
+        let t = text(&out);
+        assert_eq!(t.contains("Connection"), want.is_some(), "{t}");
+        if let Some(want) = want {
+            assert!(t.contains(want));
+        }
+    }
+}
+
+#[test]
+fn redirect_and_allow() {
+    let mut out = Vec::new();
+    Head::new(&mut out, 301, DATE)
+        .location("/docs/")
+        .allow()
+        .content_length(0)
+        .finish();
+    let t = text(&out);
+    assert!(t.starts_with("HTTP/1.1 301 Moved Permanently\r\n"));
+    assert!(t.contains("\r\nLocation: /docs/\r\n"));
+    assert!(t.contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"));
+}
+
+#[test]
+fn header_values_cannot_split_the_response() {
+    let mut out = Vec::new();
+    Head::new(&mut out, 200, DATE)
+        .header("X", b"a\r\nSet-Cookie: x\0")
+        .finish();
+    assert!(text(&out).contains("\r\nX: a  Set-Cookie: x \r\n"));
+}
+
+#[test]
+fn error_responses() {
+    let mut out = Vec::new();
+    error_response(&mut out, DATE, 404, Version::Http11, true, false, None);
+    assert_eq!(
+        text(&out),
+        "HTTP/1.1 404 Not Found\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: iocomp\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: 14\r\n\r\n404 Not Found\n"
+    );
+    let mut out = Vec::new();
+    error_response(&mut out, DATE, 405, Version::Http11, false, true, None);
+    let t = text(&out);
+    assert!(t.contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"));
+    assert!(t.contains("\r\nConnection: close\r\n"));
+    assert!(t.contains("\r\nContent-Length: 23\r\n"));
+    assert!(t.ends_with("\r\n\r\n"), "HEAD: no body");
+    let mut out = Vec::new();
+    error_response(
+        &mut out,
+        DATE,
+        416,
+        Version::Http10,
+        false,
+        false,
+        Some(1234),
+    );
+    let t = text(&out);
+    assert!(t.contains("\r\nContent-Range: bytes */1234\r\n"));
+    assert!(t.ends_with("\r\n\r\n416 Range Not Satisfiable\n"));
+}
+
+#[test]
+fn error_body_length_matches_for_every_status() {
+    for status in [
+        400, 403, 404, 405, 412, 413, 414, 416, 431, 500, 503, 505, 299,
+    ] {
+        let mut out = Vec::new();
+        error_response(&mut out, DATE, status, Version::Http11, true, false, None);
+        let t = text(&out);
+        let (head, body) = t.split_once("\r\n\r\n").unwrap();
+        let cl = head
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap();
+        assert_eq!(cl.parse::<usize>().unwrap(), body.len(), "{status}");
+    }
+}
+
+#[test]
+fn reasons() {
+    assert_eq!(reason(200), "OK");
+    assert_eq!(reason(431), "Request Header Fields Too Large");
+    assert_eq!(reason(505), "HTTP Version Not Supported");
+    assert_eq!(reason(299), "");
+}
+
+#[test]
+fn content_types() {
+    let cases: [(&[u8], &str); 14] = [
+        (b"a.html", "text/html; charset=utf-8"),
+        (b"a.TXT", "text/plain; charset=utf-8"),
+        (b"app.js", "text/javascript; charset=utf-8"),
+        (b"m.mjs", "application/javascript; charset=utf-8"),
+        (b"d.json", "application/json; charset=utf-8"),
+        (b"i.png", "image/png"),
+        (b"a.tar.gz", "application/gzip"),
+        (b"noext", "application/octet-stream"),
+        (b".bashrc", "application/octet-stream"),
+        (b"dir.d/noext", "application/octet-stream"),
+        (b"trailing.", "application/octet-stream"),
+        (b"x.unknownext", "application/octet-stream"),
+        (b"caf\xe9.\xe9", "application/octet-stream"),
+        (b"s.svg", "image/svg+xml"),
+    ];
+    for (name, want) in cases {
+        let ct = content_type_for(name);
+        let mut v = Vec::new();
+        ct.write_to(&mut v);
+        assert_eq!(text(&v), want, "{name:?}");
+        assert_eq!(ct.len(), want.len());
+        assert!(!ct.is_empty());
+    }
+}
+
+#[test]
+fn common_table_agrees_with_mime_guess() {
+    for (ext, mime) in COMMON {
+        assert_eq!(mime_guess::from_ext(ext).first_raw(), Some(mime), "{ext}");
+        assert_eq!(common_mime(ext), Some(mime));
+    }
+    assert_eq!(common_mime("HTML"), None);
+    assert_eq!(content_type_for(b"A.HTML").mime, "text/html");
+}
+
+#[test]
+fn decimal_writer() {
+    for n in [0, 1, 9, 10, 99, 100, 12345, u64::MAX - 1, u64::MAX] {
+        let mut v = Vec::new();
+        push_u64(&mut v, n);
+        assert_eq!(text(&v), n.to_string());
+        assert_eq!(digit_count(n), n.to_string().len() as u64);
+    }
+}

@@ -1,0 +1,379 @@
+//! HTTP/1.1 on a connection: GET and HEAD of files and directories, with
+//! validators, conditional requests, ranges (multipart too), precompressed
+//! siblings, listings and redirects. The pure decisions live in [`crate::http`];
+//! this module strings them together and turns them into reply pieces, so a
+//! file body always goes out zero-copy behind its head.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use tracing::debug;
+
+use crate::conn::{Conn, Piece, Step};
+use crate::http::cond::{self, Precondition, Validators};
+use crate::http::date::DateCache;
+use crate::http::encoding;
+use crate::http::listing;
+use crate::http::multipart::Multipart;
+use crate::http::path::{decode_path, directory_location};
+use crate::http::range::{parse_ranges, RangeResult};
+use crate::http::request::{self, Method, Parsed, Request, Version};
+use crate::http::response::{content_type_for, error_response, ContentType, Head};
+use crate::path::{OpenError, Opened};
+
+/// Entries a listing shows at most (a huge directory is cut, not a DoS).
+const MAX_LISTING: usize = 10_000;
+
+thread_local! {
+    /// One formatted `Date` per worker, refreshed once a second.
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
+}
+
+fn date() -> [u8; crate::http::date::DATE_LEN] {
+    DATE.with(|d| *d.borrow_mut().now())
+}
+
+/// The next step for an HTTP connection.
+pub(crate) fn step(conn: &mut Conn) -> Step {
+    let buf = std::mem::take(&mut conn.inbuf);
+    let (step, consumed) = match request::parse(&buf) {
+        Ok(Parsed::Partial) => (if conn.eof { Step::Close } else { Step::Recv }, 0),
+        Err(e) => {
+            // Never guess where the next request starts: answer and close.
+            conn.begin(request::request_line(&buf), e.status());
+            let mut out = Vec::with_capacity(256);
+            error_response(
+                &mut out,
+                &date(),
+                e.status(),
+                Version::Http11,
+                false,
+                false,
+                None,
+            );
+            (reply(vec![Piece::Bytes(out)], true), buf.len())
+        }
+        Ok(Parsed::Complete(req, head_len)) => {
+            conn.begin(request::request_line(&buf), 200);
+            (respond(conn, &req), head_len)
+        }
+    };
+    conn.inbuf = buf;
+    conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
+    step
+}
+
+fn reply(pieces: Vec<Piece>, close: bool) -> Step {
+    Step::Reply {
+        pieces: VecDeque::from(pieces),
+        close,
+    }
+}
+
+/// Records the status for the access log.
+fn status(conn: &mut Conn, status: u16) {
+    if let Some(req) = conn.req.as_mut() {
+        req.status = status;
+    }
+}
+
+/// The per-request facts every response needs.
+struct Ctx {
+    version: Version,
+    keep_alive: bool,
+    head_only: bool,
+    date: [u8; crate::http::date::DATE_LEN],
+}
+
+fn error(conn: &mut Conn, cx: &Ctx, code: u16, len416: Option<u64>) -> Step {
+    status(conn, code);
+    let mut out = Vec::with_capacity(256);
+    error_response(
+        &mut out,
+        &cx.date,
+        code,
+        cx.version,
+        cx.keep_alive,
+        cx.head_only,
+        len416,
+    );
+    reply(vec![Piece::Bytes(out)], !cx.keep_alive)
+}
+
+fn respond(conn: &mut Conn, req: &Request<'_>) -> Step {
+    let keep_alive = req.keep_alive
+        && !conn
+            .shared
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed);
+    let cx = Ctx {
+        version: req.version,
+        keep_alive,
+        head_only: matches!(req.method, Method::Head),
+        date: date(),
+    };
+    match req.method {
+        Method::Get | Method::Head => {}
+        Method::Options => {
+            status(conn, 200);
+            let mut out = Vec::with_capacity(192);
+            Head::new(&mut out, 200, &cx.date)
+                .allow()
+                .content_length(0)
+                .connection(cx.version, keep_alive)
+                .finish();
+            return reply(vec![Piece::Bytes(out)], !keep_alive);
+        }
+        Method::Other(_) => return error(conn, &cx, 405, None),
+    }
+    let name = match decode_path(req.path) {
+        Ok(n) => n,
+        Err(e) => return error(conn, &cx, e.status(), None),
+    };
+    let opened = match conn.shared.root.open_entry(&name) {
+        Ok(o) => o,
+        Err(e) => return error(conn, &cx, open_status(&e), None),
+    };
+    if opened.meta.is_dir() {
+        return directory(conn, req, &cx, &name, opened);
+    }
+    file(conn, req, &cx, &name, opened)
+}
+
+fn open_status(e: &OpenError) -> u16 {
+    match e {
+        OpenError::NotFound => 404,
+        OpenError::Forbidden | OpenError::NotRegular => 403,
+        OpenError::BadName => 400,
+        _ => 500,
+    }
+}
+
+/// A directory: redirect to the slash form, else its `index.html`, else a listing.
+fn directory(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], dir: Opened) -> Step {
+    if !req.path.ends_with(b"/") {
+        let mut location = String::with_capacity(name.len() + 2);
+        directory_location(name, &mut location);
+        if let Some(q) = req.query {
+            location.push('?');
+            location.push_str(&String::from_utf8_lossy(q));
+        }
+        status(conn, 301);
+        let mut out = Vec::with_capacity(256);
+        Head::new(&mut out, 301, &cx.date)
+            .location(&location)
+            .content_length(0)
+            .connection(cx.version, cx.keep_alive)
+            .finish();
+        return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
+    }
+    let mut index = name.to_vec();
+    index.extend_from_slice(b"/index.html");
+    if let Ok(opened) = conn.shared.root.open_file(&index) {
+        return file(conn, req, cx, &index, opened);
+    }
+    if !conn.shared.listing {
+        return error(conn, cx, 404, None);
+    }
+    let hidden = conn.shared.root.options().hidden;
+    let port = conn.port.clone();
+    // Reading a directory may block on the disk: not while holding a slot.
+    let entries = port.blocking(|| read_dir(&dir, hidden));
+    let Ok(entries) = entries else {
+        return error(conn, cx, 500, None);
+    };
+    let mut list: Vec<listing::Entry<'_>> = entries
+        .iter()
+        .map(|(n, is_dir, len, mtime)| listing::Entry {
+            name: n,
+            is_dir: *is_dir,
+            len: *len,
+            mtime: *mtime,
+        })
+        .collect();
+    let sort = listing::Sort::from_query(req.query);
+    let json = listing::wants_json(req.accept, req.query);
+    let mut body = Vec::with_capacity(1024 + 128 * list.len());
+    if json {
+        listing::render_json(&mut body, &mut list, sort);
+    } else {
+        listing::render_html(&mut body, name, &mut list, sort);
+    }
+    status(conn, 200);
+    let mut out = Vec::with_capacity(256 + body.len());
+    Head::new(&mut out, 200, &cx.date)
+        .content_type(if json {
+            ContentType::JSON
+        } else {
+            ContentType::HTML
+        })
+        .content_length(body.len() as u64)
+        .header("Cache-Control", b"no-cache")
+        .connection(cx.version, cx.keep_alive)
+        .finish();
+    if !cx.head_only {
+        out.extend_from_slice(&body);
+    }
+    reply(vec![Piece::Bytes(out)], !cx.keep_alive)
+}
+
+type DirEntry = (Vec<u8>, bool, u64, i64);
+
+/// The entries of an open directory (through its descriptor, so a rename of
+/// the path meanwhile cannot redirect us), dotfiles hidden unless `hidden`.
+fn read_dir(dir: &Opened, hidden: bool) -> std::io::Result<Vec<DirEntry>> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", dir.file.as_raw_fd());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let name = name.as_bytes();
+        if name.first() == Some(&b'.') && !hidden {
+            continue;
+        }
+        // The entry's own metadata, not its symlink target's: a link that
+        // leaves the root must not disclose what it points at.
+        let Ok(meta) = entry.metadata() else { continue };
+        out.push((name.to_vec(), meta.is_dir(), meta.len(), meta.mtime()));
+        if out.len() >= MAX_LISTING {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A regular file: validators, preconditions, ranges, precompressed siblings.
+fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: Opened) -> Step {
+    let ct = content_type_for(name);
+    let mut encoding = None;
+    for enc in encoding::choose(req.accept_encoding).into_iter().flatten() {
+        let mut sibling = name.to_vec();
+        sibling.extend_from_slice(enc.suffix().as_bytes());
+        if let Ok(o) = conn.shared.root.open_file(&sibling) {
+            opened = o;
+            encoding = Some(enc);
+            break;
+        }
+    }
+    let meta = &opened.meta;
+    let len = opened.len;
+    let v = Validators::new(
+        meta.ino(),
+        len,
+        meta.mtime(),
+        meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+    );
+    let cache = conn.shared.cache_control.clone();
+    let head_fields = |h: &mut Head<'_>| {
+        h.last_modified(v.last_modified)
+            .etag(&v.etag)
+            .cache_control(cache.as_deref());
+        if let Some(e) = encoding {
+            h.content_encoding(e.name()).vary_accept_encoding();
+        }
+    };
+    match cond::evaluate(req, &v) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            status(conn, 304);
+            let mut out = Vec::with_capacity(256);
+            let mut h = Head::new(&mut out, 304, &cx.date);
+            head_fields(&mut h);
+            h.connection(cx.version, cx.keep_alive).finish();
+            return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
+        }
+        Precondition::Failed => return error(conn, cx, 412, None),
+    }
+    let ranges = match req.range {
+        Some(r) if req.if_range.is_none() || cond::if_range_allows(req, &v) => parse_ranges(r, len),
+        _ => RangeResult::Full,
+    };
+    let mut out = Vec::with_capacity(320);
+    let pieces = match ranges {
+        RangeResult::Unsatisfiable => return error(conn, cx, 416, Some(len)),
+        RangeResult::Full => {
+            status(conn, 200);
+            let mut h = Head::new(&mut out, 200, &cx.date);
+            h.content_type(ct).content_length(len).accept_ranges();
+            head_fields(&mut h);
+            h.connection(cx.version, cx.keep_alive).finish();
+            body(cx, out, 0, len)
+        }
+        RangeResult::Satisfiable(rs) => {
+            status(conn, 206);
+            let rs = rs.as_slice();
+            match rs {
+                [one] => {
+                    let mut h = Head::new(&mut out, 206, &cx.date);
+                    h.content_type(ct)
+                        .content_length(one.len())
+                        .content_range(*one, len)
+                        .accept_ranges();
+                    head_fields(&mut h);
+                    h.connection(cx.version, cx.keep_alive).finish();
+                    body(cx, out, one.start, one.len())
+                }
+                _ => {
+                    let mut frame = Vec::with_capacity(128 * rs.len());
+                    let Some(plan) = Multipart::plan(&mut frame, rs, ct, len) else {
+                        return error(conn, cx, 500, None);
+                    };
+                    let mut h = Head::new(&mut out, 206, &cx.date);
+                    h.content_type_multipart()
+                        .content_length(plan.content_length())
+                        .accept_ranges();
+                    head_fields(&mut h);
+                    h.connection(cx.version, cx.keep_alive).finish();
+                    if cx.head_only {
+                        vec![Piece::Bytes(out)]
+                    } else {
+                        // Each part: its framing (the response head in front of
+                        // the first), its range of the file, and after the last
+                        // the closing delimiter.
+                        let mut pieces = Vec::with_capacity(rs.len());
+                        for (i, r) in rs.iter().enumerate() {
+                            let mut head = if i == 0 {
+                                std::mem::take(&mut out)
+                            } else {
+                                Vec::new()
+                            };
+                            head.extend_from_slice(plan.part_head(&frame, i));
+                            let tail = if i + 1 == rs.len() {
+                                plan.closing(&frame).to_vec()
+                            } else {
+                                Vec::new()
+                            };
+                            pieces.push(Piece::File {
+                                head,
+                                offset: r.start,
+                                len: r.len(),
+                                tail,
+                            });
+                        }
+                        pieces
+                    }
+                }
+            }
+        }
+    };
+    debug!(conn = conn.handle.key(), name = %String::from_utf8_lossy(name).escape_debug(), bytes = len, "http file");
+    conn.file = Some(opened.file);
+    reply(pieces, !cx.keep_alive)
+}
+
+/// The pieces of a simple body: the head, then the file range (none for HEAD).
+fn body(cx: &Ctx, head: Vec<u8>, offset: u64, len: u64) -> Vec<Piece> {
+    if cx.head_only || len == 0 {
+        vec![Piece::Bytes(head)]
+    } else {
+        vec![Piece::File {
+            head,
+            offset,
+            len,
+            tail: Vec::new(),
+        }]
+    }
+}
