@@ -77,7 +77,11 @@ pub(crate) struct Req {
     pub(crate) request: Vec<u8>,
     pub(crate) status: u16,
     pub(crate) start: Instant,
+    /// Bytes sent so far.
     pub(crate) bytes: u64,
+    /// Bytes of the response head among them (HTTP): the log counts the body,
+    /// as CLF's `%b` does.
+    pub(crate) head: u64,
 }
 
 pub(crate) struct Conn {
@@ -139,6 +143,7 @@ impl Conn {
                 status,
                 start: Instant::now(),
                 bytes: 0,
+                head: 0,
             });
         }
     }
@@ -150,7 +155,7 @@ impl Conn {
                 peer: self.peer,
                 request: &req.request,
                 status: req.status,
-                bytes: req.bytes,
+                bytes: req.bytes.saturating_sub(req.head),
                 duration: req.start.elapsed(),
             });
         }
@@ -270,6 +275,20 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 return;
             }
             Step::Reply { pieces, close } => {
+                if matches!(conn.proto, Proto::Http) {
+                    let first = match pieces.front() {
+                        Some(Piece::Bytes(b)) => b.as_slice(),
+                        Some(Piece::File { head, .. }) => head.as_slice(),
+                        None => &[],
+                    };
+                    let head = first
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(0, |p| p + 4);
+                    if let Some(req) = conn.req.as_mut() {
+                        req.head = head as u64;
+                    }
+                }
                 conn.pending = pieces;
                 conn.close_after = close;
                 submit_piece(port, conn);
