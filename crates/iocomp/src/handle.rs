@@ -17,9 +17,22 @@ pub(crate) struct HandleInner {
     pub(crate) fd: OwnedFd,
     pub(crate) key: u64,
     pub(crate) port: u64,
+    /// `O_NONBLOCK` is known to be set (so it is not checked again per op).
+    pub(crate) nonblocking: std::sync::atomic::AtomicBool,
 }
 
 impl Handle {
+    /// Puts the descriptor in non-blocking mode once; later calls cost an
+    /// atomic load.
+    pub(crate) fn ensure_nonblocking(&self) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.0.nonblocking.load(Ordering::Relaxed) {
+            crate::sys::set_nonblocking(self.as_raw_fd())?;
+            self.0.nonblocking.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// The completion key every packet for this handle carries.
     pub fn key(&self) -> u64 {
         self.0.key

@@ -240,6 +240,7 @@ impl Port {
             fd: fd.into(),
             key,
             port: self.core.id,
+            nonblocking: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

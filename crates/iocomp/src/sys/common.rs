@@ -66,16 +66,18 @@ impl Transmit {
     pub(super) fn start(t: &TransmitFile) -> io::Result<Box<Transmit>> {
         let (file_off, remaining) = match &t.file {
             None => (0, 0),
+            // A given length is trusted without an fstat: a file shorter than
+            // promised fails the transmit with UnexpectedEof when its end comes.
+            Some(_) if t.len != 0 => (t.offset, t.len),
             Some(f) => {
                 let size = f.metadata()?.len();
                 if t.offset > size {
                     return Err(errno(libc::EINVAL));
                 }
-                let len = if t.len == 0 { size - t.offset } else { t.len };
-                (t.offset, len)
+                (t.offset, size - t.offset)
             }
         };
-        set_nonblocking(t.socket.as_raw_fd())?;
+        t.socket.ensure_nonblocking()?;
         if let Some(tr) = inline_small(t, file_off, remaining) {
             return Ok(tr);
         }
@@ -197,7 +199,7 @@ fn inline_small(t: &TransmitFile, off: u64, len: u64) -> Option<Box<Transmit>> {
 
 /// Puts a descriptor in non-blocking mode (`sendfile` and `accept4` must never
 /// wait on it).
-pub(super) fn set_nonblocking(fd: i32) -> io::Result<()> {
+pub(crate) fn set_nonblocking(fd: i32) -> io::Result<()> {
     // SAFETY: fcntl(F_GETFL/F_SETFL) on a descriptor the caller keeps open
     // touches no memory of ours.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };

@@ -51,6 +51,7 @@ use crate::packet::{OpId, Packet};
 use crate::port::Backend;
 
 mod common;
+pub(crate) use common::set_nonblocking;
 mod epoll;
 mod slab;
 mod uring;

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::super::common::{errno, sendfile_turn, set_nonblocking, settle, sockaddr_to_std};
+use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std};
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::super::slab::InFlight;
 use crate::handle::Handle;
@@ -72,7 +72,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         Op::Accept(a) => {
             // Several threads may wait on one listener: the loser of a race must
             // get EAGAIN, not block.
-            if let Err(e) = set_nonblocking(a.listener.as_raw_fd()) {
+            if let Err(e) = a.listener.ensure_nonblocking() {
                 return Err((e, op));
             }
             (a.listener.key(), Extra::Accept)
