@@ -51,6 +51,10 @@ pub(crate) struct Entry<'a> {
     pub(crate) status: u16,
     pub(crate) bytes: u64,
     pub(crate) duration: Duration,
+    /// HTTP (else the line protocol).
+    pub(crate) http: bool,
+    pub(crate) referer: Option<&'a [u8]>,
+    pub(crate) agent: Option<&'a [u8]>,
 }
 
 type Buf = Arc<Mutex<Vec<u8>>>;
@@ -148,23 +152,40 @@ pub(crate) fn format_entry(
             escape(e.request, false, out);
             let _ = write!(out, "\" {} {}", e.status, e.bytes);
             if format == AccessLogFormat::Combined {
-                out.push_str(" \"-\" \"-\"");
+                for field in [e.referer, e.agent] {
+                    out.push_str(" \"");
+                    match field {
+                        Some(v) => escape(v, false, out),
+                        None => out.push('-'),
+                    }
+                    out.push('"');
+                }
             }
             out.push('\n');
         }
         AccessLogFormat::Json => {
+            let proto = if e.http { "http" } else { "line" };
+            let field = if e.http { "request" } else { "name" };
             let _ = write!(
                 out,
-                "{{\"time\":{secs},\"client\":\"{host}\",\"proto\":\"line\",\"name\":\""
+                "{{\"time\":{secs},\"client\":\"{host}\",\"proto\":\"{proto}\",\"{field}\":\""
             );
             escape(e.request, true, out);
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "\",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}}}",
+                "\",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}",
                 e.status,
                 e.bytes,
                 e.duration.as_secs_f64() * 1000.0
             );
+            for (k, v) in [("referer", e.referer), ("user_agent", e.agent)] {
+                if let Some(v) = v {
+                    let _ = write!(out, ",\"{k}\":\"");
+                    escape(v, true, out);
+                    out.push('"');
+                }
+            }
+            out.push_str("}\n");
         }
     }
 }
@@ -228,6 +249,9 @@ mod tests {
             status: 200,
             bytes: 1234,
             duration: Duration::from_millis(5),
+            http: false,
+            referer: None,
+            agent: None,
         }
     }
 
@@ -256,6 +280,36 @@ mod tests {
         );
         assert_eq!(s.matches('\n').count(), 1, "one line: {s:?}");
         assert!(s.contains(r#""a\x0ab\x22c\x5cd\xff\x1b""#), "{s}");
+    }
+
+    #[test]
+    fn combined_and_json_carry_referer_and_user_agent_for_http() {
+        let mut e = entry(b"GET /a HTTP/1.1");
+        e.http = true;
+        e.referer = Some(b"http://x/\"q\"");
+        e.agent = Some(b"curl/8");
+        let mut s = String::new();
+        format_entry(AccessLogFormat::Combined, &e, UNIX_EPOCH, &mut s);
+        assert!(
+            s.ends_with(
+                r#"200 1234 "http://x/\x22q\x22" "curl/8"
+"#
+            ),
+            "{s}"
+        );
+        s.clear();
+        format_entry(AccessLogFormat::Json, &e, UNIX_EPOCH, &mut s);
+        assert!(
+            s.contains(r#""proto":"http","request":"GET /a HTTP/1.1""#),
+            "{s}"
+        );
+        assert!(
+            s.ends_with(
+                r#","referer":"http://x/\u0022q\u0022","user_agent":"curl/8"}
+"#
+            ),
+            "{s}"
+        );
     }
 
     #[test]

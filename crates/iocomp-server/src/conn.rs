@@ -82,6 +82,9 @@ pub(crate) struct Req {
     /// Bytes of the response head among them (HTTP): the log counts the body,
     /// as CLF's `%b` does.
     pub(crate) head: u64,
+    /// HTTP `Referer` and `User-Agent`, for the combined and JSON formats.
+    pub(crate) referer: Option<Vec<u8>>,
+    pub(crate) agent: Option<Vec<u8>>,
 }
 
 pub(crate) struct Conn {
@@ -144,6 +147,8 @@ impl Conn {
                 start: Instant::now(),
                 bytes: 0,
                 head: 0,
+                referer: None,
+                agent: None,
             });
         }
     }
@@ -156,6 +161,9 @@ impl Conn {
                 request: &req.request,
                 status: req.status,
                 bytes: req.bytes.saturating_sub(req.head),
+                http: matches!(self.proto, Proto::Http | Proto::Lingering),
+                referer: req.referer.as_deref(),
+                agent: req.agent.as_deref(),
                 duration: req.start.elapsed(),
             });
         }

@@ -57,6 +57,10 @@ pub(crate) fn step(conn: &mut Conn) -> Step {
         }
         Ok(Parsed::Complete(req, head_len)) => {
             conn.begin(request::request_line(&buf), 200);
+            if let Some(r) = conn.req.as_mut() {
+                r.referer = req.referer.map(<[u8]>::to_vec);
+                r.agent = req.user_agent.map(<[u8]>::to_vec);
+            }
             (respond(conn, &req), head_len)
         }
     };

@@ -25,6 +25,10 @@ pub const MAX_HEAD: usize = 8192;
 
 /// The most header fields accepted in one request.
 pub const MAX_HEADERS: usize = 100;
+/// The request line (method, target, version) may be at most this long: a
+/// longer one is 414, as nginx's default buffer gives, and the same bound as
+/// a line-protocol name.
+pub const MAX_REQUEST_LINE: usize = 4096;
 
 /// A request method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +148,12 @@ pub enum Parsed<'a> {
 /// either, else [`HttpError::HeadTooLarge`].
 pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     let window = buf.get(..MAX_HEAD).unwrap_or(buf);
+    let line = skip_empty_lines(window);
+    match line.iter().position(|&b| b == b'\n') {
+        Some(end) if end > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
+        None if line.len() > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
+        _ => {}
+    }
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(window, &mut headers) {

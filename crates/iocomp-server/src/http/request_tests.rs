@@ -522,8 +522,10 @@ fn request_line_9000_bytes_is_414() {
     buf.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
     let e = err(&buf);
     assert_eq!((e, e.status()), (HttpError::UriTooLong, 414));
-    // Still partial below the cap, refused once the cap is reached.
-    assert_eq!(parse(&buf[..MAX_HEAD - 1]), Ok(Parsed::Partial));
+    // Still partial while the line could end in time, refused as soon as it
+    // is longer than a request line may be.
+    assert_eq!(parse(&buf[..MAX_REQUEST_LINE]), Ok(Parsed::Partial));
+    assert_eq!(err(&buf[..MAX_REQUEST_LINE + 2]), HttpError::UriTooLong);
     assert_eq!(err(&buf[..MAX_HEAD]), HttpError::UriTooLong);
 }
 
@@ -603,4 +605,19 @@ fn randomized_no_panic() {
             }
         }
     }
+}
+
+#[test]
+fn request_line_of_5000_bytes_is_414_before_the_head_limit() {
+    let mut buf = b"GET /".to_vec();
+    buf.extend(std::iter::repeat(b'a').take(5000));
+    buf.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(parse(&buf).unwrap_err(), HttpError::UriTooLong);
+    // Still arriving, already too long: no need to wait for the rest.
+    assert_eq!(parse(&buf[..4200]).unwrap_err(), HttpError::UriTooLong);
+    // At the limit it is fine.
+    let mut ok = b"GET /".to_vec();
+    ok.extend(std::iter::repeat(b'a').take(MAX_REQUEST_LINE - 14));
+    ok.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(matches!(parse(&ok), Ok(Parsed::Complete(..))));
 }
