@@ -80,6 +80,9 @@ struct ServeArgs {
     /// HTTP `Cache-Control` header for files (e.g. "max-age=3600"); none by default.
     #[arg(long, value_name = "VALUE")]
     cache_control: Option<String>,
+    /// Regular files kept open between requests, each re-checked with one fstatat per hit (0: none).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    open_file_cache: usize,
     /// Answer 404 for a directory without index.html instead of listing it.
     #[arg(long)]
     no_listing: bool,
@@ -182,6 +185,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.backend = args.backend;
     config.cache_control = args.cache_control;
     config.listing = !args.no_listing;
+    config.open_file_cache = args.open_file_cache;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,

@@ -102,7 +102,7 @@ pub(crate) struct Conn {
     watch: Arc<Watch>,
     pub(crate) port: Port,
     /// The file that `Piece::File` pieces read from.
-    pub(crate) file: Option<File>,
+    pub(crate) file: Option<Arc<File>>,
     /// The rest of the reply in flight.
     pending: VecDeque<Piece>,
     /// Close once the reply in flight is done.

@@ -53,6 +53,7 @@
 
 mod access;
 mod conn;
+mod filecache;
 pub mod http;
 pub mod line;
 pub mod listener;

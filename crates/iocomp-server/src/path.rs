@@ -18,6 +18,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::filecache::FileCache;
 
 /// The longest name, in bytes, that [`Root::open_file`] accepts.
 const MAX_NAME: usize = 4096;
@@ -41,6 +44,8 @@ pub struct Root {
     fd: OwnedFd,
     /// The policy for names under the root.
     opts: PathOptions,
+    /// Open regular files, revalidated on every hit.
+    cache: Option<FileCache>,
 }
 
 /// Why a name could not be served.
@@ -104,8 +109,9 @@ impl std::error::Error for OpenError {
 /// the root.
 #[derive(Debug)]
 pub struct Opened {
-    /// The file, open read-only in blocking mode.
-    pub file: File,
+    /// The file, open read-only in blocking mode; shared with the open-file
+    /// cache, if there is one (use positional reads only).
+    pub file: Arc<File>,
     /// Its length in bytes when it was opened.
     pub len: u64,
     /// Its metadata when it was opened (kind, inode, modification time).
@@ -133,7 +139,31 @@ impl Root {
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(dir)?;
         let fd = OwnedFd::from(file);
-        Ok(Root { fd, opts })
+        Ok(Root {
+            fd,
+            opts,
+            cache: None,
+        })
+    }
+
+    /// Keeps up to `entries` regular files open between requests (each hit
+    /// re-checked with one `fstatat`; see the `filecache` module), closing those
+    /// unused for `idle` at each [`Root::prune_cache`]. 0 entries: no cache.
+    pub fn with_cache(mut self, entries: usize, idle: std::time::Duration) -> Root {
+        self.cache = (entries > 0).then(|| FileCache::new(entries, idle));
+        self
+    }
+
+    /// Closes cached files unused for longer than the idle limit.
+    pub fn prune_cache(&self) {
+        if let Some(c) = &self.cache {
+            c.prune();
+        }
+    }
+
+    /// Files the cache holds open right now.
+    pub fn cached_files(&self) -> usize {
+        self.cache.as_ref().map_or(0, FileCache::len)
     }
 
     /// The policy this root was opened with.
@@ -147,9 +177,21 @@ impl Root {
         if rel.as_bytes() == b"." {
             return Err(OpenError::BadName);
         }
+        if let Some(cache) = &self.cache {
+            if let Some((file, meta)) = cache.get(self.fd.as_fd(), &rel, !self.opts.no_symlinks) {
+                return Ok(Opened {
+                    file,
+                    len: meta.len(),
+                    meta,
+                });
+            }
+        }
         let opened = self.open_rel(&rel)?;
         if !opened.meta.is_file() {
             return Err(OpenError::NotRegular);
+        }
+        if let Some(cache) = &self.cache {
+            cache.put(rel, opened.file.clone(), opened.meta.clone());
         }
         Ok(opened)
     }
@@ -174,7 +216,11 @@ impl Root {
             clear_nonblock(file.as_fd()).map_err(OpenError::Io)?;
         }
         let len = meta.len();
-        Ok(Opened { file, len, meta })
+        Ok(Opened {
+            file: Arc::new(file),
+            len,
+            meta,
+        })
     }
 
     /// Applies the name rules and returns the normalized relative path (`.`
@@ -356,9 +402,9 @@ mod tests {
         assert_eq!(got(&root, b"caf\xe9"), "6");
         assert_eq!(got(&root, b"caf\xc3\xa9"), "not found");
 
-        let mut opened = root.open_file(b"a").unwrap();
+        let opened = root.open_file(b"a").unwrap();
         let mut content = String::new();
-        io::Read::read_to_string(&mut opened.file, &mut content).unwrap();
+        io::Read::read_to_string(&mut &*opened.file, &mut content).unwrap();
         assert_eq!(content, "hello");
         // SAFETY: the fd is valid while `opened.file` lives; F_GETFL touches no memory.
         let flags = unsafe { libc::fcntl(opened.file.as_raw_fd(), libc::F_GETFL) };
@@ -459,5 +505,62 @@ mod tests {
             root.open_entry(b"../x"),
             Err(OpenError::Forbidden)
         ));
+    }
+
+    #[test]
+    fn cached_files_are_reused_until_the_name_leads_elsewhere() {
+        let t = Tree::new("cache");
+        t.file(b"a.txt", b"one");
+        let outside = t.base.join("outside-secret");
+        std::fs::write(&outside, b"SECRET").unwrap();
+        let root = t.open(false, false).with_cache(8, Duration::from_secs(60));
+        let first = root.open_file(b"a.txt").unwrap();
+        let again = root.open_file(b"/a.txt").unwrap();
+        assert!(
+            Arc::ptr_eq(&first.file, &again.file),
+            "a hit shares the open file"
+        );
+        assert_eq!(root.cached_files(), 1);
+        // Replaced by rename: a new inode, so a miss and the new content.
+        std::fs::write(t.root.join("a.new"), b"two!").unwrap();
+        std::fs::rename(t.root.join("a.new"), t.root.join("a.txt")).unwrap();
+        let replaced = root.open_file(b"a.txt").unwrap();
+        assert!(!Arc::ptr_eq(&first.file, &replaced.file));
+        assert_eq!(replaced.len, 4);
+        // Truncated in place: the size differs, so a miss.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.root.join("a.txt"))
+            .unwrap()
+            .set_len(1)
+            .unwrap();
+        assert_eq!(root.open_file(b"a.txt").unwrap().len, 1);
+        // A symlink swapped to point outside: never served from the cache.
+        t.link("a.txt", "l");
+        assert_eq!(root.open_file(b"l").unwrap().len, 1);
+        std::fs::remove_file(t.root.join("l")).unwrap();
+        symlink(&outside, t.root.join("l")).unwrap();
+        assert!(matches!(root.open_file(b"l"), Err(OpenError::Forbidden)));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_pruned() {
+        let t = Tree::new("cachebound");
+        for i in 0..64 {
+            t.file(format!("f{i}").as_bytes(), b"x");
+        }
+        let root = t
+            .open(false, false)
+            .with_cache(16, Duration::from_millis(50));
+        for i in 0..64 {
+            root.open_file(format!("f{i}").as_bytes()).unwrap();
+        }
+        assert!(root.cached_files() <= 16, "{} open", root.cached_files());
+        std::thread::sleep(Duration::from_millis(120));
+        root.prune_cache();
+        assert_eq!(root.cached_files(), 0, "idle entries are closed");
+        let no_cache = t.open(false, false);
+        no_cache.open_file(b"f1").unwrap();
+        assert_eq!(no_cache.cached_files(), 0);
     }
 }

@@ -13,6 +13,7 @@ use std::any::Any;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handle::Handle;
@@ -207,8 +208,10 @@ impl Timeout {
 pub struct TransmitFile {
     /// The connected stream socket.
     pub socket: Handle,
-    /// The file, or `None` to send only `head` and `tail`.
-    pub file: Option<File>,
+    /// The file, or `None` to send only `head` and `tail`. Shared, so that one
+    /// open file (from a cache, say) can feed many transfers at once; only its
+    /// descriptor is used (positional reads: its file offset is never moved).
+    pub file: Option<Arc<File>>,
     /// Where in the file to start.
     pub offset: u64,
     /// How many bytes of the file to send; 0 means up to the end of the file.
@@ -225,10 +228,10 @@ pub struct TransmitFile {
 
 impl TransmitFile {
     /// Transmit all of `file` on `socket`.
-    pub fn new(socket: &Handle, file: File) -> TransmitFile {
+    pub fn new(socket: &Handle, file: impl Into<Arc<File>>) -> TransmitFile {
         TransmitFile {
             socket: socket.clone(),
-            file: Some(file),
+            file: Some(file.into()),
             offset: 0,
             len: 0,
             head: Vec::new(),
