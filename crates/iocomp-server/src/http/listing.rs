@@ -152,6 +152,15 @@ fn push_html(out: &mut Vec<u8>, text: &str) {
             b'>' => out.extend_from_slice(b"&gt;"),
             b'"' => out.extend_from_slice(b"&quot;"),
             b'\'' => out.extend_from_slice(b"&#39;"),
+            // A control character (a newline in a name, say) would render as a
+            // space and make two names look alike: show its control picture
+            // (U+2400 + byte, U+2421 for DEL) instead.
+            0..=0x1f => {
+                let pic = char::from_u32(0x2400 + u32::from(b)).unwrap_or('\u{fffd}');
+                let mut tmp = [0u8; 4];
+                out.extend_from_slice(pic.encode_utf8(&mut tmp).as_bytes());
+            }
+            0x7f => out.extend_from_slice("\u{2421}".as_bytes()),
             _ => out.push(b),
         }
     }

@@ -253,3 +253,27 @@ fn randomized_names_round_trip() {
         let _ = json(&mut entries);
     }
 }
+
+#[test]
+fn control_characters_in_names_are_shown_as_control_pictures() {
+    let mut out = Vec::new();
+    let mut entries = [
+        Entry {
+            name: b"new\nline.txt",
+            is_dir: false,
+            len: 1,
+            mtime: 0,
+        },
+        Entry {
+            name: b"new line.txt",
+            is_dir: false,
+            len: 1,
+            mtime: 0,
+        },
+    ];
+    render_html(&mut out, b"/d/", &mut entries, Sort::from_query(None));
+    let html = String::from_utf8(out).unwrap();
+    assert!(html.contains("new\u{240a}line.txt"), "{html}");
+    assert!(html.contains("new line.txt"));
+    assert!(html.contains("new%0Aline.txt") && html.contains("new%20line.txt"));
+}
