@@ -1,0 +1,594 @@
+//! A real browser over a directory listing: headless Chromium (Debian's
+//! `chromium`, driven by `playwright-core` from `tests/browser/`) opens the
+//! HTML listing of a folder whose file names hold a space, `#`, `?`, `%`,
+//! `<b>`, an emoji and a newline, checks each name is displayed as text,
+//! clicks each link and checks the page it lands on shows that file's content.
+//!
+//! Needs `node`, `chromium` (or `$IOCOMP_CHROMIUM`) and
+//! `npm ci --prefix crates/iocomp-cli/tests/browser`; CI installs them. When
+//! one is missing the test fails saying what to install, unless
+//! `IOCOMP_SKIP_BROWSER=1` is set, in which case it says it is skipped and
+//! passes. The Node script runs in its own process group, which is killed
+//! after [`NODE_TIMEOUT`] (and in any case once it exits, so that no
+//! Chromium process outlives the test), with `TMPDIR` inside the test's
+//! temporary tree, so the browser profile goes when the tree does.
+//! `IOCOMP_BROWSER_SCREENSHOT=PATH` keeps the listing's screenshot at PATH.
+
+mod common;
+
+use common::{Server, TempTree};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Bound for the whole Node script (browser start-up included).
+const NODE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The awkward names, one file each; every file's content is its marker.
+const AWKWARD: [&str; 7] = [
+    "a b.txt",
+    "h#sh.txt",
+    "q?.txt",
+    "100%.txt",
+    "<b>bold.txt",
+    "\u{1f600}.txt",
+    "new\nline.txt",
+];
+
+/// The unique content of the `i`th awkward file.
+fn marker(i: usize) -> String {
+    format!("iocomp-browser-marker-{i}-{}", 7919 * (i + 1))
+}
+
+/// The directory holding `listing.mjs`, `package.json` and `node_modules/`.
+fn script_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// The Chromium to drive: `$IOCOMP_CHROMIUM`, or Debian's `/usr/bin/chromium`.
+fn chromium_path() -> String {
+    std::env::var("IOCOMP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
+}
+
+/// Whether `program --version` runs and succeeds.
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// What is missing to run the test, each with how to install it.
+fn missing_prerequisites() -> Vec<String> {
+    let mut missing = Vec::new();
+    let chromium = chromium_path();
+    if !runs(&chromium) {
+        missing.push(format!(
+            "Chromium at {chromium} (`apt-get install -y --no-install-recommends chromium`, \
+             or point IOCOMP_CHROMIUM at a Chromium)"
+        ));
+    }
+    if !runs("node") {
+        missing.push("node, 18 or later (`apt-get install -y nodejs`)".to_string());
+    }
+    let package = script_dir().join("node_modules/playwright-core/package.json");
+    if !package.is_file() {
+        missing.push(format!(
+            "playwright-core in {} (`npm ci --prefix {}`)",
+            script_dir().join("node_modules").display(),
+            script_dir().display()
+        ));
+    }
+    missing
+}
+
+/// What the Node script ran into: its exit status and output.
+struct NodeRun {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `node listing.mjs args...` in its own process group, with `TMPDIR`
+/// set to `tmp` (so the browser profile and Playwright's files go there, and
+/// are removed with it even when the script is killed); kills the group past
+/// [`NODE_TIMEOUT`], and after the script exits as well, so a browser it left
+/// behind does not linger.
+fn run_node(tmp: &Path, args: &[&str]) -> NodeRun {
+    let mut cmd = Command::new("node");
+    cmd.arg(script_dir().join("listing.mjs"))
+        .args(args)
+        .current_dir(script_dir())
+        .env("IOCOMP_CHROMIUM", chromium_path())
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let pgid = i32::try_from(child.id()).expect("pid fits in i32");
+    let kill_group = || {
+        // SAFETY: kill(2) on our own child's process group; no memory involved.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    };
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + NODE_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group();
+                let _ = child.wait();
+                let stderr = err_reader.join().unwrap_or_default();
+                panic!(
+                    "{cmd:?} did not finish within {NODE_TIMEOUT:?}; killed. stderr:\n{}",
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("wait for {cmd:?}: {e}"),
+        }
+    };
+    kill_group();
+    NodeRun {
+        status,
+        stdout: String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading the script's JSON summary
+// ---------------------------------------------------------------------------
+
+/// A JSON value (the summary is small, so a tiny parser beats a dependency).
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// Parses a whole document; panics with the offset on malformed input.
+    fn parse(text: &str) -> Json {
+        let mut p = Parser {
+            s: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value();
+        p.ws();
+        assert_eq!(p.i, p.s.len(), "trailing bytes after JSON at {}", p.i);
+        v
+    }
+
+    /// The member `key` of an object; panics if absent.
+    fn get(&self, key: &str) -> &Json {
+        match self {
+            Json::Obj(members) => members
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no {key:?} in {self:?}")),
+            _ => panic!("not an object looking up {key:?}: {self:?}"),
+        }
+    }
+
+    fn str(&self) -> &str {
+        match self {
+            Json::Str(s) => s,
+            _ => panic!("not a string: {self:?}"),
+        }
+    }
+
+    fn arr(&self) -> &[Json] {
+        match self {
+            Json::Arr(a) => a,
+            _ => panic!("not an array: {self:?}"),
+        }
+    }
+
+    fn num(&self) -> f64 {
+        match self {
+            Json::Num(n) => *n,
+            _ => panic!("not a number: {self:?}"),
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> u8 {
+        *self
+            .s
+            .get(self.i)
+            .unwrap_or_else(|| panic!("JSON ends early at {}", self.i))
+    }
+
+    fn eat(&mut self, lit: &str) {
+        assert!(
+            self.s[self.i..].starts_with(lit.as_bytes()),
+            "expected {lit:?} at JSON offset {}",
+            self.i
+        );
+        self.i += lit.len();
+    }
+
+    fn value(&mut self) -> Json {
+        self.ws();
+        match self.peek() {
+            b'n' => {
+                self.eat("null");
+                Json::Null
+            }
+            b't' => {
+                self.eat("true");
+                Json::Bool(true)
+            }
+            b'f' => {
+                self.eat("false");
+                Json::Bool(false)
+            }
+            b'"' => Json::Str(self.string()),
+            b'[' => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.peek() == b']' {
+                    self.i += 1;
+                    return Json::Arr(items);
+                }
+                loop {
+                    items.push(self.value());
+                    self.ws();
+                    let c = self.peek();
+                    self.i += 1;
+                    match c {
+                        b',' => {}
+                        b']' => return Json::Arr(items),
+                        _ => panic!("bad array at JSON offset {}", self.i - 1),
+                    }
+                }
+            }
+            b'{' => {
+                self.i += 1;
+                let mut members = Vec::new();
+                self.ws();
+                if self.peek() == b'}' {
+                    self.i += 1;
+                    return Json::Obj(members);
+                }
+                loop {
+                    self.ws();
+                    let key = self.string();
+                    self.ws();
+                    self.eat(":");
+                    members.push((key, self.value()));
+                    self.ws();
+                    let c = self.peek();
+                    self.i += 1;
+                    match c {
+                        b',' => {}
+                        b'}' => return Json::Obj(members),
+                        _ => panic!("bad object at JSON offset {}", self.i - 1),
+                    }
+                }
+            }
+            _ => {
+                let start = self.i;
+                while self.i < self.s.len() && b"+-.0123456789eE".contains(&self.s[self.i]) {
+                    self.i += 1;
+                }
+                let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
+                Json::Num(
+                    text.parse()
+                        .unwrap_or_else(|_| panic!("bad JSON value at offset {start}")),
+                )
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> u32 {
+        let h = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
+        self.i += 4;
+        u32::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad \\u escape {h:?}"))
+    }
+
+    fn string(&mut self) -> String {
+        self.eat("\"");
+        let mut out = String::new();
+        loop {
+            let start = self.i;
+            while !matches!(self.peek(), b'"' | b'\\') {
+                self.i += 1;
+            }
+            out.push_str(std::str::from_utf8(&self.s[start..self.i]).unwrap());
+            let c = self.peek();
+            self.i += 1;
+            if c == b'"' {
+                return out;
+            }
+            let e = self.peek();
+            self.i += 1;
+            match e {
+                b'"' => out.push('"'),
+                b'\\' => out.push('\\'),
+                b'/' => out.push('/'),
+                b'b' => out.push('\u{8}'),
+                b'f' => out.push('\u{c}'),
+                b'n' => out.push('\n'),
+                b'r' => out.push('\r'),
+                b't' => out.push('\t'),
+                b'u' => {
+                    let mut cp = self.hex4();
+                    if (0xD800..0xDC00).contains(&cp) {
+                        self.eat("\\u");
+                        let low = self.hex4();
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                    }
+                    out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+                }
+                _ => panic!("bad escape at JSON offset {}", self.i - 1),
+            }
+        }
+    }
+}
+
+/// Writes `s` as a JSON string.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The page text a browser shows for `name` in normal white-space: each run
+/// of ASCII whitespace (the newline included) becomes one space.
+/// What the browser shows for a name: the listing renders each control
+/// character as its control picture (U+2400 + byte; U+2421 for DEL), so a
+/// newline in a name cannot pass for a space; runs of spaces then collapse.
+fn displayed(name: &str) -> String {
+    let pictured: String = name
+        .chars()
+        .map(|c| match c {
+            '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or(c),
+            '\u{7f}' => '\u{2421}',
+            c => c,
+        })
+        .collect();
+    pictured
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// ---------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------
+
+#[test]
+fn chromium_follows_links_with_awkward_names() {
+    let missing = missing_prerequisites();
+    if !missing.is_empty() {
+        let list = missing.join("\n  - ");
+        if std::env::var("IOCOMP_SKIP_BROWSER").as_deref() == Ok("1") {
+            // Straight to stderr: the test harness captures `eprintln!`.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: browser test (IOCOMP_SKIP_BROWSER=1); missing:\n  - {list}"
+            );
+            return;
+        }
+        panic!(
+            "the browser test needs, and cannot find:\n  - {list}\n\
+             (set IOCOMP_SKIP_BROWSER=1 to skip it instead)"
+        );
+    }
+
+    let tree = TempTree::new();
+    tree.dir("awkward");
+    for (i, name) in AWKWARD.iter().enumerate() {
+        tree.file(&format!("awkward/{name}"), marker(i).as_bytes());
+    }
+    let mut server = Server::start(tree.root(), &[]);
+    let url = format!("http://{}/awkward/", server.addr());
+    let screenshot = std::env::var_os("IOCOMP_BROWSER_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tree.base().join("listing.png"));
+    let _ = fs::remove_file(&screenshot);
+    let spec = format!(
+        "[{}]",
+        AWKWARD
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!(
+                "{{\"name\":{},\"marker\":{}}}",
+                json_string(n),
+                json_string(&marker(i))
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+
+    let tmp = tree.base().join("tmp");
+    fs::create_dir(&tmp).unwrap_or_else(|e| panic!("mkdir {}: {e}", tmp.display()));
+    let run = run_node(
+        &tmp,
+        &[&url, screenshot.to_str().expect("UTF-8 temp path"), &spec],
+    );
+    let context = format!(
+        "node exited {:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
+        run.status, run.stdout, run.stderr
+    );
+    let line = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON summary from the script; {context}"));
+    let summary = Json::parse(line);
+
+    assert_eq!(
+        *summary.get("error"),
+        Json::Null,
+        "the script threw; {context}"
+    );
+    assert!(
+        summary.get("foreignRequests").arr().is_empty(),
+        "the pages fetched from elsewhere; {context}"
+    );
+    assert!(summary.get("pageErrors").arr().is_empty(), "{context}");
+
+    // The listing itself: HTML, no scripts, no markup smuggled in by a name,
+    // and every name findable in the text the browser displays.
+    let listing = summary.get("listing");
+    assert_eq!(listing.get("status").num(), 200.0, "{context}");
+    assert_eq!(
+        listing.get("contentType").str(),
+        "text/html; charset=utf-8",
+        "{context}"
+    );
+    assert_eq!(
+        listing.get("title").str(),
+        "Index of /awkward/",
+        "{context}"
+    );
+    assert_eq!(listing.get("scripts").num(), 0.0, "{context}");
+    assert_eq!(listing.get("injectedElements").num(), 0.0, "{context}");
+    let body_text = listing.get("bodyText").str();
+    let link_texts: Vec<&str> = listing
+        .get("links")
+        .arr()
+        .iter()
+        .map(|l| l.get("innerText").str())
+        .collect();
+    for name in AWKWARD {
+        let shown = displayed(name);
+        assert!(
+            body_text.contains(&shown),
+            "{name:?} is not displayed as {shown:?}; page text: {body_text:?}"
+        );
+        assert_eq!(
+            link_texts.iter().filter(|t| **t == shown).count(),
+            1,
+            "{name:?}: want exactly one link displayed as {shown:?}; links: {link_texts:?}"
+        );
+    }
+    // In the DOM each link's text is the name with control characters turned
+    // into their pictures (nothing else changed: no whitespace folded).
+    let raw_texts: Vec<&str> = listing
+        .get("links")
+        .arr()
+        .iter()
+        .map(|l| l.get("text").str())
+        .collect();
+    for name in AWKWARD {
+        let pictured: String = name
+            .chars()
+            .map(|c| {
+                if c < ' ' {
+                    char::from_u32(0x2400 + c as u32).unwrap_or(c)
+                } else {
+                    c
+                }
+            })
+            .collect();
+        assert!(
+            raw_texts.contains(&pictured.as_str()),
+            "{pictured:?} missing from the links' DOM text {raw_texts:?}"
+        );
+    }
+
+    // Every link, clicked by its visible text, led to exactly that file.
+    let files = summary.get("files").arr();
+    assert_eq!(files.len(), AWKWARD.len(), "{context}");
+    for (i, (name, file)) in AWKWARD.iter().zip(files).enumerate() {
+        let what = format!("clicking {:?}", displayed(name));
+        assert_eq!(file.get("name").str(), *name, "{what}");
+        assert_eq!(file.get("matchingLinks").num(), 1.0, "{what}");
+        assert_eq!(*file.get("visible"), Json::Bool(true), "{what}");
+        assert_eq!(file.get("status").num(), 200.0, "{what}: {file:?}");
+        assert!(
+            file.get("contentType").str().starts_with("text/plain"),
+            "{what}: {file:?}"
+        );
+        assert_eq!(
+            file.get("decodedLastSegment").str(),
+            *name,
+            "{what}: landed on {}",
+            file.get("finalUrl").str()
+        );
+        assert_eq!(*file.get("pre"), Json::Bool(true), "{what}: {file:?}");
+        assert_eq!(file.get("text").str(), marker(i), "{what}: {file:?}");
+    }
+
+    // Whatever else the script itself found wrong.
+    let failures: Vec<&str> = summary
+        .get("failures")
+        .arr()
+        .iter()
+        .map(Json::str)
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "the script reports:\n  {}\n{context}",
+        failures.join("\n  ")
+    );
+    assert!(run.status.success(), "{context}");
+
+    // One screenshot of the listing: a non-empty PNG of sensible size.
+    let png = fs::read(&screenshot)
+        .unwrap_or_else(|e| panic!("read screenshot {}: {e}", screenshot.display()));
+    assert!(png.len() > 1000, "screenshot is only {} bytes", png.len());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "screenshot is not a PNG");
+    assert_eq!(&png[12..16], b"IHDR", "screenshot: no IHDR chunk first");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert!(
+        width >= 100 && height >= 100,
+        "screenshot is {width}x{height}"
+    );
+
+    server.assert_alive();
+    let log = server.stderr_text();
+    assert!(!log.contains("panicked"), "server log:\n{log}");
+}
