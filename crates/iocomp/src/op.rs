@@ -202,9 +202,10 @@ impl Timeout {
 /// writable, then calls a non-blocking `sendfile(2)`, at most 2 MiB per turn so
 /// that other connections get their share. Pages that are not in the page cache
 /// are read by io_uring into a buffer and sent from there instead, so the thread
-/// never blocks on the disk (on the epoll backend they are read with `pread`
-/// on the owning thread, 256 KiB at a time, which may wait for the disk). The
-/// socket is switched to non-blocking mode.
+/// never blocks on the disk (on the epoll backend a `preadv2(RWF_NOWAIT)` is
+/// tried first and, if the disk must be asked, a small blocking pool does the
+/// read while the thread serves others). The socket is switched to
+/// non-blocking mode.
 pub struct TransmitFile {
     /// The connected stream socket.
     pub socket: Handle,

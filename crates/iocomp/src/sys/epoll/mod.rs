@@ -37,7 +37,9 @@ use crate::packet::{OpId, Packet};
 
 mod ops;
 
-use ops::{finish, prepare, Attempt, Dir, OpState, Target};
+use ops::{finish, prepare, Attempt, Dir, Offload, OpState, Target};
+
+mod pool;
 
 /// epoll data of the wake-up eventfd (descriptors use their number).
 const WAKE_TAG: u64 = u64::MAX;
@@ -56,7 +58,11 @@ pub(crate) struct RingShared {
     eventfd: OwnedFd,
     slab: Mutex<Slab<OpState>>,
     remote: AtomicBool,
+    /// File reads the blocking pool finished: (op, result, its buffer).
+    reads: Mutex<Vec<ReadDone>>,
 }
+
+type ReadDone = (OpId, io::Result<usize>, Vec<u8>);
 
 impl RingShared {
     fn lock(&self) -> MutexGuard<'_, Slab<OpState>> {
@@ -109,6 +115,16 @@ impl RingShared {
     /// flight here.
     pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
         self.lock().get(id).map(|st| st.progress())
+    }
+
+    /// The blocking pool finished a read for `id` (called on a pool thread).
+    fn read_done(&self, id: OpId, res: io::Result<usize>, buf: Vec<u8>) {
+        self.reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, res, buf));
+        self.remote.store(true, Ordering::Release);
+        self.wake();
     }
 }
 
@@ -172,6 +188,7 @@ impl Ring {
             eventfd,
             slab: Mutex::new(Slab::default()),
             remote: AtomicBool::new(false),
+            reads: Mutex::new(Vec::new()),
         });
         Ok(Ring {
             epfd,
@@ -313,6 +330,13 @@ impl Ring {
                     }
                     return;
                 }
+                // The front op waits for the blocking pool: so does its queue.
+                Attempt::Pending => return,
+                Attempt::Offload(job) => {
+                    st.offload = Offload::Busy;
+                    pool::submit(job, &self.shared, id);
+                    return;
+                }
                 Attempt::Done(status, bytes) => (status, bytes),
             };
             entry.queue(dir).pop_front();
@@ -350,10 +374,21 @@ impl Ring {
         }
     }
 
-    /// Starts what other threads handed over and carries out their cancels.
+    /// Starts what other threads handed over, carries out their cancels, and
+    /// goes on with transmits whose file read the blocking pool finished.
     fn take_remote(&mut self, slab: &mut Slab<OpState>, out: &mut VecDeque<Packet>) {
         if !self.shared.remote.swap(false, Ordering::Acquire) {
             return;
+        }
+        let reads =
+            std::mem::take(&mut *self.shared.reads.lock().unwrap_or_else(|e| e.into_inner()));
+        for (id, res, buf) in reads {
+            // A read for an op cancelled meanwhile is simply dropped.
+            let Some(st) = slab.get(id) else { continue };
+            st.read_returned(res, buf);
+            if let Target::Fd(fd, dir) = st.target() {
+                self.run_queue(slab, fd, dir, out);
+            }
         }
         let subs = std::mem::take(&mut slab.remote_submit);
         let cancels = std::mem::take(&mut slab.remote_cancel);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std};
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::super::slab::InFlight;
+use super::pool::Job;
 use crate::handle::Handle;
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
@@ -23,6 +24,20 @@ pub(super) struct OpState {
     key: u64,
     pub(super) cancel: bool,
     extra: Extra,
+    /// A transmit's file read handed to the blocking pool.
+    pub(super) offload: Offload,
+}
+
+/// Where a transmit's read of cold file pages stands.
+#[derive(Default)]
+pub(super) enum Offload {
+    /// No read in the pool.
+    #[default]
+    Idle,
+    /// The pool is reading; the transmit waits for it.
+    Busy,
+    /// The pool's read failed (or found the file shorter than promised).
+    Failed(io::Error),
 }
 
 impl InFlight for OpState {
@@ -64,6 +79,10 @@ pub(super) enum Attempt {
     Yield,
     /// Finished with this status and byte count.
     Done(io::Result<()>, u64),
+    /// Needs a file read that would wait for the disk: hand it to the pool.
+    Offload(Job),
+    /// Waiting for the pool.
+    Pending,
 }
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
@@ -102,6 +121,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         key,
         cancel: false,
         extra,
+        offload: Offload::Idle,
     }))
 }
 
@@ -221,20 +241,39 @@ impl OpState {
                             }
                         }
                         Phase::Read => {
-                            // Cold pages: read them here, on the owning thread
-                            // (a blocking read of at most CHUNK bytes), then send
-                            // them like head and tail.
-                            let Some(file) = op.file.as_ref().map(|f| f.as_raw_fd()) else {
+                            // Cold pages: try a read that never waits; if the
+                            // disk has to be asked, the blocking pool reads them
+                            // (this thread goes on with other connections), and
+                            // they are sent like head and tail.
+                            match std::mem::take(&mut self.offload) {
+                                Offload::Busy => {
+                                    self.offload = Offload::Busy;
+                                    return Attempt::Pending;
+                                }
+                                Offload::Failed(e) => return Attempt::Done(Err(e), t.total),
+                                Offload::Idle => {}
+                            }
+                            let Some(file) = op.file.as_ref() else {
                                 return Attempt::Done(Err(errno(libc::EBADF)), t.total);
                             };
                             let want = t.read_want();
-                            match pread(file, &mut t.chunk, want, t.file_off) {
+                            match pread_nowait(file.as_raw_fd(), &mut t.chunk, want, t.file_off) {
                                 Ok(0) => {
                                     // The file is shorter than it was at the start.
                                     let e = io::ErrorKind::UnexpectedEof.into();
                                     return Attempt::Done(Err(e), t.total);
                                 }
                                 Ok(n) => t.read_done(n),
+                                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                                    let buf = std::mem::take(&mut t.chunk);
+                                    let job = Job {
+                                        file: file.clone(),
+                                        off: t.file_off,
+                                        want,
+                                        buf,
+                                    };
+                                    return Attempt::Offload(job);
+                                }
                                 Err(e) => return Attempt::Done(Err(e), t.total),
                             }
                         }
@@ -352,9 +391,50 @@ fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     })
 }
 
+/// What the blocking pool read for a transmit: its buffer back, and then the
+/// transmit goes on (or fails) the next time it is tried.
+impl OpState {
+    pub(super) fn read_returned(&mut self, res: io::Result<usize>, buf: Vec<u8>) {
+        let Extra::Transmit(t) = &mut self.extra else {
+            return;
+        };
+        t.chunk = buf;
+        self.offload = match res {
+            Ok(0) => Offload::Failed(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                t.read_done(n);
+                Offload::Idle
+            }
+            Err(e) => Offload::Failed(e),
+        };
+    }
+}
+
+/// `preadv2(RWF_NOWAIT)` of up to `want` bytes at `off` into `buf`'s spare
+/// capacity, replacing its contents: EAGAIN instead of waiting for the disk.
+fn pread_nowait(fd: RawFd, buf: &mut Vec<u8>, want: usize, off: u64) -> io::Result<usize> {
+    buf.clear();
+    let spare = buf.spare_capacity_mut();
+    let want = want.min(spare.len());
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    let n = retry(|| {
+        // SAFETY: one iovec over `want` bytes of spare capacity that `buf` owns
+        // and we borrow mutably; the kernel writes at most that and keeps nothing.
+        unsafe { libc::preadv2(fd, &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) }
+    })?;
+    let n = n.min(want);
+    // SAFETY: the kernel initialised the first `n` bytes (at most `want`).
+    unsafe { buf.set_len(n) };
+    Ok(n)
+}
+
 /// `pread` of up to `want` bytes at `off` into `buf`'s spare capacity (which
-/// must hold `want`), replacing its contents.
-fn pread(fd: RawFd, buf: &mut Vec<u8>, want: usize, off: u64) -> io::Result<usize> {
+/// must hold `want`), replacing its contents. May wait for the disk: only the
+/// blocking pool calls it.
+pub(super) fn pread(fd: RawFd, buf: &mut Vec<u8>, want: usize, off: u64) -> io::Result<usize> {
     buf.clear();
     let spare = buf.spare_capacity_mut();
     let want = want.min(spare.len());
