@@ -177,6 +177,28 @@ impl Root {
         if rel.as_bytes() == b"." {
             return Err(OpenError::BadName);
         }
+        let opened = self.open_cached(rel)?;
+        if !opened.meta.is_file() {
+            return Err(OpenError::NotRegular);
+        }
+        Ok(opened)
+    }
+
+    /// Opens a regular file or a directory; an empty name (or only slashes and
+    /// `.`) is the root itself. Anything else (a FIFO, a socket, a device) is
+    /// `NotRegular`.
+    pub fn open_entry(&self, name: &[u8]) -> Result<Opened, OpenError> {
+        let rel = self.normalize(name)?;
+        let opened = self.open_cached(rel)?;
+        if !opened.meta.is_file() && !opened.meta.is_dir() {
+            return Err(OpenError::NotRegular);
+        }
+        Ok(opened)
+    }
+
+    /// Opens `rel` through the open-file cache: a hit that still matches the
+    /// name costs one `fstatat`; a regular file opened afresh is remembered.
+    fn open_cached(&self, rel: CString) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
             if let Some((file, meta)) = cache.get(self.fd.as_fd(), &rel, !self.opts.no_symlinks) {
                 return Ok(Opened {
@@ -187,23 +209,8 @@ impl Root {
             }
         }
         let opened = self.open_rel(&rel)?;
-        if !opened.meta.is_file() {
-            return Err(OpenError::NotRegular);
-        }
-        if let Some(cache) = &self.cache {
+        if let (Some(cache), true) = (&self.cache, opened.meta.is_file()) {
             cache.put(rel, opened.file.clone(), opened.meta.clone());
-        }
-        Ok(opened)
-    }
-
-    /// Opens a regular file or a directory; an empty name (or only slashes and
-    /// `.`) is the root itself. Anything else (a FIFO, a socket, a device) is
-    /// `NotRegular`.
-    pub fn open_entry(&self, name: &[u8]) -> Result<Opened, OpenError> {
-        let rel = self.normalize(name)?;
-        let opened = self.open_rel(&rel)?;
-        if !opened.meta.is_file() && !opened.meta.is_dir() {
-            return Err(OpenError::NotRegular);
         }
         Ok(opened)
     }
