@@ -11,6 +11,8 @@ use crate::packet::OpId;
 pub(super) trait InFlight {
     /// Marks the operation for cancellation.
     fn mark_cancel(&mut self);
+    /// Whether a cancel was asked for.
+    fn cancelled(&self) -> bool;
 }
 
 pub(super) struct Slab<T> {
@@ -88,6 +90,32 @@ impl<T: InFlight> Slab<T> {
     }
 
     /// The id of whatever occupies `slot` now (for ids queued by slot number).
+    /// Inserts an operation handed over by another thread; the owner starts
+    /// it when it next looks at its remote queue.
+    pub(super) fn hand_over(&mut self, ring: u16, st: Box<T>) -> Result<OpId, (io::Error, Box<T>)> {
+        let id = self.insert(ring, st)?;
+        self.remote_submit.push(id.slot());
+        Ok(id)
+    }
+
+    /// Marks `id` for cancellation and queues the request for its owner:
+    /// `Ok(true)` if the owner must be woken, `Ok(false)` if a cancel was
+    /// already asked for, `NotFound` if the operation is not in flight.
+    pub(super) fn request_cancel(&mut self, id: OpId) -> io::Result<bool> {
+        let Some(st) = self.get(id) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such operation in flight",
+            ));
+        };
+        if st.cancelled() {
+            return Ok(false);
+        }
+        st.mark_cancel();
+        self.remote_cancel.push(id);
+        Ok(true)
+    }
+
     pub(super) fn id_at(&self, ring: u16, slot: u32) -> OpId {
         let gen = self.slots.get(slot as usize).map_or(0, |s| s.gen);
         OpId::new(ring, gen, slot)

@@ -82,10 +82,10 @@ impl RingShared {
     /// Inserts an operation from a thread that does not own this backend.
     pub(crate) fn submit_remote(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
         let st = prepare(op)?;
-        let mut slab = self.lock();
-        let id = slab.insert(self.index, st).map_err(|(e, st)| (e, st.op))?;
-        slab.remote_submit.push(id.slot());
-        drop(slab);
+        let id = self
+            .lock()
+            .hand_over(self.index, st)
+            .map_err(|(e, st)| (e, st.op))?;
         self.remote.store(true, Ordering::Release);
         self.wake();
         Ok(id)
@@ -93,22 +93,11 @@ impl RingShared {
 
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
     pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
-        let mut slab = self.lock();
-        match slab.get(id) {
-            Some(st) if !st.cancel => {
-                st.cancel = true;
-                slab.remote_cancel.push(id);
-                drop(slab);
-                self.remote.store(true, Ordering::Release);
-                self.wake();
-                Ok(())
-            }
-            Some(_) => Ok(()),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no such operation in flight",
-            )),
+        if self.lock().request_cancel(id)? {
+            self.remote.store(true, Ordering::Release);
+            self.wake();
         }
+        Ok(())
     }
 
     /// Bytes an operation in flight has moved so far; `None` if it is not in

@@ -44,6 +44,9 @@ impl InFlight for OpState {
     fn mark_cancel(&mut self) {
         self.cancel = true;
     }
+    fn cancelled(&self) -> bool {
+        self.cancel
+    }
 }
 
 /// What a completion did to an operation.
