@@ -59,10 +59,10 @@ struct ServeArgs {
     /// Never follow symlinks, not even those that stay inside DIR.
     #[arg(long)]
     no_symlinks: bool,
-    /// Longest wait for a complete file-name line, from its first byte (e.g. 10s, 500ms).
+    /// Longest wait for a complete request (a name line or an HTTP head), from its first byte (e.g. 10s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
-    /// Longest wait for the next line after a reply.
+    /// Longest wait for the next request after a reply (keep-alive).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Longest time a transfer may make no progress (a slow reader that moves is never cut).
