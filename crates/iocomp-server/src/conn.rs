@@ -356,6 +356,7 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
                 tail,
                 disconnect: false,
                 ctx: None,
+                completion: Default::default(),
             })
         }
     };

@@ -45,6 +45,50 @@
 //!   then says `ECANCELED` (or its real result, if it finished first).
 //! - **Close** ([`Port::close`]) wakes every waiter with [`GetError::Abandoned`].
 //!
+//! # The four ways to learn of a completion
+//!
+//! Win32 overlapped I/O reports a completion in one of four ways, chosen per
+//! operation by the call that submits it (see [`Completion`]):
+//!
+//! 1. **Wait on the operation** (`GetOverlappedResult`, with or without
+//!    waiting): [`Port::submit_waitable`] returns an [`Overlapped`] that holds
+//!    the packet.
+//! 2. **Signal an event** (`OVERLAPPED.hEvent`): [`Port::submit_with_event`]
+//!    sets an [`iocomp_sync::Event`], which mixes with other kernel objects in
+//!    [`iocomp_sync::wait_any`]; the packet waits in the [`Overlapped`].
+//! 3. **Completion routine** (`ReadFileEx`/`WriteFileEx`): [`Port::submit_ex`]
+//!    runs a closure with the packet as an APC on the issuing thread during its
+//!    next alertable wait ([`iocomp_sync::sleep_alertable`] and friends).
+//! 4. **Post to the port** (the default, [`Port::submit`]): the packet is queued
+//!    for [`Port::get`].
+//!
+//! Each accepted operation yields exactly one packet, by exactly one of these
+//! ways, cancelled or not. The first three run the operation on one of the
+//! port's *other* threads (a [`Pool`], say), so the issuing thread may block.
+//!
+//! ```no_run
+//! use iocomp::{Pool, Port, Timeout};
+//! use iocomp_sync::{sleep_alertable, wait_any, Event, WaitResult};
+//! use std::time::Duration;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let port = Port::new()?;
+//! let _workers = Pool::new(&port, 1, |_, _| {})?;  // they drive the I/O
+//! // 1. GetOverlappedResult(.., TRUE)
+//! let ov = port.submit_waitable(Timeout::new(Duration::from_millis(5), 1)).map_err(|(e, _)| e)?;
+//! assert!(ov.result(true).unwrap().status.is_ok());
+//! // 2. hEvent + WaitForMultipleObjects
+//! let ev = Event::new(true, false);
+//! let ov = port.submit_with_event(Timeout::new(Duration::from_millis(5), 2), &ev).map_err(|(e, _)| e)?;
+//! assert_eq!(wait_any(&[&ev], None), Ok(WaitResult::Signaled(0)));
+//! assert_eq!(ov.result(false).unwrap().key, 2);
+//! // 3. ReadFileEx + SleepEx(INFINITE, TRUE)
+//! port.submit_ex(Timeout::new(Duration::from_millis(5), 3), |p| assert_eq!(p.key, 3))
+//!     .map_err(|(e, _)| e)?;
+//! sleep_alertable(Duration::from_secs(10));
+//! # Ok(()) }
+//! ```
+//!
 //! # How it is fast
 //!
 //! Each thread that waits on the port owns one io_uring and parks inside it.
@@ -78,7 +122,10 @@
 //! | `PostQueuedCompletionStatus(port, n, key, ov)` | `port.post(key, n, token)`               |
 //! | `AcceptEx` / `WSARecv` / `WSASend`             | [`Accept`] / [`Recv`] / [`Send`] + [`Port::submit`] |
 //! | `TransmitFile`                                 | [`TransmitFile`]                         |
-//! | `CancelIoEx(h, ov)`                            | `port.cancel(op_id)`                     |
+//! | `ReadFile` + `GetOverlappedResult(.., bWait)`   | [`Port::submit_waitable`] → [`Overlapped::result`] / [`Overlapped::wait`] |
+//! | `OVERLAPPED.hEvent` + `WaitForMultipleObjects` | [`Port::submit_with_event`] + [`iocomp_sync::wait_any`] |
+//! | `ReadFileEx` / `WriteFileEx` + `SleepEx(.., TRUE)` | [`Port::submit_ex`] + [`iocomp_sync::sleep_alertable`] |
+//! | `CancelIoEx(h, ov)`                            | `port.cancel(op_id)`, [`Overlapped::cancel`] |
 //! | `CloseHandle(port)`                            | [`Port::close`]                          |
 //! | `QueueUserWorkItem` + worker loop              | [`Pool::new`], [`Pool::queue`]           |
 //! | `ERROR_OPERATION_ABORTED`                      | [`Packet::is_aborted`] (`ECANCELED`)     |
@@ -99,6 +146,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("iocomp runs on Linux only: it is built on io_uring.");
 
+mod completion;
 mod control;
 mod handle;
 mod op;
@@ -107,6 +155,7 @@ mod pool;
 mod port;
 mod sys;
 
+pub use completion::{Completion, Overlapped};
 pub use handle::Handle;
 pub use op::{Accept, Context, Op, Recv, Send, Timeout, TransmitFile, Work};
 pub use packet::{GetError, OpId, Packet};

@@ -16,6 +16,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::completion::Completion;
 use crate::handle::Handle;
 
 /// Per-operation user data that travels with an operation and returns in its packet.
@@ -74,6 +75,32 @@ impl Op {
             Op::Posted { .. } | Op::Work(_) => None,
         }
     }
+
+    /// The operation's completion choice (`None` for posted packets and work).
+    pub(crate) fn completion_mut(&mut self) -> Option<&mut Completion> {
+        match self {
+            Op::Accept(o) => Some(&mut o.completion),
+            Op::Recv(o) => Some(&mut o.completion),
+            Op::Send(o) => Some(&mut o.completion),
+            Op::Timeout(o) => Some(&mut o.completion),
+            Op::TransmitFile(o) => Some(&mut o.completion),
+            Op::Posted { .. } | Op::Work(_) => None,
+        }
+    }
+
+    /// Whether the packet goes somewhere other than the port's queue: the one
+    /// branch the hot path pays for the four completion modes.
+    #[inline]
+    pub(crate) fn is_routed(&self) -> bool {
+        match self {
+            Op::Accept(o) => o.completion.is_routed(),
+            Op::Recv(o) => o.completion.is_routed(),
+            Op::Send(o) => o.completion.is_routed(),
+            Op::Timeout(o) => o.completion.is_routed(),
+            Op::TransmitFile(o) => o.completion.is_routed(),
+            Op::Posted { .. } | Op::Work(_) => false,
+        }
+    }
 }
 
 /// Accept a connection on a listening socket. The packet's key is the listener's.
@@ -89,6 +116,9 @@ pub struct Accept {
     pub peer: Option<SocketAddr>,
     /// User data.
     pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
 }
 
 impl Accept {
@@ -99,6 +129,7 @@ impl Accept {
             socket: None,
             peer: None,
             ctx: None,
+            completion: Completion::default(),
         }
     }
 }
@@ -122,6 +153,9 @@ pub struct Recv {
     pub pooled: bool,
     /// User data.
     pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
 }
 
 impl Recv {
@@ -132,6 +166,7 @@ impl Recv {
             buf,
             pooled: false,
             ctx: None,
+            completion: Completion::default(),
         }
     }
 
@@ -143,6 +178,7 @@ impl Recv {
             buf,
             pooled: true,
             ctx: None,
+            completion: Completion::default(),
         }
     }
 }
@@ -156,6 +192,9 @@ pub struct Send {
     pub buf: Vec<u8>,
     /// User data.
     pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
 }
 
 impl Send {
@@ -165,6 +204,7 @@ impl Send {
             handle: handle.clone(),
             buf,
             ctx: None,
+            completion: Completion::default(),
         }
     }
 }
@@ -177,6 +217,9 @@ pub struct Timeout {
     pub key: u64,
     /// User data.
     pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
 }
 
 impl Timeout {
@@ -186,6 +229,7 @@ impl Timeout {
             duration,
             key,
             ctx: None,
+            completion: Completion::default(),
         }
     }
 }
@@ -225,6 +269,9 @@ pub struct TransmitFile {
     pub disconnect: bool,
     /// User data.
     pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
 }
 
 impl TransmitFile {
@@ -239,6 +286,7 @@ impl TransmitFile {
             tail: Vec::new(),
             disconnect: false,
             ctx: None,
+            completion: Completion::default(),
         }
     }
 }

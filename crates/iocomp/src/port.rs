@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use iocomp_sync::{Event, Thread};
+
+use crate::completion::{Completion, Overlapped, Route, Shared};
 use crate::control::{Control, Step};
 use crate::handle::{Handle, HandleInner};
 use crate::op::Op;
@@ -315,19 +318,8 @@ impl Port {
     /// `get`. If no thread has attached yet, it fails with `NotConnected`.
     pub fn submit(&self, op: impl Into<Op>) -> Result<OpId, (io::Error, Op)> {
         let op = op.into();
-        if let Some(h) = handle_of(&op) {
-            if h.0.port != self.core.id {
-                return Err((
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "handle belongs to another port",
-                    ),
-                    op,
-                ));
-            }
-        }
-        if self.core.control.is_closed() {
-            return Err((closed(), op));
+        if let Err(e) = self.check(&op) {
+            return Err((e, op));
         }
         let mut op = Some(op);
         let local = CONSUMERS
@@ -344,11 +336,133 @@ impl Port {
         let Some(op) = op else {
             return Err((closed(), Op::Posted { token: 0 }));
         };
+        self.submit_remote(op, None)
+    }
+
+    /// Submits an operation whose packet waits in the returned [`Overlapped`]
+    /// instead of the port's queue: `ReadFile`/`WriteFile` on a handle opened
+    /// with `FILE_FLAG_OVERLAPPED` and no event, followed by
+    /// `GetOverlappedResult` ([`Overlapped::result`], [`Overlapped::wait`]).
+    ///
+    /// The operation runs on one of the port's *other* threads (those waiting in
+    /// [`get`](Port::get), such as a [`Pool`](crate::Pool)'s), never on the
+    /// caller's own ring, so the caller may block on the result; with no such
+    /// thread it fails with `NotConnected`. Otherwise as [`submit`](Port::submit):
+    /// on `Ok` exactly one packet comes back, into the `Overlapped`.
+    pub fn submit_waitable(&self, op: impl Into<Op>) -> Result<Overlapped, (io::Error, Op)> {
+        self.submit_overlapped(op.into(), None)
+    }
+
+    /// Submits an operation that sets `event` when it completes, its packet
+    /// waiting in the returned [`Overlapped`] (`OVERLAPPED.hEvent`): wait for
+    /// the event, alone or with others in
+    /// [`wait_any`](iocomp_sync::wait_any), then take the packet with
+    /// [`Overlapped::result`]. As on Windows the event is reset when the
+    /// operation is submitted and should be manual-reset (an auto-reset one is
+    /// consumed by whichever wait sees it first; [`Overlapped::wait`] does not
+    /// depend on it). Runs on another thread of the port, as
+    /// [`submit_waitable`](Port::submit_waitable).
+    pub fn submit_with_event(
+        &self,
+        op: impl Into<Op>,
+        event: &Event,
+    ) -> Result<Overlapped, (io::Error, Op)> {
+        event.reset();
+        self.submit_overlapped(op.into(), Some(event.clone()))
+    }
+
+    /// Submits an operation whose packet is handed to `routine`, run as an APC
+    /// on the calling thread during its next alertable wait
+    /// (`ReadFileEx`/`WriteFileEx` with a completion routine; the wait is
+    /// [`sleep_alertable`](iocomp_sync::sleep_alertable),
+    /// [`wait_any_alertable`](iocomp_sync::wait_any_alertable) or
+    /// [`Waitable::wait_alertable`](iocomp_sync::Waitable::wait_alertable), which
+    /// then returns `Alerted`). If the calling thread has exited by then, the
+    /// routine and the packet are dropped, as Windows discards a dead thread's
+    /// APCs. Runs on another thread of the port, as
+    /// [`submit_waitable`](Port::submit_waitable).
+    pub fn submit_ex(
+        &self,
+        op: impl Into<Op>,
+        routine: impl FnOnce(Packet) + std::marker::Send + 'static,
+    ) -> Result<OpId, (io::Error, Op)> {
+        let route = Route::Routine {
+            thread: Thread::current(),
+            routine: Box::new(routine),
+        };
+        self.submit_routed(op.into(), route)
+    }
+
+    fn submit_overlapped(
+        &self,
+        op: Op,
+        event: Option<Event>,
+    ) -> Result<Overlapped, (io::Error, Op)> {
+        let shared = Shared::new(event);
+        let id = self.submit_routed(op, Route::Overlapped(shared.clone()))?;
+        Ok(Overlapped::new(id, self.clone(), shared))
+    }
+
+    /// Submits `op` with `route` to a ring other than the caller's own.
+    fn submit_routed(&self, mut op: Op, route: Route) -> Result<OpId, (io::Error, Op)> {
+        let Some(c) = op.completion_mut() else {
+            return Err((
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "only I/O operations have a completion mode",
+                ),
+                op,
+            ));
+        };
+        *c = Completion(Some(Box::new(route)));
+        let own = CONSUMERS
+            .try_with(|cs| {
+                let cs = cs.try_borrow().ok()?;
+                let c = cs.iter().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
+                Some(c.ring.shared().index())
+            })
+            .ok()
+            .flatten();
+        let r = match self.check(&op) {
+            Ok(()) => self.submit_remote(op, own),
+            Err(e) => Err((e, op)),
+        };
+        r.map_err(|(e, mut op)| {
+            if let Some(c) = op.completion_mut() {
+                *c = Completion::default();
+            }
+            (e, op)
+        })
+    }
+
+    /// Refuses an operation on another port's handle, or on a closed port.
+    fn check(&self, op: &Op) -> io::Result<()> {
+        if let Some(h) = handle_of(op) {
+            if h.0.port != self.core.id {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "handle belongs to another port",
+                ));
+            }
+        }
+        if self.core.control.is_closed() {
+            return Err(closed());
+        }
+        Ok(())
+    }
+
+    /// Hands `op` to a ring owned by another thread (never the ring at index
+    /// `exclude`).
+    fn submit_remote(&self, op: Op, exclude: Option<u16>) -> Result<OpId, (io::Error, Op)> {
         // Prefer a thread that is parked (it starts the operation at once), else
-        // take turns.
+        // take turns. (A parked thread is never the caller.)
         let ring = self.core.control.top_waiter().or_else(|| {
             let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
-            let live: Vec<&Arc<RingShared>> = rings.iter().flatten().collect();
+            let live: Vec<&Arc<RingShared>> = rings
+                .iter()
+                .flatten()
+                .filter(|r| Some(r.index()) != exclude)
+                .collect();
             if live.is_empty() {
                 None
             } else {
@@ -361,7 +475,11 @@ impl Port {
             None => Err((
                 io::Error::new(
                     io::ErrorKind::NotConnected,
-                    "no thread waits on this port yet",
+                    if exclude.is_some() {
+                        "no other thread waits on this port"
+                    } else {
+                        "no thread waits on this port yet"
+                    },
                 ),
                 op,
             )),

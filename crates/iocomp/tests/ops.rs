@@ -293,6 +293,7 @@ fn c28_transmit_with_nothing_to_send_still_yields_one_packet() {
         tail: Vec::new(),
         disconnect: false,
         ctx: None,
+        completion: Default::default(),
     };
     port.submit(tf).map_err(|(e, _)| e).unwrap();
     let p = port.get(T).unwrap();

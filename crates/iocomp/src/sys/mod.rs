@@ -207,10 +207,17 @@ impl Ring {
     }
 
     /// Collects finished operations into `out` without blocking.
+    /// Packets of operations submitted in another completion mode than the
+    /// port's queue go to their destination here instead
+    /// ([`completion::route`](crate::completion::route)).
     pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
+        let start = out.len();
         match &mut self.imp {
             Imp::Uring(r) => r.reap(out),
             Imp::Epoll(r) => r.reap(out),
+        }
+        if out.len() > start {
+            crate::completion::route(out, start);
         }
     }
 
@@ -223,10 +230,13 @@ impl Ring {
     }
 
     /// Cancels everything in flight and returns the packets.
+    /// Routed as in [`Ring::reap`].
     pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
-        match &mut self.imp {
+        let mut out = match &mut self.imp {
             Imp::Uring(r) => r.drain(),
             Imp::Epoll(r) => r.drain(),
-        }
+        };
+        crate::completion::route(&mut out, 0);
+        out
     }
 }
