@@ -1,0 +1,164 @@
+//! iocomp-sync against std equivalents, as ratios the README can quote:
+//! - wake latency: a ping-pong between two threads through two auto-reset
+//!   `Event`s (or a `Semaphore` pair) vs. two `Mutex<bool>` + `Condvar` pairs;
+//! - wait-all throughput: philosophers taking two "chopsticks" atomically with
+//!   `wait_all` on two `iocomp_sync::Mutex`es vs. std mutexes locked in a
+//!   global order (the classic deadlock-free std equivalent).
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use iocomp_sync::{wait_all, Event, Semaphore, Waitable};
+
+const T: Option<Duration> = Some(Duration::from_secs(10));
+
+/// A std "auto-reset event": a flag under a mutex and a condvar.
+#[derive(Default)]
+struct StdEvent {
+    set: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl StdEvent {
+    fn set(&self) {
+        *self.set.lock().unwrap() = true;
+        self.cv.notify_one();
+    }
+    fn wait(&self) {
+        let mut g = self.set.lock().unwrap();
+        while !*g {
+            g = self.cv.wait(g).unwrap();
+        }
+        *g = false;
+    }
+}
+
+fn ping_pong(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wake round trip");
+    g.bench_function("iocomp_sync::Event", |b| {
+        b.iter_custom(|iters| {
+            let (ping, pong) = (Event::new(false, false), Event::new(false, false));
+            let (p2, q2) = (ping.clone(), pong.clone());
+            let t = thread::spawn(move || {
+                for _ in 0..iters {
+                    let _ = p2.wait(T);
+                    q2.set();
+                }
+            });
+            let start = Instant::now();
+            for _ in 0..iters {
+                ping.set();
+                let _ = pong.wait(T);
+            }
+            let d = start.elapsed();
+            t.join().unwrap();
+            d
+        })
+    });
+    g.bench_function("iocomp_sync::Semaphore", |b| {
+        b.iter_custom(|iters| {
+            let (ping, pong) = (Semaphore::new(0, 1).unwrap(), Semaphore::new(0, 1).unwrap());
+            let (p2, q2) = (ping.clone(), pong.clone());
+            let t = thread::spawn(move || {
+                for _ in 0..iters {
+                    let _ = p2.wait(T);
+                    let _ = q2.release(1);
+                }
+            });
+            let start = Instant::now();
+            for _ in 0..iters {
+                let _ = ping.release(1);
+                let _ = pong.wait(T);
+            }
+            let d = start.elapsed();
+            t.join().unwrap();
+            d
+        })
+    });
+    g.bench_function("std Mutex+Condvar", |b| {
+        b.iter_custom(|iters| {
+            let (ping, pong) = (Arc::new(StdEvent::default()), Arc::new(StdEvent::default()));
+            let (p2, q2) = (ping.clone(), pong.clone());
+            let t = thread::spawn(move || {
+                for _ in 0..iters {
+                    p2.wait();
+                    q2.set();
+                }
+            });
+            let start = Instant::now();
+            for _ in 0..iters {
+                ping.set();
+                pong.wait();
+            }
+            let d = start.elapsed();
+            t.join().unwrap();
+            d
+        })
+    });
+    g.finish();
+}
+
+const PHILOSOPHERS: usize = 4;
+
+fn wait_all_throughput(c: &mut Criterion) {
+    let mut g = c.benchmark_group("two-resource meals (4 threads)");
+    g.bench_function("iocomp_sync wait_all", |b| {
+        b.iter_custom(|iters| {
+            let sticks: Vec<iocomp_sync::Mutex> = (0..PHILOSOPHERS).map(|_| iocomp_sync::Mutex::new(false)).collect();
+            let sticks = Arc::new(sticks);
+            let per = iters.div_ceil(PHILOSOPHERS as u64);
+            let start = Instant::now();
+            let ts: Vec<_> = (0..PHILOSOPHERS)
+                .map(|i| {
+                    let s = sticks.clone();
+                    thread::spawn(move || {
+                        let (l, r) = (&s[i], &s[(i + 1) % PHILOSOPHERS]);
+                        for _ in 0..per {
+                            let _ = wait_all(&[l, r], T);
+                            let _ = l.release();
+                            let _ = r.release();
+                        }
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.bench_function("std Mutex, ordered locking", |b| {
+        b.iter_custom(|iters| {
+            let sticks: Arc<Vec<Mutex<()>>> = Arc::new((0..PHILOSOPHERS).map(|_| Mutex::new(())).collect());
+            let per = iters.div_ceil(PHILOSOPHERS as u64);
+            let start = Instant::now();
+            let ts: Vec<_> = (0..PHILOSOPHERS)
+                .map(|i| {
+                    let s = sticks.clone();
+                    thread::spawn(move || {
+                        let (a, b) = (i, (i + 1) % PHILOSOPHERS);
+                        let (lo, hi) = (a.min(b), a.max(b));
+                        for _ in 0..per {
+                            let _g1 = s[lo].lock().unwrap();
+                            let _g2 = s[hi].lock().unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(20);
+    targets = ping_pong, wait_all_throughput
+}
+criterion_main!(benches);
