@@ -201,6 +201,7 @@ pub enum FdObjectError {
 }
 
 impl FdObjectError {
+    #[cfg(not(loom))]
     pub(crate) fn from_io(e: &std::io::Error) -> FdObjectError {
         match e.raw_os_error().unwrap_or(libc::EIO) {
             libc::ENOENT => FdObjectError::NotFound,
