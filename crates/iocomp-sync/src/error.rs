@@ -138,3 +138,133 @@ impl fmt::Display for ApcError {
 }
 
 impl std::error::Error for ApcError {}
+
+/// Why a [`Process`](crate::Process) could not be opened.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProcessError {
+    /// No process has this id (or it names a thread that is not a process's main thread).
+    NoSuchProcess {
+        /// The process id asked for.
+        pid: u32,
+    },
+    /// [`Process::from_child`](crate::Process::from_child): the child was reaped already, so its pid may now belong
+    /// to another process.
+    NotAChild {
+        /// The child's process id.
+        pid: u32,
+    },
+    /// The kernel has no pidfds (Linux before 5.3).
+    Unsupported,
+    /// Another error of the operating system.
+    Os {
+        /// The `errno` value.
+        errno: i32,
+    },
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcessError::NoSuchProcess { pid } => write!(f, "no process with id {pid}"),
+            ProcessError::NotAChild { pid } => {
+                write!(f, "process {pid} is not an unreaped child of this process")
+            }
+            ProcessError::Unsupported => f.write_str("this kernel has no pidfds"),
+            ProcessError::Os { errno } => std::io::Error::from_raw_os_error(*errno).fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ProcessError {}
+
+/// Why a [`ChangeNotification`](crate::ChangeNotification) or a [`Stdin`](crate::Stdin) object could not be created.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FdObjectError {
+    /// The path does not exist (change notifications).
+    NotFound,
+    /// The path is not a directory (change notifications).
+    NotADirectory,
+    /// Standard input is closed (descriptor 0 is not open).
+    NotOpen,
+    /// A kernel limit was reached: inotify instances or watches (`/proc/sys/fs/inotify/max_user_*`), or descriptors.
+    LimitReached {
+        /// The `errno` value (`EMFILE`, `ENFILE`, `ENOSPC`, `ENOMEM`).
+        errno: i32,
+    },
+    /// Another error of the operating system (`EACCES`, ...).
+    Os {
+        /// The `errno` value.
+        errno: i32,
+    },
+}
+
+impl FdObjectError {
+    #[cfg(not(loom))]
+    pub(crate) fn from_io(e: &std::io::Error) -> FdObjectError {
+        match e.raw_os_error().unwrap_or(libc::EIO) {
+            libc::ENOENT => FdObjectError::NotFound,
+            libc::ENOTDIR => FdObjectError::NotADirectory,
+            libc::EBADF => FdObjectError::NotOpen,
+            errno @ (libc::EMFILE | libc::ENFILE | libc::ENOSPC | libc::ENOMEM) => {
+                FdObjectError::LimitReached { errno }
+            }
+            errno => FdObjectError::Os { errno },
+        }
+    }
+}
+
+impl fmt::Display for FdObjectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdObjectError::NotFound => f.write_str("no such directory"),
+            FdObjectError::NotADirectory => f.write_str("not a directory"),
+            FdObjectError::NotOpen => f.write_str("standard input is not open"),
+            FdObjectError::LimitReached { errno } => write!(
+                f,
+                "kernel limit reached: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            FdObjectError::Os { errno } => std::io::Error::from_raw_os_error(*errno).fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for FdObjectError {}
+
+/// Why a thread's priority could not be set or read.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PriorityError {
+    /// Raising a thread's priority (lowering its nice value) needs `CAP_SYS_NICE` or a high enough `RLIMIT_NICE`;
+    /// an unprivileged process can only lower its threads' priority. Nothing changed.
+    NotPermitted {
+        /// The priority asked for.
+        requested: crate::Priority,
+        /// The nice value it maps to.
+        nice: i32,
+    },
+    /// The thread has exited, or has not started yet.
+    NoSuchThread,
+    /// Another error of the operating system.
+    Os {
+        /// The `errno` value.
+        errno: i32,
+    },
+}
+
+impl fmt::Display for PriorityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PriorityError::NotPermitted { requested, nice } => write!(
+                f,
+                "not permitted to raise the thread to {requested:?} (nice {nice}) without CAP_SYS_NICE"
+            ),
+            PriorityError::NoSuchThread => f.write_str("no such thread"),
+            PriorityError::Os { errno } => std::io::Error::from_raw_os_error(*errno).fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PriorityError {}

@@ -13,6 +13,9 @@
 //! | [`Semaphore`] | count > 0 | takes one from the count |
 //! | [`Mutex`] | unowned, or owned by the waiter | makes the waiter its owner (count + 1) |
 //! | [`Thread`] | the thread has exited | changes nothing |
+//! | [`Process`] | the process has exited (pidfd readable) | changes nothing |
+//! | [`ChangeNotification`] | a change in the directory matched its filter | changes nothing (re-armed by `next`/`reset`) |
+//! | [`Stdin`] | a read of standard input would not block | changes nothing |
 //!
 //! [`wait_any`] waits for **one** of several objects and acquires exactly one, the lowest-indexed signalled one.
 //! [`wait_all`] waits until **all** of them are signalled at the same moment and acquires them in one atomic step: it
@@ -94,34 +97,68 @@
 //! | `WAIT_FAILED` | `Err(`[`WaitError`]`)` |
 //! | `INFINITE` / `0` ms | `None` / `Some(Duration::ZERO)` |
 //! | `DuplicateHandle` / `CloseHandle` | `clone()` / `drop` |
+//! | `OpenProcess(SYNCHRONIZE, FALSE, pid)` | [`Process::open(pid)`](Process::open), [`Process::from_child(&child)`](Process::from_child) (a pidfd) |
+//! | `GetExitCodeProcess` (`STILL_ACTIVE`) | [`Process::exit_code`] / [`Process::exit_status`] (children only; `None` while running) |
+//! | `FindFirstChangeNotification(dir, subtree, filter)` | [`ChangeNotification::new(dir, subtree, filter)`](ChangeNotification::new) (inotify) |
+//! | `FILE_NOTIFY_CHANGE_FILE_NAME` … `_LAST_WRITE` | [`ChangeFilter::FILE_NAME`] … [`ChangeFilter::LAST_WRITE`] |
+//! | `FindNextChangeNotification` | [`ChangeNotification::next`] (or [`reset`](ChangeNotification::reset), which discards recorded changes) |
+//! | `FindCloseChangeNotification` | `drop` |
+//! | `GetStdHandle(STD_INPUT_HANDLE)` in a wait | [`Stdin::new()`](Stdin::new) (signalled while a read would not block) |
+//! | `SetThreadPriority(GetCurrentThread(), p)` / `GetThreadPriority` | [`set_current_thread_priority`] / [`current_thread_priority`] ([`Priority`] ↔ nice values) |
 //!
 //! Differences from Win32, each deliberate: no 64-object limit; an infinite wait on one's own thread handle is
 //! [`WaitError::WouldDeadlock`] instead of a hang; `SuspendThread` and `TerminateThread` do not exist (stopping a thread
 //! at an arbitrary point can leave any lock held); `Semaphore::release(0)` is an error as in Win32 (ntsync allows it).
 //!
-//! Linux only.
+//! The kernel-backed objects ([`Process`], [`ChangeNotification`], [`Stdin`]) are fed by one lazily started reactor thread
+//! that owns an epoll instance, and refreshed at each wait; `reactor.rs` explains and justifies the design. They are
+//! not built under `--cfg loom` (the loom models cover the userspace hand-off they share with events). All calls into
+//! libc, and so every `unsafe` block, are in the private `sys` module.
+//!
+//! Linux only (pidfds need Linux 5.3).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("iocomp-sync supports Linux only");
 
 mod apc;
+#[cfg(not(loom))]
+mod change;
 mod error;
 mod event;
 mod local;
 mod mutex;
 mod object;
+mod priority;
+#[cfg(not(loom))]
+mod process;
+#[cfg(not(loom))]
+mod reactor;
 mod semaphore;
+#[cfg(not(loom))]
+mod stdin;
 mod sync;
+mod sys;
 mod thread;
 mod wait;
 
 pub use apc::{sleep_alertable, SleepResult};
-pub use error::{ApcError, MutexError, SemaphoreError, WaitError};
+#[cfg(not(loom))]
+pub use change::{ChangeFilter, ChangeNotification, ChangeStatus};
+pub use error::{
+    ApcError, FdObjectError, MutexError, PriorityError, ProcessError, SemaphoreError, WaitError,
+};
 pub use event::Event;
 pub use mutex::{Mutex, MutexState};
+pub use priority::{
+    current_thread_nice, current_thread_priority, set_current_thread_priority, Priority,
+};
+#[cfg(not(loom))]
+pub use process::Process;
 pub use semaphore::Semaphore;
+#[cfg(not(loom))]
+pub use stdin::Stdin;
 pub use thread::{Thread, ThreadId, PANIC_EXIT_CODE};
 pub use wait::{
     wait_all, wait_all_alertable, wait_any, wait_any_alertable, wait_one, WaitResult, Waitable,

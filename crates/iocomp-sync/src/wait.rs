@@ -25,22 +25,29 @@ pub(crate) mod sealed {
     pub trait Sealed {
         /// The kernel object behind the handle.
         fn object(&self) -> &crate::sync::Arc<crate::object::Object>;
+
+        /// Brings the object's state up to date with the kernel before a wait queues on it (fd-backed objects:
+        /// see `reactor.rs`); nothing for userspace objects.
+        fn refresh(&self) {}
     }
 }
 
 /// An object a thread can wait on: [`Event`](crate::Event), [`Mutex`](crate::Mutex),
-/// [`Semaphore`](crate::Semaphore) or [`Thread`](crate::Thread). Sealed.
+/// [`Semaphore`](crate::Semaphore), [`Thread`](crate::Thread), and (not under loom) the kernel-backed
+/// `Process`, `ChangeNotification` and `Stdin`. Sealed.
 ///
 /// Use `&dyn Waitable` to mix kinds in one [`wait_any`]/[`wait_all`].
 pub trait Waitable: sealed::Sealed {
     /// Waits until this object is signalled and acquires it (`WaitForSingleObject`); see [`wait_one`].
     fn wait(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+        self.refresh();
         wait_objects(&[self.object()], Mode::Any, timeout, false)
     }
 
     /// Like [`Waitable::wait`], but alertable (`WaitForSingleObjectEx(.., TRUE)`): queued APCs run and end the wait
     /// with [`WaitResult::Alerted`].
     fn wait_alertable(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+        self.refresh();
         wait_objects(&[self.object()], Mode::Any, timeout, true)
     }
 
@@ -86,6 +93,7 @@ pub(crate) enum Mode {
 /// (Windows hangs for ever; a finite wait returns [`WaitResult::TimedOut`]); [`WaitError::RecursionOverflow`] if the
 /// caller owns a mutex at its maximum recursion count.
 pub fn wait_one(obj: &dyn Waitable, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+    obj.refresh();
     wait_objects(&[obj.object()], Mode::Any, timeout, false)
 }
 
@@ -154,6 +162,9 @@ fn wait_slice(
 ) -> Result<WaitResult, WaitError> {
     if objs.is_empty() {
         return Err(WaitError::Empty);
+    }
+    for o in objs {
+        o.refresh();
     }
     let objs: Vec<&Arc<Object>> = objs.iter().map(|o| o.object()).collect();
     wait_objects(&objs, mode, timeout, alertable)

@@ -120,3 +120,28 @@ impl<R> Pending<R> {
         );
     }
 }
+
+/// The environment variable that tells a re-executed test binary it is a child of a test (see [`reexec`]).
+pub const CHILD_ENV: &str = "IOCOMP_SYNC_TEST_CHILD";
+
+/// A command that runs this test binary again, for the one `#[ignore]`d test `name` only (the child half of a
+/// test that needs its own process: its own standard input, dropped privileges). The child checks [`CHILD_ENV`].
+pub fn reexec(name: &str) -> std::process::Command {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, "1");
+    cmd
+}
+
+/// Whether this process is a child started by [`reexec`]; the child halves return at once otherwise (when someone
+/// runs the ignored tests by hand).
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
