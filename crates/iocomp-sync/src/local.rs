@@ -48,10 +48,12 @@ impl Local {
 
     fn shared(&mut self) -> Arc<ThreadShared> {
         let id = self.id;
-        Arc::clone(
-            self.shared
-                .get_or_insert_with(|| ThreadShared::new(id, false)),
-        )
+        Arc::clone(self.shared.get_or_insert_with(|| {
+            // Made on the thread itself: it is running, its kernel id is ours.
+            let shared = ThreadShared::new(id, false);
+            shared.started();
+            shared
+        }))
     }
 
     fn begin_exit(&mut self) -> Option<Exit> {

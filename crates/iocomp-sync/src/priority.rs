@@ -110,8 +110,13 @@ impl Priority {
 /// [`PriorityError::NotPermitted`] when the new nice value is below the current one and the process lacks
 /// `CAP_SYS_NICE` (and `RLIMIT_NICE` does not allow it); nothing changed. [`PriorityError::Os`] otherwise.
 pub fn set_current_thread_priority(priority: Priority) -> Result<(), PriorityError> {
+    set_tid_priority(sys::gettid(), priority)
+}
+
+/// Sets kernel thread `tid`'s nice value to `priority.nice()`.
+pub(crate) fn set_tid_priority(tid: libc::pid_t, priority: Priority) -> Result<(), PriorityError> {
     let nice = priority.nice();
-    sys::set_thread_nice(sys::gettid(), nice).map_err(|e| match e.raw_os_error() {
+    sys::set_thread_nice(tid, nice).map_err(|e| match e.raw_os_error() {
         Some(libc::EACCES) | Some(libc::EPERM) => PriorityError::NotPermitted {
             requested: priority,
             nice,
@@ -128,8 +133,16 @@ pub fn set_current_thread_priority(priority: Priority) -> Result<(), PriorityErr
 /// # Errors
 /// [`PriorityError::Os`] if the kernel refuses to tell (not expected for the calling thread).
 pub fn current_thread_nice() -> Result<i32, PriorityError> {
-    sys::thread_nice(sys::gettid()).map_err(|e| PriorityError::Os {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    tid_nice(sys::gettid())
+}
+
+/// Kernel thread `tid`'s nice value.
+pub(crate) fn tid_nice(tid: libc::pid_t) -> Result<i32, PriorityError> {
+    sys::thread_nice(tid).map_err(|e| match e.raw_os_error() {
+        Some(libc::ESRCH) => PriorityError::NoSuchThread,
+        errno => PriorityError::Os {
+            errno: errno.unwrap_or(libc::EIO),
+        },
     })
 }
 

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::apc::ApcQueue;
 use crate::error::ApcError;
+use crate::error::PriorityError;
 use crate::local;
 use crate::object::{Kind, Object, Tag};
+use crate::priority::Priority;
 use crate::sync::Arc;
 use crate::wait::{self, sealed::Sealed, Waitable};
 
@@ -51,6 +53,9 @@ pub(crate) struct ThreadShared {
     /// Manual-reset start gate: set unless the thread was created suspended and not yet resumed.
     gate: Arc<Object>,
     pub(crate) apc: ApcQueue,
+    /// The kernel thread id once the thread runs (0 before), and a priority set
+    /// before that, applied when it starts.
+    kernel: std::sync::Mutex<(libc::pid_t, Option<Priority>)>,
 }
 
 impl ThreadShared {
@@ -66,7 +71,18 @@ impl ThreadShared {
                 Tag::Event,
             ),
             apc: ApcQueue::new(),
+            kernel: std::sync::Mutex::new((0, None)),
         })
+    }
+
+    /// Called on the thread itself: records its kernel id and applies a
+    /// priority set before it started.
+    pub(crate) fn started(&self) {
+        let mut k = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        k.0 = crate::sys::gettid();
+        if let Some(p) = k.1.take() {
+            let _ = crate::priority::set_tid_priority(k.0, p);
+        }
     }
 
     /// The end of the exit sequence (after abandoning mutexes): drop queued APCs and refuse new ones, then store the
@@ -158,6 +174,7 @@ impl Thread {
         let child = Arc::clone(&shared);
         crate::sync::thread::spawn(move || {
             let gate = Arc::clone(&child.gate);
+            child.started();
             local::install(child);
             let mut exit = ExitOnDrop(PANIC_EXIT_CODE);
             // One object that is not this thread: the wait cannot be refused.
@@ -192,6 +209,42 @@ impl Thread {
     /// The thread's id.
     pub fn id(&self) -> ThreadId {
         self.shared.id
+    }
+
+    /// Sets this thread's priority (`SetThreadPriority(hThread, ..)`): its nice
+    /// value becomes `priority.nice()` (see [`Priority`]). A thread that has not
+    /// started yet (just spawned, or suspended) takes it when it starts.
+    ///
+    /// # Errors
+    /// [`PriorityError::NotPermitted`] when raising above the current value
+    /// without privileges (nothing changes); [`PriorityError::NoSuchThread`] once
+    /// the thread has exited.
+    pub fn set_priority(&self, priority: Priority) -> Result<(), PriorityError> {
+        if self.exit_code().is_some() {
+            return Err(PriorityError::NoSuchThread);
+        }
+        let mut k = self.shared.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        if k.0 == 0 {
+            k.1 = Some(priority);
+            return Ok(());
+        }
+        crate::priority::set_tid_priority(k.0, priority)
+    }
+
+    /// This thread's priority level (`GetThreadPriority(hThread)`): the nearest
+    /// level to its nice value, or the one set for a thread not started yet.
+    ///
+    /// # Errors
+    /// [`PriorityError::NoSuchThread`] once the thread has exited.
+    pub fn priority(&self) -> Result<Priority, PriorityError> {
+        if self.exit_code().is_some() {
+            return Err(PriorityError::NoSuchThread);
+        }
+        let k = self.shared.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        match *k {
+            (0, pending) => Ok(pending.unwrap_or(Priority::Normal)),
+            (tid, _) => crate::priority::tid_nice(tid).map(Priority::from_nice),
+        }
     }
 
     /// The exit code, or `None` while the thread is running or suspended (`GetExitCodeThread`, without its

@@ -136,3 +136,48 @@ fn unprivileged_child() {
     }
     println!("REFUSED AS NOBODY");
 }
+
+#[test]
+fn set_thread_priority_on_another_threads_handle() {
+    if !is_root() {
+        println!("SKIPPED set_thread_priority_on_another_threads_handle: not running as root");
+        return;
+    }
+    let mine = current_thread_nice().unwrap();
+    // Set before it starts: applied when it does.
+    let t = Thread::spawn_suspended(|| current_thread_nice().unwrap() as u32);
+    t.set_priority(Priority::Lowest).unwrap();
+    assert_eq!(t.priority(), Ok(Priority::Lowest));
+    t.resume();
+    assert_eq!(t.wait(Some(crate::util::LONG)), Ok(WaitResult::Signaled(0)));
+    assert_eq!(t.exit_code(), Some(10), "the started thread ran at nice 10");
+    assert_eq!(
+        t.set_priority(Priority::Normal),
+        Err(PriorityError::NoSuchThread)
+    );
+    // Set while it runs, from here: its nice value changes, ours does not.
+    let (go, done) = (
+        iocomp_sync::Event::new(true, false),
+        iocomp_sync::Event::new(true, false),
+    );
+    let (g2, d2) = (go.clone(), done.clone());
+    let r = Thread::spawn(move || {
+        d2.set();
+        let _ = g2.wait(Some(crate::util::LONG));
+        current_thread_nice().unwrap() as u32
+    });
+    assert_eq!(
+        done.wait(Some(crate::util::LONG)),
+        Ok(WaitResult::Signaled(0))
+    );
+    r.set_priority(Priority::BelowNormal).unwrap();
+    assert_eq!(r.priority(), Ok(Priority::BelowNormal));
+    go.set();
+    assert_eq!(r.wait(Some(crate::util::LONG)), Ok(WaitResult::Signaled(0)));
+    assert_eq!(r.exit_code(), Some(5));
+    assert_eq!(
+        current_thread_nice().unwrap(),
+        mine,
+        "the caller is not affected"
+    );
+}

@@ -1,4 +1,4 @@
-//! 8 threads × 10 000 mixed waits (80 000 in all) on random subsets of semaphores, mutexes and auto-reset events,
+//! 8 threads × 100 000 mixed waits (800 000 in all) on random subsets of semaphores, mutexes and auto-reset events,
 //! half wait-all, half wait-any, with poll, short and long timeouts. Every permit is tracked: a thread that acquires an
 //! object marks it held and releases it before its next wait, so
 //! - a semaphore never has more holders than its maximum, and its count returns to the initial value;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use iocomp_sync::{wait_all, wait_any, Event, Mutex, Semaphore, Thread, WaitResult, Waitable};
 
 const THREADS: u64 = 8;
-const OPS_PER_THREAD: u64 = 10_000;
+const OPS_PER_THREAD: u64 = 100_000;
 const SEMAPHORE_MAX: u32 = 2;
 
 /// xorshift64*: small, fast, deterministic per seed.
