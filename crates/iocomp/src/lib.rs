@@ -78,6 +78,7 @@
 //! | `PostQueuedCompletionStatus(port, n, key, ov)` | `port.post(key, n, token)`               |
 //! | `AcceptEx` / `WSARecv` / `WSASend`             | [`Accept`] / [`Recv`] / [`Send`] + [`Port::submit`] |
 //! | `TransmitFile`                                 | [`TransmitFile`]                         |
+//! | `ConnectEx`                                    | [`Connect`] (+ [`Connect::stream_socket`]) |
 //! | `CancelIoEx(h, ov)`                            | `port.cancel(op_id)`                     |
 //! | `CloseHandle(port)`                            | [`Port::close`]                          |
 //! | `QueueUserWorkItem` + worker loop              | [`Pool::new`], [`Pool::queue`]           |
@@ -99,6 +100,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("iocomp runs on Linux only: it is built on io_uring.");
 
+mod connect;
 mod control;
 mod handle;
 mod op;
@@ -107,6 +109,7 @@ mod pool;
 mod port;
 mod sys;
 
+pub use connect::Connect;
 pub use handle::Handle;
 pub use op::{Accept, Context, Op, Recv, Send, Timeout, TransmitFile, Work};
 pub use packet::{GetError, OpId, Packet};

@@ -16,6 +16,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connect::Connect;
 use crate::handle::Handle;
 
 /// Per-operation user data that travels with an operation and returns in its packet.
@@ -38,6 +39,8 @@ pub enum Op {
     Send(Send),
     /// Complete after a delay.
     Timeout(Timeout),
+    /// Connect a socket (`ConnectEx`).
+    Connect(Connect),
     /// Send head, a file range and tail as one operation (`TransmitFile`).
     TransmitFile(TransmitFile),
     /// A closure queued with [`Pool::queue`](crate::Pool::queue); pools run these
@@ -54,6 +57,7 @@ impl std::fmt::Debug for Op {
             Op::Recv(r) => write!(f, "Recv {{ len: {} }}", r.buf.len()),
             Op::Send(s) => write!(f, "Send {{ len: {} }}", s.buf.len()),
             Op::Timeout(t) => write!(f, "Timeout {{ {:?} }}", t.duration),
+            Op::Connect(c) => write!(f, "Connect {{ addr: {} }}", c.addr),
             Op::TransmitFile(t) => {
                 write!(f, "TransmitFile {{ offset: {}, len: {} }}", t.offset, t.len)
             }
@@ -70,6 +74,7 @@ impl Op {
             Op::Recv(o) => o.ctx.take(),
             Op::Send(o) => o.ctx.take(),
             Op::Timeout(o) => o.ctx.take(),
+            Op::Connect(o) => o.ctx.take(),
             Op::TransmitFile(o) => o.ctx.take(),
             Op::Posted { .. } | Op::Work(_) => None,
         }
@@ -257,4 +262,4 @@ impl Work {
 macro_rules! into_op {
     ($($t:ident),*) => { $(impl From<$t> for Op { fn from(o: $t) -> Op { Op::$t(o) } })* };
 }
-into_op!(Accept, Recv, Send, Timeout, TransmitFile);
+into_op!(Accept, Recv, Send, Timeout, TransmitFile, Connect);
