@@ -60,7 +60,6 @@ pub(super) fn download(t: Target, out: &Path, opts: &Opts, p: &Progress) -> Resu
         let _ = fs::remove_file(&part);
         return Err(e);
     }
-    file.sync_data().map_err(|e| local(&part, e))?;
     drop(file);
     finish(&part, &meta, out)
 }
