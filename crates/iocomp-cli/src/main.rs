@@ -1,6 +1,7 @@
 //! The `iocomp` command: `iocomp serve [DIR]` serves a directory to `nc`-style
-//! clients over an I/O completion port. Argument parsing and wiring only; the
-//! server lives in `iocomp-server`, the engine in `iocomp`.
+//! and HTTP clients over an I/O completion port; `iocomp get` downloads and
+//! `iocomp bench` load-tests. The server lives in `iocomp-server`, the engine
+//! in `iocomp`; the clients are the modules here.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -12,7 +13,12 @@ use clap::{Parser, Subcommand};
 use iocomp_server::{AccessLogFormat, Config, PathOptions, Server};
 use tracing::{error, info};
 
+mod bench;
+mod client;
+mod get;
+mod progress;
 mod signals;
+mod target;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +40,14 @@ enum Cmd {
     /// Serve the files under DIR over HTTP/1.1 (`curl http://127.0.0.1:8182/README.md`)
     /// and the seed's line protocol (`printf 'README.md\n' | nc -q1 127.0.0.1 8182`), on one port.
     Serve(ServeArgs),
+    /// Load-test a server: keep-alive connections issuing requests back to back
+    /// for a fixed time, on the iocomp engine; requests/s, bytes/s, errors and
+    /// latency percentiles (`iocomp bench http://127.0.0.1:8182/f -c 64 -d 10s`).
+    Bench(bench::BenchArgs),
+    /// Download files over HTTP (or the line protocol with --raw), with
+    /// progress, resume (-c) and parallel ranges (-j).
+    #[command(after_help = get::EXIT_CODES)]
+    Get(get::GetArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,7 +106,7 @@ struct ServeArgs {
 }
 
 /// `10s`, `500ms`, `2m`, or a plain number of seconds (`1.5`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => (&s[..i], &s[i..]),
@@ -119,7 +133,20 @@ fn main() -> ExitCode {
     }
     match cli.cmd {
         Some(Cmd::Serve(args)) => serve(args),
+        Some(Cmd::Bench(args)) => finish(bench::run(args)),
+        Some(Cmd::Get(args)) => ExitCode::from(get::run(args)),
         None => ExitCode::from(2),
+    }
+}
+
+/// A client command's end: its error on one line, and its exit code.
+fn finish(r: Result<(), client::Fail>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iocomp: {e}");
+            ExitCode::from(e.code())
+        }
     }
 }
 

@@ -122,6 +122,7 @@
 //! | `PostQueuedCompletionStatus(port, n, key, ov)` | `port.post(key, n, token)`               |
 //! | `AcceptEx` / `WSARecv` / `WSASend`             | [`Accept`] / [`Recv`] / [`Send`] + [`Port::submit`] |
 //! | `TransmitFile`                                 | [`TransmitFile`]                         |
+//! | `ConnectEx`                                    | [`Connect`] (+ [`Connect::stream_socket`]) |
 //! | `ReadFile` + `GetOverlappedResult(.., bWait)`   | [`Port::submit_waitable`] → [`Overlapped::result`] / [`Overlapped::wait`] |
 //! | `OVERLAPPED.hEvent` + `WaitForMultipleObjects` | [`Port::submit_with_event`] + [`iocomp_sync::wait_any`] |
 //! | `ReadFileEx` / `WriteFileEx` + `SleepEx(.., TRUE)` | [`Port::submit_ex`] + [`iocomp_sync::sleep_alertable`] |
@@ -147,6 +148,7 @@
 compile_error!("iocomp runs on Linux only: it is built on io_uring.");
 
 mod completion;
+mod connect;
 mod control;
 mod handle;
 mod op;
@@ -156,6 +158,7 @@ mod port;
 mod sys;
 
 pub use completion::{Completion, Overlapped};
+pub use connect::Connect;
 pub use handle::Handle;
 pub use op::{Accept, Context, Op, Recv, Send, Timeout, TransmitFile, Work};
 pub use packet::{GetError, OpId, Packet};

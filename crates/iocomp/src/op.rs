@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::completion::Completion;
+use crate::connect::Connect;
 use crate::handle::Handle;
 
 /// Per-operation user data that travels with an operation and returns in its packet.
@@ -39,6 +40,8 @@ pub enum Op {
     Send(Send),
     /// Complete after a delay.
     Timeout(Timeout),
+    /// Connect a socket (`ConnectEx`).
+    Connect(Connect),
     /// Send head, a file range and tail as one operation (`TransmitFile`).
     TransmitFile(TransmitFile),
     /// A closure queued with [`Pool::queue`](crate::Pool::queue); pools run these
@@ -55,6 +58,7 @@ impl std::fmt::Debug for Op {
             Op::Recv(r) => write!(f, "Recv {{ len: {} }}", r.buf.len()),
             Op::Send(s) => write!(f, "Send {{ len: {} }}", s.buf.len()),
             Op::Timeout(t) => write!(f, "Timeout {{ {:?} }}", t.duration),
+            Op::Connect(c) => write!(f, "Connect {{ addr: {} }}", c.addr),
             Op::TransmitFile(t) => {
                 write!(f, "TransmitFile {{ offset: {}, len: {} }}", t.offset, t.len)
             }
@@ -71,6 +75,7 @@ impl Op {
             Op::Recv(o) => o.ctx.take(),
             Op::Send(o) => o.ctx.take(),
             Op::Timeout(o) => o.ctx.take(),
+            Op::Connect(o) => o.ctx.take(),
             Op::TransmitFile(o) => o.ctx.take(),
             Op::Posted { .. } | Op::Work(_) => None,
         }
@@ -84,6 +89,7 @@ impl Op {
             Op::Send(o) => Some(&mut o.completion),
             Op::Timeout(o) => Some(&mut o.completion),
             Op::TransmitFile(o) => Some(&mut o.completion),
+            Op::Connect(o) => Some(&mut o.completion),
             Op::Posted { .. } | Op::Work(_) => None,
         }
     }
@@ -98,6 +104,7 @@ impl Op {
             Op::Send(o) => o.completion.is_routed(),
             Op::Timeout(o) => o.completion.is_routed(),
             Op::TransmitFile(o) => o.completion.is_routed(),
+            Op::Connect(o) => o.completion.is_routed(),
             Op::Posted { .. } | Op::Work(_) => false,
         }
     }
@@ -305,4 +312,4 @@ impl Work {
 macro_rules! into_op {
     ($($t:ident),*) => { $(impl From<$t> for Op { fn from(o: $t) -> Op { Op::$t(o) } })* };
 }
-into_op!(Accept, Recv, Send, Timeout, TransmitFile);
+into_op!(Accept, Recv, Send, Timeout, TransmitFile, Connect);

@@ -685,6 +685,7 @@ fn handle_of(op: &Op) -> Option<&Handle> {
         Op::Recv(r) => Some(&r.handle),
         Op::Send(s) => Some(&s.handle),
         Op::TransmitFile(t) => Some(&t.socket),
+        Op::Connect(c) => Some(&c.socket),
         _ => None,
     }
 }

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std};
+use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr};
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::super::slab::InFlight;
 use super::pool::Job;
@@ -52,9 +52,15 @@ impl InFlight for OpState {
 enum Extra {
     Accept,
     Recv,
-    Send { sent: usize },
+    Send {
+        sent: usize,
+    },
     Timeout(Instant),
     Transmit(Box<Transmit>),
+    /// `connect(2)` was called (and said EINPROGRESS): wait for writability.
+    Connect {
+        started: bool,
+    },
 }
 
 /// Which readiness of a descriptor an operation waits for.
@@ -62,7 +68,7 @@ enum Extra {
 pub(super) enum Dir {
     /// Readable: accept, receive.
     Read,
-    /// Writable: send, transmit.
+    /// Writable: send, transmit, connect.
     Write,
 }
 
@@ -101,6 +107,12 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         }
         Op::Recv(r) => (r.handle.key(), Extra::Recv),
         Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
+        Op::Connect(c) => {
+            if let Err(e) = c.socket.ensure_nonblocking() {
+                return Err((e, op));
+            }
+            (c.socket.key(), Extra::Connect { started: false })
+        }
         Op::Timeout(t) => {
             let now = Instant::now();
             let at = now
@@ -137,6 +149,7 @@ impl OpState {
             (Op::Recv(r), _) => Target::Fd(r.handle.as_raw_fd(), Dir::Read),
             (Op::Send(s), _) => Target::Fd(s.handle.as_raw_fd(), Dir::Write),
             (Op::TransmitFile(t), _) => Target::Fd(t.socket.as_raw_fd(), Dir::Write),
+            (Op::Connect(c), _) => Target::Fd(c.socket.as_raw_fd(), Dir::Write),
             // `prepare` admits nothing else; an expired timer is harmless.
             _ => Target::Timer(Instant::now()),
         }
@@ -149,6 +162,7 @@ impl OpState {
             Op::Recv(r) => Some(&r.handle),
             Op::Send(s) => Some(&s.handle),
             Op::TransmitFile(t) => Some(&t.socket),
+            Op::Connect(c) => Some(&c.socket),
             _ => None,
         }
     }
@@ -189,6 +203,18 @@ impl OpState {
                 match got {
                     Ok(n) => Attempt::Done(Ok(()), n as u64),
                     Err(e) => failed(e, 0),
+                }
+            }
+            (Op::Connect(c), Extra::Connect { started }) => {
+                let fd = c.socket.as_raw_fd();
+                if *started {
+                    return connect_result(fd);
+                }
+                *started = true;
+                match connect(fd, &c.addr) {
+                    Ok(()) => Attempt::Done(Ok(()), 0),
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Attempt::Blocked,
+                    Err(e) => Attempt::Done(Err(e), 0),
                 }
             }
             (Op::Send(s), Extra::Send { sent }) => {
@@ -344,6 +370,55 @@ fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<std::net::SocketAddr>)
     // SAFETY: accept4 succeeded: `fd` is a new descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     Ok((fd, sockaddr_to_std(&addr, len)))
+}
+
+/// Starts a non-blocking `connect(2)` (EINPROGRESS: it goes on in the kernel).
+fn connect(fd: RawFd, addr: &std::net::SocketAddr) -> io::Result<()> {
+    let (storage, len) = std_to_sockaddr(addr);
+    // SAFETY: `storage` is a live local holding a socket address of `len`
+    // bytes; the kernel reads it during the call only.
+    let rc = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How a connect that said EINPROGRESS ended, if it has: not yet writable
+/// (or in error) means still connecting; then `SO_ERROR` has the verdict.
+fn connect_result(fd: RawFd) -> Attempt {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, a live local the kernel writes during the call only.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if n == 0 || (n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)) {
+        return Attempt::Blocked;
+    }
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are live locals of the sizes the kernel is told.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Attempt::Done(Err(io::Error::last_os_error()), 0);
+    }
+    if err != 0 {
+        Attempt::Done(Err(errno(err)), 0)
+    } else if pfd.revents & libc::POLLOUT != 0 {
+        Attempt::Done(Ok(()), 0)
+    } else {
+        Attempt::Done(Err(errno(libc::ECONNABORTED)), 0)
+    }
 }
 
 /// One non-blocking `recv` into `buf`.

@@ -64,6 +64,7 @@ impl WqAnchor {
             ("PollAdd", opcode::PollAdd::CODE),
             ("AsyncCancel", opcode::AsyncCancel::CODE),
             ("Nop", opcode::Nop::CODE),
+            ("Connect", opcode::Connect::CODE),
         ];
         for (name, code) in needed {
             if !probe.is_supported(code) {

@@ -11,7 +11,8 @@ use io_uring::{cqueue, opcode, squeue};
 
 use super::bufring::{self, BufRing};
 
-use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std, Phase, Transmit};
+use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr};
+use super::super::common::{Phase, Transmit};
 use super::super::slab::InFlight;
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
@@ -30,6 +31,11 @@ pub(super) enum Extra {
         len: libc::socklen_t,
     },
     Timeout(Timespec),
+    /// The peer's address, where the kernel reads it.
+    Connect {
+        addr: libc::sockaddr_storage,
+        len: libc::socklen_t,
+    },
     /// `pooled`: the kernel picks a buffer from the ring's pool when data arrives.
     Recv {
         pooled: bool,
@@ -71,6 +77,10 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         Op::Recv(r) => (r.handle.key(), Extra::Recv { pooled: r.pooled }),
         Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
         Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.duration))),
+        Op::Connect(c) => {
+            let (addr, len) = std_to_sockaddr(&c.addr);
+            (c.socket.key(), Extra::Connect { addr, len })
+        }
         Op::TransmitFile(t) => match Transmit::start(t) {
             Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
             Err(e) => return Err((e, op)),
@@ -166,6 +176,12 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
                 .build()
         }
         (Op::Timeout(_), Extra::Timeout(ts)) => opcode::Timeout::new(ts as *const Timespec).build(),
+        (Op::Connect(c), Extra::Connect { addr, len }) => opcode::Connect::new(
+            Fd(c.socket.as_raw_fd()),
+            (addr as *const libc::sockaddr_storage).cast(),
+            *len,
+        )
+        .build(),
         (Op::TransmitFile(op), Extra::Transmit(t)) => {
             let sock = Fd(op.socket.as_raw_fd());
             let send = |b: &[u8]| {
@@ -258,7 +274,7 @@ pub(super) fn advance(
                 Ok(Advance::Again)
             }
         }
-        (Op::Timeout(_), _) => Ok(Advance::Done(Ok(()), 0)),
+        (Op::Timeout(_) | Op::Connect(_), _) => Ok(Advance::Done(Ok(()), 0)),
         (Op::TransmitFile(op), Extra::Transmit(t)) => {
             match t.phase {
                 Phase::Poll => {
