@@ -29,6 +29,14 @@ fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int)
     Ok(())
 }
 
+/// Turns Nagle's algorithm off on an accepted connection (nginx's
+/// `tcp_nodelay`): the last, partial segment of a response never waits for the
+/// client's delayed ACK on a keep-alive connection. Heads and small bodies
+/// already go out in one send, so nothing is fragmented by it.
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
 /// Binds and listens on `addr`.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let family = if addr.is_ipv4() {
@@ -86,4 +94,62 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let l = TcpListener::from(owned);
     debug_assert_eq!(l.as_raw_fd(), fd);
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a live c_int and its size; the kernel writes at most that.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        v
+    }
+
+    #[test]
+    fn listeners_reuse_addresses_and_accepted_sockets_get_nodelay() {
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(
+            get_int(l.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR),
+            1
+        );
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert_eq!(
+            get_int(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            0
+        );
+        set_nodelay(s.as_raw_fd()).unwrap();
+        assert_ne!(
+            get_int(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            0
+        );
+    }
+
+    #[test]
+    fn ipv6_listeners_leave_the_ipv4_port_free() {
+        let Ok(v6) = bind("[::1]:0".parse().unwrap()) else {
+            println!("SKIPPED: no IPv6 loopback on this machine");
+            return;
+        };
+        assert_eq!(
+            get_int(v6.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+            1
+        );
+        let port = v6.local_addr().unwrap().port();
+        // The same port on IPv4 is still free to bind.
+        let v4 = bind(SocketAddr::from(([127, 0, 0, 1], port)));
+        assert!(v4.is_ok(), "{v4:?}");
+    }
 }

@@ -358,6 +358,8 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
                 }
                 let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
                 debug!(conn = id, peer = ?a.peer, "accepted");
+                // Best effort: a socket that refuses it still works.
+                let _ = listener::set_nodelay(std::os::fd::AsRawFd::as_raw_fd(&sock));
                 let handle = port.associate(sock, id);
                 let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
                 let watch = shared.registry.insert(id);
