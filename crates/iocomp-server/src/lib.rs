@@ -54,6 +54,8 @@
 mod access;
 mod conn;
 mod filecache;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod line;
 pub mod listener;
