@@ -3,6 +3,7 @@
 //! connect with a timeout, send a request, read and parse the response head
 //! with `httparse`, and read the body by `Content-Length`, chunked transfer
 //! coding, or to EOF. One request per connection (`Connection: close`).
+//! Through `http_proxy` when the environment names one (see [`crate::proxy`]).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -168,13 +169,24 @@ pub fn request(
     extra: &[(&str, String)],
     to: Timeouts,
 ) -> Result<Response, Fail> {
-    let mut s = connect(t, to)?;
+    // Through `http_proxy` (unless `no_proxy` exempts the host): connect to
+    // the proxy and name the whole URL (absolute-form).
+    let proxy = crate::proxy::for_target(t)?;
+    let (mut s, target) = match &proxy {
+        Some(p) => (connect(p, to)?, t.to_string()),
+        None => (connect(t, to)?, t.path.clone()),
+    };
     let mut req = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: iocomp/{}\r\nAccept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
-        t.path,
+        "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: iocomp/{}\r\nAccept: */*\r\nConnection: close\r\n",
         t.host_header(),
         env!("CARGO_PKG_VERSION")
     );
+    if !extra
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("accept-encoding"))
+    {
+        req.push_str("Accept-Encoding: identity\r\n");
+    }
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

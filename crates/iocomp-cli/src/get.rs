@@ -4,6 +4,9 @@
 //! (the validator of the first response is kept in `NAME.part.meta`), and a
 //! file that changed meanwhile is downloaded afresh; `-j N` fetches N ranges
 //! on N connections. Redirects are followed (at most 10).
+//! `http_proxy` / `no_proxy` are honoured (see [`crate::proxy`]); `--compressed`
+//! asks for gzip or deflate and decodes it, and a body compressed unasked is
+//! refused.
 //!
 //! Built on blocking std sockets, one thread per connection: a download is a
 //! handful of connections, and the engine's value is in `bench` and `serve`.
@@ -26,7 +29,8 @@ mod raw;
 pub const EXIT_CODES: &str = "Exit codes:
   0  every download complete
   2  usage: bad arguments or URL, https:// (not supported yet)
-  3  network: cannot resolve or connect, timed out, connection broken, short or malformed response
+  3  network: cannot resolve or connect, timed out, connection broken, short or malformed response,
+     a compressed body not asked for (see --compressed) or not decodable
   4  HTTP status (404, 416, ...) or a line-protocol error line
   5  local I/O: cannot write the output, or it exists (use --force)
 With several URLs, the code of the first that failed.";
@@ -72,6 +76,10 @@ pub struct GetArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     force: bool,
+    /// Ask for a compressed body (Accept-Encoding: gzip, deflate) and decode it. Without it, a
+    /// server that compresses anyway is refused.
+    #[arg(long, conflicts_with_all = ["resume", "parallel", "raw"])]
+    compressed: bool,
     /// Receive at most this many bytes per second per download (e.g. 500K, 2M).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
@@ -100,6 +108,7 @@ pub(crate) struct Opts {
     pub(crate) force: bool,
     pub(crate) size: Option<u64>,
     pub(crate) limit: Option<u64>,
+    pub(crate) compressed: bool,
 }
 
 /// Runs `iocomp get`; returns the exit code.
@@ -120,6 +129,7 @@ pub fn run(args: GetArgs) -> u8 {
                 force: args.force,
                 size: args.size,
                 limit: args.limit_rate,
+                compressed: args.compressed,
             };
             let mode = Mode::detect(args.quiet);
             let multi = MultiProgress::new();
@@ -231,11 +241,48 @@ pub(crate) fn get(
                 continue;
             }
         }
+        if (200..300).contains(&r.head.status) {
+            content_coding(&r, opts)?;
+        }
         return Ok((t, r));
     }
     Err(Fail::Network(format!(
         "more than {MAX_REDIRECTS} redirects"
     )))
+}
+
+/// A body's content coding (`Content-Encoding`, lower case), `None` for
+/// identity; an error if the server compressed a body iocomp did not ask to
+/// be compressed, or used a coding it cannot decode.
+fn content_coding(r: &Response, opts: &Opts) -> Result<Option<Coding>, Fail> {
+    let Some(v) = r.head.get("content-encoding") else {
+        return Ok(None);
+    };
+    let v = v.trim().to_ascii_lowercase();
+    let coding = match v.as_str() {
+        "" | "identity" => return Ok(None),
+        "gzip" | "x-gzip" => Coding::Gzip,
+        "deflate" => Coding::Deflate,
+        _ => {
+            return Err(Fail::Network(format!(
+                "the server sent a body with Content-Encoding: {v}, which iocomp cannot decode"
+            )))
+        }
+    };
+    if !opts.compressed {
+        return Err(Fail::Network(format!(
+            "the server sent a {v}-compressed body though none was asked for (use --compressed to decode it)"
+        )));
+    }
+    Ok(Some(coding))
+}
+
+/// A content coding `get --compressed` decodes.
+#[derive(Clone, Copy)]
+enum Coding {
+    Gzip,
+    /// HTTP's `deflate`: a zlib stream (RFC 9110 §8.4.1.2).
+    Deflate,
 }
 
 fn http_error(r: &Response) -> Fail {
@@ -255,6 +302,9 @@ fn sequential(t: Target, out: &Path, opts: &Opts, p: &Progress) -> Result<(), Fa
         }
     }
     let mut extra = Vec::new();
+    if opts.compressed {
+        extra.push(("Accept-Encoding", "gzip, deflate".to_string()));
+    }
     if offset > 0 {
         extra.push(("Range", format!("bytes={offset}-")));
         match &validator {
@@ -295,9 +345,22 @@ fn sequential(t: Target, out: &Path, opts: &Opts, p: &Progress) -> Result<(), Fa
         }
         _ => return Err(http_error(&r)),
     };
-    let total = r.body.len_hint().map(|n| n + offset);
-    p.start(total, offset);
-    copy(&mut r.body, file, &part, opts, p)?;
+    match content_coding(&r, opts)? {
+        None => {
+            let total = r.body.len_hint().map(|n| n + offset);
+            p.start(total, offset);
+            copy(&mut r.body, file, &part, opts, p)?;
+        }
+        Some(coding) => {
+            // The length on the wire is not the file's: no total.
+            p.start(None, 0);
+            let mut body: Box<dyn Read + '_> = match coding {
+                Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut r.body)),
+                Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&mut r.body)),
+            };
+            copy(&mut body, file, &part, opts, p)?;
+        }
+    }
     finish(&part, &meta, out)
 }
 

@@ -17,6 +17,7 @@ mod bench;
 mod client;
 mod get;
 mod progress;
+mod proxy;
 mod signals;
 mod target;
 

@@ -1,0 +1,158 @@
+//! `http_proxy` / `no_proxy` for `iocomp get`, as curl reads them: the
+//! lower-case names first, then `HTTP_PROXY` / `NO_PROXY`. A proxy is
+//! `[http://]host[:port]` (port 1080 when none is given, as in curl); the
+//! request then goes to the proxy with an absolute-form target
+//! (`GET http://host:port/path HTTP/1.1`). `no_proxy` is a comma-separated
+//! list: `*` bypasses the proxy for every host; a name matches itself and
+//! every name below it (`example.com` and `.example.com` both match
+//! `a.example.com`); an IP address matches itself. Case does not matter, and
+//! a port on an entry is ignored.
+
+use crate::target::{Target, TargetError};
+
+/// The proxy curl would use for `t` with this environment.
+pub fn for_target(t: &Target) -> Result<Option<Target>, TargetError> {
+    from(t, &|k| std::env::var(k).ok())
+}
+
+/// [`for_target`] with the environment given as a lookup (for tests).
+pub fn from(
+    t: &Target,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Target>, TargetError> {
+    if t.raw {
+        return Ok(None);
+    }
+    let first = |a: &str, b: &str| env(a).or_else(|| env(b)).filter(|v| !v.trim().is_empty());
+    let Some(proxy) = first("http_proxy", "HTTP_PROXY") else {
+        return Ok(None);
+    };
+    if let Some(list) = first("no_proxy", "NO_PROXY") {
+        if bypass(&list, &t.host) {
+            return Ok(None);
+        }
+    }
+    parse_proxy(proxy.trim()).map(Some)
+}
+
+/// `[http://]host[:port][/]`, port 1080 by default.
+fn parse_proxy(s: &str) -> Result<Target, TargetError> {
+    let with_scheme = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    let mut t = Target::parse(&with_scheme, false).map_err(|e| match e {
+        TargetError::Malformed(m) => TargetError::Malformed(format!("http_proxy: {m}")),
+        TargetError::Unsupported(m) => TargetError::Unsupported(format!("http_proxy: {m}")),
+    })?;
+    // Target::parse gives 80 for a missing port; tell that from an explicit one.
+    let authority = with_scheme
+        .split_once("://")
+        .map_or("", |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let has_port = match authority.rfind(']') {
+        Some(i) => authority[i..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if !has_port {
+        t.port = 1080;
+    }
+    t.path = "/".into();
+    Ok(t)
+}
+
+/// Whether `no_proxy` (`list`) exempts `host`.
+pub fn bypass(list: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host_is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    list.split(',').map(str::trim).any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        let e = entry
+            .strip_prefix('[')
+            .map_or(entry, |r| r.split(']').next().unwrap_or(r));
+        // A port (`host:80`) is ignored, but not an IPv6 literal's colons.
+        let e = match e.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => e,
+        };
+        let e = e.trim_end_matches('.').to_ascii_lowercase();
+        if e.is_empty() {
+            return false;
+        }
+        if host_is_ip || e.parse::<std::net::IpAddr>().is_ok() {
+            return host == e;
+        }
+        let e = e.strip_prefix('.').unwrap_or(&e);
+        host == e || host.ends_with(&format!(".{e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn no_proxy_rules_like_curls() {
+        assert!(bypass("*", "anything.example"));
+        assert!(bypass("example.com", "example.com"));
+        assert!(bypass("example.com", "a.b.Example.COM"));
+        assert!(bypass(".example.com", "a.example.com"));
+        assert!(bypass(".example.com", "example.com"));
+        assert!(!bypass("example.com", "badexample.com"));
+        assert!(!bypass("a.example.com", "example.com"));
+        assert!(bypass("foo, 127.0.0.1 ,bar", "127.0.0.1"));
+        assert!(!bypass("127.0.0.1", "127.0.0.10"));
+        assert!(bypass("localhost:8080", "localhost"));
+        assert!(bypass("[::1]", "::1"));
+        assert!(bypass("::1", "::1"));
+        assert!(!bypass("", "example.com"));
+        assert!(!bypass("*.example.com", "a.example.com"));
+    }
+
+    #[test]
+    fn proxy_from_the_environment() {
+        let t = Target::parse("http://example.com:8000/f", false).unwrap();
+        assert_eq!(from(&t, &env(&[])).unwrap(), None);
+        let p = from(&t, &env(&[("http_proxy", "proxy.local")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("proxy.local", 1080));
+        let p = from(&t, &env(&[("HTTP_PROXY", "http://[::1]:3128/")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("::1", 3128));
+        // The lower-case name wins.
+        let p = from(&t, &env(&[("http_proxy", "a:1"), ("HTTP_PROXY", "b:2")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.host, "a");
+        assert_eq!(
+            from(
+                &t,
+                &env(&[("http_proxy", "a:1"), ("NO_PROXY", "example.com")])
+            )
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            from(&t, &env(&[("http_proxy", "a:1"), ("no_proxy", "*")])).unwrap(),
+            None
+        );
+        assert!(from(&t, &env(&[("http_proxy", "https://a:1")])).is_err());
+        let raw = Target::parse("example.com:9/f", true).unwrap();
+        assert_eq!(from(&raw, &env(&[("http_proxy", "a:1")])).unwrap(), None);
+    }
+}
