@@ -214,6 +214,8 @@ pub fn run(args: BenchArgs) -> Result<(), Fail> {
             phase: Phase::Head,
             started: start,
             got: 0,
+            body: 0,
+            req: Vec::new(),
         });
         let p = port.clone();
         // Queued, so that each connection's operations start on a worker's own ring.

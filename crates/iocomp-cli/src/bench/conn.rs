@@ -32,6 +32,11 @@ pub(super) struct Conn {
     pub(super) started: Instant,
     /// Bytes of the current response received so far (headers included).
     pub(super) got: u64,
+    /// Body bytes of the current response so far (counted once it is done).
+    pub(super) body: u64,
+    /// The request buffer, back from each completed send and refilled for the
+    /// next: no allocation per request.
+    pub(super) req: Vec<u8>,
 }
 
 /// Opens a socket and starts its connect (on the calling worker).
@@ -92,9 +97,12 @@ fn send_request(port: &Port, mut conn: Box<Conn>) {
     let Some(h) = conn.handle.clone() else {
         return close(conn, Some("no socket".into()));
     };
-    let req = conn.shared.items[conn.item].request.clone();
+    let mut req = std::mem::take(&mut conn.req);
+    req.clear();
+    req.extend_from_slice(&conn.shared.items[conn.item].request);
     conn.phase = Phase::Head;
     conn.got = 0;
+    conn.body = 0;
     conn.buf.clear();
     conn.started = Instant::now();
     let mut op = Send::new(&h, req);
@@ -123,7 +131,10 @@ pub(super) fn on_packet(port: &Port, mut p: Packet) {
             send_request(port, conn)
         }
         (Op::Connect(_), Err(e)) => failed(port, conn, format!("connect: {}", e.kind()), true),
-        (Op::Send(_), Ok(())) => receive(port, conn),
+        (Op::Send(s), Ok(())) => {
+            conn.req = s.buf;
+            receive(port, conn)
+        }
         (Op::Send(_), Err(e)) => failed(port, conn, format!("send: {}", e.kind()), false),
         (Op::Recv(_), Err(e)) => failed(port, conn, format!("recv: {}", e.kind()), false),
         (Op::Recv(r), Ok(())) => {
@@ -156,7 +167,7 @@ fn advance(conn: &mut Conn, n: u64) -> Result<bool, &'static str> {
         return match conn.got.cmp(&expect) {
             std::cmp::Ordering::Less => Ok(false),
             std::cmp::Ordering::Equal => {
-                conn.shared.with_stats(|s| s.body += expect);
+                conn.body = expect;
                 Ok(true)
             }
             std::cmp::Ordering::Greater => Err("more bytes than the file's size"),
@@ -195,7 +206,7 @@ fn advance(conn: &mut Conn, n: u64) -> Result<bool, &'static str> {
                     if have > len {
                         return Err("more bytes than Content-Length");
                     }
-                    conn.shared.with_stats(|s| s.body += have);
+                    conn.body += have;
                     conn.phase = Phase::Body { left: len - have };
                     Ok(len == have)
                 }
@@ -206,7 +217,7 @@ fn advance(conn: &mut Conn, n: u64) -> Result<bool, &'static str> {
             if n > left {
                 return Err("more bytes than Content-Length");
             }
-            conn.shared.with_stats(|s| s.body += n);
+            conn.body += n;
             conn.phase = Phase::Body { left: left - n };
             Ok(n == left)
         }
@@ -216,10 +227,12 @@ fn advance(conn: &mut Conn, n: u64) -> Result<bool, &'static str> {
 /// A response is complete: count it, then the next request (or the end).
 fn done(port: &Port, mut conn: Box<Conn>) {
     let us = conn.started.elapsed().as_micros().max(1) as u64;
-    let got = conn.got;
+    let (got, body) = (conn.got, conn.body);
+    // One visit to this thread's statistics per response.
     conn.shared.with_stats(|s| {
         s.requests += 1;
         s.bytes += got;
+        s.body += body;
         let _ = s.latency.record(us.min(3_600_000_000));
     });
     if conn.shared.stop.load(Ordering::Relaxed) {
