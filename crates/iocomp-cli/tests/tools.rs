@@ -503,7 +503,9 @@ fn get_shows_a_moving_progress_bar_on_a_terminal() {
         assert!(Instant::now() < deadline, "no exit after 60 s: {screens:?}");
         let screen = tmux.capture();
         if let Some(b) = bar_bytes(&screen, "tty.bin") {
-            if b < data.len() as f64 {
+            // Before the response head arrives the bar has no total yet
+            // (`0 B/0 B`); frames from then on are the ones that count.
+            if b > 0.0 && b < data.len() as f64 {
                 seen.push(b);
                 screens.push(screen);
             }
