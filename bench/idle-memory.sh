@@ -41,6 +41,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
+chmod 755 "$tmp" # nginx's workers run as nobody
 mkdir -p "$tmp/root" "$tmp/nginx"
 printf 'a small file for the idle-connection test\n' > "$tmp/root/ok.txt"
 
@@ -50,7 +51,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 rss_kib() {
     local total=0 p kids
     for p in "$@"; do
-        kids=$(cat /proc/"$p"/task/*/children 2> /dev/null || true)
+        kids=$(ps -o pid= --ppid "$p" 2> /dev/null || true)
         for q in $p $kids; do
             total=$((total + $(awk '/^VmRSS:/ {print $2}' /proc/"$q"/status 2> /dev/null || echo 0)))
         done
@@ -107,7 +108,7 @@ measure() {
     [[ $line == "ready $CONNS" ]] || die "$name: client says '$line'"
     sleep 1
     after=$(rss_kib "$@")
-    exec {HOLD[1]}>&-
+    eval "exec ${HOLD[1]}>&-"
     wait "$HOLD_PID" 2> /dev/null || true
     echo "$name $(((after - before) * 1024 / CONNS)) $before $after"
 }
