@@ -210,6 +210,12 @@ pub struct StartOptions {
     /// Run the server under a seccomp filter that denies the io_uring system
     /// calls with EPERM, as Docker's default profile does (x86_64 only).
     pub deny_io_uring: bool,
+    /// If set, the child drops its supplementary groups and switches to this
+    /// user and group id (`setgroups`, `setgid`, `setuid`) before `exec`, so a
+    /// test running as root can see what an unprivileged server sees (e.g.
+    /// `EACCES` on a mode-000 file). The served tree and the binary must then
+    /// be readable by that user.
+    pub uid: Option<u32>,
 }
 
 /// A running `iocomp serve` process. Dropping it SIGKILLs and reaps the
@@ -263,6 +269,21 @@ impl Server {
             unsafe {
                 command.pre_exec(move || {
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some(uid) = options.uid {
+            // SAFETY: the closure runs in the forked child before exec and only
+            // makes three async-signal-safe system calls on plain integers.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(uid as libc::gid_t) != 0
+                        || libc::setuid(uid as libc::uid_t) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
