@@ -81,7 +81,9 @@ pub fn connect(t: &Target, to: Timeouts) -> Result<TcpStream, Fail> {
             Err(e) => last = Some((a, e)),
         }
     }
-    let (a, e) = last.expect("resolve returns at least one address");
+    let Some((a, e)) = last else {
+        return Err(Fail::Network(format!("{}: the name has no addresses", t.host)));
+    };
     let why = if e.kind() == io::ErrorKind::TimedOut {
         "connect timed out".to_string()
     } else {
