@@ -82,7 +82,10 @@ pub fn connect(t: &Target, to: Timeouts) -> Result<TcpStream, Fail> {
         }
     }
     let Some((a, e)) = last else {
-        return Err(Fail::Network(format!("{}: the name has no addresses", t.host)));
+        return Err(Fail::Network(format!(
+            "{}: the name has no addresses",
+            t.host
+        )));
     };
     let why = if e.kind() == io::ErrorKind::TimedOut {
         "connect timed out".to_string()
