@@ -15,6 +15,7 @@
 //!   `running < max`, takes it at once without parking.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::packet::Packet;
@@ -51,6 +52,9 @@ pub(crate) struct Control {
     max: usize,
     strict: bool,
     state: Mutex<State>,
+    /// A copy of `State::closed` that `submit` reads on every operation
+    /// without taking the control lock.
+    closed: AtomicBool,
 }
 
 /// Wakers to call once the lock is released.
@@ -68,6 +72,7 @@ impl Control {
             max,
             strict,
             state: Mutex::new(State::default()),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -302,6 +307,7 @@ impl Control {
             return;
         }
         st.closed = true;
+        self.closed.store(true, Ordering::Release);
         let dropped: Vec<Packet> = st.queue.drain(..).collect();
         let wakes: Wakes = st
             .consumers
@@ -315,7 +321,7 @@ impl Control {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The ring of the most recently parked thread: the best place for an
