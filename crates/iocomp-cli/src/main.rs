@@ -95,9 +95,14 @@ struct ServeArgs {
     /// HTTP `Cache-Control` header for files (e.g. "max-age=3600"); none by default.
     #[arg(long, value_name = "VALUE")]
     cache_control: Option<String>,
-    /// Regular files kept open between requests, each re-checked with one fstatat per hit (0: none).
+    /// Regular files kept open between requests, small ones with their contents (0: none).
     #[arg(long, value_name = "N", default_value_t = 4096)]
     open_file_cache: usize,
+    /// How long a cached file is served without re-checking its name, as nginx's
+    /// open_file_cache_valid (lighttpd: 1s); 0s checks on every request, so a replaced file is
+    /// seen at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    open_file_cache_valid: Duration,
     /// Answer 404 for a directory without index.html instead of listing it.
     #[arg(long)]
     no_listing: bool,
@@ -214,6 +219,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.cache_control = args.cache_control;
     config.listing = !args.no_listing;
     config.open_file_cache = args.open_file_cache;
+    config.open_file_cache_valid = args.open_file_cache_valid;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,

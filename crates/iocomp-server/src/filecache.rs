@@ -1,14 +1,21 @@
-//! A bounded cache of open files, so a hot file costs one `fstatat` per request
-//! instead of `openat2` + `statx` + `fcntl` + `close`.
+//! A bounded cache of open files (nginx's `open_file_cache`), so a hot file
+//! costs no system call at all per request instead of `openat2` + `statx` +
+//! `fcntl` + `close`, and a small one is sent from memory together with its
+//! response head in one `send`.
 //!
-//! An entry is never trusted blindly: every hit re-stats the name relative to
-//! the root and compares device, inode, size, modification and change times
-//! with what the cached descriptor had. A file replaced, truncated or
-//! rewritten, or a symlink swapped to point elsewhere, is a miss, and the name
-//! is resolved again through `openat2(RESOLVE_BENEATH)` with the full policy —
-//! so nothing outside the root can ever be served from the cache, and nothing
-//! stale either. No inotify is involved. Entries unused for a while are closed
-//! by [`FileCache::prune`], so idle servers hold no descriptors for long.
+//! An entry is trusted for at most `valid` (nginx's `open_file_cache_valid`,
+//! lighttpd's one-second stat cache) after it was last checked; the first hit
+//! after that re-stats the name relative to the root and compares device,
+//! inode, size, modification and change times with what the cached descriptor
+//! had. A file replaced, truncated or rewritten, or a symlink swapped to point
+//! elsewhere, is then a miss, and the name is resolved again through
+//! `openat2(RESOLVE_BENEATH)` with the full policy — so nothing outside the
+//! root can ever be served from the cache, and nothing older than `valid`
+//! (`Duration::ZERO`: every hit is checked). No inotify is involved. The
+//! contents of small files (at most [`SMALL`] bytes, within a memory budget)
+//! are kept with the entry and revalidated with it, so a response never mixes
+//! an old head with new bytes. Entries unused for a while are closed by
+//! [`FileCache::prune`], so idle servers hold no descriptors for long.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -20,30 +27,59 @@ use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
 
+/// Files up to this size are kept in memory with their entry.
+pub(crate) const SMALL: u64 = 16 * 1024;
+
+/// Bytes of small-file contents one shard keeps (32 MiB in all).
+const BODY_BUDGET: usize = 2 << 20;
+
 struct Entry {
     file: Arc<File>,
     meta: Metadata,
+    /// The whole file, if small and read without blocking.
+    body: Option<Arc<[u8]>>,
     /// Milliseconds since the cache's epoch.
     used: u64,
+    /// When the name was last checked against the file (ms since the epoch).
+    checked: u64,
 }
+
+struct Shard {
+    map: HashMap<CString, Entry>,
+    /// Bytes of `body` held by the entries.
+    bodies: usize,
+}
+
+/// A hit: the file, its metadata and, for a small file, its contents.
+pub(crate) type Hit = (Arc<File>, Metadata, Option<Arc<[u8]>>);
 
 /// The cache: names (normalized, relative to the root) to open files.
 pub(crate) struct FileCache {
     epoch: Instant,
     idle: Duration,
+    valid: u64,
     per_shard: usize,
-    shards: Vec<Mutex<HashMap<CString, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
 }
 
 impl FileCache {
     /// A cache of at most `entries` open files, each closed after `idle`
     /// without use (at the next [`prune`](FileCache::prune)).
-    pub(crate) fn new(entries: usize, idle: Duration) -> FileCache {
+    /// An entry is trusted without a check for `valid` after its last one.
+    pub(crate) fn new(entries: usize, idle: Duration, valid: Duration) -> FileCache {
         FileCache {
             epoch: Instant::now(),
             idle,
+            valid: valid.as_millis() as u64,
             per_shard: entries.div_ceil(SHARDS).max(1),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: HashMap::new(),
+                        bodies: 0,
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -51,7 +87,7 @@ impl FileCache {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn shard(&self, rel: &CStr) -> MutexGuard<'_, HashMap<CString, Entry>> {
+    fn shard(&self, rel: &CStr) -> MutexGuard<'_, Shard> {
         let h = rel
             .to_bytes()
             .iter()
@@ -63,60 +99,87 @@ impl FileCache {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached file for `rel` if the name still leads to the same, unchanged
-    /// file; `follow` says whether a final symlink is followed (as the policy
-    /// would).
-    pub(crate) fn get(
-        &self,
-        root: BorrowedFd<'_>,
-        rel: &CStr,
-        follow: bool,
-    ) -> Option<(Arc<File>, Metadata)> {
-        let (file, meta) = {
+    /// The cached file for `rel` if it was checked within `valid`, or if the
+    /// name still leads to the same, unchanged file; `follow` says whether a
+    /// final symlink is followed (as the policy would).
+    pub(crate) fn get(&self, root: BorrowedFd<'_>, rel: &CStr, follow: bool) -> Option<Hit> {
+        let now = self.now();
+        let (file, meta, body, fresh) = {
             let mut shard = self.shard(rel);
-            let e = shard.get_mut(rel)?;
-            e.used = self.now();
-            (e.file.clone(), e.meta.clone())
+            let e = shard.map.get_mut(rel)?;
+            e.used = now;
+            let fresh = now.saturating_sub(e.checked) < self.valid;
+            (e.file.clone(), e.meta.clone(), e.body.clone(), fresh)
         };
-        if same(root, rel, follow, &meta) {
-            return Some((file, meta));
+        if fresh {
+            return Some((file, meta, body));
         }
-        self.shard(rel).remove(rel);
+        let mut shard = self.shard(rel);
+        if same(root, rel, follow, &meta) {
+            if let Some(e) = shard.map.get_mut(rel) {
+                e.checked = now;
+            }
+            return Some((file, meta, body));
+        }
+        if let Some(e) = shard.map.remove(rel) {
+            shard.bodies -= e.body.map_or(0, |b| b.len());
+        }
         None
     }
 
-    /// Remembers an opened file; evicts the least recently used entry of its
-    /// shard when the shard is full.
-    pub(crate) fn put(&self, rel: CString, file: Arc<File>, meta: Metadata) {
+    /// Remembers an opened file (and the contents of a small one); evicts the
+    /// least recently used entry of its shard when the shard is full. Returns
+    /// the contents kept, if any.
+    pub(crate) fn put(&self, rel: CString, file: Arc<File>, meta: Metadata) -> Option<Arc<[u8]>> {
         let now = self.now();
+        let body = (meta.len() <= SMALL)
+            .then(|| read_small(&file, meta.len()))
+            .flatten();
         let mut shard = self.shard(&rel);
-        if shard.len() >= self.per_shard && !shard.contains_key(&rel) {
+        if let Some(old) = shard.map.remove(&rel) {
+            shard.bodies -= old.body.map_or(0, |b| b.len());
+        }
+        if shard.map.len() >= self.per_shard {
             if let Some(oldest) = shard
+                .map
                 .iter()
                 .min_by_key(|(_, e)| e.used)
                 .map(|(k, _)| k.clone())
             {
-                shard.remove(&oldest);
+                if let Some(e) = shard.map.remove(&oldest) {
+                    shard.bodies -= e.body.map_or(0, |b| b.len());
+                }
             }
         }
-        shard.insert(
+        let body = body.filter(|b| shard.bodies + b.len() <= BODY_BUDGET);
+        shard.bodies += body.as_ref().map_or(0, |b| b.len());
+        shard.map.insert(
             rel,
             Entry {
                 file,
                 meta,
+                body: body.clone(),
                 used: now,
+                checked: now,
             },
         );
+        body
     }
 
     /// Closes entries unused for longer than the idle limit.
     pub(crate) fn prune(&self) {
         let cutoff = self.now().saturating_sub(self.idle.as_millis() as u64);
         for shard in &self.shards {
-            shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, e| e.used >= cutoff);
+            let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let mut freed = 0;
+            s.map.retain(|_, e| {
+                let keep = e.used >= cutoff;
+                if !keep {
+                    freed += e.body.as_ref().map_or(0, |b| b.len());
+                }
+                keep
+            });
+            s.bodies -= freed;
         }
     }
 
@@ -124,9 +187,28 @@ impl FileCache {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
             .sum()
     }
+}
+
+/// The whole of a small file, if its pages are in memory: `preadv2` with
+/// `RWF_NOWAIT` never waits for the disk (a worker must not block on it), and
+/// a short read (the file changed under us) keeps nothing.
+fn read_small(file: &File, len: u64) -> Option<Arc<[u8]>> {
+    let mut buf = vec![0u8; len as usize];
+    if buf.is_empty() {
+        return Some(buf.into());
+    }
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, which is live, writable and exactly
+    // `iov_len` bytes long for the whole call; the descriptor is open for the
+    // borrow of `file`.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
+    (n >= 0 && n as u64 == len).then(|| buf.into())
 }
 
 /// Whether `rel` (under `root`) is still the file described by `meta`.

@@ -67,6 +67,12 @@ fn respond(conn: &mut Conn, frame: Frame, consumed: usize) -> Step {
             debug!(conn = key, name = %String::from_utf8_lossy(&name).escape_debug(), bytes = opened.len, "transmit file");
             if opened.len == 0 {
                 Step::Again
+            } else if let Some(body) = opened.body {
+                // A small file the cache holds: from memory, one send.
+                Step::Reply {
+                    pieces: VecDeque::from([Piece::Bytes(body.to_vec())]),
+                    close: false,
+                }
             } else {
                 conn.file = Some(opened.file);
                 let piece = Piece::File {

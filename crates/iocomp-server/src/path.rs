@@ -116,6 +116,9 @@ pub struct Opened {
     pub len: u64,
     /// Its metadata when it was opened (kind, inode, modification time).
     pub meta: std::fs::Metadata,
+    /// The whole file, when it is small and the open-file cache keeps its
+    /// contents (sent from memory, with its head, in one `send`).
+    pub body: Option<Arc<[u8]>>,
 }
 
 /// The first version of the kernel's `struct open_how` (`OPEN_HOW_SIZE_VER0`).
@@ -149,8 +152,20 @@ impl Root {
     /// Keeps up to `entries` regular files open between requests (each hit
     /// re-checked with one `fstatat`; see the `filecache` module), closing those
     /// unused for `idle` at each [`Root::prune_cache`]. 0 entries: no cache.
-    pub fn with_cache(mut self, entries: usize, idle: std::time::Duration) -> Root {
-        self.cache = (entries > 0).then(|| FileCache::new(entries, idle));
+    pub fn with_cache(self, entries: usize, idle: std::time::Duration) -> Root {
+        self.with_cache_valid(entries, idle, std::time::Duration::ZERO)
+    }
+
+    /// As [`Root::with_cache`], but an entry checked less than `valid` ago is
+    /// used without a new check (nginx's `open_file_cache_valid`): a file
+    /// changed on disk may be served as it was for up to `valid`.
+    pub fn with_cache_valid(
+        mut self,
+        entries: usize,
+        idle: std::time::Duration,
+        valid: std::time::Duration,
+    ) -> Root {
+        self.cache = (entries > 0).then(|| FileCache::new(entries, idle, valid));
         self
     }
 
@@ -200,17 +215,20 @@ impl Root {
     /// name costs one `fstatat`; a regular file opened afresh is remembered.
     fn open_cached(&self, rel: CString) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
-            if let Some((file, meta)) = cache.get(self.fd.as_fd(), &rel, !self.opts.no_symlinks) {
+            if let Some((file, meta, body)) =
+                cache.get(self.fd.as_fd(), &rel, !self.opts.no_symlinks)
+            {
                 return Ok(Opened {
                     file,
                     len: meta.len(),
                     meta,
+                    body,
                 });
             }
         }
-        let opened = self.open_rel(&rel)?;
+        let mut opened = self.open_rel(&rel)?;
         if let (Some(cache), true) = (&self.cache, opened.meta.is_file()) {
-            cache.put(rel, opened.file.clone(), opened.meta.clone());
+            opened.body = cache.put(rel, opened.file.clone(), opened.meta.clone());
         }
         Ok(opened)
     }
@@ -227,6 +245,7 @@ impl Root {
             file: Arc::new(file),
             len,
             meta,
+            body: None,
         })
     }
 

@@ -63,6 +63,11 @@ pub struct Config {
     /// re-checked with one `fstatat`; capped at a quarter of the descriptor
     /// limit; an entry unused for 3 s is closed.
     pub open_file_cache: usize,
+    /// How long a cached file is used without checking that its name still
+    /// leads to it unchanged (nginx's `open_file_cache_valid`; lighttpd's stat
+    /// cache is one second). Zero, the default, checks on every request, so a
+    /// replaced file is served at once.
+    pub open_file_cache_valid: Duration,
 }
 
 impl Config {
@@ -84,6 +89,7 @@ impl Config {
             cache_control: None,
             listing: true,
             open_file_cache: 4096,
+            open_file_cache_valid: Duration::ZERO,
         }
     }
 }
@@ -132,7 +138,7 @@ impl Server {
                     format!("cannot serve {}: {e}", config.root.display()),
                 )
             })?
-            .with_cache(cache, CACHE_IDLE);
+            .with_cache_valid(cache, CACHE_IDLE, config.open_file_cache_valid);
         let port = Port::builder()
             .concurrency(config.threads)
             .backend(config.backend)

@@ -304,7 +304,7 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
             h.content_type(ct).content_length(len).accept_ranges();
             head_fields(&mut h);
             h.connection(cx.version, cx.keep_alive).finish();
-            body(cx, out, 0, len)
+            body(cx, out, opened.body.as_deref(), 0, len)
         }
         RangeResult::Satisfiable(rs) => {
             status(conn, 206);
@@ -318,7 +318,7 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
                         .accept_ranges();
                     head_fields(&mut h);
                     h.connection(cx.version, cx.keep_alive).finish();
-                    body(cx, out, one.start, one.len())
+                    body(cx, out, opened.body.as_deref(), one.start, one.len())
                 }
                 _ => {
                     let mut frame = Vec::with_capacity(128 * rs.len());
@@ -368,9 +368,14 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
     reply(pieces, !cx.keep_alive)
 }
 
-/// The pieces of a simple body: the head, then the file range (none for HEAD).
-fn body(cx: &Ctx, head: Vec<u8>, offset: u64, len: u64) -> Vec<Piece> {
+/// The pieces of a simple body: the head, then the file range (none for HEAD);
+/// a small file's range from memory, in the same piece as the head.
+fn body(cx: &Ctx, mut head: Vec<u8>, mem: Option<&[u8]>, offset: u64, len: u64) -> Vec<Piece> {
+    let cached = mem.and_then(|m| m.get(offset as usize..offset.checked_add(len)? as usize));
     if cx.head_only || len == 0 {
+        vec![Piece::Bytes(head)]
+    } else if let Some(bytes) = cached {
+        head.extend_from_slice(bytes);
         vec![Piece::Bytes(head)]
     } else {
         vec![Piece::File {

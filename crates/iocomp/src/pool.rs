@@ -2,6 +2,7 @@
 //! seed's `ThreadProc` loop).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +15,11 @@ use crate::port::Port;
 
 /// The most threads a pool grows to (Windows' thread pool caps at 500).
 pub const MAX_THREADS: usize = 500;
+
+/// Packets a worker takes per `get_many`: one trip into the kernel submits
+/// every operation the previous batch queued and reaps what finished since,
+/// instead of one trip per packet.
+const BATCH: usize = 64;
 
 type Handler = dyn Fn(&Port, Packet) + Send + Sync;
 
@@ -38,6 +44,9 @@ struct Inner {
 thread_local! {
     /// The pool this thread works for, if any.
     static CURRENT: RefCell<Option<Arc<Inner>>> = const { RefCell::new(None) };
+    /// The rest of the batch this worker is handling. A handler that declares
+    /// it blocks hands it back to the port first, so other workers take it.
+    static PENDING: RefCell<VecDeque<Packet>> = const { RefCell::new(VecDeque::new()) };
 }
 
 impl Pool {
@@ -162,6 +171,12 @@ pub(crate) fn on_blocking(port: &Port) -> bool {
     if !Arc::ptr_eq(&pool.port.core, &port.core) || port.is_closed() {
         return false;
     }
+    let rest: Vec<Packet> = PENDING.with(|b| b.borrow_mut().drain(..).collect());
+    if !rest.is_empty() {
+        // Closed meanwhile: the packets are dropped with their resources, as
+        // every packet still queued on a closed port is.
+        let _ = port.core.control.enqueue(rest);
+    }
     if port.waiters() > 0 || pool.count.load(Ordering::Relaxed) >= MAX_THREADS {
         return false;
     }
@@ -169,25 +184,34 @@ pub(crate) fn on_blocking(port: &Port) -> bool {
 }
 
 fn worker(port: &Port, handler: &Handler) {
+    let mut got = Vec::with_capacity(BATCH);
     loop {
-        match port.get(None) {
-            Ok(mut p) => {
-                let op = std::mem::replace(&mut p.op, Op::Posted { token: 0 });
-                let run = match op {
-                    Op::Work(w) => catch_unwind(AssertUnwindSafe(|| w.run())),
-                    op => {
-                        p.op = op;
-                        catch_unwind(AssertUnwindSafe(|| handler(port, p)))
-                    }
-                };
-                if run.is_err() {
-                    // The packet's resources were dropped during unwinding; the
-                    // worker stays alive for everyone else.
-                    eprintln!("iocomp: a completion handler panicked; continuing");
+        match port.get_many(&mut got, BATCH, None) {
+            Ok(_) => {
+                PENDING.with(|b| b.borrow_mut().extend(got.drain(..)));
+                // Not borrowed while a handler runs: it may call `on_blocking`.
+                while let Some(p) = PENDING.with(|b| b.borrow_mut().pop_front()) {
+                    run(port, handler, p);
                 }
             }
             Err(GetError::Abandoned) => return,
             Err(GetError::TimedOut) => {}
         }
+    }
+}
+
+fn run(port: &Port, handler: &Handler, mut p: Packet) {
+    let op = std::mem::replace(&mut p.op, Op::Posted { token: 0 });
+    let run = match op {
+        Op::Work(w) => catch_unwind(AssertUnwindSafe(|| w.run())),
+        op => {
+            p.op = op;
+            catch_unwind(AssertUnwindSafe(|| handler(port, p)))
+        }
+    };
+    if run.is_err() {
+        // The packet's resources were dropped during unwinding; the worker
+        // stays alive for everyone else.
+        eprintln!("iocomp: a completion handler panicked; continuing");
     }
 }
