@@ -111,7 +111,13 @@ fn get_fails_cleanly_on_a_stall_a_short_body_a_416_and_bad_urls() {
     let t0 = Instant::now();
     let o = run_in(
         dir,
-        &["get", "-q", "--timeout", "500ms", &format!("http://{addr}/stall.bin")],
+        &[
+            "get",
+            "-q",
+            "--timeout",
+            "500ms",
+            &format!("http://{addr}/stall.bin"),
+        ],
     );
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert!(one_line(&o).contains("timed out"), "{}", stderr(&o));
@@ -198,7 +204,10 @@ fn get_c_with_j_resumes_a_sequential_part_and_restarts_a_parallel_one() {
     let o = run_in(dir, &["get", "-c", "-j", "4", &u]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("parallel download"), "{}", stderr(&o));
-    assert!(same_file(&src, &out), "a parallel .part must not be resumed as a prefix");
+    assert!(
+        same_file(&src, &out),
+        "a parallel .part must not be resumed as a prefix"
+    );
 
     // Killed on one connection: -c -j resumes it on one connection.
     fs::remove_file(&out).unwrap();
@@ -220,7 +229,12 @@ fn several_urls_download_at_once() {
     }
     let server = Server::start(tree.root(), &[]);
     let dir = tree.base();
-    let mut args = vec!["get".to_string(), "-q".into(), "--limit-rate".into(), "2M".into()];
+    let mut args = vec![
+        "get".to_string(),
+        "-q".into(),
+        "--limit-rate".into(),
+        "2M".into(),
+    ];
     args.extend(names.iter().map(|n| url(&server, n)));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let t0 = Instant::now();
@@ -231,5 +245,8 @@ fn several_urls_download_at_once() {
         assert!(same_file(&tree.root().join(n), &dir.join(n)), "{n}");
     }
     // Each takes 1.5 s at 2 MiB/s; one after the other would take 4.5 s.
-    assert!(took < Duration::from_millis(3500), "not concurrent: {took:?}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "not concurrent: {took:?}"
+    );
 }

@@ -207,7 +207,10 @@ impl<'a> Driver<'a> {
                 c.expired = false;
                 self.conns[k] = Some(c);
             }
-            Err((e, _)) => self.fail(c, Fail::Network(format!("the engine refused an operation: {e}"))),
+            Err((e, _)) => self.fail(
+                c,
+                Fail::Network(format!("the engine refused an operation: {e}")),
+            ),
         }
     }
 
@@ -280,8 +283,12 @@ impl<'a> Driver<'a> {
             return self.close(c);
         }
         let timed_out = c.expired && p.is_aborted();
-        let stalled = |what: &str| Fail::Network(format!("{what}: timed out (no data within --timeout)"));
-        match (std::mem::replace(&mut p.op, Op::Posted { token: 0 }), p.status) {
+        let stalled =
+            |what: &str| Fail::Network(format!("{what}: timed out (no data within --timeout)"));
+        match (
+            std::mem::replace(&mut p.op, Op::Posted { token: 0 }),
+            p.status,
+        ) {
             (Op::Connect(op), Ok(())) => {
                 c.phase = Phase::Send;
                 c.deadline = Some(Instant::now() + self.opts.to.stall);
@@ -339,7 +346,11 @@ impl<'a> Driver<'a> {
                 } else {
                     "receiving the body"
                 };
-                let f = if timed_out { stalled(what) } else { net(what, e) };
+                let f = if timed_out {
+                    stalled(what)
+                } else {
+                    net(what, e)
+                };
                 self.fail(c, f)
             }
             (_, _) => self.fail(c, Fail::Network("an unexpected completion".into())),

@@ -150,7 +150,9 @@ impl Job {
         let Ok(m) = fs::metadata(&self.part) else {
             return 0;
         };
-        let v = fs::read_to_string(&self.meta).ok().filter(|v| !v.is_empty());
+        let v = fs::read_to_string(&self.meta)
+            .ok()
+            .filter(|v| !v.is_empty());
         if v.as_deref() == Some(PARALLEL_META) {
             self.progress.note(
                 "the partial file is from a parallel download (-j), which leaves holes: downloading afresh",
@@ -330,8 +332,7 @@ impl Job {
         let Some(f) = &self.file else {
             return Err(Fail::Local("no output file open".into()));
         };
-        f.write_all_at(data, at)
-            .map_err(|e| local(&self.part, e))?;
+        f.write_all_at(data, at).map_err(|e| local(&self.part, e))?;
         self.progress.add(data.len() as u64);
         Ok(())
     }
