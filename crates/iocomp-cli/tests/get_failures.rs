@@ -1,4 +1,5 @@
-//! `iocomp get` on bad input and broken servers: a stall cut by `--timeout`,
+//! `iocomp get` on bad input and broken servers: a handshake cut by
+//! `--connect-timeout`, a stall cut by `--timeout`,
 //! a short body, a 416, malformed URLs — each a one-line message, its exit
 //! code and no output file that looks complete — and `-c` combined with `-j`,
 //! and several URLs downloading at once on the one driving thread.
@@ -125,6 +126,34 @@ fn get_fails_cleanly_on_a_stall_a_short_body_a_416_and_bad_urls() {
     assert!(!dir.join("stall.bin").exists());
     // What arrived stays resumable, under the .part name only.
     assert_eq!(fs::read(dir.join("stall.bin.part")).unwrap(), b"0123456789");
+
+    // A listener whose backlog is full: the handshake never completes, and
+    // --connect-timeout cuts it.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let full = l.local_addr().unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: listen(2) on a listening socket we own only changes its backlog.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    }
+    let _queued: Vec<_> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&full, Duration::from_millis(200)).ok())
+        .collect();
+    let t0 = Instant::now();
+    let o = run_in(
+        dir,
+        &[
+            "get",
+            "-q",
+            "--connect-timeout",
+            "1s",
+            &format!("http://{full}/x"),
+        ],
+    );
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(one_line(&o).contains("connect timed out"), "{}", stderr(&o));
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(!dir.join("x").exists() && !dir.join("x.part").exists());
 
     // A server that closes after 10 of 1000 bytes.
     let addr = one_shot(
