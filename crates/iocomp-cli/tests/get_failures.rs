@@ -279,3 +279,31 @@ fn several_urls_download_at_once() {
         "not concurrent: {took:?}"
     );
 }
+
+#[test]
+fn get_follows_a_redirect_to_another_server() {
+    let tree = TempTree::new();
+    let to = one_shot(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthere",
+        Duration::ZERO,
+    );
+    let reply = format!(
+        "HTTP/1.1 302 Found\r\nLocation: http://{to}/there.txt\r\nContent-Length: 0\r\n\r\n"
+    );
+    let from = one_shot(
+        Box::leak(reply.into_bytes().into_boxed_slice()),
+        Duration::ZERO,
+    );
+    let o = run_in(
+        tree.base(),
+        &[
+            "get",
+            "-q",
+            "-o",
+            "f.txt",
+            &format!("http://{from}/here.txt"),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(tree.base().join("f.txt")).unwrap(), b"there");
+}

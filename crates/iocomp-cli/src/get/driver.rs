@@ -127,7 +127,8 @@ impl<'a> Driver<'a> {
         }
     }
 
-    fn start(&mut self, spec: Spec) -> Result<(), Fail> {
+    /// Starts a connection; its slot.
+    fn start(&mut self, spec: Spec) -> Result<usize, Fail> {
         let (request, via) = if spec.target.raw {
             let mut line = spec.target.path.clone().into_bytes();
             line.push(b'\n');
@@ -176,7 +177,7 @@ impl<'a> Driver<'a> {
         };
         self.jobs[conn.job].live += 1;
         self.connect_next(k, conn);
-        Ok(())
+        Ok(k)
     }
 
     /// Connects to the next address, or fails with the last address's error.
@@ -423,12 +424,16 @@ impl<'a> Driver<'a> {
         let j = c.job;
         drop(c);
         self.jobs[j].live -= 1;
-        if let Err(e) = self.start(spec) {
-            self.jobs[j].fail(e);
-            return self.settle_if_idle(j);
-        }
-        if let Some(n) = self.conns.iter_mut().flatten().rev().find(|n| n.job == j) {
-            n.redirects = redirects;
+        match self.start(spec) {
+            Ok(k) => {
+                if let Some(n) = self.conns[k].as_mut() {
+                    n.redirects = redirects;
+                }
+            }
+            Err(e) => {
+                self.jobs[j].fail(e);
+                self.settle_if_idle(j);
+            }
         }
     }
 
