@@ -310,14 +310,13 @@ fn head_size(t: &Target, name: &str) -> Result<u64, Fail> {
         connect: Duration::from_secs(10),
         stall: Duration::from_secs(10),
     };
-    let r = client::request(&http, "HEAD", &[], to)?;
-    if r.head.status != 200 {
+    let head = client::head(&http, to)?;
+    if head.status != 200 {
         return Err(Fail::Http(format!(
             "{http}: HEAD answered {} {} (give --size)",
-            r.head.status, r.head.reason
+            head.status, head.reason
         )));
     }
-    r.head
-        .content_length()
+    head.content_length()
         .ok_or_else(|| Fail::Network(format!("{http}: HEAD gave no Content-Length (give --size)")))
 }

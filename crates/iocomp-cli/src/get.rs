@@ -7,23 +7,31 @@
 //! `http_proxy` / `no_proxy` are honoured (see [`crate::proxy`]); `--compressed`
 //! asks for gzip or deflate and decodes it, and a body compressed unasked is
 //! refused.
+//! `-c` with `-j`: a `.part` left by one connection is resumed on one
+//! connection; a `.part` left by a parallel download has holes (its `.meta`
+//! says so) and is downloaded afresh.
 //!
-//! Built on blocking std sockets, one thread per connection: a download is a
-//! handful of connections, and the engine's value is in `bench` and `serve`.
+//! Built on the engine: one thread drives every connection of every URL
+//! through one completion port (see [`driver`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::MultiProgress;
 
-use crate::client::{self, net, Fail, Response, Timeouts};
+use crate::client::{Fail, Head, Timeouts};
 use crate::progress::{Mode, Progress};
 use crate::target::Target;
 
-mod parallel;
+mod body;
+mod driver;
+mod job;
 mod raw;
+
+use body::Coding;
+use driver::Driver;
+use job::Job;
 
 /// The exit codes, as `--help` shows them.
 pub const EXIT_CODES: &str = "Exit codes:
@@ -36,9 +44,9 @@ pub const EXIT_CODES: &str = "Exit codes:
 With several URLs, the code of the first that failed.";
 
 /// Redirects followed at most.
-const MAX_REDIRECTS: usize = 10;
+pub(crate) const MAX_REDIRECTS: usize = 10;
 /// Bytes read per step.
-const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// `iocomp get` arguments.
 #[derive(clap::Args)]
@@ -113,57 +121,53 @@ pub(crate) struct Opts {
 
 /// Runs `iocomp get`; returns the exit code.
 pub fn run(args: GetArgs) -> u8 {
-    match plan(&args) {
+    let jobs = match plan(&args) {
         Err(e) => {
             eprintln!("iocomp: {e}");
-            e.code()
+            return e.code();
         }
-        Ok(jobs) => {
-            let opts = Opts {
-                to: Timeouts {
-                    connect: args.connect_timeout,
-                    stall: args.timeout,
-                },
-                resume: args.resume,
-                parallel: args.parallel,
-                force: args.force,
-                size: args.size,
-                limit: args.limit_rate,
-                compressed: args.compressed,
-            };
-            let mode = Mode::detect(args.quiet);
-            let multi = MultiProgress::new();
-            let results: Vec<Result<(), Fail>> = std::thread::scope(|s| {
-                let handles: Vec<_> = jobs
-                    .into_iter()
-                    .map(|(t, out)| {
-                        let (opts, multi) = (&opts, &multi);
-                        s.spawn(move || {
-                            let p = Progress::new(mode, multi, &t.file_name());
-                            let r = download(t.clone(), &out, opts, &p);
-                            p.finish(r.is_ok());
-                            r.map_err(|e| (t, e))
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| match h.join() {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err((t, e))) => {
-                            eprintln!("iocomp: {t}: {e}");
-                            Err(e)
-                        }
-                        Err(_) => Err(Fail::Local("a download thread panicked".into())),
-                    })
-                    .collect()
-            });
-            results
-                .iter()
-                .find_map(|r| r.as_ref().err().map(Fail::code))
-                .unwrap_or(0)
+        Ok(jobs) => jobs,
+    };
+    let opts = Opts {
+        to: Timeouts {
+            connect: args.connect_timeout,
+            stall: args.timeout,
+        },
+        resume: args.resume,
+        parallel: args.parallel,
+        force: args.force,
+        size: args.size,
+        limit: args.limit_rate,
+        compressed: args.compressed,
+    };
+    let mode = Mode::detect(args.quiet);
+    let multi = MultiProgress::new();
+    let jobs: Vec<Job> = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (t, out))| {
+            let p = Progress::new(mode, &multi, &t.file_name());
+            Job::new(i, t, out, &opts, p)
+        })
+        .collect();
+    let targets: Vec<Target> = jobs.iter().map(|j| j.target.clone()).collect();
+    let results = match Driver::new(&opts, jobs) {
+        Ok(d) => d.run(),
+        Err(e) => {
+            eprintln!("iocomp: {e}");
+            return e.code();
+        }
+    };
+    let mut code = 0;
+    for (t, r) in targets.iter().zip(results) {
+        if let Err(e) = r {
+            eprintln!("iocomp: {t}: {e}");
+            if code == 0 {
+                code = e.code();
+            }
         }
     }
+    code
 }
 
 /// Parses every URL and picks every output before anything starts.
@@ -208,54 +212,11 @@ pub(crate) fn local(what: &Path, e: std::io::Error) -> Fail {
     Fail::Local(format!("{}: {e}", what.display()))
 }
 
-/// Downloads one URL to `out`.
-fn download(t: Target, out: &Path, opts: &Opts, p: &Progress) -> Result<(), Fail> {
-    if out.exists() && !opts.force {
-        return Err(Fail::Local(format!(
-            "{} exists; use --force to overwrite it",
-            out.display()
-        )));
-    }
-    if t.raw {
-        return raw::download(&t, out, opts, p);
-    }
-    if opts.parallel > 1 && !opts.resume {
-        return parallel::download(t, out, opts, p);
-    }
-    sequential(t, out, opts, p)
-}
-
-/// GET, following redirects; the final response (any other status).
-pub(crate) fn get(
-    mut t: Target,
-    extra: &[(&str, String)],
-    opts: &Opts,
-) -> Result<(Target, Response), Fail> {
-    for _ in 0..=MAX_REDIRECTS {
-        let r = client::request(&t, "GET", extra, opts.to)?;
-        if matches!(r.head.status, 301 | 302 | 303 | 307 | 308) {
-            if let Some(loc) = r.head.get("location") {
-                t = t
-                    .join(loc.trim())
-                    .map_err(|e| Fail::Network(format!("redirect: {e}")))?;
-                continue;
-            }
-        }
-        if (200..300).contains(&r.head.status) {
-            content_coding(&r, opts)?;
-        }
-        return Ok((t, r));
-    }
-    Err(Fail::Network(format!(
-        "more than {MAX_REDIRECTS} redirects"
-    )))
-}
-
 /// A body's content coding (`Content-Encoding`, lower case), `None` for
 /// identity; an error if the server compressed a body iocomp did not ask to
 /// be compressed, or used a coding it cannot decode.
-fn content_coding(r: &Response, opts: &Opts) -> Result<Option<Coding>, Fail> {
-    let Some(v) = r.head.get("content-encoding") else {
+fn content_coding(head: &Head, opts: &Opts) -> Result<Option<Coding>, Fail> {
+    let Some(v) = head.get("content-encoding") else {
         return Ok(None);
     };
     let v = v.trim().to_ascii_lowercase();
@@ -275,93 +236,6 @@ fn content_coding(r: &Response, opts: &Opts) -> Result<Option<Coding>, Fail> {
         )));
     }
     Ok(Some(coding))
-}
-
-/// A content coding `get --compressed` decodes.
-#[derive(Clone, Copy)]
-enum Coding {
-    Gzip,
-    /// HTTP's `deflate`: a zlib stream (RFC 9110 §8.4.1.2).
-    Deflate,
-}
-
-fn http_error(r: &Response) -> Fail {
-    Fail::Http(format!("{} {}", r.head.status, r.head.reason))
-}
-
-/// One connection: resume from `NAME.part` if asked and possible.
-fn sequential(t: Target, out: &Path, opts: &Opts, p: &Progress) -> Result<(), Fail> {
-    let part = side(out, ".part");
-    let meta = side(out, ".part.meta");
-    let mut offset = 0;
-    let mut validator = None;
-    if opts.resume {
-        if let Ok(m) = fs::metadata(&part) {
-            offset = m.len();
-            validator = fs::read_to_string(&meta).ok().filter(|v| !v.is_empty());
-        }
-    }
-    let mut extra = Vec::new();
-    if opts.compressed {
-        extra.push(("Accept-Encoding", "gzip, deflate".to_string()));
-    }
-    if offset > 0 {
-        extra.push(("Range", format!("bytes={offset}-")));
-        match &validator {
-            Some(v) => extra.push(("If-Range", v.clone())),
-            None => p.note("no validator saved with the partial file: resuming unchecked"),
-        }
-    }
-    let (_, mut r) = get(t, &extra, opts)?;
-    let file = match r.head.status {
-        200 => {
-            if offset > 0 {
-                p.note("the file changed on the server (or it ignores ranges): downloading afresh");
-                offset = 0;
-            }
-            start_part(&part, &meta, r.head.validator())?
-        }
-        206 if offset > 0 => {
-            match r.head.content_range() {
-                Some((a, _, _)) if a == offset => {}
-                _ => {
-                    return Err(Fail::Network(format!(
-                        "the server resumed at another offset than {offset}"
-                    )))
-                }
-            }
-            p.note(&format!(
-                "resuming at {}",
-                crate::progress::human(offset as f64)
-            ));
-            OpenOptions::new()
-                .append(true)
-                .open(&part)
-                .map_err(|e| local(&part, e))?
-        }
-        416 if offset > 0 && r.head.unsatisfied_total() == Some(offset) => {
-            // The partial file is already whole.
-            return finish(&part, &meta, out);
-        }
-        _ => return Err(http_error(&r)),
-    };
-    match content_coding(&r, opts)? {
-        None => {
-            let total = r.body.len_hint().map(|n| n + offset);
-            p.start(total, offset);
-            copy(&mut r.body, file, &part, opts, p)?;
-        }
-        Some(coding) => {
-            // The length on the wire is not the file's: no total.
-            p.start(None, 0);
-            let mut body: Box<dyn Read + '_> = match coding {
-                Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut r.body)),
-                Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&mut r.body)),
-            };
-            copy(&mut body, file, &part, opts, p)?;
-        }
-    }
-    finish(&part, &meta, out)
 }
 
 /// Creates (truncates) `NAME.part` and records the validator for a later `-c`.
@@ -387,37 +261,7 @@ pub(crate) fn finish(part: &Path, meta: &Path, out: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Copies a body into `file`, with progress and the rate limit.
-pub(crate) fn copy(
-    body: &mut impl Read,
-    mut file: File,
-    part: &Path,
-    opts: &Opts,
-    p: &Progress,
-) -> Result<u64, Fail> {
-    let chunk = opts
-        .limit
-        .map_or(CHUNK, |l| (l as usize / 10).clamp(1024, CHUNK));
-    let mut buf = vec![0u8; chunk];
-    let mut limiter = Limiter::new(opts.limit);
-    let mut n_total = 0u64;
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(net("receiving the body", e)),
-        };
-        file.write_all(&buf[..n]).map_err(|e| local(part, e))?;
-        n_total += n as u64;
-        p.add(n as u64);
-        limiter.wait(n as u64);
-    }
-    file.flush().map_err(|e| local(part, e))?;
-    Ok(n_total)
-}
-
-/// `--limit-rate`: sleeps so that the average stays under the rate.
+/// `--limit-rate`: how long to pause so that the average stays under the rate.
 pub(crate) struct Limiter {
     rate: Option<u64>,
     start: Instant,
@@ -433,12 +277,13 @@ impl Limiter {
         }
     }
 
-    pub(crate) fn wait(&mut self, n: u64) {
-        let Some(rate) = self.rate else { return };
+    /// `n` more bytes arrived: the pause before the next receive.
+    pub(crate) fn delay(&mut self, n: u64) -> Duration {
+        let Some(rate) = self.rate else {
+            return Duration::ZERO;
+        };
         self.bytes += n;
         let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
-        if let Some(ahead) = due.checked_sub(self.start.elapsed()) {
-            std::thread::sleep(ahead);
-        }
+        due.saturating_sub(self.start.elapsed())
     }
 }

@@ -1,0 +1,220 @@
+//! A response body as bytes arrive (push, not pull: the engine hands the
+//! driving thread whatever one receive brought): the framing (`Content-Length`,
+//! chunked transfer coding, or to EOF) and the content coding (`gzip`,
+//! `deflate`, decoded with flate2's streaming writers).
+
+use std::io::Write;
+
+use crate::client::{Fail, Head};
+
+/// How the body's end is known.
+pub(super) enum Framing {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// To the end of the connection.
+    Eof,
+}
+
+pub(super) enum Chunk {
+    /// Reading a chunk-size line (bytes so far).
+    Size(Vec<u8>),
+    /// Inside a chunk: bytes left, then its CRLF.
+    Data(u64),
+    /// The CRLF after a chunk's data (bytes of it seen).
+    Crlf(u8),
+    /// After the last chunk (trailers are skipped).
+    Trailer(Vec<u8>),
+    Done,
+}
+
+fn bad(m: &str) -> Fail {
+    Fail::Network(format!("receiving the body: chunked: {m}"))
+}
+
+/// The body ended before its end.
+pub(super) fn short() -> Fail {
+    Fail::Network("receiving the body: the body ended early".into())
+}
+
+impl Framing {
+    /// The framing a response head announces.
+    pub(super) fn of(head: &Head) -> Framing {
+        let chunked = head
+            .get("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        if head.status == 204 || head.status == 304 {
+            Framing::Length(0)
+        } else if chunked {
+            Framing::Chunked(Chunk::Size(Vec::new()))
+        } else if let Some(n) = head.content_length() {
+            Framing::Length(n)
+        } else {
+            Framing::Eof
+        }
+    }
+
+    /// The declared length, if known up front.
+    pub(super) fn len_hint(&self) -> Option<u64> {
+        match self {
+            Framing::Length(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// Whether the body is complete (an EOF body never is before its EOF).
+    pub(super) fn is_done(&self) -> bool {
+        matches!(self, Framing::Length(0) | Framing::Chunked(Chunk::Done))
+    }
+
+    /// Whether the connection's end is the body's end (else it ended early).
+    pub(super) fn eof_ok(&self) -> bool {
+        self.is_done() || matches!(self, Framing::Eof)
+    }
+
+    /// Feeds received bytes; the body's bytes go to `out`. Bytes after the
+    /// body's end are ignored (one request per connection).
+    pub(super) fn feed(
+        &mut self,
+        mut input: &[u8],
+        out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        while !input.is_empty() {
+            match self {
+                Framing::Eof => return out(input),
+                Framing::Length(0) | Framing::Chunked(Chunk::Done) => return Ok(()),
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    let n = (*left).min(input.len() as u64) as usize;
+                    *left -= n as u64;
+                    if matches!(self, Framing::Chunked(Chunk::Data(0))) {
+                        *self = Framing::Chunked(Chunk::Crlf(0));
+                    }
+                    out(&input[..n])?;
+                    input = &input[n..];
+                }
+                Framing::Chunked(state) => {
+                    state.framing_byte(input[0])?;
+                    input = &input[1..];
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Chunk {
+    /// Advances through a chunk-size line, a chunk's CRLF or the trailers.
+    fn framing_byte(&mut self, b: u8) -> Result<(), Fail> {
+        match self {
+            Chunk::Size(line) => {
+                if b != b'\n' {
+                    if line.len() > 1024 {
+                        return Err(bad("size line too long"));
+                    }
+                    line.push(b);
+                    return Ok(());
+                }
+                let text = String::from_utf8_lossy(line);
+                let hex = text.split(';').next().unwrap_or("").trim();
+                let size = u64::from_str_radix(hex, 16).map_err(|_| bad("bad chunk size"))?;
+                *self = if size == 0 {
+                    Chunk::Trailer(Vec::new())
+                } else {
+                    Chunk::Data(size)
+                };
+            }
+            Chunk::Crlf(seen) => match (b, *seen) {
+                (b'\r', 0) => *seen = 1,
+                (b'\n', _) => *self = Chunk::Size(Vec::new()),
+                _ => return Err(bad("missing CRLF after a chunk")),
+            },
+            Chunk::Trailer(line) => {
+                if b == b'\n' {
+                    let empty = line.iter().all(|&c| c == b'\r');
+                    line.clear();
+                    if empty {
+                        *self = Chunk::Done;
+                    }
+                } else if line.len() > 8192 {
+                    return Err(bad("trailer line too long"));
+                } else {
+                    line.push(b);
+                }
+            }
+            Chunk::Data(_) | Chunk::Done => {}
+        }
+        Ok(())
+    }
+}
+
+/// A content coding `get --compressed` decodes.
+#[derive(Clone, Copy)]
+pub(super) enum Coding {
+    Gzip,
+    /// HTTP's `deflate`: a zlib stream (RFC 9110 §8.4.1.2).
+    Deflate,
+}
+
+/// A streaming decoder of the body's content coding (or none).
+pub(super) enum Decode {
+    Identity,
+    Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
+    Deflate(flate2::write::ZlibDecoder<Vec<u8>>),
+}
+
+fn undecodable(e: std::io::Error) -> Fail {
+    Fail::Network(format!("receiving the body: cannot decode it: {e}"))
+}
+
+impl Decode {
+    pub(super) fn new(coding: Option<Coding>) -> Decode {
+        match coding {
+            None => Decode::Identity,
+            Some(Coding::Gzip) => Decode::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
+            Some(Coding::Deflate) => Decode::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
+        }
+    }
+
+    /// Decodes `data` and hands what comes out to `out`.
+    pub(super) fn feed(
+        &mut self,
+        data: &[u8],
+        out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        let decoded = match self {
+            Decode::Identity => return out(data),
+            Decode::Gzip(d) => {
+                d.write_all(data).map_err(undecodable)?;
+                d.get_mut()
+            }
+            Decode::Deflate(d) => {
+                d.write_all(data).map_err(undecodable)?;
+                d.get_mut()
+            }
+        };
+        let r = out(decoded);
+        decoded.clear();
+        r
+    }
+
+    /// The body ended: the decoder's last bytes go to `out`.
+    pub(super) fn finish(
+        &mut self,
+        out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        let decoded = match self {
+            Decode::Identity => return Ok(()),
+            Decode::Gzip(d) => {
+                d.try_finish().map_err(undecodable)?;
+                d.get_mut()
+            }
+            Decode::Deflate(d) => {
+                d.try_finish().map_err(undecodable)?;
+                d.get_mut()
+            }
+        };
+        let r = out(decoded);
+        decoded.clear();
+        r
+    }
+}

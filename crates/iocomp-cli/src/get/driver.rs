@@ -1,0 +1,498 @@
+//! The transport of `iocomp get`, on the engine: one thread drives every
+//! connection of every download through one [`Port`]. Each connection has
+//! exactly one operation in flight — `Connect`, `Send`, `Recv`, or a
+//! `Timeout` that paces `--limit-rate` — and its completion key is its slot.
+//! The connect timeout and the stall timeout are deadlines: the thread waits
+//! on the port no longer than the nearest one, and cancels the operation of a
+//! connection whose deadline passed (its packet then says `ECANCELED`, and the
+//! connection fails with "timed out"). Body bytes are written with `pwrite`
+//! from this thread: into the page cache, that is faster than a hand-off.
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use iocomp::{Connect, GetError, Handle, Op, OpId, Packet, Port, Recv, Send, Timeout};
+
+use super::body::{short, Decode, Framing};
+use super::job::{Job, Next, Role, Spec};
+use super::{Limiter, Opts, CHUNK, MAX_REDIRECTS};
+use crate::client::{self, net, Fail};
+use crate::target::Target;
+
+/// Where a connection is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connect,
+    Send,
+    Head,
+    Body,
+    /// Waiting for `--limit-rate`.
+    Pause,
+}
+
+/// One connection.
+struct Conn {
+    job: usize,
+    role: Role,
+    target: Target,
+    extra: Vec<(&'static str, String)>,
+    redirects: usize,
+    addrs: Vec<SocketAddr>,
+    next_addr: usize,
+    /// Why the last address failed.
+    last_error: String,
+    request: Vec<u8>,
+    handle: Option<Handle>,
+    op: Option<OpId>,
+    deadline: Option<Instant>,
+    /// The deadline passed and the operation was cancelled.
+    expired: bool,
+    phase: Phase,
+    buf: Vec<u8>,
+    chunk: usize,
+    framing: Framing,
+    decode: Decode,
+    /// Where the next body byte goes.
+    at: u64,
+    limiter: Limiter,
+}
+
+/// Every download of one `iocomp get`.
+pub(super) struct Driver<'a> {
+    port: Port,
+    opts: &'a Opts,
+    conns: Vec<Option<Conn>>,
+    pub(super) jobs: Vec<Job>,
+}
+
+impl<'a> Driver<'a> {
+    /// A driver on a fresh port, attached to the calling thread.
+    pub(super) fn new(opts: &'a Opts, jobs: Vec<Job>) -> Result<Driver<'a>, Fail> {
+        let port = Port::builder()
+            .concurrency(1)
+            .build()
+            .and_then(|p| p.attach().map(|()| p))
+            .map_err(|e| Fail::Local(format!("cannot create the completion port: {e}")))?;
+        Ok(Driver {
+            port,
+            opts,
+            conns: Vec::new(),
+            jobs,
+        })
+    }
+
+    /// Runs every job to its end; their results, in order.
+    pub(super) fn run(mut self) -> Vec<Result<(), Fail>> {
+        for j in 0..self.jobs.len() {
+            self.spawn(j);
+            self.settle_if_idle(j);
+        }
+        while self.jobs.iter().any(|j| j.result.is_none()) {
+            let now = Instant::now();
+            let wait = self
+                .conns
+                .iter()
+                .flatten()
+                .filter_map(|c| c.deadline)
+                .min()
+                .map(|d| d.saturating_duration_since(now));
+            match self.port.get(wait.or(Some(Duration::from_secs(1)))) {
+                Ok(p) => self.on_packet(p),
+                Err(GetError::TimedOut) => {}
+                Err(e) => {
+                    for j in 0..self.jobs.len() {
+                        self.jobs[j].fail(Fail::Local(format!("the engine stopped: {e}")));
+                        self.conns.iter_mut().for_each(|c| *c = None);
+                        self.jobs[j].live = 0;
+                        self.settle_if_idle(j);
+                    }
+                }
+            }
+            self.expire(Instant::now());
+        }
+        self.port.close();
+        self.jobs
+            .iter_mut()
+            .map(|j| j.result.take().unwrap_or(Ok(())))
+            .collect()
+    }
+
+    /// Starts the connections job `j` asked for.
+    fn spawn(&mut self, j: usize) {
+        for spec in std::mem::take(&mut self.jobs[j].spawn) {
+            if let Err(e) = self.start(spec) {
+                self.jobs[j].fail(e);
+            }
+        }
+    }
+
+    /// Starts a connection; its slot.
+    fn start(&mut self, spec: Spec) -> Result<usize, Fail> {
+        let (request, via) = if spec.target.raw {
+            let mut line = spec.target.path.clone().into_bytes();
+            line.push(b'\n');
+            (line, spec.target.clone())
+        } else {
+            let extra: Vec<(&str, String)> =
+                spec.extra.iter().map(|(k, v)| (*k, v.clone())).collect();
+            client::request(&spec.target, "GET", &extra)?
+        };
+        let addrs = via
+            .resolve()
+            .map_err(|e| Fail::Network(format!("{}: cannot resolve: {e}", via.host)))?;
+        let limit = self.opts.limit.map(|l| match spec.role {
+            Role::Range { .. } => (l / self.opts.parallel as u64).max(1),
+            _ => l,
+        });
+        let chunk = limit.map_or(CHUNK, |l| (l as usize / 10).clamp(1024, CHUNK));
+        let conn = Conn {
+            job: spec.job,
+            role: spec.role,
+            target: spec.target,
+            extra: spec.extra,
+            redirects: 0,
+            addrs,
+            next_addr: 0,
+            last_error: String::new(),
+            request,
+            handle: None,
+            op: None,
+            deadline: None,
+            expired: false,
+            phase: Phase::Connect,
+            buf: Vec::new(),
+            chunk,
+            framing: Framing::Eof,
+            decode: Decode::Identity,
+            at: 0,
+            limiter: Limiter::new(limit),
+        };
+        let k = match self.conns.iter().position(Option::is_none) {
+            Some(k) => k,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        self.jobs[conn.job].live += 1;
+        self.connect_next(k, conn);
+        Ok(k)
+    }
+
+    /// Connects to the next address, or fails with the last address's error.
+    fn connect_next(&mut self, k: usize, mut c: Conn) {
+        let Some(&addr) = c.addrs.get(c.next_addr) else {
+            let e = Fail::Network(c.last_error.clone());
+            return self.fail(c, e);
+        };
+        c.next_addr += 1;
+        let fd = match Connect::stream_socket(&addr) {
+            Ok(fd) => fd,
+            Err(e) => return self.fail(c, Fail::Network(format!("socket: {e}"))),
+        };
+        let stream = TcpStream::from(fd);
+        let _ = stream.set_nodelay(true);
+        let h = self.port.associate(OwnedFd::from(stream), k as u64);
+        c.handle = Some(h.clone());
+        c.phase = Phase::Connect;
+        c.deadline = Some(Instant::now() + self.opts.to.connect);
+        self.submit(k, c, Connect::new(&h, addr).into());
+    }
+
+    /// Submits `c`'s one operation and parks `c` in slot `k`.
+    fn submit(&mut self, k: usize, mut c: Conn, op: Op) {
+        match self.port.submit(op) {
+            Ok(id) => {
+                c.op = Some(id);
+                c.expired = false;
+                self.conns[k] = Some(c);
+            }
+            Err((e, _)) => self.fail(
+                c,
+                Fail::Network(format!("the engine refused an operation: {e}")),
+            ),
+        }
+    }
+
+    fn recv(&mut self, k: usize, mut c: Conn) {
+        let Some(h) = c.handle.clone() else {
+            return self.fail(c, Fail::Network("no socket".into()));
+        };
+        if c.phase == Phase::Body || c.phase == Phase::Pause {
+            c.buf.clear();
+            c.phase = Phase::Body;
+        }
+        let want = c.buf.len() + c.chunk;
+        c.buf.reserve_exact(want.saturating_sub(c.buf.capacity()));
+        c.deadline = Some(Instant::now() + self.opts.to.stall);
+        let buf = std::mem::take(&mut c.buf);
+        self.submit(k, c, Recv::new(&h, buf).into());
+    }
+
+    /// A connection failed: its job fails, and the job's other connections stop.
+    fn fail(&mut self, c: Conn, e: Fail) {
+        let j = c.job;
+        drop(c);
+        self.jobs[j].live -= 1;
+        self.jobs[j].fail(e);
+        for other in self.conns.iter_mut().flatten().filter(|o| o.job == j) {
+            if let Some(id) = other.op {
+                let _ = self.port.cancel(id);
+            }
+        }
+        self.settle_if_idle(j);
+    }
+
+    /// A connection is done without error.
+    fn close(&mut self, c: Conn) {
+        let j = c.job;
+        drop(c);
+        self.jobs[j].live -= 1;
+        self.settle_if_idle(j);
+    }
+
+    fn settle_if_idle(&mut self, j: usize) {
+        let job = &mut self.jobs[j];
+        if job.live == 0 && job.result.is_none() {
+            let r = job.settle(self.opts);
+            job.progress.finish(r.is_ok());
+            job.result = Some(r);
+        }
+    }
+
+    /// Cancels the operation of every connection whose deadline passed.
+    fn expire(&mut self, now: Instant) {
+        for c in self.conns.iter_mut().flatten() {
+            if let (Some(d), Some(id), false) = (c.deadline, c.op, c.expired) {
+                if d <= now {
+                    c.expired = true;
+                    let _ = self.port.cancel(id);
+                }
+            }
+        }
+    }
+
+    fn on_packet(&mut self, mut p: Packet) {
+        let k = p.key as usize;
+        let Some(mut c) = self.conns.get_mut(k).and_then(Option::take) else {
+            return;
+        };
+        c.op = None;
+        if self.jobs[c.job].failed.is_some() {
+            // Another connection of this job failed: this one just stops.
+            return self.close(c);
+        }
+        let timed_out = c.expired && p.is_aborted();
+        let stalled =
+            |what: &str| Fail::Network(format!("{what}: timed out (no data within --timeout)"));
+        match (
+            std::mem::replace(&mut p.op, Op::Posted { token: 0 }),
+            p.status,
+        ) {
+            (Op::Connect(op), Ok(())) => {
+                c.phase = Phase::Send;
+                c.deadline = Some(Instant::now() + self.opts.to.stall);
+                let req = std::mem::take(&mut c.request);
+                self.submit(k, c, Send::new(&op.socket, req).into());
+            }
+            (Op::Connect(op), Err(e)) => {
+                c.last_error = if timed_out {
+                    format!("{}: connect timed out", op.addr)
+                } else {
+                    format!("{}: {e}", op.addr)
+                };
+                c.handle = None;
+                self.connect_next(k, c);
+            }
+            (Op::Send(op), Ok(())) => {
+                c.request = op.buf;
+                if c.target.raw {
+                    // Half-close: the server answers this one name, then closes.
+                    if let Err(e) = op.handle.shutdown(std::net::Shutdown::Write) {
+                        return self.fail(c, net("half-closing", e));
+                    }
+                    let opts = self.opts;
+                    if let Err(e) = self.jobs[c.job].raw_start(opts) {
+                        return self.fail(c, e);
+                    }
+                    let buf = std::mem::take(&mut c.buf);
+                    return self.body(k, c, None, 0, buf);
+                }
+                c.phase = Phase::Head;
+                self.recv(k, c);
+            }
+            (Op::Send(_), Err(e)) if timed_out => {
+                let _ = e;
+                self.fail(c, stalled("sending the request"))
+            }
+            (Op::Send(_), Err(e)) => self.fail(c, net("sending the request", e)),
+            (Op::Timeout(_), _) => self.recv(k, c),
+            (Op::Recv(op), Ok(())) => {
+                c.buf = op.buf;
+                if p.bytes == 0 {
+                    return self.eof(c);
+                }
+                match c.phase {
+                    Phase::Head => self.head(k, c),
+                    _ => {
+                        let buf = std::mem::take(&mut c.buf);
+                        self.feed(k, c, buf, p.bytes);
+                    }
+                }
+            }
+            (Op::Recv(_), Err(e)) => {
+                let what = if c.phase == Phase::Head {
+                    "reading the response"
+                } else {
+                    "receiving the body"
+                };
+                let f = if timed_out {
+                    stalled(what)
+                } else {
+                    net(what, e)
+                };
+                self.fail(c, f)
+            }
+            (_, _) => self.fail(c, Fail::Network("an unexpected completion".into())),
+        }
+    }
+
+    /// The server closed the connection.
+    fn eof(&mut self, c: Conn) {
+        match c.phase {
+            Phase::Head => self.fail(
+                c,
+                Fail::Network("the server closed the connection before a response".into()),
+            ),
+            _ if c.framing.eof_ok() || matches!(c.role, Role::Raw) => self.complete(c),
+            _ => self.fail(c, short()),
+        }
+    }
+
+    /// Bytes of the response head arrived (in `c.buf`).
+    fn head(&mut self, k: usize, mut c: Conn) {
+        let (head, used) = match client::parse_head(&c.buf) {
+            Ok(Some(h)) => h,
+            Ok(None) => return self.recv(k, c),
+            Err(e) => return self.fail(c, e),
+        };
+        if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+            if let Some(loc) = head.get("location") {
+                if c.redirects >= MAX_REDIRECTS {
+                    return self.fail(
+                        c,
+                        Fail::Network(format!("more than {MAX_REDIRECTS} redirects")),
+                    );
+                }
+                let t = match c.target.join(loc.trim()) {
+                    Ok(t) => t,
+                    Err(e) => return self.fail(c, Fail::Network(format!("redirect: {e}"))),
+                };
+                return self.redirect(c, t);
+            }
+        }
+        let j = c.job;
+        let r = self.jobs[j].on_head(j, &mut c.role, &c.target, &head, self.opts);
+        self.spawn(j);
+        match r {
+            Err(e) => self.fail(c, e),
+            Ok(Next::Close) => self.close(c),
+            Ok(Next::Body { at, coding, len }) => {
+                c.framing = match len {
+                    Some(n) => Framing::Length(n),
+                    None => Framing::of(&head),
+                };
+                c.decode = Decode::new(coding);
+                let mut buf = std::mem::take(&mut c.buf);
+                buf.drain(..used);
+                let n = buf.len() as u64;
+                self.body(k, c, Some(at), n, buf)
+            }
+        }
+    }
+
+    /// Follows a redirect on a new connection in the same slot's place.
+    fn redirect(&mut self, c: Conn, t: Target) {
+        let spec = Spec {
+            job: c.job,
+            role: c.role,
+            target: t,
+            extra: c.extra.clone(),
+        };
+        let redirects = c.redirects + 1;
+        let j = c.job;
+        drop(c);
+        self.jobs[j].live -= 1;
+        match self.start(spec) {
+            Ok(k) => {
+                if let Some(n) = self.conns[k].as_mut() {
+                    n.redirects = redirects;
+                }
+            }
+            Err(e) => {
+                self.jobs[j].fail(e);
+                self.settle_if_idle(j);
+            }
+        }
+    }
+
+    /// The body starts at `at` (`None`: where it is); `first` holds its first bytes.
+    fn body(&mut self, k: usize, mut c: Conn, at: Option<u64>, n: u64, first: Vec<u8>) {
+        if let Some(at) = at {
+            c.at = at;
+        }
+        c.phase = Phase::Body;
+        if let (Role::Raw, Some(size)) = (c.role, self.opts.size) {
+            c.framing = Framing::Length(size);
+        }
+        self.feed(k, c, first, n)
+    }
+
+    /// Writes received body bytes, then receives more, pauses, or completes.
+    fn feed(&mut self, k: usize, mut c: Conn, mut data: Vec<u8>, n: u64) {
+        let job = &mut self.jobs[c.job];
+        let at = &mut c.at;
+        let decode = &mut c.decode;
+        let r = c.framing.feed(&data, &mut |d| {
+            decode.feed(d, &mut |x| {
+                job.on_data(*at, x)?;
+                *at += x.len() as u64;
+                Ok(())
+            })
+        });
+        if let Err(e) = r {
+            return self.fail(c, e);
+        }
+        // The buffer (its capacity) serves the next receive.
+        data.clear();
+        c.buf = data;
+        if c.framing.is_done() {
+            return self.complete(c);
+        }
+        let delay = c.limiter.delay(n);
+        if delay > Duration::from_millis(1) {
+            c.phase = Phase::Pause;
+            c.deadline = None;
+            let t = Timeout::new(delay, k as u64);
+            return self.submit(k, c, t.into());
+        }
+        self.recv(k, c)
+    }
+
+    /// The body is complete.
+    fn complete(&mut self, mut c: Conn) {
+        let job = &mut self.jobs[c.job];
+        let at = &mut c.at;
+        let r = c.decode.finish(&mut |x| {
+            job.on_data(*at, x)?;
+            *at += x.len() as u64;
+            Ok(())
+        });
+        if let Err(e) = r {
+            return self.fail(c, e);
+        }
+        job.on_end(c.role, c.at);
+        self.close(c)
+    }
+}
