@@ -220,7 +220,7 @@ impl OpState {
             (Op::Send(s), Extra::Send { sent }) => {
                 let fd = s.handle.as_raw_fd();
                 while *sent < s.buf.len() {
-                    match send(fd, &s.buf[*sent..]) {
+                    match send(fd, &s.buf[*sent..], libc::MSG_NOSIGNAL) {
                         Ok(0) => break,
                         Ok(n) => *sent += n,
                         Err(e) => return failed(e, *sent as u64),
@@ -247,7 +247,7 @@ impl OpState {
                             return Attempt::Done(Ok(()), t.total);
                         }
                         Phase::Head | Phase::Tail | Phase::Chunk => {
-                            match send(sock, t.pending(op)) {
+                            match send(sock, t.pending(op), t.send_flags()) {
                                 Ok(0) => return Attempt::Done(Err(errno(libc::EPIPE)), t.total),
                                 Ok(n) => t.sent(n),
                                 Err(e) => return failed(e, t.total),
@@ -453,8 +453,9 @@ fn recv_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     Ok(n)
 }
 
-/// One non-blocking `send` of `buf` (no SIGPIPE: a closed peer is EPIPE).
-fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+/// One non-blocking `send` of `buf` with `flags` (which include
+/// MSG_NOSIGNAL: a closed peer is EPIPE, not SIGPIPE).
+fn send(fd: RawFd, buf: &[u8], flags: i32) -> io::Result<usize> {
     retry(|| {
         // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`, which
         // we borrow for the call.
@@ -463,7 +464,7 @@ fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
                 fd,
                 buf.as_ptr().cast(),
                 buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                libc::MSG_DONTWAIT | flags,
             )
         }
     })

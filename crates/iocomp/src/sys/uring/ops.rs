@@ -184,10 +184,11 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
         .build(),
         (Op::TransmitFile(op), Extra::Transmit(t)) => {
             let sock = Fd(op.socket.as_raw_fd());
+            let flags = t.send_flags();
             let send = |b: &[u8]| {
                 let len = b.len().min(u32::MAX as usize) as u32;
                 opcode::Send::new(sock, b.as_ptr(), len)
-                    .flags(send_flags)
+                    .flags(flags)
                     .build()
             };
             match t.phase {
@@ -294,6 +295,20 @@ pub(super) fn advance(
                         return Err((Err(errno(libc::EPIPE)), t.total));
                     }
                     t.sent(n);
+                    settle(t, op);
+                    if t.phase == Phase::Poll && !st.cancel {
+                        // The socket just took bytes: it most likely takes file
+                        // bytes too. Send them now instead of after a POLLOUT
+                        // round trip through the ring; a full socket (EAGAIN)
+                        // leaves the phase at Poll and POLLOUT is armed.
+                        let sock = op.socket.as_raw_fd();
+                        let Some(file) = op.file.as_ref().map(|f| f.as_raw_fd()) else {
+                            return Err((Err(errno(libc::EBADF)), t.total));
+                        };
+                        if let Err(e) = sendfile_turn(t, sock, file) {
+                            return Err((Err(e), t.total));
+                        }
+                    }
                 }
                 Phase::Read => {
                     if n == 0 {
