@@ -94,20 +94,22 @@ fn file_args(
     })?;
     let mut entries: Vec<_> = table.get_ref().iter().collect();
     entries.sort_by_key(|(k, _)| k.span().start);
-    let from_cli = |arg: &Arg| {
-        given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
-    };
+    let from_cli =
+        |arg: &Arg| given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine);
     let mut seen: Vec<(&Arg, usize)> = Vec::new();
     let mut flags = Vec::new();
     let mut positional = Vec::new();
     for (key, value) in entries {
         let line = line_of(text, key.span().start);
         let name: &str = key.get_ref();
-        let Some(arg) = serve.get_arguments().find(|a| key_of(a).as_deref() == Some(name)) else {
+        let Some(arg) = serve
+            .get_arguments()
+            .find(|a| key_of(a).as_deref() == Some(name))
+        else {
             return Err((line, unknown_key(serve, name)));
         };
-        let words = words(serve, arg, name, value)
-            .map_err(|m| (line_of(text, value.span().start), m))?;
+        let words =
+            words(serve, arg, name, value).map_err(|m| (line_of(text, value.span().start), m))?;
         if words.is_empty() {
             continue; // `switch = false`: not set
         }
@@ -182,10 +184,16 @@ fn words(
     let mut out = Vec::new();
     for item in items {
         let text = scalar(item).ok_or_else(|| {
-            format!("key \"{name}\": expected a string or a number, not {}", describe(item))
+            format!(
+                "key \"{name}\": expected a string or a number, not {}",
+                describe(item)
+            )
         })?;
         check(serve, arg, &text).map_err(|why| {
-            format!("key \"{name}\": invalid value \"{}\": {why}", text.escape_default())
+            format!(
+                "key \"{name}\": invalid value \"{}\": {why}",
+                text.escape_default()
+            )
         })?;
         out.push(if arg.is_positional() {
             text.into()

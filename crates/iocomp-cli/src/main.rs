@@ -170,9 +170,9 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let bind_given = matches.subcommand_matches("serve").is_some_and(|m| {
-        m.value_source("bind") == Some(clap::parser::ValueSource::CommandLine)
-    });
+    let bind_given = matches
+        .subcommand_matches("serve")
+        .is_some_and(|m| m.value_source("bind") == Some(clap::parser::ValueSource::CommandLine));
     if cli.version {
         return version();
     }
@@ -268,10 +268,18 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let log_file = match args.access_log_file.as_deref().map(LogFile::open).transpose() {
+    let log_file = match args
+        .access_log_file
+        .as_deref()
+        .map(LogFile::open)
+        .transpose()
+    {
         Ok(f) => f,
         Err(e) => {
-            let path = args.access_log_file.as_deref().unwrap_or(std::path::Path::new(""));
+            let path = args
+                .access_log_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
             error!("cannot open the access log {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
@@ -298,11 +306,13 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     config.send_timeout = args.send_timeout;
     config.max_conns = args.max_conns;
     config.drain_timeout = args.drain_timeout;
-    config.access_log = args.access_log.unwrap_or(if args.quiet && args.access_log_file.is_none() {
-        AccessLogFormat::Off
-    } else {
-        AccessLogFormat::Clf
-    });
+    config.access_log =
+        args.access_log
+            .unwrap_or(if args.quiet && args.access_log_file.is_none() {
+                AccessLogFormat::Off
+            } else {
+                AccessLogFormat::Clf
+            });
     config.backend = args.backend;
     config.cache_control = args.cache_control;
     config.listing = !args.no_listing;
@@ -395,6 +405,8 @@ fn reopen(server: &Server) {
     match server.reopen_access_log() {
         Ok(Some(path)) => info!("SIGUSR1: access log reopened: {}", path.display()),
         Ok(None) => info!("SIGUSR1: the access log goes to standard output; nothing to reopen"),
-        Err(e) => warn!("SIGUSR1: cannot reopen the access log ({e}); still writing to the old file"),
+        Err(e) => {
+            warn!("SIGUSR1: cannot reopen the access log ({e}); still writing to the old file")
+        }
     }
 }

@@ -54,9 +54,8 @@ fn passwd(name: &CStr) -> io::Result<Option<(libc::uid_t, libc::gid_t)>> {
         // SAFETY: `name` is NUL-terminated; `pw`, `buf` (of the length
         // passed) and `found` are live and writable for the call; the strings
         // it stores point into `buf`, which we do not read.
-        let rc = unsafe {
-            libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr(), size, &mut found)
-        };
+        let rc =
+            unsafe { libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr(), size, &mut found) };
         match rc {
             0 if found.is_null() => return Ok(None),
             0 => return Ok(Some((pw.pw_uid, pw.pw_gid))),
@@ -77,9 +76,8 @@ fn group_id(name: &CStr) -> io::Result<Option<libc::gid_t>> {
         let mut found: *mut libc::group = std::ptr::null_mut();
         // SAFETY: as in `passwd`: NUL-terminated name, live writable outputs,
         // `buf` of the length passed.
-        let rc = unsafe {
-            libc::getgrnam_r(name.as_ptr(), &mut gr, buf.as_mut_ptr(), size, &mut found)
-        };
+        let rc =
+            unsafe { libc::getgrnam_r(name.as_ptr(), &mut gr, buf.as_mut_ptr(), size, &mut found) };
         match rc {
             0 if found.is_null() => return Ok(None),
             0 => return Ok(Some(gr.gr_gid)),

@@ -46,7 +46,9 @@ pub(crate) fn listen_fds() -> Result<Vec<Passed>, String> {
         .ok()
         .filter(|&n| n <= MAX_FDS)
         .ok_or_else(|| format!("socket activation: LISTEN_FDS={count:?} is not a count"))?;
-    let names: Vec<&str> = names.as_deref().map_or(Vec::new(), |n| n.split(':').collect());
+    let names: Vec<&str> = names
+        .as_deref()
+        .map_or(Vec::new(), |n| n.split(':').collect());
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let fd = FIRST_FD + i as RawFd;

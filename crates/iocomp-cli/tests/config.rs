@@ -88,7 +88,10 @@ fn the_file_sets_options_and_the_command_line_overrides_it() {
     // A flag that conflicts with a key of the file wins over it.
     let cfg = write(&tree, "quiet.toml", "quiet = true\n");
     let shown = print_config(&["--config", &cfg, "--verbose"]);
-    assert!(has_line(&shown, "quiet = false") && has_line(&shown, "verbose = true"), "{shown}");
+    assert!(
+        has_line(&shown, "quiet = false") && has_line(&shown, "verbose = true"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -98,7 +101,10 @@ fn print_config_reads_back_to_itself() {
     let first = print_config(&["--config", &cfg, "--access-log", "json", "--no-listing"]);
     let again = write(&tree, "printed.toml", &first);
     let second = print_config(&["--config", &again]);
-    assert_eq!(first, second, "print-config output did not read back to itself");
+    assert_eq!(
+        first, second,
+        "print-config output did not read back to itself"
+    );
     // The defaults alone read back too.
     let defaults = print_config(&[]);
     let again = write(&tree, "defaults.toml", &defaults);
@@ -139,12 +145,30 @@ fn a_bad_value_is_an_error_naming_the_key_and_its_line() {
         "{err}"
     );
     for (text, want) in [
-        ("hidden = \"yes\"\n", r#"line 1: key "hidden": expected true or false"#),
-        ("\nthreads = [1, 2]\n", r#"line 2: key "threads": takes one value"#),
-        ("bind = [\"127.0.0.1:1\",\n  \"nowhere\"]\n", r#"line 1: key "bind": invalid value "nowhere""#),
-        ("max-conns = -4\n", r#"line 1: key "max-conns": invalid value "-4""#),
-        ("backend = \"fast\"\n", r#"line 1: key "backend": invalid value "fast""#),
-        ("quiet = true\nverbose = true\n", r#"line 2: key "verbose" conflicts with key "quiet""#),
+        (
+            "hidden = \"yes\"\n",
+            r#"line 1: key "hidden": expected true or false"#,
+        ),
+        (
+            "\nthreads = [1, 2]\n",
+            r#"line 2: key "threads": takes one value"#,
+        ),
+        (
+            "bind = [\"127.0.0.1:1\",\n  \"nowhere\"]\n",
+            r#"line 1: key "bind": invalid value "nowhere""#,
+        ),
+        (
+            "max-conns = -4\n",
+            r#"line 1: key "max-conns": invalid value "-4""#,
+        ),
+        (
+            "backend = \"fast\"\n",
+            r#"line 1: key "backend": invalid value "fast""#,
+        ),
+        (
+            "quiet = true\nverbose = true\n",
+            r#"line 2: key "verbose" conflicts with key "quiet""#,
+        ),
         ("threads = \n", "line 1: "),
     ] {
         let (code, err) = config_error(text);
@@ -158,14 +182,21 @@ fn a_missing_config_file_is_a_clear_error() {
     let out = iocomp(&["serve", "--config", "/nonexistent/iocomp.toml"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot read config /nonexistent/iocomp.toml"), "{err}");
+    assert!(
+        err.contains("cannot read config /nonexistent/iocomp.toml"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_short_idle_timeout_from_the_file_is_observed() {
     let tree = TempTree::new();
     tree.file("a.txt", b"hello\n");
-    let cfg = write(&tree, "idle.toml", "idle-timeout = \"300ms\"\nheader-timeout = \"300ms\"\n");
+    let cfg = write(
+        &tree,
+        "idle.toml",
+        "idle-timeout = \"300ms\"\nheader-timeout = \"300ms\"\n",
+    );
     let server = Server::start(tree.root(), &["--config", &cfg]);
     let mut s = server.connect();
     send(&mut s, b"a.txt\n");

@@ -47,7 +47,10 @@ fn the_access_log_file_is_reopened_on_sigusr1() {
     assert_bytes_eq(&fetch(server.addr(), &[b"first.txt"]), b"1\n", "first");
     wait_file(&log, "first line", |t| t.contains("\"first.txt\" 200 2"));
     assert!(
-        !server.stdout_lines().iter().any(|l| l.contains("first.txt")),
+        !server
+            .stdout_lines()
+            .iter()
+            .any(|l| l.contains("first.txt")),
         "the log went to stdout too"
     );
 
@@ -56,24 +59,44 @@ fn the_access_log_file_is_reopened_on_sigusr1() {
     wait_file(&log, "the reopened file", |_| log.exists());
     assert_bytes_eq(&fetch(server.addr(), &[b"second.txt"]), b"2\n", "second");
     let new = wait_file(&log, "second line", |t| t.contains("\"second.txt\" 200 2"));
-    assert!(!new.contains("first.txt"), "old line in the new file: {new}");
+    assert!(
+        !new.contains("first.txt"),
+        "old line in the new file: {new}"
+    );
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("\"first.txt\" 200 2"), "{old}");
-    assert!(!old.contains("second.txt"), "new line in the old file: {old}");
+    assert!(
+        !old.contains("second.txt"),
+        "new line in the old file: {old}"
+    );
 
     // A reopen that fails keeps the old file.
     std::fs::remove_file(&log).unwrap();
     std::fs::create_dir(&log).unwrap(); // a directory cannot be opened for appending
     server.signal(libc::SIGUSR1);
     let deadline = Instant::now() + WAIT;
-    while !server.stderr_text().contains("cannot reopen the access log") {
-        assert!(Instant::now() < deadline, "no warning: {}", server.stderr_text());
+    while !server
+        .stderr_text()
+        .contains("cannot reopen the access log")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no warning: {}",
+            server.stderr_text()
+        );
         thread::sleep(Duration::from_millis(20));
     }
-    assert_bytes_eq(&fetch(server.addr(), &[b"first.txt"]), b"1\n", "after a failed reopen");
+    assert_bytes_eq(
+        &fetch(server.addr(), &[b"first.txt"]),
+        b"1\n",
+        "after a failed reopen",
+    );
     // The old descriptor (its file now unlinked) still takes the lines: the
     // server is alive and serving, and wrote nothing to stdout.
-    assert!(!server.stdout_lines().iter().any(|l| l.contains("first.txt")));
+    assert!(!server
+        .stdout_lines()
+        .iter()
+        .any(|l| l.contains("first.txt")));
 }
 
 #[test]
@@ -91,9 +114,17 @@ fn socket_activation_serves_through_the_passed_socket() {
             ..StartOptions::default()
         },
     );
-    assert_eq!(server.addr(), addr, "it must serve the passed socket, not bind");
+    assert_eq!(
+        server.addr(),
+        addr,
+        "it must serve the passed socket, not bind"
+    );
     drop(listener); // the server holds its own copy
-    assert_bytes_eq(&fetch(addr, &[b"big.bin"]), &content, "through the passed socket");
+    assert_bytes_eq(
+        &fetch(addr, &[b"big.bin"]),
+        &content,
+        "through the passed socket",
+    );
     let err = server.stderr_text();
     assert!(err.contains("socket activation: descriptor 3"), "{err}");
 }
@@ -106,7 +137,10 @@ fn listen_variables_for_another_process_are_ignored() {
         tree.root(),
         &[],
         &StartOptions {
-            env: vec![("LISTEN_PID".into(), "1".into()), ("LISTEN_FDS".into(), "1".into())],
+            env: vec![
+                ("LISTEN_PID".into(), "1".into()),
+                ("LISTEN_FDS".into(), "1".into()),
+            ],
             ..StartOptions::default()
         },
     );
@@ -199,7 +233,10 @@ fn notify_socket_test(abstract_name: bool) {
         (UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
     } else {
         let path = tree.base().join("notify.sock");
-        (UnixDatagram::bind(&path).unwrap(), path.to_str().unwrap().to_owned())
+        (
+            UnixDatagram::bind(&path).unwrap(),
+            path.to_str().unwrap().to_owned(),
+        )
     };
     sock.set_read_timeout(Some(WAIT)).unwrap();
     let mut server = Server::start_with(
@@ -213,7 +250,11 @@ fn notify_socket_test(abstract_name: bool) {
     let mut buf = [0u8; 256];
     let n = sock.recv(&mut buf).expect("READY=1 within the timeout");
     assert_eq!(&buf[..n], b"READY=1");
-    assert_bytes_eq(&fetch(server.addr(), &[b"a.txt"]), b"a\n", "serving when ready");
+    assert_bytes_eq(
+        &fetch(server.addr(), &[b"a.txt"]),
+        b"a\n",
+        "serving when ready",
+    );
     server.signal(libc::SIGTERM);
     let n = sock.recv(&mut buf).expect("STOPPING=1 within the timeout");
     assert_eq!(&buf[..n], b"STOPPING=1");
@@ -263,17 +304,29 @@ fn user_switches_from_root_to_nobody_after_binding() {
     let log = tree.base().join("access.log");
     let server = Server::start(
         tree.root(),
-        &["--user", "nobody", "--access-log-file", log.to_str().unwrap()],
+        &[
+            "--user",
+            "nobody",
+            "--access-log-file",
+            log.to_str().unwrap(),
+        ],
     );
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let ids = |key: &str| -> Vec<u32> {
         let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-        line[key.len()..].split_whitespace().map(|v| v.parse().unwrap()).collect()
+        line[key.len()..]
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
     };
     assert_eq!(ids("Uid:"), vec![uid; 4], "{status}");
     assert_eq!(ids("Gid:"), vec![gid; 4], "{status}");
     assert!(!ids("Groups:").contains(&0), "root's group kept: {status}");
-    assert_bytes_eq(&fetch(server.addr(), &[b"pub.txt"]), b"public\n", "as nobody");
+    assert_bytes_eq(
+        &fetch(server.addr(), &[b"pub.txt"]),
+        b"public\n",
+        "as nobody",
+    );
     // The log file was opened as root, before the switch, and still takes lines.
     wait_file(&log, "log line", |t| t.contains("\"pub.txt\" 200 7"));
 }
@@ -306,7 +359,10 @@ fn user_is_refused_when_not_root_and_an_unknown_user_is_an_error() {
     if is_root() {
         let (code, err) = run("no-such-user-iocomp", false);
         assert_eq!(code, Some(2), "{err}");
-        assert!(err.contains("--user no-such-user-iocomp: no such user"), "{err}");
+        assert!(
+            err.contains("--user no-such-user-iocomp: no such user"),
+            "{err}"
+        );
         let (code, err) = run("root", true);
         assert_eq!(code, Some(2), "{err}");
         assert!(err.contains("only root can switch users"), "{err}");
