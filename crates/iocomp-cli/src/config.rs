@@ -297,12 +297,15 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// The effective configuration of `serve` (file, command line and defaults
-/// together) as a TOML file `--config` reads back: every key, with its help
-/// as a comment; a key with no value is commented out.
+/// together) as a TOML file `--config` reads back: every key with its help as
+/// a comment; a key left at its default is shown commented out (so that the
+/// file sets only what was set: under socket activation a `bind` key is an
+/// explicit bind), and a key with no value as `# key = (not set)`.
 pub(crate) fn print(serve: &Command, m: &ArgMatches) -> String {
     let mut out = String::from(
         "# iocomp serve configuration: `iocomp serve --config FILE`.\n\
-         # Keys are serve's long flags; flags on the command line override them.\n",
+         # Keys are serve's long flags; flags on the command line override them.\n\
+         # Lines starting with `# key =` show defaults.\n",
     );
     for arg in serve.get_arguments() {
         let Some(key) = key_of(arg) else { continue };
@@ -313,8 +316,13 @@ pub(crate) fn print(serve: &Command, m: &ArgMatches) -> String {
                 let _ = writeln!(out, "# {l}");
             }
         }
+        let hash = if m.value_source(id) == Some(ValueSource::CommandLine) {
+            ""
+        } else {
+            "# "
+        };
         if is_switch(arg) {
-            let _ = writeln!(out, "{key} = {}", m.get_flag(id));
+            let _ = writeln!(out, "{hash}{key} = {}", m.get_flag(id));
             continue;
         }
         let values: Vec<&OsStr> = m.get_raw(id).map(|v| v.collect()).unwrap_or_default();
@@ -324,10 +332,10 @@ pub(crate) fn print(serve: &Command, m: &ArgMatches) -> String {
                 let _ = writeln!(out, "# {key} = (not set)");
             }
             [one] if !is_list(arg) => {
-                let _ = writeln!(out, "{key} = {one}");
+                let _ = writeln!(out, "{hash}{key} = {one}");
             }
             many => {
-                let _ = writeln!(out, "{key} = [{}]", many.join(", "));
+                let _ = writeln!(out, "{hash}{key} = [{}]", many.join(", "));
             }
         }
     }

@@ -59,8 +59,9 @@ fn the_file_sets_options_and_the_command_line_overrides_it() {
         r#"header-timeout = "2s""#,
         r#"root = "/srv/files""#,
         r#"cache-control = "max-age=60""#,
-        r#"idle-timeout = "60s""#, // a default
-        "quiet = false",
+        r#"# idle-timeout = "60s""#, // a default, shown commented out
+        "# quiet = false",
+        "# access-log = (not set)",
     ] {
         assert!(has_line(&shown, line), "no {line:?} in\n{shown}");
     }
@@ -89,7 +90,7 @@ fn the_file_sets_options_and_the_command_line_overrides_it() {
     let cfg = write(&tree, "quiet.toml", "quiet = true\n");
     let shown = print_config(&["--config", &cfg, "--verbose"]);
     assert!(
-        has_line(&shown, "quiet = false") && has_line(&shown, "verbose = true"),
+        has_line(&shown, "# quiet = false") && has_line(&shown, "verbose = true"),
         "{shown}"
     );
 }
