@@ -4,21 +4,25 @@
 //! in `iocomp`; the clients are the modules here.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use iocomp_server::{AccessLogFormat, Config, PathOptions, Server};
-use tracing::{error, info};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use iocomp_server::{AccessLogFormat, Config, LogFile, PathOptions, Server};
+use tracing::{error, info, warn};
 
 mod bench;
 mod client;
+mod config;
 mod get;
+mod privdrop;
 mod progress;
 mod proxy;
 mod signals;
+mod systemd;
 mod target;
 
 #[derive(Parser)]
@@ -54,9 +58,17 @@ enum Cmd {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// The directory to serve; nothing outside it is ever sent.
-    #[arg(default_value = ".")]
+    #[arg(id = "root", value_name = "DIR", default_value = ".")]
     dir: PathBuf,
-    /// Address to listen on (repeatable; IPv6 as `[::]:8182`).
+    /// Read options from a TOML file: each key is a long flag (`threads = 4`,
+    /// `bind = ["[::]:80"]`, `hidden = true`, `root = "/srv"`); flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (file, flags and defaults) as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Address to listen on (repeatable; IPv6 as `[::]:8182`). Under systemd socket
+    /// activation the passed sockets are served, and an explicit --bind adds to them.
     #[arg(long = "bind", value_name = "ADDR", default_value = "0.0.0.0:8182")]
     bind: Vec<SocketAddr>,
     /// Worker threads [default: the number of CPUs available].
@@ -89,9 +101,21 @@ struct ServeArgs {
     /// On Ctrl+C/SIGTERM, how long transfers in flight may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
-    /// Access log on standard output: off, clf, combined or json [default: clf; off with --quiet].
+    /// Access log format: off, clf, combined or json [default: clf; off with --quiet
+    /// unless --access-log-file is given].
     #[arg(long, value_name = "FORMAT")]
     access_log: Option<AccessLogFormat>,
+    /// Write the access log to this file (appending) instead of standard output;
+    /// SIGUSR1 reopens it (logrotate's `postrotate kill -USR1`).
+    #[arg(long, value_name = "PATH")]
+    access_log_file: Option<PathBuf>,
+    /// When started as root: after binding and opening the log, become this user
+    /// (and its groups) for good. Refused when not root.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// With --user: this group instead of the user's primary group.
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
     /// HTTP `Cache-Control` header for files (e.g. "max-age=3600"); none by default.
     #[arg(long, value_name = "VALUE")]
     cache_control: Option<String>,
@@ -133,12 +157,32 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let top = Cli::command();
+    let matches = top.clone().get_matches();
+    let matches = match config::apply(&top, matches, std::env::args_os().collect()) {
+        Ok(m) => m,
+        Err(msg) => {
+            eprintln!("iocomp: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(("serve", m)) = matches.subcommand() {
+        if m.get_flag("print_config") {
+            if let Some(serve) = top.find_subcommand("serve") {
+                print!("{}", config::print(serve, m));
+            }
+            return ExitCode::SUCCESS;
+        }
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let bind_given = matches
+        .subcommand_matches("serve")
+        .is_some_and(|m| m.value_source("bind") == Some(clap::parser::ValueSource::CommandLine));
     if cli.version {
         return version();
     }
     match cli.cmd {
-        Some(Cmd::Serve(args)) => serve(args),
+        Some(Cmd::Serve(args)) => serve(args, bind_given),
         Some(Cmd::Bench(args)) => finish(bench::run(args)),
         Some(Cmd::Get(args)) => ExitCode::from(get::run(args)),
         None => ExitCode::from(2),
@@ -170,7 +214,10 @@ fn version() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
+    // systemd's variables are read and removed before anything else runs.
+    let passed = systemd::listen_fds();
+    let notifier = systemd::Notifier::from_env();
     let level = if args.quiet {
         tracing::Level::WARN
     } else if args.verbose {
@@ -189,6 +236,27 @@ fn serve(args: ServeArgs) -> ExitCode {
         error!("--threads and --max-conns must be at least 1");
         return ExitCode::from(2);
     }
+    let notifier = match notifier {
+        Ok(n) => n,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let identity = match (&args.user, &args.group) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            error!("--group needs --user");
+            return ExitCode::from(2);
+        }
+        (Some(user), group) => match privdrop::lookup(user, group.as_deref()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     // Block SIGINT/SIGTERM before any thread starts, so every thread inherits the
     // mask and only `signals::wait` sees them.
     let sigs = match signals::Signals::block() {
@@ -198,8 +266,41 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let listeners = match listen(passed, &args.bind, bind_given) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log_file = match args
+        .access_log_file
+        .as_deref()
+        .map(LogFile::open)
+        .transpose()
+    {
+        Ok(f) => f,
+        Err(e) => {
+            let path = args
+                .access_log_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            error!("cannot open the access log {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // Still one thread: give root up before the workers start.
+    if let (Some(id), Some(user)) = (&identity, &args.user) {
+        if let Err(e) = privdrop::switch(id) {
+            error!("--user {user}: {e}");
+            return ExitCode::FAILURE;
+        }
+        info!("running as user {user} (uid {}, gid {})", id.uid, id.gid);
+    }
     let mut config = Config::new(&args.dir);
-    config.binds = args.bind;
+    config.binds = Vec::new();
+    config.listeners = listeners;
+    config.access_log_file = log_file;
     config.threads = args.threads.unwrap_or(0);
     config.path = PathOptions {
         hidden: args.hidden,
@@ -210,11 +311,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.send_timeout = args.send_timeout;
     config.max_conns = args.max_conns;
     config.drain_timeout = args.drain_timeout;
-    config.access_log = args.access_log.unwrap_or(if args.quiet {
-        AccessLogFormat::Off
-    } else {
-        AccessLogFormat::Clf
-    });
+    config.access_log =
+        args.access_log
+            .unwrap_or(if args.quiet && args.access_log_file.is_none() {
+                AccessLogFormat::Off
+            } else {
+                AccessLogFormat::Clf
+            });
     config.backend = args.backend;
     config.cache_control = args.cache_control;
     config.listing = !args.no_listing;
@@ -254,16 +357,62 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         let _ = out.flush();
     }
+    notifier.notify("READY=1");
 
-    let sig = sigs.wait();
+    let sig = loop {
+        match sigs.wait() {
+            "SIGUSR1" => reopen(&server),
+            sig => break sig,
+        }
+    };
+    notifier.notify("STOPPING=1");
     info!("Shutdown ({sig}): no new connections; letting transfers finish (up to {drain:?}; Ctrl+C again to stop now)");
     // A second signal exits at once.
     std::thread::spawn(move || {
-        let sig = sigs.wait();
+        let sig = loop {
+            match sigs.wait() {
+                "SIGUSR1" => info!("SIGUSR1 while shutting down: the access log is not reopened"),
+                sig => break sig,
+            }
+        };
         eprintln!("iocomp: second signal ({sig}), exiting now");
         std::process::exit(130);
     });
     let cut = server.shutdown(drain);
     info!("stopped ({cut} transfers cut off)");
     ExitCode::SUCCESS
+}
+
+/// The listening sockets: those systemd passed, and the `--bind` addresses
+/// when there are none or when --bind was given explicitly (command line or
+/// config file). Bound here, before root is given up.
+fn listen(
+    passed: Result<Vec<systemd::Passed>, String>,
+    binds: &[SocketAddr],
+    bind_given: bool,
+) -> Result<Vec<Arc<TcpListener>>, String> {
+    let mut out = Vec::new();
+    for p in passed? {
+        info!("socket activation: descriptor {} ({})", p.fd, p.name);
+        out.push(Arc::new(p.listener));
+    }
+    if out.is_empty() || bind_given {
+        for addr in binds {
+            let l = iocomp_server::listener::bind(*addr)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            out.push(Arc::new(l));
+        }
+    }
+    Ok(out)
+}
+
+/// SIGUSR1: reopens the access-log file (logrotate).
+fn reopen(server: &Server) {
+    match server.reopen_access_log() {
+        Ok(Some(path)) => info!("SIGUSR1: access log reopened: {}", path.display()),
+        Ok(None) => info!("SIGUSR1: the access log goes to standard output; nothing to reopen"),
+        Err(e) => {
+            warn!("SIGUSR1: cannot reopen the access log ({e}); still writing to the old file")
+        }
+    }
 }

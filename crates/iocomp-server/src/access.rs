@@ -4,8 +4,11 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::fs::File;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,12 +60,47 @@ pub(crate) struct Entry<'a> {
     pub(crate) agent: Option<&'a [u8]>,
 }
 
+/// An access-log file, opened for appending (`O_APPEND | O_CLOEXEC`, created
+/// with mode 0640 if missing). Open it before dropping privileges; the server
+/// reopens it by name on [`Server::reopen_access_log`](crate::Server::reopen_access_log).
+#[derive(Debug, Clone)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Arc<File>,
+}
+
+impl LogFile {
+    /// Opens (or creates) `path` for appending.
+    pub fn open(path: impl Into<PathBuf>) -> io::Result<LogFile> {
+        let path = path.into();
+        // std opens every file with O_CLOEXEC.
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(&path)?;
+        Ok(LogFile {
+            path,
+            file: Arc::new(file),
+        })
+    }
+
+    /// The name it was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 type Buf = Arc<Mutex<Vec<u8>>>;
 
-/// The log: a format and every worker's buffer.
+/// The log: a format, where it goes and every worker's buffer.
+///
+/// Locks are taken buffer first, then `sink`, everywhere.
 pub(crate) struct AccessLog {
     format: AccessLogFormat,
     bufs: Mutex<Vec<Buf>>,
+    /// The file, or `None` for standard output.
+    sink: Mutex<Option<LogFile>>,
 }
 
 thread_local! {
@@ -70,11 +108,26 @@ thread_local! {
 }
 
 impl AccessLog {
-    pub(crate) fn new(format: AccessLogFormat) -> AccessLog {
+    pub(crate) fn new(format: AccessLogFormat, file: Option<LogFile>) -> AccessLog {
         AccessLog {
             format,
             bufs: Mutex::new(Vec::new()),
+            sink: Mutex::new(file),
         }
+    }
+
+    /// Opens the file again by its name (after logrotate moved it): what is
+    /// buffered goes to the old file, later lines to the new one. On failure
+    /// the old file stays in use. `Ok(None)` when logging to standard output.
+    pub(crate) fn reopen(&self) -> io::Result<Option<PathBuf>> {
+        let path = match &*self.sink.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(f) => f.path.clone(),
+            None => return Ok(None),
+        };
+        let new = LogFile::open(&path)?;
+        self.flush();
+        *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+        Ok(Some(path))
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -107,7 +160,7 @@ impl AccessLog {
         let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
         b.extend_from_slice(line.as_bytes());
         if b.len() >= FLUSH_AT {
-            write_out(&mut b);
+            self.write_out(&mut b);
         }
     }
 
@@ -115,19 +168,28 @@ impl AccessLog {
     pub(crate) fn flush(&self) {
         let bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for b in bufs {
-            write_out(&mut b.lock().unwrap_or_else(|e| e.into_inner()));
+            self.write_out(&mut b.lock().unwrap_or_else(|e| e.into_inner()));
         }
     }
-}
 
-fn write_out(b: &mut Vec<u8>) {
-    if b.is_empty() {
-        return;
+    /// Writes one locked buffer to the sink and empties it.
+    fn write_out(&self, b: &mut Vec<u8>) {
+        if b.is_empty() {
+            return;
+        }
+        match &*self.sink.lock().unwrap_or_else(|e| e.into_inner()) {
+            // One write per buffer; O_APPEND keeps it whole at the end.
+            Some(f) => {
+                let _ = (&*f.file).write_all(b);
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(b);
+                let _ = out.flush();
+            }
+        }
+        b.clear();
     }
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(b);
-    let _ = out.flush();
-    b.clear();
 }
 
 /// Formats one line (with its newline) into `out`.

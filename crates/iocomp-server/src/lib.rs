@@ -65,7 +65,7 @@ mod server;
 mod watch;
 mod web;
 
-pub use access::AccessLogFormat;
+pub use access::{AccessLogFormat, LogFile};
 pub use nc::ERROR_PREFIX;
 pub use path::{OpenError, PathOptions, Root};
 pub use server::{Config, Server};

@@ -1,7 +1,7 @@
 //! The server: listeners, the worker pool, packet dispatch, limits and shutdown.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use iocomp::{Accept, Backend, Handle, Op, OpId, Packet, Pool, Port, Timeout};
 use tracing::{debug, info, warn};
 
-use crate::access::{AccessLog, AccessLogFormat};
+use crate::access::{AccessLog, AccessLogFormat, LogFile};
 use crate::conn::{self, Conn};
 use crate::listener;
 use crate::path::{PathOptions, Root};
@@ -50,8 +50,14 @@ pub struct Config {
     pub max_conns: usize,
     /// On shutdown, how long transfers in flight may take to finish.
     pub drain_timeout: Duration,
-    /// Access log format (written to standard output).
+    /// Access log format.
     pub access_log: AccessLogFormat,
+    /// Where the access log goes: a file (reopened by
+    /// [`Server::reopen_access_log`]), or standard output when `None`.
+    pub access_log_file: Option<LogFile>,
+    /// Sockets already listening (passed by systemd, or bound before dropping
+    /// privileges): served before those of `binds`, in this order.
+    pub listeners: Vec<Arc<TcpListener>>,
     /// The engine backend: `Auto` (io_uring, else epoll; `IOCOMP_BACKEND`
     /// overrides), or one forced.
     pub backend: Backend,
@@ -85,6 +91,8 @@ impl Config {
             max_conns: 10_000,
             drain_timeout: Duration::from_secs(10),
             access_log: AccessLogFormat::Off,
+            access_log_file: None,
+            listeners: Vec::new(),
             backend: Backend::Auto,
             cache_control: None,
             listing: true,
@@ -146,9 +154,16 @@ impl Server {
         let threads = port.concurrency();
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
-        for (i, addr) in config.binds.iter().enumerate() {
+        let mut bound = Vec::new();
+        for l in config.listeners {
+            bound.push(Arc::try_unwrap(l).or_else(|l| l.try_clone())?);
+        }
+        for addr in &config.binds {
             let l = listener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            bound.push(l);
+        }
+        for (i, l) in bound.into_iter().enumerate() {
             addrs.push(l.local_addr()?);
             listeners.push(port.associate(l, LISTENER_KEY + i as u64));
         }
@@ -160,7 +175,7 @@ impl Server {
         let shared = Arc::new(Shared {
             root,
             registry: Registry::new(threads),
-            access: AccessLog::new(config.access_log),
+            access: AccessLog::new(config.access_log, config.access_log_file),
             limits,
             draining: AtomicBool::new(false),
             cache_control: config.cache_control.clone(),
@@ -228,6 +243,14 @@ impl Server {
     /// Why the backend is epoll although io_uring was tried first, if it is.
     pub fn fallback_reason(&self) -> Option<String> {
         self.pool.port().fallback_reason().map(str::to_owned)
+    }
+
+    /// Opens the access-log file again by its name, for log rotation (the old
+    /// file, already renamed, gets what was buffered; later lines go to the new
+    /// one). On error the old file stays in use. Returns the file's name, or
+    /// `None` when the log goes to standard output.
+    pub fn reopen_access_log(&self) -> io::Result<Option<PathBuf>> {
+        self.shared.access.reopen()
     }
 
     /// Connections open right now.

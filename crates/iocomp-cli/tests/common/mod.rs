@@ -216,6 +216,13 @@ pub struct StartOptions {
     /// `EACCES` on a mode-000 file). The served tree and the binary must then
     /// be readable by that user.
     pub uid: Option<u32>,
+    /// Start the server as systemd's socket activation would: this listening
+    /// socket becomes descriptor 3, and `sh -c 'LISTEN_PID=$$ LISTEN_FDS=1
+    /// exec iocomp ...'` sets the variables for the very process that runs
+    /// the server. No `--bind` is passed then.
+    pub listen_fd: Option<std::os::fd::RawFd>,
+    /// Extra environment variables for the server.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `iocomp serve` process. Dropping it SIGKILLs and reaps the
@@ -250,12 +257,23 @@ impl Server {
         ));
         let log = fs::File::create(&log_path).expect("create server log file");
         let threads = options.threads.unwrap_or(2).to_string();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_iocomp"));
+        let mut command = match options.listen_fd {
+            None => Command::new(env!("CARGO_BIN_EXE_iocomp")),
+            Some(_) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$@\"", "sh"])
+                    .arg(env!("CARGO_BIN_EXE_iocomp"));
+                c
+            }
+        };
+        command.arg("serve").arg(root);
+        if options.listen_fd.is_none() {
+            command.args(["--bind", "127.0.0.1:0"]);
+        }
         command
-            .arg("serve")
-            .arg(root)
-            .args(["--bind", "127.0.0.1:0", "--threads", &threads])
+            .args(["--threads", &threads])
             .args(extra_args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -284,6 +302,23 @@ impl Server {
                         || libc::setgid(uid as libc::gid_t) != 0
                         || libc::setuid(uid as libc::uid_t) != 0
                     {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some(fd) = options.listen_fd {
+            // SAFETY: the closure runs in the forked child before exec and only
+            // calls dup2/fcntl (async-signal-safe) on descriptors it inherited.
+            unsafe {
+                command.pre_exec(move || {
+                    if fd == 3 {
+                        // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
+                        if libc::fcntl(3, libc::F_SETFD, 0) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, 3) != 3 {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
