@@ -29,7 +29,7 @@ def main(src, dst):
                 r = next((r for r in rs if r["scenario"] == s and r["server"] == b), None)
                 if r and r["ratio"]:
                     xs.append(j + i * width - 0.4 + width / 2)
-                    ys.append(1 / r["ratio"] if r["metric"] == "bytes_per_conn" else r["ratio"])
+                    ys.append(1 / r["ratio"] if r["metric"] == "full_bytes_per_conn" else r["ratio"])
             bars = ax.bar(xs, ys, width, label=b)
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.axhline(1.0, color="black", linewidth=0.8)

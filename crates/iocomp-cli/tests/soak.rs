@@ -26,7 +26,7 @@
 //!   disclosed; the server runs as `nobody`, since root reads anything).
 //! - **Idle-connection memory**: 10,000 idle keep-alive connections from four
 //!   loopback source addresses; the server's RSS per idle connection is printed
-//!   and loosely bounded (`bench/idle-memory.sh` compares it with nginx).
+//!   and loosely bounded (`bench/run --scenarios idle-10000` compares it with nginx and lighttpd).
 //!
 //! The tests in this file run one at a time (a shared lock), so the soak's
 //! timing and the memory measurements are not disturbed by each other. Every

@@ -295,7 +295,8 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
         Some(r) if req.if_range.is_none() || cond::if_range_allows(req, &v) => parse_ranges(r, len),
         _ => RangeResult::Full,
     };
-    let mut out = Vec::with_capacity(320);
+    // Room for the head and, for a small file sent from memory, its bytes.
+    let mut out = Vec::with_capacity(320 + opened.body.as_ref().map_or(0, |b| b.len()));
     let pieces = match ranges {
         RangeResult::Unsatisfiable => return error(conn, cx, 416, Some(len)),
         RangeResult::Full => {

@@ -100,7 +100,7 @@ impl ContentType {
 
 /// The most common static-file extensions, answered without `mime_guess`'s
 /// case-insensitive binary search (a test checks they agree with it).
-const COMMON: [(&str, &str); 16] = [
+const COMMON: [(&str, &str); 21] = [
     ("html", "text/html"),
     ("htm", "text/html"),
     ("css", "text/css"),
@@ -117,6 +117,11 @@ const COMMON: [(&str, &str); 16] = [
     ("ico", "image/x-icon"),
     ("wasm", "application/wasm"),
     ("woff2", "font/woff2"),
+    ("bin", "application/octet-stream"),
+    ("zip", "application/zip"),
+    ("pdf", "application/pdf"),
+    ("mp4", "video/mp4"),
+    ("gz", "application/gzip"),
 ];
 
 /// The media type of a common extension (exact lowercase match), if any.
