@@ -617,7 +617,10 @@ fn assert_png(path: &Path) {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "screenshot is not a PNG");
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert!(width >= 100 && height >= 100, "screenshot is {width}x{height}");
+    assert!(
+        width >= 100 && height >= 100,
+        "screenshot is {width}x{height}"
+    );
 }
 
 #[test]
@@ -629,8 +632,14 @@ fn chromium_sees_two_transfers_move_on_the_status_page() {
     let tree = TempTree::new();
     // 1 MiB/s: the downloads last 24 and 40 s, longer than the browser needs
     // (they end with the server when the test is done).
-    tree.file("releases/iocomp-0.1.tar.gz", &common::pseudo_random(1, 24 * MIB));
-    tree.file("images/debian-netinst.iso", &common::pseudo_random(2, 40 * MIB));
+    tree.file(
+        "releases/iocomp-0.1.tar.gz",
+        &common::pseudo_random(1, 24 * MIB),
+    );
+    tree.file(
+        "images/debian-netinst.iso",
+        &common::pseudo_random(2, 40 * MIB),
+    );
     let mut server = Server::start(
         tree.root(),
         &["--rate-limit", "1M", "--metrics", "127.0.0.1:0"],
@@ -678,7 +687,11 @@ fn chromium_sees_two_transfers_move_on_the_status_page() {
         .find(|l| l.starts_with('{'))
         .unwrap_or_else(|| panic!("no JSON summary from the script; {context}"));
     let summary = Json::parse(line);
-    assert_eq!(*summary.get("error"), Json::Null, "the script threw; {context}");
+    assert_eq!(
+        *summary.get("error"),
+        Json::Null,
+        "the script threw; {context}"
+    );
     assert!(summary.get("pageErrors").arr().is_empty(), "{context}");
     assert!(summary.get("foreignRequests").arr().is_empty(), "{context}");
     assert!(run.status.success(), "{context}");
@@ -704,9 +717,15 @@ fn chromium_sees_two_transfers_move_on_the_status_page() {
     ] {
         let (sent1, pct1, text1, bar1) = row(summary.get("first"), file);
         let (sent2, pct2, text2, bar2) = row(summary.get("second"), file);
-        assert!(sent1 > 0.0 && sent2 > sent1, "{file}: sent {sent1} then {sent2}");
+        assert!(
+            sent1 > 0.0 && sent2 > sent1,
+            "{file}: sent {sent1} then {sent2}"
+        );
         assert!(sent2 < size as f64, "{file}: still in progress: {sent2}");
-        assert!(pct1 > 0.0 && pct2 > pct1 && pct2 < 100.0, "{file}: {pct1} % then {pct2} %");
+        assert!(
+            pct1 > 0.0 && pct2 > pct1 && pct2 < 100.0,
+            "{file}: {pct1} % then {pct2} %"
+        );
         assert_ne!(text1, text2, "{file}: the displayed bytes moved");
         assert_ne!(bar1, bar2, "{file}: the displayed progress moved");
     }

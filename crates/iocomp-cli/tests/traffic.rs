@@ -183,14 +183,38 @@ fn metrics_count_exactly_what_clients_did() {
         thread::sleep(Duration::from_millis(50));
     };
     let expect = [
-        ("iocomp_requests_total{protocol=\"http\",status=\"200\"}", 3.0),
-        ("iocomp_requests_total{protocol=\"http\",status=\"404\"}", 2.0),
-        ("iocomp_requests_total{protocol=\"http\",status=\"403\"}", 1.0),
-        ("iocomp_requests_total{protocol=\"http\",status=\"206\"}", 1.0),
-        ("iocomp_requests_total{protocol=\"line\",status=\"200\"}", 2.0),
-        ("iocomp_requests_total{protocol=\"line\",status=\"404\"}", 1.0),
-        ("iocomp_sent_bytes_total{protocol=\"http\"}", http_bytes as f64),
-        ("iocomp_sent_bytes_total{protocol=\"line\"}", line_bytes as f64),
+        (
+            "iocomp_requests_total{protocol=\"http\",status=\"200\"}",
+            3.0,
+        ),
+        (
+            "iocomp_requests_total{protocol=\"http\",status=\"404\"}",
+            2.0,
+        ),
+        (
+            "iocomp_requests_total{protocol=\"http\",status=\"403\"}",
+            1.0,
+        ),
+        (
+            "iocomp_requests_total{protocol=\"http\",status=\"206\"}",
+            1.0,
+        ),
+        (
+            "iocomp_requests_total{protocol=\"line\",status=\"200\"}",
+            2.0,
+        ),
+        (
+            "iocomp_requests_total{protocol=\"line\",status=\"404\"}",
+            1.0,
+        ),
+        (
+            "iocomp_sent_bytes_total{protocol=\"http\"}",
+            http_bytes as f64,
+        ),
+        (
+            "iocomp_sent_bytes_total{protocol=\"line\"}",
+            line_bytes as f64,
+        ),
         ("iocomp_request_duration_seconds_count", 10.0),
         ("iocomp_request_duration_seconds_bucket{le=\"+Inf\"}", 10.0),
         ("iocomp_connections_active", 0.0),
@@ -206,7 +230,10 @@ fn metrics_count_exactly_what_clients_did() {
         .lines()
         .filter(|l| l.starts_with("iocomp_requests_total{"))
         .count();
-    assert_eq!(other_statuses, 6, "only the statuses the test caused:\n{text}");
+    assert_eq!(
+        other_statuses, 6,
+        "only the statuses the test caused:\n{text}"
+    );
     let backend = match std::env::var("IOCOMP_BACKEND").as_deref() {
         Ok("epoll") => Some("epoll"),
         Ok("uring") => Some("uring"),
@@ -218,14 +245,20 @@ fn metrics_count_exactly_what_clients_did() {
         .expect("a backend info line");
     assert!(info.ends_with("} 1"), "{info}");
     if let Some(b) = backend {
-        assert!(info.contains(&format!("\"{b}\"")), "{info} under IOCOMP_BACKEND={b}");
+        assert!(
+            info.contains(&format!("\"{b}\"")),
+            "{info} under IOCOMP_BACKEND={b}"
+        );
     }
     let started = sample(&text, "process_start_time_seconds").expect("start time");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert!(started <= now && started > now - 120.0, "start {started}, now {now}");
+    assert!(
+        started <= now && started > now - 120.0,
+        "start {started}, now {now}"
+    );
     // Every TYPE line names a metric family that has samples.
     assert!(text.contains("# TYPE iocomp_request_duration_seconds histogram\n"));
 
@@ -256,7 +289,10 @@ fn max_conns_per_ip_refuses_the_extra_ones_only() {
     // Both are served, so the server has counted them before the third.
     for s in [&mut a, &mut b] {
         send(s, &line(b"small.txt"));
-        assert_eq!(read_exact_timeout(s, 7, Duration::from_secs(10)), b"per ip\n");
+        assert_eq!(
+            read_exact_timeout(s, 7, Duration::from_secs(10)),
+            b"per ip\n"
+        );
     }
 
     // The third from the same address: HTTP gets 503 with Retry-After.
@@ -276,9 +312,15 @@ fn max_conns_per_ip_refuses_the_extra_ones_only() {
     // Another address is not disturbed, nor are the two connections in.
     let mut e = connect_from(addr, Ipv4Addr::new(127, 0, 0, 2));
     send(&mut e, &line(b"small.txt"));
-    assert_eq!(read_exact_timeout(&mut e, 7, Duration::from_secs(10)), b"per ip\n");
+    assert_eq!(
+        read_exact_timeout(&mut e, 7, Duration::from_secs(10)),
+        b"per ip\n"
+    );
     send(&mut a, &line(b"small.txt"));
-    assert_eq!(read_exact_timeout(&mut a, 7, Duration::from_secs(10)), b"per ip\n");
+    assert_eq!(
+        read_exact_timeout(&mut a, 7, Duration::from_secs(10)),
+        b"per ip\n"
+    );
 
     // Once one closes, the address may connect again.
     drop(b);
@@ -291,7 +333,10 @@ fn max_conns_per_ip_refuses_the_extra_ones_only() {
             break;
         }
         assert_eq!(got, &common::error_line("busy")[..7]);
-        assert!(Instant::now() < deadline, "the closed connection was never counted out");
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection was never counted out"
+        );
         thread::sleep(Duration::from_millis(50));
     }
     let r = get(maddr, "/metrics");
@@ -344,7 +389,8 @@ fn status_json_shows_a_paced_transfer() {
     let maddr = metrics_addr(&server);
     let mut s = connect(server.addr());
     send(&mut s, &line(b"dir/slow file.bin"));
-    let reader = thread::spawn(move || read_exact_timeout(&mut s, 4 * MIB, Duration::from_secs(20)));
+    let reader =
+        thread::spawn(move || read_exact_timeout(&mut s, 4 * MIB, Duration::from_secs(20)));
     let mut seen = Vec::new();
     for _ in 0..2 {
         thread::sleep(Duration::from_millis(700));
@@ -361,7 +407,10 @@ fn status_json_shows_a_paced_transfer() {
         seen.push(sent);
     }
     assert!(seen[0] > 0 && seen[1] > seen[0], "progress moves: {seen:?}");
-    assert!(seen[1] < 4 * MIB as u64, "still in progress at 1.4 s: {seen:?}");
+    assert!(
+        seen[1] < 4 * MIB as u64,
+        "still in progress at 1.4 s: {seen:?}"
+    );
     let got = reader.join().expect("reader");
     assert_eq!(got.len(), content.len());
 }

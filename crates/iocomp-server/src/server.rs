@@ -15,8 +15,8 @@ use crate::conn::{self, Conn};
 use crate::limit::{PerIp, Rate};
 use crate::listener;
 use crate::metrics::{ErrorKind, Metrics};
-use crate::status::{self, Transfers};
 use crate::path::{PathOptions, Root};
+use crate::status::{self, Transfers};
 use crate::watch::{Limits, Registry};
 
 /// Keys at and above this are listeners (key = LISTENER_KEY + index); below are

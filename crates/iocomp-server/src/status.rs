@@ -146,14 +146,22 @@ fn status_json(conn: &Conn) -> String {
         shared.client_connections(),
         shared.rate.map_or(0, |r| r.rate)
     );
-    let list = shared.transfers.as_ref().map(|t| t.snapshot()).unwrap_or_default();
+    let list = shared
+        .transfers
+        .as_ref()
+        .map(|t| t.snapshot())
+        .unwrap_or_default();
     for (i, (key, t)) in list.iter().enumerate() {
         if i > 0 {
             o.push(',');
         }
         let sent = t.sent(&conn.port);
         let elapsed = t.start.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 { sent as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            sent as f64 / elapsed
+        } else {
+            0.0
+        };
         let client = t.peer.map_or_else(String::new, |p| p.to_string());
         let _ = write!(
             o,
@@ -192,7 +200,15 @@ pub(crate) fn step(conn: &mut Conn) -> Step {
         Ok(Parsed::Partial) => (if conn.eof { Step::Close } else { Step::Recv }, 0),
         Err(e) => {
             let mut out = Vec::with_capacity(256);
-            error_response(&mut out, &date, e.status(), Version::Http11, false, false, None);
+            error_response(
+                &mut out,
+                &date,
+                e.status(),
+                Version::Http11,
+                false,
+                false,
+                None,
+            );
             (reply(out, true), buf.len())
         }
         Ok(Parsed::Complete(req, head_len)) => (route(conn, &req, &date), head_len),
@@ -219,7 +235,15 @@ fn route(conn: &Conn, req: &Request<'_>, date: &[u8; crate::http::date::DATE_LEN
     let head_only = matches!(req.method, Method::Head);
     let mut out = Vec::with_capacity(512);
     if !matches!(req.method, Method::Get | Method::Head) {
-        error_response(&mut out, date, 405, req.version, keep_alive, head_only, None);
+        error_response(
+            &mut out,
+            date,
+            405,
+            req.version,
+            keep_alive,
+            head_only,
+            None,
+        );
         return reply(out, !keep_alive);
     }
     let (ct, body): (&[u8], std::borrow::Cow<'_, str>) = match req.path {
@@ -230,7 +254,15 @@ fn route(conn: &Conn, req: &Request<'_>, date: &[u8; crate::http::date::DATE_LEN
         b"/status.json" => (b"application/json", status_json(conn).into()),
         b"/" | b"/index.html" => (b"text/html; charset=utf-8", PAGE.into()),
         _ => {
-            error_response(&mut out, date, 404, req.version, keep_alive, head_only, None);
+            error_response(
+                &mut out,
+                date,
+                404,
+                req.version,
+                keep_alive,
+                head_only,
+                None,
+            );
             return reply(out, !keep_alive);
         }
     };

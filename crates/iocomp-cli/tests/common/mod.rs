@@ -648,7 +648,12 @@ pub fn connect_from(addr: SocketAddr, src: std::net::Ipv4Addr) -> TcpStream {
     let remote = sin(*v4.ip(), v4.port());
     // SAFETY: `remote` is a valid sockaddr_in of the length passed.
     let rc = unsafe { libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) };
-    assert_eq!(rc, 0, "connect to {addr} from {src}: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "connect to {addr} from {src}: {}",
+        std::io::Error::last_os_error()
+    );
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream
 }
