@@ -244,6 +244,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.cache_control = args.cache_control;
     config.listing = !args.no_listing;
     config.open_file_cache = args.open_file_cache;
+    if args.rate_limit_after > 0 && args.rate_limit == 0 {
+        tracing::warn!("--rate-limit-after has no effect without --rate-limit");
+    }
     config.rate_limit = args.rate_limit;
     config.rate_limit_after = args.rate_limit_after;
     config.max_conns_per_ip = args.max_conns_per_ip;
