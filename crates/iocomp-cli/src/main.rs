@@ -133,6 +133,36 @@ struct ServeArgs {
     /// Engine backend: auto (io_uring, else epoll), uring or epoll; IOCOMP_BACKEND overrides auto.
     #[arg(long, value_name = "NAME", default_value = "auto")]
     backend: iocomp::Backend,
+    /// Cap each reply at this many bytes per second after its first --rate-limit-after bytes
+    /// (suffixes k, m, g: ×1024, as nginx's limit_rate); 0: no limit.
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    rate_limit: u64,
+    /// Bytes each reply sends at full speed before --rate-limit applies (nginx's limit_rate_after).
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    rate_limit_after: u64,
+    /// Open connections one client address may have; more get `503` (HTTP) or
+    /// `File transmit error: busy` on their first request. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_conns_per_ip: usize,
+    /// Serve /metrics (Prometheus), /status.json and a live status page / on this address (off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+/// `2000000`, `512k`, `10M`, `1g` (k, m, g are powers of 1024, as in nginx).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size in bytes: {s:?} (try 500000, 512k, 10M)"))
 }
 
 /// `10s`, `500ms`, `2m`, or a plain number of seconds (`1.5`).
@@ -323,6 +353,13 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     config.listing = !args.no_listing;
     config.open_file_cache = args.open_file_cache;
     config.open_file_cache_valid = args.open_file_cache_valid;
+    if args.rate_limit_after > 0 && args.rate_limit == 0 {
+        tracing::warn!("--rate-limit-after has no effect without --rate-limit");
+    }
+    config.rate_limit = args.rate_limit;
+    config.rate_limit_after = args.rate_limit_after;
+    config.max_conns_per_ip = args.max_conns_per_ip;
+    config.metrics = args.metrics;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,
@@ -349,11 +386,17 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
             server.backend()
         ),
     }
+    if let Some(m) = server.metrics_addr() {
+        info!("metrics on http://{m}/metrics, status page on http://{m}/");
+    }
     info!("press Ctrl+C to shut down");
     {
         let mut out = std::io::stdout().lock();
         for a in &addrs {
             let _ = writeln!(out, "listening on {a}");
+        }
+        if let Some(m) = server.metrics_addr() {
+            let _ = writeln!(out, "metrics on {m}");
         }
         let _ = out.flush();
     }

@@ -13,6 +13,12 @@
 //! Chromium process outlives the test), with `TMPDIR` inside the test's
 //! temporary tree, so the browser profile goes when the tree does.
 //! `IOCOMP_BROWSER_SCREENSHOT=PATH` keeps the listing's screenshot at PATH.
+//!
+//! A second test opens the live status page of the `--metrics` listener
+//! (`status.mjs`) while two rate-limited downloads run, one per protocol, and
+//! checks from the DOM that both are listed and that their progress moves by
+//! itself; `IOCOMP_STATUS_SCREENSHOT=PATH` keeps its second screenshot at
+//! PATH (README's `docs/status-page.png` is made so).
 
 mod common;
 
@@ -101,9 +107,9 @@ struct NodeRun {
 /// are removed with it even when the script is killed); kills the group past
 /// [`NODE_TIMEOUT`], and after the script exits as well, so a browser it left
 /// behind does not linger.
-fn run_node(tmp: &Path, args: &[&str]) -> NodeRun {
+fn run_node(script: &str, tmp: &Path, args: &[&str]) -> NodeRun {
     let mut cmd = Command::new("node");
-    cmd.arg(script_dir().join("listing.mjs"))
+    cmd.arg(script_dir().join(script))
         .args(args)
         .current_dir(script_dir())
         .env("IOCOMP_CHROMIUM", chromium_path())
@@ -405,8 +411,10 @@ fn displayed(name: &str) -> String {
 // The test
 // ---------------------------------------------------------------------------
 
-#[test]
-fn chromium_follows_links_with_awkward_names() {
+/// Whether the browser tests can run: `false` (after saying why on stderr)
+/// when something is missing and `IOCOMP_SKIP_BROWSER=1`; a failure naming
+/// what to install when it is missing otherwise.
+fn browser_ready() -> bool {
     let missing = missing_prerequisites();
     if !missing.is_empty() {
         let list = missing.join("\n  - ");
@@ -416,12 +424,20 @@ fn chromium_follows_links_with_awkward_names() {
                 std::io::stderr(),
                 "skipped: browser test (IOCOMP_SKIP_BROWSER=1); missing:\n  - {list}"
             );
-            return;
+            return false;
         }
         panic!(
             "the browser test needs, and cannot find:\n  - {list}\n\
              (set IOCOMP_SKIP_BROWSER=1 to skip it instead)"
         );
+    }
+    true
+}
+
+#[test]
+fn chromium_follows_links_with_awkward_names() {
+    if !browser_ready() {
+        return;
     }
 
     let tree = TempTree::new();
@@ -452,6 +468,7 @@ fn chromium_follows_links_with_awkward_names() {
     let tmp = tree.base().join("tmp");
     fs::create_dir(&tmp).unwrap_or_else(|e| panic!("mkdir {}: {e}", tmp.display()));
     let run = run_node(
+        "listing.mjs",
         &tmp,
         &[&url, screenshot.to_str().expect("UTF-8 temp path"), &spec],
     );
@@ -591,4 +608,132 @@ fn chromium_follows_links_with_awkward_names() {
     server.assert_alive();
     let log = server.stderr_text();
     assert!(!log.contains("panicked"), "server log:\n{log}");
+}
+
+/// Asserts `path` holds a PNG at least 100×100.
+fn assert_png(path: &Path) {
+    let png = fs::read(path).unwrap_or_else(|e| panic!("read screenshot {}: {e}", path.display()));
+    assert!(png.len() > 1000, "screenshot is only {} bytes", png.len());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "screenshot is not a PNG");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert!(
+        width >= 100 && height >= 100,
+        "screenshot is {width}x{height}"
+    );
+}
+
+#[test]
+fn chromium_sees_two_transfers_move_on_the_status_page() {
+    if !browser_ready() {
+        return;
+    }
+    const MIB: usize = 1 << 20;
+    let tree = TempTree::new();
+    // 1 MiB/s: the downloads last 24 and 40 s, longer than the browser needs
+    // (they end with the server when the test is done).
+    tree.file(
+        "releases/iocomp-0.1.tar.gz",
+        &common::pseudo_random(1, 24 * MIB),
+    );
+    tree.file(
+        "images/debian-netinst.iso",
+        &common::pseudo_random(2, 40 * MIB),
+    );
+    let mut server = Server::start(
+        tree.root(),
+        &["--rate-limit", "1M", "--metrics", "127.0.0.1:0"],
+    );
+    let metrics = server
+        .wait_stdout_line(Duration::from_secs(10), |l| l.starts_with("metrics on "))
+        .expect("a `metrics on ADDR` line");
+    let url = format!("http://{}/", &metrics["metrics on ".len()..]);
+    let addr = server.addr();
+    // One download per protocol, read and thrown away.
+    let mut line = common::connect(addr);
+    line.write_all(b"releases/iocomp-0.1.tar.gz\n").unwrap();
+    let mut http = common::connect(addr);
+    http.write_all(b"GET /images/debian-netinst.iso HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let readers: Vec<_> = [line, http]
+        .into_iter()
+        .map(|mut s| {
+            thread::spawn(move || {
+                let mut buf = vec![0; 64 * 1024];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            })
+        })
+        .collect();
+
+    let tmp = tree.base().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let shot1 = tree.base().join("status-1.png");
+    let shot2 = std::env::var_os("IOCOMP_STATUS_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tree.base().join("status-2.png"));
+    let run = run_node(
+        "status.mjs",
+        &tmp,
+        &[&url, shot1.to_str().unwrap(), shot2.to_str().unwrap(), "2"],
+    );
+    let context = format!(
+        "node exited {:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
+        run.status, run.stdout, run.stderr
+    );
+    let line = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON summary from the script; {context}"));
+    let summary = Json::parse(line);
+    assert_eq!(
+        *summary.get("error"),
+        Json::Null,
+        "the script threw; {context}"
+    );
+    assert!(summary.get("pageErrors").arr().is_empty(), "{context}");
+    assert!(summary.get("foreignRequests").arr().is_empty(), "{context}");
+    assert!(run.status.success(), "{context}");
+
+    let row = |reading: &Json, file: &str| -> (f64, f64, String, String) {
+        let rows = reading.arr();
+        assert_eq!(rows.len(), 2, "two transfers listed; {context}");
+        let r = rows
+            .iter()
+            .find(|r| r.get("file").str() == file)
+            .unwrap_or_else(|| panic!("no row for {file}; {context}"));
+        assert!(r.get("client").str().starts_with("127.0.0.1:"), "{r:?}");
+        (
+            r.get("sent").num(),
+            r.get("percent").num(),
+            r.get("sentText").str().to_string(),
+            r.get("progressText").str().to_string(),
+        )
+    };
+    for (file, size) in [
+        ("releases/iocomp-0.1.tar.gz", 24 * MIB),
+        ("/images/debian-netinst.iso", 40 * MIB),
+    ] {
+        let (sent1, pct1, text1, bar1) = row(summary.get("first"), file);
+        let (sent2, pct2, text2, bar2) = row(summary.get("second"), file);
+        assert!(
+            sent1 > 0.0 && sent2 > sent1,
+            "{file}: sent {sent1} then {sent2}"
+        );
+        assert!(sent2 < size as f64, "{file}: still in progress: {sent2}");
+        assert!(
+            pct1 > 0.0 && pct2 > pct1 && pct2 < 100.0,
+            "{file}: {pct1} % then {pct2} %"
+        );
+        assert_ne!(text1, text2, "{file}: the displayed bytes moved");
+        assert_ne!(bar1, bar2, "{file}: the displayed progress moved");
+    }
+    assert_png(&shot1);
+    assert_png(&shot2);
+    server.assert_alive();
+    drop(server);
+    for r in readers {
+        let _ = r.join();
+    }
 }

@@ -12,20 +12,23 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use iocomp::{Handle, Op, Packet, Port, Recv, Send, TransmitFile};
+use iocomp::{Handle, Op, Packet, Port, Recv, Send, Timeout, TransmitFile};
 use tracing::debug;
 
 use crate::access::Entry;
 use crate::http::detect::{detect, Proto as Detected};
+use crate::limit::Pace;
 use crate::line::LineFramer;
+use crate::metrics::ErrorKind;
 use crate::server::Shared;
+use crate::status::Transfer;
 use crate::watch::{Wait, Watch};
-use crate::{nc, web};
+use crate::{nc, status, web};
 
 /// Which protocol a connection speaks.
 pub(crate) enum Proto {
@@ -40,6 +43,8 @@ pub(crate) enum Proto {
     /// unread input cannot reset the connection under the reply (nginx's
     /// lingering close).
     Lingering,
+    /// A connection to the metrics listener (HTTP, its own router).
+    Admin,
 }
 
 /// What a protocol handler decides to do next.
@@ -96,7 +101,7 @@ pub(crate) struct Conn {
     pub(crate) eof: bool,
     /// Whether a request was answered yet (a new connection waits under the
     /// header timeout, a served one under the idle timeout).
-    served: bool,
+    pub(crate) served: bool,
     pub(crate) proto: Proto,
     pub(crate) shared: Arc<Shared>,
     watch: Arc<Watch>,
@@ -108,6 +113,14 @@ pub(crate) struct Conn {
     /// Close once the reply in flight is done.
     close_after: bool,
     pub(crate) req: Option<Req>,
+    /// The reply in flight is paced (`--rate-limit`).
+    pace: Option<Pace>,
+    /// The file reply in flight, as the status page shows it.
+    transfer: Option<Arc<Transfer>>,
+    /// The client address counted in `--max-conns-per-ip`.
+    pub(crate) per_ip: Option<IpAddr>,
+    /// Over `--max-conns-per-ip`: answer the first request `busy` and close.
+    pub(crate) over_limit: bool,
 }
 
 impl Conn {
@@ -132,7 +145,50 @@ impl Conn {
             pending: VecDeque::new(),
             close_after: false,
             req: None,
+            pace: None,
+            transfer: None,
+            per_ip: None,
+            over_limit: false,
         })
+    }
+
+    /// Makes this a connection to the metrics listener.
+    pub(crate) fn make_admin(&mut self) {
+        self.proto = Proto::Admin;
+    }
+
+    /// A file reply of `size` body bytes starts: registers it for the status
+    /// page (only with a metrics listener).
+    pub(crate) fn transfer_begin(&mut self, name: &[u8], size: u64) {
+        if let Some(t) = &self.shared.transfers {
+            let key = self.handle.key();
+            self.transfer = Some(t.begin(key, self.peer, name, size, &self.watch));
+        }
+    }
+
+    /// [`transfer_begin`](Conn::transfer_begin) for a reply whose body is its
+    /// file pieces.
+    pub(crate) fn transfer_pieces(&mut self, name: &[u8], pieces: &[Piece]) {
+        if self.shared.transfers.is_some() {
+            let size = pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::File { len, .. } => *len,
+                    Piece::Bytes(_) => 0,
+                })
+                .sum();
+            if size > 0 {
+                self.transfer_begin(name, size);
+            }
+        }
+    }
+
+    fn transfer_end(&mut self) {
+        if self.transfer.take().is_some() {
+            if let Some(t) = &self.shared.transfers {
+                t.end(self.handle.key());
+            }
+        }
     }
 
     /// Starts an access-log record for the request being answered.
@@ -140,9 +196,10 @@ impl Conn {
         // A request answered without I/O (an empty file) is logged here.
         self.log();
         self.served = true;
-        if self.shared.access.enabled() {
+        let log = self.shared.access.enabled();
+        if log || self.shared.metrics.is_some() {
             self.req = Some(Req {
-                request: request.to_vec(),
+                request: if log { request.to_vec() } else { Vec::new() },
                 status,
                 start: Instant::now(),
                 bytes: 0,
@@ -156,12 +213,19 @@ impl Conn {
     /// Writes the access-log line of the request just answered.
     fn log(&mut self) {
         if let Some(req) = self.req.take() {
+            let http = matches!(self.proto, Proto::Http | Proto::Lingering);
+            if let Some(m) = &self.shared.metrics {
+                m.request(http, req.status, req.bytes, req.start.elapsed());
+            }
+            if !self.shared.access.enabled() {
+                return;
+            }
             self.shared.access.log(&Entry {
                 peer: self.peer,
                 request: &req.request,
                 status: req.status,
                 bytes: req.bytes.saturating_sub(req.head),
-                http: matches!(self.proto, Proto::Http | Proto::Lingering),
+                http,
                 referer: req.referer.as_deref(),
                 agent: req.agent.as_deref(),
                 duration: req.start.elapsed(),
@@ -173,6 +237,13 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.log();
+        self.transfer_end();
+        if let (Some(ip), Some(t)) = (self.per_ip, &self.shared.per_ip) {
+            t.release(ip);
+        }
+        if matches!(self.proto, Proto::Admin) {
+            self.shared.admin_active.fetch_sub(1, Ordering::Relaxed);
+        }
         debug!(conn = self.handle.key(), peer = ?self.peer, "closed");
         self.shared
             .closed(&self.port, self.handle.key(), &self.watch);
@@ -197,8 +268,16 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
             req.bytes += packet.bytes;
         }
     }
+    if let Some(t) = &conn.transfer {
+        t.add(packet.bytes);
+    }
     if let Err(e) = &packet.status {
         debug!(conn = packet.key, peer = ?conn.peer, "connection ends: {e}");
+        if let Some(m) = &conn.shared.metrics {
+            if e.raw_os_error() != Some(libc::ECANCELED) {
+                m.error(ErrorKind::Io, 1);
+            }
+        }
         return;
     }
     match packet.op {
@@ -209,7 +288,8 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
             }
         }
         Op::TransmitFile(t) => conn.file = t.file,
-        Op::Send(_) => {}
+        // A paced reply's wait is over.
+        Op::Send(_) | Op::Timeout(_) => {}
         _ => return,
     }
     if !conn.pending.is_empty() {
@@ -219,6 +299,10 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     }
     conn.log();
     conn.file = None;
+    if conn.pace.is_some() || conn.transfer.is_some() {
+        conn.pace = None;
+        conn.transfer_end();
+    }
     if conn.shared.draining.load(Ordering::Relaxed) {
         // Shutting down: this reply was the last.
         return;
@@ -254,6 +338,7 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
             }
             Proto::Line(_) => nc::step(&mut conn),
             Proto::Http => web::step(&mut conn),
+            Proto::Admin => status::step(&mut conn),
             Proto::Lingering => {
                 conn.inbuf.clear();
                 Step::Recv
@@ -296,6 +381,12 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                     if let Some(req) = conn.req.as_mut() {
                         req.head = head as u64;
                     }
+                    if let Some(t) = &conn.transfer {
+                        t.set_head(head as u64);
+                    }
+                }
+                if conn.shared.rate.is_some() && !matches!(conn.proto, Proto::Admin) {
+                    conn.pace = Some(Pace::new());
                 }
                 conn.pending = pieces;
                 conn.close_after = close;
@@ -328,6 +419,14 @@ fn drive_recv(port: &Port, mut conn: Box<Conn>) {
 
 /// Sends the next piece of the reply in flight.
 fn submit_piece(port: &Port, mut conn: Box<Conn>) {
+    if let (Some(rate), Some(pace)) = (conn.shared.rate, conn.pace.as_mut()) {
+        // Cuts the next piece to the allowance, or waits for it on a timer.
+        if let Some(wait) = rate.shape(pace, &mut conn.pending) {
+            let op = Op::Timeout(Timeout::new(wait, conn.handle.key()));
+            submit(port, conn, op, Wait::Paced);
+            return;
+        }
+    }
     let op = match conn.pending.pop_front() {
         None => return,
         Some(Piece::Bytes(b)) => Op::Send(Send::new(&conn.handle, b)),
@@ -382,6 +481,7 @@ fn set_ctx(op: &mut Op, conn: Box<Conn>) {
         Op::Recv(o) => o.ctx = Some(conn),
         Op::Send(o) => o.ctx = Some(conn),
         Op::TransmitFile(o) => o.ctx = Some(conn),
+        Op::Timeout(o) => o.ctx = Some(conn),
         _ => {}
     }
 }

@@ -57,11 +57,14 @@ mod filecache;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+mod limit;
 pub mod line;
 pub mod listener;
+mod metrics;
 mod nc;
 pub mod path;
 mod server;
+mod status;
 mod watch;
 mod web;
 

@@ -55,6 +55,7 @@ fn respond(conn: &mut Conn, frame: Frame, consumed: usize) -> Step {
         Frame::TooLong => &b""[..],
     };
     let reply = match &frame {
+        _ if conn.over_limit => Err("busy"),
         Frame::TooLong => Err("line too long"),
         Frame::Line(r) if r.is_empty() => Err("bad name"),
         Frame::Line(_) => conn.shared.root.open_file(name).map_err(|e| e.reason()),
@@ -75,6 +76,7 @@ fn respond(conn: &mut Conn, frame: Frame, consumed: usize) -> Step {
                 }
             } else {
                 conn.file = Some(opened.file);
+                conn.transfer_begin(&name, opened.len);
                 let piece = Piece::File {
                     head: Vec::new(),
                     offset: 0,
@@ -92,7 +94,7 @@ fn respond(conn: &mut Conn, frame: Frame, consumed: usize) -> Step {
             let line = format!("{ERROR_PREFIX}{reason}\r\n").into_bytes();
             Step::Reply {
                 pieces: VecDeque::from([Piece::Bytes(line)]),
-                close: false,
+                close: conn.over_limit,
             }
         }
     };

@@ -12,8 +12,11 @@ use tracing::{debug, info, warn};
 
 use crate::access::{AccessLog, AccessLogFormat, LogFile};
 use crate::conn::{self, Conn};
+use crate::limit::{PerIp, Rate};
 use crate::listener;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::path::{PathOptions, Root};
+use crate::status::{self, Transfers};
 use crate::watch::{Limits, Registry};
 
 /// Keys at and above this are listeners (key = LISTENER_KEY + index); below are
@@ -65,15 +68,27 @@ pub struct Config {
     pub cache_control: Option<String>,
     /// HTTP directory listings (when a directory has no `index.html`).
     pub listing: bool,
-    /// Regular files kept open between requests (0: none). Each hit is
-    /// re-checked with one `fstatat`; capped at a quarter of the descriptor
-    /// limit; an entry unused for 3 s is closed.
+    /// Regular files kept open between requests (0: none), small ones with
+    /// their contents; a hit is re-checked with one `fstatat` once
+    /// `open_file_cache_valid` has passed; capped at a quarter of the
+    /// descriptor limit; an entry unused for 3 s is closed.
     pub open_file_cache: usize,
     /// How long a cached file is used without checking that its name still
     /// leads to it unchanged (nginx's `open_file_cache_valid`; lighttpd's stat
     /// cache is one second). Zero, the default, checks on every request, so a
     /// replaced file is served at once.
     pub open_file_cache_valid: Duration,
+    /// Bytes per second each reply may send after its first
+    /// `rate_limit_after` bytes (0: no limit). Applies to both protocols.
+    pub rate_limit: u64,
+    /// Bytes each reply sends at full speed before `rate_limit` applies.
+    pub rate_limit_after: u64,
+    /// Open connections one client address may have (0: no limit); more are
+    /// answered `503`/`busy` on their first request and closed.
+    pub max_conns_per_ip: usize,
+    /// Where to serve `/metrics`, `/status.json` and the status page `/`
+    /// (none by default).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -98,6 +113,10 @@ impl Config {
             listing: true,
             open_file_cache: 4096,
             open_file_cache_valid: Duration::ZERO,
+            rate_limit: 0,
+            rate_limit_after: 0,
+            max_conns_per_ip: 0,
+            metrics: None,
         }
     }
 }
@@ -107,6 +126,7 @@ pub struct Server {
     pool: Pool,
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     threads: usize,
 }
 
@@ -119,6 +139,16 @@ pub(crate) struct Shared {
     pub(crate) draining: AtomicBool,
     pub(crate) cache_control: Option<String>,
     pub(crate) listing: bool,
+    /// The per-reply bandwidth cap, if any.
+    pub(crate) rate: Option<Rate>,
+    pub(crate) per_ip: Option<PerIp>,
+    /// Counters and transfers: only with a metrics listener.
+    pub(crate) metrics: Option<Metrics>,
+    pub(crate) transfers: Option<Transfers>,
+    /// The index of the metrics listener among `listeners`.
+    admin: Option<usize>,
+    /// Connections to the metrics listener open now.
+    pub(crate) admin_active: AtomicUsize,
     listeners: Vec<Handle>,
     next_conn: AtomicU64,
     active: AtomicUsize,
@@ -167,6 +197,18 @@ impl Server {
             addrs.push(l.local_addr()?);
             listeners.push(port.associate(l, LISTENER_KEY + i as u64));
         }
+        let mut metrics_addr = None;
+        let admin = match config.metrics {
+            Some(addr) => {
+                let l = listener::bind(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}"))
+                })?;
+                metrics_addr = Some(l.local_addr()?);
+                listeners.push(port.associate(l, LISTENER_KEY + listeners.len() as u64));
+                Some(listeners.len() - 1)
+            }
+            None => None,
+        };
         let limits = Limits {
             header: config.header_timeout,
             idle: config.idle_timeout,
@@ -180,6 +222,15 @@ impl Server {
             draining: AtomicBool::new(false),
             cache_control: config.cache_control.clone(),
             listing: config.listing,
+            rate: (config.rate_limit > 0).then_some(Rate {
+                rate: config.rate_limit,
+                after: config.rate_limit_after,
+            }),
+            per_ip: (config.max_conns_per_ip > 0).then(|| PerIp::new(config.max_conns_per_ip)),
+            metrics: admin.map(|_| Metrics::new()),
+            transfers: admin.map(|_| Transfers::new()),
+            admin,
+            admin_active: AtomicUsize::new(0),
             listeners,
             next_conn: AtomicU64::new(1),
             active: AtomicUsize::new(0),
@@ -221,6 +272,7 @@ impl Server {
             pool,
             shared,
             addrs,
+            metrics_addr,
             threads,
         })
     }
@@ -228,6 +280,11 @@ impl Server {
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The metrics listener's address (port 0 resolved), if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Worker threads.
@@ -329,6 +386,27 @@ impl Shared {
         }
     }
 
+    /// Client connections open now (not those to the metrics listener).
+    pub(crate) fn client_connections(&self) -> u64 {
+        let all = self.active.load(Ordering::Relaxed);
+        all.saturating_sub(self.admin_active.load(Ordering::Relaxed)) as u64
+    }
+
+    /// The `/metrics` exposition.
+    pub(crate) fn render_metrics(&self, port: &Port) -> String {
+        let Some(m) = &self.metrics else {
+            return String::new();
+        };
+        let backend = port.backend().to_string();
+        m.render(&status::gauges(
+            &backend,
+            self.client_connections(),
+            self.admin_active.load(Ordering::Relaxed) as u64,
+            self.transfers.as_ref(),
+            self.rate.map_or(0, |r| r.rate),
+        ))
+    }
+
     /// A connection is gone: count it out, resume a paused accept, wake a drain.
     pub(crate) fn closed(&self, port: &Port, key: u64, watch: &crate::watch::Watch) {
         self.registry.remove(watch, key);
@@ -348,7 +426,10 @@ fn dispatch(port: &Port, shared: &Arc<Shared>, mut packet: Packet) {
     if (TICK_KEY..LISTENER_KEY).contains(&packet.key) {
         let shard = (packet.key - TICK_KEY) as usize;
         let draining = shared.draining.load(Ordering::Relaxed);
-        shared.registry.sweep(shard, port, &shared.limits, draining);
+        let expired = shared.registry.sweep(shard, port, &shared.limits, draining);
+        if let (Some(m), 1..) = (&shared.metrics, expired) {
+            m.error(ErrorKind::Timeout, expired);
+        }
         shared.root.prune_cache();
         // Every buffer, not just this thread's: a worker whose shard's timer runs
         // elsewhere still gets its lines out within a tick.
@@ -392,7 +473,22 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
                 let handle = port.associate(sock, id);
                 let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
                 let watch = shared.registry.insert(id);
-                conn::start(port, Conn::new(port, handle, a.peer, watch, shared.clone()));
+                let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone());
+                if shared.admin == Some(index) {
+                    shared.admin_active.fetch_add(1, Ordering::Relaxed);
+                    conn.make_admin();
+                } else if let (Some(per_ip), Some(peer)) = (&shared.per_ip, a.peer) {
+                    if per_ip.acquire(peer.ip()) {
+                        conn.per_ip = Some(peer.ip());
+                    } else {
+                        debug!(conn = id, peer = ?a.peer, "over --max-conns-per-ip: refusing");
+                        conn.over_limit = true;
+                        if let Some(m) = &shared.metrics {
+                            m.error(ErrorKind::PerIpLimit, 1);
+                        }
+                    }
+                }
+                conn::start(port, conn);
                 if active >= shared.max_conns {
                     debug!("{active} connections: accepting paused");
                     shared
@@ -419,6 +515,9 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
         Err(e) => match e.raw_os_error() {
             Some(libc::ECANCELED) => {}
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                if let Some(m) = &shared.metrics {
+                    m.error(ErrorKind::Accept, 1);
+                }
                 if let Some(suppressed) = shared.accept_errors.allow() {
                     warn!("accept: {e} ({suppressed} more since the last report); retrying every {ACCEPT_BACKOFF:?}");
                 }

@@ -26,6 +26,9 @@ pub(crate) enum Wait {
     Header = 0,
     Idle = 1,
     Sending = 2,
+    /// A rate-limited reply waits for its allowance (on a timer we set: never
+    /// expired by the sweep).
+    Paced = 3,
 }
 
 /// The part of a connection the sweep reads.
@@ -46,8 +49,14 @@ impl Watch {
         match self.state.load(Ordering::Relaxed) {
             0 => Wait::Header,
             1 => Wait::Idle,
-            _ => Wait::Sending,
+            2 => Wait::Sending,
+            _ => Wait::Paced,
         }
+    }
+
+    /// The operation in flight (0: none yet).
+    pub(crate) fn op_id(&self) -> u64 {
+        self.op.load(Ordering::Relaxed)
     }
 }
 
@@ -166,8 +175,10 @@ impl Registry {
 
     /// Cancels what has waited too long in shard `i`. With `idle_only`, cancels
     /// every connection that is not sending, at once (drain on shutdown).
-    pub(crate) fn sweep(&self, i: usize, port: &Port, limits: &Limits, idle_only: bool) {
+    /// Returns how many timed out.
+    pub(crate) fn sweep(&self, i: usize, port: &Port, limits: &Limits, idle_only: bool) -> u64 {
         let now = self.now();
+        let mut expired_count = 0;
         if let Some(shard) = self.shards.get(i) {
             let watches: Vec<(u64, Arc<Watch>)> = shard
                 .lock()
@@ -187,6 +198,7 @@ impl Registry {
                 let expired = match state {
                     Wait::Header => idle_only || waited >= limits.header,
                     Wait::Idle => idle_only || waited >= limits.idle,
+                    Wait::Paced => false,
                     Wait::Sending => {
                         if idle_only {
                             false
@@ -204,8 +216,12 @@ impl Registry {
                 };
                 if expired && port.cancel(id).is_ok() {
                     debug!(conn = key, "{state:?} timeout after {waited:?}: closing");
+                    if !idle_only {
+                        expired_count += 1;
+                    }
                 }
             }
         }
+        expired_count
     }
 }

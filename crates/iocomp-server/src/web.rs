@@ -31,7 +31,7 @@ thread_local! {
     static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
 }
 
-fn date() -> [u8; crate::http::date::DATE_LEN] {
+pub(crate) fn date() -> [u8; crate::http::date::DATE_LEN] {
     DATE.with(|d| *d.borrow_mut().now())
 }
 
@@ -57,16 +57,39 @@ pub(crate) fn step(conn: &mut Conn) -> Step {
         }
         Ok(Parsed::Complete(req, head_len)) => {
             conn.begin(request::request_line(&buf), 200);
-            if let Some(r) = conn.req.as_mut() {
-                r.referer = req.referer.map(<[u8]>::to_vec);
-                r.agent = req.user_agent.map(<[u8]>::to_vec);
+            if conn.shared.access.enabled() {
+                if let Some(r) = conn.req.as_mut() {
+                    r.referer = req.referer.map(<[u8]>::to_vec);
+                    r.agent = req.user_agent.map(<[u8]>::to_vec);
+                }
             }
-            (respond(conn, &req), head_len)
+            if conn.over_limit {
+                (busy(conn, &req), head_len)
+            } else {
+                (respond(conn, &req), head_len)
+            }
         }
     };
     conn.inbuf = buf;
     conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
     step
+}
+
+/// Over `--max-conns-per-ip`: `503` with `Retry-After`, and close.
+fn busy(conn: &mut Conn, req: &Request<'_>) -> Step {
+    status(conn, 503);
+    const BODY: &[u8] = b"503 Service Unavailable: too many connections from your address\n";
+    let mut out = Vec::with_capacity(256);
+    Head::new(&mut out, 503, &date())
+        .content_type(ContentType::TEXT)
+        .content_length(BODY.len() as u64)
+        .header("Retry-After", b"1")
+        .connection(req.version, false)
+        .finish();
+    if !matches!(req.method, Method::Head) {
+        out.extend_from_slice(BODY);
+    }
+    reply(vec![Piece::Bytes(out)], true)
 }
 
 fn reply(pieces: Vec<Piece>, close: bool) -> Step {
@@ -366,6 +389,7 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
     };
     debug!(conn = conn.handle.key(), name = %String::from_utf8_lossy(name).escape_debug(), bytes = len, "http file");
     conn.file = Some(opened.file);
+    conn.transfer_pieces(name, &pieces);
     reply(pieces, !cx.keep_alive)
 }
 
