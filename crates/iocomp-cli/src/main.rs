@@ -44,7 +44,7 @@ struct Cli {
 enum Cmd {
     /// Serve the files under DIR over HTTP/1.1 (`curl http://127.0.0.1:8182/README.md`)
     /// and the seed's line protocol (`printf 'README.md\n' | nc -q1 127.0.0.1 8182`), on one port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load-test a server: keep-alive connections issuing requests back to back
     /// for a fixed time, on the iocomp engine; requests/s, bytes/s, errors and
     /// latency percentiles (`iocomp bench http://127.0.0.1:8182/f -c 64 -d 10s`).
@@ -212,7 +212,7 @@ fn main() -> ExitCode {
         return version();
     }
     match cli.cmd {
-        Some(Cmd::Serve(args)) => serve(args, bind_given),
+        Some(Cmd::Serve(args)) => serve(*args, bind_given),
         Some(Cmd::Bench(args)) => finish(bench::run(args)),
         Some(Cmd::Get(args)) => ExitCode::from(get::run(args)),
         None => ExitCode::from(2),
