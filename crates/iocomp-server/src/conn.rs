@@ -368,7 +368,11 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 return;
             }
             Step::Reply { pieces, close } => {
-                if matches!(conn.proto, Proto::Http) {
+                // The head's length, for the access log and the status page
+                // (they count body bytes); not looked for when neither is on.
+                if matches!(conn.proto, Proto::Http)
+                    && (conn.req.is_some() || conn.transfer.is_some())
+                {
                     let first = match pieces.front() {
                         Some(Piece::Bytes(b)) => b.as_slice(),
                         Some(Piece::File { head, .. }) => head.as_slice(),

@@ -3,6 +3,7 @@
 //! short write, a transmit's head, chunks and tail) stay in flight until their
 //! last step and then yield one packet.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -92,12 +93,39 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             ))
         }
     };
-    Ok(Box::new(OpState {
+    let st = OpState {
         op,
         key,
         cancel: false,
         extra,
-    }))
+    };
+    Ok(
+        match SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
+            Some(mut b) => {
+                *b = st;
+                b
+            }
+            None => Box::new(st),
+        },
+    )
+}
+
+/// Boxes of finished operations kept for the next ones this thread prepares:
+/// a busy worker then allocates no op state per request.
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Box<OpState>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a spare box holds: owns nothing.
+fn placeholder() -> OpState {
+    OpState {
+        op: Op::Posted { token: 0 },
+        key: 0,
+        cancel: false,
+        extra: Extra::Send { sent: 0 },
+    }
 }
 
 pub(super) fn progress(st: &OpState) -> u64 {
@@ -110,9 +138,17 @@ pub(super) fn progress(st: &OpState) -> u64 {
 
 /// Turns a finished op into its packet, filling in results.
 pub(super) fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: u64) -> Packet {
+    let mut st = st;
     let OpState {
         mut op, key, extra, ..
-    } = *st;
+    } = std::mem::replace(&mut *st, placeholder());
+    // Not during thread teardown (the list may be gone): then the box is freed.
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_MAX {
+            s.push(st);
+        }
+    });
     if let (Op::Accept(a), Extra::Accept { addr, len }) = (&mut op, &extra) {
         a.peer = sockaddr_to_std(addr, *len);
     }
