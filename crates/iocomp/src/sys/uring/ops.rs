@@ -115,6 +115,8 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
 const SPARE_MAX: usize = 64;
 
 thread_local! {
+    // The allocations themselves are what is kept: the slab holds boxes.
+    #[allow(clippy::vec_box)]
     static SPARE: RefCell<Vec<Box<OpState>>> = const { RefCell::new(Vec::new()) };
 }
 
