@@ -326,6 +326,14 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
         info!("running as user {user} (uid {}, gid {})", id.uid, id.gid);
+        // The root was checked as root; as the new user it may be closed.
+        if let Err(e) = std::fs::read_dir(&args.dir) {
+            warn!(
+                "as user {user}, {} cannot be read ({e}): listings fail, and files are served only if \
+                 the directory is searchable",
+                args.dir.display()
+            );
+        }
     }
     let mut config = Config::new(&args.dir);
     config.binds = Vec::new();

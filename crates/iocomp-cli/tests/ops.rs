@@ -329,6 +329,43 @@ fn user_switches_from_root_to_nobody_after_binding() {
     );
     // The log file was opened as root, before the switch, and still takes lines.
     wait_file(&log, "log line", |t| t.contains("\"pub.txt\" 200 7"));
+    assert!(
+        !server.stderr_text().contains("cannot be read"),
+        "a readable root was warned about: {}",
+        server.stderr_text()
+    );
+}
+
+#[test]
+fn user_who_cannot_read_the_root_is_warned_at_start() {
+    if !is_root() {
+        println!("SKIPPED: --user needs the test to run as root (euid is not 0)");
+        return;
+    }
+    if passwd_entry("nobody").is_none() {
+        println!("SKIPPED: no user `nobody` in /etc/passwd");
+        return;
+    }
+    let tree = TempTree::new();
+    tree.file("secret.txt", b"secret\n");
+    std::fs::set_permissions(
+        tree.root(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let server = Server::start(tree.root(), &["--user", "nobody"]);
+    let err = server.stderr_text();
+    assert!(
+        err.contains("as user nobody") && err.contains("cannot be read"),
+        "no warning about the closed root: {err}"
+    );
+    // And it answers, with the fixed reason, rather than leaking the file.
+    let got = fetch(server.addr(), &[b"secret.txt"]);
+    assert!(
+        got.starts_with(b"File transmit error: "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
 }
 
 #[test]
