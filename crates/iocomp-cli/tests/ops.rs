@@ -179,27 +179,14 @@ fn activated_run(fd: RawFd, root: &Path) -> (Option<i32>, String) {
     bounded(command)
 }
 
-/// Spawns `command`, waits at most [`WAIT`] for it to exit (killing it
-/// after), and returns its exit code and stderr.
-fn bounded(mut command: Command) -> (Option<i32>, String) {
-    let mut child = command.spawn().expect("spawn");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server did not exit by itself within {WAIT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    (status.code(), err)
+/// Runs `command` to its end (at most [`WAIT`]) and returns its exit code and
+/// stderr.
+fn bounded(command: Command) -> (Option<i32>, String) {
+    let out = common::output_within(command, WAIT);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

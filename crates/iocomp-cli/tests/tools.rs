@@ -16,11 +16,7 @@ use common::{pseudo_random, Server, TempTree};
 
 /// `iocomp`, with no proxy from the environment that runs the tests.
 fn iocomp() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_iocomp"));
-    for k in ["http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"] {
-        c.env_remove(k);
-    }
-    c
+    common::iocomp_command()
 }
 
 /// Runs `iocomp ARGS` in `dir`, bounded to 120 s.
@@ -30,26 +26,9 @@ fn run_in(dir: &Path, args: &[&str]) -> Output {
 
 /// [`run_in`] with environment variables set.
 fn run_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = iocomp()
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn iocomp");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("iocomp {args:?} ran over 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut c = iocomp();
+    c.args(args).envs(env.iter().copied()).current_dir(dir);
+    common::output_within(c, Duration::from_secs(120))
 }
 
 fn code(o: &Output) -> i32 {

@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -929,5 +929,38 @@ pub fn deny_io_uring(command: &mut Command) {
             }
             Ok(())
         });
+    }
+}
+
+/// The `iocomp` binary, with no proxy variables from the environment that runs
+/// the tests (`iocomp get` honours them).
+pub fn iocomp_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_iocomp"));
+    for k in ["http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"] {
+        c.env_remove(k);
+    }
+    c
+}
+
+/// Runs `command` to its end with stdout and stderr captured (stdin empty);
+/// kills it and fails the test if it runs longer than `limit`.
+pub fn output_within(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} ran over {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
