@@ -942,7 +942,8 @@ pub fn iocomp_command() -> Command {
     c
 }
 
-/// Runs `command` to its end with stdout and stderr captured (stdin empty);
+/// Runs `command` to its end with stdout and stderr captured (stdin empty;
+/// both pipes drained as it runs, so a chatty child never blocks on them);
 /// kills it and fails the test if it runs longer than `limit`.
 pub fn output_within(mut command: Command, limit: Duration) -> Output {
     let mut child = command
@@ -951,10 +952,19 @@ pub fn output_within(mut command: Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
     let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -962,5 +972,10 @@ pub fn output_within(mut command: Command, limit: Duration) -> Output {
             panic!("{command:?} ran over {limit:?}");
         }
         thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }
