@@ -19,10 +19,7 @@
 // --user-data-dir under $TMPDIR (removed afterwards; the Rust test points
 // TMPDIR into its own temporary tree) and without background networking.
 
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { executablePath, launch } from "./launch.mjs";
 
 const [url, screenshot, specJson] = process.argv.slice(2);
 if (!url || !screenshot || !specJson) {
@@ -30,7 +27,6 @@ if (!url || !screenshot || !specJson) {
   process.exit(2);
 }
 const spec = JSON.parse(specJson);
-const executablePath = process.env.IOCOMP_CHROMIUM || "/usr/bin/chromium";
 const origin = new URL(url).origin;
 
 // What the browser displays for a name: the listing shows each control
@@ -56,42 +52,15 @@ const summary = {
 };
 const fail = (msg) => summary.failures.push(msg);
 
-const userDataDir = mkdtempSync(join(tmpdir(), "iocomp-chromium-"));
-let context = null;
+let browser = null;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    timeout: 30_000,
-    viewport: { width: 1000, height: 600 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--no-first-run",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-quic",
-    ],
-  });
-  summary.browserVersion = context.browser()?.version() ?? null;
-  context.setDefaultTimeout(15_000);
-  context.setDefaultNavigationTimeout(15_000);
-  // Anything the pages fetch from elsewhere would be a bug (the listing has
-  // no scripts, styles or images of its own); record it and refuse it.
-  await context.route("**/*", (route) => {
-    const u = route.request().url();
-    if (u.startsWith(origin + "/")) return route.continue();
-    summary.foreignRequests.push(u);
-    return route.abort();
-  });
-
-  const page = context.pages()[0] ?? (await context.newPage());
+  // The listing has no scripts, styles or images of its own and the status
+  // page none from elsewhere: anything fetched off the server is a bug.
+  browser = await launch(origin, summary, { width: 1000, height: 600 });
+  const { page } = browser;
   page.on("console", (m) => {
     if (m.type() === "error") summary.consoleErrors.push(m.text());
   });
-  page.on("pageerror", (e) => summary.pageErrors.push(String(e)));
 
   const open = async () => {
     const resp = await page.goto(url, { waitUntil: "load" });
@@ -185,8 +154,7 @@ try {
 } catch (e) {
   summary.error = String(e?.stack ?? e);
 } finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  if (browser) await browser.close();
 }
 
 if (summary.foreignRequests.length) fail(`requests off the server: ${summary.foreignRequests}`);

@@ -12,10 +12,7 @@
 // error, ...}; also when something throws) and exits 0 when it got both
 // readings, 1 otherwise; the Rust test asserts on the readings.
 
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { executablePath, launch } from "./launch.mjs";
 
 const [url, shot1, shot2, countArg] = process.argv.slice(2);
 if (!url || !shot1 || !shot2 || !countArg) {
@@ -23,7 +20,6 @@ if (!url || !shot1 || !shot2 || !countArg) {
   process.exit(2);
 }
 const count = Number(countArg);
-const executablePath = process.env.IOCOMP_CHROMIUM || "/usr/bin/chromium";
 const origin = new URL(url).origin;
 const summary = {
   url,
@@ -51,35 +47,12 @@ const read = (page) =>
     })),
   );
 
-const userDataDir = mkdtempSync(join(tmpdir(), "iocomp-chromium-"));
-let context = null;
+let browser = null;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    timeout: 30_000,
-    viewport: { width: 1000, height: 300 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--no-first-run",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-quic",
-    ],
-  });
-  summary.browserVersion = context.browser()?.version() ?? null;
-  context.setDefaultTimeout(15_000);
-  await context.route("**/*", (route) => {
-    const u = route.request().url();
-    if (u.startsWith(origin + "/")) return route.continue();
-    summary.foreignRequests.push(u);
-    return route.abort();
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("pageerror", (e) => summary.pageErrors.push(String(e)));
+  // The listing has no scripts, styles or images of its own and the status
+  // page none from elsewhere: anything fetched off the server is a bug.
+  browser = await launch(origin, summary, { width: 1000, height: 300 });
+  const { page } = browser;
   const resp = await page.goto(url, { waitUntil: "load" });
   if (!resp || resp.status() !== 200) throw new Error(`GET ${url}: status ${resp?.status()}`);
   summary.title = await page.title();
@@ -105,8 +78,7 @@ try {
 } catch (e) {
   summary.error = String(e?.stack ?? e);
 } finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  if (browser) await browser.close();
 }
 process.stdout.write(JSON.stringify(summary) + "\n");
 process.exit(summary.error === null && summary.second !== null ? 0 : 1);
