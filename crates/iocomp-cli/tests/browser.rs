@@ -102,6 +102,24 @@ struct NodeRun {
     stderr: String,
 }
 
+impl NodeRun {
+    /// The script's JSON summary (its last line starting with `{`), and the
+    /// whole run as text for assertion messages.
+    fn summary(&self) -> (Json, String) {
+        let context = format!(
+            "node exited {:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
+            self.status, self.stdout, self.stderr
+        );
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON summary from the script; {context}"));
+        (Json::parse(line), context)
+    }
+}
+
 /// Runs `node listing.mjs args...` in its own process group, with `TMPDIR`
 /// set to `tmp` (so the browser profile and Playwright's files go there, and
 /// are removed with it even when the script is killed); kills the group past
@@ -472,17 +490,7 @@ fn chromium_follows_links_with_awkward_names() {
         &tmp,
         &[&url, screenshot.to_str().expect("UTF-8 temp path"), &spec],
     );
-    let context = format!(
-        "node exited {:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
-        run.status, run.stdout, run.stderr
-    );
-    let line = run
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON summary from the script; {context}"));
-    let summary = Json::parse(line);
+    let (summary, context) = run.summary();
 
     assert_eq!(
         *summary.get("error"),
@@ -676,17 +684,7 @@ fn chromium_sees_two_transfers_move_on_the_status_page() {
         &tmp,
         &[&url, shot1.to_str().unwrap(), shot2.to_str().unwrap(), "2"],
     );
-    let context = format!(
-        "node exited {:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
-        run.status, run.stdout, run.stderr
-    );
-    let line = run
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON summary from the script; {context}"));
-    let summary = Json::parse(line);
+    let (summary, context) = run.summary();
     assert_eq!(
         *summary.get("error"),
         Json::Null,
