@@ -51,9 +51,12 @@
 //! An error line cannot be told from file content: that is the protocol's
 //! limit, and why HTTP will share the port.
 
+#![deny(unsafe_code)]
+
 mod access;
 mod conn;
 mod filecache;
+#[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
@@ -65,6 +68,7 @@ mod nc;
 pub mod path;
 mod server;
 mod status;
+mod sys;
 mod watch;
 mod web;
 

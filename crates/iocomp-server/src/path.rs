@@ -15,12 +15,13 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::filecache::FileCache;
+use crate::sys;
 
 /// The longest name, in bytes, that [`Root::open_file`] accepts.
 const MAX_NAME: usize = 4096;
@@ -120,19 +121,6 @@ pub struct Opened {
     /// contents (sent from memory, with its head, in one `send`).
     pub body: Option<Arc<[u8]>>,
 }
-
-/// The first version of the kernel's `struct open_how` (`OPEN_HOW_SIZE_VER0`).
-///
-/// `libc::open_how` is `#[non_exhaustive]` and has no `Default`, so building
-/// one would need `mem::zeroed`; this plain copy of the ABI needs no `unsafe`.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<OpenHow>() == 24);
 
 impl Root {
     /// Opens `dir` as the root; fails (with `ENOTDIR`) if it is not a directory.
@@ -280,35 +268,19 @@ impl Root {
         if self.opts.no_symlinks {
             resolve |= libc::RESOLVE_NO_SYMLINKS;
         }
-        let how = OpenHow {
+        let how = sys::OpenHow {
             flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
             mode: 0,
             resolve,
         };
         let mut attempt = 1;
         loop {
-            // SAFETY: the root fd is open for as long as `self` lives; `rel` is a
-            // NUL-terminated string and `how` a properly laid out `open_how` whose
-            // size is passed alongside; both outlive the call, which only reads them.
-            let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    self.fd.as_raw_fd(),
-                    rel.as_ptr(),
-                    &how as *const OpenHow,
-                    std::mem::size_of::<OpenHow>(),
-                )
-            };
-            if ret >= 0 {
-                let raw = RawFd::try_from(ret).map_err(|_| io::Error::other("fd out of range"))?;
-                // SAFETY: `openat2` succeeded, so `raw` is a freshly opened
-                // descriptor that nothing else owns; the `OwnedFd` takes it over.
-                return Ok(unsafe { OwnedFd::from_raw_fd(raw) });
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) if attempt < OPEN_ATTEMPTS => attempt += 1,
-                _ => return Err(err),
+            match sys::openat2(self.fd.as_fd(), rel, &how) {
+                Ok(fd) => return Ok(fd),
+                Err(err) => match err.raw_os_error() {
+                    Some(libc::EAGAIN | libc::EINTR) if attempt < OPEN_ATTEMPTS => attempt += 1,
+                    _ => return Err(err),
+                },
             }
         }
     }
@@ -319,13 +291,7 @@ fn clear_nonblock(fd: BorrowedFd<'_>) -> io::Result<()> {
     // We opened it with O_RDONLY|O_CLOEXEC|O_NOCTTY|O_NONBLOCK; of those only
     // O_NONBLOCK is a status flag that F_SETFL changes, so setting the status
     // flags to 0 clears exactly it (one system call, no F_GETFL).
-    // SAFETY: `fd` is a valid open descriptor for the duration of the borrow,
-    // and `F_SETFL` takes an integer argument and touches no memory.
-    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, 0) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::set_status_flags(fd, 0)
 }
 
 #[cfg(test)]
@@ -432,8 +398,7 @@ mod tests {
         let mut content = String::new();
         io::Read::read_to_string(&mut &*opened.file, &mut content).unwrap();
         assert_eq!(content, "hello");
-        // SAFETY: the fd is valid while `opened.file` lives; F_GETFL touches no memory.
-        let flags = unsafe { libc::fcntl(opened.file.as_raw_fd(), libc::F_GETFL) };
+        let flags = sys::status_flags(opened.file.as_fd()).unwrap();
         assert_eq!(flags & libc::O_NONBLOCK, 0);
 
         let root = t.open(true, false);
@@ -476,8 +441,7 @@ mod tests {
         check(&root, "sock=not_a_regular_file");
 
         let fifo = CString::new(t.root.join("fifo").as_os_str().as_bytes()).unwrap();
-        // SAFETY: `fifo` is a valid NUL-terminated path that outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        sys::mkfifo(&fifo, 0o644).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(got(&root, b"fifo")));
         let res = rx.recv_timeout(Duration::from_secs(10));

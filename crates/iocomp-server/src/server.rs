@@ -17,6 +17,7 @@ use crate::listener;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::path::{PathOptions, Root};
 use crate::status::{self, Transfers};
+use crate::sys;
 use crate::watch::{Limits, Registry};
 
 /// Keys at and above this are listeners (key = LISTENER_KEY + index); below are
@@ -469,7 +470,7 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
                 let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
                 debug!(conn = id, peer = ?a.peer, "accepted");
                 // Best effort: a socket that refuses it still works.
-                let _ = listener::set_nodelay(std::os::fd::AsRawFd::as_raw_fd(&sock));
+                let _ = listener::set_nodelay(&sock);
                 let handle = port.associate(sock, id);
                 let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
                 let watch = shared.registry.insert(id);
@@ -565,28 +566,13 @@ impl RateLimit {
 /// Raises the soft descriptor limit to the hard one: each connection and each
 /// file being sent costs a descriptor. Returns the limit in force.
 fn raise_nofile_limit() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Ok((soft, hard)) = sys::nofile_limit() else {
+        return 1024;
     };
-    // SAFETY: getrlimit/setrlimit read or write one rlimit we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                debug!(
-                    "descriptor limit raised from {} to {}",
-                    lim.rlim_cur, lim.rlim_max
-                );
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
+    let mut cur = soft;
+    if soft < hard && sys::set_nofile_limit(hard, hard).is_ok() {
+        debug!("descriptor limit raised from {soft} to {hard}");
+        cur = hard;
     }
-    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    usize::try_from(cur).unwrap_or(usize::MAX)
 }
