@@ -53,26 +53,21 @@
 
 #![deny(unsafe_code)]
 
-mod access;
+mod config;
 mod conn;
-mod filecache;
+mod fs;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
-mod limit;
-pub mod line;
 pub mod listener;
-mod metrics;
-mod nc;
-pub mod path;
+mod obs;
+mod proto;
 mod server;
-mod status;
 mod sys;
-mod watch;
-mod web;
 
-pub use access::{AccessLogFormat, LogFile};
-pub use nc::ERROR_PREFIX;
-pub use path::{OpenError, PathOptions, Root};
-pub use server::{Config, Server};
+pub use config::Config;
+pub use fs::{OpenError, Opened, PathOptions, Root};
+pub use obs::{AccessLogFormat, LogFile};
+pub use proto::line::ERROR_PREFIX;
+pub use server::Server;

@@ -5,7 +5,7 @@
 //! crate is safe code (the crate root denies `unsafe_code`, this module alone
 //! allows it).
 //!
-//! The calls go through one helper, [`syscall!`], as in mio's
+//! The calls go through one helper, `syscall!`, as in mio's
 //! `src/sys/unix/mod.rs`: a `-1` return becomes the thread's `errno`. Every use
 //! carries its own `SAFETY` argument: what the call reads and writes of our
 //! memory, and why that memory is valid for the whole call.

@@ -16,7 +16,7 @@
 //! Listings are built off the hot path and may allocate.
 
 use crate::http::encoding::element_q;
-use crate::http::path::encode_path_segment;
+use crate::http::percent::encode_path_segment;
 use crate::http::request::trim_ows;
 
 /// One directory entry.

@@ -421,7 +421,7 @@ fn build<'a>(req: &httparse::Request<'_, 'a>, head_len: usize) -> Result<Parsed<
 
     let (path, query, uri_host) = match method {
         Method::Other(_) => (target, None, None),
-        _ => split_target(target, method)?,
+        _ => split_target(target, matches!(method, Method::Options))?,
     };
     let keep_alive = match version {
         Version::Http11 => !seen.conn_close,

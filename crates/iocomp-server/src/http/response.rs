@@ -11,7 +11,6 @@
 
 use crate::http::cond::ETag;
 use crate::http::date::{self, DATE_LEN};
-use crate::http::multipart::boundary;
 use crate::http::range::Range;
 use crate::http::request::Version;
 
@@ -199,7 +198,7 @@ impl<'a> Head<'a> {
     }
 
     /// Appends a header field. Values derived from requests should be
-    /// encoded first (see `http::path`); as a last line of defence against
+    /// encoded first (see `http::percent`); as a last line of defence against
     /// response splitting, CR, LF and NUL in `value` are written as spaces.
     pub fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
         self.out.extend_from_slice(name.as_bytes());
@@ -233,11 +232,12 @@ impl<'a> Head<'a> {
         self
     }
 
-    /// `Content-Type: multipart/byteranges; boundary=…`.
-    pub fn content_type_multipart(&mut self) -> &mut Self {
+    /// `Content-Type: multipart/byteranges; boundary=…` (the boundary of
+    /// [`multipart::boundary`](crate::http::multipart::boundary)).
+    pub fn content_type_multipart(&mut self, boundary: &str) -> &mut Self {
         self.out
             .extend_from_slice(b"Content-Type: multipart/byteranges; boundary=");
-        self.out.extend_from_slice(boundary().as_bytes());
+        self.out.extend_from_slice(boundary.as_bytes());
         self.out.extend_from_slice(b"\r\n");
         self
     }
@@ -301,7 +301,7 @@ impl<'a> Head<'a> {
         }
     }
 
-    /// `Location` (already encoded, e.g. by `http::path::directory_location`).
+    /// `Location` (already encoded, e.g. by `http::percent::directory_location`).
     pub fn location(&mut self, location: &str) -> &mut Self {
         self.header("Location", location.as_bytes())
     }

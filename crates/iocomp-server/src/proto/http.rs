@@ -4,42 +4,31 @@
 //! this module strings them together and turns them into reply pieces, so a
 //! file body always goes out zero-copy behind its head.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 use tracing::debug;
 
-use crate::conn::{Conn, Piece, Step};
+use crate::fs::{OpenError, Opened};
 use crate::http::cond::{self, Precondition, Validators};
-use crate::http::date::DateCache;
 use crate::http::encoding;
 use crate::http::listing;
-use crate::http::multipart::Multipart;
-use crate::http::path::{decode_path, directory_location};
+use crate::http::multipart::{self, Multipart};
+use crate::http::percent::{decode_path, directory_location};
 use crate::http::range::{parse_ranges, RangeResult};
 use crate::http::request::{self, Method, Parsed, Request, Version};
 use crate::http::response::{content_type_for, error_response, ContentType, Head};
-use crate::path::{OpenError, Opened};
+use crate::proto::{date, Connection, Piece, Reply, Step};
 
 /// Entries a listing shows at most (a huge directory is cut, not a DoS).
 const MAX_LISTING: usize = 10_000;
 
-thread_local! {
-    /// One formatted `Date` per worker, refreshed once a second.
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
-}
-
-pub(crate) fn date() -> [u8; crate::http::date::DATE_LEN] {
-    DATE.with(|d| *d.borrow_mut().now())
-}
-
 /// The next step for an HTTP connection.
-pub(crate) fn step(conn: &mut Conn) -> Step {
-    let buf = std::mem::take(&mut conn.inbuf);
+pub(crate) fn step(conn: &mut dyn Connection) -> Step {
+    let buf = std::mem::take(conn.input());
     let (step, consumed) = match request::parse(&buf) {
-        Ok(Parsed::Partial) => (if conn.eof { Step::Close } else { Step::Recv }, 0),
+        Ok(Parsed::Partial) => (if conn.eof() { Step::Close } else { Step::Recv }, 0),
         Err(e) => {
             // Never guess where the next request starts: answer and close.
             conn.begin(request::request_line(&buf), e.status());
@@ -57,26 +46,22 @@ pub(crate) fn step(conn: &mut Conn) -> Step {
         }
         Ok(Parsed::Complete(req, head_len)) => {
             conn.begin(request::request_line(&buf), 200);
-            if conn.shared.access.enabled() {
-                if let Some(r) = conn.req.as_mut() {
-                    r.referer = req.referer.map(<[u8]>::to_vec);
-                    r.agent = req.user_agent.map(<[u8]>::to_vec);
-                }
-            }
-            if conn.over_limit {
+            conn.set_client(req.referer, req.user_agent);
+            if conn.over_limit() {
                 (busy(conn, &req), head_len)
             } else {
                 (respond(conn, &req), head_len)
             }
         }
     };
-    conn.inbuf = buf;
-    conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
+    let input = conn.input();
+    *input = buf;
+    input.drain(..consumed.min(input.len()));
     step
 }
 
 /// Over `--max-conns-per-ip`: `503` with `Retry-After`, and close.
-fn busy(conn: &mut Conn, req: &Request<'_>) -> Step {
+fn busy(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
     status(conn, 503);
     const BODY: &[u8] = b"503 Service Unavailable: too many connections from your address\n";
     let mut out = Vec::with_capacity(256);
@@ -93,17 +78,17 @@ fn busy(conn: &mut Conn, req: &Request<'_>) -> Step {
 }
 
 fn reply(pieces: Vec<Piece>, close: bool) -> Step {
-    Step::Reply {
+    Step::Reply(Reply {
         pieces: VecDeque::from(pieces),
         close,
-    }
+        file: None,
+        name: None,
+    })
 }
 
 /// Records the status for the access log.
-fn status(conn: &mut Conn, status: u16) {
-    if let Some(req) = conn.req.as_mut() {
-        req.status = status;
-    }
+fn status(conn: &mut dyn Connection, status: u16) {
+    conn.set_status(status);
 }
 
 /// The per-request facts every response needs.
@@ -114,7 +99,7 @@ struct Ctx {
     date: [u8; crate::http::date::DATE_LEN],
 }
 
-fn error(conn: &mut Conn, cx: &Ctx, code: u16, len416: Option<u64>) -> Step {
+fn error(conn: &mut dyn Connection, cx: &Ctx, code: u16, len416: Option<u64>) -> Step {
     status(conn, code);
     let mut out = Vec::with_capacity(256);
     error_response(
@@ -129,12 +114,8 @@ fn error(conn: &mut Conn, cx: &Ctx, code: u16, len416: Option<u64>) -> Step {
     reply(vec![Piece::Bytes(out)], !cx.keep_alive)
 }
 
-fn respond(conn: &mut Conn, req: &Request<'_>) -> Step {
-    let keep_alive = req.keep_alive
-        && !conn
-            .shared
-            .draining
-            .load(std::sync::atomic::Ordering::Relaxed);
+fn respond(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
+    let keep_alive = req.keep_alive && !conn.draining();
     let cx = Ctx {
         version: req.version,
         keep_alive,
@@ -159,7 +140,7 @@ fn respond(conn: &mut Conn, req: &Request<'_>) -> Step {
         Ok(n) => n,
         Err(e) => return error(conn, &cx, e.status(), None),
     };
-    let opened = match conn.shared.root.open_entry(&name) {
+    let opened = match conn.site().root.open_entry(&name) {
         Ok(o) => o,
         Err(e) => return error(conn, &cx, open_status(&e), None),
     };
@@ -179,7 +160,13 @@ fn open_status(e: &OpenError) -> u16 {
 }
 
 /// A directory: redirect to the slash form, else its `index.html`, else a listing.
-fn directory(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], dir: Opened) -> Step {
+fn directory(
+    conn: &mut dyn Connection,
+    req: &Request<'_>,
+    cx: &Ctx,
+    name: &[u8],
+    dir: Opened,
+) -> Step {
     if !req.path.ends_with(b"/") {
         let mut location = String::with_capacity(name.len() + 2);
         directory_location(name, &mut location);
@@ -198,16 +185,17 @@ fn directory(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], dir: Ope
     }
     let mut index = name.to_vec();
     index.extend_from_slice(b"/index.html");
-    if let Ok(opened) = conn.shared.root.open_file(&index) {
+    let index_file = conn.site().root.open_file(&index);
+    if let Ok(opened) = index_file {
         return file(conn, req, cx, &index, opened);
     }
-    if !conn.shared.listing {
+    if !conn.site().settings.listing {
         return error(conn, cx, 404, None);
     }
-    let hidden = conn.shared.root.options().hidden;
-    let port = conn.port.clone();
+    let site = conn.site();
+    let hidden = site.root.options().hidden;
     // Reading a directory may block on the disk: not while holding a slot.
-    let entries = port.blocking(|| read_dir(&dir, hidden));
+    let entries = site.port.blocking(|| read_dir(&dir, hidden));
     let Ok(entries) = entries else {
         return error(conn, cx, 500, None);
     };
@@ -273,13 +261,19 @@ fn read_dir(dir: &Opened, hidden: bool) -> std::io::Result<Vec<DirEntry>> {
 }
 
 /// A regular file: validators, preconditions, ranges, precompressed siblings.
-fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: Opened) -> Step {
+fn file(
+    conn: &mut dyn Connection,
+    req: &Request<'_>,
+    cx: &Ctx,
+    name: &[u8],
+    mut opened: Opened,
+) -> Step {
     let ct = content_type_for(name);
     let mut encoding = None;
     for enc in encoding::choose(req.accept_encoding).into_iter().flatten() {
         let mut sibling = name.to_vec();
         sibling.extend_from_slice(enc.suffix().as_bytes());
-        if let Ok(o) = conn.shared.root.open_file(&sibling) {
+        if let Ok(o) = conn.site().root.open_file(&sibling) {
             opened = o;
             encoding = Some(enc);
             break;
@@ -293,7 +287,7 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
         meta.mtime(),
         meta.mtime_nsec().clamp(0, 999_999_999) as u32,
     );
-    let cache = conn.shared.cache_control.clone();
+    let cache = conn.site().settings.cache_control.clone();
     let head_fields = |h: &mut Head<'_>| {
         h.last_modified(v.last_modified)
             .etag(&v.etag)
@@ -350,7 +344,7 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
                         return error(conn, cx, 500, None);
                     };
                     let mut h = Head::new(&mut out, 206, &cx.date);
-                    h.content_type_multipart()
+                    h.content_type_multipart(multipart::boundary())
                         .content_length(plan.content_length())
                         .accept_ranges();
                     head_fields(&mut h);
@@ -387,10 +381,13 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
             }
         }
     };
-    debug!(conn = conn.handle.key(), name = %String::from_utf8_lossy(name).escape_debug(), bytes = len, "http file");
-    conn.file = Some(opened.file);
-    conn.transfer_pieces(name, &pieces);
-    reply(pieces, !cx.keep_alive)
+    debug!(conn = conn.key(), name = %String::from_utf8_lossy(name).escape_debug(), bytes = len, "http file");
+    Step::Reply(Reply {
+        pieces: VecDeque::from(pieces),
+        close: !cx.keep_alive,
+        file: Some(opened.file),
+        name: Some(name.to_vec()),
+    })
 }
 
 /// The pieces of a simple body: the head, then the file range (none for HEAD);

@@ -20,8 +20,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::filecache::FileCache;
+mod cache;
+
 use crate::sys;
+use cache::FileCache;
 
 /// The longest name, in bytes, that [`Root::open_file`] accepts.
 const MAX_NAME: usize = 4096;
@@ -138,7 +140,7 @@ impl Root {
     }
 
     /// Keeps up to `entries` regular files open between requests (each hit
-    /// re-checked with one `fstatat`; see the `filecache` module), closing those
+    /// re-checked with one `fstatat`; see the `cache` module), closing those
     /// unused for `idle` at each [`Root::prune_cache`]. 0 entries: no cache.
     pub fn with_cache(self, entries: usize, idle: std::time::Duration) -> Root {
         self.with_cache_valid(entries, idle, std::time::Duration::ZERO)

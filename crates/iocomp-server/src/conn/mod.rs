@@ -10,32 +10,61 @@
 //! no lock is needed. Dropping the state closes the socket and counts the
 //! connection out.
 
+pub(crate) mod gate;
+pub(crate) mod limit;
+pub(crate) mod watch;
+
 use std::collections::VecDeque;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use iocomp::{Handle, Op, Packet, Port, Recv, Send, Timeout, TransmitFile};
+use iocomp::{Handle, Op, OpId, Packet, Port, Recv, Send, Timeout, TransmitFile};
 use tracing::debug;
 
-use crate::access::Entry;
+use crate::config::Settings;
+use crate::fs::Root;
 use crate::http::detect::{detect, Proto as Detected};
-use crate::limit::Pace;
-use crate::line::LineFramer;
-use crate::metrics::ErrorKind;
-use crate::server::Shared;
-use crate::status::Transfer;
-use crate::watch::{Wait, Watch};
-use crate::{nc, status, web};
+use crate::obs::access::Entry;
+use crate::obs::metrics::ErrorKind;
+use crate::obs::transfers::{Sending, Transfer};
+use crate::obs::Obs;
+use crate::proto::line::Line;
+use crate::proto::{self, Connection, Connections, Piece, Site, Step};
+use gate::Gate;
+use limit::{Pace, PerIp};
+use watch::{Registry, Wait, Watch};
+
+/// What every connection of a server shares: the immutable settings, the
+/// path policy, the observability state, and the driver's live state.
+pub(crate) struct Shared {
+    /// Immutable.
+    pub(crate) settings: Settings,
+    /// The path policy and its open-file cache.
+    pub(crate) root: Root,
+    /// Access log, counters, transfers.
+    pub(crate) obs: Obs,
+    /// The driver's live state.
+    pub(crate) live: Live,
+}
+
+/// The driver's live state: admission, timeouts, per-address counts.
+pub(crate) struct Live {
+    /// Listeners, connection slots, drain.
+    pub(crate) gate: Gate,
+    /// What every connection waits for, swept for timeouts.
+    pub(crate) registry: Registry,
+    /// Connections per client address (`--max-conns-per-ip`).
+    pub(crate) per_ip: Option<PerIp>,
+}
 
 /// Which protocol a connection speaks.
-pub(crate) enum Proto {
+enum Proto {
     /// Not decided yet: too few bytes.
     Unknown,
     /// The seed's line protocol.
-    Line(LineFramer),
+    Line(Line),
     /// HTTP/1.1 (and 1.0).
     Http,
     /// The last reply is sent and our side shut down: read and discard until
@@ -47,129 +76,129 @@ pub(crate) enum Proto {
     Admin,
 }
 
-/// What a protocol handler decides to do next.
-pub(crate) enum Step {
-    /// More input is needed.
-    Recv,
-    /// Send these pieces in order; then go on, or close if `close`.
-    Reply {
-        pieces: VecDeque<Piece>,
-        close: bool,
-    },
-    /// Answered without I/O: look at the input again.
-    Again,
-    /// Close the connection now.
-    Close,
-}
-
-/// One operation's worth of a reply.
-pub(crate) enum Piece {
-    /// Bytes from memory (an error line, a response head, a listing).
-    Bytes(Vec<u8>),
-    /// `head`, then `len` bytes of the connection's current file from
-    /// `offset`, then `tail`, zero-copy.
-    File {
-        head: Vec<u8>,
-        offset: u64,
-        len: u64,
-        tail: Vec<u8>,
-    },
-}
-
 /// A request being answered, for the access log.
-pub(crate) struct Req {
+struct Req {
     /// The request as logged: the name, or the request line.
-    pub(crate) request: Vec<u8>,
-    pub(crate) status: u16,
-    pub(crate) start: Instant,
+    request: Vec<u8>,
+    status: u16,
+    start: Instant,
     /// Bytes sent so far.
-    pub(crate) bytes: u64,
+    bytes: u64,
     /// Bytes of the response head among them (HTTP): the log counts the body,
     /// as CLF's `%b` does.
-    pub(crate) head: u64,
+    head: u64,
     /// HTTP `Referer` and `User-Agent`, for the combined and JSON formats.
-    pub(crate) referer: Option<Vec<u8>>,
-    pub(crate) agent: Option<Vec<u8>>,
+    referer: Option<Vec<u8>>,
+    agent: Option<Vec<u8>>,
 }
 
+/// A connection: its protocol state and everything else, apart, so that a
+/// handler can hold its own state and the connection at once.
 pub(crate) struct Conn {
-    pub(crate) handle: Handle,
-    pub(crate) peer: Option<SocketAddr>,
+    proto: Proto,
+    io: Io,
+}
+
+/// A connection's socket, buffers, reply in flight and records: what the
+/// driver owns, and what handlers reach through [`Connection`].
+struct Io {
+    handle: Handle,
+    peer: Option<SocketAddr>,
     /// Received bytes not yet consumed.
-    pub(crate) inbuf: Vec<u8>,
+    inbuf: Vec<u8>,
     /// The client has half-closed.
-    pub(crate) eof: bool,
+    eof: bool,
     /// Whether a request was answered yet (a new connection waits under the
     /// header timeout, a served one under the idle timeout).
-    pub(crate) served: bool,
-    pub(crate) proto: Proto,
-    pub(crate) shared: Arc<Shared>,
+    served: bool,
+    /// The connection speaks HTTP (its requests are logged as such).
+    http: bool,
+    /// A connection to the metrics listener.
+    admin: bool,
+    shared: Arc<Shared>,
     watch: Arc<Watch>,
-    pub(crate) port: Port,
+    port: Port,
     /// The file that `Piece::File` pieces read from.
-    pub(crate) file: Option<Arc<File>>,
+    file: Option<Arc<File>>,
     /// The rest of the reply in flight.
     pending: VecDeque<Piece>,
     /// Close once the reply in flight is done.
     close_after: bool,
-    pub(crate) req: Option<Req>,
+    req: Option<Req>,
     /// The reply in flight is paced (`--rate-limit`).
     pace: Option<Pace>,
     /// The file reply in flight, as the status page shows it.
     transfer: Option<Arc<Transfer>>,
     /// The client address counted in `--max-conns-per-ip`.
-    pub(crate) per_ip: Option<IpAddr>,
+    per_ip: Option<IpAddr>,
     /// Over `--max-conns-per-ip`: answer the first request `busy` and close.
-    pub(crate) over_limit: bool,
+    over_limit: bool,
 }
 
 impl Conn {
+    /// A new connection on `handle`; `admin`: to the metrics listener;
+    /// `per_ip`: the address it is counted under, if any; `over_limit`: its
+    /// address has too many connections already.
     pub(crate) fn new(
         port: &Port,
         handle: Handle,
         peer: Option<SocketAddr>,
         watch: Arc<Watch>,
         shared: Arc<Shared>,
+        admin: bool,
     ) -> Box<Conn> {
         Box::new(Conn {
-            handle,
-            peer,
-            inbuf: Vec::new(),
-            eof: false,
-            served: false,
-            proto: Proto::Unknown,
-            shared,
-            watch,
-            port: port.clone(),
-            file: None,
-            pending: VecDeque::new(),
-            close_after: false,
-            req: None,
-            pace: None,
-            transfer: None,
-            per_ip: None,
-            over_limit: false,
+            proto: if admin { Proto::Admin } else { Proto::Unknown },
+            io: Io {
+                handle,
+                peer,
+                inbuf: Vec::new(),
+                eof: false,
+                served: false,
+                http: false,
+                admin,
+                shared,
+                watch,
+                port: port.clone(),
+                file: None,
+                pending: VecDeque::new(),
+                close_after: false,
+                req: None,
+                pace: None,
+                transfer: None,
+                per_ip: None,
+                over_limit: false,
+            },
         })
     }
 
-    /// Makes this a connection to the metrics listener.
-    pub(crate) fn make_admin(&mut self) {
-        self.proto = Proto::Admin;
+    /// Counts the connection under `ip` for `--max-conns-per-ip` (released
+    /// when it closes).
+    pub(crate) fn count_per_ip(&mut self, ip: IpAddr) {
+        self.io.per_ip = Some(ip);
     }
 
+    /// The connection's address is over `--max-conns-per-ip`.
+    pub(crate) fn refuse_over_limit(&mut self) {
+        self.io.over_limit = true;
+    }
+}
+
+impl Io {
     /// A file reply of `size` body bytes starts: registers it for the status
     /// page (only with a metrics listener).
-    pub(crate) fn transfer_begin(&mut self, name: &[u8], size: u64) {
-        if let Some(t) = &self.shared.transfers {
+    fn transfer_begin(&mut self, name: &[u8], size: u64) {
+        if let Some(t) = &self.shared.obs.transfers {
             let key = self.handle.key();
-            self.transfer = Some(t.begin(key, self.peer, name, size, &self.watch));
+            let conn: Arc<dyn Sending> = self.watch.clone();
+            self.transfer = Some(t.begin(key, self.peer, name, size, conn));
         }
     }
 
-    /// [`transfer_begin`](Conn::transfer_begin) for a reply whose body is its
+    /// [`transfer_begin`](Io::transfer_begin) for a reply whose body is its
     /// file pieces.
-    pub(crate) fn transfer_pieces(&mut self, name: &[u8], pieces: &[Piece]) {
-        if self.shared.transfers.is_some() {
+    fn transfer_pieces(&mut self, name: &[u8], pieces: &VecDeque<Piece>) {
+        if self.shared.obs.transfers.is_some() {
             let size = pieces
                 .iter()
                 .map(|p| match p {
@@ -185,42 +214,23 @@ impl Conn {
 
     fn transfer_end(&mut self) {
         if self.transfer.take().is_some() {
-            if let Some(t) = &self.shared.transfers {
+            if let Some(t) = &self.shared.obs.transfers {
                 t.end(self.handle.key());
             }
-        }
-    }
-
-    /// Starts an access-log record for the request being answered.
-    pub(crate) fn begin(&mut self, request: &[u8], status: u16) {
-        // A request answered without I/O (an empty file) is logged here.
-        self.log();
-        self.served = true;
-        let log = self.shared.access.enabled();
-        if log || self.shared.metrics.is_some() {
-            self.req = Some(Req {
-                request: if log { request.to_vec() } else { Vec::new() },
-                status,
-                start: Instant::now(),
-                bytes: 0,
-                head: 0,
-                referer: None,
-                agent: None,
-            });
         }
     }
 
     /// Writes the access-log line of the request just answered.
     fn log(&mut self) {
         if let Some(req) = self.req.take() {
-            let http = matches!(self.proto, Proto::Http | Proto::Lingering);
-            if let Some(m) = &self.shared.metrics {
+            let http = self.http;
+            if let Some(m) = &self.shared.obs.metrics {
                 m.request(http, req.status, req.bytes, req.start.elapsed());
             }
-            if !self.shared.access.enabled() {
+            if !self.shared.obs.access.enabled() {
                 return;
             }
-            self.shared.access.log(&Entry {
+            self.shared.obs.access.log(&Entry {
                 peer: self.peer,
                 request: &req.request,
                 status: req.status,
@@ -234,19 +244,99 @@ impl Conn {
     }
 }
 
-impl Drop for Conn {
+impl Connection for Io {
+    fn input(&mut self) -> &mut Vec<u8> {
+        &mut self.inbuf
+    }
+
+    fn eof(&self) -> bool {
+        self.eof
+    }
+
+    fn key(&self) -> u64 {
+        self.handle.key()
+    }
+
+    fn over_limit(&self) -> bool {
+        self.over_limit
+    }
+
+    fn draining(&self) -> bool {
+        self.shared.live.gate.draining()
+    }
+
+    fn site(&self) -> Site<'_> {
+        Site {
+            settings: &self.shared.settings,
+            root: &self.shared.root,
+            obs: &self.shared.obs,
+            port: &self.port,
+        }
+    }
+
+    fn connections(&self) -> Connections {
+        Connections {
+            clients: self.shared.live.gate.clients(),
+            admin: self.shared.live.gate.admins(),
+        }
+    }
+
+    fn begin(&mut self, request: &[u8], status: u16) {
+        // A request answered without I/O (an empty file) is logged here.
+        self.log();
+        self.served = true;
+        let log = self.shared.obs.access.enabled();
+        if log || self.shared.obs.metrics.is_some() {
+            self.req = Some(Req {
+                request: if log { request.to_vec() } else { Vec::new() },
+                status,
+                start: Instant::now(),
+                bytes: 0,
+                head: 0,
+                referer: None,
+                agent: None,
+            });
+        }
+    }
+
+    fn set_status(&mut self, status: u16) {
+        if let Some(req) = self.req.as_mut() {
+            req.status = status;
+        }
+    }
+
+    fn set_client(&mut self, referer: Option<&[u8]>, agent: Option<&[u8]>) {
+        if self.shared.obs.access.enabled() {
+            if let Some(r) = self.req.as_mut() {
+                r.referer = referer.map(<[u8]>::to_vec);
+                r.agent = agent.map(<[u8]>::to_vec);
+            }
+        }
+    }
+
+    fn mark_served(&mut self) {
+        self.served = true;
+    }
+}
+
+impl Sending for Watch {
+    fn sending(&self) -> Option<OpId> {
+        let op = self.op_id();
+        (self.state() == Wait::Sending && op != 0).then(|| OpId::from_u64(op))
+    }
+}
+
+impl Drop for Io {
     fn drop(&mut self) {
         self.log();
         self.transfer_end();
-        if let (Some(ip), Some(t)) = (self.per_ip, &self.shared.per_ip) {
+        if let (Some(ip), Some(t)) = (self.per_ip, &self.shared.live.per_ip) {
             t.release(ip);
         }
-        if matches!(self.proto, Proto::Admin) {
-            self.shared.admin_active.fetch_sub(1, Ordering::Relaxed);
-        }
         debug!(conn = self.handle.key(), peer = ?self.peer, "closed");
-        self.shared
-            .closed(&self.port, self.handle.key(), &self.watch);
+        let live = &self.shared.live;
+        live.registry.remove(&self.watch, self.handle.key());
+        live.gate.closed(&self.port, self.admin);
     }
 }
 
@@ -263,17 +353,18 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     let Ok(mut conn) = ctx.downcast::<Conn>() else {
         return;
     };
-    if let Some(req) = conn.req.as_mut() {
+    let io = &mut conn.io;
+    if let Some(req) = io.req.as_mut() {
         if !matches!(packet.op, Op::Recv(_)) {
             req.bytes += packet.bytes;
         }
     }
-    if let Some(t) = &conn.transfer {
+    if let Some(t) = &io.transfer {
         t.add(packet.bytes);
     }
     if let Err(e) = &packet.status {
-        debug!(conn = packet.key, peer = ?conn.peer, "connection ends: {e}");
-        if let Some(m) = &conn.shared.metrics {
+        debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
+        if let Some(m) = &io.shared.obs.metrics {
             if e.raw_os_error() != Some(libc::ECANCELED) {
                 m.error(ErrorKind::Io, 1);
             }
@@ -282,38 +373,38 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     }
     match packet.op {
         Op::Recv(r) => {
-            conn.inbuf = r.buf;
+            io.inbuf = r.buf;
             if packet.bytes == 0 {
-                conn.eof = true;
+                io.eof = true;
             }
         }
-        Op::TransmitFile(t) => conn.file = t.file,
+        Op::TransmitFile(t) => io.file = t.file,
         // A paced reply's wait is over.
         Op::Send(_) | Op::Timeout(_) => {}
         _ => return,
     }
-    if !conn.pending.is_empty() {
+    if !io.pending.is_empty() {
         // The reply goes on: its next piece.
         submit_piece(port, conn);
         return;
     }
-    conn.log();
-    conn.file = None;
-    if conn.pace.is_some() || conn.transfer.is_some() {
-        conn.pace = None;
-        conn.transfer_end();
+    io.log();
+    io.file = None;
+    if io.pace.is_some() || io.transfer.is_some() {
+        io.pace = None;
+        io.transfer_end();
     }
-    if conn.shared.draining.load(Ordering::Relaxed) {
+    if io.shared.live.gate.draining() {
         // Shutting down: this reply was the last.
         return;
     }
-    if conn.close_after {
-        if !matches!(conn.proto, Proto::Http) || conn.eof {
+    if io.close_after {
+        if !matches!(conn.proto, Proto::Http) || conn.io.eof {
             return;
         }
-        let _ = conn.handle.shutdown(std::net::Shutdown::Write);
+        let _ = conn.io.handle.shutdown(std::net::Shutdown::Write);
         conn.proto = Proto::Lingering;
-        conn.close_after = false;
+        conn.io.close_after = false;
     }
     drive(port, conn);
 }
@@ -321,26 +412,28 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
 /// Runs the protocol until the connection has an operation in flight or is done.
 fn drive(port: &Port, mut conn: Box<Conn>) {
     loop {
-        let step = match conn.proto {
+        let Conn { proto, io } = &mut *conn;
+        let step = match proto {
             Proto::Unknown => {
-                conn.proto = match detect(&conn.inbuf) {
+                *proto = match detect(&io.inbuf) {
                     Detected::Http => Proto::Http,
-                    Detected::Line => Proto::Line(LineFramer::new()),
+                    Detected::Line => Proto::Line(Line::new()),
                     // Too few bytes to tell; at the client's half-close they are
                     // a line-protocol name.
-                    Detected::NeedMore if conn.eof => Proto::Line(LineFramer::new()),
+                    Detected::NeedMore if io.eof => Proto::Line(Line::new()),
                     Detected::NeedMore => {
                         drive_recv(port, conn);
                         return;
                     }
                 };
+                io.http = matches!(proto, Proto::Http);
                 continue;
             }
-            Proto::Line(_) => nc::step(&mut conn),
-            Proto::Http => web::step(&mut conn),
-            Proto::Admin => status::step(&mut conn),
+            Proto::Line(line) => line.step(io),
+            Proto::Http => proto::http::step(io),
+            Proto::Admin => proto::admin::step(io),
             Proto::Lingering => {
-                conn.inbuf.clear();
+                io.inbuf.clear();
                 Step::Recv
             }
         };
@@ -348,31 +441,36 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
             Step::Again => continue,
             Step::Close => return,
             Step::Recv => {
-                if conn.eof || conn.shared.draining.load(Ordering::Relaxed) {
+                if io.eof || io.shared.live.gate.draining() {
                     return;
                 }
-                let wait = if conn.inbuf.is_empty() && conn.served {
+                let wait = if io.inbuf.is_empty() && io.served {
                     Wait::Idle
                 } else {
                     Wait::Header
                 };
-                let mut buf = std::mem::take(&mut conn.inbuf);
+                let mut buf = std::mem::take(&mut io.inbuf);
                 if buf.is_empty() {
                     // Between requests the connection keeps no memory: the pooled
                     // receive takes a buffer from the worker's pool only when bytes
                     // arrive.
                     buf = Vec::new();
                 }
-                let op = Op::Recv(Recv::pooled(&conn.handle, buf));
+                let op = Op::Recv(Recv::pooled(&io.handle, buf));
                 submit(port, conn, op, wait);
                 return;
             }
-            Step::Reply { pieces, close } => {
+            Step::Reply(reply) => {
+                let pieces = reply.pieces;
+                if let Some(file) = reply.file {
+                    io.file = Some(file);
+                }
+                if let Some(name) = reply.name {
+                    io.transfer_pieces(&name, &pieces);
+                }
                 // The head's length, for the access log and the status page
                 // (they count body bytes); not looked for when neither is on.
-                if matches!(conn.proto, Proto::Http)
-                    && (conn.req.is_some() || conn.transfer.is_some())
-                {
+                if matches!(proto, Proto::Http) && (io.req.is_some() || io.transfer.is_some()) {
                     let first = match pieces.front() {
                         Some(Piece::Bytes(b)) => b.as_slice(),
                         Some(Piece::File { head, .. }) => head.as_slice(),
@@ -382,18 +480,20 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                         .windows(4)
                         .position(|w| w == b"\r\n\r\n")
                         .map_or(0, |p| p + 4);
-                    if let Some(req) = conn.req.as_mut() {
+                    if let Some(req) = io.req.as_mut() {
                         req.head = head as u64;
                     }
-                    if let Some(t) = &conn.transfer {
+                    if let Some(t) = &io.transfer {
                         t.set_head(head as u64);
                     }
                 }
-                if conn.shared.rate.is_some() && !matches!(conn.proto, Proto::Admin) {
-                    conn.pace = Some(Pace::new());
+                if let (Some(rate), false) =
+                    (io.shared.settings.rate, matches!(proto, Proto::Admin))
+                {
+                    io.pace = Some(Pace::new(rate));
                 }
-                conn.pending = pieces;
-                conn.close_after = close;
+                io.pending = pieces;
+                io.close_after = reply.close;
                 submit_piece(port, conn);
                 return;
             }
@@ -403,37 +503,40 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
 
 /// Receives more input (or closes, at end of input or when draining).
 fn drive_recv(port: &Port, mut conn: Box<Conn>) {
-    if conn.eof || conn.shared.draining.load(Ordering::Relaxed) {
+    let lingering = matches!(conn.proto, Proto::Lingering);
+    let io = &mut conn.io;
+    if io.eof || io.shared.live.gate.draining() {
         return;
     }
-    let wait = if matches!(conn.proto, Proto::Lingering) || !conn.inbuf.is_empty() || !conn.served {
+    let wait = if lingering || !io.inbuf.is_empty() || !io.served {
         Wait::Header
     } else {
         Wait::Idle
     };
-    let mut buf = std::mem::take(&mut conn.inbuf);
+    let mut buf = std::mem::take(&mut io.inbuf);
     if buf.is_empty() {
         // Between requests the connection keeps no memory: the pooled receive
         // takes a buffer from the worker's pool only when bytes arrive.
         buf = Vec::new();
     }
-    let op = Op::Recv(Recv::pooled(&conn.handle, buf));
+    let op = Op::Recv(Recv::pooled(&io.handle, buf));
     submit(port, conn, op, wait);
 }
 
 /// Sends the next piece of the reply in flight.
 fn submit_piece(port: &Port, mut conn: Box<Conn>) {
-    if let (Some(rate), Some(pace)) = (conn.shared.rate, conn.pace.as_mut()) {
+    let io = &mut conn.io;
+    if let Some(pace) = io.pace.as_mut() {
         // Cuts the next piece to the allowance, or waits for it on a timer.
-        if let Some(wait) = rate.shape(pace, &mut conn.pending) {
-            let op = Op::Timeout(Timeout::new(wait, conn.handle.key()));
+        if let Some(wait) = pace.shape(&mut io.pending) {
+            let op = Op::Timeout(Timeout::new(wait, io.handle.key()));
             submit(port, conn, op, Wait::Paced);
             return;
         }
     }
-    let op = match conn.pending.pop_front() {
+    let op = match io.pending.pop_front() {
         None => return,
-        Some(Piece::Bytes(b)) => Op::Send(Send::new(&conn.handle, b)),
+        Some(Piece::Bytes(b)) => Op::Send(Send::new(&io.handle, b)),
         Some(Piece::File {
             head,
             offset,
@@ -442,16 +545,16 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
         }) => {
             // A piece with no file bytes sends only its head and tail, and leaves
             // the file for the pieces after it.
-            let file = if len > 0 { conn.file.take() } else { None };
+            let file = if len > 0 { io.file.take() } else { None };
             if file.is_none() && len > 0 {
                 debug!(
-                    conn = conn.handle.key(),
+                    conn = io.handle.key(),
                     "a file piece without a file: closing"
                 );
                 return;
             }
             Op::TransmitFile(TransmitFile {
-                socket: conn.handle.clone(),
+                socket: io.handle.clone(),
                 file,
                 offset,
                 len,
@@ -467,11 +570,11 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
 }
 
 fn submit(port: &Port, conn: Box<Conn>, mut op: Op, wait: Wait) {
-    conn.shared.registry.set(&conn.watch, wait);
-    let (shared, watch) = (conn.shared.clone(), conn.watch.clone());
+    let (shared, watch) = (conn.io.shared.clone(), conn.io.watch.clone());
+    shared.live.registry.set(&watch, wait);
     set_ctx(&mut op, conn);
     match port.submit(op) {
-        Ok(id) => shared.registry.op(&watch, id),
+        Ok(id) => shared.live.registry.op(&watch, id),
         Err((e, mut op)) => {
             debug!("submit failed: {e}");
             // The op (and the connection inside it) is dropped: the socket closes.
