@@ -252,12 +252,7 @@ pub fn conditional(data: &[u8]) {
         .map_or((h >> 8) as i64 % 2_000_000_000, |m| {
             i64::try_from(m).unwrap_or(i64::MAX)
         });
-    let v = Validators::new(
-        h % 1_000_000,
-        h % 65_536,
-        mtime,
-        (h >> 40) as u32 % 1_000_000_000,
-    );
+    let v = Validators::new(h % 65_536, mtime, (h >> 40) as u32 % 1_000_000_000);
     let ours = v.etag.as_bytes().to_vec();
     let lm_date = date::format(v.last_modified);
     let mut values: Vec<(usize, Vec<u8>)> = Vec::new();

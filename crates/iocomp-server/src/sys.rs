@@ -112,6 +112,42 @@ pub(crate) fn pread_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], offset: i64) -> i
     Ok(n as usize)
 }
 
+/// `readlinkat(fd, "")`: the target of the symlink `fd` (opened with
+/// `O_PATH | O_NOFOLLOW`). A target as long as the buffer (`PATH_MAX`) may be
+/// cut, so it is an error (`ENAMETOOLONG`).
+pub(crate) fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `fd` is open for the borrow; the empty path is NUL-terminated;
+    // `buf` is live and writable for `buf.len()` bytes, which is what we pass.
+    let n = syscall!(readlinkat(
+        fd.as_raw_fd(),
+        c"".as_ptr(),
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+    ))? as usize;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `getdents64(fd, buf)`: fills `buf` with `linux_dirent64` records of the
+/// directory `fd` (opened for reading) from its current offset; returns the
+/// bytes filled, 0 at the end. The records are parsed by the caller, in safe
+/// code, from the bytes.
+pub(crate) fn getdents(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is open for the borrow; `buf` is live and writable for
+    // `buf.len()` bytes, which is what we pass; the kernel writes at most that.
+    let n = syscall!(syscall(
+        libc::SYS_getdents64,
+        fd.as_raw_fd(),
+        buf.as_mut_ptr(),
+        buf.len(),
+    ))?;
+    Ok(n as usize)
+}
+
 /// `setsockopt(fd, level, name, &value)` for an integer option.
 pub(crate) fn set_int_opt(
     fd: BorrowedFd<'_>,

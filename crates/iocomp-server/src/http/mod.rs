@@ -80,7 +80,7 @@ mod flow_tests {
         assert_eq!(head_len, buf.len());
         let name = percent::decode_path(req.path).unwrap();
         assert_eq!(&name[..], b"/docs/a b.txt");
-        let v = cond::Validators::new(7, 10, 784_111_777, 0);
+        let v = cond::Validators::new(10, 784_111_777, 0);
         assert_eq!(cond::evaluate(&req, &v), cond::Precondition::Proceed);
         assert!(cond::if_range_allows(&req, &v));
         assert_eq!(

@@ -5,21 +5,28 @@
 //! file body always goes out zero-copy behind its head.
 
 use std::collections::VecDeque;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 use tracing::debug;
 
-use crate::fs::{OpenError, Opened};
+use crate::fs::{dir, OpenError, Opened};
 use crate::http::cond::{self, Precondition, Validators};
-use crate::http::encoding;
+use crate::http::encoding::{self, Encoding};
 use crate::http::listing;
 use crate::http::multipart::{self, Multipart};
 use crate::http::percent::{decode_path, directory_location};
 use crate::http::range::{parse_ranges, RangeResult};
 use crate::http::request::{self, Method, Parsed, Request, Version};
-use crate::http::response::{content_type_for, error_response, ContentType, Head};
+use crate::http::response::{
+    content_type_for, error_response, error_response_with, ContentType, Head,
+};
 use crate::proto::{date, Connection, Piece, Reply, Step};
+
+/// The Content-Security-Policy of listings: no script, no fetch, no frame;
+/// only the page's own inline style (names in it are escaped, and no script
+/// may run even if that ever failed).
+const LISTING_CSP: &[u8] =
+    b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Entries a listing shows at most (a huge directory is cut, not a DoS).
 const MAX_LISTING: usize = 10_000;
@@ -100,9 +107,22 @@ struct Ctx {
 }
 
 fn error(conn: &mut dyn Connection, cx: &Ctx, code: u16, len416: Option<u64>) -> Step {
+    error_varying(conn, cx, code, len416, false)
+}
+
+/// An error about a file; `varies`: the file has precompressed siblings, so
+/// the answer depends on `Accept-Encoding` (a 412 or 416 is about the variant
+/// chosen) and says so.
+fn error_varying(
+    conn: &mut dyn Connection,
+    cx: &Ctx,
+    code: u16,
+    len416: Option<u64>,
+    varies: bool,
+) -> Step {
     status(conn, code);
     let mut out = Vec::with_capacity(256);
-    error_response(
+    error_response_with(
         &mut out,
         &cx.date,
         code,
@@ -110,6 +130,11 @@ fn error(conn: &mut dyn Connection, cx: &Ctx, code: u16, len416: Option<u64>) ->
         cx.keep_alive,
         cx.head_only,
         len416,
+        |h| {
+            if varies {
+                h.vary_accept_encoding();
+            }
+        },
     );
     reply(vec![Piece::Bytes(out)], !cx.keep_alive)
 }
@@ -195,17 +220,18 @@ fn directory(
     let site = conn.site();
     let hidden = site.root.options().hidden;
     // Reading a directory may block on the disk: not while holding a slot.
-    let entries = site.port.blocking(|| read_dir(&dir, hidden));
-    let Ok(entries) = entries else {
+    let entries = site.port.blocking(|| dir::entries(&dir.file, hidden));
+    let Ok(mut entries) = entries else {
         return error(conn, cx, 500, None);
     };
+    entries.truncate(MAX_LISTING);
     let mut list: Vec<listing::Entry<'_>> = entries
         .iter()
-        .map(|(n, is_dir, len, mtime)| listing::Entry {
-            name: n,
-            is_dir: *is_dir,
-            len: *len,
-            mtime: *mtime,
+        .map(|e| listing::Entry {
+            name: &e.name,
+            is_dir: e.is_dir,
+            len: e.len,
+            mtime: e.mtime,
         })
         .collect();
     let sort = listing::Sort::from_query(req.query);
@@ -226,38 +252,14 @@ fn directory(
         })
         .content_length(body.len() as u64)
         .header("Cache-Control", b"no-cache")
+        .vary_accept()
+        .header("Content-Security-Policy", LISTING_CSP)
         .connection(cx.version, cx.keep_alive)
         .finish();
     if !cx.head_only {
         out.extend_from_slice(&body);
     }
     reply(vec![Piece::Bytes(out)], !cx.keep_alive)
-}
-
-type DirEntry = (Vec<u8>, bool, u64, i64);
-
-/// The entries of an open directory (through its descriptor, so a rename of
-/// the path meanwhile cannot redirect us), dotfiles hidden unless `hidden`.
-fn read_dir(dir: &Opened, hidden: bool) -> std::io::Result<Vec<DirEntry>> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/proc/self/fd/{}", dir.file.as_raw_fd());
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(path)? {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name();
-        let name = name.as_bytes();
-        if name.first() == Some(&b'.') && !hidden {
-            continue;
-        }
-        // The entry's own metadata, not its symlink target's: a link that
-        // leaves the root must not disclose what it points at.
-        let Ok(meta) = entry.metadata() else { continue };
-        out.push((name.to_vec(), meta.is_dir(), meta.len(), meta.mtime()));
-        if out.len() >= MAX_LISTING {
-            break;
-        }
-    }
-    Ok(out)
 }
 
 /// A regular file: validators, preconditions, ranges, precompressed siblings.
@@ -269,20 +271,30 @@ fn file(
     mut opened: Opened,
 ) -> Step {
     let ct = content_type_for(name);
-    let mut encoding = None;
-    for enc in encoding::choose(req.accept_encoding).into_iter().flatten() {
+    let sibling = |enc: Encoding| {
         let mut sibling = name.to_vec();
         sibling.extend_from_slice(enc.suffix().as_bytes());
-        if let Ok(o) = conn.site().root.open_file(&sibling) {
+        sibling
+    };
+    let mut encoding = None;
+    let candidates = encoding::choose(req.accept_encoding);
+    for enc in candidates.into_iter().flatten() {
+        if let Ok(o) = conn.site().root.open_file(&sibling(enc)) {
             opened = o;
             encoding = Some(enc);
             break;
         }
     }
+    // A file with a sibling varies on Accept-Encoding, whatever this client
+    // accepts: a cache must not hand this answer to a client that accepts
+    // another encoding.
+    let varies = encoding.is_some()
+        || Encoding::ALL
+            .into_iter()
+            .any(|enc| !candidates.contains(&Some(enc)) && conn.site().root.is_file(&sibling(enc)));
     let meta = &opened.meta;
     let len = opened.len;
     let v = Validators::new(
-        meta.ino(),
         len,
         meta.mtime(),
         meta.mtime_nsec().clamp(0, 999_999_999) as u32,
@@ -293,7 +305,10 @@ fn file(
             .etag(&v.etag)
             .cache_control(cache.as_deref());
         if let Some(e) = encoding {
-            h.content_encoding(e.name()).vary_accept_encoding();
+            h.content_encoding(e.name());
+        }
+        if varies {
+            h.vary_accept_encoding();
         }
     };
     match cond::evaluate(req, &v) {
@@ -306,7 +321,7 @@ fn file(
             h.connection(cx.version, cx.keep_alive).finish();
             return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
         }
-        Precondition::Failed => return error(conn, cx, 412, None),
+        Precondition::Failed => return error_varying(conn, cx, 412, None, varies),
     }
     let ranges = match req.range {
         Some(r) if req.if_range.is_none() || cond::if_range_allows(req, &v) => parse_ranges(r, len),
@@ -315,7 +330,7 @@ fn file(
     // Room for the head and, for a small file sent from memory, its bytes.
     let mut out = Vec::with_capacity(320 + opened.body.as_ref().map_or(0, |b| b.len()));
     let pieces = match ranges {
-        RangeResult::Unsatisfiable => return error(conn, cx, 416, Some(len)),
+        RangeResult::Unsatisfiable => return error_varying(conn, cx, 416, Some(len), varies),
         RangeResult::Full => {
             status(conn, 200);
             let mut h = Head::new(&mut out, 200, &cx.date);

@@ -1,0 +1,9 @@
+//! The server in-process, through its public API ([`iocomp_server::Server`]),
+//! one file per topic. Every test runs on the backend `IOCOMP_BACKEND` names
+//! (`epoll` or `uring`; `auto` when unset), so CI runs this binary twice.
+
+mod harness;
+mod headers;
+mod hidden;
+mod paths;
+mod validators;
