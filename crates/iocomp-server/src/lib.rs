@@ -49,7 +49,15 @@
 //!   then the connection is closed.
 //!
 //! An error line cannot be told from file content: that is the protocol's
-//! limit, and why HTTP will share the port.
+//! limit, and why HTTP shares the port.
+//!
+//! # Inside
+//!
+//! The crate's layers — `sys` (every `unsafe`), `http` (pure parsing), `fs`
+//! (path policy), `obs` (logs, metrics), `config`, `proto` (the protocol
+//! handlers and their seam with the driver), `conn` (the connection driver),
+//! `server` — and the rules between them are described in the repository's
+//! `docs/ARCHITECTURE.md`.
 
 #![deny(unsafe_code)]
 

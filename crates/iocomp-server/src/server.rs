@@ -23,6 +23,7 @@ use crate::obs::access::AccessLog;
 use crate::obs::metrics::{ErrorKind, Metrics};
 use crate::obs::transfers::Transfers;
 use crate::obs::Obs;
+use crate::proto::Slots;
 use crate::sys;
 
 /// Keys at and above this are listeners (key = LISTENER_KEY + index); below are
@@ -104,6 +105,9 @@ impl Server {
                 gate: Gate::new(listeners, admin, config.max_conns),
                 registry: Registry::new(threads),
                 per_ip: (config.max_conns_per_ip > 0).then(|| PerIp::new(config.max_conns_per_ip)),
+                // One listing per worker at most: each may hold a thread of the
+                // blocking pool, so that pool stays within twice the workers.
+                listings: Slots::new(threads.max(2)),
             },
             settings,
         });

@@ -31,7 +31,7 @@ use crate::obs::metrics::ErrorKind;
 use crate::obs::transfers::{Sending, Transfer};
 use crate::obs::Obs;
 use crate::proto::line::Line;
-use crate::proto::{self, Connection, Connections, Piece, Site, Step};
+use crate::proto::{self, Connection, Connections, Piece, Site, Slots, Step};
 use gate::Gate;
 use limit::{Pace, PerIp};
 use watch::{Registry, Wait, Watch};
@@ -57,6 +57,8 @@ pub(crate) struct Live {
     pub(crate) registry: Registry,
     /// Connections per client address (`--max-conns-per-ip`).
     pub(crate) per_ip: Option<PerIp>,
+    /// Directory listings in progress.
+    pub(crate) listings: Slots,
 }
 
 /// Which protocol a connection speaks.
@@ -271,6 +273,7 @@ impl Connection for Io {
             root: &self.shared.root,
             obs: &self.shared.obs,
             port: &self.port,
+            listings: &self.shared.live.listings,
         }
     }
 

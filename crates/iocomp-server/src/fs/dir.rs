@@ -21,16 +21,25 @@ pub(crate) struct Entry {
     pub(crate) mtime: i64,
 }
 
-/// The entries of the directory `dir` (opened for reading, at its start),
-/// without `.` and `..`, and without dot-names unless `hidden`. An entry that
-/// vanishes while it is read is left out.
+/// Every entry [`each`] gives, collected (for tests).
+#[cfg(test)]
 pub(crate) fn entries(dir: &File, hidden: bool) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
+    each(dir, hidden, |e| out.push(e))?;
+    Ok(out)
+}
+
+/// Calls `f` on each entry of the directory `dir` (opened for reading, at its
+/// start), without `.` and `..`, and without dot-names unless `hidden`; an
+/// entry that vanishes while it is read is left out. One at a time: the
+/// caller decides what to keep, so memory stays bounded however large the
+/// directory.
+pub(crate) fn each(dir: &File, hidden: bool, mut f: impl FnMut(Entry)) -> io::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = sys::getdents(dir.as_fd(), &mut buf)?;
         if n == 0 {
-            return Ok(out);
+            return Ok(());
         }
         let mut records = &buf[..n];
         while let Some((name, rest)) = next_record(records) {
@@ -44,7 +53,7 @@ pub(crate) fn entries(dir: &File, hidden: bool) -> io::Result<Vec<Entry>> {
             let Ok(st) = sys::fstatat(dir.as_fd(), &cname, libc::AT_SYMLINK_NOFOLLOW) else {
                 continue;
             };
-            out.push(Entry {
+            f(Entry {
                 name: name.to_vec(),
                 is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
                 len: u64::try_from(st.st_size).unwrap_or(0),

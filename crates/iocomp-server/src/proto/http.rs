@@ -28,8 +28,12 @@ use crate::proto::{date, Connection, Piece, Reply, Step};
 const LISTING_CSP: &[u8] =
     b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// Entries a listing shows at most (a huge directory is cut, not a DoS).
+/// Entries a listing shows at most (a huge directory is cut, not a DoS),
+/// after sorting.
 const MAX_LISTING: usize = 10_000;
+
+/// Bytes a listing body holds at most.
+const MAX_LISTING_BYTES: usize = 4 << 20;
 
 /// The next step for an HTTP connection.
 pub(crate) fn step(conn: &mut dyn Connection) -> Step {
@@ -217,49 +221,114 @@ fn directory(
     if !conn.site().settings.listing {
         return error(conn, cx, 404, None);
     }
-    let site = conn.site();
-    let hidden = site.root.options().hidden;
-    // Reading a directory may block on the disk: not while holding a slot.
-    let entries = site.port.blocking(|| dir::entries(&dir.file, hidden));
-    let Ok(mut entries) = entries else {
+    let sort = listing::Sort::from_query(req.query);
+    let json = listing::wants_json(req.accept, req.query);
+    let listed = {
+        let site = conn.site();
+        let hidden = site.root.options().hidden;
+        // Reading a directory may block on the disk: not while holding a slot.
+        site.listings.try_acquire().map(|_slot| {
+            site.port
+                .blocking(|| render_listing(&dir.file, hidden, sort, json, name))
+        })
+    };
+    let Some(listed) = listed else {
+        // As many listings as workers are being built: come back shortly.
+        status(conn, 503);
+        let mut out = Vec::with_capacity(256);
+        error_response_with(
+            &mut out,
+            &cx.date,
+            503,
+            cx.version,
+            cx.keep_alive,
+            cx.head_only,
+            None,
+            |h| {
+                h.header("Retry-After", b"1");
+            },
+        );
+        return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
+    };
+    let Ok(Listed { body, shown, total }) = listed else {
         return error(conn, cx, 500, None);
     };
-    entries.truncate(MAX_LISTING);
-    let mut list: Vec<listing::Entry<'_>> = entries
-        .iter()
-        .map(|e| listing::Entry {
+    status(conn, 200);
+    let mut out = Vec::with_capacity(512);
+    let mut head = Head::new(&mut out, 200, &cx.date);
+    head.content_type(if json {
+        ContentType::JSON
+    } else {
+        ContentType::HTML
+    })
+    .content_length(body.len() as u64)
+    .header("Cache-Control", b"no-cache")
+    .vary_accept()
+    .header("Content-Security-Policy", LISTING_CSP);
+    if shown < total {
+        head.header("X-Listing-Cut", format!("{shown} of {total}").as_bytes());
+    }
+    head.connection(cx.version, cx.keep_alive).finish();
+    // Head and body apart: the body is not copied behind the head.
+    let pieces = if cx.head_only || body.is_empty() {
+        vec![Piece::Bytes(out)]
+    } else {
+        vec![Piece::Bytes(out), Piece::Bytes(body)]
+    };
+    reply(pieces, !cx.keep_alive)
+}
+
+/// A rendered listing.
+struct Listed {
+    body: Vec<u8>,
+    /// Entries shown.
+    shown: usize,
+    /// Entries in the directory.
+    total: usize,
+}
+
+/// Reads the directory `dir` through its descriptor and renders it (`name`:
+/// its path, for the title): every entry is considered, in the order `sort`
+/// asks for, before the first [`MAX_LISTING`] are kept (memory stays at
+/// twice that many entries however large the directory); the body stops
+/// before [`MAX_LISTING_BYTES`].
+fn render_listing(
+    dir: &std::fs::File,
+    hidden: bool,
+    sort: listing::Sort,
+    json: bool,
+    name: &[u8],
+) -> std::io::Result<Listed> {
+    fn view(e: &dir::Entry) -> listing::Entry<'_> {
+        listing::Entry {
             name: &e.name,
             is_dir: e.is_dir,
             len: e.len,
             mtime: e.mtime,
-        })
-        .collect();
-    let sort = listing::Sort::from_query(req.query);
-    let json = listing::wants_json(req.accept, req.query);
-    let mut body = Vec::with_capacity(1024 + 128 * list.len());
-    if json {
-        listing::render_json(&mut body, &mut list, sort);
+        }
+    }
+    fn keep_first(kept: &mut Vec<dir::Entry>, sort: listing::Sort) {
+        kept.sort_unstable_by(|a, b| listing::compare(&view(a), &view(b), sort));
+        kept.truncate(MAX_LISTING);
+    }
+    let mut kept: Vec<dir::Entry> = Vec::new();
+    let mut total = 0;
+    dir::each(dir, hidden, |e| {
+        total += 1;
+        kept.push(e);
+        if kept.len() >= 2 * MAX_LISTING {
+            keep_first(&mut kept, sort);
+        }
+    })?;
+    keep_first(&mut kept, sort);
+    let mut list: Vec<listing::Entry<'_>> = kept.iter().map(view).collect();
+    let mut body = Vec::with_capacity(1024 + 160 * list.len());
+    let shown = if json {
+        listing::render_json_bounded(&mut body, &mut list, sort, MAX_LISTING_BYTES)
     } else {
-        listing::render_html(&mut body, name, &mut list, sort);
-    }
-    status(conn, 200);
-    let mut out = Vec::with_capacity(256 + body.len());
-    Head::new(&mut out, 200, &cx.date)
-        .content_type(if json {
-            ContentType::JSON
-        } else {
-            ContentType::HTML
-        })
-        .content_length(body.len() as u64)
-        .header("Cache-Control", b"no-cache")
-        .vary_accept()
-        .header("Content-Security-Policy", LISTING_CSP)
-        .connection(cx.version, cx.keep_alive)
-        .finish();
-    if !cx.head_only {
-        out.extend_from_slice(&body);
-    }
-    reply(vec![Piece::Bytes(out)], !cx.keep_alive)
+        listing::render_html_bounded(&mut body, name, &mut list, sort, MAX_LISTING_BYTES, total)
+    };
+    Ok(Listed { body, shown, total })
 }
 
 /// A regular file: validators, preconditions, ranges, precompressed siblings.

@@ -24,6 +24,7 @@ pub(crate) mod line;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use iocomp::Port;
@@ -98,6 +99,44 @@ pub(crate) struct Site<'a> {
     pub(crate) obs: &'a Obs,
     /// The engine: for `blocking` work, the backend's name, operation progress.
     pub(crate) port: &'a Port,
+    /// Room for directory listings in progress (each may hold a thread of
+    /// the engine's blocking pool).
+    pub(crate) listings: &'a Slots,
+}
+
+/// A bound on concurrent work, without waiting: at most `max` holders.
+pub(crate) struct Slots {
+    busy: AtomicUsize,
+    max: usize,
+}
+
+/// A held slot; dropping it frees the slot.
+pub(crate) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    /// Room for `max` holders at once (at least one).
+    pub(crate) fn new(max: usize) -> Slots {
+        Slots {
+            busy: AtomicUsize::new(0),
+            max: max.max(1),
+        }
+    }
+
+    /// A slot, or `None` when all are held.
+    pub(crate) fn try_acquire(&self) -> Option<Slot<'_>> {
+        self.busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// How many connections are open, as the admin pages report them.
@@ -147,4 +186,22 @@ thread_local! {
 /// The `Date` header's value now (HTTP handlers), from the worker's cache.
 pub(crate) fn date() -> [u8; DATE_LEN] {
     DATE.with(|d| *d.borrow_mut().now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slots;
+
+    #[test]
+    fn slots_bound_holders_and_free_on_drop() {
+        let s = Slots::new(2);
+        let a = s.try_acquire().expect("first");
+        let b = s.try_acquire().expect("second");
+        assert!(s.try_acquire().is_none(), "a third is refused");
+        drop(a);
+        let c = s.try_acquire().expect("freed by drop");
+        assert!(s.try_acquire().is_none());
+        drop((b, c));
+        assert!(Slots::new(0).try_acquire().is_some(), "at least one");
+    }
 }

@@ -2,8 +2,10 @@
 //! one file per topic. Every test runs on the backend `IOCOMP_BACKEND` names
 //! (`epoll` or `uring`; `auto` when unset), so CI runs this binary twice.
 
+mod access_log;
 mod harness;
 mod headers;
 mod hidden;
+mod listings;
 mod paths;
 mod validators;
