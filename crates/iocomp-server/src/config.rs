@@ -75,6 +75,10 @@ pub struct Config {
     /// Where to serve `/metrics`, `/status.json` and the status page `/`
     /// (none by default).
     pub metrics: Option<SocketAddr>,
+    /// The metrics listener already listening (bound before dropping
+    /// privileges, so that a privileged port works with `--user`): used
+    /// instead of binding `metrics`.
+    pub metrics_listener: Option<Arc<TcpListener>>,
 }
 
 impl Config {
@@ -103,6 +107,7 @@ impl Config {
             rate_limit_after: 0,
             max_conns_per_ip: 0,
             metrics: None,
+            metrics_listener: None,
         }
     }
 }

@@ -83,11 +83,17 @@ impl Server {
             listeners.push(port.associate(l, LISTENER_KEY + i as u64));
         }
         let mut metrics_addr = None;
-        let admin = match config.metrics {
-            Some(addr) => {
-                let l = listener::bind(addr).map_err(|e| {
+        let bound_metrics = match config.metrics_listener {
+            Some(l) => Some(Arc::try_unwrap(l).or_else(|l| l.try_clone())?),
+            None => match config.metrics {
+                Some(addr) => Some(listener::bind(addr).map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics): {e}"))
-                })?;
+                })?),
+                None => None,
+            },
+        };
+        let admin = match bound_metrics {
+            Some(l) => {
                 metrics_addr = Some(l.local_addr()?);
                 listeners.push(port.associate(l, LISTENER_KEY + listeners.len() as u64));
                 Some(listeners.len() - 1)

@@ -36,7 +36,7 @@ pub(crate) fn is_host_byte(b: u8) -> bool {
 }
 
 /// Splits `target` at the first `?` into the path and the query.
-fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub(crate) fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     match target.iter().position(|&b| b == b'?') {
         Some(q) => (target.get(..q).unwrap_or(target), target.get(q + 1..)),
         None => (target, None),

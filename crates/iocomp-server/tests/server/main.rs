@@ -3,6 +3,7 @@
 //! (`epoll` or `uring`; `auto` when unset), so CI runs this binary twice.
 
 mod access_log;
+mod admin;
 mod harness;
 mod headers;
 mod hidden;
