@@ -40,7 +40,9 @@
 //! - The name is raw bytes, relative to the served directory: no
 //!   percent-decoding; a leading `/` means the root; `..` is refused as a path
 //!   component (`a..b` is an ordinary name); NUL is refused; dotfiles are
-//!   refused unless enabled; symlinks are followed only while they stay inside.
+//!   refused unless enabled, also where a symlink leads; symlinks are followed
+//!   only while they stay inside; a name ending in `/` or `/.` must be a
+//!   directory (`file.txt/` is not found).
 //! - On failure the server sends one line, `File transmit error: <reason>\r\n`,
 //!   and keeps the connection. Reasons never disclose paths: `not found`,
 //!   `forbidden`, `not a regular file`, `bad name`, `line too long`, `busy`,
