@@ -16,15 +16,15 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use crate::fs::{OpenError, PathOptions, Root};
 use crate::http::cond::{self, Precondition, Validators};
 use crate::http::date;
 use crate::http::detect::{self, Proto};
 use crate::http::encoding;
-use crate::http::path::{decode_path, encode_path_segment};
+use crate::http::percent::{decode_path, encode_path_segment};
 use crate::http::range::{parse_ranges, RangeResult, MAX_RANGES};
 use crate::http::request::{self, Method, Parsed, Request, Version, MAX_HEAD};
-use crate::line::{Frame, LineFramer, MAX_LINE};
-use crate::path::{OpenError, PathOptions, Root};
+use crate::proto::line::framer::{Frame, LineFramer, MAX_LINE};
 
 /// Splits `data` at its first LF: `(first line, rest)`; `(b"", data)` without one.
 fn first_line(data: &[u8]) -> (&[u8], &[u8]) {
@@ -252,12 +252,7 @@ pub fn conditional(data: &[u8]) {
         .map_or((h >> 8) as i64 % 2_000_000_000, |m| {
             i64::try_from(m).unwrap_or(i64::MAX)
         });
-    let v = Validators::new(
-        h % 1_000_000,
-        h % 65_536,
-        mtime,
-        (h >> 40) as u32 % 1_000_000_000,
-    );
+    let v = Validators::new(h % 65_536, mtime, (h >> 40) as u32 % 1_000_000_000);
     let ours = v.etag.as_bytes().to_vec();
     let lm_date = date::format(v.last_modified);
     let mut values: Vec<(usize, Vec<u8>)> = Vec::new();

@@ -40,7 +40,9 @@
 //! - The name is raw bytes, relative to the served directory: no
 //!   percent-decoding; a leading `/` means the root; `..` is refused as a path
 //!   component (`a..b` is an ordinary name); NUL is refused; dotfiles are
-//!   refused unless enabled; symlinks are followed only while they stay inside.
+//!   refused unless enabled, also where a symlink leads; symlinks are followed
+//!   only while they stay inside; a name ending in `/` or `/.` must be a
+//!   directory (`file.txt/` is not found).
 //! - On failure the server sends one line, `File transmit error: <reason>\r\n`,
 //!   and keeps the connection. Reasons never disclose paths: `not found`,
 //!   `forbidden`, `not a regular file`, `bad name`, `line too long`, `busy`,
@@ -49,26 +51,33 @@
 //!   then the connection is closed.
 //!
 //! An error line cannot be told from file content: that is the protocol's
-//! limit, and why HTTP will share the port.
+//! limit, and why HTTP shares the port.
+//!
+//! # Inside
+//!
+//! The crate's layers — `sys` (every `unsafe`), `http` (pure parsing), `fs`
+//! (path policy), `obs` (logs, metrics), `config`, `proto` (the protocol
+//! handlers and their seam with the driver), `conn` (the connection driver),
+//! `server` — and the rules between them are described in the repository's
+//! `docs/ARCHITECTURE.md`.
 
-mod access;
+#![deny(unsafe_code)]
+
+mod config;
 mod conn;
-mod filecache;
+mod fs;
+#[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
-mod limit;
-pub mod line;
 pub mod listener;
-mod metrics;
-mod nc;
-pub mod path;
+mod obs;
+mod proto;
 mod server;
-mod status;
-mod watch;
-mod web;
+mod sys;
 
-pub use access::{AccessLogFormat, LogFile};
-pub use nc::ERROR_PREFIX;
-pub use path::{OpenError, PathOptions, Root};
-pub use server::{Config, Server};
+pub use config::Config;
+pub use fs::{OpenError, Opened, PathOptions, Root};
+pub use obs::{AccessLogFormat, LogFile};
+pub use proto::line::ERROR_PREFIX;
+pub use server::Server;

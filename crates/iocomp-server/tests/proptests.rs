@@ -6,7 +6,7 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use iocomp_server::http::path::decode_path;
+use iocomp_server::http::percent::decode_path;
 use iocomp_server::http::range::{parse_ranges, Range, RangeResult, MAX_RANGES};
 use iocomp_server::{OpenError, PathOptions, Root};
 use proptest::prelude::*;

@@ -1,9 +1,10 @@
 //! Validators and conditional requests (RFC 9110 §8.8 and §13).
 //!
 //! A file's validators are a strong entity-tag built from its `fstat`
-//! (modification time to the nanosecond, length and inode, so an in-place
-//! rewrite within the same second or an atomic rename both change it) and its
-//! modification time in whole seconds for `Last-Modified`. [`evaluate`]
+//! (modification time to the nanosecond and length, as nginx and lighttpd
+//! build theirs from time and size: an in-place rewrite within the same second
+//! changes it, two servers with the same files agree, and no inode leaks) and
+//! its modification time in whole seconds for `Last-Modified`. [`evaluate`]
 //! applies the precondition headers in the order of RFC 9110 §13.2.2:
 //! `If-Match` (strong comparison), else `If-Unmodified-Since`; then
 //! `If-None-Match` (weak comparison; 304 for GET/HEAD, 412 otherwise), else
@@ -15,9 +16,9 @@
 use crate::http::date;
 use crate::http::request::{trim_ows, Request};
 
-/// The longest entity-tag [`etag_for`] produces: two quotes, three 16-digit
-/// hexadecimal numbers and two dashes.
-pub const ETAG_MAX: usize = 52;
+/// The longest entity-tag [`etag_for`] produces: two quotes, two 16-digit
+/// hexadecimal numbers and a dash.
+pub const ETAG_MAX: usize = 35;
 
 /// A strong entity-tag, quotes included, stored inline.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub struct ETag {
 }
 
 impl ETag {
-    /// The entity-tag as sent in the `ETag` header, e.g. `"5f3a…-1a-2b"`.
+    /// The entity-tag as sent in the `ETag` header, e.g. `"5f3a…-1a"`.
     pub fn as_bytes(&self) -> &[u8] {
         self.buf.get(..self.len).unwrap_or(&[])
     }
@@ -65,8 +66,8 @@ impl std::fmt::Debug for ETag {
 }
 
 /// The strong entity-tag of a file from its `fstat` fields:
-/// `"<mtime in ns, hex>-<len hex>-<inode hex>"`.
-pub fn etag_for(inode: u64, len: u64, mtime_secs: i64, mtime_nsec: u32) -> ETag {
+/// `"<mtime in ns, hex>-<len hex>"`.
+pub fn etag_for(len: u64, mtime_secs: i64, mtime_nsec: u32) -> ETag {
     // Wrapping: the value only has to change when the file does.
     let mtime_ns = (mtime_secs as u64)
         .wrapping_mul(1_000_000_000)
@@ -79,8 +80,6 @@ pub fn etag_for(inode: u64, len: u64, mtime_secs: i64, mtime_nsec: u32) -> ETag 
     tag.push_hex(mtime_ns);
     tag.push(b'-');
     tag.push_hex(len);
-    tag.push(b'-');
-    tag.push_hex(inode);
     tag.push(b'"');
     tag
 }
@@ -96,9 +95,9 @@ pub struct Validators {
 
 impl Validators {
     /// The validators of a file from its `fstat` fields.
-    pub fn new(inode: u64, len: u64, mtime_secs: i64, mtime_nsec: u32) -> Validators {
+    pub fn new(len: u64, mtime_secs: i64, mtime_nsec: u32) -> Validators {
         Validators {
-            etag: etag_for(inode, len, mtime_secs, mtime_nsec),
+            etag: etag_for(len, mtime_secs, mtime_nsec),
             last_modified: date::clamp_secs(mtime_secs),
         }
     }

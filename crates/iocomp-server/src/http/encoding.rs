@@ -26,6 +26,9 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// Every encoding a sibling may have.
+    pub const ALL: [Encoding; 2] = [Encoding::Br, Encoding::Gzip];
+
     /// The `Content-Encoding` value: `br` or `gzip`.
     pub fn name(self) -> &'static str {
         match self {

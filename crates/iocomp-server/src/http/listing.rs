@@ -14,9 +14,16 @@
 //! percent-encoded name, as in the HTML links) is exact. `<`, `>` and `&` are
 //! escaped in JSON too, so that no content sniffing can turn it into markup.
 //! Listings are built off the hot path and may allocate.
+//!
+//! A listing is bounded: [`render_html_bounded`] and [`render_json_bounded`]
+//! stop before the body passes a byte limit, and the caller keeps only the
+//! first entries in the order asked for ([`compare`], applied to the whole
+//! directory before any cut). A cut HTML page says so below its table
+//! ("Showing the first N of M entries"); a cut JSON array is still whole
+//! JSON, and the caller says so in a header.
 
 use crate::http::encoding::element_q;
-use crate::http::path::encode_path_segment;
+use crate::http::percent::encode_path_segment;
 use crate::http::request::trim_ows;
 
 /// One directory entry.
@@ -104,18 +111,22 @@ impl Sort {
 
 /// Sorts entries: directories first, then by the key (ties by name).
 pub fn sort_entries(entries: &mut [Entry<'_>], sort: Sort) {
-    entries.sort_unstable_by(|a, b| {
-        let by_key = match sort.key {
-            SortKey::Name => a.name.cmp(b.name),
-            SortKey::Size => a.len.cmp(&b.len).then(a.name.cmp(b.name)),
-            SortKey::Mtime => a.mtime.cmp(&b.mtime).then(a.name.cmp(b.name)),
-        };
-        let by_key = match sort.order {
-            Order::Asc => by_key,
-            Order::Desc => by_key.reverse(),
-        };
-        b.is_dir.cmp(&a.is_dir).then(by_key)
-    });
+    entries.sort_unstable_by(|a, b| compare(a, b, sort));
+}
+
+/// The listing order of two entries: directories first, then by the key
+/// (ties by name). A total order: names in one directory are unique.
+pub fn compare(a: &Entry<'_>, b: &Entry<'_>, sort: Sort) -> std::cmp::Ordering {
+    let by_key = match sort.key {
+        SortKey::Name => a.name.cmp(b.name),
+        SortKey::Size => a.len.cmp(&b.len).then(a.name.cmp(b.name)),
+        SortKey::Mtime => a.mtime.cmp(&b.mtime).then(a.name.cmp(b.name)),
+    };
+    let by_key = match sort.order {
+        Order::Asc => by_key,
+        Order::Desc => by_key.reverse(),
+    };
+    b.is_dir.cmp(&a.is_dir).then(by_key)
 }
 
 /// Whether the client asked for JSON: `format=json` in the query, or
@@ -239,6 +250,26 @@ fn is_root(dir: &[u8]) -> bool {
 /// Renders an HTML listing of `dir` (the decoded request path, shown in the
 /// title) into `out`, sorting `entries` first.
 pub fn render_html(out: &mut Vec<u8>, dir: &[u8], entries: &mut [Entry<'_>], sort: Sort) {
+    let total = entries.len();
+    render_html_bounded(out, dir, entries, sort, usize::MAX, total);
+}
+
+/// Room kept below a byte limit for what follows the last entry.
+const TAIL_ROOM: usize = 512;
+
+/// [`render_html`] that stops adding entries before `out` would pass
+/// `max_bytes`, and says below the table when it shows fewer than `total`
+/// (the directory's count, which may exceed `entries.len()` when the caller
+/// kept only the first). Returns how many entries it shows.
+pub fn render_html_bounded(
+    out: &mut Vec<u8>,
+    dir: &[u8],
+    entries: &mut [Entry<'_>],
+    sort: Sort,
+    max_bytes: usize,
+    total: usize,
+) -> usize {
+    let limit = max_bytes.saturating_sub(TAIL_ROOM);
     sort_entries(entries, sort);
     out.extend_from_slice(
         b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
@@ -261,7 +292,9 @@ pub fn render_html(out: &mut Vec<u8>, dir: &[u8], entries: &mut [Entry<'_>], sor
         out.extend_from_slice(b"<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
     }
     let mut href = String::new();
+    let mut shown = 0;
     for e in entries.iter() {
+        let mark = out.len();
         href.clear();
         encode_path_segment(e.name, &mut href);
         out.extend_from_slice(b"<tr><td><a href=\"");
@@ -282,8 +315,22 @@ pub fn render_html(out: &mut Vec<u8>, dir: &[u8], entries: &mut [Entry<'_>], sor
         out.extend_from_slice(b"</td><td>");
         push_datetime(out, e.mtime);
         out.extend_from_slice(b"</td></tr>\n");
+        if out.len() > limit {
+            out.truncate(mark);
+            break;
+        }
+        shown += 1;
     }
-    out.extend_from_slice(b"</tbody>\n</table>\n</body></html>\n");
+    out.extend_from_slice(b"</tbody>\n</table>\n");
+    if shown < total {
+        out.extend_from_slice(b"<p>Showing the first ");
+        crate::http::response::push_u64(out, shown as u64);
+        out.extend_from_slice(b" of ");
+        crate::http::response::push_u64(out, total as u64);
+        out.extend_from_slice(b" entries, in the order shown; the listing is cut.</p>\n");
+    }
+    out.extend_from_slice(b"</body></html>\n");
+    shown
 }
 
 /// Appends `bytes` as a JSON string (quotes included); see the module docs
@@ -317,10 +364,24 @@ fn push_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Renders a JSON listing into `out`, sorting `entries` first.
 pub fn render_json(out: &mut Vec<u8>, entries: &mut [Entry<'_>], sort: Sort) {
+    render_json_bounded(out, entries, sort, usize::MAX);
+}
+
+/// [`render_json`] that stops adding entries before `out` would pass
+/// `max_bytes` (the array stays whole JSON). Returns how many it shows.
+pub fn render_json_bounded(
+    out: &mut Vec<u8>,
+    entries: &mut [Entry<'_>],
+    sort: Sort,
+    max_bytes: usize,
+) -> usize {
+    let limit = max_bytes.saturating_sub(TAIL_ROOM);
     sort_entries(entries, sort);
     out.push(b'[');
     let mut href = String::new();
+    let mut shown = 0;
     for (i, e) in entries.iter().enumerate() {
+        let mark = out.len();
         if i > 0 {
             out.push(b',');
         }
@@ -345,8 +406,14 @@ pub fn render_json(out: &mut Vec<u8>, entries: &mut [Entry<'_>], sort: Sort) {
         }
         crate::http::response::push_u64(out, e.mtime.unsigned_abs());
         out.push(b'}');
+        if out.len() > limit {
+            out.truncate(mark);
+            break;
+        }
+        shown += 1;
     }
     out.extend_from_slice(b"]\n");
+    shown
 }
 
 #[cfg(test)]

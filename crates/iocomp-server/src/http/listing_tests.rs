@@ -1,7 +1,7 @@
 //! Unit tests of directory listings.
 
 use super::*;
-use crate::http::path::decode_path;
+use crate::http::percent::decode_path;
 use crate::http::XorShift;
 
 fn entry(name: &[u8], is_dir: bool, len: u64, mtime: i64) -> Entry<'_> {

@@ -9,8 +9,8 @@
 //!    line protocol.
 //! 2. [`request::parse`] turns a request head into a borrowed [`request::Request`]
 //!    or a typed error carrying the status to answer with.
-//! 3. [`path::decode_path`] percent-decodes the target once; the shared path
-//!    policy (`crate::path::Root`) then resolves it.
+//! 3. [`percent::decode_path`] percent-decodes the target once; the shared path
+//!    policy (`crate::fs::Root`) then resolves it.
 //! 4. [`cond::evaluate`] decides 304/412 from the file's validators;
 //!    [`cond::if_range_allows`] and [`range::parse_ranges`] decide 200/206/416.
 //! 5. [`encoding::choose`] names the precompressed siblings worth trying.
@@ -27,7 +27,7 @@ pub mod encoding;
 pub mod error;
 pub mod listing;
 pub mod multipart;
-pub mod path;
+pub mod percent;
 pub mod range;
 pub mod request;
 pub mod response;
@@ -78,9 +78,9 @@ mod flow_tests {
             panic!("parse");
         };
         assert_eq!(head_len, buf.len());
-        let name = path::decode_path(req.path).unwrap();
+        let name = percent::decode_path(req.path).unwrap();
         assert_eq!(&name[..], b"/docs/a b.txt");
-        let v = cond::Validators::new(7, 10, 784_111_777, 0);
+        let v = cond::Validators::new(10, 784_111_777, 0);
         assert_eq!(cond::evaluate(&req, &v), cond::Precondition::Proceed);
         assert!(cond::if_range_allows(&req, &v));
         assert_eq!(
@@ -96,7 +96,7 @@ mod flow_tests {
         let mut dates = date::DateCache::new();
         let date = *dates.now();
         let mut head = response::Head::new(&mut out, 206, &date);
-        head.content_type_multipart()
+        head.content_type_multipart(multipart::boundary())
             .etag(&v.etag)
             .last_modified(v.last_modified);
         let mut parts = Vec::new();

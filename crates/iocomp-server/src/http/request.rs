@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 use httparse::Status;
 
 pub use crate::http::error::HttpError;
-use crate::http::target::{is_host_byte, split_target};
+use crate::http::target::{is_host_byte, split_query, split_target};
 
 /// The largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 8192;
@@ -420,8 +420,12 @@ fn build<'a>(req: &httparse::Request<'_, 'a>, head_len: usize) -> Result<Parsed<
     }
 
     let (path, query, uri_host) = match method {
-        Method::Other(_) => (target, None, None),
-        _ => split_target(target, method)?,
+        // Not served (405), but the query is still not part of the path.
+        Method::Other(_) => {
+            let (path, query) = split_query(target);
+            (path, query, None)
+        }
+        _ => split_target(target, matches!(method, Method::Options))?,
     };
     let keep_alive = match version {
         Version::Http11 => !seen.conn_close,

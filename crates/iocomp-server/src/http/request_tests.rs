@@ -621,3 +621,15 @@ fn request_line_of_5000_bytes_is_414_before_the_head_limit() {
     ok.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(matches!(parse(&ok), Ok(Parsed::Complete(..))));
 }
+
+/// Found by live fuzzing (`http_request`): the query of a request with an
+/// unknown method stayed in its path.
+#[test]
+fn an_unknown_method_has_its_query_split_off_too() {
+    let Ok(Parsed::Complete(req, _)) = parse(b"PURGE /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n") else {
+        panic!("parse");
+    };
+    assert!(matches!(req.method, Method::Other("PURGE")));
+    assert_eq!(req.path, b"/a/b");
+    assert_eq!(req.query, Some(&b"x=1"[..]));
+}

@@ -5,13 +5,14 @@
 //! buffer per connection and send head and small body in one `send`. The
 //! status line is always `HTTP/1.1` (RFC 9110 §6.2: a server sends its own
 //! version, also to 1.0 clients); `Date` comes from a
-//! [`DateCache`](crate::http::date::DateCache) and `Server: iocomp` follows.
+//! [`DateCache`](crate::http::date::DateCache); `Server: iocomp` and
+//! `X-Content-Type-Options: nosniff` (every response: a client never guesses
+//! a type we did not send) follow.
 //! [`error_response`] writes a complete error with a tiny `text/plain` body;
 //! `http::multipart` plans the framing of multi-range answers.
 
 use crate::http::cond::ETag;
 use crate::http::date::{self, DATE_LEN};
-use crate::http::multipart::boundary;
 use crate::http::range::Range;
 use crate::http::request::Version;
 
@@ -186,7 +187,8 @@ pub struct Head<'a> {
 }
 
 impl<'a> Head<'a> {
-    /// Starts a head: status line, `Date` and `Server`.
+    /// Starts a head: status line, `Date`, `Server` and
+    /// `X-Content-Type-Options: nosniff`.
     pub fn new(out: &'a mut Vec<u8>, status: u16, date: &[u8; DATE_LEN]) -> Head<'a> {
         out.extend_from_slice(b"HTTP/1.1 ");
         push_u64(out, u64::from(status));
@@ -194,12 +196,12 @@ impl<'a> Head<'a> {
         out.extend_from_slice(reason(status).as_bytes());
         out.extend_from_slice(b"\r\nDate: ");
         out.extend_from_slice(date);
-        out.extend_from_slice(b"\r\nServer: iocomp\r\n");
+        out.extend_from_slice(b"\r\nServer: iocomp\r\nX-Content-Type-Options: nosniff\r\n");
         Head { out }
     }
 
     /// Appends a header field. Values derived from requests should be
-    /// encoded first (see `http::path`); as a last line of defence against
+    /// encoded first (see `http::percent`); as a last line of defence against
     /// response splitting, CR, LF and NUL in `value` are written as spaces.
     pub fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
         self.out.extend_from_slice(name.as_bytes());
@@ -233,11 +235,12 @@ impl<'a> Head<'a> {
         self
     }
 
-    /// `Content-Type: multipart/byteranges; boundary=…`.
-    pub fn content_type_multipart(&mut self) -> &mut Self {
+    /// `Content-Type: multipart/byteranges; boundary=…` (the boundary of
+    /// [`multipart::boundary`](crate::http::multipart::boundary)).
+    pub fn content_type_multipart(&mut self, boundary: &str) -> &mut Self {
         self.out
             .extend_from_slice(b"Content-Type: multipart/byteranges; boundary=");
-        self.out.extend_from_slice(boundary().as_bytes());
+        self.out.extend_from_slice(boundary.as_bytes());
         self.out.extend_from_slice(b"\r\n");
         self
     }
@@ -291,6 +294,11 @@ impl<'a> Head<'a> {
         self.header("Vary", b"Accept-Encoding")
     }
 
+    /// `Vary: Accept` (a listing is HTML or JSON by `Accept`).
+    pub fn vary_accept(&mut self) -> &mut Self {
+        self.header("Vary", b"Accept")
+    }
+
     /// `Connection`, only where the default of `version` differs from
     /// `keep_alive`: `close` on 1.1, `keep-alive` on 1.0.
     pub fn connection(&mut self, version: Version, keep_alive: bool) -> &mut Self {
@@ -301,7 +309,7 @@ impl<'a> Head<'a> {
         }
     }
 
-    /// `Location` (already encoded, e.g. by `http::path::directory_location`).
+    /// `Location` (already encoded, e.g. by `http::percent::directory_location`).
     pub fn location(&mut self, location: &str) -> &mut Self {
         self.header("Location", location.as_bytes())
     }
@@ -348,10 +356,36 @@ pub fn error_response(
     head_only: bool,
     len: Option<u64>,
 ) {
+    error_response_with(
+        out,
+        date,
+        status,
+        version,
+        keep_alive,
+        head_only,
+        len,
+        |_| {},
+    );
+}
+
+/// [`error_response`] with more header fields, written by `fields` (such as
+/// `Vary` for an error about a negotiated resource).
+#[allow(clippy::too_many_arguments)]
+pub fn error_response_with(
+    out: &mut Vec<u8>,
+    date: &[u8; DATE_LEN],
+    status: u16,
+    version: Version,
+    keep_alive: bool,
+    head_only: bool,
+    len: Option<u64>,
+    fields: impl FnOnce(&mut Head<'_>),
+) {
     let body_len = digit_count(u64::from(status)) + 1 + reason(status).len() as u64 + 1;
     let mut head = Head::new(out, status, date);
     head.content_type(ContentType::TEXT)
         .content_length(body_len);
+    fields(&mut head);
     if status == 405 {
         head.allow();
     }

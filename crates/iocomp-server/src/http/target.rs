@@ -5,10 +5,9 @@
 //! then replaces `Host`, RFC 9112 §3.2.2), or `*` for OPTIONS. Fragments
 //! (`#`) are never part of a request-target and are refused, as is userinfo
 //! (`user@host`, deprecated by RFC 9110 §4.2.4 and a phishing vector). The
-//! path and query stay percent-encoded; `http::path` decodes them.
+//! path and query stay percent-encoded; `http::percent` decodes them.
 
 use crate::http::error::HttpError;
-use crate::http::request::Method;
 
 /// The bytes allowed in a `Host` value: RFC 3986 authority without userinfo
 /// (unreserved, sub-delims, `:`, `[`, `]` and `%` for escapes and zone ids).
@@ -37,7 +36,7 @@ pub(crate) fn is_host_byte(b: u8) -> bool {
 }
 
 /// Splits `target` at the first `?` into the path and the query.
-fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub(crate) fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     match target.iter().position(|&b| b == b'?') {
         Some(q) => (target.get(..q).unwrap_or(target), target.get(q + 1..)),
         None => (target, None),
@@ -47,18 +46,16 @@ fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
 /// The path, query and (for absolute-form) host of a GET/HEAD/OPTIONS target.
 pub(crate) type Target<'a> = (&'a [u8], Option<&'a [u8]>, Option<&'a [u8]>);
 
-/// Validates the request-target of a served method and splits it.
-pub(crate) fn split_target<'a>(
-    target: &'a [u8],
-    method: Method<'_>,
-) -> Result<Target<'a>, HttpError> {
+/// Validates the request-target of a served method and splits it; the
+/// asterisk form `*` only when `asterisk` (the method is OPTIONS).
+pub(crate) fn split_target(target: &[u8], asterisk: bool) -> Result<Target<'_>, HttpError> {
     if target.contains(&b'#') {
         return Err(HttpError::BadTarget);
     }
     if target == b"*" {
-        return match method {
-            Method::Options => Ok((target, None, None)),
-            _ => Err(HttpError::BadTarget),
+        return match asterisk {
+            true => Ok((target, None, None)),
+            false => Err(HttpError::BadTarget),
         };
     }
     if target.first() == Some(&b'/') {
@@ -90,7 +87,7 @@ mod tests {
     type Split<'a> = (&'a [u8], Option<&'a [u8]>, Option<&'a [u8]>);
 
     fn split(target: &[u8]) -> Result<Split<'_>, HttpError> {
-        split_target(target, Method::Get)
+        split_target(target, false)
     }
 
     #[test]
@@ -122,10 +119,7 @@ mod tests {
 
     #[test]
     fn asterisk_and_others() {
-        assert_eq!(
-            split_target(b"*", Method::Options),
-            Ok((&b"*"[..], None, None))
-        );
+        assert_eq!(split_target(b"*", true), Ok((&b"*"[..], None, None)));
         assert_eq!(split(b"*"), Err(HttpError::BadTarget));
         assert_eq!(split(b"x"), Err(HttpError::BadTarget));
         assert_eq!(split(b""), Err(HttpError::BadTarget));

@@ -1,7 +1,7 @@
 //! Request paths: percent-decoding exactly once, and percent-encoding for links.
 //!
 //! [`decode_path`] turns the raw path of a request into the bytes handed to the
-//! shared path policy (`crate::path::Root`), which splits them on `/` and
+//! shared path policy (`crate::fs::Root`), which splits them on `/` and
 //! refuses `..` components, dotfiles and NUL. Decoding happens exactly once,
 //! so `%252e` becomes the three bytes `%2e` of a literal name and never a dot;
 //! a decoded `%2f` becomes a real separator *before* the policy looks at the

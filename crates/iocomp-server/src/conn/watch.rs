@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use iocomp::{OpId, Port};
 use tracing::debug;
 
+use crate::config::Timeouts;
+
 /// What a connection waits for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -57,23 +59,6 @@ impl Watch {
     /// The operation in flight (0: none yet).
     pub(crate) fn op_id(&self) -> u64 {
         self.op.load(Ordering::Relaxed)
-    }
-}
-
-/// The three limits.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    pub(crate) header: Duration,
-    pub(crate) idle: Duration,
-    pub(crate) send: Duration,
-}
-
-impl Limits {
-    /// How often to sweep: often enough that a limit is enforced within about
-    /// a quarter of itself, at most once a second, at least every 10 ms.
-    pub(crate) fn tick(&self) -> Duration {
-        (self.header.min(self.idle).min(self.send) / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 }
 
@@ -167,16 +152,16 @@ impl Registry {
     }
 
     /// Sweeps every shard (drain on shutdown).
-    pub(crate) fn sweep_all(&self, port: &Port, limits: &Limits, idle_only: bool) {
+    pub(crate) fn sweep_all(&self, port: &Port, timeouts: &Timeouts, idle_only: bool) {
         for i in 0..self.shards.len() {
-            self.sweep(i, port, limits, idle_only);
+            self.sweep(i, port, timeouts, idle_only);
         }
     }
 
     /// Cancels what has waited too long in shard `i`. With `idle_only`, cancels
     /// every connection that is not sending, at once (drain on shutdown).
     /// Returns how many timed out.
-    pub(crate) fn sweep(&self, i: usize, port: &Port, limits: &Limits, idle_only: bool) -> u64 {
+    pub(crate) fn sweep(&self, i: usize, port: &Port, timeouts: &Timeouts, idle_only: bool) -> u64 {
         let now = self.now();
         let mut expired_count = 0;
         if let Some(shard) = self.shards.get(i) {
@@ -196,8 +181,8 @@ impl Registry {
                 let waited = Duration::from_millis(now.saturating_sub(since));
                 let state = w.state();
                 let expired = match state {
-                    Wait::Header => idle_only || waited >= limits.header,
-                    Wait::Idle => idle_only || waited >= limits.idle,
+                    Wait::Header => idle_only || waited >= timeouts.header,
+                    Wait::Idle => idle_only || waited >= timeouts.idle,
                     Wait::Paced => false,
                     Wait::Sending => {
                         if idle_only {
@@ -209,7 +194,7 @@ impl Registry {
                                 w.since.store(now, Ordering::Relaxed);
                                 false
                             } else {
-                                waited >= limits.send
+                                waited >= timeouts.send
                             }
                         }
                     }

@@ -63,6 +63,11 @@ pub(crate) struct Entry<'a> {
 /// An access-log file, opened for appending (`O_APPEND | O_CLOEXEC`, created
 /// with mode 0640 if missing). Open it before dropping privileges; the server
 /// reopens it by name on [`Server::reopen_access_log`](crate::Server::reopen_access_log).
+///
+/// A symlink at the name is refused (`O_NOFOLLOW`: `ELOOP`), so a link
+/// planted where the log goes cannot make root append to another file; so is
+/// anything but a regular file (opened `O_NONBLOCK`, so a FIFO fails at once
+/// with `ENXIO` instead of blocking, then checked with `fstat`).
 #[derive(Debug, Clone)]
 pub struct LogFile {
     path: PathBuf,
@@ -78,7 +83,16 @@ impl LogFile {
             .append(true)
             .create(true)
             .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        // Back to blocking writes; O_APPEND stays.
+        crate::sys::set_status_flags(std::os::fd::AsFd::as_fd(&file), libc::O_APPEND)?;
         Ok(LogFile {
             path,
             file: Arc::new(file),

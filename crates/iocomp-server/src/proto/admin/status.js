@@ -1,31 +1,3 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>iocomp: transfers</title>
-<style>
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.3em; margin: 0 0 .3em; }
-#summary { color: #555; margin-bottom: 1em; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #ddd; white-space: nowrap; }
-th { background: #f4f4f4; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.file { white-space: normal; word-break: break-all; }
-.bar { width: 12em; height: .9em; background: #eee; border-radius: 3px; overflow: hidden; display: inline-block; vertical-align: middle; }
-.bar > div { height: 100%; background: #2a7ae2; }
-#error { color: #b00; }
-</style>
-</head>
-<body>
-<h1>iocomp: transfers in progress</h1>
-<div id="summary">loading…</div>
-<div id="error"></div>
-<table>
-<thead><tr><th>Client</th><th>File</th><th>Sent</th><th>Size</th><th>Rate</th><th>Progress</th></tr></thead>
-<tbody id="rows"></tbody>
-</table>
-<script>
 "use strict";
 // Polls /status.json once a second and redraws the table; text only goes in
 // through textContent, so a file name cannot inject markup.
@@ -80,6 +52,3 @@ async function poll() {
   setTimeout(poll, 1000);
 }
 poll();
-</script>
-</body>
-</html>

@@ -8,25 +8,93 @@
 //! The remaining relative path is resolved with `openat2(2)` and
 //! `RESOLVE_BENEATH`, so the kernel itself guarantees that no symlink, however
 //! crafted, leads outside the root; with `no_symlinks` every symlink is
-//! refused. The file is opened non-blocking, so that a FIFO can never stall
-//! the caller, and only regular files are handed out.
+//! refused. A name that ends in `/` (or `/.`) must be a directory: `file/` is
+//! not found, as in nginx and lighttpd.
+//!
+//! **The dot rule holds for what is opened, not only for the name asked
+//! for.** Without `hidden`, a name is first resolved with
+//! `RESOLVE_NO_SYMLINKS`: when that succeeds, every component the kernel
+//! walked is one of the name's own, already checked. When a symlink is in the
+//! way (`ELOOP`), the name is walked one component at a time instead — each
+//! opened `O_PATH | O_NOFOLLOW` under its parent with `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS`, each symlink read (`readlinkat`) and its target's
+//! components put in front of the rest, `..` popping a directory we opened
+//! (never above the root), an absolute target refused, at most 40 links — so
+//! every component of the path actually traversed passes the dot rule, and
+//! a link to `.env` or into `.git/` is refused like the name itself. This
+//! costs nothing for names without symlinks, and needs no `/proc` (reading
+//! back the path of an `O_PATH` descriptor through `/proc/self/fd` would, and
+//! would not say which links were crossed).
+//!
+//! **Nothing is opened for reading before its type is known.** Resolution
+//! yields an `O_PATH` descriptor, which has no side effects on the object;
+//! `fstat` on it decides regular file, directory, or `NotRegular` (a FIFO, a
+//! socket, a device: never opened, so a writer blocked on a FIFO is not
+//! released). Only then is the object opened for reading, by the same
+//! components without symlinks (its parent and name, or the whole name), and
+//! the descriptor's device and inode compared with the `O_PATH` one's: a file
+//! swapped in between is caught (and retried), not served.
 
-use std::ffi::CString;
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::filecache::FileCache;
+mod cache;
+pub(crate) mod dir;
+
+use crate::sys;
+use cache::FileCache;
 
 /// The longest name, in bytes, that [`Root::open_file`] accepts.
 const MAX_NAME: usize = 4096;
 
-/// How many times `openat2` is retried when it fails with `EAGAIN` or `EINTR`.
+/// How many times `openat2` is retried when it fails with `EAGAIN` or `EINTR`,
+/// and how many times an open is retried when the object changed between its
+/// resolution and its opening for reading.
 const OPEN_ATTEMPTS: usize = 8;
+
+/// The most symlinks one name may cross (the kernel's limit too).
+const MAX_LINKS: usize = 40;
+
+/// `openat2` resolution flags every open uses.
+const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+
+/// A name after the rules.
+struct Name {
+    /// The relative path (`.` for the root itself).
+    rel: CString,
+    /// It ended in `/` or `/.`: it must be a directory.
+    dir: bool,
+}
+
+/// What resolution found: an `O_PATH` descriptor of the object (never a
+/// symlink) and how to open it again for reading without crossing a symlink.
+struct Found {
+    /// `O_PATH`.
+    fd: OwnedFd,
+    /// Where its name is resolved from.
+    at: At,
+    /// Its name from there.
+    name: CString,
+    /// The `RESOLVE_*` flags of that second resolution.
+    resolve: u64,
+}
+
+/// Where a [`Found`] object is opened again from.
+enum At {
+    /// The root.
+    Root,
+    /// The directory it is in (opened `O_PATH`).
+    Parent(OwnedFd),
+    /// Itself, as `.` (a directory).
+    Itself,
+}
 
 /// Switches of the path policy.
 #[derive(Clone, Copy, Debug, Default)]
@@ -121,19 +189,6 @@ pub struct Opened {
     pub body: Option<Arc<[u8]>>,
 }
 
-/// The first version of the kernel's `struct open_how` (`OPEN_HOW_SIZE_VER0`).
-///
-/// `libc::open_how` is `#[non_exhaustive]` and has no `Default`, so building
-/// one would need `mem::zeroed`; this plain copy of the ABI needs no `unsafe`.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<OpenHow>() == 24);
-
 impl Root {
     /// Opens `dir` as the root; fails (with `ENOTDIR`) if it is not a directory.
     pub fn open(dir: &Path, opts: PathOptions) -> io::Result<Root> {
@@ -150,7 +205,7 @@ impl Root {
     }
 
     /// Keeps up to `entries` regular files open between requests (each hit
-    /// re-checked with one `fstatat`; see the `filecache` module), closing those
+    /// re-checked with one `fstatat`; see the `cache` module), closing those
     /// unused for `idle` at each [`Root::prune_cache`]. 0 entries: no cache.
     pub fn with_cache(self, entries: usize, idle: std::time::Duration) -> Root {
         self.with_cache_valid(entries, idle, std::time::Duration::ZERO)
@@ -188,11 +243,15 @@ impl Root {
 
     /// Opens the regular file the client calls `name` (raw bytes) under the root.
     pub fn open_file(&self, name: &[u8]) -> Result<Opened, OpenError> {
-        let rel = self.normalize(name)?;
-        if rel.as_bytes() == b"." {
+        let name = self.normalize(name)?;
+        if name.rel.as_bytes() == b"." {
             return Err(OpenError::BadName);
         }
-        let opened = self.open_cached(rel)?;
+        let want_dir = name.dir;
+        let opened = self.open_cached(name)?;
+        if want_dir && !opened.meta.is_dir() {
+            return Err(OpenError::NotFound);
+        }
         if !opened.meta.is_file() {
             return Err(OpenError::NotRegular);
         }
@@ -203,20 +262,46 @@ impl Root {
     /// `.`) is the root itself. Anything else (a FIFO, a socket, a device) is
     /// `NotRegular`.
     pub fn open_entry(&self, name: &[u8]) -> Result<Opened, OpenError> {
-        let rel = self.normalize(name)?;
-        let opened = self.open_cached(rel)?;
+        let name = self.normalize(name)?;
+        let want_dir = name.dir;
+        let opened = self.open_cached(name)?;
+        if want_dir && !opened.meta.is_dir() {
+            return Err(OpenError::NotFound);
+        }
         if !opened.meta.is_file() && !opened.meta.is_dir() {
             return Err(OpenError::NotRegular);
         }
         Ok(opened)
     }
 
-    /// Opens `rel` through the open-file cache: a hit that still matches the
+    /// Whether `name` is a regular file that [`Root::open_file`] would open:
+    /// resolved under the same policy, but only to an `O_PATH` descriptor
+    /// (cheaper; nothing is opened for reading). For probing siblings.
+    pub fn is_file(&self, name: &[u8]) -> bool {
+        let Ok(name) = self.normalize(name) else {
+            return false;
+        };
+        if name.dir || name.rel.as_bytes() == b"." {
+            return false;
+        }
+        if let Some(cache) = &self.cache {
+            if let Some((_, meta, _)) =
+                cache.get(self.fd.as_fd(), &name.rel, !self.opts.no_symlinks)
+            {
+                return meta.is_file();
+            }
+        }
+        self.resolve(&name.rel)
+            .and_then(|found| fstat(found.fd.as_fd()))
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+    }
+
+    /// Opens `name` through the open-file cache: a hit that still matches the
     /// name costs one `fstatat`; a regular file opened afresh is remembered.
-    fn open_cached(&self, rel: CString) -> Result<Opened, OpenError> {
+    fn open_cached(&self, name: Name) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
             if let Some((file, meta, body)) =
-                cache.get(self.fd.as_fd(), &rel, !self.opts.no_symlinks)
+                cache.get(self.fd.as_fd(), &name.rel, !self.opts.no_symlinks)
             {
                 return Ok(Opened {
                     file,
@@ -226,43 +311,188 @@ impl Root {
                 });
             }
         }
-        let mut opened = self.open_rel(&rel)?;
+        let mut opened = self.open_rel(&name.rel, name.dir)?;
         if let (Some(cache), true) = (&self.cache, opened.meta.is_file()) {
-            opened.body = cache.put(rel, opened.file.clone(), opened.meta.clone());
+            opened.body = cache.put(name.rel, opened.file.clone(), opened.meta.clone());
         }
         Ok(opened)
     }
 
-    fn open_rel(&self, rel: &CString) -> Result<Opened, OpenError> {
-        let fd = self.open_beneath(rel).map_err(OpenError::from_open)?;
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(OpenError::Io)?;
-        if meta.is_file() {
-            clear_nonblock(file.as_fd()).map_err(OpenError::Io)?;
+    /// Resolves `rel` to an `O_PATH` descriptor, checks what it is, and only
+    /// then opens a regular file or a directory for reading (`want_dir`: it
+    /// must be a directory).
+    fn open_rel(&self, rel: &CStr, want_dir: bool) -> Result<Opened, OpenError> {
+        let mut attempt = 1;
+        loop {
+            let found = self.resolve(rel)?;
+            let st = fstat(found.fd.as_fd())?;
+            let kind = st.st_mode & libc::S_IFMT;
+            let is_dir = kind == libc::S_IFDIR;
+            if want_dir && !is_dir {
+                return Err(OpenError::NotFound);
+            }
+            if kind != libc::S_IFREG && !is_dir {
+                return Err(OpenError::NotRegular);
+            }
+            let (at, name) = match &found.at {
+                At::Root => (self.fd.as_fd(), found.name.as_c_str()),
+                At::Parent(dir) => (dir.as_fd(), found.name.as_c_str()),
+                At::Itself => (found.fd.as_fd(), c"."),
+            };
+            let mut flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+            if is_dir {
+                flags |= libc::O_DIRECTORY;
+            }
+            let fd = open_how(at, name, flags, found.resolve).map_err(OpenError::from_open)?;
+            let file = File::from(fd);
+            let meta = file.metadata().map_err(OpenError::Io)?;
+            if meta.dev() != st.st_dev || meta.ino() != st.st_ino {
+                // Replaced between the two opens: resolve it again.
+                if attempt < OPEN_ATTEMPTS {
+                    attempt += 1;
+                    continue;
+                }
+                return Err(OpenError::NotFound);
+            }
+            if meta.is_file() {
+                clear_nonblock(file.as_fd()).map_err(OpenError::Io)?;
+            }
+            let len = meta.len();
+            return Ok(Opened {
+                file: Arc::new(file),
+                len,
+                meta,
+                body: None,
+            });
         }
-        let len = meta.len();
-        Ok(Opened {
-            file: Arc::new(file),
-            len,
-            meta,
-            body: None,
+    }
+
+    /// Resolves `rel` under the root to an `O_PATH` descriptor, with the dot
+    /// rule applied to every component crossed (see the module's page).
+    fn resolve(&self, rel: &CStr) -> Result<Found, OpenError> {
+        let path = libc::O_PATH | libc::O_CLOEXEC;
+        if self.opts.hidden || self.opts.no_symlinks {
+            let mut resolve = BENEATH;
+            if self.opts.no_symlinks {
+                resolve |= libc::RESOLVE_NO_SYMLINKS;
+            }
+            let fd = open_how(self.fd.as_fd(), rel, path, resolve).map_err(OpenError::from_open)?;
+            return Ok(Found {
+                fd,
+                at: At::Root,
+                name: rel.to_owned(),
+                resolve,
+            });
+        }
+        let resolve = BENEATH | libc::RESOLVE_NO_SYMLINKS;
+        match open_how(self.fd.as_fd(), rel, path, resolve) {
+            Ok(fd) => Ok(Found {
+                fd,
+                at: At::Root,
+                name: rel.to_owned(),
+                resolve,
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => self.walk(rel),
+            Err(e) => Err(OpenError::from_open(e)),
+        }
+    }
+
+    /// Resolves `rel` one component at a time, following symlinks ourselves
+    /// so that every component of their targets passes the dot rule too.
+    fn walk(&self, rel: &CStr) -> Result<Found, OpenError> {
+        let one = BENEATH | libc::RESOLVE_NO_SYMLINKS;
+        let path = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let mut todo: VecDeque<Vec<u8>> = rel
+            .to_bytes()
+            .split(|&b| b == b'/')
+            .map(<[u8]>::to_vec)
+            .collect();
+        // The directories opened along the way, below the root.
+        let mut dirs: Vec<OwnedFd> = Vec::new();
+        // A non-directory reached: it must be the last component.
+        let mut last: Option<(OwnedFd, CString)> = None;
+        let mut links = 0;
+        while let Some(comp) = todo.pop_front() {
+            if last.is_some() {
+                // A component after a non-directory (ENOTDIR).
+                return Err(OpenError::NotFound);
+            }
+            match comp.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    // RESOLVE_BENEATH refuses to climb above the root (EXDEV).
+                    dirs.pop().ok_or(OpenError::Forbidden)?;
+                    continue;
+                }
+                [b'.', ..] => return Err(OpenError::Forbidden),
+                _ => {}
+            }
+            let name = CString::new(comp).map_err(|_| OpenError::BadName)?;
+            let at = dirs.last().map_or(self.fd.as_fd(), |d| d.as_fd());
+            let fd = open_how(at, &name, path, one).map_err(OpenError::from_open)?;
+            match fstat(fd.as_fd())?.st_mode & libc::S_IFMT {
+                libc::S_IFLNK => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(OpenError::Forbidden); // ELOOP
+                    }
+                    let target = sys::readlink_fd(fd.as_fd()).map_err(OpenError::from_open)?;
+                    match target.first() {
+                        None => return Err(OpenError::NotFound),
+                        // An absolute target leaves the root (RESOLVE_BENEATH: EXDEV).
+                        Some(b'/') => return Err(OpenError::Forbidden),
+                        Some(_) => {}
+                    }
+                    for part in target.split(|&b| b == b'/').rev() {
+                        todo.push_front(part.to_vec());
+                    }
+                }
+                libc::S_IFDIR => dirs.push(fd),
+                _ => last = Some((fd, name)),
+            }
+        }
+        Ok(match last {
+            Some((fd, name)) => Found {
+                fd,
+                at: dirs.pop().map_or(At::Root, At::Parent),
+                name,
+                resolve: one,
+            },
+            None => {
+                let fd = match dirs.pop() {
+                    Some(d) => d,
+                    None => open_how(self.fd.as_fd(), c".", libc::O_PATH | libc::O_CLOEXEC, one)
+                        .map_err(OpenError::from_open)?,
+                };
+                Found {
+                    fd,
+                    at: At::Itself,
+                    name: c".".to_owned(),
+                    resolve: one,
+                }
+            }
         })
     }
 
     /// Applies the name rules and returns the normalized relative path (`.`
-    /// for the root itself).
-    fn normalize(&self, name: &[u8]) -> Result<CString, OpenError> {
+    /// for the root itself) and whether it must be a directory.
+    fn normalize(&self, name: &[u8]) -> Result<Name, OpenError> {
         if name.len() > MAX_NAME || name.contains(&0) {
             return Err(OpenError::BadName);
         }
         let mut rel = Vec::with_capacity(name.len());
+        let mut dir = false;
         for comp in name.split(|&b| b == b'/') {
             match comp {
-                b"" | b"." => continue,
+                b"" | b"." => {
+                    dir = true;
+                    continue;
+                }
                 b".." => return Err(OpenError::Forbidden),
                 [b'.', ..] if !self.opts.hidden => return Err(OpenError::Forbidden),
                 _ => {}
             }
+            dir = false;
             if !rel.is_empty() {
                 rel.push(b'/');
             }
@@ -271,47 +501,38 @@ impl Root {
         if rel.is_empty() {
             rel.push(b'.');
         }
-        CString::new(rel).map_err(|_| OpenError::BadName)
+        let rel = CString::new(rel).map_err(|_| OpenError::BadName)?;
+        Ok(Name { rel, dir })
     }
+}
 
-    /// Calls `openat2` on `rel` relative to the root, retrying `EAGAIN`/`EINTR`.
-    fn open_beneath(&self, rel: &CString) -> io::Result<OwnedFd> {
-        let mut resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-        if self.opts.no_symlinks {
-            resolve |= libc::RESOLVE_NO_SYMLINKS;
-        }
-        let how = OpenHow {
-            flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
-            mode: 0,
-            resolve,
-        };
-        let mut attempt = 1;
-        loop {
-            // SAFETY: the root fd is open for as long as `self` lives; `rel` is a
-            // NUL-terminated string and `how` a properly laid out `open_how` whose
-            // size is passed alongside; both outlive the call, which only reads them.
-            let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    self.fd.as_raw_fd(),
-                    rel.as_ptr(),
-                    &how as *const OpenHow,
-                    std::mem::size_of::<OpenHow>(),
-                )
-            };
-            if ret >= 0 {
-                let raw = RawFd::try_from(ret).map_err(|_| io::Error::other("fd out of range"))?;
-                // SAFETY: `openat2` succeeded, so `raw` is a freshly opened
-                // descriptor that nothing else owns; the `OwnedFd` takes it over.
-                return Ok(unsafe { OwnedFd::from_raw_fd(raw) });
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
+/// `openat2(at, name, flags, resolve)`, retrying `EAGAIN`/`EINTR`.
+fn open_how(
+    at: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let how = sys::OpenHow {
+        flags: flags as u64,
+        mode: 0,
+        resolve,
+    };
+    let mut attempt = 1;
+    loop {
+        match sys::openat2(at, name, &how) {
+            Ok(fd) => return Ok(fd),
+            Err(err) => match err.raw_os_error() {
                 Some(libc::EAGAIN | libc::EINTR) if attempt < OPEN_ATTEMPTS => attempt += 1,
                 _ => return Err(err),
-            }
+            },
         }
     }
+}
+
+/// `fstat` of a descriptor (an `O_PATH` one too).
+fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, OpenError> {
+    sys::fstatat(fd, c"", libc::AT_EMPTY_PATH).map_err(OpenError::Io)
 }
 
 /// Puts `fd` back into blocking mode.
@@ -319,13 +540,7 @@ fn clear_nonblock(fd: BorrowedFd<'_>) -> io::Result<()> {
     // We opened it with O_RDONLY|O_CLOEXEC|O_NOCTTY|O_NONBLOCK; of those only
     // O_NONBLOCK is a status flag that F_SETFL changes, so setting the status
     // flags to 0 clears exactly it (one system call, no F_GETFL).
-    // SAFETY: `fd` is a valid open descriptor for the duration of the borrow,
-    // and `F_SETFL` takes an integer argument and touches no memory.
-    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, 0) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::set_status_flags(fd, 0)
 }
 
 #[cfg(test)]
@@ -411,7 +626,12 @@ mod tests {
         let root = t.open(false, false);
         check(&root, "a=5 empty=0 d/b=3 a..b=2");
         check(&root, "nonexistent=not_found a/b=not_found");
-        check(&root, "/a=5 //a=5 ./a=5 d/./b=3 d//b=3 /./d/b/=3");
+        check(&root, "/a=5 //a=5 ./a=5 d/./b=3 d//b=3 /./d/b=3");
+        // A file named as a directory is not found (nginx, lighttpd).
+        check(
+            &root,
+            "/./d/b/=not_found a/=not_found a/.=not_found d/b//.=not_found",
+        );
         check(&root, "/=bad_name //=bad_name .=bad_name");
         check(&root, "./=bad_name /./.=bad_name");
         check(&root, "..=forbidden ../outside=forbidden");
@@ -432,8 +652,7 @@ mod tests {
         let mut content = String::new();
         io::Read::read_to_string(&mut &*opened.file, &mut content).unwrap();
         assert_eq!(content, "hello");
-        // SAFETY: the fd is valid while `opened.file` lives; F_GETFL touches no memory.
-        let flags = unsafe { libc::fcntl(opened.file.as_raw_fd(), libc::F_GETFL) };
+        let flags = sys::status_flags(opened.file.as_fd()).unwrap();
         assert_eq!(flags & libc::O_NONBLOCK, 0);
 
         let root = t.open(true, false);
@@ -459,6 +678,34 @@ mod tests {
         check(&root, "abs=forbidden rel=forbidden");
         check(&root, "d/rel2=forbidden up/outside=forbidden");
         check(&root, "ln=5 dl/f=2 d/up=5 dangling=not_found");
+        t.file(b".hid/f", b"1234");
+        t.file(b".h", b"123");
+        t.link(".h", "toh");
+        t.link(".hid", "tohid");
+        t.link("d/../.h", "via");
+        t.link("./d/./../ln", "dots");
+        t.link("lp2", "lp1");
+        t.link("lp1", "lp2");
+        t.link("target/", "slash");
+        t.link("d/", "dslash");
+        let root = t.open(false, false);
+        check(&root, "toh=forbidden tohid/f=forbidden via=forbidden");
+        check(&root, "dots=5 lp1=forbidden slash=not_found dslash/f=2");
+        assert!(matches!(
+            root.open_entry(b"tohid"),
+            Err(OpenError::Forbidden)
+        ));
+        assert!(matches!(
+            root.open_entry(b"tohid/"),
+            Err(OpenError::Forbidden)
+        ));
+        assert!(root.open_entry(b"dl").unwrap().meta.is_dir());
+        assert!(
+            root.open_entry(b"up").is_err(),
+            "a link to the root's parent"
+        );
+        let root = t.open(true, false);
+        check(&root, "toh=3 tohid/f=4 via=3 dots=5");
         let root = t.open(false, true);
         assert!(root.options().no_symlinks);
         check(&root, "target=5 ln=forbidden dl/f=forbidden");
@@ -476,8 +723,7 @@ mod tests {
         check(&root, "sock=not_a_regular_file");
 
         let fifo = CString::new(t.root.join("fifo").as_os_str().as_bytes()).unwrap();
-        // SAFETY: `fifo` is a valid NUL-terminated path that outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        sys::mkfifo(&fifo, 0o644).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(got(&root, b"fifo")));
         let res = rx.recv_timeout(Duration::from_secs(10));

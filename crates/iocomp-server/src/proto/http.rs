@@ -4,42 +4,42 @@
 //! this module strings them together and turns them into reply pieces, so a
 //! file body always goes out zero-copy behind its head.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 use tracing::debug;
 
-use crate::conn::{Conn, Piece, Step};
+use crate::fs::{dir, OpenError, Opened};
 use crate::http::cond::{self, Precondition, Validators};
-use crate::http::date::DateCache;
-use crate::http::encoding;
+use crate::http::encoding::{self, Encoding};
 use crate::http::listing;
-use crate::http::multipart::Multipart;
-use crate::http::path::{decode_path, directory_location};
+use crate::http::multipart::{self, Multipart};
+use crate::http::percent::{decode_path, directory_location};
 use crate::http::range::{parse_ranges, RangeResult};
 use crate::http::request::{self, Method, Parsed, Request, Version};
-use crate::http::response::{content_type_for, error_response, ContentType, Head};
-use crate::path::{OpenError, Opened};
+use crate::http::response::{
+    content_type_for, error_response, error_response_with, ContentType, Head,
+};
+use crate::proto::{date, Connection, Piece, Reply, Step};
 
-/// Entries a listing shows at most (a huge directory is cut, not a DoS).
+/// The Content-Security-Policy of listings: no script, no fetch, no frame;
+/// only the page's own inline style (names in it are escaped, and no script
+/// may run even if that ever failed).
+const LISTING_CSP: &[u8] =
+    b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Entries a listing shows at most (a huge directory is cut, not a DoS),
+/// after sorting.
 const MAX_LISTING: usize = 10_000;
 
-thread_local! {
-    /// One formatted `Date` per worker, refreshed once a second.
-    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
-}
-
-pub(crate) fn date() -> [u8; crate::http::date::DATE_LEN] {
-    DATE.with(|d| *d.borrow_mut().now())
-}
+/// Bytes a listing body holds at most.
+const MAX_LISTING_BYTES: usize = 4 << 20;
 
 /// The next step for an HTTP connection.
-pub(crate) fn step(conn: &mut Conn) -> Step {
-    let buf = std::mem::take(&mut conn.inbuf);
+pub(crate) fn step(conn: &mut dyn Connection) -> Step {
+    let buf = std::mem::take(conn.input());
     let (step, consumed) = match request::parse(&buf) {
-        Ok(Parsed::Partial) => (if conn.eof { Step::Close } else { Step::Recv }, 0),
+        Ok(Parsed::Partial) => (if conn.eof() { Step::Close } else { Step::Recv }, 0),
         Err(e) => {
             // Never guess where the next request starts: answer and close.
             conn.begin(request::request_line(&buf), e.status());
@@ -57,26 +57,22 @@ pub(crate) fn step(conn: &mut Conn) -> Step {
         }
         Ok(Parsed::Complete(req, head_len)) => {
             conn.begin(request::request_line(&buf), 200);
-            if conn.shared.access.enabled() {
-                if let Some(r) = conn.req.as_mut() {
-                    r.referer = req.referer.map(<[u8]>::to_vec);
-                    r.agent = req.user_agent.map(<[u8]>::to_vec);
-                }
-            }
-            if conn.over_limit {
+            conn.set_client(req.referer, req.user_agent);
+            if conn.over_limit() {
                 (busy(conn, &req), head_len)
             } else {
                 (respond(conn, &req), head_len)
             }
         }
     };
-    conn.inbuf = buf;
-    conn.inbuf.drain(..consumed.min(conn.inbuf.len()));
+    let input = conn.input();
+    *input = buf;
+    input.drain(..consumed.min(input.len()));
     step
 }
 
 /// Over `--max-conns-per-ip`: `503` with `Retry-After`, and close.
-fn busy(conn: &mut Conn, req: &Request<'_>) -> Step {
+fn busy(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
     status(conn, 503);
     const BODY: &[u8] = b"503 Service Unavailable: too many connections from your address\n";
     let mut out = Vec::with_capacity(256);
@@ -93,17 +89,17 @@ fn busy(conn: &mut Conn, req: &Request<'_>) -> Step {
 }
 
 fn reply(pieces: Vec<Piece>, close: bool) -> Step {
-    Step::Reply {
+    Step::Reply(Reply {
         pieces: VecDeque::from(pieces),
         close,
-    }
+        file: None,
+        name: None,
+    })
 }
 
 /// Records the status for the access log.
-fn status(conn: &mut Conn, status: u16) {
-    if let Some(req) = conn.req.as_mut() {
-        req.status = status;
-    }
+fn status(conn: &mut dyn Connection, status: u16) {
+    conn.set_status(status);
 }
 
 /// The per-request facts every response needs.
@@ -114,10 +110,23 @@ struct Ctx {
     date: [u8; crate::http::date::DATE_LEN],
 }
 
-fn error(conn: &mut Conn, cx: &Ctx, code: u16, len416: Option<u64>) -> Step {
+fn error(conn: &mut dyn Connection, cx: &Ctx, code: u16, len416: Option<u64>) -> Step {
+    error_varying(conn, cx, code, len416, false)
+}
+
+/// An error about a file; `varies`: the file has precompressed siblings, so
+/// the answer depends on `Accept-Encoding` (a 412 or 416 is about the variant
+/// chosen) and says so.
+fn error_varying(
+    conn: &mut dyn Connection,
+    cx: &Ctx,
+    code: u16,
+    len416: Option<u64>,
+    varies: bool,
+) -> Step {
     status(conn, code);
     let mut out = Vec::with_capacity(256);
-    error_response(
+    error_response_with(
         &mut out,
         &cx.date,
         code,
@@ -125,16 +134,17 @@ fn error(conn: &mut Conn, cx: &Ctx, code: u16, len416: Option<u64>) -> Step {
         cx.keep_alive,
         cx.head_only,
         len416,
+        |h| {
+            if varies {
+                h.vary_accept_encoding();
+            }
+        },
     );
     reply(vec![Piece::Bytes(out)], !cx.keep_alive)
 }
 
-fn respond(conn: &mut Conn, req: &Request<'_>) -> Step {
-    let keep_alive = req.keep_alive
-        && !conn
-            .shared
-            .draining
-            .load(std::sync::atomic::Ordering::Relaxed);
+fn respond(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
+    let keep_alive = req.keep_alive && !conn.draining();
     let cx = Ctx {
         version: req.version,
         keep_alive,
@@ -159,7 +169,7 @@ fn respond(conn: &mut Conn, req: &Request<'_>) -> Step {
         Ok(n) => n,
         Err(e) => return error(conn, &cx, e.status(), None),
     };
-    let opened = match conn.shared.root.open_entry(&name) {
+    let opened = match conn.site().root.open_entry(&name) {
         Ok(o) => o,
         Err(e) => return error(conn, &cx, open_status(&e), None),
     };
@@ -179,7 +189,13 @@ fn open_status(e: &OpenError) -> u16 {
 }
 
 /// A directory: redirect to the slash form, else its `index.html`, else a listing.
-fn directory(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], dir: Opened) -> Step {
+fn directory(
+    conn: &mut dyn Connection,
+    req: &Request<'_>,
+    cx: &Ctx,
+    name: &[u8],
+    dir: Opened,
+) -> Step {
     if !req.path.ends_with(b"/") {
         let mut location = String::with_capacity(name.len() + 2);
         directory_location(name, &mut location);
@@ -198,108 +214,170 @@ fn directory(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], dir: Ope
     }
     let mut index = name.to_vec();
     index.extend_from_slice(b"/index.html");
-    if let Ok(opened) = conn.shared.root.open_file(&index) {
+    let index_file = conn.site().root.open_file(&index);
+    if let Ok(opened) = index_file {
         return file(conn, req, cx, &index, opened);
     }
-    if !conn.shared.listing {
+    if !conn.site().settings.listing {
         return error(conn, cx, 404, None);
     }
-    let hidden = conn.shared.root.options().hidden;
-    let port = conn.port.clone();
-    // Reading a directory may block on the disk: not while holding a slot.
-    let entries = port.blocking(|| read_dir(&dir, hidden));
-    let Ok(entries) = entries else {
-        return error(conn, cx, 500, None);
-    };
-    let mut list: Vec<listing::Entry<'_>> = entries
-        .iter()
-        .map(|(n, is_dir, len, mtime)| listing::Entry {
-            name: n,
-            is_dir: *is_dir,
-            len: *len,
-            mtime: *mtime,
-        })
-        .collect();
     let sort = listing::Sort::from_query(req.query);
     let json = listing::wants_json(req.accept, req.query);
-    let mut body = Vec::with_capacity(1024 + 128 * list.len());
-    if json {
-        listing::render_json(&mut body, &mut list, sort);
-    } else {
-        listing::render_html(&mut body, name, &mut list, sort);
-    }
-    status(conn, 200);
-    let mut out = Vec::with_capacity(256 + body.len());
-    Head::new(&mut out, 200, &cx.date)
-        .content_type(if json {
-            ContentType::JSON
-        } else {
-            ContentType::HTML
+    let listed = {
+        let site = conn.site();
+        let hidden = site.root.options().hidden;
+        // Reading a directory may block on the disk: not while holding a slot.
+        site.listings.try_acquire().map(|_slot| {
+            site.port
+                .blocking(|| render_listing(&dir.file, hidden, sort, json, name))
         })
-        .content_length(body.len() as u64)
-        .header("Cache-Control", b"no-cache")
-        .connection(cx.version, cx.keep_alive)
-        .finish();
-    if !cx.head_only {
-        out.extend_from_slice(&body);
+    };
+    let Some(listed) = listed else {
+        // As many listings as workers are being built: come back shortly.
+        status(conn, 503);
+        let mut out = Vec::with_capacity(256);
+        error_response_with(
+            &mut out,
+            &cx.date,
+            503,
+            cx.version,
+            cx.keep_alive,
+            cx.head_only,
+            None,
+            |h| {
+                h.header("Retry-After", b"1");
+            },
+        );
+        return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
+    };
+    let Ok(Listed { body, shown, total }) = listed else {
+        return error(conn, cx, 500, None);
+    };
+    status(conn, 200);
+    let mut out = Vec::with_capacity(512);
+    let mut head = Head::new(&mut out, 200, &cx.date);
+    head.content_type(if json {
+        ContentType::JSON
+    } else {
+        ContentType::HTML
+    })
+    .content_length(body.len() as u64)
+    .header("Cache-Control", b"no-cache")
+    .vary_accept()
+    .header("Content-Security-Policy", LISTING_CSP);
+    if shown < total {
+        head.header("X-Listing-Cut", format!("{shown} of {total}").as_bytes());
     }
-    reply(vec![Piece::Bytes(out)], !cx.keep_alive)
+    head.connection(cx.version, cx.keep_alive).finish();
+    // Head and body apart: the body is not copied behind the head.
+    let pieces = if cx.head_only || body.is_empty() {
+        vec![Piece::Bytes(out)]
+    } else {
+        vec![Piece::Bytes(out), Piece::Bytes(body)]
+    };
+    reply(pieces, !cx.keep_alive)
 }
 
-type DirEntry = (Vec<u8>, bool, u64, i64);
+/// A rendered listing.
+struct Listed {
+    body: Vec<u8>,
+    /// Entries shown.
+    shown: usize,
+    /// Entries in the directory.
+    total: usize,
+}
 
-/// The entries of an open directory (through its descriptor, so a rename of
-/// the path meanwhile cannot redirect us), dotfiles hidden unless `hidden`.
-fn read_dir(dir: &Opened, hidden: bool) -> std::io::Result<Vec<DirEntry>> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/proc/self/fd/{}", dir.file.as_raw_fd());
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(path)? {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name();
-        let name = name.as_bytes();
-        if name.first() == Some(&b'.') && !hidden {
-            continue;
-        }
-        // The entry's own metadata, not its symlink target's: a link that
-        // leaves the root must not disclose what it points at.
-        let Ok(meta) = entry.metadata() else { continue };
-        out.push((name.to_vec(), meta.is_dir(), meta.len(), meta.mtime()));
-        if out.len() >= MAX_LISTING {
-            break;
+/// Reads the directory `dir` through its descriptor and renders it (`name`:
+/// its path, for the title): every entry is considered, in the order `sort`
+/// asks for, before the first [`MAX_LISTING`] are kept (memory stays at
+/// twice that many entries however large the directory); the body stops
+/// before [`MAX_LISTING_BYTES`].
+fn render_listing(
+    dir: &std::fs::File,
+    hidden: bool,
+    sort: listing::Sort,
+    json: bool,
+    name: &[u8],
+) -> std::io::Result<Listed> {
+    fn view(e: &dir::Entry) -> listing::Entry<'_> {
+        listing::Entry {
+            name: &e.name,
+            is_dir: e.is_dir,
+            len: e.len,
+            mtime: e.mtime,
         }
     }
-    Ok(out)
+    fn keep_first(kept: &mut Vec<dir::Entry>, sort: listing::Sort) {
+        kept.sort_unstable_by(|a, b| listing::compare(&view(a), &view(b), sort));
+        kept.truncate(MAX_LISTING);
+    }
+    let mut kept: Vec<dir::Entry> = Vec::new();
+    let mut total = 0;
+    dir::each(dir, hidden, |e| {
+        total += 1;
+        kept.push(e);
+        if kept.len() >= 2 * MAX_LISTING {
+            keep_first(&mut kept, sort);
+        }
+    })?;
+    keep_first(&mut kept, sort);
+    let mut list: Vec<listing::Entry<'_>> = kept.iter().map(view).collect();
+    let mut body = Vec::with_capacity(1024 + 160 * list.len());
+    let shown = if json {
+        listing::render_json_bounded(&mut body, &mut list, sort, MAX_LISTING_BYTES)
+    } else {
+        listing::render_html_bounded(&mut body, name, &mut list, sort, MAX_LISTING_BYTES, total)
+    };
+    Ok(Listed { body, shown, total })
 }
 
 /// A regular file: validators, preconditions, ranges, precompressed siblings.
-fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: Opened) -> Step {
+fn file(
+    conn: &mut dyn Connection,
+    req: &Request<'_>,
+    cx: &Ctx,
+    name: &[u8],
+    mut opened: Opened,
+) -> Step {
     let ct = content_type_for(name);
-    let mut encoding = None;
-    for enc in encoding::choose(req.accept_encoding).into_iter().flatten() {
+    let sibling = |enc: Encoding| {
         let mut sibling = name.to_vec();
         sibling.extend_from_slice(enc.suffix().as_bytes());
-        if let Ok(o) = conn.shared.root.open_file(&sibling) {
+        sibling
+    };
+    let mut encoding = None;
+    let candidates = encoding::choose(req.accept_encoding);
+    for enc in candidates.into_iter().flatten() {
+        if let Ok(o) = conn.site().root.open_file(&sibling(enc)) {
             opened = o;
             encoding = Some(enc);
             break;
         }
     }
+    // A file with a sibling varies on Accept-Encoding, whatever this client
+    // accepts: a cache must not hand this answer to a client that accepts
+    // another encoding.
+    let varies = encoding.is_some()
+        || Encoding::ALL
+            .into_iter()
+            .any(|enc| !candidates.contains(&Some(enc)) && conn.site().root.is_file(&sibling(enc)));
     let meta = &opened.meta;
     let len = opened.len;
     let v = Validators::new(
-        meta.ino(),
         len,
         meta.mtime(),
         meta.mtime_nsec().clamp(0, 999_999_999) as u32,
     );
-    let cache = conn.shared.cache_control.clone();
+    let cache = conn.site().settings.cache_control.clone();
     let head_fields = |h: &mut Head<'_>| {
         h.last_modified(v.last_modified)
             .etag(&v.etag)
             .cache_control(cache.as_deref());
         if let Some(e) = encoding {
-            h.content_encoding(e.name()).vary_accept_encoding();
+            h.content_encoding(e.name());
+        }
+        if varies {
+            h.vary_accept_encoding();
         }
     };
     match cond::evaluate(req, &v) {
@@ -312,7 +390,7 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
             h.connection(cx.version, cx.keep_alive).finish();
             return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
         }
-        Precondition::Failed => return error(conn, cx, 412, None),
+        Precondition::Failed => return error_varying(conn, cx, 412, None, varies),
     }
     let ranges = match req.range {
         Some(r) if req.if_range.is_none() || cond::if_range_allows(req, &v) => parse_ranges(r, len),
@@ -321,7 +399,7 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
     // Room for the head and, for a small file sent from memory, its bytes.
     let mut out = Vec::with_capacity(320 + opened.body.as_ref().map_or(0, |b| b.len()));
     let pieces = match ranges {
-        RangeResult::Unsatisfiable => return error(conn, cx, 416, Some(len)),
+        RangeResult::Unsatisfiable => return error_varying(conn, cx, 416, Some(len), varies),
         RangeResult::Full => {
             status(conn, 200);
             let mut h = Head::new(&mut out, 200, &cx.date);
@@ -350,7 +428,7 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
                         return error(conn, cx, 500, None);
                     };
                     let mut h = Head::new(&mut out, 206, &cx.date);
-                    h.content_type_multipart()
+                    h.content_type_multipart(multipart::boundary())
                         .content_length(plan.content_length())
                         .accept_ranges();
                     head_fields(&mut h);
@@ -387,10 +465,13 @@ fn file(conn: &mut Conn, req: &Request<'_>, cx: &Ctx, name: &[u8], mut opened: O
             }
         }
     };
-    debug!(conn = conn.handle.key(), name = %String::from_utf8_lossy(name).escape_debug(), bytes = len, "http file");
-    conn.file = Some(opened.file);
-    conn.transfer_pieces(name, &pieces);
-    reply(pieces, !cx.keep_alive)
+    debug!(conn = conn.key(), name = %String::from_utf8_lossy(name).escape_debug(), bytes = len, "http file");
+    Step::Reply(Reply {
+        pieces: VecDeque::from(pieces),
+        close: !cx.keep_alive,
+        file: Some(opened.file),
+        name: Some(name.to_vec()),
+    })
 }
 
 /// The pieces of a simple body: the head, then the file range (none for HEAD);

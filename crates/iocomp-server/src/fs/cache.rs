@@ -20,10 +20,12 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::{File, Metadata};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::sys;
 
 const SHARDS: usize = 16;
 
@@ -200,27 +202,17 @@ fn read_small(file: &File, len: u64) -> Option<Arc<[u8]>> {
     if buf.is_empty() {
         return Some(buf.into());
     }
-    let iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: `iov` describes `buf`, which is live, writable and exactly
-    // `iov_len` bytes long for the whole call; the descriptor is open for the
-    // borrow of `file`.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
-    (n >= 0 && n as u64 == len).then(|| buf.into())
+    let n = sys::pread_nowait(file.as_fd(), &mut buf, 0).ok()?;
+    (n as u64 == len).then(|| buf.into())
 }
 
 /// Whether `rel` (under `root`) is still the file described by `meta`.
 fn same(root: BorrowedFd<'_>, rel: &CStr, follow: bool, meta: &Metadata) -> bool {
-    // SAFETY: `libc::stat` is plain data for which all-zero bytes are valid.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-    // SAFETY: the root descriptor is open for the borrow, `rel` is a
-    // NUL-terminated string and `st` a live, writable stat buffer.
-    let rc = unsafe { libc::fstatat(root.as_raw_fd(), rel.as_ptr(), &mut st, flags) };
-    rc == 0
-        && st.st_dev == meta.dev()
+    let Ok(st) = sys::fstatat(root, rel, flags) else {
+        return false;
+    };
+    st.st_dev == meta.dev()
         && st.st_ino == meta.ino()
         && st.st_size == meta.size() as libc::off_t
         && st.st_mtime == meta.mtime()

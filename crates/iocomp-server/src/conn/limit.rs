@@ -19,53 +19,43 @@
 //! `503 Service Unavailable` and `Retry-After` (HTTP) or the error line
 //! `File transmit error: busy` (line protocol), then closed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::conn::Piece;
+use crate::config::Rate;
+use crate::proto::Piece;
 
 /// The smallest slice a paced reply sends at once: about one TCP segment.
 const MIN_SLICE: u64 = 1448;
 
-/// A per-connection bandwidth cap.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Rate {
-    /// Bytes per second after the burst.
-    pub(crate) rate: u64,
-    /// Bytes each reply may send before the cap applies.
-    pub(crate) after: u64,
-}
-
 /// Where a paced reply stands.
 pub(crate) struct Pace {
+    rate: Rate,
     start: Instant,
     sent: u64,
 }
 
 impl Pace {
-    pub(crate) fn new() -> Pace {
+    /// A reply paced by `rate` starts now.
+    pub(crate) fn new(rate: Rate) -> Pace {
         Pace {
+            rate,
             start: Instant::now(),
             sent: 0,
         }
     }
-}
 
-impl Rate {
     /// The slice a paced file piece is cut into: a tenth of a second's worth.
     fn slice(&self) -> u64 {
-        (self.rate / 10).max(MIN_SLICE)
+        (self.rate.rate / 10).max(MIN_SLICE)
     }
 
     /// Shapes the next piece of a paced reply: cuts the file piece at the front
     /// of `pending` to what may go out now, or says how long to wait first.
-    pub(crate) fn shape(
-        &self,
-        pace: &mut Pace,
-        pending: &mut std::collections::VecDeque<Piece>,
-    ) -> Option<Duration> {
+    pub(crate) fn shape(&mut self, pending: &mut VecDeque<Piece>) -> Option<Duration> {
+        let pace = self;
         let front = pending.front_mut()?;
         let (head, offset, len, tail) = match front {
             Piece::Bytes(b) => {
@@ -81,17 +71,18 @@ impl Rate {
             } => (head, offset, len, tail),
         };
         let extra = head.len() as u64;
-        let n = if pace.sent + extra < self.after {
+        let n = if pace.sent + extra < pace.rate.after {
             // Inside the free burst: all of it at once.
-            (*len).min(self.after - pace.sent - extra).max(1)
+            (*len).min(pace.rate.after - pace.sent - extra).max(1)
         } else {
-            (*len).min(self.slice())
+            (*len).min(pace.slice())
         };
         let n = n.min(*len);
         // The slice may start once the allowance covers it.
         let total = pace.sent + extra + n;
-        if total > self.after && self.rate > 0 {
-            let due = Duration::from_secs_f64((total - self.after) as f64 / self.rate as f64);
+        if total > pace.rate.after && pace.rate.rate > 0 {
+            let due =
+                Duration::from_secs_f64((total - pace.rate.after) as f64 / pace.rate.rate as f64);
             let elapsed = pace.start.elapsed();
             if due > elapsed {
                 return Some(due - elapsed);
@@ -169,7 +160,6 @@ impl PerIp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
 
     fn file(len: u64) -> VecDeque<Piece> {
         VecDeque::from([Piece::File {
@@ -186,9 +176,9 @@ mod tests {
             rate: 100_000,
             after: 50_000,
         };
-        let mut p = Pace::new();
+        let mut p = Pace::new(r);
         let mut q = file(1_000_000);
-        assert_eq!(r.shape(&mut p, &mut q), None);
+        assert_eq!(p.shape(&mut q), None);
         match &q[0] {
             Piece::File { len, tail, .. } => {
                 assert_eq!(*len, 50_000 - 4);
@@ -198,7 +188,7 @@ mod tests {
         }
         q.pop_front();
         // The next slice (10 000 bytes) is due 0.1 s after the start.
-        let wait = r.shape(&mut p, &mut q).expect("must wait");
+        let wait = p.shape(&mut q).expect("must wait");
         assert!(wait > Duration::from_millis(50) && wait <= Duration::from_millis(100));
         match &q[0] {
             Piece::File {

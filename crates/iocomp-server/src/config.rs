@@ -1,0 +1,171 @@
+//! What a server is told: the public [`Config`], and the [`Settings`] derived
+//! from it once at start. Both are immutable while the server runs; everything
+//! that changes (counters, caches, registries) lives elsewhere (`conn::Live`,
+//! `obs::Obs`, the open-file cache inside `fs::Root`).
+//!
+//! This module imports nothing of the crate but `obs` (the access-log types a
+//! `Config` names) and `fs` (the path options): every layer may read it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iocomp::Backend;
+
+use crate::fs::PathOptions;
+use crate::obs::{AccessLogFormat, LogFile};
+
+/// What to serve and how.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The directory served; nothing outside it is ever sent.
+    pub root: PathBuf,
+    /// Addresses to listen on.
+    pub binds: Vec<SocketAddr>,
+    /// Worker threads (0 = the number of CPUs); also the port's concurrency.
+    pub threads: usize,
+    /// Dotfiles and symlink policy.
+    pub path: PathOptions,
+    /// Longest wait for a complete line, from its first byte (or from the
+    /// connection's start).
+    pub header_timeout: Duration,
+    /// Longest wait for the next line after a reply.
+    pub idle_timeout: Duration,
+    /// Longest time without send progress.
+    pub send_timeout: Duration,
+    /// At this many connections, stop accepting until one closes.
+    pub max_conns: usize,
+    /// On shutdown, how long transfers in flight may take to finish.
+    pub drain_timeout: Duration,
+    /// Access log format.
+    pub access_log: AccessLogFormat,
+    /// Where the access log goes: a file (reopened by
+    /// [`Server::reopen_access_log`](crate::Server::reopen_access_log)), or standard output when `None`.
+    pub access_log_file: Option<LogFile>,
+    /// Sockets already listening (passed by systemd, or bound before dropping
+    /// privileges): served before those of `binds`, in this order.
+    pub listeners: Vec<Arc<TcpListener>>,
+    /// The engine backend: `Auto` (io_uring, else epoll; `IOCOMP_BACKEND`
+    /// overrides), or one forced.
+    pub backend: Backend,
+    /// HTTP `Cache-Control` value for files (none by default).
+    pub cache_control: Option<String>,
+    /// HTTP directory listings (when a directory has no `index.html`).
+    pub listing: bool,
+    /// Regular files kept open between requests (0: none), small ones with
+    /// their contents; a hit is re-checked with one `fstatat` once
+    /// `open_file_cache_valid` has passed; capped at a quarter of the
+    /// descriptor limit; an entry unused for 3 s is closed.
+    pub open_file_cache: usize,
+    /// How long a cached file is used without checking that its name still
+    /// leads to it unchanged (nginx's `open_file_cache_valid`; lighttpd's stat
+    /// cache is one second). Zero, the default, checks on every request, so a
+    /// replaced file is served at once.
+    pub open_file_cache_valid: Duration,
+    /// Bytes per second each reply may send after its first
+    /// `rate_limit_after` bytes (0: no limit). Applies to both protocols.
+    pub rate_limit: u64,
+    /// Bytes each reply sends at full speed before `rate_limit` applies.
+    pub rate_limit_after: u64,
+    /// Open connections one client address may have (0: no limit); more are
+    /// answered `503`/`busy` on their first request and closed.
+    pub max_conns_per_ip: usize,
+    /// Where to serve `/metrics`, `/status.json` and the status page `/`
+    /// (none by default).
+    pub metrics: Option<SocketAddr>,
+    /// The metrics listener already listening (bound before dropping
+    /// privileges, so that a privileged port works with `--user`): used
+    /// instead of binding `metrics`.
+    pub metrics_listener: Option<Arc<TcpListener>>,
+}
+
+impl Config {
+    /// Serve `root` on the seed's port, `0.0.0.0:8182`, with one thread per CPU
+    /// and the default limits.
+    pub fn new(root: impl Into<PathBuf>) -> Config {
+        Config {
+            root: root.into(),
+            binds: vec![SocketAddr::from(([0, 0, 0, 0], 8182))],
+            threads: 0,
+            path: PathOptions::default(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_conns: 10_000,
+            drain_timeout: Duration::from_secs(10),
+            access_log: AccessLogFormat::Off,
+            access_log_file: None,
+            listeners: Vec::new(),
+            backend: Backend::Auto,
+            cache_control: None,
+            listing: true,
+            open_file_cache: 4096,
+            open_file_cache_valid: Duration::ZERO,
+            rate_limit: 0,
+            rate_limit_after: 0,
+            max_conns_per_ip: 0,
+            metrics: None,
+            metrics_listener: None,
+        }
+    }
+}
+
+/// The immutable settings every layer reads, derived from a [`Config`] at start.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// The three timeouts.
+    pub(crate) timeouts: Timeouts,
+    /// HTTP `Cache-Control` value for files.
+    pub(crate) cache_control: Option<String>,
+    /// HTTP directory listings are on.
+    pub(crate) listing: bool,
+    /// The per-reply bandwidth cap, if any.
+    pub(crate) rate: Option<Rate>,
+}
+
+impl Settings {
+    /// The settings of `config`.
+    pub(crate) fn new(config: &Config) -> Settings {
+        Settings {
+            timeouts: Timeouts {
+                header: config.header_timeout,
+                idle: config.idle_timeout,
+                send: config.send_timeout,
+            },
+            cache_control: config.cache_control.clone(),
+            listing: config.listing,
+            rate: (config.rate_limit > 0).then_some(Rate {
+                rate: config.rate_limit,
+                after: config.rate_limit_after,
+            }),
+        }
+    }
+}
+
+/// The three timeouts (`--header-timeout`, `--idle-timeout`, `--send-timeout`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub(crate) header: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) send: Duration,
+}
+
+impl Timeouts {
+    /// How often to sweep: often enough that a limit is enforced within about
+    /// a quarter of itself, at most once a second, at least every 10 ms.
+    pub(crate) fn tick(&self) -> Duration {
+        (self.header.min(self.idle).min(self.send) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// A per-reply bandwidth cap (`--rate-limit`, `--rate-limit-after`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rate {
+    /// Bytes per second after the burst.
+    pub(crate) rate: u64,
+    /// Bytes each reply may send before the cap applies.
+    pub(crate) after: u64,
+}

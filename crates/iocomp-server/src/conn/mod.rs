@@ -1,0 +1,597 @@
+//! One client connection: a small state machine driven by completion packets,
+//! like the seed's `IO_TYPE` (Recv → Transmit/Send → Recv …), shared by both
+//! protocols. The protocol is chosen from the first bytes; its handler looks at
+//! the input and decides the next [`Step`]; this module turns steps into
+//! operations and packets back into steps.
+//!
+//! The connection's state travels inside the operation in flight (its context),
+//! as the seed's `PRE_IO_DATA` rode on its OVERLAPPED; exactly one operation is
+//! in flight per connection, so whoever holds the packet owns the connection and
+//! no lock is needed. Dropping the state closes the socket and counts the
+//! connection out.
+
+pub(crate) mod gate;
+pub(crate) mod limit;
+pub(crate) mod watch;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use iocomp::{Handle, Op, OpId, Packet, Port, Recv, Send, Timeout, TransmitFile};
+use tracing::debug;
+
+use crate::config::Settings;
+use crate::fs::Root;
+use crate::http::detect::{detect, Proto as Detected};
+use crate::obs::access::Entry;
+use crate::obs::metrics::ErrorKind;
+use crate::obs::transfers::{Sending, Transfer};
+use crate::obs::Obs;
+use crate::proto::line::Line;
+use crate::proto::{self, Connection, Connections, Piece, Site, Slots, Step};
+use gate::Gate;
+use limit::{Pace, PerIp};
+use watch::{Registry, Wait, Watch};
+
+/// What every connection of a server shares: the immutable settings, the
+/// path policy, the observability state, and the driver's live state.
+pub(crate) struct Shared {
+    /// Immutable.
+    pub(crate) settings: Settings,
+    /// The path policy and its open-file cache.
+    pub(crate) root: Root,
+    /// Access log, counters, transfers.
+    pub(crate) obs: Obs,
+    /// The driver's live state.
+    pub(crate) live: Live,
+}
+
+/// The driver's live state: admission, timeouts, per-address counts.
+pub(crate) struct Live {
+    /// Listeners, connection slots, drain.
+    pub(crate) gate: Gate,
+    /// What every connection waits for, swept for timeouts.
+    pub(crate) registry: Registry,
+    /// Connections per client address (`--max-conns-per-ip`).
+    pub(crate) per_ip: Option<PerIp>,
+    /// Directory listings in progress.
+    pub(crate) listings: Slots,
+}
+
+/// Which protocol a connection speaks.
+enum Proto {
+    /// Not decided yet: too few bytes.
+    Unknown,
+    /// The seed's line protocol.
+    Line(Line),
+    /// HTTP/1.1 (and 1.0).
+    Http,
+    /// The last reply is sent and our side shut down: read and discard until
+    /// the client closes too (or the header timeout), so that closing with
+    /// unread input cannot reset the connection under the reply (nginx's
+    /// lingering close).
+    Lingering,
+    /// A connection to the metrics listener (HTTP, its own router).
+    Admin,
+}
+
+/// A request being answered, for the access log.
+struct Req {
+    /// The request as logged: the name, or the request line.
+    request: Vec<u8>,
+    status: u16,
+    start: Instant,
+    /// Bytes sent so far.
+    bytes: u64,
+    /// Bytes of the response head among them (HTTP): the log counts the body,
+    /// as CLF's `%b` does.
+    head: u64,
+    /// HTTP `Referer` and `User-Agent`, for the combined and JSON formats.
+    referer: Option<Vec<u8>>,
+    agent: Option<Vec<u8>>,
+}
+
+/// A connection: its protocol state and everything else, apart, so that a
+/// handler can hold its own state and the connection at once.
+pub(crate) struct Conn {
+    proto: Proto,
+    io: Io,
+}
+
+/// A connection's socket, buffers, reply in flight and records: what the
+/// driver owns, and what handlers reach through [`Connection`].
+struct Io {
+    handle: Handle,
+    peer: Option<SocketAddr>,
+    /// Received bytes not yet consumed.
+    inbuf: Vec<u8>,
+    /// The client has half-closed.
+    eof: bool,
+    /// Whether a request was answered yet (a new connection waits under the
+    /// header timeout, a served one under the idle timeout).
+    served: bool,
+    /// The connection speaks HTTP (its requests are logged as such).
+    http: bool,
+    /// A connection to the metrics listener.
+    admin: bool,
+    shared: Arc<Shared>,
+    watch: Arc<Watch>,
+    port: Port,
+    /// The file that `Piece::File` pieces read from.
+    file: Option<Arc<File>>,
+    /// The rest of the reply in flight.
+    pending: VecDeque<Piece>,
+    /// Close once the reply in flight is done.
+    close_after: bool,
+    req: Option<Req>,
+    /// The reply in flight is paced (`--rate-limit`).
+    pace: Option<Pace>,
+    /// The file reply in flight, as the status page shows it.
+    transfer: Option<Arc<Transfer>>,
+    /// The client address counted in `--max-conns-per-ip`.
+    per_ip: Option<IpAddr>,
+    /// Over `--max-conns-per-ip`: answer the first request `busy` and close.
+    over_limit: bool,
+}
+
+impl Conn {
+    /// A new connection on `handle`; `admin`: to the metrics listener;
+    /// `per_ip`: the address it is counted under, if any; `over_limit`: its
+    /// address has too many connections already.
+    pub(crate) fn new(
+        port: &Port,
+        handle: Handle,
+        peer: Option<SocketAddr>,
+        watch: Arc<Watch>,
+        shared: Arc<Shared>,
+        admin: bool,
+    ) -> Box<Conn> {
+        Box::new(Conn {
+            proto: if admin { Proto::Admin } else { Proto::Unknown },
+            io: Io {
+                handle,
+                peer,
+                inbuf: Vec::new(),
+                eof: false,
+                served: false,
+                http: false,
+                admin,
+                shared,
+                watch,
+                port: port.clone(),
+                file: None,
+                pending: VecDeque::new(),
+                close_after: false,
+                req: None,
+                pace: None,
+                transfer: None,
+                per_ip: None,
+                over_limit: false,
+            },
+        })
+    }
+
+    /// Counts the connection under `ip` for `--max-conns-per-ip` (released
+    /// when it closes).
+    pub(crate) fn count_per_ip(&mut self, ip: IpAddr) {
+        self.io.per_ip = Some(ip);
+    }
+
+    /// The connection's address is over `--max-conns-per-ip`.
+    pub(crate) fn refuse_over_limit(&mut self) {
+        self.io.over_limit = true;
+    }
+}
+
+impl Io {
+    /// A file reply of `size` body bytes starts: registers it for the status
+    /// page (only with a metrics listener).
+    fn transfer_begin(&mut self, name: &[u8], size: u64) {
+        if let Some(t) = &self.shared.obs.transfers {
+            let key = self.handle.key();
+            let conn: Arc<dyn Sending> = self.watch.clone();
+            self.transfer = Some(t.begin(key, self.peer, name, size, conn));
+        }
+    }
+
+    /// [`transfer_begin`](Io::transfer_begin) for a reply whose body is its
+    /// file pieces.
+    fn transfer_pieces(&mut self, name: &[u8], pieces: &VecDeque<Piece>) {
+        if self.shared.obs.transfers.is_some() {
+            let size = pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::File { len, .. } => *len,
+                    Piece::Bytes(_) => 0,
+                })
+                .sum();
+            if size > 0 {
+                self.transfer_begin(name, size);
+            }
+        }
+    }
+
+    fn transfer_end(&mut self) {
+        if self.transfer.take().is_some() {
+            if let Some(t) = &self.shared.obs.transfers {
+                t.end(self.handle.key());
+            }
+        }
+    }
+
+    /// Writes the access-log line of the request just answered.
+    fn log(&mut self) {
+        if let Some(req) = self.req.take() {
+            let http = self.http;
+            if let Some(m) = &self.shared.obs.metrics {
+                m.request(http, req.status, req.bytes, req.start.elapsed());
+            }
+            if !self.shared.obs.access.enabled() {
+                return;
+            }
+            self.shared.obs.access.log(&Entry {
+                peer: self.peer,
+                request: &req.request,
+                status: req.status,
+                bytes: req.bytes.saturating_sub(req.head),
+                http,
+                referer: req.referer.as_deref(),
+                agent: req.agent.as_deref(),
+                duration: req.start.elapsed(),
+            });
+        }
+    }
+}
+
+impl Connection for Io {
+    fn input(&mut self) -> &mut Vec<u8> {
+        &mut self.inbuf
+    }
+
+    fn eof(&self) -> bool {
+        self.eof
+    }
+
+    fn key(&self) -> u64 {
+        self.handle.key()
+    }
+
+    fn over_limit(&self) -> bool {
+        self.over_limit
+    }
+
+    fn draining(&self) -> bool {
+        self.shared.live.gate.draining()
+    }
+
+    fn site(&self) -> Site<'_> {
+        Site {
+            settings: &self.shared.settings,
+            root: &self.shared.root,
+            obs: &self.shared.obs,
+            port: &self.port,
+            listings: &self.shared.live.listings,
+        }
+    }
+
+    fn connections(&self) -> Connections {
+        Connections {
+            clients: self.shared.live.gate.clients(),
+            admin: self.shared.live.gate.admins(),
+        }
+    }
+
+    fn begin(&mut self, request: &[u8], status: u16) {
+        // A request answered without I/O (an empty file) is logged here.
+        self.log();
+        self.served = true;
+        let log = self.shared.obs.access.enabled();
+        if log || self.shared.obs.metrics.is_some() {
+            self.req = Some(Req {
+                request: if log { request.to_vec() } else { Vec::new() },
+                status,
+                start: Instant::now(),
+                bytes: 0,
+                head: 0,
+                referer: None,
+                agent: None,
+            });
+        }
+    }
+
+    fn set_status(&mut self, status: u16) {
+        if let Some(req) = self.req.as_mut() {
+            req.status = status;
+        }
+    }
+
+    fn set_client(&mut self, referer: Option<&[u8]>, agent: Option<&[u8]>) {
+        if self.shared.obs.access.enabled() {
+            if let Some(r) = self.req.as_mut() {
+                r.referer = referer.map(<[u8]>::to_vec);
+                r.agent = agent.map(<[u8]>::to_vec);
+            }
+        }
+    }
+
+    fn mark_served(&mut self) {
+        self.served = true;
+    }
+}
+
+impl Sending for Watch {
+    fn sending(&self) -> Option<OpId> {
+        let op = self.op_id();
+        (self.state() == Wait::Sending && op != 0).then(|| OpId::from_u64(op))
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        self.log();
+        self.transfer_end();
+        if let (Some(ip), Some(t)) = (self.per_ip, &self.shared.live.per_ip) {
+            t.release(ip);
+        }
+        debug!(conn = self.handle.key(), peer = ?self.peer, "closed");
+        let live = &self.shared.live;
+        live.registry.remove(&self.watch, self.handle.key());
+        live.gate.closed(&self.port, self.admin);
+    }
+}
+
+/// Starts a fresh connection: its first receive.
+pub(crate) fn start(port: &Port, conn: Box<Conn>) {
+    drive(port, conn);
+}
+
+/// Handles a packet of a connection's operation.
+pub(crate) fn complete(port: &Port, mut packet: Packet) {
+    let Some(ctx) = packet.op.take_ctx() else {
+        return;
+    };
+    let Ok(mut conn) = ctx.downcast::<Conn>() else {
+        return;
+    };
+    let io = &mut conn.io;
+    if let Some(req) = io.req.as_mut() {
+        if !matches!(packet.op, Op::Recv(_)) {
+            req.bytes += packet.bytes;
+        }
+    }
+    if let Some(t) = &io.transfer {
+        t.add(packet.bytes);
+    }
+    if let Err(e) = &packet.status {
+        debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
+        if let Some(m) = &io.shared.obs.metrics {
+            if e.raw_os_error() != Some(libc::ECANCELED) {
+                m.error(ErrorKind::Io, 1);
+            }
+        }
+        return;
+    }
+    match packet.op {
+        Op::Recv(r) => {
+            io.inbuf = r.buf;
+            if packet.bytes == 0 {
+                io.eof = true;
+            }
+        }
+        Op::TransmitFile(t) => io.file = t.file,
+        // A paced reply's wait is over.
+        Op::Send(_) | Op::Timeout(_) => {}
+        _ => return,
+    }
+    if !io.pending.is_empty() {
+        // The reply goes on: its next piece.
+        submit_piece(port, conn);
+        return;
+    }
+    io.log();
+    io.file = None;
+    if io.pace.is_some() || io.transfer.is_some() {
+        io.pace = None;
+        io.transfer_end();
+    }
+    if io.shared.live.gate.draining() {
+        // Shutting down: this reply was the last.
+        return;
+    }
+    if io.close_after {
+        if !matches!(conn.proto, Proto::Http) || conn.io.eof {
+            return;
+        }
+        let _ = conn.io.handle.shutdown(std::net::Shutdown::Write);
+        conn.proto = Proto::Lingering;
+        conn.io.close_after = false;
+    }
+    drive(port, conn);
+}
+
+/// Runs the protocol until the connection has an operation in flight or is done.
+fn drive(port: &Port, mut conn: Box<Conn>) {
+    loop {
+        let Conn { proto, io } = &mut *conn;
+        let step = match proto {
+            Proto::Unknown => {
+                *proto = match detect(&io.inbuf) {
+                    Detected::Http => Proto::Http,
+                    Detected::Line => Proto::Line(Line::new()),
+                    // Too few bytes to tell; at the client's half-close they are
+                    // a line-protocol name.
+                    Detected::NeedMore if io.eof => Proto::Line(Line::new()),
+                    Detected::NeedMore => {
+                        drive_recv(port, conn);
+                        return;
+                    }
+                };
+                io.http = matches!(proto, Proto::Http);
+                continue;
+            }
+            Proto::Line(line) => line.step(io),
+            Proto::Http => proto::http::step(io),
+            Proto::Admin => proto::admin::step(io),
+            Proto::Lingering => {
+                io.inbuf.clear();
+                Step::Recv
+            }
+        };
+        match step {
+            Step::Again => continue,
+            Step::Close => return,
+            Step::Recv => {
+                if io.eof || io.shared.live.gate.draining() {
+                    return;
+                }
+                let wait = if io.inbuf.is_empty() && io.served {
+                    Wait::Idle
+                } else {
+                    Wait::Header
+                };
+                let mut buf = std::mem::take(&mut io.inbuf);
+                if buf.is_empty() {
+                    // Between requests the connection keeps no memory: the pooled
+                    // receive takes a buffer from the worker's pool only when bytes
+                    // arrive.
+                    buf = Vec::new();
+                }
+                let op = Op::Recv(Recv::pooled(&io.handle, buf));
+                submit(port, conn, op, wait);
+                return;
+            }
+            Step::Reply(reply) => {
+                let pieces = reply.pieces;
+                if let Some(file) = reply.file {
+                    io.file = Some(file);
+                }
+                if let Some(name) = reply.name {
+                    io.transfer_pieces(&name, &pieces);
+                }
+                // The head's length, for the access log and the status page
+                // (they count body bytes); not looked for when neither is on.
+                if matches!(proto, Proto::Http) && (io.req.is_some() || io.transfer.is_some()) {
+                    let first = match pieces.front() {
+                        Some(Piece::Bytes(b)) => b.as_slice(),
+                        Some(Piece::File { head, .. }) => head.as_slice(),
+                        None => &[],
+                    };
+                    let head = first
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(0, |p| p + 4);
+                    if let Some(req) = io.req.as_mut() {
+                        req.head = head as u64;
+                    }
+                    if let Some(t) = &io.transfer {
+                        t.set_head(head as u64);
+                    }
+                }
+                if let (Some(rate), false) =
+                    (io.shared.settings.rate, matches!(proto, Proto::Admin))
+                {
+                    io.pace = Some(Pace::new(rate));
+                }
+                io.pending = pieces;
+                io.close_after = reply.close;
+                submit_piece(port, conn);
+                return;
+            }
+        }
+    }
+}
+
+/// Receives more input (or closes, at end of input or when draining).
+fn drive_recv(port: &Port, mut conn: Box<Conn>) {
+    let lingering = matches!(conn.proto, Proto::Lingering);
+    let io = &mut conn.io;
+    if io.eof || io.shared.live.gate.draining() {
+        return;
+    }
+    let wait = if lingering || !io.inbuf.is_empty() || !io.served {
+        Wait::Header
+    } else {
+        Wait::Idle
+    };
+    let mut buf = std::mem::take(&mut io.inbuf);
+    if buf.is_empty() {
+        // Between requests the connection keeps no memory: the pooled receive
+        // takes a buffer from the worker's pool only when bytes arrive.
+        buf = Vec::new();
+    }
+    let op = Op::Recv(Recv::pooled(&io.handle, buf));
+    submit(port, conn, op, wait);
+}
+
+/// Sends the next piece of the reply in flight.
+fn submit_piece(port: &Port, mut conn: Box<Conn>) {
+    let io = &mut conn.io;
+    if let Some(pace) = io.pace.as_mut() {
+        // Cuts the next piece to the allowance, or waits for it on a timer.
+        if let Some(wait) = pace.shape(&mut io.pending) {
+            let op = Op::Timeout(Timeout::new(wait, io.handle.key()));
+            submit(port, conn, op, Wait::Paced);
+            return;
+        }
+    }
+    let op = match io.pending.pop_front() {
+        None => return,
+        Some(Piece::Bytes(b)) => Op::Send(Send::new(&io.handle, b)),
+        Some(Piece::File {
+            head,
+            offset,
+            len,
+            tail,
+        }) => {
+            // A piece with no file bytes sends only its head and tail, and leaves
+            // the file for the pieces after it.
+            let file = if len > 0 { io.file.take() } else { None };
+            if file.is_none() && len > 0 {
+                debug!(
+                    conn = io.handle.key(),
+                    "a file piece without a file: closing"
+                );
+                return;
+            }
+            Op::TransmitFile(TransmitFile {
+                socket: io.handle.clone(),
+                file,
+                offset,
+                len,
+                head,
+                tail,
+                disconnect: false,
+                ctx: None,
+                completion: Default::default(),
+            })
+        }
+    };
+    submit(port, conn, op, Wait::Sending);
+}
+
+fn submit(port: &Port, conn: Box<Conn>, mut op: Op, wait: Wait) {
+    let (shared, watch) = (conn.io.shared.clone(), conn.io.watch.clone());
+    shared.live.registry.set(&watch, wait);
+    set_ctx(&mut op, conn);
+    match port.submit(op) {
+        Ok(id) => shared.live.registry.op(&watch, id),
+        Err((e, mut op)) => {
+            debug!("submit failed: {e}");
+            // The op (and the connection inside it) is dropped: the socket closes.
+            drop(op.take_ctx());
+        }
+    }
+}
+
+fn set_ctx(op: &mut Op, conn: Box<Conn>) {
+    match op {
+        Op::Recv(o) => o.ctx = Some(conn),
+        Op::Send(o) => o.ctx = Some(conn),
+        Op::TransmitFile(o) => o.ctx = Some(conn),
+        Op::Timeout(o) => o.ctx = Some(conn),
+        _ => {}
+    }
+}

@@ -1,0 +1,276 @@
+//! Every call into libc, and so every `unsafe` block of the crate: `openat2`,
+//! `fstatat`, `fcntl`, `preadv2`, the listening-socket calls and the
+//! descriptor limit. Each function is a safe wrapper that owns what it opens as
+//! an [`OwnedFd`] and reports failure as an [`io::Error`]; the rest of the
+//! crate is safe code (the crate root denies `unsafe_code`, this module alone
+//! allows it).
+//!
+//! The calls go through one helper, `syscall!`, as in mio's
+//! `src/sys/unix/mod.rs`: a `-1` return becomes the thread's `errno`. Every use
+//! carries its own `SAFETY` argument: what the call reads and writes of our
+//! memory, and why that memory is valid for the whole call.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Calls the libc function `$fn` with the given arguments inside `unsafe`, and
+/// turns a negative return into `Err(errno)`. The caller states, in a `SAFETY`
+/// comment on the invocation, why the call is sound.
+macro_rules! syscall {
+    ($fn: ident ( $($arg: expr),* $(,)? ) ) => {{
+        // SAFETY: the invocation's own SAFETY comment argues for this call.
+        let res = unsafe { libc::$fn($($arg, )*) };
+        if res < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// Wraps a descriptor that a successful call just returned.
+fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
+    let raw = libc::c_int::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?;
+    // SAFETY: `raw` was just returned by a successful call that creates a
+    // descriptor, and nothing else owns it; the `OwnedFd` takes it over.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The first version of the kernel's `struct open_how` (`OPEN_HOW_SIZE_VER0`).
+///
+/// `libc::open_how` is `#[non_exhaustive]` and has no `Default`; this plain
+/// copy of the ABI can be built field by field.
+#[repr(C)]
+pub(crate) struct OpenHow {
+    /// `O_*` flags.
+    pub(crate) flags: u64,
+    /// Creation mode (unused: we never create).
+    pub(crate) mode: u64,
+    /// `RESOLVE_*` flags.
+    pub(crate) resolve: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<OpenHow>() == 24);
+
+/// `openat2(dir, path, how)`, once (the caller retries `EAGAIN`/`EINTR`).
+pub(crate) fn openat2(dir: BorrowedFd<'_>, path: &CStr, how: &OpenHow) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is open for the borrow; `path` is NUL-terminated and `how`
+    // a properly laid out `open_how` whose size is passed alongside; both
+    // outlive the call, which only reads them.
+    let fd = syscall!(syscall(
+        libc::SYS_openat2,
+        dir.as_raw_fd(),
+        path.as_ptr(),
+        how as *const OpenHow,
+        std::mem::size_of::<OpenHow>(),
+    ))?;
+    owned(fd)
+}
+
+/// `fcntl(fd, F_SETFL, flags)`: sets the file status flags.
+pub(crate) fn set_status_flags(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: `fd` is open for the borrow; `F_SETFL` takes an integer argument
+    // and touches no memory of ours.
+    syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFL, flags))?;
+    Ok(())
+}
+
+/// `fcntl(fd, F_GETFL)`: the file status flags.
+#[cfg(test)]
+pub(crate) fn status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: `fd` is open for the borrow; `F_GETFL` touches no memory of ours.
+    syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))
+}
+
+/// `fstatat(dir, path, flags)`.
+pub(crate) fn fstatat(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+) -> io::Result<libc::stat> {
+    // SAFETY: `libc::stat` is plain data for which all-zero bytes are valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is open for the borrow, `path` is NUL-terminated, and `st`
+    // is a live, writable stat buffer; all outlive the call.
+    syscall!(fstatat(dir.as_raw_fd(), path.as_ptr(), &mut st, flags))?;
+    Ok(st)
+}
+
+/// `preadv2(fd, buf, offset, RWF_NOWAIT)`: reads only what is in the page
+/// cache, never waiting for the disk.
+pub(crate) fn pread_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], offset: i64) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, which is live, writable and exactly
+    // `iov_len` bytes long for the whole call; `fd` is open for the borrow.
+    let n = syscall!(preadv2(fd.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT))?;
+    Ok(n as usize)
+}
+
+/// `readlinkat(fd, "")`: the target of the symlink `fd` (opened with
+/// `O_PATH | O_NOFOLLOW`). A target as long as the buffer (`PATH_MAX`) may be
+/// cut, so it is an error (`ENAMETOOLONG`).
+pub(crate) fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `fd` is open for the borrow; the empty path is NUL-terminated;
+    // `buf` is live and writable for `buf.len()` bytes, which is what we pass.
+    let n = syscall!(readlinkat(
+        fd.as_raw_fd(),
+        c"".as_ptr(),
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+    ))? as usize;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `getdents64(fd, buf)`: fills `buf` with `linux_dirent64` records of the
+/// directory `fd` (opened for reading) from its current offset; returns the
+/// bytes filled, 0 at the end. The records are parsed by the caller, in safe
+/// code, from the bytes.
+pub(crate) fn getdents(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is open for the borrow; `buf` is live and writable for
+    // `buf.len()` bytes, which is what we pass; the kernel writes at most that.
+    let n = syscall!(syscall(
+        libc::SYS_getdents64,
+        fd.as_raw_fd(),
+        buf.as_mut_ptr(),
+        buf.len(),
+    ))?;
+    Ok(n as usize)
+}
+
+/// `setsockopt(fd, level, name, &value)` for an integer option.
+pub(crate) fn set_int_opt(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size; the kernel
+    // only reads it; `fd` is open for the borrow.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        level,
+        name,
+        (&value as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+    ))?;
+    Ok(())
+}
+
+/// `getsockopt(fd, level, name)` for an integer option.
+#[cfg(test)]
+pub(crate) fn int_opt(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a live c_int and its size; the kernel writes at most that many
+    // bytes, and `len` is a live socklen_t it may update.
+    syscall!(getsockopt(
+        fd.as_raw_fd(),
+        level,
+        name,
+        (&mut v as *mut libc::c_int).cast(),
+        &mut len,
+    ))?;
+    Ok(v)
+}
+
+/// `socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0)`.
+pub(crate) fn stream_socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with integer arguments touches no memory of ours.
+    let fd = syscall!(socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0))?;
+    owned(fd.into())
+}
+
+/// `bind(fd, addr)`.
+pub(crate) fn bind(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a valid address of `len` bytes for this family
+    // and outlives the call, which only reads it; `fd` is open for the borrow.
+    syscall!(bind(
+        fd.as_raw_fd(),
+        (&storage as *const libc::sockaddr_storage).cast(),
+        len as libc::socklen_t,
+    ))?;
+    Ok(())
+}
+
+/// `listen(fd, backlog)`.
+pub(crate) fn listen(fd: BorrowedFd<'_>, backlog: libc::c_int) -> io::Result<()> {
+    // SAFETY: listen(2) takes integers only; `fd` is open for the borrow.
+    syscall!(listen(fd.as_raw_fd(), backlog))?;
+    Ok(())
+}
+
+/// `getrlimit(RLIMIT_NOFILE)`: `(soft, hard)`.
+pub(crate) fn nofile_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit, which `lim` is, live and writable.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim))?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// `setrlimit(RLIMIT_NOFILE, soft, hard)`.
+pub(crate) fn set_nofile_limit(soft: libc::rlim_t, hard: libc::rlim_t) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one rlimit, which `lim` is, live for the call.
+    syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim))?;
+    Ok(())
+}
+
+/// `mkfifo(path, mode)`: for tests of special files.
+#[cfg(test)]
+pub(crate) fn mkfifo(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated and outlives the call, which only reads it.
+    syscall!(mkfifo(path.as_ptr(), mode))?;
+    Ok(())
+}
