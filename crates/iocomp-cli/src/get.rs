@@ -238,18 +238,90 @@ fn content_coding(head: &Head, opts: &Opts) -> Result<Option<Coding>, Fail> {
     Ok(Some(coding))
 }
 
-/// Creates (truncates) `NAME.part` and records the validator for a later `-c`.
-pub(crate) fn start_part(
-    part: &Path,
-    meta: &Path,
-    validator: Option<String>,
-) -> Result<File, Fail> {
-    let f = File::create(part).map_err(|e| local(part, e))?;
-    match validator {
-        Some(v) => fs::write(meta, v).map_err(|e| local(meta, e))?,
-        None => {
-            let _ = fs::remove_file(meta);
+/// What `NAME.part.meta` says about `NAME.part`: which version of the file
+/// it is a prefix of, so that `-c` never joins two versions.
+///
+/// The text format, one `key: value` per line after a first line naming it:
+///
+/// ```text
+/// iocomp-part 1
+/// validator: "etag-or-last-modified"
+/// total: 123456
+/// ```
+///
+/// `parallel: true` marks a `-j` download's `.part` (it has holes and is
+/// never resumed). A `.meta` of the older format (the validator alone, or
+/// `#iocomp-parallel`) is still understood.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// For `If-Range`, compared with every 206: a strong ETag, else Last-Modified.
+    pub(crate) validator: Option<String>,
+    /// The file's size on the server, compared with every 206's total.
+    pub(crate) total: Option<u64>,
+    /// A parallel download's `.part`.
+    pub(crate) parallel: bool,
+}
+
+/// The first line of a `.meta` file.
+const META_MAGIC: &str = "iocomp-part 1";
+/// An older `.meta` of a parallel download.
+const OLD_PARALLEL_META: &str = "#iocomp-parallel";
+
+impl Meta {
+    /// Parses a `.meta` file's text (never fails: what is not understood is left out).
+    pub(crate) fn parse(text: &str) -> Meta {
+        let mut m = Meta::default();
+        let Some(rest) = text.strip_prefix(META_MAGIC) else {
+            let t = text.trim();
+            if t == OLD_PARALLEL_META {
+                m.parallel = true;
+            } else if !t.is_empty() && !t.contains('\n') {
+                m.validator = Some(t.to_string());
+            }
+            return m;
+        };
+        for line in rest.lines() {
+            match line.split_once(": ") {
+                Some(("validator", v)) if !v.is_empty() => m.validator = Some(v.to_string()),
+                Some(("total", v)) => m.total = v.parse().ok(),
+                Some(("parallel", "true")) => m.parallel = true,
+                _ => {}
+            }
         }
+        m
+    }
+
+    /// The text of a `.meta` file.
+    pub(crate) fn render(&self) -> String {
+        let mut s = format!("{META_MAGIC}\n");
+        if let Some(v) = &self.validator {
+            // A header value cannot hold a line break; be sure.
+            s.push_str(&format!("validator: {}\n", v.replace(['\r', '\n'], "")));
+        }
+        if let Some(t) = self.total {
+            s.push_str(&format!("total: {t}\n"));
+        }
+        if self.parallel {
+            s.push_str("parallel: true\n");
+        }
+        s
+    }
+
+    /// Reads `path`; an absent or unreadable file says nothing.
+    pub(crate) fn read(path: &Path) -> Meta {
+        fs::read_to_string(path)
+            .map(|t| Meta::parse(&t))
+            .unwrap_or_default()
+    }
+}
+
+/// Creates (truncates) `NAME.part` and records what it is for a later `-c`.
+pub(crate) fn start_part(part: &Path, meta: &Path, m: &Meta) -> Result<File, Fail> {
+    let f = File::create(part).map_err(|e| local(part, e))?;
+    if *m == Meta::default() {
+        let _ = fs::remove_file(meta);
+    } else {
+        fs::write(meta, m.render()).map_err(|e| local(meta, e))?;
     }
     Ok(f)
 }

@@ -254,6 +254,13 @@ impl<'a> Driver<'a> {
 
     fn settle_if_idle(&mut self, j: usize) {
         let job = &mut self.jobs[j];
+        if job.live == 0 && job.result.is_none() && job.restart_afresh() {
+            self.spawn(j);
+            if self.jobs[j].live > 0 {
+                return;
+            }
+        }
+        let job = &mut self.jobs[j];
         if job.live == 0 && job.result.is_none() {
             let r = job.settle(self.opts);
             job.progress.finish(r.is_ok());
