@@ -22,6 +22,7 @@ mod privdrop;
 mod progress;
 mod proxy;
 mod signals;
+mod sys;
 mod systemd;
 mod target;
 
@@ -183,8 +184,18 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("unknown unit in {s:?} (ms, s, m, h)")),
     };
+    if !(0.0..=MAX_DURATION_SECS).contains(&secs) {
+        return Err(format!(
+            "not a valid duration: {s:?} (0 to {}h)",
+            MAX_DURATION_SECS / 3600.0
+        ));
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("not a valid duration: {s:?}"))
 }
+
+/// The longest duration any option takes: a year (deadlines are computed by
+/// adding it to the clock, which must not overflow).
+const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 fn main() -> ExitCode {
     let top = Cli::command();

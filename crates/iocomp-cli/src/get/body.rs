@@ -155,8 +155,27 @@ pub(super) enum Coding {
     Deflate,
 }
 
-/// A streaming decoder of the body's content coding (or none).
-pub(super) enum Decode {
+/// Decoded bytes always allowed, whatever the compressed size.
+const DECODED_FLOOR: u64 = 64 << 20;
+/// Beyond the floor, the decoded body may be at most this many times the
+/// compressed bytes received: ordinary files compress 2 to 20 times, a
+/// decompression bomb about 1000 times (deflate's limit is 1032).
+const MAX_RATIO: u64 = 200;
+/// Compressed bytes handed to the decoder at once: with deflate's 1032:1
+/// limit, one step never decodes more than about 4 MiB into memory.
+const STEP: usize = 4096;
+
+/// A streaming decoder of the body's content coding (or none), with its
+/// output bounded: in memory per step, and in total relative to the input.
+pub(super) struct Decode {
+    kind: Kind,
+    /// Compressed bytes in.
+    inp: u64,
+    /// Decoded bytes out.
+    outp: u64,
+}
+
+enum Kind {
     Identity,
     Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
     Deflate(flate2::write::ZlibDecoder<Vec<u8>>),
@@ -168,11 +187,35 @@ fn undecodable(e: std::io::Error) -> Fail {
 
 impl Decode {
     pub(super) fn new(coding: Option<Coding>) -> Decode {
-        match coding {
-            None => Decode::Identity,
-            Some(Coding::Gzip) => Decode::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
-            Some(Coding::Deflate) => Decode::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
+        let kind = match coding {
+            None => Kind::Identity,
+            Some(Coding::Gzip) => Kind::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
+            Some(Coding::Deflate) => Kind::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
+        };
+        Decode {
+            kind,
+            inp: 0,
+            outp: 0,
         }
+    }
+
+    /// Hands what the decoder produced to `out`, within the bound.
+    fn drain(&mut self, out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>) -> Result<(), Fail> {
+        let decoded = match &mut self.kind {
+            Kind::Identity => return Ok(()),
+            Kind::Gzip(d) => d.get_mut(),
+            Kind::Deflate(d) => d.get_mut(),
+        };
+        self.outp += decoded.len() as u64;
+        if self.outp > DECODED_FLOOR.saturating_add(self.inp.saturating_mul(MAX_RATIO)) {
+            return Err(Fail::Network(format!(
+                "receiving the body: it expands more than {MAX_RATIO} times ({} compressed bytes gave {}): stopped, as a decompression bomb",
+                self.inp, self.outp
+            )));
+        }
+        let r = out(decoded);
+        decoded.clear();
+        r
     }
 
     /// Decodes `data` and hands what comes out to `out`.
@@ -181,20 +224,19 @@ impl Decode {
         data: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
     ) -> Result<(), Fail> {
-        let decoded = match self {
-            Decode::Identity => return out(data),
-            Decode::Gzip(d) => {
-                d.write_all(data).map_err(undecodable)?;
-                d.get_mut()
+        if let Kind::Identity = self.kind {
+            return out(data);
+        }
+        for step in data.chunks(STEP) {
+            match &mut self.kind {
+                Kind::Identity => {}
+                Kind::Gzip(d) => d.write_all(step).map_err(undecodable)?,
+                Kind::Deflate(d) => d.write_all(step).map_err(undecodable)?,
             }
-            Decode::Deflate(d) => {
-                d.write_all(data).map_err(undecodable)?;
-                d.get_mut()
-            }
-        };
-        let r = out(decoded);
-        decoded.clear();
-        r
+            self.inp += step.len() as u64;
+            self.drain(out)?;
+        }
+        Ok(())
     }
 
     /// The body ended: the decoder's last bytes go to `out`.
@@ -202,19 +244,11 @@ impl Decode {
         &mut self,
         out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
     ) -> Result<(), Fail> {
-        let decoded = match self {
-            Decode::Identity => return Ok(()),
-            Decode::Gzip(d) => {
-                d.try_finish().map_err(undecodable)?;
-                d.get_mut()
-            }
-            Decode::Deflate(d) => {
-                d.try_finish().map_err(undecodable)?;
-                d.get_mut()
-            }
-        };
-        let r = out(decoded);
-        decoded.clear();
-        r
+        match &mut self.kind {
+            Kind::Identity => return Ok(()),
+            Kind::Gzip(d) => d.try_finish().map_err(undecodable)?,
+            Kind::Deflate(d) => d.try_finish().map_err(undecodable)?,
+        }
+        self.drain(out)
     }
 }

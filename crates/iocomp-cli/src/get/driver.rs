@@ -164,7 +164,7 @@ impl<'a> Driver<'a> {
             buf: Vec::new(),
             chunk,
             framing: Framing::Eof,
-            decode: Decode::Identity,
+            decode: Decode::new(None),
             at: 0,
             limiter: Limiter::new(limit),
         };

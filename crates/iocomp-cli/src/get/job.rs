@@ -5,12 +5,12 @@
 //! leaves a resumable `.part` (one connection), or removes it (a parallel
 //! download's `.part` has holes).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use super::body::Coding;
-use super::{finish, local, raw, side, start_part, Meta, Opts};
+use super::{finish, local, open_existing, raw, side, start_part, Meta, Opts};
 use crate::client::{Fail, Head};
 use crate::progress::{human, Progress};
 use crate::target::Target;
@@ -87,6 +87,10 @@ pub(super) struct Job {
     afresh: Option<String>,
     /// Whether it already started afresh once.
     restarted: bool,
+    /// `-c` continues the output file itself, a partial download left by
+    /// another tool (as `wget -c` does): `part` is `out`, nothing is renamed,
+    /// and it is never overwritten by a download afresh.
+    foreign: bool,
     /// Body bytes of a `--raw` download.
     pub(super) got: u64,
     pub(super) result: Option<Result<(), Fail>>,
@@ -118,10 +122,20 @@ impl Job {
             probe: None,
             afresh: None,
             restarted: false,
+            foreign: false,
             got: 0,
             result: None,
         };
-        if job.out.exists() && !opts.force {
+        let out_meta = fs::symlink_metadata(&job.out);
+        let foreign = opts.resume
+            && !opts.force
+            && !t.raw
+            && out_meta.as_ref().is_ok_and(|m| m.is_file() && m.len() > 0)
+            && fs::symlink_metadata(&job.part).is_err();
+        if foreign {
+            job.foreign = true;
+            job.part = job.out.clone();
+        } else if out_meta.is_ok() && !opts.force {
             job.failed = Some(Fail::Local(format!(
                 "{} exists; use --force to overwrite it",
                 job.out.display()
@@ -140,6 +154,10 @@ impl Job {
                 extra.push(("Range", format!("bytes={offset}-")));
                 match &job.saved.validator {
                     Some(v) => extra.push(("If-Range", v.clone())),
+                    None if job.foreign => job.progress.note(&format!(
+                        "continuing {} (no validator known: only the size is checked)",
+                        job.out.display()
+                    )),
                     None => job
                         .progress
                         .note("no validator saved with the partial file: resuming unchecked"),
@@ -168,6 +186,9 @@ impl Job {
         };
         if !m.is_file() {
             return 0;
+        }
+        if self.foreign {
+            return m.len();
         }
         let meta = Meta::read(&self.meta);
         if meta.parallel {
@@ -272,11 +293,23 @@ impl Job {
     /// Gives up on what was received: the job starts afresh when its last
     /// connection is gone; the error that stops this connection.
     fn start_afresh(&mut self, why: String) -> Fail {
+        if self.foreign {
+            return self.not_overwriting(&why);
+        }
         let f = changed(why.clone());
         if self.afresh.is_none() {
             self.afresh = Some(why);
         }
         f
+    }
+
+    /// The server's answer cannot continue a foreign partial file, and a
+    /// download afresh would destroy it (wget -c refuses too).
+    fn not_overwriting(&self, why: &str) -> Fail {
+        Fail::Local(format!(
+            "{}: the server's answer does not continue it ({why}); not overwriting it (use --force to download it afresh)",
+            self.out.display()
+        ))
     }
 
     /// Called when the last connection is gone: if a mismatch asked for it
@@ -325,6 +358,9 @@ impl Job {
                 len: opts.size,
             }),
             Role::Main { offset } => match head.status {
+                200 if offset > 0 && self.foreign => {
+                    Err(self.not_overwriting("it sent the whole file, not the rest"))
+                }
                 200 => {
                     if offset > 0 {
                         self.progress.note(
@@ -341,17 +377,22 @@ impl Job {
                     let coding = super::content_coding(head, opts)?;
                     self.progress
                         .note(&format!("resuming at {}", human(offset as f64)));
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&self.part)
-                        .map_err(|e| local(&self.part, e))?;
-                    self.file = Some(f);
+                    self.file = Some(open_existing(&self.part, true)?);
                     self.progress.start(Some(total), offset);
                     Ok(Next::Body {
                         at: offset,
                         coding,
                         len: None,
                     })
+                }
+                416 if offset > 0 && self.foreign && head.unsatisfied_total() == Some(offset) => {
+                    // As wget -c: the server's size is the local size; nothing to do.
+                    self.progress.note(&format!(
+                        "{} is already whole (by its size; no validator known)",
+                        self.out.display()
+                    ));
+                    self.left = 0;
+                    Ok(Next::Close)
                 }
                 416 if offset > 0 => match self.whole_already(head, offset) {
                     Ok(true) => {
@@ -522,7 +563,8 @@ impl Job {
                 }
                 Err(e)
             }
-            None => finish(&self.part, &self.meta, &self.out),
+            None if self.foreign => Ok(()),
+            None => finish(&self.part, &self.meta, &self.out, opts.force),
         }
     }
 }
