@@ -46,7 +46,7 @@ use crate::client::{Fail, Head, Timeouts};
 use crate::progress::{Mode, Progress};
 use crate::target::Target;
 
-mod body;
+pub(crate) mod body;
 mod driver;
 mod job;
 mod raw;

@@ -8,7 +8,7 @@ use std::io::Write;
 use crate::client::{Fail, Head};
 
 /// How the body's end is known.
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// Bytes still to come.
     Length(u64),
     Chunked(Chunk),
@@ -16,7 +16,7 @@ pub(super) enum Framing {
     Eof,
 }
 
-pub(super) enum Chunk {
+pub(crate) enum Chunk {
     /// Reading a chunk-size line (bytes so far).
     Size(Vec<u8>),
     /// Inside a chunk: bytes left, then its CRLF.
@@ -33,13 +33,13 @@ fn bad(m: &str) -> Fail {
 }
 
 /// The body ended before its end.
-pub(super) fn short() -> Fail {
+pub(crate) fn short() -> Fail {
     Fail::Network("receiving the body: the body ended early".into())
 }
 
 impl Framing {
     /// The framing a response head announces.
-    pub(super) fn of(head: &Head) -> Framing {
+    pub(crate) fn of(head: &Head) -> Framing {
         let chunked = head
             .get("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
@@ -55,7 +55,7 @@ impl Framing {
     }
 
     /// The declared length, if known up front.
-    pub(super) fn len_hint(&self) -> Option<u64> {
+    pub(crate) fn len_hint(&self) -> Option<u64> {
         match self {
             Framing::Length(n) => Some(*n),
             _ => None,
@@ -63,18 +63,18 @@ impl Framing {
     }
 
     /// Whether the body is complete (an EOF body never is before its EOF).
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         matches!(self, Framing::Length(0) | Framing::Chunked(Chunk::Done))
     }
 
     /// Whether the connection's end is the body's end (else it ended early).
-    pub(super) fn eof_ok(&self) -> bool {
+    pub(crate) fn eof_ok(&self) -> bool {
         self.is_done() || matches!(self, Framing::Eof)
     }
 
     /// Feeds received bytes; the body's bytes go to `out`. Bytes after the
     /// body's end are ignored (one request per connection).
-    pub(super) fn feed(
+    pub(crate) fn feed(
         &mut self,
         mut input: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
@@ -149,7 +149,7 @@ impl Chunk {
 
 /// A content coding `get --compressed` decodes.
 #[derive(Clone, Copy)]
-pub(super) enum Coding {
+pub(crate) enum Coding {
     Gzip,
     /// HTTP's `deflate`: a zlib stream (RFC 9110 §8.4.1.2).
     Deflate,
@@ -167,7 +167,7 @@ const STEP: usize = 4096;
 
 /// A streaming decoder of the body's content coding (or none), with its
 /// output bounded: in memory per step, and in total relative to the input.
-pub(super) struct Decode {
+pub(crate) struct Decode {
     kind: Kind,
     /// Compressed bytes in.
     inp: u64,
@@ -186,7 +186,7 @@ fn undecodable(e: std::io::Error) -> Fail {
 }
 
 impl Decode {
-    pub(super) fn new(coding: Option<Coding>) -> Decode {
+    pub(crate) fn new(coding: Option<Coding>) -> Decode {
         let kind = match coding {
             None => Kind::Identity,
             Some(Coding::Gzip) => Kind::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
@@ -219,7 +219,7 @@ impl Decode {
     }
 
     /// Decodes `data` and hands what comes out to `out`.
-    pub(super) fn feed(
+    pub(crate) fn feed(
         &mut self,
         data: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
@@ -240,7 +240,7 @@ impl Decode {
     }
 
     /// The body ended: the decoder's last bytes go to `out`.
-    pub(super) fn finish(
+    pub(crate) fn finish(
         &mut self,
         out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
     ) -> Result<(), Fail> {
