@@ -470,3 +470,28 @@ impl Limiter {
         due.saturating_sub(self.start.elapsed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Meta;
+
+    #[test]
+    fn meta_round_trips_and_reads_the_older_format() {
+        let m = Meta {
+            validator: Some("\"abc\"".into()),
+            total: Some(123),
+            parallel: false,
+        };
+        assert_eq!(Meta::parse(&m.render()), m);
+        // Written by an older iocomp: the validator alone, or the parallel mark.
+        assert_eq!(Meta::parse("\"abc\"").validator.as_deref(), Some("\"abc\""));
+        assert_eq!(Meta::parse("\"abc\"").total, None);
+        assert!(Meta::parse("#iocomp-parallel").parallel);
+        // A validator cannot smuggle another line in.
+        let evil = Meta {
+            validator: Some("\"x\"\ntotal: 5".into()),
+            ..Meta::default()
+        };
+        assert_eq!(Meta::parse(&evil.render()).total, None);
+    }
+}
