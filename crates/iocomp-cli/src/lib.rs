@@ -78,8 +78,8 @@ struct ServeArgs {
     /// activation the passed sockets are served, and an explicit --bind adds to them.
     #[arg(long = "bind", value_name = "ADDR", default_value = "0.0.0.0:8182")]
     bind: Vec<SocketAddr>,
-    /// Worker threads [default: the number of CPUs available].
-    #[arg(long, value_name = "N")]
+    /// Worker threads [default: the number of CPUs available; at most 1024].
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<usize>,
     /// Only warnings and errors (the `listening on` lines are always printed).
     #[arg(long, short)]
@@ -170,6 +170,18 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("not a size in bytes: {s:?} (try 500000, 512k, 10M)"))
+}
+
+/// The most worker threads `serve` and `bench` start.
+const MAX_THREADS: usize = 1024;
+
+/// A thread count, at most [`MAX_THREADS`] (0 is refused later, with the
+/// other counts that must be at least 1).
+pub(crate) fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        _ => Err(format!("not a thread count: {s:?} (0 to {MAX_THREADS})")),
+    }
 }
 
 /// `10s`, `500ms`, `2m`, or a plain number of seconds (`1.5`).

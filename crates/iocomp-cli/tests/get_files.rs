@@ -1,7 +1,8 @@
 //! What `iocomp get` does to the local file system, and its numeric options:
 //! `NAME.part` and `NAME.part.meta` are never written through a symbolic
 //! link; the final rename never replaces a file that appeared meanwhile;
-//! a huge `--limit-rate` or `--timeout` is a usage error, not a panic;
+//! a huge `--limit-rate` or `--timeout` is a usage error, not a panic (and so
+//! is a huge thread or connection count of `serve` and `bench`);
 //! `--compressed` stops a decompression bomb; `-c` continues a partial file
 //! another tool left (as `wget -c` and `curl -C -` do) and refuses to
 //! overwrite it with a whole new download.
@@ -131,6 +132,41 @@ fn huge_numeric_options_are_usage_errors() {
         assert_eq!(code(&o), 2, "{a:?}: {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"), "{a:?}: {}", stderr(&o));
         assert!(!dir.join("n.bin").exists(), "{a:?}");
+    }
+}
+
+#[test]
+fn huge_thread_and_connection_counts_of_serve_and_bench_are_usage_errors() {
+    let tree = TempTree::new();
+    let root = tree.root().to_str().unwrap().to_string();
+    let s = serve(pseudo_random(5, 10), "\"e\"");
+    let u = s.url("b");
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--threads",
+            "18446744073709551615",
+            &root,
+        ],
+        vec![
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--threads",
+            "100000",
+            &root,
+        ],
+        vec!["bench", "-d", "1s", "-t", "18446744073709551615", &u],
+        vec!["bench", "-d", "1s", "-c", "18446744073709551615", &u],
+    ];
+    for args in cases {
+        let mut c = common::iocomp_command();
+        c.args(&args);
+        let o = common::output_within(c, Duration::from_secs(60));
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
     }
 }
 
