@@ -33,20 +33,21 @@ const BACKOFF: Duration = Duration::from_millis(20);
 pub struct BenchArgs {
     /// `http://host:port/path`, or `host:port/name` with --raw.
     target: String,
-    /// Connections kept open, each with one request in flight.
+    /// Connections kept open, each with one request in flight (at most 100000).
     #[arg(
         short = 'c',
         long = "connections",
         value_name = "N",
-        default_value_t = 16
+        default_value_t = 16,
+        value_parser = parse_conns
     )]
     conns: usize,
     /// How long to run (e.g. 10s, 500ms, 1m).
     #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s",
           value_parser = crate::parse_duration)]
     duration: Duration,
-    /// Engine worker threads [default: the number of CPUs available].
-    #[arg(short = 't', long, value_name = "N")]
+    /// Engine worker threads [default: the number of CPUs available; at most 1024].
+    #[arg(short = 't', long, value_name = "N", value_parser = crate::parse_threads)]
     threads: Option<usize>,
     /// The line protocol: send `name\n`, expect exactly the file's size back.
     /// The size comes from --size, or else from one HTTP HEAD of the same
@@ -143,6 +144,17 @@ impl Shared {
     fn error(&self, kind: impl Into<String>) {
         let kind = kind.into();
         self.with_stats(|s| *s.errors.entry(kind).or_default() += 1);
+    }
+}
+
+/// The most connections `bench` opens.
+const MAX_CONNS: usize = 100_000;
+
+/// A connection count, at most [`MAX_CONNS`] (0 is refused by [`run`]).
+fn parse_conns(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_CONNS => Ok(n),
+        _ => Err(format!("not a connection count: {s:?} (1 to {MAX_CONNS})")),
     }
 }
 

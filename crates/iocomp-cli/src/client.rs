@@ -131,7 +131,8 @@ impl Head {
     }
 
     /// `Content-Range: bytes A-B/T` as `(A, B, Some(T))` (`None` for a `*`
-    /// total); a 416's `bytes */T` is [`Head::unsatisfied_total`].
+    /// total); a 416's `bytes */T` is [`Head::unsatisfied_total`]. An
+    /// invalid range (RFC 9110 §14.4: B < A, or T ≤ B) is `None`.
     pub fn content_range(&self) -> Option<(u64, u64, Option<u64>)> {
         let v = self.get("content-range")?.trim().strip_prefix("bytes ")?;
         let (range, total) = v.split_once('/')?;
@@ -141,7 +142,11 @@ impl Head {
         } else {
             Some(total.trim().parse().ok()?)
         };
-        Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
+        let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        if b < a || total.is_some_and(|t| t <= b) {
+            return None;
+        }
+        Some((a, b, total))
     }
 
     /// The total of `Content-Range: bytes */T` (a 416's answer).

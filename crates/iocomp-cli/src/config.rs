@@ -83,7 +83,7 @@ pub(crate) fn apply(
 
 /// The command-line words for the settings of `text` that the command line
 /// (`given`) does not set. `Err((line, message))`.
-fn file_args(
+pub(crate) fn file_args(
     serve: &Command,
     given: &ArgMatches,
     text: &str,

@@ -11,10 +11,32 @@
 //! connection; a `.part` left by a parallel download has holes (its `.meta`
 //! says so) and is downloaded afresh.
 //!
+//! Two versions of a file are never joined: every 206 of a resume must carry
+//! the validator saved in `.meta` (a strong ETag, else Last-Modified) and the
+//! total size saved, in a `Content-Range` that runs from the local size to
+//! the end; every part of a `-j` download must repeat the probe's validator
+//! and total; a 416 `bytes */LEN` means "already whole" only with a saved
+//! validator the answer does not contradict and LEN equal to the local size.
+//! A mismatch downloads the file afresh, once.
+//!
+//! `-c` where the output file exists and no `NAME.part` does continues that
+//! file in place, as `wget -c` does: it is taken as a prefix left by another
+//! tool (no validator is known, so only the `Content-Range` is checked), and
+//! an answer that cannot continue it (a 200, another range) leaves it as it
+//! is, with an error naming `--force`.
+//!
+//! Local files: `.part` and `.meta` are opened with `O_NOFOLLOW` (a new one
+//! with `O_EXCL`), and the final rename uses `RENAME_NOREPLACE`, so a file
+//! that appears at `NAME` during the download is not replaced (without
+//! `--force`). `--compressed` decodes in bounded steps and stops a body that
+//! expands more than 200 times beyond its first 64 MiB.
+//!
 //! Built on the engine: one thread drives every connection of every URL
 //! through one completion port (see [`driver`]).
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,7 +46,7 @@ use crate::client::{Fail, Head, Timeouts};
 use crate::progress::{Mode, Progress};
 use crate::target::Target;
 
-mod body;
+pub(crate) mod body;
 mod driver;
 mod job;
 mod raw;
@@ -61,6 +83,7 @@ pub struct GetArgs {
     #[arg(short = 'O', long)]
     remote_name: bool,
     /// Resume NAME.part with a Range request; a file changed on the server is downloaded afresh.
+    /// Without NAME.part, an existing NAME is continued in place (as wget -c does).
     #[arg(short = 'c', long = "continue")]
     resume: bool,
     /// Download in N parallel ranges on N connections (HTTP servers with range support).
@@ -85,15 +108,19 @@ pub struct GetArgs {
     #[arg(long)]
     force: bool,
     /// Ask for a compressed body (Accept-Encoding: gzip, deflate) and decode it. Without it, a
-    /// server that compresses anyway is refused.
+    /// server that compresses anyway is refused. A body that decodes to more than 64 MiB plus
+    /// 200 times its compressed size is stopped (a decompression bomb).
     #[arg(long, conflicts_with_all = ["resume", "parallel", "raw"])]
     compressed: bool,
-    /// Receive at most this many bytes per second per download (e.g. 500K, 2M).
+    /// Receive at most this many bytes per second per download (e.g. 500K, 2M; at most 1024G).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
 }
 
-/// `500K`, `2M`, `1G` or plain bytes.
+/// The highest `--limit-rate`: 1 TiB/s (more is no limit at all).
+const MAX_RATE: u64 = 1 << 40;
+
+/// `500K`, `2M`, `1G` or plain bytes, from 1 to [`MAX_RATE`].
 fn parse_rate(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
@@ -102,9 +129,12 @@ fn parse_rate(s: &str) -> Result<u64, String> {
         Some('G') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
         _ => (s, 1),
     };
-    match num.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * mult),
-        _ => Err(format!("not a rate: {s:?} (try 500K, 2M)")),
+    match num.trim().parse::<u64>().ok().map(|n| n.checked_mul(mult)) {
+        Some(Some(n)) if (1..=MAX_RATE).contains(&n) => Ok(n),
+        Some(_) => Err(format!(
+            "not a rate: {s:?} (from 1 byte to 1024G per second)"
+        )),
+        None => Err(format!("not a rate: {s:?} (try 500K, 2M)")),
     }
 }
 
@@ -238,25 +268,178 @@ fn content_coding(head: &Head, opts: &Opts) -> Result<Option<Coding>, Fail> {
     Ok(Some(coding))
 }
 
-/// Creates (truncates) `NAME.part` and records the validator for a later `-c`.
-pub(crate) fn start_part(
-    part: &Path,
-    meta: &Path,
-    validator: Option<String>,
-) -> Result<File, Fail> {
-    let f = File::create(part).map_err(|e| local(part, e))?;
-    match validator {
-        Some(v) => fs::write(meta, v).map_err(|e| local(meta, e))?,
-        None => {
-            let _ = fs::remove_file(meta);
+/// What `NAME.part.meta` says about `NAME.part`: which version of the file
+/// it is a prefix of, so that `-c` never joins two versions.
+///
+/// The text format, one `key: value` per line after a first line naming it:
+///
+/// ```text
+/// iocomp-part 1
+/// validator: "etag-or-last-modified"
+/// total: 123456
+/// ```
+///
+/// `parallel: true` marks a `-j` download's `.part` (it has holes and is
+/// never resumed). A `.meta` of the older format (the validator alone, or
+/// `#iocomp-parallel`) is still understood.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// For `If-Range`, compared with every 206: a strong ETag, else Last-Modified.
+    pub(crate) validator: Option<String>,
+    /// The file's size on the server, compared with every 206's total.
+    pub(crate) total: Option<u64>,
+    /// A parallel download's `.part`.
+    pub(crate) parallel: bool,
+}
+
+/// The first line of a `.meta` file.
+const META_MAGIC: &str = "iocomp-part 1";
+/// An older `.meta` of a parallel download.
+const OLD_PARALLEL_META: &str = "#iocomp-parallel";
+
+impl Meta {
+    /// Parses a `.meta` file's text (never fails: what is not understood is left out).
+    pub(crate) fn parse(text: &str) -> Meta {
+        let mut m = Meta::default();
+        let Some(rest) = text.strip_prefix(META_MAGIC) else {
+            let t = text.trim();
+            if t == OLD_PARALLEL_META {
+                m.parallel = true;
+            } else if !t.is_empty() && !t.contains('\n') {
+                m.validator = Some(t.to_string());
+            }
+            return m;
+        };
+        for line in rest.lines() {
+            match line.split_once(": ") {
+                Some(("validator", v)) if !v.is_empty() => m.validator = Some(v.to_string()),
+                Some(("total", v)) => m.total = v.parse().ok(),
+                Some(("parallel", "true")) => m.parallel = true,
+                _ => {}
+            }
         }
+        m
+    }
+
+    /// The text of a `.meta` file.
+    pub(crate) fn render(&self) -> String {
+        let mut s = format!("{META_MAGIC}\n");
+        if let Some(v) = &self.validator {
+            // A header value cannot hold a line break; be sure.
+            s.push_str(&format!("validator: {}\n", v.replace(['\r', '\n'], "")));
+        }
+        if let Some(t) = self.total {
+            s.push_str(&format!("total: {t}\n"));
+        }
+        if self.parallel {
+            s.push_str("parallel: true\n");
+        }
+        s
+    }
+
+    /// Reads `path` (never through a symbolic link, at most 4 KiB); an
+    /// absent or unreadable file says nothing.
+    pub(crate) fn read(path: &Path) -> Meta {
+        let mut text = String::new();
+        match open_existing(path, false) {
+            Ok(f) => match f.take(4096).read_to_string(&mut text) {
+                Ok(_) => Meta::parse(&text),
+                Err(_) => Meta::default(),
+            },
+            Err(_) => Meta::default(),
+        }
+    }
+}
+
+/// `path` names a symbolic link, which `get` never follows.
+fn symlink_refused(path: &Path) -> Fail {
+    Fail::Local(format!(
+        "{}: is a symbolic link; iocomp get does not write through one (remove it)",
+        path.display()
+    ))
+}
+
+/// The error of an open or create of `path`, with a symbolic link named as such.
+fn open_error(path: &Path, e: io::Error) -> Fail {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        symlink_refused(path)
+    } else {
+        local(path, e)
+    }
+}
+
+/// Opens the existing regular file `path` (for writing, else reading)
+/// without following a symbolic link at it (`O_NOFOLLOW`; `O_NONBLOCK` so a
+/// FIFO put there cannot block the open).
+pub(crate) fn open_existing(path: &Path, write: bool) -> Result<File, Fail> {
+    let f = OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| open_error(path, e))?;
+    let m = f.metadata().map_err(|e| local(path, e))?;
+    if !m.is_file() {
+        return Err(Fail::Local(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
     }
     Ok(f)
 }
 
-/// Renames `NAME.part` to `NAME` and drops the validator.
-pub(crate) fn finish(part: &Path, meta: &Path, out: &Path) -> Result<(), Fail> {
-    fs::rename(part, out).map_err(|e| local(out, e))?;
+/// Creates `path` empty for writing: a new file with `O_EXCL`, or an existing
+/// regular file truncated; never through a symbolic link.
+fn create_empty(path: &Path) -> Result<File, Fail> {
+    let new = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match new {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let f = open_existing(path, true)?;
+            f.set_len(0).map_err(|e| local(path, e))?;
+            Ok(f)
+        }
+        Err(e) => Err(open_error(path, e)),
+    }
+}
+
+/// Creates (truncates) `NAME.part` and records what it is for a later `-c`.
+pub(crate) fn start_part(part: &Path, meta: &Path, m: &Meta) -> Result<File, Fail> {
+    let f = create_empty(part)?;
+    if *m == Meta::default() {
+        let _ = fs::remove_file(meta);
+    } else {
+        let mut w = create_empty(meta)?;
+        w.write_all(m.render().as_bytes())
+            .map_err(|e| local(meta, e))?;
+    }
+    Ok(f)
+}
+
+/// Renames `NAME.part` to `NAME` (never replacing a `NAME` that appeared
+/// meanwhile, unless `force`) and drops the `.meta`.
+pub(crate) fn finish(part: &Path, meta: &Path, out: &Path, force: bool) -> Result<(), Fail> {
+    let r = if force {
+        fs::rename(part, out)
+    } else {
+        crate::sys::rename_noreplace(part, out)
+    };
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Fail::Local(format!(
+                "{} appeared during the download; not replacing it (the download is in {}; use --force to overwrite)",
+                out.display(),
+                part.display()
+            )))
+        }
+        Err(e) => return Err(local(out, e)),
+    }
     let _ = fs::remove_file(meta);
     Ok(())
 }
@@ -285,5 +468,30 @@ impl Limiter {
         self.bytes += n;
         let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
         due.saturating_sub(self.start.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Meta;
+
+    #[test]
+    fn meta_round_trips_and_reads_the_older_format() {
+        let m = Meta {
+            validator: Some("\"abc\"".into()),
+            total: Some(123),
+            parallel: false,
+        };
+        assert_eq!(Meta::parse(&m.render()), m);
+        // Written by an older iocomp: the validator alone, or the parallel mark.
+        assert_eq!(Meta::parse("\"abc\"").validator.as_deref(), Some("\"abc\""));
+        assert_eq!(Meta::parse("\"abc\"").total, None);
+        assert!(Meta::parse("#iocomp-parallel").parallel);
+        // A validator cannot smuggle another line in.
+        let evil = Meta {
+            validator: Some("\"x\"\ntotal: 5".into()),
+            ..Meta::default()
+        };
+        assert_eq!(Meta::parse(&evil.render()).total, None);
     }
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 use crate::client::{Fail, Head};
 
 /// How the body's end is known.
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// Bytes still to come.
     Length(u64),
     Chunked(Chunk),
@@ -16,7 +16,7 @@ pub(super) enum Framing {
     Eof,
 }
 
-pub(super) enum Chunk {
+pub(crate) enum Chunk {
     /// Reading a chunk-size line (bytes so far).
     Size(Vec<u8>),
     /// Inside a chunk: bytes left, then its CRLF.
@@ -33,13 +33,13 @@ fn bad(m: &str) -> Fail {
 }
 
 /// The body ended before its end.
-pub(super) fn short() -> Fail {
+pub(crate) fn short() -> Fail {
     Fail::Network("receiving the body: the body ended early".into())
 }
 
 impl Framing {
     /// The framing a response head announces.
-    pub(super) fn of(head: &Head) -> Framing {
+    pub(crate) fn of(head: &Head) -> Framing {
         let chunked = head
             .get("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
@@ -55,7 +55,7 @@ impl Framing {
     }
 
     /// The declared length, if known up front.
-    pub(super) fn len_hint(&self) -> Option<u64> {
+    pub(crate) fn len_hint(&self) -> Option<u64> {
         match self {
             Framing::Length(n) => Some(*n),
             _ => None,
@@ -63,18 +63,18 @@ impl Framing {
     }
 
     /// Whether the body is complete (an EOF body never is before its EOF).
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         matches!(self, Framing::Length(0) | Framing::Chunked(Chunk::Done))
     }
 
     /// Whether the connection's end is the body's end (else it ended early).
-    pub(super) fn eof_ok(&self) -> bool {
+    pub(crate) fn eof_ok(&self) -> bool {
         self.is_done() || matches!(self, Framing::Eof)
     }
 
     /// Feeds received bytes; the body's bytes go to `out`. Bytes after the
     /// body's end are ignored (one request per connection).
-    pub(super) fn feed(
+    pub(crate) fn feed(
         &mut self,
         mut input: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
@@ -149,14 +149,33 @@ impl Chunk {
 
 /// A content coding `get --compressed` decodes.
 #[derive(Clone, Copy)]
-pub(super) enum Coding {
+pub(crate) enum Coding {
     Gzip,
     /// HTTP's `deflate`: a zlib stream (RFC 9110 §8.4.1.2).
     Deflate,
 }
 
-/// A streaming decoder of the body's content coding (or none).
-pub(super) enum Decode {
+/// Decoded bytes always allowed, whatever the compressed size.
+const DECODED_FLOOR: u64 = 64 << 20;
+/// Beyond the floor, the decoded body may be at most this many times the
+/// compressed bytes received: ordinary files compress 2 to 20 times, a
+/// decompression bomb about 1000 times (deflate's limit is 1032).
+const MAX_RATIO: u64 = 200;
+/// Compressed bytes handed to the decoder at once: with deflate's 1032:1
+/// limit, one step never decodes more than about 4 MiB into memory.
+const STEP: usize = 4096;
+
+/// A streaming decoder of the body's content coding (or none), with its
+/// output bounded: in memory per step, and in total relative to the input.
+pub(crate) struct Decode {
+    kind: Kind,
+    /// Compressed bytes in.
+    inp: u64,
+    /// Decoded bytes out.
+    outp: u64,
+}
+
+enum Kind {
     Identity,
     Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
     Deflate(flate2::write::ZlibDecoder<Vec<u8>>),
@@ -167,54 +186,69 @@ fn undecodable(e: std::io::Error) -> Fail {
 }
 
 impl Decode {
-    pub(super) fn new(coding: Option<Coding>) -> Decode {
-        match coding {
-            None => Decode::Identity,
-            Some(Coding::Gzip) => Decode::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
-            Some(Coding::Deflate) => Decode::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
+    pub(crate) fn new(coding: Option<Coding>) -> Decode {
+        let kind = match coding {
+            None => Kind::Identity,
+            Some(Coding::Gzip) => Kind::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
+            Some(Coding::Deflate) => Kind::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
+        };
+        Decode {
+            kind,
+            inp: 0,
+            outp: 0,
         }
     }
 
+    /// Hands what the decoder produced to `out`, within the bound.
+    fn drain(&mut self, out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>) -> Result<(), Fail> {
+        let decoded = match &mut self.kind {
+            Kind::Identity => return Ok(()),
+            Kind::Gzip(d) => d.get_mut(),
+            Kind::Deflate(d) => d.get_mut(),
+        };
+        self.outp += decoded.len() as u64;
+        if self.outp > DECODED_FLOOR.saturating_add(self.inp.saturating_mul(MAX_RATIO)) {
+            return Err(Fail::Network(format!(
+                "receiving the body: it expands more than {MAX_RATIO} times ({} compressed bytes gave {}): stopped, as a decompression bomb",
+                self.inp, self.outp
+            )));
+        }
+        let r = out(decoded);
+        decoded.clear();
+        r
+    }
+
     /// Decodes `data` and hands what comes out to `out`.
-    pub(super) fn feed(
+    pub(crate) fn feed(
         &mut self,
         data: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
     ) -> Result<(), Fail> {
-        let decoded = match self {
-            Decode::Identity => return out(data),
-            Decode::Gzip(d) => {
-                d.write_all(data).map_err(undecodable)?;
-                d.get_mut()
+        if let Kind::Identity = self.kind {
+            return out(data);
+        }
+        for step in data.chunks(STEP) {
+            match &mut self.kind {
+                Kind::Identity => {}
+                Kind::Gzip(d) => d.write_all(step).map_err(undecodable)?,
+                Kind::Deflate(d) => d.write_all(step).map_err(undecodable)?,
             }
-            Decode::Deflate(d) => {
-                d.write_all(data).map_err(undecodable)?;
-                d.get_mut()
-            }
-        };
-        let r = out(decoded);
-        decoded.clear();
-        r
+            self.inp += step.len() as u64;
+            self.drain(out)?;
+        }
+        Ok(())
     }
 
     /// The body ended: the decoder's last bytes go to `out`.
-    pub(super) fn finish(
+    pub(crate) fn finish(
         &mut self,
         out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
     ) -> Result<(), Fail> {
-        let decoded = match self {
-            Decode::Identity => return Ok(()),
-            Decode::Gzip(d) => {
-                d.try_finish().map_err(undecodable)?;
-                d.get_mut()
-            }
-            Decode::Deflate(d) => {
-                d.try_finish().map_err(undecodable)?;
-                d.get_mut()
-            }
-        };
-        let r = out(decoded);
-        decoded.clear();
-        r
+        match &mut self.kind {
+            Kind::Identity => return Ok(()),
+            Kind::Gzip(d) => d.try_finish().map_err(undecodable)?,
+            Kind::Deflate(d) => d.try_finish().map_err(undecodable)?,
+        }
+        self.drain(out)
     }
 }

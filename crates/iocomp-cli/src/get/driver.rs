@@ -164,7 +164,7 @@ impl<'a> Driver<'a> {
             buf: Vec::new(),
             chunk,
             framing: Framing::Eof,
-            decode: Decode::Identity,
+            decode: Decode::new(None),
             at: 0,
             limiter: Limiter::new(limit),
         };
@@ -253,6 +253,13 @@ impl<'a> Driver<'a> {
     }
 
     fn settle_if_idle(&mut self, j: usize) {
+        let job = &mut self.jobs[j];
+        if job.live == 0 && job.result.is_none() && job.restart_afresh() {
+            self.spawn(j);
+            if self.jobs[j].live > 0 {
+                return;
+            }
+        }
         let job = &mut self.jobs[j];
         if job.live == 0 && job.result.is_none() {
             let r = job.settle(self.opts);

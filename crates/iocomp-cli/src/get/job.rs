@@ -5,21 +5,18 @@
 //! leaves a resumable `.part` (one connection), or removes it (a parallel
 //! download's `.part` has holes).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use super::body::Coding;
-use super::{finish, local, raw, side, start_part, Opts};
+use super::{finish, local, open_existing, raw, side, start_part, Meta, Opts};
 use crate::client::{Fail, Head};
 use crate::progress::{human, Progress};
 use crate::target::Target;
 
 /// Below this size a file is fetched on one connection even with `-j`.
 const MIN_PARALLEL: u64 = 1024 * 1024;
-/// What `NAME.part.meta` holds for a parallel download: its `.part` has holes
-/// and cannot be resumed as a prefix.
-const PARALLEL_META: &str = "#iocomp-parallel";
 
 /// What one connection of a job does.
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +52,11 @@ pub(super) enum Next {
     Close,
 }
 
+/// Why a response cannot continue what is on disk: the file changed.
+fn changed(why: String) -> Fail {
+    Fail::Network(format!("the file changed on the server ({why})"))
+}
+
 /// One URL's download.
 pub(super) struct Job {
     pub(super) target: Target,
@@ -73,8 +75,22 @@ pub(super) struct Job {
     pub(super) spawn: Vec<Spec>,
     /// Whether the `.part` may hold holes (parallel): removed on failure.
     sparse: bool,
-    /// `If-Range` of a resume, else `None`.
-    validator: Option<String>,
+    /// This job's index among the driver's jobs.
+    index: usize,
+    /// What the partial file being resumed is a prefix of (its `.meta`).
+    saved: Meta,
+    /// A parallel download: the validator and total of the probe's answer,
+    /// which every part must repeat.
+    probe: Option<(Option<String>, u64)>,
+    /// Why what was received cannot be joined to what is on disk: the job
+    /// starts afresh once its connections are gone.
+    afresh: Option<String>,
+    /// Whether it already started afresh once.
+    restarted: bool,
+    /// `-c` continues the output file itself, a partial download left by
+    /// another tool (as `wget -c` does): `part` is `out`, nothing is renamed,
+    /// and it is never overwritten by a download afresh.
+    foreign: bool,
     /// Body bytes of a `--raw` download.
     pub(super) got: u64,
     pub(super) result: Option<Result<(), Fail>>,
@@ -101,11 +117,25 @@ impl Job {
             left: 1,
             spawn: Vec::new(),
             sparse: false,
-            validator: None,
+            index,
+            saved: Meta::default(),
+            probe: None,
+            afresh: None,
+            restarted: false,
+            foreign: false,
             got: 0,
             result: None,
         };
-        if job.out.exists() && !opts.force {
+        let out_meta = fs::symlink_metadata(&job.out);
+        let foreign = opts.resume
+            && !opts.force
+            && !t.raw
+            && out_meta.as_ref().is_ok_and(|m| m.is_file() && m.len() > 0)
+            && fs::symlink_metadata(&job.part).is_err();
+        if foreign {
+            job.foreign = true;
+            job.part = job.out.clone();
+        } else if out_meta.is_ok() && !opts.force {
             job.failed = Some(Fail::Local(format!(
                 "{} exists; use --force to overwrite it",
                 job.out.display()
@@ -122,8 +152,12 @@ impl Job {
             }
             if offset > 0 {
                 extra.push(("Range", format!("bytes={offset}-")));
-                match &job.validator {
+                match &job.saved.validator {
                     Some(v) => extra.push(("If-Range", v.clone())),
+                    None if job.foreign => job.progress.note(&format!(
+                        "continuing {} (no validator known: only the size is checked)",
+                        job.out.display()
+                    )),
                     None => job
                         .progress
                         .note("no validator saved with the partial file: resuming unchecked"),
@@ -145,22 +179,166 @@ impl Job {
         job
     }
 
-    /// The length of a resumable `NAME.part` (and its validator), or 0.
+    /// The length of a resumable `NAME.part` (and what its `.meta` says), or 0.
     fn resume_point(&mut self) -> u64 {
-        let Ok(m) = fs::metadata(&self.part) else {
+        let Ok(m) = fs::symlink_metadata(&self.part) else {
             return 0;
         };
-        let v = fs::read_to_string(&self.meta)
-            .ok()
-            .filter(|v| !v.is_empty());
-        if v.as_deref() == Some(PARALLEL_META) {
+        if !m.is_file() {
+            return 0;
+        }
+        if self.foreign {
+            return m.len();
+        }
+        let meta = Meta::read(&self.meta);
+        if meta.parallel {
             self.progress.note(
                 "the partial file is from a parallel download (-j), which leaves holes: downloading afresh",
             );
             return 0;
         }
-        self.validator = v;
+        self.saved = meta;
         m.len()
+    }
+
+    /// Whether a 206 answering `Range: bytes=OFFSET-` continues the saved
+    /// partial file: the range starts at `offset` and runs to the end of a
+    /// total that is the one saved, and the validator is the one saved.
+    /// `Ok(total)`, else why not.
+    fn continues(&self, head: &Head, offset: u64) -> Result<u64, String> {
+        let Some((a, b, Some(total))) = head.content_range() else {
+            return Err("a 206 without a usable Content-Range".into());
+        };
+        if a != offset || b.checked_add(1) != Some(total) {
+            return Err(format!(
+                "asked for bytes {offset}- and got bytes {a}-{b}/{total}"
+            ));
+        }
+        if let Some(n) = head.content_length() {
+            if n != b - a + 1 {
+                return Err(format!("Content-Length {n} disagrees with bytes {a}-{b}"));
+            }
+        }
+        if let Some(t) = self.saved.total {
+            if t != total {
+                return Err(format!("its size was {t} bytes and is now {total}"));
+            }
+        }
+        if let Some(v) = &self.saved.validator {
+            if head.validator().as_ref() != Some(v) {
+                return Err(format!(
+                    "validator {v} saved, {} now",
+                    head.validator().unwrap_or_else(|| "none".into())
+                ));
+            }
+        }
+        Ok(total)
+    }
+
+    /// Whether a 416 `bytes */LEN` to `Range: bytes=OFFSET-` says the saved
+    /// partial file is whole: a validator was saved and the answer does not
+    /// contradict it (its own validator, if any, is the same; with none, the
+    /// server evaluated our `If-Range` — RFC 9110 §13.1.5 — before the
+    /// range), and LEN is the local size (and the total saved, if any).
+    /// `Ok(true)`: whole; `Ok(false)`: not ours to judge (a plain 416
+    /// error); `Err`: the file changed.
+    fn whole_already(&self, head: &Head, offset: u64) -> Result<bool, String> {
+        let len = head.unsatisfied_total();
+        let Some(saved) = &self.saved.validator else {
+            return match len {
+                Some(n) if n == offset => {
+                    Err("no validator saved to prove the partial file is this one".into())
+                }
+                _ => Ok(false),
+            };
+        };
+        if let Some(now) = head.validator() {
+            if &now != saved {
+                return Err(format!("validator {saved} saved, {now} now"));
+            }
+        }
+        if let (Some(t), Some(n)) = (self.saved.total, len) {
+            if t != n {
+                return Err(format!("its size was {t} bytes and is now {n}"));
+            }
+        }
+        Ok(len == Some(offset))
+    }
+
+    /// Whether a part of a parallel download agrees with the probe: exactly
+    /// the range asked for, of the same total, with the same validator.
+    fn part_fits(&self, head: &Head, first: u64, last: u64) -> Result<(), String> {
+        let Some((v, total)) = &self.probe else {
+            return Err("no probe".into());
+        };
+        if head.status == 200 {
+            return Err("a range was answered with the whole file".into());
+        }
+        if head.content_range() != Some((first, last, Some(*total))) {
+            return Err(format!(
+                "asked for bytes {first}-{last}/{total}, got {}",
+                head.get("content-range").unwrap_or("no Content-Range")
+            ));
+        }
+        if head.validator() != *v {
+            return Err(format!(
+                "validator {} first, {} in a later part",
+                v.as_deref().unwrap_or("none"),
+                head.validator().unwrap_or_else(|| "none".into())
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives up on what was received: the job starts afresh when its last
+    /// connection is gone; the error that stops this connection.
+    fn start_afresh(&mut self, why: String) -> Fail {
+        if self.foreign {
+            return self.not_overwriting(&why);
+        }
+        let f = changed(why.clone());
+        if self.afresh.is_none() {
+            self.afresh = Some(why);
+        }
+        f
+    }
+
+    /// The server's answer cannot continue a foreign partial file, and a
+    /// download afresh would destroy it (wget -c refuses too).
+    fn not_overwriting(&self, why: &str) -> Fail {
+        Fail::Local(format!(
+            "{}: the server's answer does not continue it ({why}); not overwriting it (use --force to download it afresh)",
+            self.out.display()
+        ))
+    }
+
+    /// Called when the last connection is gone: if a mismatch asked for it
+    /// (and it has not happened yet), the job starts over with one plain
+    /// request for the whole file; `true` when it did (see [`Job::spawn`]).
+    pub(super) fn restart_afresh(&mut self) -> bool {
+        let Some(why) = self.afresh.take() else {
+            return false;
+        };
+        if self.restarted {
+            return false;
+        }
+        self.restarted = true;
+        self.failed = None;
+        drop(self.file.take());
+        self.sparse = false;
+        self.left = 1;
+        self.saved = Meta::default();
+        self.probe = None;
+        self.progress.note(&format!(
+            "the file changed on the server ({why}): downloading afresh"
+        ));
+        self.spawn.push(Spec {
+            job: self.index,
+            role: Role::Main { offset: 0 },
+            target: self.target.clone(),
+            extra: Vec::new(),
+        });
+        true
     }
 
     /// A connection's response head.
@@ -180,6 +358,9 @@ impl Job {
                 len: opts.size,
             }),
             Role::Main { offset } => match head.status {
+                200 if offset > 0 && self.foreign => {
+                    Err(self.not_overwriting("it sent the whole file, not the rest"))
+                }
                 200 => {
                     if offset > 0 {
                         self.progress.note(
@@ -190,40 +371,43 @@ impl Job {
                     self.whole(head, opts)
                 }
                 206 if offset > 0 => {
-                    match head.content_range() {
-                        Some((a, _, _)) if a == offset => {}
-                        _ => {
-                            return Err(Fail::Network(format!(
-                                "the server resumed at another offset than {offset}"
-                            )))
-                        }
-                    }
+                    let total = self
+                        .continues(head, offset)
+                        .map_err(|w| self.start_afresh(w))?;
                     let coding = super::content_coding(head, opts)?;
                     self.progress
                         .note(&format!("resuming at {}", human(offset as f64)));
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&self.part)
-                        .map_err(|e| local(&self.part, e))?;
-                    self.file = Some(f);
-                    let total = head.content_length().map(|n| n + offset);
-                    self.progress.start(total, offset);
+                    self.file = Some(open_existing(&self.part, true)?);
+                    self.progress.start(Some(total), offset);
                     Ok(Next::Body {
                         at: offset,
                         coding,
                         len: None,
                     })
                 }
-                416 if offset > 0 && head.unsatisfied_total() == Some(offset) => {
-                    // The partial file is already whole.
+                416 if offset > 0 && self.foreign && head.unsatisfied_total() == Some(offset) => {
+                    // As wget -c: the server's size is the local size; nothing to do.
+                    self.progress.note(&format!(
+                        "{} is already whole (by its size; no validator known)",
+                        self.out.display()
+                    ));
                     self.left = 0;
                     Ok(Next::Close)
                 }
+                416 if offset > 0 => match self.whole_already(head, offset) {
+                    Ok(true) => {
+                        self.left = 0;
+                        Ok(Next::Close)
+                    }
+                    Ok(false) => Err(status_error()),
+                    Err(why) => Err(self.start_afresh(why)),
+                },
                 _ => Err(status_error()),
             },
             Role::Probe => match (head.status, head.content_range()) {
                 (206, Some((0, 0, Some(total)))) if total >= MIN_PARALLEL => {
                     super::content_coding(head, opts)?;
+                    self.probe = Some((head.validator(), total));
                     self.ranges(index, t, total, head.validator(), opts)?;
                     Ok(Next::Close)
                 }
@@ -245,13 +429,11 @@ impl Job {
                 _ => Err(status_error()),
             },
             Role::Range { first, last } => {
-                let got = head.content_range().map(|(a, b, _)| (a, b));
-                if head.status != 206 || got != Some((first, last)) {
-                    return Err(Fail::Network(format!(
-                        "range {first}-{last} answered {} {} (the file changed meanwhile?)",
-                        head.status, head.reason
-                    )));
+                if head.status != 206 && head.status != 200 {
+                    return Err(status_error());
                 }
+                self.part_fits(head, first, last)
+                    .map_err(|w| self.start_afresh(w))?;
                 super::content_coding(head, opts)?;
                 Ok(Next::Body {
                     at: first,
@@ -265,13 +447,18 @@ impl Job {
     /// A 200: the whole file into a fresh `.part`.
     fn whole(&mut self, head: &Head, opts: &Opts) -> Result<Next, Fail> {
         let coding = super::content_coding(head, opts)?;
-        self.file = Some(start_part(&self.part, &self.meta, head.validator())?);
         // A compressed body's length on the wire is not the file's: no total.
         let total = if coding.is_some() {
             None
         } else {
             super::body::Framing::of(head).len_hint()
         };
+        let meta = Meta {
+            validator: head.validator(),
+            total,
+            parallel: false,
+        };
+        self.file = Some(start_part(&self.part, &self.meta, &meta)?);
         self.progress.start(total, 0);
         Ok(Next::Body {
             at: 0,
@@ -289,7 +476,11 @@ impl Job {
         validator: Option<String>,
         opts: &Opts,
     ) -> Result<(), Fail> {
-        let file = start_part(&self.part, &self.meta, Some(PARALLEL_META.into()))?;
+        let parallel = Meta {
+            parallel: true,
+            ..Meta::default()
+        };
+        let file = start_part(&self.part, &self.meta, &parallel)?;
         file.set_len(total).map_err(|e| local(&self.part, e))?;
         self.file = Some(file);
         self.sparse = true;
@@ -322,7 +513,7 @@ impl Job {
 
     /// `--raw`: the name was sent; the reply goes into a fresh `.part`.
     pub(super) fn raw_start(&mut self, opts: &Opts) -> Result<(), Fail> {
-        self.file = Some(start_part(&self.part, &self.meta, None)?);
+        self.file = Some(start_part(&self.part, &self.meta, &Meta::default())?);
         self.progress.start(opts.size, 0);
         Ok(())
     }
@@ -372,7 +563,8 @@ impl Job {
                 }
                 Err(e)
             }
-            None => finish(&self.part, &self.meta, &self.out),
+            None if self.foreign => Ok(()),
+            None => finish(&self.part, &self.meta, &self.out, opts.force),
         }
     }
 }

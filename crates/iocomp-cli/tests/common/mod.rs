@@ -979,3 +979,167 @@ pub fn output_within(mut command: Command, limit: Duration) -> Output {
         stderr: err.join().unwrap_or_default(),
     }
 }
+
+/// One request a [`Scripted`] server received: its head as text.
+#[derive(Clone, Debug)]
+pub struct Req {
+    /// The request line and header lines, CRLF-separated.
+    pub head: String,
+}
+
+impl Req {
+    /// The value of header `name` (case-insensitive), trimmed.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    /// `Range: bytes=A-[B]` as `(A, B)`.
+    pub fn range(&self) -> Option<(u64, Option<u64>)> {
+        let v = self.header("range")?;
+        let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+        Some((a.parse().ok()?, b.parse().ok()))
+    }
+}
+
+/// A loopback HTTP server whose every answer a test writes: `reply(n, req)`
+/// answers the `n`th request (from 0), one request per connection, and the
+/// connection is closed after the answer. It records every request, and
+/// stops accepting when dropped.
+pub struct Scripted {
+    addr: SocketAddr,
+    reqs: Arc<Mutex<Vec<Req>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Scripted {
+    /// Starts the server.
+    pub fn start(reply: impl Fn(usize, &Req) -> Vec<u8> + Send + Sync + 'static) -> Scripted {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        l.set_nonblocking(true).unwrap();
+        let reqs = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reply = Arc::new(reply);
+        let (r, st) = (reqs.clone(), stop.clone());
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !st.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((mut s, _)) = l.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let (r, reply) = (r.clone(), reply.clone());
+                thread::spawn(move || {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                        head.push(b[0]);
+                    }
+                    let req = Req {
+                        head: String::from_utf8_lossy(&head).into_owned(),
+                    };
+                    let n = {
+                        let mut v = r.lock().unwrap();
+                        v.push(req.clone());
+                        v.len() - 1
+                    };
+                    let _ = s.write_all(&reply(n, &req));
+                    let _ = s.shutdown(Shutdown::Write);
+                    // Drain until the client closes, so the answer is not cut by a reset.
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut sink = [0u8; 4096];
+                    while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        Scripted { addr, reqs, stop }
+    }
+
+    /// `http://ADDR/name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{name}", self.addr)
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<Req> {
+        self.reqs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One version of a file as a [`Scripted`] server serves it.
+#[derive(Clone, Copy)]
+pub struct Version<'a> {
+    /// The bytes.
+    pub body: &'a [u8],
+    /// `ETag` (quoted), if sent.
+    pub etag: Option<&'a str>,
+    /// `Last-Modified`, if sent.
+    pub last_modified: Option<&'a str>,
+    /// Whether a mismatching `If-Range` makes the answer a 200 (RFC 9110
+    /// §13.1.5); a broken server or cache ignores it and sends the range anyway.
+    pub honours_if_range: bool,
+}
+
+impl Version<'_> {
+    /// The answer to `req` as a server of this version gives it: a 200, a 206
+    /// of `Range: bytes=A-[B]`, or a 416 `bytes */LEN`.
+    pub fn answer(&self, req: &Req) -> Vec<u8> {
+        let len = self.body.len() as u64;
+        let mut validators = String::new();
+        if let Some(e) = self.etag {
+            validators.push_str(&format!("ETag: {e}\r\n"));
+        }
+        if let Some(lm) = self.last_modified {
+            validators.push_str(&format!("Last-Modified: {lm}\r\n"));
+        }
+        let if_range_ok = match req.header("if-range") {
+            None => true,
+            Some(v) => {
+                !self.honours_if_range
+                    || Some(v.as_str()) == self.etag
+                    || Some(v.as_str()) == self.last_modified
+            }
+        };
+        let range = req.range().filter(|_| if_range_ok);
+        let (status, first, last) = match range {
+            None => ("200 OK", 0, len.saturating_sub(1)),
+            Some((a, _)) if a >= len => {
+                return format!(
+                    "HTTP/1.1 416 Range Not Satisfiable\r\n{validators}Content-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n"
+                )
+                .into_bytes();
+            }
+            Some((a, b)) => ("206 Partial Content", a, b.unwrap_or(len - 1).min(len - 1)),
+        };
+        let body = if len == 0 {
+            &[][..]
+        } else {
+            &self.body[first as usize..=last as usize]
+        };
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\n{validators}Content-Length: {}\r\n",
+            body.len()
+        );
+        if status.starts_with("206") {
+            out.push_str(&format!("Content-Range: bytes {first}-{last}/{len}\r\n"));
+        }
+        out.push_str("Accept-Ranges: bytes\r\n\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+}
