@@ -129,6 +129,10 @@ mod error;
 mod event;
 mod local;
 mod mutex;
+#[cfg(not(loom))]
+mod named;
+#[cfg(not(loom))]
+mod named_wait;
 mod object;
 mod priority;
 #[cfg(not(loom))]
@@ -146,11 +150,17 @@ mod wait;
 pub use apc::{sleep_alertable, SleepResult};
 #[cfg(not(loom))]
 pub use change::{ChangeFilter, ChangeNotification, ChangeStatus};
+#[cfg(not(loom))]
+pub use error::NamedError;
 pub use error::{
     ApcError, FdObjectError, MutexError, PriorityError, ProcessError, SemaphoreError, WaitError,
 };
 pub use event::Event;
 pub use mutex::{Mutex, MutexState};
+#[cfg(not(loom))]
+pub use named::{NamedKind, MAX_NAME_LEN};
+#[cfg(not(loom))]
+pub use named_wait::MAX_NAMED;
 pub use priority::{
     current_thread_nice, current_thread_priority, set_current_thread_priority, Priority,
 };

@@ -87,7 +87,7 @@ impl Kind {
 
     /// Acquires the object for `owner`, which [`Kind::is_signaled_for`] allows. Returns whether it was an abandoned
     /// mutex.
-    fn consume(&mut self, owner: ThreadId) -> bool {
+    pub(crate) fn consume(&mut self, owner: ThreadId) -> bool {
         match self {
             Kind::Event { manual, signaled } => {
                 if !*manual {
@@ -123,20 +123,46 @@ pub(crate) struct Waiter {
     pub(crate) abandoned: AtomicUsize,
     /// The thread the wait acquires mutexes for.
     pub(crate) owner: ThreadId,
-    /// The waiting thread, to unpark.
-    thread: Thread,
+    /// How to wake the waiting thread.
+    wake: Wake,
     /// For a wait-all, its objects (in order), so that a state change on one of them can check all of them.
     objs: Vec<Arc<Object>>,
 }
 
+/// How a waiter sleeps, so how to wake it.
+pub(crate) enum Wake {
+    /// Parked (`thread::park`): waits on this process's objects only.
+    Park(Thread),
+    /// Asleep in `futex_waitv` on this word (process-private) beside the futex words of named objects: a wake-up
+    /// bumps the word and wakes it.
+    #[cfg(not(loom))]
+    Futex(Arc<std::sync::atomic::AtomicU32>),
+}
+
 impl Waiter {
     pub(crate) fn new(owner: ThreadId, thread: Thread, all_objs: Vec<Arc<Object>>) -> Waiter {
+        Waiter::with_wake(owner, Wake::Park(thread), all_objs)
+    }
+
+    pub(crate) fn with_wake(owner: ThreadId, wake: Wake, all_objs: Vec<Arc<Object>>) -> Waiter {
         Waiter {
             signaled: AtomicUsize::new(NONE),
             abandoned: AtomicUsize::new(NONE),
             owner,
-            thread,
+            wake,
             objs: all_objs,
+        }
+    }
+
+    /// Wakes the waiting thread (it re-checks its slot).
+    pub(crate) fn unpark(&self) {
+        match &self.wake {
+            Wake::Park(t) => t.unpark(),
+            #[cfg(not(loom))]
+            Wake::Futex(word) => {
+                word.fetch_add(1, std::sync::atomic::Ordering::Release);
+                crate::sys::futex_wake(word, 1, false);
+            }
         }
     }
 
@@ -145,7 +171,7 @@ impl Waiter {
     }
 
     /// Claims the slot for `index`; only the winner may consume object state for this waiter.
-    fn claim(&self, index: usize) -> bool {
+    pub(crate) fn claim(&self, index: usize) -> bool {
         self.signaled
             .compare_exchange(NONE, index, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -155,6 +181,9 @@ impl Waiter {
 struct Entry {
     q: Arc<Waiter>,
     index: usize,
+    /// A watcher (a wait-all that includes named objects): woken when the object may be signalled, never claimed
+    /// from here; it checks its whole set itself under all the locks.
+    watch: bool,
 }
 
 /// An object's lock-protected part.
@@ -169,6 +198,17 @@ impl State {
         self.any.push(Entry {
             q: Arc::clone(q),
             index,
+            watch: false,
+        });
+    }
+
+    /// Queues `q` as a watcher (see [`Entry::watch`]).
+    #[cfg(not(loom))]
+    pub(crate) fn push_watch(&mut self, q: &Arc<Waiter>, index: usize) {
+        self.any.push(Entry {
+            q: Arc::clone(q),
+            index,
+            watch: true,
         });
     }
 
@@ -176,6 +216,7 @@ impl State {
         self.all.push(Entry {
             q: Arc::clone(q),
             index,
+            watch: false,
         });
     }
 
@@ -192,6 +233,10 @@ impl State {
             if !kind.may_be_signaled() {
                 break;
             }
+            if e.watch {
+                e.q.unpark();
+                continue;
+            }
             if !kind.is_signaled_for(e.q.owner) {
                 continue; // a mutex owned by someone else: a later waiter may be its owner
             }
@@ -199,7 +244,7 @@ impl State {
                 if kind.consume(e.q.owner) {
                     e.q.abandoned.store(e.index, Ordering::Relaxed);
                 }
-                e.q.thread.unpark();
+                e.q.unpark();
             }
         }
     }
@@ -219,7 +264,7 @@ pub(crate) fn try_wake_all_locked(q: &Waiter, states: &mut [&mut State]) {
             }
         }
         q.abandoned.store(abandoned, Ordering::Relaxed);
-        q.thread.unpark();
+        q.unpark();
     }
 }
 

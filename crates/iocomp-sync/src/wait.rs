@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::WaitError;
 use crate::local;
+#[cfg(not(loom))]
+use crate::named_wait::{self, Item};
 use crate::object::{try_wake_all_locked, Object, State, Tag, Waiter, NONE};
 use crate::sync::{thread, wait_all_lock, Arc, MutexGuard, Ordering};
 use crate::thread::ThreadId;
@@ -25,6 +27,12 @@ pub(crate) mod sealed {
     pub trait Sealed {
         /// The kernel object behind the handle.
         fn object(&self) -> &crate::sync::Arc<crate::object::Object>;
+
+        /// The named (cross-process) object behind the handle, if it is one; `object()` is then unused.
+        #[cfg(not(loom))]
+        fn named(&self) -> Option<&crate::sync::Arc<crate::named::Named>> {
+            None
+        }
 
         /// Brings the object's state up to date with the kernel before a wait queues on it (fd-backed objects:
         /// see `reactor.rs`); nothing for userspace objects.
@@ -41,6 +49,10 @@ pub trait Waitable: sealed::Sealed {
     /// Waits until this object is signalled and acquires it (`WaitForSingleObject`); see [`wait_one`].
     fn wait(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
         self.refresh();
+        #[cfg(not(loom))]
+        if let Some(n) = self.named() {
+            return named_wait::wait_items(&[Item::Named(n)], Mode::Any, timeout, false);
+        }
         wait_objects(&[self.object()], Mode::Any, timeout, false)
     }
 
@@ -48,6 +60,10 @@ pub trait Waitable: sealed::Sealed {
     /// with [`WaitResult::Alerted`].
     fn wait_alertable(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
         self.refresh();
+        #[cfg(not(loom))]
+        if let Some(n) = self.named() {
+            return named_wait::wait_items(&[Item::Named(n)], Mode::Any, timeout, true);
+        }
         wait_objects(&[self.object()], Mode::Any, timeout, true)
     }
 
@@ -55,6 +71,10 @@ pub trait Waitable: sealed::Sealed {
     /// blocked instead of sleeping for a while.
     #[doc(hidden)]
     fn waiter_count(&self) -> usize {
+        #[cfg(not(loom))]
+        if let Some(n) = self.named() {
+            return n.sleepers();
+        }
         self.object().waiter_count()
     }
 }
@@ -93,8 +113,7 @@ pub(crate) enum Mode {
 /// (Windows hangs for ever; a finite wait returns [`WaitResult::TimedOut`]); [`WaitError::RecursionOverflow`] if the
 /// caller owns a mutex at its maximum recursion count.
 pub fn wait_one(obj: &dyn Waitable, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
-    obj.refresh();
-    wait_objects(&[obj.object()], Mode::Any, timeout, false)
+    obj.wait(timeout)
 }
 
 /// Waits until at least one of `objs` is signalled, and acquires exactly one: the lowest-indexed signalled object,
@@ -165,6 +184,17 @@ fn wait_slice(
     }
     for o in objs {
         o.refresh();
+    }
+    #[cfg(not(loom))]
+    if objs.iter().any(|o| o.named().is_some()) {
+        let items: Vec<Item<'_>> = objs
+            .iter()
+            .map(|o| match o.named() {
+                Some(n) => Item::Named(n),
+                None => Item::Local(o.object()),
+            })
+            .collect();
+        return named_wait::wait_items(&items, mode, timeout, alertable);
     }
     let objs: Vec<&Arc<Object>> = objs.iter().map(|o| o.object()).collect();
     wait_objects(&objs, mode, timeout, alertable)

@@ -13,6 +13,7 @@
 
 mod apc;
 mod change;
+mod named;
 mod ntsync_port;
 mod priority;
 mod process;
