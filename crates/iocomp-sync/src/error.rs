@@ -83,6 +83,36 @@ impl fmt::Display for MutexError {
 
 impl std::error::Error for MutexError {}
 
+/// Why [`signal_and_wait`](crate::signal_and_wait) failed. Nothing was signalled, and no wait happened.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignalAndWaitError {
+    /// Releasing the mutex failed: the calling thread does not own it (`ERROR_NOT_OWNER`).
+    Mutex(MutexError),
+    /// Releasing the semaphore failed: it is at its maximum (`ERROR_TOO_MANY_POSTS`).
+    Semaphore(SemaphoreError),
+    /// The wait was refused before anything was signalled.
+    Wait(WaitError),
+}
+
+impl From<WaitError> for SignalAndWaitError {
+    fn from(e: WaitError) -> Self {
+        SignalAndWaitError::Wait(e)
+    }
+}
+
+impl fmt::Display for SignalAndWaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalAndWaitError::Mutex(e) => write!(f, "signal failed: {e}"),
+            SignalAndWaitError::Semaphore(e) => write!(f, "signal failed: {e}"),
+            SignalAndWaitError::Wait(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SignalAndWaitError {}
+
 /// Why a [`Semaphore`](crate::Semaphore) could not be created or released. A failed release changed nothing.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -111,13 +111,7 @@ impl Event {
         if let Some(n) = &self.named {
             return n.event_set();
         }
-        self.obj.signal(
-            |kind| match kind {
-                Kind::Event { signaled, .. } => std::mem::replace(signaled, true),
-                _ => false,
-            },
-            |_| {},
-        )
+        self.obj.signal(set_change, |_| {})
     }
 
     /// Resets the event; returns the previous state (`NtResetEvent`).
@@ -199,3 +193,11 @@ impl Sealed for Event {
 }
 
 impl Waitable for Event {}
+
+/// `SetEvent`'s state change: returns the previous state.
+pub(crate) fn set_change(kind: &mut Kind) -> bool {
+    match kind {
+        Kind::Event { signaled, .. } => std::mem::replace(signaled, true),
+        _ => false,
+    }
+}

@@ -140,6 +140,7 @@ mod process;
 #[cfg(not(loom))]
 mod reactor;
 mod semaphore;
+mod signal;
 #[cfg(not(loom))]
 mod stdin;
 mod sync;
@@ -153,7 +154,8 @@ pub use change::{ChangeFilter, ChangeNotification, ChangeStatus};
 #[cfg(not(loom))]
 pub use error::NamedError;
 pub use error::{
-    ApcError, FdObjectError, MutexError, PriorityError, ProcessError, SemaphoreError, WaitError,
+    ApcError, FdObjectError, MutexError, PriorityError, ProcessError, SemaphoreError,
+    SignalAndWaitError, WaitError,
 };
 pub use event::Event;
 pub use mutex::{Mutex, MutexState};
@@ -167,6 +169,7 @@ pub use priority::{
 #[cfg(not(loom))]
 pub use process::Process;
 pub use semaphore::Semaphore;
+pub use signal::{signal_and_wait, signal_and_wait_alertable, Signal};
 #[cfg(not(loom))]
 pub use stdin::Stdin;
 pub use thread::{Thread, ThreadId, PANIC_EXIT_CODE};

@@ -140,20 +140,7 @@ impl Mutex {
             return n.mutex_release();
         }
         let me = local::current_id();
-        let previous = self.obj.signal(
-            |kind| match kind {
-                Kind::Mutex { owner, count, .. } if *owner == Some(me) && *count > 0 => {
-                    let previous = *count;
-                    *count -= 1;
-                    if *count == 0 {
-                        *owner = None;
-                    }
-                    Ok(previous)
-                }
-                _ => Err(MutexError::NotOwner),
-            },
-            |_| {},
-        )?;
+        let previous = self.obj.signal(|kind| release_change(kind, me), |_| {})?;
         if previous == 1 {
             local::note_released(&self.obj);
         }
@@ -215,3 +202,18 @@ impl Sealed for Mutex {
 }
 
 impl Waitable for Mutex {}
+
+/// `ReleaseMutex`'s state change by thread `me`: returns the previous count.
+pub(crate) fn release_change(kind: &mut Kind, me: ThreadId) -> Result<u32, MutexError> {
+    match kind {
+        Kind::Mutex { owner, count, .. } if *owner == Some(me) && *count > 0 => {
+            let previous = *count;
+            *count -= 1;
+            if *count == 0 {
+                *owner = None;
+            }
+            Ok(previous)
+        }
+        _ => Err(MutexError::NotOwner),
+    }
+}

@@ -187,7 +187,9 @@ struct Entry {
 }
 
 /// An object's lock-protected part.
-pub(crate) struct State {
+///
+/// (Public only so that the sealed `Signal` trait can name it; the module is private.)
+pub struct State {
     pub(crate) kind: Kind,
     any: Vec<Entry>,
     all: Vec<Entry>,
@@ -360,6 +362,26 @@ impl Object {
         after(&mut st.kind);
         drop(st);
         r
+    }
+
+    /// `SignalObjectAndWait`'s first half: holding the wait-all lock and this object's lock, applies `change`; if it
+    /// succeeds, runs `queue` (which queues a waiter — on this object through the `State` it is given, or on another
+    /// object, which holding the wait-all lock allows locking), then wakes the waiters the change satisfies. Nobody can
+    /// see the change before the waiter is queued, so the signal and the start of the wait are one atomic step.
+    pub(crate) fn signal_then<R, E>(
+        &self,
+        change: impl FnOnce(&mut Kind) -> Result<R, E>,
+        queue: &mut dyn FnMut(&mut State),
+    ) -> Result<R, E> {
+        let all = wait_all_lock();
+        let mut st = lock(&self.state);
+        let r = change(&mut st.kind)?;
+        queue(&mut st);
+        try_wake_all_obj(self, &mut st);
+        st.try_wake_any();
+        drop(st);
+        drop(all);
+        Ok(r)
     }
 
     /// How many waits are queued on this object (tests order threads with it instead of sleeping).

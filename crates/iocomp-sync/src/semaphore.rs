@@ -110,26 +110,7 @@ impl Semaphore {
         if let Some(named) = &self.named {
             return named.semaphore_release(n);
         }
-        self.obj.signal(
-            |kind| match kind {
-                Kind::Semaphore { count, max } => {
-                    let previous = *count;
-                    match previous.checked_add(n) {
-                        Some(new) if new <= *max => {
-                            *count = new;
-                            Ok(previous)
-                        }
-                        _ => Err(SemaphoreError::TooManyPosts {
-                            count: previous,
-                            max: *max,
-                            release: n,
-                        }),
-                    }
-                }
-                _ => Err(SemaphoreError::ZeroMaximum),
-            },
-            |_| {},
-        )
+        self.obj.signal(|kind| release_change(kind, n), |_| {})
     }
 
     /// The current count (a snapshot; ntsync's `SEM_READ`).
@@ -178,3 +159,24 @@ impl Sealed for Semaphore {
 }
 
 impl Waitable for Semaphore {}
+
+/// `ReleaseSemaphore(n)`'s state change (`n > 0`): returns the previous count.
+pub(crate) fn release_change(kind: &mut Kind, n: u32) -> Result<u32, SemaphoreError> {
+    match kind {
+        Kind::Semaphore { count, max } => {
+            let previous = *count;
+            match previous.checked_add(n) {
+                Some(new) if new <= *max => {
+                    *count = new;
+                    Ok(previous)
+                }
+                _ => Err(SemaphoreError::TooManyPosts {
+                    count: previous,
+                    max: *max,
+                    release: n,
+                }),
+            }
+        }
+        _ => Err(SemaphoreError::ZeroMaximum),
+    }
+}

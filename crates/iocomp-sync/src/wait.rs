@@ -321,6 +321,18 @@ fn block(
         }
     }
 
+    sleep_and_finish(&q, objs, mode, deadline, alert)
+}
+
+/// Steps 3 and 4 for a waiter `q` already queued on `objs` (and `alert`) and checked once.
+pub(crate) fn sleep_and_finish(
+    q: &Arc<Waiter>,
+    objs: &[&Arc<Object>],
+    mode: Mode,
+    deadline: Option<Instant>,
+    alert: Option<&Arc<Object>>,
+) -> WaitResult {
+    let n = objs.len();
     // 3: sleep. Spurious unparks (a token left by an earlier wake-up) just loop.
     while !q.is_signaled() {
         match deadline {
@@ -338,7 +350,7 @@ fn block(
     // 4: unqueue, then read the slot. After this no one can reach `q`, and the object locks order the winner's
     // writes (`abandoned`, the consumed state) before our reads.
     for o in objs.iter().copied().chain(alert) {
-        o.lock_state().remove(&q);
+        o.lock_state().remove(q);
     }
     let index = q.signaled.load(Ordering::Acquire);
     if index == NONE {

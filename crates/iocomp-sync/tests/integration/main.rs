@@ -18,6 +18,7 @@ mod ntsync_port;
 mod priority;
 mod process;
 mod regressions;
+mod signal_and_wait;
 mod stdin;
 mod stress;
 mod threads;
