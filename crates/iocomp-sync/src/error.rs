@@ -318,7 +318,7 @@ impl std::error::Error for PriorityError {}
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NamedError {
-    /// The name is empty (after a `Global\\`/`Local\\` prefix), or contains `/`, NUL or a further backslash
+    /// The name is empty (after a `Global\`/`Local\` prefix), or contains `/`, NUL or a further backslash
     /// (`ERROR_INVALID_NAME` / `ERROR_PATH_NOT_FOUND` on Windows).
     InvalidName,
     /// The name (after the prefix) is `len` bytes long, over the limit `max`.

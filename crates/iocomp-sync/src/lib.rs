@@ -62,6 +62,25 @@
 //! assert_eq!(slots.count(), 1); // nothing leaked
 //! ```
 //!
+//! # Named objects (shared between processes)
+//!
+//! [`Event::create_named`], [`Mutex::create_named`] and [`Semaphore::create_named`] create an object other processes
+//! of the same user can open by name ([`Event::open_named`] and friends), returning it and whether it already existed
+//! (`ERROR_ALREADY_EXISTS`). Names are case-sensitive; `Global\` and `Local\` prefixes are accepted as Windows code
+//! writes them; a name with `/` or NUL, or over [`MAX_NAME_LEN`] bytes, or one that belongs to another kind of object,
+//! is a [`NamedError`]. The state lives in a shared-memory segment (`/dev/shm/iocomp-sync-<uid>/`, a directory only
+//! the user can enter) and waits sleep on futexes. An object disappears when its last handle in the last process is
+//! dropped; segments whose every process died are cleaned up by the next user of the namespace. A named mutex whose
+//! owning thread exits or whose **process** dies (SIGKILL, crash) is abandoned: the next waiter, in any process, gets
+//! [`WaitResult::Abandoned`] — the kernel's robust-futex list reports the death, so there is no pid guessing and no
+//! polling. Example `single_instance` uses this to run one copy of a program at a time.
+//!
+//! Named objects mix with local ones in [`wait_any`] (lowest index wins, exactly one acquired) and in [`wait_all`],
+//! which stays atomic over the whole set: it holds every local object lock and every named object's state lock
+//! (named ones in name order, an order all processes share) while it checks and takes, and otherwise changes
+//! nothing. A wait holds at most [`MAX_NAMED`] named objects. [`signal_and_wait`] takes objects of this process only.
+//! `named.rs` and `named_wait.rs` explain the protocol.
+//!
 //! # How it works
 //!
 //! The algorithm is that of Linux's ntsync driver (the kernel's implementation of these semantics for Wine), in
@@ -86,6 +105,9 @@
 //! | `GetCurrentThread` / `GetThreadId` | [`Thread::current`] / [`Thread::id`] (never reused) |
 //! | `GetExitCodeThread` (`STILL_ACTIVE`) | [`Thread::exit_code`] (`None` while running) |
 //! | `ExitThread(code)` | return `code` from the closure |
+//! | `CreateEvent`/`CreateMutex`/`CreateSemaphore` with a name, `GetLastError() == ERROR_ALREADY_EXISTS` | [`Event::create_named`], [`Mutex::create_named`], [`Semaphore::create_named`] → `(object, existed)` |
+//! | `OpenEvent`/`OpenMutex`/`OpenSemaphore` | [`Event::open_named`], [`Mutex::open_named`], [`Semaphore::open_named`] |
+//! | `SignalObjectAndWait(sig, h, ms, alertable)` | [`signal_and_wait`], [`signal_and_wait_alertable`] (atomic: the wait is queued before anyone sees the signal) |
 //! | `WaitForSingleObject(h, ms)` | [`Waitable::wait(timeout)`](Waitable::wait) or [`wait_one`] |
 //! | `WaitForMultipleObjects(n, hs, FALSE, ms)` | [`wait_any(&[..], timeout)`](wait_any) |
 //! | `WaitForMultipleObjects(n, hs, TRUE, ms)` | [`wait_all(&[..], timeout)`](wait_all) |
