@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use crate::error::WaitError;
 use crate::local;
 use crate::named::{Named, NamedKind};
-use crate::object::{Object, State, Tag, Waiter, Wake, NONE};
-use crate::sync::{wait_all_lock, MutexGuard};
+use crate::object::{Object, StateGuard, Tag, Waiter, Wake, NONE};
+use crate::sync::wait_all_lock;
 use crate::sys::TryLock;
 use crate::thread::ThreadId;
 use crate::wait::{Mode, WaitResult};
@@ -236,7 +236,7 @@ fn block(
 /// The wait-all check: all locks, all signalled → claim slot 0 and consume everything; otherwise change nothing.
 fn try_all(items: &[Item<'_>], sorted: &[(usize, &Arc<Named>)], q: &Waiter, me: ThreadId) {
     let _all = wait_all_lock();
-    let mut local_guards: Vec<(usize, MutexGuard<'_, State>)> = items
+    let mut local_guards: Vec<(usize, StateGuard<'_>)> = items
         .iter()
         .enumerate()
         .filter_map(|(i, it)| match it {

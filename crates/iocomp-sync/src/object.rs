@@ -18,7 +18,9 @@
 //! several std mutexes at once).
 
 use crate::sync::thread::Thread;
-use crate::sync::{lock, wait_all_lock, Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{
+    lock, thread, wait_all_lock, Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering,
+};
 use crate::thread::ThreadId;
 
 /// The empty value of a waiter's slot: nobody has won it yet.
@@ -35,7 +37,7 @@ pub(crate) enum Tag {
 }
 
 /// The signal state of an object.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Kind {
     Event {
         manual: bool,
@@ -154,6 +156,14 @@ impl Waiter {
         }
     }
 
+    /// Makes a finished, unshared record ready for another wait of the same thread: slot empty, `all_objs` its set.
+    pub(crate) fn reuse(&mut self, all_objs: &[&Arc<Object>]) {
+        self.signaled.store(NONE, Ordering::Relaxed);
+        self.abandoned.store(NONE, Ordering::Relaxed);
+        self.objs.clear();
+        self.objs.extend(all_objs.iter().map(|o| Arc::clone(o)));
+    }
+
     /// Wakes the waiting thread (it re-checks its slot).
     pub(crate) fn unpark(&self) {
         match &self.wake {
@@ -186,13 +196,47 @@ struct Entry {
     watch: bool,
 }
 
+/// Waiters claimed under an object lock, to unpark once the lock is released (a woken waiter then does not run into
+/// the lock its waker still holds). Inline: collecting them allocates nothing; past four, the rest are unparked at
+/// once, which is only slower.
+#[derive(Default)]
+pub(crate) struct Wakes {
+    q: [Option<Arc<Waiter>>; 4],
+}
+
+impl Wakes {
+    fn push(&mut self, q: &Arc<Waiter>) {
+        match self.q.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(Arc::clone(q)),
+            None => q.unpark(),
+        }
+    }
+
+    fn take(&mut self) -> Wakes {
+        Wakes {
+            q: std::mem::take(&mut self.q),
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        for q in self.q.iter().flatten() {
+            q.unpark();
+        }
+    }
+}
+
 /// An object's lock-protected part.
 ///
 /// (Public only so that the sealed `Signal` trait can name it; the module is private.)
 pub struct State {
+    /// The state while the object is inflated (see [`Object::fast`]); stale otherwise.
     pub(crate) kind: Kind,
     any: Vec<Entry>,
     all: Vec<Entry>,
+    /// Claimed waiters to unpark after unlocking.
+    wakes: Wakes,
 }
 
 impl State {
@@ -230,13 +274,15 @@ impl State {
 
     /// ntsync's `try_wake_any_*`: hands the object to queued wait-any waiters in FIFO order while it stays signaled.
     pub(crate) fn try_wake_any(&mut self) {
-        let State { kind, any, .. } = self;
+        let State {
+            kind, any, wakes, ..
+        } = self;
         for e in any.iter() {
             if !kind.may_be_signaled() {
                 break;
             }
             if e.watch {
-                e.q.unpark();
+                wakes.push(&e.q);
                 continue;
             }
             if !kind.is_signaled_for(e.q.owner) {
@@ -246,7 +292,7 @@ impl State {
                 if kind.consume(e.q.owner) {
                     e.q.abandoned.store(e.index, Ordering::Relaxed);
                 }
-                e.q.unpark();
+                wakes.push(&e.q);
             }
         }
     }
@@ -254,7 +300,7 @@ impl State {
 
 /// ntsync's `try_wake_all`: if every object of the wait-all `q` is signaled for it, claims `q` and consumes them all.
 /// `states[i]` is the locked state of `q.objs[i]`; the caller holds the wait-all lock.
-pub(crate) fn try_wake_all_locked(q: &Waiter, states: &mut [&mut State]) {
+pub(crate) fn try_wake_all_locked(q: &Arc<Waiter>, states: &mut [&mut State]) {
     if q.is_signaled() || !states.iter().all(|s| s.kind.is_signaled_for(q.owner)) {
         return;
     }
@@ -266,7 +312,9 @@ pub(crate) fn try_wake_all_locked(q: &Waiter, states: &mut [&mut State]) {
             }
         }
         q.abandoned.store(abandoned, Ordering::Relaxed);
-        q.unpark();
+        if let Some(s) = states.first_mut() {
+            s.wakes.push(q);
+        }
     }
 }
 
@@ -275,10 +323,10 @@ pub(crate) fn try_wake_all_locked(q: &Waiter, states: &mut [&mut State]) {
 fn try_wake_all_obj(obj: &Object, st: &mut State) {
     let waiters: Vec<Arc<Waiter>> = st.all.iter().map(|e| Arc::clone(&e.q)).collect();
     for q in waiters {
-        let mut guards: Vec<Option<MutexGuard<'_, State>>> = q
+        let mut guards: Vec<Option<StateGuard<'_>>> = q
             .objs
             .iter()
-            .map(|o| (!std::ptr::eq(&**o, obj)).then(|| lock(&o.state)))
+            .map(|o| (!std::ptr::eq(&**o, obj)).then(|| o.lock_state()))
             .collect();
         let mut this = Some(&mut *st);
         let mut states: Vec<&mut State> = guards
@@ -294,56 +342,242 @@ fn try_wake_all_obj(obj: &Object, st: &mut State) {
     }
 }
 
+/// [`Object::fast`]: the state is in [`State::kind`], under the lock.
+const INFLATED: u64 = 1 << 63;
+/// [`Object::fast`]: a fast wait-all holds the word for a few instructions (see [`fast_wait_all`]).
+const BUSY: u64 = 1 << 62;
+/// Mutex counts and owner ids up to this fit the fast word; beyond, the mutex stays inflated.
+const FAST_LIMIT: u64 = 1 << 30;
+
 /// A kernel object: an event, mutex, semaphore or thread, shared by every handle to it.
 ///
 /// (Public only so that the sealed `Waitable` trait can name it; the module is private.)
+///
+/// # The fast word
+///
+/// While no wait is queued on an event, semaphore or mutex and nobody holds its lock, its whole state fits one atomic
+/// word, `fast` (*deflated*): event = manual and signalled bits; semaphore = count (the maximum is fixed); mutex =
+/// owner id, abandoned bit and count. Then a wait that can be satisfied at once, a poll that cannot, and a signal —
+/// which has no waiter to wake — are one compare-and-swap, with no lock and no allocation. Taking the lock
+/// *inflates* the object: a compare-and-swap moves the state into [`State::kind`] and leaves [`INFLATED`], which
+/// sends every fast path to the lock. Releasing the lock with no waiter queued deflates it again. A fast operation
+/// and an inflation are compare-and-swaps on one word, so each fast operation happens entirely before or entirely
+/// after the lock holder's view of the state: the slow-path algorithm (ntsync's) is unchanged, and a queued waiter is
+/// never bypassed, because an object with a queued waiter is inflated.
 pub struct Object {
     tag: Tag,
+    /// The fast word (see above).
+    fast: AtomicU64,
+    /// A semaphore's maximum (fixed at creation).
+    max: u32,
     state: Mutex<State>,
 }
 
 impl std::fmt::Debug for Object {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Object")
-            .field("kind", &lock(&self.state).kind)
-            .finish()
+        let kind = self.read(|k| format!("{k:?}"));
+        f.debug_struct("Object").field("kind", &kind).finish()
     }
+}
+
+/// What a fast-path attempt on one object found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fast {
+    /// Acquired (for a mutex: whether it had been abandoned).
+    Acquired(bool),
+    /// Deflated and not signalled for the caller: nothing changed.
+    NotSignaled,
+    /// Inflated or busy: take the lock.
+    Slow,
 }
 
 impl Object {
     pub(crate) fn new(kind: Kind, tag: Tag) -> Arc<Object> {
-        Arc::new(Object {
+        let max = match kind {
+            Kind::Semaphore { max, .. } => max,
+            _ => 0,
+        };
+        let mut obj = Object {
             tag,
+            fast: AtomicU64::new(INFLATED),
+            max,
             state: Mutex::new(State {
                 kind,
                 any: Vec::new(),
                 all: Vec::new(),
+                wakes: Wakes::default(),
             }),
-        })
+        };
+        if let Some(w) = obj.encode(&lock(&obj.state).kind) {
+            obj.fast = AtomicU64::new(w);
+        }
+        Arc::new(obj)
     }
 
     pub(crate) fn tag(&self) -> Tag {
         self.tag
     }
 
-    /// The object lock alone (queueing, unqueueing, checks, and changes that only make the object less signaled).
-    pub(crate) fn lock_state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+    /// The fast word for `kind`, if it fits one.
+    #[inline]
+    fn encode(&self, kind: &Kind) -> Option<u64> {
+        match (*kind, self.tag) {
+            (Kind::Event { manual, signaled }, Tag::Event) => {
+                Some(u64::from(manual) << 1 | u64::from(signaled))
+            }
+            (Kind::Semaphore { count, .. }, Tag::Semaphore) => Some(u64::from(count)),
+            (
+                Kind::Mutex {
+                    owner,
+                    count,
+                    abandoned,
+                },
+                Tag::Mutex,
+            ) => {
+                let owner = owner.map_or(0, ThreadId::as_u64);
+                (owner < FAST_LIMIT && u64::from(count) < FAST_LIMIT)
+                    .then(|| owner << 32 | u64::from(abandoned) << 30 | u64::from(count))
+            }
+            _ => None,
+        }
     }
 
-    /// Reads the state under the lock.
+    /// The state a deflated word stands for.
+    #[inline]
+    fn decode(&self, w: u64) -> Kind {
+        match self.tag {
+            Tag::Event => Kind::Event {
+                manual: w & 2 != 0,
+                signaled: w & 1 != 0,
+            },
+            Tag::Semaphore => Kind::Semaphore {
+                count: (w & 0xffff_ffff) as u32,
+                max: self.max,
+            },
+            Tag::Mutex => Kind::Mutex {
+                owner: ThreadId::from_u64(w >> 32 & 0x3fff_ffff),
+                count: (w & 0x3fff_ffff) as u32,
+                abandoned: w & (1 << 30) != 0,
+            },
+            Tag::Thread(_) => Kind::Thread { exit_code: None }, // never deflated
+        }
+    }
+
+    /// The object lock. Inflates the object (waiting out a fast wait-all's few instructions); the guard deflates it
+    /// again if no waiter is left when it is dropped, and unparks the waiters claimed meanwhile after unlocking.
+    pub(crate) fn lock_state(&self) -> StateGuard<'_> {
+        let mut g = lock(&self.state);
+        let mut w = self.fast.load(Ordering::Acquire);
+        loop {
+            if w & INFLATED != 0 {
+                break;
+            }
+            if w & BUSY != 0 {
+                thread::yield_now();
+                w = self.fast.load(Ordering::Acquire);
+                continue;
+            }
+            match self
+                .fast
+                .compare_exchange(w, INFLATED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    g.kind = self.decode(w);
+                    break;
+                }
+                Err(now) => w = now,
+            }
+        }
+        StateGuard {
+            obj: self,
+            g,
+            wakes: Wakes::default(),
+        }
+    }
+
+    /// Reads the state (lock-free while deflated).
     pub(crate) fn read<R>(&self, f: impl FnOnce(&Kind) -> R) -> R {
+        let w = self.fast.load(Ordering::Acquire);
+        if w & (INFLATED | BUSY) == 0 {
+            return f(&self.decode(w));
+        }
         f(&self.lock_state().kind)
     }
 
+    /// The fast path of a wait on this object by `me`: acquire it with one compare-and-swap if it is deflated and
+    /// signalled for `me`.
+    #[inline]
+    pub(crate) fn try_fast_acquire(&self, me: ThreadId) -> Fast {
+        let mut w = self.fast.load(Ordering::Acquire);
+        loop {
+            if w & (INFLATED | BUSY) != 0 {
+                return Fast::Slow;
+            }
+            let mut kind = self.decode(w);
+            if !kind.is_signaled_for(me) {
+                return Fast::NotSignaled;
+            }
+            let abandoned = kind.consume(me);
+            let Some(new) = self.encode(&kind) else {
+                return Fast::Slow;
+            };
+            if new == w {
+                return Fast::Acquired(abandoned); // a manual-reset event: acquiring changes nothing
+            }
+            match self
+                .fast
+                .compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Fast::Acquired(abandoned),
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// The fast path of a signal: while deflated (so with no waiter to wake), apply `change` then `after` to the word.
+    /// `None`: inflated, take the lock. The closures are pure and may run more than once.
+    #[inline]
+    fn try_fast_signal<R>(
+        &self,
+        change: &impl Fn(&mut Kind) -> R,
+        after: &impl Fn(&mut Kind),
+    ) -> Option<R> {
+        let mut w = self.fast.load(Ordering::Acquire);
+        loop {
+            if w & (INFLATED | BUSY) != 0 {
+                return None;
+            }
+            let mut kind = self.decode(w);
+            let r = change(&mut kind);
+            after(&mut kind);
+            let new = self.encode(&kind)?;
+            if new == w {
+                return Some(r);
+            }
+            match self
+                .fast
+                .compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(r),
+                Err(now) => w = now,
+            }
+        }
+    }
+
     /// Changes the state with `change`, wakes every waiter the new state satisfies (wait-all waiters first, then
-    /// wait-any waiters in FIFO order), then runs `after` (pulse's reset) — all in one critical section.
+    /// wait-any waiters in FIFO order), then runs `after` (pulse's reset) — all in one critical section, or in one
+    /// compare-and-swap of the fast word when no wait is queued. `change` and `after` must be pure functions of the
+    /// state (the fast path may run them more than once).
+    #[inline]
     pub(crate) fn signal<R>(
         &self,
-        change: impl FnOnce(&mut Kind) -> R,
-        after: impl FnOnce(&mut Kind),
+        change: impl Fn(&mut Kind) -> R,
+        after: impl Fn(&mut Kind),
     ) -> R {
-        let mut st = lock(&self.state);
+        if let Some(r) = self.try_fast_signal(&change, &after) {
+            return r;
+        }
+        let mut st = self.lock_state();
         // ntsync_lock_obj: escalate to the wait-all lock only when a wait-all is queued here. The global lock must
         // come first, so drop the object lock, take both in order and look again.
         let _all = if st.all.is_empty() {
@@ -351,7 +585,7 @@ impl Object {
         } else {
             drop(st);
             let all = wait_all_lock();
-            st = lock(&self.state);
+            st = self.lock_state();
             Some(all)
         };
         let r = change(&mut st.kind);
@@ -374,7 +608,7 @@ impl Object {
         queue: &mut dyn FnMut(&mut State),
     ) -> Result<R, E> {
         let all = wait_all_lock();
-        let mut st = lock(&self.state);
+        let mut st = self.lock_state();
         let r = change(&mut st.kind)?;
         queue(&mut st);
         try_wake_all_obj(self, &mut st);
@@ -389,4 +623,101 @@ impl Object {
         let st = self.lock_state();
         st.any.len() + st.all.len()
     }
+}
+
+/// A held object lock (see [`Object::lock_state`]).
+pub(crate) struct StateGuard<'a> {
+    obj: &'a Object,
+    /// Dropped first: unlocks.
+    g: MutexGuard<'a, State>,
+    /// Dropped second: unparks the waiters claimed under the lock.
+    wakes: Wakes,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.g
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.g
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        // Still locked here: deflate if no waiter is left (only the lock holder writes an inflated word), and take the
+        // wake-ups out so that they run after the unlock (field drop order).
+        if self.g.any.is_empty() && self.g.all.is_empty() {
+            if let Some(w) = self.obj.encode(&self.g.kind) {
+                self.obj.fast.store(w, Ordering::Release);
+            }
+        }
+        self.wakes = self.g.wakes.take();
+    }
+}
+
+/// The fast path of a wait-all by `me`: if every object is deflated, holds each word ([`BUSY`], in index order, giving
+/// up at the first that is not deflated), and if all are signalled for `me` consumes them all at once; otherwise puts
+/// every word back unchanged. Lock holders wait out a busy word (a few instructions, never across a lock or a
+/// sleep), so the step is atomic. `Acquired(abandoned)` carries the lowest abandoned index + 1 (0 for none).
+pub(crate) fn fast_wait_all(objs: &[&Arc<Object>], me: ThreadId) -> (Fast, usize) {
+    const MAX: usize = 8;
+    if objs.len() > MAX {
+        return (Fast::Slow, 0);
+    }
+    let mut held = [0u64; MAX];
+    let mut n = 0;
+    let give_back = |held: &[u64], n: usize| {
+        for (o, w) in objs.iter().zip(held).take(n) {
+            o.fast.store(*w, Ordering::Release);
+        }
+    };
+    for (i, o) in objs.iter().enumerate() {
+        let w = o.fast.load(Ordering::Acquire);
+        if w & (INFLATED | BUSY) != 0
+            || o.fast
+                .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            give_back(&held, n);
+            return (Fast::Slow, 0);
+        }
+        held[i] = w;
+        n += 1;
+    }
+    let mut kinds: [Option<Kind>; MAX] = Default::default();
+    for (i, o) in objs.iter().enumerate() {
+        let k = o.decode(held[i]);
+        if !k.is_signaled_for(me) {
+            give_back(&held, n);
+            return (Fast::NotSignaled, 0);
+        }
+        kinds[i] = Some(k);
+    }
+    let mut new = [0u64; MAX];
+    let mut abandoned = 0;
+    for (i, o) in objs.iter().enumerate() {
+        let Some(k) = kinds[i].as_mut() else {
+            give_back(&held, n);
+            return (Fast::Slow, 0);
+        };
+        if k.consume(me) && abandoned == 0 {
+            abandoned = i + 1;
+        }
+        match o.encode(k) {
+            Some(w) => new[i] = w,
+            None => {
+                give_back(&held, n);
+                return (Fast::Slow, 0);
+            }
+        }
+    }
+    for (o, w) in objs.iter().zip(new) {
+        o.fast.store(w, Ordering::Release);
+    }
+    (Fast::Acquired(abandoned != 0), abandoned)
 }
