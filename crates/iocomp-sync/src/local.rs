@@ -146,6 +146,7 @@ std::thread_local! {
 }
 
 /// The calling thread's id.
+#[inline]
 pub(crate) fn current_id() -> ThreadId {
     #[cfg(not(loom))]
     if let Some(id) = CACHED_ID
@@ -191,6 +192,7 @@ pub(crate) fn install(shared: Arc<ThreadShared>) {
 /// so hold mutexes the thread no longer owns — harmless, since the exit sequence abandons only what the thread still
 /// owns. It is pruned of those when it grows past [`OWNED_PRUNE`] entries, so at most that many mutexes are kept
 /// alive by a thread that no longer owns them.
+#[inline]
 pub(crate) fn note_owned(mutex: &Arc<Object>) {
     #[cfg(not(loom))]
     let addr = Arc::as_ptr(mutex) as usize;

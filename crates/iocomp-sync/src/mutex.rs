@@ -134,6 +134,7 @@ impl Mutex {
     ///
     /// # Errors
     /// [`MutexError::NotOwner`] if the calling thread does not own the mutex; nothing changes.
+    #[inline]
     pub fn release(&self) -> Result<u32, MutexError> {
         #[cfg(not(loom))]
         if let Some(n) = &self.named {

@@ -61,6 +61,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Whether some waiter could acquire the object now (for mutexes: if it is the right owner).
+    #[inline]
     fn may_be_signaled(&self) -> bool {
         match *self {
             Kind::Event { signaled, .. } => signaled,
@@ -71,6 +72,7 @@ impl Kind {
     }
 
     /// Whether a waiter of thread `owner` can acquire the object now.
+    #[inline]
     pub(crate) fn is_signaled_for(&self, owner: ThreadId) -> bool {
         match *self {
             Kind::Mutex {
@@ -89,6 +91,7 @@ impl Kind {
 
     /// Acquires the object for `owner`, which [`Kind::is_signaled_for`] allows. Returns whether it was an abandoned
     /// mutex.
+    #[inline]
     pub(crate) fn consume(&mut self, owner: ThreadId) -> bool {
         match self {
             Kind::Event { manual, signaled } => {
@@ -346,6 +349,11 @@ fn try_wake_all_obj(obj: &Object, st: &mut State) {
 const INFLATED: u64 = 1 << 63;
 /// [`Object::fast`]: a fast wait-all holds the word for a few instructions (see [`fast_wait_all`]).
 const BUSY: u64 = 1 << 62;
+/// How long a fast signal waits out a busy word before it takes the lock (once under loom, which must not spin).
+#[cfg(not(loom))]
+const BUSY_SPINS: u32 = 64;
+#[cfg(loom)]
+const BUSY_SPINS: u32 = 0;
 /// Mutex counts and owner ids up to this fit the fast word; beyond, the mutex stays inflated.
 const FAST_LIMIT: u64 = 1 << 30;
 
@@ -419,7 +427,7 @@ impl Object {
     }
 
     /// The fast word for `kind`, if it fits one.
-    #[inline]
+    #[inline(always)]
     fn encode(&self, kind: &Kind) -> Option<u64> {
         match (*kind, self.tag) {
             (Kind::Event { manual, signaled }, Tag::Event) => {
@@ -443,7 +451,7 @@ impl Object {
     }
 
     /// The state a deflated word stands for.
-    #[inline]
+    #[inline(always)]
     fn decode(&self, w: u64) -> Kind {
         match self.tag {
             Tag::Event => Kind::Event {
@@ -506,7 +514,7 @@ impl Object {
 
     /// The fast path of a wait on this object by `me`: acquire it with one compare-and-swap if it is deflated and
     /// signalled for `me`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_fast_acquire(&self, me: ThreadId) -> Fast {
         let mut w = self.fast.load(Ordering::Acquire);
         loop {
@@ -536,16 +544,27 @@ impl Object {
 
     /// The fast path of a signal: while deflated (so with no waiter to wake), apply `change` then `after` to the word.
     /// `None`: inflated, take the lock. The closures are pure and may run more than once.
-    #[inline]
+    #[inline(always)]
     fn try_fast_signal<R>(
         &self,
         change: &impl Fn(&mut Kind) -> R,
         after: &impl Fn(&mut Kind),
     ) -> Option<R> {
         let mut w = self.fast.load(Ordering::Acquire);
+        let mut busy_spins = 0;
         loop {
-            if w & (INFLATED | BUSY) != 0 {
+            if w & INFLATED != 0 {
                 return None;
+            }
+            if w & BUSY != 0 {
+                // A fast wait-all holds the word for a few instructions: wait briefly rather than take the lock.
+                busy_spins += 1;
+                if busy_spins > BUSY_SPINS {
+                    return None;
+                }
+                std::hint::spin_loop();
+                w = self.fast.load(Ordering::Acquire);
+                continue;
             }
             let mut kind = self.decode(w);
             let r = change(&mut kind);
@@ -668,6 +687,17 @@ pub(crate) fn fast_wait_all(objs: &[&Arc<Object>], me: ThreadId) -> (Fast, usize
     const MAX: usize = 8;
     if objs.len() > MAX {
         return (Fast::Slow, 0);
+    }
+    // Look before holding: a set that is not all signalled is answered with plain loads, without disturbing the
+    // objects' owners (a busy word sends their signals to the lock).
+    for o in objs {
+        let w = o.fast.load(Ordering::Acquire);
+        if w & (INFLATED | BUSY) != 0 {
+            return (Fast::Slow, 0);
+        }
+        if !o.decode(w).is_signaled_for(me) {
+            return (Fast::NotSignaled, 0);
+        }
     }
     let mut held = [0u64; MAX];
     let mut n = 0;

@@ -49,13 +49,22 @@ pub(crate) mod sealed {
 /// Use `&dyn Waitable` to mix kinds in one [`wait_any`]/[`wait_all`].
 pub trait Waitable: sealed::Sealed {
     /// Waits until this object is signalled and acquires it (`WaitForSingleObject`); see [`wait_one`].
+    #[inline]
     fn wait(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
         self.refresh();
         #[cfg(not(loom))]
         if let Some(n) = self.named() {
             return named_wait::wait_items(&[Item::Named(n)], Mode::Any, timeout, false);
         }
-        wait_objects(&[self.object()], Mode::Any, timeout, false)
+        // The single-object fast path first: a deflated object is never the caller's own thread nor a mutex at its
+        // recursion limit, so the checks of `wait_objects` cannot apply.
+        let obj = self.object();
+        if let Some(r) = fast_once(std::slice::from_ref(&obj), Mode::Any, local::current_id())
+            .filter(|r| *r != WaitResult::TimedOut)
+        {
+            return Ok(r);
+        }
+        wait_objects(&[obj], Mode::Any, timeout, false)
     }
 
     /// Like [`Waitable::wait`], but alertable (`WaitForSingleObjectEx(.., TRUE)`): queued APCs run and end the wait
@@ -306,12 +315,12 @@ fn fast(objs: &[&Arc<Object>], mode: Mode, me: ThreadId, poll: bool) -> Option<W
 /// How many times a blocking wait retries the fast path before it queues (once under loom: spinning only multiplies
 /// the interleavings to explore, and a queued wait covers the same outcomes).
 #[cfg(not(loom))]
-const SPINS: u32 = 64;
+const SPINS: u32 = 256;
 #[cfg(loom)]
 const SPINS: u32 = 1;
 
 /// One fast-path attempt: `Some(TimedOut)` means "deflated, not signalled" (nothing changed).
-#[inline]
+#[inline(always)]
 fn fast_once(objs: &[&Arc<Object>], mode: Mode, me: ThreadId) -> Option<WaitResult> {
     let note = |o: &Arc<Object>| {
         if o.tag() == Tag::Mutex {
