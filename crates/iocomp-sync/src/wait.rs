@@ -301,7 +301,14 @@ pub(crate) fn wait_objects(
 fn fast(objs: &[&Arc<Object>], mode: Mode, me: ThreadId, poll: bool) -> Option<WaitResult> {
     // Like std's mutex, retry briefly before sleeping: an owner about to release, or a wait-all holding the words for
     // a few instructions, is often done within a few hundred cycles. A poll does not spin.
-    let spins = if poll { 1 } else { SPINS };
+    // Spin only when a mutex is involved (an owner's hold is usually short); an event or semaphore is signalled by
+    // another thread's decision, and a busy machine is better served by sleeping at once, as a condition variable
+    // does.
+    let spins = if poll || !objs.iter().any(|o| o.tag() == Tag::Mutex) {
+        1
+    } else {
+        SPINS
+    };
     for round in 0..spins {
         match fast_once(objs, mode, me) {
             Some(WaitResult::TimedOut) | None if round + 1 < spins => std::hint::spin_loop(),
