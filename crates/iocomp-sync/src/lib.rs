@@ -87,7 +87,15 @@
 //! userspace on std locks and thread parking: each object has one lock over its state and its waiters; each wait
 //! queues one record with one atomic slot; whoever wins the compare-and-swap of that slot consumes the objects for
 //! the waiter and wakes it, so a wake-up is neither lost nor doubled, even when it races a timeout; wait-all runs
-//! under one process-wide lock, which state changes take only when a wait-all is queued on the object. `object.rs`
+//! under one process-wide lock, which state changes take only when a wait-all is queued on the object.
+//!
+//! **Fast paths.** While no wait is queued on an event, semaphore or mutex, its state lives in one atomic word; a wait
+//! that can be satisfied at once, a poll that cannot, and a signal (which then has nobody to wake) are a
+//! compare-and-swap on it — no lock, no allocation — and a wait-all over such objects holds their words for a few
+//! instructions to check and take them atomically. Taking an object's lock moves the state under the lock
+//! ("inflates") and releasing it with no waiter left moves it back, so the slow path above is unchanged. Woken threads
+//! are unparked after the waker unlocks, each thread reuses its wait record, and a wait on a set with a mutex
+//! retries briefly before it queues. The loom models (`tests/loom.rs`) cover each fast path. `object.rs`
 //! explains the locking, `wait.rs` the wait, `local.rs` thread exit and abandonment, `apc.rs` the APCs.
 //!
 //! # Win32 → iocomp-sync
