@@ -13,6 +13,7 @@
 
 mod apc;
 mod change;
+mod fast_paths;
 mod named;
 mod ntsync_port;
 mod priority;
