@@ -12,7 +12,7 @@
 //!   signallers wake it to check again, never acquire for it.
 //!
 //! Sleeping is one `futex_waitv` over a private word (bumped by local signallers through
-//! [`Waiter::unpark`](crate::object::Waiter::unpark)), each named object's `seq`, and the `own` word of each named
+//! the waiter's `Wake`), each named object's `seq`, and the `own` word of each named
 //! mutex owned elsewhere (woken by the kernel when its owner dies).
 
 use std::collections::HashSet;

@@ -135,6 +135,7 @@ pub(crate) struct Waiter {
 }
 
 /// How a waiter sleeps, so how to wake it.
+#[derive(Clone)]
 pub(crate) enum Wake {
     /// Parked (`thread::park`): waits on this process's objects only.
     Park(Thread),
@@ -142,6 +143,19 @@ pub(crate) enum Wake {
     /// bumps the word and wakes it.
     #[cfg(not(loom))]
     Futex(Arc<std::sync::atomic::AtomicU32>),
+}
+
+impl Wake {
+    fn unpark(&self) {
+        match self {
+            Wake::Park(t) => t.unpark(),
+            #[cfg(not(loom))]
+            Wake::Futex(word) => {
+                word.fetch_add(1, std::sync::atomic::Ordering::Release);
+                crate::sys::futex_wake(word, 1, false);
+            }
+        }
+    }
 }
 
 impl Waiter {
@@ -165,18 +179,6 @@ impl Waiter {
         self.abandoned.store(NONE, Ordering::Relaxed);
         self.objs.clear();
         self.objs.extend(all_objs.iter().map(|o| Arc::clone(o)));
-    }
-
-    /// Wakes the waiting thread (it re-checks its slot).
-    pub(crate) fn unpark(&self) {
-        match &self.wake {
-            Wake::Park(t) => t.unpark(),
-            #[cfg(not(loom))]
-            Wake::Futex(word) => {
-                word.fetch_add(1, std::sync::atomic::Ordering::Release);
-                crate::sys::futex_wake(word, 1, false);
-            }
-        }
     }
 
     pub(crate) fn is_signaled(&self) -> bool {
@@ -204,14 +206,14 @@ struct Entry {
 /// once, which is only slower.
 #[derive(Default)]
 pub(crate) struct Wakes {
-    q: [Option<Arc<Waiter>>; 4],
+    q: [Option<Wake>; 4],
 }
 
 impl Wakes {
-    fn push(&mut self, q: &Arc<Waiter>) {
+    fn push(&mut self, q: &Waiter) {
         match self.q.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => *slot = Some(Arc::clone(q)),
-            None => q.unpark(),
+            Some(slot) => *slot = Some(q.wake.clone()),
+            None => q.wake.unpark(),
         }
     }
 
@@ -223,9 +225,11 @@ impl Wakes {
 }
 
 impl Drop for Wakes {
+    /// Unparks through the thread handle (or futex word), not the record: no wait record outlives its lists, so the
+    /// waiter can reuse it at once.
     fn drop(&mut self) {
-        for q in self.q.iter().flatten() {
-            q.unpark();
+        for w in self.q.iter().flatten() {
+            w.unpark();
         }
     }
 }
@@ -280,15 +284,21 @@ impl State {
         let State {
             kind, any, wakes, ..
         } = self;
-        for e in any.iter() {
+        // A claimed entry leaves the list at once (its waiter knows: the slot holds this object's index), so the
+        // waiter need not lock this object again, and the object can deflate when its last waiter is served.
+        let mut i = 0;
+        while i < any.len() {
             if !kind.may_be_signaled() {
                 break;
             }
+            let e = &any[i];
             if e.watch {
                 wakes.push(&e.q);
+                i += 1;
                 continue;
             }
             if !kind.is_signaled_for(e.q.owner) {
+                i += 1;
                 continue; // a mutex owned by someone else: a later waiter may be its owner
             }
             if e.q.claim(e.index) {
@@ -296,7 +306,10 @@ impl State {
                     e.q.abandoned.store(e.index, Ordering::Relaxed);
                 }
                 wakes.push(&e.q);
+                any.remove(i);
+                continue;
             }
+            i += 1;
         }
     }
 }

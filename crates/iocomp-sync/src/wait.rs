@@ -476,7 +476,14 @@ pub(crate) fn sleep_and_finish(
 
     // 4: unqueue, then read the slot. After this no one can reach `q`, and the object locks order the winner's
     // writes (`abandoned`, the consumed state) before our reads.
-    for o in objs.iter().copied().chain(alert) {
+    // A wait-any slot won by an event or semaphore at index i was won by that object's own `try_wake_any`, which took
+    // our entry off its list under its lock: no need to lock it again. A mutex is still locked, to order the winner's
+    // `abandoned` write before our read.
+    let claimed = q.signaled.load(Ordering::Acquire);
+    for (i, o) in objs.iter().copied().chain(alert).enumerate() {
+        if mode == Mode::Any && i == claimed && o.tag() != Tag::Mutex {
+            continue;
+        }
         o.lock_state().remove(q);
     }
     let index = q.signaled.load(Ordering::Acquire);
