@@ -1,6 +1,7 @@
 //! iocomp-sync against std equivalents, as ratios the README can quote:
 //! - wake latency: a ping-pong between two threads through two auto-reset
 //!   `Event`s (or a `Semaphore` pair) vs. two `Mutex<bool>` + `Condvar` pairs;
+//! - uncontended `Mutex` acquire + release (`wait` + `release`) vs. std `Mutex` lock + unlock;
 //! - wait-all throughput: philosophers taking two "chopsticks" atomically with
 //!   `wait_all` on two `iocomp_sync::Mutex`es vs. std mutexes locked in a
 //!   global order (the classic deadlock-free std equivalent).
@@ -100,6 +101,24 @@ fn ping_pong(c: &mut Criterion) {
     g.finish();
 }
 
+fn uncontended_mutex(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uncontended mutex acquire+release");
+    g.bench_function("iocomp_sync::Mutex", |b| {
+        let m = iocomp_sync::Mutex::new(false);
+        b.iter(|| {
+            let _ = std::hint::black_box(m.wait(T));
+            let _ = std::hint::black_box(m.release());
+        })
+    });
+    g.bench_function("std Mutex", |b| {
+        let m = Mutex::new(0u32);
+        b.iter(|| {
+            *std::hint::black_box(m.lock().unwrap()) += 1;
+        })
+    });
+    g.finish();
+}
+
 const PHILOSOPHERS: usize = 4;
 
 fn wait_all_throughput(c: &mut Criterion) {
@@ -159,6 +178,6 @@ fn wait_all_throughput(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(20);
-    targets = ping_pong, wait_all_throughput
+    targets = ping_pong, uncontended_mutex, wait_all_throughput
 }
 criterion_main!(benches);

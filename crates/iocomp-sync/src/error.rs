@@ -27,6 +27,14 @@ pub enum WaitError {
     /// when the caller has exited. Windows hangs for ever here; a finite timeout returns
     /// [`WaitResult::TimedOut`](crate::WaitResult::TimedOut) instead.
     WouldDeadlock,
+    /// More named objects in one wait than `max` (a `futex_waitv` limit; Win32's whole limit is 64 objects).
+    TooManyNamed {
+        /// The most named objects one wait accepts.
+        max: usize,
+    },
+    /// [`signal_and_wait`](crate::signal_and_wait) with a named object: its atomic step covers this process's objects
+    /// only.
+    NamedSignalAndWait,
 }
 
 impl fmt::Display for WaitError {
@@ -44,6 +52,12 @@ impl fmt::Display for WaitError {
             }
             WaitError::WouldDeadlock => {
                 f.write_str("infinite wait on the calling thread's own handle would never end")
+            }
+            WaitError::TooManyNamed { max } => {
+                write!(f, "more than {max} named objects in one wait")
+            }
+            WaitError::NamedSignalAndWait => {
+                f.write_str("signal_and_wait supports objects of this process only")
             }
         }
     }
@@ -68,6 +82,36 @@ impl fmt::Display for MutexError {
 }
 
 impl std::error::Error for MutexError {}
+
+/// Why [`signal_and_wait`](crate::signal_and_wait) failed. Nothing was signalled, and no wait happened.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignalAndWaitError {
+    /// Releasing the mutex failed: the calling thread does not own it (`ERROR_NOT_OWNER`).
+    Mutex(MutexError),
+    /// Releasing the semaphore failed: it is at its maximum (`ERROR_TOO_MANY_POSTS`).
+    Semaphore(SemaphoreError),
+    /// The wait was refused before anything was signalled.
+    Wait(WaitError),
+}
+
+impl From<WaitError> for SignalAndWaitError {
+    fn from(e: WaitError) -> Self {
+        SignalAndWaitError::Wait(e)
+    }
+}
+
+impl fmt::Display for SignalAndWaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalAndWaitError::Mutex(e) => write!(f, "signal failed: {e}"),
+            SignalAndWaitError::Semaphore(e) => write!(f, "signal failed: {e}"),
+            SignalAndWaitError::Wait(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SignalAndWaitError {}
 
 /// Why a [`Semaphore`](crate::Semaphore) could not be created or released. A failed release changed nothing.
 #[non_exhaustive]
@@ -268,3 +312,70 @@ impl fmt::Display for PriorityError {
 }
 
 impl std::error::Error for PriorityError {}
+
+/// Why a named object could not be created or opened (`CreateMutex`/`OpenMutex` and friends with a name).
+#[cfg(not(loom))]
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NamedError {
+    /// The name is empty (after a `Global\`/`Local\` prefix), or contains `/`, NUL or a further backslash
+    /// (`ERROR_INVALID_NAME` / `ERROR_PATH_NOT_FOUND` on Windows).
+    InvalidName,
+    /// The name (after the prefix) is `len` bytes long, over the limit `max`.
+    TooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The longest name accepted.
+        max: usize,
+    },
+    /// `open_named`: no object has this name (`ERROR_FILE_NOT_FOUND`).
+    NotFound,
+    /// The name belongs to an object of another kind (`ERROR_INVALID_HANDLE`).
+    WrongKind {
+        /// The kind asked for.
+        requested: crate::NamedKind,
+        /// The kind the name belongs to.
+        found: crate::NamedKind,
+    },
+    /// The per-user namespace directory (`/dev/shm/iocomp-sync-<uid>`) is not a private directory of this user.
+    UnsafeNamespace,
+    /// The object's shared segment is not one this library wrote (wrong size or marker).
+    Corrupt,
+    /// `create_named` for a semaphore with invalid counts.
+    Semaphore(SemaphoreError),
+    /// The system refused (`errno`).
+    Os {
+        /// The `errno` value.
+        errno: i32,
+    },
+}
+
+#[cfg(not(loom))]
+impl fmt::Display for NamedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NamedError::InvalidName => f.write_str("invalid object name"),
+            NamedError::TooLong { len, max } => {
+                write!(
+                    f,
+                    "object name is {len} bytes long, over the limit of {max}"
+                )
+            }
+            NamedError::NotFound => f.write_str("no object has this name"),
+            NamedError::WrongKind { requested, found } => {
+                write!(f, "the name belongs to a {found:?}, not a {requested:?}")
+            }
+            NamedError::UnsafeNamespace => {
+                f.write_str("the per-user object directory is not private to this user")
+            }
+            NamedError::Corrupt => f.write_str("the named object's shared segment is corrupt"),
+            NamedError::Semaphore(e) => e.fmt(f),
+            NamedError::Os { errno } => {
+                write!(f, "{}", std::io::Error::from_raw_os_error(*errno))
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl std::error::Error for NamedError {}

@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+#[cfg(not(loom))]
+use crate::error::NamedError;
+#[cfg(not(loom))]
+use crate::named::{init_event, Named, NamedKind};
 use crate::object::{Kind, Object, Tag};
 use crate::sync::Arc;
 use crate::wait::{sealed::Sealed, Waitable};
@@ -29,6 +33,9 @@ use crate::wait::{sealed::Sealed, Waitable};
 #[derive(Clone)]
 pub struct Event {
     obj: Arc<Object>,
+    /// For a named event, its shared segment (and `obj` is unused).
+    #[cfg(not(loom))]
+    named: Option<Arc<Named>>,
 }
 
 impl Event {
@@ -43,23 +50,76 @@ impl Event {
                 },
                 Tag::Event,
             ),
+            #[cfg(not(loom))]
+            named: None,
+        }
+    }
+
+    /// Creates a named event shared between processes, or opens it if the name exists
+    /// (`CreateEvent(NULL, manual, initial, name)`); returns the event and whether it already existed
+    /// (`ERROR_ALREADY_EXISTS`; `manual_reset` and `initially_set` are then ignored, as in Win32).
+    ///
+    /// Names are case-sensitive, one namespace per user; `Global\` and `Local\` prefixes are accepted (`Local\x` is
+    /// `x`). The event lives until its last handle in the last process is dropped. See the crate docs, "Named
+    /// objects".
+    ///
+    /// # Errors
+    /// [`NamedError::InvalidName`], [`NamedError::TooLong`], [`NamedError::WrongKind`] if the name belongs to a
+    /// mutex or semaphore, [`NamedError::Os`] if the shared segment cannot be made.
+    #[cfg(not(loom))]
+    pub fn create_named(
+        name: &str,
+        manual_reset: bool,
+        initially_set: bool,
+    ) -> Result<(Event, bool), NamedError> {
+        let (named, existed) = Named::create(
+            name,
+            NamedKind::Event,
+            init_event(manual_reset, initially_set),
+        )?;
+        Ok((Event::from_named(named), existed))
+    }
+
+    /// Opens an existing named event (`OpenEvent`).
+    ///
+    /// # Errors
+    /// [`NamedError::NotFound`] if no object has this name, [`NamedError::WrongKind`] if another kind has it, and the
+    /// name errors of [`Event::create_named`].
+    #[cfg(not(loom))]
+    pub fn open_named(name: &str) -> Result<Event, NamedError> {
+        Named::open(name, NamedKind::Event).map(Event::from_named)
+    }
+
+    #[cfg(not(loom))]
+    fn from_named(named: Arc<Named>) -> Event {
+        Event {
+            obj: Object::new(
+                Kind::Event {
+                    manual: false,
+                    signaled: false,
+                },
+                Tag::Event,
+            ),
+            named: Some(named),
         }
     }
 
     /// Sets the event and releases the waiters it can (all for manual-reset, one for auto-reset); returns the previous
     /// state (`NtSetEvent`).
     pub fn set(&self) -> bool {
-        self.obj.signal(
-            |kind| match kind {
-                Kind::Event { signaled, .. } => std::mem::replace(signaled, true),
-                _ => false,
-            },
-            |_| {},
-        )
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            return n.event_set();
+        }
+        self.obj.signal(set_change, |_| {})
     }
 
     /// Resets the event; returns the previous state (`NtResetEvent`).
     pub fn reset(&self) -> bool {
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            return n.event_reset();
+        }
         match &mut self.obj.lock_state().kind {
             Kind::Event { signaled, .. } => std::mem::replace(signaled, false),
             _ => false,
@@ -74,6 +134,10 @@ impl Event {
     /// here: between two waits, or about to start one) misses it. A pulse also cannot satisfy a wait-all unless the
     /// other objects of that wait are signalled at that very moment.
     pub fn pulse(&self) -> bool {
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            return n.event_pulse();
+        }
         self.obj.signal(
             |kind| match kind {
                 Kind::Event { signaled, .. } => std::mem::replace(signaled, true),
@@ -89,12 +153,20 @@ impl Event {
 
     /// Whether the event is set right now (a snapshot, for diagnostics and tests; ntsync's `EVENT_READ`).
     pub fn is_set(&self) -> bool {
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            return n.event_is_set();
+        }
         self.obj
             .read(|kind| matches!(kind, Kind::Event { signaled: true, .. }))
     }
 
     /// Whether this is a manual-reset event.
     pub fn is_manual_reset(&self) -> bool {
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            return n.event_is_manual();
+        }
         self.obj
             .read(|kind| matches!(kind, Kind::Event { manual: true, .. }))
     }
@@ -113,6 +185,19 @@ impl Sealed for Event {
     fn object(&self) -> &Arc<Object> {
         &self.obj
     }
+
+    #[cfg(not(loom))]
+    fn named(&self) -> Option<&Arc<Named>> {
+        self.named.as_ref()
+    }
 }
 
 impl Waitable for Event {}
+
+/// `SetEvent`'s state change: returns the previous state.
+pub(crate) fn set_change(kind: &mut Kind) -> bool {
+    match kind {
+        Kind::Event { signaled, .. } => std::mem::replace(signaled, true),
+        _ => false,
+    }
+}

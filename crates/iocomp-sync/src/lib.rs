@@ -62,13 +62,40 @@
 //! assert_eq!(slots.count(), 1); // nothing leaked
 //! ```
 //!
+//! # Named objects (shared between processes)
+//!
+//! [`Event::create_named`], [`Mutex::create_named`] and [`Semaphore::create_named`] create an object other processes
+//! of the same user can open by name ([`Event::open_named`] and friends), returning it and whether it already existed
+//! (`ERROR_ALREADY_EXISTS`). Names are case-sensitive; `Global\` and `Local\` prefixes are accepted as Windows code
+//! writes them; a name with `/` or NUL, or over [`MAX_NAME_LEN`] bytes, or one that belongs to another kind of object,
+//! is a [`NamedError`]. The state lives in a shared-memory segment (`/dev/shm/iocomp-sync-<uid>/`, a directory only
+//! the user can enter) and waits sleep on futexes. An object disappears when its last handle in the last process is
+//! dropped; segments whose every process died are cleaned up by the next user of the namespace. A named mutex whose
+//! owning thread exits or whose **process** dies (SIGKILL, crash) is abandoned: the next waiter, in any process, gets
+//! [`WaitResult::Abandoned`] — the kernel's robust-futex list reports the death, so there is no pid guessing and no
+//! polling. Example `single_instance` uses this to run one copy of a program at a time.
+//!
+//! Named objects mix with local ones in [`wait_any`] (lowest index wins, exactly one acquired) and in [`wait_all`],
+//! which stays atomic over the whole set: it holds every local object lock and every named object's state lock
+//! (named ones in name order, an order all processes share) while it checks and takes, and otherwise changes
+//! nothing. A wait holds at most [`MAX_NAMED`] named objects. [`signal_and_wait`] takes objects of this process only.
+//! `named.rs` and `named_wait.rs` explain the protocol.
+//!
 //! # How it works
 //!
 //! The algorithm is that of Linux's ntsync driver (the kernel's implementation of these semantics for Wine), in
 //! userspace on std locks and thread parking: each object has one lock over its state and its waiters; each wait
 //! queues one record with one atomic slot; whoever wins the compare-and-swap of that slot consumes the objects for
 //! the waiter and wakes it, so a wake-up is neither lost nor doubled, even when it races a timeout; wait-all runs
-//! under one process-wide lock, which state changes take only when a wait-all is queued on the object. `object.rs`
+//! under one process-wide lock, which state changes take only when a wait-all is queued on the object.
+//!
+//! **Fast paths.** While no wait is queued on an event, semaphore or mutex, its state lives in one atomic word; a wait
+//! that can be satisfied at once, a poll that cannot, and a signal (which then has nobody to wake) are a
+//! compare-and-swap on it — no lock, no allocation — and a wait-all over such objects holds their words for a few
+//! instructions to check and take them atomically. Taking an object's lock moves the state under the lock
+//! ("inflates") and releasing it with no waiter left moves it back, so the slow path above is unchanged. Woken threads
+//! are unparked after the waker unlocks, each thread reuses its wait record, and a wait on a set with a mutex
+//! retries briefly before it queues. The loom models (`tests/loom.rs`) cover each fast path. `object.rs`
 //! explains the locking, `wait.rs` the wait, `local.rs` thread exit and abandonment, `apc.rs` the APCs.
 //!
 //! # Win32 → iocomp-sync
@@ -86,6 +113,9 @@
 //! | `GetCurrentThread` / `GetThreadId` | [`Thread::current`] / [`Thread::id`] (never reused) |
 //! | `GetExitCodeThread` (`STILL_ACTIVE`) | [`Thread::exit_code`] (`None` while running) |
 //! | `ExitThread(code)` | return `code` from the closure |
+//! | `CreateEvent`/`CreateMutex`/`CreateSemaphore` with a name, `GetLastError() == ERROR_ALREADY_EXISTS` | [`Event::create_named`], [`Mutex::create_named`], [`Semaphore::create_named`] → `(object, existed)` |
+//! | `OpenEvent`/`OpenMutex`/`OpenSemaphore` | [`Event::open_named`], [`Mutex::open_named`], [`Semaphore::open_named`] |
+//! | `SignalObjectAndWait(sig, h, ms, alertable)` | [`signal_and_wait`], [`signal_and_wait_alertable`] (atomic: the wait is queued before anyone sees the signal) |
 //! | `WaitForSingleObject(h, ms)` | [`Waitable::wait(timeout)`](Waitable::wait) or [`wait_one`] |
 //! | `WaitForMultipleObjects(n, hs, FALSE, ms)` | [`wait_any(&[..], timeout)`](wait_any) |
 //! | `WaitForMultipleObjects(n, hs, TRUE, ms)` | [`wait_all(&[..], timeout)`](wait_all) |
@@ -129,6 +159,10 @@ mod error;
 mod event;
 mod local;
 mod mutex;
+#[cfg(not(loom))]
+mod named;
+#[cfg(not(loom))]
+mod named_wait;
 mod object;
 mod priority;
 #[cfg(not(loom))]
@@ -136,6 +170,7 @@ mod process;
 #[cfg(not(loom))]
 mod reactor;
 mod semaphore;
+mod signal;
 #[cfg(not(loom))]
 mod stdin;
 mod sync;
@@ -146,17 +181,25 @@ mod wait;
 pub use apc::{sleep_alertable, SleepResult};
 #[cfg(not(loom))]
 pub use change::{ChangeFilter, ChangeNotification, ChangeStatus};
+#[cfg(not(loom))]
+pub use error::NamedError;
 pub use error::{
-    ApcError, FdObjectError, MutexError, PriorityError, ProcessError, SemaphoreError, WaitError,
+    ApcError, FdObjectError, MutexError, PriorityError, ProcessError, SemaphoreError,
+    SignalAndWaitError, WaitError,
 };
 pub use event::Event;
 pub use mutex::{Mutex, MutexState};
+#[cfg(not(loom))]
+pub use named::{NamedKind, MAX_NAME_LEN};
+#[cfg(not(loom))]
+pub use named_wait::MAX_NAMED;
 pub use priority::{
     current_thread_nice, current_thread_priority, set_current_thread_priority, Priority,
 };
 #[cfg(not(loom))]
 pub use process::Process;
 pub use semaphore::Semaphore;
+pub use signal::{signal_and_wait, signal_and_wait_alertable, Signal};
 #[cfg(not(loom))]
 pub use stdin::Stdin;
 pub use thread::{Thread, ThreadId, PANIC_EXIT_CODE};

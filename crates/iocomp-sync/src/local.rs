@@ -7,16 +7,16 @@
 //! owns, discard its queued APCs, then store the exit code and signal the thread object, so that a waiter on
 //! {thread, mutex} sees a consistent state.
 //!
-//! Ownership is tracked by the owner itself: a wait registers the mutexes it acquired before it returns, and the
-//! release that brings the count to zero unregisters them, so the list needs no lock. A thread cannot exit while one
-//! of its waits is still in progress.
+//! Ownership is tracked by the owner itself: a wait registers the mutexes it acquired before it returns (a full release
+//! leaves the entry, see [`note_owned`]), so the list needs no lock. A thread cannot exit while one of its waits is
+//! still in progress. The record also keeps the thread's wait record between waits (`take_waiter`/`put_waiter`).
 //!
 //! Limits: a wait made from a thread-local destructor after this record has been destroyed runs as an anonymous
 //! thread with a fresh id, and mutexes acquired after the exit sequence ran are never abandoned.
 
 use std::cell::RefCell;
 
-use crate::object::{Kind, Object};
+use crate::object::{Kind, Object, Waiter};
 use crate::sync::Arc;
 use crate::thread::{ThreadId, ThreadShared};
 
@@ -27,6 +27,8 @@ struct Local {
     /// The shared half (thread object, APC queue), made on first need for foreign threads.
     shared: Option<Arc<ThreadShared>>,
     exited: bool,
+    /// The wait record of this thread's last wait, kept for the next one.
+    waiter: Option<Arc<Waiter>>,
 }
 
 /// What the exit sequence needs, taken out of the record so that it runs without the thread-local borrowed.
@@ -43,6 +45,7 @@ impl Local {
             owned: Vec::new(),
             shared: None,
             exited: false,
+            waiter: None,
         }
     }
 
@@ -133,9 +136,30 @@ fn with<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
         .flatten()
 }
 
+// Caches for the fast path (not under loom, whose threads share one OS thread): this thread's id, and the address of
+// the mutex `note_owned` saw last — an entry of `owned`, kept alive by it, so the address cannot be reused while
+// cached (pruning clears it).
+#[cfg(not(loom))]
+std::thread_local! {
+    static CACHED_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static LAST_OWNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The calling thread's id.
+#[inline]
 pub(crate) fn current_id() -> ThreadId {
-    with(|l| l.id).unwrap_or_else(ThreadId::next)
+    #[cfg(not(loom))]
+    if let Some(id) = CACHED_ID
+        .try_with(|c| c.get())
+        .ok()
+        .and_then(ThreadId::from_u64)
+    {
+        return id;
+    }
+    let id = with(|l| l.id).unwrap_or_else(ThreadId::next);
+    #[cfg(not(loom))]
+    let _ = CACHED_ID.try_with(|c| c.set(id.as_u64()));
+    id
 }
 
 /// The calling thread's shared half (thread object, APC queue).
@@ -146,6 +170,8 @@ pub(crate) fn current_shared() -> Arc<ThreadShared> {
 /// Makes `shared` the record of the calling thread: the first thing a [`Thread::spawn`](crate::Thread::spawn) thread
 /// does.
 pub(crate) fn install(shared: Arc<ThreadShared>) {
+    #[cfg(not(loom))]
+    let _ = CACHED_ID.try_with(|c| c.set(shared.id.as_u64()));
     let _ = LOCAL.try_with(|cell| {
         if let Ok(mut local) = cell.try_borrow_mut() {
             *local = Some(Local {
@@ -153,28 +179,65 @@ pub(crate) fn install(shared: Arc<ThreadShared>) {
                 owned: Vec::new(),
                 shared: Some(shared),
                 exited: false,
+                waiter: None,
             });
         }
     });
 }
 
 /// Notes that the calling thread owns `mutex` (after a wait acquired it).
+///
+/// A full release does not take the mutex off the list (see [`note_released`]): re-acquiring a mutex the thread used
+/// before then costs no reference-count traffic, which keeps the uncontended acquire + release fast. The list may
+/// so hold mutexes the thread no longer owns — harmless, since the exit sequence abandons only what the thread still
+/// owns. It is pruned of those when it grows past [`OWNED_PRUNE`] entries, so at most that many mutexes are kept
+/// alive by a thread that no longer owns them.
+#[inline]
 pub(crate) fn note_owned(mutex: &Arc<Object>) {
-    with(|l| {
+    #[cfg(not(loom))]
+    let addr = Arc::as_ptr(mutex) as usize;
+    #[cfg(not(loom))]
+    if LAST_OWNED.try_with(|c| c.get()) == Ok(addr) {
+        return;
+    }
+    let noted = with(|l| {
         if !l.owned.iter().any(|m| Arc::ptr_eq(m, mutex)) {
+            if l.owned.len() >= OWNED_PRUNE {
+                let me = l.id;
+                l.owned.retain(|m| {
+                    m.read(|k| matches!(k, Kind::Mutex { owner: Some(o), .. } if *o == me))
+                });
+            }
             l.owned.push(Arc::clone(mutex));
         }
     });
+    #[cfg(not(loom))]
+    if noted.is_some() {
+        let _ = LAST_OWNED.try_with(|c| c.set(addr));
+    }
+    #[cfg(loom)]
+    drop(noted);
 }
 
-/// Notes that the calling thread released `mutex` completely.
-pub(crate) fn note_released(mutex: &Arc<Object>) {
-    with(|l| l.owned.retain(|m| !Arc::ptr_eq(m, mutex)));
-}
+/// See [`note_owned`].
+pub(crate) const OWNED_PRUNE: usize = 16;
+
+/// Notes that the calling thread released `mutex` completely: nothing to do (see [`note_owned`]).
+pub(crate) fn note_released(_mutex: &Arc<Object>) {}
 
 /// Runs the exit sequence now with `code` (a [`Thread::spawn`](crate::Thread::spawn) thread whose closure ended).
 pub(crate) fn exit_current(code: u32) {
     if let Some(exit) = with(Local::begin_exit).flatten() {
         exit.run(code);
     }
+}
+
+/// This thread's kept wait record, if any (see [`put_waiter`]).
+pub(crate) fn take_waiter() -> Option<Arc<Waiter>> {
+    with(|l| l.waiter.take()).flatten()
+}
+
+/// Keeps `q`, a wait record no list refers to any more, for this thread's next wait.
+pub(crate) fn put_waiter(q: Arc<Waiter>) {
+    with(|l| l.waiter = Some(q));
 }

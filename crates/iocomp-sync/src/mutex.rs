@@ -3,7 +3,11 @@
 use std::fmt;
 
 use crate::error::MutexError;
+#[cfg(not(loom))]
+use crate::error::NamedError;
 use crate::local;
+#[cfg(not(loom))]
+use crate::named::{init_mutex, Named, NamedKind};
 use crate::object::{Kind, Object, Tag};
 use crate::sync::Arc;
 use crate::thread::ThreadId;
@@ -33,14 +37,22 @@ use crate::wait::{sealed::Sealed, Waitable};
 #[derive(Clone)]
 pub struct Mutex {
     obj: Arc<Object>,
+    /// For a named mutex, its shared segment (and `obj` is unused).
+    #[cfg(not(loom))]
+    named: Option<Arc<Named>>,
 }
 
 /// A snapshot of a mutex's state (ntsync's `MUTEX_READ`), for diagnostics and tests.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MutexState {
-    /// The owning thread, if any.
+    /// The owning thread, if any. For a named mutex: `None` (its owner may be in another process; see
+    /// `owner_process` and `owned_by_caller`).
     pub owner: Option<ThreadId>,
+    /// Named mutexes: the id of the owning process, if any. `None` for local mutexes.
+    pub owner_process: Option<u32>,
+    /// Whether the calling thread owns the mutex.
+    pub owned_by_caller: bool,
     /// The recursion count (0 when unowned).
     pub count: u32,
     /// Whether the last owner exited while owning it and no wait has acquired it since.
@@ -69,7 +81,52 @@ impl Mutex {
         if owner.is_some() {
             local::note_owned(&obj);
         }
-        Mutex { obj }
+        Mutex {
+            obj,
+            #[cfg(not(loom))]
+            named: None,
+        }
+    }
+
+    /// Creates a named mutex shared between processes, or opens it if the name exists
+    /// (`CreateMutex(NULL, owned, name)`); returns it and whether it already existed (`ERROR_ALREADY_EXISTS`;
+    /// `initially_owned` is then ignored, as in Win32). Names as in [`Event::create_named`](crate::Event::create_named).
+    ///
+    /// A named mutex belongs to a thread of some process. When that thread ends, or its whole process dies (SIGKILL,
+    /// a crash) while owning it, it is abandoned: the next wait that acquires it, in any process, returns
+    /// [`WaitResult::Abandoned`](crate::WaitResult::Abandoned). Dropping the last handle of a process whose thread
+    /// still owns the mutex keeps the object until that process exits.
+    ///
+    /// # Errors
+    /// As [`Event::create_named`](crate::Event::create_named).
+    #[cfg(not(loom))]
+    pub fn create_named(name: &str, initially_owned: bool) -> Result<(Mutex, bool), NamedError> {
+        let (named, existed) = Named::create(name, NamedKind::Mutex, init_mutex(initially_owned))?;
+        Ok((Mutex::from_named(named), existed))
+    }
+
+    /// Opens an existing named mutex (`OpenMutex`).
+    ///
+    /// # Errors
+    /// As [`Event::open_named`](crate::Event::open_named).
+    #[cfg(not(loom))]
+    pub fn open_named(name: &str) -> Result<Mutex, NamedError> {
+        Named::open(name, NamedKind::Mutex).map(Mutex::from_named)
+    }
+
+    #[cfg(not(loom))]
+    fn from_named(named: Arc<Named>) -> Mutex {
+        Mutex {
+            obj: Object::new(
+                Kind::Mutex {
+                    owner: None,
+                    count: 0,
+                    abandoned: false,
+                },
+                Tag::Mutex,
+            ),
+            named: Some(named),
+        }
     }
 
     /// Releases one level of ownership; returns the previous recursion count (`ReleaseMutex`; ntsync's
@@ -77,22 +134,14 @@ impl Mutex {
     ///
     /// # Errors
     /// [`MutexError::NotOwner`] if the calling thread does not own the mutex; nothing changes.
+    #[inline]
     pub fn release(&self) -> Result<u32, MutexError> {
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            return n.mutex_release();
+        }
         let me = local::current_id();
-        let previous = self.obj.signal(
-            |kind| match kind {
-                Kind::Mutex { owner, count, .. } if *owner == Some(me) && *count > 0 => {
-                    let previous = *count;
-                    *count -= 1;
-                    if *count == 0 {
-                        *owner = None;
-                    }
-                    Ok(previous)
-                }
-                _ => Err(MutexError::NotOwner),
-            },
-            |_| {},
-        )?;
+        let previous = self.obj.signal(|kind| release_change(kind, me), |_| {})?;
         if previous == 1 {
             local::note_released(&self.obj);
         }
@@ -101,6 +150,18 @@ impl Mutex {
 
     /// The current state (a snapshot).
     pub fn state(&self) -> MutexState {
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            let (owner_process, count, abandoned, owned_by_caller) = n.mutex_read();
+            return MutexState {
+                owner: None,
+                owner_process,
+                owned_by_caller,
+                count,
+                abandoned,
+            };
+        }
+        let me = local::current_id();
         self.obj.read(|kind| match *kind {
             Kind::Mutex {
                 owner,
@@ -108,11 +169,15 @@ impl Mutex {
                 abandoned,
             } => MutexState {
                 owner,
+                owner_process: None,
+                owned_by_caller: owner == Some(me),
                 count,
                 abandoned,
             },
             _ => MutexState {
                 owner: None,
+                owner_process: None,
+                owned_by_caller: false,
                 count: 0,
                 abandoned: false,
             },
@@ -130,6 +195,26 @@ impl Sealed for Mutex {
     fn object(&self) -> &Arc<Object> {
         &self.obj
     }
+
+    #[cfg(not(loom))]
+    fn named(&self) -> Option<&Arc<Named>> {
+        self.named.as_ref()
+    }
 }
 
 impl Waitable for Mutex {}
+
+/// `ReleaseMutex`'s state change by thread `me`: returns the previous count.
+pub(crate) fn release_change(kind: &mut Kind, me: ThreadId) -> Result<u32, MutexError> {
+    match kind {
+        Kind::Mutex { owner, count, .. } if *owner == Some(me) && *count > 0 => {
+            let previous = *count;
+            *count -= 1;
+            if *count == 0 {
+                *owner = None;
+            }
+            Ok(previous)
+        }
+        _ => Err(MutexError::NotOwner),
+    }
+}

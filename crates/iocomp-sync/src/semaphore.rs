@@ -2,7 +2,11 @@
 
 use std::fmt;
 
+#[cfg(not(loom))]
+use crate::error::NamedError;
 use crate::error::SemaphoreError;
+#[cfg(not(loom))]
+use crate::named::{init_semaphore, Named, NamedKind};
 use crate::object::{Kind, Object, Tag};
 use crate::sync::Arc;
 use crate::wait::{sealed::Sealed, Waitable};
@@ -26,6 +30,9 @@ use crate::wait::{sealed::Sealed, Waitable};
 #[derive(Clone)]
 pub struct Semaphore {
     obj: Arc<Object>,
+    /// For a named semaphore, its shared segment (and `obj` is unused).
+    #[cfg(not(loom))]
+    named: Option<Arc<Named>>,
 }
 
 impl Semaphore {
@@ -48,7 +55,46 @@ impl Semaphore {
                 },
                 Tag::Semaphore,
             ),
+            #[cfg(not(loom))]
+            named: None,
         })
+    }
+
+    /// Creates a named semaphore shared between processes, or opens it if the name exists
+    /// (`CreateSemaphore(NULL, initial, max, name)`); returns it and whether it already existed
+    /// (`ERROR_ALREADY_EXISTS`; the counts are then ignored, as in Win32). Names as in
+    /// [`Event::create_named`](crate::Event::create_named).
+    ///
+    /// # Errors
+    /// [`NamedError::Semaphore`] for invalid counts (checked first, as Win32 does), then the errors of
+    /// [`Event::create_named`](crate::Event::create_named).
+    #[cfg(not(loom))]
+    pub fn create_named(
+        name: &str,
+        initial: u32,
+        max: u32,
+    ) -> Result<(Semaphore, bool), NamedError> {
+        Semaphore::new(initial, max).map_err(NamedError::Semaphore)?;
+        let (named, existed) =
+            Named::create(name, NamedKind::Semaphore, init_semaphore(initial, max))?;
+        Ok((Semaphore::from_named(named), existed))
+    }
+
+    /// Opens an existing named semaphore (`OpenSemaphore`).
+    ///
+    /// # Errors
+    /// As [`Event::open_named`](crate::Event::open_named).
+    #[cfg(not(loom))]
+    pub fn open_named(name: &str) -> Result<Semaphore, NamedError> {
+        Named::open(name, NamedKind::Semaphore).map(Semaphore::from_named)
+    }
+
+    #[cfg(not(loom))]
+    fn from_named(named: Arc<Named>) -> Semaphore {
+        Semaphore {
+            obj: Object::new(Kind::Semaphore { count: 0, max: 1 }, Tag::Semaphore),
+            named: Some(named),
+        }
     }
 
     /// Adds `n` to the count and releases that many waiters; returns the previous count (`ReleaseSemaphore`).
@@ -60,30 +106,19 @@ impl Semaphore {
         if n == 0 {
             return Err(SemaphoreError::ZeroRelease);
         }
-        self.obj.signal(
-            |kind| match kind {
-                Kind::Semaphore { count, max } => {
-                    let previous = *count;
-                    match previous.checked_add(n) {
-                        Some(new) if new <= *max => {
-                            *count = new;
-                            Ok(previous)
-                        }
-                        _ => Err(SemaphoreError::TooManyPosts {
-                            count: previous,
-                            max: *max,
-                            release: n,
-                        }),
-                    }
-                }
-                _ => Err(SemaphoreError::ZeroMaximum),
-            },
-            |_| {},
-        )
+        #[cfg(not(loom))]
+        if let Some(named) = &self.named {
+            return named.semaphore_release(n);
+        }
+        self.obj.signal(|kind| release_change(kind, n), |_| {})
     }
 
     /// The current count (a snapshot; ntsync's `SEM_READ`).
     pub fn count(&self) -> u32 {
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            return n.semaphore_read().0;
+        }
         self.obj.read(|kind| match *kind {
             Kind::Semaphore { count, .. } => count,
             _ => 0,
@@ -92,6 +127,10 @@ impl Semaphore {
 
     /// The maximum count.
     pub fn max(&self) -> u32 {
+        #[cfg(not(loom))]
+        if let Some(n) = &self.named {
+            return n.semaphore_read().1;
+        }
         self.obj.read(|kind| match *kind {
             Kind::Semaphore { max, .. } => max,
             _ => 0,
@@ -112,6 +151,32 @@ impl Sealed for Semaphore {
     fn object(&self) -> &Arc<Object> {
         &self.obj
     }
+
+    #[cfg(not(loom))]
+    fn named(&self) -> Option<&Arc<Named>> {
+        self.named.as_ref()
+    }
 }
 
 impl Waitable for Semaphore {}
+
+/// `ReleaseSemaphore(n)`'s state change (`n > 0`): returns the previous count.
+pub(crate) fn release_change(kind: &mut Kind, n: u32) -> Result<u32, SemaphoreError> {
+    match kind {
+        Kind::Semaphore { count, max } => {
+            let previous = *count;
+            match previous.checked_add(n) {
+                Some(new) if new <= *max => {
+                    *count = new;
+                    Ok(previous)
+                }
+                _ => Err(SemaphoreError::TooManyPosts {
+                    count: previous,
+                    max: *max,
+                    release: n,
+                }),
+            }
+        }
+        _ => Err(SemaphoreError::ZeroMaximum),
+    }
+}

@@ -1,8 +1,9 @@
-//! Every call into libc, and so every `unsafe` block of the crate: pidfds, `waitid`, `poll`, epoll, inotify and
-//! thread nice values. Each function is a safe wrapper that owns its file descriptors as [`OwnedFd`] and reports
+//! Every call into libc, and so every `unsafe` block of the crate: pidfds, `waitid`, `poll`, epoll, inotify, thread
+//! nice values, and for named objects `flock`, `mmap`, robust process-shared pthread mutexes and futexes.
+//! Each function is a safe wrapper that owns its file descriptors as [`OwnedFd`] and reports
 //! failures as [`io::Error`]s; the rest of the crate stays safe code.
 #![allow(unsafe_code)]
-#![cfg_attr(loom, allow(dead_code))]
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 use std::ffi::CString;
 use std::io;
@@ -169,3 +170,346 @@ pub(crate) fn thread_nice(tid: libc::pid_t) -> io::Result<i32> {
     }
     Ok(ret)
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Named objects: flock, the shared-memory segment, robust process-shared pthread mutexes, futexes.
+// ---------------------------------------------------------------------------------------------------------------
+
+pub(crate) use named::*;
+
+#[cfg(not(loom))]
+mod named {
+    use std::cell::UnsafeCell;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::ptr::NonNull;
+    use std::sync::atomic::AtomicU32;
+    use std::time::Instant;
+
+    use super::check;
+
+    /// `flock(fd, op)`, retried on `EINTR`. `Ok(false)` when `LOCK_NB` was given and the lock is held elsewhere.
+    pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+        loop {
+            // SAFETY: takes a descriptor borrowed from an open `File` and a flag; touches no memory of ours.
+            match check(unsafe { libc::flock(file.as_raw_fd(), op) }) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The calling process's id.
+    pub(crate) fn getpid() -> u32 {
+        // SAFETY: getpid has no arguments and cannot fail.
+        let pid = unsafe { libc::getpid() };
+        u32::try_from(pid).unwrap_or(0)
+    }
+
+    /// The real user id of the calling process.
+    pub(crate) fn getuid() -> u32 {
+        // SAFETY: getuid has no arguments and cannot fail.
+        unsafe { libc::getuid() }
+    }
+
+    /// A robust, process-shared pthread mutex living in a shared segment. When the thread holding it dies (alone or
+    /// with its process, SIGKILL included), the kernel walks that thread's robust list, marks the futex word
+    /// `FUTEX_OWNER_DIED` and wakes one waiter; the next locker gets `EOWNERDEAD`.
+    #[repr(transparent)]
+    pub(crate) struct RobustMutex(UnsafeCell<libc::pthread_mutex_t>);
+
+    // SAFETY: a process-shared pthread mutex is made to be used from any thread (and any process); every access goes
+    // through the pthread functions, which synchronise internally.
+    unsafe impl Sync for RobustMutex {}
+    // SAFETY: as above; the mutex has no thread affinity except ownership, which pthread tracks itself.
+    unsafe impl Send for RobustMutex {}
+
+    /// What a `try_lock` found.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum TryLock {
+        /// The caller now holds the mutex.
+        Acquired,
+        /// The caller now holds the mutex, whose previous holder died holding it; it has been made consistent again.
+        OwnerDied,
+        /// Someone else holds it.
+        Busy,
+    }
+
+    /// glibc's futex word of a pthread mutex: bit 31 `FUTEX_WAITERS`, bit 30 `FUTEX_OWNER_DIED`, the rest the owner's
+    /// kernel thread id.
+    pub(crate) const FUTEX_WAITERS: u32 = 0x8000_0000;
+    /// See [`FUTEX_WAITERS`].
+    pub(crate) const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+    /// See [`FUTEX_WAITERS`].
+    pub(crate) const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+
+    impl RobustMutex {
+        /// Initialises the mutex in place: process-shared, robust. Only for a segment nobody else can see yet.
+        fn init(&self) -> io::Result<()> {
+            // SAFETY: `attr` is initialised by pthread_mutexattr_init before any other use and destroyed after; the
+            // mutex storage is valid, writable, suitably aligned (repr(C) field of the mapped segment) and not yet
+            // visible to any other thread or process, so initialising it cannot race.
+            unsafe {
+                let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+                let r = libc::pthread_mutexattr_init(&mut attr);
+                if r != 0 {
+                    return Err(io::Error::from_raw_os_error(r));
+                }
+                let mut r =
+                    libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+                if r == 0 {
+                    r = libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+                }
+                if r == 0 {
+                    r = libc::pthread_mutex_init(self.0.get(), &attr);
+                }
+                libc::pthread_mutexattr_destroy(&mut attr);
+                if r != 0 {
+                    return Err(io::Error::from_raw_os_error(r));
+                }
+            }
+            Ok(())
+        }
+
+        /// Locks, blocking; returns whether the previous holder died holding it (the mutex is consistent again).
+        pub(crate) fn lock(&self) -> bool {
+            loop {
+                // SAFETY: the mutex was initialised by `init` before the segment was published, and the mapping
+                // outlives `self`.
+                let r = unsafe { libc::pthread_mutex_lock(self.0.get()) };
+                match r {
+                    0 => return false,
+                    libc::EOWNERDEAD => {
+                        self.make_consistent();
+                        return true;
+                    }
+                    // ENOTRECOVERABLE cannot happen: every EOWNERDEAD is made consistent at once, here or in try_lock.
+                    // Anything else is transient (EAGAIN); try again rather than fail a wait.
+                    _ => std::thread::yield_now(),
+                }
+            }
+        }
+
+        /// Tries to lock without blocking.
+        pub(crate) fn try_lock(&self) -> TryLock {
+            // SAFETY: as in `lock`.
+            let r = unsafe { libc::pthread_mutex_trylock(self.0.get()) };
+            match r {
+                0 => TryLock::Acquired,
+                libc::EOWNERDEAD => {
+                    self.make_consistent();
+                    TryLock::OwnerDied
+                }
+                _ => TryLock::Busy,
+            }
+        }
+
+        fn make_consistent(&self) {
+            // SAFETY: called only by the holder right after EOWNERDEAD, as pthread_mutex_consistent requires.
+            unsafe { libc::pthread_mutex_consistent(self.0.get()) };
+        }
+
+        /// Unlocks; the caller holds the mutex.
+        pub(crate) fn unlock(&self) {
+            // SAFETY: the mutex is initialised and held by the calling thread (every caller pairs this with a
+            // successful lock/try_lock on the same thread).
+            unsafe { libc::pthread_mutex_unlock(self.0.get()) };
+        }
+
+        /// The mutex's futex word, to wait on it in `futex_waitv` and to set `FUTEX_WAITERS` so that the kernel wakes
+        /// a waiter when the holder dies.
+        pub(crate) fn word(&self) -> &AtomicU32 {
+            // SAFETY: in glibc's pthread_mutex_t (every Linux architecture) the first member is `int __lock`, the
+            // futex word, 4-byte aligned; glibc and the kernel only ever access it atomically, so viewing it as an
+            // AtomicU32 for the lifetime of `self` is sound.
+            unsafe { &*self.0.get().cast::<AtomicU32>() }
+        }
+    }
+
+    /// The layout of a named object's shared segment. Every field but the two mutexes is an atomic; the state fields
+    /// are read and written only under `lock` (so `Relaxed` suffices for them), `seq` and `sleepers` also outside it.
+    #[repr(C)]
+    pub(crate) struct Shared {
+        /// [`MAGIC`] once initialised (the segment is published only after that).
+        pub(crate) magic: AtomicU32,
+        /// 1 event, 2 mutex, 3 semaphore.
+        pub(crate) kind: AtomicU32,
+        /// Futex word: bumped under `lock` by every change that may let a waiter through.
+        pub(crate) seq: AtomicU32,
+        /// How many waits (all processes) may be asleep on `seq`; signals skip the wake system call when zero.
+        pub(crate) sleepers: AtomicU32,
+        /// Event: set (0/1). Semaphore: count. Mutex: recursion count.
+        pub(crate) value: AtomicU32,
+        /// Event: manual-reset (0/1). Semaphore: maximum. Mutex: abandoned (0/1).
+        pub(crate) param: AtomicU32,
+        /// Event: pulse generation.
+        pub(crate) pulse_gen: AtomicU32,
+        /// Event: how many waiters the last pulse may still release.
+        pub(crate) pulse_tokens: AtomicU32,
+        /// Mutex: owning process (0 when unowned).
+        pub(crate) owner_pid: AtomicU32,
+        /// Mutex: owning kernel thread id (0 when unowned).
+        pub(crate) owner_tid: AtomicU32,
+        /// The state lock.
+        pub(crate) lock: RobustMutex,
+        /// Mutex: held by the owning thread for as long as it owns the mutex; its robust-futex death is abandonment.
+        pub(crate) own: RobustMutex,
+    }
+
+    /// The segment's size in bytes.
+    pub(crate) const SEGMENT_SIZE: usize = std::mem::size_of::<Shared>();
+    /// The initialised marker.
+    pub(crate) const MAGIC: u32 = 0x1c05_7a9e;
+
+    /// A shared mapping of one segment file.
+    pub(crate) struct Segment {
+        ptr: NonNull<Shared>,
+        /// Never unmap (see [`Segment::keep_mapped`]).
+        keep: std::sync::atomic::AtomicBool,
+    }
+
+    // SAFETY: the mapping is plain shared memory holding only atomics and process-shared mutexes; it is unmapped
+    // once, by Drop, when no reference to it can remain.
+    unsafe impl Send for Segment {}
+    // SAFETY: see Send; all access through `&Shared` is by atomics or pthread calls.
+    unsafe impl Sync for Segment {}
+
+    impl Segment {
+        /// Maps `file`, which must be at least [`SEGMENT_SIZE`] bytes long (checked).
+        pub(crate) fn map(file: &File) -> io::Result<Segment> {
+            let len = file.metadata()?.len();
+            if len < SEGMENT_SIZE as u64 {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            // SAFETY: a fresh shared mapping of a descriptor we hold; the kernel picks the address. The file is at
+            // least SEGMENT_SIZE long (checked above; segment files are never truncated), so no access faults.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    SEGMENT_SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let ptr = NonNull::new(p.cast::<Shared>()).ok_or_else(io::Error::last_os_error)?;
+            Ok(Segment {
+                ptr,
+                keep: std::sync::atomic::AtomicBool::new(false),
+            })
+        }
+
+        /// Leaves the mapping in place when `self` is dropped (for the rest of the process's life).
+        pub(crate) fn keep_mapped(&self) {
+            self.keep.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        /// Initialises the two mutexes of a fresh (zero-filled) segment that nobody else can see yet.
+        pub(crate) fn init_mutexes(&self) -> io::Result<()> {
+            self.lock.init()?;
+            self.own.init()
+        }
+    }
+
+    impl std::ops::Deref for Segment {
+        type Target = Shared;
+        fn deref(&self) -> &Shared {
+            // SAFETY: `ptr` is a live, page-aligned mapping of SEGMENT_SIZE bytes for as long as `self` lives; Shared
+            // is repr(C) of atomics and pthread mutexes, for which any bit pattern another process wrote is at worst
+            // a wrong value, never undefined behaviour through these types.
+            unsafe { self.ptr.as_ref() }
+        }
+    }
+
+    impl Drop for Segment {
+        fn drop(&mut self) {
+            if self.keep.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            // SAFETY: the mapping was made by `map` with this length and no reference into it outlives `self`.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), SEGMENT_SIZE) };
+        }
+    }
+
+    /// `FUTEX_WAKE` of up to `n` waiters on `word`; `shared` for a word in shared memory (other processes).
+    pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) {
+        let op = if shared {
+            libc::FUTEX_WAKE
+        } else {
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG
+        };
+        // SAFETY: `word` is a valid, aligned u32 for the call; FUTEX_WAKE only uses it as a key.
+        unsafe {
+            libc::syscall(libc::SYS_futex, word.as_ptr(), op, n, 0usize, 0usize, 0u32);
+        }
+    }
+
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    const FUTEX2_PRIVATE: u32 = 128;
+
+    /// `futex_waitv` (Linux 5.16): sleeps until one of `words` is woken, one of them no longer holds its expected
+    /// value, `deadline` passes, or a signal arrives — the caller re-checks in every case. Each entry is
+    /// (word, expected, shared). At most 128 entries.
+    pub(crate) fn futex_waitv(words: &[(&AtomicU32, u32, bool)], deadline: Option<Instant>) {
+        let v: Vec<FutexWaitv> = words
+            .iter()
+            .map(|&(w, val, shared)| FutexWaitv {
+                val: u64::from(val),
+                uaddr: w.as_ptr() as u64,
+                flags: FUTEX2_SIZE_U32 | if shared { 0 } else { FUTEX2_PRIVATE },
+                reserved: 0,
+            })
+            .collect();
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let tsp = match deadline {
+            None => std::ptr::null_mut(),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // SAFETY: `ts` is a valid timespec to write.
+                unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+                let nsec = ts.tv_nsec as u64 + u64::from(left.subsec_nanos());
+                let secs = i64::try_from(left.as_secs()).unwrap_or(i64::MAX / 2);
+                ts.tv_sec = ts
+                    .tv_sec
+                    .saturating_add(secs)
+                    .saturating_add((nsec / 1_000_000_000) as i64);
+                ts.tv_nsec = (nsec % 1_000_000_000) as i64;
+                &mut ts as *mut libc::timespec
+            }
+        };
+        // SAFETY: `v` holds `v.len()` valid futex_waitv entries pointing at live, aligned u32 words (borrowed for the
+        // call); `tsp` is null or a valid absolute CLOCK_MONOTONIC timespec. Errors (EAGAIN, ETIMEDOUT, EINTR) only
+        // mean "look again", which every caller does.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                v.as_ptr(),
+                v.len() as libc::c_uint,
+                0 as libc::c_uint,
+                tsp,
+                libc::CLOCK_MONOTONIC,
+            );
+        }
+    }
+}
+
+#[cfg(loom)]
+mod named {}

@@ -37,6 +37,11 @@ impl ThreadId {
     pub fn as_u64(self) -> u64 {
         self.0.get()
     }
+
+    /// The id with this number, if it is one (not 0).
+    pub(crate) fn from_u64(n: u64) -> Option<ThreadId> {
+        NonZeroU64::new(n).map(ThreadId)
+    }
 }
 
 impl fmt::Display for ThreadId {

@@ -16,8 +16,12 @@ use std::time::{Duration, Instant};
 
 use crate::error::WaitError;
 use crate::local;
-use crate::object::{try_wake_all_locked, Object, State, Tag, Waiter, NONE};
-use crate::sync::{thread, wait_all_lock, Arc, MutexGuard, Ordering};
+#[cfg(not(loom))]
+use crate::named_wait::{self, Item};
+use crate::object::{
+    fast_wait_all, try_wake_all_locked, Fast, Object, State, StateGuard, Tag, Waiter, NONE,
+};
+use crate::sync::{thread, wait_all_lock, Arc, Ordering};
 use crate::thread::ThreadId;
 
 pub(crate) mod sealed {
@@ -25,6 +29,12 @@ pub(crate) mod sealed {
     pub trait Sealed {
         /// The kernel object behind the handle.
         fn object(&self) -> &crate::sync::Arc<crate::object::Object>;
+
+        /// The named (cross-process) object behind the handle, if it is one; `object()` is then unused.
+        #[cfg(not(loom))]
+        fn named(&self) -> Option<&crate::sync::Arc<crate::named::Named>> {
+            None
+        }
 
         /// Brings the object's state up to date with the kernel before a wait queues on it (fd-backed objects:
         /// see `reactor.rs`); nothing for userspace objects.
@@ -39,15 +49,32 @@ pub(crate) mod sealed {
 /// Use `&dyn Waitable` to mix kinds in one [`wait_any`]/[`wait_all`].
 pub trait Waitable: sealed::Sealed {
     /// Waits until this object is signalled and acquires it (`WaitForSingleObject`); see [`wait_one`].
+    #[inline]
     fn wait(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
         self.refresh();
-        wait_objects(&[self.object()], Mode::Any, timeout, false)
+        #[cfg(not(loom))]
+        if let Some(n) = self.named() {
+            return named_wait::wait_items(&[Item::Named(n)], Mode::Any, timeout, false);
+        }
+        // The single-object fast path first: a deflated object is never the caller's own thread nor a mutex at its
+        // recursion limit, so the checks of `wait_objects` cannot apply.
+        let obj = self.object();
+        if let Some(r) = fast_once(std::slice::from_ref(&obj), Mode::Any, local::current_id())
+            .filter(|r| *r != WaitResult::TimedOut)
+        {
+            return Ok(r);
+        }
+        wait_objects(&[obj], Mode::Any, timeout, false)
     }
 
     /// Like [`Waitable::wait`], but alertable (`WaitForSingleObjectEx(.., TRUE)`): queued APCs run and end the wait
     /// with [`WaitResult::Alerted`].
     fn wait_alertable(&self, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
         self.refresh();
+        #[cfg(not(loom))]
+        if let Some(n) = self.named() {
+            return named_wait::wait_items(&[Item::Named(n)], Mode::Any, timeout, true);
+        }
         wait_objects(&[self.object()], Mode::Any, timeout, true)
     }
 
@@ -55,6 +82,10 @@ pub trait Waitable: sealed::Sealed {
     /// blocked instead of sleeping for a while.
     #[doc(hidden)]
     fn waiter_count(&self) -> usize {
+        #[cfg(not(loom))]
+        if let Some(n) = self.named() {
+            return n.sleepers();
+        }
         self.object().waiter_count()
     }
 }
@@ -93,8 +124,7 @@ pub(crate) enum Mode {
 /// (Windows hangs for ever; a finite wait returns [`WaitResult::TimedOut`]); [`WaitError::RecursionOverflow`] if the
 /// caller owns a mutex at its maximum recursion count.
 pub fn wait_one(obj: &dyn Waitable, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
-    obj.refresh();
-    wait_objects(&[obj.object()], Mode::Any, timeout, false)
+    obj.wait(timeout)
 }
 
 /// Waits until at least one of `objs` is signalled, and acquires exactly one: the lowest-indexed signalled object,
@@ -166,6 +196,26 @@ fn wait_slice(
     for o in objs {
         o.refresh();
     }
+    #[cfg(not(loom))]
+    if objs.iter().any(|o| o.named().is_some()) {
+        let items: Vec<Item<'_>> = objs
+            .iter()
+            .map(|o| match o.named() {
+                Some(n) => Item::Named(n),
+                None => Item::Local(o.object()),
+            })
+            .collect();
+        return named_wait::wait_items(&items, mode, timeout, alertable);
+    }
+    // Up to 8 objects on the stack: a wait the fast path satisfies allocates nothing.
+    const INLINE: usize = 8;
+    if objs.len() <= INLINE {
+        let mut buf: [&Arc<Object>; INLINE] = [objs[0].object(); INLINE];
+        for (slot, o) in buf.iter_mut().zip(objs) {
+            *slot = o.object();
+        }
+        return wait_objects(&buf[..objs.len()], mode, timeout, alertable);
+    }
     let objs: Vec<&Arc<Object>> = objs.iter().map(|o| o.object()).collect();
     wait_objects(&objs, mode, timeout, alertable)
 }
@@ -200,16 +250,17 @@ pub(crate) fn wait_objects(
     if let Some((first, second)) = find_duplicate(objs) {
         return Err(WaitError::Duplicate { first, second });
     }
-    // Instant is CLOCK_MONOTONIC. A deadline beyond the clock's range means "never".
-    let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
     let me = local::current_id();
-    if deadline.is_none() && !alertable {
+    // Instant is CLOCK_MONOTONIC. A deadline beyond the clock's range means "never". Read the clock only when needed
+    // (the fast path does not need it).
+    let deadline_of = || timeout.and_then(|d| Instant::now().checked_add(d));
+    if !alertable {
         let own = |o: &&Arc<Object>| o.tag() == Tag::Thread(me);
         let hopeless = match mode {
             Mode::All => objs.iter().any(own),
             Mode::Any => objs.iter().all(own),
         };
-        if hopeless {
+        if hopeless && deadline_of().is_none() {
             return Err(WaitError::WouldDeadlock);
         }
     }
@@ -220,6 +271,15 @@ pub(crate) fn wait_objects(
     {
         return Err(WaitError::RecursionOverflow { index });
     }
+    if let Some(result) = fast(
+        objs,
+        mode,
+        me,
+        timeout == Some(Duration::ZERO) && !alertable,
+    ) {
+        return Ok(result);
+    }
+    let deadline = deadline_of();
     if !alertable {
         return Ok(block(objs, mode, deadline, me, None));
     }
@@ -234,6 +294,79 @@ pub(crate) fn wait_objects(
     }
 }
 
+/// The fast path (see [`Object`]'s "fast word"): with every object deflated, a wait that can be satisfied now, or a
+/// poll that cannot, completes with compare-and-swaps alone — no lock, no allocation. `None`: take the slow path.
+/// `poll`: a non-alertable zero-timeout wait, which may report `TimedOut` here.
+#[inline]
+fn fast(objs: &[&Arc<Object>], mode: Mode, me: ThreadId, poll: bool) -> Option<WaitResult> {
+    // Like std's mutex, retry briefly before sleeping: an owner about to release, or a wait-all holding the words for
+    // a few instructions, is often done within a few hundred cycles. A poll does not spin.
+    // Spin only when a mutex is involved (an owner's hold is usually short); an event or semaphore is signalled by
+    // another thread's decision, and a busy machine is better served by sleeping at once, as a condition variable
+    // does.
+    let spins = if poll || !objs.iter().any(|o| o.tag() == Tag::Mutex) {
+        1
+    } else {
+        SPINS
+    };
+    for round in 0..spins {
+        match fast_once(objs, mode, me) {
+            Some(WaitResult::TimedOut) | None if round + 1 < spins => std::hint::spin_loop(),
+            Some(WaitResult::TimedOut) => return poll.then_some(WaitResult::TimedOut),
+            other => return other,
+        }
+    }
+    None
+}
+
+/// How many times a blocking wait retries the fast path before it queues (once under loom: spinning only multiplies
+/// the interleavings to explore, and a queued wait covers the same outcomes).
+#[cfg(not(loom))]
+const SPINS: u32 = 256;
+#[cfg(loom)]
+const SPINS: u32 = 1;
+
+/// One fast-path attempt: `Some(TimedOut)` means "deflated, not signalled" (nothing changed).
+#[inline(always)]
+fn fast_once(objs: &[&Arc<Object>], mode: Mode, me: ThreadId) -> Option<WaitResult> {
+    let note = |o: &Arc<Object>| {
+        if o.tag() == Tag::Mutex {
+            local::note_owned(o);
+        }
+    };
+    match mode {
+        Mode::Any => {
+            for (i, o) in objs.iter().enumerate() {
+                match o.try_fast_acquire(me) {
+                    Fast::Acquired(abandoned) => {
+                        note(o);
+                        return Some(if abandoned {
+                            WaitResult::Abandoned(i)
+                        } else {
+                            WaitResult::Signaled(i)
+                        });
+                    }
+                    Fast::NotSignaled => continue,
+                    // An inflated object may be signalled: the lowest index needs the slow path's order.
+                    Fast::Slow => return None,
+                }
+            }
+            Some(WaitResult::TimedOut)
+        }
+        Mode::All => match fast_wait_all(objs, me) {
+            (Fast::Acquired(_), abandoned) => {
+                objs.iter().for_each(|o| note(o));
+                Some(match abandoned {
+                    0 => WaitResult::Signaled(0),
+                    i => WaitResult::Abandoned(i - 1),
+                })
+            }
+            (Fast::NotSignaled, _) => Some(WaitResult::TimedOut),
+            (Fast::Slow, _) => None,
+        },
+    }
+}
+
 /// Steps 1–4 of the module docs. With `alert`, the alert event is slot `objs.len()`, and winning it returns
 /// [`WaitResult::Alerted`] (the caller runs the APCs).
 fn block(
@@ -244,18 +377,35 @@ fn block(
     alert: Option<&Arc<Object>>,
 ) -> WaitResult {
     let n = objs.len();
-    let all_objs = match mode {
-        Mode::All => objs.iter().copied().cloned().collect(),
-        Mode::Any => Vec::new(),
+    let all_objs: &[&Arc<Object>] = match mode {
+        Mode::All => objs,
+        Mode::Any => &[],
     };
-    let q = Arc::new(Waiter::new(me, thread::current(), all_objs));
+    // The thread's wait record from its last wait, if nobody else holds it any more (a waker's deferred unpark may).
+    let q = match local::take_waiter() {
+        Some(mut q) if q.owner == me => match Arc::get_mut(&mut q) {
+            Some(w) => {
+                w.reuse(all_objs);
+                q
+            }
+            None => Arc::new(Waiter::new(
+                me,
+                thread::current(),
+                all_objs.iter().copied().cloned().collect(),
+            )),
+        },
+        _ => Arc::new(Waiter::new(
+            me,
+            thread::current(),
+            all_objs.iter().copied().cloned().collect(),
+        )),
+    };
 
     // 1 + 2: queue, then check.
     match mode {
         Mode::All => {
             let all_lock = wait_all_lock();
-            let mut guards: Vec<MutexGuard<'_, State>> =
-                objs.iter().map(|o| o.lock_state()).collect();
+            let mut guards: Vec<StateGuard<'_>> = objs.iter().map(|o| o.lock_state()).collect();
             for (i, g) in guards.iter_mut().enumerate() {
                 g.push_all(&q, i);
             }
@@ -291,6 +441,25 @@ fn block(
         }
     }
 
+    let result = sleep_and_finish(&q, objs, mode, deadline, alert);
+    // Keep the record only if nobody else holds it, and without its objects (it must not keep them alive).
+    let mut q = q;
+    if let Some(w) = Arc::get_mut(&mut q) {
+        w.reuse(&[]);
+        local::put_waiter(q);
+    }
+    result
+}
+
+/// Steps 3 and 4 for a waiter `q` already queued on `objs` (and `alert`) and checked once.
+pub(crate) fn sleep_and_finish(
+    q: &Arc<Waiter>,
+    objs: &[&Arc<Object>],
+    mode: Mode,
+    deadline: Option<Instant>,
+    alert: Option<&Arc<Object>>,
+) -> WaitResult {
+    let n = objs.len();
     // 3: sleep. Spurious unparks (a token left by an earlier wake-up) just loop.
     while !q.is_signaled() {
         match deadline {
@@ -307,8 +476,15 @@ fn block(
 
     // 4: unqueue, then read the slot. After this no one can reach `q`, and the object locks order the winner's
     // writes (`abandoned`, the consumed state) before our reads.
-    for o in objs.iter().copied().chain(alert) {
-        o.lock_state().remove(&q);
+    // A wait-any slot won by an event or semaphore at index i was won by that object's own `try_wake_any`, which took
+    // our entry off its list under its lock: no need to lock it again. A mutex is still locked, to order the winner's
+    // `abandoned` write before our read.
+    let claimed = q.signaled.load(Ordering::Acquire);
+    for (i, o) in objs.iter().copied().chain(alert).enumerate() {
+        if mode == Mode::Any && i == claimed && o.tag() != Tag::Mutex {
+            continue;
+        }
+        o.lock_state().remove(q);
     }
     let index = q.signaled.load(Ordering::Acquire);
     if index == NONE {

@@ -162,3 +162,113 @@ fn owner_exit_abandons_to_a_waiter() {
         assert_eq!(m.release(), Ok(1));
     });
 }
+
+// Fast paths (the fast word of `object.rs`): each races a lock-free operation against the slow path's inflation, the
+// deflation at unlock, or another fast operation.
+
+/// Uncontended acquire + release on the fast word against a second thread that may have to queue (inflate) and be
+/// handed the mutex: ownership is exclusive and both acquisitions succeed.
+#[test]
+fn fast_mutex_acquire_vs_queued_waiter() {
+    model(|| {
+        let m = Mutex::new(false);
+        let m2 = m.clone();
+        let other = loom::thread::spawn(move || {
+            let r = m2.wait(None);
+            let owned = m2.state().owned_by_caller;
+            assert_eq!(m2.release(), Ok(1));
+            (r, owned)
+        });
+        assert_eq!(m.wait(None), Ok(WaitResult::Signaled(0)));
+        assert!(m.state().owned_by_caller);
+        assert_eq!(m.release(), Ok(1));
+        let (r, owned) = other.join().unwrap();
+        assert_eq!(r, Ok(WaitResult::Signaled(0)));
+        assert!(owned);
+        let st = m.state();
+        assert_eq!((st.owner, st.count), (None, 0));
+    });
+}
+
+/// A fast signal (no waiter queued yet) against a waiter inflating to queue, and a fast poll: the single permit is
+/// taken exactly once and nobody hangs.
+#[test]
+fn fast_release_vs_inflating_waiter_and_poll() {
+    model(|| {
+        let sem = Semaphore::new(0, 1).unwrap();
+        let (s2, s3) = (sem.clone(), sem.clone());
+        let poller = loom::thread::spawn(move || s3.wait(POLL));
+        let releaser = loom::thread::spawn(move || s2.release(1));
+        let polled = poller.join().unwrap();
+        assert_eq!(releaser.join().unwrap(), Ok(0));
+        match polled {
+            Ok(WaitResult::Signaled(0)) => assert_eq!(sem.count(), 0),
+            Ok(WaitResult::TimedOut) => {
+                assert_eq!(sem.wait(None), Ok(WaitResult::Signaled(0)));
+                assert_eq!(sem.count(), 0);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+/// Two fast wait-alls over overlapping sets (opposite orders) while neither object has a waiter: both complete (the
+/// busy words never deadlock them), each holding both mutexes alone.
+#[test]
+fn fast_wait_alls_overlap() {
+    model(|| {
+        let a = Mutex::new(false);
+        let b = Mutex::new(false);
+        let (a2, b2) = (a.clone(), b.clone());
+        let t = loom::thread::spawn(move || {
+            let r = wait_all(&[&b2, &a2], None);
+            let both = a2.state().owned_by_caller && b2.state().owned_by_caller;
+            assert_eq!(a2.release(), Ok(1));
+            assert_eq!(b2.release(), Ok(1));
+            (r, both)
+        });
+        assert_eq!(wait_all(&[&a, &b], None), Ok(WaitResult::Signaled(0)));
+        assert!(a.state().owned_by_caller && b.state().owned_by_caller);
+        assert_eq!(a.release(), Ok(1));
+        assert_eq!(b.release(), Ok(1));
+        let (r, both) = t.join().unwrap();
+        assert_eq!(r, Ok(WaitResult::Signaled(0)));
+        assert!(both);
+    });
+}
+
+/// A fast wait-all poll holding the words busy against a signal that must then wait it out on the slow path: the
+/// poll takes both or neither, and the set is not lost.
+#[test]
+fn fast_wait_all_poll_vs_signal() {
+    model(|| {
+        let sem = Semaphore::new(1, 1).unwrap();
+        let ev = Event::new(false, false);
+        let (s2, e2) = (sem.clone(), ev.clone());
+        let poll = loom::thread::spawn(move || wait_all(&[&s2, &e2], POLL));
+        assert!(!ev.set());
+        match poll.join().unwrap() {
+            Ok(WaitResult::Signaled(0)) => assert!(sem.count() == 0 && !ev.is_set()),
+            Ok(WaitResult::TimedOut) => assert!(sem.count() == 1 && ev.is_set()),
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+/// A thread's wait record is reused by its next wait: two waits in a row on two events, each set once by another
+/// thread, both wake (a late unpark from the first wait cannot confuse the second).
+#[test]
+fn reused_wait_record_second_wait() {
+    model(|| {
+        let a = Event::new(false, false);
+        let b = Event::new(false, false);
+        let (a2, b2) = (a.clone(), b.clone());
+        let waiter = loom::thread::spawn(move || (a2.wait(None), b2.wait(None)));
+        a.set();
+        b.set();
+        let (ra, rb) = waiter.join().unwrap();
+        assert_eq!(ra, Ok(WaitResult::Signaled(0)));
+        assert_eq!(rb, Ok(WaitResult::Signaled(0)));
+        assert!(!a.is_set() && !b.is_set());
+    });
+}

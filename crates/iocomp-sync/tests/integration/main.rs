@@ -13,10 +13,13 @@
 
 mod apc;
 mod change;
+mod fast_paths;
+mod named;
 mod ntsync_port;
 mod priority;
 mod process;
 mod regressions;
+mod signal_and_wait;
 mod stdin;
 mod stress;
 mod threads;

@@ -1,0 +1,673 @@
+//! Named objects shared between processes: `CreateMutex`/`CreateEvent`/`CreateSemaphore` with a name, and
+//! `OpenMutex`/`OpenEvent`/`OpenSemaphore`.
+//!
+//! # Namespace and lifetime
+//!
+//! Each object is a file of [`SEGMENT_SIZE`] bytes in `/dev/shm/iocomp-sync-<uid>/`, a directory of mode 0700 owned
+//! by the user (checked on every use): one namespace per user, and nobody else can see or plant objects in it. The
+//! file name is `l.<name>` for `name` and `Local\name`, `g.<name>` for `Global\name`; names are case-sensitive.
+//!
+//! Every process holding a handle holds a shared `flock` on the file (a lock the kernel drops when the process dies,
+//! SIGKILL included). Whoever can take the lock *exclusively* knows nobody else holds the object, and only an
+//! exclusive holder unlinks the file:
+//! - the last handle of a process, when dropped, tries `LOCK_EX | LOCK_NB` and unlinks on success — so the object
+//!   disappears with its last handle in the last process;
+//! - an open or create that finds the file tries the same first: success means every holder died (a stale segment),
+//!   which it unlinks and treats as absent; every `create_named` also sweeps the directory that way.
+//!
+//! An opener takes its shared lock and only then checks that the file is still linked under the name (same inode); if
+//! an exclusive holder unlinked it in between, it starts over, so nobody ends up holding a dead segment. A creator
+//! initialises the segment in a private temporary file (holding its shared lock) and publishes it with `link(2)`,
+//! which fails if the name exists: nobody ever sees a half-initialised object, and two creators cannot both win.
+//!
+//! # State and waiting
+//!
+//! The state lives in the segment under a robust process-shared pthread mutex (`lock`; a process killed inside the
+//! critical section hands the next locker `EOWNERDEAD`, the state stays usable — every change is a few word stores).
+//! Waiting is retry-based: a waiter reads the futex word `seq`, checks and acquires under `lock`, and sleeps in
+//! `futex_waitv` on the `seq` words of all its named objects (and a private word for its local objects), so it wakes
+//! when any of them changes. Changes that may let a waiter through bump `seq` under `lock` and wake all sleepers;
+//! `sleepers` lets a signal with no sleeper skip the system call. A waiter consumes the object itself, under `lock`,
+//! after winning its [`Waiter`] slot (the same compare-and-swap local objects use), so a wait-any that mixes local and
+//! named objects acquires exactly one object.
+//!
+//! # Mutex ownership and abandonment
+//!
+//! A named mutex is owned by a (process, kernel thread). The owner also *holds* a second robust pthread mutex in the
+//! segment, `own`, for as long as it owns the mutex. A thread's robust futexes are on the list the kernel walks when
+//! the thread dies, however it dies (thread exit, SIGKILL of the process, a crash): the kernel marks `own`'s futex
+//! word `FUTEX_OWNER_DIED` and wakes one waiter if the word says there are waiters. This is exact — no pid reuse, no
+//! polling. Waiters on a mutex owned elsewhere set `FUTEX_WAITERS` in that word and include it in their
+//! `futex_waitv`. Whoever next tries `own` gets `EOWNERDEAD`; under `lock` it marks the mutex abandoned and unowned,
+//! and either takes it (reporting `Abandoned`) or releases `own` and wakes every sleeper, so the single kernel wake-up
+//! is never lost. Every wait that involved a named mutex does that check once more as it leaves.
+//!
+//! Closing the last handle of a process whose thread owns a named mutex keeps the mapping (and the shared lock) until
+//! the process exits: glibc's robust list points into the mapping, and unmapping it would leave a dangling entry.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::error::NamedError;
+use crate::object::Waiter;
+use crate::sys::{
+    self, Segment, Shared, TryLock, FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS, MAGIC,
+    SEGMENT_SIZE,
+};
+
+/// The longest name accepted, in bytes, after the `Global\`/`Local\` prefix.
+pub const MAX_NAME_LEN: usize = 240;
+
+const KIND_EVENT: u32 = 1;
+const KIND_MUTEX: u32 = 2;
+const KIND_SEMAPHORE: u32 = 3;
+
+/// What a named object is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NamedKind {
+    /// An [`Event`](crate::Event).
+    Event,
+    /// A [`Mutex`](crate::Mutex).
+    Mutex,
+    /// A [`Semaphore`](crate::Semaphore).
+    Semaphore,
+}
+
+impl NamedKind {
+    fn code(self) -> u32 {
+        match self {
+            NamedKind::Event => KIND_EVENT,
+            NamedKind::Mutex => KIND_MUTEX,
+            NamedKind::Semaphore => KIND_SEMAPHORE,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<NamedKind> {
+        match code {
+            KIND_EVENT => Some(NamedKind::Event),
+            KIND_MUTEX => Some(NamedKind::Mutex),
+            KIND_SEMAPHORE => Some(NamedKind::Semaphore),
+            _ => None,
+        }
+    }
+}
+
+/// The file name for a Win32 object name, or why the name is refused.
+fn file_name(name: &str) -> Result<String, NamedError> {
+    let (prefix, rest) = if let Some(rest) = name.strip_prefix("Global\\") {
+        ("g.", rest)
+    } else if let Some(rest) = name.strip_prefix("Local\\") {
+        ("l.", rest)
+    } else {
+        ("l.", name)
+    };
+    if rest.is_empty() || rest.contains(['/', '\0', '\\']) {
+        return Err(NamedError::InvalidName);
+    }
+    if rest.len() > MAX_NAME_LEN {
+        return Err(NamedError::TooLong {
+            len: rest.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    Ok(format!("{prefix}{rest}"))
+}
+
+fn os(e: io::Error) -> NamedError {
+    NamedError::Os {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+/// The per-user namespace directory, made on first use and checked on every use.
+fn namespace() -> Result<PathBuf, NamedError> {
+    let uid = sys::getuid();
+    let dir = PathBuf::from(format!("/dev/shm/iocomp-sync-{uid}"));
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(os(e)),
+    }
+    let meta = fs::symlink_metadata(&dir).map_err(os)?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(NamedError::UnsafeNamespace);
+    }
+    Ok(dir)
+}
+
+/// Whether `file` is still the file linked at `path`.
+fn still_linked(file: &File, path: &Path) -> bool {
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.nlink() > 0 && a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+/// Unlinks every segment (and abandoned temporary file) in `dir` that no process holds.
+fn sweep(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(file) = OpenOptions::new().read(true).open(&path) else {
+            continue;
+        };
+        if sys::flock(&file, libc::LOCK_EX | libc::LOCK_NB).unwrap_or(false)
+            && still_linked(&file, &path)
+        {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+static TMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// One process's handle to a named object's segment. Shared (`Arc`) by the clones of one `Event`/`Mutex`/`Semaphore`.
+pub struct Named {
+    kind: NamedKind,
+    path: PathBuf,
+    /// The mapping (dropped before `file`).
+    seg: Segment,
+    /// Holds the shared `flock` (for as long as the descriptor is open).
+    file: File,
+}
+
+impl std::fmt::Debug for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Named")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// What opening an existing file found.
+enum Found {
+    Open(Named),
+    Absent,
+    Retry,
+}
+
+impl Named {
+    /// Creates the object, or opens it if it exists (then `init` is ignored, as in Win32); returns whether it existed.
+    pub(crate) fn create(
+        name: &str,
+        kind: NamedKind,
+        init: impl Fn(&Shared),
+    ) -> Result<(Arc<Named>, bool), NamedError> {
+        let file_name = file_name(name)?;
+        let dir = namespace()?;
+        sweep(&dir);
+        let path = dir.join(&file_name);
+        for _ in 0..1000 {
+            match Named::open_path(&path, kind)? {
+                Found::Open(n) => return Ok((Arc::new(n), true)),
+                Found::Retry => continue,
+                Found::Absent => {}
+            }
+            let tmp = dir.join(format!(
+                ".tmp-{}-{}",
+                sys::getpid(),
+                TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(os)?;
+            let made = (|| -> io::Result<Segment> {
+                sys::flock(&file, libc::LOCK_SH)?;
+                file.set_len(SEGMENT_SIZE as u64)?;
+                let seg = Segment::map(&file)?;
+                seg.init_mutexes()?;
+                seg.kind.store(kind.code(), Ordering::Relaxed);
+                init(&seg);
+                seg.magic.store(MAGIC, Ordering::Release);
+                Ok(seg)
+            })();
+            let seg = match made {
+                Ok(seg) => seg,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(os(e));
+                }
+            };
+            let linked = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    return Ok((
+                        Arc::new(Named {
+                            kind,
+                            path,
+                            file,
+                            seg,
+                        }),
+                        false,
+                    ))
+                }
+                // Someone created it first, or a sweep removed our temporary file: look again.
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        || e.kind() == io::ErrorKind::NotFound =>
+                {
+                    if seg.owner_pid.load(Ordering::Relaxed) != 0 {
+                        // The initially owned mutex of a segment nobody will ever see: let go of `own` before the
+                        // mapping goes (glibc's robust list points into it).
+                        seg.own.unlock();
+                    }
+                    drop(seg);
+                    continue;
+                }
+                Err(e) => return Err(os(e)),
+            }
+        }
+        Err(NamedError::Os {
+            errno: libc::EAGAIN,
+        })
+    }
+
+    /// Opens an existing object.
+    pub(crate) fn open(name: &str, kind: NamedKind) -> Result<Arc<Named>, NamedError> {
+        let path = namespace()?.join(file_name(name)?);
+        for _ in 0..1000 {
+            match Named::open_path(&path, kind)? {
+                Found::Open(n) => return Ok(Arc::new(n)),
+                Found::Retry => continue,
+                Found::Absent => return Err(NamedError::NotFound),
+            }
+        }
+        Err(NamedError::Os {
+            errno: libc::EAGAIN,
+        })
+    }
+
+    fn open_path(path: &Path, kind: NamedKind) -> Result<Found, NamedError> {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Absent),
+            Err(e) => return Err(os(e)),
+        };
+        // Exclusive means no process holds it: every holder died. Remove the stale segment.
+        if sys::flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(os)? {
+            if still_linked(&file, path) {
+                let _ = fs::remove_file(path);
+            }
+            return Ok(Found::Absent);
+        }
+        sys::flock(&file, libc::LOCK_SH).map_err(os)?;
+        if !still_linked(&file, path) {
+            return Ok(Found::Retry);
+        }
+        let seg = Segment::map(&file).map_err(|_| NamedError::Corrupt)?;
+        if seg.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(NamedError::Corrupt);
+        }
+        let found =
+            NamedKind::from_code(seg.kind.load(Ordering::Relaxed)).ok_or(NamedError::Corrupt)?;
+        if found != kind {
+            return Err(NamedError::WrongKind {
+                requested: kind,
+                found,
+            });
+        }
+        Ok(Found::Open(Named {
+            kind,
+            path: path.to_path_buf(),
+            file,
+            seg,
+        }))
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.seg
+    }
+
+    pub(crate) fn kind(&self) -> NamedKind {
+        self.kind
+    }
+
+    /// The identity of the object across handles: its file.
+    pub(crate) fn key(&self) -> &Path {
+        &self.path
+    }
+
+    /// Locks the state.
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        self.seg.lock.lock();
+        Locked {
+            named: self,
+            bumped: false,
+        }
+    }
+
+    /// How many waits (in all processes) may be asleep on this object (test support).
+    pub(crate) fn sleepers(&self) -> usize {
+        self.seg.sleepers.load(Ordering::SeqCst) as usize
+    }
+
+    /// The futex word of `own` to sleep on (with `FUTEX_WAITERS` set so that the kernel wakes a sleeper when the
+    /// owner dies), and its expected value; `None` if nobody holds it.
+    pub(crate) fn arm_owner_word(&self) -> Option<(&AtomicU32, u32)> {
+        if self.kind != NamedKind::Mutex {
+            return None;
+        }
+        let word = self.seg.own.word();
+        let mut v = word.load(Ordering::Acquire);
+        loop {
+            if v & FUTEX_TID_MASK == 0 {
+                return None;
+            }
+            if v & FUTEX_WAITERS != 0 {
+                return Some((word, v));
+            }
+            match word.compare_exchange(v, v | FUTEX_WAITERS, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some((word, v | FUTEX_WAITERS)),
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// If the owner of this mutex died, marks it abandoned and unowned and wakes every sleeper (see the module docs).
+    pub(crate) fn reap_dead_owner(&self) {
+        if self.kind != NamedKind::Mutex
+            || self.seg.own.word().load(Ordering::Acquire) & FUTEX_OWNER_DIED == 0
+        {
+            return;
+        }
+        let mut g = self.lock();
+        if g.shared().owner_pid.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        match g.shared().own.try_lock() {
+            TryLock::OwnerDied => {
+                g.mark_abandoned();
+                g.shared().own.unlock();
+            }
+            TryLock::Acquired => g.shared().own.unlock(),
+            TryLock::Busy => {}
+        }
+    }
+
+    /// Wait-any step for this object at `index`: under the lock, if it is signalled for the calling thread and the
+    /// slot of `q` is still free, wins the slot and consumes the object. `pulse_seen` is this wait's view of the
+    /// event's pulse generation (taken at the first check: pulses after it release this wait).
+    pub(crate) fn try_acquire(&self, q: &Waiter, index: usize, pulse_seen: &mut Option<u32>) {
+        let mut g = self.lock();
+        let s = g.shared();
+        if q.is_signaled() {
+            return;
+        }
+        match self.kind {
+            NamedKind::Event => {
+                let gen = s.pulse_gen.load(Ordering::Relaxed);
+                let seen = *pulse_seen.get_or_insert(gen);
+                let manual = s.param.load(Ordering::Relaxed) != 0;
+                if s.value.load(Ordering::Relaxed) != 0 {
+                    if q.claim(index) && !manual {
+                        s.value.store(0, Ordering::Relaxed);
+                    }
+                } else if gen != seen
+                    && s.pulse_tokens.load(Ordering::Relaxed) > 0
+                    && q.claim(index)
+                    && !manual
+                {
+                    s.pulse_tokens.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            NamedKind::Semaphore => {
+                let count = s.value.load(Ordering::Relaxed);
+                if count > 0 && q.claim(index) {
+                    s.value.store(count - 1, Ordering::Relaxed);
+                }
+            }
+            NamedKind::Mutex => {
+                if g.owned_by_me() {
+                    let count = s.value.load(Ordering::Relaxed);
+                    if count < u32::MAX && q.claim(index) {
+                        s.value.store(count + 1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                match s.own.try_lock() {
+                    TryLock::Busy => {}
+                    got => {
+                        if got == TryLock::OwnerDied {
+                            g.mark_abandoned();
+                        }
+                        if q.claim(index) {
+                            if g.take_ownership() {
+                                q.abandoned.store(index, Ordering::Relaxed);
+                            }
+                        } else {
+                            s.own.unlock();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let s = self.shared();
+        if self.kind == NamedKind::Mutex && s.owner_pid.load(Ordering::Relaxed) == sys::getpid() {
+            // A thread of this process still owns the mutex: glibc's robust list points into the mapping. Keep the
+            // mapping, and the shared lock (through a duplicate of the descriptor), until the process exits.
+            self.seg.keep_mapped();
+            if let Ok(dup) = self.file.try_clone() {
+                std::mem::forget(dup);
+            }
+            return;
+        }
+        if sys::flock(&self.file, libc::LOCK_EX | libc::LOCK_NB).unwrap_or(false)
+            && still_linked(&self.file, &self.path)
+        {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The state lock, held. Dropping it unlocks, then wakes every sleeper if the state was bumped.
+pub(crate) struct Locked<'a> {
+    named: &'a Named,
+    bumped: bool,
+}
+
+impl<'a> Locked<'a> {
+    pub(crate) fn shared(&self) -> &'a Shared {
+        self.named.shared()
+    }
+
+    /// Notes a change that may let waiters through: bumps `seq` now, wakes sleepers after unlocking.
+    pub(crate) fn bump(&mut self) {
+        self.shared().seq.fetch_add(1, Ordering::SeqCst);
+        self.bumped = true;
+    }
+
+    /// Whether the calling thread owns this mutex.
+    pub(crate) fn owned_by_me(&self) -> bool {
+        let s = self.shared();
+        s.owner_pid.load(Ordering::Relaxed) == sys::getpid()
+            && s.owner_tid.load(Ordering::Relaxed) == sys::gettid() as u32
+            && s.value.load(Ordering::Relaxed) > 0
+    }
+
+    /// The owner died holding `own` (we hold it now, consistent): abandoned and unowned.
+    pub(crate) fn mark_abandoned(&mut self) {
+        let s = self.shared();
+        s.owner_pid.store(0, Ordering::Relaxed);
+        s.owner_tid.store(0, Ordering::Relaxed);
+        s.value.store(0, Ordering::Relaxed);
+        s.param.store(1, Ordering::Relaxed);
+        self.bump();
+    }
+
+    /// The calling thread, holding `own`, becomes the owner with count 1; returns whether the mutex was abandoned.
+    pub(crate) fn take_ownership(&mut self) -> bool {
+        let s = self.shared();
+        s.owner_pid.store(sys::getpid(), Ordering::Relaxed);
+        s.owner_tid.store(sys::gettid() as u32, Ordering::Relaxed);
+        s.value.store(1, Ordering::Relaxed);
+        s.param.swap(0, Ordering::Relaxed) != 0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let s = self.named.shared();
+        s.lock.unlock();
+        if self.bumped && s.sleepers.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake(&s.seq, i32::MAX, true);
+        }
+    }
+}
+
+/// The operations of the three kinds on their shared state (each under the state lock).
+impl Named {
+    /// `SetEvent`: returns the previous state.
+    pub(crate) fn event_set(&self) -> bool {
+        let mut g = self.lock();
+        let previous = g.shared().value.swap(1, Ordering::Relaxed) != 0;
+        if !previous {
+            g.bump();
+        }
+        previous
+    }
+
+    /// `ResetEvent`: returns the previous state.
+    pub(crate) fn event_reset(&self) -> bool {
+        let g = self.lock();
+        g.shared().value.swap(0, Ordering::Relaxed) != 0
+    }
+
+    /// `PulseEvent`: releases the waits queued right now (all for manual-reset, one for auto-reset), leaves the event
+    /// reset; returns the previous state. A set event releases through its state as `set` would, then is reset.
+    pub(crate) fn event_pulse(&self) -> bool {
+        let mut g = self.lock();
+        let s = g.shared();
+        let previous = s.value.swap(0, Ordering::Relaxed) != 0;
+        let manual = s.param.load(Ordering::Relaxed) != 0;
+        s.pulse_gen.fetch_add(1, Ordering::SeqCst);
+        s.pulse_tokens
+            .store(if manual { u32::MAX } else { 1 }, Ordering::Relaxed);
+        g.bump();
+        previous
+    }
+
+    /// The event's state.
+    pub(crate) fn event_is_set(&self) -> bool {
+        self.lock().shared().value.load(Ordering::Relaxed) != 0
+    }
+
+    /// `ReleaseSemaphore(n)` (n > 0 checked by the caller): the previous count.
+    pub(crate) fn semaphore_release(&self, n: u32) -> Result<u32, crate::SemaphoreError> {
+        let mut g = self.lock();
+        let s = g.shared();
+        let previous = s.value.load(Ordering::Relaxed);
+        let max = s.param.load(Ordering::Relaxed);
+        match previous.checked_add(n) {
+            Some(new) if new <= max => {
+                s.value.store(new, Ordering::Relaxed);
+                g.bump();
+                Ok(previous)
+            }
+            _ => Err(crate::SemaphoreError::TooManyPosts {
+                count: previous,
+                max,
+                release: n,
+            }),
+        }
+    }
+
+    /// The semaphore's (count, max).
+    pub(crate) fn semaphore_read(&self) -> (u32, u32) {
+        let g = self.lock();
+        let s = g.shared();
+        (
+            s.value.load(Ordering::Relaxed),
+            s.param.load(Ordering::Relaxed),
+        )
+    }
+
+    /// `ReleaseMutex`: the previous count; at zero the mutex becomes unowned.
+    pub(crate) fn mutex_release(&self) -> Result<u32, crate::MutexError> {
+        let mut g = self.lock();
+        if !g.owned_by_me() {
+            return Err(crate::MutexError::NotOwner);
+        }
+        let s = g.shared();
+        let previous = s.value.load(Ordering::Relaxed);
+        s.value.store(previous - 1, Ordering::Relaxed);
+        if previous == 1 {
+            s.owner_pid.store(0, Ordering::Relaxed);
+            s.owner_tid.store(0, Ordering::Relaxed);
+            s.own.unlock();
+            g.bump();
+        }
+        Ok(previous)
+    }
+
+    /// The mutex's (owning process, recursion count, abandoned, owned by the calling thread), after reaping a dead
+    /// owner.
+    pub(crate) fn mutex_read(&self) -> (Option<u32>, u32, bool, bool) {
+        self.reap_dead_owner();
+        let g = self.lock();
+        let s = g.shared();
+        let pid = s.owner_pid.load(Ordering::Relaxed);
+        (
+            (pid != 0).then_some(pid),
+            s.value.load(Ordering::Relaxed),
+            s.param.load(Ordering::Relaxed) != 0,
+            g.owned_by_me(),
+        )
+    }
+
+    /// Whether the calling thread owns this mutex at the maximum recursion count.
+    pub(crate) fn mutex_recursion_full(&self) -> bool {
+        let g = self.lock();
+        g.owned_by_me() && g.shared().value.load(Ordering::Relaxed) == u32::MAX
+    }
+}
+
+/// Initial state writers for [`Named::create`].
+pub(crate) fn init_event(manual: bool, initial: bool) -> impl Fn(&Shared) {
+    move |s| {
+        s.value.store(u32::from(initial), Ordering::Relaxed);
+        s.param.store(u32::from(manual), Ordering::Relaxed);
+    }
+}
+
+/// See [`init_event`].
+pub(crate) fn init_semaphore(initial: u32, max: u32) -> impl Fn(&Shared) {
+    move |s| {
+        s.value.store(initial, Ordering::Relaxed);
+        s.param.store(max, Ordering::Relaxed);
+    }
+}
+
+/// See [`init_event`]. An initially owned mutex is locked by the creating thread before it is published.
+pub(crate) fn init_mutex(owned: bool) -> impl Fn(&Shared) {
+    move |s| {
+        if owned && s.own.try_lock() != TryLock::Busy {
+            s.owner_pid.store(sys::getpid(), Ordering::Relaxed);
+            s.owner_tid.store(sys::gettid() as u32, Ordering::Relaxed);
+            s.value.store(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Named {
+    /// Whether the event is manual-reset.
+    pub(crate) fn event_is_manual(&self) -> bool {
+        self.lock().shared().param.load(Ordering::Relaxed) != 0
+    }
+}

@@ -1,0 +1,323 @@
+//! Waits whose set contains named objects (alone or beside local ones).
+//!
+//! - **Wait-any**: local objects get the usual [`Waiter`] record queued (so their signallers claim it and wake us);
+//!   named objects are checked by the waiter itself under their state lock, winning the same slot before consuming
+//!   (see `named.rs`). Checks run in index order, so the lowest signalled index wins, and exactly one object is
+//!   acquired.
+//! - **Wait-all**: atomic over the whole set, local and named objects alike. The waiter takes the process's wait-all
+//!   lock, every local object lock (index order), then every named state lock in name order (a total order every
+//!   process agrees on, so two wait-alls in different processes cannot deadlock; signallers of a named object only
+//!   ever hold its one lock and no local lock), checks that all are signalled for it, and consumes them all at once
+//!   — or changes nothing. It never holds part of its set. Local objects see the waiter as a *watcher*: their
+//!   signallers wake it to check again, never acquire for it.
+//!
+//! Sleeping is one `futex_waitv` over a private word (bumped by local signallers through
+//! the waiter's `Wake`), each named object's `seq`, and the `own` word of each named
+//! mutex owned elsewhere (woken by the kernel when its owner dies).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::WaitError;
+use crate::local;
+use crate::named::{Named, NamedKind};
+use crate::object::{Object, StateGuard, Tag, Waiter, Wake, NONE};
+use crate::sync::wait_all_lock;
+use crate::sys::TryLock;
+use crate::thread::ThreadId;
+use crate::wait::{Mode, WaitResult};
+
+/// At most this many named objects in one wait (`futex_waitv` takes 128 words: one private, and up to two per named
+/// object).
+pub const MAX_NAMED: usize = 63;
+
+/// One object of a wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Item<'a> {
+    Local(&'a Arc<Object>),
+    Named(&'a Arc<Named>),
+}
+
+/// Validates, then waits (the alertable loop of `wait_objects`).
+pub(crate) fn wait_items(
+    items: &[Item<'_>],
+    mode: Mode,
+    timeout: Option<Duration>,
+    alertable: bool,
+) -> Result<WaitResult, WaitError> {
+    if items.is_empty() {
+        return Err(WaitError::Empty);
+    }
+    let named_count = items.iter().filter(|i| matches!(i, Item::Named(_))).count();
+    if named_count > MAX_NAMED {
+        return Err(WaitError::TooManyNamed { max: MAX_NAMED });
+    }
+    for j in 1..items.len() {
+        for i in 0..j {
+            let same = match (items[i], items[j]) {
+                (Item::Local(a), Item::Local(b)) => Arc::ptr_eq(a, b),
+                (Item::Named(a), Item::Named(b)) => a.key() == b.key(),
+                _ => false,
+            };
+            if same {
+                return Err(WaitError::Duplicate {
+                    first: i,
+                    second: j,
+                });
+            }
+        }
+    }
+    let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
+    let me = local::current_id();
+    if deadline.is_none() && !alertable {
+        let own = |i: &Item<'_>| matches!(i, Item::Local(o) if o.tag() == Tag::Thread(me));
+        let hopeless = match mode {
+            Mode::All => items.iter().any(own),
+            Mode::Any => items.iter().all(own),
+        };
+        if hopeless {
+            return Err(WaitError::WouldDeadlock);
+        }
+    }
+    for (index, item) in items.iter().enumerate() {
+        let full = match item {
+            Item::Local(o) => o.tag() == Tag::Mutex && o.read(|k| k.is_recursion_full(me)),
+            Item::Named(n) => n.kind() == NamedKind::Mutex && n.mutex_recursion_full(),
+        };
+        if full {
+            return Err(WaitError::RecursionOverflow { index });
+        }
+    }
+    if !alertable {
+        return Ok(block(items, mode, deadline, me, None));
+    }
+    let shared = local::current_shared();
+    loop {
+        match block(items, mode, deadline, me, Some(&shared.apc.alert)) {
+            WaitResult::Alerted if shared.apc.run_pending() == 0 => continue,
+            result => return Ok(result),
+        }
+    }
+}
+
+fn block(
+    items: &[Item<'_>],
+    mode: Mode,
+    deadline: Option<Instant>,
+    me: ThreadId,
+    alert: Option<&Arc<Object>>,
+) -> WaitResult {
+    let n = items.len();
+    let word = Arc::new(AtomicU32::new(0));
+    let q = Arc::new(Waiter::with_wake(
+        me,
+        Wake::Futex(Arc::clone(&word)),
+        Vec::new(),
+    ));
+    let named: Vec<(usize, &Arc<Named>)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, it)| match it {
+            Item::Named(n) => Some((i, *n)),
+            Item::Local(_) => None,
+        })
+        .collect();
+    for (i, it) in items.iter().enumerate() {
+        if let Item::Local(o) = it {
+            let mut st = o.lock_state();
+            match mode {
+                Mode::Any => st.push_any(&q, i),
+                Mode::All => st.push_watch(&q, i),
+            }
+        }
+    }
+    if let Some(a) = alert {
+        a.lock_state().push_any(&q, n);
+    }
+    // A pulse releases the waits registered before it: read each event's pulse generation first, then register as a
+    // sleeper (which is what "waiting" means to a pulser and to the test-only waiter count).
+    let mut pulse_seen: Vec<Option<u32>> = vec![None; n];
+    for &(i, nm) in &named {
+        if nm.kind() == NamedKind::Event {
+            pulse_seen[i] = Some(nm.shared().pulse_gen.load(Ordering::SeqCst));
+        }
+        nm.shared().sleepers.fetch_add(1, Ordering::SeqCst);
+    }
+    // Name order, for wait-all's locking.
+    let mut sorted = named.clone();
+    sorted.sort_by(|a, b| a.1.key().cmp(b.1.key()));
+
+    loop {
+        let w = word.load(Ordering::Acquire);
+        let seqs: Vec<u32> = named
+            .iter()
+            .map(|(_, nm)| nm.shared().seq.load(Ordering::SeqCst))
+            .collect();
+        match mode {
+            Mode::Any => {
+                for (i, it) in items.iter().enumerate() {
+                    if q.is_signaled() {
+                        break;
+                    }
+                    match it {
+                        Item::Local(o) => o.lock_state().try_wake_any(),
+                        Item::Named(nm) => nm.try_acquire(&q, i, &mut pulse_seen[i]),
+                    }
+                }
+            }
+            Mode::All => try_all(items, &sorted, &q, me),
+        }
+        if let Some(a) = alert {
+            if !q.is_signaled() {
+                a.lock_state().try_wake_any();
+            }
+        }
+        if q.is_signaled() {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let mut words: Vec<(&AtomicU32, u32, bool)> = vec![(&*word, w, false)];
+        for ((_, nm), seq) in named.iter().zip(&seqs) {
+            words.push((&nm.shared().seq, *seq, true));
+            if let Some((own, v)) = nm.arm_owner_word() {
+                words.push((own, v, true));
+            }
+        }
+        crate::sys::futex_waitv(&words, deadline);
+    }
+
+    for (_, nm) in &named {
+        nm.shared().sleepers.fetch_sub(1, Ordering::SeqCst);
+        // The kernel's one wake-up for a dead owner may have come to us: pass it on.
+        nm.reap_dead_owner();
+    }
+    for it in items {
+        if let Item::Local(o) = it {
+            o.lock_state().remove(&q);
+        }
+    }
+    if let Some(a) = alert {
+        a.lock_state().remove(&q);
+    }
+    let index = q.signaled.load(Ordering::Acquire);
+    if index == NONE {
+        return WaitResult::TimedOut;
+    }
+    if alert.is_some() && index == n {
+        return WaitResult::Alerted;
+    }
+    let acquired_local = |o: &Arc<Object>| {
+        if o.tag() == Tag::Mutex {
+            local::note_owned(o);
+        }
+    };
+    match mode {
+        Mode::All => items.iter().for_each(|it| {
+            if let Item::Local(o) = it {
+                acquired_local(o)
+            }
+        }),
+        Mode::Any => {
+            if let Some(Item::Local(o)) = items.get(index) {
+                acquired_local(o);
+            }
+        }
+    }
+    match q.abandoned.load(Ordering::Relaxed) {
+        NONE => WaitResult::Signaled(index),
+        abandoned => WaitResult::Abandoned(abandoned),
+    }
+}
+
+/// The wait-all check: all locks, all signalled → claim slot 0 and consume everything; otherwise change nothing.
+fn try_all(items: &[Item<'_>], sorted: &[(usize, &Arc<Named>)], q: &Waiter, me: ThreadId) {
+    let _all = wait_all_lock();
+    let mut local_guards: Vec<(usize, StateGuard<'_>)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, it)| match it {
+            Item::Local(o) => Some((i, o.lock_state())),
+            Item::Named(_) => None,
+        })
+        .collect();
+    let mut named_guards: Vec<(usize, &Arc<Named>, crate::named::Locked<'_>)> =
+        sorted.iter().map(|&(i, nm)| (i, nm, nm.lock())).collect();
+    if q.is_signaled() {
+        return;
+    }
+    let mut ok = local_guards.iter().all(|(_, g)| g.kind.is_signaled_for(me));
+    // Named mutexes not yet ours must be taken (their `own` lock) to know; remember which to give back on failure.
+    let mut taken: HashSet<usize> = HashSet::new();
+    if ok {
+        for (i, nm, g) in named_guards.iter_mut() {
+            let s = g.shared();
+            let signaled = match nm.kind() {
+                NamedKind::Event => s.value.load(Ordering::Relaxed) != 0,
+                NamedKind::Semaphore => s.value.load(Ordering::Relaxed) > 0,
+                NamedKind::Mutex => {
+                    if g.owned_by_me() {
+                        s.value.load(Ordering::Relaxed) < u32::MAX
+                    } else {
+                        match s.own.try_lock() {
+                            TryLock::Busy => false,
+                            got => {
+                                if got == TryLock::OwnerDied {
+                                    g.mark_abandoned();
+                                }
+                                taken.insert(*i);
+                                true
+                            }
+                        }
+                    }
+                }
+            };
+            if !signaled {
+                ok = false;
+                break;
+            }
+        }
+    }
+    if !ok || !q.claim(0) {
+        for (i, _, g) in named_guards.iter() {
+            if taken.contains(i) {
+                g.shared().own.unlock();
+            }
+        }
+        return;
+    }
+    let mut abandoned = NONE;
+    for (i, g) in local_guards.iter_mut() {
+        if g.kind.consume(me) {
+            abandoned = abandoned.min(*i);
+        }
+    }
+    for (i, nm, g) in named_guards.iter_mut() {
+        let s = g.shared();
+        match nm.kind() {
+            NamedKind::Event => {
+                if s.param.load(Ordering::Relaxed) == 0 {
+                    s.value.store(0, Ordering::Relaxed);
+                }
+            }
+            NamedKind::Semaphore => {
+                s.value.fetch_sub(1, Ordering::Relaxed);
+            }
+            NamedKind::Mutex => {
+                if taken.contains(i) {
+                    if g.take_ownership() {
+                        abandoned = abandoned.min(*i);
+                    }
+                } else {
+                    s.value.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    q.abandoned.store(abandoned, Ordering::Relaxed);
+    drop(named_guards);
+    drop(local_guards);
+}
