@@ -7,6 +7,10 @@
 //! It is a library so that the fuzz targets in `fuzz/` can reach the parsers
 //! of untrusted input here (see [`fuzz`]): `get`'s response head, its body
 //! framing and content decoding, and `serve --config`'s file.
+//!
+//! Unsafe code is denied here and allowed in one module, `sys`, which wraps
+//! every libc call the command makes, each with its `SAFETY` argument.
+#![deny(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener};
