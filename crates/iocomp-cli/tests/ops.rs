@@ -316,6 +316,9 @@ fn user_switches_from_root_to_nobody_after_binding() {
     );
     // The log file was opened as root, before the switch, and still takes lines.
     wait_file(&log, "log line", |t| t.contains("\"pub.txt\" 200 7"));
+    // Created by root (nobody may not write in the tree's 0755 base).
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&log).unwrap());
+    assert_eq!(owner, 0, "the access log was not created as root");
     assert!(
         !server.stderr_text().contains("cannot be read"),
         "a readable root was warned about: {}",
