@@ -7,6 +7,10 @@
 //! It is a library so that the fuzz targets in `fuzz/` can reach the parsers
 //! of untrusted input here (see [`fuzz`]): `get`'s response head, its body
 //! framing and content decoding, and `serve --config`'s file.
+//!
+//! Unsafe code is denied here and allowed in one module, `sys`, which wraps
+//! every libc call the command makes, each with its `SAFETY` argument.
+#![deny(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -333,6 +337,16 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The metrics listener too: a privileged port is bound only as root.
+    let metrics_listener = match args.metrics.map(bind_metrics).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Opened as root (a log directory only root may write), never through a
+    // symlink (`LogFile::open` refuses one).
     let log_file = match args
         .access_log_file
         .as_deref()
@@ -398,6 +412,7 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     config.rate_limit_after = args.rate_limit_after;
     config.max_conns_per_ip = args.max_conns_per_ip;
     config.metrics = args.metrics;
+    config.metrics_listener = metrics_listener;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,
@@ -485,6 +500,14 @@ fn listen(
         }
     }
     Ok(out)
+}
+
+/// The `--metrics` listener, bound here with the others, before root is
+/// given up.
+fn bind_metrics(addr: SocketAddr) -> Result<Arc<TcpListener>, String> {
+    iocomp_server::listener::bind(addr)
+        .map(Arc::new)
+        .map_err(|e| format!("cannot listen on {addr} (metrics): {e}"))
 }
 
 /// SIGUSR1: reopens the access-log file (logrotate).

@@ -4,39 +4,27 @@
 
 use std::io;
 
+use crate::sys::SigSet;
+
 /// The blocked set; `wait` returns the next one delivered.
 pub struct Signals {
-    set: libc::sigset_t,
+    set: SigSet,
 }
 
 impl Signals {
     /// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread (and so in every thread
     /// it starts afterwards).
     pub fn block() -> io::Result<Signals> {
-        // SAFETY: sigset_t is plain data; sigemptyset initialises it fully.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid sigset_t that we own; the calls only write it
-        // or read it, and pthread_sigmask changes only this thread's mask.
-        let rc = unsafe {
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGUSR1);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
+        let set = SigSet::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1])?;
         Ok(Signals { set })
     }
 
     /// Waits for one of the signals; returns its name.
     pub fn wait(&self) -> &'static str {
         loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `self.set` is an initialised sigset_t and `sig` a live int.
-            let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
-            if rc == 0 {
+            // sigwait fails only for an invalid set, which `block` never makes;
+            // wait again rather than end the server.
+            if let Ok(sig) = self.set.wait() {
                 return match sig {
                     libc::SIGINT => "SIGINT",
                     libc::SIGTERM => "SIGTERM",
@@ -47,6 +35,3 @@ impl Signals {
         }
     }
 }
-
-// SAFETY: sigset_t is plain data; sharing it between threads is harmless.
-unsafe impl Send for Signals {}

@@ -6,10 +6,11 @@
 //! Both read their variables once at start-up, before any thread exists, and
 //! remove them, so nothing the server might start inherits them.
 
-use std::io;
 use std::net::TcpListener;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+use crate::sys;
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
@@ -60,58 +61,28 @@ pub(crate) fn listen_fds() -> Result<Vec<Passed>, String> {
     Ok(out)
 }
 
-fn sockopt(fd: RawFd, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a live c_int and its exact size; the kernel writes at most that.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
-}
-
 /// Checks that `fd` is a listening TCP socket, marks it close-on-exec and
 /// takes ownership of it.
 fn claim(fd: RawFd) -> Result<TcpListener, String> {
-    // SAFETY: all-zero bytes are a valid `stat`; fstat only writes into it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat on any integer is safe; it fails with EBADF if not open.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(format!("is not open: {}", io::Error::last_os_error()));
+    match sys::file_type(fd) {
+        Err(e) => return Err(format!("is not open: {e}")),
+        Ok(t) if t != libc::S_IFSOCK => return Err("is not a socket".into()),
+        Ok(_) => {}
     }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err("is not a socket".into());
-    }
-    let kind = sockopt(fd, libc::SO_TYPE).map_err(|e| format!("SO_TYPE: {e}"))?;
-    if kind != libc::SOCK_STREAM {
+    let opt = |name, what: &str| sys::socket_option(fd, name).map_err(|e| format!("{what}: {e}"));
+    if opt(libc::SO_TYPE, "SO_TYPE")? != libc::SOCK_STREAM {
         return Err("is not a stream socket (ListenStream= is needed)".into());
     }
-    let domain = sockopt(fd, libc::SO_DOMAIN).map_err(|e| format!("SO_DOMAIN: {e}"))?;
+    let domain = opt(libc::SO_DOMAIN, "SO_DOMAIN")?;
     if domain != libc::AF_INET && domain != libc::AF_INET6 {
         return Err("is not a TCP socket (a unix socket?)".into());
     }
-    if sockopt(fd, libc::SO_ACCEPTCONN).map_err(|e| format!("SO_ACCEPTCONN: {e}"))? != 1 {
+    if opt(libc::SO_ACCEPTCONN, "SO_ACCEPTCONN")? != 1 {
         return Err("is not listening".into());
     }
-    // SAFETY: fcntl on a descriptor just checked to be open; it changes only
-    // its close-on-exec flag.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
-        return Err(format!("F_SETFD: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: systemd passed this descriptor to this process for it to own;
-    // it is open (fstat above) and nothing else in the process refers to it:
-    // this runs once, at start-up, before anything else claims descriptors
-    // from 3 on.
-    Ok(unsafe { TcpListener::from_raw_fd(fd) })
+    sys::set_cloexec(fd).map_err(|e| format!("F_SETFD: {e}"))?;
+    // Passed to this process for it to own, claimed once, here, at start-up.
+    sys::take_passed_listener(fd).map_err(|e| format!("cannot be taken: {e}"))
 }
 
 /// `sd_notify` to the service manager, if `NOTIFY_SOCKET` named one.

@@ -316,6 +316,9 @@ fn user_switches_from_root_to_nobody_after_binding() {
     );
     // The log file was opened as root, before the switch, and still takes lines.
     wait_file(&log, "log line", |t| t.contains("\"pub.txt\" 200 7"));
+    // Created by root (nobody may not write in the tree's 0755 base).
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&log).unwrap());
+    assert_eq!(owner, 0, "the access log was not created as root");
     assert!(
         !server.stderr_text().contains("cannot be read"),
         "a readable root was warned about: {}",
@@ -396,4 +399,68 @@ fn user_is_refused_when_not_root_and_an_unknown_user_is_an_error() {
         assert!(err.contains("only root can switch users"), "{err}");
         println!("SKIPPED (partly): the unknown-user check needs root");
     }
+}
+
+/// A loopback port below `ip_unprivileged_port_start` that is free now (only
+/// root, or a process with `CAP_NET_BIND_SERVICE`, may bind it); `None` when
+/// the system lets everyone bind every port.
+fn free_privileged_port() -> Option<u16> {
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1024);
+    (600..start.min(1024))
+        .rev()
+        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+}
+
+#[test]
+fn user_binds_a_privileged_metrics_port_before_giving_root_up() {
+    if !is_root() {
+        println!("SKIPPED: --user needs the test to run as root (euid is not 0)");
+        return;
+    }
+    if passwd_entry("nobody").is_none() {
+        println!("SKIPPED: no user `nobody` in /etc/passwd");
+        return;
+    }
+    let Some(port) = free_privileged_port() else {
+        println!("SKIPPED: every port is unprivileged here (ip_unprivileged_port_start)");
+        return;
+    };
+    let tree = TempTree::new();
+    tree.file("pub.txt", b"public\n");
+    let metrics = format!("127.0.0.1:{port}");
+    let server = Server::start(tree.root(), &["--user", "nobody", "--metrics", &metrics]);
+    let line = server
+        .wait_stdout_line(WAIT, |l| l.starts_with("metrics on "))
+        .expect("a `metrics on ADDR` line");
+    assert_eq!(line.trim(), format!("metrics on {metrics}"));
+    assert_bytes_eq(&fetch(server.addr(), &[b"pub.txt"]), b"public\n", "file");
+    let mut s = common::connect(metrics.parse().unwrap());
+    common::send(
+        &mut s,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let got = String::from_utf8_lossy(&common::read_to_end_timeout(&mut s, WAIT)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    assert!(got.contains("iocomp_"), "no metrics in the scrape: {got}");
+}
+
+#[test]
+fn an_access_log_file_that_is_a_symlink_is_refused_at_start() {
+    let tree = TempTree::new();
+    let victim = tree.outside_file("victim.txt", b"untouched\n");
+    let link = tree.base().join("access.log");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iocomp"));
+    command
+        .args(["serve", "--bind", "127.0.0.1:0", "--access-log-file"])
+        .arg(&link)
+        .arg(tree.root());
+    let (code, err) = bounded(command);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot open the access log"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched\n");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
 }

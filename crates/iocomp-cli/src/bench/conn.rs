@@ -124,29 +124,8 @@ fn send_request(port: &Port, mut conn: Box<Conn>) {
 /// A non-blocking `send(2)` of `buf`: the bytes sent (0 when the socket's
 /// buffer is full).
 fn send_now(h: &iocomp::Handle, buf: &[u8]) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: the descriptor stays open while `h` (an owner) lives, and
-        // `buf` is a valid slice of `buf.len()` bytes for the call's duration;
-        // send(2) only reads it.
-        let n = unsafe {
-            libc::send(
-                h.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.kind() {
-            std::io::ErrorKind::Interrupted => continue,
-            std::io::ErrorKind::WouldBlock => return Ok(0),
-            _ => return Err(e),
-        }
-    }
+    use std::os::fd::AsFd;
+    crate::sys::send_nonblocking(h.as_fd(), buf)
 }
 
 fn receive(port: &Port, mut conn: Box<Conn>) {
