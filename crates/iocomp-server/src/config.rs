@@ -79,6 +79,21 @@ pub struct Config {
     /// privileges, so that a privileged port works with `--user`): used
     /// instead of binding `metrics`.
     pub metrics_listener: Option<Arc<TcpListener>>,
+    /// Addresses to listen on with TLS (HTTPS, and the line protocol inside
+    /// TLS); they need `tls_certs`.
+    pub tls_binds: Vec<SocketAddr>,
+    /// Certificates for the TLS listeners, PEM files; the first is the
+    /// default.
+    pub tls_certs: Vec<CertFiles>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The certificate chain, leaf first (PEM `CERTIFICATE` blocks).
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -108,6 +123,8 @@ impl Config {
             max_conns_per_ip: 0,
             metrics: None,
             metrics_listener: None,
+            tls_binds: Vec::new(),
+            tls_certs: Vec::new(),
         }
     }
 }
@@ -123,6 +140,8 @@ pub(crate) struct Settings {
     pub(crate) listing: bool,
     /// The per-reply bandwidth cap, if any.
     pub(crate) rate: Option<Rate>,
+    /// The TLS listeners' rustls configuration, if there are any.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Settings {
@@ -140,6 +159,7 @@ impl Settings {
                 rate: config.rate_limit,
                 after: config.rate_limit_after,
             }),
+            tls: None,
         }
     }
 }

@@ -51,7 +51,7 @@ impl Server {
     /// when the server is ready: every worker is attached and every listener
     /// has accepts in flight.
     pub fn start(config: Config) -> io::Result<Server> {
-        let settings = Settings::new(&config);
+        let mut settings = Settings::new(&config);
         let nofile = raise_nofile_limit();
         let cache = config.open_file_cache.min(nofile / 4);
         let root = Root::open(&config.root, config.path)
@@ -77,6 +77,23 @@ impl Server {
             let l = listener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push(l);
+        }
+        let tls_from = bound.len();
+        for addr in &config.tls_binds {
+            let l = listener::bind(*addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {addr} (TLS): {e}"))
+            })?;
+            bound.push(l);
+        }
+        let tls_range = tls_from..bound.len();
+        if !tls_range.is_empty() {
+            settings.tls = Some(conn::tls::server_config(&config.tls_certs)?);
+            let ktls = sys::probe_ktls();
+            info!(
+                "TLS on {} listener(s): rustls (ring), TLS 1.2/1.3, encryption in user space; kernel TLS {}",
+                tls_range.len(),
+                if ktls { "available (not used yet)" } else { "unavailable" }
+            );
         }
         for (i, l) in bound.into_iter().enumerate() {
             addrs.push(l.local_addr()?);
@@ -108,7 +125,7 @@ impl Server {
                 transfers: admin.map(|_| Transfers::new()),
             },
             live: Live {
-                gate: Gate::new(listeners, admin, config.max_conns),
+                gate: Gate::new(listeners, admin, config.max_conns).with_tls(tls_range),
                 registry: Registry::new(threads),
                 per_ip: (config.max_conns_per_ip > 0).then(|| PerIp::new(config.max_conns_per_ip)),
                 // One listing per worker at most: each may hold a thread of the
@@ -276,6 +293,16 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
             let watch = shared.live.registry.insert(id);
             let admin = gate.is_admin(index);
             let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), admin);
+            if gate.is_tls(index) {
+                if let Some(config) = &shared.settings.tls {
+                    if let Err(e) = conn.start_tls(config) {
+                        warn!("cannot start a TLS session: {e}");
+                        drop(conn);
+                        gate.next(port, index, active);
+                        return;
+                    }
+                }
+            }
             if let (false, Some(per_ip), Some(peer)) = (admin, &shared.live.per_ip, a.peer) {
                 if per_ip.acquire(peer.ip()) {
                     conn.count_per_ip(peer.ip());
