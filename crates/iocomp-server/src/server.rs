@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, Settings};
 use crate::conn::gate::Gate;
 use crate::conn::limit::PerIp;
+use crate::conn::tls::Certs;
 use crate::conn::watch::Registry;
 use crate::conn::{self, Conn, Live, Shared};
 use crate::fs::Root;
@@ -44,6 +45,7 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     threads: usize,
+    ktls: bool,
 }
 
 impl Server {
@@ -86,9 +88,12 @@ impl Server {
             bound.push(l);
         }
         let tls_range = tls_from..bound.len();
+        let ktls = sys::probe_ktls();
+        let mut certs = None;
         if !tls_range.is_empty() {
-            settings.tls = Some(conn::tls::server_config(&config.tls_certs)?);
-            let ktls = sys::probe_ktls();
+            let loaded = Arc::new(Certs::load(&config.tls_certs)?);
+            settings.tls = Some(conn::tls::server_config(loaded.clone())?);
+            certs = Some(loaded);
             info!(
                 "TLS on {} listener(s): rustls (ring), TLS 1.2/1.3, encryption in user space; kernel TLS {}",
                 tls_range.len(),
@@ -131,6 +136,7 @@ impl Server {
                 // One listing per worker at most: each may hold a thread of the
                 // blocking pool, so that pool stays within twice the workers.
                 listings: Slots::new(threads.max(2)),
+                certs,
             },
             settings,
         });
@@ -168,12 +174,31 @@ impl Server {
             addrs,
             metrics_addr,
             threads,
+            ktls,
         })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Whether this kernel has kernel TLS (probed at start with
+    /// `setsockopt(TCP_ULP, "tls")`). It is only reported: TLS replies are
+    /// encrypted in user space either way.
+    pub fn ktls_available(&self) -> bool {
+        self.ktls
+    }
+
+    /// Reads the TLS certificates and keys again (on `SIGHUP`): new
+    /// handshakes use them, connections already open keep theirs. On an
+    /// error, which names the file, the certificates in use stay. Without TLS
+    /// listeners, does nothing.
+    pub fn reload_tls(&self) -> io::Result<()> {
+        match &self.shared.live.certs {
+            Some(certs) => certs.reload().map_err(io::Error::from),
+            None => Ok(()),
+        }
     }
 
     /// The metrics listener's address (port 0 resolved), if there is one.

@@ -51,7 +51,8 @@ pub(crate) struct Shared {
     pub(crate) live: Live,
 }
 
-/// The driver's live state: admission, timeouts, per-address counts.
+/// The driver's live state: admission, timeouts, per-address counts, TLS
+/// certificates.
 pub(crate) struct Live {
     /// Listeners, connection slots, drain.
     pub(crate) gate: Gate,
@@ -61,6 +62,8 @@ pub(crate) struct Live {
     pub(crate) per_ip: Option<PerIp>,
     /// Directory listings in progress.
     pub(crate) listings: Slots,
+    /// The TLS listeners' certificates (replaced on reload), if any.
+    pub(crate) certs: Option<Arc<tls::Certs>>,
 }
 
 /// Which protocol a connection speaks.

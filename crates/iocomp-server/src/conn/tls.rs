@@ -11,16 +11,18 @@
 //! `http/1.1`, crypto from `ring`.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::config::CertFiles;
@@ -56,35 +58,131 @@ impl From<CertError> for io::Error {
     }
 }
 
-/// The rustls server configuration for `certs` (the first is the default).
-pub(crate) fn server_config(certs: &[CertFiles]) -> Result<Arc<ServerConfig>, CertError> {
-    let Some(first) = certs.first() else {
-        return Err(CertError {
-            file: PathBuf::new(),
-            reason: "TLS listeners need a certificate and a key".into(),
-        });
-    };
-    let chain = load_chain(&first.cert)?;
-    let key = load_key(&first.key)?;
+/// The certificates of the TLS listeners, chosen by SNI (no SNI, or a name
+/// none of them has, gets the first, as nginx's default server does), and
+/// replaced as a whole on reload; a session already started keeps its own.
+#[derive(Debug)]
+pub(crate) struct Certs {
+    files: Vec<CertFiles>,
+    current: RwLock<Arc<Keys>>,
+}
+
+/// One generation of loaded certificates.
+#[derive(Debug)]
+struct Keys {
+    default: Arc<CertifiedKey>,
+    /// DNS names (lower case; wildcards as `*.example.com`) to certificates;
+    /// the first certificate naming a name wins.
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl Certs {
+    /// Loads `files` (the first is the default).
+    pub(crate) fn load(files: &[CertFiles]) -> Result<Certs, CertError> {
+        Ok(Certs {
+            files: files.to_vec(),
+            current: RwLock::new(Arc::new(Keys::load(files)?)),
+        })
+    }
+
+    /// Reads the files again; on an error the certificates in use stay.
+    pub(crate) fn reload(&self) -> Result<(), CertError> {
+        let keys = Arc::new(Keys::load(&self.files)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(())
+    }
+
+    fn keys(&self) -> Arc<Keys> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Keys {
+    fn load(files: &[CertFiles]) -> Result<Keys, CertError> {
+        let Some(first) = files.first() else {
+            return Err(CertError {
+                file: PathBuf::new(),
+                reason: "TLS listeners need a certificate and a key".into(),
+            });
+        };
+        let mut by_name = HashMap::new();
+        let mut default = None;
+        for f in files {
+            let chain = load_chain(&f.cert)?;
+            let key = load_key(&f.key)?;
+            let signing =
+                rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| CertError {
+                    file: f.key.clone(),
+                    reason: format!("unusable private key: {e}"),
+                })?;
+            let names: Vec<String> = webpki::EndEntityCert::try_from(&chain[0])
+                .map_err(|e| CertError {
+                    file: f.cert.clone(),
+                    reason: format!("unusable certificate: {e:?}"),
+                })?
+                .valid_dns_names()
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let certified = Arc::new(CertifiedKey::new(chain, signing));
+            certified.keys_match().map_err(|e| CertError {
+                file: f.key.clone(),
+                reason: format!("does not match {}: {e}", f.cert.display()),
+            })?;
+            for name in names {
+                by_name.entry(name).or_insert_with(|| certified.clone());
+            }
+            default.get_or_insert(certified);
+        }
+        let default = default.ok_or_else(|| CertError {
+            file: first.cert.clone(),
+            reason: "no certificate".into(),
+        })?;
+        Ok(Keys { default, by_name })
+    }
+
+    fn resolve(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = name.map(str::to_ascii_lowercase) else {
+            return self.default.clone();
+        };
+        let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+        self.by_name
+            .get(&name)
+            .or_else(|| wildcard.and_then(|w| self.by_name.get(&w)))
+            .unwrap_or(&self.default)
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.keys().resolve(hello.server_name()))
+    }
+}
+
+/// The rustls server configuration over `certs`: TLS 1.3 and 1.2, ALPN
+/// `http/1.1`, session resumption by tickets only (keys rotated every 6
+/// hours; no server-side session cache, so nothing grows per client).
+pub(crate) fn server_config(certs: Arc<Certs>) -> Result<Arc<ServerConfig>, CertError> {
     // ring: the lean provider (aws-lc-rs needs cmake and a long C build). It
     // was deprecated in rustls 0.23.48 only for lacking post-quantum key
     // exchange; X25519, P-256 and P-384 remain.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider)
+    let internal = |e: rustls::Error| CertError {
+        file: PathBuf::new(),
+        reason: format!("TLS configuration: {e}"),
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| CertError {
-            file: first.cert.clone(),
-            reason: e.to_string(),
-        })?
-        .with_no_client_auth();
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| CertError {
-            file: first.key.clone(),
-            reason: format!("does not fit {}: {e}", first.cert.display()),
-        })?;
+        .map_err(internal)?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(internal)?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 

@@ -101,6 +101,11 @@ impl Running {
             .unwrap_or_default()
     }
 
+    /// The server itself.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("a server")
+    }
+
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.server.as_ref().map_or(0, |s| s.connections())

@@ -7,13 +7,17 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iocomp_server::{CertFiles, Config};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, RootCertStore,
+    SignatureScheme, StreamOwned,
+};
 
 use crate::harness::{Running, Tree};
 
@@ -22,11 +26,17 @@ use crate::harness::{Running, Tree};
 struct Pki {
     ca_pem: PathBuf,
     ca_der: CertificateDer<'static>,
+    leaf_der: CertificateDer<'static>,
     files: CertFiles,
 }
 
 fn pki(tree: &Tree) -> Pki {
-    let dir = tree.root.parent().unwrap().join("pki");
+    pki_for(tree, "pki", &["localhost", "127.0.0.1"])
+}
+
+/// A CA of its own and a leaf for `names`, in directory `tag`.
+fn pki_for(tree: &Tree, tag: &str, names: &[&str]) -> Pki {
+    let dir = tree.root.parent().unwrap().join(tag);
     std::fs::create_dir_all(&dir).unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -36,7 +46,7 @@ fn pki(tree: &Tree) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
     let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
     let (ca_pem, cert, key) = (
@@ -50,6 +60,7 @@ fn pki(tree: &Tree) -> Pki {
     Pki {
         ca_pem,
         ca_der: ca.der().clone(),
+        leaf_der: leaf.der().clone(),
         files: CertFiles { cert, key },
     }
 }
@@ -405,6 +416,224 @@ fn bad_certificate_or_key_file_is_named() {
         assert!(
             err.contains(&named.display().to_string()),
             "the error names {named:?}: {err}"
+        );
+    }
+}
+
+/// Accepts any certificate and records the leaf the server sent, so that a
+/// test can tell which of several certificates the server chose.
+#[derive(Debug)]
+struct Recorder {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    seen: Mutex<Option<Vec<u8>>>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The leaf certificate the server presents to a client that sends `name`
+/// (an IP address: no SNI at all), after a full handshake and one request.
+fn leaf_for(pki: &Pki, addr: SocketAddr, name: &str) -> Vec<u8> {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let recorder = Arc::new(Recorder {
+        inner,
+        seen: Mutex::new(None),
+    });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let conn = ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from(name.to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut s = StreamOwned::new(conn, tcp);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_to_close(&mut s);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let seen = recorder.seen.lock().unwrap().take();
+    seen.expect("a certificate was presented")
+}
+
+#[test]
+fn sni_chooses_the_certificate_and_the_first_is_the_default() {
+    let tree = Tree::new("tls-sni");
+    tree.file("x", b"x");
+    let first = pki_for(&tree, "first", &["localhost", "127.0.0.1"]);
+    let other = pki_for(&tree, "other", &["other.test", "*.wild.test"]);
+    let files = vec![first.files.clone(), other.files.clone()];
+    let running = tree.serve(|c| {
+        c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls_certs = files;
+    });
+    let addr = running.local_addrs()[1];
+    let (a, b) = (first.leaf_der.to_vec(), other.leaf_der.to_vec());
+    assert_ne!(a, b);
+    assert!(leaf_for(&first, addr, "localhost") == a, "SNI localhost");
+    assert!(leaf_for(&first, addr, "other.test") == b, "SNI other.test");
+    assert!(
+        leaf_for(&first, addr, "OTHER.test") == b,
+        "SNI is case-blind"
+    );
+    assert!(
+        leaf_for(&first, addr, "a.wild.test") == b,
+        "a wildcard name"
+    );
+    assert!(
+        leaf_for(&first, addr, "unknown.test") == a,
+        "an unknown name gets the first"
+    );
+    assert!(
+        leaf_for(&first, addr, "127.0.0.1") == a,
+        "no SNI gets the first"
+    );
+}
+
+#[test]
+fn reload_swaps_certificates_and_a_bad_file_keeps_the_old() {
+    let tree = Tree::new("tls-reload");
+    tree.file("x", b"x");
+    let old = pki_for(&tree, "old", &["localhost"]);
+    let new = pki_for(&tree, "new", &["localhost"]);
+    let files = old.files.clone();
+    let running = tree.serve(|c| {
+        c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls_certs = vec![files];
+    });
+    let addr = running.local_addrs()[1];
+    assert!(leaf_for(&old, addr, "localhost") == old.leaf_der.to_vec());
+
+    // A connection open across the reload keeps working.
+    let mut open = tls_connect(&old, addr);
+    open.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    open.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    std::fs::copy(&new.files.cert, &old.files.cert).unwrap();
+    std::fs::copy(&new.files.key, &old.files.key).unwrap();
+    running.server().reload_tls().expect("reload");
+    assert!(
+        leaf_for(&old, addr, "localhost") == new.leaf_der.to_vec(),
+        "new cert after reload"
+    );
+
+    std::fs::write(&old.files.key, "garbage\n").unwrap();
+    let err = running
+        .server()
+        .reload_tls()
+        .expect_err("a bad key fails the reload");
+    assert!(
+        err.to_string()
+            .contains(&old.files.key.display().to_string()),
+        "the error names the key file: {err}"
+    );
+    assert!(
+        leaf_for(&old, addr, "localhost") == new.leaf_der.to_vec(),
+        "the last good cert stays"
+    );
+
+    open.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let rest = read_to_close(&mut open);
+    assert_eq!(
+        String::from_utf8_lossy(&rest)
+            .matches("HTTP/1.1 200 OK")
+            .count(),
+        1,
+        "the second response on the old connection"
+    );
+}
+
+#[test]
+fn sessions_resume_on_tls13_and_tls12() {
+    let tree = Tree::new("tls-resume");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let conn =
+                ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
+                    .unwrap();
+            let mut s = StreamOwned::new(conn, tcp);
+            s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let got = read_to_close(&mut s);
+            assert!(got.ends_with(b"\r\n\r\nx"));
+            kinds.push(s.conn.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            "{version:?}"
         );
     }
 }
