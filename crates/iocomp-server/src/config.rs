@@ -142,6 +142,8 @@ pub(crate) struct Settings {
     pub(crate) rate: Option<Rate>,
     /// The TLS listeners' rustls configuration, if there are any.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The kernel has kernel TLS (probed at start; reported, not used).
+    pub(crate) ktls: bool,
 }
 
 impl Settings {
@@ -160,6 +162,7 @@ impl Settings {
                 after: config.rate_limit_after,
             }),
             tls: None,
+            ktls: false,
         }
     }
 }

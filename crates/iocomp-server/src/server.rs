@@ -89,6 +89,7 @@ impl Server {
         }
         let tls_range = tls_from..bound.len();
         let ktls = sys::probe_ktls();
+        settings.ktls = ktls;
         let mut certs = None;
         if !tls_range.is_empty() {
             let loaded = Arc::new(Certs::load(&config.tls_certs)?);

@@ -403,8 +403,17 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
             if packet.bytes == 0 {
                 io.eof = true;
             } else if let Some(tls) = io.tls.as_mut() {
-                match tls.absorb(&r.buf, &mut io.inbuf) {
-                    Ok(closed) => io.eof |= closed,
+                let handshaking = tls.handshaking();
+                let absorbed = tls.absorb(&r.buf, &mut io.inbuf);
+                if let Some(m) = &io.shared.obs.metrics {
+                    match &absorbed {
+                        Ok(a) if a.handshake_done => m.handshake(true),
+                        Err(_) if handshaking => m.handshake(false),
+                        _ => {}
+                    }
+                }
+                match absorbed {
+                    Ok(a) => io.eof |= a.closed,
                     Err(Refused::PlainHttp) => {
                         plain_http_on_tls(port, conn, &r.buf);
                         return;

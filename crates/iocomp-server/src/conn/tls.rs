@@ -226,6 +226,14 @@ pub(crate) enum Refused {
     Bad(String),
 }
 
+/// What received bytes did.
+pub(crate) struct Absorbed {
+    /// The client closed its side (`close_notify`).
+    pub(crate) closed: bool,
+    /// The handshake completed with them.
+    pub(crate) handshake_done: bool,
+}
+
 /// One connection's TLS session.
 pub(crate) struct Tls {
     session: ServerConnection,
@@ -272,13 +280,13 @@ impl Tls {
     }
 
     /// Feeds received ciphertext to the session and appends the plaintext it
-    /// yields to `plain`; `Ok(true)` when the client closed its side
-    /// (`close_notify`).
+    /// yields to `plain`.
     pub(crate) fn absorb(
         &mut self,
         mut cipher: &[u8],
         plain: &mut Vec<u8>,
-    ) -> Result<bool, Refused> {
+    ) -> Result<Absorbed, Refused> {
+        let was_handshaking = self.session.is_handshaking();
         if self.fresh && !cipher.is_empty() {
             self.fresh = false;
             if cipher[0] != HANDSHAKE {
@@ -310,7 +318,10 @@ impl Tls {
                 closed = true;
             }
         }
-        Ok(closed)
+        Ok(Absorbed {
+            closed,
+            handshake_done: was_handshaking && !self.session.is_handshaking(),
+        })
     }
 
     /// The TLS records waiting to be sent (handshake messages, alerts).

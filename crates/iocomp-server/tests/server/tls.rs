@@ -637,3 +637,27 @@ fn sessions_resume_on_tls13_and_tls12() {
         );
     }
 }
+
+#[test]
+fn metrics_count_handshakes_and_report_ktls() {
+    let tree = Tree::new("tls-metrics");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |c| {
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/x")]);
+    assert_eq!(body, b"x");
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    let mut junk = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    junk.extend(bytes(0x40, 2));
+    garbage.write_all(&junk).unwrap();
+    assert!(closed_by_server(&mut garbage));
+    let m = Running::at(running.metrics_addr()).get("/metrics", &[]);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(text.contains("iocomp_tls_handshakes_total{result=\"ok\"} 1\n"), "{text}");
+    assert!(text.contains("iocomp_tls_handshakes_total{result=\"failed\"} 1\n"), "{text}");
+    assert!(text.contains("iocomp_tls_connections_total{mode=\"user\"} 1\n"), "{text}");
+    let ktls = u8::from(running.server().ktls_available());
+    assert!(text.contains(&format!("iocomp_ktls_available {ktls}\n")), "{text}");
+}
