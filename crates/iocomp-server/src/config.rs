@@ -82,6 +82,10 @@ pub struct Config {
     /// Addresses to listen on with TLS (HTTPS, and the line protocol inside
     /// TLS); they need `tls_certs`.
     pub tls_binds: Vec<SocketAddr>,
+    /// TLS sockets already listening (bound before dropping privileges, so
+    /// that port 443 works with `--user`): served before those of
+    /// `tls_binds`.
+    pub tls_listeners: Vec<Arc<TcpListener>>,
     /// Certificates for the TLS listeners, PEM files; the first is the
     /// default.
     pub tls_certs: Vec<CertFiles>,
@@ -124,6 +128,7 @@ impl Config {
             metrics: None,
             metrics_listener: None,
             tls_binds: Vec::new(),
+            tls_listeners: Vec::new(),
             tls_certs: Vec::new(),
         }
     }

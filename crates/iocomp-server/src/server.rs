@@ -81,6 +81,9 @@ impl Server {
             bound.push(l);
         }
         let tls_from = bound.len();
+        for l in config.tls_listeners {
+            bound.push(Arc::try_unwrap(l).or_else(|l| l.try_clone())?);
+        }
         for addr in &config.tls_binds {
             let l = listener::bind(*addr).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {addr} (TLS): {e}"))
