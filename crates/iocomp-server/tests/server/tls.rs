@@ -655,9 +655,21 @@ fn metrics_count_handshakes_and_report_ktls() {
     assert!(closed_by_server(&mut garbage));
     let m = Running::at(running.metrics_addr()).get("/metrics", &[]);
     let text = String::from_utf8_lossy(&m.body);
-    assert!(text.contains("iocomp_tls_handshakes_total{result=\"ok\"} 1\n"), "{text}");
-    assert!(text.contains("iocomp_tls_handshakes_total{result=\"failed\"} 1\n"), "{text}");
-    assert!(text.contains("iocomp_tls_connections_total{mode=\"user\"} 1\n"), "{text}");
+    assert!(
+        text.contains("iocomp_tls_handshakes_total{result=\"ok\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("iocomp_tls_handshakes_total{result=\"failed\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("iocomp_tls_connections_total{mode=\"user\"} 1\n"),
+        "{text}"
+    );
     let ktls = u8::from(running.server().ktls_available());
-    assert!(text.contains(&format!("iocomp_ktls_available {ktls}\n")), "{text}");
+    assert!(
+        text.contains(&format!("iocomp_ktls_available {ktls}\n")),
+        "{text}"
+    );
 }
