@@ -673,3 +673,38 @@ fn metrics_count_handshakes_and_report_ktls() {
         "{text}"
     );
 }
+
+#[test]
+fn a_handshake_cut_at_every_byte_leaves_nothing_behind() {
+    let tree = Tree::new("tls-cut");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |_| {});
+    let mut conn = ClientConnection::new(
+        client_config(&pki),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    // The ClientHello cut after every byte count, then the client closes.
+    for n in 0..hello.len() {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&hello[..n]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(
+            closed_by_server(&mut s),
+            "cut after {n} bytes: the server closes"
+        );
+    }
+    // Cut after the whole ClientHello, with the server's flight unread.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&hello).unwrap();
+    drop(s);
+    wait_no_connections(&running);
+    // And the server still serves.
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/x")]);
+    assert_eq!(body, b"x");
+}
