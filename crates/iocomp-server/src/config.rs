@@ -89,6 +89,10 @@ pub struct Config {
     /// Certificates for the TLS listeners, PEM files; the first is the
     /// default.
     pub tls_certs: Vec<CertFiles>,
+    /// Send `Strict-Transport-Security: max-age=N` (whole seconds) on every
+    /// HTTP response over TLS, never over plain HTTP (RFC 6797 §7.2); none
+    /// by default.
+    pub hsts: Option<Duration>,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -130,6 +134,7 @@ impl Config {
             tls_binds: Vec::new(),
             tls_listeners: Vec::new(),
             tls_certs: Vec::new(),
+            hsts: None,
         }
     }
 }
@@ -149,6 +154,9 @@ pub(crate) struct Settings {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// The kernel has kernel TLS (probed at start; reported, not used).
     pub(crate) ktls: bool,
+    /// The `Strict-Transport-Security` header line (with its CRLF) for HTTP
+    /// responses over TLS.
+    pub(crate) hsts: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -168,6 +176,9 @@ impl Settings {
             }),
             tls: None,
             ktls: false,
+            hsts: config.hsts.map(|d| {
+                format!("Strict-Transport-Security: max-age={}\r\n", d.as_secs()).into_bytes()
+            }),
         }
     }
 }

@@ -546,6 +546,12 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 if let Some(name) = reply.name {
                     io.transfer_pieces(&name, &pieces);
                 }
+                let mut pieces = pieces;
+                if let (Proto::Http, Some(_), Some(hsts)) =
+                    (&proto, &io.tls, &io.shared.settings.hsts)
+                {
+                    tls::add_header(&mut pieces, hsts);
+                }
                 // The head's length, for the access log and the status page
                 // (they count body bytes); not looked for when neither is on.
                 if matches!(proto, Proto::Http) && (io.req.is_some() || io.transfer.is_some()) {

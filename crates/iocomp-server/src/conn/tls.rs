@@ -416,6 +416,22 @@ impl Tls {
     }
 }
 
+/// Adds `line` (a header field and its CRLF) to the response head at the
+/// start of `pieces`, before the blank line that ends it; a reply whose first
+/// piece holds no complete head is left alone. The transport's headers
+/// (HSTS) are the driver's, so that handlers need not know about TLS.
+pub(crate) fn add_header(pieces: &mut VecDeque<Piece>, line: &[u8]) {
+    let head = match pieces.front_mut() {
+        Some(Piece::Bytes(b)) => b,
+        Some(Piece::File { head, .. }) => head,
+        None => return,
+    };
+    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+        let at = end + 2;
+        head.splice(at..at, line.iter().copied());
+    }
+}
+
 /// nginx's answer to plain HTTP on an HTTPS port (`400`, closing).
 pub(crate) fn plain_http_reply() -> Vec<u8> {
     let body: &[u8] = b"<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n\

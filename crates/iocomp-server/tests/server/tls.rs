@@ -708,3 +708,39 @@ fn a_handshake_cut_at_every_byte_leaves_nothing_behind() {
     let (body, _) = curl(&pki, addr, &[&url(addr, "/x")]);
     assert_eq!(body, b"x");
 }
+
+#[test]
+fn hsts_is_sent_over_tls_only() {
+    let tree = Tree::new("tls-hsts");
+    tree.file("x", b"x").file("big", &bytes(100_000, 4));
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |c| {
+        c.hsts = Some(Duration::from_secs(31_536_000));
+    });
+    for (path, range) in [("/x", None), ("/big", Some("10-19")), ("/missing", None)] {
+        let mut args = vec!["--include"];
+        if let Some(r) = range {
+            args.extend(["--range", r]);
+        }
+        let u = url(addr, path);
+        args.push(&u);
+        let (out, _) = curl(&pki, addr, &args);
+        let text = String::from_utf8_lossy(&out);
+        let head = &text[..text.find("\r\n\r\n").expect("a head")];
+        assert!(
+            head.contains("\r\nStrict-Transport-Security: max-age=31536000"),
+            "{path}: {head}"
+        );
+        assert_eq!(
+            head.matches("Strict-Transport-Security").count(),
+            1,
+            "{head}"
+        );
+    }
+    let (body, _) = curl(&pki, addr, &["--range", "10-19", &url(addr, "/big")]);
+    assert_eq!(body, &bytes(100_000, 4)[10..20], "the body is untouched");
+    // RFC 6797 §7.2: never over plain HTTP.
+    let plain = running.get("/x", &[]);
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("strict-transport-security"), None);
+}
