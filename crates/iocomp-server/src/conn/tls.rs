@@ -46,7 +46,11 @@ pub(crate) struct CertError {
 
 impl fmt::Display for CertError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.file.display(), self.reason)
+        if self.file.as_os_str().is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        }
     }
 }
 
