@@ -302,9 +302,15 @@ impl Tls {
         }
         let mut closed = false;
         while !cipher.is_empty() {
-            self.session
+            let took = self
+                .session
                 .read_tls(&mut cipher)
                 .map_err(|e| Refused::Bad(e.to_string()))?;
+            if took == 0 {
+                // Cannot happen with input left (rustls errs when full); never
+                // spin on it.
+                return Err(Refused::Bad("TLS input not taken".into()));
+            }
             let state = self
                 .session
                 .process_new_packets()
