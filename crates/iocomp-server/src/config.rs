@@ -93,6 +93,11 @@ pub struct Config {
     /// HTTP response over TLS, never over plain HTTP (RFC 6797 §7.2); none
     /// by default.
     pub hsts: Option<Duration>,
+    /// Answer every HTTP request on a plain listener with `301` to the same
+    /// name over HTTPS on this port (omitted from the URL when 443), as
+    /// nginx's `return 301 https://$host$request_uri`; the line protocol is
+    /// unaffected. Off by default.
+    pub https_redirect: Option<u16>,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -135,6 +140,7 @@ impl Config {
             tls_listeners: Vec::new(),
             tls_certs: Vec::new(),
             hsts: None,
+            https_redirect: None,
         }
     }
 }
@@ -157,6 +163,8 @@ pub(crate) struct Settings {
     /// The `Strict-Transport-Security` header line (with its CRLF) for HTTP
     /// responses over TLS.
     pub(crate) hsts: Option<Vec<u8>>,
+    /// Redirect plain HTTP requests to HTTPS on this port.
+    pub(crate) https_redirect: Option<u16>,
 }
 
 impl Settings {
@@ -176,6 +184,7 @@ impl Settings {
             }),
             tls: None,
             ktls: false,
+            https_redirect: config.https_redirect,
             hsts: config.hsts.map(|d| {
                 format!("Strict-Transport-Security: max-age={}\r\n", d.as_secs()).into_bytes()
             }),

@@ -286,6 +286,10 @@ impl Connection for Io {
         self.shared.live.gate.draining()
     }
 
+    fn secure(&self) -> bool {
+        self.tls.is_some()
+    }
+
     fn site(&self) -> Site<'_> {
         Site {
             settings: &self.shared.settings,

@@ -744,3 +744,50 @@ fn hsts_is_sent_over_tls_only() {
     assert_eq!(plain.status, 200);
     assert_eq!(plain.header("strict-transport-security"), None);
 }
+
+#[test]
+fn plain_http_is_redirected_to_https_when_asked() {
+    let tree = Tree::new("tls-redirect");
+    tree.file("dir/x y", b"payload");
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |c| {
+        c.https_redirect = Some(8443);
+    });
+    let r = running.get("/dir/x%20y?a=1", &[]);
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some("https://test:8443/dir/x%20y?a=1")
+    );
+    let r = running.request("HEAD", "/", &[]);
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://test:8443/"));
+    // HTTPS itself is served, never redirected.
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/dir/x%20y")]);
+    assert_eq!(body, b"payload");
+    // The line protocol on the plain port is unaffected.
+    let line = running.lines(&[b"dir/x y"]);
+    assert!(
+        line.ends_with(b"payload"),
+        "{:?}",
+        String::from_utf8_lossy(&line)
+    );
+
+    // Port 443 is left out of the URL; the Host's own port is replaced.
+    let tree = Tree::new("tls-redirect-443");
+    let running = tree.serve(|c| c.https_redirect = Some(443));
+    let r = running.get("/a", &[]);
+    assert_eq!(r.header("location"), Some("https://test/a"));
+}
+
+#[test]
+fn redirect_uses_the_host_without_its_port() {
+    let tree = Tree::new("tls-redirect-host");
+    let running = tree.serve(|c| c.https_redirect = Some(443));
+    // The harness sends `Host: test`; an absolute-form target names its own.
+    let r = running.get("http://example.org:8080/p?q", &[]);
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://example.org/p?q"));
+    let r = running.get("http://[::1]:80/p", &[]);
+    assert_eq!(r.header("location"), Some("https://[::1]/p"));
+}
