@@ -1,4 +1,4 @@
-//! SIGINT/SIGTERM (and SIGUSR1, reopen the access log) as values: blocked in every thread and taken synchronously
+//! SIGINT/SIGTERM (and SIGUSR1, reopen the access log; SIGHUP, reload the TLS certificates) as values: blocked in every thread and taken synchronously
 //! with `sigwait`, the counterpart of the seed's console control handler —
 //! without running shutdown inside a signal handler, and without sleep loops.
 
@@ -10,7 +10,7 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread (and so in every thread
+    /// Blocks SIGINT, SIGTERM, SIGUSR1 and SIGHUP in the calling thread (and so in every thread
     /// it starts afterwards).
     pub fn block() -> io::Result<Signals> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it fully.
@@ -22,6 +22,7 @@ impl Signals {
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
             libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
         };
         if rc != 0 {
@@ -41,6 +42,7 @@ impl Signals {
                     libc::SIGINT => "SIGINT",
                     libc::SIGTERM => "SIGTERM",
                     libc::SIGUSR1 => "SIGUSR1",
+                    libc::SIGHUP => "SIGHUP",
                     _ => "signal",
                 };
             }
