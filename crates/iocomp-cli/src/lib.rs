@@ -158,6 +158,25 @@ struct ServeArgs {
     /// Serve /metrics (Prometheus), /status.json and a live status page / on this address (off by default).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Address to listen on with TLS: HTTPS, and the line protocol inside TLS (repeatable;
+    /// needs --tls-cert and --tls-key).
+    #[arg(long = "tls-bind", value_name = "ADDR")]
+    tls_bind: Vec<SocketAddr>,
+    /// TLS certificate chain, PEM, leaf first (repeatable, paired in order with --tls-key:
+    /// chosen by SNI; no SNI or an unknown name gets the first). SIGHUP reloads the files.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    tls_cert: Vec<PathBuf>,
+    /// The private key of the --tls-cert in the same position, PEM.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    tls_key: Vec<PathBuf>,
+    /// Send `Strict-Transport-Security: max-age=` this duration (e.g. 8760h, a year) on
+    /// every HTTPS response, never on plain HTTP; none by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    hsts: Option<Duration>,
+    /// Answer plain HTTP requests with 301 to the same URL over HTTPS on this port (443 is
+    /// left out of the URL); the line protocol is unaffected. Off by default.
+    #[arg(long, value_name = "PORT")]
+    https_redirect: Option<u16>,
 }
 
 /// `2000000`, `512k`, `10M`, `1g` (k, m, g are powers of 1024, as in nginx).
@@ -347,6 +366,20 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     };
     // Opened as root (a log directory only root may write), never through a
     // symlink (`LogFile::open` refuses one).
+    if args.tls_cert.len() != args.tls_key.len() {
+        error!("--tls-cert and --tls-key come in pairs");
+        return ExitCode::from(2);
+    }
+    let mut tls_listeners = Vec::new();
+    for addr in &args.tls_bind {
+        match iocomp_server::listener::bind(*addr) {
+            Ok(l) => tls_listeners.push(Arc::new(l)),
+            Err(e) => {
+                error!("cannot listen on {addr} (TLS): {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let log_file = match args
         .access_log_file
         .as_deref()
@@ -413,6 +446,15 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     config.max_conns_per_ip = args.max_conns_per_ip;
     config.metrics = args.metrics;
     config.metrics_listener = metrics_listener;
+    config.tls_listeners = tls_listeners;
+    config.hsts = args.hsts;
+    config.https_redirect = args.https_redirect;
+    config.tls_certs = (args.tls_cert.iter().zip(&args.tls_key))
+        .map(|(cert, key)| iocomp_server::CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .collect();
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,
@@ -458,6 +500,10 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     let sig = loop {
         match sigs.wait() {
             "SIGUSR1" => reopen(&server),
+            "SIGHUP" => match server.reload_tls() {
+                Ok(()) => info!("SIGHUP: TLS certificates reloaded"),
+                Err(e) => warn!("SIGHUP: {e}; the certificates in use stay"),
+            },
             sig => break sig,
         }
     };
@@ -468,6 +514,7 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
         let sig = loop {
             match sigs.wait() {
                 "SIGUSR1" => info!("SIGUSR1 while shutting down: the access log is not reopened"),
+                "SIGHUP" => info!("SIGHUP while shutting down: nothing reloaded"),
                 sig => break sig,
             }
         };

@@ -1,4 +1,4 @@
-//! SIGINT/SIGTERM (and SIGUSR1, reopen the access log) as values: blocked in every thread and taken synchronously
+//! SIGINT/SIGTERM (and SIGUSR1, reopen the access log; SIGHUP, reload the TLS certificates) as values: blocked in every thread and taken synchronously
 //! with `sigwait`, the counterpart of the seed's console control handler —
 //! without running shutdown inside a signal handler, and without sleep loops.
 
@@ -12,10 +12,10 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread (and so in every thread
+    /// Blocks SIGINT, SIGTERM, SIGUSR1 and SIGHUP in the calling thread (and so in every thread
     /// it starts afterwards).
     pub fn block() -> io::Result<Signals> {
-        let set = SigSet::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1])?;
+        let set = SigSet::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGHUP])?;
         Ok(Signals { set })
     }
 
@@ -29,6 +29,7 @@ impl Signals {
                     libc::SIGINT => "SIGINT",
                     libc::SIGTERM => "SIGTERM",
                     libc::SIGUSR1 => "SIGUSR1",
+                    libc::SIGHUP => "SIGHUP",
                     _ => "signal",
                 };
             }

@@ -79,6 +79,34 @@ pub struct Config {
     /// privileges, so that a privileged port works with `--user`): used
     /// instead of binding `metrics`.
     pub metrics_listener: Option<Arc<TcpListener>>,
+    /// Addresses to listen on with TLS (HTTPS, and the line protocol inside
+    /// TLS); they need `tls_certs`.
+    pub tls_binds: Vec<SocketAddr>,
+    /// TLS sockets already listening (bound before dropping privileges, so
+    /// that port 443 works with `--user`): served before those of
+    /// `tls_binds`.
+    pub tls_listeners: Vec<Arc<TcpListener>>,
+    /// Certificates for the TLS listeners, PEM files; the first is the
+    /// default.
+    pub tls_certs: Vec<CertFiles>,
+    /// Send `Strict-Transport-Security: max-age=N` (whole seconds) on every
+    /// HTTP response over TLS, never over plain HTTP (RFC 6797 §7.2); none
+    /// by default.
+    pub hsts: Option<Duration>,
+    /// Answer every HTTP request on a plain listener with `301` to the same
+    /// name over HTTPS on this port (omitted from the URL when 443), as
+    /// nginx's `return 301 https://$host$request_uri`; the line protocol is
+    /// unaffected. Off by default.
+    pub https_redirect: Option<u16>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The certificate chain, leaf first (PEM `CERTIFICATE` blocks).
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -108,6 +136,11 @@ impl Config {
             max_conns_per_ip: 0,
             metrics: None,
             metrics_listener: None,
+            tls_binds: Vec::new(),
+            tls_listeners: Vec::new(),
+            tls_certs: Vec::new(),
+            hsts: None,
+            https_redirect: None,
         }
     }
 }
@@ -123,6 +156,15 @@ pub(crate) struct Settings {
     pub(crate) listing: bool,
     /// The per-reply bandwidth cap, if any.
     pub(crate) rate: Option<Rate>,
+    /// The TLS listeners' rustls configuration, if there are any.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The kernel has kernel TLS (probed at start; reported, not used).
+    pub(crate) ktls: bool,
+    /// The `Strict-Transport-Security` header line (with its CRLF) for HTTP
+    /// responses over TLS.
+    pub(crate) hsts: Option<Vec<u8>>,
+    /// Redirect plain HTTP requests to HTTPS on this port.
+    pub(crate) https_redirect: Option<u16>,
 }
 
 impl Settings {
@@ -139,6 +181,12 @@ impl Settings {
             rate: (config.rate_limit > 0).then_some(Rate {
                 rate: config.rate_limit,
                 after: config.rate_limit_after,
+            }),
+            tls: None,
+            ktls: false,
+            https_redirect: config.https_redirect,
+            hsts: config.hsts.map(|d| {
+                format!("Strict-Transport-Security: max-age={}\r\n", d.as_secs()).into_bytes()
             }),
         }
     }

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, Settings};
 use crate::conn::gate::Gate;
 use crate::conn::limit::PerIp;
+use crate::conn::tls::Certs;
 use crate::conn::watch::Registry;
 use crate::conn::{self, Conn, Live, Shared};
 use crate::fs::Root;
@@ -44,6 +45,7 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     threads: usize,
+    ktls: bool,
 }
 
 impl Server {
@@ -51,7 +53,7 @@ impl Server {
     /// when the server is ready: every worker is attached and every listener
     /// has accepts in flight.
     pub fn start(config: Config) -> io::Result<Server> {
-        let settings = Settings::new(&config);
+        let mut settings = Settings::new(&config);
         let nofile = raise_nofile_limit();
         let cache = config.open_file_cache.min(nofile / 4);
         let root = Root::open(&config.root, config.path)
@@ -77,6 +79,30 @@ impl Server {
             let l = listener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push(l);
+        }
+        let tls_from = bound.len();
+        for l in config.tls_listeners {
+            bound.push(Arc::try_unwrap(l).or_else(|l| l.try_clone())?);
+        }
+        for addr in &config.tls_binds {
+            let l = listener::bind(*addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {addr} (TLS): {e}"))
+            })?;
+            bound.push(l);
+        }
+        let tls_range = tls_from..bound.len();
+        let ktls = sys::probe_ktls();
+        settings.ktls = ktls;
+        let mut certs = None;
+        if !tls_range.is_empty() {
+            let loaded = Arc::new(Certs::load(&config.tls_certs)?);
+            settings.tls = Some(conn::tls::server_config(loaded.clone())?);
+            certs = Some(loaded);
+            info!(
+                "TLS on {} listener(s): rustls (ring), TLS 1.2/1.3, encryption in user space; kernel TLS {}",
+                tls_range.len(),
+                if ktls { "available (not used yet)" } else { "unavailable" }
+            );
         }
         for (i, l) in bound.into_iter().enumerate() {
             addrs.push(l.local_addr()?);
@@ -108,12 +134,13 @@ impl Server {
                 transfers: admin.map(|_| Transfers::new()),
             },
             live: Live {
-                gate: Gate::new(listeners, admin, config.max_conns),
+                gate: Gate::new(listeners, admin, config.max_conns).with_tls(tls_range),
                 registry: Registry::new(threads),
                 per_ip: (config.max_conns_per_ip > 0).then(|| PerIp::new(config.max_conns_per_ip)),
                 // One listing per worker at most: each may hold a thread of the
                 // blocking pool, so that pool stays within twice the workers.
                 listings: Slots::new(threads.max(2)),
+                certs,
             },
             settings,
         });
@@ -151,12 +178,31 @@ impl Server {
             addrs,
             metrics_addr,
             threads,
+            ktls,
         })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Whether this kernel has kernel TLS (probed at start with
+    /// `setsockopt(TCP_ULP, "tls")`). It is only reported: TLS replies are
+    /// encrypted in user space either way.
+    pub fn ktls_available(&self) -> bool {
+        self.ktls
+    }
+
+    /// Reads the TLS certificates and keys again (on `SIGHUP`): new
+    /// handshakes use them, connections already open keep theirs. On an
+    /// error, which names the file, the certificates in use stay. Without TLS
+    /// listeners, does nothing.
+    pub fn reload_tls(&self) -> io::Result<()> {
+        match &self.shared.live.certs {
+            Some(certs) => certs.reload().map_err(io::Error::from),
+            None => Ok(()),
+        }
     }
 
     /// The metrics listener's address (port 0 resolved), if there is one.
@@ -276,6 +322,16 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
             let watch = shared.live.registry.insert(id);
             let admin = gate.is_admin(index);
             let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), admin);
+            if gate.is_tls(index) {
+                if let Some(config) = &shared.settings.tls {
+                    if let Err(e) = conn.start_tls(config) {
+                        warn!("cannot start a TLS session: {e}");
+                        drop(conn);
+                        gate.next(port, index, active);
+                        return;
+                    }
+                }
+            }
             if let (false, Some(per_ip), Some(peer)) = (admin, &shared.live.per_ip, a.peer) {
                 if per_ip.acquire(peer.ip()) {
                     conn.count_per_ip(peer.ip());

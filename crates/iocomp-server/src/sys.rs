@@ -188,6 +188,30 @@ pub(crate) fn int_opt(
     Ok(v)
 }
 
+/// Whether the kernel has kernel TLS: `setsockopt(TCP_ULP, "tls")` on a fresh,
+/// unconnected TCP socket fails with `ENOTCONN` when the `tls` upper-layer
+/// protocol exists (it needs an established connection) and with `ENOENT`
+/// when it does not (or cannot be loaded by this user).
+pub(crate) fn probe_ktls() -> bool {
+    let Ok(fd) = stream_socket(libc::AF_INET) else {
+        return false;
+    };
+    let name = b"tls";
+    // SAFETY: passes a pointer to a live 3-byte array and its exact length; the
+    // kernel only reads it; `fd` is open (owned here) for the call.
+    let r = syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_TCP,
+        libc::TCP_ULP,
+        name.as_ptr().cast(),
+        name.len() as libc::socklen_t,
+    ));
+    match r {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() == Some(libc::ENOTCONN),
+    }
+}
+
 /// `socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0)`.
 pub(crate) fn stream_socket(family: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with integer arguments touches no memory of ours.

@@ -16,6 +16,8 @@ pub(crate) struct Gate {
     listeners: Vec<Handle>,
     /// The index of the metrics listener among `listeners`.
     admin: Option<usize>,
+    /// The indices of the TLS listeners among `listeners`.
+    tls: std::ops::Range<usize>,
     /// Connections to the metrics listener open now.
     admin_active: AtomicUsize,
     next_conn: AtomicU64,
@@ -39,6 +41,7 @@ impl Gate {
         Gate {
             listeners,
             admin,
+            tls: 0..0,
             admin_active: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             active: AtomicUsize::new(0),
@@ -49,6 +52,17 @@ impl Gate {
             idle: (Mutex::new(()), Condvar::new()),
             accept_errors: RateLimit::new(),
         }
+    }
+
+    /// The listeners at `tls` speak TLS.
+    pub(crate) fn with_tls(mut self, tls: std::ops::Range<usize>) -> Gate {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether listener `index` speaks TLS.
+    pub(crate) fn is_tls(&self, index: usize) -> bool {
+        self.tls.contains(&index)
     }
 
     /// How many listeners there are.

@@ -12,6 +12,7 @@
 
 pub(crate) mod gate;
 pub(crate) mod limit;
+pub(crate) mod tls;
 pub(crate) mod watch;
 
 use std::collections::VecDeque;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use iocomp::{Handle, Op, OpId, Packet, Port, Recv, Send, Timeout, TransmitFile};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::config::Settings;
 use crate::fs::Root;
@@ -34,6 +35,7 @@ use crate::proto::line::Line;
 use crate::proto::{self, Connection, Connections, Piece, Site, Slots, Step};
 use gate::Gate;
 use limit::{Pace, PerIp};
+use tls::{Refused, Tls};
 use watch::{Registry, Wait, Watch};
 
 /// What every connection of a server shares: the immutable settings, the
@@ -49,7 +51,8 @@ pub(crate) struct Shared {
     pub(crate) live: Live,
 }
 
-/// The driver's live state: admission, timeouts, per-address counts.
+/// The driver's live state: admission, timeouts, per-address counts, TLS
+/// certificates.
 pub(crate) struct Live {
     /// Listeners, connection slots, drain.
     pub(crate) gate: Gate,
@@ -59,6 +62,8 @@ pub(crate) struct Live {
     pub(crate) per_ip: Option<PerIp>,
     /// Directory listings in progress.
     pub(crate) listings: Slots,
+    /// The TLS listeners' certificates (replaced on reload), if any.
+    pub(crate) certs: Option<Arc<tls::Certs>>,
 }
 
 /// Which protocol a connection speaks.
@@ -135,6 +140,9 @@ struct Io {
     per_ip: Option<IpAddr>,
     /// Over `--max-conns-per-ip`: answer the first request `busy` and close.
     over_limit: bool,
+    /// The TLS session, on a TLS listener: `inbuf` then holds plaintext and
+    /// replies are encrypted before they are sent.
+    tls: Option<Box<Tls>>,
 }
 
 impl Conn {
@@ -170,6 +178,7 @@ impl Conn {
                 transfer: None,
                 per_ip: None,
                 over_limit: false,
+                tls: None,
             },
         })
     }
@@ -178,6 +187,16 @@ impl Conn {
     /// when it closes).
     pub(crate) fn count_per_ip(&mut self, ip: IpAddr) {
         self.io.per_ip = Some(ip);
+    }
+
+    /// The connection speaks TLS under `config` (a connection to a TLS
+    /// listener, before its first receive).
+    pub(crate) fn start_tls(
+        &mut self,
+        config: &Arc<rustls::ServerConfig>,
+    ) -> Result<(), rustls::Error> {
+        self.io.tls = Some(Box::new(Tls::new(config)?));
+        Ok(())
     }
 
     /// The connection's address is over `--max-conns-per-ip`.
@@ -265,6 +284,10 @@ impl Connection for Io {
 
     fn draining(&self) -> bool {
         self.shared.live.gate.draining()
+    }
+
+    fn secure(&self) -> bool {
+        self.tls.is_some()
     }
 
     fn site(&self) -> Site<'_> {
@@ -357,13 +380,18 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
         return;
     };
     let io = &mut conn.io;
+    // On TLS, the plaintext that the completed send carried (the log and the
+    // status page count what the handler sent, as on a plain connection).
+    let sent = match (&mut io.tls, &mut packet.op) {
+        (Some(tls), Op::Send(s)) => tls.sent(std::mem::take(&mut s.buf)),
+        (_, Op::Recv(_)) => 0,
+        _ => packet.bytes,
+    };
     if let Some(req) = io.req.as_mut() {
-        if !matches!(packet.op, Op::Recv(_)) {
-            req.bytes += packet.bytes;
-        }
+        req.bytes += sent;
     }
     if let Some(t) = &io.transfer {
-        t.add(packet.bytes);
+        t.add(sent);
     }
     if let Err(e) = &packet.status {
         debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
@@ -375,6 +403,35 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
         return;
     }
     match packet.op {
+        Op::Recv(r) if io.tls.is_some() => {
+            if packet.bytes == 0 {
+                io.eof = true;
+            } else if let Some(tls) = io.tls.as_mut() {
+                let handshaking = tls.handshaking();
+                let absorbed = tls.absorb(&r.buf, &mut io.inbuf);
+                if let Some(m) = &io.shared.obs.metrics {
+                    match &absorbed {
+                        Ok(a) if a.handshake_done => m.handshake(true),
+                        Err(_) if handshaking => m.handshake(false),
+                        _ => {}
+                    }
+                }
+                match absorbed {
+                    Ok(a) => io.eof |= a.closed,
+                    Err(Refused::PlainHttp) => {
+                        plain_http_on_tls(port, conn, &r.buf);
+                        return;
+                    }
+                    Err(Refused::Bad(why)) => {
+                        debug!(conn = packet.key, peer = ?io.peer, "TLS: {why}: closing");
+                        if let Some(m) = &io.shared.obs.metrics {
+                            m.error(ErrorKind::Io, 1);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
         Op::Recv(r) => {
             io.inbuf = r.buf;
             if packet.bytes == 0 {
@@ -416,7 +473,25 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
 fn drive(port: &Port, mut conn: Box<Conn>) {
     loop {
         let Conn { proto, io } = &mut *conn;
+        if let Some(tls) = io.tls.as_mut() {
+            if tls.wants_write() {
+                // Handshake messages, tickets: before anything else. The
+                // handshake counts against the header timeout.
+                let wait = if tls.handshaking() {
+                    Wait::Header
+                } else {
+                    Wait::Sending
+                };
+                let op = Op::Send(Send::new(&io.handle, tls.output()));
+                submit(port, conn, op, wait);
+                return;
+            }
+        }
         let step = match proto {
+            Proto::Unknown if io.tls.is_none() && io.inbuf.first() == Some(&tls::HANDSHAKE) => {
+                info!(peer = ?io.peer, "a TLS handshake on a plain port: closing");
+                return;
+            }
             Proto::Unknown => {
                 *proto = match detect(&io.inbuf) {
                     Detected::Http => Proto::Http,
@@ -442,7 +517,18 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
         };
         match step {
             Step::Again => continue,
-            Step::Close => return,
+            Step::Close => {
+                // On TLS, a `close_notify` first, so that the client can tell
+                // the end from a cut.
+                if let Some(tls) = io.tls.as_mut() {
+                    if !io.shared.live.gate.draining() && tls.close_notify() {
+                        io.close_after = true;
+                        let op = Op::Send(Send::new(&io.handle, tls.output()));
+                        submit(port, conn, op, Wait::Sending);
+                    }
+                }
+                return;
+            }
             Step::Recv => {
                 if io.eof || io.shared.live.gate.draining() {
                     return;
@@ -452,14 +538,7 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 } else {
                     Wait::Header
                 };
-                let mut buf = std::mem::take(&mut io.inbuf);
-                if buf.is_empty() {
-                    // Between requests the connection keeps no memory: the pooled
-                    // receive takes a buffer from the worker's pool only when bytes
-                    // arrive.
-                    buf = Vec::new();
-                }
-                let op = Op::Recv(Recv::pooled(&io.handle, buf));
+                let op = recv_op(io);
                 submit(port, conn, op, wait);
                 return;
             }
@@ -470,6 +549,12 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 }
                 if let Some(name) = reply.name {
                     io.transfer_pieces(&name, &pieces);
+                }
+                let mut pieces = pieces;
+                if let (Proto::Http, Some(_), Some(hsts)) =
+                    (&proto, &io.tls, &io.shared.settings.hsts)
+                {
+                    tls::add_header(&mut pieces, hsts);
                 }
                 // The head's length, for the access log and the status page
                 // (they count body bytes); not looked for when neither is on.
@@ -516,14 +601,48 @@ fn drive_recv(port: &Port, mut conn: Box<Conn>) {
     } else {
         Wait::Idle
     };
-    let mut buf = std::mem::take(&mut io.inbuf);
+    let op = recv_op(io);
+    submit(port, conn, op, wait);
+}
+
+/// The next receive: into the input (plaintext) on a plain connection, into a
+/// fresh buffer (ciphertext, fed to the session when it completes) on TLS.
+fn recv_op(io: &mut Io) -> Op {
+    let mut buf = if io.tls.is_some() {
+        Vec::new()
+    } else {
+        std::mem::take(&mut io.inbuf)
+    };
     if buf.is_empty() {
         // Between requests the connection keeps no memory: the pooled receive
         // takes a buffer from the worker's pool only when bytes arrive.
         buf = Vec::new();
     }
-    let op = Op::Recv(Recv::pooled(&io.handle, buf));
-    submit(port, conn, op, wait);
+    Op::Recv(Recv::pooled(&io.handle, buf))
+}
+
+/// Plain HTTP on a TLS port: nginx's `400` in plain text, then close.
+fn plain_http_on_tls(port: &Port, mut conn: Box<Conn>, received: &[u8]) {
+    let io = &mut conn.io;
+    io.tls = None;
+    io.http = true;
+    let line_end = received
+        .iter()
+        .take(8192)
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(received.len().min(8192));
+    io.begin(&received[..line_end], 400);
+    let reply = tls::plain_http_reply();
+    if let Some(req) = io.req.as_mut() {
+        req.head = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(0, |p| p as u64 + 4);
+    }
+    io.pending = VecDeque::from([Piece::Bytes(reply)]);
+    io.close_after = true;
+    conn.proto = Proto::Http;
+    submit_piece(port, conn);
 }
 
 /// Sends the next piece of the reply in flight.
@@ -536,6 +655,20 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
             submit(port, conn, op, Wait::Paced);
             return;
         }
+    }
+    if let Some(tls) = io.tls.as_mut() {
+        if io.pending.is_empty() {
+            return;
+        }
+        let last = io.close_after;
+        match tls.encrypt_next(&mut io.pending, io.file.as_deref(), last) {
+            Ok(out) => {
+                let op = Op::Send(Send::new(&io.handle, out));
+                submit(port, conn, op, Wait::Sending);
+            }
+            Err(e) => debug!(conn = io.handle.key(), "TLS: {e}: closing"),
+        }
+        return;
     }
     let op = match io.pending.pop_front() {
         None => return,

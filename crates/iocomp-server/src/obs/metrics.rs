@@ -42,6 +42,8 @@ pub(crate) struct Metrics {
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
+    /// TLS handshakes completed, failed.
+    handshakes: [AtomicU64; 2],
 }
 
 /// Gauges read at scrape time.
@@ -51,6 +53,8 @@ pub(crate) struct Gauges<'a> {
     pub(crate) metrics_connections: u64,
     pub(crate) transfers: u64,
     pub(crate) rate_limit: u64,
+    /// The kernel has kernel TLS (probed at start; reported only).
+    pub(crate) ktls: bool,
 }
 
 impl Metrics {
@@ -63,6 +67,7 @@ impl Metrics {
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             errors: Default::default(),
+            handshakes: Default::default(),
         }
     }
 
@@ -88,6 +93,13 @@ impl Metrics {
     /// Something went wrong.
     pub(crate) fn error(&self, kind: ErrorKind, n: u64) {
         self.errors[kind as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A TLS handshake completed (`ok`) or failed. Every TLS connection
+    /// encrypts in user space (kernel TLS is not used), so the completed
+    /// handshakes are also the connections on that path.
+    pub(crate) fn handshake(&self, ok: bool) {
+        self.handshakes[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The whole exposition.
@@ -173,6 +185,23 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        o.push_str("# HELP iocomp_tls_handshakes_total TLS handshakes, by result.\n");
+        o.push_str("# TYPE iocomp_tls_handshakes_total counter\n");
+        for (i, result) in ["ok", "failed"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "iocomp_tls_handshakes_total{{result=\"{result}\"}} {}",
+                self.handshakes[i].load(Ordering::Relaxed)
+            );
+        }
+        o.push_str("# HELP iocomp_tls_connections_total TLS connections after their handshake, by where records are encrypted.\n");
+        o.push_str("# TYPE iocomp_tls_connections_total counter\n");
+        let user = self.handshakes[0].load(Ordering::Relaxed);
+        let _ = writeln!(o, "iocomp_tls_connections_total{{mode=\"user\"}} {user}");
+        let _ = writeln!(o, "iocomp_tls_connections_total{{mode=\"kernel\"}} 0");
+        o.push_str("# HELP iocomp_ktls_available Whether the kernel has kernel TLS (probed at start; not used yet).\n");
+        o.push_str("# TYPE iocomp_ktls_available gauge\n");
+        let _ = writeln!(o, "iocomp_ktls_available {}", u8::from(g.ktls));
         o.push_str("# HELP iocomp_backend_info The engine backend in use.\n");
         o.push_str("# TYPE iocomp_backend_info gauge\n");
         let _ = writeln!(o, "iocomp_backend_info{{backend=\"{}\"}} 1", g.backend);
@@ -205,6 +234,7 @@ mod tests {
             metrics_connections: 1,
             transfers: 0,
             rate_limit: 0,
+            ktls: false,
         });
         for want in [
             "iocomp_requests_total{protocol=\"http\",status=\"200\"} 1\n",

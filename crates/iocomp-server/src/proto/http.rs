@@ -151,6 +151,9 @@ fn respond(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
         head_only: matches!(req.method, Method::Head),
         date: date(),
     };
+    if let (Some(port), false) = (conn.site().settings.https_redirect, conn.secure()) {
+        return to_https(conn, req, &cx, port);
+    }
     match req.method {
         Method::Get | Method::Head => {}
         Method::Options => {
@@ -177,6 +180,47 @@ fn respond(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
         return directory(conn, req, &cx, &name, opened);
     }
     file(conn, req, &cx, &name, opened)
+}
+
+/// Plain HTTP with an HTTPS redirect configured: `301` to the same host,
+/// path and query over HTTPS on `port`; a host that is not a plain name or
+/// address (or none, on HTTP/1.0) gets `400`.
+fn to_https(conn: &mut dyn Connection, req: &Request<'_>, cx: &Ctx, port: u16) -> Step {
+    let host = req.host.unwrap_or_default();
+    // The host without its port: `[v6]` keeps its brackets.
+    let name = match host.first() {
+        Some(b'[') => match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => &[][..],
+        },
+        _ => host.split(|&b| b == b':').next().unwrap_or_default(),
+    };
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-._[]:".contains(b);
+    if name.is_empty() || !name.iter().all(plain) {
+        return error(conn, cx, 400, None);
+    }
+    let mut location = String::from("https://");
+    location.push_str(&String::from_utf8_lossy(name));
+    if port != 443 {
+        location.push_str(&format!(":{port}"));
+    }
+    if req.path.first() == Some(&b'/') {
+        location.push_str(&String::from_utf8_lossy(req.path));
+    } else {
+        location.push('/');
+    }
+    if let Some(q) = req.query {
+        location.push('?');
+        location.push_str(&String::from_utf8_lossy(q));
+    }
+    status(conn, 301);
+    let mut out = Vec::with_capacity(256);
+    Head::new(&mut out, 301, &cx.date)
+        .location(&location)
+        .content_length(0)
+        .connection(cx.version, cx.keep_alive)
+        .finish();
+    reply(vec![Piece::Bytes(out)], !cx.keep_alive)
 }
 
 fn open_status(e: &OpenError) -> u16 {

@@ -162,6 +162,8 @@ pub(crate) trait Connection {
     fn over_limit(&self) -> bool;
     /// The server is shutting down: no keep-alive.
     fn draining(&self) -> bool;
+    /// The connection is encrypted (TLS): the request's scheme is `https`.
+    fn secure(&self) -> bool;
     /// The server, as handlers see it.
     fn site(&self) -> Site<'_>;
     /// Connections open now.

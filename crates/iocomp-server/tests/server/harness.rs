@@ -93,6 +93,24 @@ impl Running {
         Running { server: None, addr }
     }
 
+    /// Every address the server listens on, in order (plain, then TLS).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.server
+            .as_ref()
+            .map(|s| s.local_addrs().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The server itself.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("a server")
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.server.as_ref().map_or(0, |s| s.connections())
+    }
+
     /// The metrics listener's address.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.server

@@ -9,4 +9,5 @@ mod headers;
 mod hidden;
 mod listings;
 mod paths;
+mod tls;
 mod validators;

@@ -187,6 +187,7 @@ fn render_metrics(conn: &dyn Connection) -> String {
         metrics_connections: counts.admin,
         transfers: site.obs.transfers.as_ref().map_or(0, Transfers::count),
         rate_limit: site.settings.rate.map_or(0, |r| r.rate),
+        ktls: site.settings.ktls,
     })
 }
 

@@ -1,0 +1,793 @@
+//! HTTPS and the line protocol inside TLS (issue 19): a CA and a leaf
+//! certificate for `localhost` are made at test time (rcgen); curl (`--cacert`)
+//! and a rustls client talk to a TLS listener beside a plain one. What the
+//! clients get must be what a plain connection gets, byte for byte.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iocomp_server::{CertFiles, Config};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, RootCertStore,
+    SignatureScheme, StreamOwned,
+};
+
+use crate::harness::{Running, Tree};
+
+/// A test CA and a leaf certificate it signed for `localhost` and
+/// `127.0.0.1`, written as PEM files beside the served root.
+struct Pki {
+    ca_pem: PathBuf,
+    ca_der: CertificateDer<'static>,
+    leaf_der: CertificateDer<'static>,
+    files: CertFiles,
+}
+
+fn pki(tree: &Tree) -> Pki {
+    pki_for(tree, "pki", &["localhost", "127.0.0.1"])
+}
+
+/// A CA of its own and a leaf for `names`, in directory `tag`.
+fn pki_for(tree: &Tree, tag: &str, names: &[&str]) -> Pki {
+    let dir = tree.root.parent().unwrap().join(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "iocomp test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let (ca_pem, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    Pki {
+        ca_pem,
+        ca_der: ca.der().clone(),
+        leaf_der: leaf.der().clone(),
+        files: CertFiles { cert, key },
+    }
+}
+
+/// The tree served on a plain and a TLS listener; returns the TLS address.
+fn serve_tls(tree: &Tree, pki: &Pki, tune: impl FnOnce(&mut Config)) -> (Running, SocketAddr) {
+    let files = pki.files.clone();
+    let running = tree.serve(|c| {
+        c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls_certs = vec![files];
+        tune(c);
+    });
+    // The TLS listeners come after the plain ones.
+    let addrs = running.local_addrs();
+    assert_eq!(addrs.len(), 2, "one plain and one TLS listener: {addrs:?}");
+    let tls = addrs[1];
+    (running, tls)
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// curl with the test CA, resolving `localhost` to the TLS listener; fails
+/// loudly when curl is missing.
+fn curl(pki: &Pki, addr: SocketAddr, args: &[&str]) -> (Vec<u8>, String) {
+    let out = Command::new("curl")
+        .arg("--silent")
+        .arg("--show-error")
+        .arg("--max-time")
+        .arg("60")
+        .arg("--cacert")
+        .arg(&pki.ca_pem)
+        .arg("--resolve")
+        .arg(format!("localhost:{}:127.0.0.1", addr.port()))
+        .args(args)
+        .output()
+        .expect("curl must be installed to run the HTTPS tests");
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("https://localhost:{}{path}", addr.port())
+}
+
+fn client_config(pki: &Pki) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(client_config(pki), name).unwrap();
+    StreamOwned::new(conn, tcp)
+}
+
+/// Reads until the server's `close_notify` (a cut without one is an error).
+fn read_to_close(s: &mut StreamOwned<ClientConnection, TcpStream>) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .expect("the server ends the session with close_notify");
+    out
+}
+
+/// Waits (generously) until the server has no open connection.
+fn wait_no_connections(running: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} connection(s) still open",
+            running.connections()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads until the peer closes or resets; true when it did within 30 s.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn curl_gets_exact_bodies_of_every_size() {
+    let tree = Tree::new("tls-sizes");
+    let big = bytes(3 * 1024 * 1024 + 17, 7);
+    let kib = bytes(1024, 3);
+    tree.file("empty", b"")
+        .file("kib", &kib)
+        .file("big.bin", &big);
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/empty")]);
+    assert!(body.is_empty());
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/kib")]);
+    assert_eq!(body, kib);
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/big.bin")]);
+    assert!(
+        body == big,
+        "the multi-MiB body differs ({} bytes)",
+        body.len()
+    );
+}
+
+#[test]
+fn curl_head_range_and_keep_alive() {
+    let tree = Tree::new("tls-head");
+    let data = bytes(10_000, 11);
+    tree.file("a.bin", &data).file("b.txt", b"second file\n");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+
+    let (head, _) = curl(&pki, addr, &["--head", &url(addr, "/a.bin")]);
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 10000\r\n"), "{head}");
+
+    let (part, _) = curl(
+        &pki,
+        addr,
+        &[
+            "--range",
+            "100-199",
+            "--write-out",
+            "%{http_code}",
+            &url(addr, "/a.bin"),
+        ],
+    );
+    assert_eq!(&part[..100], &data[100..200]);
+    assert_eq!(&part[100..], b"206");
+
+    // Two requests on one connection: curl reports one connect, then none.
+    let (out, _) = curl(
+        &pki,
+        addr,
+        &[
+            "--write-out",
+            "[%{http_code} %{num_connects}]",
+            &url(addr, "/b.txt"),
+            &url(addr, "/b.txt"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "second file\n[200 1]second file\n[200 0]"
+    );
+}
+
+#[test]
+fn line_protocol_inside_tls_matches_plain() {
+    let tree = Tree::new("tls-line");
+    let data = bytes(200_000, 5);
+    tree.file("one", &data).file("two", b"2\n");
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |_| {});
+    let names: [&[u8]; 3] = [b"one", b"missing", b"two"];
+    let plain = running.lines(&names);
+    assert!(
+        plain.windows(data.len()).any(|w| w == data),
+        "the plain reply carries the file"
+    );
+
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"one\nmissing\ntwo\n").unwrap();
+    s.flush().unwrap();
+    // The client's end of input: close_notify, then the TCP half-close.
+    s.conn.send_close_notify();
+    while s.conn.wants_write() {
+        s.conn.write_tls(&mut s.sock).unwrap();
+    }
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = read_to_close(&mut s);
+    assert!(
+        got == plain,
+        "TLS reply ({} B) != plain reply ({} B)",
+        got.len(),
+        plain.len()
+    );
+    assert_eq!(s.conn.alpn_protocol(), None, "no ALPN offered, none chosen");
+}
+
+#[test]
+fn alpn_http11_and_keep_alive_with_rustls() {
+    let tree = Tree::new("tls-alpn");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let mut config = (*client_config(&pki)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let conn = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+        .unwrap();
+    let mut s = StreamOwned::new(conn, tcp);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_to_close(&mut s);
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    assert!(text.ends_with("\r\n\r\nxyz"), "{text}");
+}
+
+#[test]
+fn plain_http_to_tls_port_gets_nginx_400() {
+    let tree = Tree::new("tls-plain");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(
+        text.contains("The plain HTTP request was sent to HTTPS port"),
+        "{text}"
+    );
+}
+
+#[test]
+fn client_hello_on_plain_port_is_closed() {
+    let tree = Tree::new("tls-on-plain");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (running, _addr) = serve_tls(&tree, &pki, |_| {});
+    // A real ClientHello from rustls to the plain listener: closed with
+    // nothing sent back (not answered as a line-protocol name).
+    let mut conn = ClientConnection::new(
+        client_config(&pki),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    assert_eq!(hello[0], 0x16, "a handshake record");
+    let mut s = TcpStream::connect(running.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&hello).unwrap();
+    let mut back = Vec::new();
+    match s.read_to_end(&mut back) {
+        Ok(_) => assert!(back.is_empty(), "nothing is sent back: {back:?}"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "closed: {e}"),
+    }
+    drop(s);
+    wait_no_connections(&running);
+}
+
+#[test]
+fn garbage_and_stalled_handshakes_are_cut_without_disturbing_others() {
+    let tree = Tree::new("tls-bad");
+    let data = bytes(500_000, 9);
+    tree.file("f", &data);
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |c| {
+        c.header_timeout = Duration::from_secs(2);
+    });
+
+    // A client that starts a handshake record and stalls in it.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    // One that connects and never says anything.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    // A garbage ClientHello: a handshake record whose body is nonsense.
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    let mut junk = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    junk.extend(bytes(0x40, 1));
+    garbage.write_all(&junk).unwrap();
+
+    // Meanwhile a good client is served in full.
+    let mut good = tls_connect(&pki, addr);
+    good.write_all(b"GET /f HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_to_close(&mut good);
+    assert!(got.ends_with(&data), "the good client gets the whole file");
+
+    assert!(closed_by_server(&mut garbage), "garbage ClientHello is cut");
+    assert!(closed_by_server(&mut stalled), "stalled handshake is cut");
+    assert!(closed_by_server(&mut silent), "silent client is cut");
+    drop((garbage, stalled, silent, good));
+    wait_no_connections(&running);
+}
+
+#[test]
+fn bad_certificate_or_key_file_is_named() {
+    let tree = Tree::new("tls-badcert");
+    let pki = pki(&tree);
+    let bogus = tree.root.parent().unwrap().join("bogus.pem");
+    std::fs::write(&bogus, "not PEM at all\n").unwrap();
+    let missing = tree.root.parent().unwrap().join("missing.pem");
+    let cases: [(&Path, &Path, &Path); 3] = [
+        (&bogus, &pki.files.key, &bogus),
+        (&pki.files.cert, &bogus, &bogus),
+        (&missing, &pki.files.key, &missing),
+    ];
+    for (cert, key, named) in cases {
+        let mut config = Config::new(&tree.root);
+        config.binds = vec![];
+        config.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
+        config.tls_certs = vec![CertFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }];
+        let err = match iocomp_server::Server::start(config) {
+            Ok(_) => panic!("a server with {cert:?}/{key:?} must not start"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(&named.display().to_string()),
+            "the error names {named:?}: {err}"
+        );
+    }
+}
+
+/// Accepts any certificate and records the leaf the server sent, so that a
+/// test can tell which of several certificates the server chose.
+#[derive(Debug)]
+struct Recorder {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    seen: Mutex<Option<Vec<u8>>>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The leaf certificate the server presents to a client that sends `name`
+/// (an IP address: no SNI at all), after a full handshake and one request.
+fn leaf_for(pki: &Pki, addr: SocketAddr, name: &str) -> Vec<u8> {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let recorder = Arc::new(Recorder {
+        inner,
+        seen: Mutex::new(None),
+    });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let conn = ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from(name.to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut s = StreamOwned::new(conn, tcp);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_to_close(&mut s);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let seen = recorder.seen.lock().unwrap().take();
+    seen.expect("a certificate was presented")
+}
+
+#[test]
+fn sni_chooses_the_certificate_and_the_first_is_the_default() {
+    let tree = Tree::new("tls-sni");
+    tree.file("x", b"x");
+    let first = pki_for(&tree, "first", &["localhost", "127.0.0.1"]);
+    let other = pki_for(&tree, "other", &["other.test", "*.wild.test"]);
+    let files = vec![first.files.clone(), other.files.clone()];
+    let running = tree.serve(|c| {
+        c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls_certs = files;
+    });
+    let addr = running.local_addrs()[1];
+    let (a, b) = (first.leaf_der.to_vec(), other.leaf_der.to_vec());
+    assert_ne!(a, b);
+    assert!(leaf_for(&first, addr, "localhost") == a, "SNI localhost");
+    assert!(leaf_for(&first, addr, "other.test") == b, "SNI other.test");
+    assert!(
+        leaf_for(&first, addr, "OTHER.test") == b,
+        "SNI is case-blind"
+    );
+    assert!(
+        leaf_for(&first, addr, "a.wild.test") == b,
+        "a wildcard name"
+    );
+    assert!(
+        leaf_for(&first, addr, "unknown.test") == a,
+        "an unknown name gets the first"
+    );
+    assert!(
+        leaf_for(&first, addr, "127.0.0.1") == a,
+        "no SNI gets the first"
+    );
+}
+
+#[test]
+fn reload_swaps_certificates_and_a_bad_file_keeps_the_old() {
+    let tree = Tree::new("tls-reload");
+    tree.file("x", b"x");
+    let old = pki_for(&tree, "old", &["localhost"]);
+    let new = pki_for(&tree, "new", &["localhost"]);
+    let files = old.files.clone();
+    let running = tree.serve(|c| {
+        c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls_certs = vec![files];
+    });
+    let addr = running.local_addrs()[1];
+    assert!(leaf_for(&old, addr, "localhost") == old.leaf_der.to_vec());
+
+    // A connection open across the reload keeps working.
+    let mut open = tls_connect(&old, addr);
+    open.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    open.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    std::fs::copy(&new.files.cert, &old.files.cert).unwrap();
+    std::fs::copy(&new.files.key, &old.files.key).unwrap();
+    running.server().reload_tls().expect("reload");
+    assert!(
+        leaf_for(&old, addr, "localhost") == new.leaf_der.to_vec(),
+        "new cert after reload"
+    );
+
+    std::fs::write(&old.files.key, "garbage\n").unwrap();
+    let err = running
+        .server()
+        .reload_tls()
+        .expect_err("a bad key fails the reload");
+    assert!(
+        err.to_string()
+            .contains(&old.files.key.display().to_string()),
+        "the error names the key file: {err}"
+    );
+    assert!(
+        leaf_for(&old, addr, "localhost") == new.leaf_der.to_vec(),
+        "the last good cert stays"
+    );
+
+    open.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let rest = read_to_close(&mut open);
+    assert_eq!(
+        String::from_utf8_lossy(&rest)
+            .matches("HTTP/1.1 200 OK")
+            .count(),
+        1,
+        "the second response on the old connection"
+    );
+}
+
+#[test]
+fn sessions_resume_on_tls13_and_tls12() {
+    let tree = Tree::new("tls-resume");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let conn =
+                ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
+                    .unwrap();
+            let mut s = StreamOwned::new(conn, tcp);
+            s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let got = read_to_close(&mut s);
+            assert!(got.ends_with(b"\r\n\r\nx"));
+            kinds.push(s.conn.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            "{version:?}"
+        );
+    }
+}
+
+#[test]
+fn metrics_count_handshakes_and_report_ktls() {
+    let tree = Tree::new("tls-metrics");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |c| {
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/x")]);
+    assert_eq!(body, b"x");
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    let mut junk = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    junk.extend(bytes(0x40, 2));
+    garbage.write_all(&junk).unwrap();
+    assert!(closed_by_server(&mut garbage));
+    let m = Running::at(running.metrics_addr()).get("/metrics", &[]);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("iocomp_tls_handshakes_total{result=\"ok\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("iocomp_tls_handshakes_total{result=\"failed\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("iocomp_tls_connections_total{mode=\"user\"} 1\n"),
+        "{text}"
+    );
+    let ktls = u8::from(running.server().ktls_available());
+    assert!(
+        text.contains(&format!("iocomp_ktls_available {ktls}\n")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_handshake_cut_at_every_byte_leaves_nothing_behind() {
+    let tree = Tree::new("tls-cut");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |_| {});
+    let mut conn = ClientConnection::new(
+        client_config(&pki),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    // The ClientHello cut after every byte count, then the client closes.
+    for n in 0..hello.len() {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&hello[..n]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(
+            closed_by_server(&mut s),
+            "cut after {n} bytes: the server closes"
+        );
+    }
+    // Cut after the whole ClientHello, with the server's flight unread.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&hello).unwrap();
+    drop(s);
+    wait_no_connections(&running);
+    // And the server still serves.
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/x")]);
+    assert_eq!(body, b"x");
+}
+
+#[test]
+fn hsts_is_sent_over_tls_only() {
+    let tree = Tree::new("tls-hsts");
+    tree.file("x", b"x").file("big", &bytes(100_000, 4));
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |c| {
+        c.hsts = Some(Duration::from_secs(31_536_000));
+    });
+    for (path, range) in [("/x", None), ("/big", Some("10-19")), ("/missing", None)] {
+        let mut args = vec!["--include"];
+        if let Some(r) = range {
+            args.extend(["--range", r]);
+        }
+        let u = url(addr, path);
+        args.push(&u);
+        let (out, _) = curl(&pki, addr, &args);
+        let text = String::from_utf8_lossy(&out);
+        let head = &text[..text.find("\r\n\r\n").expect("a head")];
+        assert!(
+            head.contains("\r\nStrict-Transport-Security: max-age=31536000"),
+            "{path}: {head}"
+        );
+        assert_eq!(
+            head.matches("Strict-Transport-Security").count(),
+            1,
+            "{head}"
+        );
+    }
+    let (body, _) = curl(&pki, addr, &["--range", "10-19", &url(addr, "/big")]);
+    assert_eq!(body, &bytes(100_000, 4)[10..20], "the body is untouched");
+    // RFC 6797 §7.2: never over plain HTTP.
+    let plain = running.get("/x", &[]);
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("strict-transport-security"), None);
+}
+
+#[test]
+fn plain_http_is_redirected_to_https_when_asked() {
+    let tree = Tree::new("tls-redirect");
+    tree.file("dir/x y", b"payload");
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, |c| {
+        c.https_redirect = Some(8443);
+    });
+    let r = running.get("/dir/x%20y?a=1", &[]);
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some("https://test:8443/dir/x%20y?a=1")
+    );
+    let r = running.request("HEAD", "/", &[]);
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://test:8443/"));
+    // HTTPS itself is served, never redirected.
+    let (body, _) = curl(&pki, addr, &[&url(addr, "/dir/x%20y")]);
+    assert_eq!(body, b"payload");
+    // The line protocol on the plain port is unaffected.
+    let line = running.lines(&[b"dir/x y"]);
+    assert!(
+        line.ends_with(b"payload"),
+        "{:?}",
+        String::from_utf8_lossy(&line)
+    );
+
+    // Port 443 is left out of the URL; the Host's own port is replaced.
+    let tree = Tree::new("tls-redirect-443");
+    let running = tree.serve(|c| c.https_redirect = Some(443));
+    let r = running.get("/a", &[]);
+    assert_eq!(r.header("location"), Some("https://test/a"));
+}
+
+#[test]
+fn redirect_uses_the_host_without_its_port() {
+    let tree = Tree::new("tls-redirect-host");
+    let running = tree.serve(|c| c.https_redirect = Some(443));
+    // The harness sends `Host: test`; an absolute-form target names its own.
+    let r = running.get("http://example.org:8080/p?q", &[]);
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://example.org/p?q"));
+    let r = running.get("http://[::1]:80/p", &[]);
+    assert_eq!(r.header("location"), Some("https://[::1]/p"));
+}
