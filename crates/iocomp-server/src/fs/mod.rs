@@ -84,6 +84,9 @@ struct Found {
     name: CString,
     /// The `RESOLVE_*` flags of that second resolution.
     resolve: u64,
+    /// The whole name was resolved from the root in one go, crossing no
+    /// symlink (what the open-file cache requires of what it keeps).
+    plain: bool,
 }
 
 /// Where a [`Found`] object is opened again from.
@@ -112,7 +115,8 @@ pub struct Root {
     fd: OwnedFd,
     /// The policy for names under the root.
     opts: PathOptions,
-    /// Open regular files, revalidated on every hit.
+    /// Open regular files, revalidated under the policy on every hit (after
+    /// `valid`, if set).
     cache: Option<FileCache>,
 }
 
@@ -205,7 +209,8 @@ impl Root {
     }
 
     /// Keeps up to `entries` regular files open between requests (each hit
-    /// re-checked with one `fstatat`; see the `cache` module), closing those
+    /// re-checked by resolving its name again under the policy without
+    /// following any symlink, and comparing; see the `cache` module), closing those
     /// unused for `idle` at each [`Root::prune_cache`]. 0 entries: no cache.
     pub fn with_cache(self, entries: usize, idle: std::time::Duration) -> Root {
         self.with_cache_valid(entries, idle, std::time::Duration::ZERO)
@@ -285,9 +290,7 @@ impl Root {
             return false;
         }
         if let Some(cache) = &self.cache {
-            if let Some((_, meta, _)) =
-                cache.get(self.fd.as_fd(), &name.rel, !self.opts.no_symlinks)
-            {
+            if let Some((_, meta, _)) = cache.get(self.fd.as_fd(), &name.rel) {
                 return meta.is_file();
             }
         }
@@ -297,12 +300,10 @@ impl Root {
     }
 
     /// Opens `name` through the open-file cache: a hit that still matches the
-    /// name costs one `fstatat`; a regular file opened afresh is remembered.
+    /// name costs one `openat2(O_PATH)` and one `fstat`; a regular file opened afresh is remembered.
     fn open_cached(&self, name: Name) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
-            if let Some((file, meta, body)) =
-                cache.get(self.fd.as_fd(), &name.rel, !self.opts.no_symlinks)
-            {
+            if let Some((file, meta, body)) = cache.get(self.fd.as_fd(), &name.rel) {
                 return Ok(Opened {
                     file,
                     len: meta.len(),
@@ -311,8 +312,10 @@ impl Root {
                 });
             }
         }
-        let mut opened = self.open_rel(&name.rel, name.dir)?;
-        if let (Some(cache), true) = (&self.cache, opened.meta.is_file()) {
+        let (mut opened, plain) = self.open_rel(&name.rel, name.dir)?;
+        // Only a name that resolved without crossing a symlink is kept: a hit
+        // is revalidated the same way (see the `cache` module).
+        if let (Some(cache), true, true) = (&self.cache, opened.meta.is_file(), plain) {
             opened.body = cache.put(name.rel, opened.file.clone(), opened.meta.clone());
         }
         Ok(opened)
@@ -320,8 +323,9 @@ impl Root {
 
     /// Resolves `rel` to an `O_PATH` descriptor, checks what it is, and only
     /// then opens a regular file or a directory for reading (`want_dir`: it
-    /// must be a directory).
-    fn open_rel(&self, rel: &CStr, want_dir: bool) -> Result<Opened, OpenError> {
+    /// must be a directory). Also says whether `rel` was resolved from the
+    /// root without crossing any symlink.
+    fn open_rel(&self, rel: &CStr, want_dir: bool) -> Result<(Opened, bool), OpenError> {
         let mut attempt = 1;
         loop {
             let found = self.resolve(rel)?;
@@ -358,12 +362,13 @@ impl Root {
                 clear_nonblock(file.as_fd()).map_err(OpenError::Io)?;
             }
             let len = meta.len();
-            return Ok(Opened {
+            let opened = Opened {
                 file: Arc::new(file),
                 len,
                 meta,
                 body: None,
-            });
+            };
+            return Ok((opened, found.plain));
         }
     }
 
@@ -371,19 +376,8 @@ impl Root {
     /// rule applied to every component crossed (see the module's page).
     fn resolve(&self, rel: &CStr) -> Result<Found, OpenError> {
         let path = libc::O_PATH | libc::O_CLOEXEC;
-        if self.opts.hidden || self.opts.no_symlinks {
-            let mut resolve = BENEATH;
-            if self.opts.no_symlinks {
-                resolve |= libc::RESOLVE_NO_SYMLINKS;
-            }
-            let fd = open_how(self.fd.as_fd(), rel, path, resolve).map_err(OpenError::from_open)?;
-            return Ok(Found {
-                fd,
-                at: At::Root,
-                name: rel.to_owned(),
-                resolve,
-            });
-        }
+        // First without crossing any symlink: the common case, and the only
+        // one the open-file cache keeps (it revalidates the same way).
         let resolve = BENEATH | libc::RESOLVE_NO_SYMLINKS;
         match open_how(self.fd.as_fd(), rel, path, resolve) {
             Ok(fd) => Ok(Found {
@@ -391,8 +385,22 @@ impl Root {
                 at: At::Root,
                 name: rel.to_owned(),
                 resolve,
+                plain: true,
             }),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => self.walk(rel),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !self.opts.no_symlinks => {
+                if !self.opts.hidden {
+                    return self.walk(rel);
+                }
+                let fd =
+                    open_how(self.fd.as_fd(), rel, path, BENEATH).map_err(OpenError::from_open)?;
+                Ok(Found {
+                    fd,
+                    at: At::Root,
+                    name: rel.to_owned(),
+                    resolve: BENEATH,
+                    plain: false,
+                })
+            }
             Err(e) => Err(OpenError::from_open(e)),
         }
     }
@@ -457,6 +465,7 @@ impl Root {
                 at: dirs.pop().map_or(At::Root, At::Parent),
                 name,
                 resolve: one,
+                plain: false,
             },
             None => {
                 let fd = match dirs.pop() {
@@ -469,6 +478,7 @@ impl Root {
                     at: At::Itself,
                     name: c".".to_owned(),
                     resolve: one,
+                    plain: false,
                 }
             }
         })
@@ -813,6 +823,46 @@ mod tests {
         std::fs::remove_file(t.root.join("l")).unwrap();
         symlink(&outside, t.root.join("l")).unwrap();
         assert!(matches!(root.open_file(b"l"), Err(OpenError::Forbidden)));
+    }
+
+    #[test]
+    fn a_cached_name_whose_directory_became_a_link_to_a_dot_directory_is_refused() {
+        let t = Tree::new("revcache");
+        t.file(b"docs/f", b"doc");
+        let root = t.open(false, false).with_cache(8, Duration::from_secs(60));
+        assert_eq!(got(&root, b"docs/f"), "3");
+        // The directory moves into a dot-directory, a link takes its place.
+        std::fs::rename(t.root.join("docs"), t.root.join(".private")).unwrap();
+        t.link(".private", "docs");
+        let uncached = t.open(false, false);
+        assert_eq!(
+            got(&uncached, b"docs/f"),
+            "forbidden",
+            "the policy refuses it"
+        );
+        assert_eq!(got(&root, b"docs/f"), "forbidden", "the cache must too");
+    }
+
+    #[test]
+    fn a_cached_name_whose_directory_became_a_link_outside_the_root_is_refused() {
+        let t = Tree::new("revcache2");
+        t.file(b"docs/f", b"doc");
+        let root = t.open(false, false).with_cache(8, Duration::from_secs(60));
+        assert_eq!(got(&root, b"docs/f"), "3");
+        std::fs::rename(t.root.join("docs"), t.base.join("moved")).unwrap();
+        t.link("../moved", "docs");
+        assert_eq!(got(&root, b"docs/f"), "forbidden", "outside the root");
+    }
+
+    #[test]
+    fn a_cached_name_whose_directory_became_a_link_is_refused_with_no_symlinks() {
+        let t = Tree::new("revcache3");
+        t.file(b"docs/f", b"doc");
+        let root = t.open(false, true).with_cache(8, Duration::from_secs(60));
+        assert_eq!(got(&root, b"docs/f"), "3");
+        std::fs::rename(t.root.join("docs"), t.root.join("real")).unwrap();
+        t.link("real", "docs");
+        assert_eq!(got(&root, b"docs/f"), "forbidden", "--no-symlinks");
     }
 
     #[test]
