@@ -7,6 +7,7 @@ mod admin;
 mod harness;
 mod headers;
 mod hidden;
+mod limits;
 mod listings;
 mod paths;
 mod validators;
