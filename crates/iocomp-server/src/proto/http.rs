@@ -363,11 +363,14 @@ fn file(
             .any(|enc| !candidates.contains(&Some(enc)) && conn.site().root.is_file(&sibling(enc)));
     let meta = &opened.meta;
     let len = opened.len;
-    let v = Validators::new(
+    let mut v = Validators::new(
         len,
         meta.mtime(),
         meta.mtime_nsec().clamp(0, 999_999_999) as u32,
     );
+    if let Some(e) = encoding {
+        v.etag = v.etag.variant(e.etag_tag());
+    }
     let cache = conn.site().settings.cache_control.clone();
     let head_fields = |h: &mut Head<'_>| {
         h.last_modified(v.last_modified)
