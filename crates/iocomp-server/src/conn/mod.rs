@@ -453,7 +453,7 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 }
                 let wait = if io.over_limit {
                     Wait::Refused
-                } else if io.inbuf.is_empty() && io.served {
+                } else if io.inbuf.is_empty() && io.served && !matches!(proto, Proto::Lingering) {
                     Wait::Idle
                 } else {
                     Wait::Header

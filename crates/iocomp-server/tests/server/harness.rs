@@ -93,6 +93,11 @@ impl Running {
         Running { server: None, addr }
     }
 
+    /// Connections the server has open now.
+    pub fn connections(&self) -> usize {
+        self.server.as_ref().map_or(0, Server::connections)
+    }
+
     /// The metrics listener's address.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.server

@@ -10,4 +10,5 @@ mod hidden;
 mod limits;
 mod listings;
 mod paths;
+mod timeouts;
 mod validators;
