@@ -30,10 +30,17 @@
 //! yields an `O_PATH` descriptor, which has no side effects on the object;
 //! `fstat` on it decides regular file, directory, or `NotRegular` (a FIFO, a
 //! socket, a device: never opened, so a writer blocked on a FIFO is not
-//! released). Only then is the object opened for reading, by the same
-//! components without symlinks (its parent and name, or the whole name), and
-//! the descriptor's device and inode compared with the `O_PATH` one's: a file
-//! swapped in between is caught (and retried), not served.
+//! released). Only then is the object opened for reading — that very inode,
+//! through the descriptor's `/proc/self/fd/N` link, so that nothing renamed
+//! onto the name in between (a FIFO swapped in by a renamer) is ever opened.
+//! Where `/proc` is not mounted (a chroot) that open fails and the object is
+//! opened by the same components without symlinks (its parent and name, or
+//! the whole name) instead; then a FIFO swapped onto the name in that window
+//! is opened (`O_NONBLOCK`: it does not block us, but it releases a writer
+//! waiting on it) before the device and inode comparison with the `O_PATH`
+//! descriptor catches the swap (retried, never served). The device and inode
+//! are compared either way. This one open is the only use of `/proc`; name
+//! resolution and listings never need it.
 
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
@@ -347,8 +354,16 @@ impl Root {
             if is_dir {
                 flags |= libc::O_DIRECTORY;
             }
-            let fd = open_how(at, name, flags, found.resolve).map_err(OpenError::from_open)?;
-            let file = File::from(fd);
+            #[cfg(test)]
+            tests::in_reopen_window();
+            let file = match reopen(found.fd.as_fd(), flags) {
+                Some(file) => file,
+                None => {
+                    let fd =
+                        open_how(at, name, flags, found.resolve).map_err(OpenError::from_open)?;
+                    File::from(fd)
+                }
+            };
             let meta = file.metadata().map_err(OpenError::Io)?;
             if meta.dev() != st.st_dev || meta.ino() != st.st_ino {
                 // Replaced between the two opens: resolve it again.
@@ -540,6 +555,23 @@ fn open_how(
     }
 }
 
+/// Opens the very object `path_fd` (an `O_PATH` descriptor) refers to for
+/// reading, through its `/proc/self/fd` link: no name is resolved again, so
+/// nothing renamed onto the name meanwhile (a FIFO) can be opened. `None`
+/// when that fails (no `/proc` mounted, in a chroot, or any error): the
+/// caller then opens by name, and checks the inode.
+fn reopen(path_fd: BorrowedFd<'_>, flags: libc::c_int) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    let link = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
+    // std adds O_CLOEXEC and sets the access mode from `read`.
+    let extra = flags & !(libc::O_ACCMODE | libc::O_CLOEXEC);
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(extra)
+        .open(link)
+        .ok()
+}
+
 /// `fstat` of a descriptor (an `O_PATH` one too).
 fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, OpenError> {
     sys::fstatat(fd, c"", libc::AT_EMPTY_PATH).map_err(OpenError::Io)
@@ -562,6 +594,77 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    thread_local! {
+        /// Run once, on this thread, between the `O_PATH` resolution and the
+        /// open for reading: a test's stand-in for a concurrent renamer.
+        static REOPEN_WINDOW: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn in_reopen_window() {
+        if let Some(f) = REOPEN_WINDOW.with(|w| w.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    /// Whether the thread `task` (`/proc/<pid>/task/<tid>`) is asleep in
+    /// `openat` (a FIFO writer waiting for a reader).
+    fn asleep_in_openat(task: &std::path::Path) -> bool {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        let call = std::fs::read_to_string(task.join("syscall")).unwrap_or_default();
+        state == Some('S') && call.starts_with(&format!("{} ", libc::SYS_openat))
+    }
+
+    #[test]
+    fn a_fifo_swapped_onto_the_name_after_resolution_is_never_opened() {
+        let t = Tree::new("fifoswap");
+        t.file(b"f", b"regular");
+        let fifo = t.base.join("fifo");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        sys::mkfifo(&c, 0o644).unwrap();
+        // A writer blocked opening the FIFO: any reader's open wakes it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let me = std::fs::read_link("/proc/thread-self").unwrap();
+            tx.send(PathBuf::from("/proc").join(me)).unwrap();
+            drop(std::fs::OpenOptions::new().write(true).open(&path));
+        });
+        let task = rx.recv().unwrap();
+        let start = std::time::Instant::now();
+        while !asleep_in_openat(&task) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the writer never blocked"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A renamer swaps the FIFO onto the name right after its resolution.
+        let (from, to) = (fifo.clone(), t.root.join("f"));
+        REOPEN_WINDOW.with(|w| {
+            *w.borrow_mut() = Some(Box::new(move || std::fs::rename(from, to).unwrap()));
+        });
+        let root = t.open(false, false);
+        let got = got(&root, b"f");
+        assert!(got == "7" || got == "not a regular file", "{got}");
+        let still = asleep_in_openat(&task);
+        // Release the writer ourselves.
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(t.root.join("f"))
+            .unwrap();
+        writer.join().unwrap();
+        drop(reader);
+        assert!(
+            still,
+            "the server opened the FIFO for reading (its writer woke)"
+        );
+    }
 
     /// A temporary tree: `<base>/root` is served, `<base>/outside` is not.
     struct Tree {
