@@ -35,6 +35,9 @@ const MAX_LISTING: usize = 10_000;
 /// Bytes a listing body holds at most.
 const MAX_LISTING_BYTES: usize = 4 << 20;
 
+/// A listing body shorter than this is sent with its head, in one `send`.
+const SMALL_LISTING: usize = 16 * 1024;
+
 /// The next step for an HTTP connection.
 pub(crate) fn step(conn: &mut dyn Connection) -> Step {
     let buf = std::mem::take(conn.input());
@@ -269,8 +272,12 @@ fn directory(
         head.header("X-Listing-Cut", format!("{shown} of {total}").as_bytes());
     }
     head.connection(cx.version, cx.keep_alive).finish();
-    // Head and body apart: the body is not copied behind the head.
+    // A small body goes behind the head, in one send; a large one apart (not
+    // copied).
     let pieces = if cx.head_only || body.is_empty() {
+        vec![Piece::Bytes(out)]
+    } else if body.len() < SMALL_LISTING {
+        out.extend_from_slice(&body);
         vec![Piece::Bytes(out)]
     } else {
         vec![Piece::Bytes(out), Piece::Bytes(body)]
@@ -311,9 +318,12 @@ fn render_listing(
         kept.sort_unstable_by(|a, b| listing::compare(&view(a), &view(b), sort));
         kept.truncate(MAX_LISTING);
     }
+    // By name, the order needs only names and kinds: only the entries kept
+    // are stat'ed (one that vanished meanwhile is left out).
+    let by_name = sort.key == listing::SortKey::Name;
     let mut kept: Vec<dir::Entry> = Vec::new();
     let mut total = 0;
-    dir::each(dir, hidden, |e| {
+    dir::each(dir, hidden, !by_name, |e| {
         total += 1;
         kept.push(e);
         if kept.len() >= 2 * MAX_LISTING {
@@ -321,6 +331,14 @@ fn render_listing(
         }
     })?;
     keep_first(&mut kept, sort);
+    if by_name {
+        kept = kept
+            .iter()
+            .filter_map(|e| dir::stat(dir, &e.name))
+            .collect();
+        // A kind that changed meanwhile moves its entry.
+        keep_first(&mut kept, sort);
+    }
     let mut list: Vec<listing::Entry<'_>> = kept.iter().map(view).collect();
     let mut body = Vec::with_capacity(1024 + 160 * list.len());
     let shown = if json {
