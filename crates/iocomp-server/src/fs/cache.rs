@@ -52,7 +52,15 @@ struct Entry {
     used: u64,
     /// When the name was last checked against the file (ms since the epoch).
     checked: u64,
+    /// Which precompressed siblings are regular files (a bit per suffix the
+    /// caller asked about), and the stamp of the directory they were looked
+    /// for in: valid while the directory is unchanged.
+    siblings: Option<(DirStamp, u8)>,
 }
+
+/// What changes when a name in a directory is added, removed or renamed:
+/// the directory's identity and its modification and change times.
+pub(crate) type DirStamp = [i64; 6];
 
 struct Shard {
     map: HashMap<CString, Entry>,
@@ -171,9 +179,28 @@ impl FileCache {
                 body: body.clone(),
                 used: now,
                 checked: now,
+                siblings: None,
             },
         );
         body
+    }
+
+    /// The sibling bits kept with `rel`'s entry, if they were found while its
+    /// directory had `stamp`.
+    pub(crate) fn siblings(&self, rel: &CStr, stamp: &DirStamp) -> Option<u8> {
+        let shard = self.shard(rel);
+        match shard.map.get(rel)?.siblings {
+            Some((s, bits)) if s == *stamp => Some(bits),
+            _ => None,
+        }
+    }
+
+    /// Keeps the sibling bits of `rel` (if it has an entry), found while its
+    /// directory had `stamp`.
+    pub(crate) fn set_siblings(&self, rel: &CStr, stamp: DirStamp, bits: u8) {
+        if let Some(e) = self.shard(rel).map.get_mut(rel) {
+            e.siblings = Some((stamp, bits));
+        }
     }
 
     /// Closes entries unused for longer than the idle limit.

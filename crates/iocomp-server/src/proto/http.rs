@@ -363,9 +363,20 @@ fn file(
         sibling.extend_from_slice(enc.suffix().as_bytes());
         sibling
     };
+    // Which siblings exist (kept in the open-file cache with the file's entry
+    // while its directory is unchanged): only those are opened.
+    let suffixes = Encoding::ALL.map(Encoding::suffix);
+    let present = conn.site().root.sibling_files(name, &suffixes);
+    let has = |enc: Encoding| {
+        let i = Encoding::ALL.iter().position(|&e| e == enc).unwrap_or(0);
+        present & 1 << i != 0
+    };
     let mut encoding = None;
     let candidates = encoding::choose(req.accept_encoding);
     for enc in candidates.into_iter().flatten() {
+        if !has(enc) {
+            continue;
+        }
         if let Ok(o) = conn.site().root.open_file(&sibling(enc)) {
             opened = o;
             encoding = Some(enc);
@@ -375,10 +386,7 @@ fn file(
     // A file with a sibling varies on Accept-Encoding, whatever this client
     // accepts: a cache must not hand this answer to a client that accepts
     // another encoding.
-    let varies = encoding.is_some()
-        || Encoding::ALL
-            .into_iter()
-            .any(|enc| !candidates.contains(&Some(enc)) && conn.site().root.is_file(&sibling(enc)));
+    let varies = encoding.is_some() || present != 0;
     let meta = &opened.meta;
     let len = opened.len;
     let mut v = Validators::new(
