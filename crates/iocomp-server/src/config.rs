@@ -55,8 +55,8 @@ pub struct Config {
     /// HTTP directory listings (when a directory has no `index.html`).
     pub listing: bool,
     /// Regular files kept open between requests (0: none), small ones with
-    /// their contents; a hit is re-checked with one `fstatat` once
-    /// `open_file_cache_valid` has passed; capped at a quarter of the
+    /// their contents; a hit is re-checked under the path policy (one
+    /// `openat2(O_PATH)` and `fstat`) once `open_file_cache_valid` has passed; capped at a quarter of the
     /// descriptor limit; an entry unused for 3 s is closed.
     pub open_file_cache: usize,
     /// How long a cached file is used without checking that its name still
@@ -70,7 +70,8 @@ pub struct Config {
     /// Bytes each reply sends at full speed before `rate_limit` applies.
     pub rate_limit_after: u64,
     /// Open connections one client address may have (0: no limit); more are
-    /// answered `503`/`busy` on their first request and closed.
+    /// answered `503`/`busy` on their first request and closed (a silent one
+    /// after at most a second); they take no `max_conns` slot meanwhile.
     pub max_conns_per_ip: usize,
     /// Where to serve `/metrics`, `/status.json` and the status page `/`
     /// (none by default).

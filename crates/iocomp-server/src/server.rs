@@ -314,13 +314,46 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
             if gate.refusing() {
                 return; // dropping the socket closes it
             }
+            let admin = gate.is_admin(index);
+            let mut per_ip_ok = None;
+            if let (false, Some(per_ip), Some(peer)) = (admin, &shared.live.per_ip, a.peer) {
+                per_ip_ok = Some(per_ip.acquire(peer.ip()).then_some(peer.ip()));
+            }
+            if let Some(None) = per_ip_ok {
+                // Over --max-conns-per-ip: no --max-conns slot, a budget of
+                // its own and a short deadline, so it never keeps others out.
+                if let Some(m) = &shared.obs.metrics {
+                    m.error(ErrorKind::PerIpLimit, 1);
+                }
+                if let Some(id) = gate.open_refused() {
+                    debug!(conn = id, peer = ?a.peer, "over --max-conns-per-ip: refusing");
+                    let handle = port.associate(sock, id);
+                    let watch = shared.live.registry.insert(id);
+                    let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), false);
+                    // On a TLS listener the refusal is answered inside TLS.
+                    let tls = match (gate.is_tls(index), &shared.settings.tls) {
+                        (true, Some(config)) => conn.start_tls(config),
+                        _ => Ok(()),
+                    };
+                    match tls {
+                        Ok(()) => {
+                            conn.refuse_over_limit();
+                            conn::start(port, conn);
+                        }
+                        Err(e) => warn!("cannot start a TLS session: {e}"),
+                    }
+                } else {
+                    debug!(peer = ?a.peer, "over --max-conns-per-ip, too many refused: closing");
+                }
+                gate.next(port, index, gate.active());
+                return;
+            }
             let (id, active) = gate.open(index);
             debug!(conn = id, peer = ?a.peer, "accepted");
             // Best effort: a socket that refuses it still works.
             let _ = listener::set_nodelay(&sock);
             let handle = port.associate(sock, id);
             let watch = shared.live.registry.insert(id);
-            let admin = gate.is_admin(index);
             let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), admin);
             if gate.is_tls(index) {
                 if let Some(config) = &shared.settings.tls {
@@ -332,16 +365,8 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
                     }
                 }
             }
-            if let (false, Some(per_ip), Some(peer)) = (admin, &shared.live.per_ip, a.peer) {
-                if per_ip.acquire(peer.ip()) {
-                    conn.count_per_ip(peer.ip());
-                } else {
-                    debug!(conn = id, peer = ?a.peer, "over --max-conns-per-ip: refusing");
-                    conn.refuse_over_limit();
-                    if let Some(m) = &shared.obs.metrics {
-                        m.error(ErrorKind::PerIpLimit, 1);
-                    }
-                }
+            if let Some(Some(ip)) = per_ip_ok {
+                conn.count_per_ip(ip);
             }
             conn::start(port, conn);
             gate.next(port, index, active);

@@ -19,10 +19,22 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// Calls the libc function `$fn` with the given arguments inside `unsafe`, and
 /// turns a negative return into `Err(errno)`. The caller states, in a `SAFETY`
 /// comment on the invocation, why the call is sound.
+///
+/// Each argument is evaluated first, in order, into a local of its own
+/// (outside the `unsafe` block: an argument expression can never hide an
+/// unsafe operation of its own); only the call itself is `unsafe`. Macro
+/// hygiene keeps the locals, all spelled `arg`, apart.
 macro_rules! syscall {
-    ($fn: ident ( $($arg: expr),* $(,)? ) ) => {{
+    ($fn: ident ( $($arg: expr),* $(,)? ) ) => {
+        syscall!(@bind $fn [] $($arg,)*)
+    };
+    (@bind $fn: ident [$($bound: ident)*] $head: expr, $($rest: expr,)*) => {{
+        let arg = $head;
+        syscall!(@bind $fn [$($bound)* arg] $($rest,)*)
+    }};
+    (@bind $fn: ident [$($bound: ident)*]) => {{
         // SAFETY: the invocation's own SAFETY comment argues for this call.
-        let res = unsafe { libc::$fn($($arg, )*) };
+        let res = unsafe { libc::$fn($($bound),*) };
         if res < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -297,4 +309,20 @@ pub(crate) fn mkfifo(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated and outlives the call, which only reads it.
     syscall!(mkfifo(path.as_ptr(), mode))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn syscall_evaluates_each_argument_once_in_order() {
+        let mut order = Vec::new();
+        let mut next = |v: libc::c_int| {
+            order.push(v);
+            v
+        };
+        // SAFETY: fcntl(F_GETFD) on an invalid descriptor touches no memory.
+        let res = syscall!(fcntl(next(-1), next(libc::F_GETFD)));
+        assert_eq!(res.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert_eq!(order, [-1, libc::F_GETFD]);
+    }
 }

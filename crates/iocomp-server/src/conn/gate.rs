@@ -2,6 +2,11 @@
 //! connections against `--max-conns` (accepting pauses at the limit and
 //! resumes when a connection closes), and the drain at shutdown (no new
 //! accepts; a wake-up when the last connection closes).
+//!
+//! A connection over `--max-conns-per-ip` takes no `--max-conns` slot: it is
+//! counted on a small budget of its own ([`REFUSED_MAX`]; beyond it, it is
+//! closed at once) until it is answered and closed, so one address can never
+//! keep every other out.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,6 +15,10 @@ use std::time::{Duration, Instant};
 
 use iocomp::{Accept, Handle, OpId, Port};
 use tracing::{debug, warn};
+
+/// Connections over `--max-conns-per-ip` kept open at once, to be answered
+/// `503`/`busy` (or closed after a short deadline); more are closed at once.
+pub(crate) const REFUSED_MAX: usize = 64;
 
 /// The server's listeners and connection slots.
 pub(crate) struct Gate {
@@ -22,6 +31,8 @@ pub(crate) struct Gate {
     admin_active: AtomicUsize,
     next_conn: AtomicU64,
     active: AtomicUsize,
+    /// Connections over `--max-conns-per-ip` open now (not in `active`).
+    refused: AtomicUsize,
     max_conns: usize,
     draining: AtomicBool,
     /// Listeners whose accept is parked because of `max_conns`.
@@ -45,6 +56,7 @@ impl Gate {
             admin_active: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             active: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
             max_conns: max_conns.max(1),
             draining: AtomicBool::new(false),
             paused: Mutex::new(Vec::new()),
@@ -129,6 +141,27 @@ impl Gate {
         (id, active)
     }
 
+    /// A connection over `--max-conns-per-ip` is accepted: its key, or `None`
+    /// when [`REFUSED_MAX`] of them are open already (close it at once). It
+    /// does not count against `--max-conns`.
+    pub(crate) fn open_refused(&self) -> Option<u64> {
+        if self.refused.fetch_add(1, Ordering::SeqCst) >= REFUSED_MAX {
+            self.refused.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A connection opened with [`Gate::open_refused`] is gone.
+    pub(crate) fn closed_refused(&self) {
+        let left =
+            self.refused.fetch_sub(1, Ordering::SeqCst) - 1 + self.active.load(Ordering::SeqCst);
+        if left == 0 && self.draining.load(Ordering::SeqCst) {
+            let _g = self.idle.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.idle.1.notify_all();
+        }
+    }
+
     /// After an accept on listener `index` that left `active` connections
     /// open: accepts again, or parks the listener at `--max-conns`.
     pub(crate) fn next(&self, port: &Port, index: usize, active: usize) {
@@ -155,7 +188,8 @@ impl Gate {
         if admin {
             self.admin_active.fetch_sub(1, Ordering::Relaxed);
         }
-        let left = self.active.fetch_sub(1, Ordering::SeqCst) - 1;
+        let left =
+            self.active.fetch_sub(1, Ordering::SeqCst) - 1 + self.refused.load(Ordering::SeqCst);
         let resume = self.paused.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(i) = resume {
             self.rearm(port, i);
@@ -194,7 +228,7 @@ impl Gate {
         let (lock, cv) = &self.idle;
         let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let left = self.active.load(Ordering::SeqCst);
+            let left = self.active.load(Ordering::SeqCst) + self.refused.load(Ordering::SeqCst);
             let now = Instant::now();
             if left == 0 || now >= deadline {
                 break;
@@ -205,7 +239,7 @@ impl Gate {
             };
         }
         drop(guard);
-        self.active.load(Ordering::SeqCst)
+        self.active.load(Ordering::SeqCst) + self.refused.load(Ordering::SeqCst)
     }
 }
 

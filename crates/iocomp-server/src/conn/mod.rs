@@ -362,7 +362,11 @@ impl Drop for Io {
         debug!(conn = self.handle.key(), peer = ?self.peer, "closed");
         let live = &self.shared.live;
         live.registry.remove(&self.watch, self.handle.key());
-        live.gate.closed(&self.port, self.admin);
+        if self.over_limit {
+            live.gate.closed_refused();
+        } else {
+            live.gate.closed(&self.port, self.admin);
+        }
     }
 }
 
@@ -533,7 +537,9 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 if io.eof || io.shared.live.gate.draining() {
                     return;
                 }
-                let wait = if io.inbuf.is_empty() && io.served {
+                let wait = if io.over_limit {
+                    Wait::Refused
+                } else if io.inbuf.is_empty() && io.served && !matches!(proto, Proto::Lingering) {
                     Wait::Idle
                 } else {
                     Wait::Header
@@ -596,7 +602,9 @@ fn drive_recv(port: &Port, mut conn: Box<Conn>) {
     if io.eof || io.shared.live.gate.draining() {
         return;
     }
-    let wait = if lingering || !io.inbuf.is_empty() || !io.served {
+    let wait = if io.over_limit {
+        Wait::Refused
+    } else if lingering || !io.inbuf.is_empty() || !io.served {
         Wait::Header
     } else {
         Wait::Idle

@@ -31,7 +31,14 @@ pub(crate) enum Wait {
     /// A rate-limited reply waits for its allowance (on a timer we set: never
     /// expired by the sweep).
     Paced = 3,
+    /// Over `--max-conns-per-ip`: waits for its first request (to answer it
+    /// `503`/`busy`) for at most [`REFUSED_WAIT`] or the header timeout,
+    /// whichever is shorter, in all.
+    Refused = 4,
 }
+
+/// The longest a connection over `--max-conns-per-ip` is kept open waiting.
+pub(crate) const REFUSED_WAIT: Duration = Duration::from_secs(1);
 
 /// The part of a connection the sweep reads.
 pub(crate) struct Watch {
@@ -52,7 +59,8 @@ impl Watch {
             0 => Wait::Header,
             1 => Wait::Idle,
             2 => Wait::Sending,
-            _ => Wait::Paced,
+            3 => Wait::Paced,
+            _ => Wait::Refused,
         }
     }
 
@@ -140,7 +148,8 @@ impl Registry {
     /// waiting for the rest of the same line).
     pub(crate) fn set(&self, w: &Watch, state: Wait) {
         let old = w.state.swap(state as u8, Ordering::Relaxed);
-        if !(old == Wait::Header as u8 && state == Wait::Header) {
+        let same_wait = old == state as u8 && matches!(state, Wait::Header | Wait::Refused);
+        if !same_wait {
             w.since.store(self.now(), Ordering::Relaxed);
             w.seen.store(0, Ordering::Relaxed);
         }
@@ -183,6 +192,7 @@ impl Registry {
                 let expired = match state {
                     Wait::Header => idle_only || waited >= timeouts.header,
                     Wait::Idle => idle_only || waited >= timeouts.idle,
+                    Wait::Refused => idle_only || waited >= timeouts.header.min(REFUSED_WAIT),
                     Wait::Paced => false,
                     Wait::Sending => {
                         if idle_only {

@@ -3,19 +3,27 @@
 //! `fcntl` + `close`, and a small one is sent from memory together with its
 //! response head in one `send`.
 //!
+//! **Only names that resolved without crossing any symlink are kept**, and a
+//! hit is revalidated the same way: `openat2(root, name, O_PATH,
+//! RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and `fstat`, then device, inode,
+//! size, modification and change times are compared with what the cached
+//! descriptor had. The name was already checked by the policy (no `..`, the
+//! dot rule) before the cache is asked, and with `RESOLVE_NO_SYMLINKS` the
+//! kernel walks exactly the name's own components, beneath the root. So a
+//! directory on the way moved and replaced by a symlink (into a dot-directory,
+//! outside the root, or at all under `--no-symlinks`) fails the check
+//! (`ELOOP`), as does a file replaced, truncated or rewritten; any failure is
+//! a miss, and the name is resolved again with the full policy. Nothing the
+//! policy would refuse is ever served from the cache, and nothing older than
+//! `valid` (`Duration::ZERO`: every hit is checked).
+//!
 //! An entry is trusted for at most `valid` (nginx's `open_file_cache_valid`,
-//! lighttpd's one-second stat cache) after it was last checked; the first hit
-//! after that re-stats the name relative to the root and compares device,
-//! inode, size, modification and change times with what the cached descriptor
-//! had. A file replaced, truncated or rewritten, or a symlink swapped to point
-//! elsewhere, is then a miss, and the name is resolved again through
-//! `openat2(RESOLVE_BENEATH)` with the full policy — so nothing outside the
-//! root can ever be served from the cache, and nothing older than `valid`
-//! (`Duration::ZERO`: every hit is checked). No inotify is involved. The
-//! contents of small files (at most [`SMALL`] bytes, within a memory budget)
-//! are kept with the entry and revalidated with it, so a response never mixes
-//! an old head with new bytes. Entries unused for a while are closed by
-//! [`FileCache::prune`], so idle servers hold no descriptors for long.
+//! lighttpd's one-second stat cache) after it was last checked. No inotify is
+//! involved. The contents of small files (at most [`SMALL`] bytes, within a
+//! memory budget) are kept with the entry and revalidated with it, so a
+//! response never mixes an old head with new bytes. Entries unused for a
+//! while are closed by [`FileCache::prune`], so idle servers hold no
+//! descriptors for long.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -44,7 +52,15 @@ struct Entry {
     used: u64,
     /// When the name was last checked against the file (ms since the epoch).
     checked: u64,
+    /// Which precompressed siblings are regular files (a bit per suffix the
+    /// caller asked about), and the stamp of the directory they were looked
+    /// for in: valid while the directory is unchanged.
+    siblings: Option<(DirStamp, u8)>,
 }
+
+/// What changes when a name in a directory is added, removed or renamed:
+/// the directory's identity and its modification and change times.
+pub(crate) type DirStamp = [i64; 6];
 
 struct Shard {
     map: HashMap<CString, Entry>,
@@ -102,9 +118,9 @@ impl FileCache {
     }
 
     /// The cached file for `rel` if it was checked within `valid`, or if the
-    /// name still leads to the same, unchanged file; `follow` says whether a
-    /// final symlink is followed (as the policy would).
-    pub(crate) fn get(&self, root: BorrowedFd<'_>, rel: &CStr, follow: bool) -> Option<Hit> {
+    /// name still leads, beneath `root` and crossing no symlink, to the same,
+    /// unchanged file.
+    pub(crate) fn get(&self, root: BorrowedFd<'_>, rel: &CStr) -> Option<Hit> {
         let now = self.now();
         let (file, meta, body, fresh) = {
             let mut shard = self.shard(rel);
@@ -117,7 +133,7 @@ impl FileCache {
             return Some((file, meta, body));
         }
         let mut shard = self.shard(rel);
-        if same(root, rel, follow, &meta) {
+        if same(root, rel, &meta) {
             if let Some(e) = shard.map.get_mut(rel) {
                 e.checked = now;
             }
@@ -163,9 +179,28 @@ impl FileCache {
                 body: body.clone(),
                 used: now,
                 checked: now,
+                siblings: None,
             },
         );
         body
+    }
+
+    /// The sibling bits kept with `rel`'s entry, if they were found while its
+    /// directory had `stamp`.
+    pub(crate) fn siblings(&self, rel: &CStr, stamp: &DirStamp) -> Option<u8> {
+        let shard = self.shard(rel);
+        match shard.map.get(rel)?.siblings {
+            Some((s, bits)) if s == *stamp => Some(bits),
+            _ => None,
+        }
+    }
+
+    /// Keeps the sibling bits of `rel` (if it has an entry), found while its
+    /// directory had `stamp`.
+    pub(crate) fn set_siblings(&self, rel: &CStr, stamp: DirStamp, bits: u8) {
+        if let Some(e) = self.shard(rel).map.get_mut(rel) {
+            e.siblings = Some((stamp, bits));
+        }
     }
 
     /// Closes entries unused for longer than the idle limit.
@@ -206,10 +241,14 @@ fn read_small(file: &File, len: u64) -> Option<Arc<[u8]>> {
     (n as u64 == len).then(|| buf.into())
 }
 
-/// Whether `rel` (under `root`) is still the file described by `meta`.
-fn same(root: BorrowedFd<'_>, rel: &CStr, follow: bool, meta: &Metadata) -> bool {
-    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-    let Ok(st) = sys::fstatat(root, rel, flags) else {
+/// Whether `rel` still leads from `root`, beneath it and crossing no
+/// symlink, to the file described by `meta`.
+fn same(root: BorrowedFd<'_>, rel: &CStr, meta: &Metadata) -> bool {
+    let resolve = super::BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    let Ok(fd) = super::open_how(root, rel, libc::O_PATH | libc::O_CLOEXEC, resolve) else {
+        return false;
+    };
+    let Ok(st) = sys::fstatat(fd.as_fd(), c"", libc::AT_EMPTY_PATH) else {
         return false;
     };
     st.st_dev == meta.dev()

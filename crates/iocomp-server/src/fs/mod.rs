@@ -30,10 +30,17 @@
 //! yields an `O_PATH` descriptor, which has no side effects on the object;
 //! `fstat` on it decides regular file, directory, or `NotRegular` (a FIFO, a
 //! socket, a device: never opened, so a writer blocked on a FIFO is not
-//! released). Only then is the object opened for reading, by the same
-//! components without symlinks (its parent and name, or the whole name), and
-//! the descriptor's device and inode compared with the `O_PATH` one's: a file
-//! swapped in between is caught (and retried), not served.
+//! released). Only then is the object opened for reading — that very inode,
+//! through the descriptor's `/proc/self/fd/N` link, so that nothing renamed
+//! onto the name in between (a FIFO swapped in by a renamer) is ever opened.
+//! Where `/proc` is not mounted (a chroot) that open fails and the object is
+//! opened by the same components without symlinks (its parent and name, or
+//! the whole name) instead; then a FIFO swapped onto the name in that window
+//! is opened (`O_NONBLOCK`: it does not block us, but it releases a writer
+//! waiting on it) before the device and inode comparison with the `O_PATH`
+//! descriptor catches the swap (retried, never served). The device and inode
+//! are compared either way. This one open is the only use of `/proc`; name
+//! resolution and listings never need it.
 
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
@@ -84,6 +91,9 @@ struct Found {
     name: CString,
     /// The `RESOLVE_*` flags of that second resolution.
     resolve: u64,
+    /// The whole name was resolved from the root in one go, crossing no
+    /// symlink (what the open-file cache requires of what it keeps).
+    plain: bool,
 }
 
 /// Where a [`Found`] object is opened again from.
@@ -112,7 +122,8 @@ pub struct Root {
     fd: OwnedFd,
     /// The policy for names under the root.
     opts: PathOptions,
-    /// Open regular files, revalidated on every hit.
+    /// Open regular files, revalidated under the policy on every hit (after
+    /// `valid`, if set).
     cache: Option<FileCache>,
 }
 
@@ -205,7 +216,8 @@ impl Root {
     }
 
     /// Keeps up to `entries` regular files open between requests (each hit
-    /// re-checked with one `fstatat`; see the `cache` module), closing those
+    /// re-checked by resolving its name again under the policy without
+    /// following any symlink, and comparing; see the `cache` module), closing those
     /// unused for `idle` at each [`Root::prune_cache`]. 0 entries: no cache.
     pub fn with_cache(self, entries: usize, idle: std::time::Duration) -> Root {
         self.with_cache_valid(entries, idle, std::time::Duration::ZERO)
@@ -285,9 +297,7 @@ impl Root {
             return false;
         }
         if let Some(cache) = &self.cache {
-            if let Some((_, meta, _)) =
-                cache.get(self.fd.as_fd(), &name.rel, !self.opts.no_symlinks)
-            {
+            if let Some((_, meta, _)) = cache.get(self.fd.as_fd(), &name.rel) {
                 return meta.is_file();
             }
         }
@@ -296,13 +306,69 @@ impl Root {
             .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
     }
 
+    /// Which of `name` + `suffixes[i]` (at most 8) are regular files that
+    /// [`Root::is_file`] accepts: bit `i` set for each. With the open-file
+    /// cache and `name` in it, the answer is kept with its entry and reused
+    /// while `name`'s directory is unchanged (same identity, modification and
+    /// change times: a sibling created, removed or renamed changes them), so a
+    /// hot file costs one `fstatat` here instead of one resolution per suffix.
+    /// A directory changed within the last two seconds is not trusted (a
+    /// change in the same clock tick could leave its times as they were).
+    pub fn sibling_files(&self, name: &[u8], suffixes: &[&str]) -> u8 {
+        let probe = || {
+            suffixes
+                .iter()
+                .take(8)
+                .enumerate()
+                .fold(0u8, |bits, (i, suffix)| {
+                    let mut sibling = name.to_vec();
+                    sibling.extend_from_slice(suffix.as_bytes());
+                    if self.is_file(&sibling) {
+                        bits | 1 << i
+                    } else {
+                        bits
+                    }
+                })
+        };
+        let (Some(cache), Ok(n)) = (&self.cache, self.normalize(name)) else {
+            return probe();
+        };
+        let rel = n.rel.as_bytes();
+        let parent = match rel.iter().rposition(|&b| b == b'/') {
+            Some(slash) => CString::new(&rel[..slash]).ok(),
+            None => Some(c".".to_owned()),
+        };
+        let Some(Ok(st)) =
+            parent.map(|p| sys::fstatat(self.fd.as_fd(), &p, libc::AT_SYMLINK_NOFOLLOW))
+        else {
+            return probe();
+        };
+        let stamp = [
+            st.st_dev as i64,
+            st.st_ino as i64,
+            st.st_mtime,
+            st.st_mtime_nsec,
+            st.st_ctime,
+            st.st_ctime_nsec,
+        ];
+        if let Some(bits) = cache.siblings(&n.rel, &stamp) {
+            return bits;
+        }
+        let bits = probe();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if now.saturating_sub(st.st_mtime.max(st.st_ctime)) >= 2 {
+            cache.set_siblings(&n.rel, stamp, bits);
+        }
+        bits
+    }
+
     /// Opens `name` through the open-file cache: a hit that still matches the
-    /// name costs one `fstatat`; a regular file opened afresh is remembered.
+    /// name costs one `openat2(O_PATH)` and one `fstat`; a regular file opened afresh is remembered.
     fn open_cached(&self, name: Name) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
-            if let Some((file, meta, body)) =
-                cache.get(self.fd.as_fd(), &name.rel, !self.opts.no_symlinks)
-            {
+            if let Some((file, meta, body)) = cache.get(self.fd.as_fd(), &name.rel) {
                 return Ok(Opened {
                     file,
                     len: meta.len(),
@@ -311,8 +377,10 @@ impl Root {
                 });
             }
         }
-        let mut opened = self.open_rel(&name.rel, name.dir)?;
-        if let (Some(cache), true) = (&self.cache, opened.meta.is_file()) {
+        let (mut opened, plain) = self.open_rel(&name.rel, name.dir)?;
+        // Only a name that resolved without crossing a symlink is kept: a hit
+        // is revalidated the same way (see the `cache` module).
+        if let (Some(cache), true, true) = (&self.cache, opened.meta.is_file(), plain) {
             opened.body = cache.put(name.rel, opened.file.clone(), opened.meta.clone());
         }
         Ok(opened)
@@ -320,8 +388,9 @@ impl Root {
 
     /// Resolves `rel` to an `O_PATH` descriptor, checks what it is, and only
     /// then opens a regular file or a directory for reading (`want_dir`: it
-    /// must be a directory).
-    fn open_rel(&self, rel: &CStr, want_dir: bool) -> Result<Opened, OpenError> {
+    /// must be a directory). Also says whether `rel` was resolved from the
+    /// root without crossing any symlink.
+    fn open_rel(&self, rel: &CStr, want_dir: bool) -> Result<(Opened, bool), OpenError> {
         let mut attempt = 1;
         loop {
             let found = self.resolve(rel)?;
@@ -343,8 +412,16 @@ impl Root {
             if is_dir {
                 flags |= libc::O_DIRECTORY;
             }
-            let fd = open_how(at, name, flags, found.resolve).map_err(OpenError::from_open)?;
-            let file = File::from(fd);
+            #[cfg(test)]
+            tests::in_reopen_window();
+            let file = match reopen(found.fd.as_fd(), flags) {
+                Some(file) => file,
+                None => {
+                    let fd =
+                        open_how(at, name, flags, found.resolve).map_err(OpenError::from_open)?;
+                    File::from(fd)
+                }
+            };
             let meta = file.metadata().map_err(OpenError::Io)?;
             if meta.dev() != st.st_dev || meta.ino() != st.st_ino {
                 // Replaced between the two opens: resolve it again.
@@ -358,12 +435,13 @@ impl Root {
                 clear_nonblock(file.as_fd()).map_err(OpenError::Io)?;
             }
             let len = meta.len();
-            return Ok(Opened {
+            let opened = Opened {
                 file: Arc::new(file),
                 len,
                 meta,
                 body: None,
-            });
+            };
+            return Ok((opened, found.plain));
         }
     }
 
@@ -371,19 +449,8 @@ impl Root {
     /// rule applied to every component crossed (see the module's page).
     fn resolve(&self, rel: &CStr) -> Result<Found, OpenError> {
         let path = libc::O_PATH | libc::O_CLOEXEC;
-        if self.opts.hidden || self.opts.no_symlinks {
-            let mut resolve = BENEATH;
-            if self.opts.no_symlinks {
-                resolve |= libc::RESOLVE_NO_SYMLINKS;
-            }
-            let fd = open_how(self.fd.as_fd(), rel, path, resolve).map_err(OpenError::from_open)?;
-            return Ok(Found {
-                fd,
-                at: At::Root,
-                name: rel.to_owned(),
-                resolve,
-            });
-        }
+        // First without crossing any symlink: the common case, and the only
+        // one the open-file cache keeps (it revalidates the same way).
         let resolve = BENEATH | libc::RESOLVE_NO_SYMLINKS;
         match open_how(self.fd.as_fd(), rel, path, resolve) {
             Ok(fd) => Ok(Found {
@@ -391,8 +458,22 @@ impl Root {
                 at: At::Root,
                 name: rel.to_owned(),
                 resolve,
+                plain: true,
             }),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => self.walk(rel),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !self.opts.no_symlinks => {
+                if !self.opts.hidden {
+                    return self.walk(rel);
+                }
+                let fd =
+                    open_how(self.fd.as_fd(), rel, path, BENEATH).map_err(OpenError::from_open)?;
+                Ok(Found {
+                    fd,
+                    at: At::Root,
+                    name: rel.to_owned(),
+                    resolve: BENEATH,
+                    plain: false,
+                })
+            }
             Err(e) => Err(OpenError::from_open(e)),
         }
     }
@@ -457,6 +538,7 @@ impl Root {
                 at: dirs.pop().map_or(At::Root, At::Parent),
                 name,
                 resolve: one,
+                plain: false,
             },
             None => {
                 let fd = match dirs.pop() {
@@ -469,6 +551,7 @@ impl Root {
                     at: At::Itself,
                     name: c".".to_owned(),
                     resolve: one,
+                    plain: false,
                 }
             }
         })
@@ -530,6 +613,23 @@ fn open_how(
     }
 }
 
+/// Opens the very object `path_fd` (an `O_PATH` descriptor) refers to for
+/// reading, through its `/proc/self/fd` link: no name is resolved again, so
+/// nothing renamed onto the name meanwhile (a FIFO) can be opened. `None`
+/// when that fails (no `/proc` mounted, in a chroot, or any error): the
+/// caller then opens by name, and checks the inode.
+fn reopen(path_fd: BorrowedFd<'_>, flags: libc::c_int) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    let link = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
+    // std adds O_CLOEXEC and sets the access mode from `read`.
+    let extra = flags & !(libc::O_ACCMODE | libc::O_CLOEXEC);
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(extra)
+        .open(link)
+        .ok()
+}
+
 /// `fstat` of a descriptor (an `O_PATH` one too).
 fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, OpenError> {
     sys::fstatat(fd, c"", libc::AT_EMPTY_PATH).map_err(OpenError::Io)
@@ -552,6 +652,77 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    thread_local! {
+        /// Run once, on this thread, between the `O_PATH` resolution and the
+        /// open for reading: a test's stand-in for a concurrent renamer.
+        static REOPEN_WINDOW: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn in_reopen_window() {
+        if let Some(f) = REOPEN_WINDOW.with(|w| w.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    /// Whether the thread `task` (`/proc/<pid>/task/<tid>`) is asleep in
+    /// `openat` (a FIFO writer waiting for a reader).
+    fn asleep_in_openat(task: &std::path::Path) -> bool {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        let call = std::fs::read_to_string(task.join("syscall")).unwrap_or_default();
+        state == Some('S') && call.starts_with(&format!("{} ", libc::SYS_openat))
+    }
+
+    #[test]
+    fn a_fifo_swapped_onto_the_name_after_resolution_is_never_opened() {
+        let t = Tree::new("fifoswap");
+        t.file(b"f", b"regular");
+        let fifo = t.base.join("fifo");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        sys::mkfifo(&c, 0o644).unwrap();
+        // A writer blocked opening the FIFO: any reader's open wakes it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let me = std::fs::read_link("/proc/thread-self").unwrap();
+            tx.send(PathBuf::from("/proc").join(me)).unwrap();
+            drop(std::fs::OpenOptions::new().write(true).open(&path));
+        });
+        let task = rx.recv().unwrap();
+        let start = std::time::Instant::now();
+        while !asleep_in_openat(&task) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the writer never blocked"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A renamer swaps the FIFO onto the name right after its resolution.
+        let (from, to) = (fifo.clone(), t.root.join("f"));
+        REOPEN_WINDOW.with(|w| {
+            *w.borrow_mut() = Some(Box::new(move || std::fs::rename(from, to).unwrap()));
+        });
+        let root = t.open(false, false);
+        let got = got(&root, b"f");
+        assert!(got == "7" || got == "not a regular file", "{got}");
+        let still = asleep_in_openat(&task);
+        // Release the writer ourselves.
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(t.root.join("f"))
+            .unwrap();
+        writer.join().unwrap();
+        drop(reader);
+        assert!(
+            still,
+            "the server opened the FIFO for reading (its writer woke)"
+        );
+    }
 
     /// A temporary tree: `<base>/root` is served, `<base>/outside` is not.
     struct Tree {
@@ -813,6 +984,46 @@ mod tests {
         std::fs::remove_file(t.root.join("l")).unwrap();
         symlink(&outside, t.root.join("l")).unwrap();
         assert!(matches!(root.open_file(b"l"), Err(OpenError::Forbidden)));
+    }
+
+    #[test]
+    fn a_cached_name_whose_directory_became_a_link_to_a_dot_directory_is_refused() {
+        let t = Tree::new("revcache");
+        t.file(b"docs/f", b"doc");
+        let root = t.open(false, false).with_cache(8, Duration::from_secs(60));
+        assert_eq!(got(&root, b"docs/f"), "3");
+        // The directory moves into a dot-directory, a link takes its place.
+        std::fs::rename(t.root.join("docs"), t.root.join(".private")).unwrap();
+        t.link(".private", "docs");
+        let uncached = t.open(false, false);
+        assert_eq!(
+            got(&uncached, b"docs/f"),
+            "forbidden",
+            "the policy refuses it"
+        );
+        assert_eq!(got(&root, b"docs/f"), "forbidden", "the cache must too");
+    }
+
+    #[test]
+    fn a_cached_name_whose_directory_became_a_link_outside_the_root_is_refused() {
+        let t = Tree::new("revcache2");
+        t.file(b"docs/f", b"doc");
+        let root = t.open(false, false).with_cache(8, Duration::from_secs(60));
+        assert_eq!(got(&root, b"docs/f"), "3");
+        std::fs::rename(t.root.join("docs"), t.base.join("moved")).unwrap();
+        t.link("../moved", "docs");
+        assert_eq!(got(&root, b"docs/f"), "forbidden", "outside the root");
+    }
+
+    #[test]
+    fn a_cached_name_whose_directory_became_a_link_is_refused_with_no_symlinks() {
+        let t = Tree::new("revcache3");
+        t.file(b"docs/f", b"doc");
+        let root = t.open(false, true).with_cache(8, Duration::from_secs(60));
+        assert_eq!(got(&root, b"docs/f"), "3");
+        std::fs::rename(t.root.join("docs"), t.root.join("real")).unwrap();
+        t.link("real", "docs");
+        assert_eq!(got(&root, b"docs/f"), "forbidden", "--no-symlinks");
     }
 
     #[test]

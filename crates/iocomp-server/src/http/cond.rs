@@ -17,8 +17,9 @@ use crate::http::date;
 use crate::http::request::{trim_ows, Request};
 
 /// The longest entity-tag [`etag_for`] produces: two quotes, two 16-digit
-/// hexadecimal numbers and a dash.
-pub const ETAG_MAX: usize = 35;
+/// hexadecimal numbers and a dash, and a variant's `-` and two-letter coding
+/// ([`ETag::variant`]).
+pub const ETAG_MAX: usize = 38;
 
 /// A strong entity-tag, quotes included, stored inline.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,23 @@ impl ETag {
     /// The entity-tag as a string (it is always ASCII).
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The tag of a precompressed variant (`tag` = `gz` or `br`): `"…-gz"`,
+    /// as Apache's `mod_deflate` tags its variants, so that the identity file
+    /// and a sibling with the same size and time never share a strong tag
+    /// (else `If-Range` could splice bytes of one onto the other). `tag` is
+    /// at most two bytes; more are dropped.
+    pub fn variant(mut self, tag: &str) -> ETag {
+        if self.len >= 2 {
+            self.len -= 1; // the closing quote
+            self.push(b'-');
+            for &b in tag.as_bytes().iter().take(2) {
+                self.push(b);
+            }
+            self.push(b'"');
+        }
+        self
     }
 
     /// Appends one byte (silently dropped if the buffer were ever full).

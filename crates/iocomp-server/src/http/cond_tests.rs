@@ -44,7 +44,11 @@ fn etag_format() {
     assert_eq!(t.as_str(), "\"3b9aca05-1a\"");
     assert_eq!(etag_for(0, 0, 0).as_bytes(), b"\"0-0\"");
     let max = etag_for(u64::MAX, -1, 999_999_999);
-    assert_eq!(max.as_bytes().len(), ETAG_MAX);
+    assert_eq!(
+        max.as_bytes().len(),
+        ETAG_MAX - 3,
+        "room for a variant's \"-gz\""
+    );
     assert!(max
         .as_str()
         .bytes()
@@ -229,4 +233,19 @@ fn randomized_lists() {
         assert!(list_contains(&l, tag.as_bytes(), false));
         assert!(list_contains(&l, tag.as_bytes(), true));
     }
+}
+
+#[test]
+fn a_variant_tag_differs_and_fits() {
+    let t = etag_for(0x1a, 1, 5);
+    let gz = t.variant("gz");
+    assert_eq!(
+        gz.as_str(),
+        format!("{}-gz\"", &t.as_str()[..t.as_str().len() - 1])
+    );
+    assert_ne!(gz, t);
+    assert_ne!(gz, t.variant("br"));
+    let max = etag_for(u64::MAX, -1, 999_999_999).variant("br");
+    assert_eq!(max.as_bytes().len(), ETAG_MAX);
+    assert!(max.as_str().ends_with("-br\""), "{max:?}");
 }

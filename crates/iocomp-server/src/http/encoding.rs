@@ -10,7 +10,7 @@
 //!
 //! The caller tries `name` + [`Encoding::suffix`] for each candidate in
 //! order, serves the first that is a regular file with `Content-Encoding` and
-//! its own validators, and adds `Vary: Accept-Encoding` to every response for
+//! its own validators (its entity-tag marked with the coding, `"…-gz"`), and adds `Vary: Accept-Encoding` to every response for
 //! a file that has a sibling (200, 206, 304 and 416 alike), so that caches
 //! keep the variants apart.
 
@@ -34,6 +34,15 @@ impl Encoding {
         match self {
             Encoding::Br => "br",
             Encoding::Gzip => "gzip",
+        }
+    }
+
+    /// What a variant's entity-tag ends with: `br` or `gz` (see
+    /// [`ETag::variant`](crate::http::cond::ETag::variant)).
+    pub fn etag_tag(self) -> &'static str {
+        match self {
+            Encoding::Br => "br",
+            Encoding::Gzip => "gz",
         }
     }
 

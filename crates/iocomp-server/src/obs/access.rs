@@ -67,7 +67,9 @@ pub(crate) struct Entry<'a> {
 /// A symlink at the name is refused (`O_NOFOLLOW`: `ELOOP`), so a link
 /// planted where the log goes cannot make root append to another file; so is
 /// anything but a regular file (opened `O_NONBLOCK`, so a FIFO fails at once
-/// with `ENXIO` instead of blocking, then checked with `fstat`).
+/// with `ENXIO` instead of blocking, then checked with `fstat`), and a file
+/// with another name too (`st_nlink` above 1: a hard link planted at the name
+/// to a file root should not append to).
 #[derive(Debug, Clone)]
 pub struct LogFile {
     path: PathBuf,
@@ -85,10 +87,20 @@ impl LogFile {
             .mode(0o640)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&path)?;
-        if !file.metadata()?.is_file() {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a regular file", path.display()),
+            ));
+        }
+        if std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} has other names (a hard link): refusing to append to it",
+                    path.display()
+                ),
             ));
         }
         // Back to blocking writes; O_APPEND stays.

@@ -35,6 +35,9 @@ const MAX_LISTING: usize = 10_000;
 /// Bytes a listing body holds at most.
 const MAX_LISTING_BYTES: usize = 4 << 20;
 
+/// A listing body shorter than this is sent with its head, in one `send`.
+const SMALL_LISTING: usize = 16 * 1024;
+
 /// The next step for an HTTP connection.
 pub(crate) fn step(conn: &mut dyn Connection) -> Step {
     let buf = std::mem::take(conn.input());
@@ -313,8 +316,12 @@ fn directory(
         head.header("X-Listing-Cut", format!("{shown} of {total}").as_bytes());
     }
     head.connection(cx.version, cx.keep_alive).finish();
-    // Head and body apart: the body is not copied behind the head.
+    // A small body goes behind the head, in one send; a large one apart (not
+    // copied).
     let pieces = if cx.head_only || body.is_empty() {
+        vec![Piece::Bytes(out)]
+    } else if body.len() < SMALL_LISTING {
+        out.extend_from_slice(&body);
         vec![Piece::Bytes(out)]
     } else {
         vec![Piece::Bytes(out), Piece::Bytes(body)]
@@ -355,9 +362,12 @@ fn render_listing(
         kept.sort_unstable_by(|a, b| listing::compare(&view(a), &view(b), sort));
         kept.truncate(MAX_LISTING);
     }
+    // By name, the order needs only names and kinds: only the entries kept
+    // are stat'ed (one that vanished meanwhile is left out).
+    let by_name = sort.key == listing::SortKey::Name;
     let mut kept: Vec<dir::Entry> = Vec::new();
     let mut total = 0;
-    dir::each(dir, hidden, |e| {
+    dir::each(dir, hidden, !by_name, |e| {
         total += 1;
         kept.push(e);
         if kept.len() >= 2 * MAX_LISTING {
@@ -365,6 +375,14 @@ fn render_listing(
         }
     })?;
     keep_first(&mut kept, sort);
+    if by_name {
+        kept = kept
+            .iter()
+            .filter_map(|e| dir::stat(dir, &e.name))
+            .collect();
+        // A kind that changed meanwhile moves its entry.
+        keep_first(&mut kept, sort);
+    }
     let mut list: Vec<listing::Entry<'_>> = kept.iter().map(view).collect();
     let mut body = Vec::with_capacity(1024 + 160 * list.len());
     let shown = if json {
@@ -389,9 +407,20 @@ fn file(
         sibling.extend_from_slice(enc.suffix().as_bytes());
         sibling
     };
+    // Which siblings exist (kept in the open-file cache with the file's entry
+    // while its directory is unchanged): only those are opened.
+    let suffixes = Encoding::ALL.map(Encoding::suffix);
+    let present = conn.site().root.sibling_files(name, &suffixes);
+    let has = |enc: Encoding| {
+        let i = Encoding::ALL.iter().position(|&e| e == enc).unwrap_or(0);
+        present & 1 << i != 0
+    };
     let mut encoding = None;
     let candidates = encoding::choose(req.accept_encoding);
     for enc in candidates.into_iter().flatten() {
+        if !has(enc) {
+            continue;
+        }
         if let Ok(o) = conn.site().root.open_file(&sibling(enc)) {
             opened = o;
             encoding = Some(enc);
@@ -401,17 +430,17 @@ fn file(
     // A file with a sibling varies on Accept-Encoding, whatever this client
     // accepts: a cache must not hand this answer to a client that accepts
     // another encoding.
-    let varies = encoding.is_some()
-        || Encoding::ALL
-            .into_iter()
-            .any(|enc| !candidates.contains(&Some(enc)) && conn.site().root.is_file(&sibling(enc)));
+    let varies = encoding.is_some() || present != 0;
     let meta = &opened.meta;
     let len = opened.len;
-    let v = Validators::new(
+    let mut v = Validators::new(
         len,
         meta.mtime(),
         meta.mtime_nsec().clamp(0, 999_999_999) as u32,
     );
+    if let Some(e) = encoding {
+        v.etag = v.etag.variant(e.etag_tag());
+    }
     let cache = conn.site().settings.cache_control.clone();
     let head_fields = |h: &mut Head<'_>| {
         h.last_modified(v.last_modified)

@@ -247,3 +247,44 @@ fn parse_response(raw: &[u8], head_only: bool) -> Response {
 pub fn error_line(reason: &str) -> Vec<u8> {
     format!("{}{reason}\r\n", iocomp_server::ERROR_PREFIX).into_bytes()
 }
+
+/// Connects to the IPv4 `addr` from source address `src` (e.g. `127.0.0.2`,
+/// a second loopback client), with the harness's timeouts.
+pub fn connect_from(addr: SocketAddr, src: std::net::Ipv4Addr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("connect_from: IPv4 only, got {addr}");
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: socket(2) with constant arguments returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor nothing else owns; the stream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let local = sin(src, 0);
+    // SAFETY: `local` is a valid sockaddr_in of the length passed, live for
+    // the call, which only reads it; `fd` is open (owned by `stream`).
+    let rc = unsafe { libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) };
+    assert_eq!(rc, 0, "bind to {src}: {}", std::io::Error::last_os_error());
+    let remote = sin(*v4.ip(), v4.port());
+    // SAFETY: `remote` is a valid sockaddr_in of the length passed, live for
+    // the call, which only reads it; `fd` is open (owned by `stream`).
+    let rc = unsafe { libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) };
+    assert_eq!(
+        rc,
+        0,
+        "connect to {addr} from {src}: {}",
+        std::io::Error::last_os_error()
+    );
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}

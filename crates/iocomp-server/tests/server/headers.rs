@@ -126,6 +126,33 @@ fn a_file_with_a_precompressed_sibling_always_varies_on_accept_encoding() {
 }
 
 #[test]
+fn siblings_created_or_removed_later_are_seen_with_the_open_file_cache() {
+    let t = Tree::new("varycache");
+    t.file("d/a.txt", b"identity");
+    let srv = t.serve(|c| c.open_file_cache = 64);
+    let gz = [("Accept-Encoding", "gzip")];
+    // Let the directory age past the window in which its times are not
+    // trusted, so that what is known about the siblings is kept.
+    std::thread::sleep(Duration::from_millis(2100));
+    for _ in 0..2 {
+        let r = srv.get("/d/a.txt", &gz);
+        assert_eq!((vary(&r), &r.body[..]), (String::new(), &b"identity"[..]));
+    }
+    std::fs::write(t.path("d/a.txt.gz"), b"GZ").unwrap();
+    let r = srv.get("/d/a.txt", &gz);
+    assert_eq!(
+        (r.header("content-encoding"), &r.body[..]),
+        (Some("gzip"), &b"GZ"[..])
+    );
+    assert_eq!(vary(&srv.get("/d/a.txt", &[])), "Accept-Encoding");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(vary(&srv.get("/d/a.txt", &[])), "Accept-Encoding");
+    std::fs::remove_file(t.path("d/a.txt.gz")).unwrap();
+    let r = srv.get("/d/a.txt", &gz);
+    assert_eq!((vary(&r), &r.body[..]), (String::new(), &b"identity"[..]));
+}
+
+#[test]
 fn listings_vary_on_accept_and_forbid_scripts() {
     let t = Tree::new("listing");
     t.file("d/x", b"x");

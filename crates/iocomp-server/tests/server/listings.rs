@@ -90,3 +90,30 @@ fn a_listing_within_the_bounds_says_nothing_of_cuts() {
     assert_eq!(r.header("x-listing-cut"), None);
     assert!(!String::from_utf8_lossy(&r.body).contains(" entries"));
 }
+
+#[test]
+fn a_listing_by_name_gives_each_entry_its_own_size_and_kind() {
+    let t = Tree::new("namelist");
+    t.file("d/b.txt", b"12345")
+        .file("d/a.txt", b"1")
+        .file("d/sub/x", b"");
+    t.link("b.txt", "d/link");
+    let srv = t.serve(|_| {});
+    for sort in ["", "?sort=name", "?sort=name&order=desc", "?sort=size"] {
+        let r = srv.get(&format!("/d/{sort}"), &[("Accept", "application/json")]);
+        assert_eq!(r.status, 200);
+        let text = String::from_utf8(r.body).unwrap();
+        for want in [
+            "{\"name\":\"b.txt\",",
+            "\"type\":\"file\",\"size\":5,",
+            "\"type\":\"file\",\"size\":1,",
+            "{\"name\":\"sub\",",
+            "\"type\":\"dir\",",
+            "{\"name\":\"link\",",
+        ] {
+            assert!(text.contains(want), "{sort}: {want} in {text}");
+        }
+        // Directories first, whatever the order.
+        assert!(text.starts_with("[{\"name\":\"sub\","), "{sort}: {text}");
+    }
+}

@@ -49,3 +49,51 @@ fn the_etag_depends_on_size_and_mtime_not_on_the_inode() {
     write_at(&a, "f.txt", b"same bytez!", mtime);
     assert_ne!(sa.get("/f.txt", &[]).header("etag"), Some(etag.as_str()));
 }
+
+#[test]
+fn a_precompressed_variant_has_its_own_etag_and_if_range_never_splices_variants() {
+    // The identity file and its gzip sibling with the same size and the same
+    // modification time: only the encoding tells their tags apart.
+    let mtime = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+    let t = Tree::new("etag-variant");
+    write_at(&t, "a.txt", b"identity bytes", mtime);
+    write_at(&t, "a.txt.gz", b"gzipped bytes!", mtime);
+    let s = t.serve(|_| {});
+    let plain = s.get("/a.txt", &[]);
+    let gz = s.get("/a.txt", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let (tag, gz_tag) = (plain.header("etag").unwrap(), gz.header("etag").unwrap());
+    assert_ne!(tag, gz_tag, "two representations, two strong tags");
+    assert!(gz_tag.starts_with('"') && gz_tag.ends_with('"'), "{gz_tag}");
+    // A range of the identity body asked with its tag while the gzip variant
+    // is chosen: the tag does not match, so the whole gzip body (RFC 9110
+    // §13.1.5), never a slice of it spliced onto identity bytes.
+    let r = s.get(
+        "/a.txt",
+        &[
+            ("Accept-Encoding", "gzip"),
+            ("Range", "bytes=2-"),
+            ("If-Range", tag),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, b"gzipped bytes!");
+    // With its own tag the range is honoured.
+    let r = s.get(
+        "/a.txt",
+        &[
+            ("Accept-Encoding", "gzip"),
+            ("Range", "bytes=2-"),
+            ("If-Range", gz_tag),
+        ],
+    );
+    assert_eq!(r.status, 206, "{r:?}");
+    assert_eq!(r.body, b"ipped bytes!");
+    // And each tag validates only its own representation.
+    assert_eq!(s.get("/a.txt", &[("If-None-Match", gz_tag)]).status, 200);
+    let r = s.get(
+        "/a.txt",
+        &[("Accept-Encoding", "gzip"), ("If-None-Match", gz_tag)],
+    );
+    assert_eq!(r.status, 304);
+}

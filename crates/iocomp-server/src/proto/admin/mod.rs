@@ -108,9 +108,12 @@ pub(crate) fn step(conn: &mut dyn Connection) -> Step {
             );
             (reply(out, true), buf.len())
         }
-        Ok(Parsed::Complete(req, head_len)) => (route(conn, &req, &date), head_len),
+        Ok(Parsed::Complete(req, head_len)) => {
+            // Only a complete request makes the next wait an idle one.
+            conn.mark_served();
+            (route(conn, &req, &date), head_len)
+        }
     };
-    conn.mark_served();
     let input = conn.input();
     *input = buf;
     input.drain(..consumed.min(input.len()));

@@ -1,0 +1,108 @@
+//! Connection limits: `--max-conns` and `--max-conns-per-ip` together. One
+//! address over its own limit must never keep another address out (issue 16).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::harness::{connect_from, Tree};
+
+/// Reads until the server closes `s` or `within` passes; returns whether it
+/// closed (EOF or a reset), and what it sent.
+fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (true, got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (true, got),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (false, got)
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn connections_over_the_per_address_limit_do_not_take_max_conns_slots() {
+    let tree = Tree::new("limits");
+    tree.file("f.txt", b"served\n");
+    // A long header timeout: if the refused connections held `--max-conns`
+    // slots until it, the second address would wait a minute.
+    let running = tree.serve(|c| {
+        c.max_conns = 4;
+        c.max_conns_per_ip = 1;
+        c.header_timeout = Duration::from_secs(60);
+    });
+    let one = Ipv4Addr::LOCALHOST;
+    // The one connection 127.0.0.1 may have, kept silent.
+    let mut first = connect_from(running.addr, one);
+    // Six more from the same address, silent: over its limit.
+    let mut extra: Vec<TcpStream> = (0..6).map(|_| connect_from(running.addr, one)).collect();
+
+    // Another address is served at once, not after the header timeout.
+    let mut other = connect_from(running.addr, Ipv4Addr::new(127, 0, 0, 2));
+    other
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    other
+        .write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = Vec::new();
+    let res = other.read_to_end(&mut resp);
+    assert!(
+        res.is_ok(),
+        "127.0.0.2 was kept out by 127.0.0.1's refused connections: {res:?} after {:?}",
+        String::from_utf8_lossy(&resp)
+    );
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.ends_with("served\n"), "{text}");
+
+    // The refused ones are closed well before the header timeout (after a
+    // short deadline of their own), without a reply since they sent nothing.
+    let start = Instant::now();
+    for s in &mut extra {
+        let left = Duration::from_secs(30).saturating_sub(start.elapsed());
+        let (closed, got) = closed_within(s, left.max(Duration::from_millis(1)));
+        assert!(closed, "a refused connection was kept open");
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    }
+
+    // The connection within the limit is still open and served.
+    first
+        .write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = Vec::new();
+    first.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+}
+
+#[test]
+fn a_refused_connection_that_asks_at_once_gets_503() {
+    let tree = Tree::new("limits503");
+    tree.file("f.txt", b"served\n");
+    let running = tree.serve(|c| {
+        c.max_conns = 4;
+        c.max_conns_per_ip = 1;
+        c.header_timeout = Duration::from_secs(60);
+    });
+    let one = Ipv4Addr::LOCALHOST;
+    let _first = connect_from(running.addr, one);
+    let mut second = connect_from(running.addr, one);
+    second
+        .write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (closed, got) = closed_within(&mut second, Duration::from_secs(30));
+    assert!(closed, "the refused connection is closed after its answer");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("\r\nretry-after: "),
+        "{text}"
+    );
+}
