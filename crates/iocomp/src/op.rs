@@ -218,7 +218,8 @@ impl Send {
 
 /// Completes with success after `duration` (or `ECANCELED` if cancelled first).
 pub struct Timeout {
-    /// How long to wait.
+    /// How long to wait. Longer than [`Timeout::MAX`] (about 136 years) counts
+    /// as `Timeout::MAX`, on every backend.
     pub duration: Duration,
     /// The key its packet carries.
     pub key: u64,
@@ -230,6 +231,17 @@ pub struct Timeout {
 }
 
 impl Timeout {
+    /// The longest timer: `duration` is clamped to this (2³² − 1 seconds,
+    /// about 136 years), so that `Duration::MAX` means "until cancelled" on
+    /// every backend.
+    pub const MAX: Duration = Duration::from_secs(u32::MAX as u64);
+
+    /// The duration the timer really waits: `duration` clamped to
+    /// [`Timeout::MAX`].
+    pub(crate) fn clamped(&self) -> Duration {
+        self.duration.min(Timeout::MAX)
+    }
+
     /// A timer of `duration` whose packet carries `key`.
     pub fn new(duration: Duration, key: u64) -> Timeout {
         Timeout {

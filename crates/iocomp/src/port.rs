@@ -273,7 +273,8 @@ impl Port {
     }
 
     /// Waits for one packet (`GetQueuedCompletionStatus`). `None` waits forever;
-    /// `Some(Duration::ZERO)` only polls (C14).
+    /// `Some(Duration::ZERO)` only polls (C14). A timeout too long to be a
+    /// point in time (such as `Duration::MAX`) is clamped: it waits forever.
     ///
     /// The calling thread becomes one of the port's threads: it counts as running
     /// from the time `get` returns a packet until it calls `get` again (C19, C20).
@@ -286,7 +287,8 @@ impl Port {
 
     /// Waits for at least one packet and takes up to `max` (at least 1) that are
     /// ready, appending them to `out` (`GetQueuedCompletionStatusEx`, C15). The
-    /// batch counts as one running thread. Returns how many were added.
+    /// batch counts as one running thread. Returns how many were added. The
+    /// timeout is clamped as in [`get`](Port::get).
     pub fn get_many(
         &self,
         out: &mut Vec<Packet>,
@@ -690,9 +692,13 @@ fn handle_of(op: &Op) -> Option<&Handle> {
     }
 }
 
+/// The longest one park of `wait` sleeps before it looks again.
+const MAX_PARK: Duration = Duration::from_secs(3600);
+
 /// The `get` loop for one consumer.
 fn wait(c: &mut Consumer, timeout: Option<Duration>) -> Result<Packet, GetError> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A deadline past what `Instant` holds is as good as none: wait forever.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         c.ring.reap(&mut c.local);
         let now = Instant::now();
@@ -701,9 +707,13 @@ fn wait(c: &mut Consumer, timeout: Option<Duration>) -> Result<Packet, GetError>
             Step::Got(p) => return Ok(p),
             Step::TimedOut => return Err(GetError::TimedOut),
             Step::Abandoned => return Err(GetError::Abandoned),
-            Step::Park => c
-                .ring
-                .park(deadline.map(|d| d.saturating_duration_since(now))),
+            // One park sleeps at most MAX_PARK (the kernel's timeouts need not
+            // take any value); the loop goes on until the deadline.
+            Step::Park => {
+                c.ring.park(Some(deadline.map_or(MAX_PARK, |d| {
+                    d.saturating_duration_since(now).min(MAX_PARK)
+                })))
+            }
         }
     }
 }

@@ -77,7 +77,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         ),
         Op::Recv(r) => (r.handle.key(), Extra::Recv { pooled: r.pooled }),
         Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
-        Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.duration))),
+        Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.clamped()))),
         Op::Connect(c) => {
             let (addr, len) = std_to_sockaddr(&c.addr);
             (c.socket.key(), Extra::Connect { addr, len })

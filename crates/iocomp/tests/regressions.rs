@@ -1,0 +1,164 @@
+//! Regressions of issue 14, one test per defect, through the public API only.
+//! Each runs on both backends (`IOCOMP_BACKEND=uring` and `IOCOMP_BACKEND=epoll`).
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use iocomp::{GetError, Pool, Port, Send, Timeout};
+
+const T: Option<Duration> = Some(Duration::from_secs(20));
+
+fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    (a, b)
+}
+
+fn port() -> Port {
+    let p = Port::builder().concurrency(2).build().unwrap();
+    p.attach().unwrap();
+    p
+}
+
+/// Item 1: WSASend keeps the order of sends on one socket. Two large sends
+/// queued back to back by one thread, with a reader slower than the sender so
+/// that the first one is short at least once: the peer must receive all of the
+/// first, then all of the second.
+#[test]
+fn sends_on_one_socket_complete_in_order() {
+    let port = port();
+    const N: usize = 8 * 1024 * 1024;
+    for round in 0..3u8 {
+        let (ours, mut peer) = pair();
+        let h = port.associate(ours, 1);
+        let a: Vec<u8> = (0..N).map(|i| (i % 251) as u8 ^ round).collect();
+        let b: Vec<u8> = (0..N).map(|i| (i % 241) as u8 ^ 0x55).collect();
+        let mut want = a.clone();
+        want.extend_from_slice(&b);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::with_capacity(2 * N);
+            let mut buf = vec![0u8; 128 * 1024];
+            while got.len() < 2 * N {
+                let n = peer.read(&mut buf).unwrap();
+                assert!(n > 0, "eof after {} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            got
+        });
+        let ia = port.submit(Send::new(&h, a)).map_err(|(e, _)| e).unwrap();
+        let ib = port.submit(Send::new(&h, b)).map_err(|(e, _)| e).unwrap();
+        let mut done = Vec::new();
+        for _ in 0..2 {
+            let p = port.get(T).unwrap();
+            assert!(p.status.is_ok(), "{:?}", p.status);
+            assert_eq!(p.bytes, N as u64);
+            done.push(p.id);
+        }
+        assert_eq!(done, vec![ia, ib], "sends complete in the order issued");
+        let got = reader.join().unwrap();
+        let first_bad = got.iter().zip(&want).position(|(x, y)| x != y);
+        assert!(
+            first_bad.is_none(),
+            "round {round}: byte stream differs at {first_bad:?}"
+        );
+    }
+}
+
+/// Item 2: cancels handed to a pool worker are never lost. Each of two timers
+/// of an hour, cancelled at once, must come back aborted (a lost wake-up
+/// leaves one in flight for the hour).
+#[test]
+fn cancelled_waitable_operations_always_complete() {
+    let port = Port::builder().concurrency(1).build().unwrap();
+    let _pool = Pool::new(&port, 1, |_, _| {}).unwrap();
+    for i in 0..1000 {
+        let a = port
+            .submit_waitable(Timeout::new(Duration::from_secs(3600), 1))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let b = port
+            .submit_waitable(Timeout::new(Duration::from_secs(3600), 2))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        a.cancel().unwrap();
+        b.cancel().unwrap();
+        for ov in [&a, &b] {
+            let p = ov
+                .wait(Some(Duration::from_secs(5)))
+                .unwrap_or_else(|| panic!("iteration {i}: a cancelled op never completed"));
+            assert!(p.is_aborted(), "{:?}", p.status);
+        }
+    }
+}
+
+/// Item 3: an id names one operation for the life of the port, even when the
+/// thread that issued it detached and a new thread took its place.
+#[test]
+fn op_ids_are_never_reused_after_a_thread_detaches() {
+    let port = Port::builder().concurrency(2).build().unwrap();
+    let mut seen = HashSet::new();
+    for _ in 0..4 {
+        let port2 = port.clone();
+        let ids = std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                let id = port2
+                    .submit(Timeout::new(Duration::from_secs(3600), 0))
+                    .or_else(|_| {
+                        port2.attach().unwrap();
+                        port2.submit(Timeout::new(Duration::from_secs(3600), 0))
+                    })
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+                port2.cancel(id).unwrap();
+                let p = port2.get(T).unwrap();
+                assert_eq!(p.id, id);
+                ids.push(id);
+            }
+            port2.detach();
+            ids
+        })
+        .join()
+        .unwrap();
+        for id in ids {
+            assert!(seen.insert(id), "{id:?} was handed out twice");
+        }
+    }
+}
+
+/// Item 4: a huge timeout is a documented clamp, not a panic.
+#[test]
+fn get_with_the_largest_timeout_does_not_panic() {
+    let port = port();
+    port.post(1, 2, 3).unwrap();
+    let p = port.get(Some(Duration::MAX)).unwrap();
+    assert_eq!((p.key, p.bytes), (1, 2));
+    port.post(4, 5, 6).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(port.get_many(&mut out, 4, Some(Duration::MAX)), Ok(1));
+    assert_eq!(out[0].key, 4);
+}
+
+/// Item 4: a timer of `Duration::MAX` waits (it is clamped, the same on both
+/// backends) instead of failing at once on one backend only.
+#[test]
+fn a_timer_of_the_largest_duration_waits_until_cancelled() {
+    let port = port();
+    let id = port
+        .submit(Timeout::new(Duration::MAX, 7))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(
+        port.get(Some(Duration::from_millis(50))).unwrap_err(),
+        GetError::TimedOut,
+        "the timer must not complete at once"
+    );
+    port.cancel(id).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!((p.id, p.key), (id, 7));
+    assert!(p.is_aborted(), "{:?}", p.status);
+}
