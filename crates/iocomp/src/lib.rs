@@ -149,8 +149,19 @@ compile_error!("iocomp runs on Linux only: it is built on io_uring.");
 
 mod completion;
 mod connect;
+#[cfg(not(loom))]
 mod control;
+/// The control plane, exposed for the loom models only (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod control;
 mod handle;
+#[cfg(not(loom))]
+mod handoff;
+/// The thread hand-offs, exposed for the loom models only (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod handoff;
 mod op;
 mod packet;
 mod pool;

@@ -31,7 +31,7 @@ pub struct Port {
 
 pub(crate) struct Core {
     id: u64,
-    pub(crate) control: Control,
+    pub(crate) control: Control<crate::sys::Waker>,
     anchor: Anchor,
     /// Why `Backend::Auto` did not pick io_uring, if it did not.
     fallback: Option<String>,

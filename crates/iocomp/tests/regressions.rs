@@ -75,7 +75,7 @@ fn sends_on_one_socket_complete_in_order() {
 fn cancelled_waitable_operations_always_complete() {
     let port = Port::builder().concurrency(1).build().unwrap();
     let _pool = Pool::new(&port, 1, |_, _| {}).unwrap();
-    for i in 0..1000 {
+    for i in 0..3000 {
         let a = port
             .submit_waitable(Timeout::new(Duration::from_secs(3600), 1))
             .map_err(|(e, _)| e)

@@ -117,6 +117,12 @@ pub(crate) enum RingShared {
 /// What control-plane code wakes: a ring owner.
 pub(crate) type Waker = RingShared;
 
+impl crate::handoff::Wake for RingShared {
+    fn wake(&self) {
+        RingShared::wake(self);
+    }
+}
+
 impl RingShared {
     /// Wakes the owner if it is parked (or makes its next park return at once).
     pub(crate) fn wake(&self) {

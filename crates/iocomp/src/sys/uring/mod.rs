@@ -11,8 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,7 +24,8 @@ use crate::packet::{OpId, Packet};
 mod bufring;
 mod ops;
 
-use super::common::errno;
+use super::common::{errno, EventFd};
+use crate::handoff::Handoff;
 use bufring::BufRing;
 use ops::{advance, finish, first_entry, next_entry, prepare, progress, Advance, OpState};
 
@@ -100,9 +100,9 @@ fn build_ring(anchor: &WqAnchor) -> io::Result<IoUring> {
 /// The part of a ring other threads may touch: its wake-up eventfd and its slab.
 pub(crate) struct RingShared {
     index: u16,
-    eventfd: OwnedFd,
+    /// The remote-work flag and the eventfd (see `crate::handoff`).
+    handoff: Handoff<EventFd>,
     slab: Mutex<Slab>,
-    remote: AtomicBool,
 }
 
 impl RingShared {
@@ -112,10 +112,7 @@ impl RingShared {
 
     /// Wakes the owner if it is parked (or makes its next park return at once).
     pub(crate) fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local to an eventfd we own; an
-        // error (the counter saturated) still leaves the eventfd readable.
-        let _ = unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.handoff.wake();
     }
 
     /// Inserts an operation from a thread that does not own this ring.
@@ -125,16 +122,14 @@ impl RingShared {
             .lock()
             .hand_over(self.index, st)
             .map_err(|(e, st)| (e, st.op))?;
-        self.remote.store(true, Ordering::Release);
-        self.wake();
+        self.handoff.notify();
         Ok(id)
     }
 
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
     pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
         if self.lock().request_cancel(id)? {
-            self.remote.store(true, Ordering::Release);
-            self.wake();
+            self.handoff.notify();
         }
         Ok(())
     }
@@ -166,18 +161,10 @@ pub(crate) struct Ring {
 impl Ring {
     pub(crate) fn new(anchor: &WqAnchor, index: u16) -> io::Result<Ring> {
         let uring = build_ring(anchor)?;
-        // SAFETY: eventfd(2) with valid flags returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by eventfd and is owned by nobody else.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
         let shared = Arc::new(RingShared {
             index,
-            eventfd,
+            handoff: Handoff::new(EventFd::new()?),
             slab: Mutex::new(Slab::default()),
-            remote: AtomicBool::new(false),
         });
         let bufs = BufRing::new(&uring, bufring::ENTRIES, bufring::SIZE).ok();
         let mut ring = Ring {
@@ -218,7 +205,7 @@ impl Ring {
 
     fn arm_wake(&mut self) -> io::Result<()> {
         let buf: *mut u64 = &mut *self.wake_buf;
-        let e = opcode::Read::new(Fd(self.shared.eventfd.as_raw_fd()), buf.cast(), 8)
+        let e = opcode::Read::new(Fd(self.shared.handoff.primitive().raw()), buf.cast(), 8)
             .build()
             .user_data(WAKE_TAG);
         self.push(e)?;
@@ -251,9 +238,6 @@ impl Ring {
 
     /// Gives the kernel what other threads queued here (ops and cancels).
     fn take_remote(&mut self, out: &mut VecDeque<Packet>) {
-        if !self.shared.remote.swap(false, Ordering::Acquire) {
-            return;
-        }
         let shared = self.shared.clone();
         let mut slab = shared.lock();
         let subs = std::mem::take(&mut slab.remote_submit);
@@ -291,7 +275,25 @@ impl Ring {
 
     /// Collects finished operations into `out` without blocking.
     pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
-        self.take_remote(out);
+        // Remote work first if the flag is up already (it starts sooner); the
+        // wake read may not have completed yet, so nothing is consumed here.
+        if self.shared.handoff.take(false) {
+            self.take_remote(out);
+        }
+        self.reap_cqes(out);
+        if !self.wake_armed {
+            // The wake read completed: consume the counter, then take the flag
+            // (crate::handoff): a notifier after this either is seen here or
+            // leaves the counter up for the re-armed read.
+            let _ = self.arm_wake();
+            if self.shared.handoff.take(true) {
+                self.take_remote(out);
+            }
+        }
+    }
+
+    /// Submits what is queued and collects every completion there is.
+    fn reap_cqes(&mut self, out: &mut VecDeque<Packet>) {
         {
             let mut sq = self.uring.submission();
             sq.sync();
@@ -356,20 +358,6 @@ impl Ring {
             drop(slab);
             self.cqes = cqes;
         }
-        if !self.wake_armed {
-            // Drain the counter so the next read waits for a new wake-up.
-            let mut v: u64 = 0;
-            // SAFETY: reads at most 8 bytes into a live local from our eventfd
-            // (non-blocking: EAGAIN when already drained).
-            let _ = unsafe {
-                libc::read(
-                    self.shared.eventfd.as_raw_fd(),
-                    (&mut v as *mut u64).cast(),
-                    8,
-                )
-            };
-            let _ = self.arm_wake();
-        }
     }
 
     /// Sleeps until a completion, a wake-up, or `timeout`.
@@ -409,7 +397,7 @@ impl Ring {
             slab.cancel_all();
             slab.closed = true;
         }
-        self.shared.remote.store(false, Ordering::Release);
+        let _ = self.shared.handoff.take(false);
         let mut rounds = 0u32;
         while self.inflight > 0 || self.wake_armed {
             let e = opcode::AsyncCancel2::new(CancelBuilder::any())
