@@ -162,3 +162,29 @@ fn a_timer_of_the_largest_duration_waits_until_cancelled() {
     assert_eq!((p.id, p.key), (id, 7));
     assert!(p.is_aborted(), "{:?}", p.status);
 }
+
+/// Item 1, continued: a send waiting behind a blocked send on its socket is
+/// cancelled at once (CancelIoEx), without waiting for the one ahead of it,
+/// and sent nothing.
+#[test]
+fn a_cancelled_send_waiting_behind_a_blocked_one_completes_at_once() {
+    let port = port();
+    let (ours, _peer) = pair();
+    let h = port.associate(ours, 3);
+    let first = port
+        .submit(Send::new(&h, vec![1u8; 64 * 1024 * 1024]))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let second = port
+        .submit(Send::new(&h, b"second".to_vec()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    port.cancel(second).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!((p.id, p.bytes), (second, 0));
+    assert!(p.is_aborted(), "{:?}", p.status);
+    port.cancel(first).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(p.id, first);
+    assert!(p.is_aborted(), "{:?}", p.status);
+}

@@ -9,9 +9,9 @@
 //! sits behind a mutex that only the owner takes on the hot path (uncontended),
 //! and that other threads take to cancel or to hand over an operation.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,7 +27,9 @@ mod ops;
 use super::common::{errno, EventFd};
 use crate::handoff::Handoff;
 use bufring::BufRing;
-use ops::{advance, finish, first_entry, next_entry, prepare, progress, Advance, OpState};
+use ops::{
+    advance, finish, first_entry, next_entry, prepare, progress, stream_fd, Advance, OpState,
+};
 
 type Slab = super::slab::Slab<OpState>;
 
@@ -156,6 +158,11 @@ pub(crate) struct Ring {
     bufs: Option<BufRing>,
     /// Completions copied out of the queue, reused by every `reap`.
     cqes: Vec<(u64, i32, u32)>,
+    /// Sends and transmits by socket, oldest first: the front one is in the
+    /// kernel, the others wait for it to complete, so that one socket's
+    /// writes go out in the order they were issued (a short send's rest
+    /// never goes behind the next send).
+    writers: HashMap<RawFd, VecDeque<OpId>>,
 }
 
 impl Ring {
@@ -175,6 +182,7 @@ impl Ring {
             inflight: 0,
             bufs,
             cqes: Vec::with_capacity(64),
+            writers: HashMap::new(),
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -218,6 +226,16 @@ impl Ring {
         let mut st = prepare(op)?;
         let shared = self.shared.clone();
         let mut slab = shared.lock();
+        let stream = stream_fd(&st);
+        if let Some(q) = stream.and_then(|fd| self.writers.get_mut(&fd)) {
+            // Another write on this socket is in the kernel: this one waits its
+            // turn (WSASend order), and starts when that one completes.
+            let id = slab
+                .insert(shared.index, st)
+                .map_err(|(e, st)| (e, st.op))?;
+            q.push_back(id);
+            return Ok(id);
+        }
         // Build the first entry before inserting: the box's address does not move.
         let entry = match first_entry(&mut st, self.bufs.is_some()) {
             Ok(e) => e,
@@ -233,7 +251,88 @@ impl Ring {
             return Err((e, st.map(|s| s.op).unwrap_or(Op::Posted { token: 0 })));
         }
         self.inflight += 1;
+        if let Some(fd) = stream {
+            self.writers.insert(fd, VecDeque::from([id]));
+        }
         Ok(id)
+    }
+
+    /// Starts an op that is in the slab (handed over, or next in its socket's
+    /// write queue): gives its first entry to the kernel, or, if another write
+    /// on its socket is in the kernel, queues it behind that one. An op that
+    /// cannot start completes with its error.
+    fn start(&mut self, slab: &mut Slab, id: OpId, out: &mut VecDeque<Packet>) {
+        let Some(st) = slab.get(id) else { return };
+        let stream = stream_fd(st);
+        if let Some(q) = stream.and_then(|fd| self.writers.get_mut(&fd)) {
+            q.push_back(id);
+            return;
+        }
+        let entry = if st.cancel {
+            Err(errno(libc::ECANCELED))
+        } else {
+            first_entry(st, self.bufs.is_some())
+        };
+        match entry.and_then(|e| self.push(e.user_data(id.0))) {
+            Ok(()) => {
+                self.inflight += 1;
+                if let Some(fd) = stream {
+                    self.writers.insert(fd, VecDeque::from([id]));
+                }
+            }
+            Err(e) => {
+                if let Some(st) = slab.remove(id) {
+                    out.push_back(finish(id, st, Err(e), 0));
+                }
+            }
+        }
+    }
+
+    /// An op the kernel held finished: its packet goes to `out`, and the next
+    /// write queued on its socket, if any, starts.
+    fn complete(
+        &mut self,
+        slab: &mut Slab,
+        id: OpId,
+        status: io::Result<()>,
+        bytes: u64,
+        out: &mut VecDeque<Packet>,
+    ) {
+        self.inflight -= 1;
+        let Some(st) = slab.remove(id) else { return };
+        let stream = stream_fd(&st);
+        out.push_back(finish(id, st, status, bytes));
+        let Some(fd) = stream else { return };
+        let Some(q) = self.writers.get_mut(&fd) else {
+            return;
+        };
+        q.retain(|&x| x != id);
+        // Start the waiting writes in order: the first reaches the kernel,
+        // the others queue behind it again (or start in turn if it fails at
+        // once).
+        let rest = self.writers.remove(&fd).unwrap_or_default();
+        for next in rest {
+            self.start(slab, next, out);
+        }
+    }
+
+    /// Takes a write that has not reached the kernel out of its socket's
+    /// queue; `false` if `id` is not waiting there.
+    fn unqueue(&mut self, slab: &mut Slab, id: OpId) -> bool {
+        let Some(fd) = slab.get(id).and_then(|st| stream_fd(st)) else {
+            return false;
+        };
+        let Some(q) = self.writers.get_mut(&fd) else {
+            return false;
+        };
+        match q.iter().position(|&x| x == id) {
+            // The front is in the kernel.
+            Some(i) if i > 0 => {
+                q.remove(i);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Gives the kernel what other threads queued here (ops and cancels).
@@ -246,29 +345,20 @@ impl Ring {
         for slot in subs {
             let gen = slab.slots[slot as usize].gen;
             let id = OpId::new(ring, gen, slot);
-            let Some(st) = slab.get(id) else { continue };
-            let entry = if st.cancel {
-                Err(errno(libc::ECANCELED))
-            } else {
-                first_entry(st, self.bufs.is_some())
-            };
-            match entry.and_then(|e| self.push(e.user_data(id.0))) {
-                Ok(()) => self.inflight += 1,
-                Err(e) => {
-                    if let Some(st) = slab.remove(id) {
-                        out.push_back(finish(id, st, Err(e), 0));
-                    }
-                }
-            }
+            self.start(&mut slab, id, out);
         }
         for id in cancels {
-            let pending = slab.remote_submit.contains(&id.slot());
+            if self.unqueue(&mut slab, id) {
+                // Waiting behind another write: it never reached the kernel.
+                if let Some(st) = slab.remove(id) {
+                    out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
+                }
+                continue;
+            }
             if let Some(st) = slab.get(id) {
                 st.cancel = true;
-                if !pending {
-                    let e = opcode::AsyncCancel::new(id.0).build().user_data(CANCEL_TAG);
-                    let _ = self.push(e);
-                }
+                let e = opcode::AsyncCancel::new(id.0).build().user_data(CANCEL_TAG);
+                let _ = self.push(e);
             }
         }
     }
@@ -331,25 +421,18 @@ impl Ring {
                             Ok(Advance::Again) => match next_entry(st, self.bufs.is_some()) {
                                 Ok(e) => {
                                     if self.push(e.user_data(id.0)).is_err() {
-                                        self.inflight -= 1;
-                                        if let Some(st) = slab.remove(id) {
-                                            out.push_back(finish(id, st, Err(errno(libc::EIO)), 0));
-                                        }
+                                        let total = progress(st);
+                                        let eio = Err(errno(libc::EIO));
+                                        self.complete(&mut slab, id, eio, total, out);
                                     }
                                 }
                                 Err(e) => {
-                                    self.inflight -= 1;
-                                    if let Some(st) = slab.remove(id) {
-                                        let total = progress(&st);
-                                        out.push_back(finish(id, st, Err(e), total));
-                                    }
+                                    let total = progress(st);
+                                    self.complete(&mut slab, id, Err(e), total, out);
                                 }
                             },
                             Ok(Advance::Done(status, bytes)) | Err((status, bytes)) => {
-                                self.inflight -= 1;
-                                if let Some(st) = slab.remove(id) {
-                                    out.push_back(finish(id, st, status, bytes));
-                                }
+                                self.complete(&mut slab, id, status, bytes, out);
                             }
                         }
                     }
@@ -396,6 +479,15 @@ impl Ring {
             slab.remote_cancel.clear();
             slab.cancel_all();
             slab.closed = true;
+            // Writes waiting behind another on their socket never reached the
+            // kernel: aborted right here too.
+            for q in self.writers.values_mut() {
+                for id in q.drain(1..) {
+                    if let Some(st) = slab.remove(id) {
+                        out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
+                    }
+                }
+            }
         }
         let _ = self.shared.handoff.take(false);
         let mut rounds = 0u32;
@@ -446,10 +538,9 @@ impl Ring {
                         Ok(Advance::Done(s, b)) | Err((s, b)) => (s, b),
                         Ok(Advance::Again) => (Err(errno(libc::ECANCELED)), progress(st)),
                     };
-                    self.inflight -= 1;
-                    if let Some(st) = slab.remove(id) {
-                        out.push_back(finish(id, st, status, bytes));
-                    }
+                    // Writes queued behind it were cancelled with the rest and
+                    // complete at once in `start` (no new kernel work).
+                    self.complete(&mut slab, id, status, bytes, out);
                 }
             }
         }

@@ -130,6 +130,16 @@ fn placeholder() -> OpState {
     }
 }
 
+/// The socket an op writes a byte stream to (sends and transmits), whose
+/// writes must reach it in order.
+pub(super) fn stream_fd(st: &OpState) -> Option<std::os::fd::RawFd> {
+    match &st.op {
+        Op::Send(s) => Some(s.handle.as_raw_fd()),
+        Op::TransmitFile(t) => Some(t.socket.as_raw_fd()),
+        _ => None,
+    }
+}
+
 pub(super) fn progress(st: &OpState) -> u64 {
     match &st.extra {
         Extra::Send { sent } => *sent as u64,
