@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use iocomp_sync::{Event, Thread};
@@ -37,6 +37,9 @@ pub(crate) struct Core {
     fallback: Option<String>,
     /// Rings of attached threads, by ring index (for cancels and hand-overs).
     rings: RwLock<Vec<Option<Arc<RingShared>>>>,
+    /// The slot generations detached rings left, by ring index: the next ring
+    /// at that index goes on from them, so no `OpId` repeats.
+    gens: Mutex<Vec<Vec<u32>>>,
     next_ring: AtomicUsize,
 }
 
@@ -159,6 +162,7 @@ impl PortBuilder {
             anchor,
             fallback,
             rings: RwLock::new(Vec::new()),
+            gens: Mutex::new(Vec::new()),
             next_ring: AtomicUsize::new(0),
         };
         Ok(Port {
@@ -193,6 +197,16 @@ impl Drop for Consumer {
             let _ = self.core.control.enqueue(left);
         }
         let index = usize::from(self.ring.shared().index());
+        // Before the index is free again: the next ring there continues the
+        // generations.
+        let gens = self.ring.gens();
+        {
+            let mut all = self.core.gens.lock().unwrap_or_else(|e| e.into_inner());
+            if all.len() <= index {
+                all.resize(index + 1, Vec::new());
+            }
+            all[index] = gens;
+        }
         if let Ok(mut rings) = self.core.rings.write() {
             if let Some(slot) = rings.get_mut(index) {
                 *slot = None;
@@ -649,7 +663,24 @@ impl Port {
                 "too many threads on one port",
             ));
         }
-        let ring = Ring::new(&self.core.anchor, index as u16)?;
+        let gens = self
+            .core
+            .gens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let ring = match Ring::new(&self.core.anchor, index as u16, gens.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                // Keep the generations for the next try at this index.
+                if !gens.is_empty() {
+                    self.core.gens.lock().unwrap_or_else(|e| e.into_inner())[index] = gens;
+                }
+                return Err(e);
+            }
+        };
         let shared = ring.shared().clone();
         if index == rings.len() {
             rings.push(Some(shared.clone()));

@@ -178,11 +178,13 @@ enum Imp {
 }
 
 impl Ring {
-    /// A ring of the anchor's backend, at `index` in the port's ring table.
-    pub(crate) fn new(anchor: &Anchor, index: u16) -> io::Result<Ring> {
+    /// A ring of the anchor's backend, at `index` in the port's ring table,
+    /// whose slots continue from the generations `gens` that the previous
+    /// ring at this index left ([`Ring::gens`]), so that no id repeats.
+    pub(crate) fn new(anchor: &Anchor, index: u16, gens: Vec<u32>) -> io::Result<Ring> {
         Ok(match anchor {
             Anchor::Uring(a) => {
-                let r = uring::Ring::new(a, index)?;
+                let r = uring::Ring::new(a, index, gens)?;
                 let shared = Arc::new(RingShared::Uring(r.shared().clone()));
                 Ring {
                     imp: Imp::Uring(r),
@@ -190,7 +192,7 @@ impl Ring {
                 }
             }
             Anchor::Epoll => {
-                let r = epoll::Ring::new(index)?;
+                let r = epoll::Ring::new(index, gens)?;
                 let shared = Arc::new(RingShared::Epoll(r.shared().clone()));
                 Ring {
                     imp: Imp::Epoll(r),
@@ -202,6 +204,14 @@ impl Ring {
 
     pub(crate) fn shared(&self) -> &Arc<RingShared> {
         &self.shared
+    }
+
+    /// The generations of this ring's slots (call after `drain`).
+    pub(crate) fn gens(&self) -> Vec<u32> {
+        match &self.imp {
+            Imp::Uring(r) => r.gens(),
+            Imp::Epoll(r) => r.gens(),
+        }
     }
 
     /// Submits an operation issued on the owning thread.

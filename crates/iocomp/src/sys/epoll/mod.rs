@@ -159,7 +159,7 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    pub(crate) fn new(index: u16) -> io::Result<Ring> {
+    pub(crate) fn new(index: u16, gens: Vec<u32>) -> io::Result<Ring> {
         let epfd = epoll_create()?;
         let eventfd = EventFd::new()?;
         epoll_ctl(
@@ -172,7 +172,7 @@ impl Ring {
         let shared = Arc::new(RingShared {
             index,
             handoff: Handoff::new(eventfd),
-            slab: Mutex::new(Slab::default()),
+            slab: Mutex::new(Slab::with_gens(gens)),
             reads: Mutex::new(Vec::new()),
         });
         Ok(Ring {
@@ -193,6 +193,11 @@ impl Ring {
 
     pub(crate) fn shared(&self) -> &Arc<RingShared> {
         &self.shared
+    }
+
+    /// The generations of this ring's slots, for the next ring at its index.
+    pub(crate) fn gens(&self) -> Vec<u32> {
+        self.shared.lock().into_gens()
     }
 
     /// Submits an operation issued on the owning thread: it is tried at once.

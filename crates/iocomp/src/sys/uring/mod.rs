@@ -166,12 +166,12 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    pub(crate) fn new(anchor: &WqAnchor, index: u16) -> io::Result<Ring> {
+    pub(crate) fn new(anchor: &WqAnchor, index: u16, gens: Vec<u32>) -> io::Result<Ring> {
         let uring = build_ring(anchor)?;
         let shared = Arc::new(RingShared {
             index,
             handoff: Handoff::new(EventFd::new()?),
-            slab: Mutex::new(Slab::default()),
+            slab: Mutex::new(Slab::with_gens(gens)),
         });
         let bufs = BufRing::new(&uring, bufring::ENTRIES, bufring::SIZE).ok();
         let mut ring = Ring {
@@ -190,6 +190,11 @@ impl Ring {
 
     pub(crate) fn shared(&self) -> &Arc<RingShared> {
         &self.shared
+    }
+
+    /// The generations of this ring's slots, for the next ring at its index.
+    pub(crate) fn gens(&self) -> Vec<u32> {
+        self.shared.lock().into_gens()
     }
 
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
