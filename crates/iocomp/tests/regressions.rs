@@ -2,11 +2,11 @@
 //! Each runs on both backends (`IOCOMP_BACKEND=uring` and `IOCOMP_BACKEND=epoll`).
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use iocomp::{GetError, Pool, Port, Send, Timeout};
+use iocomp::{GetError, Pool, Port, Recv, Send, Timeout};
 
 const T: Option<Duration> = Some(Duration::from_secs(20));
 
@@ -187,4 +187,146 @@ fn a_cancelled_send_waiting_behind_a_blocked_one_completes_at_once() {
     let p = port.get(T).unwrap();
     assert_eq!(p.id, first);
     assert!(p.is_aborted(), "{:?}", p.status);
+}
+
+/// Set in a child process that runs one test under `IOCOMP_URING_COMPAT`.
+const CHILD: &str = "IOCOMP_TEST_REGRESSION_CHILD";
+
+/// Runs the test `name` again in a child process with `IOCOMP_URING_COMPAT`
+/// set to `compat` (the switch is read when a ring is made, so it cannot be set
+/// inside this process, whose other tests run meanwhile). Returns true in the
+/// parent, which has checked that the child passed within `limit`; false in
+/// the child, which then runs the body.
+fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .env("IOCOMP_URING_COMPAT", compat)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} under IOCOMP_URING_COMPAT={compat} did not finish in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "child failed: {status}\n{out}");
+    assert!(
+        out.contains("1 passed"),
+        "the child did not run the test:\n{out}"
+    );
+    true
+}
+
+/// Item 5: a thread that exits with operations in flight, on a kernel without
+/// `IORING_ASYNC_CANCEL_ANY` (forced by the switch): every operation still
+/// yields its packet (aborted), and every handle is closed once they are
+/// dropped (the peers see end-of-file).
+#[test]
+fn draining_without_cancel_any_yields_every_packet_and_closes_every_handle() {
+    if in_child(
+        "draining_without_cancel_any_yields_every_packet_and_closes_every_handle",
+        "no-cancel-any,no-msg-ring",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let port = Port::builder().concurrency(2).build().unwrap();
+    port.attach().unwrap();
+    let (r_ours, mut r_peer) = pair();
+    let (s_ours, mut s_peer) = pair();
+    let hr = port.associate(r_ours, 1);
+    let hs = port.associate(s_ours, 2);
+    let ids = {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            port.attach().unwrap();
+            let mut ids = HashSet::new();
+            let mut go = |op: iocomp::Op| ids.insert(port.submit(op).map_err(|(e, _)| e).unwrap());
+            go(Recv::new(&hr, Vec::with_capacity(64)).into());
+            go(Recv::pooled(&hr, Vec::new()).into());
+            go(Timeout::new(Duration::from_secs(3600), 3).into());
+            go(Send::new(&hs, vec![9u8; 64 * 1024 * 1024]).into());
+            go(Send::new(&hs, b"queued".to_vec()).into());
+            ids
+            // The thread exits: its ring drains.
+        })
+        .join()
+        .unwrap()
+    };
+    let mut got = HashSet::new();
+    for _ in 0..ids.len() {
+        let p = port.get(T).unwrap();
+        assert!(p.is_aborted(), "{:?} {:?}", p.id, p.status);
+        got.insert(p.id);
+    }
+    assert_eq!(got, ids);
+    // Every packet, with its handle, is gone: both descriptors are closed.
+    for peer in [&mut r_peer, &mut s_peer] {
+        peer.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the handle was not closed: {e}"),
+            }
+        }
+    }
+    let _ = r_peer.write_all(b"x");
+}
+
+/// Item 9: with a completion queue far smaller than what is in flight (forced
+/// by the switch), submitting never spins for ever on `EBUSY`: every
+/// operation completes.
+#[test]
+fn a_full_completion_queue_does_not_stall_submission() {
+    if in_child(
+        "a_full_completion_queue_does_not_stall_submission",
+        "small-cq",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let port = port();
+    let n = 200;
+    let mut ids = HashSet::new();
+    for i in 0..n {
+        let id = port
+            .submit(Timeout::new(Duration::ZERO, i))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        ids.insert(id);
+    }
+    for _ in 0..n {
+        let p = port.get(T).unwrap();
+        assert!(p.status.is_ok(), "{:?}", p.status);
+        assert!(ids.remove(&p.id));
+    }
 }

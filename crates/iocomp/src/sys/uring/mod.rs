@@ -9,6 +9,7 @@
 //! sits behind a mutex that only the owner takes on the hot path (uncontended),
 //! and that other threads take to cancel or to hand over an operation.
 
+use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -37,6 +38,9 @@ type Slab = super::slab::Slab<OpState>;
 const WAKE_TAG: u64 = u64::MAX;
 /// user_data of our own cancel requests (their completions carry nothing).
 const CANCEL_TAG: u64 = u64::MAX - 1;
+/// user_data of a drain's cancel-everything request (`EINVAL` from it means
+/// the kernel lacks `IORING_ASYNC_CANCEL_ANY`).
+const CANCEL_ANY_TAG: u64 = u64::MAX - 2;
 
 /// Keeps the first ring of a port open so later rings can share its kernel
 /// worker pool (`IORING_SETUP_ATTACH_WQ`). It never submits anything.
@@ -81,7 +85,48 @@ impl WqAnchor {
     }
 }
 
-fn build_ring(anchor: &WqAnchor) -> io::Result<IoUring> {
+/// The environment variable that forces older-kernel paths of the io_uring
+/// backend on a kernel that has the newer ones, so tests can run them: a
+/// comma-separated list of
+/// - `no-cancel-any`: draining a ring cancels each operation by its
+///   user_data, as on kernels before 5.19 (no `IORING_ASYNC_CANCEL_ANY`);
+/// - `small-cq`: rings of 4 submission and 8 completion entries, so that the
+///   completion queue overflows and the kernel answers `EBUSY`;
+/// - `no-msg-ring`: accepted for symmetry; the backend never uses
+///   `IORING_OP_MSG_RING` (wake-ups are eventfd reads).
+pub(crate) const COMPAT_ENV: &str = "IOCOMP_URING_COMPAT";
+
+/// Which older-kernel paths are forced ([`COMPAT_ENV`]).
+#[derive(Clone, Copy, Default, Debug)]
+struct Compat {
+    no_cancel_any: bool,
+    small_cq: bool,
+}
+
+impl Compat {
+    fn from_env() -> Compat {
+        let mut c = Compat::default();
+        if let Ok(v) = std::env::var(COMPAT_ENV) {
+            for w in v.split(',').map(str::trim) {
+                match w {
+                    "no-cancel-any" => c.no_cancel_any = true,
+                    "small-cq" => c.small_cq = true,
+                    _ => {}
+                }
+            }
+        }
+        c
+    }
+}
+
+fn build_ring(anchor: &WqAnchor, compat: Compat) -> io::Result<IoUring> {
+    if compat.small_cq {
+        return IoUring::builder()
+            .setup_single_issuer()
+            .setup_attach_wq(anchor.ring.as_raw_fd())
+            .setup_cqsize(8)
+            .build(4);
+    }
     let tuned = IoUring::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
@@ -148,7 +193,9 @@ pub(crate) struct Ring {
     uring: IoUring,
     shared: Arc<RingShared>,
     /// Where the pending eventfd read lands. Boxed: the kernel holds its address.
-    wake_buf: Box<u64>,
+    /// An `UnsafeCell`: the kernel writes it while we hold the box, and we
+    /// never read it (no Rust reference to it is ever made).
+    wake_buf: Box<UnsafeCell<u64>>,
     wake_armed: bool,
     /// Operations given to the kernel and not yet completed.
     inflight: usize,
@@ -163,11 +210,20 @@ pub(crate) struct Ring {
     /// writes go out in the order they were issued (a short send's rest
     /// never goes behind the next send).
     writers: HashMap<RawFd, VecDeque<OpId>>,
+    /// Completions taken off the queue to make room when the kernel answered
+    /// `EBUSY` (a full completion queue), handled by the next reap.
+    backlog: Vec<(u64, i32, u32)>,
+    /// Whether draining may cancel everything at once (`CANCEL_ANY`, 5.19);
+    /// cleared when the kernel refuses it, or by [`COMPAT_ENV`].
+    cancel_any: bool,
+    /// The kernel never let go of this ring's memory: none of it is freed.
+    leaked: bool,
 }
 
 impl Ring {
     pub(crate) fn new(anchor: &WqAnchor, index: u16, gens: Vec<u32>) -> io::Result<Ring> {
-        let uring = build_ring(anchor)?;
+        let compat = Compat::from_env();
+        let uring = build_ring(anchor, compat)?;
         let shared = Arc::new(RingShared {
             index,
             handoff: Handoff::new(EventFd::new()?),
@@ -177,12 +233,15 @@ impl Ring {
         let mut ring = Ring {
             uring,
             shared,
-            wake_buf: Box::new(0),
+            wake_buf: Box::new(UnsafeCell::new(0)),
             wake_armed: false,
             inflight: 0,
             bufs,
             cqes: Vec::with_capacity(64),
             writers: HashMap::new(),
+            backlog: Vec::new(),
+            cancel_any: !compat.no_cancel_any,
+            leaked: false,
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -209,15 +268,32 @@ impl Ring {
             // Submission queue full: hand what is there to the kernel and retry.
             match self.uring.submit() {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                // The completion queue is full (overflowing): take completions
+                // off it, for the next reap, so the kernel can go on.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.stash_cqes(),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
+    /// Moves every completion in the queue to `backlog`.
+    fn stash_cqes(&mut self) {
+        let before = self.backlog.len();
+        self.backlog.extend(
+            self.uring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        if self.backlog.len() == before {
+            // Nothing to take: the kernel holds overflowed completions; let it
+            // flush them (a plain enter with no submissions does).
+            let _ = self.uring.submitter().submit_and_wait(0);
+        }
+    }
+
     fn arm_wake(&mut self) -> io::Result<()> {
-        let buf: *mut u64 = &mut *self.wake_buf;
+        let buf: *mut u64 = self.wake_buf.get();
         let e = opcode::Read::new(Fd(self.shared.handoff.primitive().raw()), buf.cast(), 8)
             .build()
             .user_data(WAKE_TAG);
@@ -403,6 +479,7 @@ impl Ring {
             // A buffer kept across calls: no allocation per reap.
             let mut cqes = std::mem::take(&mut self.cqes);
             cqes.clear();
+            cqes.append(&mut self.backlog);
             cqes.extend(
                 self.uring
                     .completion()
@@ -418,7 +495,7 @@ impl Ring {
                     WAKE_TAG => {
                         self.wake_armed = false;
                     }
-                    CANCEL_TAG => {}
+                    CANCEL_TAG | CANCEL_ANY_TAG => {}
                     _ => {
                         let id = OpId(ud);
                         let Some(st) = slab.get(id) else { continue };
@@ -497,24 +574,28 @@ impl Ring {
         let _ = self.shared.handoff.take(false);
         let mut rounds = 0u32;
         while self.inflight > 0 || self.wake_armed {
-            let e = opcode::AsyncCancel2::new(CancelBuilder::any())
-                .build()
-                .user_data(CANCEL_TAG);
-            let _ = self.push(e);
-            let _ = self.uring.submit_and_wait(1);
+            if rounds % 16 == 0 {
+                // Ask again now and then: an op may have been between two
+                // steps when asked (a transmit's file read cannot be stopped).
+                self.cancel_everything();
+            }
+            // Bounded waits, so the rounds below measure time (at least
+            // 10_000 × 10 ms) and not how fast cancel completions come back.
+            let ts = Timespec::new().nsec(10_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.uring.submitter().submit_with_args(1, &args);
             self.reap_final(&mut out);
             rounds += 1;
             if rounds > 10_000 {
-                // The kernel refuses to let go: leak the ring rather than free
+                // The kernel refuses to let go: leak the ring's memory (the
+                // ops, the wake buffer, the buffer pool) rather than free
                 // memory it may still write to.
-                Box::leak(std::mem::take(&mut self.wake_buf));
                 std::mem::forget(self.shared.clone());
-                self.inflight = 0;
-                self.wake_armed = false;
+                self.leaked = true;
                 break;
             }
         }
-        if self.inflight == 0 && !self.wake_armed {
+        if !self.leaked {
             // Nothing can use the pool any more: let the kernel drop it.
             if let Some(b) = self.bufs.as_mut() {
                 b.unregister(&self.uring);
@@ -523,19 +604,53 @@ impl Ring {
         out
     }
 
+    /// Asks the kernel to cancel everything this ring has in flight: with one
+    /// `CANCEL_ANY` request, or op by op by user_data on older kernels.
+    fn cancel_everything(&mut self) {
+        if self.cancel_any {
+            let e = opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(CANCEL_ANY_TAG);
+            let _ = self.push(e);
+            return;
+        }
+        let shared = self.shared.clone();
+        let slab = shared.lock();
+        let ring = shared.index;
+        let ids: Vec<u64> = slab
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state.is_some())
+            .map(|(i, s)| OpId::new(ring, s.gen, i as u32).0)
+            .collect();
+        drop(slab);
+        for ud in ids.into_iter().chain(self.wake_armed.then_some(WAKE_TAG)) {
+            let e = opcode::AsyncCancel::new(ud).build().user_data(CANCEL_TAG);
+            let _ = self.push(e);
+        }
+    }
+
     /// Reaping during `drain`: nothing is resubmitted.
     fn reap_final(&mut self, out: &mut VecDeque<Packet>) {
         let shared = self.shared.clone();
-        let cqes: Vec<(u64, i32, u32)> = self
-            .uring
-            .completion()
-            .map(|c| (c.user_data(), c.result(), c.flags()))
-            .collect();
+        let mut cqes = std::mem::take(&mut self.backlog);
+        cqes.extend(
+            self.uring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         let mut slab = shared.lock();
         for (ud, res, flags) in cqes {
             match ud {
                 WAKE_TAG => self.wake_armed = false,
                 CANCEL_TAG => {}
+                CANCEL_ANY_TAG => {
+                    if res == -libc::EINVAL {
+                        // A kernel before 5.19: cancel op by op from now on.
+                        self.cancel_any = false;
+                    }
+                }
                 _ => {
                     let id = OpId(ud);
                     let Some(st) = slab.get(id) else { continue };
@@ -556,8 +671,16 @@ impl Drop for Ring {
     fn drop(&mut self) {
         // Whoever drops a ring without draining it loses the packets, but the
         // kernel must still be done with our memory first.
-        if self.inflight > 0 || self.wake_armed {
+        if !self.leaked && (self.inflight > 0 || self.wake_armed) {
             drop(self.drain());
+        }
+        if self.leaked {
+            // The kernel may still write to these: never free them.
+            std::mem::forget(std::mem::replace(
+                &mut self.wake_buf,
+                Box::new(UnsafeCell::new(0)),
+            ));
+            std::mem::forget(self.bufs.take());
         }
     }
 }
