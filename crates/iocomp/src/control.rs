@@ -139,7 +139,9 @@ impl<W: Wake> Control<W> {
             st.running -= 1;
         }
         if let Some(p) = rec.handed {
-            if !st.closed {
+            if st.closed {
+                crate::defer::later(p);
+            } else {
                 st.queue.push_front(p);
             }
         }
@@ -201,6 +203,10 @@ impl<W: Wake> Control<W> {
     pub fn enqueue(&self, packets: impl IntoIterator<Item = Packet>) -> Result<(), ()> {
         let mut st = self.lock();
         if st.closed {
+            drop(st);
+            // Dropped when the thread leaves the engine: the caller may hold
+            // a borrow, and their Drop may call the port.
+            crate::defer::later(packets.into_iter().collect::<Vec<_>>());
             return Err(());
         }
         st.queue.extend(packets);
@@ -216,7 +222,10 @@ impl<W: Wake> Control<W> {
         let mut st = self.lock();
         if st.closed {
             Self::unpark(&mut st, id);
-            local.clear();
+            if !local.is_empty() {
+                // Not under the lock: their Drop may call the port.
+                crate::defer::later(local.drain(..).collect::<Vec<_>>());
+            }
             return Step::Abandoned;
         }
         let st = &mut *st;

@@ -155,6 +155,7 @@ mod control;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod control;
+mod defer;
 mod handle;
 #[cfg(not(loom))]
 mod handoff;

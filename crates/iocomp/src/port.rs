@@ -212,6 +212,9 @@ impl Drop for Consumer {
                 *slot = None;
             }
         }
+        // No engine lock is held here (a consumer is dropped by `detach`
+        // after its borrow ends, or when the thread exits).
+        crate::defer::flush();
     }
 }
 
@@ -272,7 +275,9 @@ impl Port {
             id: OpId::POSTED,
             op: Op::Posted { token },
         };
-        self.core.control.enqueue([p]).map_err(|()| closed())
+        let r = self.core.control.enqueue([p]).map_err(|()| closed());
+        crate::defer::flush();
+        r
     }
 
     pub(crate) fn post_op(&self, key: u64, op: Op) -> io::Result<()> {
@@ -283,7 +288,9 @@ impl Port {
             id: OpId::POSTED,
             op,
         };
-        self.core.control.enqueue([p]).map_err(|()| closed())
+        let r = self.core.control.enqueue([p]).map_err(|()| closed());
+        crate::defer::flush();
+        r
     }
 
     /// Waits for one packet (`GetQueuedCompletionStatus`). `None` waits forever;
@@ -293,12 +300,24 @@ impl Port {
     /// The calling thread becomes one of the port's threads: it counts as running
     /// from the time `get` returns a packet until it calls `get` again (C19, C20).
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet, GetError> {
-        // A thread that cannot get a ring (out of memory or descriptors) can
-        // never receive a packet: for it the port is as good as gone.
-        self.with_consumer(|c| wait(c, timeout))
-            .map_err(|_| GetError::Abandoned)?
+        // A deadline past what `Instant` holds is as good as none: wait forever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            // A thread that cannot get a ring (out of memory or descriptors)
+            // can never receive a packet: for it the port is as good as gone.
+            let r = self
+                .with_consumer(|c| wait(c, deadline))
+                .unwrap_or(Err(Leave::Get(GetError::Abandoned)));
+            // Outside the consumer borrow: user values the engine let go of
+            // are dropped here (their Drop may call the port).
+            crate::defer::flush();
+            match r {
+                Ok(p) => return Ok(p),
+                Err(Leave::Get(e)) => return Err(e),
+                Err(Leave::Flush) => {}
+            }
+        }
     }
-
     /// Waits for at least one packet and takes up to `max` (at least 1) that are
     /// ready, appending them to `out` (`GetQueuedCompletionStatusEx`, C15). The
     /// batch counts as one running thread. Returns how many were added. The
@@ -310,19 +329,18 @@ impl Port {
         timeout: Option<Duration>,
     ) -> Result<usize, GetError> {
         let start = out.len();
-        self.with_consumer(|c| {
-            let first = wait(c, timeout)?;
-            out.push(first);
-            let mut more = Vec::new();
+        let first = self.get(timeout)?;
+        out.push(first);
+        let mut more = Vec::new();
+        let _ = self.with_consumer(|c| {
             c.core
                 .control
                 .take_more(&mut c.local, &mut more, max.max(1) - 1);
-            out.extend(more);
-            Ok(out.len() - start)
-        })
-        .map_err(|_| GetError::Abandoned)?
+        });
+        out.extend(more);
+        crate::defer::flush();
+        Ok(out.len() - start)
     }
-
     /// Submits an overlapped operation. On `Ok` exactly one packet will come back
     /// for it (C8); on `Err` the operation is returned with the error and no
     /// packet will come.
@@ -552,12 +570,13 @@ impl Port {
     /// themselves when they exit; [`Pool`](crate::Pool) workers do it explicitly.
     pub fn detach(&self) {
         let c = CONSUMERS.try_with(|cs| {
-            let mut cs = cs.borrow_mut();
+            let mut cs = cs.try_borrow_mut().ok()?;
             cs.iter()
                 .position(|c| Arc::ptr_eq(&c.core, &self.core))
                 .map(|i| cs.remove(i))
         });
         drop(c);
+        crate::defer::flush();
     }
 
     /// How many threads are parked in `get` right now. For tests that need to
@@ -592,6 +611,7 @@ impl Port {
     /// may block on a lock, a disk or another process says so with this call.
     pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
         let id = self.leave_running();
+        crate::defer::flush();
         crate::pool::on_blocking(self);
         let r = f();
         if let Some(id) = id {
@@ -606,6 +626,7 @@ impl Port {
     /// available to handle packets meanwhile.
     pub fn may_run_long(&self) -> bool {
         let _ = self.leave_running();
+        crate::defer::flush();
         crate::pool::on_blocking(self) || self.waiters() > 0
     }
 
@@ -633,22 +654,30 @@ impl Port {
     }
 
     fn with_consumer<R>(&self, f: impl FnOnce(&mut Consumer) -> R) -> io::Result<R> {
-        CONSUMERS.with(|cs| {
-            let mut cs = cs.borrow_mut();
-            // C17: a thread counts toward one port at a time.
-            for other in cs.iter().filter(|c| !Arc::ptr_eq(&c.core, &self.core)) {
-                let _ = other.core.control.uncount(other.id);
-            }
-            let i = match cs.iter().position(|c| Arc::ptr_eq(&c.core, &self.core)) {
-                Some(i) => i,
-                None => {
-                    let c = self.new_consumer()?;
-                    cs.push(c);
-                    cs.len() - 1
+        // `try_with`/`try_borrow_mut`: called from a Drop while this thread
+        // exits (its consumers are being dropped), or re-entered, there is no
+        // consumer to use: an error, not a panic.
+        let busy = || io::Error::new(io::ErrorKind::WouldBlock, "the thread is leaving the port");
+        CONSUMERS
+            .try_with(|cs| {
+                let Ok(mut cs) = cs.try_borrow_mut() else {
+                    return Err(busy());
+                };
+                // C17: a thread counts toward one port at a time.
+                for other in cs.iter().filter(|c| !Arc::ptr_eq(&c.core, &self.core)) {
+                    let _ = other.core.control.uncount(other.id);
                 }
-            };
-            Ok(f(&mut cs[i]))
-        })
+                let i = match cs.iter().position(|c| Arc::ptr_eq(&c.core, &self.core)) {
+                    Some(i) => i,
+                    None => {
+                        let c = self.new_consumer()?;
+                        cs.push(c);
+                        cs.len() - 1
+                    }
+                };
+                Ok(f(&mut cs[i]))
+            })
+            .unwrap_or_else(|_| Err(busy()))
     }
 
     fn new_consumer(&self) -> io::Result<Consumer> {
@@ -727,17 +756,27 @@ fn handle_of(op: &Op) -> Option<&Handle> {
 const MAX_PARK: Duration = Duration::from_secs(3600);
 
 /// The `get` loop for one consumer.
-fn wait(c: &mut Consumer, timeout: Option<Duration>) -> Result<Packet, GetError> {
-    // A deadline past what `Instant` holds is as good as none: wait forever.
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+/// Why `wait` returned without a packet.
+enum Leave {
+    /// `get` is over.
+    Get(GetError),
+    /// User values wait to be dropped outside the consumer borrow
+    /// ([`crate::defer`]); `get` goes on after dropping them.
+    Flush,
+}
+
+fn wait(c: &mut Consumer, deadline: Option<Instant>) -> Result<Packet, Leave> {
     loop {
         c.ring.reap(&mut c.local);
         let now = Instant::now();
         let expired = deadline.is_some_and(|d| now >= d);
         match c.core.control.step(c.id, &mut c.local, expired) {
             Step::Got(p) => return Ok(p),
-            Step::TimedOut => return Err(GetError::TimedOut),
-            Step::Abandoned => return Err(GetError::Abandoned),
+            Step::TimedOut => return Err(Leave::Get(GetError::TimedOut)),
+            Step::Abandoned => return Err(Leave::Get(GetError::Abandoned)),
+            // Parked, or about to park: a packet handed over meanwhile is
+            // taken by the next step.
+            Step::Park if crate::defer::pending() => return Err(Leave::Flush),
             // One park sleeps at most MAX_PARK (the kernel's timeouts need not
             // take any value); the loop goes on until the deadline.
             Step::Park => {

@@ -330,3 +330,90 @@ fn a_full_completion_queue_does_not_stall_submission() {
         assert!(ids.remove(&p.id));
     }
 }
+
+/// A context whose `Drop` calls back into the port: posts, submits, polls.
+/// It records that it ran to the end.
+struct Reentrant {
+    port: Port,
+    done: std::sync::mpsc::Sender<()>,
+}
+
+impl Drop for Reentrant {
+    fn drop(&mut self) {
+        let _ = self.port.post(9, 9, 9);
+        let _ = self
+            .port
+            .submit(Timeout::new(Duration::from_millis(1), 9))
+            .map(|id| self.port.cancel(id));
+        let _ = self.port.get(Some(Duration::ZERO));
+        let _ = self.done.send(());
+    }
+}
+
+/// Item 7: a packet dropped by the port itself (the port closed while the
+/// packet waited in a thread's own queue) runs the context's `Drop` outside
+/// every engine lock and borrow: it may post, submit and call `get`.
+#[test]
+fn a_context_dropped_by_a_closing_port_may_call_the_port() {
+    let port = port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            port.attach().unwrap();
+            let mut t = Timeout::new(Duration::ZERO, 1);
+            t.ctx = Some(Box::new(Reentrant {
+                port: port.clone(),
+                done: tx,
+            }));
+            port.submit(t).map_err(|(e, _)| e).unwrap();
+            // Let the timer complete in the ring, then close before reaping.
+            std::thread::sleep(Duration::from_millis(50));
+            port.close();
+            port.get(T).map(|p| p.key)
+        })
+    };
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the context's Drop never finished (deadlock)");
+    assert!(matches!(worker.join().unwrap(), Err(GetError::Abandoned)));
+}
+
+/// Item 7: the packet of an operation whose `Overlapped` was dropped is
+/// dropped by the pool worker that completes it; its context's `Drop` may
+/// call the port, and the worker goes on serving.
+#[test]
+fn a_context_dropped_on_a_pool_worker_may_call_the_port() {
+    let port = Port::builder().concurrency(1).build().unwrap();
+    let (htx, hrx) = std::sync::mpsc::channel();
+    let htx = std::sync::Mutex::new(htx);
+    let pool = Pool::new(&port, 1, move |_, p| {
+        let _ = htx.lock().unwrap().send(p.key);
+    })
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut t = Timeout::new(Duration::from_millis(10), 1);
+    t.ctx = Some(Box::new(Reentrant {
+        port: port.clone(),
+        done: tx,
+    }));
+    drop(port.submit_waitable(t).map_err(|(e, _)| e).unwrap());
+    if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        // A stuck or dead worker cannot be joined: leave the pool behind.
+        std::mem::forget(pool);
+        panic!("the context's Drop never finished");
+    }
+    // The worker is alive: a posted packet reaches the handler.
+    port.post(77, 0, 0).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match hrx.recv_timeout(left) {
+            Ok(77) => break,
+            Ok(_) => continue,
+            Err(e) => {
+                std::mem::forget(pool);
+                panic!("the worker no longer serves: {e}");
+            }
+        }
+    }
+}
