@@ -259,7 +259,9 @@ impl Timeout {
 ///
 /// A file that turns out shorter than promised (truncated while being sent)
 /// fails the operation with `UnexpectedEof`, so the receiver never waits for
-/// bytes that cannot come.
+/// bytes that cannot come. A range that ends past the largest file offset
+/// (`offset + len` above `i64::MAX`), or an `offset` past the end of the file
+/// when `len` is 0, is refused at submit with `InvalidInput` (`EINVAL`).
 ///
 /// The file is sent zero-copy: the owning thread waits for the socket to be
 /// writable, then calls a non-blocking `sendfile(2)`, at most 2 MiB per turn so

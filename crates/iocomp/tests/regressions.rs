@@ -417,3 +417,30 @@ fn a_context_dropped_on_a_pool_worker_may_call_the_port() {
         }
     }
 }
+
+/// Item 10: a transmit whose file range ends past what a file offset holds is
+/// refused at submit with `InvalidInput`, and nothing else is lost.
+#[test]
+fn a_transmit_range_past_the_largest_offset_is_refused_at_submit() {
+    let port = port();
+    let (ours, _peer) = pair();
+    let h = port.associate(ours, 4);
+    let path = std::env::temp_dir().join(format!("iocomp-tf-range-{}", std::process::id()));
+    std::fs::write(&path, b"0123456789").unwrap();
+    let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+    std::fs::remove_file(&path).unwrap();
+    port.post(1, 0, 0).unwrap();
+    for (offset, len) in [(u64::MAX - 4, 100), (u64::MAX, 1), (i64::MAX as u64, 2)] {
+        let mut tf = iocomp::TransmitFile::new(&h, file.clone());
+        tf.offset = offset;
+        tf.len = len;
+        let (e, _) = port.submit(tf).expect_err("an impossible range");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{offset} {len}: {e}"
+        );
+    }
+    let p = port.get(T).unwrap();
+    assert_eq!(p.key, 1, "the posted packet is still there");
+}

@@ -70,7 +70,12 @@ impl Transmit {
             None => (0, 0),
             // A given length is trusted without an fstat: a file shorter than
             // promised fails the transmit with UnexpectedEof when its end comes.
-            Some(_) if t.len != 0 => (t.offset, t.len),
+            // The range must end where a file offset (`off_t`) still reaches:
+            // every later step adds to the offset without checking.
+            Some(_) if t.len != 0 => match t.offset.checked_add(t.len) {
+                Some(end) if end <= i64::MAX as u64 => (t.offset, t.len),
+                _ => return Err(errno(libc::EINVAL)),
+            },
             Some(f) => {
                 let size = f.metadata()?.len();
                 if t.offset > size {
