@@ -552,6 +552,15 @@ impl Port {
         rings.get(usize::from(id.ring())).cloned().flatten()
     }
 
+    /// Wakes every attached thread (a spurious wake-up: each looks at its
+    /// state again).
+    pub(crate) fn wake_all(&self) {
+        let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+        for r in rings.iter().flatten() {
+            r.wake();
+        }
+    }
+
     /// Closes the port: every thread waiting in `get` returns
     /// [`GetError::Abandoned`], as do later calls; queued packets are dropped.
     /// Operations still in flight are cancelled when their threads detach.
@@ -769,7 +778,8 @@ fn wait(c: &mut Consumer, deadline: Option<Instant>) -> Result<Packet, Leave> {
     loop {
         c.ring.reap(&mut c.local);
         let now = Instant::now();
-        let expired = deadline.is_some_and(|d| now >= d);
+        // A worker of a pool that failed to start leaves as if timed out.
+        let expired = deadline.is_some_and(|d| now >= d) || crate::pool::stopping();
         match c.core.control.step(c.id, &mut c.local, expired) {
             Step::Got(p) => return Ok(p),
             Step::TimedOut => return Err(Leave::Get(GetError::TimedOut)),

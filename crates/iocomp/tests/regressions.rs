@@ -444,3 +444,55 @@ fn a_transmit_range_past_the_largest_offset_is_refused_at_submit() {
     let p = port.get(T).unwrap();
     assert_eq!(p.key, 1, "the posted packet is still there");
 }
+
+/// Item 8: a pool dropped from its own handler (the last reference) shuts
+/// down without joining the thread it runs on: no deadlock, no panic.
+#[test]
+fn a_pool_dropped_from_its_own_handler_shuts_down() {
+    let port = Port::builder().concurrency(2).build().unwrap();
+    let slot: std::sync::Arc<std::sync::Mutex<Option<Pool>>> = Default::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let pool = {
+        let slot = slot.clone();
+        Pool::new(&port, 2, move |_, _| {
+            let pool = slot.lock().unwrap().take();
+            drop(pool);
+            let _ = tx.lock().unwrap().send(());
+        })
+        .unwrap()
+    };
+    *slot.lock().unwrap() = Some(pool);
+    port.post(1, 0, 0).unwrap();
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("dropping the pool from its handler never returned");
+    assert!(port.is_closed(), "shutdown closes the port");
+}
+
+/// Item 8: `Pool::new` failing half-way (here: out of descriptors for the
+/// workers' rings) reports the error and leaves the caller's port open.
+#[test]
+fn a_pool_that_fails_to_start_leaves_the_port_open() {
+    if in_child(
+        "a_pool_that_fails_to_start_leaves_the_port_open",
+        "",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let port = Port::builder().concurrency(2).build().unwrap();
+    port.attach().unwrap();
+    // Few descriptors: some workers get a ring, the others cannot.
+    let lim = libc::rlimit {
+        rlim_cur: 48,
+        rlim_max: 48,
+    };
+    // SAFETY: setrlimit with a valid resource and a live local.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let r = Pool::new(&port, 100, |_, _| {});
+    assert!(r.is_err(), "100 rings cannot fit in 48 descriptors");
+    assert!(!port.is_closed(), "the caller's port was closed");
+    port.post(5, 6, 7).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!((p.key, p.bytes), (5, 6));
+}
