@@ -96,7 +96,9 @@
 //! completions come back to it first — no locks, no cross-thread hand-off. The
 //! shared part (the queue, the stack of waiters, the running count) is touched
 //! only when threads park, wake or post. [`PortBuilder::strict`] routes every
-//! completion through the shared queue for exact Windows ordering.
+//! completion through the shared queue for Windows' ordering of the queue (a
+//! busy thread's own completions join it when that thread next enters the
+//! port: see there).
 //!
 //! # Backends
 //!

@@ -134,6 +134,20 @@ impl PortBuilder {
     /// I/O packets too are taken oldest first by the newest waiter. Without it a
     /// thread takes its own ring's completions first (faster; the order
     /// Windows documents as "may differ").
+    ///
+    /// What strict mode guarantees, precisely: the order of packets *in the
+    /// queue* (oldest first, to the newest waiter, within the concurrency
+    /// limit), as on Windows. An operation's completion enters the queue when
+    /// the thread whose ring runs it next enters the port — `get`,
+    /// `get_many`, [`blocking`](Port::blocking),
+    /// [`may_run_long`](Port::may_run_long), `detach` or thread exit — not
+    /// while that thread runs user code: the kernel reports an io_uring
+    /// completion only to the ring's own thread (`COOP_TASKRUN`, single
+    /// issuer), and an epoll readiness only to its instance's. A handler that
+    /// runs long should say so with `blocking` or `may_run_long`, as it
+    /// should anyway for the concurrency limit (C21); operations submitted
+    /// from threads that never wait on the port run on the parked threads'
+    /// rings and are not delayed this way.
     pub fn strict(mut self, on: bool) -> Self {
         self.strict = on;
         self

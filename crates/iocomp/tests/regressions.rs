@@ -496,3 +496,47 @@ fn a_pool_that_fails_to_start_leaves_the_port_open() {
     let p = port.get(T).unwrap();
     assert_eq!((p.key, p.bytes), (5, 6));
 }
+
+/// Item 6: what strict mode guarantees with a busy thread. An operation's
+/// completion reaches the port's queue (and so an idle thread) when the
+/// thread that owns it next enters the port — here `may_run_long`, as a
+/// handler about to block says — not while that thread runs user code. Once
+/// there, the idle (newest) waiter takes it.
+#[test]
+fn strict_a_busy_threads_completion_reaches_an_idle_thread_when_it_enters_the_port() {
+    let port = Port::builder().concurrency(2).strict(true).build().unwrap();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 8);
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let idle = {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            let p = port.get(T);
+            let _ = got_tx.send(());
+            p.map(|p| (p.key, p.bytes))
+        })
+    };
+    while port.waiters() == 0 {
+        std::thread::yield_now();
+    }
+    // This thread is busy (not in `get`) with a receive in its own ring.
+    port.attach().unwrap();
+    port.submit(Recv::new(&h, Vec::with_capacity(16)))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    peer.write_all(b"busy").unwrap();
+    // Entering the port (here: declaring it may run long) hands what its ring
+    // completed to the queue; repeated until the receive has completed.
+    let start = std::time::Instant::now();
+    loop {
+        port.may_run_long();
+        if got_rx.recv_timeout(Duration::from_millis(10)).is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never reached the idle thread"
+        );
+    }
+    assert_eq!(idle.join().unwrap(), Ok((8, 4)));
+}
