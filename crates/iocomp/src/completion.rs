@@ -129,7 +129,10 @@ fn deliver(mut p: Packet) {
 /// A completion routine with its packet, queued as an APC. Dropped without
 /// running (its thread exited), it hands both to `defer`: the routine is user
 /// code, and so may be the packet's context's Drop.
-struct Apc(Option<(Box<dyn FnOnce(Packet) + std::marker::Send>, Packet)>);
+struct Apc(Option<(Routine, Packet)>);
+
+/// A completion routine (mode 3).
+type Routine = Box<dyn FnOnce(Packet) + std::marker::Send>;
 
 impl Apc {
     fn run(mut self) {

@@ -200,6 +200,8 @@ impl<W: Wake> Control<W> {
 
     /// Queues packets (posted, or forwarded from a ring) and wakes waiters.
     /// Returns the packets back if the port is closed.
+    // `Err(())` means "closed"; public only to the loom models.
+    #[allow(clippy::result_unit_err)]
     pub fn enqueue(&self, packets: impl IntoIterator<Item = Packet>) -> Result<(), ()> {
         let mut st = self.lock();
         if st.closed {

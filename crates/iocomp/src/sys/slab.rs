@@ -6,7 +6,7 @@
 //! Ids never repeat within a port, by construction: a slot's generation only
 //! grows, a slot whose generation reached [`GEN_MAX`] is retired (never used
 //! again), and when a thread detaches, the generations of its ring's slots are
-//! kept by the port ([`Slab::into_gens`]) and carried over to the next ring
+//! kept by the port ([`Slab::gens_left`]) and carried over to the next ring
 //! that takes the same ring index ([`Slab::with_gens`]).
 
 use std::io;
@@ -59,7 +59,7 @@ impl<T> Slab<T> {
 
     /// The generations of every slot, for the next ring at this index. A slot
     /// still occupied (a ring whose kernel never let go) is retired.
-    pub(crate) fn into_gens(&mut self) -> Vec<u32> {
+    pub(crate) fn gens_left(&mut self) -> Vec<u32> {
         self.slots
             .iter()
             .map(|s| if s.state.is_some() { GEN_MAX } else { s.gen })
@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(next.gen(), 1);
         // Carried over to the next ring at this index, the slot stays retired.
         assert!(slab.remove(next).is_some());
-        let gens = slab.into_gens();
+        let gens = slab.gens_left();
         assert_eq!(gens, vec![GEN_MAX, 1]);
         let mut again = Slab::<Dummy>::with_gens(gens);
         let id = again.insert(3, Box::new(Dummy(false))).ok().unwrap();

@@ -253,7 +253,7 @@ impl Ring {
 
     /// The generations of this ring's slots, for the next ring at its index.
     pub(crate) fn gens(&self) -> Vec<u32> {
-        self.shared.lock().into_gens()
+        self.shared.lock().gens_left()
     }
 
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
