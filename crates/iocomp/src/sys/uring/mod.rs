@@ -260,8 +260,13 @@ impl Ring {
         loop {
             // SAFETY: every entry built in this file points only into memory that
             // outlives its completion: buffers and addresses inside a boxed OpState
-            // that stays in the slab until its final CQE is reaped, or `wake_buf`,
-            // which is freed only after `drain` saw the read's CQE.
+            // that stays in the slab until its final CQE is reaped (`complete`
+            // removes it then; a write waiting behind another on its socket is
+            // never pushed before its turn, and is removed only while it has
+            // no entry in the kernel), or `wake_buf`, which is freed only after
+            // `drain` saw the read's CQE. If the kernel never lets go (`leaked`),
+            // the slab, `wake_buf` and the buffer pool are leaked, never freed.
+            // Cancel entries carry a user_data, no pointer.
             if unsafe { self.uring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
@@ -583,7 +588,12 @@ impl Ring {
             // 10_000 × 10 ms) and not how fast cancel completions come back.
             let ts = Timespec::new().nsec(10_000_000);
             let args = SubmitArgs::new().timespec(&ts);
-            let _ = self.uring.submitter().submit_with_args(1, &args);
+            if let Err(e) = self.uring.submitter().submit_with_args(1, &args) {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    // No timed waits before 5.11: wait for one completion.
+                    let _ = self.uring.submit_and_wait(1);
+                }
+            }
             self.reap_final(&mut out);
             rounds += 1;
             if rounds > 10_000 {
