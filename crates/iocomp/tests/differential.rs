@@ -53,7 +53,7 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestR
 use support::{env_num, pattern, Reader};
 
 /// Programs per run in CI (each runs on both backends).
-const CI_CASES: u64 = 48;
+const CI_CASES: u64 = 200;
 /// Bound on every wait for a packet that must come.
 const DRAIN: Duration = Duration::from_secs(20);
 /// Size of the file that transmits read from.
@@ -89,21 +89,52 @@ enum Wait {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Post { key: u64, bytes: u64 },
-    Send { sock: usize, len: usize },
-    Recv { sock: usize, cap: usize, pooled: bool },
-    PeerWrite { sock: usize, len: usize },
+    Post {
+        key: u64,
+        bytes: u64,
+    },
+    Send {
+        sock: usize,
+        len: usize,
+    },
+    Recv {
+        sock: usize,
+        cap: usize,
+        pooled: bool,
+    },
+    PeerWrite {
+        sock: usize,
+        len: usize,
+    },
     Timeout(Dur),
-    Transmit { sock: usize, off: u64, len: u64, head: usize, tail: usize },
-    Connect { live: bool },
+    Transmit {
+        sock: usize,
+        off: u64,
+        len: u64,
+        head: usize,
+        tail: usize,
+    },
+    Connect {
+        live: bool,
+    },
     Accept,
-    Cancel { target: usize, other_thread: bool },
+    Cancel {
+        target: usize,
+        other_thread: bool,
+    },
     CancelPosted,
     Get(Wait),
-    GetMany { max: usize, wait: Wait },
+    GetMany {
+        max: usize,
+        wait: Wait,
+    },
     Attach,
     Detach,
-    Thread { attach: bool, detach: bool, steps: Vec<Step> },
+    Thread {
+        attach: bool,
+        detach: bool,
+        steps: Vec<Step>,
+    },
     LifoProbe,
     Close,
 }
@@ -205,14 +236,35 @@ fn program() -> impl Strategy<Value = Program> {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
-    Timeout { long: bool, key: u64 },
-    Send { sock: usize, len: usize },
-    Recv { sock: usize, spare: usize, prefix: usize, pooled: bool },
-    /// `file`: the file bytes a correct transfer sends; `None` where the range
-    /// is invalid (the operation must fail) and `Some(None)`-like ambiguity is
-    /// expressed by `strict_file: false`.
-    Transmit { sock: usize, head: usize, off: u64, file: Option<u64>, tail: usize, sure: bool },
-    Connect { live: bool, key: u64 },
+    Timeout {
+        long: bool,
+        key: u64,
+    },
+    Send {
+        sock: usize,
+        len: usize,
+    },
+    Recv {
+        sock: usize,
+        spare: usize,
+        prefix: usize,
+        pooled: bool,
+    },
+    /// `file`: the file bytes a correct transfer sends, `None` where the range
+    /// is outside the file (the operation must fail); `sure`: whether the
+    /// specification fixes the outcome (not for an offset at the very end).
+    Transmit {
+        sock: usize,
+        head: usize,
+        off: u64,
+        file: Option<u64>,
+        tail: usize,
+        sure: bool,
+    },
+    Connect {
+        live: bool,
+        key: u64,
+    },
     Accept,
 }
 
@@ -815,6 +867,7 @@ impl Shared {
             }) => Ok(token),
             other => Err(format!("{other:?}")),
         };
+        PROBES.fetch_add(1, Ordering::Relaxed);
         let (txa, rxa) = mpsc::channel();
         let a = park(txa);
         check!(
@@ -860,6 +913,7 @@ struct Outcome {
     steps: u64,
     ops: u64,
     packets: u64,
+    cancels: u64,
 }
 
 fn classify(o: &OpRec) -> (String, Option<String>) {
@@ -890,7 +944,11 @@ fn run(prog: &Program, backend: Backend) -> R<Outcome> {
         .strict(prog.strict)
         .build()
         .map_err(|e| format!("building a {backend} port: {e}"))?;
-    check!(port.backend() == backend, "asked for {backend}, got {}", port.backend());
+    check!(
+        port.backend() == backend,
+        "asked for {backend}, got {}",
+        port.backend()
+    );
     port.attach().map_err(|e| format!("attach: {e}"))?;
     let mut socks = Vec::new();
     let mut peers = Vec::new();
@@ -935,7 +993,9 @@ fn run(prog: &Program, backend: Backend) -> R<Outcome> {
             Step::Get(w) => sh.get(None, w, &at)?,
             Step::GetMany { max, wait } => sh.get(Some(*max), wait, &at)?,
             Step::Attach => {
-                sh.port.attach().map_err(|e| format!("step {at}: attach: {e}"))?;
+                sh.port
+                    .attach()
+                    .map_err(|e| format!("step {at}: attach: {e}"))?;
                 sh.lock().main_attached = true;
             }
             Step::Detach => {
@@ -1066,6 +1126,7 @@ fn run(prog: &Program, backend: Backend) -> R<Outcome> {
         conns,
         peer_written,
         packets,
+        cancels,
         ..
     } = m;
     drop(conns);
@@ -1081,10 +1142,7 @@ fn run(prog: &Program, backend: Backend) -> R<Outcome> {
     // Accepted connections: distinct, and each one of ours.
     let mut seen = HashSet::new();
     for (i, o) in ops.iter().enumerate() {
-        if let Some(Got {
-            peer: Some(p), ..
-        }) = o.got
-        {
+        if let Some(Got { peer: Some(p), .. }) = o.got {
             check!(seen.insert(p), "op #{i}: peer {p} accepted twice");
             check!(
                 conns_local.contains(&p),
@@ -1097,6 +1155,7 @@ fn run(prog: &Program, backend: Backend) -> R<Outcome> {
         steps,
         ops: ops.len() as u64,
         packets,
+        cancels,
     })
 }
 
@@ -1215,11 +1274,13 @@ fn check_streams(
                     sock,
                     head,
                     off,
+                    file,
                     tail,
                     ..
                 } if sock == s => {
                     let mut v = pattern(HEAD_SEED + i as u64, 0, head);
-                    let body = FILE_LEN.saturating_sub(off).min(g.bytes) as usize;
+                    // A range past the end fails, after what the file has.
+                    let body = file.unwrap_or(FILE_LEN.saturating_sub(off)) as usize;
                     v.extend(pattern(FILE_SEED, off, body));
                     v.extend(pattern(TAIL_SEED + i as u64, 0, tail));
                     v
@@ -1233,7 +1294,9 @@ fn check_streams(
                 o.kind,
                 expect.len()
             );
-            let have = stream.get(pos..pos + n).unwrap_or(&stream[pos.min(stream.len())..]);
+            let have = stream
+                .get(pos..pos + n)
+                .unwrap_or(&stream[pos.min(stream.len())..]);
             if have != &expect[..n] {
                 let k = have
                     .iter()
@@ -1304,6 +1367,8 @@ static PROGRAMS: AtomicU64 = AtomicU64::new(0);
 static STEPS: AtomicU64 = AtomicU64::new(0);
 static OPS: AtomicU64 = AtomicU64::new(0);
 static PACKETS: AtomicU64 = AtomicU64::new(0);
+static CANCELS: AtomicU64 = AtomicU64::new(0);
+static PROBES: AtomicU64 = AtomicU64::new(0);
 
 #[test]
 fn random_programs_follow_the_iocp_model_and_agree_across_backends() {
@@ -1319,20 +1384,25 @@ fn random_programs_follow_the_iocp_model_and_agree_across_backends() {
     )));
     config.max_shrink_iters = 4096;
     config.max_shrink_time = (env_num("IOCOMP_DIFF_SHRINK_SECS", 180) * 1000) as u32;
-    let time: Vec<Mutex<Duration>> = backends.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
+    let time: Vec<Mutex<Duration>> = backends
+        .iter()
+        .map(|_| Mutex::new(Duration::ZERO))
+        .collect();
     let mut runner = TestRunner::new(config);
     let started = Instant::now();
     let result = runner.run(&program(), |prog| {
         let mut outs = Vec::new();
         for (b, &backend) in backends.iter().enumerate() {
             let t = Instant::now();
-            let out = run(&prog, backend).map_err(|e| TestCaseError::fail(format!("[{backend}] {e}")));
+            let out =
+                run(&prog, backend).map_err(|e| TestCaseError::fail(format!("[{backend}] {e}")));
             *time[b].lock().unwrap() += t.elapsed();
             let out = out?;
             PROGRAMS.fetch_add(1, Ordering::Relaxed);
             STEPS.fetch_add(out.steps, Ordering::Relaxed);
             OPS.fetch_add(out.ops, Ordering::Relaxed);
             PACKETS.fetch_add(out.packets, Ordering::Relaxed);
+            CANCELS.fetch_add(out.cancels, Ordering::Relaxed);
             outs.push((backend, out));
         }
         if let [(b0, o0), (b1, o1)] = &outs[..] {
@@ -1353,13 +1423,15 @@ fn random_programs_follow_the_iocp_model_and_agree_across_backends() {
     });
     println!(
         "differential: {} program runs ({} cases x {} backend(s)), {} steps, {} operations submitted, \
-         {} packets checked, in {:.1?}",
+         {} packets checked, {} cancels, {} LIFO probes, in {:.1?}",
         PROGRAMS.load(Ordering::Relaxed),
         cases,
         backends.len(),
         STEPS.load(Ordering::Relaxed),
         OPS.load(Ordering::Relaxed),
         PACKETS.load(Ordering::Relaxed),
+        CANCELS.load(Ordering::Relaxed),
+        PROBES.load(Ordering::Relaxed),
         started.elapsed()
     );
     for (b, backend) in backends.iter().enumerate() {
