@@ -56,6 +56,9 @@ use support::{env_num, pattern, Reader};
 const CI_CASES: u64 = 200;
 /// Bound on every wait for a packet that must come.
 const DRAIN: Duration = Duration::from_secs(20);
+/// One program run that takes longer has hung (every wait in it is bounded
+/// far below this): the process ends with the program printed.
+const HANG: Duration = Duration::from_secs(300);
 /// Size of the file that transmits read from.
 const FILE_LEN: u64 = 300_000;
 /// The most a program writes into one socket from the far side (so that a
@@ -961,10 +964,9 @@ fn run(prog: &Program, backend: Backend) -> R<Outcome> {
     }
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let live = l.local_addr().unwrap();
-    let dead = {
-        let d = TcpListener::bind("127.0.0.1:0").unwrap();
-        d.local_addr().unwrap()
-    };
+    // Refused for certain: while `live` holds 127.0.0.1:P, nobody can bind
+    // 0.0.0.0:P, and nobody binds 127.0.0.2 on purpose.
+    let dead = SocketAddr::from(([127, 0, 0, 2], live.port()));
     let listener = port.associate(l, 200);
     let sh = Arc::new(Shared {
         port,
@@ -1132,7 +1134,10 @@ fn run(prog: &Program, backend: Backend) -> R<Outcome> {
     drop(conns);
     let mut streams = Vec::new();
     for (s, r) in readers.into_iter().enumerate() {
-        streams.push(r.finish(DRAIN).map_err(|e| format!("socket {s}: {e}"))?);
+        // After a close, a reset (bytes that no receive took, dropped with
+        // the socket) closes as well as an EOF.
+        let r = r.finish_or_reset(DRAIN, closed);
+        streams.push(r.map_err(|e| format!("socket {s}: {e}"))?);
     }
     drop(sh.peers);
 
@@ -1394,8 +1399,10 @@ fn random_programs_follow_the_iocp_model_and_agree_across_backends() {
         let mut outs = Vec::new();
         for (b, &backend) in backends.iter().enumerate() {
             let t = Instant::now();
+            let dog = support::Watchdog::new(format!("[{backend}] {prog:#?}"), HANG);
             let out =
                 run(&prog, backend).map_err(|e| TestCaseError::fail(format!("[{backend}] {e}")));
+            drop(dog);
             *time[b].lock().unwrap() += t.elapsed();
             let out = out?;
             PROGRAMS.fetch_add(1, Ordering::Relaxed);

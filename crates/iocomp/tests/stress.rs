@@ -30,6 +30,11 @@ use support::{env_num, pattern, Reader};
 /// Bound on every wait for something that must happen.
 const BOUND: Duration = Duration::from_secs(30);
 
+/// A test that runs longer has hung in a call that never returns.
+fn hang() -> Duration {
+    Duration::from_secs(300 + 4 * env_num("IOCOMP_STRESS_SECS", 3)) * scale() as u32
+}
+
 fn scale() -> u64 {
     env_num("IOCOMP_STRESS_SCALE", 1).max(1)
 }
@@ -346,6 +351,10 @@ fn mixed(backend: Backend, threads: usize, strict: bool, run_for: Duration) -> (
 
 #[test]
 fn threads_submit_cancel_post_and_get_with_every_packet_accounted_for() {
+    let _dog = support::Watchdog::new(
+        "threads_submit_cancel_post_and_get_with_every_packet_accounted_for",
+        hang(),
+    );
     let secs = env_num("IOCOMP_STRESS_SECS", 3);
     for backend in support::backends() {
         for (threads, strict) in [(6, false), (4, true)] {
@@ -362,6 +371,10 @@ fn threads_submit_cancel_post_and_get_with_every_packet_accounted_for() {
 
 #[test]
 fn cancelled_waitable_timers_on_a_one_worker_pool_always_complete() {
+    let _dog = support::Watchdog::new(
+        "cancelled_waitable_timers_on_a_one_worker_pool_always_complete",
+        hang(),
+    );
     let rounds = 3000 * scale();
     for backend in support::backends() {
         let port = Port::builder().backend(backend).build().unwrap();
@@ -399,6 +412,10 @@ fn cancelled_waitable_timers_on_a_one_worker_pool_always_complete() {
 
 #[test]
 fn two_big_sends_on_one_socket_reach_the_reader_in_order() {
+    let _dog = support::Watchdog::new(
+        "two_big_sends_on_one_socket_reach_the_reader_in_order",
+        hang(),
+    );
     const BIG: usize = 8 << 20;
     let rounds = 4 * scale();
     for backend in support::backends() {
@@ -448,6 +465,7 @@ fn two_big_sends_on_one_socket_reach_the_reader_in_order() {
 
 #[test]
 fn ids_are_not_reused_across_detach_and_new_threads() {
+    let _dog = support::Watchdog::new("ids_are_not_reused_across_detach_and_new_threads", hang());
     let cycles = 200 * scale();
     for backend in support::backends() {
         let port = Port::builder().backend(backend).build().unwrap();
@@ -507,6 +525,10 @@ fn ids_are_not_reused_across_detach_and_new_threads() {
 
 #[test]
 fn get_with_the_longest_timeout_returns_instead_of_panicking() {
+    let _dog = support::Watchdog::new(
+        "get_with_the_longest_timeout_returns_instead_of_panicking",
+        hang(),
+    );
     for backend in support::backends() {
         let port = Port::builder()
             .backend(backend)

@@ -119,8 +119,17 @@ impl Reader {
     /// `within` (the descriptor on our side was never closed) or the read
     /// failed.
     pub fn finish(self, within: Duration) -> Result<Vec<u8>, String> {
+        self.finish_or_reset(within, false)
+    }
+
+    /// As [`finish`](Reader::finish), but a reset (our side closed with
+    /// bytes unread) also counts as closed: it returns no bytes.
+    pub fn finish_or_reset(self, within: Duration, reset_ok: bool) -> Result<Vec<u8>, String> {
         match self.rx.recv_timeout(within) {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if reset_ok && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                Ok(Vec::new())
+            }
             Ok(Err(e)) => Err(format!("reading the peer failed: {e}")),
             Err(_) => Err(format!(
                 "no EOF on the peer within {within:?}: our side of the socket was never closed \
@@ -145,4 +154,34 @@ pub fn until(within: Duration, f: impl Fn() -> bool) -> bool {
         thread::yield_now();
     }
     true
+}
+
+/// Ends the whole test process if it is not dropped within `limit`: a call
+/// into the engine that never returns would otherwise hang the suite. The
+/// message says what hung.
+pub struct Watchdog {
+    done: Option<mpsc::Sender<()>>,
+}
+
+impl Watchdog {
+    /// Starts watching `what`.
+    pub fn new(what: impl Into<String>, limit: Duration) -> Watchdog {
+        let what = what.into();
+        let (tx, rx) = mpsc::channel::<()>();
+        thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                eprintln!("HUNG: {what} did not finish within {limit:?}; ending the test process");
+                std::process::exit(101);
+            }
+        });
+        Watchdog { done: Some(tx) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+    }
 }
