@@ -1368,6 +1368,129 @@ fn check_streams(
     Ok(())
 }
 
+/// Programs that failed once (shrunk by the random test, or the issue's own
+/// reproductions), run on both backends every time: a named, deterministic
+/// check per defect. Every failure is reported, not only the first.
+#[test]
+fn programs_that_found_defects_stay_fixed() {
+    let p = |steps: Vec<Step>| Program {
+        concurrency: 2,
+        strict: false,
+        socks: 1,
+        slow_reader: false,
+        steps,
+    };
+    let thread = |attach: bool, steps: Vec<Step>| Step::Thread {
+        attach,
+        detach: false,
+        steps,
+    };
+    let send = |len: usize| Step::Send { sock: 0, len };
+    let recv = || Step::Recv {
+        sock: 0,
+        cap: 1,
+        pooled: false,
+    };
+    let transmit = Step::Transmit {
+        sock: 0,
+        off: 0,
+        len: 0,
+        head: 0,
+        tail: 0,
+    };
+    let known: Vec<(&str, Program)> = vec![
+        (
+            "issue 14 item 1: two big sends on one socket keep their order",
+            p(vec![
+                send(8 << 20),
+                send(8 << 20),
+                Step::Get(Wait::Ms(29)),
+                Step::Get(Wait::Ms(29)),
+                send(8 << 20),
+                send(8 << 20),
+                send(8 << 20),
+                send(8 << 20),
+            ]),
+        ),
+        (
+            "issue 14 item 3: a new thread's first id is not a detached thread's",
+            p(vec![
+                thread(true, vec![Step::Timeout(Dur::Zero)]),
+                thread(true, vec![Step::Timeout(Dur::Zero)]),
+                Step::Send { sock: 0, len: 1 },
+                Step::Detach,
+                Step::Get(Wait::Ms(1)),
+                Step::Send { sock: 0, len: 1 },
+            ]),
+        ),
+        (
+            "issue 14 item 4: get(Some(Duration::MAX)) with a packet queued",
+            p(vec![Step::Post { key: 0, bytes: 0 }, Step::Get(Wait::Max)]),
+        ),
+        (
+            "issue 14 item 10: Timeout(Duration::MAX) succeeds or is cancelled, alike on both",
+            p(vec![Step::Timeout(Dur::Max), Step::Get(Wait::Ms(5))]),
+        ),
+        (
+            "a transmit then a send on one socket keep their order",
+            p(vec![transmit.clone(), send(1)]),
+        ),
+        (
+            "a send handed over by another thread, then a send of this thread, keep their order",
+            p(vec![thread(false, vec![send(1)]), send(1)]),
+        ),
+        (
+            "a send of this thread, then a transmit of another attached thread, keep their order",
+            p(vec![send(1), thread(true, vec![transmit.clone()])]),
+        ),
+        (
+            "two receives on one socket take the bytes in submission order",
+            p(vec![
+                recv(),
+                recv(),
+                Step::Get(Wait::Zero),
+                Step::PeerWrite { sock: 0, len: 2 },
+            ]),
+        ),
+        (
+            "a receive handed over, then one of another attached thread, take the bytes in order",
+            p(vec![
+                Step::PeerWrite { sock: 0, len: 1 },
+                thread(false, vec![recv()]),
+                thread(true, vec![recv()]),
+            ]),
+        ),
+    ];
+    let backends = support::backends();
+    let mut failed = Vec::new();
+    for (name, prog) in &known {
+        for &backend in &backends {
+            let dog = support::Watchdog::new(format!("[{backend}] {name}"), HANG);
+            let r = std::panic::catch_unwind(|| run(prog, backend));
+            drop(dog);
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => failed.push(format!("[{backend}] {name}: {e}")),
+                Err(panic) => failed.push(format!(
+                    "[{backend}] {name}: panicked: {}",
+                    panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or(panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("?")
+                )),
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} known programs failed:\n{}",
+        failed.len(),
+        known.len() * backends.len(),
+        failed.join("\n")
+    );
+}
+
 static PROGRAMS: AtomicU64 = AtomicU64::new(0);
 static STEPS: AtomicU64 = AtomicU64::new(0);
 static OPS: AtomicU64 = AtomicU64::new(0);
