@@ -374,12 +374,16 @@ struct Who {
 
 fn the_file() -> &'static std::path::Path {
     static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    // Always the same bytes: written under a name of this process's own and
+    // renamed into place, so that runs in parallel never see it half written.
     PATH.get_or_init(|| {
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("differential-{}.bin", std::process::id()));
-        let mut f = File::create(&path).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("differential-transmit.bin");
+        let tmp = dir.join(format!("differential-transmit.{}", std::process::id()));
+        let mut f = File::create(&tmp).unwrap();
         f.write_all(&pattern(FILE_SEED, 0, FILE_LEN as usize))
             .unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
         path
     })
 }
@@ -1567,7 +1571,6 @@ fn random_programs_follow_the_iocp_model_and_agree_across_backends() {
     for (b, backend) in backends.iter().enumerate() {
         println!("differential: {backend}: {:.1?}", *time[b].lock().unwrap());
     }
-    let _ = std::fs::remove_file(the_file());
     if let Err(e) = result {
         panic!(
             "{e}\n(the failing case's seed is saved in tests/differential.proptest-regressions and \
