@@ -26,10 +26,15 @@
 //! - both backends accept and refuse the same submissions and agree on every
 //!   result the specification makes deterministic.
 //!
-//! Cases: `IOCOMP_DIFF_CASES` (default [`CI_CASES`]), else `PROPTEST_CASES`.
-//! A failure is shrunk and its seed saved in `differential.proptest-regressions`
-//! beside this file, which the next run replays first; `PROPTEST_RNG_SEED`
-//! fixes the generator. Run with `--nocapture` to see the totals.
+//! Cases: `IOCOMP_DIFF_CASES` (default [`CI_CASES`]; ten times that for a
+//! longer run by hand), else `PROPTEST_CASES`. A failure is shrunk (for at most
+//! `IOCOMP_DIFF_SHRINK_SECS`, default 180) and its seed saved in
+//! `differential.proptest-regressions` beside this file, which every run
+//! replays first; `PROPTEST_RNG_SEED` fixes the generator. Run with
+//! `--nocapture` to see the totals (programs, steps, operations, packets).
+//!
+//! [`programs_that_found_defects_stay_fixed`] runs, by name, the programs that
+//! found defects, so that each one stays a deterministic check.
 
 mod support;
 
