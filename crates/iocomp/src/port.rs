@@ -13,7 +13,7 @@ use iocomp_sync::{Event, Thread};
 
 use crate::completion::{Completion, Overlapped, Route, Shared};
 use crate::control::{Control, Step};
-use crate::handle::{Handle, HandleInner};
+use crate::handle::{lane_of, unlane, Handle, HandleInner, Lane};
 use crate::op::Op;
 use crate::packet::{GetError, OpId, Packet};
 use crate::sys::{Anchor, Ring, RingShared};
@@ -275,6 +275,7 @@ impl Port {
             key,
             port: self.core.id,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
+            lanes: [Lane::new(), Lane::new()],
         }))
     }
 
@@ -374,7 +375,13 @@ impl Port {
             .try_with(|cs| {
                 let mut cs = cs.try_borrow_mut().ok()?;
                 let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
-                op.take().map(|op| c.ring.submit_local(op))
+                let op = op.take()?;
+                let own = c.ring.shared().index();
+                let to = lane_of(&op).map_or(own, |l| l.enter(own));
+                if to == own {
+                    return Some(unlane(c.ring.submit_local(op)));
+                }
+                Some(self.behind(op, to, own, |op| c.ring.submit_local(op)))
             })
             .ok()
             .flatten();
@@ -519,7 +526,17 @@ impl Port {
             }
         });
         match ring {
-            Some(r) => r.submit_remote(op),
+            Some(r) => {
+                let mine = r.index();
+                let to = lane_of(&op).map_or(mine, |l| l.enter(mine));
+                if to == mine || Some(to) == exclude {
+                    // (A routed op never runs on the caller's own ring, which
+                    // may wait for it: if that ring holds the socket's earlier
+                    // ops, this one is counted but not ordered behind them.)
+                    return unlane(r.submit_remote(op));
+                }
+                self.behind(op, to, mine, |op| r.submit_remote(op))
+            }
             None => Err((
                 io::Error::new(
                     io::ErrorKind::NotConnected,
@@ -532,6 +549,34 @@ impl Port {
                 op,
             )),
         }
+    }
+
+    /// Hands `op`, counted in its socket's lane, to the lane's ring `to`, so
+    /// that it queues behind the socket's earlier ops there. If that ring is
+    /// gone (its thread detached and cancelled them), the lane moves to `mine`
+    /// and `op` goes where it was meant to, with `here`.
+    fn behind(
+        &self,
+        op: Op,
+        to: u16,
+        mine: u16,
+        here: impl FnOnce(Op) -> Result<OpId, (io::Error, Op)>,
+    ) -> Result<OpId, (io::Error, Op)> {
+        let owner = {
+            let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+            rings.get(usize::from(to)).cloned().flatten()
+        };
+        let op = match owner {
+            Some(r) => match r.submit_remote(op) {
+                Ok(id) => return Ok(id),
+                Err((_, op)) => op,
+            },
+            None => op,
+        };
+        if let Some(l) = lane_of(&op) {
+            l.adopt(to, mine);
+        }
+        unlane(here(op))
     }
 
     /// Asks for an operation to be cancelled (`CancelIoEx`, C23). Answers at once

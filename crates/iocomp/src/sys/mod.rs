@@ -236,6 +236,7 @@ impl Ring {
             Imp::Epoll(r) => r.reap(out),
         }
         if out.len() > start {
+            leave_lanes(out, start);
             crate::completion::route(out, start);
         }
     }
@@ -255,7 +256,19 @@ impl Ring {
             Imp::Uring(r) => r.drain(),
             Imp::Epoll(r) => r.drain(),
         };
+        leave_lanes(&mut out, 0);
         crate::completion::route(&mut out, 0);
         out
+    }
+}
+
+/// The ops of the packets from `start` on are done: each leaves its socket's
+/// lane ([`crate::handle::Lane`]) before anyone can see its packet, so that
+/// whoever handles it and issues the next op finds the lane free.
+fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
+    for p in out.range(start..) {
+        if let Some(l) = crate::handle::lane_of(&p.op) {
+            l.leave();
+        }
     }
 }

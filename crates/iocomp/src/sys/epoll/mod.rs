@@ -200,15 +200,26 @@ impl Ring {
         self.shared.lock().gens_left()
     }
 
-    /// Submits an operation issued on the owning thread: it is tried at once.
+    /// Submits an operation issued on the owning thread: it is tried at once,
+    /// after the operations other threads handed over earlier (they were
+    /// issued first: a send handed over, then one of this thread, reach the
+    /// socket in that order; checking costs nothing, the slab lock is taken
+    /// anyway).
     pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
         let st = prepare(op)?;
         let shared = self.shared.clone();
         let mut slab = shared.lock();
-        let id = slab
-            .insert(shared.index, st)
-            .map_err(|(e, st)| (e, st.op))?;
         let mut out = std::mem::take(&mut self.done);
+        if !slab.remote_submit.is_empty() || !slab.remote_cancel.is_empty() {
+            self.take_remote(&mut slab, &mut out);
+        }
+        let id = match slab.insert(shared.index, st) {
+            Ok(id) => id,
+            Err((e, st)) => {
+                self.done = out;
+                return Err((e, st.op));
+            }
+        };
         self.start(&mut slab, id, &mut out);
         self.done = out;
         Ok(id)

@@ -205,14 +205,18 @@ pub(crate) struct Ring {
     bufs: Option<BufRing>,
     /// Completions copied out of the queue, reused by every `reap`.
     cqes: Vec<(u64, i32, u32)>,
-    /// Sends and transmits by socket, oldest first: the front one is in the
-    /// kernel, the others wait for it to complete, so that one socket's
-    /// writes go out in the order they were issued (a short send's rest
-    /// never goes behind the next send).
-    writers: HashMap<RawFd, VecDeque<OpId>>,
+    /// Sends and transmits by socket (`false`), and receives by socket
+    /// (`true`), oldest first: the front one is in the kernel, the others
+    /// wait for it to complete, so that one socket's writes go out in the
+    /// order they were issued (a short send's rest never goes behind the next
+    /// send) and its receives take the bytes in the order they were issued
+    /// (the kernel may complete two pending receives in either order).
+    streams: HashMap<(RawFd, bool), VecDeque<OpId>>,
     /// Completions taken off the queue to make room when the kernel answered
     /// `EBUSY` (a full completion queue), handled by the next reap.
     backlog: Vec<(u64, i32, u32)>,
+    /// Packets made while submitting (see `submit_local`), for the next reap.
+    ready: VecDeque<Packet>,
     /// Whether draining may cancel everything at once (`CANCEL_ANY`, 5.19);
     /// cleared when the kernel refuses it, or by [`COMPAT_ENV`].
     cancel_any: bool,
@@ -238,8 +242,9 @@ impl Ring {
             inflight: 0,
             bufs,
             cqes: Vec::with_capacity(64),
-            writers: HashMap::new(),
+            streams: HashMap::new(),
             backlog: Vec::new(),
+            ready: VecDeque::new(),
             cancel_any: !compat.no_cancel_any,
             leaked: false,
         };
@@ -308,19 +313,33 @@ impl Ring {
     }
 
     /// Submits an operation issued on the owning thread.
+    ///
+    /// Operations other threads handed over earlier start first (they were
+    /// issued first: a send handed over, then one of this thread, reach the
+    /// socket in that order); checking for them costs nothing, the slab lock
+    /// is taken anyway. Packets that this produces (ops that fail to start,
+    /// cancels of waiting ones) wait in `ready` for the next reap.
     pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
         let mut st = prepare(op)?;
         let shared = self.shared.clone();
         let mut slab = shared.lock();
+        if !slab.remote_submit.is_empty() || !slab.remote_cancel.is_empty() {
+            let mut out = std::mem::take(&mut self.ready);
+            self.take_remote_locked(&mut slab, &mut out);
+            self.ready = out;
+        }
         let stream = stream_fd(&st);
-        if let Some(q) = stream.and_then(|fd| self.writers.get_mut(&fd)) {
-            // Another write on this socket is in the kernel: this one waits its
-            // turn (WSASend order), and starts when that one completes.
-            let id = slab
-                .insert(shared.index, st)
-                .map_err(|(e, st)| (e, st.op))?;
-            q.push_back(id);
-            return Ok(id);
+        if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
+            if !q.is_empty() {
+                // Another op of this direction on this socket is in the
+                // kernel: this one waits its turn (WSASend / WSARecv order),
+                // and starts when the ones before it complete.
+                let id = slab
+                    .insert(shared.index, st)
+                    .map_err(|(e, st)| (e, st.op))?;
+                q.push_back(id);
+                return Ok(id);
+            }
         }
         // Build the first entry before inserting: the box's address does not move.
         let entry = match first_entry(&mut st, self.bufs.is_some()) {
@@ -337,23 +356,38 @@ impl Ring {
             return Err((e, st.map(|s| s.op).unwrap_or(Op::Posted { token: 0 })));
         }
         self.inflight += 1;
-        if let Some(fd) = stream {
-            self.writers.insert(fd, VecDeque::from([id]));
+        if let Some(k) = stream {
+            // Kept (empty) after its ops complete: no allocation per op.
+            self.streams.entry(k).or_default().push_back(id);
         }
         Ok(id)
     }
 
     /// Starts an op that is in the slab (handed over, or next in its socket's
-    /// write queue): gives its first entry to the kernel, or, if another write
-    /// on its socket is in the kernel, queues it behind that one. An op that
-    /// cannot start completes with its error.
+    /// queue): gives its first entry to the kernel, or, if another op of its
+    /// direction on its socket is in the kernel, queues it behind that one.
+    /// An op that cannot start completes with its error.
     fn start(&mut self, slab: &mut Slab, id: OpId, out: &mut VecDeque<Packet>) {
         let Some(st) = slab.get(id) else { return };
         let stream = stream_fd(st);
-        if let Some(q) = stream.and_then(|fd| self.writers.get_mut(&fd)) {
-            q.push_back(id);
-            return;
+        if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
+            if !q.is_empty() {
+                q.push_back(id);
+                return;
+            }
         }
+        if self.kick(slab, id, out) {
+            if let Some(k) = stream {
+                self.streams.entry(k).or_default().push_back(id);
+            }
+        }
+    }
+
+    /// Gives the first entry of `id` (in the slab, not in the kernel) to the
+    /// kernel: `true` if it is there now; otherwise it completed with its
+    /// error (or as cancelled, if a cancel came first) into `out`.
+    fn kick(&mut self, slab: &mut Slab, id: OpId, out: &mut VecDeque<Packet>) -> bool {
+        let Some(st) = slab.get(id) else { return false };
         let entry = if st.cancel {
             Err(errno(libc::ECANCELED))
         } else {
@@ -362,20 +396,19 @@ impl Ring {
         match entry.and_then(|e| self.push(e.user_data(id.0))) {
             Ok(()) => {
                 self.inflight += 1;
-                if let Some(fd) = stream {
-                    self.writers.insert(fd, VecDeque::from([id]));
-                }
+                true
             }
             Err(e) => {
                 if let Some(st) = slab.remove(id) {
                     out.push_back(finish(id, st, Err(e), 0));
                 }
+                false
             }
         }
     }
 
     /// An op the kernel held finished: its packet goes to `out`, and the next
-    /// write queued on its socket, if any, starts.
+    /// op queued on its socket in its direction, if any, starts.
     fn complete(
         &mut self,
         slab: &mut Slab,
@@ -388,27 +421,38 @@ impl Ring {
         let Some(st) = slab.remove(id) else { return };
         let stream = stream_fd(&st);
         out.push_back(finish(id, st, status, bytes));
-        let Some(fd) = stream else { return };
-        let Some(q) = self.writers.get_mut(&fd) else {
+        let Some(k) = stream else { return };
+        let Some(q) = self.streams.get_mut(&k) else {
             return;
         };
-        q.retain(|&x| x != id);
-        // Start the waiting writes in order: the first reaches the kernel,
-        // the others queue behind it again (or start in turn if it fails at
-        // once).
-        let rest = self.writers.remove(&fd).unwrap_or_default();
-        for next in rest {
-            self.start(slab, next, out);
+        if q.front() == Some(&id) {
+            q.pop_front();
+        } else {
+            q.retain(|&x| x != id);
+        }
+        // Start the waiting ops in order: the first that reaches the kernel
+        // stays at the front; one that fails at once completes and the next
+        // is tried.
+        loop {
+            let Some(next) = self.streams.get(&k).and_then(|q| q.front().copied()) else {
+                return;
+            };
+            if self.kick(slab, next, out) {
+                return;
+            }
+            if let Some(q) = self.streams.get_mut(&k) {
+                q.pop_front();
+            }
         }
     }
 
-    /// Takes a write that has not reached the kernel out of its socket's
+    /// Takes an op that has not reached the kernel out of its socket's
     /// queue; `false` if `id` is not waiting there.
     fn unqueue(&mut self, slab: &mut Slab, id: OpId) -> bool {
-        let Some(fd) = slab.get(id).and_then(|st| stream_fd(st)) else {
+        let Some(k) = slab.get(id).and_then(|st| stream_fd(st)) else {
             return false;
         };
-        let Some(q) = self.writers.get_mut(&fd) else {
+        let Some(q) = self.streams.get_mut(&k) else {
             return false;
         };
         match q.iter().position(|&x| x == id) {
@@ -425,17 +469,23 @@ impl Ring {
     fn take_remote(&mut self, out: &mut VecDeque<Packet>) {
         let shared = self.shared.clone();
         let mut slab = shared.lock();
+        self.take_remote_locked(&mut slab, out);
+    }
+
+    /// [`take_remote`](Ring::take_remote) with the slab locked.
+    fn take_remote_locked(&mut self, slab: &mut Slab, out: &mut VecDeque<Packet>) {
         let subs = std::mem::take(&mut slab.remote_submit);
         let cancels = std::mem::take(&mut slab.remote_cancel);
-        let ring = shared.index;
+        let ring = self.shared.index;
         for slot in subs {
             let gen = slab.slots[slot as usize].gen;
             let id = OpId::new(ring, gen, slot);
-            self.start(&mut slab, id, out);
+            self.start(slab, id, out);
         }
         for id in cancels {
-            if self.unqueue(&mut slab, id) {
-                // Waiting behind another write: it never reached the kernel.
+            if self.unqueue(slab, id) {
+                // Waiting behind another op on its socket: it never reached
+                // the kernel, and completes as cancelled at once.
                 if let Some(st) = slab.remove(id) {
                     out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
                 }
@@ -451,6 +501,7 @@ impl Ring {
 
     /// Collects finished operations into `out` without blocking.
     pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
+        out.append(&mut self.ready);
         // Remote work first if the flag is up already (it starts sooner); the
         // wake read may not have completed yet, so nothing is consumed here.
         if self.shared.handoff.take(false) {
@@ -532,6 +583,9 @@ impl Ring {
 
     /// Sleeps until a completion, a wake-up, or `timeout`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+        if !self.ready.is_empty() {
+            return;
+        }
         let res = match timeout {
             None => self.uring.submit_and_wait(1),
             Some(d) => {
@@ -551,7 +605,7 @@ impl Ring {
     /// Cancels everything in flight and waits until the kernel is done with it;
     /// returns the packets (every op still yields exactly one).
     pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
-        let mut out = VecDeque::new();
+        let mut out = std::mem::take(&mut self.ready);
         {
             let mut slab = self.shared.lock();
             // Ops handed over but never submitted complete as aborted right here.
@@ -566,9 +620,9 @@ impl Ring {
             slab.remote_cancel.clear();
             slab.cancel_all();
             slab.closed = true;
-            // Writes waiting behind another on their socket never reached the
+            // Ops waiting behind another on their socket never reached the
             // kernel: aborted right here too.
-            for q in self.writers.values_mut() {
+            for q in self.streams.values_mut().filter(|q| q.len() > 1) {
                 for id in q.drain(1..) {
                     if let Some(st) = slab.remove(id) {
                         out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));

@@ -130,12 +130,15 @@ fn placeholder() -> OpState {
     }
 }
 
-/// The socket an op writes a byte stream to (sends and transmits), whose
-/// writes must reach it in order.
-pub(super) fn stream_fd(st: &OpState) -> Option<std::os::fd::RawFd> {
+/// The socket and direction of an op that moves a byte stream (sends and
+/// transmits write, receives read): one socket's writes must reach it in the
+/// order they were issued, and so must its receives (AFD fills pending
+/// receives on a stream socket in the order they were posted).
+pub(super) fn stream_fd(st: &OpState) -> Option<(std::os::fd::RawFd, bool)> {
     match &st.op {
-        Op::Send(s) => Some(s.handle.as_raw_fd()),
-        Op::TransmitFile(t) => Some(t.socket.as_raw_fd()),
+        Op::Send(s) => Some((s.handle.as_raw_fd(), false)),
+        Op::TransmitFile(t) => Some((t.socket.as_raw_fd(), false)),
+        Op::Recv(r) => Some((r.handle.as_raw_fd(), true)),
         _ => None,
     }
 }
