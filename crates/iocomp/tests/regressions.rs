@@ -569,7 +569,7 @@ fn a_cancelled_pending_receive_takes_no_bytes_and_the_others_keep_their_order() 
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 1);
-    let mut submit = |op: iocomp::Op| port.submit(op).map_err(|(e, _)| e).unwrap();
+    let submit = |op: iocomp::Op| port.submit(op).map_err(|(e, _)| e).unwrap();
     let a = submit(Recv::new(&h, Vec::with_capacity(1)).into());
     let b = submit(Recv::new(&h, Vec::with_capacity(1)).into());
     let c = submit(Recv::new(&h, Vec::with_capacity(1)).into());

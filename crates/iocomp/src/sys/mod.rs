@@ -256,7 +256,7 @@ impl Ring {
             Imp::Uring(r) => r.drain(),
             Imp::Epoll(r) => r.drain(),
         };
-        leave_lanes(&mut out, 0);
+        leave_lanes(&out, 0);
         crate::completion::route(&mut out, 0);
         out
     }
