@@ -165,6 +165,12 @@ mod handoff;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod handoff;
+#[cfg(not(loom))]
+mod lane;
+/// Per-socket lanes, exposed for the loom models only (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod lane;
 mod op;
 mod packet;
 mod pool;

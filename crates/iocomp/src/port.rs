@@ -553,8 +553,9 @@ impl Port {
 
     /// Hands `op`, counted in its socket's lane, to the lane's ring `to`, so
     /// that it queues behind the socket's earlier ops there. If that ring is
-    /// gone (its thread detached and cancelled them), the lane moves to `mine`
-    /// and `op` goes where it was meant to, with `here`.
+    /// gone or closed (its thread detached: its ops are cancelled and leave
+    /// the lane as they complete), the lane moves to `mine` and `op` goes
+    /// where it was meant to, with `here`.
     fn behind(
         &self,
         op: Op,
@@ -569,7 +570,10 @@ impl Port {
         let op = match owner {
             Some(r) => match r.submit_remote(op) {
                 Ok(id) => return Ok(id),
-                Err((_, op)) => op,
+                // The ring is closed: its thread is detaching.
+                Err((e, op)) if e.kind() == io::ErrorKind::NotConnected => op,
+                // Refused for itself (a bad argument): the lane stays.
+                Err(e) => return unlane(Err(e)),
             },
             None => op,
         };

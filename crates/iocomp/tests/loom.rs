@@ -220,3 +220,70 @@ fn close_wakes_a_parked_thread() {
         assert_eq!(t.join().unwrap(), None);
     });
 }
+
+/// Per-socket lanes (`iocomp::lane`): two threads, each owning a ring, issue
+/// one op each on the same socket and then complete what their own ring
+/// holds. Whatever the interleaving, an op is only ever added to the ring
+/// that holds every op of the lane still in flight — the ring then keeps
+/// their order — and the lane is free once all are done. This holds because
+/// an op leaves the lane only after its ring is done with it (as
+/// `sys::Ring::reap` does); `leave_first` leaves before, which must fail.
+fn lane_model(leave_first: bool) {
+    use iocomp::lane::Lane;
+    model(move || {
+        let lane = Arc::new(Lane::new());
+        // Ops in flight per ring (the rings' slabs, one mutex for both).
+        let rings = Arc::new(Mutex::new([0u32; 2]));
+        let issue = |lane: &Lane, rings: &Mutex<[u32; 2]>, mine: u16| {
+            let to = usize::from(lane.enter(mine));
+            let mut r = rings.lock().unwrap();
+            assert_eq!(
+                r[1 - to],
+                0,
+                "an op of the lane is in flight on another ring"
+            );
+            r[to] += 1;
+        };
+        let complete = move |lane: &Lane, rings: &Mutex<[u32; 2]>, mine: usize| {
+            if leave_first {
+                let n = rings.lock().unwrap()[mine];
+                for _ in 0..n {
+                    lane.leave();
+                }
+                rings.lock().unwrap()[mine] -= n;
+            } else {
+                let done = std::mem::take(&mut rings.lock().unwrap()[mine]);
+                for _ in 0..done {
+                    lane.leave();
+                }
+            }
+        };
+        let other = {
+            let (lane, rings) = (lane.clone(), rings.clone());
+            loom::thread::spawn(move || {
+                issue(&lane, &rings, 1);
+                complete(&lane, &rings, 1);
+            })
+        };
+        issue(&lane, &rings, 0);
+        complete(&lane, &rings, 0);
+        other.join().unwrap();
+        complete(&lane, &rings, 0);
+        complete(&lane, &rings, 1);
+        // Free: the next op runs on whichever ring issues it.
+        assert_eq!(lane.enter(1), 1);
+    });
+}
+
+#[test]
+fn a_lane_keeps_its_ops_in_flight_on_one_ring() {
+    lane_model(false);
+}
+
+/// The model has teeth: leaving the lane before the ring is done with the
+/// op lets a later op start on another ring.
+#[test]
+#[should_panic(expected = "in flight on another ring")]
+fn leaving_the_lane_before_the_op_is_done_splits_it() {
+    lane_model(true);
+}
