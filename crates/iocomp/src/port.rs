@@ -365,6 +365,12 @@ impl Port {
     /// to one of the port's threads — the most recently parked one if any is
     /// parked, which starts it at once; a busy thread starts it when it next calls
     /// `get`. If no thread has attached yet, it fails with `NotConnected`.
+    ///
+    /// One socket's receives, and its sends and transmits, complete in the
+    /// order they were submitted, as `WSARecv`s and `WSASend`s do on Windows
+    /// whichever threads issue them (when one call returns before the other
+    /// is made): while some are in flight, a later one goes to the thread
+    /// that runs them, behind them, instead of the caller's own ring.
     pub fn submit(&self, op: impl Into<Op>) -> Result<OpId, (io::Error, Op)> {
         let op = op.into();
         if let Err(e) = self.check(&op) {
@@ -403,7 +409,10 @@ impl Port {
     /// [`get`](Port::get), such as a [`Pool`](crate::Pool)'s), never on the
     /// caller's own ring, so the caller may block on the result; with no such
     /// thread it fails with `NotConnected`. Otherwise as [`submit`](Port::submit):
-    /// on `Ok` exactly one packet comes back, into the `Overlapped`.
+    /// on `Ok` exactly one packet comes back, into the `Overlapped`. (Because it
+    /// never runs on the caller's ring, a receive or send submitted this way
+    /// while the caller's own ring still runs earlier ones on the same socket
+    /// is not ordered behind them.)
     pub fn submit_waitable(&self, op: impl Into<Op>) -> Result<Overlapped, (io::Error, Op)> {
         self.submit_overlapped(op.into(), None)
     }

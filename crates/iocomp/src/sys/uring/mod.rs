@@ -266,11 +266,16 @@ impl Ring {
             // SAFETY: every entry built in this file points only into memory that
             // outlives its completion: buffers and addresses inside a boxed OpState
             // that stays in the slab until its final CQE is reaped (`complete`
-            // removes it then; a write waiting behind another on its socket is
-            // never pushed before its turn, and is removed only while it has
-            // no entry in the kernel), or `wake_buf`, which is freed only after
-            // `drain` saw the read's CQE. If the kernel never lets go (`leaked`),
-            // the slab, `wake_buf` and the buffer pool are leaked, never freed.
+            // removes it then). An op waiting behind another on its socket (a
+            // write, or a receive) has no entry in the kernel: only the front
+            // of a `streams` queue does, `kick` pushes an op only when it is
+            // new with an empty queue or has become the front after the old
+            // front's final CQE, and a waiting op is removed (`unqueue` and
+            // `drain` skip the front; `kick` removes only an op whose push
+            // failed) only while nothing of it is in the kernel. `wake_buf` is
+            // freed only after `drain` saw the read's CQE. If the kernel never
+            // lets go (`leaked`), the slab, `wake_buf` and the buffer pool are
+            // leaked, never freed.
             // Cancel entries carry a user_data, no pointer.
             if unsafe { self.uring.submission().push(&entry) }.is_ok() {
                 return Ok(());
