@@ -108,11 +108,44 @@ fn deliver(mut p: Packet) {
         return;
     };
     match *route {
-        Route::Overlapped(shared) => shared.complete(p),
+        Route::Overlapped(shared) => {
+            shared.complete(p);
+            if Arc::strong_count(&shared) == 1 {
+                // Nobody holds the Overlapped: the packet is dropped with it,
+                // but not here (the reaping thread holds its consumer borrow).
+                crate::defer::later(shared);
+            }
+        }
         Route::Routine { thread, routine } => {
             // If the issuing thread has exited its APCs are discarded, as on
-            // Windows: the routine and the packet (buffers included) are dropped.
-            let _ = thread.queue_apc(move || routine(p));
+            // Windows: the routine and the packet (buffers included) are
+            // dropped, by `Apc`'s Drop, outside the engine.
+            let apc = Apc(Some((routine, p)));
+            let _ = thread.queue_apc(move || apc.run());
+        }
+    }
+}
+
+/// A completion routine with its packet, queued as an APC. Dropped without
+/// running (its thread exited), it hands both to `defer`: the routine is user
+/// code, and so may be the packet's context's Drop.
+struct Apc(Option<(Routine, Packet)>);
+
+/// A completion routine (mode 3).
+type Routine = Box<dyn FnOnce(Packet) + std::marker::Send>;
+
+impl Apc {
+    fn run(mut self) {
+        if let Some((routine, p)) = self.0.take() {
+            routine(p);
+        }
+    }
+}
+
+impl Drop for Apc {
+    fn drop(&mut self) {
+        if let Some(v) = self.0.take() {
+            crate::defer::later(v);
         }
     }
 }

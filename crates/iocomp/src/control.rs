@@ -15,79 +15,100 @@
 //!   `running < max`, takes it at once without parking.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicBool, Ordering};
+#[cfg(loom)]
+use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+#[cfg(not(loom))]
+use std::sync::{Mutex, MutexGuard};
+
+use crate::handoff::Wake;
 use crate::packet::Packet;
-use crate::sys::Waker;
 
 /// What one pass of the `get` loop decided.
-pub(crate) enum Step {
+pub enum Step {
+    /// A packet for the caller.
     Got(Packet),
+    /// Nothing yet: park until woken.
     Park,
+    /// Nothing, and the deadline passed.
     TimedOut,
+    /// The port is closed.
     Abandoned,
 }
 
-struct Consumer {
+struct Consumer<W> {
     /// A packet handed over directly by a poster while this thread was parked.
     handed: Option<Packet>,
-    waker: Arc<Waker>,
+    waker: Arc<W>,
     /// Counted in `running`.
     counted: bool,
     /// On the waiter stack.
     waiting: bool,
 }
 
-#[derive(Default)]
-struct State {
+struct State<W> {
     queue: VecDeque<Packet>,
     waiters: Vec<usize>,
-    consumers: Vec<Option<Consumer>>,
+    consumers: Vec<Option<Consumer<W>>>,
     running: usize,
     closed: bool,
 }
 
-pub(crate) struct Control {
+/// The control plane of one port (see the module documentation). `W` is what
+/// wakes a parked consumer: its ring, or a model of one under loom.
+pub struct Control<W> {
     max: usize,
     strict: bool,
-    state: Mutex<State>,
+    state: Mutex<State<W>>,
     /// A copy of `State::closed` that `submit` reads on every operation
     /// without taking the control lock.
     closed: AtomicBool,
 }
 
 /// Wakers to call once the lock is released.
-type Wakes = Vec<Arc<Waker>>;
+type Wakes<W> = Vec<Arc<W>>;
 
-fn wake_all(wakes: Wakes) {
+fn wake_all<W: Wake>(wakes: Wakes<W>) {
     for w in wakes {
         w.wake();
     }
 }
 
-impl Control {
-    pub(crate) fn new(max: usize, strict: bool) -> Control {
+impl<W: Wake> Control<W> {
+    /// A control plane for at most `max` running threads.
+    pub fn new(max: usize, strict: bool) -> Control<W> {
         Control {
             max,
             strict,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                waiters: Vec::new(),
+                consumers: Vec::new(),
+                running: 0,
+                closed: false,
+            }),
             closed: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<W>> {
         // A panic while holding this lock leaves the state consistent (every
         // update is a few field writes), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn max(&self) -> usize {
+    /// The concurrency limit.
+    pub fn max(&self) -> usize {
         self.max
     }
 
     /// Registers a thread that will call `get`; returns its id.
-    pub(crate) fn attach(&self, waker: Arc<Waker>) -> usize {
+    pub fn attach(&self, waker: Arc<W>) -> usize {
         let mut st = self.lock();
         let rec = Consumer {
             handed: None,
@@ -106,7 +127,7 @@ impl Control {
 
     /// Removes a thread (it exits, or detaches); a packet handed to it is queued
     /// again and its running slot may release another waiter.
-    pub(crate) fn detach(&self, id: usize) {
+    pub fn detach(&self, id: usize) {
         let mut st = self.lock();
         let Some(rec) = st.consumers.get_mut(id).and_then(Option::take) else {
             return;
@@ -118,7 +139,9 @@ impl Control {
             st.running -= 1;
         }
         if let Some(p) = rec.handed {
-            if !st.closed {
+            if st.closed {
+                crate::defer::later(p);
+            } else {
                 st.queue.push_front(p);
             }
         }
@@ -130,7 +153,7 @@ impl Control {
     /// The thread stops counting as running without entering `get` (it moved
     /// its association to another port, or is about to block, C21). A waiter
     /// may be released in its place. Returns whether it was counted.
-    pub(crate) fn uncount(&self, id: usize) -> bool {
+    pub fn uncount(&self, id: usize) -> bool {
         let mut st = self.lock();
         if let Some(Some(rec)) = st.consumers.get_mut(id) {
             if rec.counted {
@@ -147,7 +170,7 @@ impl Control {
 
     /// The thread runs again after blocking: it counts again, even if that puts
     /// `running` above the limit (C21: no new releases until it drops below).
-    pub(crate) fn recount(&self, id: usize) {
+    pub fn recount(&self, id: usize) {
         let mut st = self.lock();
         if let Some(Some(rec)) = st.consumers.get_mut(id) {
             if !rec.counted {
@@ -159,7 +182,7 @@ impl Control {
 
     /// Hands queued packets to waiters, newest waiter first, while the
     /// concurrency limit allows.
-    fn release(&self, st: &mut State) -> Wakes {
+    fn release(&self, st: &mut State<W>) -> Wakes<W> {
         let mut wakes = Vec::new();
         while st.running < self.max && !st.queue.is_empty() {
             let Some(w) = st.waiters.pop() else { break };
@@ -177,9 +200,15 @@ impl Control {
 
     /// Queues packets (posted, or forwarded from a ring) and wakes waiters.
     /// Returns the packets back if the port is closed.
-    pub(crate) fn enqueue(&self, packets: impl IntoIterator<Item = Packet>) -> Result<(), ()> {
+    // `Err(())` means "closed"; public only to the loom models.
+    #[allow(clippy::result_unit_err)]
+    pub fn enqueue(&self, packets: impl IntoIterator<Item = Packet>) -> Result<(), ()> {
         let mut st = self.lock();
         if st.closed {
+            drop(st);
+            // Dropped when the thread leaves the engine: the caller may hold
+            // a borrow, and their Drop may call the port.
+            crate::defer::later(packets.into_iter().collect::<Vec<_>>());
             return Err(());
         }
         st.queue.extend(packets);
@@ -191,11 +220,14 @@ impl Control {
 
     /// One pass of `get` for consumer `id`. `local` holds completions of the
     /// thread's own ring, which it may take ahead of the queue (unless strict).
-    pub(crate) fn step(&self, id: usize, local: &mut VecDeque<Packet>, expired: bool) -> Step {
+    pub fn step(&self, id: usize, local: &mut VecDeque<Packet>, expired: bool) -> Step {
         let mut st = self.lock();
         if st.closed {
             Self::unpark(&mut st, id);
-            local.clear();
+            if !local.is_empty() {
+                // Not under the lock: their Drop may call the port.
+                crate::defer::later(local.drain(..).collect::<Vec<_>>());
+            }
             return Step::Abandoned;
         }
         let st = &mut *st;
@@ -263,12 +295,7 @@ impl Control {
 
     /// Takes up to `max` more packets for a thread that already holds one
     /// (`get_many`: the batch counts as one running thread, C15).
-    pub(crate) fn take_more(
-        &self,
-        local: &mut VecDeque<Packet>,
-        out: &mut Vec<Packet>,
-        max: usize,
-    ) {
+    pub fn take_more(&self, local: &mut VecDeque<Packet>, out: &mut Vec<Packet>, max: usize) {
         if self.strict {
             if !local.is_empty() && self.enqueue(local.drain(..)).is_err() {
                 return;
@@ -290,7 +317,7 @@ impl Control {
         }
     }
 
-    fn unpark(st: &mut State, id: usize) {
+    fn unpark(st: &mut State<W>, id: usize) {
         if let Some(Some(rec)) = st.consumers.get_mut(id) {
             if rec.waiting {
                 rec.waiting = false;
@@ -301,7 +328,7 @@ impl Control {
 
     /// Closes the port: every waiter wakes with `Abandoned`, queued packets are
     /// dropped (their buffers and handles freed), later posts fail.
-    pub(crate) fn close(&self) {
+    pub fn close(&self) {
         let mut st = self.lock();
         if st.closed {
             return;
@@ -309,7 +336,7 @@ impl Control {
         st.closed = true;
         self.closed.store(true, Ordering::Release);
         let dropped: Vec<Packet> = st.queue.drain(..).collect();
-        let wakes: Wakes = st
+        let wakes: Wakes<W> = st
             .consumers
             .iter()
             .flatten()
@@ -320,30 +347,30 @@ impl Control {
         wake_all(wakes);
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// The ring of the most recently parked thread: the best place for an
     /// operation submitted by a thread that does not wait on the port.
-    pub(crate) fn top_waiter(&self) -> Option<Arc<Waker>> {
+    pub(crate) fn top_waiter(&self) -> Option<Arc<W>> {
         let st = self.lock();
         let id = *st.waiters.last()?;
         st.consumers.get(id)?.as_ref().map(|c| c.waker.clone())
     }
 
     /// Threads parked in `get` right now (for tests that order waiters).
-    pub(crate) fn waiters(&self) -> usize {
+    pub fn waiters(&self) -> usize {
         self.lock().waiters.len()
     }
 
     /// Attached threads counted as running.
-    pub(crate) fn running(&self) -> usize {
+    pub fn running(&self) -> usize {
         self.lock().running
     }
 
     /// Packets queued and not yet taken.
-    pub(crate) fn queued(&self) -> usize {
+    pub fn queued(&self) -> usize {
         self.lock().queue.len()
     }
 }

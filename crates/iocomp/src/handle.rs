@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+
+pub(crate) use crate::lane::Lane;
 use std::sync::Arc;
 
 /// A socket or file associated with a [`Port`](crate::Port), carrying its
@@ -19,13 +22,38 @@ pub(crate) struct HandleInner {
     pub(crate) port: u64,
     /// `O_NONBLOCK` is known to be set (so it is not checked again per op).
     pub(crate) nonblocking: std::sync::atomic::AtomicBool,
+    /// The socket's receives (`[0]`) and writes (`[1]`) in flight: which ring
+    /// runs them, so that later ones queue behind them in call order.
+    pub(crate) lanes: [Lane; 2],
+}
+
+/// The lane an op belongs to, if it moves a byte stream.
+pub(crate) fn lane_of(op: &crate::op::Op) -> Option<&Lane> {
+    use crate::op::Op;
+    match op {
+        Op::Recv(r) => Some(&r.handle.0.lanes[0]),
+        Op::Send(s) => Some(&s.handle.0.lanes[1]),
+        Op::TransmitFile(t) => Some(&t.socket.0.lanes[1]),
+        _ => None,
+    }
+}
+
+/// Leaves the lane of the op a refused submission hands back.
+pub(crate) fn unlane<T>(
+    r: Result<T, (std::io::Error, crate::op::Op)>,
+) -> Result<T, (std::io::Error, crate::op::Op)> {
+    r.map_err(|(e, op)| {
+        if let Some(l) = lane_of(&op) {
+            l.leave();
+        }
+        (e, op)
+    })
 }
 
 impl Handle {
     /// Puts the descriptor in non-blocking mode once; later calls cost an
     /// atomic load.
     pub(crate) fn ensure_nonblocking(&self) -> std::io::Result<()> {
-        use std::sync::atomic::Ordering;
         if !self.0.nonblocking.load(Ordering::Relaxed) {
             crate::sys::set_nonblocking(self.as_raw_fd())?;
             self.0.nonblocking.store(true, Ordering::Relaxed);

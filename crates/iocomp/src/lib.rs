@@ -96,7 +96,9 @@
 //! completions come back to it first — no locks, no cross-thread hand-off. The
 //! shared part (the queue, the stack of waiters, the running count) is touched
 //! only when threads park, wake or post. [`PortBuilder::strict`] routes every
-//! completion through the shared queue for exact Windows ordering.
+//! completion through the shared queue for Windows' ordering of the queue (a
+//! busy thread's own completions join it when that thread next enters the
+//! port: see there).
 //!
 //! # Backends
 //!
@@ -149,8 +151,26 @@ compile_error!("iocomp runs on Linux only: it is built on io_uring.");
 
 mod completion;
 mod connect;
+#[cfg(not(loom))]
 mod control;
+/// The control plane, exposed for the loom models only (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod control;
+mod defer;
 mod handle;
+#[cfg(not(loom))]
+mod handoff;
+/// The thread hand-offs, exposed for the loom models only (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod handoff;
+#[cfg(not(loom))]
+mod lane;
+/// Per-socket lanes, exposed for the loom models only (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod lane;
 mod op;
 mod packet;
 mod pool;

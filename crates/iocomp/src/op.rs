@@ -218,7 +218,8 @@ impl Send {
 
 /// Completes with success after `duration` (or `ECANCELED` if cancelled first).
 pub struct Timeout {
-    /// How long to wait.
+    /// How long to wait. Longer than [`Timeout::MAX`] (about 136 years) counts
+    /// as `Timeout::MAX`, on every backend.
     pub duration: Duration,
     /// The key its packet carries.
     pub key: u64,
@@ -230,6 +231,17 @@ pub struct Timeout {
 }
 
 impl Timeout {
+    /// The longest timer: `duration` is clamped to this (2³² − 1 seconds,
+    /// about 136 years), so that `Duration::MAX` means "until cancelled" on
+    /// every backend.
+    pub const MAX: Duration = Duration::from_secs(u32::MAX as u64);
+
+    /// The duration the timer really waits: `duration` clamped to
+    /// [`Timeout::MAX`].
+    pub(crate) fn clamped(&self) -> Duration {
+        self.duration.min(Timeout::MAX)
+    }
+
     /// A timer of `duration` whose packet carries `key`.
     pub fn new(duration: Duration, key: u64) -> Timeout {
         Timeout {
@@ -247,7 +259,9 @@ impl Timeout {
 ///
 /// A file that turns out shorter than promised (truncated while being sent)
 /// fails the operation with `UnexpectedEof`, so the receiver never waits for
-/// bytes that cannot come.
+/// bytes that cannot come. A range that ends past the largest file offset
+/// (`offset + len` above `i64::MAX`), or an `offset` past the end of the file
+/// when `len` is 0, is refused at submit with `InvalidInput` (`EINVAL`).
 ///
 /// The file is sent zero-copy: the owning thread waits for the socket to be
 /// writable, then calls a non-blocking `sendfile(2)`, at most 2 MiB per turn so

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -39,6 +39,9 @@ struct Inner {
     handler: Arc<Handler>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     count: AtomicUsize,
+    /// Set when `Pool::new` failed: workers leave their loop without the
+    /// port being closed.
+    stop: AtomicBool,
 }
 
 thread_local! {
@@ -54,35 +57,59 @@ impl Pool {
     /// packet goes to `handler`, which runs on a worker and may submit more
     /// operations (they go to that worker's own ring). Returns once every worker
     /// is attached, so operations submitted from any thread can be handed over.
+    /// `threads` above [`MAX_THREADS`] counts as `MAX_THREADS`.
+    ///
+    /// If a worker cannot start (no thread, or no ring for it), the error is
+    /// returned and the port stays open: the workers already started are
+    /// woken and stop, without closing it.
     pub fn new<F>(port: &Port, threads: usize, handler: F) -> io::Result<Pool>
     where
         F: Fn(&Port, Packet) + Send + Sync + 'static,
     {
+        // More than MAX_THREADS is clamped to it (as the pool never grows past it).
         let n = if threads == 0 {
             port.concurrency()
         } else {
             threads
-        };
+        }
+        .min(MAX_THREADS);
         let inner = Arc::new(Inner {
             port: port.clone(),
             handler: Arc::new(handler),
             threads: Mutex::new(Vec::with_capacity(n)),
             count: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
         });
-        let pool = Pool { inner };
         let (tx, rx) = mpsc::channel::<io::Result<()>>();
+        let mut failed = None;
+        let mut started = 0;
         for _ in 0..n {
-            pool.inner.spawn(Some(tx.clone()))?;
+            match inner.spawn(Some(tx.clone())) {
+                Ok(()) => started += 1,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
         drop(tx);
-        for _ in 0..n {
+        for _ in 0..started {
             match rx.recv() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
                 Err(_) => break,
             }
         }
-        Ok(pool)
+        if let Some(e) = failed {
+            // Not `shutdown`: the port is the caller's and stays open. The
+            // workers that started stop at their next wake-up.
+            inner.stop.store(true, Ordering::Release);
+            inner.port.wake_all();
+            return Err(e);
+        }
+        Ok(Pool { inner })
     }
 
     /// The port the workers wait on.
@@ -114,8 +141,14 @@ impl Pool {
             if batch.is_empty() {
                 break;
             }
+            let me = std::thread::current().id();
             for t in batch {
-                let _ = t.join();
+                // Shut down from a handler of this pool: the calling worker
+                // is not joined (it would wait for itself); it leaves its loop
+                // when the handler returns, the port being closed.
+                if t.thread().id() != me {
+                    let _ = t.join();
+                }
             }
         }
     }
@@ -141,7 +174,7 @@ impl Inner {
                 }
                 if ok {
                     CURRENT.with(|c| *c.borrow_mut() = Some(me.clone()));
-                    worker(&me.port, &*me.handler);
+                    worker(&me.port, &*me.handler, &me.stop);
                     CURRENT.with(|c| *c.borrow_mut() = None);
                 }
                 me.port.detach();
@@ -160,6 +193,17 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether the calling thread is a worker of a pool that failed to start
+/// and must leave its loop (its `get` returns `TimedOut` instead of parking).
+pub(crate) fn stopping() -> bool {
+    CURRENT
+        .try_with(|c| {
+            c.try_borrow()
+                .is_ok_and(|c| c.as_ref().is_some_and(|i| i.stop.load(Ordering::Acquire)))
+        })
+        .unwrap_or(false)
 }
 
 /// Called by [`Port::blocking`] and [`Port::may_run_long`]: if the calling
@@ -183,10 +227,24 @@ pub(crate) fn on_blocking(port: &Port) -> bool {
     pool.spawn(None).is_ok()
 }
 
-fn worker(port: &Port, handler: &Handler) {
+fn worker(port: &Port, handler: &Handler, stop: &AtomicBool) {
     let mut got = Vec::with_capacity(BATCH);
     loop {
+        if stop.load(Ordering::Acquire) {
+            // What this worker holds goes back to the port for others.
+            let rest: Vec<Packet> = PENDING.with(|b| b.borrow_mut().drain(..).collect());
+            if !rest.is_empty() {
+                let _ = port.core.control.enqueue(rest);
+            }
+            return;
+        }
         match port.get_many(&mut got, BATCH, None) {
+            Ok(_) if stop.load(Ordering::Acquire) => {
+                // Handed to this worker as it was told to stop: back to the
+                // port, for the caller's threads.
+                let _ = port.core.control.enqueue(got.drain(..));
+                return;
+            }
             Ok(_) => {
                 PENDING.with(|b| b.borrow_mut().extend(got.drain(..)));
                 // Not borrowed while a handler runs: it may call `on_blocking`.

@@ -6,14 +6,14 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use iocomp_sync::{Event, Thread};
 
 use crate::completion::{Completion, Overlapped, Route, Shared};
 use crate::control::{Control, Step};
-use crate::handle::{Handle, HandleInner};
+use crate::handle::{lane_of, unlane, Handle, HandleInner, Lane};
 use crate::op::Op;
 use crate::packet::{GetError, OpId, Packet};
 use crate::sys::{Anchor, Ring, RingShared};
@@ -31,12 +31,15 @@ pub struct Port {
 
 pub(crate) struct Core {
     id: u64,
-    pub(crate) control: Control,
+    pub(crate) control: Control<crate::sys::Waker>,
     anchor: Anchor,
     /// Why `Backend::Auto` did not pick io_uring, if it did not.
     fallback: Option<String>,
     /// Rings of attached threads, by ring index (for cancels and hand-overs).
     rings: RwLock<Vec<Option<Arc<RingShared>>>>,
+    /// The slot generations detached rings left, by ring index: the next ring
+    /// at that index goes on from them, so no `OpId` repeats.
+    gens: Mutex<Vec<Vec<u32>>>,
     next_ring: AtomicUsize,
 }
 
@@ -131,6 +134,20 @@ impl PortBuilder {
     /// I/O packets too are taken oldest first by the newest waiter. Without it a
     /// thread takes its own ring's completions first (faster; the order
     /// Windows documents as "may differ").
+    ///
+    /// What strict mode guarantees, precisely: the order of packets *in the
+    /// queue* (oldest first, to the newest waiter, within the concurrency
+    /// limit), as on Windows. An operation's completion enters the queue when
+    /// the thread whose ring runs it next enters the port — `get`,
+    /// `get_many`, [`blocking`](Port::blocking),
+    /// [`may_run_long`](Port::may_run_long), `detach` or thread exit — not
+    /// while that thread runs user code: the kernel reports an io_uring
+    /// completion only to the ring's own thread (`COOP_TASKRUN`, single
+    /// issuer), and an epoll readiness only to its instance's. A handler that
+    /// runs long should say so with `blocking` or `may_run_long`, as it
+    /// should anyway for the concurrency limit (C21); operations submitted
+    /// from threads that never wait on the port run on the parked threads'
+    /// rings and are not delayed this way.
     pub fn strict(mut self, on: bool) -> Self {
         self.strict = on;
         self
@@ -159,6 +176,7 @@ impl PortBuilder {
             anchor,
             fallback,
             rings: RwLock::new(Vec::new()),
+            gens: Mutex::new(Vec::new()),
             next_ring: AtomicUsize::new(0),
         };
         Ok(Port {
@@ -193,11 +211,24 @@ impl Drop for Consumer {
             let _ = self.core.control.enqueue(left);
         }
         let index = usize::from(self.ring.shared().index());
+        // Before the index is free again: the next ring there continues the
+        // generations.
+        let gens = self.ring.gens();
+        {
+            let mut all = self.core.gens.lock().unwrap_or_else(|e| e.into_inner());
+            if all.len() <= index {
+                all.resize(index + 1, Vec::new());
+            }
+            all[index] = gens;
+        }
         if let Ok(mut rings) = self.core.rings.write() {
             if let Some(slot) = rings.get_mut(index) {
                 *slot = None;
             }
         }
+        // No engine lock is held here (a consumer is dropped by `detach`
+        // after its borrow ends, or when the thread exits).
+        crate::defer::flush();
     }
 }
 
@@ -244,6 +275,7 @@ impl Port {
             key,
             port: self.core.id,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
+            lanes: [Lane::new(), Lane::new()],
         }))
     }
 
@@ -258,7 +290,9 @@ impl Port {
             id: OpId::POSTED,
             op: Op::Posted { token },
         };
-        self.core.control.enqueue([p]).map_err(|()| closed())
+        let r = self.core.control.enqueue([p]).map_err(|()| closed());
+        crate::defer::flush();
+        r
     }
 
     pub(crate) fn post_op(&self, key: u64, op: Op) -> io::Result<()> {
@@ -269,24 +303,40 @@ impl Port {
             id: OpId::POSTED,
             op,
         };
-        self.core.control.enqueue([p]).map_err(|()| closed())
+        let r = self.core.control.enqueue([p]).map_err(|()| closed());
+        crate::defer::flush();
+        r
     }
 
     /// Waits for one packet (`GetQueuedCompletionStatus`). `None` waits forever;
-    /// `Some(Duration::ZERO)` only polls (C14).
+    /// `Some(Duration::ZERO)` only polls (C14). A timeout too long to be a
+    /// point in time (such as `Duration::MAX`) is clamped: it waits forever.
     ///
     /// The calling thread becomes one of the port's threads: it counts as running
     /// from the time `get` returns a packet until it calls `get` again (C19, C20).
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet, GetError> {
-        // A thread that cannot get a ring (out of memory or descriptors) can
-        // never receive a packet: for it the port is as good as gone.
-        self.with_consumer(|c| wait(c, timeout))
-            .map_err(|_| GetError::Abandoned)?
+        // A deadline past what `Instant` holds is as good as none: wait forever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            // A thread that cannot get a ring (out of memory or descriptors)
+            // can never receive a packet: for it the port is as good as gone.
+            let r = self
+                .with_consumer(|c| wait(c, deadline))
+                .unwrap_or(Err(Leave::Get(GetError::Abandoned)));
+            // Outside the consumer borrow: user values the engine let go of
+            // are dropped here (their Drop may call the port).
+            crate::defer::flush();
+            match r {
+                Ok(p) => return Ok(p),
+                Err(Leave::Get(e)) => return Err(e),
+                Err(Leave::Flush) => {}
+            }
+        }
     }
-
     /// Waits for at least one packet and takes up to `max` (at least 1) that are
     /// ready, appending them to `out` (`GetQueuedCompletionStatusEx`, C15). The
-    /// batch counts as one running thread. Returns how many were added.
+    /// batch counts as one running thread. Returns how many were added. The
+    /// timeout is clamped as in [`get`](Port::get).
     pub fn get_many(
         &self,
         out: &mut Vec<Packet>,
@@ -294,19 +344,18 @@ impl Port {
         timeout: Option<Duration>,
     ) -> Result<usize, GetError> {
         let start = out.len();
-        self.with_consumer(|c| {
-            let first = wait(c, timeout)?;
-            out.push(first);
-            let mut more = Vec::new();
+        let first = self.get(timeout)?;
+        out.push(first);
+        let mut more = Vec::new();
+        let _ = self.with_consumer(|c| {
             c.core
                 .control
                 .take_more(&mut c.local, &mut more, max.max(1) - 1);
-            out.extend(more);
-            Ok(out.len() - start)
-        })
-        .map_err(|_| GetError::Abandoned)?
+        });
+        out.extend(more);
+        crate::defer::flush();
+        Ok(out.len() - start)
     }
-
     /// Submits an overlapped operation. On `Ok` exactly one packet will come back
     /// for it (C8); on `Err` the operation is returned with the error and no
     /// packet will come.
@@ -316,6 +365,12 @@ impl Port {
     /// to one of the port's threads — the most recently parked one if any is
     /// parked, which starts it at once; a busy thread starts it when it next calls
     /// `get`. If no thread has attached yet, it fails with `NotConnected`.
+    ///
+    /// One socket's receives, and its sends and transmits, complete in the
+    /// order they were submitted, as `WSARecv`s and `WSASend`s do on Windows
+    /// whichever threads issue them (when one call returns before the other
+    /// is made): while some are in flight, a later one goes to the thread
+    /// that runs them, behind them, instead of the caller's own ring.
     pub fn submit(&self, op: impl Into<Op>) -> Result<OpId, (io::Error, Op)> {
         let op = op.into();
         if let Err(e) = self.check(&op) {
@@ -326,7 +381,13 @@ impl Port {
             .try_with(|cs| {
                 let mut cs = cs.try_borrow_mut().ok()?;
                 let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
-                op.take().map(|op| c.ring.submit_local(op))
+                let op = op.take()?;
+                let own = c.ring.shared().index();
+                let to = lane_of(&op).map_or(own, |l| l.enter(own));
+                if to == own {
+                    return Some(unlane(c.ring.submit_local(op)));
+                }
+                Some(self.behind(op, to, own, |op| c.ring.submit_local(op)))
             })
             .ok()
             .flatten();
@@ -348,7 +409,10 @@ impl Port {
     /// [`get`](Port::get), such as a [`Pool`](crate::Pool)'s), never on the
     /// caller's own ring, so the caller may block on the result; with no such
     /// thread it fails with `NotConnected`. Otherwise as [`submit`](Port::submit):
-    /// on `Ok` exactly one packet comes back, into the `Overlapped`.
+    /// on `Ok` exactly one packet comes back, into the `Overlapped`. (Because it
+    /// never runs on the caller's ring, a receive or send submitted this way
+    /// while the caller's own ring still runs earlier ones on the same socket
+    /// is not ordered behind them.)
     pub fn submit_waitable(&self, op: impl Into<Op>) -> Result<Overlapped, (io::Error, Op)> {
         self.submit_overlapped(op.into(), None)
     }
@@ -471,7 +535,17 @@ impl Port {
             }
         });
         match ring {
-            Some(r) => r.submit_remote(op),
+            Some(r) => {
+                let mine = r.index();
+                let to = lane_of(&op).map_or(mine, |l| l.enter(mine));
+                if to == mine || Some(to) == exclude {
+                    // (A routed op never runs on the caller's own ring, which
+                    // may wait for it: if that ring holds the socket's earlier
+                    // ops, this one is counted but not ordered behind them.)
+                    return unlane(r.submit_remote(op));
+                }
+                self.behind(op, to, mine, |op| r.submit_remote(op))
+            }
             None => Err((
                 io::Error::new(
                     io::ErrorKind::NotConnected,
@@ -484,6 +558,38 @@ impl Port {
                 op,
             )),
         }
+    }
+
+    /// Hands `op`, counted in its socket's lane, to the lane's ring `to`, so
+    /// that it queues behind the socket's earlier ops there. If that ring is
+    /// gone or closed (its thread detached: its ops are cancelled and leave
+    /// the lane as they complete), the lane moves to `mine` and `op` goes
+    /// where it was meant to, with `here`.
+    fn behind(
+        &self,
+        op: Op,
+        to: u16,
+        mine: u16,
+        here: impl FnOnce(Op) -> Result<OpId, (io::Error, Op)>,
+    ) -> Result<OpId, (io::Error, Op)> {
+        let owner = {
+            let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+            rings.get(usize::from(to)).cloned().flatten()
+        };
+        let op = match owner {
+            Some(r) => match r.submit_remote(op) {
+                Ok(id) => return Ok(id),
+                // The ring is closed: its thread is detaching.
+                Err((e, op)) if e.kind() == io::ErrorKind::NotConnected => op,
+                // Refused for itself (a bad argument): the lane stays.
+                Err(e) => return unlane(Err(e)),
+            },
+            None => op,
+        };
+        if let Some(l) = lane_of(&op) {
+            l.adopt(to, mine);
+        }
+        unlane(here(op))
     }
 
     /// Asks for an operation to be cancelled (`CancelIoEx`, C23). Answers at once
@@ -518,6 +624,15 @@ impl Port {
         rings.get(usize::from(id.ring())).cloned().flatten()
     }
 
+    /// Wakes every attached thread (a spurious wake-up: each looks at its
+    /// state again).
+    pub(crate) fn wake_all(&self) {
+        let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+        for r in rings.iter().flatten() {
+            r.wake();
+        }
+    }
+
     /// Closes the port: every thread waiting in `get` returns
     /// [`GetError::Abandoned`], as do later calls; queued packets are dropped.
     /// Operations still in flight are cancelled when their threads detach.
@@ -536,12 +651,13 @@ impl Port {
     /// themselves when they exit; [`Pool`](crate::Pool) workers do it explicitly.
     pub fn detach(&self) {
         let c = CONSUMERS.try_with(|cs| {
-            let mut cs = cs.borrow_mut();
+            let mut cs = cs.try_borrow_mut().ok()?;
             cs.iter()
                 .position(|c| Arc::ptr_eq(&c.core, &self.core))
                 .map(|i| cs.remove(i))
         });
         drop(c);
+        crate::defer::flush();
     }
 
     /// How many threads are parked in `get` right now. For tests that need to
@@ -576,6 +692,7 @@ impl Port {
     /// may block on a lock, a disk or another process says so with this call.
     pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
         let id = self.leave_running();
+        crate::defer::flush();
         crate::pool::on_blocking(self);
         let r = f();
         if let Some(id) = id {
@@ -590,6 +707,7 @@ impl Port {
     /// available to handle packets meanwhile.
     pub fn may_run_long(&self) -> bool {
         let _ = self.leave_running();
+        crate::defer::flush();
         crate::pool::on_blocking(self) || self.waiters() > 0
     }
 
@@ -617,22 +735,30 @@ impl Port {
     }
 
     fn with_consumer<R>(&self, f: impl FnOnce(&mut Consumer) -> R) -> io::Result<R> {
-        CONSUMERS.with(|cs| {
-            let mut cs = cs.borrow_mut();
-            // C17: a thread counts toward one port at a time.
-            for other in cs.iter().filter(|c| !Arc::ptr_eq(&c.core, &self.core)) {
-                let _ = other.core.control.uncount(other.id);
-            }
-            let i = match cs.iter().position(|c| Arc::ptr_eq(&c.core, &self.core)) {
-                Some(i) => i,
-                None => {
-                    let c = self.new_consumer()?;
-                    cs.push(c);
-                    cs.len() - 1
+        // `try_with`/`try_borrow_mut`: called from a Drop while this thread
+        // exits (its consumers are being dropped), or re-entered, there is no
+        // consumer to use: an error, not a panic.
+        let busy = || io::Error::new(io::ErrorKind::WouldBlock, "the thread is leaving the port");
+        CONSUMERS
+            .try_with(|cs| {
+                let Ok(mut cs) = cs.try_borrow_mut() else {
+                    return Err(busy());
+                };
+                // C17: a thread counts toward one port at a time.
+                for other in cs.iter().filter(|c| !Arc::ptr_eq(&c.core, &self.core)) {
+                    let _ = other.core.control.uncount(other.id);
                 }
-            };
-            Ok(f(&mut cs[i]))
-        })
+                let i = match cs.iter().position(|c| Arc::ptr_eq(&c.core, &self.core)) {
+                    Some(i) => i,
+                    None => {
+                        let c = self.new_consumer()?;
+                        cs.push(c);
+                        cs.len() - 1
+                    }
+                };
+                Ok(f(&mut cs[i]))
+            })
+            .unwrap_or_else(|_| Err(busy()))
     }
 
     fn new_consumer(&self) -> io::Result<Consumer> {
@@ -647,7 +773,24 @@ impl Port {
                 "too many threads on one port",
             ));
         }
-        let ring = Ring::new(&self.core.anchor, index as u16)?;
+        let gens = self
+            .core
+            .gens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let ring = match Ring::new(&self.core.anchor, index as u16, gens.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                // Keep the generations for the next try at this index.
+                if !gens.is_empty() {
+                    self.core.gens.lock().unwrap_or_else(|e| e.into_inner())[index] = gens;
+                }
+                return Err(e);
+            }
+        };
         let shared = ring.shared().clone();
         if index == rings.len() {
             rings.push(Some(shared.clone()));
@@ -690,20 +833,39 @@ fn handle_of(op: &Op) -> Option<&Handle> {
     }
 }
 
+/// The longest one park of `wait` sleeps before it looks again.
+const MAX_PARK: Duration = Duration::from_secs(3600);
+
 /// The `get` loop for one consumer.
-fn wait(c: &mut Consumer, timeout: Option<Duration>) -> Result<Packet, GetError> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+/// Why `wait` returned without a packet.
+enum Leave {
+    /// `get` is over.
+    Get(GetError),
+    /// User values wait to be dropped outside the consumer borrow
+    /// ([`crate::defer`]); `get` goes on after dropping them.
+    Flush,
+}
+
+fn wait(c: &mut Consumer, deadline: Option<Instant>) -> Result<Packet, Leave> {
     loop {
         c.ring.reap(&mut c.local);
         let now = Instant::now();
-        let expired = deadline.is_some_and(|d| now >= d);
+        // A worker of a pool that failed to start leaves as if timed out.
+        let expired = deadline.is_some_and(|d| now >= d) || crate::pool::stopping();
         match c.core.control.step(c.id, &mut c.local, expired) {
             Step::Got(p) => return Ok(p),
-            Step::TimedOut => return Err(GetError::TimedOut),
-            Step::Abandoned => return Err(GetError::Abandoned),
-            Step::Park => c
-                .ring
-                .park(deadline.map(|d| d.saturating_duration_since(now))),
+            Step::TimedOut => return Err(Leave::Get(GetError::TimedOut)),
+            Step::Abandoned => return Err(Leave::Get(GetError::Abandoned)),
+            // Parked, or about to park: a packet handed over meanwhile is
+            // taken by the next step.
+            Step::Park if crate::defer::pending() => return Err(Leave::Flush),
+            // One park sleeps at most MAX_PARK (the kernel's timeouts need not
+            // take any value); the loop goes on until the deadline.
+            Step::Park => {
+                c.ring.park(Some(deadline.map_or(MAX_PARK, |d| {
+                    d.saturating_duration_since(now).min(MAX_PARK)
+                })))
+            }
         }
     }
 }

@@ -8,7 +8,9 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::handoff::{Wake, WakeSource};
 
 use crate::op::TransmitFile;
 
@@ -68,7 +70,12 @@ impl Transmit {
             None => (0, 0),
             // A given length is trusted without an fstat: a file shorter than
             // promised fails the transmit with UnexpectedEof when its end comes.
-            Some(_) if t.len != 0 => (t.offset, t.len),
+            // The range must end where a file offset (`off_t`) still reaches:
+            // every later step adds to the offset without checking.
+            Some(_) if t.len != 0 => match t.offset.checked_add(t.len) {
+                Some(end) if end <= i64::MAX as u64 => (t.offset, t.len),
+                _ => return Err(errno(libc::EINVAL)),
+            },
             Some(f) => {
                 let size = f.metadata()?.len();
                 if t.offset > size {
@@ -372,4 +379,43 @@ pub(super) fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, lib
         }
     };
     (storage, len as libc::socklen_t)
+}
+
+/// An eventfd: the wake primitive of both backends (the ring keeps a read
+/// pending on it; epoll watches it, level-triggered).
+pub(super) struct EventFd(OwnedFd);
+
+impl EventFd {
+    /// A new non-blocking, close-on-exec eventfd with a zero counter.
+    pub(super) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd(2) with valid flags returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(super) fn raw(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Wake for EventFd {
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local to an eventfd we own; an
+        // error (the counter saturated) still leaves the eventfd readable.
+        let _ = unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+impl WakeSource for EventFd {
+    fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live local from our eventfd
+        // (non-blocking: EAGAIN when already drained).
+        let _ = unsafe { libc::read(self.raw(), (&mut v as *mut u64).cast(), 8) };
+    }
 }

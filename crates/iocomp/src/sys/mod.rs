@@ -117,6 +117,12 @@ pub(crate) enum RingShared {
 /// What control-plane code wakes: a ring owner.
 pub(crate) type Waker = RingShared;
 
+impl crate::handoff::Wake for RingShared {
+    fn wake(&self) {
+        RingShared::wake(self);
+    }
+}
+
 impl RingShared {
     /// Wakes the owner if it is parked (or makes its next park return at once).
     pub(crate) fn wake(&self) {
@@ -166,17 +172,22 @@ pub(crate) struct Ring {
     shared: Arc<RingShared>,
 }
 
+// One per consumer thread, never moved after creation: the size difference
+// between the variants costs nothing worth a box on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Imp {
     Uring(uring::Ring),
     Epoll(epoll::Ring),
 }
 
 impl Ring {
-    /// A ring of the anchor's backend, at `index` in the port's ring table.
-    pub(crate) fn new(anchor: &Anchor, index: u16) -> io::Result<Ring> {
+    /// A ring of the anchor's backend, at `index` in the port's ring table,
+    /// whose slots continue from the generations `gens` that the previous
+    /// ring at this index left ([`Ring::gens`]), so that no id repeats.
+    pub(crate) fn new(anchor: &Anchor, index: u16, gens: Vec<u32>) -> io::Result<Ring> {
         Ok(match anchor {
             Anchor::Uring(a) => {
-                let r = uring::Ring::new(a, index)?;
+                let r = uring::Ring::new(a, index, gens)?;
                 let shared = Arc::new(RingShared::Uring(r.shared().clone()));
                 Ring {
                     imp: Imp::Uring(r),
@@ -184,7 +195,7 @@ impl Ring {
                 }
             }
             Anchor::Epoll => {
-                let r = epoll::Ring::new(index)?;
+                let r = epoll::Ring::new(index, gens)?;
                 let shared = Arc::new(RingShared::Epoll(r.shared().clone()));
                 Ring {
                     imp: Imp::Epoll(r),
@@ -196,6 +207,14 @@ impl Ring {
 
     pub(crate) fn shared(&self) -> &Arc<RingShared> {
         &self.shared
+    }
+
+    /// The generations of this ring's slots (call after `drain`).
+    pub(crate) fn gens(&self) -> Vec<u32> {
+        match &self.imp {
+            Imp::Uring(r) => r.gens(),
+            Imp::Epoll(r) => r.gens(),
+        }
     }
 
     /// Submits an operation issued on the owning thread.
@@ -217,6 +236,7 @@ impl Ring {
             Imp::Epoll(r) => r.reap(out),
         }
         if out.len() > start {
+            leave_lanes(out, start);
             crate::completion::route(out, start);
         }
     }
@@ -236,7 +256,19 @@ impl Ring {
             Imp::Uring(r) => r.drain(),
             Imp::Epoll(r) => r.drain(),
         };
+        leave_lanes(&out, 0);
         crate::completion::route(&mut out, 0);
         out
+    }
+}
+
+/// The ops of the packets from `start` on are done: each leaves its socket's
+/// lane ([`crate::handle::Lane`]) before anyone can see its packet, so that
+/// whoever handles it and issues the next op finds the lane free.
+fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
+    for p in out.range(start..) {
+        if let Some(l) = crate::handle::lane_of(&p.op) {
+            l.leave();
+        }
     }
 }

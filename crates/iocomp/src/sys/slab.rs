@@ -2,6 +2,12 @@
 //! slots, and the ids that name them. An id is (ring, generation, slot); the
 //! generation changes each time a slot is reused, so a stale id never names a
 //! newer operation.
+//!
+//! Ids never repeat within a port, by construction: a slot's generation only
+//! grows, a slot whose generation reached [`GEN_MAX`] is retired (never used
+//! again), and when a thread detaches, the generations of its ring's slots are
+//! kept by the port ([`Slab::gens_left`]) and carried over to the next ring
+//! that takes the same ring index ([`Slab::with_gens`]).
 
 use std::io;
 
@@ -26,15 +32,44 @@ pub(super) struct Slab<T> {
     pub(super) closed: bool,
 }
 
-impl<T> Default for Slab<T> {
-    fn default() -> Self {
+/// The last generation a slot takes; a slot that reached it is retired.
+pub(super) const GEN_MAX: u32 = 0xff_ffff;
+/// The most slots one ring has (the slot field of an id is 24 bits).
+const SLOTS_MAX: usize = 0xff_ffff;
+
+impl<T> Slab<T> {
+    /// A slab whose slots continue from the generations a previous ring at the
+    /// same index left (empty for a new index).
+    pub(crate) fn with_gens(gens: Vec<u32>) -> Slab<T> {
+        let free = (0..gens.len() as u32)
+            .rev()
+            .filter(|&i| gens[i as usize] < GEN_MAX)
+            .collect();
         Slab {
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: gens
+                .into_iter()
+                .map(|gen| Slot { gen, state: None })
+                .collect(),
+            free,
             remote_submit: Vec::new(),
             remote_cancel: Vec::new(),
             closed: false,
         }
+    }
+
+    /// The generations of every slot, for the next ring at this index. A slot
+    /// still occupied (a ring whose kernel never let go) is retired.
+    pub(crate) fn gens_left(&mut self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .map(|s| if s.state.is_some() { GEN_MAX } else { s.gen })
+            .collect()
+    }
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab::with_gens(Vec::new())
     }
 }
 
@@ -71,7 +106,7 @@ impl<T: InFlight> Slab<T> {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
-                if self.slots.len() >= 0xff_ffff {
+                if self.slots.len() >= SLOTS_MAX {
                     let e =
                         io::Error::new(io::ErrorKind::OutOfMemory, "too many operations in flight");
                     return Err((e, st));
@@ -84,7 +119,8 @@ impl<T: InFlight> Slab<T> {
             }
         };
         let s = &mut self.slots[slot as usize];
-        s.gen = (s.gen % 0xff_ffff) + 1;
+        // Below GEN_MAX: retired slots are never on the free list.
+        s.gen += 1;
         s.state = Some(st);
         Ok(OpId::new(ring, s.gen, slot))
     }
@@ -135,7 +171,9 @@ impl<T: InFlight> Slab<T> {
             return None;
         }
         let st = s.state.take()?;
-        self.free.push(id.slot());
+        if s.gen < GEN_MAX {
+            self.free.push(id.slot());
+        }
         Some(st)
     }
 
@@ -153,9 +191,61 @@ impl<T: InFlight> Slab<T> {
         for (i, s) in self.slots.iter_mut().enumerate() {
             if let Some(st) = s.state.take() {
                 all.push((OpId::new(ring, s.gen, i as u32), st));
-                self.free.push(i as u32);
+                if s.gen < GEN_MAX {
+                    self.free.push(i as u32);
+                }
             }
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dummy(bool);
+
+    impl InFlight for Dummy {
+        fn mark_cancel(&mut self) {
+            self.0 = true;
+        }
+        fn cancelled(&self) -> bool {
+            self.0
+        }
+    }
+
+    /// A slot whose generation reaches its last value is retired: the id
+    /// that value made is never made again (issue 14, item 3: forced wrap).
+    #[test]
+    fn a_slot_at_its_last_generation_is_retired_not_wrapped() {
+        let mut slab = Slab::<Dummy>::with_gens(vec![GEN_MAX - 1]);
+        let last = slab.insert(3, Box::new(Dummy(false))).ok().unwrap();
+        assert_eq!((last.slot(), last.gen()), (0, GEN_MAX));
+        assert!(slab.remove(last).is_some());
+        let next = slab.insert(3, Box::new(Dummy(false))).ok().unwrap();
+        assert_ne!(next.slot(), 0, "the retired slot came back");
+        assert_eq!(next.gen(), 1);
+        // Carried over to the next ring at this index, the slot stays retired.
+        assert!(slab.remove(next).is_some());
+        let gens = slab.gens_left();
+        assert_eq!(gens, vec![GEN_MAX, 1]);
+        let mut again = Slab::<Dummy>::with_gens(gens);
+        let id = again.insert(3, Box::new(Dummy(false))).ok().unwrap();
+        assert_eq!((id.slot(), id.gen()), (1, 2));
+    }
+
+    /// Every id a slab hands out over many reuses of its slots is new.
+    #[test]
+    fn reused_slots_never_repeat_an_id() {
+        let mut slab = Slab::<Dummy>::with_gens(vec![GEN_MAX - 50, 7]);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let a = slab.insert(1, Box::new(Dummy(false))).ok().unwrap();
+            let b = slab.insert(1, Box::new(Dummy(false))).ok().unwrap();
+            assert!(seen.insert(a) && seen.insert(b));
+            slab.remove(a);
+            slab.remove(b);
+        }
     }
 }

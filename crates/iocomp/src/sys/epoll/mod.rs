@@ -25,13 +25,13 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use super::common::{errno, POOLED};
+use super::common::{errno, EventFd, POOLED};
 use super::slab::Slab;
 use crate::handle::HandleInner;
+use crate::handoff::Handoff;
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
 
@@ -55,9 +55,9 @@ const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as 
 /// and its slab of operations.
 pub(crate) struct RingShared {
     index: u16,
-    eventfd: OwnedFd,
+    /// The remote-work flag and the eventfd (see `crate::handoff`).
+    handoff: Handoff<EventFd>,
     slab: Mutex<Slab<OpState>>,
-    remote: AtomicBool,
     /// File reads the blocking pool finished: (op, result, its buffer).
     reads: Mutex<Vec<ReadDone>>,
 }
@@ -76,7 +76,7 @@ impl RingShared {
 
     /// Wakes the owner if it is parked (or makes its next park return at once).
     pub(crate) fn wake(&self) {
-        eventfd_signal(&self.eventfd);
+        self.handoff.wake();
     }
 
     /// Inserts an operation from a thread that does not own this backend.
@@ -86,16 +86,14 @@ impl RingShared {
             .lock()
             .hand_over(self.index, st)
             .map_err(|(e, st)| (e, st.op))?;
-        self.remote.store(true, Ordering::Release);
-        self.wake();
+        self.handoff.notify();
         Ok(id)
     }
 
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
     pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
         if self.lock().request_cancel(id)? {
-            self.remote.store(true, Ordering::Release);
-            self.wake();
+            self.handoff.notify();
         }
         Ok(())
     }
@@ -112,8 +110,7 @@ impl RingShared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((id, res, buf));
-        self.remote.store(true, Ordering::Release);
-        self.wake();
+        self.handoff.notify();
     }
 }
 
@@ -162,21 +159,20 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    pub(crate) fn new(index: u16) -> io::Result<Ring> {
+    pub(crate) fn new(index: u16, gens: Vec<u32>) -> io::Result<Ring> {
         let epfd = epoll_create()?;
-        let eventfd = eventfd_create()?;
+        let eventfd = EventFd::new()?;
         epoll_ctl(
             &epfd,
             libc::EPOLL_CTL_ADD,
-            eventfd.as_raw_fd(),
+            eventfd.raw(),
             libc::EPOLLIN as u32,
             WAKE_TAG,
         )?;
         let shared = Arc::new(RingShared {
             index,
-            eventfd,
-            slab: Mutex::new(Slab::default()),
-            remote: AtomicBool::new(false),
+            handoff: Handoff::new(eventfd),
+            slab: Mutex::new(Slab::with_gens(gens)),
             reads: Mutex::new(Vec::new()),
         });
         Ok(Ring {
@@ -199,15 +195,31 @@ impl Ring {
         &self.shared
     }
 
-    /// Submits an operation issued on the owning thread: it is tried at once.
+    /// The generations of this ring's slots, for the next ring at its index.
+    pub(crate) fn gens(&self) -> Vec<u32> {
+        self.shared.lock().gens_left()
+    }
+
+    /// Submits an operation issued on the owning thread: it is tried at once,
+    /// after the operations other threads handed over earlier (they were
+    /// issued first: a send handed over, then one of this thread, reach the
+    /// socket in that order; checking costs nothing, the slab lock is taken
+    /// anyway).
     pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
         let st = prepare(op)?;
         let shared = self.shared.clone();
         let mut slab = shared.lock();
-        let id = slab
-            .insert(shared.index, st)
-            .map_err(|(e, st)| (e, st.op))?;
         let mut out = std::mem::take(&mut self.done);
+        if !slab.remote_submit.is_empty() || !slab.remote_cancel.is_empty() {
+            self.take_remote(&mut slab, &mut out);
+        }
+        let id = match slab.insert(shared.index, st) {
+            Ok(id) => id,
+            Err((e, st)) => {
+                self.done = out;
+                return Err((e, st.op));
+            }
+        };
         self.start(&mut slab, id, &mut out);
         self.done = out;
         Ok(id)
@@ -366,9 +378,6 @@ impl Ring {
     /// Starts what other threads handed over, carries out their cancels, and
     /// goes on with transmits whose file read the blocking pool finished.
     fn take_remote(&mut self, slab: &mut Slab<OpState>, out: &mut VecDeque<Packet>) {
-        if !self.shared.remote.swap(false, Ordering::Acquire) {
-            return;
-        }
         let reads =
             std::mem::take(&mut *self.shared.reads.lock().unwrap_or_else(|e| e.into_inner()));
         for (id, res, buf) in reads {
@@ -396,16 +405,21 @@ impl Ring {
         out.append(&mut self.done);
         let shared = self.shared.clone();
         let mut slab = shared.lock();
-        self.take_remote(&mut slab, out);
         if self.ready == 0 && self.queued > 0 {
             self.poll(0);
         }
         let ready = std::mem::take(&mut self.ready);
+        // The eventfd is consumed before the flag is taken (crate::handoff): a
+        // notifier after this is seen by the take or leaves the eventfd
+        // readable for the next epoll_wait.
+        let fired = self.events[..ready].iter().any(|ev| ev.u64 == WAKE_TAG);
+        if self.shared.handoff.take(fired) {
+            self.take_remote(&mut slab, out);
+        }
         for i in 0..ready {
             let ev = self.events[i];
             let (data, flags) = (ev.u64, ev.events);
             if data == WAKE_TAG {
-                eventfd_clear(&self.shared.eventfd);
                 continue;
             }
             let fd = data as RawFd;
@@ -486,7 +500,7 @@ impl Ring {
             out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
         }
         drop(slab);
-        self.shared.remote.store(false, Ordering::Release);
+        let _ = self.shared.handoff.take(false);
         self.fds.clear();
         self.queued = 0;
         self.timers.clear();
@@ -541,28 +555,4 @@ fn epoll_wait(epfd: &OwnedFd, events: &mut [libc::epoll_event], ms: i32) -> usiz
     } else {
         0
     }
-}
-
-fn eventfd_create() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd(2) with valid flags returns a new descriptor or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn eventfd_signal(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live local to an eventfd we own; an error
-    // (the counter saturated) still leaves the eventfd readable.
-    let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-}
-
-fn eventfd_clear(fd: &OwnedFd) {
-    let mut v: u64 = 0;
-    // SAFETY: reads at most 8 bytes into a live local from our eventfd
-    // (non-blocking: EAGAIN when already drained).
-    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
 }

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr};
 use super::super::common::{Phase, Transmit, Turn, TURN};
@@ -115,9 +115,8 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         }
         Op::Timeout(t) => {
             let now = Instant::now();
-            let at = now
-                .checked_add(t.duration)
-                .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)));
+            // Clamped to Timeout::MAX, which `Instant` holds on every Linux.
+            let at = now.checked_add(t.clamped()).unwrap_or(now);
             (t.key, Extra::Timeout(at))
         }
         Op::TransmitFile(t) => match Transmit::start(t) {

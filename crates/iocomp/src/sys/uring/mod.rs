@@ -9,10 +9,10 @@
 //! sits behind a mutex that only the owner takes on the hot path (uncontended),
 //! and that other threads take to cancel or to hand over an operation.
 
-use std::collections::VecDeque;
+use std::cell::UnsafeCell;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,9 +25,12 @@ use crate::packet::{OpId, Packet};
 mod bufring;
 mod ops;
 
-use super::common::errno;
+use super::common::{errno, EventFd};
+use crate::handoff::Handoff;
 use bufring::BufRing;
-use ops::{advance, finish, first_entry, next_entry, prepare, progress, Advance, OpState};
+use ops::{
+    advance, finish, first_entry, next_entry, prepare, progress, stream_fd, Advance, OpState,
+};
 
 type Slab = super::slab::Slab<OpState>;
 
@@ -35,6 +38,9 @@ type Slab = super::slab::Slab<OpState>;
 const WAKE_TAG: u64 = u64::MAX;
 /// user_data of our own cancel requests (their completions carry nothing).
 const CANCEL_TAG: u64 = u64::MAX - 1;
+/// user_data of a drain's cancel-everything request (`EINVAL` from it means
+/// the kernel lacks `IORING_ASYNC_CANCEL_ANY`).
+const CANCEL_ANY_TAG: u64 = u64::MAX - 2;
 
 /// Keeps the first ring of a port open so later rings can share its kernel
 /// worker pool (`IORING_SETUP_ATTACH_WQ`). It never submits anything.
@@ -79,7 +85,48 @@ impl WqAnchor {
     }
 }
 
-fn build_ring(anchor: &WqAnchor) -> io::Result<IoUring> {
+/// The environment variable that forces older-kernel paths of the io_uring
+/// backend on a kernel that has the newer ones, so tests can run them: a
+/// comma-separated list of
+/// - `no-cancel-any`: draining a ring cancels each operation by its
+///   user_data, as on kernels before 5.19 (no `IORING_ASYNC_CANCEL_ANY`);
+/// - `small-cq`: rings of 4 submission and 8 completion entries, so that the
+///   completion queue overflows and the kernel answers `EBUSY`;
+/// - `no-msg-ring`: accepted for symmetry; the backend never uses
+///   `IORING_OP_MSG_RING` (wake-ups are eventfd reads).
+pub(crate) const COMPAT_ENV: &str = "IOCOMP_URING_COMPAT";
+
+/// Which older-kernel paths are forced ([`COMPAT_ENV`]).
+#[derive(Clone, Copy, Default, Debug)]
+struct Compat {
+    no_cancel_any: bool,
+    small_cq: bool,
+}
+
+impl Compat {
+    fn from_env() -> Compat {
+        let mut c = Compat::default();
+        if let Ok(v) = std::env::var(COMPAT_ENV) {
+            for w in v.split(',').map(str::trim) {
+                match w {
+                    "no-cancel-any" => c.no_cancel_any = true,
+                    "small-cq" => c.small_cq = true,
+                    _ => {}
+                }
+            }
+        }
+        c
+    }
+}
+
+fn build_ring(anchor: &WqAnchor, compat: Compat) -> io::Result<IoUring> {
+    if compat.small_cq {
+        return IoUring::builder()
+            .setup_single_issuer()
+            .setup_attach_wq(anchor.ring.as_raw_fd())
+            .setup_cqsize(8)
+            .build(4);
+    }
     let tuned = IoUring::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
@@ -100,9 +147,9 @@ fn build_ring(anchor: &WqAnchor) -> io::Result<IoUring> {
 /// The part of a ring other threads may touch: its wake-up eventfd and its slab.
 pub(crate) struct RingShared {
     index: u16,
-    eventfd: OwnedFd,
+    /// The remote-work flag and the eventfd (see `crate::handoff`).
+    handoff: Handoff<EventFd>,
     slab: Mutex<Slab>,
-    remote: AtomicBool,
 }
 
 impl RingShared {
@@ -112,10 +159,7 @@ impl RingShared {
 
     /// Wakes the owner if it is parked (or makes its next park return at once).
     pub(crate) fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local to an eventfd we own; an
-        // error (the counter saturated) still leaves the eventfd readable.
-        let _ = unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.handoff.wake();
     }
 
     /// Inserts an operation from a thread that does not own this ring.
@@ -125,16 +169,14 @@ impl RingShared {
             .lock()
             .hand_over(self.index, st)
             .map_err(|(e, st)| (e, st.op))?;
-        self.remote.store(true, Ordering::Release);
-        self.wake();
+        self.handoff.notify();
         Ok(id)
     }
 
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
     pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
         if self.lock().request_cancel(id)? {
-            self.remote.store(true, Ordering::Release);
-            self.wake();
+            self.handoff.notify();
         }
         Ok(())
     }
@@ -151,7 +193,9 @@ pub(crate) struct Ring {
     uring: IoUring,
     shared: Arc<RingShared>,
     /// Where the pending eventfd read lands. Boxed: the kernel holds its address.
-    wake_buf: Box<u64>,
+    /// An `UnsafeCell`: the kernel writes it while we hold the box, and we
+    /// never read it (no Rust reference to it is ever made).
+    wake_buf: Box<UnsafeCell<u64>>,
     wake_armed: bool,
     /// Operations given to the kernel and not yet completed.
     inflight: usize,
@@ -161,33 +205,48 @@ pub(crate) struct Ring {
     bufs: Option<BufRing>,
     /// Completions copied out of the queue, reused by every `reap`.
     cqes: Vec<(u64, i32, u32)>,
+    /// Sends and transmits by socket (`false`), and receives by socket
+    /// (`true`), oldest first: the front one is in the kernel, the others
+    /// wait for it to complete, so that one socket's writes go out in the
+    /// order they were issued (a short send's rest never goes behind the next
+    /// send) and its receives take the bytes in the order they were issued
+    /// (the kernel may complete two pending receives in either order).
+    streams: HashMap<(RawFd, bool), VecDeque<OpId>>,
+    /// Completions taken off the queue to make room when the kernel answered
+    /// `EBUSY` (a full completion queue), handled by the next reap.
+    backlog: Vec<(u64, i32, u32)>,
+    /// Packets made while submitting (see `submit_local`), for the next reap.
+    ready: VecDeque<Packet>,
+    /// Whether draining may cancel everything at once (`CANCEL_ANY`, 5.19);
+    /// cleared when the kernel refuses it, or by [`COMPAT_ENV`].
+    cancel_any: bool,
+    /// The kernel never let go of this ring's memory: none of it is freed.
+    leaked: bool,
 }
 
 impl Ring {
-    pub(crate) fn new(anchor: &WqAnchor, index: u16) -> io::Result<Ring> {
-        let uring = build_ring(anchor)?;
-        // SAFETY: eventfd(2) with valid flags returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd was just returned by eventfd and is owned by nobody else.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    pub(crate) fn new(anchor: &WqAnchor, index: u16, gens: Vec<u32>) -> io::Result<Ring> {
+        let compat = Compat::from_env();
+        let uring = build_ring(anchor, compat)?;
         let shared = Arc::new(RingShared {
             index,
-            eventfd,
-            slab: Mutex::new(Slab::default()),
-            remote: AtomicBool::new(false),
+            handoff: Handoff::new(EventFd::new()?),
+            slab: Mutex::new(Slab::with_gens(gens)),
         });
         let bufs = BufRing::new(&uring, bufring::ENTRIES, bufring::SIZE).ok();
         let mut ring = Ring {
             uring,
             shared,
-            wake_buf: Box::new(0),
+            wake_buf: Box::new(UnsafeCell::new(0)),
             wake_armed: false,
             inflight: 0,
             bufs,
             cqes: Vec::with_capacity(64),
+            streams: HashMap::new(),
+            backlog: Vec::new(),
+            ready: VecDeque::new(),
+            cancel_any: !compat.no_cancel_any,
+            leaked: false,
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -197,28 +256,60 @@ impl Ring {
         &self.shared
     }
 
+    /// The generations of this ring's slots, for the next ring at its index.
+    pub(crate) fn gens(&self) -> Vec<u32> {
+        self.shared.lock().gens_left()
+    }
+
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: every entry built in this file points only into memory that
             // outlives its completion: buffers and addresses inside a boxed OpState
-            // that stays in the slab until its final CQE is reaped, or `wake_buf`,
-            // which is freed only after `drain` saw the read's CQE.
+            // that stays in the slab until its final CQE is reaped (`complete`
+            // removes it then). An op waiting behind another on its socket (a
+            // write, or a receive) has no entry in the kernel: only the front
+            // of a `streams` queue does, `kick` pushes an op only when it is
+            // new with an empty queue or has become the front after the old
+            // front's final CQE, and a waiting op is removed (`unqueue` and
+            // `drain` skip the front; `kick` removes only an op whose push
+            // failed) only while nothing of it is in the kernel. `wake_buf` is
+            // freed only after `drain` saw the read's CQE. If the kernel never
+            // lets go (`leaked`), the slab, `wake_buf` and the buffer pool are
+            // leaked, never freed.
+            // Cancel entries carry a user_data, no pointer.
             if unsafe { self.uring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
             // Submission queue full: hand what is there to the kernel and retry.
             match self.uring.submit() {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                // The completion queue is full (overflowing): take completions
+                // off it, for the next reap, so the kernel can go on.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.stash_cqes(),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
+    /// Moves every completion in the queue to `backlog`.
+    fn stash_cqes(&mut self) {
+        let before = self.backlog.len();
+        self.backlog.extend(
+            self.uring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        if self.backlog.len() == before {
+            // Nothing to take: the kernel holds overflowed completions; let it
+            // flush them (a plain enter with no submissions does).
+            let _ = self.uring.submitter().submit_and_wait(0);
+        }
+    }
+
     fn arm_wake(&mut self) -> io::Result<()> {
-        let buf: *mut u64 = &mut *self.wake_buf;
-        let e = opcode::Read::new(Fd(self.shared.eventfd.as_raw_fd()), buf.cast(), 8)
+        let buf: *mut u64 = self.wake_buf.get();
+        let e = opcode::Read::new(Fd(self.shared.handoff.primitive().raw()), buf.cast(), 8)
             .build()
             .user_data(WAKE_TAG);
         self.push(e)?;
@@ -227,10 +318,34 @@ impl Ring {
     }
 
     /// Submits an operation issued on the owning thread.
+    ///
+    /// Operations other threads handed over earlier start first (they were
+    /// issued first: a send handed over, then one of this thread, reach the
+    /// socket in that order); checking for them costs nothing, the slab lock
+    /// is taken anyway. Packets that this produces (ops that fail to start,
+    /// cancels of waiting ones) wait in `ready` for the next reap.
     pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
         let mut st = prepare(op)?;
         let shared = self.shared.clone();
         let mut slab = shared.lock();
+        if !slab.remote_submit.is_empty() || !slab.remote_cancel.is_empty() {
+            let mut out = std::mem::take(&mut self.ready);
+            self.take_remote_locked(&mut slab, &mut out);
+            self.ready = out;
+        }
+        let stream = stream_fd(&st);
+        if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
+            if !q.is_empty() {
+                // Another op of this direction on this socket is in the
+                // kernel: this one waits its turn (WSASend / WSARecv order),
+                // and starts when the ones before it complete.
+                let id = slab
+                    .insert(shared.index, st)
+                    .map_err(|(e, st)| (e, st.op))?;
+                q.push_back(id);
+                return Ok(id);
+            }
+        }
         // Build the first entry before inserting: the box's address does not move.
         let entry = match first_entry(&mut st, self.bufs.is_some()) {
             Ok(e) => e,
@@ -246,52 +361,171 @@ impl Ring {
             return Err((e, st.map(|s| s.op).unwrap_or(Op::Posted { token: 0 })));
         }
         self.inflight += 1;
+        if let Some(k) = stream {
+            // Kept (empty) after its ops complete: no allocation per op.
+            self.streams.entry(k).or_default().push_back(id);
+        }
         Ok(id)
+    }
+
+    /// Starts an op that is in the slab (handed over, or next in its socket's
+    /// queue): gives its first entry to the kernel, or, if another op of its
+    /// direction on its socket is in the kernel, queues it behind that one.
+    /// An op that cannot start completes with its error.
+    fn start(&mut self, slab: &mut Slab, id: OpId, out: &mut VecDeque<Packet>) {
+        let Some(st) = slab.get(id) else { return };
+        let stream = stream_fd(st);
+        if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
+            if !q.is_empty() {
+                q.push_back(id);
+                return;
+            }
+        }
+        if self.kick(slab, id, out) {
+            if let Some(k) = stream {
+                self.streams.entry(k).or_default().push_back(id);
+            }
+        }
+    }
+
+    /// Gives the first entry of `id` (in the slab, not in the kernel) to the
+    /// kernel: `true` if it is there now; otherwise it completed with its
+    /// error (or as cancelled, if a cancel came first) into `out`.
+    fn kick(&mut self, slab: &mut Slab, id: OpId, out: &mut VecDeque<Packet>) -> bool {
+        let Some(st) = slab.get(id) else { return false };
+        let entry = if st.cancel {
+            Err(errno(libc::ECANCELED))
+        } else {
+            first_entry(st, self.bufs.is_some())
+        };
+        match entry.and_then(|e| self.push(e.user_data(id.0))) {
+            Ok(()) => {
+                self.inflight += 1;
+                true
+            }
+            Err(e) => {
+                if let Some(st) = slab.remove(id) {
+                    out.push_back(finish(id, st, Err(e), 0));
+                }
+                false
+            }
+        }
+    }
+
+    /// An op the kernel held finished: its packet goes to `out`, and the next
+    /// op queued on its socket in its direction, if any, starts.
+    fn complete(
+        &mut self,
+        slab: &mut Slab,
+        id: OpId,
+        status: io::Result<()>,
+        bytes: u64,
+        out: &mut VecDeque<Packet>,
+    ) {
+        self.inflight -= 1;
+        let Some(st) = slab.remove(id) else { return };
+        let stream = stream_fd(&st);
+        out.push_back(finish(id, st, status, bytes));
+        let Some(k) = stream else { return };
+        let Some(q) = self.streams.get_mut(&k) else {
+            return;
+        };
+        if q.front() == Some(&id) {
+            q.pop_front();
+        } else {
+            q.retain(|&x| x != id);
+        }
+        // Start the waiting ops in order: the first that reaches the kernel
+        // stays at the front; one that fails at once completes and the next
+        // is tried.
+        loop {
+            let Some(next) = self.streams.get(&k).and_then(|q| q.front().copied()) else {
+                return;
+            };
+            if self.kick(slab, next, out) {
+                return;
+            }
+            if let Some(q) = self.streams.get_mut(&k) {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Takes an op that has not reached the kernel out of its socket's
+    /// queue; `false` if `id` is not waiting there.
+    fn unqueue(&mut self, slab: &mut Slab, id: OpId) -> bool {
+        let Some(k) = slab.get(id).and_then(|st| stream_fd(st)) else {
+            return false;
+        };
+        let Some(q) = self.streams.get_mut(&k) else {
+            return false;
+        };
+        match q.iter().position(|&x| x == id) {
+            // The front is in the kernel.
+            Some(i) if i > 0 => {
+                q.remove(i);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Gives the kernel what other threads queued here (ops and cancels).
     fn take_remote(&mut self, out: &mut VecDeque<Packet>) {
-        if !self.shared.remote.swap(false, Ordering::Acquire) {
-            return;
-        }
         let shared = self.shared.clone();
         let mut slab = shared.lock();
+        self.take_remote_locked(&mut slab, out);
+    }
+
+    /// [`take_remote`](Ring::take_remote) with the slab locked.
+    fn take_remote_locked(&mut self, slab: &mut Slab, out: &mut VecDeque<Packet>) {
         let subs = std::mem::take(&mut slab.remote_submit);
         let cancels = std::mem::take(&mut slab.remote_cancel);
-        let ring = shared.index;
+        let ring = self.shared.index;
         for slot in subs {
             let gen = slab.slots[slot as usize].gen;
             let id = OpId::new(ring, gen, slot);
-            let Some(st) = slab.get(id) else { continue };
-            let entry = if st.cancel {
-                Err(errno(libc::ECANCELED))
-            } else {
-                first_entry(st, self.bufs.is_some())
-            };
-            match entry.and_then(|e| self.push(e.user_data(id.0))) {
-                Ok(()) => self.inflight += 1,
-                Err(e) => {
-                    if let Some(st) = slab.remove(id) {
-                        out.push_back(finish(id, st, Err(e), 0));
-                    }
-                }
-            }
+            self.start(slab, id, out);
         }
         for id in cancels {
-            let pending = slab.remote_submit.contains(&id.slot());
+            if self.unqueue(slab, id) {
+                // Waiting behind another op on its socket: it never reached
+                // the kernel, and completes as cancelled at once.
+                if let Some(st) = slab.remove(id) {
+                    out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
+                }
+                continue;
+            }
             if let Some(st) = slab.get(id) {
                 st.cancel = true;
-                if !pending {
-                    let e = opcode::AsyncCancel::new(id.0).build().user_data(CANCEL_TAG);
-                    let _ = self.push(e);
-                }
+                let e = opcode::AsyncCancel::new(id.0).build().user_data(CANCEL_TAG);
+                let _ = self.push(e);
             }
         }
     }
 
     /// Collects finished operations into `out` without blocking.
     pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
-        self.take_remote(out);
+        out.append(&mut self.ready);
+        // Remote work first if the flag is up already (it starts sooner); the
+        // wake read may not have completed yet, so nothing is consumed here.
+        if self.shared.handoff.take(false) {
+            self.take_remote(out);
+        }
+        self.reap_cqes(out);
+        if !self.wake_armed {
+            // The wake read completed: consume the counter, then take the flag
+            // (crate::handoff): a notifier after this either is seen here or
+            // leaves the counter up for the re-armed read.
+            let _ = self.arm_wake();
+            if self.shared.handoff.take(true) {
+                self.take_remote(out);
+            }
+        }
+    }
+
+    /// Submits what is queued and collects every completion there is.
+    fn reap_cqes(&mut self, out: &mut VecDeque<Packet>) {
         {
             let mut sq = self.uring.submission();
             sq.sync();
@@ -306,6 +540,7 @@ impl Ring {
             // A buffer kept across calls: no allocation per reap.
             let mut cqes = std::mem::take(&mut self.cqes);
             cqes.clear();
+            cqes.append(&mut self.backlog);
             cqes.extend(
                 self.uring
                     .completion()
@@ -321,7 +556,7 @@ impl Ring {
                     WAKE_TAG => {
                         self.wake_armed = false;
                     }
-                    CANCEL_TAG => {}
+                    CANCEL_TAG | CANCEL_ANY_TAG => {}
                     _ => {
                         let id = OpId(ud);
                         let Some(st) = slab.get(id) else { continue };
@@ -329,25 +564,18 @@ impl Ring {
                             Ok(Advance::Again) => match next_entry(st, self.bufs.is_some()) {
                                 Ok(e) => {
                                     if self.push(e.user_data(id.0)).is_err() {
-                                        self.inflight -= 1;
-                                        if let Some(st) = slab.remove(id) {
-                                            out.push_back(finish(id, st, Err(errno(libc::EIO)), 0));
-                                        }
+                                        let total = progress(st);
+                                        let eio = Err(errno(libc::EIO));
+                                        self.complete(&mut slab, id, eio, total, out);
                                     }
                                 }
                                 Err(e) => {
-                                    self.inflight -= 1;
-                                    if let Some(st) = slab.remove(id) {
-                                        let total = progress(&st);
-                                        out.push_back(finish(id, st, Err(e), total));
-                                    }
+                                    let total = progress(st);
+                                    self.complete(&mut slab, id, Err(e), total, out);
                                 }
                             },
                             Ok(Advance::Done(status, bytes)) | Err((status, bytes)) => {
-                                self.inflight -= 1;
-                                if let Some(st) = slab.remove(id) {
-                                    out.push_back(finish(id, st, status, bytes));
-                                }
+                                self.complete(&mut slab, id, status, bytes, out);
                             }
                         }
                     }
@@ -356,24 +584,13 @@ impl Ring {
             drop(slab);
             self.cqes = cqes;
         }
-        if !self.wake_armed {
-            // Drain the counter so the next read waits for a new wake-up.
-            let mut v: u64 = 0;
-            // SAFETY: reads at most 8 bytes into a live local from our eventfd
-            // (non-blocking: EAGAIN when already drained).
-            let _ = unsafe {
-                libc::read(
-                    self.shared.eventfd.as_raw_fd(),
-                    (&mut v as *mut u64).cast(),
-                    8,
-                )
-            };
-            let _ = self.arm_wake();
-        }
     }
 
     /// Sleeps until a completion, a wake-up, or `timeout`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+        if !self.ready.is_empty() {
+            return;
+        }
         let res = match timeout {
             None => self.uring.submit_and_wait(1),
             Some(d) => {
@@ -393,7 +610,7 @@ impl Ring {
     /// Cancels everything in flight and waits until the kernel is done with it;
     /// returns the packets (every op still yields exactly one).
     pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
-        let mut out = VecDeque::new();
+        let mut out = std::mem::take(&mut self.ready);
         {
             let mut slab = self.shared.lock();
             // Ops handed over but never submitted complete as aborted right here.
@@ -408,28 +625,46 @@ impl Ring {
             slab.remote_cancel.clear();
             slab.cancel_all();
             slab.closed = true;
+            // Ops waiting behind another on their socket never reached the
+            // kernel: aborted right here too.
+            for q in self.streams.values_mut().filter(|q| q.len() > 1) {
+                for id in q.drain(1..) {
+                    if let Some(st) = slab.remove(id) {
+                        out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
+                    }
+                }
+            }
         }
-        self.shared.remote.store(false, Ordering::Release);
+        let _ = self.shared.handoff.take(false);
         let mut rounds = 0u32;
         while self.inflight > 0 || self.wake_armed {
-            let e = opcode::AsyncCancel2::new(CancelBuilder::any())
-                .build()
-                .user_data(CANCEL_TAG);
-            let _ = self.push(e);
-            let _ = self.uring.submit_and_wait(1);
+            if rounds % 16 == 0 {
+                // Ask again now and then: an op may have been between two
+                // steps when asked (a transmit's file read cannot be stopped).
+                self.cancel_everything();
+            }
+            // Bounded waits, so the rounds below measure time (at least
+            // 10_000 × 10 ms) and not how fast cancel completions come back.
+            let ts = Timespec::new().nsec(10_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            if let Err(e) = self.uring.submitter().submit_with_args(1, &args) {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    // No timed waits before 5.11: wait for one completion.
+                    let _ = self.uring.submit_and_wait(1);
+                }
+            }
             self.reap_final(&mut out);
             rounds += 1;
             if rounds > 10_000 {
-                // The kernel refuses to let go: leak the ring rather than free
+                // The kernel refuses to let go: leak the ring's memory (the
+                // ops, the wake buffer, the buffer pool) rather than free
                 // memory it may still write to.
-                Box::leak(std::mem::take(&mut self.wake_buf));
                 std::mem::forget(self.shared.clone());
-                self.inflight = 0;
-                self.wake_armed = false;
+                self.leaked = true;
                 break;
             }
         }
-        if self.inflight == 0 && !self.wake_armed {
+        if !self.leaked {
             // Nothing can use the pool any more: let the kernel drop it.
             if let Some(b) = self.bufs.as_mut() {
                 b.unregister(&self.uring);
@@ -438,19 +673,53 @@ impl Ring {
         out
     }
 
+    /// Asks the kernel to cancel everything this ring has in flight: with one
+    /// `CANCEL_ANY` request, or op by op by user_data on older kernels.
+    fn cancel_everything(&mut self) {
+        if self.cancel_any {
+            let e = opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(CANCEL_ANY_TAG);
+            let _ = self.push(e);
+            return;
+        }
+        let shared = self.shared.clone();
+        let slab = shared.lock();
+        let ring = shared.index;
+        let ids: Vec<u64> = slab
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state.is_some())
+            .map(|(i, s)| OpId::new(ring, s.gen, i as u32).0)
+            .collect();
+        drop(slab);
+        for ud in ids.into_iter().chain(self.wake_armed.then_some(WAKE_TAG)) {
+            let e = opcode::AsyncCancel::new(ud).build().user_data(CANCEL_TAG);
+            let _ = self.push(e);
+        }
+    }
+
     /// Reaping during `drain`: nothing is resubmitted.
     fn reap_final(&mut self, out: &mut VecDeque<Packet>) {
         let shared = self.shared.clone();
-        let cqes: Vec<(u64, i32, u32)> = self
-            .uring
-            .completion()
-            .map(|c| (c.user_data(), c.result(), c.flags()))
-            .collect();
+        let mut cqes = std::mem::take(&mut self.backlog);
+        cqes.extend(
+            self.uring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         let mut slab = shared.lock();
         for (ud, res, flags) in cqes {
             match ud {
                 WAKE_TAG => self.wake_armed = false,
                 CANCEL_TAG => {}
+                CANCEL_ANY_TAG => {
+                    if res == -libc::EINVAL {
+                        // A kernel before 5.19: cancel op by op from now on.
+                        self.cancel_any = false;
+                    }
+                }
                 _ => {
                     let id = OpId(ud);
                     let Some(st) = slab.get(id) else { continue };
@@ -458,10 +727,9 @@ impl Ring {
                         Ok(Advance::Done(s, b)) | Err((s, b)) => (s, b),
                         Ok(Advance::Again) => (Err(errno(libc::ECANCELED)), progress(st)),
                     };
-                    self.inflight -= 1;
-                    if let Some(st) = slab.remove(id) {
-                        out.push_back(finish(id, st, status, bytes));
-                    }
+                    // Writes queued behind it were cancelled with the rest and
+                    // complete at once in `start` (no new kernel work).
+                    self.complete(&mut slab, id, status, bytes, out);
                 }
             }
         }
@@ -472,8 +740,16 @@ impl Drop for Ring {
     fn drop(&mut self) {
         // Whoever drops a ring without draining it loses the packets, but the
         // kernel must still be done with our memory first.
-        if self.inflight > 0 || self.wake_armed {
+        if !self.leaked && (self.inflight > 0 || self.wake_armed) {
             drop(self.drain());
+        }
+        if self.leaked {
+            // The kernel may still write to these: never free them.
+            std::mem::forget(std::mem::replace(
+                &mut self.wake_buf,
+                Box::new(UnsafeCell::new(0)),
+            ));
+            std::mem::forget(self.bufs.take());
         }
     }
 }

@@ -77,7 +77,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         ),
         Op::Recv(r) => (r.handle.key(), Extra::Recv { pooled: r.pooled }),
         Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
-        Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.duration))),
+        Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.clamped()))),
         Op::Connect(c) => {
             let (addr, len) = std_to_sockaddr(&c.addr);
             (c.socket.key(), Extra::Connect { addr, len })
@@ -127,6 +127,19 @@ fn placeholder() -> OpState {
         key: 0,
         cancel: false,
         extra: Extra::Send { sent: 0 },
+    }
+}
+
+/// The socket and direction of an op that moves a byte stream (sends and
+/// transmits write, receives read): one socket's writes must reach it in the
+/// order they were issued, and so must its receives (AFD fills pending
+/// receives on a stream socket in the order they were posted).
+pub(super) fn stream_fd(st: &OpState) -> Option<(std::os::fd::RawFd, bool)> {
+    match &st.op {
+        Op::Send(s) => Some((s.handle.as_raw_fd(), false)),
+        Op::TransmitFile(t) => Some((t.socket.as_raw_fd(), false)),
+        Op::Recv(r) => Some((r.handle.as_raw_fd(), true)),
+        _ => None,
     }
 }
 
