@@ -1,0 +1,111 @@
+//! Fixes of the adversarial review of the issue 14 engine, one test per
+//! finding, through the public API only. Each runs on both backends
+//! (`IOCOMP_BACKEND=uring` and `IOCOMP_BACKEND=epoll`); a test that could hang
+//! runs its scenario in a child process that the parent kills after a bound.
+
+use std::io::Read;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use iocomp::{Port, Timeout};
+
+/// Set in a child process that runs one test.
+const CHILD: &str = "IOCOMP_TEST_REVIEW_CHILD";
+
+/// Runs the test `name` again in a child process with `IOCOMP_URING_COMPAT`
+/// set to `compat` (`""` forces nothing). Returns true in the parent, which
+/// has checked that the child passed within `limit` (and killed it
+/// otherwise); false in the child, which then runs the body.
+fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .env("IOCOMP_URING_COMPAT", compat)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} (IOCOMP_URING_COMPAT={compat:?}) did not finish in {limit:?}: hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut out);
+    assert!(status.success(), "child failed: {status}\n{out}");
+    assert!(
+        out.contains("1 passed"),
+        "the child did not run the test:\n{out}"
+    );
+    true
+}
+
+/// A context whose `Drop` calls back into the port, then says it finished.
+struct Reentrant {
+    port: Port,
+    done: mpsc::Sender<()>,
+}
+
+impl Drop for Reentrant {
+    fn drop(&mut self) {
+        let _ = self.port.post(9, 9, 9);
+        let _ = self.done.send(());
+    }
+}
+
+/// Finding 1: a packet handed to a parked thread just before the port is
+/// closed, whose thread then leaves `get` (abandoned) and exits without
+/// detaching: the packet is dropped when the thread exits, and its context's
+/// `Drop`, which posts to the port, runs to the end (no deadlock on the
+/// port's lock) — `CloseHandle` on a port frees what is queued, it never hangs.
+#[test]
+fn a_packet_handed_to_an_exiting_thread_is_dropped_without_deadlock() {
+    if in_child(
+        "a_packet_handed_to_an_exiting_thread_is_dropped_without_deadlock",
+        "",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    for round in 0..100 {
+        let port = Port::builder().concurrency(4).build().unwrap();
+        let parked = {
+            let port = port.clone();
+            std::thread::spawn(move || port.get(None).is_err())
+        };
+        while port.waiters() < 1 {
+            std::thread::yield_now();
+        }
+        let (tx, rx) = mpsc::channel();
+        port.attach().unwrap();
+        let mut t = Timeout::new(Duration::ZERO, 1);
+        t.ctx = Some(Box::new(Reentrant {
+            port: port.clone(),
+            done: tx,
+        }));
+        port.submit(t).map_err(|(e, _)| e).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        // Reaps this thread's ring, queues the packet, hands it to the parked
+        // thread... then closes the port before that thread takes it.
+        port.blocking(|| port.close());
+        assert!(
+            rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "round {round}: the context's Drop never finished (deadlock at thread exit)"
+        );
+        // Either the thread took the packet before the close (Ok) or it was
+        // abandoned; both are fine, it must only have returned.
+        let _ = parked.join().unwrap();
+        port.detach();
+    }
+}
