@@ -109,3 +109,60 @@ fn a_packet_handed_to_an_exiting_thread_is_dropped_without_deadlock() {
         port.detach();
     }
 }
+
+/// Finding 2: completions the io_uring backend took off a full completion
+/// queue to make room (the kernel answered `EBUSY`, forced here every other
+/// push by `IOCOMP_URING_COMPAT=fake-ebusy`) are still delivered: a thread
+/// never sleeps on them. Operations are handed over by a thread that does not
+/// wait on the port (each wakes the parked worker, which submits it) and
+/// issued by the worker itself; every one yields its packet. (On epoll the
+/// switch does nothing and this is a plain hand-over test.)
+#[test]
+fn completions_set_aside_on_ebusy_are_delivered() {
+    if in_child(
+        "completions_set_aside_on_ebusy_are_delivered",
+        "fake-ebusy",
+        Duration::from_secs(90),
+    ) {
+        return;
+    }
+    let port = Port::builder().concurrency(2).build().unwrap();
+    let n = 200u64;
+    let (tx, rx) = mpsc::channel();
+    let worker = {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            for i in 0..n {
+                // No timeout: a thread asleep on completions it already
+                // holds would sleep forever (caught by the main thread).
+                let p = port.get(None);
+                let p = p.unwrap_or_else(|e| panic!("packet {i}: {e:?}"));
+                assert!(p.status.is_ok(), "{:?}", p.status);
+                if p.key == 1 {
+                    // Issued on the worker: goes to its own ring.
+                    port.submit(Timeout::new(Duration::from_millis(1), 2))
+                        .map_err(|(e, _)| e)
+                        .unwrap();
+                }
+                tx.send(p.key).unwrap();
+            }
+        })
+    };
+    let mut keys = Vec::new();
+    for _ in 0..n / 2 {
+        while port.waiters() < 1 {
+            std::thread::yield_now();
+        }
+        port.submit(Timeout::new(Duration::from_millis(1), 1))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        for _ in 0..2 {
+            // Generous: a stall waits forever, a slow machine does not.
+            let key = rx.recv_timeout(Duration::from_secs(20));
+            keys.push(key.expect("a packet never came: the worker sleeps on it"));
+        }
+    }
+    worker.join().unwrap();
+    assert_eq!(keys.iter().filter(|&&k| k == 1).count() as u64, n / 2);
+    assert_eq!(keys.iter().filter(|&&k| k == 2).count() as u64, n / 2);
+}

@@ -93,7 +93,11 @@ impl WqAnchor {
 /// - `small-cq`: rings of 4 submission and 8 completion entries, so that the
 ///   completion queue overflows and the kernel answers `EBUSY`;
 /// - `no-msg-ring`: accepted for symmetry; the backend never uses
-///   `IORING_OP_MSG_RING` (wake-ups are eventfd reads).
+///   `IORING_OP_MSG_RING` (wake-ups are eventfd reads);
+/// - `fake-ebusy`: every [`FAKE_EBUSY_EVERY`]th push into the submission
+///   queue acts as if the kernel had answered `EBUSY` (the completion queue
+///   overflowing, as on kernels that refuse submissions then): the
+///   completions there are moved aside for the next reap, as that path does.
 pub(crate) const COMPAT_ENV: &str = "IOCOMP_URING_COMPAT";
 
 /// Which older-kernel paths are forced ([`COMPAT_ENV`]).
@@ -101,7 +105,11 @@ pub(crate) const COMPAT_ENV: &str = "IOCOMP_URING_COMPAT";
 struct Compat {
     no_cancel_any: bool,
     small_cq: bool,
+    fake_ebusy: bool,
 }
+
+/// How often `fake-ebusy` ([`COMPAT_ENV`]) takes the `EBUSY` path.
+const FAKE_EBUSY_EVERY: u32 = 2;
 
 impl Compat {
     fn from_env() -> Compat {
@@ -111,6 +119,7 @@ impl Compat {
                 match w {
                     "no-cancel-any" => c.no_cancel_any = true,
                     "small-cq" => c.small_cq = true,
+                    "fake-ebusy" => c.fake_ebusy = true,
                     _ => {}
                 }
             }
@@ -222,6 +231,9 @@ pub(crate) struct Ring {
     cancel_any: bool,
     /// The kernel never let go of this ring's memory: none of it is freed.
     leaked: bool,
+    /// Pushes left until `fake-ebusy` ([`COMPAT_ENV`]) next takes the
+    /// `EBUSY` path; `None` when it is off.
+    fake_ebusy: Option<u32>,
 }
 
 impl Ring {
@@ -247,6 +259,7 @@ impl Ring {
             ready: VecDeque::new(),
             cancel_any: !compat.no_cancel_any,
             leaked: false,
+            fake_ebusy: compat.fake_ebusy.then_some(FAKE_EBUSY_EVERY),
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -262,6 +275,23 @@ impl Ring {
     }
 
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        if let Some(n) = self.fake_ebusy.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                *n = FAKE_EBUSY_EVERY;
+                // As if the queue were full and the kernel answered EBUSY
+                // (after taking what was queued): the completions are moved
+                // aside, as below. With operations in flight it first lets
+                // the kernel post one (up to 10 ms), so that there is
+                // something to move.
+                if self.inflight > 0 {
+                    let ts = Timespec::new().nsec(10_000_000);
+                    let args = SubmitArgs::new().timespec(&ts);
+                    let _ = self.uring.submitter().submit_with_args(1, &args);
+                }
+                self.stash_cqes();
+            }
+        }
         loop {
             // SAFETY: every entry built in this file points only into memory that
             // outlives its completion: buffers and addresses inside a boxed OpState
@@ -583,7 +613,10 @@ impl Ring {
 
     /// Sleeps until a completion, a wake-up, or `timeout`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
-        if !self.ready.is_empty() {
+        // Packets made while submitting, or completions moved aside when the
+        // kernel answered EBUSY: the next reap delivers them, no sleeping on
+        // them.
+        if !self.ready.is_empty() || !self.backlog.is_empty() {
             return;
         }
         let res = match timeout {
