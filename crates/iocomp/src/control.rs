@@ -333,6 +333,13 @@ impl<W: Wake> Control<W> {
         }
     }
 
+    /// Takes consumer `id` off the waiter stack: it leaves `get` for a moment
+    /// to run user code (dropping values [`crate::defer`] kept). A packet
+    /// handed to it before this stays for its next `step`.
+    pub fn stop_waiting(&self, id: usize) {
+        Self::unpark(&mut self.lock(), id);
+    }
+
     fn unpark(st: &mut State<W>, id: usize) {
         if let Some(Some(rec)) = st.consumers.get_mut(id) {
             if rec.waiting {

@@ -166,3 +166,58 @@ fn completions_set_aside_on_ebusy_are_delivered() {
     assert_eq!(keys.iter().filter(|&&k| k == 1).count() as u64, n / 2);
     assert_eq!(keys.iter().filter(|&&k| k == 2).count() as u64, n / 2);
 }
+
+/// Records how many threads the port says are parked in `get` while it runs.
+struct CountsWaiters {
+    port: Port,
+    seen: mpsc::Sender<usize>,
+}
+
+impl Drop for CountsWaiters {
+    fn drop(&mut self) {
+        let _ = self.seen.send(self.port.waiters());
+    }
+}
+
+/// Finding 3: user code that a waiting thread runs for the port (here the
+/// context of a packet nobody waits for: its `Overlapped` was dropped) runs
+/// while that thread is not parked — the port does not count it as a waiter
+/// (it could not take a packet or start an operation handed to it then).
+#[test]
+fn a_waiting_thread_running_user_drop_code_is_not_parked() {
+    if in_child(
+        "a_waiting_thread_running_user_drop_code_is_not_parked",
+        "",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let port = Port::builder().concurrency(2).build().unwrap();
+    let worker = {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            // Returns when the port is closed.
+            while port.get(None).is_ok() {}
+        })
+    };
+    for round in 0..20 {
+        while port.waiters() < 1 {
+            std::thread::yield_now();
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut t = Timeout::new(Duration::from_millis(5), 1);
+        t.ctx = Some(Box::new(CountsWaiters {
+            port: port.clone(),
+            seen: tx,
+        }));
+        // Runs on the parked worker; nobody keeps the Overlapped.
+        drop(port.submit_waitable(t).map_err(|(e, _)| e).unwrap());
+        let seen = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(
+            seen, 0,
+            "round {round}: the worker ran user code while parked"
+        );
+    }
+    port.close();
+    worker.join().unwrap();
+}
