@@ -539,11 +539,13 @@ impl Ring {
         }
         self.reap_cqes(out);
         if !self.wake_armed {
-            // The wake read completed: consume the counter, then take the flag
-            // (crate::handoff): a notifier after this either is seen here or
-            // leaves the counter up for the re-armed read.
+            // The wake read completed: the kernel's read consumed the counter
+            // (the CQE says so), so the flag is taken now with no read of our
+            // own (crate::handoff: signal consumed, then flag taken). A
+            // notifier after that read either is seen here or leaves the
+            // counter up for the re-armed read.
             let _ = self.arm_wake();
-            if self.shared.handoff.take(true) {
+            if self.shared.handoff.take(false) {
                 self.take_remote(out);
             }
         }
