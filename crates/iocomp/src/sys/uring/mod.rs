@@ -295,6 +295,8 @@ impl Ring {
         loop {
             // SAFETY: every entry built in this file points only into memory that
             // outlives its completion: buffers and addresses inside a boxed OpState
+            // (an accept's peer address in its own allocation, `ops::PeerAddr`,
+            // which no reference covers while the kernel writes it)
             // that stays in the slab until its final CQE is reaped (`complete`
             // removes it then; a write waiting behind another on its socket is
             // never pushed before its turn, and is removed only while it has
