@@ -221,3 +221,51 @@ fn a_waiting_thread_running_user_drop_code_is_not_parked() {
     port.close();
     worker.join().unwrap();
 }
+
+/// Finding 6: a cancel the port accepted, or a wake-up, is not lost when the
+/// kernel refuses the request once (`IOCOMP_URING_COMPAT=fail-control-push`
+/// refuses every other wake-up read and cancel request on io_uring; on epoll
+/// the switch does nothing). Long timers handed to a parked worker are
+/// cancelled by a thread that does not wait on the port (`CancelIoEx`): each
+/// still completes, aborted, and each new hand-over still wakes the worker.
+#[test]
+fn cancels_and_wakeups_the_kernel_refused_are_retried() {
+    if in_child(
+        "cancels_and_wakeups_the_kernel_refused_are_retried",
+        "fail-control-push",
+        Duration::from_secs(90),
+    ) {
+        return;
+    }
+    let port = Port::builder().concurrency(2).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let worker = {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            while let Ok(p) = port.get(None) {
+                tx.send(p).unwrap();
+            }
+        })
+    };
+    for round in 0..20 {
+        while port.waiters() < 1 {
+            std::thread::yield_now();
+        }
+        let id = port
+            .submit(Timeout::new(Duration::from_secs(3600), round))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        // Most likely started by the worker by now (in the kernel): the
+        // cancel is then a request to the kernel.
+        std::thread::sleep(Duration::from_millis(10));
+        port.cancel(id).unwrap();
+        // Generous: the only failure is "never".
+        let p = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("round {round}: the cancelled timer never completed"));
+        assert_eq!(p.id, id);
+        assert!(p.is_aborted(), "round {round}: {:?}", p.status);
+    }
+    port.close();
+    worker.join().unwrap();
+}

@@ -97,7 +97,10 @@ impl WqAnchor {
 /// - `fake-ebusy`: every [`FAKE_EBUSY_EVERY`]th push into the submission
 ///   queue acts as if the kernel had answered `EBUSY` (the completion queue
 ///   overflowing, as on kernels that refuse submissions then): the
-///   completions there are moved aside for the next reap, as that path does.
+///   completions there are moved aside for the next reap, as that path does;
+/// - `fail-control-push`: every other push of a wake-up read or a cancel
+///   request fails as if the kernel had no memory for it (`EAGAIN`), so tests
+///   run the retries of those.
 pub(crate) const COMPAT_ENV: &str = "IOCOMP_URING_COMPAT";
 
 /// Which older-kernel paths are forced ([`COMPAT_ENV`]).
@@ -106,9 +109,15 @@ struct Compat {
     no_cancel_any: bool,
     small_cq: bool,
     fake_ebusy: bool,
+    fail_control_push: bool,
 }
 
-/// How often `fake-ebusy` ([`COMPAT_ENV`]) takes the `EBUSY` path.
+/// How long `park` sleeps at most while a push the kernel refused waits to be
+/// tried again.
+const RETRY: Duration = Duration::from_millis(1);
+
+/// How often `fake-ebusy` ([`COMPAT_ENV`]) takes the `EBUSY` path (and
+/// `fail-control-push` fails a push).
 const FAKE_EBUSY_EVERY: u32 = 2;
 
 impl Compat {
@@ -120,6 +129,7 @@ impl Compat {
                     "no-cancel-any" => c.no_cancel_any = true,
                     "small-cq" => c.small_cq = true,
                     "fake-ebusy" => c.fake_ebusy = true,
+                    "fail-control-push" => c.fail_control_push = true,
                     _ => {}
                 }
             }
@@ -234,6 +244,11 @@ pub(crate) struct Ring {
     /// Pushes left until `fake-ebusy` ([`COMPAT_ENV`]) next takes the
     /// `EBUSY` path; `None` when it is off.
     fake_ebusy: Option<u32>,
+    /// Likewise for `fail-control-push`.
+    fail_control_push: Option<u32>,
+    /// Cancels asked for by other threads whose request the kernel did not
+    /// take (the push failed): asked again by the next reap.
+    cancel_retry: Vec<OpId>,
 }
 
 impl Ring {
@@ -260,6 +275,8 @@ impl Ring {
             cancel_any: !compat.no_cancel_any,
             leaked: false,
             fake_ebusy: compat.fake_ebusy.then_some(FAKE_EBUSY_EVERY),
+            fail_control_push: compat.fail_control_push.then_some(FAKE_EBUSY_EVERY),
+            cancel_retry: Vec::new(),
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -275,6 +292,15 @@ impl Ring {
     }
 
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        if matches!(entry.get_user_data(), WAKE_TAG | CANCEL_TAG) {
+            if let Some(n) = self.fail_control_push.as_mut() {
+                *n -= 1;
+                if *n == 0 {
+                    *n = FAKE_EBUSY_EVERY;
+                    return Err(errno(libc::EAGAIN));
+                }
+            }
+        }
         if let Some(n) = self.fake_ebusy.as_mut() {
             *n -= 1;
             if *n == 0 {
@@ -526,7 +552,25 @@ impl Ring {
             if let Some(st) = slab.get(id) {
                 st.cancel = true;
                 let e = opcode::AsyncCancel::new(id.0).build().user_data(CANCEL_TAG);
-                let _ = self.push(e);
+                if self.push(e).is_err() {
+                    // Acknowledged to the caller: asked again by the next reap.
+                    self.cancel_retry.push(id);
+                }
+            }
+        }
+    }
+
+    /// Asks the kernel again for the cancels it did not take.
+    fn retry_cancels(&mut self) {
+        let shared = self.shared.clone();
+        let mut slab = shared.lock();
+        for id in std::mem::take(&mut self.cancel_retry) {
+            // Still in flight (it may have completed meanwhile).
+            if slab.get(id).is_some() {
+                let e = opcode::AsyncCancel::new(id.0).build().user_data(CANCEL_TAG);
+                if self.push(e).is_err() {
+                    self.cancel_retry.push(id);
+                }
             }
         }
     }
@@ -534,6 +578,9 @@ impl Ring {
     /// Collects finished operations into `out` without blocking.
     pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
         out.append(&mut self.ready);
+        if !self.cancel_retry.is_empty() {
+            self.retry_cancels();
+        }
         // Remote work first if the flag is up already (it starts sooner); the
         // wake read may not have completed yet, so nothing is consumed here.
         if self.shared.handoff.take(false) {
@@ -545,7 +592,9 @@ impl Ring {
             // (the CQE says so), so the flag is taken now with no read of our
             // own (crate::handoff: signal consumed, then flag taken). A
             // notifier after that read either is seen here or leaves the
-            // counter up for the re-armed read.
+            // counter up for the re-armed read. If the kernel does not take
+            // the read, `wake_armed` stays false: the next reap tries again,
+            // and `park` sleeps only briefly meanwhile.
             let _ = self.arm_wake();
             if self.shared.handoff.take(false) {
                 self.take_remote(out);
@@ -623,6 +672,13 @@ impl Ring {
         if !self.ready.is_empty() || !self.backlog.is_empty() {
             return;
         }
+        // No wake-up read armed, or cancels to ask again (the kernel refused
+        // them): a short sleep, then the next reap tries again.
+        let timeout = if !self.wake_armed || !self.cancel_retry.is_empty() {
+            Some(timeout.map_or(RETRY, |t| t.min(RETRY)))
+        } else {
+            timeout
+        };
         let res = match timeout {
             None => self.uring.submit_and_wait(1),
             Some(d) => {
