@@ -110,11 +110,11 @@ fn deliver(mut p: Packet) {
     match *route {
         Route::Overlapped(shared) => {
             shared.complete(p);
-            if Arc::strong_count(&shared) == 1 {
-                // Nobody holds the Overlapped: the packet is dropped with it,
-                // but not here (the reaping thread holds its consumer borrow).
-                crate::defer::later(shared);
-            }
+            // If nobody holds the Overlapped any more (now, or by the time
+            // this reference goes: its owner may drop it at any moment), the
+            // packet is dropped with the last reference, but not here (the
+            // reaping thread holds its consumer borrow).
+            crate::defer::later(shared);
         }
         Route::Routine { thread, routine } => {
             // If the issuing thread has exited its APCs are discarded, as on

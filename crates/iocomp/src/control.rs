@@ -138,9 +138,10 @@ impl<W: Wake> Control<W> {
         if rec.counted {
             st.running -= 1;
         }
+        let mut dropped = None;
         if let Some(p) = rec.handed {
             if st.closed {
-                crate::defer::later(p);
+                dropped = Some(p);
             } else {
                 st.queue.push_front(p);
             }
@@ -148,6 +149,11 @@ impl<W: Wake> Control<W> {
         let wakes = self.release(&mut st);
         drop(st);
         wake_all(wakes);
+        // Not under the lock: the packet's Drop may call the port (and
+        // `later` drops it at once if the thread is being torn down).
+        if let Some(p) = dropped {
+            crate::defer::later(p);
+        }
     }
 
     /// The thread stops counting as running without entering `get` (it moved
@@ -224,9 +230,19 @@ impl<W: Wake> Control<W> {
         let mut st = self.lock();
         if st.closed {
             Self::unpark(&mut st, id);
-            if !local.is_empty() {
-                // Not under the lock: their Drop may call the port.
-                crate::defer::later(local.drain(..).collect::<Vec<_>>());
+            // A packet handed over just before the close is dropped too, not
+            // left for `detach` (which may run when this thread exits).
+            let handed = st
+                .consumers
+                .get_mut(id)
+                .and_then(|r| r.as_mut())
+                .and_then(|r| r.handed.take());
+            drop(st);
+            // Not under the lock: their Drop may call the port.
+            let mut left: Vec<Packet> = local.drain(..).collect();
+            left.extend(handed);
+            if !left.is_empty() {
+                crate::defer::later(left);
             }
             return Step::Abandoned;
         }
@@ -315,6 +331,13 @@ impl<W: Wake> Control<W> {
                 None => break,
             }
         }
+    }
+
+    /// Takes consumer `id` off the waiter stack: it leaves `get` for a moment
+    /// to run user code (dropping values [`crate::defer`] kept). A packet
+    /// handed to it before this stays for its next `step`.
+    pub fn stop_waiting(&self, id: usize) {
+        Self::unpark(&mut self.lock(), id);
     }
 
     fn unpark(st: &mut State<W>, id: usize) {

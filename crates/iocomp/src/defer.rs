@@ -13,8 +13,11 @@ thread_local! {
     static LATER: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Drops `v` at the next [`flush`] on this thread (at once if the thread is
-/// being torn down and its list is gone).
+/// Drops `v` at the next [`flush`] on this thread — or at once if the thread
+/// is being torn down and its list is gone (thread-local destructors run
+/// newest first, and this list may be newer than the port's consumers). So
+/// never call it while holding an engine lock: take the value out, unlock,
+/// then hand it here.
 pub(crate) fn later<T: 'static>(v: T) {
     let mut v = Some(v);
     let _ = LATER.try_with(|l| {

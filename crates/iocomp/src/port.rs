@@ -858,7 +858,11 @@ fn wait(c: &mut Consumer, deadline: Option<Instant>) -> Result<Packet, Leave> {
             Step::Abandoned => return Err(Leave::Get(GetError::Abandoned)),
             // Parked, or about to park: a packet handed over meanwhile is
             // taken by the next step.
-            Step::Park if crate::defer::pending() => return Err(Leave::Flush),
+            // Not parked while it runs that user code: off the waiter stack.
+            Step::Park if crate::defer::pending() => {
+                c.core.control.stop_waiting(c.id);
+                return Err(Leave::Flush);
+            }
             // One park sleeps at most MAX_PARK (the kernel's timeouts need not
             // take any value); the loop goes on until the deadline.
             Step::Park => {

@@ -287,3 +287,44 @@ fn a_lane_keeps_its_ops_in_flight_on_one_ring() {
 fn leaving_the_lane_before_the_op_is_done_splits_it() {
     lane_model(true);
 }
+
+/// The io_uring owner: its park is the eventfd read in the kernel, which
+/// consumes the counter as it completes; the owner then takes the flag with no
+/// read of its own (`take(false)`). Two notifiers still always reach it.
+#[test]
+fn a_kernel_read_is_the_consume_step() {
+    model(|| {
+        let h = Arc::new(Handoff::new(ModelEventFd::default()));
+        let queue = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let owner = {
+            let (h, queue) = (h.clone(), queue.clone());
+            loom::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    if h.take(false) {
+                        got.extend(queue.lock().unwrap().drain(..));
+                    }
+                    if got.len() == 2 {
+                        return got;
+                    }
+                    // The armed read completes once the counter is up, and
+                    // leaves it at zero.
+                    h.primitive().park_and_clear();
+                }
+            })
+        };
+        let other = {
+            let (h, queue) = (h.clone(), queue.clone());
+            loom::thread::spawn(move || {
+                queue.lock().unwrap().push(2);
+                h.notify();
+            })
+        };
+        queue.lock().unwrap().push(1);
+        h.notify();
+        other.join().unwrap();
+        let mut got = owner.join().unwrap();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+    });
+}

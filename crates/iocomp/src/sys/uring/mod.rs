@@ -93,7 +93,14 @@ impl WqAnchor {
 /// - `small-cq`: rings of 4 submission and 8 completion entries, so that the
 ///   completion queue overflows and the kernel answers `EBUSY`;
 /// - `no-msg-ring`: accepted for symmetry; the backend never uses
-///   `IORING_OP_MSG_RING` (wake-ups are eventfd reads).
+///   `IORING_OP_MSG_RING` (wake-ups are eventfd reads);
+/// - `fake-ebusy`: every [`FAKE_EBUSY_EVERY`]th push into the submission
+///   queue acts as if the kernel had answered `EBUSY` (the completion queue
+///   overflowing, as on kernels that refuse submissions then): the
+///   completions there are moved aside for the next reap, as that path does;
+/// - `fail-control-push`: every other push of a wake-up read or a cancel
+///   request fails as if the kernel had no memory for it (`EAGAIN`), so tests
+///   run the retries of those.
 pub(crate) const COMPAT_ENV: &str = "IOCOMP_URING_COMPAT";
 
 /// Which older-kernel paths are forced ([`COMPAT_ENV`]).
@@ -101,7 +108,17 @@ pub(crate) const COMPAT_ENV: &str = "IOCOMP_URING_COMPAT";
 struct Compat {
     no_cancel_any: bool,
     small_cq: bool,
+    fake_ebusy: bool,
+    fail_control_push: bool,
 }
+
+/// How long `park` sleeps at most while a push the kernel refused waits to be
+/// tried again.
+const RETRY: Duration = Duration::from_millis(1);
+
+/// How often `fake-ebusy` ([`COMPAT_ENV`]) takes the `EBUSY` path (and
+/// `fail-control-push` fails a push).
+const FAKE_EBUSY_EVERY: u32 = 2;
 
 impl Compat {
     fn from_env() -> Compat {
@@ -111,6 +128,8 @@ impl Compat {
                 match w {
                     "no-cancel-any" => c.no_cancel_any = true,
                     "small-cq" => c.small_cq = true,
+                    "fake-ebusy" => c.fake_ebusy = true,
+                    "fail-control-push" => c.fail_control_push = true,
                     _ => {}
                 }
             }
@@ -222,6 +241,14 @@ pub(crate) struct Ring {
     cancel_any: bool,
     /// The kernel never let go of this ring's memory: none of it is freed.
     leaked: bool,
+    /// Pushes left until `fake-ebusy` ([`COMPAT_ENV`]) next takes the
+    /// `EBUSY` path; `None` when it is off.
+    fake_ebusy: Option<u32>,
+    /// Likewise for `fail-control-push`.
+    fail_control_push: Option<u32>,
+    /// Cancels asked for by other threads whose request the kernel did not
+    /// take (the push failed): asked again by the next reap.
+    cancel_retry: Vec<OpId>,
 }
 
 impl Ring {
@@ -247,6 +274,9 @@ impl Ring {
             ready: VecDeque::new(),
             cancel_any: !compat.no_cancel_any,
             leaked: false,
+            fake_ebusy: compat.fake_ebusy.then_some(FAKE_EBUSY_EVERY),
+            fail_control_push: compat.fail_control_push.then_some(FAKE_EBUSY_EVERY),
+            cancel_retry: Vec::new(),
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -262,9 +292,37 @@ impl Ring {
     }
 
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        if matches!(entry.get_user_data(), WAKE_TAG | CANCEL_TAG) {
+            if let Some(n) = self.fail_control_push.as_mut() {
+                *n -= 1;
+                if *n == 0 {
+                    *n = FAKE_EBUSY_EVERY;
+                    return Err(errno(libc::EAGAIN));
+                }
+            }
+        }
+        if let Some(n) = self.fake_ebusy.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                *n = FAKE_EBUSY_EVERY;
+                // As if the queue were full and the kernel answered EBUSY
+                // (after taking what was queued): the completions are moved
+                // aside, as below. With operations in flight it first lets
+                // the kernel post one (up to 10 ms), so that there is
+                // something to move.
+                if self.inflight > 0 {
+                    let ts = Timespec::new().nsec(10_000_000);
+                    let args = SubmitArgs::new().timespec(&ts);
+                    let _ = self.uring.submitter().submit_with_args(1, &args);
+                }
+                self.stash_cqes();
+            }
+        }
         loop {
             // SAFETY: every entry built in this file points only into memory that
             // outlives its completion: buffers and addresses inside a boxed OpState
+            // (an accept's peer address in its own allocation, `ops::PeerAddr`,
+            // which no reference covers while the kernel writes it)
             // that stays in the slab until its final CQE is reaped (`complete`
             // removes it then). An op waiting behind another on its socket (a
             // write, or a receive) has no entry in the kernel: only the front
@@ -499,7 +557,25 @@ impl Ring {
             if let Some(st) = slab.get(id) {
                 st.cancel = true;
                 let e = opcode::AsyncCancel::new(id.0).build().user_data(CANCEL_TAG);
-                let _ = self.push(e);
+                if self.push(e).is_err() {
+                    // Acknowledged to the caller: asked again by the next reap.
+                    self.cancel_retry.push(id);
+                }
+            }
+        }
+    }
+
+    /// Asks the kernel again for the cancels it did not take.
+    fn retry_cancels(&mut self) {
+        let shared = self.shared.clone();
+        let mut slab = shared.lock();
+        for id in std::mem::take(&mut self.cancel_retry) {
+            // Still in flight (it may have completed meanwhile).
+            if slab.get(id).is_some() {
+                let e = opcode::AsyncCancel::new(id.0).build().user_data(CANCEL_TAG);
+                if self.push(e).is_err() {
+                    self.cancel_retry.push(id);
+                }
             }
         }
     }
@@ -507,6 +583,9 @@ impl Ring {
     /// Collects finished operations into `out` without blocking.
     pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
         out.append(&mut self.ready);
+        if !self.cancel_retry.is_empty() {
+            self.retry_cancels();
+        }
         // Remote work first if the flag is up already (it starts sooner); the
         // wake read may not have completed yet, so nothing is consumed here.
         if self.shared.handoff.take(false) {
@@ -514,11 +593,15 @@ impl Ring {
         }
         self.reap_cqes(out);
         if !self.wake_armed {
-            // The wake read completed: consume the counter, then take the flag
-            // (crate::handoff): a notifier after this either is seen here or
-            // leaves the counter up for the re-armed read.
+            // The wake read completed: the kernel's read consumed the counter
+            // (the CQE says so), so the flag is taken now with no read of our
+            // own (crate::handoff: signal consumed, then flag taken). A
+            // notifier after that read either is seen here or leaves the
+            // counter up for the re-armed read. If the kernel does not take
+            // the read, `wake_armed` stays false: the next reap tries again,
+            // and `park` sleeps only briefly meanwhile.
             let _ = self.arm_wake();
-            if self.shared.handoff.take(true) {
+            if self.shared.handoff.take(false) {
                 self.take_remote(out);
             }
         }
@@ -588,9 +671,19 @@ impl Ring {
 
     /// Sleeps until a completion, a wake-up, or `timeout`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
-        if !self.ready.is_empty() {
+        // Packets made while submitting, or completions moved aside when the
+        // kernel answered EBUSY: the next reap delivers them, no sleeping on
+        // them.
+        if !self.ready.is_empty() || !self.backlog.is_empty() {
             return;
         }
+        // No wake-up read armed, or cancels to ask again (the kernel refused
+        // them): a short sleep, then the next reap tries again.
+        let timeout = if !self.wake_armed || !self.cancel_retry.is_empty() {
+            Some(timeout.map_or(RETRY, |t| t.min(RETRY)))
+        } else {
+            timeout
+        };
         let res = match timeout {
             None => self.uring.submit_and_wait(1),
             Some(d) => {

@@ -26,11 +26,62 @@ pub(super) struct OpState {
     pub(super) extra: Extra,
 }
 
+/// Where the kernel writes an accept's peer address and its length when the
+/// accept completes: a heap allocation reached only through a raw pointer, so
+/// that no Rust reference to the op's state (the `&mut OpState` the slab
+/// hands out while the accept is in flight) covers memory the kernel writes.
+pub(super) struct PeerAddr(std::ptr::NonNull<(libc::sockaddr_storage, libc::socklen_t)>);
+
+// SAFETY: `PeerAddr` owns its allocation alone (as a `Box` would); the kernel
+// writes it only while the op is in flight, and the op state, slab lock or
+// owning thread orders every Rust access after the completion that ends it.
+unsafe impl std::marker::Send for PeerAddr {}
+
+impl PeerAddr {
+    fn new() -> PeerAddr {
+        // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+        let addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        PeerAddr(std::ptr::NonNull::from(Box::leak(Box::new((addr, len)))))
+    }
+
+    /// The address and length pointers the accept entry gives the kernel
+    /// (no reference is made: raw field pointers).
+    fn ptrs(&self) -> (*mut libc::sockaddr, *mut libc::socklen_t) {
+        let p = self.0.as_ptr();
+        // SAFETY: `p` points to a live allocation we own (freed only by Drop);
+        // `addr_of_mut!` makes no reference.
+        unsafe {
+            (
+                std::ptr::addr_of_mut!((*p).0).cast(),
+                std::ptr::addr_of_mut!((*p).1),
+            )
+        }
+    }
+
+    /// The peer address, once the kernel is done with the memory.
+    fn read(&self) -> Option<std::net::SocketAddr> {
+        // SAFETY: called only from `finish`, after the accept's final
+        // completion was reaped (or it never reached the kernel): nothing
+        // writes the memory any more, and it holds a valid value (zeroes, or
+        // what the kernel wrote).
+        let (addr, len) = unsafe { std::ptr::read(self.0.as_ptr()) };
+        sockaddr_to_std(&addr, len)
+    }
+}
+
+impl Drop for PeerAddr {
+    fn drop(&mut self) {
+        // SAFETY: the allocation came from `Box::leak` in `new` and is freed
+        // once, here; the op state (and so this) is dropped only after the
+        // kernel is done with the accept (a ring the kernel never let go of
+        // leaks its slab instead).
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 pub(super) enum Extra {
-    Accept {
-        addr: libc::sockaddr_storage,
-        len: libc::socklen_t,
-    },
+    Accept(PeerAddr),
     Timeout(Timespec),
     /// The peer's address, where the kernel reads it.
     Connect {
@@ -67,14 +118,7 @@ pub(super) enum Advance {
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
 pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
     let (key, extra) = match &op {
-        Op::Accept(a) => (
-            a.listener.key(),
-            Extra::Accept {
-                // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
-                addr: unsafe { std::mem::zeroed() },
-                len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-            },
-        ),
+        Op::Accept(a) => (a.listener.key(), Extra::Accept(PeerAddr::new())),
         Op::Recv(r) => (r.handle.key(), Extra::Recv { pooled: r.pooled }),
         Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
         Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.clamped()))),
@@ -164,8 +208,8 @@ pub(super) fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: 
             s.push(st);
         }
     });
-    if let (Op::Accept(a), Extra::Accept { addr, len }) = (&mut op, &extra) {
-        a.peer = sockaddr_to_std(addr, *len);
+    if let (Op::Accept(a), Extra::Accept(peer)) = (&mut op, &extra) {
+        a.peer = peer.read();
     }
     Packet {
         key,
@@ -194,9 +238,10 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
     }
     let send_flags = libc::MSG_NOSIGNAL;
     let entry = match (&mut st.op, &mut st.extra) {
-        (Op::Accept(a), Extra::Accept { addr, len }) => {
+        (Op::Accept(a), Extra::Accept(peer)) => {
             let fd = a.listener.as_raw_fd();
-            opcode::Accept::new(Fd(fd), (addr as *mut libc::sockaddr_storage).cast(), len)
+            let (addr, len) = peer.ptrs();
+            opcode::Accept::new(Fd(fd), addr, len)
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         }
