@@ -518,6 +518,31 @@ impl Port {
     /// Hands `op` to a ring owned by another thread (never the ring at index
     /// `exclude`).
     fn submit_remote(&self, op: Op, exclude: Option<u16>) -> Result<OpId, (io::Error, Op)> {
+        // A ring whose thread is leaving stays listed until it has drained, and
+        // refuses new work with NotConnected: take the next ring instead, at
+        // most once per ring listed (the turn counter moves on each try).
+        let mut op = op;
+        let mut tries = 0;
+        loop {
+            match self.submit_remote_once(op, exclude) {
+                Err((e, back))
+                    if e.kind() == io::ErrorKind::NotConnected && tries < self.rings_listed() =>
+                {
+                    tries += 1;
+                    op = back;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// How many rings are listed now (live or draining).
+    fn rings_listed(&self) -> usize {
+        let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+        rings.iter().flatten().count()
+    }
+
+    fn submit_remote_once(&self, op: Op, exclude: Option<u16>) -> Result<OpId, (io::Error, Op)> {
         // Prefer a thread that is parked (it starts the operation at once), else
         // take turns. (A parked thread is never the caller.)
         let ring = self.core.control.top_waiter().or_else(|| {
