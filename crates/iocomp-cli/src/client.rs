@@ -155,6 +155,16 @@ impl Head {
         v.trim().parse().ok()
     }
 
+    /// A weak `ETag` (`W/"..."`): never sent in `If-Range` (RFC 9110
+    /// §13.1.5 allows only a strong one), but compared byte for byte with
+    /// the one saved: another weak tag proves another version.
+    pub fn weak_etag(&self) -> Option<String> {
+        self.get("etag")
+            .map(str::trim)
+            .filter(|e| e.starts_with("W/"))
+            .map(str::to_string)
+    }
+
     /// The validator for `If-Range`: a strong ETag, else `Last-Modified`.
     pub fn validator(&self) -> Option<String> {
         match self.get("etag") {
