@@ -273,10 +273,17 @@ fn two_downloads_to_one_output_never_write_it_together() {
     let out = dir.join("one.bin");
     let body = pseudo_random(5, 200_000);
     let b = body.clone();
-    // The first answer comes after a while: the first download holds one.bin.part meanwhile.
+    // The first answer waits until the second download is over: the first holds
+    // one.bin.part meanwhile.
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = release.clone();
     let s = Scripted::start(move |n, req: &Req| {
-        if n == 0 {
-            std::thread::sleep(Duration::from_secs(3));
+        let t0 = std::time::Instant::now();
+        while n == 0
+            && !r.load(std::sync::atomic::Ordering::SeqCst)
+            && t0.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(10));
         }
         Version {
             body: &b,
@@ -297,6 +304,7 @@ fn two_downloads_to_one_output_never_write_it_together() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let o = get(&dir, &["-o", out.to_str().unwrap(), &s.url("one.bin")]);
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(
         one_line(&o).contains("another download is writing"),
@@ -348,6 +356,13 @@ fn hostile_framing_is_refused_and_interim_answers_are_skipped() {
         one_line(&o);
         assert!(!out.exists(), "{what}");
     }
+
+    // A list of one and the same length is one length (RFC 9110 §8.6).
+    let s = always(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello");
+    let out = dir.join("same.bin");
+    let o = get(&dir, &["-o", out.to_str().unwrap(), &s.url("s.bin")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), b"hello");
 
     // 103 Early Hints (RFC 8297) and 100 Continue come before the final answer.
     let s = always(

@@ -206,7 +206,13 @@ fn parallel_parts_of_two_versions_are_never_mixed() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_is(&out, &v2, "parts of two ETags");
-    assert_eq!(s.requests().last().unwrap().range(), None, "afresh, whole");
+    // Afresh, whole. (Not necessarily the last one recorded: a part cancelled
+    // when another one mismatched may reach the server's threads later.)
+    assert!(
+        s.requests().iter().any(|r| r.range().is_none()),
+        "afresh, whole: {:?}",
+        s.requests()
+    );
 
     // The same ETag (a broken server) but the parts' total differs from the probe's.
     let longer: Vec<u8> = [&v2[..], b"tail"].concat();

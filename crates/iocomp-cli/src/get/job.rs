@@ -162,8 +162,11 @@ pub(super) struct Job {
     total: Option<u64>,
     /// The `flock` on the `.part`, held until the job ends.
     lock: Option<File>,
-    /// Whether this job created the `.part` (an empty one is removed on failure).
+    /// Whether this job created the `.part`: removed on failure if nothing
+    /// was ever written to it (see `started`).
     created: bool,
+    /// Whether the `.part` was opened for the body (a download started).
+    started: bool,
     /// Why what was received cannot be joined to what is on disk: the job
     /// starts afresh once its connections are gone.
     afresh: Option<String>,
@@ -205,6 +208,7 @@ impl Job {
             total: None,
             lock: None,
             created: false,
+            started: false,
             afresh: None,
             restarted: false,
             foreign: false,
@@ -478,7 +482,7 @@ impl Job {
                     let coding = super::content_coding(head, opts)?;
                     self.progress
                         .note(&format!("resuming at {}", human(offset as f64)));
-                    self.file = Some(open_existing(&self.part, true)?);
+                    self.open_for_body(open_existing(&self.part, true)?);
                     self.total = Some(total);
                     self.progress.start(Some(total), offset);
                     Ok(Next::Body {
@@ -592,7 +596,7 @@ impl Job {
             total,
             parallel: false,
         };
-        self.file = Some(start_part(&self.part, &self.meta, &meta)?);
+        self.open_for_body(start_part(&self.part, &self.meta, &meta)?);
         self.total = total;
         self.progress.start(total, 0);
         Ok(Next::Body {
@@ -617,7 +621,7 @@ impl Job {
         };
         let file = start_part(&self.part, &self.meta, &parallel)?;
         file.set_len(total).map_err(|e| local(&self.part, e))?;
-        self.file = Some(file);
+        self.open_for_body(file);
         self.total = Some(total);
         self.sparse = true;
         self.progress.start(Some(total), 0);
@@ -649,9 +653,15 @@ impl Job {
 
     /// `--raw`: the name was sent; the reply goes into a fresh `.part`.
     pub(super) fn raw_start(&mut self, opts: &Opts) -> Result<(), Fail> {
-        self.file = Some(start_part(&self.part, &self.meta, &Meta::default())?);
+        self.open_for_body(start_part(&self.part, &self.meta, &Meta::default())?);
         self.progress.start(opts.size, 0);
         Ok(())
+    }
+
+    /// Keeps `f` as the file body bytes go to.
+    fn open_for_body(&mut self, f: File) {
+        self.file = Some(f);
+        self.started = true;
     }
 
     /// Body bytes for offset `at`.
@@ -707,8 +717,7 @@ impl Job {
         }
         match self.failed.take() {
             Some(e) => {
-                let empty = || fs::symlink_metadata(&self.part).is_ok_and(|m| m.len() == 0);
-                if self.created && !self.foreign && empty() {
+                if self.created && !self.started && !self.foreign {
                     // Nothing was received: leave no empty `.part` behind.
                     let _ = fs::remove_file(&self.part);
                     let _ = fs::remove_file(&self.meta);
