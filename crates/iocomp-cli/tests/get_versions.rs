@@ -333,6 +333,17 @@ fn a_resumed_206_must_bring_exactly_the_rest_of_the_file() {
             let (x, _) = req.range().unwrap();
             chunked_206(&a, x, 299_999, "\"v1\"", 500)
         }
+        // To EOF (no Content-Length), with garbage after the file's last byte.
+        3 => {
+            let (x, _) = req.range().unwrap();
+            let mut v = format!(
+                "HTTP/1.1 206 Partial Content\r\nETag: \"v1\"\r\nContent-Range: bytes {x}-299999/300000\r\n\r\n"
+            )
+            .into_bytes();
+            v.extend_from_slice(&a[x as usize..]);
+            v.extend_from_slice(&[b'X'; 500]);
+            v
+        }
         _ => strong(&a, "\"v1\"", true).answer(req),
     });
     interrupted(dir, &out, &s.url("f.bin"));
@@ -348,6 +359,14 @@ fn a_resumed_206_must_bring_exactly_the_rest_of_the_file() {
         fs::metadata(&part).unwrap().len() <= 300_000,
         "nothing past the total"
     );
+
+    let o = get(dir, &["-c", "-o", out.to_str().unwrap(), &s.url("f.bin")]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        !out.exists(),
+        "an over-long 206 to EOF is not a complete file"
+    );
+    assert!(fs::metadata(&part).unwrap().len() <= 300_000);
 
     let o = get(dir, &["-c", "-o", out.to_str().unwrap(), &s.url("f.bin")]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));

@@ -452,16 +452,16 @@ impl<'a> Driver<'a> {
             Ok(Next::Body { at, coding, exact }) => {
                 c.framing = framing.unwrap_or_else(|| Framing::of(&head));
                 if let Some(n) = exact {
-                    // A range is exactly its bytes, in the answer's own framing.
-                    match c.framing {
-                        Framing::Length(m) if m != n => {
+                    // A range is exactly its bytes, in the answer's own framing
+                    // (chunked, Content-Length, or to EOF: then a byte past the
+                    // range is an error, and so is an EOF before its end).
+                    if let Framing::Length(m) = c.framing {
+                        if m != n {
                             let e = Fail::Network(format!(
                                 "Content-Length {m} disagrees with the range's {n} bytes"
                             ));
                             return self.fail(c, e);
                         }
-                        Framing::Eof => c.framing = Framing::Length(n),
-                        _ => {}
                     }
                     c.end = Some(at + n);
                 }
