@@ -31,6 +31,17 @@ fi
 APT=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
 
 updated=
+# A policy-rc.d this script put there goes away however the script ends.
+made_policy=
+remove_policy() {
+    if [ -n "$made_policy" ]; then
+        "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d || true
+        made_policy=
+    fi
+}
+trap remove_policy EXIT
+trap 'remove_policy; exit 130' INT
+trap 'remove_policy; exit 143' TERM
 apt_install() {
     if [ -z "$updated" ]; then
         "${APT[@]}" update -qq
@@ -38,7 +49,6 @@ apt_install() {
     fi
     # --no-install-recommends keeps out udev, upower and friends; a
     # policy-rc.d that answers 101 stops any package from starting a service.
-    local made_policy=
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
         "${SUDO[@]}" chmod +x /usr/sbin/policy-rc.d
@@ -46,7 +56,7 @@ apt_install() {
     fi
     local rc=0
     "${APT[@]}" install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
-    if [ -n "$made_policy" ]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
+    remove_policy
     return $rc
 }
 
@@ -65,11 +75,12 @@ echo "== npm ci (browser tests)"
 npm ci --prefix crates/iocomp-cli/tests/browser --no-audit --no-fund --loglevel=error
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-cargo build -q -p iocomp-cli --bin iocomp
+# Through cargo: the binary is wherever CARGO_TARGET_DIR (or a config) puts it.
+version=$(cargo run -q -p iocomp-cli --bin iocomp -- --version)
 first=uring
-if ! ./target/debug/iocomp --version | grep -q '^backend: uring$'; then
+if ! grep -q '^backend: uring$' <<<"$version"; then
     first=
-    echo "test.sh: io_uring is not available here ($(./target/debug/iocomp --version | tail -1)):"
+    echo "test.sh: io_uring is not available here ($(tail -1 <<<"$version")):"
     echo "         the first pass runs on the engine's default backend"
 fi
 

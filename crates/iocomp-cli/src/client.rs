@@ -125,9 +125,24 @@ impl Head {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `Content-Length`, if present and valid.
+    /// `Content-Length`, if present and valid: every value (of every
+    /// `Content-Length` field, of a comma-separated list) one and the same
+    /// decimal number (RFC 9110 §8.6).
     pub fn content_length(&self) -> Option<u64> {
-        self.get("content-length")?.trim().parse().ok()
+        let mut len = None;
+        for (_, v) in self.headers.iter().filter(|(n, _)| n == "content-length") {
+            for p in v.split(',').map(str::trim) {
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let n: u64 = p.parse().ok()?;
+                if len.is_some_and(|l| l != n) {
+                    return None;
+                }
+                len = Some(n);
+            }
+        }
+        len
     }
 
     /// `Content-Range: bytes A-B/T` as `(A, B, Some(T))` (`None` for a `*`
@@ -153,6 +168,16 @@ impl Head {
     pub fn unsatisfied_total(&self) -> Option<u64> {
         let v = self.get("content-range")?.trim().strip_prefix("bytes */")?;
         v.trim().parse().ok()
+    }
+
+    /// A weak `ETag` (`W/"..."`): never sent in `If-Range` (RFC 9110
+    /// §13.1.5 allows only a strong one), but compared byte for byte with
+    /// the one saved: another weak tag proves another version.
+    pub fn weak_etag(&self) -> Option<String> {
+        self.get("etag")
+            .map(str::trim)
+            .filter(|e| e.starts_with("W/"))
+            .map(str::to_string)
     }
 
     /// The validator for `If-Range`: a strong ETag, else `Last-Modified`.

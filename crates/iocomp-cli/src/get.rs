@@ -11,19 +11,36 @@
 //! connection; a `.part` left by a parallel download has holes (its `.meta`
 //! says so) and is downloaded afresh.
 //!
-//! Two versions of a file are never joined: every 206 of a resume must carry
-//! the validator saved in `.meta` (a strong ETag, else Last-Modified) and the
-//! total size saved, in a `Content-Range` that runs from the local size to
-//! the end; every part of a `-j` download must repeat the probe's validator
-//! and total; a 416 `bytes */LEN` means "already whole" only with a saved
-//! validator the answer does not contradict and LEN equal to the local size.
-//! A mismatch downloads the file afresh, once.
+//! Two versions of a file are never joined, as far as the server's
+//! validators tell them apart: every 206 of a resume must carry the
+//! validator saved in `.meta` (a strong ETag, else Last-Modified), the weak
+//! ETag saved (byte for byte: `If-Range` cannot carry a weak one, but another
+//! weak tag proves a change) and the total size saved, in a `Content-Range`
+//! that runs from the local size to the end, and bring exactly those bytes
+//! in whatever framing; the `.part` is renamed only at the total size. Every
+//! part of a `-j` download must repeat the probe's validators and total and
+//! bring exactly its range; a 416 to a part that names another size or
+//! validator means the file changed. A 416 `bytes */LEN` to a resume means
+//! "already whole" only with LEN equal to the local size, a saved validator
+//! the answer does not contradict, and the answer's validator or the saved
+//! total to vouch for it. A mismatch downloads the file afresh, once. With no
+//! validator at all (no ETag, no Last-Modified) versions cannot be told
+//! apart: `-c` downloads afresh (curl would trust the server; iocomp chooses
+//! safety) and `-j` uses one connection. A server that keeps a validator
+//! across a change cannot be detected.
 //!
 //! `-c` where the output file exists and no `NAME.part` does continues that
 //! file in place, as `wget -c` does: it is taken as a prefix left by another
-//! tool (no validator is known, so only the `Content-Range` is checked), and
-//! an answer that cannot continue it (a 200, another range) leaves it as it
-//! is, with an error naming `--force`.
+//! tool (no validator is known, so only its size and the `Content-Range` are
+//! checked), and an answer that cannot continue it (a 200, another range)
+//! leaves it as it is, with an error naming `--force`.
+//!
+//! `NAME.part` is held with an exclusive `flock` from the start to the
+//! rename: a second download to the same output stops with "another
+//! download is writing NAME.part". Responses whose framing cannot be trusted
+//! are refused (a transfer coding other than `chunked`, conflicting
+//! `Content-Length` values, a signed chunk size); interim 1xx answers are
+//! skipped.
 //!
 //! Local files: `.part` and `.meta` are opened with `O_NOFOLLOW` (a new one
 //! with `O_EXCL`), and the final rename uses `RENAME_NOREPLACE`, so a file
@@ -98,10 +115,10 @@ pub struct GetArgs {
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
-    /// Longest wait for the next bytes (a stalled server), e.g. 30s.
+    /// Longest wait for the next bytes (a stalled server), e.g. 30s; 0 for none.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::parse_duration)]
     timeout: Duration,
-    /// Longest wait for a connection.
+    /// Longest wait for a connection; 0 for none (the kernel's own limit).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::parse_duration)]
     connect_timeout: Duration,
     /// Overwrite an existing output file.
@@ -276,6 +293,7 @@ fn content_coding(head: &Head, opts: &Opts) -> Result<Option<Coding>, Fail> {
 /// ```text
 /// iocomp-part 1
 /// validator: "etag-or-last-modified"
+/// weak: W/"weak-etag"
 /// total: 123456
 /// ```
 ///
@@ -286,6 +304,9 @@ fn content_coding(head: &Head, opts: &Opts) -> Result<Option<Coding>, Fail> {
 pub(crate) struct Meta {
     /// For `If-Range`, compared with every 206: a strong ETag, else Last-Modified.
     pub(crate) validator: Option<String>,
+    /// A weak ETag: never sent in `If-Range`, but every 206 (and a 416 that
+    /// carries one) must repeat it byte for byte.
+    pub(crate) weak: Option<String>,
     /// The file's size on the server, compared with every 206's total.
     pub(crate) total: Option<u64>,
     /// A parallel download's `.part`.
@@ -313,6 +334,7 @@ impl Meta {
         for line in rest.lines() {
             match line.split_once(": ") {
                 Some(("validator", v)) if !v.is_empty() => m.validator = Some(v.to_string()),
+                Some(("weak", v)) if !v.is_empty() => m.weak = Some(v.to_string()),
                 Some(("total", v)) => m.total = v.parse().ok(),
                 Some(("parallel", "true")) => m.parallel = true,
                 _ => {}
@@ -327,6 +349,9 @@ impl Meta {
         if let Some(v) = &self.validator {
             // A header value cannot hold a line break; be sure.
             s.push_str(&format!("validator: {}\n", v.replace(['\r', '\n'], "")));
+        }
+        if let Some(w) = &self.weak {
+            s.push_str(&format!("weak: {}\n", w.replace(['\r', '\n'], "")));
         }
         if let Some(t) = self.total {
             s.push_str(&format!("total: {t}\n"));
@@ -360,7 +385,7 @@ fn symlink_refused(path: &Path) -> Fail {
 }
 
 /// The error of an open or create of `path`, with a symbolic link named as such.
-fn open_error(path: &Path, e: io::Error) -> Fail {
+pub(crate) fn open_error(path: &Path, e: io::Error) -> Fail {
     if e.raw_os_error() == Some(libc::ELOOP) {
         symlink_refused(path)
     } else {
@@ -479,6 +504,7 @@ mod tests {
     fn meta_round_trips_and_reads_the_older_format() {
         let m = Meta {
             validator: Some("\"abc\"".into()),
+            weak: Some("W/\"w\"".into()),
             total: Some(123),
             parallel: false,
         };

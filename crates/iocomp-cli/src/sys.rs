@@ -272,3 +272,22 @@ pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usi
         }
     }
 }
+
+/// Takes `flock(LOCK_EX | LOCK_NB)` on `f`: `Ok(false)` when another open
+/// file description holds a lock on the file. The lock goes with the last
+/// descriptor of this open file description.
+pub(crate) fn try_lock_exclusive(f: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock takes a descriptor and flags and touches no memory; `f`
+    // is borrowed for the call, so its descriptor is open and valid.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}

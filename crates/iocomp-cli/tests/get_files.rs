@@ -265,3 +265,129 @@ fn continue_extends_a_partial_file_left_by_another_tool() {
     assert!(one_line(&o).contains("--force"), "{}", stderr(&o));
     assert!(fs::read(&out).unwrap() == body[..100_000], "left as it was");
 }
+
+#[test]
+fn two_downloads_to_one_output_never_write_it_together() {
+    let tree = TempTree::new();
+    let dir = tree.base().to_path_buf();
+    let out = dir.join("one.bin");
+    let body = pseudo_random(5, 200_000);
+    let b = body.clone();
+    // The first answer waits until the second download is over: the first holds
+    // one.bin.part meanwhile.
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = release.clone();
+    let s = Scripted::start(move |n, req: &Req| {
+        let t0 = std::time::Instant::now();
+        while n == 0
+            && !r.load(std::sync::atomic::Ordering::SeqCst)
+            && t0.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Version {
+            body: &b,
+            etag: Some("\"o\""),
+            last_modified: None,
+            honours_if_range: true,
+        }
+        .answer(req)
+    });
+    let mut first = common::iocomp_command();
+    first
+        .args(["get", "-q", "-o", out.to_str().unwrap(), &s.url("one.bin")])
+        .current_dir(&dir);
+    let first = std::thread::spawn(move || common::output_within(first, Duration::from_secs(120)));
+    let t0 = std::time::Instant::now();
+    while s.requests().is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no request");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = get(&dir, &["-o", out.to_str().unwrap(), &s.url("one.bin")]);
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(
+        one_line(&o).contains("another download is writing"),
+        "{}",
+        stderr(&o)
+    );
+    let o = first.join().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(fs::read(&out).unwrap() == body, "the first download's file");
+    assert_eq!(s.requests().len(), 1, "{:?}", s.requests());
+}
+
+/// A server that answers every request with `answer`.
+fn always(answer: &'static [u8]) -> Scripted {
+    Scripted::start(move |_, _: &Req| answer.to_vec())
+}
+
+#[test]
+fn hostile_framing_is_refused_and_interim_answers_are_skipped() {
+    let tree = TempTree::new();
+    let dir = tree.base().to_path_buf();
+    let refused: [(&str, &'static [u8]); 5] = [
+        (
+            "a transfer coding iocomp cannot decode",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "two Content-Length values",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        (
+            "a Content-Length list that disagrees",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        ),
+        (
+            "a chunk size with a sign",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "a Content-Length that is not a number",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
+        ),
+    ];
+    for (i, (what, answer)) in refused.into_iter().enumerate() {
+        let s = always(answer);
+        let out = dir.join(format!("r{i}.bin"));
+        let o = get(&dir, &["-o", out.to_str().unwrap(), &s.url("r.bin")]);
+        assert_eq!(code(&o), 3, "{what}: {}", stderr(&o));
+        one_line(&o);
+        assert!(!out.exists(), "{what}");
+    }
+
+    // A list of one and the same length is one length (RFC 9110 §8.6).
+    let s = always(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello");
+    let out = dir.join("same.bin");
+    let o = get(&dir, &["-o", out.to_str().unwrap(), &s.url("s.bin")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), b"hello");
+
+    // 103 Early Hints (RFC 8297) and 100 Continue come before the final answer.
+    let s = always(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    let out = dir.join("hints.bin");
+    let o = get(&dir, &["-o", out.to_str().unwrap(), &s.url("h.bin")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), b"hello");
+
+    // --timeout 0 and --connect-timeout 0 mean no timeout (as wget's --timeout=0).
+    let s = always(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    let out = dir.join("t0.bin");
+    let o = get(
+        &dir,
+        &[
+            "--timeout",
+            "0",
+            "--connect-timeout",
+            "0",
+            "-o",
+            out.to_str().unwrap(),
+            &s.url("t.bin"),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), b"hello");
+}

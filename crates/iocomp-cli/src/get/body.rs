@@ -37,8 +37,54 @@ pub(crate) fn short() -> Fail {
     Fail::Network("receiving the body: the body ended early".into())
 }
 
+/// A response whose framing cannot be trusted.
+fn refused(m: String) -> Fail {
+    Fail::Network(format!("malformed response: {m}"))
+}
+
 impl Framing {
-    /// The framing a response head announces.
+    /// The framing a response head announces, refusing what cannot be
+    /// framed safely (RFC 9112 §6.1, §6.3): a transfer coding other than
+    /// `chunked` alone (`gzip, chunked` is not decoded), and a
+    /// `Content-Length` that is not one decimal number (two different
+    /// values, or a list that disagrees, as curl refuses).
+    pub(crate) fn check(head: &Head) -> Result<Framing, Fail> {
+        let codings: Vec<&str> = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "transfer-encoding")
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        if !codings.is_empty()
+            && (codings.len() != 1 || !codings[0].eq_ignore_ascii_case("chunked"))
+        {
+            return Err(refused(format!(
+                "Transfer-Encoding: {} (only chunked is understood)",
+                codings.join(", ")
+            )));
+        }
+        let mut len: Option<u64> = None;
+        for (_, v) in head.headers.iter().filter(|(n, _)| n == "content-length") {
+            for p in v.split(',').map(str::trim) {
+                let n = p
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| p.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or_else(|| refused(format!("Content-Length: {}", v.trim())))?;
+                if len.is_some_and(|l| l != n) {
+                    return Err(refused("conflicting Content-Length values".into()));
+                }
+                len = Some(n);
+            }
+        }
+        Ok(Framing::of(head))
+    }
+
+    /// The framing a response head announces (see [`Framing::check`] for
+    /// what is refused first).
     pub(crate) fn of(head: &Head) -> Framing {
         let chunked = head
             .get("transfer-encoding")
@@ -116,6 +162,10 @@ impl Chunk {
                 }
                 let text = String::from_utf8_lossy(line);
                 let hex = text.split(';').next().unwrap_or("").trim();
+                // Hex digits only: `from_str_radix` would take a sign (`+5`).
+                if hex.is_empty() || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(bad("bad chunk size"));
+                }
                 let size = u64::from_str_radix(hex, 16).map_err(|_| bad("bad chunk size"))?;
                 *self = if size == 0 {
                     Chunk::Trailer(Vec::new())

@@ -55,7 +55,24 @@ struct Conn {
     decode: Decode,
     /// Where the next body byte goes.
     at: u64,
+    /// Where the body must end (a range: exactly its bytes, whatever the framing).
+    end: Option<u64>,
+    /// Interim (1xx) answers skipped so far.
+    interim: u8,
     limiter: Limiter,
+}
+
+/// Interim (1xx) answers skipped before one connection's final answer.
+const MAX_INTERIM: u8 = 16;
+
+/// The deadline `d` from now; a zero timeout is none (as wget's `--timeout=0`).
+fn deadline(d: Duration) -> Option<Instant> {
+    (!d.is_zero()).then(|| Instant::now() + d)
+}
+
+/// A body with more bytes than its range.
+fn too_long() -> Fail {
+    Fail::Network("receiving the body: more bytes than the range asked for".into())
 }
 
 /// Every download of one `iocomp get`.
@@ -166,6 +183,8 @@ impl<'a> Driver<'a> {
             framing: Framing::Eof,
             decode: Decode::new(None),
             at: 0,
+            end: None,
+            interim: 0,
             limiter: Limiter::new(limit),
         };
         let k = match self.conns.iter().position(Option::is_none) {
@@ -196,7 +215,7 @@ impl<'a> Driver<'a> {
         let h = self.port.associate(OwnedFd::from(stream), k as u64);
         c.handle = Some(h.clone());
         c.phase = Phase::Connect;
-        c.deadline = Some(Instant::now() + self.opts.to.connect);
+        c.deadline = deadline(self.opts.to.connect);
         self.submit(k, c, Connect::new(&h, addr).into());
     }
 
@@ -225,7 +244,7 @@ impl<'a> Driver<'a> {
         }
         let want = c.buf.len() + c.chunk;
         c.buf.reserve_exact(want.saturating_sub(c.buf.capacity()));
-        c.deadline = Some(Instant::now() + self.opts.to.stall);
+        c.deadline = deadline(self.opts.to.stall);
         let buf = std::mem::take(&mut c.buf);
         self.submit(k, c, Recv::new(&h, buf).into());
     }
@@ -299,7 +318,7 @@ impl<'a> Driver<'a> {
         ) {
             (Op::Connect(op), Ok(())) => {
                 c.phase = Phase::Send;
-                c.deadline = Some(Instant::now() + self.opts.to.stall);
+                c.deadline = deadline(self.opts.to.stall);
                 let req = std::mem::take(&mut c.request);
                 self.submit(k, c, Send::new(&op.socket, req).into());
             }
@@ -384,6 +403,31 @@ impl<'a> Driver<'a> {
             Ok(None) => return self.recv(k, c),
             Err(e) => return self.fail(c, e),
         };
+        // Interim answers (100 Continue, 103 Early Hints: RFC 9110 §15.2) precede the final one.
+        if (100..200).contains(&head.status) && head.status != 101 {
+            c.interim += 1;
+            if c.interim > MAX_INTERIM {
+                return self.fail(
+                    c,
+                    Fail::Network(format!("more than {MAX_INTERIM} interim (1xx) answers")),
+                );
+            }
+            c.buf.drain(..used);
+            return self.head(k, c);
+        }
+        if head.status < 200 {
+            let e = Fail::Network(format!("an unexpected {} {}", head.status, head.reason));
+            return self.fail(c, e);
+        }
+        // A success's framing is checked before anything is written.
+        let framing = if (200..300).contains(&head.status) {
+            match Framing::check(&head) {
+                Ok(f) => Some(f),
+                Err(e) => return self.fail(c, e),
+            }
+        } else {
+            None
+        };
         if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
             if let Some(loc) = head.get("location") {
                 if c.redirects >= MAX_REDIRECTS {
@@ -405,11 +449,22 @@ impl<'a> Driver<'a> {
         match r {
             Err(e) => self.fail(c, e),
             Ok(Next::Close) => self.close(c),
-            Ok(Next::Body { at, coding, len }) => {
-                c.framing = match len {
-                    Some(n) => Framing::Length(n),
-                    None => Framing::of(&head),
-                };
+            Ok(Next::Body { at, coding, exact }) => {
+                c.framing = framing.unwrap_or_else(|| Framing::of(&head));
+                if let Some(n) = exact {
+                    // A range is exactly its bytes, in the answer's own framing
+                    // (chunked, Content-Length, or to EOF: then a byte past the
+                    // range is an error, and so is an EOF before its end).
+                    if let Framing::Length(m) = c.framing {
+                        if m != n {
+                            let e = Fail::Network(format!(
+                                "Content-Length {m} disagrees with the range's {n} bytes"
+                            ));
+                            return self.fail(c, e);
+                        }
+                    }
+                    c.end = Some(at + n);
+                }
                 c.decode = Decode::new(coding);
                 let mut buf = std::mem::take(&mut c.buf);
                 buf.drain(..used);
@@ -460,9 +515,13 @@ impl<'a> Driver<'a> {
     fn feed(&mut self, k: usize, mut c: Conn, mut data: Vec<u8>, n: u64) {
         let job = &mut self.jobs[c.job];
         let at = &mut c.at;
+        let end = c.end;
         let decode = &mut c.decode;
         let r = c.framing.feed(&data, &mut |d| {
             decode.feed(d, &mut |x| {
+                if end.is_some_and(|e| *at + x.len() as u64 > e) {
+                    return Err(too_long());
+                }
                 job.on_data(*at, x)?;
                 *at += x.len() as u64;
                 Ok(())
@@ -498,6 +557,9 @@ impl<'a> Driver<'a> {
         });
         if let Err(e) = r {
             return self.fail(c, e);
+        }
+        if c.end.is_some_and(|e| c.at != e) {
+            return self.fail(c, short());
         }
         job.on_end(c.role, c.at);
         self.close(c)

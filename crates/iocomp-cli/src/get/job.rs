@@ -5,12 +5,13 @@
 //! leaves a resumable `.part` (one connection), or removes it (a parallel
 //! download's `.part` has holes).
 
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use super::body::Coding;
-use super::{finish, local, open_existing, raw, side, start_part, Meta, Opts};
+use super::{finish, local, open_error, open_existing, raw, side, start_part, Meta, Opts};
 use crate::client::{Fail, Head};
 use crate::progress::{human, Progress};
 use crate::target::Target;
@@ -41,11 +42,12 @@ pub(super) struct Spec {
 
 /// What a connection does after its response head.
 pub(super) enum Next {
-    /// Receive the body and write it from `at`; `len` overrides the framing.
+    /// Receive the body and write it from `at`; `exact`: a range's body,
+    /// which must be exactly that many bytes (in whatever framing).
     Body {
         at: u64,
         coding: Option<Coding>,
-        len: Option<u64>,
+        exact: Option<u64>,
     },
     /// Close it: its part is done (a probe that started the ranges, a 416
     /// saying the partial file is whole).
@@ -55,6 +57,79 @@ pub(super) enum Next {
 /// Why a response cannot continue what is on disk: the file changed.
 fn changed(why: String) -> Fail {
     Fail::Network(format!("the file changed on the server ({why})"))
+}
+
+/// Whether `head` is the version `validator` and `weak` name: each one
+/// saved must be repeated (a weak ETag byte for byte).
+fn same_version(
+    validator: &Option<String>,
+    weak: &Option<String>,
+    head: &Head,
+) -> Result<(), String> {
+    if let Some(v) = validator {
+        if head.validator().as_ref() != Some(v) {
+            return Err(format!(
+                "validator {v} saved, {} now",
+                head.validator().unwrap_or_else(|| "none".into())
+            ));
+        }
+    }
+    if let Some(w) = weak {
+        if head.weak_etag().as_ref() != Some(w) {
+            return Err(format!(
+                "ETag {w} saved, {} now",
+                head.get("etag").unwrap_or("none")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a validator `head` carries (a 416 need not carry one) says it is
+/// another version than `validator` and `weak`.
+fn contradicts(validator: &Option<String>, weak: &Option<String>, head: &Head) -> Option<String> {
+    if let Some(now) = head.validator() {
+        if validator.as_ref() != Some(&now) {
+            return Some(format!(
+                "validator {} saved, {now} now",
+                validator.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    if let Some(now) = head.weak_etag() {
+        if weak.as_ref() != Some(&now) {
+            return Some(format!(
+                "ETag {} saved, {now} now",
+                weak.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    None
+}
+
+/// Opens `part` (creating it, never truncating it, never through a symbolic
+/// link) and takes an exclusive `flock` on it, held until the job ends, so
+/// that two downloads never write one file; whether it was created.
+fn lock_part(part: &std::path::Path) -> Result<(File, bool), Fail> {
+    let (f, created) = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(part)
+    {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (open_existing(part, true)?, false),
+        Err(e) => return Err(open_error(part, e)),
+    };
+    match crate::sys::try_lock_exclusive(&f) {
+        Ok(true) => Ok((f, created)),
+        Ok(false) => Err(Fail::Local(format!(
+            "another download is writing {}",
+            part.display()
+        ))),
+        Err(e) => Err(local(part, e)),
+    }
 }
 
 /// One URL's download.
@@ -79,9 +154,19 @@ pub(super) struct Job {
     index: usize,
     /// What the partial file being resumed is a prefix of (its `.meta`).
     saved: Meta,
-    /// A parallel download: the validator and total of the probe's answer,
-    /// which every part must repeat.
-    probe: Option<(Option<String>, u64)>,
+    /// A parallel download: the validator, weak ETag and total of the
+    /// probe's answer, which every part must repeat.
+    probe: Option<(Option<String>, Option<String>, u64)>,
+    /// The file's size when known (a 200's Content-Length, a 206's
+    /// Content-Range total): the download is complete only at that size.
+    total: Option<u64>,
+    /// The `flock` on the `.part`, held until the job ends.
+    lock: Option<File>,
+    /// Whether this job created the `.part`: removed on failure if nothing
+    /// was ever written to it (see `started`).
+    created: bool,
+    /// Whether the `.part` was opened for the body (a download started).
+    started: bool,
     /// Why what was received cannot be joined to what is on disk: the job
     /// starts afresh once its connections are gone.
     afresh: Option<String>,
@@ -120,6 +205,10 @@ impl Job {
             index,
             saved: Meta::default(),
             probe: None,
+            total: None,
+            lock: None,
+            created: false,
+            started: false,
             afresh: None,
             restarted: false,
             foreign: false,
@@ -142,6 +231,16 @@ impl Job {
             )));
             return job;
         }
+        match lock_part(&job.part) {
+            Ok((f, created)) => {
+                job.lock = Some(f);
+                job.created = created;
+            }
+            Err(e) => {
+                job.failed = Some(e);
+                return job;
+            }
+        }
         let mut extra = Vec::new();
         let role = if t.raw {
             Role::Raw
@@ -158,9 +257,8 @@ impl Job {
                         "continuing {} (no validator known: only the size is checked)",
                         job.out.display()
                     )),
-                    None => job
-                        .progress
-                        .note("no validator saved with the partial file: resuming unchecked"),
+                    // A weak ETag alone: checked on the 206 (If-Range cannot carry it).
+                    None => {}
                 }
                 Role::Main { offset }
             } else if opts.parallel > 1 {
@@ -190,11 +288,22 @@ impl Job {
         if self.foreign {
             return m.len();
         }
+        if m.len() == 0 {
+            return 0;
+        }
         let meta = Meta::read(&self.meta);
         if meta.parallel {
             self.progress.note(
                 "the partial file is from a parallel download (-j), which leaves holes: downloading afresh",
             );
+            return 0;
+        }
+        if meta.validator.is_none() && meta.weak.is_none() {
+            // curl -C trusts the server here; two versions could be joined.
+            self.progress.note(&format!(
+                "{} was saved without a validator (the server sent no ETag or Last-Modified), so its version cannot be checked: downloading afresh",
+                self.part.display()
+            ));
             return 0;
         }
         self.saved = meta;
@@ -224,51 +333,46 @@ impl Job {
                 return Err(format!("its size was {t} bytes and is now {total}"));
             }
         }
-        if let Some(v) = &self.saved.validator {
-            if head.validator().as_ref() != Some(v) {
-                return Err(format!(
-                    "validator {v} saved, {} now",
-                    head.validator().unwrap_or_else(|| "none".into())
-                ));
-            }
-        }
+        same_version(&self.saved.validator, &self.saved.weak, head)?;
         Ok(total)
     }
 
     /// Whether a 416 `bytes */LEN` to `Range: bytes=OFFSET-` says the saved
-    /// partial file is whole: a validator was saved and the answer does not
+    /// partial file is whole: a validator was saved, the answer does not
     /// contradict it (its own validator, if any, is the same; with none, the
     /// server evaluated our `If-Range` — RFC 9110 §13.1.5 — before the
-    /// range), and LEN is the local size (and the total saved, if any).
+    /// range), something vouches for the version (the answer's validator,
+    /// or the total saved, equal to LEN), and LEN is the local size.
     /// `Ok(true)`: whole; `Ok(false)`: not ours to judge (a plain 416
     /// error); `Err`: the file changed.
     fn whole_already(&self, head: &Head, offset: u64) -> Result<bool, String> {
         let len = head.unsatisfied_total();
-        let Some(saved) = &self.saved.validator else {
+        let saved = &self.saved;
+        if saved.validator.is_none() && saved.weak.is_none() {
             return match len {
                 Some(n) if n == offset => {
                     Err("no validator saved to prove the partial file is this one".into())
                 }
                 _ => Ok(false),
             };
-        };
-        if let Some(now) = head.validator() {
-            if &now != saved {
-                return Err(format!("validator {saved} saved, {now} now"));
-            }
         }
-        if let (Some(t), Some(n)) = (self.saved.total, len) {
+        if let Some(why) = contradicts(&saved.validator, &saved.weak, head) {
+            return Err(why);
+        }
+        if let (Some(t), Some(n)) = (saved.total, len) {
             if t != n {
                 return Err(format!("its size was {t} bytes and is now {n}"));
             }
         }
-        Ok(len == Some(offset))
+        let vouched =
+            head.validator().is_some() || head.weak_etag().is_some() || saved.total.is_some();
+        Ok(vouched && len == Some(offset))
     }
 
     /// Whether a part of a parallel download agrees with the probe: exactly
     /// the range asked for, of the same total, with the same validator.
     fn part_fits(&self, head: &Head, first: u64, last: u64) -> Result<(), String> {
-        let Some((v, total)) = &self.probe else {
+        let Some((v, w, total)) = &self.probe else {
             return Err("no probe".into());
         };
         if head.status == 200 {
@@ -280,14 +384,14 @@ impl Job {
                 head.get("content-range").unwrap_or("no Content-Range")
             ));
         }
-        if head.validator() != *v {
-            return Err(format!(
-                "validator {} first, {} in a later part",
-                v.as_deref().unwrap_or("none"),
-                head.validator().unwrap_or_else(|| "none".into())
-            ));
+        if let Some(n) = head.content_length() {
+            if n != last - first + 1 {
+                return Err(format!(
+                    "Content-Length {n} disagrees with bytes {first}-{last}"
+                ));
+            }
         }
-        Ok(())
+        same_version(v, w, head).map_err(|why| format!("a later part: {why}"))
     }
 
     /// Gives up on what was received: the job starts afresh when its last
@@ -329,6 +433,7 @@ impl Job {
         self.left = 1;
         self.saved = Meta::default();
         self.probe = None;
+        self.total = None;
         self.progress.note(&format!(
             "the file changed on the server ({why}): downloading afresh"
         ));
@@ -355,7 +460,7 @@ impl Job {
             Role::Raw => Ok(Next::Body {
                 at: 0,
                 coding: None,
-                len: opts.size,
+                exact: None,
             }),
             Role::Main { offset } => match head.status {
                 200 if offset > 0 && self.foreign => {
@@ -377,12 +482,13 @@ impl Job {
                     let coding = super::content_coding(head, opts)?;
                     self.progress
                         .note(&format!("resuming at {}", human(offset as f64)));
-                    self.file = Some(open_existing(&self.part, true)?);
+                    self.open_for_body(open_existing(&self.part, true)?);
+                    self.total = Some(total);
                     self.progress.start(Some(total), offset);
                     Ok(Next::Body {
                         at: offset,
                         coding,
-                        len: None,
+                        exact: Some(total - offset),
                     })
                 }
                 416 if offset > 0 && self.foreign && head.unsatisfied_total() == Some(offset) => {
@@ -405,9 +511,25 @@ impl Job {
                 _ => Err(status_error()),
             },
             Role::Probe => match (head.status, head.content_range()) {
+                (206, Some((0, 0, Some(total))))
+                    if total >= MIN_PARALLEL
+                        && head.validator().is_none()
+                        && head.weak_etag().is_none() =>
+                {
+                    self.progress.note(
+                        "the server sends no validator (ETag or Last-Modified), so parts could not be proved one version: one connection",
+                    );
+                    self.spawn.push(Spec {
+                        job: index,
+                        role: Role::Main { offset: 0 },
+                        target: t.clone(),
+                        extra: Vec::new(),
+                    });
+                    Ok(Next::Close)
+                }
                 (206, Some((0, 0, Some(total)))) if total >= MIN_PARALLEL => {
                     super::content_coding(head, opts)?;
-                    self.probe = Some((head.validator(), total));
+                    self.probe = Some((head.validator(), head.weak_etag(), total));
                     self.ranges(index, t, total, head.validator(), opts)?;
                     Ok(Next::Close)
                 }
@@ -429,6 +551,21 @@ impl Job {
                 _ => Err(status_error()),
             },
             Role::Range { first, last } => {
+                if head.status == 416 {
+                    // The file shrank or changed since the probe: afresh.
+                    if let Some((v, w, total)) = &self.probe {
+                        let why = match head.unsatisfied_total() {
+                            Some(n) if n != *total => {
+                                Some(format!("its size was {total} bytes and is now {n}"))
+                            }
+                            _ => contradicts(v, w, head),
+                        };
+                        if let Some(why) = why {
+                            return Err(self.start_afresh(why));
+                        }
+                    }
+                    return Err(status_error());
+                }
                 if head.status != 206 && head.status != 200 {
                     return Err(status_error());
                 }
@@ -438,7 +575,7 @@ impl Job {
                 Ok(Next::Body {
                     at: first,
                     coding: None,
-                    len: Some(last - first + 1),
+                    exact: Some(last - first + 1),
                 })
             }
         }
@@ -455,15 +592,17 @@ impl Job {
         };
         let meta = Meta {
             validator: head.validator(),
+            weak: head.weak_etag(),
             total,
             parallel: false,
         };
-        self.file = Some(start_part(&self.part, &self.meta, &meta)?);
+        self.open_for_body(start_part(&self.part, &self.meta, &meta)?);
+        self.total = total;
         self.progress.start(total, 0);
         Ok(Next::Body {
             at: 0,
             coding,
-            len: None,
+            exact: None,
         })
     }
 
@@ -482,7 +621,8 @@ impl Job {
         };
         let file = start_part(&self.part, &self.meta, &parallel)?;
         file.set_len(total).map_err(|e| local(&self.part, e))?;
-        self.file = Some(file);
+        self.open_for_body(file);
+        self.total = Some(total);
         self.sparse = true;
         self.progress.start(Some(total), 0);
         let n = opts.parallel as u64;
@@ -513,9 +653,15 @@ impl Job {
 
     /// `--raw`: the name was sent; the reply goes into a fresh `.part`.
     pub(super) fn raw_start(&mut self, opts: &Opts) -> Result<(), Fail> {
-        self.file = Some(start_part(&self.part, &self.meta, &Meta::default())?);
+        self.open_for_body(start_part(&self.part, &self.meta, &Meta::default())?);
         self.progress.start(opts.size, 0);
         Ok(())
+    }
+
+    /// Keeps `f` as the file body bytes go to.
+    fn open_for_body(&mut self, f: File) {
+        self.file = Some(f);
+        self.started = true;
     }
 
     /// Body bytes for offset `at`.
@@ -546,6 +692,8 @@ impl Job {
     /// The last connection is gone: rename, or clean up; the result.
     pub(super) fn settle(&mut self, opts: &Opts) -> Result<(), Fail> {
         drop(self.file.take());
+        // Released when this returns: after the rename, or the cleanup.
+        let _lock = self.lock.take();
         if self.failed.is_none() && self.left > 0 {
             self.failed = Some(Fail::Network("the download stopped unfinished".into()));
         }
@@ -554,8 +702,26 @@ impl Job {
                 self.failed = Some(e);
             }
         }
+        if let (None, Some(total)) = (&self.failed, self.total) {
+            // Whatever the framing said, the file is complete only at its size.
+            match fs::symlink_metadata(&self.part) {
+                Ok(m) if m.len() == total => {}
+                Ok(m) => {
+                    self.failed = Some(Fail::Network(format!(
+                        "the download stopped at {} of {total} bytes",
+                        m.len()
+                    )))
+                }
+                Err(e) => self.failed = Some(local(&self.part, e)),
+            }
+        }
         match self.failed.take() {
             Some(e) => {
+                if self.created && !self.started && !self.foreign {
+                    // Nothing was received: leave no empty `.part` behind.
+                    let _ = fs::remove_file(&self.part);
+                    let _ = fs::remove_file(&self.meta);
+                }
                 if self.sparse {
                     // A file with holes must never be resumed as if it were a prefix.
                     let _ = fs::remove_file(&self.part);
