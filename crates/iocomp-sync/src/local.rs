@@ -29,12 +29,18 @@ struct Local {
     exited: bool,
     /// The wait record of this thread's last wait, kept for the next one.
     waiter: Option<Arc<Waiter>>,
+    /// Named mutexes this thread acquired (weakly: a handle's lifetime is its owner's business; a named mutex
+    /// whose handles are all gone is abandoned by the kernel when the thread dies, later).
+    #[cfg(not(loom))]
+    owned_named: Vec<std::sync::Weak<crate::named::Named>>,
 }
 
 /// What the exit sequence needs, taken out of the record so that it runs without the thread-local borrowed.
 struct Exit {
     id: ThreadId,
     owned: Vec<Arc<Object>>,
+    #[cfg(not(loom))]
+    owned_named: Vec<std::sync::Weak<crate::named::Named>>,
     shared: Option<Arc<ThreadShared>>,
 }
 
@@ -46,6 +52,8 @@ impl Local {
             shared: None,
             exited: false,
             waiter: None,
+            #[cfg(not(loom))]
+            owned_named: Vec::new(),
         }
     }
 
@@ -67,6 +75,8 @@ impl Local {
         Some(Exit {
             id: self.id,
             owned: std::mem::take(&mut self.owned),
+            #[cfg(not(loom))]
+            owned_named: std::mem::take(&mut self.owned_named),
             shared: self.shared.clone(),
         })
     }
@@ -74,6 +84,12 @@ impl Local {
 
 impl Exit {
     fn run(self, code: u32) {
+        // Named mutexes too are abandoned before the thread object is signalled (the kernel's robust-list walk at
+        // the thread's death comes later, and stays the net for handles already dropped).
+        #[cfg(not(loom))]
+        for named in self.owned_named.iter().filter_map(std::sync::Weak::upgrade) {
+            named.abandon_if_mine();
+        }
         for mutex in self.owned {
             abandon(&mutex, self.id);
         }
@@ -180,6 +196,8 @@ pub(crate) fn install(shared: Arc<ThreadShared>) {
                 shared: Some(shared),
                 exited: false,
                 waiter: None,
+                #[cfg(not(loom))]
+                owned_named: Vec::new(),
             });
         }
     });
@@ -224,6 +242,24 @@ pub(crate) const OWNED_PRUNE: usize = 16;
 
 /// Notes that the calling thread released `mutex` completely: nothing to do (see [`note_owned`]).
 pub(crate) fn note_released(_mutex: &Arc<Object>) {}
+
+/// Records that this thread acquired the named mutex `named` (for the exit sequence).
+#[cfg(not(loom))]
+pub(crate) fn note_owned_named(named: &Arc<crate::named::Named>) {
+    with(|l| {
+        if l.owned_named
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(named)))
+        {
+            return;
+        }
+        if l.owned_named.len() >= OWNED_PRUNE {
+            l.owned_named
+                .retain(|w| w.upgrade().is_some_and(|n| n.mutex_owned_by_me()));
+        }
+        l.owned_named.push(Arc::downgrade(named));
+    });
+}
 
 /// Runs the exit sequence now with `code` (a [`Thread::spawn`](crate::Thread::spawn) thread whose closure ended).
 pub(crate) fn exit_current(code: u32) {

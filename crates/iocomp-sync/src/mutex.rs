@@ -102,6 +102,9 @@ impl Mutex {
     #[cfg(not(loom))]
     pub fn create_named(name: &str, initially_owned: bool) -> Result<(Mutex, bool), NamedError> {
         let (named, existed) = Named::create(name, NamedKind::Mutex, init_mutex(initially_owned))?;
+        if initially_owned && !existed {
+            crate::local::note_owned_named(&named);
+        }
         Ok((Mutex::from_named(named), existed))
     }
 

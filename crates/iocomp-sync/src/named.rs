@@ -186,6 +186,35 @@ impl std::fmt::Debug for Named {
     }
 }
 
+/// A segment made by `create` and not yet published. If it is dropped unpublished — on *every* path, errors
+/// included — the initially owned mutex's `own` is unlocked first: it is on the creating thread's glibc robust list,
+/// which must never point into an unmapped page (the kernel and glibc would write through it later).
+struct Unpublished(Option<Segment>);
+
+impl Unpublished {
+    fn publish(mut self) -> Segment {
+        self.0.take().expect("published once")
+    }
+}
+
+impl std::ops::Deref for Unpublished {
+    type Target = Segment;
+    fn deref(&self) -> &Segment {
+        self.0.as_ref().expect("not yet published")
+    }
+}
+
+impl Drop for Unpublished {
+    fn drop(&mut self) {
+        if let Some(seg) = self.0.take() {
+            // Only `init_mutex(true)` records an owner, and it ran on this thread, which holds `own`.
+            if seg.owner_token.load(Ordering::Relaxed) != 0 {
+                seg.own.unlock();
+            }
+        }
+    }
+}
+
 /// What opening an existing file found.
 enum Found {
     Open(Named),
@@ -233,7 +262,7 @@ impl Named {
                 Ok(seg)
             })();
             let seg = match made {
-                Ok(seg) => seg,
+                Ok(seg) => Unpublished(Some(seg)),
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
                     return Err(os(e));
@@ -248,24 +277,21 @@ impl Named {
                             kind,
                             path,
                             file,
-                            seg,
+                            seg: seg.publish(),
                         }),
                         false,
                     ))
                 }
-                // Someone created it first, or a sweep removed our temporary file: look again.
+                // Someone created it first, or a sweep removed our temporary file: look again (dropping `seg`
+                // lets go of an initially owned `own` before unmapping).
                 Err(e)
                     if e.kind() == io::ErrorKind::AlreadyExists
                         || e.kind() == io::ErrorKind::NotFound =>
                 {
-                    if seg.owner_pid.load(Ordering::Relaxed) != 0 {
-                        // The initially owned mutex of a segment nobody will ever see: let go of `own` before the
-                        // mapping goes (glibc's robust list points into it).
-                        seg.own.unlock();
-                    }
                     drop(seg);
                     continue;
                 }
+                // Any other failure (ENOSPC, EMLINK, EIO...): the same guard runs as `seg` goes.
                 Err(e) => return Err(os(e)),
             }
         }
@@ -340,12 +366,22 @@ impl Named {
     }
 
     /// Locks the state.
+    ///
+    /// If the previous holder died inside the critical section, it may have changed the state without bumping `seq`
+    /// (a release cut short before its wake-up): the state is bumped and every sleeper woken, so they all look again.
+    /// (`sleepers` needs no repair: a process that dies asleep leaves it too high, which costs only a wake call.)
+    /// `pthread_mutex_lock` fails only on a segment corrupted by this same user (the namespace is private); then the
+    /// state is used without the lock — every word is an atomic, so the worst is a wrong answer, never a hang.
     pub(crate) fn lock(&self) -> Locked<'_> {
-        self.seg.lock.lock();
-        Locked {
+        let died = self.seg.lock.lock().unwrap_or(false);
+        let mut g = Locked {
             named: self,
             bumped: false,
+        };
+        if died {
+            g.bump();
         }
+        g
     }
 
     /// How many waits (in all processes) may be asleep on this object (test support).
@@ -354,22 +390,27 @@ impl Named {
     }
 
     /// The futex word of `own` to sleep on (with `FUTEX_WAITERS` set so that the kernel wakes a sleeper when the
-    /// owner dies), and its expected value; `None` if nobody holds it.
-    pub(crate) fn arm_owner_word(&self) -> Option<(&AtomicU32, u32)> {
+    /// owner dies), and its expected value. [`Armed::Dead`] when the word says the owner died: the caller must
+    /// [`reap_dead_owner`](Self::reap_dead_owner) before sleeping (the kernel's single wake-up may have gone to a
+    /// wait that will not pass it on, or to nobody).
+    pub(crate) fn arm_owner_word(&self) -> Armed<'_> {
         if self.kind != NamedKind::Mutex {
-            return None;
+            return Armed::Unowned;
         }
         let word = self.seg.own.word();
         let mut v = word.load(Ordering::Acquire);
         loop {
+            if v & FUTEX_OWNER_DIED != 0 {
+                return Armed::Dead;
+            }
             if v & FUTEX_TID_MASK == 0 {
-                return None;
+                return Armed::Unowned;
             }
             if v & FUTEX_WAITERS != 0 {
-                return Some((word, v));
+                return Armed::Sleep(word, v);
             }
             match word.compare_exchange(v, v | FUTEX_WAITERS, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some((word, v | FUTEX_WAITERS)),
+                Ok(_) => return Armed::Sleep(word, v | FUTEX_WAITERS),
                 Err(now) => v = now,
             }
         }
@@ -383,15 +424,23 @@ impl Named {
             return;
         }
         let mut g = self.lock();
-        if g.shared().owner_pid.load(Ordering::Relaxed) == 0 {
-            return;
-        }
         match g.shared().own.try_lock() {
             TryLock::OwnerDied => {
-                g.mark_abandoned();
+                if g.owner_recorded() {
+                    g.mark_abandoned();
+                } else {
+                    // Died between recording "unowned" and letting go of `own` (a release cut short): nothing to
+                    // abandon, but waiters must look again.
+                    g.bump();
+                }
                 g.shared().own.unlock();
             }
-            TryLock::Acquired => g.shared().own.unlock(),
+            TryLock::Acquired => {
+                if g.owner_recorded() {
+                    g.mark_abandoned();
+                }
+                g.shared().own.unlock();
+            }
             TryLock::Busy => {}
         }
     }
@@ -459,7 +508,9 @@ impl Named {
 impl Drop for Named {
     fn drop(&mut self) {
         let s = self.shared();
-        if self.kind == NamedKind::Mutex && s.owner_pid.load(Ordering::Relaxed) == sys::getpid() {
+        if self.kind == NamedKind::Mutex
+            && s.owner_token.load(Ordering::Relaxed) == sys::process_token()
+        {
             // A thread of this process still owns the mutex: glibc's robust list points into the mapping. Keep the
             // mapping, and the shared lock (through a duplicate of the descriptor), until the process exits.
             self.seg.keep_mapped();
@@ -474,6 +525,16 @@ impl Drop for Named {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// What [`Named::arm_owner_word`] found.
+pub(crate) enum Armed<'a> {
+    /// Not a mutex, or nobody holds `own`.
+    Unowned,
+    /// Sleep on this word with this expected value.
+    Sleep(&'a AtomicU32, u32),
+    /// The owner died: reap before sleeping.
+    Dead,
 }
 
 /// The state lock, held. Dropping it unlocks, then wakes every sleeper if the state was bumped.
@@ -493,11 +554,19 @@ impl<'a> Locked<'a> {
         self.bumped = true;
     }
 
-    /// Whether the calling thread owns this mutex.
+    /// Whether anyone is recorded as the owner.
+    pub(crate) fn owner_recorded(&self) -> bool {
+        self.shared().owner_token.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the calling thread owns this mutex: this process (by its random token: pids repeat across pid
+    /// namespaces), this kernel thread, and the thread really holds `own` (thread ids are reused).
     pub(crate) fn owned_by_me(&self) -> bool {
         let s = self.shared();
-        s.owner_pid.load(Ordering::Relaxed) == sys::getpid()
-            && s.owner_tid.load(Ordering::Relaxed) == sys::gettid() as u32
+        let tid = sys::gettid() as u32;
+        s.owner_token.load(Ordering::Relaxed) == sys::process_token()
+            && s.owner_tid.load(Ordering::Relaxed) == tid
+            && s.own.word().load(Ordering::Acquire) & FUTEX_TID_MASK == tid
             && s.value.load(Ordering::Relaxed) > 0
     }
 
@@ -506,6 +575,7 @@ impl<'a> Locked<'a> {
         let s = self.shared();
         s.owner_pid.store(0, Ordering::Relaxed);
         s.owner_tid.store(0, Ordering::Relaxed);
+        s.owner_token.store(0, Ordering::Relaxed);
         s.value.store(0, Ordering::Relaxed);
         s.param.store(1, Ordering::Relaxed);
         self.bump();
@@ -516,6 +586,7 @@ impl<'a> Locked<'a> {
         let s = self.shared();
         s.owner_pid.store(sys::getpid(), Ordering::Relaxed);
         s.owner_tid.store(sys::gettid() as u32, Ordering::Relaxed);
+        s.owner_token.store(sys::process_token(), Ordering::Relaxed);
         s.value.store(1, Ordering::Relaxed);
         s.param.swap(0, Ordering::Relaxed) != 0
     }
@@ -610,6 +681,7 @@ impl Named {
         if previous == 1 {
             s.owner_pid.store(0, Ordering::Relaxed);
             s.owner_tid.store(0, Ordering::Relaxed);
+            s.owner_token.store(0, Ordering::Relaxed);
             s.own.unlock();
             g.bump();
         }
@@ -629,6 +701,20 @@ impl Named {
             s.param.load(Ordering::Relaxed) != 0,
             g.owned_by_me(),
         )
+    }
+
+    /// Whether the calling thread owns this mutex.
+    pub(crate) fn mutex_owned_by_me(&self) -> bool {
+        self.lock().owned_by_me()
+    }
+
+    /// The exit sequence of the calling thread: if it owns this mutex, abandons it now (and lets go of `own`).
+    pub(crate) fn abandon_if_mine(&self) {
+        let mut g = self.lock();
+        if g.owned_by_me() {
+            g.mark_abandoned();
+            g.shared().own.unlock();
+        }
     }
 
     /// Whether the calling thread owns this mutex at the maximum recursion count.
@@ -660,6 +746,7 @@ pub(crate) fn init_mutex(owned: bool) -> impl Fn(&Shared) {
         if owned && s.own.try_lock() != TryLock::Busy {
             s.owner_pid.store(sys::getpid(), Ordering::Relaxed);
             s.owner_tid.store(sys::gettid() as u32, Ordering::Relaxed);
+            s.owner_token.store(sys::process_token(), Ordering::Relaxed);
             s.value.store(1, Ordering::Relaxed);
         }
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::WaitError;
 use crate::local;
-use crate::named::{Named, NamedKind};
+use crate::named::{Armed, Named, NamedKind};
 use crate::object::{Object, StateGuard, Tag, Waiter, Wake, NONE};
 use crate::sync::wait_all_lock;
 use crate::sys::TryLock;
@@ -181,11 +181,22 @@ fn block(
             break;
         }
         let mut words: Vec<(&AtomicU32, u32, bool)> = vec![(&*word, w, false)];
+        let mut dead = false;
         for ((_, nm), seq) in named.iter().zip(&seqs) {
             words.push((&nm.shared().seq, *seq, true));
-            if let Some((own, v)) = nm.arm_owner_word() {
-                words.push((own, v, true));
+            match nm.arm_owner_word() {
+                Armed::Sleep(own, v) => words.push((own, v, true)),
+                Armed::Unowned => {}
+                Armed::Dead => {
+                    // Whoever sees a dead owner reaps it at once (and wakes every sleeper): the kernel's one wake-up
+                    // may have been spent on a wait that cannot use it, or the owner died after our checks.
+                    nm.reap_dead_owner();
+                    dead = true;
+                }
             }
+        }
+        if dead {
+            continue;
         }
         crate::sys::futex_waitv(&words, deadline);
     }
@@ -210,20 +221,16 @@ fn block(
     if alert.is_some() && index == n {
         return WaitResult::Alerted;
     }
-    let acquired_local = |o: &Arc<Object>| {
-        if o.tag() == Tag::Mutex {
-            local::note_owned(o);
-        }
+    let acquired = |it: &Item<'_>| match it {
+        Item::Local(o) if o.tag() == Tag::Mutex => local::note_owned(o),
+        Item::Named(nm) if nm.kind() == NamedKind::Mutex => local::note_owned_named(nm),
+        _ => {}
     };
     match mode {
-        Mode::All => items.iter().for_each(|it| {
-            if let Item::Local(o) = it {
-                acquired_local(o)
-            }
-        }),
+        Mode::All => items.iter().for_each(acquired),
         Mode::Any => {
-            if let Some(Item::Local(o)) = items.get(index) {
-                acquired_local(o);
+            if let Some(it) = items.get(index) {
+                acquired(it);
             }
         }
     }

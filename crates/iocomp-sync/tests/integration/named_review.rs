@@ -1,0 +1,143 @@
+//! Named objects: the findings of the review of the named-object work, one test each (see each test's comment for
+//! the Windows behaviour it checks and the defect it guards against).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use iocomp_sync::{wait_all, wait_any, Event, Mutex, Thread, WaitResult, Waitable};
+
+use crate::named::unique;
+use crate::util::{wait_for_waiters, LONG, POLL};
+
+/// A wait that must end because an owner died gets its answer long before this; one that only ends at its deadline
+/// lost the owner's death (a lost wake-up). Generous on a loaded machine: the answer normally takes microseconds.
+const PROMPT: Duration = Duration::from_secs(8);
+
+/// A named mutex whose owning thread is parked until `go` is set, then exits owning the mutex.
+fn owned_by_a_thread_that_exits_on(m: &Mutex, go: &Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = mpsc::channel();
+    let (m, go) = (m.clone(), Arc::clone(go));
+    let t = std::thread::spawn(move || {
+        assert_eq!(m.wait(Some(LONG)), Ok(WaitResult::Signaled(0)));
+        tx.send(()).unwrap();
+        while !go.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    rx.recv().unwrap();
+    t
+}
+
+/// `WaitForSingleObject` on a mutex whose owner thread exits returns `WAIT_ABANDONED` — at once, not at its timeout —
+/// even when another wait on the same mutex (a wait-all whose other object is not signalled, which cannot take the
+/// mutex) is the one the owner's death woke first.
+#[test]
+fn owner_death_reaches_a_plain_waiter_past_a_wait_all_that_cannot_finish() {
+    for _ in 0..3 {
+        // Names sort the event before the mutex: the wait-all checks the event first.
+        let base = unique("spent");
+        let (e, _) = Event::create_named(&format!("{base}-a"), false, false).unwrap();
+        let (m, _) = Mutex::create_named(&format!("{base}-b"), false).unwrap();
+        let go = Arc::new(AtomicBool::new(false));
+        let owner = owned_by_a_thread_that_exits_on(&m, &go);
+        let all = {
+            let (e, m) = (e.clone(), m.clone());
+            std::thread::spawn(move || {
+                let r = wait_all(&[&e, &m], Some(LONG));
+                let _ = m.release();
+                r
+            })
+        };
+        wait_for_waiters(&m, 1);
+        std::thread::sleep(Duration::from_millis(30)); // let the wait-all go to sleep (not needed for correctness)
+        let plain = {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = m.wait(Some(LONG));
+                let took = t.elapsed();
+                let _ = m.release();
+                (r, took)
+            })
+        };
+        wait_for_waiters(&m, 2);
+        std::thread::sleep(Duration::from_millis(30));
+        go.store(true, Ordering::Release);
+        owner.join().unwrap();
+        let (r, took) = plain.join().unwrap();
+        assert_eq!(r, Ok(WaitResult::Abandoned(0)));
+        assert!(
+            took < PROMPT,
+            "the plain waiter learnt of the death only after {took:?}"
+        );
+        e.set();
+        assert_eq!(all.join().unwrap(), Ok(WaitResult::Signaled(0)));
+    }
+}
+
+/// The owner of a named mutex dies while a wait-any on it (and on many other named objects, to widen the window
+/// between its checks and its sleep) is getting ready to sleep: the wait still sees the abandonment at once.
+/// A stress loop over the owner's exit time; the window itself is the argument (the owner's futex word is armed
+/// with the other words, and a dead owner's word is reaped, never dropped).
+#[test]
+fn owner_death_while_a_wait_any_gets_ready_is_not_lost() {
+    let extra: Vec<Event> = (0..24)
+        .map(|i| {
+            Event::create_named(&unique(&format!("win{i}")), false, false)
+                .unwrap()
+                .0
+        })
+        .collect();
+    for trial in 0..150u64 {
+        let (m, _) = Mutex::create_named(&unique("win"), false).unwrap();
+        let go = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let owner = {
+            let (m, go) = (m.clone(), Arc::clone(&go));
+            std::thread::spawn(move || {
+                assert_eq!(m.wait(Some(LONG)), Ok(WaitResult::Signaled(0)));
+                tx.send(()).unwrap();
+                while !go.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        rx.recv().unwrap();
+        go.store(true, Ordering::Release);
+        // Vary when the owner exits relative to the wait's checks.
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_micros((trial * 37) % 200) {
+            std::hint::spin_loop();
+        }
+        let mut objs: Vec<&dyn Waitable> = vec![&m];
+        objs.extend(extra.iter().map(|e| e as &dyn Waitable));
+        let t = Instant::now();
+        let r = wait_any(&objs, Some(LONG));
+        let took = t.elapsed();
+        owner.join().unwrap();
+        assert_eq!(r, Ok(WaitResult::Abandoned(0)), "trial {trial}");
+        assert!(
+            took < PROMPT,
+            "trial {trial}: the death was seen only after {took:?}"
+        );
+        assert_eq!(m.release(), Ok(1));
+    }
+}
+
+/// Wine's (and Windows') exit order: a thread's mutexes are abandoned before its thread object is signalled, so a
+/// thread that waited for the exit finds the mutex abandoned with a poll.
+#[test]
+fn named_mutex_is_abandoned_before_its_owner_thread_is_signalled() {
+    for i in 0..100 {
+        let (m, _) = Mutex::create_named(&unique("order"), false).unwrap();
+        let t = {
+            let m = m.clone();
+            Thread::spawn(move || u32::from(m.wait(POLL) == Ok(WaitResult::Signaled(0))))
+        };
+        assert_eq!(t.wait(Some(LONG)), Ok(WaitResult::Signaled(0)));
+        assert_eq!(t.exit_code(), Some(1));
+        assert_eq!(m.wait(POLL), Ok(WaitResult::Abandoned(0)), "trial {i}");
+        assert_eq!(m.release(), Ok(1));
+    }
+}
