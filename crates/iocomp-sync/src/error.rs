@@ -32,9 +32,6 @@ pub enum WaitError {
         /// The most named objects one wait accepts.
         max: usize,
     },
-    /// [`signal_and_wait`](crate::signal_and_wait) with a named object: its atomic step covers this process's objects
-    /// only.
-    NamedSignalAndWait,
 }
 
 impl fmt::Display for WaitError {
@@ -55,9 +52,6 @@ impl fmt::Display for WaitError {
             }
             WaitError::TooManyNamed { max } => {
                 write!(f, "more than {max} named objects in one wait")
-            }
-            WaitError::NamedSignalAndWait => {
-                f.write_str("signal_and_wait supports objects of this process only")
             }
         }
     }

@@ -78,7 +78,7 @@
 //! Named objects mix with local ones in [`wait_any`] (lowest index wins, exactly one acquired) and in [`wait_all`],
 //! which stays atomic over the whole set: it holds every local object lock and every named object's state lock
 //! (named ones in name order, an order all processes share) while it checks and takes, and otherwise changes
-//! nothing. A wait holds at most [`MAX_NAMED`] named objects. [`signal_and_wait`] takes objects of this process only.
+//! nothing. A wait holds at most [`MAX_NAMED`] named objects. [`signal_and_wait`] accepts named objects too, atomically.
 //! `named.rs` and `named_wait.rs` explain the protocol.
 //!
 //! # How it works

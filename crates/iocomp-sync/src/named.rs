@@ -554,6 +554,79 @@ impl<'a> Locked<'a> {
         self.bumped = true;
     }
 
+    /// `SetEvent` (see [`Named::event_set`]).
+    pub(crate) fn event_set(&mut self) -> bool {
+        let previous = self.shared().value.swap(1, Ordering::Relaxed) != 0;
+        if !previous {
+            self.bump();
+        }
+        previous
+    }
+
+    /// `ReleaseSemaphore(n)` (n > 0 checked by the caller): the previous count.
+    pub(crate) fn semaphore_release(&mut self, n: u32) -> Result<u32, crate::SemaphoreError> {
+        let s = self.shared();
+        let previous = s.value.load(Ordering::Relaxed);
+        let max = s.param.load(Ordering::Relaxed);
+        match previous.checked_add(n) {
+            Some(new) if new <= max => {
+                s.value.store(new, Ordering::Relaxed);
+                self.bump();
+                Ok(previous)
+            }
+            _ => Err(crate::SemaphoreError::TooManyPosts {
+                count: previous,
+                max,
+                release: n,
+            }),
+        }
+    }
+
+    /// `ReleaseMutex`: the previous count; at zero the mutex becomes unowned.
+    pub(crate) fn mutex_release(&mut self) -> Result<u32, crate::MutexError> {
+        if !self.owned_by_me() {
+            return Err(crate::MutexError::NotOwner);
+        }
+        let s = self.shared();
+        let previous = s.value.load(Ordering::Relaxed);
+        s.value.store(previous - 1, Ordering::Relaxed);
+        if previous == 1 {
+            s.owner_pid.store(0, Ordering::Relaxed);
+            s.owner_tid.store(0, Ordering::Relaxed);
+            s.owner_token.store(0, Ordering::Relaxed);
+            s.own.unlock();
+            self.bump();
+        }
+        Ok(previous)
+    }
+
+    /// `SignalObjectAndWait`'s signal of this object: set, release one, release one level.
+    pub(crate) fn signal(&mut self) -> Result<(), crate::SignalAndWaitError> {
+        match self.named.kind {
+            NamedKind::Event => {
+                self.event_set();
+            }
+            NamedKind::Semaphore => {
+                self.semaphore_release(1)
+                    .map_err(crate::SignalAndWaitError::Semaphore)?;
+            }
+            NamedKind::Mutex => {
+                self.mutex_release()
+                    .map_err(crate::SignalAndWaitError::Mutex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a wait about to start on this object (under the lock, so atomically with whatever else is done
+    /// under it): counts it as a sleeper, and returns the event's pulse generation it has seen (pulses after this
+    /// release it).
+    pub(crate) fn register_waiter(&self) -> Option<u32> {
+        let s = self.shared();
+        s.sleepers.fetch_add(1, Ordering::SeqCst);
+        (self.named.kind == NamedKind::Event).then(|| s.pulse_gen.load(Ordering::SeqCst))
+    }
+
     /// Whether anyone is recorded as the owner.
     pub(crate) fn owner_recorded(&self) -> bool {
         self.shared().owner_token.load(Ordering::Relaxed) != 0
@@ -606,12 +679,7 @@ impl Drop for Locked<'_> {
 impl Named {
     /// `SetEvent`: returns the previous state.
     pub(crate) fn event_set(&self) -> bool {
-        let mut g = self.lock();
-        let previous = g.shared().value.swap(1, Ordering::Relaxed) != 0;
-        if !previous {
-            g.bump();
-        }
-        previous
+        self.lock().event_set()
     }
 
     /// `ResetEvent`: returns the previous state.
@@ -641,22 +709,7 @@ impl Named {
 
     /// `ReleaseSemaphore(n)` (n > 0 checked by the caller): the previous count.
     pub(crate) fn semaphore_release(&self, n: u32) -> Result<u32, crate::SemaphoreError> {
-        let mut g = self.lock();
-        let s = g.shared();
-        let previous = s.value.load(Ordering::Relaxed);
-        let max = s.param.load(Ordering::Relaxed);
-        match previous.checked_add(n) {
-            Some(new) if new <= max => {
-                s.value.store(new, Ordering::Relaxed);
-                g.bump();
-                Ok(previous)
-            }
-            _ => Err(crate::SemaphoreError::TooManyPosts {
-                count: previous,
-                max,
-                release: n,
-            }),
-        }
+        self.lock().semaphore_release(n)
     }
 
     /// The semaphore's (count, max).
@@ -671,21 +724,7 @@ impl Named {
 
     /// `ReleaseMutex`: the previous count; at zero the mutex becomes unowned.
     pub(crate) fn mutex_release(&self) -> Result<u32, crate::MutexError> {
-        let mut g = self.lock();
-        if !g.owned_by_me() {
-            return Err(crate::MutexError::NotOwner);
-        }
-        let s = g.shared();
-        let previous = s.value.load(Ordering::Relaxed);
-        s.value.store(previous - 1, Ordering::Relaxed);
-        if previous == 1 {
-            s.owner_pid.store(0, Ordering::Relaxed);
-            s.owner_tid.store(0, Ordering::Relaxed);
-            s.owner_token.store(0, Ordering::Relaxed);
-            s.own.unlock();
-            g.bump();
-        }
-        Ok(previous)
+        self.lock().mutex_release()
     }
 
     /// The mutex's (owning process, recursion count, abandoned, owned by the calling thread), after reaping a dead

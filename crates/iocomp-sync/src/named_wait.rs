@@ -91,11 +91,11 @@ pub(crate) fn wait_items(
         }
     }
     if !alertable {
-        return Ok(block(items, mode, deadline, me, None));
+        return Ok(block(items, mode, deadline, me, None, None));
     }
     let shared = local::current_shared();
     loop {
-        match block(items, mode, deadline, me, Some(&shared.apc.alert)) {
+        match block(items, mode, deadline, me, Some(&shared.apc.alert), None) {
             WaitResult::Alerted if shared.apc.run_pending() == 0 => continue,
             result => return Ok(result),
         }
@@ -108,6 +108,7 @@ fn block(
     deadline: Option<Instant>,
     me: ThreadId,
     alert: Option<&Arc<Object>>,
+    registered: Option<Vec<Option<u32>>>,
 ) -> WaitResult {
     let n = items.len();
     let word = Arc::new(AtomicU32::new(0));
@@ -138,13 +139,21 @@ fn block(
     }
     // A pulse releases the waits registered before it: read each event's pulse generation first, then register as a
     // sleeper (which is what "waiting" means to a pulser and to the test-only waiter count).
-    let mut pulse_seen: Vec<Option<u32>> = vec![None; n];
-    for &(i, nm) in &named {
-        if nm.kind() == NamedKind::Event {
-            pulse_seen[i] = Some(nm.shared().pulse_gen.load(Ordering::SeqCst));
+    // (`registered`: done already, under the object's lock, by `signal_and_wait`.)
+    let pulse_seen: Vec<Option<u32>> = match registered {
+        Some(seen) => seen,
+        None => {
+            let mut seen = vec![None; n];
+            for &(i, nm) in &named {
+                if nm.kind() == NamedKind::Event {
+                    seen[i] = Some(nm.shared().pulse_gen.load(Ordering::SeqCst));
+                }
+                nm.shared().sleepers.fetch_add(1, Ordering::SeqCst);
+            }
+            seen
         }
-        nm.shared().sleepers.fetch_add(1, Ordering::SeqCst);
-    }
+    };
+    let mut pulse_seen = pulse_seen;
     // Name order, for wait-all's locking.
     let mut sorted = named.clone();
     sorted.sort_by(|a, b| a.1.key().cmp(b.1.key()));
@@ -237,6 +246,54 @@ fn block(
     match q.abandoned.load(Ordering::Relaxed) {
         NONE => WaitResult::Signaled(index),
         abandoned => WaitResult::Abandoned(abandoned),
+    }
+}
+
+/// The wait of `signal_and_wait` on the named object `nm`, already registered (see
+/// [`Locked::register_waiter`](crate::named::Locked::register_waiter), which returned `pulse_seen`) atomically with
+/// the signal. Validation (recursion) is the caller's, before signalling.
+pub(crate) fn wait_registered(
+    nm: &Arc<Named>,
+    pulse_seen: Option<u32>,
+    deadline: Option<Instant>,
+    alertable: bool,
+) -> WaitResult {
+    let items = [Item::Named(nm)];
+    let me = local::current_id();
+    if !alertable {
+        return block(
+            &items,
+            Mode::Any,
+            deadline,
+            me,
+            None,
+            Some(vec![pulse_seen]),
+        );
+    }
+    let shared = local::current_shared();
+    match block(
+        &items,
+        Mode::Any,
+        deadline,
+        me,
+        Some(&shared.apc.alert),
+        Some(vec![pulse_seen]),
+    ) {
+        // A stale alert (its APCs already ran): the signal is made, keep waiting as a plain alertable wait.
+        WaitResult::Alerted if shared.apc.run_pending() == 0 => loop {
+            match block(
+                &items,
+                Mode::Any,
+                deadline,
+                me,
+                Some(&shared.apc.alert),
+                None,
+            ) {
+                WaitResult::Alerted if shared.apc.run_pending() == 0 => continue,
+                result => return result,
+            }
+        },
+        result => result,
     }
 }
 

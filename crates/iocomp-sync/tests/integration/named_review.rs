@@ -5,9 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use iocomp_sync::{wait_all, wait_any, Event, Mutex, Thread, WaitResult, Waitable};
+use iocomp_sync::{
+    signal_and_wait, wait_all, wait_any, Event, Mutex, Thread, WaitResult, Waitable,
+};
 
-use crate::named::unique;
+use crate::named::{child_names, say, unique, ChildProc};
+use crate::util::is_child;
 use crate::util::{wait_for_waiters, LONG, POLL};
 
 /// A wait that must end because an owner died gets its answer long before this; one that only ends at its deadline
@@ -139,5 +142,50 @@ fn named_mutex_is_abandoned_before_its_owner_thread_is_signalled() {
         assert_eq!(t.exit_code(), Some(1));
         assert_eq!(m.wait(POLL), Ok(WaitResult::Abandoned(0)), "trial {i}");
         assert_eq!(m.release(), Ok(1));
+    }
+}
+
+const SAW_ROUNDS: usize = 300;
+
+/// `SignalObjectAndWait` across processes: this process signals a named event and waits on another; a child process
+/// answers every signal with a *pulse* of the second, which releases only waits already in place. Every round ends
+/// only if the signal and the start of the wait are one atomic step.
+#[test]
+fn signal_and_wait_is_atomic_across_processes() {
+    let (req_name, ack_name) = (unique("xsaw-req"), unique("xsaw-ack"));
+    let (req, _) = Event::create_named(&req_name, false, false).unwrap();
+    let (ack, _) = Event::create_named(&ack_name, false, false).unwrap();
+    let mut child = ChildProc::start(
+        "named_review::signal_and_wait_answer_child",
+        &[&req_name, &ack_name],
+    );
+    child.expect("READY");
+    for round in 0..SAW_ROUNDS {
+        assert_eq!(
+            signal_and_wait(&req, &ack, Some(LONG)),
+            Ok(WaitResult::Signaled(0)),
+            "round {round}"
+        );
+    }
+    child.finish();
+}
+
+#[test]
+#[ignore = "child half of signal_and_wait_is_atomic_across_processes"]
+fn signal_and_wait_answer_child() {
+    if !is_child() {
+        return;
+    }
+    let names = child_names();
+    let req = Event::open_named(&names[0]).unwrap();
+    let ack = Event::open_named(&names[1]).unwrap();
+    say("READY");
+    for round in 0..SAW_ROUNDS {
+        assert_eq!(
+            req.wait(Some(LONG)),
+            Ok(WaitResult::Signaled(0)),
+            "round {round}"
+        );
+        ack.pulse();
     }
 }
