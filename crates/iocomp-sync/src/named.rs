@@ -3,8 +3,11 @@
 //!
 //! # Namespace and lifetime
 //!
-//! Each object is a file of [`SEGMENT_SIZE`] bytes in `/dev/shm/iocomp-sync-<uid>/`, a directory of mode 0700 owned
-//! by the user (checked on every use): one namespace per user, and nobody else can see or plant objects in it. The
+//! Each object is a file of [`SEGMENT_SIZE`] bytes in `$XDG_RUNTIME_DIR/iocomp-sync/` when `XDG_RUNTIME_DIR` names a
+//! directory private to the user (so nobody else can pre-create the namespace), else in `/dev/shm/iocomp-sync-<uid>/`;
+//! either is a directory of mode 0700 owned by the user (checked on every use): one namespace per user, and nobody
+//! else can see or plant objects in it. Processes of one user share objects only if they agree on `XDG_RUNTIME_DIR`
+//! (a login session and a cron job may not). The
 //! file name is `l.<name>` for `name` and `Local\name`, `g.<name>` for `Global\name`; names are case-sensitive.
 //!
 //! Every process holding a handle holds a shared `flock` on the file (a lock the kernel drops when the process dies,
@@ -44,6 +47,14 @@
 //!
 //! Closing the last handle of a process whose thread owns a named mutex keeps the mapping (and the shared lock) until
 //! the process exits: glibc's robust list points into the mapping, and unmapping it would leave a dangling entry.
+
+// The segment layout embeds glibc's `pthread_mutex_t` and reads its futex word (see `sys.rs`): only glibc on a
+// 64-bit Linux target has been checked. (The layout's size is also folded into `MAGIC`, so two builds that disagree
+// on it refuse each other's segments instead of misreading them.)
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+compile_error!(
+    "iocomp-sync's named objects need glibc on 64-bit Linux (the segment embeds pthread_mutex_t)"
+);
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -123,10 +134,23 @@ fn os(e: io::Error) -> NamedError {
     }
 }
 
-/// The per-user namespace directory, made on first use and checked on every use.
+/// The per-user namespace directory, made on first use and checked on every use: `$XDG_RUNTIME_DIR/iocomp-sync`
+/// when `XDG_RUNTIME_DIR` is set to an absolute path of a directory owned by the user and private to it (nobody else
+/// can pre-create anything there), else `/dev/shm/iocomp-sync-<uid>` (which another user could pre-create to deny
+/// the service: then every call fails with [`NamedError::UnsafeNamespace`], never uses their directory).
 fn namespace() -> Result<PathBuf, NamedError> {
     let uid = sys::getuid();
-    let dir = PathBuf::from(format!("/dev/shm/iocomp-sync-{uid}"));
+    let private_runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .filter(|d| {
+            fs::symlink_metadata(d)
+                .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+        });
+    let dir = match private_runtime_dir {
+        Some(runtime) => runtime.join("iocomp-sync"),
+        None => PathBuf::from(format!("/dev/shm/iocomp-sync-{uid}")),
+    };
     match fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -229,6 +253,16 @@ impl Named {
         kind: NamedKind,
         init: impl Fn(&Shared),
     ) -> Result<(Arc<Named>, bool), NamedError> {
+        Named::create_with(name, kind, init, &|tmp, path| fs::hard_link(tmp, path))
+    }
+
+    /// [`Named::create`], publishing with `link` (`link(2)`; a failing one in tests).
+    fn create_with(
+        name: &str,
+        kind: NamedKind,
+        init: impl Fn(&Shared),
+        link: &dyn Fn(&Path, &Path) -> io::Result<()>,
+    ) -> Result<(Arc<Named>, bool), NamedError> {
         let file_name = file_name(name)?;
         let dir = namespace()?;
         sweep(&dir);
@@ -268,7 +302,7 @@ impl Named {
                     return Err(os(e));
                 }
             };
-            let linked = fs::hard_link(&tmp, &path);
+            let linked = link(&tmp, &path);
             let _ = fs::remove_file(&tmp);
             match linked {
                 Ok(()) => {
@@ -795,5 +829,49 @@ impl Named {
     /// Whether the event is manual-reset.
     pub(crate) fn event_is_manual(&self) -> bool {
         self.lock().shared().param.load(Ordering::Relaxed) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unique(what: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        format!(
+            "iocomp-unit-{}-{}-{what}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// `CreateMutex(.., TRUE, name)` that fails to publish (here `link(2)` fails with ENOSPC, as on a full tmpfs)
+    /// returns the error and leaves nothing behind — in particular not its locked `own` on this thread's glibc
+    /// robust list pointing into an unmapped segment: releasing another mutex owned by this thread unlinks it from
+    /// that list, writing through its neighbour, and would crash (SIGSEGV) if the neighbour were unmapped.
+    #[test]
+    fn failed_publication_of_an_owned_mutex_lets_go_of_it() {
+        let (a, b) = (unique("a"), unique("b"));
+        let (held, existed) = Named::create(&a, NamedKind::Mutex, init_mutex(true)).unwrap();
+        assert!(!existed);
+        let enospc = |_: &Path, _: &Path| Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        let r = Named::create_with(&b, NamedKind::Mutex, init_mutex(true), &enospc);
+        assert!(
+            matches!(
+                r,
+                Err(NamedError::Os {
+                    errno: libc::ENOSPC
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(held.mutex_release(), Ok(1));
+        assert!(matches!(
+            Named::open(&b, NamedKind::Mutex),
+            Err(NamedError::NotFound)
+        ));
+        // The same thread can still own and release mutexes (the robust list is intact).
+        let (again, _) = Named::create(&b, NamedKind::Mutex, init_mutex(true)).unwrap();
+        assert_eq!(again.mutex_release(), Ok(1));
     }
 }

@@ -547,7 +547,7 @@ mod named {
         // SAFETY: `v` holds `v.len()` valid futex_waitv entries pointing at live, aligned u32 words (borrowed for the
         // call); `tsp` is null or a valid absolute CLOCK_MONOTONIC timespec. Errors (EAGAIN, ETIMEDOUT, EINTR) only
         // mean "look again", which every caller does.
-        unsafe {
+        let r = unsafe {
             libc::syscall(
                 libc::SYS_futex_waitv,
                 v.as_ptr(),
@@ -555,7 +555,60 @@ mod named {
                 0 as libc::c_uint,
                 tsp,
                 libc::CLOCK_MONOTONIC,
-            );
+            )
+        };
+        if r < 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN | libc::ETIMEDOUT | libc::EINTR) => {}
+                // No futex_waitv (a kernel before 5.16: ENOSYS; a seccomp filter: ENOSYS or EPERM; anything else
+                // unexpected): never spin. Sleep on the first word only, for at most POLL_FALLBACK, and let the
+                // caller look again — correct (every wait re-checks), just slower to notice the other words.
+                _ => futex_wait_fallback(words, deadline),
+            }
+        }
+    }
+
+    /// How long the fallback of [`futex_waitv`] sleeps at most before the caller looks again.
+    const POLL_FALLBACK: std::time::Duration = std::time::Duration::from_millis(2);
+
+    fn futex_wait_fallback(words: &[(&AtomicU32, u32, bool)], deadline: Option<Instant>) {
+        let left = deadline.map_or(POLL_FALLBACK, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(POLL_FALLBACK)
+        });
+        let Some(&(word, val, shared)) = words.first() else {
+            std::thread::sleep(left);
+            return;
+        };
+        let op = if shared {
+            libc::FUTEX_WAIT
+        } else {
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG
+        };
+        let ts = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `word` is a live, aligned u32 for the call; `ts` a valid relative timeout that outlives it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                op,
+                val,
+                &ts as *const libc::timespec,
+                0usize,
+                0u32,
+            )
+        };
+        if r < 0
+            && !matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EAGAIN | libc::ETIMEDOUT | libc::EINTR)
+            )
+        {
+            // No futex at all: a plain bounded sleep still never spins.
+            std::thread::sleep(left);
         }
     }
 }

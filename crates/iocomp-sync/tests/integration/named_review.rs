@@ -189,3 +189,67 @@ fn signal_and_wait_answer_child() {
         ack.pulse();
     }
 }
+
+/// The namespace lives in `$XDG_RUNTIME_DIR` when that is a directory private to the user (another user cannot
+/// pre-create it, as they can `/dev/shm/iocomp-sync-<uid>`), and falls back to `/dev/shm` when it is not private.
+/// Run in child processes, each with its own environment.
+#[test]
+fn namespace_prefers_a_private_xdg_runtime_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir().join(unique("xdg"));
+    let private = base.join("private");
+    let open = base.join("open");
+    for (dir, mode) in [(&private, 0o700), (&open, 0o755)] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let uid = std::fs::metadata(&base)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
+    for (dir, expect_in) in [
+        (&private, private.join("iocomp-sync")),
+        (
+            &open,
+            std::path::PathBuf::from(format!("/dev/shm/iocomp-sync-{uid}")),
+        ),
+    ] {
+        let name = unique("xdgobj");
+        let out = crate::util::reexec("named_review::namespace_child")
+            .env("XDG_RUNTIME_DIR", dir)
+            .env("IOCOMP_SYNC_TEST_NAMES", &name)
+            .env(
+                "IOCOMP_SYNC_TEST_EXPECT",
+                expect_in.join(format!("l.{name}")),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child with XDG_RUNTIME_DIR={}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+#[ignore = "child half of namespace_prefers_a_private_xdg_runtime_dir"]
+fn namespace_child() {
+    if !is_child() {
+        return;
+    }
+    let name = &child_names()[0];
+    let expect = std::env::var("IOCOMP_SYNC_TEST_EXPECT").unwrap();
+    let (e, existed) = Event::create_named(name, false, false).unwrap();
+    assert!(!existed);
+    assert!(
+        std::path::Path::new(&expect).exists(),
+        "no segment at {expect}"
+    );
+    drop(e);
+    assert!(
+        !std::path::Path::new(&expect).exists(),
+        "segment left at {expect}"
+    );
+}
