@@ -331,7 +331,8 @@ pub enum NamedError {
         /// The kind the name belongs to.
         found: crate::NamedKind,
     },
-    /// The per-user namespace directory (`/dev/shm/iocomp-sync-<uid>`) is not a private directory of this user.
+    /// The per-user namespace directory (`$XDG_RUNTIME_DIR/iocomp-sync` or `/dev/shm/iocomp-sync-<uid>`) is not a
+    /// private directory of this user (another user may have made it first).
     UnsafeNamespace,
     /// The object's shared segment is not one this library wrote (wrong size or marker).
     Corrupt,

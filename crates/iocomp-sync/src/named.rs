@@ -36,17 +36,30 @@
 //!
 //! # Mutex ownership and abandonment
 //!
-//! A named mutex is owned by a (process, kernel thread). The owner also *holds* a second robust pthread mutex in the
-//! segment, `own`, for as long as it owns the mutex. A thread's robust futexes are on the list the kernel walks when
-//! the thread dies, however it dies (thread exit, SIGKILL of the process, a crash): the kernel marks `own`'s futex
-//! word `FUTEX_OWNER_DIED` and wakes one waiter if the word says there are waiters. This is exact — no pid reuse, no
-//! polling. Waiters on a mutex owned elsewhere set `FUTEX_WAITERS` in that word and include it in their
-//! `futex_waitv`. Whoever next tries `own` gets `EOWNERDEAD`; under `lock` it marks the mutex abandoned and unowned,
-//! and either takes it (reporting `Abandoned`) or releases `own` and wakes every sleeper, so the single kernel wake-up
-//! is never lost. Every wait that involved a named mutex does that check once more as it leaves.
+//! A named mutex is owned by a (process, kernel thread): the process by a random 64-bit token (pids repeat across
+//! pid namespaces sharing one `/dev/shm`), the thread by its tid, and "owned by me" also requires the thread to hold
+//! `own` — a second robust pthread mutex in the segment, held by the owner for as long as it owns the mutex (tids
+//! are reused). A thread's robust futexes are on the list the kernel walks when the thread dies, however it dies
+//! (thread exit, SIGKILL of the process, a crash): the kernel marks `own`'s futex word `FUTEX_OWNER_DIED` and wakes
+//! *one* waiter if the word says there are waiters. Waiters on a mutex owned elsewhere set `FUTEX_WAITERS` in that
+//! word and include it in their `futex_waitv`. Whoever sees `FUTEX_OWNER_DIED` — the woken waiter, whatever it was
+//! waiting for (a wait-all whose other objects are not signalled included), or a waiter about to sleep that finds the
+//! word dead (the owner died after its checks) — reaps at once: under `lock` it takes `own` (`EOWNERDEAD`), marks
+//! the mutex abandoned and unowned, lets go of `own`, bumps `seq` and wakes every sleeper. A word that says the owner
+//! died is never slept on, so the single kernel wake-up cannot be lost.
 //!
-//! Closing the last handle of a process whose thread owns a named mutex keeps the mapping (and the shared lock) until
-//! the process exits: glibc's robust list points into the mapping, and unmapping it would leave a dangling entry.
+//! A thread made or known by this crate abandons the named mutexes it still owns in its exit sequence, before its
+//! thread object is signalled (Wine's order); the kernel's walk at its death is the net for the rest.
+//!
+//! A process maps each segment once (by device and inode), however many handles it opens: all its handles to one
+//! object share the mapping. Closing the last handle of a process whose thread owns a named mutex keeps that mapping
+//! (and the shared lock) until the process exits: glibc's robust list points into it, and unmapping it would leave a
+//! dangling entry. A creator whose initially owned mutex cannot be published (a failed `link(2)`) lets go of `own`
+//! before unmapping, on every path.
+//!
+//! `signal_and_wait` on a named object applies the signal and registers the wait (sleeper count, pulse generation)
+//! under the state lock(s) — both named locks, in name order, when both objects are named — so an answer from another
+//! process, even a pulse, finds the wait in place.
 
 // The segment layout embeds glibc's `pthread_mutex_t` and reads its futex word (see `sys.rs`): only glibc on a
 // 64-bit Linux target has been checked. (The layout's size is also folded into `MAGIC`, so two builds that disagree
@@ -191,10 +204,39 @@ fn sweep(dir: &Path) {
 
 static TMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// This process's mappings, one per segment (by device and inode): every handle to one object in a process shares
+/// one [`Named`], so a mutex acquired through one handle and released through another locks and unlocks `own` at
+/// the same address (glibc's robust list holds that address), and a process maps a segment once however many handles
+/// it opens. Weak: the entry goes with the last handle.
+type Registry = std::sync::Mutex<std::collections::HashMap<(u64, u64), std::sync::Weak<Named>>>;
+
+fn registry(
+) -> std::sync::MutexGuard<'static, std::collections::HashMap<(u64, u64), std::sync::Weak<Named>>> {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn file_id(file: &File) -> Result<(u64, u64), NamedError> {
+    let m = file.metadata().map_err(os)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Makes `named` this process's mapping of its segment.
+fn register(named: Named) -> Arc<Named> {
+    let named = Arc::new(named);
+    registry().insert(named.id, Arc::downgrade(&named));
+    named
+}
+
 /// One process's handle to a named object's segment. Shared (`Arc`) by the clones of one `Event`/`Mutex`/`Semaphore`.
 pub struct Named {
     kind: NamedKind,
     path: PathBuf,
+    /// The segment file's (device, inode): the key of [`registry`].
+    id: (u64, u64),
     /// The mapping (dropped before `file`).
     seg: Segment,
     /// Holds the shared `flock` (for as long as the descriptor is open).
@@ -241,7 +283,7 @@ impl Drop for Unpublished {
 
 /// What opening an existing file found.
 enum Found {
-    Open(Named),
+    Open(Arc<Named>),
     Absent,
     Retry,
 }
@@ -269,7 +311,7 @@ impl Named {
         let path = dir.join(&file_name);
         for _ in 0..1000 {
             match Named::open_path(&path, kind)? {
-                Found::Open(n) => return Ok((Arc::new(n), true)),
+                Found::Open(n) => return Ok((n, true)),
                 Found::Retry => continue,
                 Found::Absent => {}
             }
@@ -295,8 +337,13 @@ impl Named {
                 seg.magic.store(MAGIC, Ordering::Release);
                 Ok(seg)
             })();
-            let seg = match made {
-                Ok(seg) => Unpublished(Some(seg)),
+            let made = made.and_then(|seg| {
+                let seg = Unpublished(Some(seg));
+                let m = file.metadata()?;
+                Ok((seg, (m.dev(), m.ino())))
+            });
+            let (seg, id) = match made {
+                Ok(made) => made,
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
                     return Err(os(e));
@@ -307,14 +354,15 @@ impl Named {
             match linked {
                 Ok(()) => {
                     return Ok((
-                        Arc::new(Named {
+                        register(Named {
                             kind,
                             path,
+                            id,
                             file,
                             seg: seg.publish(),
                         }),
                         false,
-                    ))
+                    ));
                 }
                 // Someone created it first, or a sweep removed our temporary file: look again (dropping `seg`
                 // lets go of an initially owned `own` before unmapping).
@@ -339,7 +387,7 @@ impl Named {
         let path = namespace()?.join(file_name(name)?);
         for _ in 0..1000 {
             match Named::open_path(&path, kind)? {
-                Found::Open(n) => return Ok(Arc::new(n)),
+                Found::Open(n) => return Ok(n),
                 Found::Retry => continue,
                 Found::Absent => return Err(NamedError::NotFound),
             }
@@ -366,6 +414,18 @@ impl Named {
         if !still_linked(&file, path) {
             return Ok(Found::Retry);
         }
+        let id = file_id(&file)?;
+        // Already mapped in this process: share that mapping (the registry lock is not held while an Arc may drop).
+        let known = registry().get(&id).and_then(std::sync::Weak::upgrade);
+        if let Some(named) = known {
+            if named.kind != kind {
+                return Err(NamedError::WrongKind {
+                    requested: kind,
+                    found: named.kind,
+                });
+            }
+            return Ok(Found::Open(named));
+        }
         let seg = Segment::map(&file).map_err(|_| NamedError::Corrupt)?;
         if seg.magic.load(Ordering::Acquire) != MAGIC {
             return Err(NamedError::Corrupt);
@@ -378,12 +438,13 @@ impl Named {
                 found,
             });
         }
-        Ok(Found::Open(Named {
+        Ok(Found::Open(register(Named {
             kind,
             path: path.to_path_buf(),
+            id,
             file,
             seg,
-        }))
+        })))
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -541,6 +602,15 @@ impl Named {
 
 impl Drop for Named {
     fn drop(&mut self) {
+        {
+            let mut reg = registry();
+            if reg
+                .get(&self.id)
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), self as *const Named))
+            {
+                reg.remove(&self.id);
+            }
+        }
         let s = self.shared();
         if self.kind == NamedKind::Mutex
             && s.owner_token.load(Ordering::Relaxed) == sys::process_token()

@@ -176,7 +176,7 @@ fn block(
                     }
                 }
             }
-            Mode::All => try_all(items, &sorted, &q, me),
+            Mode::All => try_all(items, &sorted, &q, me, &mut pulse_seen),
         }
         if let Some(a) = alert {
             if !q.is_signaled() {
@@ -298,7 +298,16 @@ pub(crate) fn wait_registered(
 }
 
 /// The wait-all check: all locks, all signalled → claim slot 0 and consume everything; otherwise change nothing.
-fn try_all(items: &[Item<'_>], sorted: &[(usize, &Arc<Named>)], q: &Waiter, me: ThreadId) {
+///
+/// A named event counts as signalled when it is set, or when a pulse came after this wait registered (`pulse_seen`)
+/// and may still release a wait: `PulseEvent` releases a wait-all whose other objects are signalled at that moment.
+fn try_all(
+    items: &[Item<'_>],
+    sorted: &[(usize, &Arc<Named>)],
+    q: &Waiter,
+    me: ThreadId,
+    pulse_seen: &mut [Option<u32>],
+) {
     let _all = wait_all_lock();
     let mut local_guards: Vec<(usize, StateGuard<'_>)> = items
         .iter()
@@ -320,7 +329,12 @@ fn try_all(items: &[Item<'_>], sorted: &[(usize, &Arc<Named>)], q: &Waiter, me: 
         for (i, nm, g) in named_guards.iter_mut() {
             let s = g.shared();
             let signaled = match nm.kind() {
-                NamedKind::Event => s.value.load(Ordering::Relaxed) != 0,
+                NamedKind::Event => {
+                    let gen = s.pulse_gen.load(Ordering::Relaxed);
+                    let seen = *pulse_seen[*i].get_or_insert(gen);
+                    s.value.load(Ordering::Relaxed) != 0
+                        || (gen != seen && s.pulse_tokens.load(Ordering::Relaxed) > 0)
+                }
                 NamedKind::Semaphore => s.value.load(Ordering::Relaxed) > 0,
                 NamedKind::Mutex => {
                     if g.owned_by_me() {
@@ -364,7 +378,12 @@ fn try_all(items: &[Item<'_>], sorted: &[(usize, &Arc<Named>)], q: &Waiter, me: 
         match nm.kind() {
             NamedKind::Event => {
                 if s.param.load(Ordering::Relaxed) == 0 {
-                    s.value.store(0, Ordering::Relaxed);
+                    if s.value.load(Ordering::Relaxed) != 0 {
+                        s.value.store(0, Ordering::Relaxed);
+                    } else {
+                        // Released by a pulse: an auto-reset pulse releases one wait.
+                        s.pulse_tokens.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             }
             NamedKind::Semaphore => {

@@ -253,3 +253,58 @@ fn namespace_child() {
         "segment left at {expect}"
     );
 }
+
+/// Handles opened separately in one process are one object: a mutex acquired through one handle and released through
+/// another is released (`ReleaseMutex` takes any handle), the first handle can go, and the thread's later mutexes are
+/// still abandoned when it exits.
+#[test]
+fn named_mutex_acquired_and_released_through_different_handles() {
+    let (n1, n2) = (unique("xh1"), unique("xh2"));
+    let (keep1, _) = Mutex::create_named(&n1, false).unwrap();
+    let (m2, _) = Mutex::create_named(&n2, false).unwrap();
+    let (a, b) = (n1.clone(), n2.clone());
+    std::thread::spawn(move || {
+        let h1 = Mutex::open_named(&a).unwrap();
+        let h2 = Mutex::open_named(&a).unwrap();
+        let other = Mutex::open_named(&b).unwrap();
+        assert_eq!(other.wait(Some(LONG)), Ok(WaitResult::Signaled(0)));
+        assert_eq!(h1.wait(Some(LONG)), Ok(WaitResult::Signaled(0)));
+        assert_eq!(h2.release(), Ok(1));
+        drop(h1);
+        drop(h2);
+        for _ in 0..3 {
+            assert_eq!(other.wait(Some(LONG)), Ok(WaitResult::Signaled(0)));
+            assert_eq!(other.release(), Ok(2));
+        }
+        // exits owning `other` once
+    })
+    .join()
+    .unwrap();
+    assert_eq!(m2.wait(Some(LONG)), Ok(WaitResult::Abandoned(0)));
+    assert_eq!(keep1.wait(POLL), Ok(WaitResult::Signaled(0)));
+    assert_eq!(keep1.release(), Ok(1));
+    assert_eq!(m2.release(), Ok(1));
+}
+
+/// `PulseEvent` releases a `WaitForMultipleObjects(.., bWaitAll = TRUE, ..)` that is waiting on the event when every
+/// other object of the wait is signalled at that moment — a named event in a wait-all too.
+#[test]
+fn named_pulse_releases_a_wait_all_whose_other_objects_are_signalled() {
+    for manual in [false, true] {
+        let (e, _) = Event::create_named(&unique("allpulse"), manual, false).unwrap();
+        let other = Event::new(true, true);
+        let w = {
+            let (e, other) = (e.clone(), other.clone());
+            std::thread::spawn(move || wait_all(&[&e, &other], Some(LONG)))
+        };
+        wait_for_waiters(&e, 1);
+        e.pulse();
+        assert_eq!(
+            w.join().unwrap(),
+            Ok(WaitResult::Signaled(0)),
+            "manual {manual}"
+        );
+        assert!(!e.is_set(), "a pulse leaves the event reset");
+        assert_eq!(e.wait(POLL), Ok(WaitResult::TimedOut));
+    }
+}
