@@ -34,6 +34,10 @@
 //! after winning its [`Waiter`] slot (the same compare-and-swap local objects use), so a wait-any that mixes local and
 //! named objects acquires exactly one object.
 //!
+//! A process killed inside `lock`'s critical section may have changed the state without its wake-up: the next locker
+//! gets `EOWNERDEAD` and bumps `seq` and wakes every sleeper; and no named wait sleeps more than a second before it
+//! looks again (which locks), so such a loss lasts at most that long even if nobody else touches the object.
+//!
 //! # Mutex ownership and abandonment
 //!
 //! A named mutex is owned by a (process, kernel thread): the process by a random 64-bit token (pids repeat across

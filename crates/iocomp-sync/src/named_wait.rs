@@ -33,6 +33,9 @@ use crate::wait::{Mode, WaitResult};
 /// object).
 pub const MAX_NAMED: usize = 63;
 
+/// The longest a named wait sleeps before it looks again (see `block`).
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// One object of a wait.
 #[derive(Clone, Copy)]
 pub(crate) enum Item<'a> {
@@ -207,7 +210,11 @@ fn block(
         if dead {
             continue;
         }
-        crate::sys::futex_waitv(&words, deadline);
+        // Never sleep longer than RECHECK: a process killed inside a state lock's critical section (after changing
+        // the state, before its wake-up) wakes nobody, and only the next locker learns of it (`EOWNERDEAD`, which
+        // bumps and wakes). Looking again now and then bounds that rare loss; it costs one check a second per wait.
+        let nap = Instant::now() + RECHECK;
+        crate::sys::futex_waitv(&words, Some(deadline.map_or(nap, |d| d.min(nap))));
     }
 
     for (_, nm) in &named {
