@@ -29,10 +29,11 @@ struct Local {
     exited: bool,
     /// The wait record of this thread's last wait, kept for the next one.
     waiter: Option<Arc<Waiter>>,
-    /// Named mutexes this thread acquired (weakly: a handle's lifetime is its owner's business; a named mutex
-    /// whose handles are all gone is abandoned by the kernel when the thread dies, later).
+    /// Named mutexes this thread owns, each once (by mapping). Strong: while the thread owns one, its mapping must
+    /// stay (glibc's robust list points into it) even if every handle is dropped; the entry goes when the thread
+    /// releases the mutex to zero (then the mapping can go with the last handle) or exits (after abandoning it).
     #[cfg(not(loom))]
-    owned_named: Vec<std::sync::Weak<crate::named::Named>>,
+    owned_named: Vec<Arc<crate::named::Named>>,
 }
 
 /// What the exit sequence needs, taken out of the record so that it runs without the thread-local borrowed.
@@ -40,7 +41,7 @@ struct Exit {
     id: ThreadId,
     owned: Vec<Arc<Object>>,
     #[cfg(not(loom))]
-    owned_named: Vec<std::sync::Weak<crate::named::Named>>,
+    owned_named: Vec<Arc<crate::named::Named>>,
     shared: Option<Arc<ThreadShared>>,
 }
 
@@ -85,9 +86,9 @@ impl Local {
 impl Exit {
     fn run(self, code: u32) {
         // Named mutexes too are abandoned before the thread object is signalled (the kernel's robust-list walk at
-        // the thread's death comes later, and stays the net for handles already dropped).
+        // the thread's death comes later, and stays the net for mutexes acquired outside this record).
         #[cfg(not(loom))]
-        for named in self.owned_named.iter().filter_map(std::sync::Weak::upgrade) {
+        for named in self.owned_named {
             named.abandon_if_mine();
         }
         for mutex in self.owned {
@@ -243,22 +244,43 @@ pub(crate) const OWNED_PRUNE: usize = 16;
 /// Notes that the calling thread released `mutex` completely: nothing to do (see [`note_owned`]).
 pub(crate) fn note_released(_mutex: &Arc<Object>) {}
 
-/// Records that this thread acquired the named mutex `named` (for the exit sequence).
+/// Records that this thread acquired the named mutex `named` (for the exit sequence; keeps the mapping).
 #[cfg(not(loom))]
 pub(crate) fn note_owned_named(named: &Arc<crate::named::Named>) {
-    with(|l| {
-        if l.owned_named
-            .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(named)))
-        {
-            return;
+    let pruned = with(|l| {
+        if l.owned_named.iter().any(|n| Arc::ptr_eq(n, named)) {
+            return Vec::new();
         }
+        let mut pruned = Vec::new();
         if l.owned_named.len() >= OWNED_PRUNE {
-            l.owned_named
-                .retain(|w| w.upgrade().is_some_and(|n| n.mutex_owned_by_me()));
+            // Entries of mutexes no longer owned (released through a path that did not note it).
+            let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut l.owned_named)
+                .into_iter()
+                .partition(|n| n.mutex_owned_by_me());
+            l.owned_named = keep;
+            pruned = gone;
         }
-        l.owned_named.push(Arc::downgrade(named));
+        l.owned_named.push(Arc::clone(named));
+        pruned
     });
+    // Dropped outside the record's borrow (a last handle unmaps).
+    drop(pruned);
+}
+
+/// Records that this thread released the named mutex at `named` to zero: its mapping may go with its last handle.
+/// Returns the record's reference, to be dropped by the caller outside any lock of the object.
+#[cfg(not(loom))]
+pub(crate) fn note_released_named(
+    named: *const crate::named::Named,
+) -> Option<Arc<crate::named::Named>> {
+    with(|l| {
+        let i = l
+            .owned_named
+            .iter()
+            .position(|n| std::ptr::eq(Arc::as_ptr(n), named))?;
+        Some(l.owned_named.swap_remove(i))
+    })
+    .flatten()
 }
 
 /// Runs the exit sequence now with `code` (a [`Thread::spawn`](crate::Thread::spawn) thread whose closure ended).

@@ -56,9 +56,10 @@
 //! thread object is signalled (Wine's order); the kernel's walk at its death is the net for the rest.
 //!
 //! A process maps each segment once (by device and inode), however many handles it opens: all its handles to one
-//! object share the mapping. Closing the last handle of a process whose thread owns a named mutex keeps that mapping
-//! (and the shared lock) until the process exits: glibc's robust list points into it, and unmapping it would leave a
-//! dangling entry. A creator whose initially owned mutex cannot be published (a failed `link(2)`) lets go of `own`
+//! object share the mapping. The thread that owns a named mutex holds a reference to that mapping until it releases
+//! the mutex or exits (glibc's robust list points into it; unmapping it would leave a dangling entry), so closing the
+//! process's last handle meanwhile keeps the object until then. (A mutex acquired outside the thread's record — from
+//! a thread-local destructor after the record is gone — falls back to keeping the mapping until the process exits.) A creator whose initially owned mutex cannot be published (a failed `link(2)`) lets go of `own`
 //! before unmapping, on every path.
 //!
 //! `signal_and_wait` on a named object applies the signal and registers the wait (sleeper count, pulse generation)
@@ -476,6 +477,7 @@ impl Named {
         let mut g = Locked {
             named: self,
             bumped: false,
+            release_after: None,
         };
         if died {
             g.bump();
@@ -649,6 +651,8 @@ pub(crate) enum Armed<'a> {
 pub(crate) struct Locked<'a> {
     named: &'a Named,
     bumped: bool,
+    /// A reference to drop after unlocking (see [`Locked::mutex_release`]).
+    release_after: Option<Arc<Named>>,
 }
 
 impl<'a> Locked<'a> {
@@ -704,6 +708,8 @@ impl<'a> Locked<'a> {
             s.owner_token.store(0, Ordering::Relaxed);
             s.own.unlock();
             self.bump();
+            // The owning thread's record kept the mapping while owned; drop that reference after unlocking.
+            self.release_after = crate::local::note_released_named(self.named);
         }
         Ok(previous)
     }

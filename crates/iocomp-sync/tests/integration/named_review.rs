@@ -308,3 +308,35 @@ fn named_pulse_releases_a_wait_all_whose_other_objects_are_signalled() {
         assert_eq!(e.wait(POLL), Ok(WaitResult::TimedOut));
     }
 }
+
+/// A thread that owns a named mutex when the process's last handle to it is dropped still abandons it when it exits
+/// (a waiter in another process sees `WAIT_ABANDONED`), and the object then goes (nobody holds a handle): the
+/// owner's mapping is kept only while it owns the mutex, not for the rest of the process's life.
+#[test]
+fn named_mutex_owned_with_no_handle_left_is_freed_when_its_owner_exits() {
+    let name = unique("nohandle");
+    let (m, _) = Mutex::create_named(&name, false).unwrap();
+    let (acquired_tx, acquired_rx) = mpsc::channel();
+    let (dropped_tx, dropped_rx) = mpsc::channel::<()>();
+    let t = {
+        let name = name.clone();
+        Thread::spawn(move || {
+            let h = Mutex::open_named(&name).unwrap();
+            let got = h.wait(Some(LONG)) == Ok(WaitResult::Signaled(0));
+            acquired_tx.send(()).unwrap();
+            dropped_rx.recv().unwrap();
+            drop(h); // the process's last handle, while owning the mutex
+            u32::from(got)
+        })
+    };
+    acquired_rx.recv().unwrap();
+    drop(m);
+    dropped_tx.send(()).unwrap();
+    assert_eq!(t.wait(Some(LONG)), Ok(WaitResult::Signaled(0)));
+    assert_eq!(t.exit_code(), Some(1));
+    assert_eq!(
+        Mutex::open_named(&name).err(),
+        Some(iocomp_sync::NamedError::NotFound),
+        "the object outlived its last handle and its owner"
+    );
+}
