@@ -143,7 +143,7 @@ fn block(
     // A pulse releases the waits registered before it: read each event's pulse generation first, then register as a
     // sleeper (which is what "waiting" means to a pulser and to the test-only waiter count).
     // (`registered`: done already, under the object's lock, by `signal_and_wait`.)
-    let pulse_seen: Vec<Option<u32>> = match registered {
+    let mut pulse_seen: Vec<Option<u32>> = match registered {
         Some(seen) => seen,
         None => {
             let mut seen = vec![None; n];
@@ -156,7 +156,6 @@ fn block(
             seen
         }
     };
-    let mut pulse_seen = pulse_seen;
     // Name order, for wait-all's locking.
     let mut sorted = named.clone();
     sorted.sort_by(|a, b| a.1.key().cmp(b.1.key()));

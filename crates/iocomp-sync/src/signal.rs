@@ -166,29 +166,20 @@ fn named_wait(
                 (wait, sig)
             };
             let mut g1 = first.lock();
-            let mut g2 = (!same).then(|| second.lock());
-            let (g_sig, g_wait) = match g2.as_mut() {
-                None => {
-                    g1.signal()?;
-                    return Ok(crate::named_wait::wait_registered(
-                        wait,
-                        {
-                            let seen = g1.register_waiter();
-                            drop(g1);
-                            seen
-                        },
-                        deadline,
-                        alertable,
-                    ));
-                }
-                Some(g2) if std::ptr::eq(first, sig) => (&mut g1, g2),
-                Some(g2) => (g2, &mut g1),
-            };
-            g_sig.signal()?;
-            let seen = g_wait.register_waiter();
-            drop(g2);
-            drop(g1);
-            seen
+            if same {
+                g1.signal()?;
+                g1.register_waiter()
+            } else {
+                let mut g2 = second.lock();
+                let (g_sig, g_wait) = if std::ptr::eq(first, sig) {
+                    (&mut g1, &mut g2)
+                } else {
+                    (&mut g2, &mut g1)
+                };
+                g_sig.signal()?;
+                g_wait.register_waiter()
+            }
+            // Both locks are released here, the registration made.
         }
         None => {
             let mut seen = None;
