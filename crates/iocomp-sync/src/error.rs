@@ -32,9 +32,6 @@ pub enum WaitError {
         /// The most named objects one wait accepts.
         max: usize,
     },
-    /// [`signal_and_wait`](crate::signal_and_wait) with a named object: its atomic step covers this process's objects
-    /// only.
-    NamedSignalAndWait,
 }
 
 impl fmt::Display for WaitError {
@@ -55,9 +52,6 @@ impl fmt::Display for WaitError {
             }
             WaitError::TooManyNamed { max } => {
                 write!(f, "more than {max} named objects in one wait")
-            }
-            WaitError::NamedSignalAndWait => {
-                f.write_str("signal_and_wait supports objects of this process only")
             }
         }
     }
@@ -337,7 +331,8 @@ pub enum NamedError {
         /// The kind the name belongs to.
         found: crate::NamedKind,
     },
-    /// The per-user namespace directory (`/dev/shm/iocomp-sync-<uid>`) is not a private directory of this user.
+    /// The per-user namespace directory (`$XDG_RUNTIME_DIR/iocomp-sync` or `/dev/shm/iocomp-sync-<uid>`) is not a
+    /// private directory of this user (another user may have made it first).
     UnsafeNamespace,
     /// The object's shared segment is not one this library wrote (wrong size or marker).
     Corrupt,

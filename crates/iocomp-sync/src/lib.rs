@@ -68,8 +68,8 @@
 //! of the same user can open by name ([`Event::open_named`] and friends), returning it and whether it already existed
 //! (`ERROR_ALREADY_EXISTS`). Names are case-sensitive; `Global\` and `Local\` prefixes are accepted as Windows code
 //! writes them; a name with `/` or NUL, or over [`MAX_NAME_LEN`] bytes, or one that belongs to another kind of object,
-//! is a [`NamedError`]. The state lives in a shared-memory segment (`/dev/shm/iocomp-sync-<uid>/`, a directory only
-//! the user can enter) and waits sleep on futexes. An object disappears when its last handle in the last process is
+//! is a [`NamedError`]. The state lives in a shared-memory segment (`$XDG_RUNTIME_DIR/iocomp-sync/` when that is private to
+//! the user, else `/dev/shm/iocomp-sync-<uid>/`; a directory only the user can enter) and waits sleep on futexes. An object disappears when its last handle in the last process is
 //! dropped; segments whose every process died are cleaned up by the next user of the namespace. A named mutex whose
 //! owning thread exits or whose **process** dies (SIGKILL, crash) is abandoned: the next waiter, in any process, gets
 //! [`WaitResult::Abandoned`] — the kernel's robust-futex list reports the death, so there is no pid guessing and no
@@ -78,7 +78,7 @@
 //! Named objects mix with local ones in [`wait_any`] (lowest index wins, exactly one acquired) and in [`wait_all`],
 //! which stays atomic over the whole set: it holds every local object lock and every named object's state lock
 //! (named ones in name order, an order all processes share) while it checks and takes, and otherwise changes
-//! nothing. A wait holds at most [`MAX_NAMED`] named objects. [`signal_and_wait`] takes objects of this process only.
+//! nothing. A wait holds at most [`MAX_NAMED`] named objects. [`signal_and_wait`] accepts named objects too, atomically.
 //! `named.rs` and `named_wait.rs` explain the protocol.
 //!
 //! # How it works

@@ -29,12 +29,19 @@ struct Local {
     exited: bool,
     /// The wait record of this thread's last wait, kept for the next one.
     waiter: Option<Arc<Waiter>>,
+    /// Named mutexes this thread owns, each once (by mapping). Strong: while the thread owns one, its mapping must
+    /// stay (glibc's robust list points into it) even if every handle is dropped; the entry goes when the thread
+    /// releases the mutex to zero (then the mapping can go with the last handle) or exits (after abandoning it).
+    #[cfg(not(loom))]
+    owned_named: Vec<Arc<crate::named::Named>>,
 }
 
 /// What the exit sequence needs, taken out of the record so that it runs without the thread-local borrowed.
 struct Exit {
     id: ThreadId,
     owned: Vec<Arc<Object>>,
+    #[cfg(not(loom))]
+    owned_named: Vec<Arc<crate::named::Named>>,
     shared: Option<Arc<ThreadShared>>,
 }
 
@@ -46,6 +53,8 @@ impl Local {
             shared: None,
             exited: false,
             waiter: None,
+            #[cfg(not(loom))]
+            owned_named: Vec::new(),
         }
     }
 
@@ -67,6 +76,8 @@ impl Local {
         Some(Exit {
             id: self.id,
             owned: std::mem::take(&mut self.owned),
+            #[cfg(not(loom))]
+            owned_named: std::mem::take(&mut self.owned_named),
             shared: self.shared.clone(),
         })
     }
@@ -74,6 +85,12 @@ impl Local {
 
 impl Exit {
     fn run(self, code: u32) {
+        // Named mutexes too are abandoned before the thread object is signalled (the kernel's robust-list walk at
+        // the thread's death comes later, and stays the net for mutexes acquired outside this record).
+        #[cfg(not(loom))]
+        for named in self.owned_named {
+            named.abandon_if_mine();
+        }
         for mutex in self.owned {
             abandon(&mutex, self.id);
         }
@@ -180,6 +197,8 @@ pub(crate) fn install(shared: Arc<ThreadShared>) {
                 shared: Some(shared),
                 exited: false,
                 waiter: None,
+                #[cfg(not(loom))]
+                owned_named: Vec::new(),
             });
         }
     });
@@ -224,6 +243,45 @@ pub(crate) const OWNED_PRUNE: usize = 16;
 
 /// Notes that the calling thread released `mutex` completely: nothing to do (see [`note_owned`]).
 pub(crate) fn note_released(_mutex: &Arc<Object>) {}
+
+/// Records that this thread acquired the named mutex `named` (for the exit sequence; keeps the mapping).
+#[cfg(not(loom))]
+pub(crate) fn note_owned_named(named: &Arc<crate::named::Named>) {
+    let pruned = with(|l| {
+        if l.owned_named.iter().any(|n| Arc::ptr_eq(n, named)) {
+            return Vec::new();
+        }
+        let mut pruned = Vec::new();
+        if l.owned_named.len() >= OWNED_PRUNE {
+            // Entries of mutexes no longer owned (released through a path that did not note it).
+            let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut l.owned_named)
+                .into_iter()
+                .partition(|n| n.mutex_owned_by_me());
+            l.owned_named = keep;
+            pruned = gone;
+        }
+        l.owned_named.push(Arc::clone(named));
+        pruned
+    });
+    // Dropped outside the record's borrow (a last handle unmaps).
+    drop(pruned);
+}
+
+/// Records that this thread released the named mutex at `named` to zero: its mapping may go with its last handle.
+/// Returns the record's reference, to be dropped by the caller outside any lock of the object.
+#[cfg(not(loom))]
+pub(crate) fn note_released_named(
+    named: *const crate::named::Named,
+) -> Option<Arc<crate::named::Named>> {
+    with(|l| {
+        let i = l
+            .owned_named
+            .iter()
+            .position(|n| std::ptr::eq(Arc::as_ptr(n), named))?;
+        Some(l.owned_named.swap_remove(i))
+    })
+    .flatten()
+}
 
 /// Runs the exit sequence now with `code` (a [`Thread::spawn`](crate::Thread::spawn) thread whose closure ended).
 pub(crate) fn exit_current(code: u32) {

@@ -95,13 +95,16 @@ impl Mutex {
     /// A named mutex belongs to a thread of some process. When that thread ends, or its whole process dies (SIGKILL,
     /// a crash) while owning it, it is abandoned: the next wait that acquires it, in any process, returns
     /// [`WaitResult::Abandoned`](crate::WaitResult::Abandoned). Dropping the last handle of a process whose thread
-    /// still owns the mutex keeps the object until that process exits.
+    /// still owns the mutex keeps the object until that thread releases it or exits.
     ///
     /// # Errors
     /// As [`Event::create_named`](crate::Event::create_named).
     #[cfg(not(loom))]
     pub fn create_named(name: &str, initially_owned: bool) -> Result<(Mutex, bool), NamedError> {
         let (named, existed) = Named::create(name, NamedKind::Mutex, init_mutex(initially_owned))?;
+        if initially_owned && !existed {
+            crate::local::note_owned_named(&named);
+        }
         Ok((Mutex::from_named(named), existed))
     }
 

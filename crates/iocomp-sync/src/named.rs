@@ -3,8 +3,11 @@
 //!
 //! # Namespace and lifetime
 //!
-//! Each object is a file of [`SEGMENT_SIZE`] bytes in `/dev/shm/iocomp-sync-<uid>/`, a directory of mode 0700 owned
-//! by the user (checked on every use): one namespace per user, and nobody else can see or plant objects in it. The
+//! Each object is a file of [`SEGMENT_SIZE`] bytes in `$XDG_RUNTIME_DIR/iocomp-sync/` when `XDG_RUNTIME_DIR` names a
+//! directory private to the user (so nobody else can pre-create the namespace), else in `/dev/shm/iocomp-sync-<uid>/`;
+//! either is a directory of mode 0700 owned by the user (checked on every use): one namespace per user, and nobody
+//! else can see or plant objects in it. Processes of one user share objects only if they agree on `XDG_RUNTIME_DIR`
+//! (a login session and a cron job may not). The
 //! file name is `l.<name>` for `name` and `Local\name`, `g.<name>` for `Global\name`; names are case-sensitive.
 //!
 //! Every process holding a handle holds a shared `flock` on the file (a lock the kernel drops when the process dies,
@@ -31,19 +34,45 @@
 //! after winning its [`Waiter`] slot (the same compare-and-swap local objects use), so a wait-any that mixes local and
 //! named objects acquires exactly one object.
 //!
+//! A process killed inside `lock`'s critical section may have changed the state without its wake-up: the next locker
+//! gets `EOWNERDEAD` and bumps `seq` and wakes every sleeper; and no named wait sleeps more than a second before it
+//! looks again (which locks), so such a loss lasts at most that long even if nobody else touches the object.
+//!
 //! # Mutex ownership and abandonment
 //!
-//! A named mutex is owned by a (process, kernel thread). The owner also *holds* a second robust pthread mutex in the
-//! segment, `own`, for as long as it owns the mutex. A thread's robust futexes are on the list the kernel walks when
-//! the thread dies, however it dies (thread exit, SIGKILL of the process, a crash): the kernel marks `own`'s futex
-//! word `FUTEX_OWNER_DIED` and wakes one waiter if the word says there are waiters. This is exact — no pid reuse, no
-//! polling. Waiters on a mutex owned elsewhere set `FUTEX_WAITERS` in that word and include it in their
-//! `futex_waitv`. Whoever next tries `own` gets `EOWNERDEAD`; under `lock` it marks the mutex abandoned and unowned,
-//! and either takes it (reporting `Abandoned`) or releases `own` and wakes every sleeper, so the single kernel wake-up
-//! is never lost. Every wait that involved a named mutex does that check once more as it leaves.
+//! A named mutex is owned by a (process, kernel thread): the process by a random 64-bit token (pids repeat across
+//! pid namespaces sharing one `/dev/shm`), the thread by its tid, and "owned by me" also requires the thread to hold
+//! `own` — a second robust pthread mutex in the segment, held by the owner for as long as it owns the mutex (tids
+//! are reused). A thread's robust futexes are on the list the kernel walks when the thread dies, however it dies
+//! (thread exit, SIGKILL of the process, a crash): the kernel marks `own`'s futex word `FUTEX_OWNER_DIED` and wakes
+//! *one* waiter if the word says there are waiters. Waiters on a mutex owned elsewhere set `FUTEX_WAITERS` in that
+//! word and include it in their `futex_waitv`. Whoever sees `FUTEX_OWNER_DIED` — the woken waiter, whatever it was
+//! waiting for (a wait-all whose other objects are not signalled included), or a waiter about to sleep that finds the
+//! word dead (the owner died after its checks) — reaps at once: under `lock` it takes `own` (`EOWNERDEAD`), marks
+//! the mutex abandoned and unowned, lets go of `own`, bumps `seq` and wakes every sleeper. A word that says the owner
+//! died is never slept on, so the single kernel wake-up cannot be lost.
 //!
-//! Closing the last handle of a process whose thread owns a named mutex keeps the mapping (and the shared lock) until
-//! the process exits: glibc's robust list points into the mapping, and unmapping it would leave a dangling entry.
+//! A thread made or known by this crate abandons the named mutexes it still owns in its exit sequence, before its
+//! thread object is signalled (Wine's order); the kernel's walk at its death is the net for the rest.
+//!
+//! A process maps each segment once (by device and inode), however many handles it opens: all its handles to one
+//! object share the mapping. The thread that owns a named mutex holds a reference to that mapping until it releases
+//! the mutex or exits (glibc's robust list points into it; unmapping it would leave a dangling entry), so closing the
+//! process's last handle meanwhile keeps the object until then. (A mutex acquired outside the thread's record — from
+//! a thread-local destructor after the record is gone — falls back to keeping the mapping until the process exits.) A creator whose initially owned mutex cannot be published (a failed `link(2)`) lets go of `own`
+//! before unmapping, on every path.
+//!
+//! `signal_and_wait` on a named object applies the signal and registers the wait (sleeper count, pulse generation)
+//! under the state lock(s) — both named locks, in name order, when both objects are named — so an answer from another
+//! process, even a pulse, finds the wait in place.
+
+// The segment layout embeds glibc's `pthread_mutex_t` and reads its futex word (see `sys.rs`): only glibc on a
+// 64-bit Linux target has been checked. (The layout's size is also folded into `MAGIC`, so two builds that disagree
+// on it refuse each other's segments instead of misreading them.)
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+compile_error!(
+    "iocomp-sync's named objects need glibc on 64-bit Linux (the segment embeds pthread_mutex_t)"
+);
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -123,10 +152,23 @@ fn os(e: io::Error) -> NamedError {
     }
 }
 
-/// The per-user namespace directory, made on first use and checked on every use.
+/// The per-user namespace directory, made on first use and checked on every use: `$XDG_RUNTIME_DIR/iocomp-sync`
+/// when `XDG_RUNTIME_DIR` is set to an absolute path of a directory owned by the user and private to it (nobody else
+/// can pre-create anything there), else `/dev/shm/iocomp-sync-<uid>` (which another user could pre-create to deny
+/// the service: then every call fails with [`NamedError::UnsafeNamespace`], never uses their directory).
 fn namespace() -> Result<PathBuf, NamedError> {
     let uid = sys::getuid();
-    let dir = PathBuf::from(format!("/dev/shm/iocomp-sync-{uid}"));
+    let private_runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .filter(|d| {
+            fs::symlink_metadata(d)
+                .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+        });
+    let dir = match private_runtime_dir {
+        Some(runtime) => runtime.join("iocomp-sync"),
+        None => PathBuf::from(format!("/dev/shm/iocomp-sync-{uid}")),
+    };
     match fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -167,10 +209,39 @@ fn sweep(dir: &Path) {
 
 static TMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// This process's mappings, one per segment (by device and inode): every handle to one object in a process shares
+/// one [`Named`], so a mutex acquired through one handle and released through another locks and unlocks `own` at
+/// the same address (glibc's robust list holds that address), and a process maps a segment once however many handles
+/// it opens. Weak: the entry goes with the last handle.
+type Registry = std::sync::Mutex<std::collections::HashMap<(u64, u64), std::sync::Weak<Named>>>;
+
+fn registry(
+) -> std::sync::MutexGuard<'static, std::collections::HashMap<(u64, u64), std::sync::Weak<Named>>> {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn file_id(file: &File) -> Result<(u64, u64), NamedError> {
+    let m = file.metadata().map_err(os)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Makes `named` this process's mapping of its segment.
+fn register(named: Named) -> Arc<Named> {
+    let named = Arc::new(named);
+    registry().insert(named.id, Arc::downgrade(&named));
+    named
+}
+
 /// One process's handle to a named object's segment. Shared (`Arc`) by the clones of one `Event`/`Mutex`/`Semaphore`.
 pub struct Named {
     kind: NamedKind,
     path: PathBuf,
+    /// The segment file's (device, inode): the key of [`registry`].
+    id: (u64, u64),
     /// The mapping (dropped before `file`).
     seg: Segment,
     /// Holds the shared `flock` (for as long as the descriptor is open).
@@ -186,9 +257,38 @@ impl std::fmt::Debug for Named {
     }
 }
 
+/// A segment made by `create` and not yet published. If it is dropped unpublished — on *every* path, errors
+/// included — the initially owned mutex's `own` is unlocked first: it is on the creating thread's glibc robust list,
+/// which must never point into an unmapped page (the kernel and glibc would write through it later).
+struct Unpublished(Option<Segment>);
+
+impl Unpublished {
+    fn publish(mut self) -> Segment {
+        self.0.take().expect("published once")
+    }
+}
+
+impl std::ops::Deref for Unpublished {
+    type Target = Segment;
+    fn deref(&self) -> &Segment {
+        self.0.as_ref().expect("not yet published")
+    }
+}
+
+impl Drop for Unpublished {
+    fn drop(&mut self) {
+        if let Some(seg) = self.0.take() {
+            // Only `init_mutex(true)` records an owner, and it ran on this thread, which holds `own`.
+            if seg.owner_token.load(Ordering::Relaxed) != 0 {
+                seg.own.unlock();
+            }
+        }
+    }
+}
+
 /// What opening an existing file found.
 enum Found {
-    Open(Named),
+    Open(Arc<Named>),
     Absent,
     Retry,
 }
@@ -200,13 +300,23 @@ impl Named {
         kind: NamedKind,
         init: impl Fn(&Shared),
     ) -> Result<(Arc<Named>, bool), NamedError> {
+        Named::create_with(name, kind, init, &|tmp, path| fs::hard_link(tmp, path))
+    }
+
+    /// [`Named::create`], publishing with `link` (`link(2)`; a failing one in tests).
+    fn create_with(
+        name: &str,
+        kind: NamedKind,
+        init: impl Fn(&Shared),
+        link: &dyn Fn(&Path, &Path) -> io::Result<()>,
+    ) -> Result<(Arc<Named>, bool), NamedError> {
         let file_name = file_name(name)?;
         let dir = namespace()?;
         sweep(&dir);
         let path = dir.join(&file_name);
         for _ in 0..1000 {
             match Named::open_path(&path, kind)? {
-                Found::Open(n) => return Ok((Arc::new(n), true)),
+                Found::Open(n) => return Ok((n, true)),
                 Found::Retry => continue,
                 Found::Absent => {}
             }
@@ -232,40 +342,43 @@ impl Named {
                 seg.magic.store(MAGIC, Ordering::Release);
                 Ok(seg)
             })();
-            let seg = match made {
-                Ok(seg) => seg,
+            let made = made.and_then(|seg| {
+                let seg = Unpublished(Some(seg));
+                let m = file.metadata()?;
+                Ok((seg, (m.dev(), m.ino())))
+            });
+            let (seg, id) = match made {
+                Ok(made) => made,
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
                     return Err(os(e));
                 }
             };
-            let linked = fs::hard_link(&tmp, &path);
+            let linked = link(&tmp, &path);
             let _ = fs::remove_file(&tmp);
             match linked {
                 Ok(()) => {
                     return Ok((
-                        Arc::new(Named {
+                        register(Named {
                             kind,
                             path,
+                            id,
                             file,
-                            seg,
+                            seg: seg.publish(),
                         }),
                         false,
-                    ))
+                    ));
                 }
-                // Someone created it first, or a sweep removed our temporary file: look again.
+                // Someone created it first, or a sweep removed our temporary file: look again (dropping `seg`
+                // lets go of an initially owned `own` before unmapping).
                 Err(e)
                     if e.kind() == io::ErrorKind::AlreadyExists
                         || e.kind() == io::ErrorKind::NotFound =>
                 {
-                    if seg.owner_pid.load(Ordering::Relaxed) != 0 {
-                        // The initially owned mutex of a segment nobody will ever see: let go of `own` before the
-                        // mapping goes (glibc's robust list points into it).
-                        seg.own.unlock();
-                    }
                     drop(seg);
                     continue;
                 }
+                // Any other failure (ENOSPC, EMLINK, EIO...): the same guard runs as `seg` goes.
                 Err(e) => return Err(os(e)),
             }
         }
@@ -279,7 +392,7 @@ impl Named {
         let path = namespace()?.join(file_name(name)?);
         for _ in 0..1000 {
             match Named::open_path(&path, kind)? {
-                Found::Open(n) => return Ok(Arc::new(n)),
+                Found::Open(n) => return Ok(n),
                 Found::Retry => continue,
                 Found::Absent => return Err(NamedError::NotFound),
             }
@@ -306,6 +419,18 @@ impl Named {
         if !still_linked(&file, path) {
             return Ok(Found::Retry);
         }
+        let id = file_id(&file)?;
+        // Already mapped in this process: share that mapping (the registry lock is not held while an Arc may drop).
+        let known = registry().get(&id).and_then(std::sync::Weak::upgrade);
+        if let Some(named) = known {
+            if named.kind != kind {
+                return Err(NamedError::WrongKind {
+                    requested: kind,
+                    found: named.kind,
+                });
+            }
+            return Ok(Found::Open(named));
+        }
         let seg = Segment::map(&file).map_err(|_| NamedError::Corrupt)?;
         if seg.magic.load(Ordering::Acquire) != MAGIC {
             return Err(NamedError::Corrupt);
@@ -318,12 +443,13 @@ impl Named {
                 found,
             });
         }
-        Ok(Found::Open(Named {
+        Ok(Found::Open(register(Named {
             kind,
             path: path.to_path_buf(),
+            id,
             file,
             seg,
-        }))
+        })))
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -340,12 +466,23 @@ impl Named {
     }
 
     /// Locks the state.
+    ///
+    /// If the previous holder died inside the critical section, it may have changed the state without bumping `seq`
+    /// (a release cut short before its wake-up): the state is bumped and every sleeper woken, so they all look again.
+    /// (`sleepers` needs no repair: a process that dies asleep leaves it too high, which costs only a wake call.)
+    /// `pthread_mutex_lock` fails only on a segment corrupted by this same user (the namespace is private); then the
+    /// state is used without the lock — every word is an atomic, so the worst is a wrong answer, never a hang.
     pub(crate) fn lock(&self) -> Locked<'_> {
-        self.seg.lock.lock();
-        Locked {
+        let died = self.seg.lock.lock().unwrap_or(false);
+        let mut g = Locked {
             named: self,
             bumped: false,
+            release_after: None,
+        };
+        if died {
+            g.bump();
         }
+        g
     }
 
     /// How many waits (in all processes) may be asleep on this object (test support).
@@ -354,22 +491,27 @@ impl Named {
     }
 
     /// The futex word of `own` to sleep on (with `FUTEX_WAITERS` set so that the kernel wakes a sleeper when the
-    /// owner dies), and its expected value; `None` if nobody holds it.
-    pub(crate) fn arm_owner_word(&self) -> Option<(&AtomicU32, u32)> {
+    /// owner dies), and its expected value. [`Armed::Dead`] when the word says the owner died: the caller must
+    /// [`reap_dead_owner`](Self::reap_dead_owner) before sleeping (the kernel's single wake-up may have gone to a
+    /// wait that will not pass it on, or to nobody).
+    pub(crate) fn arm_owner_word(&self) -> Armed<'_> {
         if self.kind != NamedKind::Mutex {
-            return None;
+            return Armed::Unowned;
         }
         let word = self.seg.own.word();
         let mut v = word.load(Ordering::Acquire);
         loop {
+            if v & FUTEX_OWNER_DIED != 0 {
+                return Armed::Dead;
+            }
             if v & FUTEX_TID_MASK == 0 {
-                return None;
+                return Armed::Unowned;
             }
             if v & FUTEX_WAITERS != 0 {
-                return Some((word, v));
+                return Armed::Sleep(word, v);
             }
             match word.compare_exchange(v, v | FUTEX_WAITERS, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some((word, v | FUTEX_WAITERS)),
+                Ok(_) => return Armed::Sleep(word, v | FUTEX_WAITERS),
                 Err(now) => v = now,
             }
         }
@@ -383,15 +525,23 @@ impl Named {
             return;
         }
         let mut g = self.lock();
-        if g.shared().owner_pid.load(Ordering::Relaxed) == 0 {
-            return;
-        }
         match g.shared().own.try_lock() {
             TryLock::OwnerDied => {
-                g.mark_abandoned();
+                if g.owner_recorded() {
+                    g.mark_abandoned();
+                } else {
+                    // Died between recording "unowned" and letting go of `own` (a release cut short): nothing to
+                    // abandon, but waiters must look again.
+                    g.bump();
+                }
                 g.shared().own.unlock();
             }
-            TryLock::Acquired => g.shared().own.unlock(),
+            TryLock::Acquired => {
+                if g.owner_recorded() {
+                    g.mark_abandoned();
+                }
+                g.shared().own.unlock();
+            }
             TryLock::Busy => {}
         }
     }
@@ -458,8 +608,19 @@ impl Named {
 
 impl Drop for Named {
     fn drop(&mut self) {
+        {
+            let mut reg = registry();
+            if reg
+                .get(&self.id)
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), self as *const Named))
+            {
+                reg.remove(&self.id);
+            }
+        }
         let s = self.shared();
-        if self.kind == NamedKind::Mutex && s.owner_pid.load(Ordering::Relaxed) == sys::getpid() {
+        if self.kind == NamedKind::Mutex
+            && s.owner_token.load(Ordering::Relaxed) == sys::process_token()
+        {
             // A thread of this process still owns the mutex: glibc's robust list points into the mapping. Keep the
             // mapping, and the shared lock (through a duplicate of the descriptor), until the process exits.
             self.seg.keep_mapped();
@@ -476,10 +637,22 @@ impl Drop for Named {
     }
 }
 
+/// What [`Named::arm_owner_word`] found.
+pub(crate) enum Armed<'a> {
+    /// Not a mutex, or nobody holds `own`.
+    Unowned,
+    /// Sleep on this word with this expected value.
+    Sleep(&'a AtomicU32, u32),
+    /// The owner died: reap before sleeping.
+    Dead,
+}
+
 /// The state lock, held. Dropping it unlocks, then wakes every sleeper if the state was bumped.
 pub(crate) struct Locked<'a> {
     named: &'a Named,
     bumped: bool,
+    /// A reference to drop after unlocking (see [`Locked::mutex_release`]).
+    release_after: Option<Arc<Named>>,
 }
 
 impl<'a> Locked<'a> {
@@ -493,11 +666,94 @@ impl<'a> Locked<'a> {
         self.bumped = true;
     }
 
-    /// Whether the calling thread owns this mutex.
+    /// `SetEvent` (see [`Named::event_set`]).
+    pub(crate) fn event_set(&mut self) -> bool {
+        let previous = self.shared().value.swap(1, Ordering::Relaxed) != 0;
+        if !previous {
+            self.bump();
+        }
+        previous
+    }
+
+    /// `ReleaseSemaphore(n)` (n > 0 checked by the caller): the previous count.
+    pub(crate) fn semaphore_release(&mut self, n: u32) -> Result<u32, crate::SemaphoreError> {
+        let s = self.shared();
+        let previous = s.value.load(Ordering::Relaxed);
+        let max = s.param.load(Ordering::Relaxed);
+        match previous.checked_add(n) {
+            Some(new) if new <= max => {
+                s.value.store(new, Ordering::Relaxed);
+                self.bump();
+                Ok(previous)
+            }
+            _ => Err(crate::SemaphoreError::TooManyPosts {
+                count: previous,
+                max,
+                release: n,
+            }),
+        }
+    }
+
+    /// `ReleaseMutex`: the previous count; at zero the mutex becomes unowned.
+    pub(crate) fn mutex_release(&mut self) -> Result<u32, crate::MutexError> {
+        if !self.owned_by_me() {
+            return Err(crate::MutexError::NotOwner);
+        }
+        let s = self.shared();
+        let previous = s.value.load(Ordering::Relaxed);
+        s.value.store(previous - 1, Ordering::Relaxed);
+        if previous == 1 {
+            s.owner_pid.store(0, Ordering::Relaxed);
+            s.owner_tid.store(0, Ordering::Relaxed);
+            s.owner_token.store(0, Ordering::Relaxed);
+            s.own.unlock();
+            self.bump();
+            // The owning thread's record kept the mapping while owned; drop that reference after unlocking.
+            self.release_after = crate::local::note_released_named(self.named);
+        }
+        Ok(previous)
+    }
+
+    /// `SignalObjectAndWait`'s signal of this object: set, release one, release one level.
+    pub(crate) fn signal(&mut self) -> Result<(), crate::SignalAndWaitError> {
+        match self.named.kind {
+            NamedKind::Event => {
+                self.event_set();
+            }
+            NamedKind::Semaphore => {
+                self.semaphore_release(1)
+                    .map_err(crate::SignalAndWaitError::Semaphore)?;
+            }
+            NamedKind::Mutex => {
+                self.mutex_release()
+                    .map_err(crate::SignalAndWaitError::Mutex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a wait about to start on this object (under the lock, so atomically with whatever else is done
+    /// under it): counts it as a sleeper, and returns the event's pulse generation it has seen (pulses after this
+    /// release it).
+    pub(crate) fn register_waiter(&self) -> Option<u32> {
+        let s = self.shared();
+        s.sleepers.fetch_add(1, Ordering::SeqCst);
+        (self.named.kind == NamedKind::Event).then(|| s.pulse_gen.load(Ordering::SeqCst))
+    }
+
+    /// Whether anyone is recorded as the owner.
+    pub(crate) fn owner_recorded(&self) -> bool {
+        self.shared().owner_token.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the calling thread owns this mutex: this process (by its random token: pids repeat across pid
+    /// namespaces), this kernel thread, and the thread really holds `own` (thread ids are reused).
     pub(crate) fn owned_by_me(&self) -> bool {
         let s = self.shared();
-        s.owner_pid.load(Ordering::Relaxed) == sys::getpid()
-            && s.owner_tid.load(Ordering::Relaxed) == sys::gettid() as u32
+        let tid = sys::gettid() as u32;
+        s.owner_token.load(Ordering::Relaxed) == sys::process_token()
+            && s.owner_tid.load(Ordering::Relaxed) == tid
+            && s.own.word().load(Ordering::Acquire) & FUTEX_TID_MASK == tid
             && s.value.load(Ordering::Relaxed) > 0
     }
 
@@ -506,6 +762,7 @@ impl<'a> Locked<'a> {
         let s = self.shared();
         s.owner_pid.store(0, Ordering::Relaxed);
         s.owner_tid.store(0, Ordering::Relaxed);
+        s.owner_token.store(0, Ordering::Relaxed);
         s.value.store(0, Ordering::Relaxed);
         s.param.store(1, Ordering::Relaxed);
         self.bump();
@@ -516,6 +773,7 @@ impl<'a> Locked<'a> {
         let s = self.shared();
         s.owner_pid.store(sys::getpid(), Ordering::Relaxed);
         s.owner_tid.store(sys::gettid() as u32, Ordering::Relaxed);
+        s.owner_token.store(sys::process_token(), Ordering::Relaxed);
         s.value.store(1, Ordering::Relaxed);
         s.param.swap(0, Ordering::Relaxed) != 0
     }
@@ -535,12 +793,7 @@ impl Drop for Locked<'_> {
 impl Named {
     /// `SetEvent`: returns the previous state.
     pub(crate) fn event_set(&self) -> bool {
-        let mut g = self.lock();
-        let previous = g.shared().value.swap(1, Ordering::Relaxed) != 0;
-        if !previous {
-            g.bump();
-        }
-        previous
+        self.lock().event_set()
     }
 
     /// `ResetEvent`: returns the previous state.
@@ -570,22 +823,7 @@ impl Named {
 
     /// `ReleaseSemaphore(n)` (n > 0 checked by the caller): the previous count.
     pub(crate) fn semaphore_release(&self, n: u32) -> Result<u32, crate::SemaphoreError> {
-        let mut g = self.lock();
-        let s = g.shared();
-        let previous = s.value.load(Ordering::Relaxed);
-        let max = s.param.load(Ordering::Relaxed);
-        match previous.checked_add(n) {
-            Some(new) if new <= max => {
-                s.value.store(new, Ordering::Relaxed);
-                g.bump();
-                Ok(previous)
-            }
-            _ => Err(crate::SemaphoreError::TooManyPosts {
-                count: previous,
-                max,
-                release: n,
-            }),
-        }
+        self.lock().semaphore_release(n)
     }
 
     /// The semaphore's (count, max).
@@ -600,20 +838,7 @@ impl Named {
 
     /// `ReleaseMutex`: the previous count; at zero the mutex becomes unowned.
     pub(crate) fn mutex_release(&self) -> Result<u32, crate::MutexError> {
-        let mut g = self.lock();
-        if !g.owned_by_me() {
-            return Err(crate::MutexError::NotOwner);
-        }
-        let s = g.shared();
-        let previous = s.value.load(Ordering::Relaxed);
-        s.value.store(previous - 1, Ordering::Relaxed);
-        if previous == 1 {
-            s.owner_pid.store(0, Ordering::Relaxed);
-            s.owner_tid.store(0, Ordering::Relaxed);
-            s.own.unlock();
-            g.bump();
-        }
-        Ok(previous)
+        self.lock().mutex_release()
     }
 
     /// The mutex's (owning process, recursion count, abandoned, owned by the calling thread), after reaping a dead
@@ -629,6 +854,20 @@ impl Named {
             s.param.load(Ordering::Relaxed) != 0,
             g.owned_by_me(),
         )
+    }
+
+    /// Whether the calling thread owns this mutex.
+    pub(crate) fn mutex_owned_by_me(&self) -> bool {
+        self.lock().owned_by_me()
+    }
+
+    /// The exit sequence of the calling thread: if it owns this mutex, abandons it now (and lets go of `own`).
+    pub(crate) fn abandon_if_mine(&self) {
+        let mut g = self.lock();
+        if g.owned_by_me() {
+            g.mark_abandoned();
+            g.shared().own.unlock();
+        }
     }
 
     /// Whether the calling thread owns this mutex at the maximum recursion count.
@@ -660,6 +899,7 @@ pub(crate) fn init_mutex(owned: bool) -> impl Fn(&Shared) {
         if owned && s.own.try_lock() != TryLock::Busy {
             s.owner_pid.store(sys::getpid(), Ordering::Relaxed);
             s.owner_tid.store(sys::gettid() as u32, Ordering::Relaxed);
+            s.owner_token.store(sys::process_token(), Ordering::Relaxed);
             s.value.store(1, Ordering::Relaxed);
         }
     }
@@ -669,5 +909,49 @@ impl Named {
     /// Whether the event is manual-reset.
     pub(crate) fn event_is_manual(&self) -> bool {
         self.lock().shared().param.load(Ordering::Relaxed) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unique(what: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        format!(
+            "iocomp-unit-{}-{}-{what}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// `CreateMutex(.., TRUE, name)` that fails to publish (here `link(2)` fails with ENOSPC, as on a full tmpfs)
+    /// returns the error and leaves nothing behind — in particular not its locked `own` on this thread's glibc
+    /// robust list pointing into an unmapped segment: releasing another mutex owned by this thread unlinks it from
+    /// that list, writing through its neighbour, and would crash (SIGSEGV) if the neighbour were unmapped.
+    #[test]
+    fn failed_publication_of_an_owned_mutex_lets_go_of_it() {
+        let (a, b) = (unique("a"), unique("b"));
+        let (held, existed) = Named::create(&a, NamedKind::Mutex, init_mutex(true)).unwrap();
+        assert!(!existed);
+        let enospc = |_: &Path, _: &Path| Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        let r = Named::create_with(&b, NamedKind::Mutex, init_mutex(true), &enospc);
+        assert!(
+            matches!(
+                r,
+                Err(NamedError::Os {
+                    errno: libc::ENOSPC
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(held.mutex_release(), Ok(1));
+        assert!(matches!(
+            Named::open(&b, NamedKind::Mutex),
+            Err(NamedError::NotFound)
+        ));
+        // The same thread can still own and release mutexes (the robust list is intact).
+        let (again, _) = Named::create(&b, NamedKind::Mutex, init_mutex(true)).unwrap();
+        assert_eq!(again.mutex_release(), Ok(1));
     }
 }

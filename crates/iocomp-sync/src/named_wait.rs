@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::WaitError;
 use crate::local;
-use crate::named::{Named, NamedKind};
+use crate::named::{Armed, Named, NamedKind};
 use crate::object::{Object, StateGuard, Tag, Waiter, Wake, NONE};
 use crate::sync::wait_all_lock;
 use crate::sys::TryLock;
@@ -32,6 +32,9 @@ use crate::wait::{Mode, WaitResult};
 /// At most this many named objects in one wait (`futex_waitv` takes 128 words: one private, and up to two per named
 /// object).
 pub const MAX_NAMED: usize = 63;
+
+/// The longest a named wait sleeps before it looks again (see `block`).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// One object of a wait.
 #[derive(Clone, Copy)]
@@ -91,11 +94,11 @@ pub(crate) fn wait_items(
         }
     }
     if !alertable {
-        return Ok(block(items, mode, deadline, me, None));
+        return Ok(block(items, mode, deadline, me, None, None));
     }
     let shared = local::current_shared();
     loop {
-        match block(items, mode, deadline, me, Some(&shared.apc.alert)) {
+        match block(items, mode, deadline, me, Some(&shared.apc.alert), None) {
             WaitResult::Alerted if shared.apc.run_pending() == 0 => continue,
             result => return Ok(result),
         }
@@ -108,6 +111,7 @@ fn block(
     deadline: Option<Instant>,
     me: ThreadId,
     alert: Option<&Arc<Object>>,
+    registered: Option<Vec<Option<u32>>>,
 ) -> WaitResult {
     let n = items.len();
     let word = Arc::new(AtomicU32::new(0));
@@ -138,13 +142,20 @@ fn block(
     }
     // A pulse releases the waits registered before it: read each event's pulse generation first, then register as a
     // sleeper (which is what "waiting" means to a pulser and to the test-only waiter count).
-    let mut pulse_seen: Vec<Option<u32>> = vec![None; n];
-    for &(i, nm) in &named {
-        if nm.kind() == NamedKind::Event {
-            pulse_seen[i] = Some(nm.shared().pulse_gen.load(Ordering::SeqCst));
+    // (`registered`: done already, under the object's lock, by `signal_and_wait`.)
+    let mut pulse_seen: Vec<Option<u32>> = match registered {
+        Some(seen) => seen,
+        None => {
+            let mut seen = vec![None; n];
+            for &(i, nm) in &named {
+                if nm.kind() == NamedKind::Event {
+                    seen[i] = Some(nm.shared().pulse_gen.load(Ordering::SeqCst));
+                }
+                nm.shared().sleepers.fetch_add(1, Ordering::SeqCst);
+            }
+            seen
         }
-        nm.shared().sleepers.fetch_add(1, Ordering::SeqCst);
-    }
+    };
     // Name order, for wait-all's locking.
     let mut sorted = named.clone();
     sorted.sort_by(|a, b| a.1.key().cmp(b.1.key()));
@@ -167,7 +178,7 @@ fn block(
                     }
                 }
             }
-            Mode::All => try_all(items, &sorted, &q, me),
+            Mode::All => try_all(items, &sorted, &q, me, &mut pulse_seen),
         }
         if let Some(a) = alert {
             if !q.is_signaled() {
@@ -181,13 +192,28 @@ fn block(
             break;
         }
         let mut words: Vec<(&AtomicU32, u32, bool)> = vec![(&*word, w, false)];
+        let mut dead = false;
         for ((_, nm), seq) in named.iter().zip(&seqs) {
             words.push((&nm.shared().seq, *seq, true));
-            if let Some((own, v)) = nm.arm_owner_word() {
-                words.push((own, v, true));
+            match nm.arm_owner_word() {
+                Armed::Sleep(own, v) => words.push((own, v, true)),
+                Armed::Unowned => {}
+                Armed::Dead => {
+                    // Whoever sees a dead owner reaps it at once (and wakes every sleeper): the kernel's one wake-up
+                    // may have been spent on a wait that cannot use it, or the owner died after our checks.
+                    nm.reap_dead_owner();
+                    dead = true;
+                }
             }
         }
-        crate::sys::futex_waitv(&words, deadline);
+        if dead {
+            continue;
+        }
+        // Never sleep longer than RECHECK: a process killed inside a state lock's critical section (after changing
+        // the state, before its wake-up) wakes nobody, and only the next locker learns of it (`EOWNERDEAD`, which
+        // bumps and wakes). Looking again now and then bounds that rare loss; it costs one check a second per wait.
+        let nap = Instant::now() + RECHECK;
+        crate::sys::futex_waitv(&words, Some(deadline.map_or(nap, |d| d.min(nap))));
     }
 
     for (_, nm) in &named {
@@ -210,20 +236,16 @@ fn block(
     if alert.is_some() && index == n {
         return WaitResult::Alerted;
     }
-    let acquired_local = |o: &Arc<Object>| {
-        if o.tag() == Tag::Mutex {
-            local::note_owned(o);
-        }
+    let acquired = |it: &Item<'_>| match it {
+        Item::Local(o) if o.tag() == Tag::Mutex => local::note_owned(o),
+        Item::Named(nm) if nm.kind() == NamedKind::Mutex => local::note_owned_named(nm),
+        _ => {}
     };
     match mode {
-        Mode::All => items.iter().for_each(|it| {
-            if let Item::Local(o) = it {
-                acquired_local(o)
-            }
-        }),
+        Mode::All => items.iter().for_each(acquired),
         Mode::Any => {
-            if let Some(Item::Local(o)) = items.get(index) {
-                acquired_local(o);
+            if let Some(it) = items.get(index) {
+                acquired(it);
             }
         }
     }
@@ -233,8 +255,65 @@ fn block(
     }
 }
 
+/// The wait of `signal_and_wait` on the named object `nm`, already registered (see
+/// [`Locked::register_waiter`](crate::named::Locked::register_waiter), which returned `pulse_seen`) atomically with
+/// the signal. Validation (recursion) is the caller's, before signalling.
+pub(crate) fn wait_registered(
+    nm: &Arc<Named>,
+    pulse_seen: Option<u32>,
+    deadline: Option<Instant>,
+    alertable: bool,
+) -> WaitResult {
+    let items = [Item::Named(nm)];
+    let me = local::current_id();
+    if !alertable {
+        return block(
+            &items,
+            Mode::Any,
+            deadline,
+            me,
+            None,
+            Some(vec![pulse_seen]),
+        );
+    }
+    let shared = local::current_shared();
+    match block(
+        &items,
+        Mode::Any,
+        deadline,
+        me,
+        Some(&shared.apc.alert),
+        Some(vec![pulse_seen]),
+    ) {
+        // A stale alert (its APCs already ran): the signal is made, keep waiting as a plain alertable wait.
+        WaitResult::Alerted if shared.apc.run_pending() == 0 => loop {
+            match block(
+                &items,
+                Mode::Any,
+                deadline,
+                me,
+                Some(&shared.apc.alert),
+                None,
+            ) {
+                WaitResult::Alerted if shared.apc.run_pending() == 0 => continue,
+                result => return result,
+            }
+        },
+        result => result,
+    }
+}
+
 /// The wait-all check: all locks, all signalled → claim slot 0 and consume everything; otherwise change nothing.
-fn try_all(items: &[Item<'_>], sorted: &[(usize, &Arc<Named>)], q: &Waiter, me: ThreadId) {
+///
+/// A named event counts as signalled when it is set, or when a pulse came after this wait registered (`pulse_seen`)
+/// and may still release a wait: `PulseEvent` releases a wait-all whose other objects are signalled at that moment.
+fn try_all(
+    items: &[Item<'_>],
+    sorted: &[(usize, &Arc<Named>)],
+    q: &Waiter,
+    me: ThreadId,
+    pulse_seen: &mut [Option<u32>],
+) {
     let _all = wait_all_lock();
     let mut local_guards: Vec<(usize, StateGuard<'_>)> = items
         .iter()
@@ -256,7 +335,12 @@ fn try_all(items: &[Item<'_>], sorted: &[(usize, &Arc<Named>)], q: &Waiter, me: 
         for (i, nm, g) in named_guards.iter_mut() {
             let s = g.shared();
             let signaled = match nm.kind() {
-                NamedKind::Event => s.value.load(Ordering::Relaxed) != 0,
+                NamedKind::Event => {
+                    let gen = s.pulse_gen.load(Ordering::Relaxed);
+                    let seen = *pulse_seen[*i].get_or_insert(gen);
+                    s.value.load(Ordering::Relaxed) != 0
+                        || (gen != seen && s.pulse_tokens.load(Ordering::Relaxed) > 0)
+                }
                 NamedKind::Semaphore => s.value.load(Ordering::Relaxed) > 0,
                 NamedKind::Mutex => {
                     if g.owned_by_me() {
@@ -300,7 +384,12 @@ fn try_all(items: &[Item<'_>], sorted: &[(usize, &Arc<Named>)], q: &Waiter, me: 
         match nm.kind() {
             NamedKind::Event => {
                 if s.param.load(Ordering::Relaxed) == 0 {
-                    s.value.store(0, Ordering::Relaxed);
+                    if s.value.load(Ordering::Relaxed) != 0 {
+                        s.value.store(0, Ordering::Relaxed);
+                    } else {
+                        // Released by a pulse: an auto-reset pulse releases one wait.
+                        s.pulse_tokens.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             }
             NamedKind::Semaphore => {

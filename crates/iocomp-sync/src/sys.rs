@@ -209,6 +209,48 @@ mod named {
         u32::try_from(pid).unwrap_or(0)
     }
 
+    /// This process's random 64-bit identity for named-mutex ownership (never 0). Unlike a pid it is unique across
+    /// pid namespaces (two containers sharing `/dev/shm`) and never reused; a forked child makes its own.
+    pub(crate) fn process_token() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static TOKEN: AtomicU64 = AtomicU64::new(0);
+        static TOKEN_PID: AtomicU32 = AtomicU32::new(0);
+        let pid = getpid();
+        let t = TOKEN.load(Ordering::Acquire);
+        if t != 0 && TOKEN_PID.load(Ordering::Acquire) == pid {
+            return t;
+        }
+        let mut bytes = [0u8; 8];
+        let mut filled = 0;
+        while filled < bytes.len() {
+            // SAFETY: writes at most `bytes.len() - filled` bytes into the unfilled tail of `bytes`, which we own.
+            let n = unsafe {
+                libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+            };
+            if n > 0 {
+                filled += n as usize;
+            } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                // No getrandom (pre-3.17 kernel): fall back on the clock, the pid and the address space layout.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                let aslr = &TOKEN as *const AtomicU64 as u64;
+                bytes = (now ^ aslr.rotate_left(29) ^ (u64::from(pid) << 40)).to_ne_bytes();
+                break;
+            }
+        }
+        let fresh = u64::from_ne_bytes(bytes).max(1);
+        // Racing first callers may each store a token; the pid store orders after, and all agree once it settles
+        // (ownership is only ever recorded by a thread holding `own`, which reads the token afterwards).
+        match TOKEN.compare_exchange(t, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                TOKEN_PID.store(pid, Ordering::Release);
+                fresh
+            }
+            Err(now) => now,
+        }
+    }
+
     /// The real user id of the calling process.
     pub(crate) fn getuid() -> u32 {
         // SAFETY: getuid has no arguments and cannot fail.
@@ -274,21 +316,23 @@ mod named {
             Ok(())
         }
 
-        /// Locks, blocking; returns whether the previous holder died holding it (the mutex is consistent again).
-        pub(crate) fn lock(&self) -> bool {
+        /// Locks, blocking; returns whether the previous holder died holding it (the mutex is consistent again), or
+        /// the error pthread reported (a corrupt or unrecoverable segment).
+        pub(crate) fn lock(&self) -> io::Result<bool> {
             loop {
                 // SAFETY: the mutex was initialised by `init` before the segment was published, and the mapping
                 // outlives `self`.
                 let r = unsafe { libc::pthread_mutex_lock(self.0.get()) };
                 match r {
-                    0 => return false,
+                    0 => return Ok(false),
                     libc::EOWNERDEAD => {
                         self.make_consistent();
-                        return true;
+                        return Ok(true);
                     }
-                    // ENOTRECOVERABLE cannot happen: every EOWNERDEAD is made consistent at once, here or in try_lock.
-                    // Anything else is transient (EAGAIN); try again rather than fail a wait.
-                    _ => std::thread::yield_now(),
+                    libc::EINTR | libc::EAGAIN => std::thread::yield_now(),
+                    // ENOTRECOVERABLE cannot happen while every EOWNERDEAD is made consistent at once (here or in
+                    // try_lock); a corrupt segment could still say anything. Never spin on it.
+                    e => return Err(io::Error::from_raw_os_error(e)),
                 }
             }
         }
@@ -353,6 +397,8 @@ mod named {
         pub(crate) owner_pid: AtomicU32,
         /// Mutex: owning kernel thread id (0 when unowned).
         pub(crate) owner_tid: AtomicU32,
+        /// Mutex: the owning process's [`process_token`] (0 when unowned).
+        pub(crate) owner_token: std::sync::atomic::AtomicU64,
         /// The state lock.
         pub(crate) lock: RobustMutex,
         /// Mutex: held by the owning thread for as long as it owns the mutex; its robust-futex death is abandonment.
@@ -361,8 +407,11 @@ mod named {
 
     /// The segment's size in bytes.
     pub(crate) const SEGMENT_SIZE: usize = std::mem::size_of::<Shared>();
-    /// The initialised marker.
-    pub(crate) const MAGIC: u32 = 0x1c05_7a9e;
+    /// The layout version of [`Shared`]; bump it with every change to the layout or its meaning.
+    const LAYOUT_VERSION: u32 = 2;
+    /// The initialised marker: a constant folded with the layout version and size, so that builds with another
+    /// layout (or another pthread_mutex_t size) see each other's segments as corrupt instead of misreading them.
+    pub(crate) const MAGIC: u32 = 0x1c05_7a9e ^ (LAYOUT_VERSION << 24) ^ (SEGMENT_SIZE as u32);
 
     /// A shared mapping of one segment file.
     pub(crate) struct Segment {
@@ -378,14 +427,14 @@ mod named {
     unsafe impl Sync for Segment {}
 
     impl Segment {
-        /// Maps `file`, which must be at least [`SEGMENT_SIZE`] bytes long (checked).
+        /// Maps `file`, which must be exactly [`SEGMENT_SIZE`] bytes long (checked).
         pub(crate) fn map(file: &File) -> io::Result<Segment> {
             let len = file.metadata()?.len();
-            if len < SEGMENT_SIZE as u64 {
+            if len != SEGMENT_SIZE as u64 {
                 return Err(io::Error::from_raw_os_error(libc::EINVAL));
             }
-            // SAFETY: a fresh shared mapping of a descriptor we hold; the kernel picks the address. The file is at
-            // least SEGMENT_SIZE long (checked above; segment files are never truncated), so no access faults.
+            // SAFETY: a fresh shared mapping of a descriptor we hold; the kernel picks the address. The file is
+            // SEGMENT_SIZE long (checked above; segment files are never truncated), so no access faults.
             let p = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
@@ -498,7 +547,7 @@ mod named {
         // SAFETY: `v` holds `v.len()` valid futex_waitv entries pointing at live, aligned u32 words (borrowed for the
         // call); `tsp` is null or a valid absolute CLOCK_MONOTONIC timespec. Errors (EAGAIN, ETIMEDOUT, EINTR) only
         // mean "look again", which every caller does.
-        unsafe {
+        let r = unsafe {
             libc::syscall(
                 libc::SYS_futex_waitv,
                 v.as_ptr(),
@@ -506,7 +555,60 @@ mod named {
                 0 as libc::c_uint,
                 tsp,
                 libc::CLOCK_MONOTONIC,
-            );
+            )
+        };
+        if r < 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN | libc::ETIMEDOUT | libc::EINTR) => {}
+                // No futex_waitv (a kernel before 5.16: ENOSYS; a seccomp filter: ENOSYS or EPERM; anything else
+                // unexpected): never spin. Sleep on the first word only, for at most POLL_FALLBACK, and let the
+                // caller look again — correct (every wait re-checks), just slower to notice the other words.
+                _ => futex_wait_fallback(words, deadline),
+            }
+        }
+    }
+
+    /// How long the fallback of [`futex_waitv`] sleeps at most before the caller looks again.
+    const POLL_FALLBACK: std::time::Duration = std::time::Duration::from_millis(2);
+
+    fn futex_wait_fallback(words: &[(&AtomicU32, u32, bool)], deadline: Option<Instant>) {
+        let left = deadline.map_or(POLL_FALLBACK, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(POLL_FALLBACK)
+        });
+        let Some(&(word, val, shared)) = words.first() else {
+            std::thread::sleep(left);
+            return;
+        };
+        let op = if shared {
+            libc::FUTEX_WAIT
+        } else {
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG
+        };
+        let ts = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `word` is a live, aligned u32 for the call; `ts` a valid relative timeout that outlives it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                op,
+                val,
+                &ts as *const libc::timespec,
+                0usize,
+                0u32,
+            )
+        };
+        if r < 0
+            && !matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EAGAIN | libc::ETIMEDOUT | libc::EINTR)
+            )
+        {
+            // No futex at all: a plain bounded sleep still never spins.
+            std::thread::sleep(left);
         }
     }
 }

@@ -335,6 +335,9 @@ fn fast_once(objs: &[&Arc<Object>], mode: Mode, me: ThreadId) -> Option<WaitResu
         }
     };
     match mode {
+        // Objects are checked one by one, in index order, with no lock over the set: the result is the lowest index
+        // signalled *when it was checked*. One signalled just after its check, while a higher index is taken, is left
+        // set (Windows checks the whole set at one instant; documented in docs/win32-map.md).
         Mode::Any => {
             for (i, o) in objs.iter().enumerate() {
                 match o.try_fast_acquire(me) {

@@ -15,6 +15,7 @@ mod apc;
 mod change;
 mod fast_paths;
 mod named;
+mod named_review;
 mod ntsync_port;
 mod priority;
 mod process;

@@ -29,14 +29,20 @@ pub fn unique(what: &str) -> String {
 
 /// A child process running the ignored test `role` with `names` (comma-separated) in its environment; its standard
 /// output is piped so the parent can wait for its markers.
-struct ChildProc {
+pub struct ChildProc {
     child: Child,
     out: BufReader<ChildStdout>,
 }
 
 impl ChildProc {
-    fn start(role: &str, names: &[&str]) -> ChildProc {
-        let mut child = reexec(&format!("named::{role}"))
+    pub fn start(role: &str, names: &[&str]) -> ChildProc {
+        // `role` is a test of this module, or a full path (`module::test`).
+        let path = if role.contains("::") {
+            role.to_owned()
+        } else {
+            format!("named::{role}")
+        };
+        let mut child = reexec(&path)
             .env(NAMED_ENV, names.join(","))
             .stdout(Stdio::piped())
             .spawn()
@@ -46,7 +52,7 @@ impl ChildProc {
     }
 
     /// Reads lines until one ends with `marker` (libtest writes "test NAME ... " before the child's first line).
-    fn expect(&mut self, marker: &str) {
+    pub fn expect(&mut self, marker: &str) {
         let mut line = String::new();
         loop {
             line.clear();
@@ -59,7 +65,7 @@ impl ChildProc {
     }
 
     /// Waits for the child to exit; asserts it succeeded.
-    fn finish(mut self) {
+    pub fn finish(mut self) {
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut self.out, &mut rest);
         let status = self.child.wait().unwrap();
@@ -67,14 +73,14 @@ impl ChildProc {
     }
 
     /// SIGKILL, then reap.
-    fn kill(mut self) {
+    pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 }
 
 /// The names the parent passed (child side).
-fn child_names() -> Vec<String> {
+pub fn child_names() -> Vec<String> {
     std::env::var(NAMED_ENV)
         .expect("names in the environment")
         .split(',')
@@ -82,7 +88,7 @@ fn child_names() -> Vec<String> {
         .collect()
 }
 
-fn say(marker: &str) {
+pub fn say(marker: &str) {
     println!("{marker}");
 }
 

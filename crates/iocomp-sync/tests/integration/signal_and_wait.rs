@@ -138,17 +138,82 @@ fn alertable_form_runs_apcs_after_signalling() {
     assert!(!s2.is_set());
 }
 
+/// A thread that, `rounds` times, waits for `req` and answers with a pulse of `ack`: a pulse releases only waits
+/// already in place, so every round of `signal_and_wait(req, ack)` ends only if the signal and the start of the
+/// wait were one step.
+fn pulse_answerer(req: Event, ack: Event, rounds: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for round in 0..rounds {
+            assert_eq!(
+                req.wait(Some(LONG)),
+                Ok(WaitResult::Signaled(0)),
+                "round {round}"
+            );
+            ack.pulse();
+        }
+    })
+}
+
 #[test]
-fn named_objects_are_refused() {
-    let (named, _) = Event::create_named(&crate::named::unique("saw"), false, false).unwrap();
-    let local = Event::new(false, false);
+fn named_objects_signal_and_wait_atomically_in_every_combination() {
+    const ROUNDS: usize = 300;
+    for (named_req, named_ack) in [(true, false), (false, true), (true, true)] {
+        let make = |named: bool, what: &str| {
+            if named {
+                Event::create_named(&crate::named::unique(what), false, false)
+                    .unwrap()
+                    .0
+            } else {
+                Event::new(false, false)
+            }
+        };
+        let (req, ack) = (make(named_req, "saw-req"), make(named_ack, "saw-ack"));
+        let answerer = pulse_answerer(req.clone(), ack.clone(), ROUNDS);
+        for round in 0..ROUNDS {
+            assert_eq!(
+                signal_and_wait(&req, &ack, Some(LONG)),
+                Ok(WaitResult::Signaled(0)),
+                "named req {named_req}, named ack {named_ack}, round {round}"
+            );
+        }
+        answerer.join().unwrap();
+    }
+}
+
+#[test]
+fn named_signal_failures_neither_signal_nor_wait() {
+    use iocomp_sync::{Mutex, MutexError, Semaphore, SemaphoreError};
+    let (m, _) = Mutex::create_named(&crate::named::unique("saw-m"), false).unwrap();
+    let (s, _) = Semaphore::create_named(&crate::named::unique("saw-s"), 1, 1).unwrap();
+    let (e, _) = Event::create_named(&crate::named::unique("saw-e"), true, true).unwrap();
     assert_eq!(
-        signal_and_wait(&named, &local, POLL),
-        Err(SignalAndWaitError::Wait(WaitError::NamedSignalAndWait))
+        signal_and_wait(&m, &e, POLL),
+        Err(SignalAndWaitError::Mutex(MutexError::NotOwner))
     );
     assert_eq!(
-        signal_and_wait(&local, &named, POLL),
-        Err(SignalAndWaitError::Wait(WaitError::NamedSignalAndWait))
+        signal_and_wait(&s, &e, POLL),
+        Err(SignalAndWaitError::Semaphore(
+            SemaphoreError::TooManyPosts {
+                count: 1,
+                max: 1,
+                release: 1
+            }
+        ))
     );
-    assert!(!local.is_set() && !named.is_set());
+    assert_eq!(e.waiter_count(), 0, "no wait was registered");
+    // Releasing a named mutex one level and waiting on it again (the same object) reacquires it.
+    assert_eq!(m.wait(POLL), Ok(WaitResult::Signaled(0)));
+    assert_eq!(signal_and_wait(&m, &m, POLL), Ok(WaitResult::Signaled(0)));
+    assert_eq!(m.release(), Ok(1));
+    // Signal a named semaphore, wait on a named manual-reset event that is set.
+    assert_eq!(s.wait(POLL), Ok(WaitResult::Signaled(0)));
+    assert_eq!(signal_and_wait(&s, &e, POLL), Ok(WaitResult::Signaled(0)));
+    assert_eq!(
+        s.release(1),
+        Err(SemaphoreError::TooManyPosts {
+            count: 1,
+            max: 1,
+            release: 1
+        })
+    );
 }
