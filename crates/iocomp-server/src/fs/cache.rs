@@ -245,12 +245,16 @@ fn read_small(file: &File, len: u64) -> Option<Arc<[u8]>> {
 /// symlink, to the file described by `meta`.
 fn same(root: BorrowedFd<'_>, rel: &CStr, meta: &Metadata) -> bool {
     let resolve = super::BENEATH | libc::RESOLVE_NO_SYMLINKS;
-    let Ok(fd) = super::open_how(root, rel, libc::O_PATH | libc::O_CLOEXEC, resolve) else {
-        return false;
+    let st = match super::open_how(root, rel, libc::O_PATH | libc::O_CLOEXEC, resolve) {
+        Ok(fd) => sys::fstatat(fd.as_fd(), c"", libc::AT_EMPTY_PATH),
+        // Out of descriptors (the server at its limit, which is when the cache
+        // matters most): check the same walk without opening anything.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            same_walk(root, rel)
+        }
+        Err(e) => Err(e),
     };
-    let Ok(st) = sys::fstatat(fd.as_fd(), c"", libc::AT_EMPTY_PATH) else {
-        return false;
-    };
+    let Ok(st) = st else { return false };
     st.st_dev == meta.dev()
         && st.st_ino == meta.ino()
         && st.st_size == meta.size() as libc::off_t
@@ -258,6 +262,35 @@ fn same(root: BorrowedFd<'_>, rel: &CStr, meta: &Metadata) -> bool {
         && st.st_mtime_nsec == meta.mtime_nsec()
         && st.st_ctime == meta.ctime()
         && st.st_ctime_nsec == meta.ctime_nsec()
+}
+
+/// What `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` + `fstat` would
+/// say of `rel`, without a descriptor: every leading component must be a
+/// directory and not a symlink (`AT_SYMLINK_NOFOLLOW` on each prefix), the
+/// last one is not followed either. `rel` is relative and has no `..` (the
+/// policy checked it before the cache is asked), so the walk stays beneath
+/// `root`. Unlike `openat2` the components are looked at one after another:
+/// a directory swapped for a symlink between two looks can at most make the
+/// final look reach the same, unchanged inode by another way — the file the
+/// policy already approved under this name — and anything else fails the
+/// comparison that follows.
+pub(super) fn same_walk(root: BorrowedFd<'_>, rel: &CStr) -> std::io::Result<libc::stat> {
+    let bytes = rel.to_bytes();
+    for (i, _) in bytes.iter().enumerate().filter(|(_, &b)| b == b'/') {
+        if i == 0 {
+            continue;
+        }
+        let prefix = CString::new(&bytes[..i]).map_err(std::io::Error::other)?;
+        let st = sys::fstatat(root, &prefix, libc::AT_SYMLINK_NOFOLLOW)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+        }
+    }
+    let st = sys::fstatat(root, rel, libc::AT_SYMLINK_NOFOLLOW)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    Ok(st)
 }
 
 impl std::fmt::Debug for FileCache {

@@ -677,6 +677,27 @@ mod tests {
         state == Some('S') && call.starts_with(&format!("{} ", libc::SYS_openat))
     }
 
+    /// The cache's check without descriptors (used when the process is out
+    /// of them) refuses what `openat2(RESOLVE_NO_SYMLINKS)` refuses.
+    #[test]
+    fn the_cache_check_without_descriptors_refuses_every_symlink_on_the_way() {
+        let t = Tree::new("samewalk");
+        t.file(b"d/e/f", b"deep");
+        let root = File::open(&t.root).unwrap();
+        let st = cache::same_walk(root.as_fd(), c"d/e/f").unwrap();
+        let meta = std::fs::metadata(t.root.join("d/e/f")).unwrap();
+        assert_eq!((st.st_dev, st.st_ino), (meta.dev(), meta.ino()));
+        // A directory on the way moved behind a symlink (into a dot-directory).
+        std::fs::rename(t.root.join("d/e"), t.root.join("d/.e")).unwrap();
+        symlink(".e", t.root.join("d/e")).unwrap();
+        assert!(cache::same_walk(root.as_fd(), c"d/e/f").is_err());
+        // The file itself a symlink, and a directory where a file was.
+        symlink("e/f", t.root.join("d/g")).unwrap();
+        assert!(cache::same_walk(root.as_fd(), c"d/g").is_err());
+        assert!(cache::same_walk(root.as_fd(), c"d/.e").is_err());
+        assert!(cache::same_walk(root.as_fd(), c"d/.e/f").is_ok());
+    }
+
     #[test]
     fn a_fifo_swapped_onto_the_name_after_resolution_is_never_opened() {
         let t = Tree::new("fifoswap");
