@@ -658,7 +658,14 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
     let io = &mut conn.io;
     if let Some(pace) = io.pace.as_mut() {
         // Cuts the next piece to the allowance, or waits for it on a timer.
-        if let Some(wait) = pace.shape(&mut io.pending) {
+        // On TLS a send carries at most one chunk of file bytes: the piece is
+        // cut to it, so that the allowance counts what is sent, once.
+        let max = if io.tls.is_some() {
+            tls::CHUNK as u64
+        } else {
+            u64::MAX
+        };
+        if let Some(wait) = pace.shape(&mut io.pending, max) {
             let op = Op::Timeout(Timeout::new(wait, io.handle.key()));
             submit(port, conn, op, Wait::Paced);
             return;

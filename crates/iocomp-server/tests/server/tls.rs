@@ -23,14 +23,14 @@ use crate::harness::{Running, Tree};
 
 /// A test CA and a leaf certificate it signed for `localhost` and
 /// `127.0.0.1`, written as PEM files beside the served root.
-struct Pki {
+pub(crate) struct Pki {
     ca_pem: PathBuf,
     ca_der: CertificateDer<'static>,
     leaf_der: CertificateDer<'static>,
     files: CertFiles,
 }
 
-fn pki(tree: &Tree) -> Pki {
+pub(crate) fn pki(tree: &Tree) -> Pki {
     pki_for(tree, "pki", &["localhost", "127.0.0.1"])
 }
 
@@ -66,7 +66,11 @@ fn pki_for(tree: &Tree, tag: &str, names: &[&str]) -> Pki {
 }
 
 /// The tree served on a plain and a TLS listener; returns the TLS address.
-fn serve_tls(tree: &Tree, pki: &Pki, tune: impl FnOnce(&mut Config)) -> (Running, SocketAddr) {
+pub(crate) fn serve_tls(
+    tree: &Tree,
+    pki: &Pki,
+    tune: impl FnOnce(&mut Config),
+) -> (Running, SocketAddr) {
     let files = pki.files.clone();
     let running = tree.serve(|c| {
         c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
@@ -81,7 +85,7 @@ fn serve_tls(tree: &Tree, pki: &Pki, tune: impl FnOnce(&mut Config)) -> (Running
 }
 
 /// Deterministic, incompressible-looking bytes.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..n)
         .map(|_| {
@@ -123,7 +127,7 @@ fn url(addr: SocketAddr, path: &str) -> String {
     format!("https://localhost:{}{path}", addr.port())
 }
 
-fn client_config(pki: &Pki) -> Arc<ClientConfig> {
+pub(crate) fn client_config(pki: &Pki) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();
     #[allow(deprecated)]
@@ -137,7 +141,7 @@ fn client_config(pki: &Pki) -> Arc<ClientConfig> {
     )
 }
 
-fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+pub(crate) fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     tcp.set_write_timeout(Some(Duration::from_secs(30)))
