@@ -76,7 +76,7 @@ mod proto;
 mod server;
 mod sys;
 
-pub use config::{CertFiles, Config};
+pub use config::{CertFiles, CertPem, Config};
 pub use fs::{OpenError, Opened, PathOptions, Root};
 pub use obs::{AccessLogFormat, LogFile};
 pub use proto::line::ERROR_PREFIX;

@@ -95,8 +95,15 @@ impl Server {
         settings.ktls = ktls;
         let mut certs = None;
         if !tls_range.is_empty() {
-            let loaded = Arc::new(Certs::load(&config.tls_certs)?);
-            settings.tls = Some(conn::tls::server_config(loaded.clone())?);
+            let loaded = Arc::new(if config.tls_pem.is_empty() {
+                Certs::load(&config.tls_certs)?
+            } else {
+                Certs::from_pem(&config.tls_pem)?
+            });
+            settings.tls = Some(conn::tls::server_config(
+                loaded.clone(),
+                config.tls_no_tickets,
+            )?);
             certs = Some(loaded);
             info!(
                 "TLS on {} listener(s): rustls (ring), TLS 1.2/1.3, encryption in user space; kernel TLS {}",

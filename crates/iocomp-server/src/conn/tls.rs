@@ -25,7 +25,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
-use crate::config::CertFiles;
+use crate::config::{CertFiles, CertPem};
 use crate::http::detect::{detect, Proto as Detected};
 use crate::proto::Piece;
 
@@ -81,17 +81,23 @@ struct Keys {
 }
 
 impl Certs {
-    /// Loads `files` (the first is the default).
+    /// Reads `files` (the first is the default).
     pub(crate) fn load(files: &[CertFiles]) -> Result<Certs, CertError> {
+        Certs::from_pem(&read_all(files)?)
+    }
+
+    /// Loads certificates and keys already read (the first is the default).
+    pub(crate) fn from_pem(pem: &[CertPem]) -> Result<Certs, CertError> {
         Ok(Certs {
-            files: files.to_vec(),
-            current: RwLock::new(Arc::new(Keys::load(files)?)),
+            files: pem.iter().map(|p| p.files.clone()).collect(),
+            current: RwLock::new(Arc::new(Keys::load(pem)?)),
         })
     }
 
-    /// Reads the files again; on an error the certificates in use stay.
+    /// Reads the files again (as the user the server runs as); on an error
+    /// the certificates in use stay.
     pub(crate) fn reload(&self) -> Result<(), CertError> {
-        let keys = Arc::new(Keys::load(&self.files)?);
+        let keys = Arc::new(Keys::load(&read_all(&self.files)?)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = keys;
         Ok(())
     }
@@ -104,9 +110,22 @@ impl Certs {
     }
 }
 
+/// Reads every pair of files; an error names the file.
+fn read_all(files: &[CertFiles]) -> Result<Vec<CertPem>, CertError> {
+    files
+        .iter()
+        .map(|f| {
+            CertPem::read(f).map_err(|e| CertError {
+                file: PathBuf::new(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 impl Keys {
-    fn load(files: &[CertFiles]) -> Result<Keys, CertError> {
-        let Some(first) = files.first() else {
+    fn load(pems: &[CertPem]) -> Result<Keys, CertError> {
+        let Some(first) = pems.first().map(|p| &p.files) else {
             return Err(CertError {
                 file: PathBuf::new(),
                 reason: "TLS listeners need a certificate and a key".into(),
@@ -114,9 +133,10 @@ impl Keys {
         };
         let mut by_name = HashMap::new();
         let mut default = None;
-        for f in files {
-            let chain = load_chain(&f.cert)?;
-            let key = load_key(&f.key)?;
+        for pem in pems {
+            let f = &pem.files;
+            let chain = load_chain(&f.cert, &pem.cert)?;
+            let key = load_key(&f.key, &pem.key)?;
             let signing =
                 rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| CertError {
                     file: f.key.clone(),
@@ -168,8 +188,12 @@ impl ResolvesServerCert for Certs {
 
 /// The rustls server configuration over `certs`: TLS 1.3 and 1.2, ALPN
 /// `http/1.1`, session resumption by tickets only (keys rotated every 6
-/// hours; no server-side session cache, so nothing grows per client).
-pub(crate) fn server_config(certs: Arc<Certs>) -> Result<Arc<ServerConfig>, CertError> {
+/// hours; no server-side session cache, so nothing grows per client); with
+/// `no_tickets`, no resumption at all (every handshake is a full one).
+pub(crate) fn server_config(
+    certs: Arc<Certs>,
+    no_tickets: bool,
+) -> Result<Arc<ServerConfig>, CertError> {
     // ring: the lean provider (aws-lc-rs needs cmake and a long C build). It
     // was deprecated in rustls 0.23.48 only for lacking post-quantum key
     // exchange; X25519, P-256 and P-384 remain.
@@ -185,18 +209,21 @@ pub(crate) fn server_config(certs: Arc<Certs>) -> Result<Arc<ServerConfig>, Cert
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(internal)?;
+    if no_tickets {
+        config.send_tls13_tickets = 0;
+    } else {
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(internal)?;
+    }
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 
-fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+fn load_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let bad = |reason: String| CertError {
         file: path.to_path_buf(),
         reason,
     };
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(pem_reason(e)))?
+    let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(pem_reason(e)))?;
     if chain.is_empty() {
@@ -205,8 +232,8 @@ fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     Ok(chain)
 }
 
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| CertError {
+fn load_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, CertError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| CertError {
         file: path.to_path_buf(),
         reason: match e {
             rustls::pki_types::pem::Error::NoItemsFound => "no PEM private key in it".into(),
