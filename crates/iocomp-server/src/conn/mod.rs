@@ -676,7 +676,7 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
             return;
         }
         let last = io.close_after;
-        match tls.encrypt_next(&mut io.pending, io.file.as_deref(), last) {
+        match tls.encrypt_next(port, &mut io.pending, io.file.as_deref(), last) {
             Ok(out) => {
                 let op = Op::Send(Send::new(&io.handle, out));
                 submit(port, conn, op, Wait::Sending);

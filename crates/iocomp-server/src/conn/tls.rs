@@ -3,7 +3,8 @@
 //! `Recv` brings is fed to rustls and the plaintext appended to the
 //! connection's input, so the handlers see exactly what a plain connection
 //! would; a reply's pieces are encrypted in user space (file bodies read into a
-//! per-worker buffer with `pread`, at most [`CHUNK`] at a time) and the
+//! per-worker buffer, at most [`CHUNK`] at a time: from the page cache without
+//! waiting, cold pages inside [`Port::blocking`](iocomp::Port::blocking)) and the
 //! ciphertext goes out with `Send`. No `sendfile` here: that needs kernel TLS,
 //! which the server only probes at start and never requires.
 //!
@@ -15,10 +16,12 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use iocomp::Port;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -28,6 +31,7 @@ use rustls::{ServerConfig, ServerConnection};
 use crate::config::{CertFiles, CertPem};
 use crate::http::detect::{detect, Proto as Detected};
 use crate::proto::Piece;
+use crate::sys;
 
 /// The most file bytes encrypted per `Send`.
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -249,6 +253,39 @@ fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
     }
 }
 
+/// Fills `buf` from `file` at `offset`. What the page cache holds is copied
+/// at once (`preadv2(RWF_NOWAIT)`, which never waits for the disk), as the
+/// plain path's probe does; the rest (cold pages, or a filesystem without
+/// `RWF_NOWAIT`) is read inside [`Port::blocking`], so the worker gives its
+/// running slot up while it waits and another thread serves the other
+/// connections meanwhile.
+fn read_chunk(port: &Port, file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = offset + done as u64;
+        let Ok(at_signed) = i64::try_from(at) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        match sys::pread_nowait(file.as_fd(), &mut buf[done..], at_signed) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than when it was opened",
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // EAGAIN (not cached), EOPNOTSUPP: read the rest the blocking way.
+            Err(_) => break,
+        }
+    }
+    if done < buf.len() {
+        let rest = &mut buf[done..];
+        port.blocking(|| file.read_exact_at(rest, offset + done as u64))?;
+    }
+    Ok(())
+}
+
 /// Why received bytes ended the session.
 pub(crate) enum Refused {
     /// Plain HTTP on the TLS port: answer nginx's 400 in plain text.
@@ -380,6 +417,7 @@ impl Tls {
     /// Returns the ciphertext to send.
     pub(crate) fn encrypt_next(
         &mut self,
+        port: &Port,
         pending: &mut VecDeque<Piece>,
         file: Option<&File>,
         last: bool,
@@ -407,7 +445,7 @@ impl Tls {
                     FILE_BUF.with(|buf| -> io::Result<()> {
                         let mut buf = buf.borrow_mut();
                         buf.resize(CHUNK, 0);
-                        file.read_exact_at(&mut buf[..n], offset)?;
+                        read_chunk(port, file, &mut buf[..n], offset)?;
                         self.session.writer().write_all(&buf[..n])
                     })?;
                     plain += n as u64;
