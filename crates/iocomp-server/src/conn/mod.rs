@@ -143,6 +143,11 @@ struct Io {
     /// The TLS session, on a TLS listener: `inbuf` then holds plaintext and
     /// replies are encrypted before they are sent.
     tls: Option<Box<Tls>>,
+    /// On TLS, the last receive brought ciphertext but no plaintext (a
+    /// partial record, or records without data): the client has started
+    /// something, so it waits under the header timeout, counted from then, as
+    /// a partial line does; receiving more of it restarts nothing.
+    cipher_only: bool,
 }
 
 impl Conn {
@@ -179,6 +184,7 @@ impl Conn {
                 per_ip: None,
                 over_limit: false,
                 tls: None,
+                cipher_only: false,
             },
         })
     }
@@ -412,7 +418,9 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
                 io.eof = true;
             } else if let Some(tls) = io.tls.as_mut() {
                 let handshaking = tls.handshaking();
+                let before = io.inbuf.len();
                 let absorbed = tls.absorb(&r.buf, &mut io.inbuf);
+                io.cipher_only = io.inbuf.len() == before;
                 if let Some(m) = &io.shared.obs.metrics {
                     match &absorbed {
                         Ok(a) if a.handshake_done => m.handshake(true),
@@ -480,8 +488,9 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
         if let Some(tls) = io.tls.as_mut() {
             if tls.wants_write() {
                 // Handshake messages, tickets: before anything else. The
-                // handshake counts against the header timeout.
-                let wait = if tls.handshaking() {
+                // handshake, and all until the first request, counts against
+                // the header timeout (a send of ours restarts no clock).
+                let wait = if tls.handshaking() || !io.served || io.cipher_only {
                     Wait::Header
                 } else {
                     Wait::Sending
@@ -539,7 +548,11 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 }
                 let wait = if io.over_limit {
                     Wait::Refused
-                } else if io.inbuf.is_empty() && io.served && !matches!(proto, Proto::Lingering) {
+                } else if io.inbuf.is_empty()
+                    && io.served
+                    && !io.cipher_only
+                    && !matches!(proto, Proto::Lingering)
+                {
                     Wait::Idle
                 } else {
                     Wait::Header
@@ -604,7 +617,7 @@ fn drive_recv(port: &Port, mut conn: Box<Conn>) {
     }
     let wait = if io.over_limit {
         Wait::Refused
-    } else if lingering || !io.inbuf.is_empty() || !io.served {
+    } else if lingering || !io.inbuf.is_empty() || !io.served || io.cipher_only {
         Wait::Header
     } else {
         Wait::Idle

@@ -822,3 +822,60 @@ fn a_file_out_of_the_page_cache_is_served_whole() {
         assert!(body == big, "the cold body differs ({} bytes)", body.len());
     }
 }
+
+/// Dribbles `bytes` one every 200 ms on `tcp` until the server closes it;
+/// returns how long that took, or None if it was still open after `limit`.
+fn dribble_until_closed(tcp: &mut TcpStream, bytes: &[u8], limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    for b in bytes {
+        if start.elapsed() > limit {
+            return None;
+        }
+        if tcp.write_all(std::slice::from_ref(b)).is_err() {
+            return Some(start.elapsed());
+        }
+        // Waits 200 ms for the server to close (anything it sends before,
+        // an alert, is read and ignored).
+        match tcp.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+/// The header timeout holds over TLS: a client that, after a request, sends
+/// a record one byte at a time (ciphertext that never yields plaintext) is cut
+/// by the header timeout from its first byte, as a partial request line is,
+/// not kept alive by each byte.
+#[test]
+fn a_dribbled_partial_record_is_cut_by_the_header_timeout() {
+    let tree = Tree::new("tls-dribble");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.header_timeout = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(2);
+    });
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"xyz") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the reply");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // A TLS 1.3 application-data record announcing 16000 bytes.
+    let mut record = vec![0x17, 0x03, 0x03, 0x3e, 0x80];
+    record.resize(5 + 16000, 0);
+    let took = dribble_until_closed(&mut s.sock, &record, Duration::from_secs(20))
+        .expect("a dribbling client was kept open for 20 s (the header timeout is 1 s)");
+    // The header timeout (1 s) plus the sweep's granularity; generous.
+    assert!(took < Duration::from_secs(10), "closed only after {took:?}");
+}
