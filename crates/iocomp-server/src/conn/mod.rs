@@ -439,6 +439,20 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
                         if let Some(m) = &io.shared.obs.metrics {
                             m.error(ErrorKind::Io, 1);
                         }
+                        // The fatal alert rustls queued (RFC 8446 §6.2: it
+                        // tells the client why), then close.
+                        let alert = io
+                            .tls
+                            .as_mut()
+                            .filter(|t| t.wants_write())
+                            .map(|t| t.output());
+                        if let Some(out) = alert {
+                            io.pending.clear();
+                            io.close_after = true;
+                            io.eof = true;
+                            let op = Op::Send(Send::new(&io.handle, out));
+                            submit(port, conn, op, Wait::Sending);
+                        }
                         return;
                     }
                 }

@@ -879,3 +879,59 @@ fn a_dribbled_partial_record_is_cut_by_the_header_timeout() {
     // The header timeout (1 s) plus the sweep's granularity; generous.
     assert!(took < Duration::from_secs(10), "closed only after {took:?}");
 }
+
+/// A handshake the server refuses ends with the fatal alert that says why
+/// (RFC 8446 §6.2; RFC 7301 §3.2 for ALPN), not a bare close: a rustls
+/// client offering only `h2` gets `no_application_protocol`.
+#[test]
+fn a_refused_handshake_gets_its_alert() {
+    let tree = Tree::new("tls-alert");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let mut config = (*client_config(&pki)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let conn = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+        .unwrap();
+    let mut s = StreamOwned::new(conn, tcp);
+    let err = s
+        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .and_then(|()| s.flush())
+        .and_then(|()| s.read(&mut [0u8; 64]).map(|_| ()))
+        .expect_err("a handshake without a common protocol must fail");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("NoApplicationProtocol"),
+        "no no_application_protocol alert: {text}"
+    );
+}
+
+/// The same for a client offering only TLS 1.1 (`openssl s_client`, which
+/// must be installed): a fatal alert (rustls sends `handshake_failure`), not
+/// a bare close.
+#[test]
+fn a_tls11_client_gets_an_alert() {
+    let tree = Tree::new("tls-alert11");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg("openssl")
+        .args(["s_client", "-connect"])
+        .arg(addr.to_string())
+        .args(["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the openssl command must be installed for this test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("SSL alert number"),
+        "no alert received: {text}"
+    );
+}
