@@ -337,16 +337,16 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
                     let handle = port.associate(sock, id);
                     let watch = shared.live.registry.insert(id);
                     let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), false);
+                    // Counted as refused before anything can fail, so that
+                    // dropping it releases what it holds.
+                    conn.refuse_over_limit();
                     // On a TLS listener the refusal is answered inside TLS.
                     let tls = match (gate.is_tls(index), &shared.settings.tls) {
                         (true, Some(config)) => conn.start_tls(config),
                         _ => Ok(()),
                     };
                     match tls {
-                        Ok(()) => {
-                            conn.refuse_over_limit();
-                            conn::start(port, conn);
-                        }
+                        Ok(()) => conn::start(port, conn),
                         Err(e) => warn!("cannot start a TLS session: {e}"),
                     }
                 } else {
@@ -362,6 +362,11 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
             let handle = port.associate(sock, id);
             let watch = shared.live.registry.insert(id);
             let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), admin);
+            // Counted before anything can fail: dropping the connection then
+            // releases its per-address slot.
+            if let Some(Some(ip)) = per_ip_ok {
+                conn.count_per_ip(ip);
+            }
             if gate.is_tls(index) {
                 if let Some(config) = &shared.settings.tls {
                     if let Err(e) = conn.start_tls(config) {
@@ -371,9 +376,6 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
                         return;
                     }
                 }
-            }
-            if let Some(Some(ip)) = per_ip_ok {
-                conn.count_per_ip(ip);
             }
             conn::start(port, conn);
             gate.next(port, index, active);
