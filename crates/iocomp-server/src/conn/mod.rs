@@ -431,7 +431,8 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
                 match absorbed {
                     Ok(a) => io.eof |= a.closed,
                     Err(Refused::PlainHttp) => {
-                        plain_http_on_tls(port, conn, &r.buf);
+                        let got = tls.sniffed().to_vec();
+                        plain_http_on_tls(port, conn, &got);
                         return;
                     }
                     Err(Refused::Bad(why)) => {

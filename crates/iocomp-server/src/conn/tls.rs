@@ -307,6 +307,10 @@ pub(crate) struct Tls {
     session: ServerConnection,
     /// No byte has arrived yet (the first is checked for plain HTTP).
     fresh: bool,
+    /// The first bytes, when they are not a handshake record, kept until
+    /// `detect` tells plain HTTP (answered `400`) from anything else (closed);
+    /// `detect` decides within a few dozen bytes.
+    sniff: Vec<u8>,
     /// Our `close_notify` is queued or sent.
     closing: bool,
     /// Plaintext bytes in the `Send` in flight (the access log and the status
@@ -331,6 +335,7 @@ impl Tls {
         Ok(Tls {
             session,
             fresh: true,
+            sniff: Vec::new(),
             closing: false,
             plain_in_flight: 0,
             spare: Vec::new(),
@@ -340,6 +345,11 @@ impl Tls {
     /// Still handshaking.
     pub(crate) fn handshaking(&self) -> bool {
         self.session.is_handshaking()
+    }
+
+    /// The first bytes received, when they were not TLS (plain HTTP).
+    pub(crate) fn sniffed(&self) -> &[u8] {
+        &self.sniff
     }
 
     /// TLS records are waiting to be sent (handshake, tickets, alerts).
@@ -356,12 +366,19 @@ impl Tls {
     ) -> Result<Absorbed, Refused> {
         let was_handshaking = self.session.is_handshaking();
         if self.fresh && !cipher.is_empty() {
-            self.fresh = false;
-            if cipher[0] != HANDSHAKE {
-                return Err(match detect(cipher) {
-                    Detected::Http => Refused::PlainHttp,
-                    _ => Refused::Bad("not a TLS handshake record".into()),
-                });
+            if self.sniff.is_empty() && cipher[0] == HANDSHAKE {
+                self.fresh = false;
+            } else {
+                // Not TLS: plain HTTP, perhaps split across segments.
+                self.sniff.extend_from_slice(cipher);
+                return match detect(&self.sniff) {
+                    Detected::Http => Err(Refused::PlainHttp),
+                    Detected::NeedMore => Ok(Absorbed {
+                        closed: false,
+                        handshake_done: false,
+                    }),
+                    Detected::Line => Err(Refused::Bad("not a TLS handshake record".into())),
+                };
             }
         }
         let mut closed = false;

@@ -935,3 +935,28 @@ fn a_tls11_client_gets_an_alert() {
         "no alert received: {text}"
     );
 }
+
+/// Plain HTTP on the TLS port split across segments (a first segment too
+/// short to tell) still gets nginx's `400`.
+#[test]
+fn plain_http_split_across_segments_gets_400() {
+    let tree = Tree::new("tls-plain-split");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GE").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Still waiting (not closed) for the rest; then the rest comes.
+    let _ = s.write_all(b"T /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
+    assert!(
+        text.contains("The plain HTTP request was sent to HTTPS port"),
+        "{text}"
+    );
+}
