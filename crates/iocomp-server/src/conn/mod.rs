@@ -405,10 +405,16 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     }
     if let Err(e) = &packet.status {
         debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
+        let cancelled = e.raw_os_error() == Some(libc::ECANCELED);
         if let Some(m) = &io.shared.obs.metrics {
-            if e.raw_os_error() != Some(libc::ECANCELED) {
+            if !cancelled {
                 m.error(ErrorKind::Io, 1);
             }
+        }
+        // A receive cut by a timeout or the drain: on TLS, the session ends
+        // with our `close_notify`, as nginx ends a keep-alive connection.
+        if cancelled && matches!(packet.op, Op::Recv(_)) {
+            close(port, conn);
         }
         return;
     }
@@ -559,6 +565,7 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
             }
             Step::Recv => {
                 if io.eof || io.shared.live.gate.draining() {
+                    close(port, conn);
                     return;
                 }
                 let wait = if io.over_limit {
@@ -623,11 +630,31 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
     }
 }
 
+/// Closes the connection: on TLS after a session whose handshake finished,
+/// our `close_notify` goes out first (once), so that the client can tell the
+/// end from a cut; then the connection closes.
+fn close(port: &Port, mut conn: Box<Conn>) {
+    let io = &mut conn.io;
+    let Some(tls) = io.tls.as_mut() else {
+        return;
+    };
+    if !tls.close_notify() {
+        return;
+    }
+    let out = tls.output();
+    io.pending.clear();
+    io.close_after = true;
+    io.eof = true;
+    let op = Op::Send(Send::new(&io.handle, out));
+    submit(port, conn, op, Wait::Sending);
+}
+
 /// Receives more input (or closes, at end of input or when draining).
 fn drive_recv(port: &Port, mut conn: Box<Conn>) {
     let lingering = matches!(conn.proto, Proto::Lingering);
     let io = &mut conn.io;
     if io.eof || io.shared.live.gate.draining() {
+        close(port, conn);
         return;
     }
     let wait = if io.over_limit {

@@ -960,3 +960,51 @@ fn plain_http_split_across_segments_gets_400() {
         "{text}"
     );
 }
+
+/// Reads one response ending in `end` from a TLS stream.
+fn read_until(s: &mut StreamOwned<ClientConnection, TcpStream>, end: &[u8]) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(end) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the reply");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A keep-alive connection closed by the idle timeout ends its session with
+/// `close_notify` (as nginx's does), so that the client can tell it from a cut.
+#[test]
+fn an_idle_session_is_closed_with_close_notify() {
+    let tree = Tree::new("tls-idle-notify");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.idle_timeout = Duration::from_secs(1);
+    });
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_until(&mut s, b"xyz");
+    let rest = read_to_close(&mut s);
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// A client that ends its side (`close_notify`, then FIN) after its last
+/// reply gets the server's `close_notify` back before the close.
+#[test]
+fn a_session_ended_by_the_client_gets_close_notify_back() {
+    let tree = Tree::new("tls-eof-notify");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_until(&mut s, b"xyz");
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let rest = read_to_close(&mut s);
+    assert!(rest.is_empty(), "{rest:?}");
+}
