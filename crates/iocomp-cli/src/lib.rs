@@ -424,6 +424,8 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Probed with the privileges it starts with (the probe loads nothing).
+    let ktls = (!args.tls_bind.is_empty()).then(iocomp_server::probe_ktls);
     // Still one thread: give root up before the workers start.
     if let (Some(id), Some(user)) = (&identity, &args.user) {
         if let Err(e) = privdrop::switch(id) {
@@ -486,6 +488,7 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
         .collect();
     config.tls_pem = tls_pem;
     config.tls_no_tickets = args.tls_no_tickets;
+    config.ktls = ktls;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,

@@ -96,6 +96,9 @@ pub struct Config {
     /// A reload (`SIGHUP`) reads the files again as the user the server runs
     /// as: it needs them readable by that user, or keeps the old ones.
     pub tls_pem: Vec<CertPem>,
+    /// Whether kernel TLS is available, as [`probe_ktls`](crate::probe_ktls)
+    /// answered before privileges were given up; `None`: probed at start.
+    pub ktls: Option<bool>,
     /// Turn TLS session tickets off (no resumption; every connection makes a
     /// full handshake, as a benchmark of the handshake wants). On by default.
     pub tls_no_tickets: bool,
@@ -185,6 +188,7 @@ impl Config {
             tls_certs: Vec::new(),
             tls_pem: Vec::new(),
             tls_no_tickets: false,
+            ktls: None,
             hsts: None,
             https_redirect: None,
         }

@@ -91,7 +91,7 @@ impl Server {
             bound.push(l);
         }
         let tls_range = tls_from..bound.len();
-        let ktls = sys::probe_ktls();
+        let ktls = config.ktls.unwrap_or_else(sys::probe_ktls);
         settings.ktls = ktls;
         let mut certs = None;
         if !tls_range.is_empty() {
