@@ -555,3 +555,41 @@ fn user_serves_tls_with_a_key_only_root_may_read() {
     }
     assert_bytes_eq(&get(), b"public\n", "over TLS after the failed reload");
 }
+
+#[test]
+fn tls_files_without_a_tls_listener_are_a_usage_error() {
+    let tree = TempTree::new();
+    for extra in [
+        &["--tls-cert", "c.pem", "--tls-key", "k.pem"][..],
+        &["--tls-no-tickets"][..],
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iocomp"));
+        command
+            .arg("serve")
+            .arg(tree.root())
+            .args(["--bind", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null());
+        let (code, err) = bounded(command);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(err.contains("need --tls-bind"), "{extra:?}: {err}");
+    }
+}
+
+#[test]
+fn sighup_without_tls_reloads_no_certificates() {
+    let tree = TempTree::new();
+    let server = Server::start(tree.root(), &[]);
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + WAIT;
+    while !server.stderr_text().contains("SIGHUP") {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP was not acknowledged: {}",
+            server.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let err = server.stderr_text();
+    assert!(!err.contains("certificate"), "{err}");
+}

@@ -604,10 +604,26 @@ fn reload_swaps_certificates_and_a_bad_file_keeps_the_old() {
 
 #[test]
 fn sessions_resume_on_tls13_and_tls12() {
+    resumption(false);
+}
+
+/// With `tls_no_tickets` (`--tls-no-tickets`), no session resumes: every
+/// handshake is a full one.
+#[test]
+fn no_tickets_means_every_handshake_is_full() {
+    resumption(true);
+}
+
+fn resumption(no_tickets: bool) {
     let tree = Tree::new("tls-resume");
     tree.file("x", b"x");
     let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let (_running, addr) = serve_tls(&tree, &pki, |c| c.tls_no_tickets = no_tickets);
+    let second = if no_tickets {
+        HandshakeKind::Full
+    } else {
+        HandshakeKind::Resumed
+    };
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let mut roots = RootCertStore::empty();
         roots.add(pki.ca_der.clone()).unwrap();
@@ -636,7 +652,7 @@ fn sessions_resume_on_tls13_and_tls12() {
         }
         assert_eq!(
             kinds,
-            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            [Some(HandshakeKind::Full), Some(second)],
             "{version:?}"
         );
     }
