@@ -1024,3 +1024,23 @@ fn a_session_ended_by_the_client_gets_close_notify_back() {
     let rest = read_to_close(&mut s);
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+/// The same when the client only half-closes TCP (no `close_notify`) after
+/// pipelining its requests: every reply, then the server's `close_notify`.
+#[test]
+fn a_client_fin_after_pipelined_requests_gets_close_notify() {
+    let tree = Tree::new("tls-fin-notify");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    s.flush().unwrap();
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = read_to_close(&mut s);
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+}
