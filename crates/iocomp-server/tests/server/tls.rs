@@ -1044,3 +1044,52 @@ fn a_client_fin_after_pipelined_requests_gets_close_notify() {
     let text = String::from_utf8_lossy(&got);
     assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
 }
+
+/// The header timeout of a new connection counts from its start, across the
+/// handshake: the server's own handshake-end messages (session tickets) do not
+/// restart it. A ClientHello sent slowly (2.4 s of a 3 s header timeout), then
+/// no request: cut about 3 s after the start, not 3 s after the handshake.
+#[test]
+fn the_header_timeout_spans_the_handshake() {
+    let tree = Tree::new("tls-hs-timeout");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.header_timeout = Duration::from_secs(3);
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let start = Instant::now();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(client_config(&pki), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    for chunk in hello.chunks(hello.len().div_ceil(8)) {
+        tcp.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn
+            .complete_io(&mut s.sock)
+            .expect("the handshake completes within the header timeout");
+    }
+    let handshake = start.elapsed();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let closed = start.elapsed();
+    eprintln!("handshake done after {handshake:?}, closed after {closed:?}");
+    // 3 s from the start plus the sweep's tick (0.75 s): well under 3 s after
+    // the handshake, which is where a restarted clock would cut it.
+    assert!(
+        closed < handshake + Duration::from_millis(2500),
+        "handshake done after {handshake:?}, closed only after {closed:?}"
+    );
+}
