@@ -202,9 +202,11 @@ impl Server {
     }
 
     /// Reads the TLS certificates and keys again (on `SIGHUP`): new
-    /// handshakes use them, connections already open keep theirs. On an
-    /// error, which names the file, the certificates in use stay. Without TLS
-    /// listeners, does nothing.
+    /// handshakes use them, connections already open keep theirs. The files
+    /// are read with the privileges the process has now (after `--user`, that
+    /// user's: files only root may read then fail). On an error, which names
+    /// the file, the certificates in use stay. Without TLS listeners, does
+    /// nothing.
     pub fn reload_tls(&self) -> io::Result<()> {
         match &self.shared.live.certs {
             Some(certs) => certs.reload().map_err(io::Error::from),
