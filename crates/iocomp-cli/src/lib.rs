@@ -163,12 +163,18 @@ struct ServeArgs {
     #[arg(long = "tls-bind", value_name = "ADDR")]
     tls_bind: Vec<SocketAddr>,
     /// TLS certificate chain, PEM, leaf first (repeatable, paired in order with --tls-key:
-    /// chosen by SNI; no SNI or an unknown name gets the first). SIGHUP reloads the files.
+    /// chosen by SNI; no SNI or an unknown name gets the first). Read at start before --user
+    /// gives root up; SIGHUP reloads the files as that user, so they must be readable by it
+    /// for a reload (otherwise the certificates in use stay, with a warning).
     #[arg(long = "tls-cert", value_name = "FILE")]
     tls_cert: Vec<PathBuf>,
     /// The private key of the --tls-cert in the same position, PEM.
     #[arg(long = "tls-key", value_name = "FILE")]
     tls_key: Vec<PathBuf>,
+    /// Turn TLS session tickets off: no resumption, every connection makes a full handshake
+    /// (for benchmarks of the handshake).
+    #[arg(long = "tls-no-tickets")]
+    tls_no_tickets: bool,
     /// Send `Strict-Transport-Security: max-age=` this duration (e.g. 8760h, a year) on
     /// every HTTPS response, never on plain HTTP; none by default.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -370,6 +376,28 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
         error!("--tls-cert and --tls-key come in pairs");
         return ExitCode::from(2);
     }
+    if args.tls_bind.is_empty() && (!args.tls_cert.is_empty() || args.tls_no_tickets) {
+        error!("--tls-cert, --tls-key and --tls-no-tickets need --tls-bind");
+        return ExitCode::from(2);
+    }
+    // Read as root (a key only root may read, as nginx reads its keys), before
+    // `--user` gives root up; a reload reads them again as that user.
+    let mut tls_pem = Vec::new();
+    if !args.tls_bind.is_empty() {
+        for (cert, key) in args.tls_cert.iter().zip(&args.tls_key) {
+            let files = iocomp_server::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            match iocomp_server::CertPem::read(&files) {
+                Ok(p) => tls_pem.push(p),
+                Err(e) => {
+                    error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     let mut tls_listeners = Vec::new();
     for addr in &args.tls_bind {
         match iocomp_server::listener::bind(*addr) {
@@ -396,6 +424,8 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Probed with the privileges it starts with (the probe loads nothing).
+    let ktls = (!args.tls_bind.is_empty()).then(iocomp_server::probe_ktls);
     // Still one thread: give root up before the workers start.
     if let (Some(id), Some(user)) = (&identity, &args.user) {
         if let Err(e) = privdrop::switch(id) {
@@ -446,6 +476,7 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     config.max_conns_per_ip = args.max_conns_per_ip;
     config.metrics = args.metrics;
     config.metrics_listener = metrics_listener;
+    let tls = !tls_listeners.is_empty();
     config.tls_listeners = tls_listeners;
     config.hsts = args.hsts;
     config.https_redirect = args.https_redirect;
@@ -455,6 +486,9 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
             key: key.clone(),
         })
         .collect();
+    config.tls_pem = tls_pem;
+    config.tls_no_tickets = args.tls_no_tickets;
+    config.ktls = ktls;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,
@@ -500,10 +534,12 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     let sig = loop {
         match sigs.wait() {
             "SIGUSR1" => reopen(&server),
-            "SIGHUP" => match server.reload_tls() {
+            // Nothing to reload without a TLS listener.
+            "SIGHUP" if tls => match server.reload_tls() {
                 Ok(()) => info!("SIGHUP: TLS certificates reloaded"),
                 Err(e) => warn!("SIGHUP: {e}; the certificates in use stay"),
             },
+            "SIGHUP" => info!("SIGHUP: nothing to reload"),
             sig => break sig,
         }
     };

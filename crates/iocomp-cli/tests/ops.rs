@@ -464,3 +464,132 @@ fn an_access_log_file_that_is_a_symlink_is_refused_at_start() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"untouched\n");
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
 }
+
+/// A self-signed certificate for `localhost` and its key, made by the
+/// `openssl` command (fails loudly when it is missing), in `dir`.
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .arg("ec_paramgen_curve:prime256v1")
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command must be installed to make a test certificate");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[test]
+fn user_serves_tls_with_a_key_only_root_may_read() {
+    if !is_root() {
+        println!("SKIPPED: --user needs the test to run as root (euid is not 0)");
+        return;
+    }
+    if passwd_entry("nobody").is_none() {
+        println!("SKIPPED: no user `nobody` in /etc/passwd");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tree = TempTree::new();
+    tree.file("pub.txt", b"public\n");
+    let (cert, key) = self_signed(tree.base());
+    // As nginx's keys: root's, mode 0600.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let server = Server::start(
+        tree.root(),
+        &[
+            "--user",
+            "nobody",
+            "--tls-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let plain = format!("listening on {}", server.addr());
+    let line = server
+        .wait_stdout_line(WAIT, |l| {
+            l.starts_with("listening on ") && l.trim() != plain
+        })
+        .expect("a second `listening on` line (the TLS listener)");
+    let tls: std::net::SocketAddr = line["listening on ".len()..].trim().parse().unwrap();
+    let get = || {
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
+            .arg(&cert)
+            .arg("--resolve")
+            .arg(format!("localhost:{}:127.0.0.1", tls.port()))
+            .arg(format!("https://localhost:{}/pub.txt", tls.port()))
+            .output()
+            .expect("curl must be installed");
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_bytes_eq(&get(), b"public\n", "over TLS as nobody");
+    // A reload reads as nobody, who may not read the key: the certificates in
+    // use stay, with a warning that says so.
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + WAIT;
+    while !server.stderr_text().contains("certificates in use stay") {
+        assert!(
+            Instant::now() < deadline,
+            "no warning on a reload that cannot read the key: {}",
+            server.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_bytes_eq(&get(), b"public\n", "over TLS after the failed reload");
+}
+
+#[test]
+fn tls_files_without_a_tls_listener_are_a_usage_error() {
+    let tree = TempTree::new();
+    for extra in [
+        &["--tls-cert", "c.pem", "--tls-key", "k.pem"][..],
+        &["--tls-no-tickets"][..],
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iocomp"));
+        command
+            .arg("serve")
+            .arg(tree.root())
+            .args(["--bind", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null());
+        let (code, err) = bounded(command);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(err.contains("need --tls-bind"), "{extra:?}: {err}");
+    }
+}
+
+#[test]
+fn sighup_without_tls_reloads_no_certificates() {
+    let tree = TempTree::new();
+    let server = Server::start(tree.root(), &[]);
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + WAIT;
+    while !server.stderr_text().contains("SIGHUP") {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP was not acknowledged: {}",
+            server.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let err = server.stderr_text();
+    assert!(!err.contains("certificate"), "{err}");
+}

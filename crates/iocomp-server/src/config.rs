@@ -88,8 +88,20 @@ pub struct Config {
     /// `tls_binds`.
     pub tls_listeners: Vec<Arc<TcpListener>>,
     /// Certificates for the TLS listeners, PEM files; the first is the
-    /// default.
+    /// default. Read at start unless `tls_pem` holds them already.
     pub tls_certs: Vec<CertFiles>,
+    /// The certificates and keys already read (with [`CertPem::read`], as
+    /// root, before dropping privileges, so that a key only root may read
+    /// works with `--user`); used instead of reading `tls_certs` at start.
+    /// A reload (`SIGHUP`) reads the files again as the user the server runs
+    /// as: it needs them readable by that user, or keeps the old ones.
+    pub tls_pem: Vec<CertPem>,
+    /// Whether kernel TLS is available, as [`probe_ktls`](crate::probe_ktls)
+    /// answered before privileges were given up; `None`: probed at start.
+    pub ktls: Option<bool>,
+    /// Turn TLS session tickets off (no resumption; every connection makes a
+    /// full handshake, as a benchmark of the handshake wants). On by default.
+    pub tls_no_tickets: bool,
     /// Send `Strict-Transport-Security: max-age=N` (whole seconds) on every
     /// HTTP response over TLS, never over plain HTTP (RFC 6797 §7.2); none
     /// by default.
@@ -108,6 +120,40 @@ pub struct CertFiles {
     pub cert: PathBuf,
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// A certificate chain and its key as read from their files (PEM text), so
+/// that the files may be read with privileges the server later gives up.
+#[derive(Clone)]
+pub struct CertPem {
+    /// Where they were read from (for messages and a reload).
+    pub files: CertFiles,
+    pub(crate) cert: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+}
+
+impl std::fmt::Debug for CertPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("CertPem")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertPem {
+    /// Reads both files; an error names the file.
+    pub fn read(files: &CertFiles) -> std::io::Result<CertPem> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        };
+        Ok(CertPem {
+            files: files.clone(),
+            cert: read(&files.cert)?,
+            key: read(&files.key)?,
+        })
+    }
 }
 
 impl Config {
@@ -140,6 +186,9 @@ impl Config {
             tls_binds: Vec::new(),
             tls_listeners: Vec::new(),
             tls_certs: Vec::new(),
+            tls_pem: Vec::new(),
+            tls_no_tickets: false,
+            ktls: None,
             hsts: None,
             https_redirect: None,
         }

@@ -76,8 +76,16 @@ mod proto;
 mod server;
 mod sys;
 
-pub use config::{CertFiles, Config};
+pub use config::{CertFiles, CertPem, Config};
 pub use fs::{OpenError, Opened, PathOptions, Root};
 pub use obs::{AccessLogFormat, LogFile};
 pub use proto::line::ERROR_PREFIX;
 pub use server::Server;
+
+/// Whether the kernel offers kernel TLS (the `tls` TCP upper-layer protocol)
+/// now; loads no module. [`Server::ktls_available`] reports the same, probed
+/// at start unless [`Config::ktls`] carries an answer probed earlier (before
+/// privileges were given up).
+pub fn probe_ktls() -> bool {
+    sys::probe_ktls()
+}

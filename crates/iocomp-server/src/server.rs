@@ -91,12 +91,19 @@ impl Server {
             bound.push(l);
         }
         let tls_range = tls_from..bound.len();
-        let ktls = sys::probe_ktls();
+        let ktls = config.ktls.unwrap_or_else(sys::probe_ktls);
         settings.ktls = ktls;
         let mut certs = None;
         if !tls_range.is_empty() {
-            let loaded = Arc::new(Certs::load(&config.tls_certs)?);
-            settings.tls = Some(conn::tls::server_config(loaded.clone())?);
+            let loaded = Arc::new(if config.tls_pem.is_empty() {
+                Certs::load(&config.tls_certs)?
+            } else {
+                Certs::from_pem(&config.tls_pem)?
+            });
+            settings.tls = Some(conn::tls::server_config(
+                loaded.clone(),
+                config.tls_no_tickets,
+            )?);
             certs = Some(loaded);
             info!(
                 "TLS on {} listener(s): rustls (ring), TLS 1.2/1.3, encryption in user space; kernel TLS {}",
@@ -195,9 +202,11 @@ impl Server {
     }
 
     /// Reads the TLS certificates and keys again (on `SIGHUP`): new
-    /// handshakes use them, connections already open keep theirs. On an
-    /// error, which names the file, the certificates in use stay. Without TLS
-    /// listeners, does nothing.
+    /// handshakes use them, connections already open keep theirs. The files
+    /// are read with the privileges the process has now (after `--user`, that
+    /// user's: files only root may read then fail). On an error, which names
+    /// the file, the certificates in use stay. Without TLS listeners, does
+    /// nothing.
     pub fn reload_tls(&self) -> io::Result<()> {
         match &self.shared.live.certs {
             Some(certs) => certs.reload().map_err(io::Error::from),
@@ -330,16 +339,16 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
                     let handle = port.associate(sock, id);
                     let watch = shared.live.registry.insert(id);
                     let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), false);
+                    // Counted as refused before anything can fail, so that
+                    // dropping it releases what it holds.
+                    conn.refuse_over_limit();
                     // On a TLS listener the refusal is answered inside TLS.
                     let tls = match (gate.is_tls(index), &shared.settings.tls) {
                         (true, Some(config)) => conn.start_tls(config),
                         _ => Ok(()),
                     };
                     match tls {
-                        Ok(()) => {
-                            conn.refuse_over_limit();
-                            conn::start(port, conn);
-                        }
+                        Ok(()) => conn::start(port, conn),
                         Err(e) => warn!("cannot start a TLS session: {e}"),
                     }
                 } else {
@@ -355,6 +364,11 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
             let handle = port.associate(sock, id);
             let watch = shared.live.registry.insert(id);
             let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), admin);
+            // Counted before anything can fail: dropping the connection then
+            // releases its per-address slot.
+            if let Some(Some(ip)) = per_ip_ok {
+                conn.count_per_ip(ip);
+            }
             if gate.is_tls(index) {
                 if let Some(config) = &shared.settings.tls {
                     if let Err(e) = conn.start_tls(config) {
@@ -364,9 +378,6 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
                         return;
                     }
                 }
-            }
-            if let Some(Some(ip)) = per_ip_ok {
-                conn.count_per_ip(ip);
             }
             conn::start(port, conn);
             gate.next(port, index, active);

@@ -24,6 +24,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// (outside the `unsafe` block: an argument expression can never hide an
 /// unsafe operation of its own); only the call itself is `unsafe`. Macro
 /// hygiene keeps the locals, all spelled `arg`, apart.
+///
+/// Because each argument is bound to a local by `let arg = …;`, a temporary
+/// made inside an argument expression is dropped at the end of that `let`,
+/// *before* the call: `syscall!(open(CString::new(p)?.as_ptr(), …))` would
+/// pass a dangling pointer. Bind such values (a `CString`, a buffer) to a
+/// named local of the caller first, and pass a pointer into it.
 macro_rules! syscall {
     ($fn: ident ( $($arg: expr),* $(,)? ) ) => {
         syscall!(@bind $fn [] $($arg,)*)
@@ -200,11 +206,19 @@ pub(crate) fn int_opt(
     Ok(v)
 }
 
-/// Whether the kernel has kernel TLS: `setsockopt(TCP_ULP, "tls")` on a fresh,
-/// unconnected TCP socket fails with `ENOTCONN` when the `tls` upper-layer
-/// protocol exists (it needs an established connection) and with `ENOENT`
-/// when it does not (or cannot be loaded by this user).
+/// Whether the kernel has kernel TLS now, loading nothing: the `tls`
+/// upper-layer protocol is listed in `/proc/sys/net/ipv4/tcp_available_ulp`
+/// once its module is loaded (or built in), and asking for it on a socket
+/// would make the kernel load the module, as root, as a side effect. So the
+/// list decides when it can be read; only without `/proc` (a chroot) does
+/// `setsockopt(TCP_ULP, "tls")` on a fresh, unconnected TCP socket decide: it
+/// fails with `ENOTCONN` when the protocol exists (it needs an established
+/// connection) and with `ENOENT` when it does not. The answer does not depend
+/// on privileges where the list can be read.
 pub(crate) fn probe_ktls() -> bool {
+    if let Ok(list) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp") {
+        return list.split_whitespace().any(|u| u == "tls");
+    }
     let Ok(fd) = stream_socket(libc::AF_INET) else {
         return false;
     };
@@ -313,6 +327,16 @@ pub(crate) fn mkfifo(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ktls_probe_follows_the_list_and_loads_nothing() {
+        let path = "/proc/sys/net/ipv4/tcp_available_ulp";
+        let before = std::fs::read_to_string(path).expect("/proc is mounted for the tests");
+        let got = super::probe_ktls();
+        let after = std::fs::read_to_string(path).unwrap();
+        assert_eq!(before, after, "the probe loaded an upper-layer protocol");
+        assert_eq!(got, before.split_whitespace().any(|u| u == "tls"));
+    }
+
     #[test]
     fn syscall_evaluates_each_argument_once_in_order() {
         let mut order = Vec::new();

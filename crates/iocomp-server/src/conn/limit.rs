@@ -54,7 +54,10 @@ impl Pace {
 
     /// Shapes the next piece of a paced reply: cuts the file piece at the front
     /// of `pending` to what may go out now, or says how long to wait first.
-    pub(crate) fn shape(&mut self, pending: &mut VecDeque<Piece>) -> Option<Duration> {
+    /// `max` is the most file bytes the sender takes from one piece at once
+    /// (TLS encrypts a bounded chunk per send): the piece is never cut longer,
+    /// so what is counted here is exactly what goes out.
+    pub(crate) fn shape(&mut self, pending: &mut VecDeque<Piece>, max: u64) -> Option<Duration> {
         let pace = self;
         let front = pending.front_mut()?;
         let (head, offset, len, tail) = match front {
@@ -77,7 +80,7 @@ impl Pace {
         } else {
             (*len).min(pace.slice())
         };
-        let n = n.min(*len);
+        let n = n.min(*len).min(max.max(1));
         // The slice may start once the allowance covers it.
         let total = pace.sent + extra + n;
         if total > pace.rate.after && pace.rate.rate > 0 {
@@ -178,7 +181,7 @@ mod tests {
         };
         let mut p = Pace::new(r);
         let mut q = file(1_000_000);
-        assert_eq!(p.shape(&mut q), None);
+        assert_eq!(p.shape(&mut q, u64::MAX), None);
         match &q[0] {
             Piece::File { len, tail, .. } => {
                 assert_eq!(*len, 50_000 - 4);
@@ -188,7 +191,7 @@ mod tests {
         }
         q.pop_front();
         // The next slice (10 000 bytes) is due 0.1 s after the start.
-        let wait = p.shape(&mut q).expect("must wait");
+        let wait = p.shape(&mut q, u64::MAX).expect("must wait");
         assert!(wait > Duration::from_millis(50) && wait <= Duration::from_millis(100));
         match &q[0] {
             Piece::File {

@@ -143,6 +143,11 @@ struct Io {
     /// The TLS session, on a TLS listener: `inbuf` then holds plaintext and
     /// replies are encrypted before they are sent.
     tls: Option<Box<Tls>>,
+    /// On TLS, the last receive brought ciphertext but no plaintext (a
+    /// partial record, or records without data): the client has started
+    /// something, so it waits under the header timeout, counted from then, as
+    /// a partial line does; receiving more of it restarts nothing.
+    cipher_only: bool,
 }
 
 impl Conn {
@@ -179,6 +184,7 @@ impl Conn {
                 per_ip: None,
                 over_limit: false,
                 tls: None,
+                cipher_only: false,
             },
         })
     }
@@ -399,10 +405,16 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     }
     if let Err(e) = &packet.status {
         debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
+        let cancelled = e.raw_os_error() == Some(libc::ECANCELED);
         if let Some(m) = &io.shared.obs.metrics {
-            if e.raw_os_error() != Some(libc::ECANCELED) {
+            if !cancelled {
                 m.error(ErrorKind::Io, 1);
             }
+        }
+        // A receive cut by a timeout or the drain: on TLS, the session ends
+        // with our `close_notify`, as nginx ends a keep-alive connection.
+        if cancelled && matches!(packet.op, Op::Recv(_)) {
+            close(port, conn);
         }
         return;
     }
@@ -412,7 +424,9 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
                 io.eof = true;
             } else if let Some(tls) = io.tls.as_mut() {
                 let handshaking = tls.handshaking();
+                let before = io.inbuf.len();
                 let absorbed = tls.absorb(&r.buf, &mut io.inbuf);
+                io.cipher_only = io.inbuf.len() == before;
                 if let Some(m) = &io.shared.obs.metrics {
                     match &absorbed {
                         Ok(a) if a.handshake_done => m.handshake(true),
@@ -423,13 +437,28 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
                 match absorbed {
                     Ok(a) => io.eof |= a.closed,
                     Err(Refused::PlainHttp) => {
-                        plain_http_on_tls(port, conn, &r.buf);
+                        let got = tls.sniffed().to_vec();
+                        plain_http_on_tls(port, conn, &got);
                         return;
                     }
                     Err(Refused::Bad(why)) => {
                         debug!(conn = packet.key, peer = ?io.peer, "TLS: {why}: closing");
                         if let Some(m) = &io.shared.obs.metrics {
                             m.error(ErrorKind::Io, 1);
+                        }
+                        // The fatal alert rustls queued (RFC 8446 §6.2: it
+                        // tells the client why), then close.
+                        let alert = io
+                            .tls
+                            .as_mut()
+                            .filter(|t| t.wants_write())
+                            .map(|t| t.output());
+                        if let Some(out) = alert {
+                            io.pending.clear();
+                            io.close_after = true;
+                            io.eof = true;
+                            let op = Op::Send(Send::new(&io.handle, out));
+                            submit(port, conn, op, Wait::Sending);
                         }
                         return;
                     }
@@ -480,8 +509,9 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
         if let Some(tls) = io.tls.as_mut() {
             if tls.wants_write() {
                 // Handshake messages, tickets: before anything else. The
-                // handshake counts against the header timeout.
-                let wait = if tls.handshaking() {
+                // handshake, and all until the first request, counts against
+                // the header timeout (a send of ours restarts no clock).
+                let wait = if tls.handshaking() || !io.served || io.cipher_only {
                     Wait::Header
                 } else {
                     Wait::Sending
@@ -535,11 +565,16 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
             }
             Step::Recv => {
                 if io.eof || io.shared.live.gate.draining() {
+                    close(port, conn);
                     return;
                 }
                 let wait = if io.over_limit {
                     Wait::Refused
-                } else if io.inbuf.is_empty() && io.served && !matches!(proto, Proto::Lingering) {
+                } else if io.inbuf.is_empty()
+                    && io.served
+                    && !io.cipher_only
+                    && !matches!(proto, Proto::Lingering)
+                {
                     Wait::Idle
                 } else {
                     Wait::Header
@@ -595,16 +630,36 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
     }
 }
 
+/// Closes the connection: on TLS after a session whose handshake finished,
+/// our `close_notify` goes out first (once), so that the client can tell the
+/// end from a cut; then the connection closes.
+fn close(port: &Port, mut conn: Box<Conn>) {
+    let io = &mut conn.io;
+    let Some(tls) = io.tls.as_mut() else {
+        return;
+    };
+    if !tls.close_notify() {
+        return;
+    }
+    let out = tls.output();
+    io.pending.clear();
+    io.close_after = true;
+    io.eof = true;
+    let op = Op::Send(Send::new(&io.handle, out));
+    submit(port, conn, op, Wait::Sending);
+}
+
 /// Receives more input (or closes, at end of input or when draining).
 fn drive_recv(port: &Port, mut conn: Box<Conn>) {
     let lingering = matches!(conn.proto, Proto::Lingering);
     let io = &mut conn.io;
     if io.eof || io.shared.live.gate.draining() {
+        close(port, conn);
         return;
     }
     let wait = if io.over_limit {
         Wait::Refused
-    } else if lingering || !io.inbuf.is_empty() || !io.served {
+    } else if lingering || !io.inbuf.is_empty() || !io.served || io.cipher_only {
         Wait::Header
     } else {
         Wait::Idle
@@ -658,7 +713,14 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
     let io = &mut conn.io;
     if let Some(pace) = io.pace.as_mut() {
         // Cuts the next piece to the allowance, or waits for it on a timer.
-        if let Some(wait) = pace.shape(&mut io.pending) {
+        // On TLS a send carries at most one chunk of file bytes: the piece is
+        // cut to it, so that the allowance counts what is sent, once.
+        let max = if io.tls.is_some() {
+            tls::CHUNK as u64
+        } else {
+            u64::MAX
+        };
+        if let Some(wait) = pace.shape(&mut io.pending, max) {
             let op = Op::Timeout(Timeout::new(wait, io.handle.key()));
             submit(port, conn, op, Wait::Paced);
             return;
@@ -669,7 +731,7 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
             return;
         }
         let last = io.close_after;
-        match tls.encrypt_next(&mut io.pending, io.file.as_deref(), last) {
+        match tls.encrypt_next(port, &mut io.pending, io.file.as_deref(), last) {
             Ok(out) => {
                 let op = Op::Send(Send::new(&io.handle, out));
                 submit(port, conn, op, Wait::Sending);

@@ -3,7 +3,8 @@
 //! `Recv` brings is fed to rustls and the plaintext appended to the
 //! connection's input, so the handlers see exactly what a plain connection
 //! would; a reply's pieces are encrypted in user space (file bodies read into a
-//! per-worker buffer with `pread`, at most [`CHUNK`] at a time) and the
+//! per-worker buffer, at most [`CHUNK`] at a time: from the page cache without
+//! waiting, cold pages inside [`Port::blocking`](iocomp::Port::blocking)) and the
 //! ciphertext goes out with `Send`. No `sendfile` here: that needs kernel TLS,
 //! which the server only probes at start and never requires.
 //!
@@ -15,19 +16,22 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use iocomp::Port;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
-use crate::config::CertFiles;
+use crate::config::{CertFiles, CertPem};
 use crate::http::detect::{detect, Proto as Detected};
 use crate::proto::Piece;
+use crate::sys;
 
 /// The most file bytes encrypted per `Send`.
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -81,17 +85,23 @@ struct Keys {
 }
 
 impl Certs {
-    /// Loads `files` (the first is the default).
+    /// Reads `files` (the first is the default).
     pub(crate) fn load(files: &[CertFiles]) -> Result<Certs, CertError> {
+        Certs::from_pem(&read_all(files)?)
+    }
+
+    /// Loads certificates and keys already read (the first is the default).
+    pub(crate) fn from_pem(pem: &[CertPem]) -> Result<Certs, CertError> {
         Ok(Certs {
-            files: files.to_vec(),
-            current: RwLock::new(Arc::new(Keys::load(files)?)),
+            files: pem.iter().map(|p| p.files.clone()).collect(),
+            current: RwLock::new(Arc::new(Keys::load(pem)?)),
         })
     }
 
-    /// Reads the files again; on an error the certificates in use stay.
+    /// Reads the files again (as the user the server runs as); on an error
+    /// the certificates in use stay.
     pub(crate) fn reload(&self) -> Result<(), CertError> {
-        let keys = Arc::new(Keys::load(&self.files)?);
+        let keys = Arc::new(Keys::load(&read_all(&self.files)?)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = keys;
         Ok(())
     }
@@ -104,9 +114,22 @@ impl Certs {
     }
 }
 
+/// Reads every pair of files; an error names the file.
+fn read_all(files: &[CertFiles]) -> Result<Vec<CertPem>, CertError> {
+    files
+        .iter()
+        .map(|f| {
+            CertPem::read(f).map_err(|e| CertError {
+                file: PathBuf::new(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 impl Keys {
-    fn load(files: &[CertFiles]) -> Result<Keys, CertError> {
-        let Some(first) = files.first() else {
+    fn load(pems: &[CertPem]) -> Result<Keys, CertError> {
+        let Some(first) = pems.first().map(|p| &p.files) else {
             return Err(CertError {
                 file: PathBuf::new(),
                 reason: "TLS listeners need a certificate and a key".into(),
@@ -114,9 +137,10 @@ impl Keys {
         };
         let mut by_name = HashMap::new();
         let mut default = None;
-        for f in files {
-            let chain = load_chain(&f.cert)?;
-            let key = load_key(&f.key)?;
+        for pem in pems {
+            let f = &pem.files;
+            let chain = load_chain(&f.cert, &pem.cert)?;
+            let key = load_key(&f.key, &pem.key)?;
             let signing =
                 rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| CertError {
                     file: f.key.clone(),
@@ -168,8 +192,12 @@ impl ResolvesServerCert for Certs {
 
 /// The rustls server configuration over `certs`: TLS 1.3 and 1.2, ALPN
 /// `http/1.1`, session resumption by tickets only (keys rotated every 6
-/// hours; no server-side session cache, so nothing grows per client).
-pub(crate) fn server_config(certs: Arc<Certs>) -> Result<Arc<ServerConfig>, CertError> {
+/// hours; no server-side session cache, so nothing grows per client); with
+/// `no_tickets`, no resumption at all (every handshake is a full one).
+pub(crate) fn server_config(
+    certs: Arc<Certs>,
+    no_tickets: bool,
+) -> Result<Arc<ServerConfig>, CertError> {
     // ring: the lean provider (aws-lc-rs needs cmake and a long C build). It
     // was deprecated in rustls 0.23.48 only for lacking post-quantum key
     // exchange; X25519, P-256 and P-384 remain.
@@ -185,18 +213,21 @@ pub(crate) fn server_config(certs: Arc<Certs>) -> Result<Arc<ServerConfig>, Cert
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(internal)?;
+    if no_tickets {
+        config.send_tls13_tickets = 0;
+    } else {
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(internal)?;
+    }
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 
-fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+fn load_chain(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let bad = |reason: String| CertError {
         file: path.to_path_buf(),
         reason,
     };
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(pem_reason(e)))?
+    let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(pem_reason(e)))?;
     if chain.is_empty() {
@@ -205,8 +236,8 @@ fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     Ok(chain)
 }
 
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| CertError {
+fn load_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, CertError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| CertError {
         file: path.to_path_buf(),
         reason: match e {
             rustls::pki_types::pem::Error::NoItemsFound => "no PEM private key in it".into(),
@@ -220,6 +251,39 @@ fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
         rustls::pki_types::pem::Error::Io(e) => e.to_string(),
         e => format!("not valid PEM: {e:?}"),
     }
+}
+
+/// Fills `buf` from `file` at `offset`. What the page cache holds is copied
+/// at once (`preadv2(RWF_NOWAIT)`, which never waits for the disk), as the
+/// plain path's probe does; the rest (cold pages, or a filesystem without
+/// `RWF_NOWAIT`) is read inside [`Port::blocking`], so the worker gives its
+/// running slot up while it waits and another thread serves the other
+/// connections meanwhile.
+fn read_chunk(port: &Port, file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = offset + done as u64;
+        let Ok(at_signed) = i64::try_from(at) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        match sys::pread_nowait(file.as_fd(), &mut buf[done..], at_signed) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than when it was opened",
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // EAGAIN (not cached), EOPNOTSUPP: read the rest the blocking way.
+            Err(_) => break,
+        }
+    }
+    if done < buf.len() {
+        let rest = &mut buf[done..];
+        port.blocking(|| file.read_exact_at(rest, offset + done as u64))?;
+    }
+    Ok(())
 }
 
 /// Why received bytes ended the session.
@@ -243,6 +307,10 @@ pub(crate) struct Tls {
     session: ServerConnection,
     /// No byte has arrived yet (the first is checked for plain HTTP).
     fresh: bool,
+    /// The first bytes, when they are not a handshake record, kept until
+    /// `detect` tells plain HTTP (answered `400`) from anything else (closed);
+    /// `detect` decides within a few dozen bytes.
+    sniff: Vec<u8>,
     /// Our `close_notify` is queued or sent.
     closing: bool,
     /// Plaintext bytes in the `Send` in flight (the access log and the status
@@ -267,6 +335,7 @@ impl Tls {
         Ok(Tls {
             session,
             fresh: true,
+            sniff: Vec::new(),
             closing: false,
             plain_in_flight: 0,
             spare: Vec::new(),
@@ -276,6 +345,11 @@ impl Tls {
     /// Still handshaking.
     pub(crate) fn handshaking(&self) -> bool {
         self.session.is_handshaking()
+    }
+
+    /// The first bytes received, when they were not TLS (plain HTTP).
+    pub(crate) fn sniffed(&self) -> &[u8] {
+        &self.sniff
     }
 
     /// TLS records are waiting to be sent (handshake, tickets, alerts).
@@ -292,12 +366,19 @@ impl Tls {
     ) -> Result<Absorbed, Refused> {
         let was_handshaking = self.session.is_handshaking();
         if self.fresh && !cipher.is_empty() {
-            self.fresh = false;
-            if cipher[0] != HANDSHAKE {
-                return Err(match detect(cipher) {
-                    Detected::Http => Refused::PlainHttp,
-                    _ => Refused::Bad("not a TLS handshake record".into()),
-                });
+            if self.sniff.is_empty() && cipher[0] == HANDSHAKE {
+                self.fresh = false;
+            } else {
+                // Not TLS: plain HTTP, perhaps split across segments.
+                self.sniff.extend_from_slice(cipher);
+                return match detect(&self.sniff) {
+                    Detected::Http => Err(Refused::PlainHttp),
+                    Detected::NeedMore => Ok(Absorbed {
+                        closed: false,
+                        handshake_done: false,
+                    }),
+                    Detected::Line => Err(Refused::Bad("not a TLS handshake record".into())),
+                };
             }
         }
         let mut closed = false;
@@ -353,6 +434,7 @@ impl Tls {
     /// Returns the ciphertext to send.
     pub(crate) fn encrypt_next(
         &mut self,
+        port: &Port,
         pending: &mut VecDeque<Piece>,
         file: Option<&File>,
         last: bool,
@@ -380,7 +462,7 @@ impl Tls {
                     FILE_BUF.with(|buf| -> io::Result<()> {
                         let mut buf = buf.borrow_mut();
                         buf.resize(CHUNK, 0);
-                        file.read_exact_at(&mut buf[..n], offset)?;
+                        read_chunk(port, file, &mut buf[..n], offset)?;
                         self.session.writer().write_all(&buf[..n])
                     })?;
                     plain += n as u64;

@@ -23,14 +23,14 @@ use crate::harness::{Running, Tree};
 
 /// A test CA and a leaf certificate it signed for `localhost` and
 /// `127.0.0.1`, written as PEM files beside the served root.
-struct Pki {
+pub(crate) struct Pki {
     ca_pem: PathBuf,
     ca_der: CertificateDer<'static>,
     leaf_der: CertificateDer<'static>,
     files: CertFiles,
 }
 
-fn pki(tree: &Tree) -> Pki {
+pub(crate) fn pki(tree: &Tree) -> Pki {
     pki_for(tree, "pki", &["localhost", "127.0.0.1"])
 }
 
@@ -66,7 +66,11 @@ fn pki_for(tree: &Tree, tag: &str, names: &[&str]) -> Pki {
 }
 
 /// The tree served on a plain and a TLS listener; returns the TLS address.
-fn serve_tls(tree: &Tree, pki: &Pki, tune: impl FnOnce(&mut Config)) -> (Running, SocketAddr) {
+pub(crate) fn serve_tls(
+    tree: &Tree,
+    pki: &Pki,
+    tune: impl FnOnce(&mut Config),
+) -> (Running, SocketAddr) {
     let files = pki.files.clone();
     let running = tree.serve(|c| {
         c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
@@ -81,7 +85,7 @@ fn serve_tls(tree: &Tree, pki: &Pki, tune: impl FnOnce(&mut Config)) -> (Running
 }
 
 /// Deterministic, incompressible-looking bytes.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..n)
         .map(|_| {
@@ -123,7 +127,7 @@ fn url(addr: SocketAddr, path: &str) -> String {
     format!("https://localhost:{}{path}", addr.port())
 }
 
-fn client_config(pki: &Pki) -> Arc<ClientConfig> {
+pub(crate) fn client_config(pki: &Pki) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();
     #[allow(deprecated)]
@@ -137,7 +141,7 @@ fn client_config(pki: &Pki) -> Arc<ClientConfig> {
     )
 }
 
-fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+pub(crate) fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     tcp.set_write_timeout(Some(Duration::from_secs(30)))
@@ -600,10 +604,26 @@ fn reload_swaps_certificates_and_a_bad_file_keeps_the_old() {
 
 #[test]
 fn sessions_resume_on_tls13_and_tls12() {
+    resumption(false);
+}
+
+/// With `tls_no_tickets` (`--tls-no-tickets`), no session resumes: every
+/// handshake is a full one.
+#[test]
+fn no_tickets_means_every_handshake_is_full() {
+    resumption(true);
+}
+
+fn resumption(no_tickets: bool) {
     let tree = Tree::new("tls-resume");
     tree.file("x", b"x");
     let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let (_running, addr) = serve_tls(&tree, &pki, |c| c.tls_no_tickets = no_tickets);
+    let second = if no_tickets {
+        HandshakeKind::Full
+    } else {
+        HandshakeKind::Resumed
+    };
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let mut roots = RootCertStore::empty();
         roots.add(pki.ca_der.clone()).unwrap();
@@ -632,7 +652,7 @@ fn sessions_resume_on_tls13_and_tls12() {
         }
         assert_eq!(
             kinds,
-            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            [Some(HandshakeKind::Full), Some(second)],
             "{version:?}"
         );
     }
@@ -790,4 +810,286 @@ fn redirect_uses_the_host_without_its_port() {
     assert_eq!(r.header("location"), Some("https://example.org/p?q"));
     let r = running.get("http://[::1]:80/p", &[]);
     assert_eq!(r.header("location"), Some("https://[::1]/p"));
+}
+
+/// Drops `path`'s pages from the page cache (`POSIX_FADV_DONTNEED` after
+/// `fsync`), so that reading it needs the disk.
+fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: `f` is open for the call; the advice only affects the cache.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise");
+}
+
+/// A file whose pages are not cached is served whole over TLS (the cold
+/// pages are read off the page-cache path), and as often as asked.
+#[test]
+fn a_file_out_of_the_page_cache_is_served_whole() {
+    let tree = Tree::new("tls-cold");
+    let big = bytes(2 * 1024 * 1024 + 5, 11);
+    tree.file("cold.bin", &big);
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    for _ in 0..2 {
+        evict(&tree.path("cold.bin"));
+        let (body, _) = curl(&pki, addr, &[&url(addr, "/cold.bin")]);
+        assert!(body == big, "the cold body differs ({} bytes)", body.len());
+    }
+}
+
+/// Dribbles `bytes` one every 200 ms on `tcp` until the server closes it;
+/// returns how long that took, or None if it was still open after `limit`.
+fn dribble_until_closed(tcp: &mut TcpStream, bytes: &[u8], limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    for b in bytes {
+        if start.elapsed() > limit {
+            return None;
+        }
+        if tcp.write_all(std::slice::from_ref(b)).is_err() {
+            return Some(start.elapsed());
+        }
+        // Waits 200 ms for the server to close (anything it sends before,
+        // an alert, is read and ignored).
+        match tcp.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+/// The header timeout holds over TLS: a client that, after a request, sends
+/// a record one byte at a time (ciphertext that never yields plaintext) is cut
+/// by the header timeout from its first byte, as a partial request line is,
+/// not kept alive by each byte.
+#[test]
+fn a_dribbled_partial_record_is_cut_by_the_header_timeout() {
+    let tree = Tree::new("tls-dribble");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.header_timeout = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(2);
+    });
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"xyz") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the reply");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // A TLS 1.3 application-data record announcing 16000 bytes.
+    let mut record = vec![0x17, 0x03, 0x03, 0x3e, 0x80];
+    record.resize(5 + 16000, 0);
+    let took = dribble_until_closed(&mut s.sock, &record, Duration::from_secs(20))
+        .expect("a dribbling client was kept open for 20 s (the header timeout is 1 s)");
+    // The header timeout (1 s) plus the sweep's granularity; generous.
+    assert!(took < Duration::from_secs(10), "closed only after {took:?}");
+}
+
+/// A handshake the server refuses ends with the fatal alert that says why
+/// (RFC 8446 §6.2; RFC 7301 §3.2 for ALPN), not a bare close: a rustls
+/// client offering only `h2` gets `no_application_protocol`.
+#[test]
+fn a_refused_handshake_gets_its_alert() {
+    let tree = Tree::new("tls-alert");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let mut config = (*client_config(&pki)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let conn = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+        .unwrap();
+    let mut s = StreamOwned::new(conn, tcp);
+    let err = s
+        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .and_then(|()| s.flush())
+        .and_then(|()| s.read(&mut [0u8; 64]).map(|_| ()))
+        .expect_err("a handshake without a common protocol must fail");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("NoApplicationProtocol"),
+        "no no_application_protocol alert: {text}"
+    );
+}
+
+/// The same for a client offering only TLS 1.1 (`openssl s_client`, which
+/// must be installed): a fatal alert (rustls sends `handshake_failure`), not
+/// a bare close.
+#[test]
+fn a_tls11_client_gets_an_alert() {
+    let tree = Tree::new("tls-alert11");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg("openssl")
+        .args(["s_client", "-connect"])
+        .arg(addr.to_string())
+        .args(["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the openssl command must be installed for this test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("SSL alert number"),
+        "no alert received: {text}"
+    );
+}
+
+/// Plain HTTP on the TLS port split across segments (a first segment too
+/// short to tell) still gets nginx's `400`.
+#[test]
+fn plain_http_split_across_segments_gets_400() {
+    let tree = Tree::new("tls-plain-split");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GE").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Still waiting (not closed) for the rest; then the rest comes.
+    let _ = s.write_all(b"T /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
+    assert!(
+        text.contains("The plain HTTP request was sent to HTTPS port"),
+        "{text}"
+    );
+}
+
+/// Reads one response ending in `end` from a TLS stream.
+fn read_until(s: &mut StreamOwned<ClientConnection, TcpStream>, end: &[u8]) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(end) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the reply");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A keep-alive connection closed by the idle timeout ends its session with
+/// `close_notify` (as nginx's does), so that the client can tell it from a cut.
+#[test]
+fn an_idle_session_is_closed_with_close_notify() {
+    let tree = Tree::new("tls-idle-notify");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.idle_timeout = Duration::from_secs(1);
+    });
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_until(&mut s, b"xyz");
+    let rest = read_to_close(&mut s);
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// A client that ends its side (`close_notify`, then FIN) after its last
+/// reply gets the server's `close_notify` back before the close.
+#[test]
+fn a_session_ended_by_the_client_gets_close_notify_back() {
+    let tree = Tree::new("tls-eof-notify");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_until(&mut s, b"xyz");
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let rest = read_to_close(&mut s);
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// The same when the client only half-closes TCP (no `close_notify`) after
+/// pipelining its requests: every reply, then the server's `close_notify`.
+#[test]
+fn a_client_fin_after_pipelined_requests_gets_close_notify() {
+    let tree = Tree::new("tls-fin-notify");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut s = tls_connect(&pki, addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    s.flush().unwrap();
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = read_to_close(&mut s);
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+}
+
+/// The header timeout of a new connection counts from its start, across the
+/// handshake: the server's own handshake-end messages (session tickets) do not
+/// restart it. A ClientHello sent slowly (2.4 s of a 3 s header timeout), then
+/// no request: cut about 3 s after the start, not 3 s after the handshake.
+#[test]
+fn the_header_timeout_spans_the_handshake() {
+    let tree = Tree::new("tls-hs-timeout");
+    tree.file("x", b"xyz");
+    let pki = pki(&tree);
+    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+        c.header_timeout = Duration::from_secs(3);
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let start = Instant::now();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(client_config(&pki), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    for chunk in hello.chunks(hello.len().div_ceil(8)) {
+        tcp.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn
+            .complete_io(&mut s.sock)
+            .expect("the handshake completes within the header timeout");
+    }
+    let handshake = start.elapsed();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let closed = start.elapsed();
+    eprintln!("handshake done after {handshake:?}, closed after {closed:?}");
+    // 3 s from the start plus the sweep's tick (0.75 s): well under 3 s after
+    // the handshake, which is where a restarted clock would cut it.
+    assert!(
+        closed < handshake + Duration::from_millis(2500),
+        "handshake done after {handshake:?}, closed only after {closed:?}"
+    );
 }
