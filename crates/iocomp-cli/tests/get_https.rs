@@ -1,0 +1,449 @@
+//! `iocomp get https://` (issue 19, the client): against `iocomp serve
+//! --tls-bind`, with a CA and certificates made at test time (rcgen). What
+//! curl and wget do is the reference: the download is byte-exact (also with
+//! `-c` and `-j`); a certificate that does not chain to a trusted CA, has
+//! expired or names another host is an error (exit 6, nothing written)
+//! unless `-k`, which warns; `--cacert` and `SSL_CERT_FILE` choose the CAs;
+//! SNI names the host; `https_proxy` is used through a `CONNECT` tunnel, so
+//! the proxy never sees the request in plain text, and `no_proxy` bypasses it.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::{pseudo_random, Server, TempTree};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// The exit code of a TLS failure, as `iocomp get --help` documents it.
+const EXIT_TLS: i32 = 6;
+
+/// A CA (its PEM file) that signs leaf certificates.
+struct Ca {
+    pem: PathBuf,
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca(dir: &Path, tag: &str) -> Ca {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, format!("iocomp test CA {tag}"));
+    let key = KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    let pem = dir.join(format!("{tag}-ca.pem"));
+    fs::write(&pem, cert.pem()).unwrap();
+    Ca { pem, cert, key }
+}
+
+/// A leaf for `names` signed by `ca`: its certificate and key files.
+fn leaf(ca: &Ca, dir: &Path, tag: &str, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
+    let mut p =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    if expired {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let (c, k) = (
+        dir.join(format!("{tag}-cert.pem")),
+        dir.join(format!("{tag}-key.pem")),
+    );
+    fs::write(&c, cert.pem()).unwrap();
+    fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// `iocomp serve ROOT` with a TLS listener for each (cert, key) pair given
+/// (the first is the default): the server and its TLS address.
+fn serve_tls(root: &Path, pairs: &[(PathBuf, PathBuf)]) -> (Server, SocketAddr) {
+    let mut args: Vec<String> = vec!["--tls-bind".into(), "127.0.0.1:0".into()];
+    for (c, k) in pairs {
+        args.push("--tls-cert".into());
+        args.push(c.display().to_string());
+        args.push("--tls-key".into());
+        args.push(k.display().to_string());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(root, &refs);
+    let plain = server.addr();
+    let line = server
+        .wait_stdout_line(common::IO_TIMEOUT, |l| {
+            l.starts_with("listening on ") && !l.ends_with(&plain.to_string())
+        })
+        .expect("a second `listening on` line (the TLS listener)");
+    let tls = line["listening on ".len()..].trim().parse().unwrap();
+    (server, tls)
+}
+
+/// `iocomp get -q ARGS` in `dir`, with `env` and no proxy but what `env` sets.
+fn get(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = common::iocomp_command();
+    for k in ["https_proxy", "HTTPS_PROXY", "SSL_CERT_FILE"] {
+        c.env_remove(k);
+    }
+    c.arg("get")
+        .arg("-q")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir);
+    common::output_within(c, Duration::from_secs(120))
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A served tree, a CA and a certificate for `localhost` and 127.0.0.1.
+struct Setup {
+    tree: TempTree,
+    dl: PathBuf,
+    ca: Ca,
+    server: Server,
+    tls: SocketAddr,
+}
+
+impl Setup {
+    fn new(files: &[(&str, Vec<u8>)]) -> Setup {
+        let tree = TempTree::new();
+        let root = tree.dir("www");
+        for (name, body) in files {
+            tree.file(&format!("www/{name}"), body);
+        }
+        let pki = tree.dir("pki");
+        let dl = tree.dir("dl");
+        let ca = ca(&pki, "good");
+        let pair = leaf(&ca, &pki, "good", &["localhost", "127.0.0.1"], false);
+        let (server, tls) = serve_tls(&root, &[pair]);
+        Setup {
+            tree,
+            dl,
+            ca,
+            server,
+            tls,
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("https://localhost:{}/{name}", self.tls.port())
+    }
+
+    fn cacert(&self) -> String {
+        self.ca.pem.display().to_string()
+    }
+}
+
+#[test]
+fn downloads_are_byte_exact_over_tls() {
+    let big = pseudo_random(19, 5 * 1024 * 1024 + 333);
+    let s = Setup::new(&[
+        ("empty.bin", Vec::new()),
+        ("k.bin", pseudo_random(1, 1024)),
+        ("big.bin", big.clone()),
+    ]);
+    for (name, want) in [
+        ("empty.bin", Vec::new()),
+        ("k.bin", pseudo_random(1, 1024)),
+        ("big.bin", big),
+    ] {
+        let o = get(&s.dl, &["--cacert", &s.cacert(), &s.url(name)], &[]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        let got = fs::read(s.dl.join(name)).unwrap();
+        common::assert_bytes_eq(&got, &want, name);
+        assert!(!s.dl.join(format!("{name}.part")).exists());
+    }
+    // The same through 127.0.0.1 (the certificate names the address too; no SNI is sent).
+    let url = format!("https://127.0.0.1:{}/k.bin", s.tls.port());
+    let o = get(&s.dl, &["--cacert", &s.cacert(), "-o", "ip.bin", &url], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        fs::read(s.dl.join("ip.bin")).unwrap(),
+        pseudo_random(1, 1024)
+    );
+    let _ = &s.tree;
+    s.server.signal(libc::SIGTERM);
+}
+
+#[test]
+fn resume_and_parallel_ranges_are_byte_exact_over_tls() {
+    let big = pseudo_random(7, 3 * 1024 * 1024 + 17);
+    let s = Setup::new(&[("big.bin", big.clone())]);
+    // -c continues a prefix in place with a Range request: a prefix whose
+    // bytes differ from the server's stays as it is, so the result proves
+    // that only the rest was fetched.
+    let prefix = vec![0xA5u8; 1024 * 1024 + 5];
+    fs::write(s.dl.join("big.bin"), &prefix).unwrap();
+    let o = get(
+        &s.dl,
+        &["-c", "--cacert", &s.cacert(), &s.url("big.bin")],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut want = prefix.clone();
+    want.extend_from_slice(&big[prefix.len()..]);
+    common::assert_bytes_eq(&fs::read(s.dl.join("big.bin")).unwrap(), &want, "-c");
+
+    // -j 4: four ranges on four TLS connections.
+    let o = get(
+        &s.dl,
+        &[
+            "-j",
+            "4",
+            "--cacert",
+            &s.cacert(),
+            "-o",
+            "par.bin",
+            &s.url("big.bin"),
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    common::assert_bytes_eq(&fs::read(s.dl.join("par.bin")).unwrap(), &big, "-j 4");
+    s.server.signal(libc::SIGTERM);
+}
+
+#[test]
+fn an_unknown_ca_is_an_error_unless_trusted_or_insecure() {
+    let body = pseudo_random(3, 4096);
+    let s = Setup::new(&[("f.bin", body.clone())]);
+    let other = ca(&s.tree.dir("other"), "other");
+    let other_pem = other.pem.display().to_string();
+    // The system's CAs (here: SSL_CERT_FILE, another CA) do not vouch for it.
+    let o = get(&s.dl, &[&s.url("f.bin")], &[("SSL_CERT_FILE", &other_pem)]);
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("certificate") && stderr(&o).contains("--cacert"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!s.dl.join("f.bin").exists() && !s.dl.join("f.bin.part").exists());
+    // Nor does --cacert of another CA.
+    let o = get(&s.dl, &["--cacert", &other_pem, &s.url("f.bin")], &[]);
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    assert!(!s.dl.join("f.bin").exists());
+    // The right CA by SSL_CERT_FILE (the system bundle's place) works.
+    let o = get(
+        &s.dl,
+        &["-o", "sys.bin", &s.url("f.bin")],
+        &[("SSL_CERT_FILE", &s.cacert())],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("sys.bin")).unwrap(), body);
+    // -k downloads, and warns loudly.
+    let o = get(
+        &s.dl,
+        &["-k", &s.url("f.bin")],
+        &[("SSL_CERT_FILE", &other_pem)],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("WARNING"), "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("f.bin")).unwrap(), body);
+    // A --cacert that is no certificate is a TLS error naming the file.
+    let junk = s.tree.file("junk.pem", b"not a certificate\n");
+    let o = get(
+        &s.dl,
+        &[
+            "--cacert",
+            &junk.display().to_string(),
+            "-o",
+            "j.bin",
+            &s.url("f.bin"),
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    assert!(stderr(&o).contains("junk.pem"), "{}", stderr(&o));
+    s.server.signal(libc::SIGTERM);
+}
+
+#[test]
+fn a_name_mismatch_or_an_expired_certificate_is_an_error_and_sni_picks_the_certificate() {
+    let tree = TempTree::new();
+    let root = tree.dir("www");
+    tree.file("www/f.bin", &pseudo_random(5, 2048));
+    let pki = tree.dir("pki");
+    let dl = tree.dir("dl");
+    let ca = ca(&pki, "ca");
+    let cacert = ca.pem.display().to_string();
+    // The default certificate names another host; the second names localhost.
+    let other = leaf(&ca, &pki, "other", &["other.example"], false);
+    let local = leaf(&ca, &pki, "local", &["localhost"], false);
+    let (server, tls) = serve_tls(&root, &[other.clone(), local]);
+    // SNI "localhost" picks the second certificate: it verifies.
+    let url = format!("https://localhost:{}/f.bin", tls.port());
+    let o = get(&dl, &["--cacert", &cacert, &url], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(dl.join("f.bin")).unwrap(), pseudo_random(5, 2048));
+    // An address sends no SNI: the default certificate, for another name.
+    let url = format!("https://127.0.0.1:{}/f.bin", tls.port());
+    let o = get(&dl, &["--cacert", &cacert, "-o", "ip.bin", &url], &[]);
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not valid for name"), "{}", stderr(&o));
+    assert!(!dl.join("ip.bin").exists());
+    server.signal(libc::SIGTERM);
+
+    // An expired certificate.
+    let expired = leaf(&ca, &pki, "expired", &["localhost"], true);
+    let (server, tls) = serve_tls(&root, &[expired]);
+    let url = format!("https://localhost:{}/f.bin", tls.port());
+    let o = get(&dl, &["--cacert", &cacert, "-o", "exp.bin", &url], &[]);
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("expired"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dl.join("exp.bin").exists());
+    // -k takes it.
+    let o = get(&dl, &["-k", "-o", "exp.bin", &url], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    server.signal(libc::SIGTERM);
+}
+
+/// What the test proxy saw: the first line of each request head, and every
+/// byte the client sent after it.
+#[derive(Default)]
+struct Seen {
+    heads: Vec<String>,
+    after: Vec<u8>,
+}
+
+/// A CONNECT-only proxy on a thread: any other method gets a 405.
+fn proxy() -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s2 = seen.clone();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let seen = s2.clone();
+            thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let first = text.lines().next().unwrap_or("").to_string();
+                seen.lock().unwrap().heads.push(first.clone());
+                let parts: Vec<&str> = first.split(' ').collect();
+                if parts.first() != Some(&"CONNECT") {
+                    let _ = c.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    return;
+                }
+                let Ok(mut up) = TcpStream::connect(parts[1]) else {
+                    let _ = c.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                };
+                c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                let down = thread::spawn(move || {
+                    let _ = std::io::copy(&mut up2, &mut c2);
+                    let _ = c2.shutdown(Shutdown::Write);
+                });
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            seen.lock().unwrap().after.extend_from_slice(&buf[..n]);
+                            if up.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = up.shutdown(Shutdown::Write);
+                let _ = down.join();
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn https_proxy_is_used_through_connect_never_in_plain_text() {
+    let body = pseudo_random(11, 300_000);
+    let s = Setup::new(&[("p.bin", body.clone())]);
+    let (paddr, seen) = proxy();
+    let proxy_url = format!("http://{paddr}");
+    let o = get(
+        &s.dl,
+        &["--cacert", &s.cacert(), &s.url("p.bin")],
+        &[("https_proxy", &proxy_url)],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("p.bin")).unwrap(), body);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.heads,
+            vec![format!("CONNECT localhost:{} HTTP/1.1", s.tls.port())]
+        );
+        // Inside the tunnel: a TLS handshake record first, and no request in plain text.
+        assert_eq!(seen.after.first(), Some(&0x16), "a TLS record first");
+        assert!(
+            !seen.after.windows(4).any(|w| w == b"GET "),
+            "the request crossed the proxy in plain text"
+        );
+    }
+    // HTTPS_PROXY too; -j 2 opens two tunnels.
+    let o = get(
+        &s.dl,
+        &[
+            "-j",
+            "2",
+            "--cacert",
+            &s.cacert(),
+            "-o",
+            "p2.bin",
+            &s.url("p.bin"),
+        ],
+        &[("HTTPS_PROXY", &proxy_url)],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("p2.bin")).unwrap(), body);
+    assert!(seen.lock().unwrap().heads.len() >= 3);
+    // no_proxy bypasses it; http_proxy is not for https:// URLs.
+    let before = seen.lock().unwrap().heads.len();
+    for env in [
+        [
+            ("https_proxy", proxy_url.as_str()),
+            ("no_proxy", "localhost"),
+        ],
+        [("http_proxy", proxy_url.as_str()), ("no_proxy", "")],
+    ] {
+        let _ = fs::remove_file(s.dl.join("p3.bin"));
+        let o = get(
+            &s.dl,
+            &["--cacert", &s.cacert(), "-o", "p3.bin", &s.url("p.bin")],
+            &env,
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(fs::read(s.dl.join("p3.bin")).unwrap(), body);
+    }
+    assert_eq!(
+        seen.lock().unwrap().heads.len(),
+        before,
+        "the proxy was bypassed"
+    );
+    s.server.signal(libc::SIGTERM);
+}
