@@ -447,3 +447,74 @@ fn https_proxy_is_used_through_connect_never_in_plain_text() {
     );
     s.server.signal(libc::SIGTERM);
 }
+
+/// `iocomp bench ARGS` (a short run).
+fn bench(args: &[&str]) -> Output {
+    let mut c = common::iocomp_command();
+    c.env_remove("SSL_CERT_FILE");
+    c.arg("bench").args(args);
+    common::output_within(c, Duration::from_secs(60))
+}
+
+/// A number after `"key":` in bench's JSON.
+fn json_number(out: &[u8], key: &str) -> u64 {
+    let s = String::from_utf8_lossy(out);
+    let pat = format!("\"{key}\":");
+    let at = s.find(&pat).unwrap_or_else(|| panic!("{key} in {s}")) + pat.len();
+    s[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn bench_measures_an_https_server() {
+    let s = Setup::new(&[("k.bin", pseudo_random(2, 1024))]);
+    let url = s.url("k.bin");
+    let o = bench(&[
+        &url,
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "-d",
+        "1s",
+        "--json",
+        "--cacert",
+        &s.cacert(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let requests = json_number(&o.stdout, "requests");
+    assert!(requests >= 2, "{out}");
+    // Every response was checked (exactly its Content-Length, status 200),
+    // the bodies add up, and each connection kept its TLS session.
+    assert!(out.contains("\"errors\":{}"), "{out}");
+    assert_eq!(
+        json_number(&o.stdout, "body_bytes"),
+        requests * 1024,
+        "{out}"
+    );
+    assert_eq!(json_number(&o.stdout, "connects"), 2, "{out}");
+    // An unknown CA: no request succeeds, and the error says why.
+    let other = ca(&s.tree.dir("other"), "other");
+    let o = bench(&[
+        &url,
+        "-c",
+        "1",
+        "-d",
+        "300ms",
+        "--json",
+        "--cacert",
+        &other.pem.display().to_string(),
+    ]);
+    assert_ne!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    s.server.signal(libc::SIGTERM);
+}

@@ -104,7 +104,7 @@ fn roots(cacert: Option<&Path>) -> Result<RootCertStore, Fail> {
 }
 
 /// A new client connection to `host` (SNI for a name, none for an address).
-pub(super) fn connect(cfg: &Arc<ClientConfig>, host: &str) -> Result<ClientConnection, Fail> {
+pub(crate) fn connect(cfg: &Arc<ClientConfig>, host: &str) -> Result<ClientConnection, Fail> {
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| Fail::Usage(format!("{host}: not a name TLS can check: {e}")))?;
     ClientConnection::new(cfg.clone(), name).map_err(|e| error(&e))
@@ -113,7 +113,7 @@ pub(super) fn connect(cfg: &Arc<ClientConfig>, host: &str) -> Result<ClientConne
 /// Ciphertext `cipher` from the socket (empty: the peer closed): appends the
 /// plaintext it carried to `plain`; `true` once the peer said `close_notify`
 /// or the socket closed.
-pub(super) fn feed(
+pub(crate) fn feed(
     tls: &mut ClientConnection,
     mut cipher: &[u8],
     plain: &mut Vec<u8>,
@@ -159,7 +159,7 @@ fn drain(tls: &mut ClientConnection, plain: &mut Vec<u8>) -> Result<Option<bool>
 
 /// The ciphertext the connection wants sent (handshake messages, the
 /// request once the handshake is done), if any.
-pub(super) fn pending(tls: &mut ClientConnection) -> Result<Option<Vec<u8>>, Fail> {
+pub(crate) fn pending(tls: &mut ClientConnection) -> Result<Option<Vec<u8>>, Fail> {
     let mut out = Vec::new();
     while tls.wants_write() {
         tls.write_tls(&mut out)
@@ -169,7 +169,7 @@ pub(super) fn pending(tls: &mut ClientConnection) -> Result<Option<Vec<u8>>, Fai
 }
 
 /// Queues plaintext (sent once the handshake is done).
-pub(super) fn write(tls: &mut ClientConnection, plain: &[u8]) -> Result<(), Fail> {
+pub(crate) fn write(tls: &mut ClientConnection, plain: &[u8]) -> Result<(), Fail> {
     tls.writer()
         .write_all(plain)
         .map_err(|e| Fail::Network(format!("TLS: {e}")))
