@@ -224,7 +224,7 @@ fn an_unknown_ca_is_an_error_unless_trusted_or_insecure() {
     let o = get(&s.dl, &[&s.url("f.bin")], &[("SSL_CERT_FILE", &other_pem)]);
     assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("certificate") && stderr(&o).contains("--cacert"),
+        stderr(&o).contains("not signed by a trusted CA") && stderr(&o).contains("--cacert"),
         "{}",
         stderr(&o)
     );
@@ -516,5 +516,92 @@ fn bench_measures_an_https_server() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+    s.server.signal(libc::SIGTERM);
+}
+
+/// A one-connection-at-a-time server on a thread: reads a request head (or
+/// anything, up to 4 KiB), answers `reply` (nothing: stays silent), holds the
+/// connection for `hold`, closes.
+fn canned(reply: Vec<u8>, hold: Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let reply = reply.clone();
+            thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut b = [0u8; 4096];
+                let _ = c.read(&mut b);
+                let _ = c.write_all(&reply);
+                thread::sleep(hold);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn tls_failures_are_clear_errors_and_redirects_reach_https() {
+    let body = pseudo_random(13, 10_000);
+    let s = Setup::new(&[("r.bin", body.clone())]);
+    let cacert = s.cacert();
+    // https:// to the plain HTTP port: the handshake fails (exit 6), nothing is written.
+    let url = format!("https://localhost:{}/r.bin", s.server.addr().port());
+    let o = get(&s.dl, &["--cacert", &cacert, "-o", "plain.bin", &url], &[]);
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    assert!(stderr(&o).contains("TLS"), "{}", stderr(&o));
+    assert!(!s.dl.join("plain.bin").exists() && !s.dl.join("plain.bin.part").exists());
+    // A server that answers the ClientHello with plain text.
+    let junk = canned(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        Duration::ZERO,
+    );
+    let url = format!("https://localhost:{}/x", junk.port());
+    let o = get(&s.dl, &["--cacert", &cacert, "-o", "junk.bin", &url], &[]);
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    // A server that never answers the ClientHello: --timeout cuts it (exit 3).
+    let mute = canned(Vec::new(), Duration::from_secs(20));
+    let url = format!("https://localhost:{}/x", mute.port());
+    let o = get(
+        &s.dl,
+        &[
+            "--cacert",
+            &cacert,
+            "--timeout",
+            "1s",
+            "-o",
+            "mute.bin",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    // A proxy that refuses the tunnel: its status, exit 4.
+    let refuse = canned(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        Duration::ZERO,
+    );
+    let o = get(
+        &s.dl,
+        &["--cacert", &cacert, "-o", "ref.bin", &s.url("r.bin")],
+        &[("https_proxy", &format!("http://{refuse}"))],
+    );
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+    // An http:// redirect to https:// is followed.
+    let redirect = canned(
+        format!(
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: {}\r\nContent-Length: 0\r\n\r\n",
+            s.url("r.bin")
+        )
+        .into_bytes(),
+        Duration::ZERO,
+    );
+    let url = format!("http://127.0.0.1:{}/old.bin", redirect.port());
+    let o = get(&s.dl, &["--cacert", &cacert, "-o", "red.bin", &url], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("red.bin")).unwrap(), body);
     s.server.signal(libc::SIGTERM);
 }

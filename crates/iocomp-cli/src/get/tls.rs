@@ -147,7 +147,9 @@ fn drain(tls: &mut ClientConnection, plain: &mut Vec<u8>) -> Result<Option<bool>
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 if tls.is_handshaking() {
                     return Err(Fail::Tls(
-                        "TLS: the server closed the connection during the handshake".into(),
+                        "TLS: the server closed the connection during the handshake \
+                         (is that port HTTPS?)"
+                            .into(),
                     ));
                 }
                 return Ok(Some(true));
@@ -179,10 +181,26 @@ pub(crate) fn write(tls: &mut ClientConnection, plain: &[u8]) -> Result<(), Fail
 /// what to do about it.
 fn error(e: &rustls::Error) -> Fail {
     match e {
-        rustls::Error::InvalidCertificate(c) => Fail::Tls(format!(
-            "TLS: the server's certificate cannot be verified: {c} \
-             (trust its CA with --cacert FILE, or skip the check with -k)"
-        )),
+        rustls::Error::InvalidCertificate(c) => {
+            let why = match c {
+                rustls::CertificateError::UnknownIssuer => {
+                    "it is not signed by a trusted CA".to_string()
+                }
+                // webpki refuses a certificate with CA:TRUE as the server's
+                // own (as a self-signed one from `openssl req -x509` has by
+                // default); say so plainly.
+                c if format!("{c:?}").contains("CaUsedAsEndEntity") => {
+                    "it is a CA certificate (CA:TRUE) used as the server's own; \
+                     a self-signed server certificate needs basicConstraints CA:FALSE"
+                        .to_string()
+                }
+                c => c.to_string(),
+            };
+            Fail::Tls(format!(
+                "TLS: the server's certificate cannot be verified: {why} \
+                 (trust its CA with --cacert FILE, or skip the check with -k)"
+            ))
+        }
         e => Fail::Tls(format!("TLS: {e}")),
     }
 }
