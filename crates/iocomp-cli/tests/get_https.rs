@@ -605,3 +605,52 @@ fn tls_failures_are_clear_errors_and_redirects_reach_https() {
     assert_eq!(fs::read(s.dl.join("red.bin")).unwrap(), body);
     s.server.signal(libc::SIGTERM);
 }
+
+#[test]
+fn an_interrupted_https_download_resumes_from_its_part_file() {
+    let big = pseudo_random(17, 8 * 1024 * 1024);
+    let s = Setup::new(&[("big.bin", big.clone())]);
+    let mut child = common::iocomp_command();
+    child
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .args(["get", "-q", "--limit-rate", "2M", "--cacert", &s.cacert()])
+        .arg(s.url("big.bin"))
+        .current_dir(&s.dl)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = child.spawn().unwrap();
+    let part = s.dl.join("big.bin.part");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fs::metadata(&part).map_or(0, |m| m.len()) < 512 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the .part did not grow"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "finished too early");
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The .part (its .meta names the version) is continued, not fetched
+    // again: bytes put in it meanwhile stay, so the result shows the Range.
+    let have = fs::metadata(&part).unwrap().len() as usize;
+    assert!(have < big.len(), "killed before the end");
+    fs::write(&part, vec![0x5Au8; have]).unwrap();
+    let o = get(
+        &s.dl,
+        &["-c", "--cacert", &s.cacert(), &s.url("big.bin")],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut want = vec![0x5Au8; have];
+    want.extend_from_slice(&big[have..]);
+    common::assert_bytes_eq(
+        &fs::read(s.dl.join("big.bin")).unwrap(),
+        &want,
+        "-c of .part",
+    );
+    assert!(!part.exists());
+    s.server.signal(libc::SIGTERM);
+}
