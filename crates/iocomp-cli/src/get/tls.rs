@@ -254,3 +254,125 @@ impl ServerCertVerifier for NoCertificateCheck {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::{ServerConfig, ServerConnection};
+
+    /// A self-signed leaf for `localhost` and 127.0.0.1 (its PEM in a file), and a server config
+    /// for it offering ALPN `http/1.1`.
+    fn server(dir: &Path) -> (PathBuf, Arc<ServerConfig>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = dir.join("leaf.pem");
+        std::fs::write(&pem, cert.pem()).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        (pem, Arc::new(cfg))
+    }
+
+    /// Runs the handshake in memory, through [`pending`] and [`feed`] as the driver does.
+    fn handshake(c: &mut ClientConnection, s: &mut ServerConnection) -> Result<(), Fail> {
+        let mut plain = Vec::new();
+        for _ in 0..10 {
+            if let Some(out) = pending(c)? {
+                s.read_tls(&mut out.as_slice()).unwrap();
+                s.process_new_packets().unwrap();
+            }
+            let mut back = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut back).unwrap();
+            }
+            feed(c, &back, &mut plain)?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("iocomp-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn sends_sni_for_a_name_none_for_an_address_and_offers_alpn_http11() {
+        let dir = temp_dir("sni");
+        let (pem, scfg) = server(&dir);
+        let cfg = config(&Trust {
+            cacert: Some(pem),
+            insecure: false,
+        })
+        .unwrap();
+        let mut c = connect(&cfg, "localhost").unwrap();
+        let mut s = ServerConnection::new(scfg.clone()).unwrap();
+        handshake(&mut c, &mut s).unwrap();
+        assert_eq!(s.server_name(), Some("localhost"));
+        assert_eq!(s.alpn_protocol(), Some(&b"http/1.1"[..]));
+        assert_eq!(c.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let mut c = connect(&cfg, "127.0.0.1").unwrap();
+        let mut s = ServerConnection::new(scfg).unwrap();
+        handshake(&mut c, &mut s).unwrap();
+        assert_eq!(s.server_name(), None, "RFC 6066: no SNI for an address");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn garbage_from_the_server_is_a_tls_error_whole_or_byte_by_byte() {
+        let dir = temp_dir("garbage");
+        let (pem, _) = server(&dir);
+        let cfg = config(&Trust {
+            cacert: Some(pem),
+            insecure: false,
+        })
+        .unwrap();
+        let inputs: [&[u8]; 4] = [
+            b"HTTP/1.1 400 Bad Request\r\n\r\n",
+            &[0x16, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5],
+            &[0x15, 0x03, 0x03, 0x00, 0x02, 2, 40],
+            &[0xff; 64],
+        ];
+        for input in inputs {
+            let mut c = connect(&cfg, "localhost").unwrap();
+            pending(&mut c).unwrap();
+            let mut plain = Vec::new();
+            let r = feed(&mut c, input, &mut plain);
+            assert!(matches!(r, Err(Fail::Tls(_))), "{input:?}: {r:?}");
+            let mut c = connect(&cfg, "localhost").unwrap();
+            pending(&mut c).unwrap();
+            let r = input
+                .chunks(1)
+                .try_for_each(|b| feed(&mut c, b, &mut plain).map(|_| ()));
+            assert!(
+                matches!(r, Err(Fail::Tls(_))),
+                "{input:?} byte by byte: {r:?}"
+            );
+            assert!(plain.is_empty());
+        }
+        // The socket closing during the handshake is a TLS error too.
+        let mut c = connect(&cfg, "localhost").unwrap();
+        pending(&mut c).unwrap();
+        assert!(matches!(
+            feed(&mut c, &[], &mut Vec::new()),
+            Err(Fail::Tls(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
