@@ -654,3 +654,94 @@ fn an_interrupted_https_download_resumes_from_its_part_file() {
     assert!(!part.exists());
     s.server.signal(libc::SIGTERM);
 }
+
+/// A TLS server on a thread (a leaf for `localhost` signed by `ca`): reads a
+/// request, answers `reply`, then closes with or without `close_notify`.
+fn tls_canned(ca: &Ca, reply: &'static [u8], close_notify: bool) -> SocketAddr {
+    use rustls::pki_types::PrivateKeyDer;
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca.cert, &ca.key)
+        .unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut sock) = c else { return };
+            let cfg = cfg.clone();
+            thread::spawn(move || {
+                sock.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut req = Vec::new();
+                let mut b = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    if conn.complete_io(&mut sock).is_err() {
+                        return;
+                    }
+                    if let Ok(n) = conn.reader().read(&mut b) {
+                        req.extend_from_slice(&b[..n]);
+                    }
+                }
+                conn.writer().write_all(reply).unwrap();
+                if close_notify {
+                    conn.send_close_notify();
+                }
+                while conn.wants_write() {
+                    if conn.write_tls(&mut sock).is_err() {
+                        return;
+                    }
+                }
+                let _ = sock.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_close_delimited_body_needs_close_notify() {
+    let s = Setup::new(&[]);
+    let reply: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello, until the close";
+    // With close_notify the close ends the body; without, it may be a cut:
+    // an error, and nothing renamed into place.
+    let clean = tls_canned(&s.ca, reply, true);
+    let url = format!("https://localhost:{}/c.txt", clean.port());
+    let o = get(&s.dl, &["--cacert", &s.cacert(), &url], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        fs::read(s.dl.join("c.txt")).unwrap(),
+        b"hello, until the close"
+    );
+    let cut = tls_canned(&s.ca, reply, false);
+    let url = format!("https://localhost:{}/cut.txt", cut.port());
+    let o = get(&s.dl, &["--cacert", &s.cacert(), &url], &[]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("close_notify"), "{}", stderr(&o));
+    assert!(!s.dl.join("cut.txt").exists());
+    // A Content-Length body is whole without close_notify.
+    let framed = tls_canned(
+        &s.ca,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        false,
+    );
+    let url = format!("https://localhost:{}/f.txt", framed.port());
+    let o = get(&s.dl, &["--cacert", &s.cacert(), &url], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("f.txt")).unwrap(), b"hello");
+    s.server.signal(libc::SIGTERM);
+}

@@ -205,11 +205,11 @@ pub(super) fn on_packet(port: &Port, mut p: Packet) {
             let before = conn.buf.len();
             let fed = match conn.tls.as_mut() {
                 Some(t) => tls::feed(t, &r.buf[r.buf.len() - n..], &mut conn.buf),
-                None => Ok(true),
+                None => Ok(tls::Closed::Abruptly),
             };
             conn.cipher = r.buf;
             let closed = match fed {
-                Ok(c) => c,
+                Ok(c) => c != tls::Closed::No,
                 Err(e) => return failed(port, conn, e.to_string(), false),
             };
             let got = (conn.buf.len() - before) as u64;

@@ -80,8 +80,8 @@ struct Conn {
     tunnel: bool,
     /// A TLS connection's receive buffer (ciphertext).
     cipher: Vec<u8>,
-    /// The TLS peer closed (`close_notify` or EOF) after the last plaintext.
-    peer_closed: bool,
+    /// Whether the TLS peer closed (after the last plaintext).
+    peer_closed: tls::Closed,
 }
 
 /// Interim (1xx) answers skipped before one connection's final answer.
@@ -219,7 +219,7 @@ impl<'a> Driver<'a> {
             tls: None,
             tunnel,
             cipher: Vec::new(),
-            peer_closed: false,
+            peer_closed: tls::Closed::No,
         };
         let k = match self.conns.iter().position(Option::is_none) {
             Some(k) => k,
@@ -284,7 +284,7 @@ impl<'a> Driver<'a> {
                 Ok(Some(out)) => return self.submit(k, c, Send::new(&h, out).into()),
                 Ok(None) => {}
             }
-            if c.peer_closed {
+            if c.peer_closed != tls::Closed::No {
                 return self.eof(c);
             }
             let mut cipher = std::mem::take(&mut c.cipher);
@@ -333,6 +333,9 @@ impl<'a> Driver<'a> {
             Err(e) => self.fail(c, e),
             Ok(closed) => {
                 c.peer_closed = closed;
+                if closed != tls::Closed::No && n == 0 && c.buf.len() == before {
+                    return self.eof(c);
+                }
                 let got = c.buf.len() - before;
                 if got == 0 {
                     return self.recv(k, c);
@@ -533,6 +536,18 @@ impl<'a> Driver<'a> {
                 c,
                 Fail::Network("the proxy closed the connection before answering CONNECT".into()),
             ),
+            // Without close_notify, TLS cannot tell a body cut short from a
+            // whole one: a close-delimited body is not trusted then.
+            _ if c.peer_closed == tls::Closed::Abruptly && matches!(c.framing, Framing::Eof) => {
+                self.fail(
+                    c,
+                    Fail::Network(
+                        "the server closed the TLS connection without close_notify: \
+                         the body may be cut short"
+                            .into(),
+                    ),
+                )
+            }
             _ if c.framing.eof_ok() || matches!(c.role, Role::Raw) => self.complete(c),
             _ => self.fail(c, short()),
         }

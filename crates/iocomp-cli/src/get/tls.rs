@@ -110,15 +110,32 @@ pub(crate) fn connect(cfg: &Arc<ClientConfig>, host: &str) -> Result<ClientConne
     ClientConnection::new(cfg.clone(), name).map_err(|e| error(&e))
 }
 
+/// How the peer's side of a TLS connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// More may come.
+    No,
+    /// The peer said `close_notify`: what came is all there is.
+    Cleanly,
+    /// The socket closed without `close_notify`: what came may be cut short
+    /// (a close-delimited body cannot be trusted, RFC 8446 §6.1).
+    Abruptly,
+}
+
 /// Ciphertext `cipher` from the socket (empty: the peer closed): appends the
-/// plaintext it carried to `plain`; `true` once the peer said `close_notify`
-/// or the socket closed.
+/// plaintext it carried to `plain`; whether the peer closed.
 pub(crate) fn feed(
     tls: &mut ClientConnection,
     mut cipher: &[u8],
     plain: &mut Vec<u8>,
-) -> Result<bool, Fail> {
-    let eof = cipher.is_empty();
+) -> Result<Closed, Fail> {
+    if cipher.is_empty() {
+        // The socket's EOF: rustls tells a close_notify before it from none.
+        tls.read_tls(&mut cipher)
+            .map_err(|e| Fail::Network(format!("TLS: {e}")))?;
+        tls.process_new_packets().map_err(|e| error(&e))?;
+        return Ok(drain(tls, plain)?.unwrap_or(Closed::Abruptly));
+    }
     loop {
         // read_tls takes at most what rustls buffers at once; loop until all is in.
         tls.read_tls(&mut cipher)
@@ -128,19 +145,18 @@ pub(crate) fn feed(
             return Ok(closed);
         }
         if cipher.is_empty() {
-            return Ok(eof);
+            return Ok(Closed::No);
         }
     }
 }
 
-/// Reads every plaintext byte rustls holds: `Some(true)` at the peer's
-/// `close_notify`, `Some(false)` at a socket closed without one while the
-/// handshake still ran, `None` when more may come.
-fn drain(tls: &mut ClientConnection, plain: &mut Vec<u8>) -> Result<Option<bool>, Fail> {
+/// Reads every plaintext byte rustls holds: how the peer closed, or `None`
+/// when more may come. A socket closed during the handshake is an error.
+fn drain(tls: &mut ClientConnection, plain: &mut Vec<u8>) -> Result<Option<Closed>, Fail> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         match tls.reader().read(&mut chunk) {
-            Ok(0) => return Ok(Some(true)),
+            Ok(0) => return Ok(Some(Closed::Cleanly)),
             Ok(n) => plain.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             // The socket closed without close_notify: the body's framing decides.
@@ -152,7 +168,7 @@ fn drain(tls: &mut ClientConnection, plain: &mut Vec<u8>) -> Result<Option<bool>
                             .into(),
                     ));
                 }
-                return Ok(Some(true));
+                return Ok(Some(Closed::Abruptly));
             }
             Err(e) => return Err(Fail::Network(format!("TLS: {e}"))),
         }
