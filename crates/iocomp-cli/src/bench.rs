@@ -4,6 +4,10 @@
 //! keep-alive, until the duration is over. Every response is checked: HTTP
 //! bodies must be exactly `Content-Length` bytes (status 200), line-protocol
 //! replies exactly the file's size, so a broken server cannot look fast.
+//!
+//! An `https://` target is measured over TLS (rustls, as `get` uses it:
+//! the system's CAs, `--cacert`, or `-k`): each connection does its
+//! handshake once, then keeps its requests on the session, as wrk does.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,7 +35,7 @@ const BACKOFF: Duration = Duration::from_millis(20);
 /// `iocomp bench` arguments.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// `http://host:port/path`, or `host:port/name` with --raw.
+    /// `http://host:port/path`, `https://host:port/path`, or `host:port/name` with --raw.
     target: String,
     /// Connections kept open, each with one request in flight (at most 100000).
     #[arg(
@@ -67,6 +71,12 @@ pub struct BenchArgs {
     /// Engine backend: auto (io_uring, else epoll), uring or epoll.
     #[arg(long, value_name = "NAME", default_value = "auto")]
     backend: Backend,
+    /// https://: trust the CA certificates in FILE (PEM) instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// https://: do not check the server's certificate (a warning says so).
+    #[arg(short = 'k', long)]
+    insecure: bool,
 }
 
 /// One kind of request: the bytes sent and, for the line protocol, the reply size.
@@ -78,6 +88,8 @@ struct Item {
 /// What every connection shares.
 struct Shared {
     addr: SocketAddr,
+    /// `https://`: the client configuration, and the host for SNI and the check.
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
     items: Vec<Item>,
     raw: bool,
     stop: AtomicBool,
@@ -199,6 +211,18 @@ pub fn run(args: BenchArgs) -> Result<(), Fail> {
             }
         });
     }
+    let tls = if target.https {
+        if args.insecure {
+            eprintln!("iocomp: WARNING: --insecure: the server's certificate is NOT checked");
+        }
+        let trust = crate::get::tls::Trust {
+            cacert: args.cacert.clone(),
+            insecure: args.insecure,
+        };
+        Some((crate::get::tls::config(&trust)?, target.host.clone()))
+    } else {
+        None
+    };
     let threads = args.threads.unwrap_or_else(iocomp::default_threads);
     let port = Port::builder()
         .concurrency(threads)
@@ -207,6 +231,7 @@ pub fn run(args: BenchArgs) -> Result<(), Fail> {
         .map_err(|e| Fail::Local(format!("cannot create the completion port: {e}")))?;
     let shared = Arc::new(Shared {
         addr,
+        tls,
         items,
         raw: args.raw,
         stop: AtomicBool::new(false),
@@ -228,6 +253,8 @@ pub fn run(args: BenchArgs) -> Result<(), Fail> {
             got: 0,
             body: 0,
             req: Vec::new(),
+            tls: None,
+            cipher: Vec::new(),
         });
         let p = port.clone();
         // Queued, so that each connection's operations start on a worker's own ring.

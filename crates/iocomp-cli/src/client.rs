@@ -26,6 +26,9 @@ pub enum Fail {
     Http(String),
     /// The local file system (exit 5).
     Local(String),
+    /// TLS: a certificate that cannot be verified, a failed handshake, a
+    /// bad `--cacert` (exit 6).
+    Tls(String),
 }
 
 impl Fail {
@@ -36,6 +39,7 @@ impl Fail {
             Fail::Network(_) => 3,
             Fail::Http(_) => 4,
             Fail::Local(_) => 5,
+            Fail::Tls(_) => 6,
         }
     }
 }
@@ -43,7 +47,9 @@ impl Fail {
 impl fmt::Display for Fail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fail::Usage(s) | Fail::Network(s) | Fail::Http(s) | Fail::Local(s) => f.write_str(s),
+            Fail::Usage(s) | Fail::Network(s) | Fail::Http(s) | Fail::Local(s) | Fail::Tls(s) => {
+                f.write_str(s)
+            }
         }
     }
 }
@@ -190,7 +196,10 @@ impl Head {
 }
 
 /// The request text for `t`, and where to connect: the target itself, or the
-/// `http_proxy` that carries it (then the whole URL is named, absolute-form).
+/// `http_proxy` that carries it (then the whole URL is named, absolute-form),
+/// or for `https://` the `https_proxy` to open a `CONNECT` tunnel through
+/// (the request, origin-form, then goes inside TLS; the proxy, unlike the
+/// target, is not `https`: that is how a caller tells a tunnel).
 pub fn request(
     t: &Target,
     method: &str,
@@ -198,7 +207,8 @@ pub fn request(
 ) -> Result<(Vec<u8>, Target), Fail> {
     let proxy = crate::proxy::for_target(t)?;
     let (via, target) = match proxy {
-        Some(p) => (p, t.to_string()),
+        Some(p) if !t.https => (p, t.to_string()),
+        Some(p) => (p, t.path.clone()),
         None => (t.clone(), t.path.clone()),
     };
     let mut req = format!(
@@ -248,8 +258,25 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Fail> {
     }
 }
 
+/// The request that opens a tunnel to `t` through a proxy (RFC 9110 §9.3.6).
+pub fn connect_request(t: &Target) -> Vec<u8> {
+    let authority = if t.host.contains(':') {
+        format!("[{}]:{}", t.host, t.port)
+    } else {
+        format!("{}:{}", t.host, t.port)
+    };
+    format!(
+        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: iocomp/{}\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
+}
+
 /// One blocking `HEAD` of `t` (for `bench --raw`): the response head.
 pub fn head(t: &Target, to: Timeouts) -> Result<Head, Fail> {
+    if t.https {
+        return Err(Fail::Usage(format!("{t}: a blocking HEAD has no TLS")));
+    }
     let (req, via) = request(t, "HEAD", &[])?;
     let mut s = connect(&via, to)?;
     s.write_all(&req)

@@ -4,7 +4,10 @@
 //! (the validator of the first response is kept in `NAME.part.meta`), and a
 //! file that changed meanwhile is downloaded afresh; `-j N` fetches N ranges
 //! on N connections. Redirects are followed (at most 10).
-//! `http_proxy` / `no_proxy` are honoured (see [`crate::proxy`]); `--compressed`
+//! `https://` speaks HTTP inside TLS (rustls, see [`tls`]): the server's
+//! certificate must chain to the system's CAs or those of `--cacert`, and
+//! name the URL's host, unless `-k`.
+//! `http_proxy` / `https_proxy` / `no_proxy` are honoured (see [`crate::proxy`]); `--compressed`
 //! asks for gzip or deflate and decodes it, and a body compressed unasked is
 //! refused.
 //! `-c` with `-j`: a `.part` left by one connection is resumed on one
@@ -67,6 +70,7 @@ pub(crate) mod body;
 mod driver;
 mod job;
 mod raw;
+pub(crate) mod tls;
 
 use body::Coding;
 use driver::Driver;
@@ -75,11 +79,13 @@ use job::Job;
 /// The exit codes, as `--help` shows them.
 pub const EXIT_CODES: &str = "Exit codes:
   0  every download complete
-  2  usage: bad arguments or URL, https:// (not supported yet)
+  2  usage: bad arguments or URL
   3  network: cannot resolve or connect, timed out, connection broken, short or malformed response,
      a compressed body not asked for (see --compressed) or not decodable
   4  HTTP status (404, 416, ...) or a line-protocol error line
   5  local I/O: cannot write the output, or it exists (use --force)
+  6  TLS: the server's certificate cannot be verified (unknown CA, expired, another name; see --cacert
+     and -k), the handshake failed, or --cacert (or the system's CA bundle) cannot be read
 With several URLs, the code of the first that failed.";
 
 /// Redirects followed at most.
@@ -90,7 +96,8 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 /// `iocomp get` arguments.
 #[derive(clap::Args)]
 pub struct GetArgs {
-    /// `http://host[:port]/path`, or `host:port/name` with --raw; several download concurrently.
+    /// `http://host[:port]/path`, `https://host[:port]/path`, or `host:port/name` with --raw;
+    /// several download concurrently.
     #[arg(required = true, value_name = "URL")]
     urls: Vec<String>,
     /// Write to FILE (one URL only) instead of the remote file name in the current directory.
@@ -132,6 +139,14 @@ pub struct GetArgs {
     /// Receive at most this many bytes per second per download (e.g. 500K, 2M; at most 1024G).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     limit_rate: Option<u64>,
+    /// https://: trust the CA certificates in FILE (PEM) instead of the system's
+    /// (SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt or the like).
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// https://: do not check the server's certificate (anyone on the path can then read and
+    /// change the download). A warning says so on stderr.
+    #[arg(short = 'k', long)]
+    insecure: bool,
 }
 
 /// The highest `--limit-rate`: 1 TiB/s (more is no limit at all).
@@ -164,6 +179,7 @@ pub(crate) struct Opts {
     pub(crate) size: Option<u64>,
     pub(crate) limit: Option<u64>,
     pub(crate) compressed: bool,
+    pub(crate) trust: tls::Trust,
 }
 
 /// Runs `iocomp get`; returns the exit code.
@@ -186,7 +202,17 @@ pub fn run(args: GetArgs) -> u8 {
         size: args.size,
         limit: args.limit_rate,
         compressed: args.compressed,
+        trust: tls::Trust {
+            cacert: args.cacert.clone(),
+            insecure: args.insecure,
+        },
     };
+    if args.insecure {
+        eprintln!(
+            "iocomp: WARNING: --insecure: the server's certificate is NOT checked; \
+             anyone on the path can read and change this download"
+        );
+    }
     let mode = Mode::detect(args.quiet);
     let multi = MultiProgress::new();
     let jobs: Vec<Job> = jobs

@@ -7,6 +7,12 @@
 //! every name below it (`example.com` and `.example.com` both match
 //! `a.example.com`); an IP address matches itself. Case does not matter, and
 //! a port on an entry is ignored.
+//!
+//! An `https://` URL uses `https_proxy` / `HTTPS_PROXY` instead, through a
+//! tunnel: `CONNECT host:port` to the proxy, then TLS with the origin inside
+//! it, so the proxy never sees the request in plain text (see
+//! [`crate::get`]). The proxy itself is spoken to in plain HTTP
+//! (`http://` or no scheme); an `https://` proxy is not supported.
 
 use crate::target::{Target, TargetError};
 
@@ -24,7 +30,12 @@ pub fn from(
         return Ok(None);
     }
     let first = |a: &str, b: &str| env(a).or_else(|| env(b)).filter(|v| !v.trim().is_empty());
-    let Some(proxy) = first("http_proxy", "HTTP_PROXY") else {
+    let (lower, upper) = if t.https {
+        ("https_proxy", "HTTPS_PROXY")
+    } else {
+        ("http_proxy", "HTTP_PROXY")
+    };
+    let Some(proxy) = first(lower, upper) else {
         return Ok(None);
     };
     if let Some(list) = first("no_proxy", "NO_PROXY") {
@@ -32,20 +43,25 @@ pub fn from(
             return Ok(None);
         }
     }
-    parse_proxy(proxy.trim()).map(Some)
+    parse_proxy(proxy.trim(), lower).map(Some)
 }
 
-/// `[http://]host[:port][/]`, port 1080 by default.
-fn parse_proxy(s: &str) -> Result<Target, TargetError> {
+/// `[http://]host[:port][/]`, port 1080 by default; `var` names the variable in errors.
+fn parse_proxy(s: &str, var: &str) -> Result<Target, TargetError> {
     let with_scheme = if s.contains("://") {
         s.to_string()
     } else {
         format!("http://{s}")
     };
     let mut t = Target::parse(&with_scheme, false).map_err(|e| match e {
-        TargetError::Malformed(m) => TargetError::Malformed(format!("http_proxy: {m}")),
-        TargetError::Unsupported(m) => TargetError::Unsupported(format!("http_proxy: {m}")),
+        TargetError::Malformed(m) => TargetError::Malformed(format!("{var}: {m}")),
+        TargetError::Unsupported(m) => TargetError::Unsupported(format!("{var}: {m}")),
     })?;
+    if t.https {
+        return Err(TargetError::Unsupported(format!(
+            "{var}: {s}: a proxy spoken to over TLS (https://) is not supported; give http://host:port"
+        )));
+    }
     // Target::parse gives 80 for a missing port; tell that from an explicit one.
     let authority = with_scheme
         .split_once("://")
@@ -152,6 +168,20 @@ mod tests {
             None
         );
         assert!(from(&t, &env(&[("http_proxy", "https://a:1")])).is_err());
+        // https:// uses https_proxy only.
+        let s = Target::parse("https://example.com/f", false).unwrap();
+        assert_eq!(from(&s, &env(&[("http_proxy", "a:1")])).unwrap(), None);
+        let p = from(&s, &env(&[("HTTPS_PROXY", "b:2")])).unwrap().unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("b", 2));
+        assert_eq!(
+            from(
+                &s,
+                &env(&[("https_proxy", "b:2"), ("no_proxy", "example.com")])
+            )
+            .unwrap(),
+            None
+        );
+        assert!(from(&t, &env(&[("https_proxy", "b:2")])).unwrap().is_none());
         let raw = Target::parse("example.com:9/f", true).unwrap();
         assert_eq!(from(&raw, &env(&[("http_proxy", "a:1")])).unwrap(), None);
     }

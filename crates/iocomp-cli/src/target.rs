@@ -1,4 +1,5 @@
-//! Where a client command goes: `http://host[:port]/path` for HTTP, or
+//! Where a client command goes: `http://host[:port]/path` or
+//! `https://host[:port]/path` for HTTP, or
 //! `host:port/name` for the line protocol (`--raw`). IPv6 literals go in
 //! brackets (`http://[::1]:8182/a`, `[::1]:8182/a`).
 
@@ -10,13 +11,15 @@ use std::net::{SocketAddr, ToSocketAddrs};
 pub struct Target {
     /// Host as written (brackets removed from an IPv6 literal).
     pub host: String,
-    /// Port (80 when an `http://` URL has none).
+    /// Port (80 when an `http://` URL has none, 443 for `https://`).
     pub port: u16,
     /// For HTTP the request target (starts with `/`); for the line protocol
     /// the file name sent (no leading `/`).
     pub path: String,
     /// Line protocol (`--raw`) rather than HTTP.
     pub raw: bool,
+    /// `https://`: HTTP inside TLS.
+    pub https: bool,
 }
 
 /// Why a target could not be used.
@@ -45,18 +48,21 @@ impl Target {
     pub fn parse(s: &str, raw: bool) -> Result<Target, TargetError> {
         let bad = |why: &str| TargetError::Malformed(format!("{s:?}: {why}"));
         let lower = s.to_ascii_lowercase();
-        if lower.starts_with("https://") {
+        let https = lower.starts_with("https://");
+        if https && raw {
             return Err(TargetError::Unsupported(format!(
-                "{s}: https:// is not supported yet (use http://)"
+                "{s}: --raw (the line protocol) has no https://"
             )));
         }
         let (rest, default_port) = if lower.starts_with("http://") {
             (&s[7..], Some(80))
+        } else if https {
+            (&s[8..], Some(443))
         } else if raw {
             (s, None)
         } else if let Some(i) = s.find("://") {
             return Err(TargetError::Unsupported(format!(
-                "{s}: the scheme {:?} is not supported (http:// only)",
+                "{s}: the scheme {:?} is not supported (http:// and https:// only)",
                 &s[..i]
             )));
         } else {
@@ -101,18 +107,28 @@ impl Target {
             port,
             path,
             raw,
+            https,
         })
     }
 
+    /// The port a URL of this scheme has when it names none.
+    fn default_port(&self) -> u16 {
+        if self.https {
+            443
+        } else {
+            80
+        }
+    }
+
     /// `host:port` for a `Host` header (brackets around an IPv6 literal; the
-    /// port only when it is not 80).
+    /// port only when it is not the scheme's default).
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == self.default_port() {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -152,7 +168,8 @@ impl Target {
             return Target::parse(location, false);
         }
         if let Some(rest) = location.strip_prefix("//") {
-            return Target::parse(&format!("http://{rest}"), false);
+            let scheme = if self.https { "https" } else { "http" };
+            return Target::parse(&format!("{scheme}://{rest}"), false);
         }
         let path = if location.starts_with('/') {
             location.to_string()
@@ -173,7 +190,8 @@ impl fmt::Display for Target {
         if self.raw {
             write!(f, "{}/{}", host_port(&self.host, self.port), self.path)
         } else {
-            write!(f, "http://{}{}", self.host_header(), self.path)
+            let scheme = if self.https { "https" } else { "http" };
+            write!(f, "{scheme}://{}{}", self.host_header(), self.path)
         }
     }
 }
@@ -250,8 +268,20 @@ mod tests {
             (t.host.as_str(), t.port, t.path.as_str()),
             ("::1", 9, "f.bin")
         );
+        let t = Target::parse("HTTPS://x/f", false).unwrap();
+        assert_eq!(
+            (t.https, t.port, t.host_header().as_str()),
+            (true, 443, "x")
+        );
+        assert_eq!(t.to_string(), "https://x/f");
+        let t = Target::parse("https://x:80/f", false).unwrap();
+        assert_eq!(t.host_header(), "x:80");
         assert!(matches!(
-            Target::parse("https://x/", false),
+            Target::parse("https://x/f", true),
+            Err(TargetError::Unsupported(_))
+        ));
+        assert!(matches!(
+            Target::parse("ftp://x/", false),
             Err(TargetError::Unsupported(_))
         ));
         assert!(Target::parse("host/x", true).is_err());
@@ -265,5 +295,9 @@ mod tests {
         assert_eq!(t.join("g").unwrap().path, "/d/g");
         assert_eq!(t.join("/x").unwrap().path, "/x");
         assert_eq!(t.join("http://o:2/y").unwrap().port, 2);
+        let s = Target::parse("https://h/d/f", false).unwrap();
+        assert!(s.join("g").unwrap().https);
+        assert!(s.join("//o/g").unwrap().https);
+        assert!(!s.join("http://o/g").unwrap().https);
     }
 }

@@ -233,7 +233,7 @@ fn get_j4_of_a_200_mib_file_equals_the_original() {
 }
 
 #[test]
-fn get_exit_codes_for_404_refused_existing_output_and_https() {
+fn get_exit_codes_for_404_refused_existing_output_and_schemes() {
     let tree = TempTree::new();
     tree.file("here.txt", b"here\n");
     let server = Server::start(tree.root(), &[]);
@@ -271,9 +271,10 @@ fn get_exit_codes_for_404_refused_existing_output_and_https() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(fs::read(&existing).unwrap(), b"here\n");
 
-    let o = run_in(dir, &["get", "https://example.invalid/x"]);
+    // A scheme other than http:// and https:// is a usage error.
+    let o = run_in(dir, &["get", "ftp://example.invalid/x"]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("not supported yet"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not supported"), "{}", stderr(&o));
     let o = run_in(dir, &["get", "not a url"]);
     assert_eq!(code(&o), 2);
 }

@@ -3,6 +3,10 @@
 //! the head parsed with httparse, then exactly `Content-Length` body bytes;
 //! line protocol: exactly the file's size) → the next request, until the run
 //! stops. A failure is counted by kind and the connection reconnects.
+//!
+//! Over TLS a rustls session sits between the operations and the parsing:
+//! the request is written into it, what it wants sent goes out as a `Send`,
+//! received ciphertext becomes the plaintext parsed as above.
 
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
@@ -11,6 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use iocomp::{Connect, Op, Packet, Port, Recv, Send, Timeout};
+use rustls::ClientConnection;
+
+use crate::get::tls;
 
 use super::{Shared, BACKOFF, RECV};
 
@@ -37,6 +44,10 @@ pub(super) struct Conn {
     /// The request buffer, back from each completed send and refilled for the
     /// next: no allocation per request.
     pub(super) req: Vec<u8>,
+    /// `https://`: the session, from the connect on.
+    pub(super) tls: Option<Box<ClientConnection>>,
+    /// A TLS connection's receive buffer (ciphertext).
+    pub(super) cipher: Vec<u8>,
 }
 
 /// Opens a socket and starts its connect (on the calling worker).
@@ -51,6 +62,7 @@ pub(super) fn connect(port: &Port, mut conn: Box<Conn>) {
     let _ = stream.set_nodelay(true);
     let h = port.associate(OwnedFd::from(stream), 0);
     conn.handle = Some(h.clone());
+    conn.tls = None;
     conn.buf.clear();
     conn.phase = Phase::Head;
     let mut op = Connect::new(&h, addr);
@@ -80,6 +92,7 @@ fn close(conn: Box<Conn>, error: Option<String>) {
 fn failed(port: &Port, mut conn: Box<Conn>, kind: String, backoff: bool) {
     conn.shared.error(kind);
     conn.handle = None;
+    conn.tls = None;
     if conn.shared.stop.load(Ordering::Relaxed) {
         return close(conn, None);
     }
@@ -102,6 +115,13 @@ fn send_request(port: &Port, mut conn: Box<Conn>) {
     conn.body = 0;
     conn.buf.clear();
     conn.started = Instant::now();
+    if let Some(t) = conn.tls.as_mut() {
+        let item = conn.item;
+        if let Err(e) = tls::write(t, &conn.shared.items[item].request) {
+            return failed(port, conn, e.to_string(), false);
+        }
+        return receive(port, conn);
+    }
     // A request is small and the socket's buffer almost always has room: one
     // non-blocking send(2) here, as wrk does, saves an operation and its
     // completion per request. What does not fit goes as a Send operation.
@@ -132,6 +152,24 @@ fn receive(port: &Port, mut conn: Box<Conn>) {
     let Some(h) = conn.handle.clone() else {
         return close(conn, Some("no socket".into()));
     };
+    if let Some(t) = conn.tls.as_mut() {
+        // What the session wants sent first (handshake, request); then ciphertext in.
+        match tls::pending(t) {
+            Err(e) => return failed(port, conn, e.to_string(), false),
+            Ok(Some(out)) => {
+                let mut op = Send::new(&h, out);
+                op.ctx = Some(conn);
+                return submit(port, op);
+            }
+            Ok(None) => {}
+        }
+        let mut cipher = std::mem::take(&mut conn.cipher);
+        cipher.clear();
+        cipher.reserve_exact(RECV.saturating_sub(cipher.capacity()));
+        let mut op = Recv::new(&h, cipher);
+        op.ctx = Some(conn);
+        return submit(port, op);
+    }
     let mut op = Recv::new(&h, std::mem::take(&mut conn.buf));
     op.ctx = Some(conn);
     submit(port, op);
@@ -146,8 +184,15 @@ pub(super) fn on_packet(port: &Port, mut p: Packet) {
         (Op::Timeout(_), _) => connect(port, conn),
         (Op::Connect(_), Ok(())) => {
             conn.shared.with_stats(|s| s.connects += 1);
+            if let Some((cfg, host)) = &conn.shared.tls {
+                match tls::connect(cfg, host) {
+                    Ok(t) => conn.tls = Some(Box::new(t)),
+                    Err(e) => return close(conn, Some(e.to_string())),
+                }
+            }
             send_request(port, conn)
         }
+        (Op::Send(_), Ok(())) if conn.tls.is_some() => receive(port, conn),
         (Op::Connect(_), Err(e)) => failed(port, conn, format!("connect: {}", e.kind()), true),
         (Op::Send(s), Ok(())) => {
             conn.req = s.buf;
@@ -155,6 +200,33 @@ pub(super) fn on_packet(port: &Port, mut p: Packet) {
         }
         (Op::Send(_), Err(e)) => failed(port, conn, format!("send: {}", e.kind()), false),
         (Op::Recv(_), Err(e)) => failed(port, conn, format!("recv: {}", e.kind()), false),
+        (Op::Recv(r), Ok(())) if conn.tls.is_some() => {
+            let n = p.bytes as usize;
+            let before = conn.buf.len();
+            let fed = match conn.tls.as_mut() {
+                Some(t) => tls::feed(t, &r.buf[r.buf.len() - n..], &mut conn.buf),
+                None => Ok(tls::Closed::Abruptly),
+            };
+            conn.cipher = r.buf;
+            let closed = match fed {
+                Ok(c) => c != tls::Closed::No,
+                Err(e) => return failed(port, conn, e.to_string(), false),
+            };
+            let got = (conn.buf.len() - before) as u64;
+            if got == 0 {
+                if closed {
+                    return failed(port, conn, "closed by server".into(), false);
+                }
+                return receive(port, conn);
+            }
+            conn.got += got;
+            match advance(&mut conn, got) {
+                Ok(false) if closed => failed(port, conn, "closed by server".into(), false),
+                Ok(false) => receive(port, conn),
+                Ok(true) => done(port, conn),
+                Err(kind) => failed(port, conn, kind.into(), false),
+            }
+        }
         (Op::Recv(r), Ok(())) => {
             conn.buf = r.buf;
             if p.bytes == 0 {

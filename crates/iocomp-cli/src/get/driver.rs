@@ -7,16 +7,28 @@
 //! connection whose deadline passed (its packet then says `ECANCELED`, and the
 //! connection fails with "timed out"). Body bytes are written with `pwrite`
 //! from this thread: into the page cache, that is faster than a hand-off.
+//!
+//! `https://`: a rustls [`ClientConnection`] sits between the socket
+//! operations and the HTTP code. Every receive of a TLS connection first
+//! sends what rustls wants sent (its handshake messages, then the request it
+//! holds until the handshake is done), then receives ciphertext, which
+//! [`tls::feed`] turns into the plaintext the HTTP code reads as before.
+//! Through `https_proxy` the connection first sends `CONNECT host:port` and
+//! reads the proxy's answer (phase `Tunnel`); TLS starts only after a 2xx,
+//! so the proxy sees nothing but the tunnel's target.
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::{ClientConfig, ClientConnection};
 
 use iocomp::{Connect, GetError, Handle, Op, OpId, Packet, Port, Recv, Send, Timeout};
 
 use super::body::{short, Decode, Framing};
 use super::job::{Job, Next, Role, Spec};
-use super::{Limiter, Opts, CHUNK, MAX_REDIRECTS};
+use super::{tls, Limiter, Opts, CHUNK, MAX_REDIRECTS};
 use crate::client::{self, net, Fail};
 use crate::target::Target;
 
@@ -29,6 +41,8 @@ enum Phase {
     Body,
     /// Waiting for `--limit-rate`.
     Pause,
+    /// `CONNECT` sent to the proxy; its answer is awaited.
+    Tunnel,
 }
 
 /// One connection.
@@ -60,6 +74,14 @@ struct Conn {
     /// Interim (1xx) answers skipped so far.
     interim: u8,
     limiter: Limiter,
+    /// `https://`: the TLS session, once the TCP connection (and tunnel) is up.
+    tls: Option<Box<ClientConnection>>,
+    /// `https://` through a proxy: `CONNECT` first.
+    tunnel: bool,
+    /// A TLS connection's receive buffer (ciphertext).
+    cipher: Vec<u8>,
+    /// Whether the TLS peer closed (after the last plaintext).
+    peer_closed: tls::Closed,
 }
 
 /// Interim (1xx) answers skipped before one connection's final answer.
@@ -81,6 +103,8 @@ pub(super) struct Driver<'a> {
     opts: &'a Opts,
     conns: Vec<Option<Conn>>,
     pub(super) jobs: Vec<Job>,
+    /// The TLS client configuration, made at the first `https://`.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl<'a> Driver<'a> {
@@ -96,6 +120,7 @@ impl<'a> Driver<'a> {
             opts,
             conns: Vec::new(),
             jobs,
+            tls: None,
         })
     }
 
@@ -155,6 +180,11 @@ impl<'a> Driver<'a> {
                 spec.extra.iter().map(|(k, v)| (*k, v.clone())).collect();
             client::request(&spec.target, "GET", &extra)?
         };
+        // An https:// target reached through a proxy that is not: a tunnel.
+        let tunnel = spec.target.https && !via.https;
+        if spec.target.https && self.tls.is_none() {
+            self.tls = Some(tls::config(&self.opts.trust)?);
+        }
         let addrs = via
             .resolve()
             .map_err(|e| Fail::Network(format!("{}: cannot resolve: {e}", via.host)))?;
@@ -186,6 +216,10 @@ impl<'a> Driver<'a> {
             end: None,
             interim: 0,
             limiter: Limiter::new(limit),
+            tls: None,
+            tunnel,
+            cipher: Vec::new(),
+            peer_closed: tls::Closed::No,
         };
         let k = match self.conns.iter().position(Option::is_none) {
             Some(k) => k,
@@ -242,11 +276,100 @@ impl<'a> Driver<'a> {
             c.buf.clear();
             c.phase = Phase::Body;
         }
+        c.deadline = deadline(self.opts.to.stall);
+        if let Some(t) = c.tls.as_mut() {
+            // What rustls wants sent goes first (the receive follows its completion).
+            match tls::pending(t) {
+                Err(e) => return self.fail(c, e),
+                Ok(Some(out)) => return self.submit(k, c, Send::new(&h, out).into()),
+                Ok(None) => {}
+            }
+            if c.peer_closed != tls::Closed::No {
+                return self.eof(c);
+            }
+            let mut cipher = std::mem::take(&mut c.cipher);
+            cipher.clear();
+            // A TLS record is at most 16 KiB of plaintext plus its overhead.
+            let want = c.chunk.max(17 * 1024);
+            cipher.reserve_exact(want.saturating_sub(cipher.capacity()));
+            return self.submit(k, c, Recv::new(&h, cipher).into());
+        }
         let want = c.buf.len() + c.chunk;
         c.buf.reserve_exact(want.saturating_sub(c.buf.capacity()));
-        c.deadline = deadline(self.opts.to.stall);
         let buf = std::mem::take(&mut c.buf);
         self.submit(k, c, Recv::new(&h, buf).into());
+    }
+
+    /// The TCP connection (and the tunnel, if any) is up: TLS starts, with
+    /// the request queued until the handshake is done.
+    fn start_tls(&mut self, k: usize, mut c: Conn) {
+        let Some(cfg) = self.tls.clone() else {
+            return self.fail(c, Fail::Tls("TLS is not configured".into()));
+        };
+        let mut t = match tls::connect(&cfg, &c.target.host) {
+            Ok(t) => Box::new(t),
+            Err(e) => return self.fail(c, e),
+        };
+        if let Err(e) = tls::write(&mut t, &c.request) {
+            return self.fail(c, e);
+        }
+        c.tls = Some(t);
+        c.buf.clear();
+        c.phase = Phase::Head;
+        self.recv(k, c)
+    }
+
+    /// Ciphertext arrived on a TLS connection (`n` bytes at the end of
+    /// `cipher`; none: the peer closed): its plaintext goes where a plain
+    /// connection's bytes would.
+    fn tls_recv(&mut self, k: usize, mut c: Conn, cipher: Vec<u8>, n: usize) {
+        let Some(t) = c.tls.as_mut() else {
+            return self.fail(c, Fail::Tls("TLS is not set up".into()));
+        };
+        let before = c.buf.len();
+        let r = tls::feed(t, &cipher[cipher.len() - n..], &mut c.buf);
+        c.cipher = cipher;
+        match r {
+            Err(e) => self.fail(c, e),
+            Ok(closed) => {
+                c.peer_closed = closed;
+                if closed != tls::Closed::No && n == 0 && c.buf.len() == before {
+                    return self.eof(c);
+                }
+                let got = c.buf.len() - before;
+                if got == 0 {
+                    return self.recv(k, c);
+                }
+                match c.phase {
+                    Phase::Head => self.head(k, c),
+                    _ => {
+                        let buf = std::mem::take(&mut c.buf);
+                        self.feed(k, c, buf, got as u64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The proxy's answer to `CONNECT` (in `c.buf`): a 2xx opens the tunnel.
+    fn tunnel(&mut self, k: usize, c: Conn) {
+        let (head, used) = match client::parse_head(&c.buf) {
+            Ok(Some(h)) => h,
+            Ok(None) => return self.recv(k, c),
+            Err(e) => return self.fail(c, e),
+        };
+        if !(200..300).contains(&head.status) {
+            let e = Fail::Http(format!(
+                "the proxy refused the tunnel (CONNECT): {} {}",
+                head.status, head.reason
+            ));
+            return self.fail(c, e);
+        }
+        if used != c.buf.len() {
+            let e = Fail::Network("the proxy sent bytes before the TLS handshake".into());
+            return self.fail(c, e);
+        }
+        self.start_tls(k, c)
     }
 
     /// A connection failed: its job fails, and the job's other connections stop.
@@ -317,8 +440,16 @@ impl<'a> Driver<'a> {
             p.status,
         ) {
             (Op::Connect(op), Ok(())) => {
-                c.phase = Phase::Send;
                 c.deadline = deadline(self.opts.to.stall);
+                if c.tunnel {
+                    c.phase = Phase::Tunnel;
+                    let req = client::connect_request(&c.target);
+                    return self.submit(k, c, Send::new(&op.socket, req).into());
+                }
+                if c.target.https {
+                    return self.start_tls(k, c);
+                }
+                c.phase = Phase::Send;
                 let req = std::mem::take(&mut c.request);
                 self.submit(k, c, Send::new(&op.socket, req).into());
             }
@@ -330,6 +461,10 @@ impl<'a> Driver<'a> {
                 };
                 c.handle = None;
                 self.connect_next(k, c);
+            }
+            (Op::Send(_), Ok(())) if c.tls.is_some() || c.phase == Phase::Tunnel => {
+                // A TLS flight, or the CONNECT: now the answer.
+                self.recv(k, c)
             }
             (Op::Send(op), Ok(())) => {
                 c.request = op.buf;
@@ -354,6 +489,9 @@ impl<'a> Driver<'a> {
             }
             (Op::Send(_), Err(e)) => self.fail(c, net("sending the request", e)),
             (Op::Timeout(_), _) => self.recv(k, c),
+            (Op::Recv(op), Ok(())) if c.tls.is_some() => {
+                self.tls_recv(k, c, op.buf, p.bytes as usize)
+            }
             (Op::Recv(op), Ok(())) => {
                 c.buf = op.buf;
                 if p.bytes == 0 {
@@ -361,6 +499,7 @@ impl<'a> Driver<'a> {
                 }
                 match c.phase {
                     Phase::Head => self.head(k, c),
+                    Phase::Tunnel => self.tunnel(k, c),
                     _ => {
                         let buf = std::mem::take(&mut c.buf);
                         self.feed(k, c, buf, p.bytes);
@@ -368,7 +507,9 @@ impl<'a> Driver<'a> {
                 }
             }
             (Op::Recv(_), Err(e)) => {
-                let what = if c.phase == Phase::Head {
+                let what = if c.phase == Phase::Tunnel {
+                    "reading the proxy's answer to CONNECT"
+                } else if c.phase == Phase::Head {
                     "reading the response"
                 } else {
                     "receiving the body"
@@ -391,6 +532,22 @@ impl<'a> Driver<'a> {
                 c,
                 Fail::Network("the server closed the connection before a response".into()),
             ),
+            Phase::Tunnel => self.fail(
+                c,
+                Fail::Network("the proxy closed the connection before answering CONNECT".into()),
+            ),
+            // Without close_notify, TLS cannot tell a body cut short from a
+            // whole one: a close-delimited body is not trusted then.
+            _ if c.peer_closed == tls::Closed::Abruptly && matches!(c.framing, Framing::Eof) => {
+                self.fail(
+                    c,
+                    Fail::Network(
+                        "the server closed the TLS connection without close_notify: \
+                         the body may be cut short"
+                            .into(),
+                    ),
+                )
+            }
             _ if c.framing.eof_ok() || matches!(c.role, Role::Raw) => self.complete(c),
             _ => self.fail(c, short()),
         }
