@@ -4,7 +4,7 @@
 //! Everything here sits behind one mutex that is taken only when a thread enters
 //! or leaves `get`, when a packet is posted or forwarded, and when a thread
 //! attaches or detaches; an operation issued and completed on the same worker
-//! never touches it (design D in `reference/iocp-semantics.md` §5.3).
+//! never touches it (design D in `docs/iocp-behaviours.md`).
 //!
 //! The rules (IOCP checklist ids):
 //! - C18: a packet is handed to the most recently parked waiter (a stack), and

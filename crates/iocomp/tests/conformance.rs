@@ -1,5 +1,5 @@
 //! IOCP behaviours on posted packets, each test named after its checklist id in
-//! `reference/iocp-semantics.md` §1.12. Waiters are ordered with the test-only
+//! `docs/iocp-behaviours.md`. Waiters are ordered with the test-only
 //! `Port::waiters()` count, never with sleeps.
 
 use std::sync::mpsc;

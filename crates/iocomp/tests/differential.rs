@@ -6,7 +6,7 @@
 //! attach/detach; short-lived threads that submit and exit; LIFO probes; port
 //! close — and runs each program on **both** backends, checking every step
 //! against a small reference model of the IOCP rules, written from the
-//! documentation (`reference/iocp-semantics.md`, the crate's rustdoc), not from
+//! documentation (`docs/iocp-behaviours.md`, the crate's rustdoc), not from
 //! the engine:
 //!
 //! - exactly one packet per accepted submission (`Ok`), none for a refused one;
