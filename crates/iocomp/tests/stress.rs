@@ -381,16 +381,7 @@ fn cancelled_waitable_timers_on_a_one_worker_pool_always_complete() {
         let mut pool = Pool::new(&port, 1, |_, _| {}).unwrap();
         let t = Instant::now();
         for i in 0..rounds {
-            let a = port
-                .submit_waitable(Timeout::new(Duration::from_secs(3600), 1))
-                .map_err(|(e, _)| e)
-                .unwrap();
-            let b = port
-                .submit_waitable(Timeout::new(Duration::from_secs(3600), 2))
-                .map_err(|(e, _)| e)
-                .unwrap();
-            a.cancel().unwrap();
-            b.cancel().unwrap();
+            let [a, b] = support::two_cancelled_hour_timers(&port);
             for (name, ov) in [("first", &a), ("second", &b)] {
                 let p = ov.wait(Some(Duration::from_secs(10))).unwrap_or_else(|| {
                     panic!(
