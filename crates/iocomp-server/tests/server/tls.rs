@@ -899,9 +899,7 @@ fn a_dribbled_partial_record_is_cut_by_the_header_timeout() {
         c.header_timeout = Duration::from_secs(1);
         c.idle_timeout = Duration::from_secs(2);
     });
-    let mut s = tls_connect(&site.pki, site.addr);
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    read_until(&mut s, b"xyz");
+    let mut s = kept_alive_after_x(&site);
     // A TLS 1.3 application-data record announcing 16000 bytes.
     let mut record = vec![0x17, 0x03, 0x03, 0x3e, 0x80];
     record.resize(5 + 16000, 0);
@@ -981,6 +979,15 @@ fn plain_http_split_across_segments_gets_400() {
     );
 }
 
+/// A session to `site` (whose `x` holds `xyz`) that asked for `/x` on a
+/// keep-alive connection and read the whole reply.
+fn kept_alive_after_x(site: &Site) -> StreamOwned<ClientConnection, TcpStream> {
+    let mut s = tls_connect(&site.pki, site.addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_until(&mut s, b"xyz");
+    s
+}
+
 /// Reads one response ending in `end` from a TLS stream.
 fn read_until(s: &mut StreamOwned<ClientConnection, TcpStream>, end: &[u8]) {
     let mut got = Vec::new();
@@ -999,9 +1006,7 @@ fn an_idle_session_is_closed_with_close_notify() {
     let site = site("tls-idle-notify", b"xyz", |c| {
         c.idle_timeout = Duration::from_secs(1);
     });
-    let mut s = tls_connect(&site.pki, site.addr);
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    read_until(&mut s, b"xyz");
+    let mut s = kept_alive_after_x(&site);
     let rest = read_to_close(&mut s);
     assert!(rest.is_empty(), "{rest:?}");
 }
@@ -1013,9 +1018,7 @@ fn a_session_ended_by_the_client_gets_close_notify_back() {
     let site = site("tls-eof-notify", b"xyz", |c| {
         c.idle_timeout = Duration::from_secs(60);
     });
-    let mut s = tls_connect(&site.pki, site.addr);
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    read_until(&mut s, b"xyz");
+    let mut s = kept_alive_after_x(&site);
     s.conn.send_close_notify();
     s.flush().unwrap();
     s.sock.shutdown(std::net::Shutdown::Write).unwrap();
