@@ -113,14 +113,7 @@ fn op_ids_are_never_reused_after_a_thread_detaches() {
 /// Item 4: a huge timeout is a documented clamp, not a panic.
 #[test]
 fn get_with_the_largest_timeout_does_not_panic() {
-    let port = port();
-    port.post(1, 2, 3).unwrap();
-    let p = port.get(Some(Duration::MAX)).unwrap();
-    assert_eq!((p.key, p.bytes), (1, 2));
-    port.post(4, 5, 6).unwrap();
-    let mut out = Vec::new();
-    assert_eq!(port.get_many(&mut out, 4, Some(Duration::MAX)), Ok(1));
-    assert_eq!(out[0].key, 4);
+    support::queued_packets_come_back_under_the_largest_timeout(&port());
 }
 
 /// Item 4: a timer of `Duration::MAX` waits (it is clamped, the same on both

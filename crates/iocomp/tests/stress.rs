@@ -527,12 +527,7 @@ fn get_with_the_longest_timeout_returns_instead_of_panicking() {
             .build()
             .unwrap();
         // A packet is queued: returns it at once.
-        port.post(1, 2, 3).unwrap();
-        let p = port.get(Some(Duration::MAX)).unwrap();
-        assert_eq!((p.key, p.bytes), (1, 2));
-        port.post(4, 5, 6).unwrap();
-        let mut out = Vec::new();
-        assert_eq!(port.get_many(&mut out, 4, Some(Duration::MAX)), Ok(1));
+        support::queued_packets_come_back_under_the_largest_timeout(&port);
         // Nothing queued: parks, and a post wakes it.
         let p2 = port.clone();
         let waiter = thread::spawn(move || p2.get(Some(Duration::MAX)).map(|p| p.key));

@@ -62,6 +62,18 @@ pub fn two_cancelled_hour_timers(port: &Port) -> [Overlapped; 2] {
     [a, b]
 }
 
+/// With packets queued, `get` and `get_many` with `Duration::MAX` (clamped,
+/// not a panic) return them at once.
+pub fn queued_packets_come_back_under_the_largest_timeout(port: &Port) {
+    port.post(1, 2, 3).unwrap();
+    let p = port.get(Some(Duration::MAX)).unwrap();
+    assert_eq!((p.key, p.bytes), (1, 2));
+    port.post(4, 5, 6).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(port.get_many(&mut out, 4, Some(Duration::MAX)), Ok(1));
+    assert_eq!(out[0].key, 4);
+}
+
 /// Set in a child process that [`in_child`] started.
 const CHILD: &str = "IOCOMP_TEST_CHILD";
 
