@@ -10,35 +10,13 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pseudo_random, Server, TempTree};
+use common::{code, one_line, pseudo_random, run_in, stderr, Server, TempTree};
 
 fn iocomp() -> Command {
     common::iocomp_command()
-}
-
-/// Runs `iocomp ARGS` in `dir`, bounded to 120 s.
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    let mut c = iocomp();
-    c.args(args).current_dir(dir);
-    common::output_within(c, Duration::from_secs(120))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The error is one line.
-fn one_line(o: &Output) -> String {
-    let e = stderr(o);
-    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e:?}");
-    e
 }
 
 fn url(s: &Server, name: &str) -> String {

@@ -12,33 +12,9 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::symlink;
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
-use common::{pseudo_random, Req, Scripted, TempTree, Version};
-
-fn get(dir: &Path, args: &[&str]) -> Output {
-    let mut c = common::iocomp_command();
-    c.arg("get").arg("-q").args(args).current_dir(dir);
-    common::output_within(c, Duration::from_secs(120))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The error is one line, and no panic.
-fn one_line(o: &Output) -> String {
-    let e = stderr(o);
-    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e:?}");
-    assert!(!e.contains("panicked"), "{e}");
-    e
-}
+use common::{code, get, one_line, pseudo_random, stderr, Req, Scripted, TempTree, Version};
 
 fn serve(body: Vec<u8>, etag: &'static str) -> Scripted {
     Scripted::start(move |_, req: &Req| {

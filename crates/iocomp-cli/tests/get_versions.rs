@@ -11,26 +11,10 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
 
-use common::{pseudo_random, Req, Scripted, TempTree, Version};
+use common::{code, get, pseudo_random, stderr, Req, Scripted, TempTree, Version};
 
 const DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
-
-fn get(dir: &Path, args: &[&str]) -> Output {
-    let mut c = common::iocomp_command();
-    c.arg("get").arg("-q").args(args).current_dir(dir);
-    common::output_within(c, Duration::from_secs(120))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// `answer` cut after `keep` body bytes (the server then closes).
 fn cut(answer: Vec<u8>, keep: usize) -> Vec<u8> {

@@ -266,35 +266,17 @@ pub(crate) fn wait_registered(
 ) -> WaitResult {
     let items = [Item::Named(nm)];
     let me = local::current_id();
+    let wait = |alert: Option<&Arc<Object>>, registered| {
+        block(&items, Mode::Any, deadline, me, alert, registered)
+    };
     if !alertable {
-        return block(
-            &items,
-            Mode::Any,
-            deadline,
-            me,
-            None,
-            Some(vec![pulse_seen]),
-        );
+        return wait(None, Some(vec![pulse_seen]));
     }
     let shared = local::current_shared();
-    match block(
-        &items,
-        Mode::Any,
-        deadline,
-        me,
-        Some(&shared.apc.alert),
-        Some(vec![pulse_seen]),
-    ) {
+    match wait(Some(&shared.apc.alert), Some(vec![pulse_seen])) {
         // A stale alert (its APCs already ran): the signal is made, keep waiting as a plain alertable wait.
         WaitResult::Alerted if shared.apc.run_pending() == 0 => loop {
-            match block(
-                &items,
-                Mode::Any,
-                deadline,
-                me,
-                Some(&shared.apc.alert),
-                None,
-            ) {
+            match wait(Some(&shared.apc.alert), None) {
                 WaitResult::Alerted if shared.apc.run_pending() == 0 => continue,
                 result => return result,
             }

@@ -5,29 +5,14 @@
 //! `IOCOMP_BACKEND=uring` and `IOCOMP_BACKEND=epoll`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+
 use std::time::Duration;
 
 use iocomp::{Backend, GetError, Op, Port, Recv, Send, TransmitFile, BACKEND_ENV};
 
-const T: Option<Duration> = Some(Duration::from_secs(20));
+mod support;
 
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
-
-fn epoll_port() -> Port {
-    let p = Port::builder()
-        .concurrency(2)
-        .backend(Backend::Epoll)
-        .build()
-        .unwrap();
-    p.attach().unwrap();
-    p
-}
+use support::{pair, port_on, T};
 
 #[test]
 fn the_environment_variable_picks_the_backend_of_auto_ports() {
@@ -69,7 +54,7 @@ fn backend_names_parse_and_display() {
 fn epoll_a_reused_descriptor_number_is_registered_again() {
     // A descriptor registered for readiness is closed; the next socket gets the
     // same number. The registration cache must notice it is a new one.
-    let port = epoll_port();
+    let port = port_on(Backend::Epoll);
     for round in 0..3u64 {
         let (ours, mut peer) = pair();
         let h = port.associate(ours, round);
@@ -91,7 +76,7 @@ fn epoll_a_reused_descriptor_number_is_registered_again() {
 
 #[test]
 fn epoll_cancelling_a_blocked_send_lets_the_next_one_run() {
-    let port = epoll_port();
+    let port = port_on(Backend::Epoll);
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 5);
     // Far more than the socket buffers hold: the first send blocks part-way.
@@ -124,7 +109,7 @@ fn epoll_cancelling_a_blocked_send_lets_the_next_one_run() {
 fn epoll_a_hot_transmit_longer_than_one_turn_is_byte_exact() {
     // More than one 2 MiB turn of sendfile: the transmit yields and resumes
     // without a readiness edge.
-    let port = epoll_port();
+    let port = port_on(Backend::Epoll);
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 6);
     let path = std::env::temp_dir().join(format!("iocomp-turns-{}", std::process::id()));

@@ -5,7 +5,7 @@
 //! `IOCOMP_BACKEND` picks: CI runs this file with `epoll` and with `uring`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -13,14 +13,9 @@ use std::time::{Duration, Instant};
 use iocomp::{Op, Packet, Pool, Port, Recv, Send, Timeout};
 use iocomp_sync::{sleep_alertable, wait_any, Event, SleepResult, Thread, WaitResult, Waitable};
 
-const T: Option<Duration> = Some(Duration::from_secs(20));
+mod support;
 
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
+use support::{pair, recv_buf, T};
 
 /// A port with one worker that counts the packets it gets from the port's
 /// queue (mode 4): the other modes must never reach it.
@@ -46,13 +41,6 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         self.pool.shutdown();
-    }
-}
-
-fn recv_buf(p: Packet) -> Vec<u8> {
-    match p.op {
-        Op::Recv(r) => r.buf,
-        other => panic!("not a recv: {other:?}"),
     }
 }
 

@@ -7,20 +7,9 @@ use std::time::{Duration, Instant};
 
 use iocomp::{Accept, GetError, Op, Port, Recv, Send, Timeout, TransmitFile};
 
-const T: Option<Duration> = Some(Duration::from_secs(20));
+mod support;
 
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
-
-fn port() -> Port {
-    let p = Port::builder().concurrency(2).build().unwrap();
-    p.attach().unwrap();
-    p
-}
+use support::{pair, port, T};
 
 #[test]
 fn c4_c11_recv_returns_its_buffer_with_the_bytes_and_the_handles_key() {

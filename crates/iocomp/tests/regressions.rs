@@ -3,25 +3,14 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+
 use std::time::Duration;
 
 use iocomp::{GetError, Pool, Port, Recv, Send, Timeout};
 
-const T: Option<Duration> = Some(Duration::from_secs(20));
+mod support;
 
-fn pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (b, _) = l.accept().unwrap();
-    (a, b)
-}
-
-fn port() -> Port {
-    let p = Port::builder().concurrency(2).build().unwrap();
-    p.attach().unwrap();
-    p
-}
+use support::{in_child, pair, port, recv_buf, two_cancelled_hour_timers, T};
 
 /// Item 1: WSASend keeps the order of sends on one socket. Two large sends
 /// queued back to back by one thread, with a reader slower than the sender so
@@ -76,16 +65,7 @@ fn cancelled_waitable_operations_always_complete() {
     let port = Port::builder().concurrency(1).build().unwrap();
     let _pool = Pool::new(&port, 1, |_, _| {}).unwrap();
     for i in 0..3000 {
-        let a = port
-            .submit_waitable(Timeout::new(Duration::from_secs(3600), 1))
-            .map_err(|(e, _)| e)
-            .unwrap();
-        let b = port
-            .submit_waitable(Timeout::new(Duration::from_secs(3600), 2))
-            .map_err(|(e, _)| e)
-            .unwrap();
-        a.cancel().unwrap();
-        b.cancel().unwrap();
+        let [a, b] = two_cancelled_hour_timers(&port);
         for ov in [&a, &b] {
             let p = ov
                 .wait(Some(Duration::from_secs(5)))
@@ -133,14 +113,7 @@ fn op_ids_are_never_reused_after_a_thread_detaches() {
 /// Item 4: a huge timeout is a documented clamp, not a panic.
 #[test]
 fn get_with_the_largest_timeout_does_not_panic() {
-    let port = port();
-    port.post(1, 2, 3).unwrap();
-    let p = port.get(Some(Duration::MAX)).unwrap();
-    assert_eq!((p.key, p.bytes), (1, 2));
-    port.post(4, 5, 6).unwrap();
-    let mut out = Vec::new();
-    assert_eq!(port.get_many(&mut out, 4, Some(Duration::MAX)), Ok(1));
-    assert_eq!(out[0].key, 4);
+    support::queued_packets_come_back_under_the_largest_timeout(&port());
 }
 
 /// Item 4: a timer of `Duration::MAX` waits (it is clamped, the same on both
@@ -187,61 +160,6 @@ fn a_cancelled_send_waiting_behind_a_blocked_one_completes_at_once() {
     let p = port.get(T).unwrap();
     assert_eq!(p.id, first);
     assert!(p.is_aborted(), "{:?}", p.status);
-}
-
-/// Set in a child process that runs one test under `IOCOMP_URING_COMPAT`.
-const CHILD: &str = "IOCOMP_TEST_REGRESSION_CHILD";
-
-/// Runs the test `name` again in a child process with `IOCOMP_URING_COMPAT`
-/// set to `compat` (the switch is read when a ring is made, so it cannot be set
-/// inside this process, whose other tests run meanwhile; `""` forces nothing,
-/// for a test that runs in a child only so that a hang is bounded). Returns
-/// true in the parent, which has checked that the child passed within
-/// `limit` (and killed it otherwise); false in the child, which then runs the
-/// body.
-fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        return false;
-    }
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1")
-        .env("IOCOMP_URING_COMPAT", compat)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name} under IOCOMP_URING_COMPAT={compat} did not finish in {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(status.success(), "child failed: {status}\n{out}");
-    assert!(
-        out.contains("1 passed"),
-        "the child did not run the test:\n{out}"
-    );
-    true
 }
 
 /// Item 5: a thread that exits with operations in flight, on a kernel without
@@ -553,14 +471,6 @@ fn strict_a_busy_threads_completion_reaches_an_idle_thread_when_it_enters_the_po
     assert_eq!(idle.join().unwrap(), Ok((8, 4)));
 }
 
-/// The bytes a receive's packet holds.
-fn received(p: iocomp::Packet) -> Vec<u8> {
-    let iocomp::Op::Recv(r) = p.op else {
-        panic!("not a receive: {:?}", p.id)
-    };
-    r.buf
-}
-
 /// AFD fills a stream socket's pending receives in the order they were
 /// posted, and `CancelIoEx` of one of them completes it (aborted) without
 /// taking bytes: the others still take the peer's bytes in order.
@@ -582,7 +492,7 @@ fn a_cancelled_pending_receive_takes_no_bytes_and_the_others_keep_their_order() 
     for _ in 0..2 {
         let p = port.get(T).unwrap();
         assert!(p.status.is_ok(), "{:?}", p.status);
-        got.push((p.id, received(p)));
+        got.push((p.id, recv_buf(p)));
     }
     got.sort_by_key(|(id, _)| if *id == a { 0 } else { 1 });
     assert_eq!(got, vec![(a, b"1".to_vec()), (c, b"2".to_vec())]);
@@ -631,7 +541,7 @@ fn a_socket_used_by_an_exited_thread_takes_receives_from_another() {
     for _ in 0..2 {
         let p = port.get(T).unwrap();
         assert!(p.status.is_ok(), "{:?}", p.status);
-        got.push((p.id, received(p)));
+        got.push((p.id, recv_buf(p)));
     }
     got.sort_by_key(|(id, _)| if *id == handed { 0 } else { 1 });
     assert_eq!(got, vec![(handed, b"a".to_vec()), (own, b"b".to_vec())]);

@@ -3,53 +3,14 @@
 //! (`IOCOMP_BACKEND=uring` and `IOCOMP_BACKEND=epoll`); a test that could hang
 //! runs its scenario in a child process that the parent kills after a bound.
 
-use std::io::Read;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use iocomp::{Port, Timeout};
 
-/// Set in a child process that runs one test.
-const CHILD: &str = "IOCOMP_TEST_REVIEW_CHILD";
+mod support;
 
-/// Runs the test `name` again in a child process with `IOCOMP_URING_COMPAT`
-/// set to `compat` (`""` forces nothing). Returns true in the parent, which
-/// has checked that the child passed within `limit` (and killed it
-/// otherwise); false in the child, which then runs the body.
-fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        return false;
-    }
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1")
-        .env("IOCOMP_URING_COMPAT", compat)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name} (IOCOMP_URING_COMPAT={compat:?}) did not finish in {limit:?}: hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
-    let _ = child.stderr.take().unwrap().read_to_string(&mut out);
-    assert!(status.success(), "child failed: {status}\n{out}");
-    assert!(
-        out.contains("1 passed"),
-        "the child did not run the test:\n{out}"
-    );
-    true
-}
+use support::in_child;
 
 /// A context whose `Drop` calls back into the port, then says it finished.
 struct Reentrant {

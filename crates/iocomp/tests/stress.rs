@@ -381,16 +381,7 @@ fn cancelled_waitable_timers_on_a_one_worker_pool_always_complete() {
         let mut pool = Pool::new(&port, 1, |_, _| {}).unwrap();
         let t = Instant::now();
         for i in 0..rounds {
-            let a = port
-                .submit_waitable(Timeout::new(Duration::from_secs(3600), 1))
-                .map_err(|(e, _)| e)
-                .unwrap();
-            let b = port
-                .submit_waitable(Timeout::new(Duration::from_secs(3600), 2))
-                .map_err(|(e, _)| e)
-                .unwrap();
-            a.cancel().unwrap();
-            b.cancel().unwrap();
+            let [a, b] = support::two_cancelled_hour_timers(&port);
             for (name, ov) in [("first", &a), ("second", &b)] {
                 let p = ov.wait(Some(Duration::from_secs(10))).unwrap_or_else(|| {
                     panic!(
@@ -536,12 +527,7 @@ fn get_with_the_longest_timeout_returns_instead_of_panicking() {
             .build()
             .unwrap();
         // A packet is queued: returns it at once.
-        port.post(1, 2, 3).unwrap();
-        let p = port.get(Some(Duration::MAX)).unwrap();
-        assert_eq!((p.key, p.bytes), (1, 2));
-        port.post(4, 5, 6).unwrap();
-        let mut out = Vec::new();
-        assert_eq!(port.get_many(&mut out, 4, Some(Duration::MAX)), Ok(1));
+        support::queued_packets_come_back_under_the_largest_timeout(&port);
         // Nothing queued: parks, and a post wakes it.
         let p2 = port.clone();
         let waiter = thread::spawn(move || p2.get(Some(Duration::MAX)).map(|p| p.key));

@@ -958,6 +958,38 @@ pub fn iocomp_command() -> Command {
     c
 }
 
+/// Runs `iocomp ARGS` in `dir`, bounded to 120 s.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    let mut c = iocomp_command();
+    c.args(args).current_dir(dir);
+    output_within(c, Duration::from_secs(120))
+}
+
+/// Runs `iocomp get -q ARGS` in `dir`, bounded to 120 s.
+pub fn get(dir: &Path, args: &[&str]) -> Output {
+    let mut c = iocomp_command();
+    c.arg("get").arg("-q").args(args).current_dir(dir);
+    output_within(c, Duration::from_secs(120))
+}
+
+/// The exit code of `o` (-1 when a signal ended it).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// The standard error of `o`, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The standard error of `o`, which must be one line and no panic.
+pub fn one_line(o: &Output) -> String {
+    let e = stderr(o);
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e:?}");
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
 /// Runs `command` to its end with stdout and stderr captured (stdin empty;
 /// both pipes drained as it runs, so a chatty child never blocks on them);
 /// kills it and fails the test if it runs longer than `limit`.

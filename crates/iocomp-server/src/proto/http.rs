@@ -212,6 +212,16 @@ fn to_https(conn: &mut dyn Connection, req: &Request<'_>, cx: &Ctx, port: u16) -
     } else {
         location.push('/');
     }
+    moved_permanently(conn, req, cx, location)
+}
+
+/// A `301` to `location` with the request's query appended, if it has one.
+fn moved_permanently(
+    conn: &mut dyn Connection,
+    req: &Request<'_>,
+    cx: &Ctx,
+    mut location: String,
+) -> Step {
     if let Some(q) = req.query {
         location.push('?');
         location.push_str(&String::from_utf8_lossy(q));
@@ -246,18 +256,7 @@ fn directory(
     if !req.path.ends_with(b"/") {
         let mut location = String::with_capacity(name.len() + 2);
         directory_location(name, &mut location);
-        if let Some(q) = req.query {
-            location.push('?');
-            location.push_str(&String::from_utf8_lossy(q));
-        }
-        status(conn, 301);
-        let mut out = Vec::with_capacity(256);
-        Head::new(&mut out, 301, &cx.date)
-            .location(&location)
-            .content_length(0)
-            .connection(cx.version, cx.keep_alive)
-            .finish();
-        return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
+        return moved_permanently(conn, req, cx, location);
     }
     let mut index = name.to_vec();
     index.extend_from_slice(b"/index.html");

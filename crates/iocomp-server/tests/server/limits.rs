@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::harness::{connect_from, Tree};
+use crate::harness::{connect_from, Running, Tree};
 
 /// Reads until the server closes `s` or `within` passes; returns whether it
 /// closed (EOF or a reset), and what it sent.
@@ -26,17 +26,26 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
     }
 }
 
-#[test]
-fn connections_over_the_per_address_limit_do_not_take_max_conns_slots() {
-    let tree = Tree::new("limits");
+/// A request for `f.txt` that asks the server to close after the reply.
+const GET_F_CLOSE: &[u8] = b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+/// `tree` with `f.txt` (`served\n`) served with `--max-conns 4`,
+/// `--max-conns-per-ip 1` and a header timeout of a minute.
+fn serve_limited(tree: &Tree) -> Running {
     tree.file("f.txt", b"served\n");
-    // A long header timeout: if the refused connections held `--max-conns`
-    // slots until it, the second address would wait a minute.
-    let running = tree.serve(|c| {
+    tree.serve(|c| {
         c.max_conns = 4;
         c.max_conns_per_ip = 1;
         c.header_timeout = Duration::from_secs(60);
-    });
+    })
+}
+
+#[test]
+fn connections_over_the_per_address_limit_do_not_take_max_conns_slots() {
+    let tree = Tree::new("limits");
+    // A long header timeout: if the refused connections held `--max-conns`
+    // slots until it, the second address would wait a minute.
+    let running = serve_limited(&tree);
     let one = Ipv4Addr::LOCALHOST;
     // The one connection 127.0.0.1 may have, kept silent.
     let mut first = connect_from(running.addr, one);
@@ -48,9 +57,7 @@ fn connections_over_the_per_address_limit_do_not_take_max_conns_slots() {
     other
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    other
-        .write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    other.write_all(GET_F_CLOSE).unwrap();
     let mut resp = Vec::new();
     let res = other.read_to_end(&mut resp);
     assert!(
@@ -73,9 +80,7 @@ fn connections_over_the_per_address_limit_do_not_take_max_conns_slots() {
     }
 
     // The connection within the limit is still open and served.
-    first
-        .write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    first.write_all(GET_F_CLOSE).unwrap();
     let mut resp = Vec::new();
     first.read_to_end(&mut resp).unwrap();
     let text = String::from_utf8_lossy(&resp);
@@ -85,12 +90,7 @@ fn connections_over_the_per_address_limit_do_not_take_max_conns_slots() {
 #[test]
 fn a_refused_connection_that_asks_at_once_gets_503() {
     let tree = Tree::new("limits503");
-    tree.file("f.txt", b"served\n");
-    let running = tree.serve(|c| {
-        c.max_conns = 4;
-        c.max_conns_per_ip = 1;
-        c.header_timeout = Duration::from_secs(60);
-    });
+    let running = serve_limited(&tree);
     let one = Ipv4Addr::LOCALHOST;
     let _first = connect_from(running.addr, one);
     let mut second = connect_from(running.addr, one);

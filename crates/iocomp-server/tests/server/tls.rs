@@ -71,10 +71,19 @@ pub(crate) fn serve_tls(
     pki: &Pki,
     tune: impl FnOnce(&mut Config),
 ) -> (Running, SocketAddr) {
-    let files = pki.files.clone();
+    serve_certs(tree, vec![pki.files.clone()], tune)
+}
+
+/// The tree served on a plain and a TLS listener with `certs` (the first is
+/// the default); returns the TLS address.
+fn serve_certs(
+    tree: &Tree,
+    certs: Vec<CertFiles>,
+    tune: impl FnOnce(&mut Config),
+) -> (Running, SocketAddr) {
     let running = tree.serve(|c| {
         c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
-        c.tls_certs = vec![files];
+        c.tls_certs = certs;
         tune(c);
     });
     // The TLS listeners come after the plain ones.
@@ -127,28 +136,110 @@ fn url(addr: SocketAddr, path: &str) -> String {
     format!("https://localhost:{}{path}", addr.port())
 }
 
-pub(crate) fn client_config(pki: &Pki) -> Arc<ClientConfig> {
+/// A tree with one file, `x`, served on a plain and a TLS listener (with the
+/// certificates of [`pki`]). Fields drop in order: the server first.
+struct Site {
+    running: Running,
+    /// The TLS listener.
+    addr: SocketAddr,
+    pki: Pki,
+    /// Kept so that the served directory lives as long as the server.
+    _tree: Tree,
+}
+
+/// A [`Site`] in a tree named `tag` whose file `x` holds `x`; `tune` adjusts
+/// the configuration.
+fn site(tag: &str, x: &[u8], tune: impl FnOnce(&mut Config)) -> Site {
+    let tree = Tree::new(tag);
+    tree.file("x", x);
+    let pki = pki(&tree);
+    let (running, addr) = serve_tls(&tree, &pki, tune);
+    Site {
+        running,
+        addr,
+        pki,
+        _tree: tree,
+    }
+}
+
+/// The crypto provider of the test clients.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The test CA as the only root.
+fn roots(pki: &Pki) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    roots
+}
+
+pub(crate) fn client_config(pki: &Pki) -> Arc<ClientConfig> {
     Arc::new(
-        ClientConfig::builder_with_provider(provider)
+        ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_root_certificates(roots)
+            .with_root_certificates(roots(pki))
             .with_no_client_auth(),
     )
 }
 
-pub(crate) fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+/// A TCP connection to `addr` whose reads and writes give up after 30 s.
+fn tcp_to(addr: SocketAddr) -> TcpStream {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     tcp.set_write_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let conn = ClientConnection::new(client_config(pki), name).unwrap();
-    StreamOwned::new(conn, tcp)
+    tcp
+}
+
+/// A rustls session with `config` to `addr`, sending `name` (an IP address:
+/// no SNI); the handshake runs on first use.
+fn tls_with(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    name: &str,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    let conn = ClientConnection::new(config, name).unwrap();
+    StreamOwned::new(conn, tcp_to(addr))
+}
+
+pub(crate) fn tls_connect(pki: &Pki, addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
+    tls_with(client_config(pki), addr, "localhost")
+}
+
+/// The first flight (the ClientHello) of a rustls client of the test CA.
+fn client_hello(pki: &Pki) -> Vec<u8> {
+    let mut conn = ClientConnection::new(
+        client_config(pki),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+/// A connection to `addr` that sent a handshake record of 0x40 bytes of
+/// nonsense (pattern `seed`).
+fn garbage_hello(addr: SocketAddr, seed: u64) -> TcpStream {
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    let mut junk = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+    junk.extend(bytes(0x40, seed));
+    garbage.write_all(&junk).unwrap();
+    garbage
+}
+
+/// Sends `GET /x` with `Connection: close` and reads the reply up to the
+/// server's `close_notify`.
+fn get_x_to_close(s: &mut StreamOwned<ClientConnection, TcpStream>) -> Vec<u8> {
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    read_to_close(s)
 }
 
 /// Reads until the server's `close_notify` (a cut without one is an error).
@@ -287,17 +378,10 @@ fn line_protocol_inside_tls_matches_plain() {
 
 #[test]
 fn alpn_http11_and_keep_alive_with_rustls() {
-    let tree = Tree::new("tls-alpn");
-    tree.file("x", b"xyz");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
-    let mut config = (*client_config(&pki)).clone();
+    let site = site("tls-alpn", b"xyz", |_| {});
+    let mut config = (*client_config(&site.pki)).clone();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let conn = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
-        .unwrap();
-    let mut s = StreamOwned::new(conn, tcp);
+    let mut s = tls_with(Arc::new(config), site.addr, "localhost");
     s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let got = read_to_close(&mut s);
@@ -309,12 +393,8 @@ fn alpn_http11_and_keep_alive_with_rustls() {
 
 #[test]
 fn plain_http_to_tls_port_gets_nginx_400() {
-    let tree = Tree::new("tls-plain");
-    tree.file("x", b"x");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let site = site("tls-plain", b"x", |_| {});
+    let mut s = tcp_to(site.addr);
     s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
@@ -328,24 +408,12 @@ fn plain_http_to_tls_port_gets_nginx_400() {
 
 #[test]
 fn client_hello_on_plain_port_is_closed() {
-    let tree = Tree::new("tls-on-plain");
-    tree.file("x", b"x");
-    let pki = pki(&tree);
-    let (running, _addr) = serve_tls(&tree, &pki, |_| {});
+    let site = site("tls-on-plain", b"x", |_| {});
     // A real ClientHello from rustls to the plain listener: closed with
     // nothing sent back (not answered as a line-protocol name).
-    let mut conn = ClientConnection::new(
-        client_config(&pki),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut hello = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut hello).unwrap();
-    }
+    let hello = client_hello(&site.pki);
     assert_eq!(hello[0], 0x16, "a handshake record");
-    let mut s = TcpStream::connect(running.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = tcp_to(site.running.addr);
     s.write_all(&hello).unwrap();
     let mut back = Vec::new();
     match s.read_to_end(&mut back) {
@@ -353,7 +421,7 @@ fn client_hello_on_plain_port_is_closed() {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "closed: {e}"),
     }
     drop(s);
-    wait_no_connections(&running);
+    wait_no_connections(&site.running);
 }
 
 #[test]
@@ -374,10 +442,7 @@ fn garbage_and_stalled_handshakes_are_cut_without_disturbing_others() {
     // One that connects and never says anything.
     let mut silent = TcpStream::connect(addr).unwrap();
     // A garbage ClientHello: a handshake record whose body is nonsense.
-    let mut garbage = TcpStream::connect(addr).unwrap();
-    let mut junk = vec![0x16, 0x03, 0x01, 0x00, 0x40];
-    junk.extend(bytes(0x40, 1));
-    garbage.write_all(&junk).unwrap();
+    let mut garbage = garbage_hello(addr, 1);
 
     // Meanwhile a good client is served in full.
     let mut good = tls_connect(&pki, addr);
@@ -471,12 +536,9 @@ impl ServerCertVerifier for Recorder {
 /// The leaf certificate the server presents to a client that sends `name`
 /// (an IP address: no SNI at all), after a full handshake and one request.
 fn leaf_for(pki: &Pki, addr: SocketAddr, name: &str) -> Vec<u8> {
-    let mut roots = RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
+        Arc::new(roots(pki)),
         provider.clone(),
     )
     .build()
@@ -491,17 +553,8 @@ fn leaf_for(pki: &Pki, addr: SocketAddr, name: &str) -> Vec<u8> {
         .dangerous()
         .with_custom_certificate_verifier(recorder.clone())
         .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let conn = ClientConnection::new(
-        Arc::new(config),
-        ServerName::try_from(name.to_string()).unwrap(),
-    )
-    .unwrap();
-    let mut s = StreamOwned::new(conn, tcp);
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let got = read_to_close(&mut s);
+    let mut s = tls_with(Arc::new(config), addr, name);
+    let got = get_x_to_close(&mut s);
     assert!(
         got.starts_with(b"HTTP/1.1 200 "),
         "{:?}",
@@ -517,12 +570,11 @@ fn sni_chooses_the_certificate_and_the_first_is_the_default() {
     tree.file("x", b"x");
     let first = pki_for(&tree, "first", &["localhost", "127.0.0.1"]);
     let other = pki_for(&tree, "other", &["other.test", "*.wild.test"]);
-    let files = vec![first.files.clone(), other.files.clone()];
-    let running = tree.serve(|c| {
-        c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
-        c.tls_certs = files;
-    });
-    let addr = running.local_addrs()[1];
+    let (_running, addr) = serve_certs(
+        &tree,
+        vec![first.files.clone(), other.files.clone()],
+        |_| {},
+    );
     let (a, b) = (first.leaf_der.to_vec(), other.leaf_der.to_vec());
     assert_ne!(a, b);
     assert!(leaf_for(&first, addr, "localhost") == a, "SNI localhost");
@@ -551,12 +603,7 @@ fn reload_swaps_certificates_and_a_bad_file_keeps_the_old() {
     tree.file("x", b"x");
     let old = pki_for(&tree, "old", &["localhost"]);
     let new = pki_for(&tree, "new", &["localhost"]);
-    let files = old.files.clone();
-    let running = tree.serve(|c| {
-        c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
-        c.tls_certs = vec![files];
-    });
-    let addr = running.local_addrs()[1];
+    let (running, addr) = serve_tls(&tree, &old, |_| {});
     assert!(leaf_for(&old, addr, "localhost") == old.leaf_der.to_vec());
 
     // A connection open across the reload keeps working.
@@ -590,9 +637,7 @@ fn reload_swaps_certificates_and_a_bad_file_keeps_the_old() {
         "the last good cert stays"
     );
 
-    open.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let rest = read_to_close(&mut open);
+    let rest = get_x_to_close(&mut open);
     assert_eq!(
         String::from_utf8_lossy(&rest)
             .matches("HTTP/1.1 200 OK")
@@ -615,38 +660,24 @@ fn no_tickets_means_every_handshake_is_full() {
 }
 
 fn resumption(no_tickets: bool) {
-    let tree = Tree::new("tls-resume");
-    tree.file("x", b"x");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |c| c.tls_no_tickets = no_tickets);
+    let site = site("tls-resume", b"x", |c| c.tls_no_tickets = no_tickets);
     let second = if no_tickets {
         HandshakeKind::Full
     } else {
         HandshakeKind::Resumed
     };
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let mut roots = RootCertStore::empty();
-        roots.add(pki.ca_der.clone()).unwrap();
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = Arc::new(
-            ClientConfig::builder_with_provider(provider)
+            ClientConfig::builder_with_provider(provider())
                 .with_protocol_versions(&[version])
                 .unwrap()
-                .with_root_certificates(roots)
+                .with_root_certificates(roots(&site.pki))
                 .with_no_client_auth(),
         );
         let mut kinds = Vec::new();
         for _ in 0..2 {
-            let tcp = TcpStream::connect(addr).unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let conn =
-                ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
-                    .unwrap();
-            let mut s = StreamOwned::new(conn, tcp);
-            s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let got = read_to_close(&mut s);
+            let mut s = tls_with(config.clone(), site.addr, "localhost");
+            let got = get_x_to_close(&mut s);
             assert!(got.ends_with(b"\r\n\r\nx"));
             kinds.push(s.conn.handshake_kind());
         }
@@ -660,18 +691,17 @@ fn resumption(no_tickets: bool) {
 
 #[test]
 fn metrics_count_handshakes_and_report_ktls() {
-    let tree = Tree::new("tls-metrics");
-    tree.file("x", b"x");
-    let pki = pki(&tree);
-    let (running, addr) = serve_tls(&tree, &pki, |c| {
+    let Site {
+        running,
+        addr,
+        pki,
+        _tree,
+    } = site("tls-metrics", b"x", |c| {
         c.metrics = Some("127.0.0.1:0".parse().unwrap());
     });
     let (body, _) = curl(&pki, addr, &[&url(addr, "/x")]);
     assert_eq!(body, b"x");
-    let mut garbage = TcpStream::connect(addr).unwrap();
-    let mut junk = vec![0x16, 0x03, 0x01, 0x00, 0x40];
-    junk.extend(bytes(0x40, 2));
-    garbage.write_all(&junk).unwrap();
+    let mut garbage = garbage_hello(addr, 2);
     assert!(closed_by_server(&mut garbage));
     let m = Running::at(running.metrics_addr()).get("/metrics", &[]);
     let text = String::from_utf8_lossy(&m.body);
@@ -696,19 +726,13 @@ fn metrics_count_handshakes_and_report_ktls() {
 
 #[test]
 fn a_handshake_cut_at_every_byte_leaves_nothing_behind() {
-    let tree = Tree::new("tls-cut");
-    tree.file("x", b"x");
-    let pki = pki(&tree);
-    let (running, addr) = serve_tls(&tree, &pki, |_| {});
-    let mut conn = ClientConnection::new(
-        client_config(&pki),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut hello = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut hello).unwrap();
-    }
+    let Site {
+        running,
+        addr,
+        pki,
+        _tree,
+    } = site("tls-cut", b"x", |_| {});
+    let hello = client_hello(&pki);
     // The ClientHello cut after every byte count, then the client closes.
     for n in 0..hello.len() {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -871,22 +895,11 @@ fn dribble_until_closed(tcp: &mut TcpStream, bytes: &[u8], limit: Duration) -> O
 /// not kept alive by each byte.
 #[test]
 fn a_dribbled_partial_record_is_cut_by_the_header_timeout() {
-    let tree = Tree::new("tls-dribble");
-    tree.file("x", b"xyz");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+    let site = site("tls-dribble", b"xyz", |c| {
         c.header_timeout = Duration::from_secs(1);
         c.idle_timeout = Duration::from_secs(2);
     });
-    let mut s = tls_connect(&pki, addr);
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.ends_with(b"xyz") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the reply");
-        got.extend_from_slice(&buf[..n]);
-    }
+    let mut s = kept_alive_after_x(&site);
     // A TLS 1.3 application-data record announcing 16000 bytes.
     let mut record = vec![0x17, 0x03, 0x03, 0x3e, 0x80];
     record.resize(5 + 16000, 0);
@@ -901,17 +914,10 @@ fn a_dribbled_partial_record_is_cut_by_the_header_timeout() {
 /// client offering only `h2` gets `no_application_protocol`.
 #[test]
 fn a_refused_handshake_gets_its_alert() {
-    let tree = Tree::new("tls-alert");
-    tree.file("x", b"xyz");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
-    let mut config = (*client_config(&pki)).clone();
+    let site = site("tls-alert", b"xyz", |_| {});
+    let mut config = (*client_config(&site.pki)).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let conn = ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
-        .unwrap();
-    let mut s = StreamOwned::new(conn, tcp);
+    let mut s = tls_with(Arc::new(config), site.addr, "localhost");
     let err = s
         .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
         .and_then(|()| s.flush())
@@ -956,13 +962,9 @@ fn a_tls11_client_gets_an_alert() {
 /// short to tell) still gets nginx's `400`.
 #[test]
 fn plain_http_split_across_segments_gets_400() {
-    let tree = Tree::new("tls-plain-split");
-    tree.file("x", b"x");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |_| {});
-    let mut s = TcpStream::connect(addr).unwrap();
+    let site = site("tls-plain-split", b"x", |_| {});
+    let mut s = tcp_to(site.addr);
     s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(b"GE").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // Still waiting (not closed) for the rest; then the rest comes.
@@ -975,6 +977,15 @@ fn plain_http_split_across_segments_gets_400() {
         text.contains("The plain HTTP request was sent to HTTPS port"),
         "{text}"
     );
+}
+
+/// A session to `site` (whose `x` holds `xyz`) that asked for `/x` on a
+/// keep-alive connection and read the whole reply.
+fn kept_alive_after_x(site: &Site) -> StreamOwned<ClientConnection, TcpStream> {
+    let mut s = tls_connect(&site.pki, site.addr);
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_until(&mut s, b"xyz");
+    s
 }
 
 /// Reads one response ending in `end` from a TLS stream.
@@ -992,15 +1003,10 @@ fn read_until(s: &mut StreamOwned<ClientConnection, TcpStream>, end: &[u8]) {
 /// `close_notify` (as nginx's does), so that the client can tell it from a cut.
 #[test]
 fn an_idle_session_is_closed_with_close_notify() {
-    let tree = Tree::new("tls-idle-notify");
-    tree.file("x", b"xyz");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+    let site = site("tls-idle-notify", b"xyz", |c| {
         c.idle_timeout = Duration::from_secs(1);
     });
-    let mut s = tls_connect(&pki, addr);
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    read_until(&mut s, b"xyz");
+    let mut s = kept_alive_after_x(&site);
     let rest = read_to_close(&mut s);
     assert!(rest.is_empty(), "{rest:?}");
 }
@@ -1009,15 +1015,10 @@ fn an_idle_session_is_closed_with_close_notify() {
 /// reply gets the server's `close_notify` back before the close.
 #[test]
 fn a_session_ended_by_the_client_gets_close_notify_back() {
-    let tree = Tree::new("tls-eof-notify");
-    tree.file("x", b"xyz");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+    let site = site("tls-eof-notify", b"xyz", |c| {
         c.idle_timeout = Duration::from_secs(60);
     });
-    let mut s = tls_connect(&pki, addr);
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    read_until(&mut s, b"xyz");
+    let mut s = kept_alive_after_x(&site);
     s.conn.send_close_notify();
     s.flush().unwrap();
     s.sock.shutdown(std::net::Shutdown::Write).unwrap();
@@ -1029,13 +1030,10 @@ fn a_session_ended_by_the_client_gets_close_notify_back() {
 /// pipelining its requests: every reply, then the server's `close_notify`.
 #[test]
 fn a_client_fin_after_pipelined_requests_gets_close_notify() {
-    let tree = Tree::new("tls-fin-notify");
-    tree.file("x", b"xyz");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+    let site = site("tls-fin-notify", b"xyz", |c| {
         c.idle_timeout = Duration::from_secs(60);
     });
-    let mut s = tls_connect(&pki, addr);
+    let mut s = tls_connect(&site.pki, site.addr);
     s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     s.flush().unwrap();
@@ -1051,19 +1049,15 @@ fn a_client_fin_after_pipelined_requests_gets_close_notify() {
 /// no request: cut about 3 s after the start, not 3 s after the handshake.
 #[test]
 fn the_header_timeout_spans_the_handshake() {
-    let tree = Tree::new("tls-hs-timeout");
-    tree.file("x", b"xyz");
-    let pki = pki(&tree);
-    let (_running, addr) = serve_tls(&tree, &pki, |c| {
+    let site = site("tls-hs-timeout", b"xyz", |c| {
         c.header_timeout = Duration::from_secs(3);
         c.idle_timeout = Duration::from_secs(60);
     });
-    let mut tcp = TcpStream::connect(addr).unwrap();
+    let mut tcp = tcp_to(site.addr);
     tcp.set_nodelay(true).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let start = Instant::now();
     let name = ServerName::try_from("localhost").unwrap();
-    let mut conn = ClientConnection::new(client_config(&pki), name).unwrap();
+    let mut conn = ClientConnection::new(client_config(&site.pki), name).unwrap();
     let mut hello = Vec::new();
     conn.write_tls(&mut hello).unwrap();
     for chunk in hello.chunks(hello.len().div_ceil(8)) {

@@ -11,7 +11,7 @@ use iocomp_sync::{
 
 use crate::named::{child_names, say, unique, ChildProc};
 use crate::util::is_child;
-use crate::util::{wait_for_waiters, LONG, POLL};
+use crate::util::{answer_with_pulses, wait_for_waiters, LONG, POLL};
 
 /// A wait that must end because an owner died gets its answer long before this; one that only ends at its deadline
 /// lost the owner's death (a lost wake-up). Generous on a loaded machine: the answer normally takes microseconds.
@@ -180,14 +180,7 @@ fn signal_and_wait_answer_child() {
     let req = Event::open_named(&names[0]).unwrap();
     let ack = Event::open_named(&names[1]).unwrap();
     say("READY");
-    for round in 0..SAW_ROUNDS {
-        assert_eq!(
-            req.wait(Some(LONG)),
-            Ok(WaitResult::Signaled(0)),
-            "round {round}"
-        );
-        ack.pulse();
-    }
+    answer_with_pulses(&req, &ack, SAW_ROUNDS);
 }
 
 /// The namespace lives in `$XDG_RUNTIME_DIR` when that is a directory private to the user (another user cannot

@@ -9,7 +9,7 @@ use iocomp_sync::{
     SemaphoreError, SignalAndWaitError, Thread, WaitError, WaitResult, Waitable,
 };
 
-use crate::util::{wait_for_waiters, LONG, POLL};
+use crate::util::{answer_with_pulses, wait_for_waiters, LONG, POLL};
 
 /// The responder answers each request with a pulse of `reply`: a pulse releases only waits queued at that moment, so
 /// the requester must already be waiting when the request becomes visible. Any gap would lose a round and the
@@ -142,16 +142,7 @@ fn alertable_form_runs_apcs_after_signalling() {
 /// already in place, so every round of `signal_and_wait(req, ack)` ends only if the signal and the start of the
 /// wait were one step.
 fn pulse_answerer(req: Event, ack: Event, rounds: usize) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for round in 0..rounds {
-            assert_eq!(
-                req.wait(Some(LONG)),
-                Ok(WaitResult::Signaled(0)),
-                "round {round}"
-            );
-            ack.pulse();
-        }
-    })
+    std::thread::spawn(move || answer_with_pulses(&req, &ack, rounds))
 }
 
 #[test]

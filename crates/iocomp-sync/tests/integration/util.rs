@@ -4,7 +4,7 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use iocomp_sync::{Thread, ThreadId, WaitResult, Waitable};
+use iocomp_sync::{Event, Thread, ThreadId, WaitResult, Waitable};
 
 /// Bound for anything that must happen: generous, so a loaded CI machine does not fail a correct test.
 pub const LONG: Duration = Duration::from_secs(20);
@@ -25,6 +25,19 @@ pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
 /// Waits until `n` waits are queued on `obj`.
 pub fn wait_for_waiters(obj: &dyn Waitable, n: usize) {
     wait_until("waiters to queue", || obj.waiter_count() == n);
+}
+
+/// `rounds` times, waits for `req` and answers with a pulse of `ack`: a pulse releases only waits already in place,
+/// so a peer's `signal_and_wait(req, ack)` round ends only if its signal and the start of its wait were one step.
+pub fn answer_with_pulses(req: &Event, ack: &Event, rounds: usize) {
+    for round in 0..rounds {
+        assert_eq!(
+            req.wait(Some(LONG)),
+            Ok(WaitResult::Signaled(0)),
+            "round {round}"
+        );
+        ack.pulse();
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;

@@ -1,6 +1,9 @@
-//! Helpers shared by the verification suite (`differential.rs`, `stress.rs`):
-//! the backends to run, loopback socket pairs with a reader on the far side,
-//! and byte patterns that make any reordering, loss or duplication visible.
+//! Helpers shared by the engine's integration tests (`differential.rs`,
+//! `stress.rs`, `ops.rs`, `modes.rs`, `backend.rs`, `regressions.rs`,
+//! `review_fixes.rs`): the backends to run, ports, loopback socket pairs with a
+//! reader on the far side, byte patterns that make any reordering, loss or
+//! duplication visible, and a runner that repeats one test in a child process
+//! with a time bound.
 //!
 //! Everything here uses the public API only.
 
@@ -12,7 +15,109 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use iocomp::{Backend, Port, BACKEND_ENV};
+use iocomp::{Backend, Op, Overlapped, Packet, Port, Timeout, BACKEND_ENV};
+
+/// How long a test waits for one packet: generous, so that a loaded machine
+/// never fails a test, while a lost packet still ends it.
+pub const T: Option<Duration> = Some(Duration::from_secs(20));
+
+/// A port of concurrency 2 on the backend `IOCOMP_BACKEND` picks, with the
+/// calling thread attached.
+pub fn port() -> Port {
+    let p = Port::builder().concurrency(2).build().unwrap();
+    p.attach().unwrap();
+    p
+}
+
+/// As [`port`], on `backend` whatever the environment says.
+pub fn port_on(backend: Backend) -> Port {
+    let p = Port::builder()
+        .concurrency(2)
+        .backend(backend)
+        .build()
+        .unwrap();
+    p.attach().unwrap();
+    p
+}
+
+/// The bytes a receive's packet holds (panics on any other operation).
+pub fn recv_buf(p: Packet) -> Vec<u8> {
+    match p.op {
+        Op::Recv(r) => r.buf,
+        other => panic!("not a receive ({:?}): {other:?}", p.id),
+    }
+}
+
+/// Two waitable timers of an hour (keys 1 and 2), submitted and at once
+/// cancelled: each must still complete, aborted.
+pub fn two_cancelled_hour_timers(port: &Port) -> [Overlapped; 2] {
+    let submit = |key| {
+        port.submit_waitable(Timeout::new(Duration::from_secs(3600), key))
+            .map_err(|(e, _)| e)
+            .unwrap()
+    };
+    let (a, b) = (submit(1), submit(2));
+    a.cancel().unwrap();
+    b.cancel().unwrap();
+    [a, b]
+}
+
+/// With packets queued, `get` and `get_many` with `Duration::MAX` (clamped,
+/// not a panic) return them at once.
+pub fn queued_packets_come_back_under_the_largest_timeout(port: &Port) {
+    port.post(1, 2, 3).unwrap();
+    let p = port.get(Some(Duration::MAX)).unwrap();
+    assert_eq!((p.key, p.bytes), (1, 2));
+    port.post(4, 5, 6).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(port.get_many(&mut out, 4, Some(Duration::MAX)), Ok(1));
+    assert_eq!(out[0].key, 4);
+}
+
+/// Set in a child process that [`in_child`] started.
+const CHILD: &str = "IOCOMP_TEST_CHILD";
+
+/// Runs the test `name` again in a child process with `IOCOMP_URING_COMPAT`
+/// set to `compat` (the switch is read when a ring is made, so it cannot be set
+/// inside this process, whose other tests run meanwhile; `""` forces nothing,
+/// for a test that runs in a child only so that a hang is bounded). Returns
+/// true in the parent, which has checked that the child passed within
+/// `limit` (and killed it otherwise); false in the child, which then runs the
+/// body.
+pub fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .env("IOCOMP_URING_COMPAT", compat)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} (IOCOMP_URING_COMPAT={compat:?}) did not finish in {limit:?}: hung");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut out);
+    assert!(status.success(), "child failed: {status}\n{out}");
+    assert!(
+        out.contains("1 passed"),
+        "the child did not run the test:\n{out}"
+    );
+    true
+}
 
 /// The backends a verification test must run: both, always. Where io_uring
 /// cannot be set up the test fails loudly, unless `IOCOMP_BACKEND=epoll` says
