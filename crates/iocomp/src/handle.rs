@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
 pub(crate) use crate::lane::Lane;
+use crate::sys::FdKind;
 use std::sync::Arc;
 
 /// A socket or file associated with a [`Port`](crate::Port), carrying its
@@ -22,6 +23,8 @@ pub(crate) struct HandleInner {
     pub(crate) port: u64,
     /// `O_NONBLOCK` is known to be set (so it is not checked again per op).
     pub(crate) nonblocking: std::sync::atomic::AtomicBool,
+    /// What the descriptor is ([`FdKind`] as a number; 0 = not looked at yet).
+    pub(crate) kind: std::sync::atomic::AtomicU8,
     /// The socket's receives (`[0]`) and writes (`[1]`) in flight: which ring
     /// runs them, so that later ones queue behind them in call order.
     pub(crate) lanes: [Lane; 2],
@@ -59,6 +62,23 @@ impl Handle {
             self.0.nonblocking.store(true, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// What kind of descriptor this is: `fstat` once, then an atomic load.
+    pub(crate) fn kind(&self) -> std::io::Result<FdKind> {
+        let k = self.0.kind.load(Ordering::Relaxed);
+        let kind = match k {
+            1 => FdKind::Socket,
+            2 => FdKind::Pipe,
+            3 => FdKind::Char,
+            4 => FdKind::File,
+            _ => {
+                let kind = crate::sys::fd_kind(self.as_raw_fd())?;
+                self.0.kind.store(kind as u8, Ordering::Relaxed);
+                kind
+            }
+        };
+        Ok(kind)
     }
 
     /// The completion key every packet for this handle carries.

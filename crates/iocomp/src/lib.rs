@@ -180,7 +180,9 @@ mod sys;
 pub use completion::{Completion, Overlapped};
 pub use connect::Connect;
 pub use handle::Handle;
-pub use op::{Accept, Context, Op, Recv, Send, Timeout, TransmitFile, Work};
+pub use op::{
+    Accept, Context, Fsync, Op, ReadAt, Recv, Send, Timeout, TransmitFile, Work, WriteAt,
+};
 pub use packet::{GetError, OpId, Packet};
 pub use pool::{Pool, MAX_THREADS};
 pub use port::{default_threads, Backend, Port, PortBuilder, BACKEND_ENV};

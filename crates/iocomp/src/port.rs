@@ -275,6 +275,7 @@ impl Port {
             key,
             port: self.core.id,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
+            kind: std::sync::atomic::AtomicU8::new(0),
             lanes: [Lane::new(), Lane::new()],
         }))
     }
@@ -511,6 +512,30 @@ impl Port {
         }
         if self.core.control.is_closed() {
             return Err(closed());
+        }
+        // Positional file I/O: the range must lie within the largest file
+        // offset (`off_t` is signed; io_uring reads -1 as "the file position").
+        // A read's length is cut to fit (a read there is past any end of
+        // file); a write's range must fit whole.
+        let (h, end) = match op {
+            Op::ReadAt(r) => (&r.handle, Some(r.offset)),
+            Op::WriteAt(w) => (&w.handle, w.offset.checked_add(w.buf.len() as u64)),
+            _ => return Ok(()),
+        };
+        if !matches!(end, Some(e) if e <= i64::MAX as u64) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "file offset beyond the largest file offset (i64::MAX)",
+            ));
+        }
+        // A stream has no position: ReadFile on a pipe ignores the offset on
+        // Windows, io_uring would too, `pread` says ESPIPE. One meaning on
+        // every backend: refused (use Recv/Send on streams).
+        if matches!(
+            h.kind()?,
+            crate::sys::FdKind::Socket | crate::sys::FdKind::Pipe
+        ) {
+            return Err(io::Error::from_raw_os_error(libc::ESPIPE));
         }
         Ok(())
     }
@@ -854,6 +879,9 @@ fn handle_of(op: &Op) -> Option<&Handle> {
         Op::Send(s) => Some(&s.handle),
         Op::TransmitFile(t) => Some(&t.socket),
         Op::Connect(c) => Some(&c.socket),
+        Op::ReadAt(r) => Some(&r.handle),
+        Op::WriteAt(w) => Some(&w.handle),
+        Op::Fsync(f) => Some(&f.handle),
         _ => None,
     }
 }

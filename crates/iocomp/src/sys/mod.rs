@@ -51,7 +51,7 @@ use crate::packet::{OpId, Packet};
 use crate::port::Backend;
 
 mod common;
-pub(crate) use common::set_nonblocking;
+pub(crate) use common::{fd_kind, set_nonblocking, FdKind};
 mod epoll;
 mod slab;
 mod uring;

@@ -10,10 +10,12 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr};
+use super::super::common::{
+    errno, file_room, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
+};
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::super::slab::InFlight;
-use super::pool::Job;
+use super::pool::{Job, JobDone};
 use crate::handle::Handle;
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
@@ -61,6 +63,10 @@ enum Extra {
     Connect {
         started: bool,
     },
+    /// A positional file operation: tried inline or run by the blocking pool,
+    /// never queued on its descriptor (a regular file is always "ready", and
+    /// positional I/O needs no order between operations: no lane).
+    File,
 }
 
 /// Which readiness of a descriptor an operation waits for.
@@ -78,6 +84,8 @@ pub(super) enum Target {
     Timer(Instant),
     /// Readiness of a descriptor.
     Fd(RawFd, Dir),
+    /// Nothing to wait for: a file operation, done inline or by the pool.
+    File,
 }
 
 /// What one try did.
@@ -123,6 +131,9 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
             Err(e) => return Err((e, op)),
         },
+        Op::ReadAt(r) => (r.handle.key(), Extra::File),
+        Op::WriteAt(w) => (w.handle.key(), Extra::File),
+        Op::Fsync(f) => (f.handle.key(), Extra::File),
         Op::Posted { .. } | Op::Work(_) => {
             return Err((
                 io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
@@ -144,6 +155,7 @@ impl OpState {
     pub(super) fn target(&self) -> Target {
         match (&self.op, &self.extra) {
             (_, Extra::Timeout(at)) => Target::Timer(*at),
+            (_, Extra::File) => Target::File,
             (Op::Accept(a), _) => Target::Fd(a.listener.as_raw_fd(), Dir::Read),
             (Op::Recv(r), _) => Target::Fd(r.handle.as_raw_fd(), Dir::Read),
             (Op::Send(s), _) => Target::Fd(s.handle.as_raw_fd(), Dir::Write),
@@ -162,7 +174,83 @@ impl OpState {
             Op::Send(s) => Some(&s.handle),
             Op::TransmitFile(t) => Some(&t.socket),
             Op::Connect(c) => Some(&c.socket),
+            Op::ReadAt(r) => Some(&r.handle),
+            Op::WriteAt(w) => Some(&w.handle),
+            Op::Fsync(f) => Some(&f.handle),
             _ => None,
+        }
+    }
+
+    /// Whether this is a positional file operation (which the blocking pool
+    /// may hold: see [`OpState::file_attempt`]).
+    pub(super) fn is_file(&self) -> bool {
+        matches!(self.extra, Extra::File)
+    }
+
+    /// Starts a file operation: a read is tried inline with
+    /// `preadv2(RWF_NOWAIT)` (page-cache hits never leave this thread); what
+    /// would wait for the disk, every write and every flush become a job for
+    /// the blocking pool (`Attempt::Offload`, the op's buffer moves into it).
+    pub(super) fn file_attempt(&mut self) -> Attempt {
+        if self.cancel {
+            return Attempt::Done(Err(errno(libc::ECANCELED)), 0);
+        }
+        match &mut self.op {
+            Op::ReadAt(r) => {
+                let want = file_room(r.offset, r.buf.capacity() - r.buf.len());
+                let n = match pread_nowait_append(r.handle.as_raw_fd(), &mut r.buf, r.offset) {
+                    // All there, at end of file (0 or short), or nothing wanted.
+                    Ok(n) if n == want || n == 0 => return Attempt::Done(Ok(()), n as u64),
+                    // A short read before end of file: the rest is not cached.
+                    Ok(n) => n,
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) => {
+                        0
+                    }
+                    Err(e) => return Attempt::Done(Err(e), 0),
+                };
+                Attempt::Offload(Job::ReadAt {
+                    handle: r.handle.clone(),
+                    off: r.offset + n as u64,
+                    buf: std::mem::take(&mut r.buf),
+                    before: n,
+                })
+            }
+            Op::WriteAt(w) => Attempt::Offload(Job::WriteAt {
+                handle: w.handle.clone(),
+                off: w.offset,
+                buf: std::mem::take(&mut w.buf),
+            }),
+            Op::Fsync(f) => Attempt::Offload(Job::Fsync {
+                handle: f.handle.clone(),
+                data: f.data_only,
+            }),
+            _ => Attempt::Done(Err(errno(libc::EINVAL)), 0),
+        }
+    }
+
+    /// Puts back the buffer of a job taken back from the pool unrun.
+    pub(super) fn file_restore(&mut self, job: Job) {
+        let buf = job.into_buf();
+        match &mut self.op {
+            Op::ReadAt(r) => r.buf = buf,
+            Op::WriteAt(w) => w.buf = buf,
+            _ => {}
+        }
+    }
+
+    /// The pool ran this file operation: its buffer comes back, and the
+    /// result is the operation's (also when a cancel was asked for meanwhile:
+    /// the work is done).
+    pub(super) fn file_returned(&mut self, done: JobDone) -> (io::Result<()>, u64) {
+        let JobDone { res, partial, buf } = done;
+        match &mut self.op {
+            Op::ReadAt(r) => r.buf = buf,
+            Op::WriteAt(w) => w.buf = buf,
+            _ => {}
+        }
+        match res {
+            Ok(n) => (Ok(()), n as u64),
+            Err(e) => (Err(e), partial as u64),
         }
     }
 
@@ -294,7 +382,7 @@ impl OpState {
                                 Ok(n) => t.read_done(n),
                                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                                     let buf = std::mem::take(&mut t.chunk);
-                                    let job = Job {
+                                    let job = Job::Chunk {
                                         file: file.clone(),
                                         off: t.file_off,
                                         want,
@@ -472,7 +560,8 @@ fn send(fd: RawFd, buf: &[u8], flags: i32) -> io::Result<usize> {
 /// What the blocking pool read for a transmit: its buffer back, and then the
 /// transmit goes on (or fails) the next time it is tried.
 impl OpState {
-    pub(super) fn read_returned(&mut self, res: io::Result<usize>, buf: Vec<u8>) {
+    pub(super) fn read_returned(&mut self, done: JobDone) {
+        let JobDone { res, buf, .. } = done;
         let Extra::Transmit(t) = &mut self.extra else {
             return;
         };
@@ -525,4 +614,90 @@ pub(super) fn pread(fd: RawFd, buf: &mut Vec<u8>, want: usize, off: u64) -> io::
     // SAFETY: the kernel initialised the first `n` bytes (at most `want`).
     unsafe { buf.set_len(n) };
     Ok(n)
+}
+
+/// `preadv2(RWF_NOWAIT)` at `off` into `buf`'s spare capacity, appending:
+/// EAGAIN instead of waiting for the disk (a short count when only the first
+/// pages are cached; 0 at or after end of file).
+fn pread_nowait_append(fd: RawFd, buf: &mut Vec<u8>, off: u64) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = file_room(off, spare.len());
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    let n = retry(|| {
+        // SAFETY: one iovec over the spare capacity, which `buf` owns and we
+        // borrow mutably; the kernel writes at most `want` bytes, keeps nothing.
+        unsafe { libc::preadv2(fd, &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) }
+    })?;
+    let n = n.min(want);
+    // SAFETY: the kernel initialised `n` more bytes (at most the spare capacity).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// `pread` at `off` into `buf`'s spare capacity, appending, again after a
+/// short count until it is full or end of file. May wait for the disk: only
+/// the blocking pool calls it. Bytes read before a failure stay in `buf`.
+pub(super) fn pread_append(fd: RawFd, buf: &mut Vec<u8>, off: u64) -> io::Result<usize> {
+    let mut total = 0usize;
+    loop {
+        let spare = buf.spare_capacity_mut();
+        let at = off + total as u64;
+        let want = file_room(at, spare.len());
+        if want == 0 {
+            return Ok(total);
+        }
+        let at = at as libc::off_t;
+        let n = retry(|| {
+            // SAFETY: the kernel writes at most `want` bytes into the spare
+            // capacity, which `buf` owns and we borrow mutably; keeps nothing.
+            unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), want, at) }
+        })?;
+        let n = n.min(want);
+        // SAFETY: the kernel initialised `n` more bytes (at most `want`).
+        unsafe { buf.set_len(buf.len() + n) };
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// `pwrite` of all of `buf` at `off`, continuing after short counts. May
+/// wait for the disk: only the blocking pool calls it. On failure, the error
+/// and the bytes written before it.
+pub(super) fn pwrite_all(fd: RawFd, buf: &[u8], off: u64) -> Result<usize, (io::Error, usize)> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        let at = (off + done as u64) as libc::off_t;
+        let n = retry(|| {
+            // SAFETY: the kernel reads at most `rest.len()` bytes from `rest`,
+            // which we borrow for the call.
+            unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), at) }
+        })
+        .map_err(|e| (e, done))?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// `fsync(2)`, or `fdatasync(2)` if `data`. May wait for the disk.
+pub(super) fn fsync(fd: RawFd, data: bool) -> io::Result<()> {
+    retry(|| {
+        // SAFETY: the calls take a descriptor and touch no memory of ours.
+        (unsafe {
+            if data {
+                libc::fdatasync(fd)
+            } else {
+                libc::fsync(fd)
+            }
+        }) as isize
+    })
+    .map(|_| ())
 }

@@ -66,6 +66,8 @@ impl WqAnchor {
             ("Recv", opcode::Recv::CODE),
             ("Send", opcode::Send::CODE),
             ("Read", opcode::Read::CODE),
+            ("Write", opcode::Write::CODE),
+            ("Fsync", opcode::Fsync::CODE),
             ("Timeout", opcode::Timeout::CODE),
             ("PollAdd", opcode::PollAdd::CODE),
             ("AsyncCancel", opcode::AsyncCancel::CODE),
