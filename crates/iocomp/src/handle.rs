@@ -81,6 +81,24 @@ impl Handle {
         Ok(kind)
     }
 
+    /// Whether `Recv`/`Send` on this descriptor use `read`/`write`: it was
+    /// found not to be a socket (a pipe, a FIFO, a terminal, a file).
+    #[inline]
+    pub(crate) fn streams_by_read_write(&self) -> bool {
+        self.0.kind.load(Ordering::Relaxed) > FdKind::Socket as u8
+    }
+
+    /// `recv`/`send` said ENOTSOCK: from now on `Recv`/`Send` on this handle
+    /// use `read`/`write` (also when `fstat` fails: the kernel said it is no
+    /// socket).
+    pub(crate) fn note_not_socket(&self) {
+        let kind = crate::sys::fd_kind(self.as_raw_fd())
+            .ok()
+            .filter(|k| *k != FdKind::Socket)
+            .unwrap_or(FdKind::Pipe);
+        self.0.kind.store(kind as u8, Ordering::Relaxed);
+    }
+
     /// The completion key every packet for this handle carries.
     pub fn key(&self) -> u64 {
         self.0.key

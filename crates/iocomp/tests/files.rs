@@ -364,3 +364,65 @@ fn cancel_of_queued_file_writes() {
         }
     }
 }
+
+/// ReadFile/WriteFile on a pipe: the stream operations `Recv` and `Send`
+/// work on pipes too (the engine uses read/write where recv/send do not
+/// apply). Through `cat`: our Send goes into its stdin, our Recvs read its
+/// stdout, until EOF when we close its stdin.
+#[test]
+fn pipe_round_trip_through_recv_and_send() {
+    use iocomp::{Recv, Send};
+    use std::os::fd::OwnedFd;
+    use std::process::{Command, Stdio};
+    for b in backends() {
+        let port = port(b);
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let to = port.associate(OwnedFd::from(child.stdin.take().unwrap()), 1);
+        let from = port.associate(OwnedFd::from(child.stdout.take().unwrap()), 2);
+        // More than a pipe holds (64 KiB): the send must wait for cat to
+        // drain it, while our receives keep reading what cat writes back.
+        let data = pattern(11, 0, 600 << 10);
+        let sid = submit(&port, Send::new(&to, data.clone()));
+        // The Send holds the last reference: when its packet is dropped,
+        // cat's stdin closes, and its stdout then says EOF.
+        drop(to);
+        let mut rid = submit(&port, Recv::new(&from, Vec::with_capacity(16 << 10)));
+        let mut pooled = false;
+        let mut got = Vec::new();
+        let mut sent = false;
+        loop {
+            let p = port.get(T).unwrap();
+            assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+            if p.id == sid {
+                assert_eq!((p.key, p.bytes), (1, data.len() as u64), "{b:?}");
+                assert!(!sent, "two packets for the send");
+                sent = true;
+                continue;
+            }
+            assert_eq!((p.id, p.key), (rid, 2), "{b:?}");
+            let Op::Recv(r) = p.op else { panic!() };
+            if p.bytes == 0 {
+                break;
+            }
+            assert_eq!(r.buf.len() as u64, p.bytes);
+            got.extend_from_slice(&r.buf);
+            // Alternate plain and pooled receives.
+            pooled = !pooled;
+            let next = if pooled {
+                Recv::pooled(&from, Vec::new())
+            } else {
+                Recv::new(&from, Vec::with_capacity(16 << 10))
+            };
+            rid = submit(&port, next);
+        }
+        assert!(sent, "{b:?}: the send's packet never came");
+        assert_eq!(got.len(), data.len(), "{b:?}");
+        assert!(got == data, "{b:?}: bytes differ");
+        assert!(child.wait().unwrap().success());
+        nothing_more(&port);
+    }
+}

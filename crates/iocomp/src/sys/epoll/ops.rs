@@ -280,13 +280,10 @@ impl OpState {
             },
             (Op::Recv(r), Extra::Recv) => {
                 let fd = r.handle.as_raw_fd();
-                let got = if r.pooled {
-                    // Idle connections hold nothing: the bytes land in the
-                    // thread's buffer and are copied onto the end of `buf`.
-                    recv(fd, scratch).inspect(|&n| r.buf.extend_from_slice(&scratch[..n]))
-                } else {
-                    recv_spare(fd, &mut r.buf)
-                };
+                let mut got = recv_any(&r.handle, fd, r.pooled, &mut r.buf, scratch);
+                if not_socket(&got, &r.handle) {
+                    got = recv_any(&r.handle, fd, r.pooled, &mut r.buf, scratch);
+                }
                 match got {
                     Ok(n) => Attempt::Done(Ok(()), n as u64),
                     Err(e) => failed(e, 0),
@@ -307,7 +304,16 @@ impl OpState {
             (Op::Send(s), Extra::Send { sent }) => {
                 let fd = s.handle.as_raw_fd();
                 while *sent < s.buf.len() {
-                    match send(fd, &s.buf[*sent..], libc::MSG_NOSIGNAL) {
+                    let rest = &s.buf[*sent..];
+                    let mut r = if s.handle.streams_by_read_write() {
+                        s.handle.ensure_nonblocking().and_then(|()| write(fd, rest))
+                    } else {
+                        send(fd, rest, libc::MSG_NOSIGNAL)
+                    };
+                    if not_socket(&r, &s.handle) {
+                        r = write(fd, rest);
+                    }
+                    match r {
                         Ok(0) => break,
                         Ok(n) => *sent += n,
                         Err(e) => return failed(e, *sent as u64),
@@ -506,6 +512,78 @@ fn connect_result(fd: RawFd) -> Attempt {
     } else {
         Attempt::Done(Err(errno(libc::ECONNABORTED)), 0)
     }
+}
+
+/// One receive for a `Recv`: `recv`, or `read` on a stream that is no
+/// socket (a pipe, FIFO, terminal); `pooled` lands in `scratch` first and is
+/// copied onto the end of `buf` (idle connections hold nothing).
+fn recv_any(
+    h: &Handle,
+    fd: RawFd,
+    pooled: bool,
+    buf: &mut Vec<u8>,
+    scratch: &mut [u8],
+) -> io::Result<usize> {
+    let by_read = h.streams_by_read_write();
+    if by_read {
+        // The kind may have been learnt elsewhere (a refused ReadAt): this
+        // thread must never wait in read(2).
+        h.ensure_nonblocking()?;
+    }
+    match (pooled, by_read) {
+        (true, false) => recv(fd, scratch).inspect(|&n| buf.extend_from_slice(&scratch[..n])),
+        (true, true) => read(fd, scratch).inspect(|&n| buf.extend_from_slice(&scratch[..n])),
+        (false, false) => recv_spare(fd, buf),
+        (false, true) => read_spare(fd, buf),
+    }
+}
+
+/// Whether `r` is `recv`/`send`'s ENOTSOCK: then the handle switches to
+/// `read`/`write` (made non-blocking: this thread must never wait in them)
+/// and the caller tries again. A descriptor that cannot be made
+/// non-blocking keeps ENOTSOCK as its error.
+fn not_socket<T>(r: &io::Result<T>, h: &Handle) -> bool {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+            h.note_not_socket();
+            h.ensure_nonblocking().is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// One `read` into `buf` (the descriptor is non-blocking).
+fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    retry(|| {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+        // we borrow mutably for the call.
+        unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
+    })
+}
+
+/// One `read` into `buf`'s spare capacity; the bytes read extend `buf`.
+fn read_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let n = retry(|| {
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the spare
+        // capacity, which `buf` owns and we borrow mutably for the call.
+        unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) }
+    })?;
+    let n = n.min(spare.len());
+    // SAFETY: the kernel initialised `n` bytes of the spare capacity (at most
+    // its length), so the first `len + n` bytes are initialised.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// One `write` of `buf` (the descriptor is non-blocking). A pipe whose
+/// reader is gone says EPIPE (SIGPIPE is ignored by Rust programs).
+fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    retry(|| {
+        // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`, which
+        // we borrow for the call.
+        unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
+    })
 }
 
 /// One non-blocking `recv` into `buf`.

@@ -257,7 +257,9 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         }
-        (Op::Recv(r), Extra::Recv { pooled }) if *pooled && pool => {
+        (Op::Recv(r), Extra::Recv { pooled })
+            if *pooled && pool && !r.handle.streams_by_read_write() =>
+        {
             opcode::Recv::new(Fd(r.handle.as_raw_fd()), std::ptr::null_mut(), 0)
                 .buf_group(bufring::GROUP)
                 .build()
@@ -274,14 +276,30 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
             }
             let spare = r.buf.spare_capacity_mut();
             let len = spare.len().min(u32::MAX as usize) as u32;
-            opcode::Recv::new(Fd(r.handle.as_raw_fd()), spare.as_mut_ptr().cast(), len).build()
+            let fd = Fd(r.handle.as_raw_fd());
+            if r.handle.streams_by_read_write() {
+                // A pipe, FIFO or terminal: read(2) at the current position
+                // (io_uring's offset -1; streams have none).
+                opcode::Read::new(fd, spare.as_mut_ptr().cast(), len)
+                    .offset(u64::MAX)
+                    .build()
+            } else {
+                opcode::Recv::new(fd, spare.as_mut_ptr().cast(), len).build()
+            }
         }
         (Op::Send(s), Extra::Send { sent }) => {
             let rest = &s.buf[*sent..];
             let len = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Send::new(Fd(s.handle.as_raw_fd()), rest.as_ptr(), len)
-                .flags(send_flags)
-                .build()
+            let fd = Fd(s.handle.as_raw_fd());
+            if s.handle.streams_by_read_write() {
+                opcode::Write::new(fd, rest.as_ptr(), len)
+                    .offset(u64::MAX)
+                    .build()
+            } else {
+                opcode::Send::new(fd, rest.as_ptr(), len)
+                    .flags(send_flags)
+                    .build()
+            }
         }
         (Op::Timeout(_), Extra::Timeout(ts)) => opcode::Timeout::new(ts as *const Timespec).build(),
         (Op::ReadAt(r), _) => {
@@ -374,6 +392,24 @@ pub(super) fn advance(
             // The pool is empty right now: retry with a buffer of our own.
             *pooled = false;
             r.buf.reserve(bufring::SIZE);
+            return Ok(Advance::Again);
+        }
+    }
+    if res == -libc::ENOTSOCK {
+        // Recv/Send on a stream that is no socket: again with read/write.
+        let h = match &st.op {
+            Op::Recv(r) => Some(&r.handle),
+            Op::Send(s) => Some(&s.handle),
+            _ => None,
+        };
+        if let Some(h) = h.filter(|h| !h.streams_by_read_write()) {
+            h.note_not_socket();
+            if let (Extra::Recv { pooled }, Op::Recv(r)) = (&mut st.extra, &mut st.op) {
+                if *pooled {
+                    *pooled = false;
+                    r.buf.reserve(bufring::SIZE);
+                }
+            }
             return Ok(Advance::Again);
         }
     }
