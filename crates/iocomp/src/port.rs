@@ -658,6 +658,29 @@ impl Port {
         }
     }
 
+    /// Cancels every operation pending on `handle`, whichever thread issued
+    /// it (`CancelIoEx(h, NULL)`), and returns how many were pending (0 when
+    /// none: Windows' `ERROR_NOT_FOUND`). Like [`Port::cancel`] it answers at
+    /// once; each of those operations then yields its one packet, with the
+    /// handle's key and `ECANCELED` ([`Packet::is_aborted`]), or its real
+    /// result if it finished first (a file operation the epoll backend's
+    /// blocking pool already runs, say). Operations issued after the call are
+    /// not affected. A handle of another port is refused with `InvalidInput`.
+    pub fn cancel_handle(&self, handle: &Handle) -> io::Result<usize> {
+        if handle.0.port != self.core.id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "handle belongs to another port",
+            ));
+        }
+        let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+        Ok(rings
+            .iter()
+            .flatten()
+            .map(|r| r.cancel_handle(handle))
+            .sum())
+    }
+
     /// How many bytes an operation still in flight has moved so far (a send or a
     /// transmit in progress; 0 for others), or `None` if it is not in flight.
     /// Lets a caller tell a slow transfer that moves from one that is stuck.
@@ -872,7 +895,7 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the completion port is closed")
 }
 
-fn handle_of(op: &Op) -> Option<&Handle> {
+pub(crate) fn handle_of(op: &Op) -> Option<&Handle> {
     match op {
         Op::Accept(a) => Some(&a.listener),
         Op::Recv(r) => Some(&r.handle),

@@ -148,6 +148,15 @@ impl RingShared {
         }
     }
 
+    /// Asks for every operation on `h` in flight here to be cancelled;
+    /// returns how many there were.
+    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle) -> usize {
+        match self {
+            RingShared::Uring(s) => s.cancel_handle(h),
+            RingShared::Epoll(s) => s.cancel_handle(h),
+        }
+    }
+
     /// Bytes an operation in flight has moved so far; `None` if it is not in
     /// flight here.
     pub(crate) fn progress(&self, id: OpId) -> Option<u64> {

@@ -194,6 +194,18 @@ impl RingShared {
         Ok(id)
     }
 
+    /// Asks for every operation on `h` in flight here to be cancelled;
+    /// returns how many there were.
+    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle) -> usize {
+        let (n, wake) = self
+            .lock()
+            .request_cancel_where(self.index, |st| crate::handle::is_on(&st.op, h));
+        if wake {
+            self.handoff.notify();
+        }
+        n
+    }
+
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
     pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
         if self.lock().request_cancel(id)? {
