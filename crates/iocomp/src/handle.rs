@@ -28,7 +28,20 @@ pub(crate) struct HandleInner {
     /// The socket's receives (`[0]`) and writes (`[1]`) in flight: which ring
     /// runs them, so that later ones queue behind them in call order.
     pub(crate) lanes: [Lane; 2],
+    /// The port, for [`Handle::close`]'s cancels.
+    pub(crate) core: std::sync::Weak<crate::port::Core>,
+    /// [`Handle::close`] was called: new operations are refused.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
+    /// Operations of a closing handle not yet completed, plus [`CLOSE_BIG`]
+    /// until `close` has counted them.
+    pub(crate) close_pending: std::sync::atomic::AtomicI64,
+    /// The descriptor was retired (done once).
+    pub(crate) closed: std::sync::atomic::AtomicBool,
 }
+
+/// What `close_pending` starts at: packets that arrive while `close` counts
+/// cannot bring it to 0 before `close` has subtracted this.
+pub(crate) const CLOSE_BIG: i64 = 1 << 40;
 
 /// The lane an op belongs to, if it moves a byte stream.
 pub(crate) fn lane_of(op: &crate::op::Op) -> Option<&Lane> {
@@ -102,6 +115,58 @@ impl Handle {
             .filter(|k| *k != FdKind::Socket)
             .unwrap_or(FdKind::Pipe);
         self.0.kind.store(kind as u8, Ordering::Relaxed);
+    }
+
+    /// Closes the handle with I/O pending (`closesocket` / `CloseHandle`):
+    /// new operations on it are refused (`EBADF`), every operation pending
+    /// on it is cancelled as by [`Port::cancel_handle`](crate::Port::cancel_handle)
+    /// (each still yields its one packet), and when the last of them has
+    /// completed the descriptor is retired: a socket is shut down in both
+    /// directions (the peer sees the connection end) and the descriptor is
+    /// replaced by `/dev/null` (a pipe's reader sees EOF, a file is
+    /// released). The descriptor number itself stays reserved until the last
+    /// clone of the handle — the packets' operations hold some — is dropped,
+    /// so it is never reused under anyone.
+    ///
+    /// An operation submitted on another thread at the very moment of the
+    /// call may escape the cancel; it then completes with whatever the
+    /// retired descriptor gives it.
+    pub fn close(self) {
+        if self.0.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let n = match self.0.core.upgrade() {
+            Some(core) => crate::port::Port { core }.cancel_handle(&self).unwrap_or(0),
+            None => 0,
+        };
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let prev = self
+            .0
+            .close_pending
+            .fetch_sub(CLOSE_BIG - n, Ordering::AcqRel);
+        if prev - (CLOSE_BIG - n) <= 0 {
+            self.retire();
+        }
+    }
+
+    /// One operation of a closing handle completed (its packet exists): the
+    /// last one retires the descriptor.
+    pub(crate) fn closing_op_done(&self) {
+        if self.0.close_pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.retire();
+        }
+    }
+
+    /// Shuts a socket down and puts `/dev/null` in the descriptor's place
+    /// (once).
+    fn retire(&self) {
+        if self.0.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if matches!(self.kind(), Ok(FdKind::Socket)) {
+            let _ = self.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = crate::sys::retire_fd(self.as_raw_fd());
     }
 
     /// The completion key every packet for this handle carries.

@@ -277,6 +277,10 @@ impl Port {
             nonblocking: std::sync::atomic::AtomicBool::new(false),
             kind: std::sync::atomic::AtomicU8::new(0),
             lanes: [Lane::new(), Lane::new()],
+            core: Arc::downgrade(&self.core),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            close_pending: std::sync::atomic::AtomicI64::new(crate::handle::CLOSE_BIG),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -508,6 +512,10 @@ impl Port {
                     io::ErrorKind::InvalidInput,
                     "handle belongs to another port",
                 ));
+            }
+            if h.0.closing.load(std::sync::atomic::Ordering::Relaxed) {
+                // ERROR_INVALID_HANDLE: Handle::close was called.
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
             }
         }
         if self.core.control.is_closed() {

@@ -148,3 +148,99 @@ fn cancel_handle_reaches_ops_of_other_threads() {
         assert!(aborted, "{b:?}");
     }
 }
+
+/// closesocket with receives pending: they complete as aborted, new
+/// operations on the handle are refused, and once the last packet exists
+/// the peer sees the connection end — even while a clone of the handle is
+/// still held.
+#[test]
+fn close_aborts_pending_ops_then_the_peer_sees_the_end() {
+    use std::io::Read;
+    for b in backends() {
+        let port = port(b);
+        let (ours, mut peer) = pair();
+        let h = port.associate(ours, 5);
+        let keep = h.clone();
+        let ids: Vec<_> = (0..3)
+            .map(|_| {
+                port.submit(Recv::new(&h, Vec::with_capacity(32)))
+                    .map_err(|(e, _)| e)
+                    .unwrap()
+            })
+            .collect();
+        h.close();
+        // Not closed under the pending receives: nothing has completed yet
+        // (this thread drives the ring and has not looked at it).
+        peer.set_nonblocking(true).unwrap();
+        let mut one = [0u8; 1];
+        assert_eq!(
+            peer.read(&mut one).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "{b:?}: the connection ended before its operations completed"
+        );
+        peer.set_nonblocking(false).unwrap();
+        // New operations on the closed handle are refused.
+        let (e, op) = port
+            .submit(Recv::new(&keep, Vec::with_capacity(8)))
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{b:?}: {e}");
+        assert!(matches!(op, Op::Recv(_)));
+        for _ in 0..3 {
+            let p = port.get(T).unwrap();
+            assert!(ids.contains(&p.id));
+            assert!(p.is_aborted(), "{b:?}: {:?}", p.status);
+            assert_eq!((p.key, p.bytes), (5, 0));
+        }
+        // Every packet exists: the peer sees the end although `keep` lives.
+        peer.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        assert_eq!(peer.read(&mut one).unwrap(), 0, "{b:?}: no EOF at the peer");
+        assert_eq!(
+            port.get(Some(Duration::from_millis(20))).unwrap_err(),
+            GetError::TimedOut
+        );
+        drop(keep);
+    }
+}
+
+/// CloseHandle with nothing pending closes at once; on a pipe the reader
+/// sees EOF even while a clone of the handle lives.
+#[test]
+fn close_with_nothing_pending_ends_a_pipe_and_a_connection_at_once() {
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    use std::process::{Command, Stdio};
+    for b in backends() {
+        let port = port(b);
+        let (ours, mut peer) = pair();
+        let h = port.associate(ours, 1);
+        h.close();
+        peer.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut one = [0u8; 1];
+        assert_eq!(peer.read(&mut one).unwrap(), 0, "{b:?}");
+
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = port.associate(OwnedFd::from(child.stdin.take().unwrap()), 2);
+        let keep = stdin.clone();
+        stdin.close();
+        // cat reads EOF and exits although we still hold a clone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{b:?}: cat never saw EOF on the closed pipe"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(status.success());
+        drop(keep);
+    }
+}

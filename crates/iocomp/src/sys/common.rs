@@ -248,6 +248,24 @@ pub(crate) fn fd_kind(fd: i32) -> io::Result<FdKind> {
     })
 }
 
+/// Replaces the file behind descriptor `fd` by `/dev/null` (`dup3`): our
+/// reference to the old file is dropped (a pipe's reader sees EOF, a socket
+/// is released) while the number stays taken, so nothing can reuse it under
+/// the handles that still name it.
+pub(crate) fn retire_fd(fd: i32) -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: dup3 takes two descriptors we hold open for the call (`fd`
+    // belongs to a live handle, `null` to this function) and touches no
+    // memory of ours; `fd` stays a valid open descriptor afterwards.
+    if unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), fd, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// How many bytes a positional transfer of up to `want` bytes at `off` may
 /// move: the range must end at or before the largest file offset
 /// (`i64::MAX`), or the kernel refuses it with EINVAL. A read there is a

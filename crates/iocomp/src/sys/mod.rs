@@ -51,7 +51,7 @@ use crate::packet::{OpId, Packet};
 use crate::port::Backend;
 
 mod common;
-pub(crate) use common::{fd_kind, set_nonblocking, FdKind};
+pub(crate) use common::{fd_kind, retire_fd, set_nonblocking, FdKind};
 mod epoll;
 mod slab;
 mod uring;
@@ -274,10 +274,19 @@ impl Ring {
 /// The ops of the packets from `start` on are done: each leaves its socket's
 /// lane ([`crate::handle::Lane`]) before anyone can see its packet, so that
 /// whoever handles it and issues the next op finds the lane free.
+///
+/// An op of a handle being closed ([`Handle::close`](crate::Handle::close))
+/// counts down to the moment its descriptor is retired.
 fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
+    use std::sync::atomic::Ordering;
     for p in out.range(start..) {
         if let Some(l) = crate::handle::lane_of(&p.op) {
             l.leave();
+        }
+        if let Some(h) = crate::port::handle_of(&p.op) {
+            if h.0.closing.load(Ordering::Acquire) {
+                h.closing_op_done();
+            }
         }
     }
 }
