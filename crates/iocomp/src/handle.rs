@@ -14,6 +14,7 @@ use std::sync::Arc;
 /// A `Handle` is a shared reference: every operation in flight on it holds a
 /// clone, so the descriptor is closed only when the last user and the last
 /// operation are done with it. It can never be closed or reused under the kernel.
+/// [`Handle::close`] ends it with operations pending (`closesocket`).
 #[derive(Clone)]
 pub struct Handle(pub(crate) Arc<HandleInner>);
 

@@ -25,7 +25,15 @@
 //!    sent so far, an accept hands back a non-blocking close-on-exec socket and
 //!    the peer, a timer succeeds at its deadline, a transmit sends head, file
 //!    range and tail in turns of at most 2 MiB with cold pages copied instead
-//!    of `sendfile`d. Errors are the kernel's errno; a cancel is `ECANCELED`.
+//!    of `sendfile`d. A positional read (`ReadAt`) fills the buffer's spare
+//!    capacity from its offset, stopping early only at end of file; a
+//!    positional write (`WriteAt`) writes everything or fails with the bytes
+//!    written; neither takes a lane (no order between positional ops) and
+//!    neither waits for readiness (epoll: `preadv2(RWF_NOWAIT)` inline, else
+//!    the blocking pool; a cancel takes back a job the pool has not started,
+//!    one it runs completes with its real result). `Recv`/`Send` on a stream
+//!    that is no socket use `read`/`write` once `recv`/`send` said ENOTSOCK.
+//!    Errors are the kernel's errno; a cancel is `ECANCELED`.
 //! 4. **Foreign threads.** Any thread may insert an op with
 //!    `RingShared::submit_remote`, ask for a cancel with `RingShared::cancel` or
 //!    read `RingShared::progress`; all answer at once, and the first two wake
