@@ -133,6 +133,7 @@
 //! | `ReadFileEx` / `WriteFileEx` + `SleepEx(.., TRUE)` | [`Port::submit_ex`] + [`iocomp_sync::sleep_alertable`] |
 //! | `CancelIoEx(h, ov)`                            | `port.cancel(op_id)`, [`Overlapped::cancel`] |
 //! | `CancelIoEx(h, NULL)`                          | [`Port::cancel_handle`]                  |
+//! | `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`         | [`Port::submit_inline`] → [`Inline`]     |
 //! | `closesocket` / `CloseHandle(h)` with I/O pending | [`Handle::close`]                     |
 //! | `CloseHandle(port)`                            | [`Port::close`]                          |
 //! | `QueueUserWorkItem` + worker loop              | [`Pool::new`], [`Pool::queue`]           |
@@ -190,4 +191,4 @@ pub use op::{
 };
 pub use packet::{GetError, OpId, Packet};
 pub use pool::{Pool, MAX_THREADS};
-pub use port::{default_threads, Backend, Port, PortBuilder, BACKEND_ENV};
+pub use port::{default_threads, Backend, Inline, Port, PortBuilder, BACKEND_ENV};

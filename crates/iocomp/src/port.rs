@@ -43,6 +43,15 @@ pub(crate) struct Core {
     next_ring: AtomicUsize,
 }
 
+/// What [`Port::submit_inline`] did with an operation.
+#[derive(Debug)]
+pub enum Inline {
+    /// It completed at once: its packet, which is not queued on the port.
+    Done(Packet),
+    /// It is in flight: its one packet will come through the port.
+    Pending(OpId),
+}
+
 /// The kernel interface a [`Port`] runs on.
 ///
 /// Both backends give the same semantics; io_uring is faster, epoll runs where
@@ -403,6 +412,61 @@ impl Port {
             return Err((closed(), Op::Posted { token: 0 }));
         };
         self.submit_remote(op, None)
+    }
+
+    /// Submits an operation and, if it completes at once, hands its packet
+    /// straight back instead of queueing it (`FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`,
+    /// asked per call so that [`submit`](Port::submit) keeps its rule):
+    /// [`Inline::Done`] with the packet — nothing is queued for it — or
+    /// [`Inline::Pending`] with its id, and then exactly one packet comes
+    /// through the port as with `submit`. On `Err` the operation is returned
+    /// and no packet comes.
+    ///
+    /// Only an operation that runs on the calling thread's own ring can
+    /// complete inline: called on a thread that waits on this port, with no
+    /// earlier operation of the same direction still in flight on the socket.
+    /// A send that the socket buffer takes, a receive with data waiting, a
+    /// file read from the page cache usually complete inline; others are
+    /// `Pending`. Saves the trip through the queue for what is done at once.
+    pub fn submit_inline(&self, op: impl Into<Op>) -> Result<Inline, (io::Error, Op)> {
+        let mut op = op.into();
+        if let Some(c) = op.completion_mut() {
+            *c = Completion::default();
+        }
+        if let Err(e) = self.check(&op) {
+            return Err((e, op));
+        }
+        let mut op = Some(op);
+        let local = CONSUMERS
+            .try_with(|cs| {
+                let mut cs = cs.try_borrow_mut().ok()?;
+                let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
+                let op = op.take()?;
+                let own = c.ring.shared().index();
+                let to = lane_of(&op).map_or(own, |l| l.enter(own));
+                if to != own {
+                    return Some(
+                        self.behind(op, to, own, |op| c.ring.submit_local(op))
+                            .map(Inline::Pending),
+                    );
+                }
+                Some(
+                    unlane(c.ring.submit_local(op)).map(|id| match c.ring.take_inline(id) {
+                        Some(p) => Inline::Done(p),
+                        None => Inline::Pending(id),
+                    }),
+                )
+            })
+            .ok()
+            .flatten();
+        if let Some(r) = local {
+            crate::defer::flush();
+            return r;
+        }
+        let Some(op) = op else {
+            return Err((closed(), Op::Posted { token: 0 }));
+        };
+        self.submit_remote(op, None).map(Inline::Pending)
     }
 
     /// Submits an operation whose packet waits in the returned [`Overlapped`]

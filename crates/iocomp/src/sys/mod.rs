@@ -242,6 +242,20 @@ impl Ring {
         }
     }
 
+    /// The packet of `id`, just submitted here with `submit_local`, if it
+    /// completed during submission; `None` leaves it in flight (its packet
+    /// comes from `reap` as usual). A packet taken here leaves its lane as
+    /// reaped ones do, and is never routed (the caller has it).
+    pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
+        let p = match &mut self.imp {
+            Imp::Uring(r) => r.take_inline(id),
+            Imp::Epoll(r) => r.take_inline(id),
+        }?;
+        let one = VecDeque::from([p]);
+        leave_lanes(&one, 0);
+        one.into_iter().next()
+    }
+
     /// Collects finished operations into `out` without blocking.
     /// Packets of operations submitted in another completion mode than the
     /// port's queue go to their destination here instead

@@ -236,6 +236,13 @@ impl Ring {
         Ok(id)
     }
 
+    /// The packet of `id` if it completed while it was submitted (a send
+    /// the socket took, a receive with data waiting, a cached file read).
+    pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
+        let i = self.done.iter().position(|p| p.id == id)?;
+        self.done.remove(i)
+    }
+
     /// Starts an op that is in the slab: arms its timer, or queues it on its
     /// descriptor and tries it if nothing is ahead of it.
     fn start(&mut self, slab: &mut Slab<OpState>, id: OpId, out: &mut VecDeque<Packet>) {

@@ -197,17 +197,33 @@ impl OpState {
         }
         match &mut self.op {
             Op::ReadAt(r) => {
-                let want = file_room(r.offset, r.buf.capacity() - r.buf.len());
-                let n = match pread_nowait_append(r.handle.as_raw_fd(), &mut r.buf, r.offset) {
-                    // All there, at end of file (0 or short), or nothing wanted.
-                    Ok(n) if n == want || n == 0 => return Attempt::Done(Ok(()), n as u64),
-                    // A short read before end of file: the rest is not cached.
-                    Ok(n) => n,
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) => {
-                        0
+                // Read on while the pages are cached: a short count is either
+                // end of file (the next read says 0) or the first page that
+                // is not cached (the next read says EAGAIN: the pool goes on
+                // from there).
+                let fd = r.handle.as_raw_fd();
+                let mut n = 0usize;
+                loop {
+                    let want = file_room(r.offset + n as u64, r.buf.capacity() - r.buf.len());
+                    if want == 0 {
+                        return Attempt::Done(Ok(()), n as u64);
                     }
-                    Err(e) => return Attempt::Done(Err(e), 0),
-                };
+                    match pread_nowait_append(fd, &mut r.buf, r.offset + n as u64) {
+                        Ok(0) => return Attempt::Done(Ok(()), n as u64),
+                        Ok(k) => n += k,
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::EAGAIN | libc::EOPNOTSUPP)
+                            ) =>
+                        {
+                            break
+                        }
+                        // Report what was read; the next read says why it stopped.
+                        Err(_) if n > 0 => return Attempt::Done(Ok(()), n as u64),
+                        Err(e) => return Attempt::Done(Err(e), 0),
+                    }
+                }
                 Attempt::Offload(Job::ReadAt {
                     handle: r.handle.clone(),
                     off: r.offset + n as u64,

@@ -683,6 +683,24 @@ impl Ring {
         }
     }
 
+    /// The packet of `id` if the kernel completed it while it was submitted
+    /// (the queue is submitted now, without waiting); every other
+    /// completion this collects waits in `ready` for the next reap, in order.
+    pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
+        let mut got = VecDeque::new();
+        self.reap_cqes(&mut got);
+        let mine = got
+            .iter()
+            .position(|p| p.id == id)
+            .and_then(|i| got.remove(i));
+        self.ready.append(&mut got);
+        mine.or_else(|| {
+            // Failed to start (a packet made at submit) counts as done too.
+            let i = self.ready.iter().position(|p| p.id == id)?;
+            self.ready.remove(i)
+        })
+    }
+
     /// Sleeps until a completion, a wake-up, or `timeout`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
         // Packets made while submitting, or completions moved aside when the
