@@ -383,10 +383,11 @@ impl Ring {
     /// A file operation a pool helper already runs is left to finish: its
     /// packet has its real result.
     fn cancel_now(&mut self, slab: &mut Slab<OpState>, id: OpId, out: &mut VecDeque<Packet>) {
+        let mut inline = None;
         if let Some(st) = slab.get(id) {
             if st.is_file() && matches!(st.offload, Offload::Busy) {
                 match pool::unqueue(&self.shared, id) {
-                    Some(job) => st.file_restore(job),
+                    Some(job) => inline = Some(st.file_restore(job)),
                     None => return,
                 }
             }
@@ -410,7 +411,7 @@ impl Ring {
                 }
             }
         }
-        let bytes = st.progress();
+        let bytes = inline.unwrap_or_else(|| st.progress());
         out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
         if let Some((fd, dir)) = rerun {
             self.run_queue(slab, fd, dir, out);
@@ -548,16 +549,17 @@ impl Ring {
         slab.remote_cancel.clear();
         let mut running = HashMap::new();
         for (id, mut st) in slab.take_all(shared.index) {
+            let mut inline = None;
             if st.is_file() && matches!(st.offload, Offload::Busy) {
                 match pool::unqueue(&shared, id) {
-                    Some(job) => st.file_restore(job),
+                    Some(job) => inline = Some(st.file_restore(job)),
                     None => {
                         running.insert(id, st);
                         continue;
                     }
                 }
             }
-            let bytes = st.progress();
+            let bytes = inline.unwrap_or_else(|| st.progress());
             out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
         }
         drop(slab);

@@ -231,10 +231,13 @@ impl OpState {
                     before: n,
                 })
             }
+            // Buffered writes with RWF_NOWAIT are refused (EOPNOTSUPP) by
+            // many filesystems (ext4 here): every write goes to the pool.
             Op::WriteAt(w) => Attempt::Offload(Job::WriteAt {
                 handle: w.handle.clone(),
                 off: w.offset,
                 buf: std::mem::take(&mut w.buf),
+                from: 0,
             }),
             Op::Fsync(f) => Attempt::Offload(Job::Fsync {
                 handle: f.handle.clone(),
@@ -244,14 +247,21 @@ impl OpState {
         }
     }
 
-    /// Puts back the buffer of a job taken back from the pool unrun.
-    pub(super) fn file_restore(&mut self, job: Job) {
+    /// Puts back the buffer of a job taken back from the pool unrun; returns
+    /// the bytes the op moved inline before it went there.
+    pub(super) fn file_restore(&mut self, job: Job) -> u64 {
+        let done = match &job {
+            Job::ReadAt { before, .. } => *before,
+            Job::WriteAt { from, .. } => *from,
+            _ => 0,
+        } as u64;
         let buf = job.into_buf();
         match &mut self.op {
             Op::ReadAt(r) => r.buf = buf,
             Op::WriteAt(w) => w.buf = buf,
             _ => {}
         }
+        done
     }
 
     /// The pool ran this file operation: its buffer comes back, and the

@@ -43,11 +43,13 @@ pub(super) enum Job {
         buf: Vec<u8>,
         before: usize,
     },
-    /// A `WriteAt`: all of `buf` at `off`.
+    /// A `WriteAt`: `buf[from..]` at `off + from` (the first `from` bytes
+    /// were written inline).
     WriteAt {
         handle: Handle,
         off: u64,
         buf: Vec<u8>,
+        from: usize,
     },
     /// An `Fsync` (`fdatasync` if `data`).
     Fsync { handle: Handle, data: bool },
@@ -89,10 +91,16 @@ impl Job {
                     buf,
                 }
             }
-            Job::WriteAt { handle, off, buf } => {
-                let (res, partial) = match pwrite_all(handle.as_raw_fd(), &buf, off) {
-                    Ok(n) => (Ok(n), n),
-                    Err((e, n)) => (Err(e), n),
+            Job::WriteAt {
+                handle,
+                off,
+                buf,
+                from,
+            } => {
+                let at = off + from as u64;
+                let (res, partial) = match pwrite_all(handle.as_raw_fd(), &buf[from..], at) {
+                    Ok(n) => (Ok(from + n), from + n),
+                    Err((e, n)) => (Err(e), from + n),
                 };
                 JobDone { res, partial, buf }
             }
