@@ -7,18 +7,16 @@
 //! cargo run -p iocomp --example iobyapc
 //! ```
 //!
-//! As in `iobyevent`, each chunk is read by the kernel with an overlapped
-//! [`TransmitFile`] of its byte range into a socket pair (the engine has no plain
-//! positional file read yet). Each routine checks its chunk and records it;
+//! As in `iobyevent`, each chunk is an overlapped [`ReadAt`] of its byte range
+//! of a real file. Each routine checks its chunk and records it;
 //! the main thread sleeps alertably until every routine has run. Exits 0, or 1
 //! if a chunk is wrong or a routine ran on another thread.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iocomp::{Pool, Port, TransmitFile};
+use iocomp::{Op, Pool, Port, ReadAt};
 use iocomp_sync::{sleep_alertable, SleepResult};
 
 const CHUNKS: usize = 4;
@@ -33,7 +31,7 @@ fn main() {
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(&content))
         .expect("write the sample file");
-    let file = Arc::new(std::fs::File::open(&path).expect("open the sample file"));
+    let file = std::fs::File::open(&path).expect("open the sample file");
     let _ = std::fs::remove_file(&path);
     let content = Arc::new(content);
 
@@ -43,19 +41,14 @@ fn main() {
     let me = std::thread::current().id();
     // What each routine saw, written by the routines.
     let results: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let handle = port.associate(file, 0);
     for i in 0..CHUNKS {
-        let (ours, mut theirs) = UnixStream::pair().expect("a socket pair");
-        let sock = port.associate(ours, i as u64);
-        let mut op = TransmitFile::new(&sock, file.clone());
-        op.offset = (i * CHUNK) as u64;
-        op.len = CHUNK as u64;
+        let op = ReadAt::new(&handle, Vec::with_capacity(CHUNK), (i * CHUNK) as u64);
         let (results, content) = (results.clone(), content.clone());
         port.submit_ex(op, move |p| {
             // The completion routine (FileIOCompletionRoutine).
-            let mut got = vec![0; CHUNK];
             let good = p.status.is_ok()
-                && theirs.read_exact(&mut got).is_ok()
-                && got == content[i * CHUNK..(i + 1) * CHUNK];
+                && matches!(&p.op, Op::ReadAt(r) if r.buf == content[i * CHUNK..(i + 1) * CHUNK]);
             let here = std::thread::current().id() == me;
             println!(
                 "routine {i}: {} bytes, {}",

@@ -6,18 +6,15 @@
 //! cargo run -p iocomp --example iobyevent
 //! ```
 //!
-//! The engine has no plain positional file read yet, so each chunk is read by
-//! the kernel with an overlapped [`TransmitFile`] of its byte range into a
-//! socket pair (`sendfile`: the file is read by the kernel, off the calling
-//! thread), and the example checks the bytes that come out of the other end
-//! against the file. Exits 0, or 1 if a chunk is wrong.
+//! Each chunk is an overlapped [`ReadAt`] (`ReadFile` with
+//! `OVERLAPPED.Offset`) of its byte range of a real file, and the example
+//! checks the bytes against what it wrote there. Exits 0, or 1 if a chunk is
+//! wrong.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::io::Write;
 use std::time::Duration;
 
-use iocomp::{Op, Overlapped, Pool, Port, TransmitFile};
+use iocomp::{Op, Overlapped, Pool, Port, ReadAt};
 use iocomp_sync::{wait_any, Event, WaitResult, Waitable};
 
 const CHUNKS: usize = 4;
@@ -29,7 +26,7 @@ fn main() {
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(&content))
         .expect("write the sample file");
-    let file = Arc::new(std::fs::File::open(&path).expect("open the sample file"));
+    let file = std::fs::File::open(&path).expect("open the sample file");
     let _ = std::fs::remove_file(&path);
 
     let port = Port::new().expect("a port");
@@ -38,13 +35,10 @@ fn main() {
 
     // Issue every read at once, each with its own event (OVERLAPPED.hEvent).
     let mut events = Vec::new();
-    let mut pending: Vec<Option<(Overlapped, UnixStream)>> = Vec::new();
+    let mut pending: Vec<Option<Overlapped>> = Vec::new();
+    let handle = port.associate(file, 0);
     for i in 0..CHUNKS {
-        let (ours, theirs) = UnixStream::pair().expect("a socket pair");
-        let sock = port.associate(ours, i as u64);
-        let mut op = TransmitFile::new(&sock, file.clone());
-        op.offset = (i * CHUNK) as u64;
-        op.len = CHUNK as u64;
+        let op = ReadAt::new(&handle, Vec::with_capacity(CHUNK), (i * CHUNK) as u64);
         let ev = Event::new(true, false);
         let ov = port
             .submit_with_event(op, &ev)
@@ -56,7 +50,7 @@ fn main() {
             (i + 1) * CHUNK
         );
         events.push(ev);
-        pending.push(Some((ov, theirs)));
+        pending.push(Some(ov));
     }
 
     let mut ok = true;
@@ -71,21 +65,18 @@ fn main() {
             }
         };
         events[i].reset(); // handled: out of the next wait
-        let Some((ov, mut theirs)) = pending[i].take() else {
+        let Some(ov) = pending[i].take() else {
             ok = false;
             break;
         };
         let p = ov.result(false).expect("signalled, so complete");
-        let Op::TransmitFile(_) = p.op else {
+        let Op::ReadAt(r) = p.op else {
             ok = false;
             continue;
         };
-        let mut got = vec![0; CHUNK];
-        let read = theirs.read_exact(&mut got);
         let good = p.status.is_ok()
             && p.bytes == CHUNK as u64
-            && read.is_ok()
-            && got == content[i * CHUNK..(i + 1) * CHUNK];
+            && r.buf == content[i * CHUNK..(i + 1) * CHUNK];
         println!(
             "read {i}: event signalled, {} bytes, {}",
             p.bytes,

@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
 pub(crate) use crate::lane::Lane;
+use crate::sys::FdKind;
 use std::sync::Arc;
 
 /// A socket or file associated with a [`Port`](crate::Port), carrying its
@@ -13,6 +14,7 @@ use std::sync::Arc;
 /// A `Handle` is a shared reference: every operation in flight on it holds a
 /// clone, so the descriptor is closed only when the last user and the last
 /// operation are done with it. It can never be closed or reused under the kernel.
+/// [`Handle::close`] ends it with operations pending (`closesocket`).
 #[derive(Clone)]
 pub struct Handle(pub(crate) Arc<HandleInner>);
 
@@ -22,10 +24,25 @@ pub(crate) struct HandleInner {
     pub(crate) port: u64,
     /// `O_NONBLOCK` is known to be set (so it is not checked again per op).
     pub(crate) nonblocking: std::sync::atomic::AtomicBool,
+    /// What the descriptor is ([`FdKind`] as a number; 0 = not looked at yet).
+    pub(crate) kind: std::sync::atomic::AtomicU8,
     /// The socket's receives (`[0]`) and writes (`[1]`) in flight: which ring
     /// runs them, so that later ones queue behind them in call order.
     pub(crate) lanes: [Lane; 2],
+    /// The port, for [`Handle::close`]'s cancels.
+    pub(crate) core: std::sync::Weak<crate::port::Core>,
+    /// [`Handle::close`] was called: new operations are refused.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
+    /// Operations of a closing handle not yet completed, plus [`CLOSE_BIG`]
+    /// until `close` has counted them.
+    pub(crate) close_pending: std::sync::atomic::AtomicI64,
+    /// The descriptor was retired (done once).
+    pub(crate) closed: std::sync::atomic::AtomicBool,
 }
+
+/// What `close_pending` starts at: packets that arrive while `close` counts
+/// cannot bring it to 0 before `close` has subtracted this.
+pub(crate) const CLOSE_BIG: i64 = 1 << 40;
 
 /// The lane an op belongs to, if it moves a byte stream.
 pub(crate) fn lane_of(op: &crate::op::Op) -> Option<&Lane> {
@@ -36,6 +53,11 @@ pub(crate) fn lane_of(op: &crate::op::Op) -> Option<&Lane> {
         Op::TransmitFile(t) => Some(&t.socket.0.lanes[1]),
         _ => None,
     }
+}
+
+/// Whether `op` works on `h`'s descriptor (its socket, listener or file).
+pub(crate) fn is_on(op: &crate::op::Op, h: &Handle) -> bool {
+    crate::port::handle_of(op).is_some_and(|o| Arc::ptr_eq(&o.0, &h.0))
 }
 
 /// Leaves the lane of the op a refused submission hands back.
@@ -59,6 +81,93 @@ impl Handle {
             self.0.nonblocking.store(true, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// What kind of descriptor this is: `fstat` once, then an atomic load.
+    pub(crate) fn kind(&self) -> std::io::Result<FdKind> {
+        let k = self.0.kind.load(Ordering::Relaxed);
+        let kind = match k {
+            1 => FdKind::Socket,
+            2 => FdKind::Pipe,
+            3 => FdKind::Char,
+            4 => FdKind::File,
+            _ => {
+                let kind = crate::sys::fd_kind(self.as_raw_fd())?;
+                self.0.kind.store(kind as u8, Ordering::Relaxed);
+                kind
+            }
+        };
+        Ok(kind)
+    }
+
+    /// Whether `Recv`/`Send` on this descriptor use `read`/`write`: it was
+    /// found not to be a socket (a pipe, a FIFO, a terminal, a file).
+    #[inline]
+    pub(crate) fn streams_by_read_write(&self) -> bool {
+        self.0.kind.load(Ordering::Relaxed) > FdKind::Socket as u8
+    }
+
+    /// `recv`/`send` said ENOTSOCK: from now on `Recv`/`Send` on this handle
+    /// use `read`/`write` (also when `fstat` fails: the kernel said it is no
+    /// socket).
+    pub(crate) fn note_not_socket(&self) {
+        let kind = crate::sys::fd_kind(self.as_raw_fd())
+            .ok()
+            .filter(|k| *k != FdKind::Socket)
+            .unwrap_or(FdKind::Pipe);
+        self.0.kind.store(kind as u8, Ordering::Relaxed);
+    }
+
+    /// Closes the handle with I/O pending (`closesocket` / `CloseHandle`):
+    /// new operations on it are refused (`EBADF`), every operation pending
+    /// on it is cancelled as by [`Port::cancel_handle`](crate::Port::cancel_handle)
+    /// (each still yields its one packet), and when the last of them has
+    /// completed the descriptor is retired: a socket is shut down in both
+    /// directions (the peer sees the connection end) and the descriptor is
+    /// replaced by `/dev/null` (a pipe's reader sees EOF, a file is
+    /// released). The descriptor number itself stays reserved until the last
+    /// clone of the handle — the packets' operations hold some — is dropped,
+    /// so it is never reused under anyone.
+    ///
+    /// An operation submitted on another thread at the very moment of the
+    /// call may escape the cancel; it then completes with whatever the
+    /// retired descriptor gives it.
+    pub fn close(self) {
+        if self.0.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let n = match self.0.core.upgrade() {
+            Some(core) => crate::port::Port { core }.cancel_handle(&self).unwrap_or(0),
+            None => 0,
+        };
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let prev = self
+            .0
+            .close_pending
+            .fetch_sub(CLOSE_BIG - n, Ordering::AcqRel);
+        if prev - (CLOSE_BIG - n) <= 0 {
+            self.retire();
+        }
+    }
+
+    /// One operation of a closing handle completed (its packet exists): the
+    /// last one retires the descriptor.
+    pub(crate) fn closing_op_done(&self) {
+        if self.0.close_pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.retire();
+        }
+    }
+
+    /// Shuts a socket down and puts `/dev/null` in the descriptor's place
+    /// (once).
+    fn retire(&self) {
+        if self.0.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if matches!(self.kind(), Ok(FdKind::Socket)) {
+            let _ = self.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = crate::sys::retire_fd(self.as_raw_fd());
     }
 
     /// The completion key every packet for this handle carries.

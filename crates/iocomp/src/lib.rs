@@ -123,12 +123,18 @@
 //! | `GetQueuedCompletionStatusEx`                  | [`Port::get_many`]                       |
 //! | `PostQueuedCompletionStatus(port, n, key, ov)` | `port.post(key, n, token)`               |
 //! | `AcceptEx` / `WSARecv` / `WSASend`             | [`Accept`] / [`Recv`] / [`Send`] + [`Port::submit`] |
+//! | `ReadFile` / `WriteFile` at `OVERLAPPED.Offset` | [`ReadAt`] / [`WriteAt`]                |
+//! | `ReadFile` / `WriteFile` on a pipe             | [`Recv`] / [`Send`]                      |
+//! | `FlushFileBuffers`                             | [`Fsync`]                                |
 //! | `TransmitFile`                                 | [`TransmitFile`]                         |
 //! | `ConnectEx`                                    | [`Connect`] (+ [`Connect::stream_socket`]) |
 //! | `ReadFile` + `GetOverlappedResult(.., bWait)`   | [`Port::submit_waitable`] → [`Overlapped::result`] / [`Overlapped::wait`] |
 //! | `OVERLAPPED.hEvent` + `WaitForMultipleObjects` | [`Port::submit_with_event`] + [`iocomp_sync::wait_any`] |
 //! | `ReadFileEx` / `WriteFileEx` + `SleepEx(.., TRUE)` | [`Port::submit_ex`] + [`iocomp_sync::sleep_alertable`] |
 //! | `CancelIoEx(h, ov)`                            | `port.cancel(op_id)`, [`Overlapped::cancel`] |
+//! | `CancelIoEx(h, NULL)`                          | [`Port::cancel_handle`]                  |
+//! | `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`         | [`Port::submit_inline`] → [`Inline`]     |
+//! | `closesocket` / `CloseHandle(h)` with I/O pending | [`Handle::close`]                     |
 //! | `CloseHandle(port)`                            | [`Port::close`]                          |
 //! | `QueueUserWorkItem` + worker loop              | [`Pool::new`], [`Pool::queue`]           |
 //! | `ERROR_OPERATION_ABORTED`                      | [`Packet::is_aborted`] (`ECANCELED`)     |
@@ -180,7 +186,9 @@ mod sys;
 pub use completion::{Completion, Overlapped};
 pub use connect::Connect;
 pub use handle::Handle;
-pub use op::{Accept, Context, Op, Recv, Send, Timeout, TransmitFile, Work};
+pub use op::{
+    Accept, Context, Fsync, Op, ReadAt, Recv, Send, Timeout, TransmitFile, Work, WriteAt,
+};
 pub use packet::{GetError, OpId, Packet};
 pub use pool::{Pool, MAX_THREADS};
-pub use port::{default_threads, Backend, Port, PortBuilder, BACKEND_ENV};
+pub use port::{default_threads, Backend, Inline, Port, PortBuilder, BACKEND_ENV};

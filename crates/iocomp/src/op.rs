@@ -44,6 +44,13 @@ pub enum Op {
     Connect(Connect),
     /// Send head, a file range and tail as one operation (`TransmitFile`).
     TransmitFile(TransmitFile),
+    /// Read from a file at an offset (`ReadFile` with `OVERLAPPED.Offset`).
+    ReadAt(ReadAt),
+    /// Write a whole buffer to a file at an offset (`WriteFile` with
+    /// `OVERLAPPED.Offset`).
+    WriteAt(WriteAt),
+    /// Flush a file to its storage (`FlushFileBuffers`).
+    Fsync(Fsync),
     /// A closure queued with [`Pool::queue`](crate::Pool::queue); pools run these
     /// themselves and never show them to handlers.
     #[doc(hidden)]
@@ -62,6 +69,16 @@ impl std::fmt::Debug for Op {
             Op::TransmitFile(t) => {
                 write!(f, "TransmitFile {{ offset: {}, len: {} }}", t.offset, t.len)
             }
+            Op::ReadAt(r) => write!(f, "ReadAt {{ offset: {}, len: {} }}", r.offset, r.buf.len()),
+            Op::WriteAt(w) => {
+                write!(
+                    f,
+                    "WriteAt {{ offset: {}, len: {} }}",
+                    w.offset,
+                    w.buf.len()
+                )
+            }
+            Op::Fsync(s) => write!(f, "Fsync {{ data_only: {} }}", s.data_only),
             Op::Work(_) => f.write_str("Work"),
         }
     }
@@ -76,6 +93,9 @@ impl Op {
             Op::Send(o) => o.ctx.take(),
             Op::Timeout(o) => o.ctx.take(),
             Op::Connect(o) => o.ctx.take(),
+            Op::ReadAt(o) => o.ctx.take(),
+            Op::WriteAt(o) => o.ctx.take(),
+            Op::Fsync(o) => o.ctx.take(),
             Op::TransmitFile(o) => o.ctx.take(),
             Op::Posted { .. } | Op::Work(_) => None,
         }
@@ -90,6 +110,9 @@ impl Op {
             Op::Timeout(o) => Some(&mut o.completion),
             Op::TransmitFile(o) => Some(&mut o.completion),
             Op::Connect(o) => Some(&mut o.completion),
+            Op::ReadAt(o) => Some(&mut o.completion),
+            Op::WriteAt(o) => Some(&mut o.completion),
+            Op::Fsync(o) => Some(&mut o.completion),
             Op::Posted { .. } | Op::Work(_) => None,
         }
     }
@@ -105,6 +128,9 @@ impl Op {
             Op::Timeout(o) => o.completion.is_routed(),
             Op::TransmitFile(o) => o.completion.is_routed(),
             Op::Connect(o) => o.completion.is_routed(),
+            Op::ReadAt(o) => o.completion.is_routed(),
+            Op::WriteAt(o) => o.completion.is_routed(),
+            Op::Fsync(o) => o.completion.is_routed(),
             Op::Posted { .. } | Op::Work(_) => false,
         }
     }
@@ -312,6 +338,118 @@ impl TransmitFile {
     }
 }
 
+/// Read from a file at `offset` into `buf`'s spare capacity, once
+/// (`ReadFile` with `OVERLAPPED.Offset`/`OffsetHigh`): on success the bytes
+/// are appended to `buf` and the packet's `bytes` says how many. A read that
+/// starts at or after the end of the file completes with 0 bytes; one across
+/// the end with the bytes that are there.
+///
+/// Any `u64` offset up to the largest file offset (`i64::MAX`); a larger one is
+/// refused at submit with `InvalidInput`. The read is positional: the file's
+/// own position is neither used nor moved, so several reads of one file may be
+/// in flight at once, and they need no ordering between them (unlike a
+/// socket's receives, file operations take no per-handle lane).
+///
+/// On io_uring this is the kernel's READ request (a cold page never blocks a
+/// worker thread). On epoll a `preadv2(RWF_NOWAIT)` is tried at once and, if
+/// the disk must be asked, a small pool of blocking threads runs `pread`.
+pub struct ReadAt {
+    /// The file.
+    pub handle: Handle,
+    /// The buffer the bytes are appended to.
+    pub buf: Vec<u8>,
+    /// Where in the file to read.
+    pub offset: u64,
+    /// User data.
+    pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
+}
+
+impl ReadAt {
+    /// A read of up to `buf`'s spare capacity from `handle` at `offset`.
+    pub fn new(handle: &Handle, buf: Vec<u8>, offset: u64) -> ReadAt {
+        ReadAt {
+            handle: handle.clone(),
+            buf,
+            offset,
+            ctx: None,
+            completion: Completion::default(),
+        }
+    }
+}
+
+/// Write all of `buf` to a file at `offset` (`WriteFile` with
+/// `OVERLAPPED.Offset`/`OffsetHigh`); short writes are continued inside the
+/// engine, and the packet's `bytes` says how much was written, also on error.
+/// Offsets as for [`ReadAt`] (`offset + buf.len()` above `i64::MAX` is refused
+/// at submit with `InvalidInput`); the file's own position is not moved. On
+/// epoll the write runs on the blocking pool.
+pub struct WriteAt {
+    /// The file.
+    pub handle: Handle,
+    /// The bytes to write.
+    pub buf: Vec<u8>,
+    /// Where in the file to write.
+    pub offset: u64,
+    /// User data.
+    pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
+}
+
+impl WriteAt {
+    /// A write of all of `buf` to `handle` at `offset`.
+    pub fn new(handle: &Handle, buf: Vec<u8>, offset: u64) -> WriteAt {
+        WriteAt {
+            handle: handle.clone(),
+            buf,
+            offset,
+            ctx: None,
+            completion: Completion::default(),
+        }
+    }
+}
+
+/// Flush a file's written data to its storage (`FlushFileBuffers`): `fsync(2)`,
+/// or `fdatasync(2)` for [`Fsync::data`] (the data and what is needed to read
+/// it back, not every piece of metadata). Completes with 0 bytes. It orders
+/// nothing: writes still in flight when it is submitted may or may not be
+/// covered — submit it after their packets arrived.
+pub struct Fsync {
+    /// The file.
+    pub handle: Handle,
+    /// `fdatasync` instead of `fsync`.
+    pub data_only: bool,
+    /// User data.
+    pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
+}
+
+impl Fsync {
+    /// A full flush (`fsync`) of `handle`.
+    pub fn new(handle: &Handle) -> Fsync {
+        Fsync {
+            handle: handle.clone(),
+            data_only: false,
+            ctx: None,
+            completion: Completion::default(),
+        }
+    }
+
+    /// A data-only flush (`fdatasync`) of `handle`.
+    pub fn data(handle: &Handle) -> Fsync {
+        Fsync {
+            data_only: true,
+            ..Fsync::new(handle)
+        }
+    }
+}
+
 /// A queued closure (see [`Pool::queue`](crate::Pool::queue)).
 #[doc(hidden)]
 pub struct Work(pub(crate) Box<dyn FnOnce() + std::marker::Send>);
@@ -326,4 +464,14 @@ impl Work {
 macro_rules! into_op {
     ($($t:ident),*) => { $(impl From<$t> for Op { fn from(o: $t) -> Op { Op::$t(o) } })* };
 }
-into_op!(Accept, Recv, Send, Timeout, TransmitFile, Connect);
+into_op!(
+    Accept,
+    Recv,
+    Send,
+    Timeout,
+    TransmitFile,
+    Connect,
+    ReadAt,
+    WriteAt,
+    Fsync
+);

@@ -43,6 +43,15 @@ pub(crate) struct Core {
     next_ring: AtomicUsize,
 }
 
+/// What [`Port::submit_inline`] did with an operation.
+#[derive(Debug)]
+pub enum Inline {
+    /// It completed at once: its packet, which is not queued on the port.
+    Done(Packet),
+    /// It is in flight: its one packet will come through the port.
+    Pending(OpId),
+}
+
 /// The kernel interface a [`Port`] runs on.
 ///
 /// Both backends give the same semantics; io_uring is faster, epoll runs where
@@ -275,7 +284,12 @@ impl Port {
             key,
             port: self.core.id,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
+            kind: std::sync::atomic::AtomicU8::new(0),
             lanes: [Lane::new(), Lane::new()],
+            core: Arc::downgrade(&self.core),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            close_pending: std::sync::atomic::AtomicI64::new(crate::handle::CLOSE_BIG),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -400,6 +414,61 @@ impl Port {
         self.submit_remote(op, None)
     }
 
+    /// Submits an operation and, if it completes at once, hands its packet
+    /// straight back instead of queueing it (`FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`,
+    /// asked per call so that [`submit`](Port::submit) keeps its rule):
+    /// [`Inline::Done`] with the packet — nothing is queued for it — or
+    /// [`Inline::Pending`] with its id, and then exactly one packet comes
+    /// through the port as with `submit`. On `Err` the operation is returned
+    /// and no packet comes.
+    ///
+    /// Only an operation that runs on the calling thread's own ring can
+    /// complete inline: called on a thread that waits on this port, with no
+    /// earlier operation of the same direction still in flight on the socket.
+    /// A send that the socket buffer takes, a receive with data waiting, a
+    /// file read from the page cache usually complete inline; others are
+    /// `Pending`. Saves the trip through the queue for what is done at once.
+    pub fn submit_inline(&self, op: impl Into<Op>) -> Result<Inline, (io::Error, Op)> {
+        let mut op = op.into();
+        if let Some(c) = op.completion_mut() {
+            *c = Completion::default();
+        }
+        if let Err(e) = self.check(&op) {
+            return Err((e, op));
+        }
+        let mut op = Some(op);
+        let local = CONSUMERS
+            .try_with(|cs| {
+                let mut cs = cs.try_borrow_mut().ok()?;
+                let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
+                let op = op.take()?;
+                let own = c.ring.shared().index();
+                let to = lane_of(&op).map_or(own, |l| l.enter(own));
+                if to != own {
+                    return Some(
+                        self.behind(op, to, own, |op| c.ring.submit_local(op))
+                            .map(Inline::Pending),
+                    );
+                }
+                Some(
+                    unlane(c.ring.submit_local(op)).map(|id| match c.ring.take_inline(id) {
+                        Some(p) => Inline::Done(p),
+                        None => Inline::Pending(id),
+                    }),
+                )
+            })
+            .ok()
+            .flatten();
+        if let Some(r) = local {
+            crate::defer::flush();
+            return r;
+        }
+        let Some(op) = op else {
+            return Err((closed(), Op::Posted { token: 0 }));
+        };
+        self.submit_remote(op, None).map(Inline::Pending)
+    }
+
     /// Submits an operation whose packet waits in the returned [`Overlapped`]
     /// instead of the port's queue: `ReadFile`/`WriteFile` on a handle opened
     /// with `FILE_FLAG_OVERLAPPED` and no event, followed by
@@ -508,9 +577,37 @@ impl Port {
                     "handle belongs to another port",
                 ));
             }
+            if h.0.closing.load(std::sync::atomic::Ordering::Relaxed) {
+                // ERROR_INVALID_HANDLE: Handle::close was called.
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
+            }
         }
         if self.core.control.is_closed() {
             return Err(closed());
+        }
+        // Positional file I/O: the range must lie within the largest file
+        // offset (`off_t` is signed; io_uring reads -1 as "the file position").
+        // A read's length is cut to fit (a read there is past any end of
+        // file); a write's range must fit whole.
+        let (h, end) = match op {
+            Op::ReadAt(r) => (&r.handle, Some(r.offset)),
+            Op::WriteAt(w) => (&w.handle, w.offset.checked_add(w.buf.len() as u64)),
+            _ => return Ok(()),
+        };
+        if !matches!(end, Some(e) if e <= i64::MAX as u64) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "file offset beyond the largest file offset (i64::MAX)",
+            ));
+        }
+        // A stream has no position: ReadFile on a pipe ignores the offset on
+        // Windows, io_uring would too, `pread` says ESPIPE. One meaning on
+        // every backend: refused (use Recv/Send on streams).
+        if matches!(
+            h.kind()?,
+            crate::sys::FdKind::Socket | crate::sys::FdKind::Pipe
+        ) {
+            return Err(io::Error::from_raw_os_error(libc::ESPIPE));
         }
         Ok(())
     }
@@ -631,6 +728,29 @@ impl Port {
                 "no such operation in flight",
             )),
         }
+    }
+
+    /// Cancels every operation pending on `handle`, whichever thread issued
+    /// it (`CancelIoEx(h, NULL)`), and returns how many were pending (0 when
+    /// none: Windows' `ERROR_NOT_FOUND`). Like [`Port::cancel`] it answers at
+    /// once; each of those operations then yields its one packet, with the
+    /// handle's key and `ECANCELED` ([`Packet::is_aborted`]), or its real
+    /// result if it finished first (a file operation the epoll backend's
+    /// blocking pool already runs, say). Operations issued after the call are
+    /// not affected. A handle of another port is refused with `InvalidInput`.
+    pub fn cancel_handle(&self, handle: &Handle) -> io::Result<usize> {
+        if handle.0.port != self.core.id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "handle belongs to another port",
+            ));
+        }
+        let rings = self.core.rings.read().unwrap_or_else(|e| e.into_inner());
+        Ok(rings
+            .iter()
+            .flatten()
+            .map(|r| r.cancel_handle(handle))
+            .sum())
     }
 
     /// How many bytes an operation still in flight has moved so far (a send or a
@@ -847,13 +967,16 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the completion port is closed")
 }
 
-fn handle_of(op: &Op) -> Option<&Handle> {
+pub(crate) fn handle_of(op: &Op) -> Option<&Handle> {
     match op {
         Op::Accept(a) => Some(&a.listener),
         Op::Recv(r) => Some(&r.handle),
         Op::Send(s) => Some(&s.handle),
         Op::TransmitFile(t) => Some(&t.socket),
         Op::Connect(c) => Some(&c.socket),
+        Op::ReadAt(r) => Some(&r.handle),
+        Op::WriteAt(w) => Some(&w.handle),
+        Op::Fsync(f) => Some(&f.handle),
         _ => None,
     }
 }

@@ -79,3 +79,39 @@ fn iobyevent_reads_every_chunk() {
 fn iobyapc_reads_every_chunk_in_routines() {
     run("iobyapc", &[], "all chunks read");
 }
+
+#[test]
+fn filecopy_copies_a_file_with_reads_and_writes_in_flight() {
+    let dir = std::env::temp_dir().join(format!("iocomp-filecopy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("src");
+    let dst = dir.join("dst");
+    // An odd size: many full chunks and a short last one.
+    let data: Vec<u8> = (0..(5u64 << 20) + 4321)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    // Stale, longer content in the destination must not survive.
+    std::fs::write(&dst, vec![0xAA; 7 << 20]).unwrap();
+    let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    run("filecopy", &[s, d, "6", "256"], "verified");
+    assert!(std::fs::read(&dst).unwrap() == data, "the copy differs");
+    // An empty file.
+    std::fs::write(&src, b"").unwrap();
+    run("filecopy", &[s, d], "copied 0 bytes");
+    assert_eq!(std::fs::metadata(&dst).unwrap().len(), 0);
+    // Errors exit non-zero with a message: a missing source, a directory as
+    // the destination.
+    for (a, b) in [
+        (dir.join("missing"), dst.clone()),
+        (src.clone(), dir.clone()),
+    ] {
+        let out = Command::new(example("filecopy"))
+            .args([&a, &b])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "filecopy {a:?} {b:?} succeeded");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("filecopy:"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -215,6 +215,66 @@ fn inline_small(t: &TransmitFile, off: u64, len: u64) -> Option<Box<Transmit>> {
     }))
 }
 
+/// What a descriptor is, as far as the engine cares ([`fd_kind`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum FdKind {
+    /// A socket: `recv`/`send` apply; no file position.
+    Socket = 1,
+    /// A pipe or FIFO: `read`/`write`, no file position (`pread` is ESPIPE).
+    Pipe = 2,
+    /// A character device (a terminal, `/dev/zero`): `read`/`write`; some
+    /// have a position, some do not (the kernel says, per call).
+    Char = 3,
+    /// A regular file, a directory, a block device: positional.
+    File = 4,
+}
+
+/// The kind of descriptor `fd` is, from `fstat(2)`.
+pub(crate) fn fd_kind(fd: i32) -> io::Result<FdKind> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the memory we give it (a
+    // live local of that type) and keeps nothing.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it initialised the whole structure.
+    let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    Ok(match mode {
+        libc::S_IFSOCK => FdKind::Socket,
+        libc::S_IFIFO => FdKind::Pipe,
+        libc::S_IFCHR => FdKind::Char,
+        _ => FdKind::File,
+    })
+}
+
+/// Replaces the file behind descriptor `fd` by `/dev/null` (`dup3`): our
+/// reference to the old file is dropped (a pipe's reader sees EOF, a socket
+/// is released) while the number stays taken, so nothing can reuse it under
+/// the handles that still name it.
+pub(crate) fn retire_fd(fd: i32) -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: dup3 takes two descriptors we hold open for the call (`fd`
+    // belongs to a live handle, `null` to this function) and touches no
+    // memory of ours; `fd` stays a valid open descriptor afterwards.
+    if unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), fd, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How many bytes a positional transfer of up to `want` bytes at `off` may
+/// move: the range must end at or before the largest file offset
+/// (`i64::MAX`), or the kernel refuses it with EINVAL. A read there is a
+/// read past the end of any file (0 bytes), as on Windows.
+pub(super) fn file_room(off: u64, want: usize) -> usize {
+    let room = (i64::MAX as u64).saturating_sub(off);
+    want.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
 /// Puts a descriptor in non-blocking mode (`sendfile` and `accept4` must never
 /// wait on it).
 pub(crate) fn set_nonblocking(fd: i32) -> io::Result<()> {

@@ -25,7 +25,15 @@
 //!    sent so far, an accept hands back a non-blocking close-on-exec socket and
 //!    the peer, a timer succeeds at its deadline, a transmit sends head, file
 //!    range and tail in turns of at most 2 MiB with cold pages copied instead
-//!    of `sendfile`d. Errors are the kernel's errno; a cancel is `ECANCELED`.
+//!    of `sendfile`d. A positional read (`ReadAt`) fills the buffer's spare
+//!    capacity from its offset, stopping early only at end of file; a
+//!    positional write (`WriteAt`) writes everything or fails with the bytes
+//!    written; neither takes a lane (no order between positional ops) and
+//!    neither waits for readiness (epoll: `preadv2(RWF_NOWAIT)` inline, else
+//!    the blocking pool; a cancel takes back a job the pool has not started,
+//!    one it runs completes with its real result). `Recv`/`Send` on a stream
+//!    that is no socket use `read`/`write` once `recv`/`send` said ENOTSOCK.
+//!    Errors are the kernel's errno; a cancel is `ECANCELED`.
 //! 4. **Foreign threads.** Any thread may insert an op with
 //!    `RingShared::submit_remote`, ask for a cancel with `RingShared::cancel` or
 //!    read `RingShared::progress`; all answer at once, and the first two wake
@@ -51,7 +59,7 @@ use crate::packet::{OpId, Packet};
 use crate::port::Backend;
 
 mod common;
-pub(crate) use common::set_nonblocking;
+pub(crate) use common::{fd_kind, retire_fd, set_nonblocking, FdKind};
 mod epoll;
 mod slab;
 mod uring;
@@ -148,6 +156,15 @@ impl RingShared {
         }
     }
 
+    /// Asks for every operation on `h` in flight here to be cancelled;
+    /// returns how many there were.
+    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle) -> usize {
+        match self {
+            RingShared::Uring(s) => s.cancel_handle(h),
+            RingShared::Epoll(s) => s.cancel_handle(h),
+        }
+    }
+
     /// Bytes an operation in flight has moved so far; `None` if it is not in
     /// flight here.
     pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
@@ -225,6 +242,20 @@ impl Ring {
         }
     }
 
+    /// The packet of `id`, just submitted here with `submit_local`, if it
+    /// completed during submission; `None` leaves it in flight (its packet
+    /// comes from `reap` as usual). A packet taken here leaves its lane as
+    /// reaped ones do, and is never routed (the caller has it).
+    pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
+        let p = match &mut self.imp {
+            Imp::Uring(r) => r.take_inline(id),
+            Imp::Epoll(r) => r.take_inline(id),
+        }?;
+        let one = VecDeque::from([p]);
+        leave_lanes(&one, 0);
+        one.into_iter().next()
+    }
+
     /// Collects finished operations into `out` without blocking.
     /// Packets of operations submitted in another completion mode than the
     /// port's queue go to their destination here instead
@@ -265,10 +296,19 @@ impl Ring {
 /// The ops of the packets from `start` on are done: each leaves its socket's
 /// lane ([`crate::handle::Lane`]) before anyone can see its packet, so that
 /// whoever handles it and issues the next op finds the lane free.
+///
+/// An op of a handle being closed ([`Handle::close`](crate::Handle::close))
+/// counts down to the moment its descriptor is retired.
 fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
+    use std::sync::atomic::Ordering;
     for p in out.range(start..) {
         if let Some(l) = crate::handle::lane_of(&p.op) {
             l.leave();
+        }
+        if let Some(h) = crate::port::handle_of(&p.op) {
+            if h.0.closing.load(Ordering::Acquire) {
+                h.closing_op_done();
+            }
         }
     }
 }

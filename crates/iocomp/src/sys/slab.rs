@@ -152,6 +152,30 @@ impl<T: InFlight> Slab<T> {
         Ok(true)
     }
 
+    /// Asks for every operation `on` picks to be cancelled (as
+    /// [`Slab::request_cancel`] does for one): returns how many were in
+    /// flight and whether the owner must be woken.
+    pub(super) fn request_cancel_where(
+        &mut self,
+        ring: u16,
+        on: impl Fn(&T) -> bool,
+    ) -> (usize, bool) {
+        let (mut n, mut wake) = (0, false);
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let Some(st) = s.state.as_mut() else { continue };
+            if !on(st) {
+                continue;
+            }
+            n += 1;
+            if !st.cancelled() {
+                st.mark_cancel();
+                self.remote_cancel.push(OpId::new(ring, s.gen, i as u32));
+                wake = true;
+            }
+        }
+        (n, wake)
+    }
+
     pub(super) fn id_at(&self, ring: u16, slot: u32) -> OpId {
         let gen = self.slots.get(slot as usize).map_or(0, |s| s.gen);
         OpId::new(ring, gen, slot)

@@ -40,6 +40,7 @@ mod ops;
 use ops::{finish, prepare, Attempt, Dir, Offload, OpState, Target};
 
 mod pool;
+use pool::JobDone;
 
 /// epoll data of the wake-up eventfd (descriptors use their number).
 const WAKE_TAG: u64 = u64::MAX;
@@ -58,11 +59,9 @@ pub(crate) struct RingShared {
     /// The remote-work flag and the eventfd (see `crate::handoff`).
     handoff: Handoff<EventFd>,
     slab: Mutex<Slab<OpState>>,
-    /// File reads the blocking pool finished: (op, result, its buffer).
-    reads: Mutex<Vec<ReadDone>>,
+    /// Jobs the blocking pool finished, by op.
+    reads: Mutex<Vec<(OpId, JobDone)>>,
 }
-
-type ReadDone = (OpId, io::Result<usize>, Vec<u8>);
 
 impl RingShared {
     fn lock(&self) -> MutexGuard<'_, Slab<OpState>> {
@@ -90,6 +89,18 @@ impl RingShared {
         Ok(id)
     }
 
+    /// Asks for every operation on `h` in flight here to be cancelled;
+    /// returns how many there were.
+    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle) -> usize {
+        let (n, wake) = self
+            .lock()
+            .request_cancel_where(self.index, |st| crate::handle::is_on(&st.op, h));
+        if wake {
+            self.handoff.notify();
+        }
+        n
+    }
+
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
     pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
         if self.lock().request_cancel(id)? {
@@ -104,12 +115,12 @@ impl RingShared {
         self.lock().get(id).map(|st| st.progress())
     }
 
-    /// The blocking pool finished a read for `id` (called on a pool thread).
-    fn read_done(&self, id: OpId, res: io::Result<usize>, buf: Vec<u8>) {
+    /// The blocking pool finished a job for `id` (called on a pool thread).
+    fn job_done(&self, id: OpId, done: JobDone) {
         self.reads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((id, res, buf));
+            .push((id, done));
         self.handoff.notify();
     }
 }
@@ -225,6 +236,13 @@ impl Ring {
         Ok(id)
     }
 
+    /// The packet of `id` if it completed while it was submitted (a send
+    /// the socket took, a receive with data waiting, a cached file read).
+    pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
+        let i = self.done.iter().position(|p| p.id == id)?;
+        self.done.remove(i)
+    }
+
     /// Starts an op that is in the slab: arms its timer, or queues it on its
     /// descriptor and tries it if nothing is ahead of it.
     fn start(&mut self, slab: &mut Slab<OpState>, id: OpId, out: &mut VecDeque<Packet>) {
@@ -240,6 +258,19 @@ impl Ring {
                 self.timers.push(Reverse((at, id.0)));
                 self.live_timers += 1;
             }
+            Target::File => match st.file_attempt() {
+                Attempt::Offload(job) => {
+                    st.offload = Offload::Busy;
+                    pool::submit(job, &self.shared, id);
+                }
+                Attempt::Done(status, bytes) => {
+                    if let Some(st) = slab.remove(id) {
+                        out.push_back(finish(id, *st, status, bytes));
+                    }
+                }
+                // A file op neither blocks nor yields.
+                Attempt::Blocked | Attempt::Yield | Attempt::Pending => {}
+            },
             Target::Fd(fd, dir) => {
                 let Some(h) = st.handle() else { return };
                 let owner = Arc::as_ptr(&h.0);
@@ -349,11 +380,23 @@ impl Ring {
     }
 
     /// Completes `id` as cancelled, wherever it waits.
+    /// A file operation a pool helper already runs is left to finish: its
+    /// packet has its real result.
     fn cancel_now(&mut self, slab: &mut Slab<OpState>, id: OpId, out: &mut VecDeque<Packet>) {
+        let mut inline = None;
+        if let Some(st) = slab.get(id) {
+            if st.is_file() && matches!(st.offload, Offload::Busy) {
+                match pool::unqueue(&self.shared, id) {
+                    Some(job) => inline = Some(st.file_restore(job)),
+                    None => return,
+                }
+            }
+        }
         let Some(st) = slab.remove(id) else { return };
         let mut rerun = None;
         match st.target() {
             Target::Timer(_) => self.live_timers -= 1,
+            Target::File => {}
             Target::Fd(fd, dir) => {
                 if let Some(e) = self.fds.get_mut(&fd) {
                     let q = e.queue(dir);
@@ -368,7 +411,7 @@ impl Ring {
                 }
             }
         }
-        let bytes = st.progress();
+        let bytes = inline.unwrap_or_else(|| st.progress());
         out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
         if let Some((fd, dir)) = rerun {
             self.run_queue(slab, fd, dir, out);
@@ -380,10 +423,17 @@ impl Ring {
     fn take_remote(&mut self, slab: &mut Slab<OpState>, out: &mut VecDeque<Packet>) {
         let reads =
             std::mem::take(&mut *self.shared.reads.lock().unwrap_or_else(|e| e.into_inner()));
-        for (id, res, buf) in reads {
+        for (id, done) in reads {
             // A read for an op cancelled meanwhile is simply dropped.
             let Some(st) = slab.get(id) else { continue };
-            st.read_returned(res, buf);
+            if st.is_file() {
+                let (status, bytes) = st.file_returned(done);
+                if let Some(st) = slab.remove(id) {
+                    out.push_back(finish(id, *st, status, bytes));
+                }
+                continue;
+            }
+            st.read_returned(done);
             if let Target::Fd(fd, dir) = st.target() {
                 self.run_queue(slab, fd, dir, out);
             }
@@ -487,7 +537,9 @@ impl Ring {
 
     /// Completes everything still in flight as cancelled and returns the
     /// packets (every op still yields exactly one). Nothing here is held by
-    /// the kernel, so this never waits.
+    /// the kernel; the one wait is for file operations a blocking-pool helper
+    /// is running (they hold the op's buffer): they complete with their real
+    /// result, as a running `ReadFile` does on Windows.
     pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
         let mut out = std::mem::take(&mut self.done);
         let shared = self.shared.clone();
@@ -495,11 +547,36 @@ impl Ring {
         slab.closed = true;
         slab.remote_submit.clear();
         slab.remote_cancel.clear();
-        for (id, st) in slab.take_all(shared.index) {
-            let bytes = st.progress();
+        let mut running = HashMap::new();
+        for (id, mut st) in slab.take_all(shared.index) {
+            let mut inline = None;
+            if st.is_file() && matches!(st.offload, Offload::Busy) {
+                match pool::unqueue(&shared, id) {
+                    Some(job) => inline = Some(st.file_restore(job)),
+                    None => {
+                        running.insert(id, st);
+                        continue;
+                    }
+                }
+            }
+            let bytes = inline.unwrap_or_else(|| st.progress());
             out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
         }
         drop(slab);
+        while !running.is_empty() {
+            let reads =
+                std::mem::take(&mut *shared.reads.lock().unwrap_or_else(|e| e.into_inner()));
+            for (id, done) in reads {
+                if let Some(mut st) = running.remove(&id) {
+                    let (status, bytes) = st.file_returned(done);
+                    out.push_back(finish(id, *st, status, bytes));
+                }
+            }
+            if !running.is_empty() {
+                // A helper is in a blocking file call: it ends on its own.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         let _ = self.shared.handoff.take(false);
         self.fds.clear();
         self.queued = 0;

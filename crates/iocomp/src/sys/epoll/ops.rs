@@ -10,10 +10,12 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr};
+use super::super::common::{
+    errno, file_room, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
+};
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::super::slab::InFlight;
-use super::pool::Job;
+use super::pool::{Job, JobDone};
 use crate::handle::Handle;
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
@@ -61,6 +63,10 @@ enum Extra {
     Connect {
         started: bool,
     },
+    /// A positional file operation: tried inline or run by the blocking pool,
+    /// never queued on its descriptor (a regular file is always "ready", and
+    /// positional I/O needs no order between operations: no lane).
+    File,
 }
 
 /// Which readiness of a descriptor an operation waits for.
@@ -78,6 +84,8 @@ pub(super) enum Target {
     Timer(Instant),
     /// Readiness of a descriptor.
     Fd(RawFd, Dir),
+    /// Nothing to wait for: a file operation, done inline or by the pool.
+    File,
 }
 
 /// What one try did.
@@ -123,6 +131,9 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
             Err(e) => return Err((e, op)),
         },
+        Op::ReadAt(r) => (r.handle.key(), Extra::File),
+        Op::WriteAt(w) => (w.handle.key(), Extra::File),
+        Op::Fsync(f) => (f.handle.key(), Extra::File),
         Op::Posted { .. } | Op::Work(_) => {
             return Err((
                 io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
@@ -144,6 +155,7 @@ impl OpState {
     pub(super) fn target(&self) -> Target {
         match (&self.op, &self.extra) {
             (_, Extra::Timeout(at)) => Target::Timer(*at),
+            (_, Extra::File) => Target::File,
             (Op::Accept(a), _) => Target::Fd(a.listener.as_raw_fd(), Dir::Read),
             (Op::Recv(r), _) => Target::Fd(r.handle.as_raw_fd(), Dir::Read),
             (Op::Send(s), _) => Target::Fd(s.handle.as_raw_fd(), Dir::Write),
@@ -162,7 +174,109 @@ impl OpState {
             Op::Send(s) => Some(&s.handle),
             Op::TransmitFile(t) => Some(&t.socket),
             Op::Connect(c) => Some(&c.socket),
+            Op::ReadAt(r) => Some(&r.handle),
+            Op::WriteAt(w) => Some(&w.handle),
+            Op::Fsync(f) => Some(&f.handle),
             _ => None,
+        }
+    }
+
+    /// Whether this is a positional file operation (which the blocking pool
+    /// may hold: see [`OpState::file_attempt`]).
+    pub(super) fn is_file(&self) -> bool {
+        matches!(self.extra, Extra::File)
+    }
+
+    /// Starts a file operation: a read is tried inline with
+    /// `preadv2(RWF_NOWAIT)` (page-cache hits never leave this thread); what
+    /// would wait for the disk, every write and every flush become a job for
+    /// the blocking pool (`Attempt::Offload`, the op's buffer moves into it).
+    pub(super) fn file_attempt(&mut self) -> Attempt {
+        if self.cancel {
+            return Attempt::Done(Err(errno(libc::ECANCELED)), 0);
+        }
+        match &mut self.op {
+            Op::ReadAt(r) => {
+                // Read on while the pages are cached: a short count is either
+                // end of file (the next read says 0) or the first page that
+                // is not cached (the next read says EAGAIN: the pool goes on
+                // from there).
+                let fd = r.handle.as_raw_fd();
+                let mut n = 0usize;
+                loop {
+                    let want = file_room(r.offset + n as u64, r.buf.capacity() - r.buf.len());
+                    if want == 0 {
+                        return Attempt::Done(Ok(()), n as u64);
+                    }
+                    match pread_nowait_append(fd, &mut r.buf, r.offset + n as u64) {
+                        Ok(0) => return Attempt::Done(Ok(()), n as u64),
+                        Ok(k) => n += k,
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::EAGAIN | libc::EOPNOTSUPP)
+                            ) =>
+                        {
+                            break
+                        }
+                        // Report what was read; the next read says why it stopped.
+                        Err(_) if n > 0 => return Attempt::Done(Ok(()), n as u64),
+                        Err(e) => return Attempt::Done(Err(e), 0),
+                    }
+                }
+                Attempt::Offload(Job::ReadAt {
+                    handle: r.handle.clone(),
+                    off: r.offset + n as u64,
+                    buf: std::mem::take(&mut r.buf),
+                    before: n,
+                })
+            }
+            // Buffered writes with RWF_NOWAIT are refused (EOPNOTSUPP) by
+            // many filesystems (ext4 here): every write goes to the pool.
+            Op::WriteAt(w) => Attempt::Offload(Job::WriteAt {
+                handle: w.handle.clone(),
+                off: w.offset,
+                buf: std::mem::take(&mut w.buf),
+                from: 0,
+            }),
+            Op::Fsync(f) => Attempt::Offload(Job::Fsync {
+                handle: f.handle.clone(),
+                data: f.data_only,
+            }),
+            _ => Attempt::Done(Err(errno(libc::EINVAL)), 0),
+        }
+    }
+
+    /// Puts back the buffer of a job taken back from the pool unrun; returns
+    /// the bytes the op moved inline before it went there.
+    pub(super) fn file_restore(&mut self, job: Job) -> u64 {
+        let done = match &job {
+            Job::ReadAt { before, .. } => *before,
+            Job::WriteAt { from, .. } => *from,
+            _ => 0,
+        } as u64;
+        let buf = job.into_buf();
+        match &mut self.op {
+            Op::ReadAt(r) => r.buf = buf,
+            Op::WriteAt(w) => w.buf = buf,
+            _ => {}
+        }
+        done
+    }
+
+    /// The pool ran this file operation: its buffer comes back, and the
+    /// result is the operation's (also when a cancel was asked for meanwhile:
+    /// the work is done).
+    pub(super) fn file_returned(&mut self, done: JobDone) -> (io::Result<()>, u64) {
+        let JobDone { res, partial, buf } = done;
+        match &mut self.op {
+            Op::ReadAt(r) => r.buf = buf,
+            Op::WriteAt(w) => w.buf = buf,
+            _ => {}
+        }
+        match res {
+            Ok(n) => (Ok(()), n as u64),
+            Err(e) => (Err(e), partial as u64),
         }
     }
 
@@ -192,13 +306,10 @@ impl OpState {
             },
             (Op::Recv(r), Extra::Recv) => {
                 let fd = r.handle.as_raw_fd();
-                let got = if r.pooled {
-                    // Idle connections hold nothing: the bytes land in the
-                    // thread's buffer and are copied onto the end of `buf`.
-                    recv(fd, scratch).inspect(|&n| r.buf.extend_from_slice(&scratch[..n]))
-                } else {
-                    recv_spare(fd, &mut r.buf)
-                };
+                let mut got = recv_any(&r.handle, fd, r.pooled, &mut r.buf, scratch);
+                if not_socket(&got, &r.handle) {
+                    got = recv_any(&r.handle, fd, r.pooled, &mut r.buf, scratch);
+                }
                 match got {
                     Ok(n) => Attempt::Done(Ok(()), n as u64),
                     Err(e) => failed(e, 0),
@@ -219,7 +330,16 @@ impl OpState {
             (Op::Send(s), Extra::Send { sent }) => {
                 let fd = s.handle.as_raw_fd();
                 while *sent < s.buf.len() {
-                    match send(fd, &s.buf[*sent..], libc::MSG_NOSIGNAL) {
+                    let rest = &s.buf[*sent..];
+                    let mut r = if s.handle.streams_by_read_write() {
+                        s.handle.ensure_nonblocking().and_then(|()| write(fd, rest))
+                    } else {
+                        send(fd, rest, libc::MSG_NOSIGNAL)
+                    };
+                    if not_socket(&r, &s.handle) {
+                        r = write(fd, rest);
+                    }
+                    match r {
                         Ok(0) => break,
                         Ok(n) => *sent += n,
                         Err(e) => return failed(e, *sent as u64),
@@ -294,7 +414,7 @@ impl OpState {
                                 Ok(n) => t.read_done(n),
                                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                                     let buf = std::mem::take(&mut t.chunk);
-                                    let job = Job {
+                                    let job = Job::Chunk {
                                         file: file.clone(),
                                         off: t.file_off,
                                         want,
@@ -420,6 +540,78 @@ fn connect_result(fd: RawFd) -> Attempt {
     }
 }
 
+/// One receive for a `Recv`: `recv`, or `read` on a stream that is no
+/// socket (a pipe, FIFO, terminal); `pooled` lands in `scratch` first and is
+/// copied onto the end of `buf` (idle connections hold nothing).
+fn recv_any(
+    h: &Handle,
+    fd: RawFd,
+    pooled: bool,
+    buf: &mut Vec<u8>,
+    scratch: &mut [u8],
+) -> io::Result<usize> {
+    let by_read = h.streams_by_read_write();
+    if by_read {
+        // The kind may have been learnt elsewhere (a refused ReadAt): this
+        // thread must never wait in read(2).
+        h.ensure_nonblocking()?;
+    }
+    match (pooled, by_read) {
+        (true, false) => recv(fd, scratch).inspect(|&n| buf.extend_from_slice(&scratch[..n])),
+        (true, true) => read(fd, scratch).inspect(|&n| buf.extend_from_slice(&scratch[..n])),
+        (false, false) => recv_spare(fd, buf),
+        (false, true) => read_spare(fd, buf),
+    }
+}
+
+/// Whether `r` is `recv`/`send`'s ENOTSOCK: then the handle switches to
+/// `read`/`write` (made non-blocking: this thread must never wait in them)
+/// and the caller tries again. A descriptor that cannot be made
+/// non-blocking keeps ENOTSOCK as its error.
+fn not_socket<T>(r: &io::Result<T>, h: &Handle) -> bool {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+            h.note_not_socket();
+            h.ensure_nonblocking().is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// One `read` into `buf` (the descriptor is non-blocking).
+fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    retry(|| {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+        // we borrow mutably for the call.
+        unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
+    })
+}
+
+/// One `read` into `buf`'s spare capacity; the bytes read extend `buf`.
+fn read_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let n = retry(|| {
+        // SAFETY: the kernel writes at most `spare.len()` bytes into the spare
+        // capacity, which `buf` owns and we borrow mutably for the call.
+        unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) }
+    })?;
+    let n = n.min(spare.len());
+    // SAFETY: the kernel initialised `n` bytes of the spare capacity (at most
+    // its length), so the first `len + n` bytes are initialised.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// One `write` of `buf` (the descriptor is non-blocking). A pipe whose
+/// reader is gone says EPIPE (SIGPIPE is ignored by Rust programs).
+fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    retry(|| {
+        // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`, which
+        // we borrow for the call.
+        unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
+    })
+}
+
 /// One non-blocking `recv` into `buf`.
 fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     retry(|| {
@@ -472,7 +664,8 @@ fn send(fd: RawFd, buf: &[u8], flags: i32) -> io::Result<usize> {
 /// What the blocking pool read for a transmit: its buffer back, and then the
 /// transmit goes on (or fails) the next time it is tried.
 impl OpState {
-    pub(super) fn read_returned(&mut self, res: io::Result<usize>, buf: Vec<u8>) {
+    pub(super) fn read_returned(&mut self, done: JobDone) {
+        let JobDone { res, buf, .. } = done;
         let Extra::Transmit(t) = &mut self.extra else {
             return;
         };
@@ -525,4 +718,90 @@ pub(super) fn pread(fd: RawFd, buf: &mut Vec<u8>, want: usize, off: u64) -> io::
     // SAFETY: the kernel initialised the first `n` bytes (at most `want`).
     unsafe { buf.set_len(n) };
     Ok(n)
+}
+
+/// `preadv2(RWF_NOWAIT)` at `off` into `buf`'s spare capacity, appending:
+/// EAGAIN instead of waiting for the disk (a short count when only the first
+/// pages are cached; 0 at or after end of file).
+fn pread_nowait_append(fd: RawFd, buf: &mut Vec<u8>, off: u64) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = file_room(off, spare.len());
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    let n = retry(|| {
+        // SAFETY: one iovec over the spare capacity, which `buf` owns and we
+        // borrow mutably; the kernel writes at most `want` bytes, keeps nothing.
+        unsafe { libc::preadv2(fd, &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) }
+    })?;
+    let n = n.min(want);
+    // SAFETY: the kernel initialised `n` more bytes (at most the spare capacity).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// `pread` at `off` into `buf`'s spare capacity, appending, again after a
+/// short count until it is full or end of file. May wait for the disk: only
+/// the blocking pool calls it. Bytes read before a failure stay in `buf`.
+pub(super) fn pread_append(fd: RawFd, buf: &mut Vec<u8>, off: u64) -> io::Result<usize> {
+    let mut total = 0usize;
+    loop {
+        let spare = buf.spare_capacity_mut();
+        let at = off + total as u64;
+        let want = file_room(at, spare.len());
+        if want == 0 {
+            return Ok(total);
+        }
+        let at = at as libc::off_t;
+        let n = retry(|| {
+            // SAFETY: the kernel writes at most `want` bytes into the spare
+            // capacity, which `buf` owns and we borrow mutably; keeps nothing.
+            unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), want, at) }
+        })?;
+        let n = n.min(want);
+        // SAFETY: the kernel initialised `n` more bytes (at most `want`).
+        unsafe { buf.set_len(buf.len() + n) };
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// `pwrite` of all of `buf` at `off`, continuing after short counts. May
+/// wait for the disk: only the blocking pool calls it. On failure, the error
+/// and the bytes written before it.
+pub(super) fn pwrite_all(fd: RawFd, buf: &[u8], off: u64) -> Result<usize, (io::Error, usize)> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        let at = (off + done as u64) as libc::off_t;
+        let n = retry(|| {
+            // SAFETY: the kernel reads at most `rest.len()` bytes from `rest`,
+            // which we borrow for the call.
+            unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), at) }
+        })
+        .map_err(|e| (e, done))?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// `fsync(2)`, or `fdatasync(2)` if `data`. May wait for the disk.
+pub(super) fn fsync(fd: RawFd, data: bool) -> io::Result<()> {
+    retry(|| {
+        // SAFETY: the calls take a descriptor and touch no memory of ours.
+        (unsafe {
+            if data {
+                libc::fdatasync(fd)
+            } else {
+                libc::fsync(fd)
+            }
+        }) as isize
+    })
+    .map(|_| ())
 }

@@ -1,9 +1,15 @@
 //! The blocking pool of the epoll backend: regular files cannot be polled, so
-//! a file read that would wait for the disk (its pages are not in the page
-//! cache) runs on one of a few helper threads instead of the thread that owns
-//! the connection. The result goes back to that thread's backend, which wakes
-//! up and carries the operation on. Reads of cached pages never come here:
-//! they are done at once with `preadv2(RWF_NOWAIT)`.
+//! file work that may wait for the disk runs on one of a few helper threads
+//! instead of the thread that owns the operation: a transmit's read of pages
+//! that are not in the page cache, a [`ReadAt`](crate::ReadAt) whose inline
+//! `preadv2(RWF_NOWAIT)` would have waited, every
+//! [`WriteAt`](crate::WriteAt) and [`Fsync`](crate::Fsync). The result goes
+//! back to that thread's backend, which wakes up and carries the operation on
+//! (or completes it: one packet per operation, as everywhere).
+//!
+//! A job still queued here can be taken back ([`unqueue`]): that is how a
+//! cancel of a queued file operation completes it at once, buffer and all. A
+//! job a helper already runs completes with its real result.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -11,19 +17,107 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
-use super::ops::pread;
+use super::ops::{fsync, pread, pread_append, pwrite_all};
 use super::RingShared;
+use crate::handle::Handle;
 use crate::packet::OpId;
 
 /// Helper threads at most (they only wait for disks).
 const THREADS: usize = 4;
 
-/// One read to do.
-pub(super) struct Job {
-    pub(super) file: Arc<File>,
-    pub(super) off: u64,
-    pub(super) want: usize,
-    /// Read into this buffer's spare capacity; it goes back with the result.
+/// One piece of blocking file work.
+pub(super) enum Job {
+    /// A transmit's chunk: up to `want` bytes at `off`, replacing `buf`'s
+    /// contents.
+    Chunk {
+        file: Arc<File>,
+        off: u64,
+        want: usize,
+        buf: Vec<u8>,
+    },
+    /// A `ReadAt`: fill `buf`'s spare capacity from `off` (stopping early only
+    /// at end of file); `before` bytes were read inline already.
+    ReadAt {
+        handle: Handle,
+        off: u64,
+        buf: Vec<u8>,
+        before: usize,
+    },
+    /// A `WriteAt`: `buf[from..]` at `off + from` (the first `from` bytes
+    /// were written inline).
+    WriteAt {
+        handle: Handle,
+        off: u64,
+        buf: Vec<u8>,
+        from: usize,
+    },
+    /// An `Fsync` (`fdatasync` if `data`).
+    Fsync { handle: Handle, data: bool },
+}
+
+impl Job {
+    /// The buffer the job carries (empty for a flush).
+    pub(super) fn into_buf(self) -> Vec<u8> {
+        match self {
+            Job::Chunk { buf, .. } | Job::ReadAt { buf, .. } | Job::WriteAt { buf, .. } => buf,
+            Job::Fsync { .. } => Vec::new(),
+        }
+    }
+
+    /// Runs the job on a helper thread.
+    fn run(self) -> JobDone {
+        match self {
+            Job::Chunk {
+                file,
+                off,
+                want,
+                mut buf,
+            } => JobDone {
+                res: pread(file.as_raw_fd(), &mut buf, want, off),
+                partial: 0,
+                buf,
+            },
+            Job::ReadAt {
+                handle,
+                off,
+                mut buf,
+                before,
+            } => {
+                let res = pread_append(handle.as_raw_fd(), &mut buf, off);
+                let partial = before;
+                JobDone {
+                    res: res.map(|n| before + n),
+                    partial,
+                    buf,
+                }
+            }
+            Job::WriteAt {
+                handle,
+                off,
+                buf,
+                from,
+            } => {
+                let at = off + from as u64;
+                let (res, partial) = match pwrite_all(handle.as_raw_fd(), &buf[from..], at) {
+                    Ok(n) => (Ok(from + n), from + n),
+                    Err((e, n)) => (Err(e), from + n),
+                };
+                JobDone { res, partial, buf }
+            }
+            Job::Fsync { handle, data } => JobDone {
+                res: fsync(handle.as_raw_fd(), data).map(|()| 0),
+                partial: 0,
+                buf: Vec::new(),
+            },
+        }
+    }
+}
+
+/// What a job did: its result (bytes moved), the bytes moved before a
+/// failure, and its buffer back.
+pub(super) struct JobDone {
+    pub(super) res: io::Result<usize>,
+    pub(super) partial: usize,
     pub(super) buf: Vec<u8>,
 }
 
@@ -42,9 +136,9 @@ struct Pool {
 static POOL: OnceLock<Pool> = OnceLock::new();
 
 /// Hands `job` for operation `id` of `ring` to a helper thread; the result
-/// lands in the ring's read-completion list and wakes its owner.
+/// lands in the ring's list of finished jobs and wakes its owner.
 pub(super) fn submit(job: Job, ring: &Arc<RingShared>, id: OpId) {
-    let pool = POOL.get_or_init(Pool::default);
+    let pool = pool_ref();
     let mut q = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
     q.0.push_back(Queued {
         job,
@@ -64,6 +158,18 @@ pub(super) fn submit(job: Job, ring: &Arc<RingShared>, id: OpId) {
     pool.ready.notify_one();
 }
 
+/// Takes back the job of operation `id` of `ring` if no helper has started
+/// it yet; `None` if one runs it (its result will come) or ran it.
+pub(super) fn unqueue(ring: &Arc<RingShared>, id: OpId) -> Option<Job> {
+    let pool = pool_ref();
+    let mut q = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+    let me = Arc::as_ptr(ring);
+    let at =
+        q.0.iter()
+            .position(|j| j.id == id && std::ptr::eq(j.ring.as_ptr(), me))?;
+    q.0.remove(at).map(|j| j.job)
+}
+
 fn pool_ref() -> &'static Pool {
     POOL.get_or_init(Pool::default)
 }
@@ -79,10 +185,10 @@ fn helper(pool: &'static Pool) {
                 q = pool.ready.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let Queued { mut job, ring, id } = item;
-        let res: io::Result<usize> = pread(job.file.as_raw_fd(), &mut job.buf, job.want, job.off);
+        let Queued { job, ring, id } = item;
+        let done = job.run();
         if let Some(ring) = ring.upgrade() {
-            ring.read_done(id, res, job.buf);
+            ring.job_done(id, done);
         }
     }
 }

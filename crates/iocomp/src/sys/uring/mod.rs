@@ -66,6 +66,8 @@ impl WqAnchor {
             ("Recv", opcode::Recv::CODE),
             ("Send", opcode::Send::CODE),
             ("Read", opcode::Read::CODE),
+            ("Write", opcode::Write::CODE),
+            ("Fsync", opcode::Fsync::CODE),
             ("Timeout", opcode::Timeout::CODE),
             ("PollAdd", opcode::PollAdd::CODE),
             ("AsyncCancel", opcode::AsyncCancel::CODE),
@@ -190,6 +192,18 @@ impl RingShared {
             .map_err(|(e, st)| (e, st.op))?;
         self.handoff.notify();
         Ok(id)
+    }
+
+    /// Asks for every operation on `h` in flight here to be cancelled;
+    /// returns how many there were.
+    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle) -> usize {
+        let (n, wake) = self
+            .lock()
+            .request_cancel_where(self.index, |st| crate::handle::is_on(&st.op, h));
+        if wake {
+            self.handoff.notify();
+        }
+        n
     }
 
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
@@ -667,6 +681,24 @@ impl Ring {
             drop(slab);
             self.cqes = cqes;
         }
+    }
+
+    /// The packet of `id` if the kernel completed it while it was submitted
+    /// (the queue is submitted now, without waiting); every other
+    /// completion this collects waits in `ready` for the next reap, in order.
+    pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
+        let mut got = VecDeque::new();
+        self.reap_cqes(&mut got);
+        let mine = got
+            .iter()
+            .position(|p| p.id == id)
+            .and_then(|i| got.remove(i));
+        self.ready.append(&mut got);
+        mine.or_else(|| {
+            // Failed to start (a packet made at submit) counts as done too.
+            let i = self.ready.iter().position(|p| p.id == id)?;
+            self.ready.remove(i)
+        })
     }
 
     /// Sleeps until a completion, a wake-up, or `timeout`.

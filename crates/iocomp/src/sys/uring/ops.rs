@@ -7,12 +7,14 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use io_uring::types::{Fd, Timespec};
+use io_uring::types::{self, Fd, Timespec};
 use io_uring::{cqueue, opcode, squeue};
 
 use super::bufring::{self, BufRing};
 
-use super::super::common::{errno, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr};
+use super::super::common::{
+    errno, file_room, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
+};
 use super::super::common::{Phase, Transmit};
 use super::super::slab::InFlight;
 use crate::op::Op;
@@ -96,6 +98,12 @@ pub(super) enum Extra {
         sent: usize,
     },
     Transmit(Box<Transmit>),
+    /// A positional file read or flush: one request, no state.
+    File,
+    /// A positional write: bytes written so far.
+    WriteAt {
+        written: usize,
+    },
 }
 
 impl InFlight for OpState {
@@ -130,6 +138,9 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
             Err(e) => return Err((e, op)),
         },
+        Op::ReadAt(r) => (r.handle.key(), Extra::File),
+        Op::WriteAt(w) => (w.handle.key(), Extra::WriteAt { written: 0 }),
+        Op::Fsync(f) => (f.handle.key(), Extra::File),
         Op::Posted { .. } | Op::Work(_) => {
             return Err((
                 io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
@@ -190,6 +201,7 @@ pub(super) fn stream_fd(st: &OpState) -> Option<(std::os::fd::RawFd, bool)> {
 pub(super) fn progress(st: &OpState) -> u64 {
     match &st.extra {
         Extra::Send { sent } => *sent as u64,
+        Extra::WriteAt { written } => *written as u64,
         Extra::Transmit(t) => t.total,
         _ => 0,
     }
@@ -245,7 +257,9 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         }
-        (Op::Recv(r), Extra::Recv { pooled }) if *pooled && pool => {
+        (Op::Recv(r), Extra::Recv { pooled })
+            if *pooled && pool && !r.handle.streams_by_read_write() =>
+        {
             opcode::Recv::new(Fd(r.handle.as_raw_fd()), std::ptr::null_mut(), 0)
                 .buf_group(bufring::GROUP)
                 .build()
@@ -262,16 +276,58 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
             }
             let spare = r.buf.spare_capacity_mut();
             let len = spare.len().min(u32::MAX as usize) as u32;
-            opcode::Recv::new(Fd(r.handle.as_raw_fd()), spare.as_mut_ptr().cast(), len).build()
+            let fd = Fd(r.handle.as_raw_fd());
+            if r.handle.streams_by_read_write() {
+                // A pipe, FIFO or terminal: read(2) at the current position
+                // (io_uring's offset -1; streams have none).
+                opcode::Read::new(fd, spare.as_mut_ptr().cast(), len)
+                    .offset(u64::MAX)
+                    .build()
+            } else {
+                opcode::Recv::new(fd, spare.as_mut_ptr().cast(), len).build()
+            }
         }
         (Op::Send(s), Extra::Send { sent }) => {
             let rest = &s.buf[*sent..];
             let len = rest.len().min(u32::MAX as usize) as u32;
-            opcode::Send::new(Fd(s.handle.as_raw_fd()), rest.as_ptr(), len)
-                .flags(send_flags)
-                .build()
+            let fd = Fd(s.handle.as_raw_fd());
+            if s.handle.streams_by_read_write() {
+                opcode::Write::new(fd, rest.as_ptr(), len)
+                    .offset(u64::MAX)
+                    .build()
+            } else {
+                opcode::Send::new(fd, rest.as_ptr(), len)
+                    .flags(send_flags)
+                    .build()
+            }
         }
         (Op::Timeout(_), Extra::Timeout(ts)) => opcode::Timeout::new(ts as *const Timespec).build(),
+        (Op::ReadAt(r), _) => {
+            // Positional: `offset` was checked at submit to be at most
+            // i64::MAX, so it is never io_uring's -1 ("the file position").
+            let spare = r.buf.spare_capacity_mut();
+            let len = file_room(r.offset, spare.len()).min(u32::MAX as usize) as u32;
+            opcode::Read::new(Fd(r.handle.as_raw_fd()), spare.as_mut_ptr().cast(), len)
+                .offset(r.offset)
+                .build()
+        }
+        (Op::WriteAt(w), Extra::WriteAt { written }) => {
+            let rest = &w.buf[*written..];
+            let len = rest.len().min(u32::MAX as usize) as u32;
+            opcode::Write::new(Fd(w.handle.as_raw_fd()), rest.as_ptr(), len)
+                .offset(w.offset + *written as u64)
+                .build()
+        }
+        (Op::Fsync(f), _) => {
+            let flags = if f.data_only {
+                types::FsyncFlags::DATASYNC
+            } else {
+                types::FsyncFlags::empty()
+            };
+            opcode::Fsync::new(Fd(f.handle.as_raw_fd()))
+                .flags(flags)
+                .build()
+        }
         (Op::Connect(c), Extra::Connect { addr, len }) => opcode::Connect::new(
             Fd(c.socket.as_raw_fd()),
             (addr as *const libc::sockaddr_storage).cast(),
@@ -339,6 +395,24 @@ pub(super) fn advance(
             return Ok(Advance::Again);
         }
     }
+    if res == -libc::ENOTSOCK {
+        // Recv/Send on a stream that is no socket: again with read/write.
+        let h = match &st.op {
+            Op::Recv(r) => Some(&r.handle),
+            Op::Send(s) => Some(&s.handle),
+            _ => None,
+        };
+        if let Some(h) = h.filter(|h| !h.streams_by_read_write()) {
+            h.note_not_socket();
+            if let (Extra::Recv { pooled }, Op::Recv(r)) = (&mut st.extra, &mut st.op) {
+                if *pooled {
+                    *pooled = false;
+                    r.buf.reserve(bufring::SIZE);
+                }
+            }
+            return Ok(Advance::Again);
+        }
+    }
     if res < 0 {
         let e = -res;
         if let (Op::Timeout(_), libc::ETIME) = (&st.op, e) {
@@ -361,6 +435,26 @@ pub(super) fn advance(
             unsafe { r.buf.set_len(new_len) };
             Ok(Advance::Done(Ok(()), n as u64))
         }
+        (Op::ReadAt(r), _) => {
+            let new_len = (r.buf.len() + n).min(r.buf.capacity());
+            // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
+            // given (never more than that capacity), so these bytes are initialised.
+            unsafe { r.buf.set_len(new_len) };
+            Ok(Advance::Done(Ok(()), n as u64))
+        }
+        (Op::WriteAt(w), Extra::WriteAt { written }) => {
+            // A short write (a full disk, a file size limit) is continued at
+            // the next offset; the one after it says why it stopped.
+            *written += n;
+            if *written >= w.buf.len() || n == 0 {
+                Ok(Advance::Done(Ok(()), *written as u64))
+            } else if st.cancel {
+                Err((Err(errno(libc::ECANCELED)), *written as u64))
+            } else {
+                Ok(Advance::Again)
+            }
+        }
+        (Op::Fsync(_), _) => Ok(Advance::Done(Ok(()), 0)),
         (Op::Send(s), Extra::Send { sent }) => {
             *sent += n;
             if *sent >= s.buf.len() || n == 0 {

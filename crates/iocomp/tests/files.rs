@@ -1,0 +1,428 @@
+//! Overlapped file I/O (`ReadFile`/`WriteFile` with `OVERLAPPED.Offset`,
+//! `FlushFileBuffers`) through `ReadAt`, `WriteAt` and `Fsync`, on both
+//! backends: positional reads and writes at any 64-bit offset, end-of-file
+//! behaviour as Windows documents it (a read at or past the end succeeds with
+//! 0 bytes, one across it returns what is there), bad handles and offsets as a
+//! packet with the OS error or a refused submission, and cancellation of file
+//! work the epoll backend's blocking pool has not started.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use iocomp::{Backend, Fsync, GetError, Op, OpId, Packet, Port, ReadAt, WriteAt};
+
+mod support;
+use support::{backends, pattern};
+
+const T: Option<Duration> = Some(Duration::from_secs(30));
+
+/// A directory of its own under the system's temporary directory, removed
+/// when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("iocomp-files-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn port(b: Backend) -> Port {
+    let p = Port::builder().backend(b).concurrency(2).build().unwrap();
+    assert_eq!(p.backend(), b);
+    p.attach().unwrap();
+    p
+}
+
+fn rw(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap()
+}
+
+fn submit(port: &Port, op: impl Into<Op>) -> OpId {
+    port.submit(op).map_err(|(e, _)| e).unwrap()
+}
+
+fn one(port: &Port, id: OpId) -> Packet {
+    let p = port.get(T).unwrap();
+    assert_eq!(p.id, id, "a packet of another operation");
+    p
+}
+
+fn read_at(port: &Port, h: &iocomp::Handle, buf: Vec<u8>, off: u64) -> (Packet, Vec<u8>) {
+    let id = submit(port, ReadAt::new(h, buf, off));
+    let mut p = one(port, id);
+    let Op::ReadAt(r) = std::mem::replace(&mut p.op, Op::Posted { token: 0 }) else {
+        panic!("not a ReadAt: {:?}", p.op)
+    };
+    (p, r.buf)
+}
+
+fn nothing_more(port: &Port) {
+    assert_eq!(
+        port.get(Some(Duration::ZERO)).unwrap_err(),
+        GetError::TimedOut,
+        "more than one packet for an operation"
+    );
+}
+
+#[test]
+fn read_above_4_gib_in_a_sparse_file() {
+    for b in backends() {
+        let dir = TempDir::new("sparse");
+        let path = dir.path("sparse");
+        let f = rw(&path);
+        let at = 5u64 << 30; // 5 GiB: needs OffsetHigh on Windows
+        f.set_len(at + (1 << 20)).unwrap();
+        let data = pattern(7, at, 3000);
+        f.write_all_at(&data, at).unwrap();
+        let port = port(b);
+        let h = port.associate(File::open(&path).unwrap(), 9);
+        // A read straddling the written bytes: zeros of the hole, then data.
+        let (p, buf) = read_at(&port, &h, Vec::with_capacity(4096), at - 1000);
+        assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+        assert_eq!(p.key, 9);
+        assert_eq!(p.bytes, 4096, "{b:?}");
+        assert_eq!(buf.len(), 4096);
+        assert!(buf[..1000].iter().all(|&x| x == 0), "{b:?}: hole not zero");
+        assert_eq!(
+            &buf[1000..4000],
+            &data[..],
+            "{b:?}: wrong bytes above 4 GiB"
+        );
+        assert!(buf[4000..].iter().all(|&x| x == 0));
+        // Exactly the written range, at an offset whose low 32 bits are small.
+        let (p, buf) = read_at(&port, &h, Vec::with_capacity(3000), at);
+        assert_eq!((p.bytes, &buf[..]), (3000, &data[..]), "{b:?}");
+        nothing_more(&port);
+    }
+}
+
+#[test]
+fn short_read_across_end_of_file_and_zero_at_or_after_it() {
+    for b in backends() {
+        let dir = TempDir::new("eof");
+        let path = dir.path("ten");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let port = port(b);
+        let h = port.associate(File::open(&path).unwrap(), 1);
+        // Across the end: what is there, appended after what the buffer held.
+        let mut buf = Vec::with_capacity(100);
+        buf.extend_from_slice(b"xy");
+        let (p, buf) = read_at(&port, &h, buf, 4);
+        assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+        assert_eq!(p.bytes, 6, "{b:?}");
+        assert_eq!(buf, b"xy456789");
+        // At the end and far after it: success with 0 bytes (ReadFile's EOF).
+        for off in [10, 11, 1 << 40, i64::MAX as u64] {
+            let (p, buf) = read_at(&port, &h, Vec::with_capacity(100), off);
+            assert!(p.status.is_ok(), "{b:?} at {off}: {:?}", p.status);
+            assert_eq!((p.bytes, buf.len()), (0, 0), "{b:?} at {off}");
+        }
+        // A buffer with no spare capacity reads nothing.
+        let (p, buf) = read_at(&port, &h, b"ab".to_vec(), 0);
+        assert!(p.status.is_ok());
+        assert_eq!((p.bytes, &buf[..]), (0, &b"ab"[..]), "{b:?}");
+        nothing_more(&port);
+    }
+}
+
+#[test]
+fn write_then_read_back_leaves_the_file_position_alone() {
+    for b in backends() {
+        let dir = TempDir::new("wr");
+        let path = dir.path("f");
+        let mut f = rw(&path);
+        f.write_all(b"head").unwrap(); // the file position is now 4
+        let port = port(b);
+        let h = port.associate(f.try_clone().unwrap(), 3);
+        let data = pattern(3, 0, 3 << 20); // 3 MiB: may take several steps
+        let id = submit(&port, WriteAt::new(&h, data.clone(), 1 << 20));
+        let p = one(&port, id);
+        assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+        assert_eq!((p.key, p.bytes), (3, data.len() as u64), "{b:?}");
+        let Op::WriteAt(w) = p.op else { panic!() };
+        assert_eq!(w.buf, data, "the buffer comes back untouched");
+        // Read back through the port, at a 4 KiB-unaligned offset.
+        let (p, got) = read_at(&port, &h, Vec::with_capacity(1 << 20), (1 << 20) + 12345);
+        assert!(p.status.is_ok());
+        assert_eq!(p.bytes, 1 << 20, "{b:?}");
+        assert_eq!(&got[..], &data[12345..12345 + (1 << 20)], "{b:?}");
+        // And through std: the bytes are in the file, the hole before is zero,
+        // and the file position (4) never moved.
+        assert_eq!(f.stream_position().unwrap(), 4, "{b:?}");
+        let mut all = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut all).unwrap();
+        assert_eq!(all.len(), (1 << 20) + data.len());
+        assert_eq!(&all[..4], b"head");
+        assert!(all[4..1 << 20].iter().all(|&x| x == 0));
+        assert_eq!(&all[1 << 20..], &data[..], "{b:?}");
+        nothing_more(&port);
+    }
+}
+
+#[test]
+fn fsync_and_fdatasync_complete_with_the_key_and_zero_bytes() {
+    for b in backends() {
+        let dir = TempDir::new("sync");
+        let path = dir.path("f");
+        let port = port(b);
+        let h = port.associate(rw(&path), 5);
+        let id = submit(&port, WriteAt::new(&h, b"durable".to_vec(), 0));
+        assert!(one(&port, id).status.is_ok());
+        for op in [Fsync::new(&h), Fsync::data(&h)] {
+            let data_only = op.data_only;
+            let id = submit(&port, op);
+            let p = one(&port, id);
+            assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+            assert_eq!((p.key, p.bytes), (5, 0));
+            let Op::Fsync(s) = p.op else { panic!() };
+            assert_eq!(s.data_only, data_only);
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"durable");
+        nothing_more(&port);
+    }
+}
+
+#[test]
+fn bad_handles_and_offsets_give_an_error_packet_or_a_refusal() {
+    for b in backends() {
+        let dir = TempDir::new("bad");
+        let path = dir.path("ro");
+        std::fs::write(&path, b"read only").unwrap();
+        let port = port(b);
+
+        // A directory: reading it is EISDIR, in the packet.
+        let d = port.associate(File::open(&dir.0).unwrap(), 1);
+        let (p, buf) = read_at(&port, &d, Vec::with_capacity(64), 0);
+        let e = p.status.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{b:?}: {e}");
+        assert_eq!((p.bytes, buf.capacity() >= 64), (0, true));
+
+        // A file opened read-only, written: EBADF, the buffer comes back.
+        let ro = port.associate(File::open(&path).unwrap(), 2);
+        let id = submit(&port, WriteAt::new(&ro, b"nope".to_vec(), 0));
+        let p = one(&port, id);
+        let e = p.status.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{b:?}: {e}");
+        assert_eq!(p.bytes, 0);
+        let Op::WriteAt(w) = p.op else { panic!() };
+        assert_eq!(w.buf, b"nope");
+        assert_eq!(std::fs::read(&path).unwrap(), b"read only");
+
+        // A descriptor without a position (a pipe): refused with ESPIPE
+        // (streams take Recv/Send), the buffer handed back.
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = port.associate(std::os::fd::OwnedFd::from(child.stdout.take().unwrap()), 3);
+        let (e, op) = port
+            .submit(ReadAt::new(&out, Vec::with_capacity(8), 0))
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESPIPE), "{b:?}: {e}");
+        assert!(matches!(op, Op::ReadAt(ref r) if r.buf.capacity() == 8));
+        drop(child.stdin.take());
+        child.wait().unwrap();
+
+        // Offsets past the largest file offset: refused, nothing queued, the
+        // operation (and its buffer) handed back.
+        let (e, op) = port
+            .submit(ReadAt::new(&ro, Vec::with_capacity(8), i64::MAX as u64 + 1))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{b:?}");
+        assert!(matches!(op, Op::ReadAt(ref r) if r.buf.capacity() == 8));
+        let (e, _) = port
+            .submit(ReadAt::new(&ro, Vec::with_capacity(8), u64::MAX))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        let (e, op) = port
+            .submit(WriteAt::new(&ro, b"12".to_vec(), i64::MAX as u64 - 1))
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::InvalidInput,
+            "{b:?}: end past i64::MAX"
+        );
+        assert!(matches!(op, Op::WriteAt(ref w) if w.buf == b"12"));
+
+        // A handle of another port: refused.
+        let other = Port::builder().backend(b).build().unwrap();
+        let foreign = other.associate(File::open(&path).unwrap(), 4);
+        let (e, _) = port
+            .submit(ReadAt::new(&foreign, Vec::with_capacity(8), 0))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        nothing_more(&port);
+
+        // A closed port: refused.
+        port.close();
+        let (e, _) = port.submit(Fsync::new(&ro)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BrokenPipe, "{b:?}");
+    }
+}
+
+/// CancelIoEx on file work: an operation not started yet completes as
+/// aborted with its buffer, and nothing of it reaches the file; one already
+/// running completes with its real result. Either way, one packet each.
+#[test]
+fn cancel_of_queued_file_writes() {
+    for b in backends() {
+        let dir = TempDir::new("cancel");
+        let path = dir.path("f");
+        let port = port(b);
+        let h = port.associate(rw(&path), 6);
+        const CHUNK: usize = 8 << 20;
+        const N: usize = 24;
+        let mut aborted = 0;
+        for round in 0..5 {
+            let mut ids = Vec::new();
+            for i in 0..N {
+                let data = vec![(i + 1) as u8; CHUNK];
+                ids.push(submit(&port, WriteAt::new(&h, data, (i * CHUNK) as u64)));
+            }
+            // The last half most likely waits behind the first (the epoll
+            // backend's pool has a few threads; io_uring's workers a few more).
+            for &id in ids[N / 2..].iter().rev() {
+                port.cancel(id).unwrap_or_else(|e| {
+                    // It may have finished already: then its packet is queued.
+                    assert_eq!(e.kind(), ErrorKind::NotFound, "{b:?}: {e}")
+                });
+            }
+            let mut written = [None; N];
+            for _ in 0..N {
+                let p = port.get(T).unwrap();
+                let i = ids.iter().position(|&x| x == p.id).expect("unknown packet");
+                assert!(written[i].is_none(), "two packets for one op");
+                let Op::WriteAt(w) = p.op else { panic!() };
+                assert_eq!(w.buf.len(), CHUNK, "{b:?}: the buffer must come back");
+                assert!(w.buf.iter().all(|&x| x == (i + 1) as u8));
+                match p.status {
+                    Ok(()) => {
+                        assert_eq!(p.bytes, CHUNK as u64);
+                        written[i] = Some(true);
+                    }
+                    Err(e) => {
+                        assert_eq!(e.raw_os_error(), Some(libc::ECANCELED), "{b:?}: {e}");
+                        assert!(i >= N / 2, "{b:?}: op {i} was never cancelled");
+                        // The write may have been cut short only before it began
+                        // on epoll; io_uring may report what a torn write did.
+                        written[i] = Some(false);
+                        if b == Backend::Epoll {
+                            assert_eq!(p.bytes, 0);
+                        }
+                        aborted += 1;
+                    }
+                }
+            }
+            nothing_more(&port);
+            // Ops that succeeded are in the file.
+            let f = File::open(&path).unwrap();
+            let mut probe = vec![0u8; 4096];
+            for (i, w) in written.iter().enumerate() {
+                if *w == Some(true) {
+                    f.read_exact_at(&mut probe, (i * CHUNK + CHUNK - 4096) as u64)
+                        .unwrap();
+                    assert!(probe.iter().all(|&x| x == (i + 1) as u8), "{b:?} op {i}");
+                }
+            }
+            // Start the next round from an empty file.
+            File::create(&path).unwrap();
+            if aborted > 0 && round > 0 {
+                break;
+            }
+        }
+        if b == Backend::Epoll {
+            assert!(
+                aborted > 0,
+                "no queued write was cancelled in 5 rounds of {N} 8 MiB writes"
+            );
+        }
+    }
+}
+
+/// ReadFile/WriteFile on a pipe: the stream operations `Recv` and `Send`
+/// work on pipes too (the engine uses read/write where recv/send do not
+/// apply). Through `cat`: our Send goes into its stdin, our Recvs read its
+/// stdout, until EOF when we close its stdin.
+#[test]
+fn pipe_round_trip_through_recv_and_send() {
+    use iocomp::{Recv, Send};
+    use std::os::fd::OwnedFd;
+    use std::process::{Command, Stdio};
+    for b in backends() {
+        let port = port(b);
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let to = port.associate(OwnedFd::from(child.stdin.take().unwrap()), 1);
+        let from = port.associate(OwnedFd::from(child.stdout.take().unwrap()), 2);
+        // More than a pipe holds (64 KiB): the send must wait for cat to
+        // drain it, while our receives keep reading what cat writes back.
+        let data = pattern(11, 0, 600 << 10);
+        let sid = submit(&port, Send::new(&to, data.clone()));
+        // The Send holds the last reference: when its packet is dropped,
+        // cat's stdin closes, and its stdout then says EOF.
+        drop(to);
+        let mut rid = submit(&port, Recv::new(&from, Vec::with_capacity(16 << 10)));
+        let mut pooled = false;
+        let mut got = Vec::new();
+        let mut sent = false;
+        loop {
+            let p = port.get(T).unwrap();
+            assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+            if p.id == sid {
+                assert_eq!((p.key, p.bytes), (1, data.len() as u64), "{b:?}");
+                assert!(!sent, "two packets for the send");
+                sent = true;
+                continue;
+            }
+            assert_eq!((p.id, p.key), (rid, 2), "{b:?}");
+            let Op::Recv(r) = p.op else { panic!() };
+            if p.bytes == 0 {
+                break;
+            }
+            assert_eq!(r.buf.len() as u64, p.bytes);
+            got.extend_from_slice(&r.buf);
+            // Alternate plain and pooled receives.
+            pooled = !pooled;
+            let next = if pooled {
+                Recv::pooled(&from, Vec::new())
+            } else {
+                Recv::new(&from, Vec::with_capacity(16 << 10))
+            };
+            rid = submit(&port, next);
+        }
+        assert!(sent, "{b:?}: the send's packet never came");
+        assert_eq!(got.len(), data.len(), "{b:?}");
+        assert!(got == data, "{b:?}: bytes differ");
+        assert!(child.wait().unwrap().success());
+        nothing_more(&port);
+    }
+}
