@@ -45,6 +45,7 @@ pub(crate) struct Core {
 
 /// What [`Port::submit_inline`] did with an operation.
 #[derive(Debug)]
+#[must_use = "an `Inline::Done` packet is not queued on the port: drop it and the result is lost"]
 pub enum Inline {
     /// It completed at once: its packet, which is not queued on the port.
     Done(Packet),
@@ -594,6 +595,16 @@ impl Port {
             Op::WriteAt(w) => (&w.handle, w.offset.checked_add(w.buf.len() as u64)),
             _ => return Ok(()),
         };
+        // A read into no room would complete with 0 bytes, which reads as end
+        // of file: refused instead.
+        if let Op::ReadAt(r) = op {
+            if r.buf.capacity() == r.buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "ReadAt with no spare capacity in its buffer",
+                ));
+            }
+        }
         if !matches!(end, Some(e) if e <= i64::MAX as u64) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -141,10 +141,8 @@ fn short_read_across_end_of_file_and_zero_at_or_after_it() {
             assert!(p.status.is_ok(), "{b:?} at {off}: {:?}", p.status);
             assert_eq!((p.bytes, buf.len()), (0, 0), "{b:?} at {off}");
         }
-        // A buffer with no spare capacity reads nothing.
-        let (p, buf) = read_at(&port, &h, b"ab".to_vec(), 0);
-        assert!(p.status.is_ok());
-        assert_eq!((p.bytes, &buf[..]), (0, &b"ab"[..]), "{b:?}");
+        // (A buffer with no spare capacity is refused at submit: see
+        // read_at_with_no_spare_capacity_is_refused.)
         nothing_more(&port);
     }
 }
@@ -423,6 +421,65 @@ fn pipe_round_trip_through_recv_and_send() {
         assert_eq!(got.len(), data.len(), "{b:?}");
         assert!(got == data, "{b:?}: bytes differ");
         assert!(child.wait().unwrap().success());
+        nothing_more(&port);
+    }
+}
+
+/// ReadFile into no room at all would complete with 0 bytes, which reads as
+/// end of file: refused at submit, nothing queued, the buffer handed back.
+#[test]
+fn read_at_with_no_spare_capacity_is_refused() {
+    for b in backends() {
+        let dir = TempDir::new("nospare");
+        let path = dir.path("f");
+        std::fs::write(&path, b"some bytes").unwrap();
+        let port = port(b);
+        let h = port.associate(rw(&path), 1);
+        let mut full = Vec::with_capacity(4);
+        full.extend_from_slice(b"abcd");
+        let cap = full.capacity();
+        full.resize(cap, b'x');
+        let (e, op) = port.submit(ReadAt::new(&h, full, 0)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{b:?}: {e}");
+        assert!(
+            matches!(op, Op::ReadAt(ref r) if r.buf.len() == cap),
+            "{b:?}"
+        );
+        let (e, _) = port.submit(ReadAt::new(&h, Vec::new(), 0)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{b:?}: {e}");
+        nothing_more(&port);
+    }
+}
+
+/// A Recv on an `O_NONBLOCK` pipe with nothing in it yet waits for data (an
+/// overlapped ReadFile pends), it does not complete with EAGAIN.
+#[test]
+fn recv_on_a_nonblocking_pipe_waits_for_data() {
+    use iocomp::Recv;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    for b in backends() {
+        let port = port(b);
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        assert_eq!(rc, 0);
+        // SAFETY: pipe2 succeeded: both are new descriptors that we own.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut w = File::from(w);
+        let from = port.associate(r, 7);
+        let id = submit(&port, Recv::new(&from, Vec::with_capacity(64)));
+        // Nothing written yet: nothing completes.
+        assert_eq!(
+            port.get(Some(Duration::from_millis(100))).unwrap_err(),
+            GetError::TimedOut,
+            "{b:?}: a Recv on an empty pipe completed"
+        );
+        w.write_all(b"hello").unwrap();
+        let p = one(&port, id);
+        assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+        assert_eq!((p.key, p.bytes), (7, 5), "{b:?}");
+        let Op::Recv(r) = p.op else { panic!() };
+        assert_eq!(r.buf, b"hello", "{b:?}");
         nothing_more(&port);
     }
 }
