@@ -743,8 +743,13 @@ fn pread_nowait_append(fd: RawFd, buf: &mut Vec<u8>, off: u64) -> io::Result<usi
 
 /// `pread` at `off` into `buf`'s spare capacity, appending, again after a
 /// short count until it is full or end of file. May wait for the disk: only
-/// the blocking pool calls it. Bytes read before a failure stay in `buf`.
-pub(super) fn pread_append(fd: RawFd, buf: &mut Vec<u8>, off: u64) -> io::Result<usize> {
+/// the blocking pool calls it. Bytes read before a failure stay in `buf`; on
+/// failure, the error and how many bytes were appended before it.
+pub(super) fn pread_append(
+    fd: RawFd,
+    buf: &mut Vec<u8>,
+    off: u64,
+) -> Result<usize, (io::Error, usize)> {
     let mut total = 0usize;
     loop {
         let spare = buf.spare_capacity_mut();
@@ -758,7 +763,8 @@ pub(super) fn pread_append(fd: RawFd, buf: &mut Vec<u8>, off: u64) -> io::Result
             // SAFETY: the kernel writes at most `want` bytes into the spare
             // capacity, which `buf` owns and we borrow mutably; keeps nothing.
             unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), want, at) }
-        })?;
+        })
+        .map_err(|e| (e, total))?;
         let n = n.min(want);
         // SAFETY: the kernel initialised `n` more bytes (at most `want`).
         unsafe { buf.set_len(buf.len() + n) };

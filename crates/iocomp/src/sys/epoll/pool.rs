@@ -83,13 +83,11 @@ impl Job {
                 mut buf,
                 before,
             } => {
-                let res = pread_append(handle.as_raw_fd(), &mut buf, off);
-                let partial = before;
-                JobDone {
-                    res: res.map(|n| before + n),
-                    partial,
-                    buf,
-                }
+                let (res, partial) = match pread_append(handle.as_raw_fd(), &mut buf, off) {
+                    Ok(n) => (Ok(before + n), before + n),
+                    Err((e, n)) => (Err(e), before + n),
+                };
+                JobDone { res, partial, buf }
             }
             Job::WriteAt {
                 handle,
