@@ -107,6 +107,11 @@ impl Handle {
         self.0.kind.load(Ordering::Relaxed) > FdKind::Socket as u8
     }
 
+    /// Whether [`Handle::close`] was called on this handle.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.0.closing.load(Ordering::Acquire)
+    }
+
     /// `recv`/`send` said ENOTSOCK: from now on `Recv`/`Send` on this handle
     /// use `read`/`write` (also when `fstat` fails: the kernel said it is no
     /// socket).

@@ -307,7 +307,7 @@ impl OpState {
             (Op::Recv(r), Extra::Recv) => {
                 let fd = r.handle.as_raw_fd();
                 let mut got = recv_any(&r.handle, fd, r.pooled, &mut r.buf, scratch);
-                if not_socket(&got, &r.handle) {
+                if not_socket(&mut got, &r.handle) {
                     got = recv_any(&r.handle, fd, r.pooled, &mut r.buf, scratch);
                 }
                 match got {
@@ -336,7 +336,7 @@ impl OpState {
                     } else {
                         send(fd, rest, libc::MSG_NOSIGNAL)
                     };
-                    if not_socket(&r, &s.handle) {
+                    if not_socket(&mut r, &s.handle) {
                         r = write(fd, rest);
                     }
                     match r {
@@ -567,10 +567,16 @@ fn recv_any(
 /// Whether `r` is `recv`/`send`'s ENOTSOCK: then the handle switches to
 /// `read`/`write` (made non-blocking: this thread must never wait in them)
 /// and the caller tries again. A descriptor that cannot be made
-/// non-blocking keeps ENOTSOCK as its error.
-fn not_socket<T>(r: &io::Result<T>, h: &Handle) -> bool {
+/// non-blocking keeps ENOTSOCK as its error. On a closing handle the
+/// descriptor may already be `/dev/null`: the error becomes EBADF (the
+/// handle is gone) instead of a switch.
+fn not_socket<T>(r: &mut io::Result<T>, h: &Handle) -> bool {
     match r {
         Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+            if h.is_closing() {
+                *r = Err(io::Error::from_raw_os_error(libc::EBADF));
+                return false;
+            }
             h.note_not_socket();
             h.ensure_nonblocking().is_ok()
         }

@@ -403,6 +403,11 @@ pub(super) fn advance(
             _ => None,
         };
         if let Some(h) = h.filter(|h| !h.streams_by_read_write()) {
+            if h.is_closing() {
+                // The descriptor may already be `/dev/null`: no switch to
+                // read/write on it; the handle is gone (EBADF).
+                return Err((Err(errno(libc::EBADF)), done));
+            }
             h.note_not_socket();
             if let (Extra::Recv { pooled }, Op::Recv(r)) = (&mut st.extra, &mut st.op) {
                 if *pooled {
