@@ -19,6 +19,13 @@ pub(super) trait InFlight {
     fn mark_cancel(&mut self);
     /// Whether a cancel was asked for.
     fn cancelled(&self) -> bool;
+    /// Whether the operation's handle is being closed
+    /// ([`Handle::close`](crate::Handle::close)): then it is refused at
+    /// insertion, under the slab lock that the close's cancel scan takes, so
+    /// every operation is either counted by that scan or refused.
+    fn handle_closing(&self) -> bool {
+        false
+    }
 }
 
 pub(super) struct Slab<T> {
@@ -102,6 +109,10 @@ impl<T: InFlight> Slab<T> {
                 "the thread owning this ring has detached",
             );
             return Err((e, st));
+        }
+        if st.handle_closing() {
+            // ERROR_INVALID_HANDLE: Handle::close was called.
+            return Err((io::Error::from_raw_os_error(libc::EBADF), st));
         }
         let slot = match self.free.pop() {
             Some(s) => s,

@@ -49,6 +49,9 @@ impl InFlight for OpState {
     fn cancelled(&self) -> bool {
         self.cancel
     }
+    fn handle_closing(&self) -> bool {
+        crate::port::handle_of(&self.op).is_some_and(|h| h.is_closing())
+    }
 }
 
 enum Extra {
