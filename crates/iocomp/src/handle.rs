@@ -36,6 +36,9 @@ pub(crate) struct HandleInner {
     /// Operations of a closing handle not yet completed, plus [`CLOSE_BIG`]
     /// until `close` has counted them.
     pub(crate) close_pending: std::sync::atomic::AtomicI64,
+    /// The operations [`Handle::close`]'s scan counted and that have not
+    /// completed yet: only their packets count `close_pending` down.
+    pub(crate) counted: std::sync::Mutex<Vec<crate::OpId>>,
     /// The descriptor was retired (done once).
     pub(crate) closed: std::sync::atomic::AtomicBool,
 }
@@ -107,6 +110,27 @@ impl Handle {
         self.0.kind.load(Ordering::Relaxed) > FdKind::Socket as u8
     }
 
+    /// Notes `id` as counted by [`Handle::close`]'s scan.
+    pub(crate) fn note_counted(&self, id: crate::OpId) {
+        self.0
+            .counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id);
+    }
+
+    /// Whether `id` was counted by [`Handle::close`]'s scan (and forgets it).
+    pub(crate) fn take_counted(&self, id: crate::OpId) -> bool {
+        let mut c = self.0.counted.lock().unwrap_or_else(|e| e.into_inner());
+        match c.iter().position(|x| *x == id) {
+            Some(i) => {
+                c.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether [`Handle::close`] was called on this handle.
     pub(crate) fn is_closing(&self) -> bool {
         self.0.closing.load(Ordering::Acquire)
@@ -142,7 +166,9 @@ impl Handle {
             return;
         }
         let n = match self.0.core.upgrade() {
-            Some(core) => crate::port::Port { core }.cancel_handle(&self).unwrap_or(0),
+            Some(core) => crate::port::Port { core }
+                .cancel_handle_counting(&self, true)
+                .unwrap_or(0),
             None => 0,
         };
         let n = i64::try_from(n).unwrap_or(i64::MAX);

@@ -290,6 +290,7 @@ impl Port {
             core: Arc::downgrade(&self.core),
             closing: std::sync::atomic::AtomicBool::new(false),
             close_pending: std::sync::atomic::AtomicI64::new(crate::handle::CLOSE_BIG),
+            counted: std::sync::Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
@@ -750,6 +751,12 @@ impl Port {
     /// blocking pool already runs, say). Operations issued after the call are
     /// not affected. A handle of another port is refused with `InvalidInput`.
     pub fn cancel_handle(&self, handle: &Handle) -> io::Result<usize> {
+        self.cancel_handle_counting(handle, false)
+    }
+
+    /// [`Port::cancel_handle`]; with `count`, the ids are noted on the handle
+    /// for [`Handle::close`].
+    pub(crate) fn cancel_handle_counting(&self, handle: &Handle, count: bool) -> io::Result<usize> {
         if handle.0.port != self.core.id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -760,7 +767,7 @@ impl Port {
         Ok(rings
             .iter()
             .flatten()
-            .map(|r| r.cancel_handle(handle))
+            .map(|r| r.cancel_handle(handle, count))
             .sum())
     }
 

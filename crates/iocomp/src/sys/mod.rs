@@ -158,10 +158,11 @@ impl RingShared {
 
     /// Asks for every operation on `h` in flight here to be cancelled;
     /// returns how many there were.
-    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle) -> usize {
+    /// With `count`, the ids are noted on `h` (see [`Handle::close`](crate::Handle::close)).
+    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle, count: bool) -> usize {
         match self {
-            RingShared::Uring(s) => s.cancel_handle(h),
-            RingShared::Epoll(s) => s.cancel_handle(h),
+            RingShared::Uring(s) => s.cancel_handle(h, count),
+            RingShared::Epoll(s) => s.cancel_handle(h, count),
         }
     }
 
@@ -306,7 +307,9 @@ fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
             l.leave();
         }
         if let Some(h) = crate::port::handle_of(&p.op) {
-            if h.0.closing.load(Ordering::Acquire) {
+            // Only the ops close's scan counted count down: a packet made
+            // before the scan (waiting for the next reap) was not counted.
+            if h.0.closing.load(Ordering::Acquire) && h.take_counted(p.id) {
                 h.closing_op_done();
             }
         }

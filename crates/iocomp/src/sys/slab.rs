@@ -169,12 +169,12 @@ impl<T: InFlight> Slab<T> {
     pub(super) fn request_cancel_where(
         &mut self,
         ring: u16,
-        on: impl Fn(&T) -> bool,
+        mut on: impl FnMut(&T, OpId) -> bool,
     ) -> (usize, bool) {
         let (mut n, mut wake) = (0, false);
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(st) = s.state.as_mut() else { continue };
-            if !on(st) {
+            if !on(st, OpId::new(ring, s.gen, i as u32)) {
                 continue;
             }
             n += 1;

@@ -91,10 +91,16 @@ impl RingShared {
 
     /// Asks for every operation on `h` in flight here to be cancelled;
     /// returns how many there were.
-    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle) -> usize {
-        let (n, wake) = self
-            .lock()
-            .request_cancel_where(self.index, |st| crate::handle::is_on(&st.op, h));
+    /// With `count` (for [`Handle::close`](crate::Handle::close)), the ids
+    /// are noted on `h`: only their packets count down to its retirement.
+    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle, count: bool) -> usize {
+        let (n, wake) = self.lock().request_cancel_where(self.index, |st, id| {
+            let on = crate::handle::is_on(&st.op, h);
+            if on && count {
+                h.note_counted(id);
+            }
+            on
+        });
         if wake {
             self.handoff.notify();
         }
