@@ -54,6 +54,9 @@ pub(crate) fn lane_of(op: &crate::op::Op) -> Option<&Lane> {
         Op::Recv(r) => Some(&r.handle.0.lanes[0]),
         Op::Send(s) => Some(&s.handle.0.lanes[1]),
         Op::TransmitFile(t) => Some(&t.socket.0.lanes[1]),
+        Op::RecvFrom(r) => Some(&r.handle.0.lanes[0]),
+        Op::SendTo(s) => Some(&s.handle.0.lanes[1]),
+        Op::SendVectored(s) => Some(&s.handle.0.lanes[1]),
         _ => None,
     }
 }

@@ -187,7 +187,8 @@ pub use completion::{Completion, Overlapped};
 pub use connect::Connect;
 pub use handle::Handle;
 pub use op::{
-    Accept, Context, Fsync, Op, ReadAt, Recv, Send, Timeout, TransmitFile, Work, WriteAt,
+    Accept, Context, Fsync, Op, ReadAt, Recv, RecvFrom, Send, SendTo, SendVectored, Timeout,
+    TransmitFile, Work, WriteAt,
 };
 pub use packet::{GetError, OpId, Packet};
 pub use pool::{Pool, MAX_THREADS};

@@ -1058,6 +1058,9 @@ pub(crate) fn handle_of(op: &Op) -> Option<&Handle> {
         Op::ReadAt(r) => Some(&r.handle),
         Op::WriteAt(w) => Some(&w.handle),
         Op::Fsync(f) => Some(&f.handle),
+        Op::RecvFrom(r) => Some(&r.handle),
+        Op::SendTo(s) => Some(&s.handle),
+        Op::SendVectored(s) => Some(&s.handle),
         _ => None,
     }
 }

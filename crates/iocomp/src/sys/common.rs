@@ -479,3 +479,156 @@ impl WakeSource for EventFd {
         let _ = unsafe { libc::read(self.raw(), (&mut v as *mut u64).cast(), 8) };
     }
 }
+
+/// The most iovecs one `sendmsg`/`writev` is given (Linux's `IOV_MAX`); a
+/// vectored send with more buffers goes out in turns.
+pub(super) const IOV_MAX: usize = 1024;
+
+/// The `(pointer, length)` pieces of `bufs` not yet sent after the first
+/// `sent` bytes, empty ones skipped, at most [`IOV_MAX`] of them.
+pub(super) fn rest_of(
+    bufs: &[Vec<u8>],
+    sent: usize,
+) -> impl Iterator<Item = (*const u8, usize)> + '_ {
+    let mut skip = sent;
+    bufs.iter()
+        .filter_map(move |b| {
+            if skip >= b.len() {
+                skip -= b.len();
+                return None;
+            }
+            let rest = &b[skip..];
+            skip = 0;
+            Some((rest.as_ptr(), rest.len()))
+        })
+        .take(IOV_MAX)
+}
+
+/// The message header of one `sendmsg`/`recvmsg` (io_uring's SENDMSG and
+/// RECVMSG, or the epoll backend's calls), with the socket address and the
+/// iovecs it points at, at a stable heap address for as long as the
+/// operation lives. Reached only through a raw pointer, so that no Rust
+/// reference to the op's state covers memory the kernel writes while the
+/// request is in flight (the address, its length, the flags).
+pub(super) struct Msg(std::ptr::NonNull<MsgInner>);
+
+struct MsgInner {
+    hdr: libc::msghdr,
+    addr: libc::sockaddr_storage,
+    iov: Vec<libc::iovec>,
+}
+
+// SAFETY: `Msg` owns its allocation alone (as a `Box` would), and the raw
+// pointers inside it point into that allocation or into buffers the same
+// operation owns; the kernel uses them only while the op is in flight, and
+// the slab lock or the owning thread orders every Rust access after the
+// completion that ends it.
+unsafe impl std::marker::Send for Msg {}
+
+impl Msg {
+    pub(super) fn new() -> Msg {
+        // SAFETY: msghdr and sockaddr_storage are plain old data; all zeroes
+        // is a valid value of each (null pointers, zero lengths).
+        let (hdr, addr) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        let inner = MsgInner {
+            hdr,
+            addr,
+            iov: Vec::new(),
+        };
+        Msg(std::ptr::NonNull::from(Box::leak(Box::new(inner))))
+    }
+
+    /// Points the header at `pieces` and, with `to`, at that address (else
+    /// none: a connected socket); returns the header for the kernel. Call
+    /// only while no request of this op is in flight.
+    pub(super) fn prepare(
+        &mut self,
+        pieces: impl Iterator<Item = (*const u8, usize)>,
+        to: Option<&SocketAddr>,
+    ) -> *mut libc::msghdr {
+        let p = self.0.as_ptr();
+        // SAFETY: `p` is our live allocation, and no request uses it now (the
+        // caller's contract): nothing else reads or writes it during these
+        // writes, which go through the raw pointer (no reference to memory
+        // the kernel may write later outlives them). The iovecs point into
+        // buffers the op owns, which stay put until the request completes.
+        unsafe {
+            let iov = &mut (*p).iov;
+            iov.clear();
+            iov.extend(pieces.map(|(base, len)| libc::iovec {
+                iov_base: base as *mut libc::c_void,
+                iov_len: len,
+            }));
+            let (iov_ptr, iov_len) = (iov.as_mut_ptr(), iov.len());
+            let hdr = std::ptr::addr_of_mut!((*p).hdr);
+            (*hdr).msg_iov = iov_ptr;
+            (*hdr).msg_iovlen = iov_len as _;
+            (*hdr).msg_control = std::ptr::null_mut();
+            (*hdr).msg_controllen = 0;
+            (*hdr).msg_flags = 0;
+            match to {
+                Some(a) => {
+                    let (storage, len) = std_to_sockaddr(a);
+                    std::ptr::addr_of_mut!((*p).addr).write(storage);
+                    (*hdr).msg_name = std::ptr::addr_of_mut!((*p).addr).cast();
+                    (*hdr).msg_namelen = len;
+                }
+                None => {
+                    (*hdr).msg_name = std::ptr::null_mut();
+                    (*hdr).msg_namelen = 0;
+                }
+            }
+            hdr
+        }
+    }
+
+    /// Points the header at `len` bytes at `into` and at the address
+    /// storage, for a `recvmsg` that fills both; returns the header.
+    pub(super) fn prepare_recv(&mut self, into: *mut u8, len: usize) -> *mut libc::msghdr {
+        let hdr = self.prepare(std::iter::once((into as *const u8, len)), None);
+        let p = self.0.as_ptr();
+        // SAFETY: as in `prepare`: our allocation, no request in flight.
+        unsafe {
+            (*hdr).msg_name = std::ptr::addr_of_mut!((*p).addr).cast();
+            (*hdr).msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+        hdr
+    }
+
+    /// The iovecs `prepare` set, for `writev`: pointer and count.
+    pub(super) fn iov(&self) -> (*const libc::iovec, usize) {
+        let p = self.0.as_ptr();
+        // SAFETY: our live allocation; reading the Vec's pointer and length
+        // (never written by the kernel) makes no lasting reference.
+        unsafe {
+            let iov = &(*p).iov;
+            (iov.as_ptr(), iov.len())
+        }
+    }
+
+    /// After a `recvmsg` completed: the sender's address and whether the
+    /// datagram was cut (`MSG_TRUNC`). Call only once the kernel is done.
+    pub(super) fn received(&self) -> (Option<SocketAddr>, bool) {
+        let p = self.0.as_ptr();
+        // SAFETY: the request completed: nothing writes the allocation any
+        // more, and it holds valid values (zeroes, or what the kernel wrote).
+        let (addr, len, flags) = unsafe {
+            (
+                std::ptr::read(std::ptr::addr_of!((*p).addr)),
+                (*p).hdr.msg_namelen,
+                (*p).hdr.msg_flags,
+            )
+        };
+        (sockaddr_to_std(&addr, len), flags & libc::MSG_TRUNC != 0)
+    }
+}
+
+impl Drop for Msg {
+    fn drop(&mut self) {
+        // SAFETY: the allocation came from `Box::leak` in `new` and is freed
+        // once, here; the op state that owns it is dropped only after the
+        // kernel is done with the request (a ring the kernel never let go of
+        // leaks its slab instead).
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}

@@ -13,7 +13,7 @@ use io_uring::{cqueue, opcode, squeue};
 use super::bufring::{self, BufRing};
 
 use super::super::common::{
-    errno, file_room, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
+    errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr, Msg,
 };
 use super::super::common::{Phase, Transmit};
 use super::super::slab::InFlight;
@@ -104,6 +104,14 @@ pub(super) enum Extra {
     WriteAt {
         written: usize,
     },
+    /// A datagram's message header (and address), where the kernel reads
+    /// and writes it.
+    Msg(Msg),
+    /// A vectored send: bytes sent so far, and the header of the next step.
+    Vectored {
+        sent: usize,
+        msg: Msg,
+    },
 }
 
 impl InFlight for OpState {
@@ -144,6 +152,15 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         Op::ReadAt(r) => (r.handle.key(), Extra::File),
         Op::WriteAt(w) => (w.handle.key(), Extra::WriteAt { written: 0 }),
         Op::Fsync(f) => (f.handle.key(), Extra::File),
+        Op::RecvFrom(r) => (r.handle.key(), Extra::Msg(Msg::new())),
+        Op::SendTo(s) => (s.handle.key(), Extra::Msg(Msg::new())),
+        Op::SendVectored(s) => (
+            s.handle.key(),
+            Extra::Vectored {
+                sent: 0,
+                msg: Msg::new(),
+            },
+        ),
         Op::Posted { .. } | Op::Work(_) => {
             return Err((
                 io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
@@ -197,6 +214,9 @@ pub(super) fn stream_fd(st: &OpState) -> Option<(std::os::fd::RawFd, bool)> {
         Op::Send(s) => Some((s.handle.as_raw_fd(), false)),
         Op::TransmitFile(t) => Some((t.socket.as_raw_fd(), false)),
         Op::Recv(r) => Some((r.handle.as_raw_fd(), true)),
+        Op::SendTo(s) => Some((s.handle.as_raw_fd(), false)),
+        Op::SendVectored(s) => Some((s.handle.as_raw_fd(), false)),
+        Op::RecvFrom(r) => Some((r.handle.as_raw_fd(), true)),
         _ => None,
     }
 }
@@ -205,6 +225,7 @@ pub(super) fn progress(st: &OpState) -> u64 {
     match &st.extra {
         Extra::Send { sent } => *sent as u64,
         Extra::WriteAt { written } => *written as u64,
+        Extra::Vectored { sent, .. } => *sent as u64,
         Extra::Transmit(t) => t.total,
         _ => 0,
     }
@@ -301,6 +322,36 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
             } else {
                 opcode::Send::new(fd, rest.as_ptr(), len)
                     .flags(send_flags)
+                    .build()
+            }
+        }
+        (Op::RecvFrom(r), Extra::Msg(msg)) => {
+            let spare = r.buf.spare_capacity_mut();
+            // The header points at the spare capacity, which stays put (the
+            // op owns the buffer and nothing grows it while in flight).
+            let hdr = msg.prepare_recv(spare.as_mut_ptr().cast(), spare.len());
+            opcode::RecvMsg::new(Fd(r.handle.as_raw_fd()), hdr).build()
+        }
+        (Op::SendTo(s), Extra::Msg(msg)) => {
+            let hdr = msg.prepare(
+                std::iter::once((s.buf.as_ptr(), s.buf.len())),
+                Some(&s.addr),
+            );
+            opcode::SendMsg::new(Fd(s.handle.as_raw_fd()), hdr)
+                .flags(send_flags as u32)
+                .build()
+        }
+        (Op::SendVectored(s), Extra::Vectored { sent, msg }) => {
+            let fd = Fd(s.handle.as_raw_fd());
+            let hdr = msg.prepare(rest_of(&s.bufs, *sent), None);
+            if s.handle.streams_by_read_write() {
+                let (iov, n) = msg.iov();
+                opcode::Writev::new(fd, iov, n as u32)
+                    .offset(u64::MAX)
+                    .build()
+            } else {
+                opcode::SendMsg::new(fd, hdr)
+                    .flags(send_flags as u32)
                     .build()
             }
         }
@@ -403,6 +454,7 @@ pub(super) fn advance(
         let h = match &st.op {
             Op::Recv(r) => Some(&r.handle),
             Op::Send(s) => Some(&s.handle),
+            Op::SendVectored(s) => Some(&s.handle),
             _ => None,
         };
         if let Some(h) = h.filter(|h| !h.streams_by_read_write()) {
@@ -463,6 +515,32 @@ pub(super) fn advance(
             }
         }
         (Op::Fsync(_), _) => Ok(Advance::Done(Ok(()), 0)),
+        (Op::RecvFrom(r), Extra::Msg(msg)) => {
+            let new_len = (r.buf.len() + n).min(r.buf.capacity());
+            // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
+            // given (never more than that capacity), so these bytes are initialised.
+            unsafe { r.buf.set_len(new_len) };
+            let (addr, cut) = msg.received();
+            r.addr = addr;
+            // WSAEMSGSIZE: the bytes that fit, and the error.
+            let status = if cut {
+                Err(errno(libc::EMSGSIZE))
+            } else {
+                Ok(())
+            };
+            Ok(Advance::Done(status, n as u64))
+        }
+        (Op::SendTo(_), _) => Ok(Advance::Done(Ok(()), n as u64)),
+        (Op::SendVectored(s), Extra::Vectored { sent, .. }) => {
+            *sent += n;
+            if *sent >= s.len() || n == 0 {
+                Ok(Advance::Done(Ok(()), *sent as u64))
+            } else if st.cancel {
+                Err((Err(errno(libc::ECANCELED)), *sent as u64))
+            } else {
+                Ok(Advance::Again)
+            }
+        }
         (Op::Send(s), Extra::Send { sent }) => {
             *sent += n;
             if *sent >= s.buf.len() || n == 0 {
