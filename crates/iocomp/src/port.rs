@@ -173,6 +173,15 @@ impl PortBuilder {
 
     /// Creates the port. Fails if the backend asked for is unavailable
     /// (io_uring when forced), or if [`BACKEND_ENV`] holds an unknown name.
+    ///
+    /// The first port of the process also opens `/dev/null` once, for
+    /// [`Handle::close`](crate::Handle::close) (so that a close never needs
+    /// a new descriptor), and makes `SIGPIPE` ignored if it is at its default
+    /// action — as Rust's runtime already does for Rust programs — so that a
+    /// write to a pipe whose reader is gone completes with `EPIPE` instead of
+    /// killing the process (Windows has no SIGPIPE: `WriteFile` fails). A
+    /// handler the program installed is left alone. Sends on sockets never
+    /// raise it (`MSG_NOSIGNAL`).
     pub fn build(self) -> io::Result<Port> {
         let n = if self.concurrency == 0 {
             default_threads()
@@ -180,6 +189,10 @@ impl PortBuilder {
             self.concurrency
         };
         let (anchor, fallback) = Anchor::open(self.backend.with_env()?)?;
+        // Once per process: what `Handle::close` retires descriptors with,
+        // so that a close needs no new descriptor; and SIGPIPE ignored.
+        crate::sys::open_dev_null()?;
+        crate::sys::ignore_default_sigpipe();
         let core = Core {
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             control: Control::new(n, self.strict),
@@ -279,12 +292,20 @@ impl Port {
     /// Associates a descriptor with this port under a completion key (C3, C4):
     /// every packet of every operation on the returned handle carries `key`.
     /// The handle owns the descriptor from now on.
+    ///
+    /// The engine may switch the descriptor to non-blocking mode while it
+    /// works on it (the epoll backend does for pipes, listeners and
+    /// transmits); a descriptor it switched is switched back to blocking
+    /// mode when the last clone of the handle is dropped, so that other
+    /// holders of the same open file (a pipe shared with another process)
+    /// find it as it was.
     pub fn associate(&self, fd: impl Into<OwnedFd>, key: u64) -> Handle {
         Handle(Arc::new(HandleInner {
             fd: fd.into(),
             key,
             port: self.core.id,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
+            made_nonblocking: std::sync::atomic::AtomicBool::new(false),
             kind: std::sync::atomic::AtomicU8::new(0),
             lanes: [Lane::new(), Lane::new()],
             core: Arc::downgrade(&self.core),

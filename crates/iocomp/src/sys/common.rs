@@ -248,19 +248,41 @@ pub(crate) fn fd_kind(fd: i32) -> io::Result<FdKind> {
     })
 }
 
+/// `/dev/null`, opened once for the whole process (close-on-exec), for
+/// [`retire_fd`]: a close then needs no new descriptor, so it cannot fail
+/// for want of one (EMFILE). Opened when the first port is built.
+static DEV_NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// Opens the process's `/dev/null` for [`retire_fd`] if it is not open yet:
+/// called by every port's creation, so that a port that exists never needs
+/// a new descriptor to retire one.
+pub(crate) fn open_dev_null() -> io::Result<()> {
+    if DEV_NULL.get().is_none() {
+        // std opens with O_CLOEXEC.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        // A thread that lost the race drops its copy.
+        let _ = DEV_NULL.set(f.into());
+    }
+    Ok(())
+}
+
 /// Replaces the file behind descriptor `fd` by `/dev/null` (`dup3`): our
 /// reference to the old file is dropped (a pipe's reader sees EOF, a socket
 /// is released) while the number stays taken, so nothing can reuse it under
-/// the handles that still name it.
+/// the handles that still name it. Needs no new descriptor: `dup3` reuses
+/// `fd`'s number, and `/dev/null` was opened when the port was built.
 pub(crate) fn retire_fd(fd: i32) -> io::Result<()> {
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    // SAFETY: dup3 takes two descriptors we hold open for the call (`fd`
-    // belongs to a live handle, `null` to this function) and touches no
-    // memory of ours; `fd` stays a valid open descriptor afterwards.
-    if unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), fd, libc::O_CLOEXEC) } < 0 {
+    open_dev_null()?;
+    let Some(null) = DEV_NULL.get() else {
+        return Err(errno(libc::EBADF));
+    };
+    // SAFETY: dup3 takes two descriptors open for the call (`fd` belongs to
+    // a live handle, `null` to this process for its whole life) and touches
+    // no memory of ours; `fd` stays a valid open descriptor afterwards.
+    if unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -276,21 +298,56 @@ pub(super) fn file_room(off: u64, want: usize) -> usize {
 }
 
 /// Puts a descriptor in non-blocking mode (`sendfile` and `accept4` must never
-/// wait on it).
-pub(crate) fn set_nonblocking(fd: i32) -> io::Result<()> {
+/// wait on it); returns whether it was blocking before (this call changed it).
+pub(crate) fn set_nonblocking(fd: i32) -> io::Result<bool> {
+    set_flag(fd, libc::O_NONBLOCK, true)
+}
+
+/// Puts a descriptor back in blocking mode (undoing [`set_nonblocking`]).
+pub(crate) fn clear_nonblocking(fd: i32) -> io::Result<bool> {
+    set_flag(fd, libc::O_NONBLOCK, false)
+}
+
+/// Sets or clears a file status flag; returns whether it changed.
+fn set_flag(fd: i32, flag: i32, on: bool) -> io::Result<bool> {
     // SAFETY: fcntl(F_GETFL/F_SETFL) on a descriptor the caller keeps open
     // touches no memory of ours.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
-    if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    if (flags & flag != 0) == on {
+        return Ok(false);
     }
-    Ok(())
+    let new = if on { flags | flag } else { flags & !flag };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
+/// Makes `SIGPIPE` ignored if it is at its default action (which kills the
+/// process), as Rust's runtime does before `main` for every Rust program: a
+/// `write` to a pipe whose reader is gone then fails with EPIPE, which the
+/// operation's packet reports, as `WriteFile` reports `ERROR_NO_DATA` on
+/// Windows (which has no SIGPIPE). A handler the program installed, or an
+/// ignore it set, is left alone. Sockets never need it (`MSG_NOSIGNAL`).
+pub(crate) fn ignore_default_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sigaction with a null new action only reads the current
+        // one into a live local of the right type.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } != 0 {
+            return;
+        }
+        if old.sa_sigaction == libc::SIG_DFL {
+            // SAFETY: signal(2) with SIG_IGN installs no code of ours.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        }
+    });
 }
 
 /// Whether the file's pages at both ends of `[off, off + len)` are in the page
