@@ -269,6 +269,20 @@ pub(crate) fn open_dev_null() -> io::Result<()> {
     Ok(())
 }
 
+/// The size of the regular file `fd`; `None` for anything else, or if
+/// `fstat` fails.
+pub(super) fn file_size(fd: i32) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the memory we give it (a
+    // live local of that type) and keeps nothing.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it initialised the whole structure.
+    let st = unsafe { st.assume_init() };
+    (st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
+}
+
 /// Replaces the file behind descriptor `fd` by `/dev/null` (`dup3`): our
 /// reference to the old file is dropped (a pipe's reader sees EOF, a socket
 /// is released) while the number stays taken, so nothing can reuse it under

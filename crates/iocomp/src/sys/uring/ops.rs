@@ -98,8 +98,13 @@ pub(super) enum Extra {
         sent: usize,
     },
     Transmit(Box<Transmit>),
-    /// A positional file read or flush: one request, no state.
+    /// A flush: one request, no state.
     File,
+    /// A positional read: bytes read so far (a short read short of end of
+    /// file is continued).
+    ReadAt {
+        read: usize,
+    },
     /// A positional write: bytes written so far.
     WriteAt {
         written: usize,
@@ -149,7 +154,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
             Err(e) => return Err((e, op)),
         },
-        Op::ReadAt(r) => (r.handle.key(), Extra::File),
+        Op::ReadAt(r) => (r.handle.key(), Extra::ReadAt { read: 0 }),
         Op::WriteAt(w) => (w.handle.key(), Extra::WriteAt { written: 0 }),
         Op::Fsync(f) => (f.handle.key(), Extra::File),
         Op::RecvFrom(r) => (r.handle.key(), Extra::Msg(Msg::new())),
@@ -225,6 +230,7 @@ pub(super) fn progress(st: &OpState) -> u64 {
     match &st.extra {
         Extra::Send { sent } => *sent as u64,
         Extra::WriteAt { written } => *written as u64,
+        Extra::ReadAt { read } => *read as u64,
         Extra::Vectored { sent, .. } => *sent as u64,
         Extra::Transmit(t) => t.total,
         _ => 0,
@@ -356,13 +362,14 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
             }
         }
         (Op::Timeout(_), Extra::Timeout(ts)) => opcode::Timeout::new(ts as *const Timespec).build(),
-        (Op::ReadAt(r), _) => {
+        (Op::ReadAt(r), Extra::ReadAt { read }) => {
             // Positional: `offset` was checked at submit to be at most
             // i64::MAX, so it is never io_uring's -1 ("the file position").
+            let at = r.offset + *read as u64;
             let spare = r.buf.spare_capacity_mut();
-            let len = file_room(r.offset, spare.len()).min(u32::MAX as usize) as u32;
+            let len = file_room(at, spare.len()).min(u32::MAX as usize) as u32;
             opcode::Read::new(Fd(r.handle.as_raw_fd()), spare.as_mut_ptr().cast(), len)
-                .offset(r.offset)
+                .offset(at)
                 .build()
         }
         (Op::WriteAt(w), Extra::WriteAt { written }) => {
@@ -415,6 +422,13 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
         _ => return Err(errno(libc::EINVAL)),
     };
     Ok(entry)
+}
+
+/// Whether `at` is at or past the end of the file `fd` (or its size cannot
+/// be known: not a regular file, or `fstat` failed — then a short read is
+/// taken as it is).
+fn at_end(fd: std::os::fd::RawFd, at: u64) -> bool {
+    super::super::common::file_size(fd).is_none_or(|size| at >= size)
 }
 
 /// Applies one completion result to an op. `Err` carries a final failure.
@@ -495,12 +509,25 @@ pub(super) fn advance(
             unsafe { r.buf.set_len(new_len) };
             Ok(Advance::Done(Ok(()), n as u64))
         }
-        (Op::ReadAt(r), _) => {
+        (Op::ReadAt(r), Extra::ReadAt { read }) => {
             let new_len = (r.buf.len() + n).min(r.buf.capacity());
             // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
             // given (never more than that capacity), so these bytes are initialised.
             unsafe { r.buf.set_len(new_len) };
-            Ok(Advance::Done(Ok(()), n as u64))
+            *read += n;
+            // As on epoll: the buffer is filled unless the file ends first. A
+            // short read that stops at the end of the file (the common case:
+            // a read across it) completes now, without a second request that
+            // would say 0 — so a cached read across the end still completes
+            // inside `submit_inline`; one short of the end (rare: the kernel
+            // continues short buffered reads itself) is continued.
+            let at = r.offset + *read as u64;
+            let full = file_room(at, r.buf.capacity() - r.buf.len()) == 0;
+            if n == 0 || full || st.cancel || at_end(r.handle.as_raw_fd(), at) {
+                Ok(Advance::Done(Ok(()), *read as u64))
+            } else {
+                Ok(Advance::Again)
+            }
         }
         (Op::WriteAt(w), Extra::WriteAt { written }) => {
             // A short write (a full disk, a file size limit) is continued at
