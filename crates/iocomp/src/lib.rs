@@ -121,8 +121,11 @@
 //! | `CreateIoCompletionPort(sock, port, key, 0)`   | `port.associate(sock, key)` → [`Handle`] |
 //! | `GetQueuedCompletionStatus(port, &n, &key, &ov, ms)` | `port.get(Some(Duration))` → [`Packet`] |
 //! | `GetQueuedCompletionStatusEx`                  | [`Port::get_many`]                       |
+//! | `GetQueuedCompletionStatusEx(.., TRUE)` (alertable) | [`Port::get_alertable`] / [`Port::get_many_alertable`] → [`GetError::Alerted`] |
 //! | `PostQueuedCompletionStatus(port, n, key, ov)` | `port.post(key, n, token)`               |
 //! | `AcceptEx` / `WSARecv` / `WSASend`             | [`Accept`] / [`Recv`] / [`Send`] + [`Port::submit`] |
+//! | `WSASend` with several `WSABUF`s               | [`SendVectored`]                         |
+//! | `WSARecvFrom` / `WSASendTo`                    | [`RecvFrom`] / [`SendTo`]                |
 //! | `ReadFile` / `WriteFile` at `OVERLAPPED.Offset` | [`ReadAt`] / [`WriteAt`]                |
 //! | `ReadFile` / `WriteFile` on a pipe             | [`Recv`] / [`Send`]                      |
 //! | `FlushFileBuffers`                             | [`Fsync`]                                |
@@ -138,7 +141,7 @@
 //! | `CloseHandle(port)`                            | [`Port::close`]                          |
 //! | `QueueUserWorkItem` + worker loop              | [`Pool::new`], [`Pool::queue`]           |
 //! | `ERROR_OPERATION_ABORTED`                      | [`Packet::is_aborted`] (`ECANCELED`)     |
-//! | `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0`      | [`GetError::TimedOut`] / [`GetError::Abandoned`] |
+//! | `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0` / `WAIT_IO_COMPLETION` | [`GetError::TimedOut`] / [`GetError::Abandoned`] / [`GetError::Alerted`] |
 //!
 //! # Differences from Windows
 //!

@@ -215,7 +215,7 @@ fn error_of(port: &Port, op: impl Into<Op>) -> std::io::Error {
 }
 
 /// Wrong sockets and addresses: a TCP socket that is not connected, an
-/// address of the other family, a pipe, a datagram larger than UDP allows.
+/// address of the other family, a file, a datagram larger than UDP allows.
 /// Each gives an error (packet or refused submission); nothing panics.
 #[test]
 fn sendto_and_recvfrom_on_the_wrong_thing_fail_cleanly() {
@@ -240,10 +240,16 @@ fn sendto_and_recvfrom_on_the_wrong_thing_fail_cleanly() {
         // Larger than a UDP datagram can be.
         let e = error_of(&port, SendTo::new(&a, vec![0; 70_000], v4));
         assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE), "{b}: {e}");
-        // A pipe is no socket.
-        let (r, w) = std::io::pipe().unwrap();
-        let hr = port.associate(OwnedFd::from(r), 3);
-        let hw = port.associate(OwnedFd::from(w), 4);
+        // A file is no socket.
+        let null = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .unwrap()
+        };
+        let hr = port.associate(null(), 3);
+        let hw = port.associate(null(), 4);
         let e = error_of(&port, SendTo::new(&hw, b"x".to_vec(), v4));
         assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK), "{b}: {e}");
         let e = error_of(&port, RecvFrom::new(&hr, Vec::with_capacity(8)));

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,6 +16,18 @@ use iocomp::{Op, Recv, Send};
 
 mod support;
 use support::{backends, port_on, T};
+
+/// A pipe through `cat`: we write into its stdin (the write end) and read
+/// its stdout (the read end); `cat` exits at EOF.
+fn cat() -> (Child, ChildStdout, ChildStdin) {
+    let mut c = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (r, w) = (c.stdout.take().unwrap(), c.stdin.take().unwrap());
+    (c, r, w)
+}
 
 const CHILD: &str = "IOCOMP_TEST_DESCRIPTORS_CHILD";
 
@@ -62,8 +74,9 @@ fn read_to_eof(mut r: impl Read + std::marker::Send + 'static) -> Option<Vec<u8>
 }
 
 /// `Handle::close` with every descriptor of the process in use (EMFILE):
-/// the pipe's write end is still retired — its reader sees EOF although a
-/// clone of the handle keeps the descriptor number reserved.
+/// the pipe's write end is still retired — `cat` sees EOF and exits, and so
+/// our reader sees EOF, although a clone of the handle keeps the descriptor
+/// number reserved.
 #[test]
 fn close_retires_the_descriptor_when_none_is_left() {
     if in_limited_child("close_retires_the_descriptor_when_none_is_left", 128) {
@@ -71,7 +84,7 @@ fn close_retires_the_descriptor_when_none_is_left() {
     }
     for b in backends() {
         let port = port_on(b);
-        let (r, w) = std::io::pipe().unwrap();
+        let (mut child, r, w) = cat();
         let h = port.associate(OwnedFd::from(w), 1);
         let keep = h.clone();
         // Use up every descriptor.
@@ -95,6 +108,7 @@ fn close_retires_the_descriptor_when_none_is_left() {
             "{b}: the reader saw no EOF: the pipe was not retired"
         );
         drop(keep);
+        child.wait().unwrap();
     }
 }
 
@@ -110,16 +124,18 @@ const O_NONBLOCK: u32 = libc::O_NONBLOCK as u32;
 /// A blocking pipe given to the port: the engine may make it non-blocking
 /// while it works on it (the epoll backend must), but once the handle is
 /// gone, another descriptor of the same pipe (as another process would hold
-/// it) is blocking again.
+/// it) is blocking again. The pipe runs through `cat`, which echoes what we
+/// send.
 #[test]
 fn non_blocking_mode_is_undone_when_the_handle_is_dropped() {
     for b in backends() {
         let port = port_on(b);
-        let (r, w) = std::io::pipe().unwrap();
+        let (mut child, r, w) = cat();
+        let (r, w) = (OwnedFd::from(r), OwnedFd::from(w));
         let (r2, w2) = (r.try_clone().unwrap(), w.try_clone().unwrap());
         assert_eq!(fd_flags(w2.as_raw_fd()) & O_NONBLOCK, 0);
-        let hw = port.associate(OwnedFd::from(w), 1);
-        let hr = port.associate(OwnedFd::from(r), 2);
+        let hw = port.associate(w, 1);
+        let hr = port.associate(r, 2);
         port.submit(Send::new(&hw, b"through the pipe".to_vec()))
             .map_err(|(e, _)| e)
             .unwrap();
@@ -147,12 +163,13 @@ fn non_blocking_mode_is_undone_when_the_handle_is_dropped() {
         // And it blocks again: a read with nothing in the pipe waits (for
         // the write end to close) instead of failing with WouldBlock.
         drop(w2);
-        let mut r2 = r2;
+        let mut r2 = File::from(r2);
         let mut buf = [0u8; 4];
         match r2.read(&mut buf) {
             Ok(0) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => panic!("{b}: still non-blocking"),
             other => panic!("{b}: {other:?}"),
         }
+        child.wait().unwrap();
     }
 }

@@ -97,8 +97,14 @@ fn short_sends_continue_across_buffers_in_order() {
 fn thousands_of_buffers_on_a_pipe() {
     for b in backends() {
         let port = port_on(b);
-        let (r, w) = std::io::pipe().unwrap();
-        let h = port.associate(OwnedFd::from(w), 3);
+        // `cat` copies the pipe we write into its stdout, which we read.
+        let mut cat = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let r = cat.stdout.take().unwrap();
+        let h = port.associate(OwnedFd::from(cat.stdin.take().unwrap()), 3);
         let bufs: Vec<Vec<u8>> = (0..3000u32)
             .map(|i| format!("<{i}>").into_bytes())
             .collect();
@@ -111,6 +117,7 @@ fn thousands_of_buffers_on_a_pipe() {
         drop(p);
         drop(h);
         assert!(reader.join().unwrap() == want, "{b}");
+        cat.wait().unwrap();
     }
 }
 

@@ -428,7 +428,7 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
 /// be known: not a regular file, or `fstat` failed — then a short read is
 /// taken as it is).
 fn at_end(fd: std::os::fd::RawFd, at: u64) -> bool {
-    super::super::common::file_size(fd).is_none_or(|size| at >= size)
+    !matches!(super::super::common::file_size(fd), Some(size) if at < size)
 }
 
 /// Applies one completion result to an op. `Err` carries a final failure.
