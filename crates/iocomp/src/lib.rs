@@ -58,7 +58,8 @@
 //!    [`iocomp_sync::wait_any`]; the packet waits in the [`Overlapped`].
 //! 3. **Completion routine** (`ReadFileEx`/`WriteFileEx`): [`Port::submit_ex`]
 //!    runs a closure with the packet as an APC on the issuing thread during its
-//!    next alertable wait ([`iocomp_sync::sleep_alertable`] and friends).
+//!    next alertable wait ([`iocomp_sync::sleep_alertable`] and friends, or
+//!    an alertable port wait, [`Port::get_alertable`]).
 //! 4. **Post to the port** (the default, [`Port::submit`]): the packet is queued
 //!    for [`Port::get`].
 //!
