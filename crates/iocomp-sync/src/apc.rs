@@ -20,7 +20,13 @@ type Apc = Box<dyn FnOnce() + Send + 'static>;
 struct Queue {
     closed: bool,
     apcs: VecDeque<Apc>,
+    /// The waker of a wait outside this crate that is blocked on this thread's behalf ([`set_apc_waker`]).
+    waker: Option<ApcWaker>,
 }
+
+/// What [`set_apc_waker`] registers: called by [`Thread::queue_apc`](crate::Thread::queue_apc) after each APC it
+/// queues to the thread, from the queuing thread, with no lock held.
+pub type ApcWaker = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// One thread's APC queue and alert event.
 pub(crate) struct ApcQueue {
@@ -35,6 +41,7 @@ impl ApcQueue {
             queue: Mutex::new(Queue {
                 closed: false,
                 apcs: VecDeque::new(),
+                waker: None,
             }),
             alert: Object::new(
                 Kind::Event {
@@ -48,13 +55,14 @@ impl ApcQueue {
 
     /// Queues `apc`; gives it back if the thread has exited (so that it is dropped outside the lock).
     pub(crate) fn push(&self, apc: Apc) -> Result<(), Apc> {
-        {
+        let waker = {
             let mut q = lock(&self.queue);
             if q.closed {
                 return Err(apc);
             }
             q.apcs.push_back(apc);
-        }
+            q.waker.clone()
+        };
         self.alert.signal(
             |kind| {
                 if let Kind::Event { signaled, .. } = kind {
@@ -63,7 +71,21 @@ impl ApcQueue {
             },
             |_| {},
         );
+        if let Some(w) = waker {
+            w();
+        }
         Ok(())
+    }
+
+    /// Replaces the waker; returns how many APCs are queued, under the same lock as `push`: a push either sees the new
+    /// waker or is counted here.
+    fn set_waker(&self, waker: Option<ApcWaker>) -> usize {
+        let (n, old) = {
+            let mut q = lock(&self.queue);
+            (q.apcs.len(), std::mem::replace(&mut q.waker, waker))
+        };
+        drop(old);
+        n
     }
 
     /// Runs queued APCs, oldest first, until the queue is empty (APCs queued meanwhile included). Returns how many
@@ -87,7 +109,7 @@ impl ApcQueue {
         let dropped = {
             let mut q = lock(&self.queue);
             q.closed = true;
-            std::mem::take(&mut q.apcs)
+            (std::mem::take(&mut q.apcs), q.waker.take())
         };
         drop(dropped);
     }
@@ -126,4 +148,22 @@ pub fn sleep_alertable(duration: Duration) -> SleepResult {
         Ok(WaitResult::Alerted) => SleepResult::Alerted,
         _ => SleepResult::Elapsed,
     }
+}
+
+/// Registers (or, with `None`, removes) the calling thread's APC waker, for an alertable wait that blocks outside this
+/// crate (a completion port's `get_alertable`, blocked in `io_uring_enter` or `epoll_wait`). Returns how many APCs are
+/// queued to the thread now.
+///
+/// The hand-off loses no wake-up: the waker is stored under the lock that [`Thread::queue_apc`](crate::Thread::queue_apc)
+/// takes, so an APC queued after this call calls the waker, and one queued before is counted in the result. A wait
+/// registers its waker, and blocks only if the result is 0 (and its wake primitive must keep a wake sent before it
+/// blocks); it runs the APCs with [`run_queued_apcs`] and removes the waker when it ends.
+pub fn set_apc_waker(waker: Option<ApcWaker>) -> usize {
+    crate::local::current_shared().apc.set_waker(waker)
+}
+
+/// Runs the APCs queued to the calling thread, oldest first (APCs queued meanwhile included), and returns how many
+/// ran: the alertable part of a wait built on [`set_apc_waker`].
+pub fn run_queued_apcs() -> usize {
+    crate::local::current_shared().apc.run_pending()
 }

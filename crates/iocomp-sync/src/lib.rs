@@ -178,7 +178,7 @@ mod sys;
 mod thread;
 mod wait;
 
-pub use apc::{sleep_alertable, SleepResult};
+pub use apc::{run_queued_apcs, set_apc_waker, sleep_alertable, ApcWaker, SleepResult};
 #[cfg(not(loom))]
 pub use change::{ChangeFilter, ChangeNotification, ChangeStatus};
 #[cfg(not(loom))]

@@ -24,6 +24,8 @@ pub(crate) struct HandleInner {
     pub(crate) port: u64,
     /// `O_NONBLOCK` is known to be set (so it is not checked again per op).
     pub(crate) nonblocking: std::sync::atomic::AtomicBool,
+    /// The engine set `O_NONBLOCK` (it was clear): cleared again on drop.
+    pub(crate) made_nonblocking: std::sync::atomic::AtomicBool,
     /// What the descriptor is ([`FdKind`] as a number; 0 = not looked at yet).
     pub(crate) kind: std::sync::atomic::AtomicU8,
     /// The socket's receives (`[0]`) and writes (`[1]`) in flight: which ring
@@ -43,6 +45,20 @@ pub(crate) struct HandleInner {
     pub(crate) closed: std::sync::atomic::AtomicBool,
 }
 
+impl Drop for HandleInner {
+    /// The last clone is gone, and with it every operation: a descriptor the
+    /// engine switched to non-blocking mode is switched back before it is
+    /// closed. `O_NONBLOCK` belongs to the open file, which other descriptors
+    /// may share (a pipe inherited by another process, a terminal, a socket
+    /// passed on): they find it as it was. (A retired descriptor is
+    /// `/dev/null`, left alone.)
+    fn drop(&mut self) {
+        if self.made_nonblocking.load(Ordering::Relaxed) && !self.closed.load(Ordering::Acquire) {
+            let _ = crate::sys::clear_nonblocking(self.fd.as_raw_fd());
+        }
+    }
+}
+
 /// What `close_pending` starts at: packets that arrive while `close` counts
 /// cannot bring it to 0 before `close` has subtracted this.
 pub(crate) const CLOSE_BIG: i64 = 1 << 40;
@@ -54,6 +70,9 @@ pub(crate) fn lane_of(op: &crate::op::Op) -> Option<&Lane> {
         Op::Recv(r) => Some(&r.handle.0.lanes[0]),
         Op::Send(s) => Some(&s.handle.0.lanes[1]),
         Op::TransmitFile(t) => Some(&t.socket.0.lanes[1]),
+        Op::RecvFrom(r) => Some(&r.handle.0.lanes[0]),
+        Op::SendTo(s) => Some(&s.handle.0.lanes[1]),
+        Op::SendVectored(s) => Some(&s.handle.0.lanes[1]),
         _ => None,
     }
 }
@@ -80,7 +99,11 @@ impl Handle {
     /// atomic load.
     pub(crate) fn ensure_nonblocking(&self) -> std::io::Result<()> {
         if !self.0.nonblocking.load(Ordering::Relaxed) {
-            crate::sys::set_nonblocking(self.as_raw_fd())?;
+            if crate::sys::set_nonblocking(self.as_raw_fd())? {
+                // We changed the open file, which others may share: undone
+                // when the handle goes (see `Drop for HandleInner`).
+                self.0.made_nonblocking.store(true, Ordering::Relaxed);
+            }
             self.0.nonblocking.store(true, Ordering::Relaxed);
         }
         Ok(())

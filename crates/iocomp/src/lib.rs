@@ -58,7 +58,8 @@
 //!    [`iocomp_sync::wait_any`]; the packet waits in the [`Overlapped`].
 //! 3. **Completion routine** (`ReadFileEx`/`WriteFileEx`): [`Port::submit_ex`]
 //!    runs a closure with the packet as an APC on the issuing thread during its
-//!    next alertable wait ([`iocomp_sync::sleep_alertable`] and friends).
+//!    next alertable wait ([`iocomp_sync::sleep_alertable`] and friends, or
+//!    an alertable port wait, [`Port::get_alertable`]).
 //! 4. **Post to the port** (the default, [`Port::submit`]): the packet is queued
 //!    for [`Port::get`].
 //!
@@ -121,8 +122,11 @@
 //! | `CreateIoCompletionPort(sock, port, key, 0)`   | `port.associate(sock, key)` → [`Handle`] |
 //! | `GetQueuedCompletionStatus(port, &n, &key, &ov, ms)` | `port.get(Some(Duration))` → [`Packet`] |
 //! | `GetQueuedCompletionStatusEx`                  | [`Port::get_many`]                       |
+//! | `GetQueuedCompletionStatusEx(.., TRUE)` (alertable) | [`Port::get_alertable`] / [`Port::get_many_alertable`] → [`GetError::Alerted`] |
 //! | `PostQueuedCompletionStatus(port, n, key, ov)` | `port.post(key, n, token)`               |
 //! | `AcceptEx` / `WSARecv` / `WSASend`             | [`Accept`] / [`Recv`] / [`Send`] + [`Port::submit`] |
+//! | `WSASend` with several `WSABUF`s               | [`SendVectored`]                         |
+//! | `WSARecvFrom` / `WSASendTo`                    | [`RecvFrom`] / [`SendTo`]                |
 //! | `ReadFile` / `WriteFile` at `OVERLAPPED.Offset` | [`ReadAt`] / [`WriteAt`]                |
 //! | `ReadFile` / `WriteFile` on a pipe             | [`Recv`] / [`Send`]                      |
 //! | `FlushFileBuffers`                             | [`Fsync`]                                |
@@ -138,7 +142,7 @@
 //! | `CloseHandle(port)`                            | [`Port::close`]                          |
 //! | `QueueUserWorkItem` + worker loop              | [`Pool::new`], [`Pool::queue`]           |
 //! | `ERROR_OPERATION_ABORTED`                      | [`Packet::is_aborted`] (`ECANCELED`)     |
-//! | `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0`      | [`GetError::TimedOut`] / [`GetError::Abandoned`] |
+//! | `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0` / `WAIT_IO_COMPLETION` | [`GetError::TimedOut`] / [`GetError::Abandoned`] / [`GetError::Alerted`] |
 //!
 //! # Differences from Windows
 //!
@@ -187,7 +191,8 @@ pub use completion::{Completion, Overlapped};
 pub use connect::Connect;
 pub use handle::Handle;
 pub use op::{
-    Accept, Context, Fsync, Op, ReadAt, Recv, Send, Timeout, TransmitFile, Work, WriteAt,
+    Accept, Context, Fsync, Op, ReadAt, Recv, RecvFrom, Send, SendTo, SendVectored, Timeout,
+    TransmitFile, Work, WriteAt,
 };
 pub use packet::{GetError, OpId, Packet};
 pub use pool::{Pool, MAX_THREADS};

@@ -51,6 +51,13 @@ pub enum Op {
     WriteAt(WriteAt),
     /// Flush a file to its storage (`FlushFileBuffers`).
     Fsync(Fsync),
+    /// Receive one datagram and its sender's address (`WSARecvFrom`).
+    RecvFrom(RecvFrom),
+    /// Send one datagram to an address (`WSASendTo`).
+    SendTo(SendTo),
+    /// Send several buffers as one stream of bytes (`WSASend` with several
+    /// `WSABUF`s).
+    SendVectored(SendVectored),
     /// A closure queued with [`Pool::queue`](crate::Pool::queue); pools run these
     /// themselves and never show them to handlers.
     #[doc(hidden)]
@@ -79,6 +86,14 @@ impl std::fmt::Debug for Op {
                 )
             }
             Op::Fsync(s) => write!(f, "Fsync {{ data_only: {} }}", s.data_only),
+            Op::RecvFrom(r) => write!(f, "RecvFrom {{ len: {}, addr: {:?} }}", r.buf.len(), r.addr),
+            Op::SendTo(s) => write!(f, "SendTo {{ len: {}, addr: {} }}", s.buf.len(), s.addr),
+            Op::SendVectored(s) => write!(
+                f,
+                "SendVectored {{ bufs: {}, len: {} }}",
+                s.bufs.len(),
+                s.len()
+            ),
             Op::Work(_) => f.write_str("Work"),
         }
     }
@@ -96,6 +111,9 @@ impl Op {
             Op::ReadAt(o) => o.ctx.take(),
             Op::WriteAt(o) => o.ctx.take(),
             Op::Fsync(o) => o.ctx.take(),
+            Op::RecvFrom(o) => o.ctx.take(),
+            Op::SendTo(o) => o.ctx.take(),
+            Op::SendVectored(o) => o.ctx.take(),
             Op::TransmitFile(o) => o.ctx.take(),
             Op::Posted { .. } | Op::Work(_) => None,
         }
@@ -113,6 +131,9 @@ impl Op {
             Op::ReadAt(o) => Some(&mut o.completion),
             Op::WriteAt(o) => Some(&mut o.completion),
             Op::Fsync(o) => Some(&mut o.completion),
+            Op::RecvFrom(o) => Some(&mut o.completion),
+            Op::SendTo(o) => Some(&mut o.completion),
+            Op::SendVectored(o) => Some(&mut o.completion),
             Op::Posted { .. } | Op::Work(_) => None,
         }
     }
@@ -131,6 +152,9 @@ impl Op {
             Op::ReadAt(o) => o.completion.is_routed(),
             Op::WriteAt(o) => o.completion.is_routed(),
             Op::Fsync(o) => o.completion.is_routed(),
+            Op::RecvFrom(o) => o.completion.is_routed(),
+            Op::SendTo(o) => o.completion.is_routed(),
+            Op::SendVectored(o) => o.completion.is_routed(),
             Op::Posted { .. } | Op::Work(_) => false,
         }
     }
@@ -450,6 +474,129 @@ impl Fsync {
     }
 }
 
+/// Receive one datagram (`WSARecvFrom`): on success its bytes are appended to
+/// `buf` (they land in its spare capacity), the packet's `bytes` says how
+/// many, and `addr` holds the sender's address (`lpFrom`; `None` if the
+/// socket's family has none to give, such as an unnamed Unix socket).
+///
+/// A datagram longer than the spare capacity is cut, as Windows does it
+/// (`WSAEMSGSIZE`): the bytes that fit are appended, `bytes` counts them,
+/// `addr` is filled, and the packet's status is the error `EMSGSIZE`; the
+/// rest of the datagram is gone. A zero-length datagram completes with
+/// success and 0 bytes. On a stream socket it receives like [`Recv`] (and
+/// `addr` is the peer's).
+///
+/// Several receives pending on one socket take its datagrams in the order
+/// they were submitted, as [`Recv`]s do. io_uring runs it as `RECVMSG`, epoll
+/// as `recvmsg(2)` once the socket is readable.
+pub struct RecvFrom {
+    /// The datagram socket.
+    pub handle: Handle,
+    /// The buffer the datagram is appended to.
+    pub buf: Vec<u8>,
+    /// After completion: the sender's address.
+    pub addr: Option<SocketAddr>,
+    /// User data.
+    pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
+}
+
+impl RecvFrom {
+    /// A receive of one datagram on `handle` into `buf`'s spare capacity.
+    pub fn new(handle: &Handle, buf: Vec<u8>) -> RecvFrom {
+        RecvFrom {
+            handle: handle.clone(),
+            buf,
+            addr: None,
+            ctx: None,
+            completion: Completion::default(),
+        }
+    }
+}
+
+/// Send `buf` as one datagram to `addr` (`WSASendTo`); the packet's `bytes`
+/// says how much was sent (all of it: a datagram is never cut). A datagram
+/// larger than the socket allows fails with `EMSGSIZE`; a socket of another
+/// family than `addr`'s, or a stream socket, fails with the kernel's error
+/// (`EAFNOSUPPORT`, `EISCONN`, `ENOTCONN`, `EPIPE`...) in the packet. Never
+/// raises `SIGPIPE` (`MSG_NOSIGNAL`). Sends on one socket go out in the
+/// order they were submitted, as [`Send`]s do. io_uring runs it as
+/// `SENDMSG`, epoll as `sendmsg(2)` once the socket is writable.
+pub struct SendTo {
+    /// The datagram socket.
+    pub handle: Handle,
+    /// The datagram.
+    pub buf: Vec<u8>,
+    /// Where to send it.
+    pub addr: SocketAddr,
+    /// User data.
+    pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
+}
+
+impl SendTo {
+    /// A send of `buf` as one datagram to `addr` on `handle`.
+    pub fn new(handle: &Handle, buf: Vec<u8>, addr: SocketAddr) -> SendTo {
+        SendTo {
+            handle: handle.clone(),
+            buf,
+            addr,
+            ctx: None,
+            completion: Completion::default(),
+        }
+    }
+}
+
+/// Send every buffer of `bufs`, in order, as one stream of bytes (`WSASend`
+/// with several `WSABUF`s; gather output, `sendmsg(2)` with several iovecs):
+/// a head and a body go out in one operation without being copied together.
+///
+/// It behaves as a [`Send`] of the buffers joined: short sends are continued
+/// inside the engine, from the byte where the socket stopped, across buffer
+/// boundaries; the packet's `bytes` says how much went out in all, also on
+/// error; empty buffers are allowed. It takes the socket's write lane like
+/// `Send` and [`TransmitFile`], so sends on one socket go out in the order
+/// they were submitted. On a pipe or FIFO it writes with `writev(2)`. Never
+/// raises `SIGPIPE` on a socket (`MSG_NOSIGNAL`). At most 1024 buffers are
+/// handed to the kernel per call (`IOV_MAX`); more are sent in turns.
+pub struct SendVectored {
+    /// The socket.
+    pub handle: Handle,
+    /// The buffers, sent in order.
+    pub bufs: Vec<Vec<u8>>,
+    /// User data.
+    pub ctx: Option<Context>,
+    /// How the completion is reported: set by the `submit*` call used (see
+    /// [`Completion`]); leave it at its default.
+    pub completion: Completion,
+}
+
+impl SendVectored {
+    /// A send of all of `bufs`, in order, on `handle`.
+    pub fn new(handle: &Handle, bufs: Vec<Vec<u8>>) -> SendVectored {
+        SendVectored {
+            handle: handle.clone(),
+            bufs,
+            ctx: None,
+            completion: Completion::default(),
+        }
+    }
+
+    /// The bytes of all the buffers together.
+    pub fn len(&self) -> usize {
+        self.bufs.iter().map(Vec::len).sum()
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A queued closure (see [`Pool::queue`](crate::Pool::queue)).
 #[doc(hidden)]
 pub struct Work(pub(crate) Box<dyn FnOnce() + std::marker::Send>);
@@ -473,5 +620,8 @@ into_op!(
     Connect,
     ReadAt,
     WriteAt,
-    Fsync
+    Fsync,
+    RecvFrom,
+    SendTo,
+    SendVectored
 );

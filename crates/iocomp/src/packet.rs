@@ -84,6 +84,10 @@ pub enum GetError {
     TimedOut,
     /// The port was closed (`ERROR_ABANDONED_WAIT_0`).
     Abandoned,
+    /// An alertable wait ([`Port::get_alertable`](crate::Port::get_alertable))
+    /// ran the thread's queued APCs before any packet arrived
+    /// (`WAIT_IO_COMPLETION`).
+    Alerted,
 }
 
 impl fmt::Display for GetError {
@@ -91,6 +95,7 @@ impl fmt::Display for GetError {
         f.write_str(match self {
             GetError::TimedOut => "timed out waiting for a completion packet",
             GetError::Abandoned => "the completion port was closed",
+            GetError::Alerted => "queued APCs ran during an alertable wait",
         })
     }
 }
@@ -102,6 +107,7 @@ impl From<GetError> for io::Error {
         let kind = match e {
             GetError::TimedOut => io::ErrorKind::TimedOut,
             GetError::Abandoned => io::ErrorKind::BrokenPipe,
+            GetError::Alerted => io::ErrorKind::Interrupted,
         };
         io::Error::new(kind, e)
     }

@@ -253,7 +253,8 @@ fn worker(port: &Port, handler: &Handler, stop: &AtomicBool) {
                 }
             }
             Err(GetError::Abandoned) => return,
-            Err(GetError::TimedOut) => {}
+            // (Not alertable: `Alerted` does not come here.)
+            Err(GetError::TimedOut | GetError::Alerted) => {}
         }
     }
 }

@@ -173,6 +173,15 @@ impl PortBuilder {
 
     /// Creates the port. Fails if the backend asked for is unavailable
     /// (io_uring when forced), or if [`BACKEND_ENV`] holds an unknown name.
+    ///
+    /// The first port of the process also opens `/dev/null` once, for
+    /// [`Handle::close`](crate::Handle::close) (so that a close never needs
+    /// a new descriptor), and makes `SIGPIPE` ignored if it is at its default
+    /// action — as Rust's runtime already does for Rust programs — so that a
+    /// write to a pipe whose reader is gone completes with `EPIPE` instead of
+    /// killing the process (Windows has no SIGPIPE: `WriteFile` fails). A
+    /// handler the program installed is left alone. Sends on sockets never
+    /// raise it (`MSG_NOSIGNAL`).
     pub fn build(self) -> io::Result<Port> {
         let n = if self.concurrency == 0 {
             default_threads()
@@ -180,6 +189,10 @@ impl PortBuilder {
             self.concurrency
         };
         let (anchor, fallback) = Anchor::open(self.backend.with_env()?)?;
+        // Once per process: what `Handle::close` retires descriptors with,
+        // so that a close needs no new descriptor; and SIGPIPE ignored.
+        crate::sys::open_dev_null()?;
+        crate::sys::ignore_default_sigpipe();
         let core = Core {
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             control: Control::new(n, self.strict),
@@ -279,12 +292,20 @@ impl Port {
     /// Associates a descriptor with this port under a completion key (C3, C4):
     /// every packet of every operation on the returned handle carries `key`.
     /// The handle owns the descriptor from now on.
+    ///
+    /// The engine may switch the descriptor to non-blocking mode while it
+    /// works on it (the epoll backend does for pipes, listeners and
+    /// transmits); a descriptor it switched is switched back to blocking
+    /// mode when the last clone of the handle is dropped, so that other
+    /// holders of the same open file (a pipe shared with another process)
+    /// find it as it was.
     pub fn associate(&self, fd: impl Into<OwnedFd>, key: u64) -> Handle {
         Handle(Arc::new(HandleInner {
             fd: fd.into(),
             key,
             port: self.core.id,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
+            made_nonblocking: std::sync::atomic::AtomicBool::new(false),
             kind: std::sync::atomic::AtomicU8::new(0),
             lanes: [Lane::new(), Lane::new()],
             core: Arc::downgrade(&self.core),
@@ -331,24 +352,64 @@ impl Port {
     /// The calling thread becomes one of the port's threads: it counts as running
     /// from the time `get` returns a packet until it calls `get` again (C19, C20).
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet, GetError> {
+        self.get_with(timeout, false)
+    }
+
+    /// [`get`](Port::get), alertable (`GetQueuedCompletionStatusEx` with
+    /// `fAlertable`): if no packet can be taken and the wait would block,
+    /// the calling thread's queued APCs ([`iocomp_sync::Thread::queue_apc`],
+    /// the completion routines of [`Port::submit_ex`]) run on it, oldest
+    /// first, and the call returns [`GetError::Alerted`]
+    /// (`WAIT_IO_COMPLETION`). An APC queued by another thread while this
+    /// one is blocked in the port wakes it at once.
+    ///
+    /// Packets come first, as on Windows ("if no entries are available, the
+    /// function performs an alertable wait"): while a packet can be taken it
+    /// is returned and queued APCs stay queued for the next alertable wait;
+    /// a packet and an APC that arrive during the same wait give the packet.
+    /// With `Some(Duration::ZERO)` queued APCs run if no packet is ready.
+    /// The APCs run outside the engine (they may call the port).
+    pub fn get_alertable(&self, timeout: Option<Duration>) -> Result<Packet, GetError> {
+        self.get_with(timeout, true)
+    }
+
+    fn get_with(&self, timeout: Option<Duration>, alertable: bool) -> Result<Packet, GetError> {
         // A deadline past what `Instant` holds is as good as none: wait forever.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             // A thread that cannot get a ring (out of memory or descriptors)
             // can never receive a packet: for it the port is as good as gone.
             let r = self
-                .with_consumer(|c| wait(c, deadline))
+                .with_consumer(|c| wait(c, deadline, alertable))
                 .unwrap_or(Err(Leave::Get(GetError::Abandoned)));
+            if alertable {
+                // The waker is registered only while this thread may block
+                // in its ring.
+                iocomp_sync::set_apc_waker(None);
+            }
             // Outside the consumer borrow: user values the engine let go of
             // are dropped here (their Drop may call the port).
             crate::defer::flush();
             match r {
                 Ok(p) => return Ok(p),
+                Err(Leave::Get(GetError::TimedOut)) if alertable => {
+                    // A zero timeout never parks: queued APCs run here.
+                    if iocomp_sync::run_queued_apcs() > 0 {
+                        return Err(GetError::Alerted);
+                    }
+                    return Err(GetError::TimedOut);
+                }
                 Err(Leave::Get(e)) => return Err(e),
                 Err(Leave::Flush) => {}
+                Err(Leave::Alert) => {
+                    if iocomp_sync::run_queued_apcs() > 0 {
+                        return Err(GetError::Alerted);
+                    }
+                }
             }
         }
     }
+
     /// Waits for at least one packet and takes up to `max` (at least 1) that are
     /// ready, appending them to `out` (`GetQueuedCompletionStatusEx`, C15). The
     /// batch counts as one running thread. Returns how many were added. The
@@ -359,8 +420,31 @@ impl Port {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, GetError> {
+        self.get_many_with(out, max, timeout, false)
+    }
+
+    /// [`get_many`](Port::get_many), alertable (`GetQueuedCompletionStatusEx`
+    /// with `fAlertable`): as [`get_alertable`](Port::get_alertable), the
+    /// thread's queued APCs run, and [`GetError::Alerted`] is returned, only
+    /// when no packet can be taken.
+    pub fn get_many_alertable(
+        &self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
+        self.get_many_with(out, max, timeout, true)
+    }
+
+    fn get_many_with(
+        &self,
+        out: &mut Vec<Packet>,
+        max: usize,
+        timeout: Option<Duration>,
+        alertable: bool,
+    ) -> Result<usize, GetError> {
         let start = out.len();
-        let first = self.get(timeout)?;
+        let first = self.get_with(timeout, alertable)?;
         out.push(first);
         let mut more = Vec::new();
         let _ = self.with_consumer(|c| {
@@ -995,8 +1079,18 @@ pub(crate) fn handle_of(op: &Op) -> Option<&Handle> {
         Op::ReadAt(r) => Some(&r.handle),
         Op::WriteAt(w) => Some(&w.handle),
         Op::Fsync(f) => Some(&f.handle),
+        Op::RecvFrom(r) => Some(&r.handle),
+        Op::SendTo(s) => Some(&s.handle),
+        Op::SendVectored(s) => Some(&s.handle),
         _ => None,
     }
+}
+
+/// The waker an alertable wait registers with iocomp-sync's APC queue: it
+/// ends the ring's park as a hand-off from another thread does.
+fn apc_waker(ring: &Ring) -> iocomp_sync::ApcWaker {
+    let shared = ring.shared().clone();
+    Arc::new(move || shared.wake())
 }
 
 /// The longest one park of `wait` sleeps before it looks again.
@@ -1010,9 +1104,12 @@ enum Leave {
     /// User values wait to be dropped outside the consumer borrow
     /// ([`crate::defer`]); `get` goes on after dropping them.
     Flush,
+    /// An alertable wait found APCs queued to the thread and no packet: they
+    /// run outside the consumer borrow.
+    Alert,
 }
 
-fn wait(c: &mut Consumer, deadline: Option<Instant>) -> Result<Packet, Leave> {
+fn wait(c: &mut Consumer, deadline: Option<Instant>, alertable: bool) -> Result<Packet, Leave> {
     loop {
         c.ring.reap(&mut c.local);
         let now = Instant::now();
@@ -1028,6 +1125,20 @@ fn wait(c: &mut Consumer, deadline: Option<Instant>) -> Result<Packet, Leave> {
             Step::Park if crate::defer::pending() => {
                 c.core.control.stop_waiting(c.id);
                 return Err(Leave::Flush);
+            }
+            // Alertable and about to park: the ring's wake primitive becomes
+            // the thread's APC waker before the queue is looked at (under the
+            // queue's lock), so an APC queued after the look wakes the park
+            // (the wake is kept until the park), and one queued before is
+            // seen here.
+            Step::Park if alertable && iocomp_sync::set_apc_waker(Some(apc_waker(&c.ring))) > 0 => {
+                // Leave the waiter stack; a packet handed over meanwhile (or
+                // queued) is taken instead: packets come first.
+                return match c.core.control.step(c.id, &mut c.local, true) {
+                    Step::Got(p) => Ok(p),
+                    Step::Abandoned => Err(Leave::Get(GetError::Abandoned)),
+                    Step::TimedOut | Step::Park => Err(Leave::Alert),
+                };
             }
             // One park sleeps at most MAX_PARK (the kernel's timeouts need not
             // take any value); the loop goes on until the deadline.

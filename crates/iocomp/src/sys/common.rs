@@ -248,19 +248,55 @@ pub(crate) fn fd_kind(fd: i32) -> io::Result<FdKind> {
     })
 }
 
+/// `/dev/null`, opened once for the whole process (close-on-exec), for
+/// [`retire_fd`]: a close then needs no new descriptor, so it cannot fail
+/// for want of one (EMFILE). Opened when the first port is built.
+static DEV_NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// Opens the process's `/dev/null` for [`retire_fd`] if it is not open yet:
+/// called by every port's creation, so that a port that exists never needs
+/// a new descriptor to retire one.
+pub(crate) fn open_dev_null() -> io::Result<()> {
+    if DEV_NULL.get().is_none() {
+        // std opens with O_CLOEXEC.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        // A thread that lost the race drops its copy.
+        let _ = DEV_NULL.set(f.into());
+    }
+    Ok(())
+}
+
+/// The size of the regular file `fd`; `None` for anything else, or if
+/// `fstat` fails.
+pub(super) fn file_size(fd: i32) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the memory we give it (a
+    // live local of that type) and keeps nothing.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it initialised the whole structure.
+    let st = unsafe { st.assume_init() };
+    (st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
+}
+
 /// Replaces the file behind descriptor `fd` by `/dev/null` (`dup3`): our
 /// reference to the old file is dropped (a pipe's reader sees EOF, a socket
 /// is released) while the number stays taken, so nothing can reuse it under
-/// the handles that still name it.
+/// the handles that still name it. Needs no new descriptor: `dup3` reuses
+/// `fd`'s number, and `/dev/null` was opened when the port was built.
 pub(crate) fn retire_fd(fd: i32) -> io::Result<()> {
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    // SAFETY: dup3 takes two descriptors we hold open for the call (`fd`
-    // belongs to a live handle, `null` to this function) and touches no
-    // memory of ours; `fd` stays a valid open descriptor afterwards.
-    if unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), fd, libc::O_CLOEXEC) } < 0 {
+    open_dev_null()?;
+    let Some(null) = DEV_NULL.get() else {
+        return Err(errno(libc::EBADF));
+    };
+    // SAFETY: dup3 takes two descriptors open for the call (`fd` belongs to
+    // a live handle, `null` to this process for its whole life) and touches
+    // no memory of ours; `fd` stays a valid open descriptor afterwards.
+    if unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -276,21 +312,56 @@ pub(super) fn file_room(off: u64, want: usize) -> usize {
 }
 
 /// Puts a descriptor in non-blocking mode (`sendfile` and `accept4` must never
-/// wait on it).
-pub(crate) fn set_nonblocking(fd: i32) -> io::Result<()> {
+/// wait on it); returns whether it was blocking before (this call changed it).
+pub(crate) fn set_nonblocking(fd: i32) -> io::Result<bool> {
+    set_flag(fd, libc::O_NONBLOCK, true)
+}
+
+/// Puts a descriptor back in blocking mode (undoing [`set_nonblocking`]).
+pub(crate) fn clear_nonblocking(fd: i32) -> io::Result<bool> {
+    set_flag(fd, libc::O_NONBLOCK, false)
+}
+
+/// Sets or clears a file status flag; returns whether it changed.
+fn set_flag(fd: i32, flag: i32, on: bool) -> io::Result<bool> {
     // SAFETY: fcntl(F_GETFL/F_SETFL) on a descriptor the caller keeps open
     // touches no memory of ours.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
-    if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    if (flags & flag != 0) == on {
+        return Ok(false);
     }
-    Ok(())
+    let new = if on { flags | flag } else { flags & !flag };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
+/// Makes `SIGPIPE` ignored if it is at its default action (which kills the
+/// process), as Rust's runtime does before `main` for every Rust program: a
+/// `write` to a pipe whose reader is gone then fails with EPIPE, which the
+/// operation's packet reports, as `WriteFile` reports `ERROR_NO_DATA` on
+/// Windows (which has no SIGPIPE). A handler the program installed, or an
+/// ignore it set, is left alone. Sockets never need it (`MSG_NOSIGNAL`).
+pub(crate) fn ignore_default_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sigaction with a null new action only reads the current
+        // one into a live local of the right type.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } != 0 {
+            return;
+        }
+        if old.sa_sigaction == libc::SIG_DFL {
+            // SAFETY: signal(2) with SIG_IGN installs no code of ours.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        }
+    });
 }
 
 /// Whether the file's pages at both ends of `[off, off + len)` are in the page
@@ -477,5 +548,158 @@ impl WakeSource for EventFd {
         // SAFETY: reads at most 8 bytes into a live local from our eventfd
         // (non-blocking: EAGAIN when already drained).
         let _ = unsafe { libc::read(self.raw(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+/// The most iovecs one `sendmsg`/`writev` is given (Linux's `IOV_MAX`); a
+/// vectored send with more buffers goes out in turns.
+pub(super) const IOV_MAX: usize = 1024;
+
+/// The `(pointer, length)` pieces of `bufs` not yet sent after the first
+/// `sent` bytes, empty ones skipped, at most [`IOV_MAX`] of them.
+pub(super) fn rest_of(
+    bufs: &[Vec<u8>],
+    sent: usize,
+) -> impl Iterator<Item = (*const u8, usize)> + '_ {
+    let mut skip = sent;
+    bufs.iter()
+        .filter_map(move |b| {
+            if skip >= b.len() {
+                skip -= b.len();
+                return None;
+            }
+            let rest = &b[skip..];
+            skip = 0;
+            Some((rest.as_ptr(), rest.len()))
+        })
+        .take(IOV_MAX)
+}
+
+/// The message header of one `sendmsg`/`recvmsg` (io_uring's SENDMSG and
+/// RECVMSG, or the epoll backend's calls), with the socket address and the
+/// iovecs it points at, at a stable heap address for as long as the
+/// operation lives. Reached only through a raw pointer, so that no Rust
+/// reference to the op's state covers memory the kernel writes while the
+/// request is in flight (the address, its length, the flags).
+pub(super) struct Msg(std::ptr::NonNull<MsgInner>);
+
+struct MsgInner {
+    hdr: libc::msghdr,
+    addr: libc::sockaddr_storage,
+    iov: Vec<libc::iovec>,
+}
+
+// SAFETY: `Msg` owns its allocation alone (as a `Box` would), and the raw
+// pointers inside it point into that allocation or into buffers the same
+// operation owns; the kernel uses them only while the op is in flight, and
+// the slab lock or the owning thread orders every Rust access after the
+// completion that ends it.
+unsafe impl std::marker::Send for Msg {}
+
+impl Msg {
+    pub(super) fn new() -> Msg {
+        // SAFETY: msghdr and sockaddr_storage are plain old data; all zeroes
+        // is a valid value of each (null pointers, zero lengths).
+        let (hdr, addr) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        let inner = MsgInner {
+            hdr,
+            addr,
+            iov: Vec::new(),
+        };
+        Msg(std::ptr::NonNull::from(Box::leak(Box::new(inner))))
+    }
+
+    /// Points the header at `pieces` and, with `to`, at that address (else
+    /// none: a connected socket); returns the header for the kernel. Call
+    /// only while no request of this op is in flight.
+    pub(super) fn prepare(
+        &mut self,
+        pieces: impl Iterator<Item = (*const u8, usize)>,
+        to: Option<&SocketAddr>,
+    ) -> *mut libc::msghdr {
+        let p = self.0.as_ptr();
+        // SAFETY: `p` is our live allocation, and no request uses it now (the
+        // caller's contract): nothing else reads or writes it during these
+        // writes, which go through the raw pointer (no reference to memory
+        // the kernel may write later outlives them). The iovecs point into
+        // buffers the op owns, which stay put until the request completes.
+        unsafe {
+            let iov = &mut (*p).iov;
+            iov.clear();
+            iov.extend(pieces.map(|(base, len)| libc::iovec {
+                iov_base: base as *mut libc::c_void,
+                iov_len: len,
+            }));
+            let (iov_ptr, iov_len) = (iov.as_mut_ptr(), iov.len());
+            let hdr = std::ptr::addr_of_mut!((*p).hdr);
+            (*hdr).msg_iov = iov_ptr;
+            (*hdr).msg_iovlen = iov_len as _;
+            (*hdr).msg_control = std::ptr::null_mut();
+            (*hdr).msg_controllen = 0;
+            (*hdr).msg_flags = 0;
+            match to {
+                Some(a) => {
+                    let (storage, len) = std_to_sockaddr(a);
+                    std::ptr::addr_of_mut!((*p).addr).write(storage);
+                    (*hdr).msg_name = std::ptr::addr_of_mut!((*p).addr).cast();
+                    (*hdr).msg_namelen = len;
+                }
+                None => {
+                    (*hdr).msg_name = std::ptr::null_mut();
+                    (*hdr).msg_namelen = 0;
+                }
+            }
+            hdr
+        }
+    }
+
+    /// Points the header at `len` bytes at `into` and at the address
+    /// storage, for a `recvmsg` that fills both; returns the header.
+    pub(super) fn prepare_recv(&mut self, into: *mut u8, len: usize) -> *mut libc::msghdr {
+        let hdr = self.prepare(std::iter::once((into as *const u8, len)), None);
+        let p = self.0.as_ptr();
+        // SAFETY: as in `prepare`: our allocation, no request in flight.
+        unsafe {
+            (*hdr).msg_name = std::ptr::addr_of_mut!((*p).addr).cast();
+            (*hdr).msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+        hdr
+    }
+
+    /// The iovecs `prepare` set, for `writev`: pointer and count.
+    pub(super) fn iov(&self) -> (*const libc::iovec, usize) {
+        let p = self.0.as_ptr();
+        // SAFETY: our live allocation; reading the Vec's pointer and length
+        // (never written by the kernel) makes no lasting reference.
+        unsafe {
+            let iov = &(*p).iov;
+            (iov.as_ptr(), iov.len())
+        }
+    }
+
+    /// After a `recvmsg` completed: the sender's address and whether the
+    /// datagram was cut (`MSG_TRUNC`). Call only once the kernel is done.
+    pub(super) fn received(&self) -> (Option<SocketAddr>, bool) {
+        let p = self.0.as_ptr();
+        // SAFETY: the request completed: nothing writes the allocation any
+        // more, and it holds valid values (zeroes, or what the kernel wrote).
+        let (addr, len, flags) = unsafe {
+            (
+                std::ptr::read(std::ptr::addr_of!((*p).addr)),
+                (*p).hdr.msg_namelen,
+                (*p).hdr.msg_flags,
+            )
+        };
+        (sockaddr_to_std(&addr, len), flags & libc::MSG_TRUNC != 0)
+    }
+}
+
+impl Drop for Msg {
+    fn drop(&mut self) {
+        // SAFETY: the allocation came from `Box::leak` in `new` and is freed
+        // once, here; the op state that owns it is dropped only after the
+        // kernel is done with the request (a ring the kernel never let go of
+        // leaks its slab instead).
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }

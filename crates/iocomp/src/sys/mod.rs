@@ -33,6 +33,12 @@
 //!    the blocking pool; a cancel takes back a job the pool has not started,
 //!    one it runs completes with its real result). `Recv`/`Send` on a stream
 //!    that is no socket use `read`/`write` once `recv`/`send` said ENOTSOCK.
+//!    A vectored send (`SendVectored`) is a send of its buffers joined, each
+//!    step a `sendmsg` (or `writev`) of what is left. A datagram receive
+//!    (`RecvFrom`) appends one datagram and fills in its sender; a datagram
+//!    cut to the room fails with `EMSGSIZE` and the bytes that fit; a
+//!    datagram send (`SendTo`) is one `sendmsg` to its address. Their message
+//!    headers live on the heap with the op (`common::Msg`).
 //!    Errors are the kernel's errno; a cancel is `ECANCELED`.
 //! 4. **Foreign threads.** Any thread may insert an op with
 //!    `RingShared::submit_remote`, ask for a cancel with `RingShared::cancel` or
@@ -59,7 +65,10 @@ use crate::packet::{OpId, Packet};
 use crate::port::Backend;
 
 mod common;
-pub(crate) use common::{fd_kind, retire_fd, set_nonblocking, FdKind};
+pub(crate) use common::{
+    clear_nonblocking, fd_kind, ignore_default_sigpipe, open_dev_null, retire_fd, set_nonblocking,
+    FdKind,
+};
 mod epoll;
 mod slab;
 mod uring;

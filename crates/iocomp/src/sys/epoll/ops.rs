@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use super::super::common::{
-    errno, file_room, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
+    errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr, Msg,
 };
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::super::slab::InFlight;
@@ -70,6 +70,13 @@ enum Extra {
     /// never queued on its descriptor (a regular file is always "ready", and
     /// positional I/O needs no order between operations: no lane).
     File,
+    /// A datagram's message header and address.
+    Msg(Msg),
+    /// A vectored send: bytes sent so far, and the header of the next call.
+    Vectored {
+        sent: usize,
+        msg: Msg,
+    },
 }
 
 /// Which readiness of a descriptor an operation waits for.
@@ -137,6 +144,15 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         Op::ReadAt(r) => (r.handle.key(), Extra::File),
         Op::WriteAt(w) => (w.handle.key(), Extra::File),
         Op::Fsync(f) => (f.handle.key(), Extra::File),
+        Op::RecvFrom(r) => (r.handle.key(), Extra::Msg(Msg::new())),
+        Op::SendTo(s) => (s.handle.key(), Extra::Msg(Msg::new())),
+        Op::SendVectored(s) => (
+            s.handle.key(),
+            Extra::Vectored {
+                sent: 0,
+                msg: Msg::new(),
+            },
+        ),
         Op::Posted { .. } | Op::Work(_) => {
             return Err((
                 io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
@@ -164,6 +180,9 @@ impl OpState {
             (Op::Send(s), _) => Target::Fd(s.handle.as_raw_fd(), Dir::Write),
             (Op::TransmitFile(t), _) => Target::Fd(t.socket.as_raw_fd(), Dir::Write),
             (Op::Connect(c), _) => Target::Fd(c.socket.as_raw_fd(), Dir::Write),
+            (Op::RecvFrom(r), _) => Target::Fd(r.handle.as_raw_fd(), Dir::Read),
+            (Op::SendTo(s), _) => Target::Fd(s.handle.as_raw_fd(), Dir::Write),
+            (Op::SendVectored(s), _) => Target::Fd(s.handle.as_raw_fd(), Dir::Write),
             // `prepare` admits nothing else; an expired timer is harmless.
             _ => Target::Timer(Instant::now()),
         }
@@ -180,6 +199,9 @@ impl OpState {
             Op::ReadAt(r) => Some(&r.handle),
             Op::WriteAt(w) => Some(&w.handle),
             Op::Fsync(f) => Some(&f.handle),
+            Op::RecvFrom(r) => Some(&r.handle),
+            Op::SendTo(s) => Some(&s.handle),
+            Op::SendVectored(s) => Some(&s.handle),
             _ => None,
         }
     }
@@ -287,6 +309,7 @@ impl OpState {
     pub(super) fn progress(&self) -> u64 {
         match &self.extra {
             Extra::Send { sent } => *sent as u64,
+            Extra::Vectored { sent, .. } => *sent as u64,
             Extra::Transmit(t) => t.total,
             _ => 0,
         }
@@ -341,6 +364,60 @@ impl OpState {
                     };
                     if not_socket(&mut r, &s.handle) {
                         r = write(fd, rest);
+                    }
+                    match r {
+                        Ok(0) => break,
+                        Ok(n) => *sent += n,
+                        Err(e) => return failed(e, *sent as u64),
+                    }
+                }
+                Attempt::Done(Ok(()), *sent as u64)
+            }
+            (Op::RecvFrom(r), Extra::Msg(msg)) => {
+                let spare = r.buf.spare_capacity_mut();
+                let cap = spare.len();
+                let hdr = msg.prepare_recv(spare.as_mut_ptr().cast(), cap);
+                match recvmsg(r.handle.as_raw_fd(), hdr) {
+                    Ok(n) => {
+                        let n = n.min(cap);
+                        // SAFETY: the kernel initialised `n` bytes of the spare
+                        // capacity it was given (at most its length).
+                        unsafe { r.buf.set_len(r.buf.len() + n) };
+                        let (addr, cut) = msg.received();
+                        r.addr = addr;
+                        // WSAEMSGSIZE: the bytes that fit, and the error.
+                        let status = if cut {
+                            Err(errno(libc::EMSGSIZE))
+                        } else {
+                            Ok(())
+                        };
+                        Attempt::Done(status, n as u64)
+                    }
+                    Err(e) => failed(e, 0),
+                }
+            }
+            (Op::SendTo(s), Extra::Msg(msg)) => {
+                let hdr = msg.prepare(
+                    std::iter::once((s.buf.as_ptr(), s.buf.len())),
+                    Some(&s.addr),
+                );
+                match sendmsg(s.handle.as_raw_fd(), hdr) {
+                    Ok(n) => Attempt::Done(Ok(()), n as u64),
+                    Err(e) => failed(e, 0),
+                }
+            }
+            (Op::SendVectored(s), Extra::Vectored { sent, msg }) => {
+                let fd = s.handle.as_raw_fd();
+                let total = s.len();
+                while *sent < total {
+                    let hdr = msg.prepare(rest_of(&s.bufs, *sent), None);
+                    let mut r = if s.handle.streams_by_read_write() {
+                        s.handle.ensure_nonblocking().and_then(|()| writev(fd, msg))
+                    } else {
+                        sendmsg(fd, hdr)
+                    };
+                    if not_socket(&mut r, &s.handle) {
+                        r = writev(fd, msg);
                     }
                     match r {
                         Ok(0) => break,
@@ -667,6 +744,39 @@ fn send(fd: RawFd, buf: &[u8], flags: i32) -> io::Result<usize> {
                 libc::MSG_DONTWAIT | flags,
             )
         }
+    })
+}
+
+/// One non-blocking `recvmsg` with the header `hdr` (from [`Msg`]).
+fn recvmsg(fd: RawFd, hdr: *mut libc::msghdr) -> io::Result<usize> {
+    retry(|| {
+        // SAFETY: `hdr` is a live header from `Msg::prepare_recv`: its iovec
+        // covers spare capacity the op owns and borrows mutably for the call,
+        // its name the op's address storage; the kernel keeps nothing.
+        unsafe { libc::recvmsg(fd, hdr, libc::MSG_DONTWAIT) }
+    })
+}
+
+/// One non-blocking `sendmsg` with the header `hdr` (from [`Msg`]); never
+/// SIGPIPE (MSG_NOSIGNAL).
+fn sendmsg(fd: RawFd, hdr: *mut libc::msghdr) -> io::Result<usize> {
+    retry(|| {
+        // SAFETY: `hdr` is a live header from `Msg::prepare`: its iovecs
+        // cover bytes the op owns and does not change during the call, its
+        // name (if any) the op's address storage; the kernel reads them
+        // during the call only.
+        unsafe { libc::sendmsg(fd, hdr, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) }
+    })
+}
+
+/// One `writev` of the iovecs `msg` was prepared with (the descriptor is
+/// non-blocking).
+fn writev(fd: RawFd, msg: &Msg) -> io::Result<usize> {
+    let (iov, n) = msg.iov();
+    retry(|| {
+        // SAFETY: `iov` points at `n` iovecs from `Msg::prepare`, over bytes
+        // the op owns and does not change during the call.
+        unsafe { libc::writev(fd, iov, n as libc::c_int) }
     })
 }
 

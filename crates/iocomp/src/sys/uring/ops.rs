@@ -13,7 +13,7 @@ use io_uring::{cqueue, opcode, squeue};
 use super::bufring::{self, BufRing};
 
 use super::super::common::{
-    errno, file_room, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
+    errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr, Msg,
 };
 use super::super::common::{Phase, Transmit};
 use super::super::slab::InFlight;
@@ -98,11 +98,24 @@ pub(super) enum Extra {
         sent: usize,
     },
     Transmit(Box<Transmit>),
-    /// A positional file read or flush: one request, no state.
+    /// A flush: one request, no state.
     File,
+    /// A positional read: bytes read so far (a short read short of end of
+    /// file is continued).
+    ReadAt {
+        read: usize,
+    },
     /// A positional write: bytes written so far.
     WriteAt {
         written: usize,
+    },
+    /// A datagram's message header (and address), where the kernel reads
+    /// and writes it.
+    Msg(Msg),
+    /// A vectored send: bytes sent so far, and the header of the next step.
+    Vectored {
+        sent: usize,
+        msg: Msg,
     },
 }
 
@@ -141,9 +154,18 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
             Err(e) => return Err((e, op)),
         },
-        Op::ReadAt(r) => (r.handle.key(), Extra::File),
+        Op::ReadAt(r) => (r.handle.key(), Extra::ReadAt { read: 0 }),
         Op::WriteAt(w) => (w.handle.key(), Extra::WriteAt { written: 0 }),
         Op::Fsync(f) => (f.handle.key(), Extra::File),
+        Op::RecvFrom(r) => (r.handle.key(), Extra::Msg(Msg::new())),
+        Op::SendTo(s) => (s.handle.key(), Extra::Msg(Msg::new())),
+        Op::SendVectored(s) => (
+            s.handle.key(),
+            Extra::Vectored {
+                sent: 0,
+                msg: Msg::new(),
+            },
+        ),
         Op::Posted { .. } | Op::Work(_) => {
             return Err((
                 io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
@@ -197,6 +219,9 @@ pub(super) fn stream_fd(st: &OpState) -> Option<(std::os::fd::RawFd, bool)> {
         Op::Send(s) => Some((s.handle.as_raw_fd(), false)),
         Op::TransmitFile(t) => Some((t.socket.as_raw_fd(), false)),
         Op::Recv(r) => Some((r.handle.as_raw_fd(), true)),
+        Op::SendTo(s) => Some((s.handle.as_raw_fd(), false)),
+        Op::SendVectored(s) => Some((s.handle.as_raw_fd(), false)),
+        Op::RecvFrom(r) => Some((r.handle.as_raw_fd(), true)),
         _ => None,
     }
 }
@@ -205,6 +230,8 @@ pub(super) fn progress(st: &OpState) -> u64 {
     match &st.extra {
         Extra::Send { sent } => *sent as u64,
         Extra::WriteAt { written } => *written as u64,
+        Extra::ReadAt { read } => *read as u64,
+        Extra::Vectored { sent, .. } => *sent as u64,
         Extra::Transmit(t) => t.total,
         _ => 0,
     }
@@ -304,14 +331,45 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
                     .build()
             }
         }
+        (Op::RecvFrom(r), Extra::Msg(msg)) => {
+            let spare = r.buf.spare_capacity_mut();
+            // The header points at the spare capacity, which stays put (the
+            // op owns the buffer and nothing grows it while in flight).
+            let hdr = msg.prepare_recv(spare.as_mut_ptr().cast(), spare.len());
+            opcode::RecvMsg::new(Fd(r.handle.as_raw_fd()), hdr).build()
+        }
+        (Op::SendTo(s), Extra::Msg(msg)) => {
+            let hdr = msg.prepare(
+                std::iter::once((s.buf.as_ptr(), s.buf.len())),
+                Some(&s.addr),
+            );
+            opcode::SendMsg::new(Fd(s.handle.as_raw_fd()), hdr)
+                .flags(send_flags as u32)
+                .build()
+        }
+        (Op::SendVectored(s), Extra::Vectored { sent, msg }) => {
+            let fd = Fd(s.handle.as_raw_fd());
+            let hdr = msg.prepare(rest_of(&s.bufs, *sent), None);
+            if s.handle.streams_by_read_write() {
+                let (iov, n) = msg.iov();
+                opcode::Writev::new(fd, iov, n as u32)
+                    .offset(u64::MAX)
+                    .build()
+            } else {
+                opcode::SendMsg::new(fd, hdr)
+                    .flags(send_flags as u32)
+                    .build()
+            }
+        }
         (Op::Timeout(_), Extra::Timeout(ts)) => opcode::Timeout::new(ts as *const Timespec).build(),
-        (Op::ReadAt(r), _) => {
+        (Op::ReadAt(r), Extra::ReadAt { read }) => {
             // Positional: `offset` was checked at submit to be at most
             // i64::MAX, so it is never io_uring's -1 ("the file position").
+            let at = r.offset + *read as u64;
             let spare = r.buf.spare_capacity_mut();
-            let len = file_room(r.offset, spare.len()).min(u32::MAX as usize) as u32;
+            let len = file_room(at, spare.len()).min(u32::MAX as usize) as u32;
             opcode::Read::new(Fd(r.handle.as_raw_fd()), spare.as_mut_ptr().cast(), len)
-                .offset(r.offset)
+                .offset(at)
                 .build()
         }
         (Op::WriteAt(w), Extra::WriteAt { written }) => {
@@ -366,6 +424,13 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
     Ok(entry)
 }
 
+/// Whether `at` is at or past the end of the file `fd` (or its size cannot
+/// be known: not a regular file, or `fstat` failed — then a short read is
+/// taken as it is).
+fn at_end(fd: std::os::fd::RawFd, at: u64) -> bool {
+    !matches!(super::super::common::file_size(fd), Some(size) if at < size)
+}
+
 /// Applies one completion result to an op. `Err` carries a final failure.
 pub(super) fn advance(
     st: &mut OpState,
@@ -403,6 +468,7 @@ pub(super) fn advance(
         let h = match &st.op {
             Op::Recv(r) => Some(&r.handle),
             Op::Send(s) => Some(&s.handle),
+            Op::SendVectored(s) => Some(&s.handle),
             _ => None,
         };
         if let Some(h) = h.filter(|h| !h.streams_by_read_write()) {
@@ -443,12 +509,25 @@ pub(super) fn advance(
             unsafe { r.buf.set_len(new_len) };
             Ok(Advance::Done(Ok(()), n as u64))
         }
-        (Op::ReadAt(r), _) => {
+        (Op::ReadAt(r), Extra::ReadAt { read }) => {
             let new_len = (r.buf.len() + n).min(r.buf.capacity());
             // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
             // given (never more than that capacity), so these bytes are initialised.
             unsafe { r.buf.set_len(new_len) };
-            Ok(Advance::Done(Ok(()), n as u64))
+            *read += n;
+            // As on epoll: the buffer is filled unless the file ends first. A
+            // short read that stops at the end of the file (the common case:
+            // a read across it) completes now, without a second request that
+            // would say 0 — so a cached read across the end still completes
+            // inside `submit_inline`; one short of the end (rare: the kernel
+            // continues short buffered reads itself) is continued.
+            let at = r.offset + *read as u64;
+            let full = file_room(at, r.buf.capacity() - r.buf.len()) == 0;
+            if n == 0 || full || st.cancel || at_end(r.handle.as_raw_fd(), at) {
+                Ok(Advance::Done(Ok(()), *read as u64))
+            } else {
+                Ok(Advance::Again)
+            }
         }
         (Op::WriteAt(w), Extra::WriteAt { written }) => {
             // A short write (a full disk, a file size limit) is continued at
@@ -463,6 +542,32 @@ pub(super) fn advance(
             }
         }
         (Op::Fsync(_), _) => Ok(Advance::Done(Ok(()), 0)),
+        (Op::RecvFrom(r), Extra::Msg(msg)) => {
+            let new_len = (r.buf.len() + n).min(r.buf.capacity());
+            // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
+            // given (never more than that capacity), so these bytes are initialised.
+            unsafe { r.buf.set_len(new_len) };
+            let (addr, cut) = msg.received();
+            r.addr = addr;
+            // WSAEMSGSIZE: the bytes that fit, and the error.
+            let status = if cut {
+                Err(errno(libc::EMSGSIZE))
+            } else {
+                Ok(())
+            };
+            Ok(Advance::Done(status, n as u64))
+        }
+        (Op::SendTo(_), _) => Ok(Advance::Done(Ok(()), n as u64)),
+        (Op::SendVectored(s), Extra::Vectored { sent, .. }) => {
+            *sent += n;
+            if *sent >= s.len() || n == 0 {
+                Ok(Advance::Done(Ok(()), *sent as u64))
+            } else if st.cancel {
+                Err((Err(errno(libc::ECANCELED)), *sent as u64))
+            } else {
+                Ok(Advance::Again)
+            }
+        }
         (Op::Send(s), Extra::Send { sent }) => {
             *sent += n;
             if *sent >= s.buf.len() || n == 0 {
