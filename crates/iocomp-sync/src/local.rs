@@ -27,7 +27,8 @@ struct Local {
     /// The shared half (thread object, APC queue), made on first need for foreign threads.
     shared: Option<Arc<ThreadShared>>,
     exited: bool,
-    /// The wait record of this thread's last wait, kept for the next one.
+    /// The wait record of this thread's last wait, kept for the next one (under loom; otherwise in `WAITER`).
+    #[cfg(loom)]
     waiter: Option<Arc<Waiter>>,
     /// Named mutexes this thread owns, each once (by mapping). Strong: while the thread owns one, its mapping must
     /// stay (glibc's robust list points into it) even if every handle is dropped; the entry goes when the thread
@@ -52,6 +53,7 @@ impl Local {
             owned: Vec::new(),
             shared: None,
             exited: false,
+            #[cfg(loom)]
             waiter: None,
             #[cfg(not(loom))]
             owned_named: Vec::new(),
@@ -196,6 +198,7 @@ pub(crate) fn install(shared: Arc<ThreadShared>) {
                 owned: Vec::new(),
                 shared: Some(shared),
                 exited: false,
+                #[cfg(loom)]
                 waiter: None,
                 #[cfg(not(loom))]
                 owned_named: Vec::new(),
@@ -292,10 +295,23 @@ pub(crate) fn exit_current(code: u32) {
 
 /// This thread's kept wait record, if any (see [`put_waiter`]).
 pub(crate) fn take_waiter() -> Option<Arc<Waiter>> {
+    #[cfg(not(loom))]
+    return WAITER.try_with(std::cell::Cell::take).ok().flatten();
+    #[cfg(loom)]
     with(|l| l.waiter.take()).flatten()
 }
 
 /// Keeps `q`, a wait record no list refers to any more, for this thread's next wait.
 pub(crate) fn put_waiter(q: Arc<Waiter>) {
+    #[cfg(not(loom))]
+    let _ = WAITER.try_with(|w| w.set(Some(q)));
+    #[cfg(loom)]
     with(|l| l.waiter = Some(q));
+}
+
+// The kept wait record lives in a thread-local of its own (not under loom): a `Cell`, so taking and keeping it is a
+// move, without the record's `RefCell` borrow.
+#[cfg(not(loom))]
+std::thread_local! {
+    static WAITER: std::cell::Cell<Option<Arc<Waiter>>> = const { std::cell::Cell::new(None) };
 }
