@@ -324,7 +324,15 @@ impl State {
                 if kind.consume(e.q.owner) {
                     e.q.abandoned.store(e.index, Ordering::Relaxed);
                 }
-                wakes.push(any.remove(i).q);
+                // The last entry (the only one, in a ping-pong) pops without a move of the rest.
+                let e = if i + 1 == any.len() {
+                    any.pop()
+                } else {
+                    Some(any.remove(i))
+                };
+                if let Some(e) = e {
+                    wakes.push(e.q);
+                }
                 continue;
             }
             i += 1;
