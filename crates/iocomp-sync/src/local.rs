@@ -9,7 +9,8 @@
 //!
 //! Ownership is tracked by the owner itself: a wait registers the mutexes it acquired before it returns (a full release
 //! leaves the entry, see [`note_owned`]), so the list needs no lock. A thread cannot exit while one of its waits is
-//! still in progress. The record also keeps the thread's wait record between waits (`take_waiter`/`put_waiter`).
+//! still in progress. The thread's wait record is kept between waits (`take_waiter`/`put_waiter`), in a thread-local
+//! of its own (in this record under loom).
 //!
 //! Limits: a wait made from a thread-local destructor after this record has been destroyed runs as an anonymous
 //! thread with a fresh id, and mutexes acquired after the exit sequence ran are never abandoned.
