@@ -9,7 +9,8 @@
 //!
 //! Ownership is tracked by the owner itself: a wait registers the mutexes it acquired before it returns (a full release
 //! leaves the entry, see [`note_owned`]), so the list needs no lock. A thread cannot exit while one of its waits is
-//! still in progress. The record also keeps the thread's wait record between waits (`take_waiter`/`put_waiter`).
+//! still in progress. The thread's wait record is kept between waits (`take_waiter`/`put_waiter`), in a thread-local
+//! of its own (in this record under loom).
 //!
 //! Limits: a wait made from a thread-local destructor after this record has been destroyed runs as an anonymous
 //! thread with a fresh id, and mutexes acquired after the exit sequence ran are never abandoned.
@@ -27,7 +28,8 @@ struct Local {
     /// The shared half (thread object, APC queue), made on first need for foreign threads.
     shared: Option<Arc<ThreadShared>>,
     exited: bool,
-    /// The wait record of this thread's last wait, kept for the next one.
+    /// The wait record of this thread's last wait, kept for the next one (under loom; otherwise in `WAITER`).
+    #[cfg(loom)]
     waiter: Option<Arc<Waiter>>,
     /// Named mutexes this thread owns, each once (by mapping). Strong: while the thread owns one, its mapping must
     /// stay (glibc's robust list points into it) even if every handle is dropped; the entry goes when the thread
@@ -52,6 +54,7 @@ impl Local {
             owned: Vec::new(),
             shared: None,
             exited: false,
+            #[cfg(loom)]
             waiter: None,
             #[cfg(not(loom))]
             owned_named: Vec::new(),
@@ -196,6 +199,7 @@ pub(crate) fn install(shared: Arc<ThreadShared>) {
                 owned: Vec::new(),
                 shared: Some(shared),
                 exited: false,
+                #[cfg(loom)]
                 waiter: None,
                 #[cfg(not(loom))]
                 owned_named: Vec::new(),
@@ -292,10 +296,23 @@ pub(crate) fn exit_current(code: u32) {
 
 /// This thread's kept wait record, if any (see [`put_waiter`]).
 pub(crate) fn take_waiter() -> Option<Arc<Waiter>> {
+    #[cfg(not(loom))]
+    return WAITER.try_with(std::cell::Cell::take).ok().flatten();
+    #[cfg(loom)]
     with(|l| l.waiter.take()).flatten()
 }
 
 /// Keeps `q`, a wait record no list refers to any more, for this thread's next wait.
 pub(crate) fn put_waiter(q: Arc<Waiter>) {
+    #[cfg(not(loom))]
+    let _ = WAITER.try_with(|w| w.set(Some(q)));
+    #[cfg(loom)]
     with(|l| l.waiter = Some(q));
+}
+
+// The kept wait record lives in a thread-local of its own (not under loom): a `Cell`, so taking and keeping it is a
+// move, without the record's `RefCell` borrow.
+#[cfg(not(loom))]
+std::thread_local! {
+    static WAITER: std::cell::Cell<Option<Arc<Waiter>>> = const { std::cell::Cell::new(None) };
 }

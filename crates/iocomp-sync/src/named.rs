@@ -20,8 +20,9 @@
 //!
 //! An opener takes its shared lock and only then checks that the file is still linked under the name (same inode); if
 //! an exclusive holder unlinked it in between, it starts over, so nobody ends up holding a dead segment. A creator
-//! initialises the segment in a private temporary file (holding its shared lock) and publishes it with `link(2)`,
-//! which fails if the name exists: nobody ever sees a half-initialised object, and two creators cannot both win.
+//! initialises the segment in a private file with no name (`O_TMPFILE`; where the file system lacks it, a temporary
+//! name) while holding its shared lock, and publishes it with `linkat(2)` (of `/proc/self/fd/N`), which fails if the
+//! name exists: nobody ever sees a half-initialised object or a temporary name, and two creators cannot both win.
 //!
 //! # State and waiting
 //!
@@ -76,9 +77,10 @@ compile_error!(
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::NamedError;
@@ -209,6 +211,56 @@ fn sweep(dir: &Path) {
 
 static TMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Publishes the initialised segment at `tmp` (a temporary name, or `/proc/self/fd/N` for an `O_TMPFILE` file) under
+/// `path` (`linkat(2)`, following the `/proc` link: fails if `path` exists).
+fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
+    sys::link_following(tmp, path)
+}
+
+/// Set once `O_TMPFILE` (or `/proc/self/fd`, to publish such a file) turned out to be unavailable: creators then use
+/// temporary names.
+static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
+
+/// A new private file in `dir` to initialise a segment in, open for reading and writing, mode 0600: with no name
+/// (`O_TMPFILE`: nothing can see or sweep it before it is published) where the file system allows, returned with
+/// `None`; else under a fresh temporary name, returned with it.
+fn new_segment_file(dir: &Path) -> Result<(File, Option<PathBuf>), NamedError> {
+    if !NO_TMPFILE.load(Ordering::Relaxed) {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(dir)
+        {
+            Ok(file) => return Ok((file, None)),
+            // Not supported here: EOPNOTSUPP (the file system), EISDIR or EINVAL (a kernel before 3.11).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                NO_TMPFILE.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(os(e)),
+        }
+    }
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        sys::getpid(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(os)?;
+    Ok((file, Some(tmp)))
+}
+
 /// This process's mappings, one per segment (by device and inode): every handle to one object in a process shares
 /// one [`Named`], so a mutex acquired through one handle and released through another locks and unlocks `own` at
 /// the same address (glibc's robust list holds that address), and a process maps a segment once however many handles
@@ -300,7 +352,7 @@ impl Named {
         kind: NamedKind,
         init: impl Fn(&Shared),
     ) -> Result<(Arc<Named>, bool), NamedError> {
-        Named::create_with(name, kind, init, &|tmp, path| fs::hard_link(tmp, path))
+        Named::create_with(name, kind, init, &publish)
     }
 
     /// [`Named::create`], publishing with `link` (`link(2)`; a failing one in tests).
@@ -320,18 +372,12 @@ impl Named {
                 Found::Retry => continue,
                 Found::Absent => {}
             }
-            let tmp = dir.join(format!(
-                ".tmp-{}-{}",
-                sys::getpid(),
-                TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(os)?;
+            let (file, tmp_name) = new_segment_file(&dir)?;
+            let remove_tmp = || {
+                if let Some(tmp) = &tmp_name {
+                    let _ = fs::remove_file(tmp);
+                }
+            };
             let made = (|| -> io::Result<Segment> {
                 sys::flock(&file, libc::LOCK_SH)?;
                 file.set_len(SEGMENT_SIZE as u64)?;
@@ -350,12 +396,18 @@ impl Named {
             let (seg, id) = match made {
                 Ok(made) => made,
                 Err(e) => {
-                    let _ = fs::remove_file(&tmp);
+                    remove_tmp();
                     return Err(os(e));
                 }
             };
-            let linked = link(&tmp, &path);
-            let _ = fs::remove_file(&tmp);
+            let linked = match &tmp_name {
+                Some(tmp) => link(tmp, &path),
+                None => link(
+                    Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())),
+                    &path,
+                ),
+            };
+            remove_tmp();
             match linked {
                 Ok(()) => {
                     return Ok((
@@ -375,6 +427,11 @@ impl Named {
                     if e.kind() == io::ErrorKind::AlreadyExists
                         || e.kind() == io::ErrorKind::NotFound =>
                 {
+                    // An unnamed file cannot have been swept: NotFound means no `/proc/self/fd` (procfs not
+                    // mounted). Use temporary names from now on.
+                    if tmp_name.is_none() && e.kind() == io::ErrorKind::NotFound {
+                        NO_TMPFILE.store(true, Ordering::Relaxed);
+                    }
                     drop(seg);
                     continue;
                 }
@@ -953,5 +1010,34 @@ mod tests {
         // The same thread can still own and release mutexes (the robust list is intact).
         let (again, _) = Named::create(&b, NamedKind::Mutex, init_mutex(true)).unwrap();
         assert_eq!(again.mutex_release(), Ok(1));
+    }
+
+    /// Review finding 13: a creator's segment has no name in the namespace until it is published — no temporary
+    /// name is ever visible (another process listing the directory, or a sweep, could otherwise see it). Checked at
+    /// the moment of publication, when the old scheme's `.tmp-<pid>-<n>` file existed: this process's temporary
+    /// names only (other processes of this user share the namespace).
+    #[test]
+    fn creation_never_shows_a_temporary_name() {
+        let dir = namespace().unwrap();
+        let ours = format!(".tmp-{}-", sys::getpid());
+        let seen = std::cell::RefCell::new(Vec::new());
+        let spy = |tmp: &Path, path: &Path| {
+            let entries = fs::read_dir(&dir).unwrap().flatten();
+            seen.borrow_mut().extend(
+                entries
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&ours)),
+            );
+            publish(tmp, path)
+        };
+        let name = unique("tmp");
+        let (created, existed) =
+            Named::create_with(&name, NamedKind::Event, init_event(false, true), &spy).unwrap();
+        assert!(!existed);
+        assert_eq!(*seen.borrow(), Vec::<String>::new());
+        // Published as usual: another open finds the same segment, with its initial state.
+        let opened = Named::open(&name, NamedKind::Event).unwrap();
+        assert!(Arc::ptr_eq(&created, &opened));
+        assert!(opened.event_is_set());
     }
 }

@@ -177,8 +177,20 @@ impl Waiter {
     pub(crate) fn reuse(&mut self, all_objs: &[&Arc<Object>]) {
         self.signaled.store(NONE, Ordering::Relaxed);
         self.abandoned.store(NONE, Ordering::Relaxed);
-        self.objs.clear();
-        self.objs.extend(all_objs.iter().map(|o| Arc::clone(o)));
+        if !self.objs.is_empty() || !all_objs.is_empty() {
+            self.objs.clear();
+            self.objs.extend(all_objs.iter().map(|o| Arc::clone(o)));
+        }
+    }
+
+    /// Makes a kept wait-any record (no objects) ready for another wait of the same thread, through a shared
+    /// reference: once its wait has ended, no list holds the record, so nobody can claim it any more; the only other
+    /// holders are wakers that claimed it and have yet to unpark it (see [`Wakes`]), and they read nothing else. So it
+    /// need not be unshared: the late unpark is a spurious wake-up of the next wait.
+    pub(crate) fn rearm(&self) {
+        debug_assert!(self.objs.is_empty());
+        self.signaled.store(NONE, Ordering::Relaxed);
+        self.abandoned.store(NONE, Ordering::Relaxed);
     }
 
     pub(crate) fn is_signaled(&self) -> bool {
@@ -203,18 +215,25 @@ struct Entry {
 
 /// Waiters claimed under an object lock, to unpark once the lock is released (a woken waiter then does not run into
 /// the lock its waker still holds). Inline: collecting them allocates nothing; past four, the rest are unparked at
-/// once, which is only slower.
+/// once, which is only slower. A claimed entry's record moves here from the list it leaves, so a wake-up costs no
+/// reference-count traffic.
 #[derive(Default)]
 pub(crate) struct Wakes {
-    q: [Option<Wake>; 4],
+    q: [Option<Arc<Waiter>>; 4],
 }
 
 impl Wakes {
-    fn push(&mut self, q: &Waiter) {
+    fn push(&mut self, q: Arc<Waiter>) {
         match self.q.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => *slot = Some(q.wake.clone()),
+            Some(slot) => *slot = Some(q),
             None => q.wake.unpark(),
         }
+    }
+
+    /// Whether nobody is to be unparked (slots fill in order, so the first tells).
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.q[0].is_none()
     }
 
     fn take(&mut self) -> Wakes {
@@ -225,11 +244,11 @@ impl Wakes {
 }
 
 impl Drop for Wakes {
-    /// Unparks through the thread handle (or futex word), not the record: no wait record outlives its lists, so the
-    /// waiter can reuse it at once.
+    /// Unparks through the records, then lets go of them. A waiter may already be on its next wait with the same record
+    /// (see [`Waiter::rearm`]): the unpark is then a spurious one, which every sleep tolerates.
     fn drop(&mut self) {
-        for w in self.q.iter().flatten() {
-            w.unpark();
+        for q in self.q.iter().flatten() {
+            q.wake.unpark();
         }
     }
 }
@@ -293,7 +312,7 @@ impl State {
             }
             let e = &any[i];
             if e.watch {
-                wakes.push(&e.q);
+                wakes.push(Arc::clone(&e.q));
                 i += 1;
                 continue;
             }
@@ -305,8 +324,15 @@ impl State {
                 if kind.consume(e.q.owner) {
                     e.q.abandoned.store(e.index, Ordering::Relaxed);
                 }
-                wakes.push(&e.q);
-                any.remove(i);
+                // The last entry (the only one, in a ping-pong) pops without a move of the rest.
+                let e = if i + 1 == any.len() {
+                    any.pop()
+                } else {
+                    Some(any.remove(i))
+                };
+                if let Some(e) = e {
+                    wakes.push(e.q);
+                }
                 continue;
             }
             i += 1;
@@ -329,7 +355,7 @@ pub(crate) fn try_wake_all_locked(q: &Arc<Waiter>, states: &mut [&mut State]) {
         }
         q.abandoned.store(abandoned, Ordering::Relaxed);
         if let Some(s) = states.first_mut() {
-            s.wakes.push(q);
+            s.wakes.push(Arc::clone(q));
         }
     }
 }
@@ -512,7 +538,7 @@ impl Object {
         StateGuard {
             obj: self,
             g,
-            wakes: Wakes::default(),
+            wakes: None,
         }
     }
 
@@ -662,8 +688,9 @@ pub(crate) struct StateGuard<'a> {
     obj: &'a Object,
     /// Dropped first: unlocks.
     g: MutexGuard<'a, State>,
-    /// Dropped second: unparks the waiters claimed under the lock.
-    wakes: Wakes,
+    /// Dropped second: unparks the waiters claimed under the lock (`None`, the common case, when there are none:
+    /// nothing to move or drop).
+    wakes: Option<Wakes>,
 }
 
 impl std::ops::Deref for StateGuard<'_> {
@@ -688,7 +715,9 @@ impl Drop for StateGuard<'_> {
                 self.obj.fast.store(w, Ordering::Release);
             }
         }
-        self.wakes = self.g.wakes.take();
+        if !self.g.wakes.is_empty() {
+            self.wakes = Some(self.g.wakes.take());
+        }
     }
 }
 

@@ -202,6 +202,26 @@ mod named {
         }
     }
 
+    /// `linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW)`: like `link(2)` (fails with `EEXIST` if `dst`
+    /// exists), but following a symbolic link at `src` — so that `/proc/self/fd/N` links the open file itself, the one
+    /// way an unprivileged process can give an `O_TMPFILE` file a name (open(2)).
+    pub(crate) fn link_following(src: &std::path::Path, dst: &std::path::Path) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let src = std::ffi::CString::new(src.as_os_str().as_bytes())?;
+        let dst = std::ffi::CString::new(dst.as_os_str().as_bytes())?;
+        // SAFETY: both are valid NUL-terminated paths that outlive the call; linkat writes no memory of ours.
+        check(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                src.as_ptr(),
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        })
+        .map(drop)
+    }
+
     /// The calling process's id.
     pub(crate) fn getpid() -> u32 {
         // SAFETY: getpid has no arguments and cannot fail.

@@ -3,7 +3,8 @@
 //! One algorithm serves every wait (ntsync's `ntsync_wait_any`/`ntsync_wait_all`):
 //! 1. queue a [`Waiter`] record on every object (and, for an alertable wait, on the thread's alert event, last);
 //! 2. check whether the wait can be satisfied right now — for wait-any, object by object in index order, so the
-//!    lowest signalled index wins; for wait-all, all objects at once under the wait-all lock;
+//!    lowest signalled index wins (each object is queued on and checked under one hold of its lock, and once the
+//!    record is won the later objects are not queued on); for wait-all, all objects at once under the wait-all lock;
 //! 3. park until the record's slot is won or the deadline passes;
 //! 4. leave every list, then read the slot: whoever won it has already consumed the objects for us, so a win is
 //!    reported even if the deadline passed meanwhile.
@@ -59,10 +60,19 @@ pub trait Waitable: sealed::Sealed {
         // The single-object fast path first: a deflated object is never the caller's own thread nor a mutex at its
         // recursion limit, so the checks of `wait_objects` cannot apply.
         let obj = self.object();
-        if let Some(r) = fast_once(std::slice::from_ref(&obj), Mode::Any, local::current_id())
-            .filter(|r| *r != WaitResult::TimedOut)
-        {
-            return Ok(r);
+        let me = local::current_id();
+        match fast_once(std::slice::from_ref(&obj), Mode::Any, me) {
+            Some(WaitResult::TimedOut) if timeout == Some(Duration::ZERO) => {
+                return Ok(WaitResult::TimedOut)
+            }
+            // Deflated and not signalled: an event or semaphore (never a thread: thread objects never deflate) has
+            // nothing for `wait_objects` to check and goes straight to the queue; a mutex takes the full path, which
+            // checks its recursion count and spins briefly first.
+            Some(WaitResult::TimedOut) if obj.tag() != Tag::Mutex => {
+                return Ok(block_fresh(&[obj], Mode::Any, timeout, me));
+            }
+            Some(WaitResult::TimedOut) | None => {}
+            Some(r) => return Ok(r),
         }
         wait_objects(&[obj], Mode::Any, timeout, false)
     }
@@ -279,13 +289,13 @@ pub(crate) fn wait_objects(
     ) {
         return Ok(result);
     }
-    let deadline = deadline_of();
     if !alertable {
-        return Ok(block(objs, mode, deadline, me, None));
+        return Ok(block_fresh(objs, mode, timeout, me));
     }
+    let deadline = deadline_of();
     let shared = local::current_shared();
     loop {
-        match block(objs, mode, deadline, me, Some(&shared.apc.alert)) {
+        match block(objs, mode, deadline, None, me, Some(&shared.apc.alert)) {
             // The alert event can be left set by an APC that an earlier alertable wait already ran; such a stale alert
             // ran nothing, so keep waiting (a passed deadline makes the next round a poll).
             WaitResult::Alerted if shared.apc.run_pending() == 0 => continue,
@@ -370,12 +380,26 @@ fn fast_once(objs: &[&Arc<Object>], mode: Mode, me: ThreadId) -> Option<WaitResu
     }
 }
 
+/// A non-alertable [`block`] with the deadline `timeout` from now; its first sleep is the whole `timeout` (one clock
+/// read fewer: at most the few instructions between here and the sleep late).
+#[inline]
+fn block_fresh(
+    objs: &[&Arc<Object>],
+    mode: Mode,
+    timeout: Option<Duration>,
+    me: ThreadId,
+) -> WaitResult {
+    let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
+    block(objs, mode, deadline, deadline.and(timeout), me, None)
+}
+
 /// Steps 1–4 of the module docs. With `alert`, the alert event is slot `objs.len()`, and winning it returns
 /// [`WaitResult::Alerted`] (the caller runs the APCs).
 fn block(
     objs: &[&Arc<Object>],
     mode: Mode,
     deadline: Option<Instant>,
+    first_sleep: Option<Duration>,
     me: ThreadId,
     alert: Option<&Arc<Object>>,
 ) -> WaitResult {
@@ -384,8 +408,13 @@ fn block(
         Mode::All => objs,
         Mode::Any => &[],
     };
-    // The thread's wait record from its last wait, if nobody else holds it any more (a waker's deferred unpark may).
+    // The thread's wait record from its last wait. A wait-any record has no objects and is rearmed in place, even if
+    // a waker still holds it to unpark it (see `Waiter::rearm`); a wait-all one gets its objects, so it must be unshared.
     let q = match local::take_waiter() {
+        Some(q) if q.owner == me && mode == Mode::Any => {
+            q.rearm();
+            q
+        }
         Some(mut q) if q.owner == me => match Arc::get_mut(&mut q) {
             Some(w) => {
                 w.reuse(all_objs);
@@ -428,38 +457,44 @@ fn block(
             }
         }
         Mode::Any => {
-            for (i, o) in objs.iter().enumerate() {
-                o.lock_state().push_any(&q, i);
-            }
-            if let Some(a) = alert {
-                a.lock_state().push_any(&q, n);
-            }
-            // In index order, alert last: the lowest signalled object wins.
-            for o in objs.iter().copied().chain(alert) {
+            // Queue on each object and check it under one hold of its lock, in index order, alert last: the lowest
+            // object signalled when checked wins, and objects win ties with the alert. Once the record is won (by
+            // this check or by a signal on an object already queued on), the rest need not be queued on.
+            for (i, o) in objs.iter().copied().chain(alert).enumerate() {
                 if q.is_signaled() {
                     break;
                 }
-                o.lock_state().try_wake_any();
+                let mut st = o.lock_state();
+                st.push_any(&q, i);
+                st.try_wake_any();
             }
         }
     }
 
-    let result = sleep_and_finish(&q, objs, mode, deadline, alert);
-    // Keep the record only if nobody else holds it, and without its objects (it must not keep them alive).
-    let mut q = q;
-    if let Some(w) = Arc::get_mut(&mut q) {
-        w.reuse(&[]);
-        local::put_waiter(q);
+    let result = sleep_and_finish(&q, objs, mode, deadline, first_sleep, alert);
+    // Keep the record for the next wait: a wait-any record as it is (it has no objects); a wait-all record only if
+    // nobody else holds it, and without its objects (it must not keep them alive).
+    match mode {
+        Mode::Any => local::put_waiter(q),
+        Mode::All => {
+            let mut q = q;
+            if let Some(w) = Arc::get_mut(&mut q) {
+                w.reuse(&[]);
+                local::put_waiter(q);
+            }
+        }
     }
     result
 }
 
-/// Steps 3 and 4 for a waiter `q` already queued on `objs` (and `alert`) and checked once.
+/// Steps 3 and 4 for a waiter `q` already queued on `objs` (and `alert`) and checked once. `first_sleep`: the length
+/// of the first sleep, when the caller knows it (`deadline` was just computed from it), saving a clock read.
 pub(crate) fn sleep_and_finish(
     q: &Arc<Waiter>,
     objs: &[&Arc<Object>],
     mode: Mode,
     deadline: Option<Instant>,
+    mut first_sleep: Option<Duration>,
     alert: Option<&Arc<Object>>,
 ) -> WaitResult {
     let n = objs.len();
@@ -467,6 +502,9 @@ pub(crate) fn sleep_and_finish(
     while !q.is_signaled() {
         match deadline {
             None => thread::park(),
+            Some(_) if first_sleep.is_some() => {
+                thread::park_timeout(first_sleep.take().unwrap_or_default());
+            }
             Some(d) => {
                 let now = Instant::now();
                 if now >= d {

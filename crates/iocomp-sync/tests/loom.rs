@@ -272,3 +272,57 @@ fn reused_wait_record_second_wait() {
         assert!(!a.is_set() && !b.is_set());
     });
 }
+
+/// A single-object wait on a semaphore that finds it empty goes straight to the queue, queueing and checking under one
+/// hold of the object lock: a release racing with it is neither lost nor counted twice.
+#[test]
+fn semaphore_wait_queues_in_one_hold_vs_release() {
+    model(|| {
+        let sem = Semaphore::new(0, 1).unwrap();
+        let sem2 = sem.clone();
+        let waiter = loom::thread::spawn(move || sem2.wait(None));
+        assert_eq!(sem.release(1), Ok(0));
+        assert_eq!(waiter.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        assert_eq!(sem.count(), 0);
+    });
+}
+
+/// A wait-any queues on each object and checks it under one hold of its lock, in index order: with both events set
+/// by another thread while it queues, it wakes (no lost wake-up) and consumes exactly one of them.
+#[test]
+fn wait_any_queue_and_check_per_object_vs_sets() {
+    model(|| {
+        let a = Event::new(false, false);
+        let b = Event::new(false, false);
+        let (a2, b2) = (a.clone(), b.clone());
+        let waiter = loom::thread::spawn(move || wait_any(&[&a2, &b2], None));
+        b.set();
+        a.set();
+        let got = waiter.join().unwrap();
+        match got {
+            Ok(WaitResult::Signaled(0)) => assert!(!a.is_set() && b.is_set()),
+            Ok(WaitResult::Signaled(1)) => assert!(a.is_set() && !b.is_set()),
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+/// Two threads ping-pong through two auto-reset events (the wake round trip of `bench/sync`), each wait going
+/// straight to the queue when the event is not set: every set wakes exactly one wait, and no wake-up is lost.
+#[test]
+fn event_ping_pong() {
+    model(|| {
+        let ping = Event::new(false, false);
+        let pong = Event::new(false, false);
+        let (ping2, pong2) = (ping.clone(), pong.clone());
+        let peer = loom::thread::spawn(move || {
+            let r = ping2.wait(None);
+            pong2.set();
+            r
+        });
+        ping.set();
+        assert_eq!(pong.wait(None), Ok(WaitResult::Signaled(0)));
+        assert_eq!(peer.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        assert!(!ping.is_set() && !pong.is_set());
+    });
+}
