@@ -193,6 +193,29 @@ pub(crate) fn write(tls: &mut ClientConnection, plain: &[u8]) -> Result<(), Fail
         .map_err(|e| Fail::Network(format!("TLS: {e}")))
 }
 
+/// The proxy's answer to `CONNECT` so far (`buf`: every byte received):
+/// `Ok(false)` while its head is incomplete, `Ok(true)` when a 2xx opened the
+/// tunnel. Anything after the head is refused: the origin's TLS starts only
+/// once we send our ClientHello, so a proxy that sends more is not a tunnel.
+pub(crate) fn connect_answer(buf: &[u8]) -> Result<bool, Fail> {
+    let (head, used) = match crate::client::parse_head(buf)? {
+        Some(h) => h,
+        None => return Ok(false),
+    };
+    if !(200..300).contains(&head.status) {
+        return Err(Fail::Http(format!(
+            "the proxy refused the tunnel (CONNECT): {} {}",
+            head.status, head.reason
+        )));
+    }
+    if used != buf.len() {
+        return Err(Fail::Network(
+            "the proxy sent bytes before the TLS handshake".into(),
+        ));
+    }
+    Ok(true)
+}
+
 /// A rustls error as a failure: a certificate that cannot be verified says
 /// what to do about it.
 fn error(e: &rustls::Error) -> Fail {

@@ -33,6 +33,9 @@ use crate::http::detect::{detect, Proto as Detected};
 use crate::proto::Piece;
 use crate::sys;
 
+#[cfg(feature = "fuzz")]
+pub(crate) mod fuzz;
+
 /// The most file bytes encrypted per `Send`.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
@@ -203,6 +206,16 @@ pub(crate) fn server_config(
     // exchange; X25519, P-256 and P-384 remain.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    server_config_with(certs, no_tickets, provider)
+}
+
+/// [`server_config`] with another crypto provider (the fuzz target's has a
+/// fixed seed).
+pub(crate) fn server_config_with(
+    certs: Arc<Certs>,
+    no_tickets: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<ServerConfig>, CertError> {
     let internal = |e: rustls::Error| CertError {
         file: PathBuf::new(),
         reason: format!("TLS configuration: {e}"),
