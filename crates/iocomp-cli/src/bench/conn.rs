@@ -27,6 +27,10 @@ pub(super) enum Phase {
     Head,
     /// Reading a body: bytes still due.
     Body { left: u64 },
+    /// `--new-connection`: the response is complete; waiting for the
+    /// server's close (so that the server, which closes first, keeps the
+    /// TIME_WAIT, as with any `Connection: close`), then a new connection.
+    Closing,
 }
 
 /// One connection; travels as the context of its operations.
@@ -182,6 +186,22 @@ pub(super) fn on_packet(port: &Port, mut p: Packet) {
     };
     match (p.op, p.status) {
         (Op::Timeout(_), _) => connect(port, conn),
+        (Op::Recv(r), Ok(())) if matches!(conn.phase, Phase::Closing) => {
+            // Whatever comes now (close_notify, the FIN) ends the connection.
+            if conn.tls.is_some() {
+                conn.cipher = r.buf;
+            } else {
+                conn.buf = r.buf;
+                conn.buf.clear();
+            }
+            if p.bytes == 0 {
+                if conn.shared.stop.load(Ordering::Relaxed) {
+                    return close(conn, None);
+                }
+                return connect(port, conn);
+            }
+            receive(port, conn)
+        }
         (Op::Connect(_), Ok(())) => {
             conn.shared.with_stats(|s| s.connects += 1);
             if let Some((cfg, host)) = &conn.shared.tls {
@@ -302,6 +322,7 @@ fn advance(conn: &mut Conn, n: u64) -> Result<bool, &'static str> {
                 }
             }
         }
+        Phase::Closing => Err("bytes after the response"),
         Phase::Body { left } => {
             conn.buf.clear();
             if n > left {
@@ -329,5 +350,11 @@ fn done(port: &Port, mut conn: Box<Conn>) {
         return close(conn, None);
     }
     conn.item = (conn.item + 1) % conn.shared.items.len();
+    if conn.shared.new_connection {
+        conn.phase = Phase::Closing;
+        // Over TLS, nothing more is sent on this session (rustls has nothing
+        // queued once the response is in); the server's close comes next.
+        return receive(port, conn);
+    }
     send_request(port, conn);
 }

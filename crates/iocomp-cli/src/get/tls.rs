@@ -54,7 +54,10 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The client configuration for `trust` (read once per `iocomp get`).
 pub(crate) fn config(trust: &Trust) -> Result<Arc<ClientConfig>, Fail> {
-    let provider = provider();
+    build(trust, provider())
+}
+
+fn build(trust: &Trust, provider: Arc<CryptoProvider>) -> Result<Arc<ClientConfig>, Fail> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Fail::Tls(format!("TLS setup: {e}")))?;
@@ -70,6 +73,39 @@ pub(crate) fn config(trust: &Trust) -> Result<Arc<ClientConfig>, Fail> {
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// [`config`] offering only the cipher suites named in `suites` (rustls'
+/// names, e.g. `TLS13_AES_128_GCM_SHA256`), for `bench --tls-suite`.
+pub(crate) fn config_with_suites(
+    trust: &Trust,
+    suites: &[String],
+) -> Result<Arc<ClientConfig>, Fail> {
+    let base = provider();
+    let mut chosen = Vec::new();
+    for name in suites {
+        let Some(s) = base
+            .cipher_suites
+            .iter()
+            .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(name))
+        else {
+            let known: Vec<String> = base
+                .cipher_suites
+                .iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect();
+            return Err(Fail::Usage(format!(
+                "--tls-suite {name}: not a cipher suite here (known: {})",
+                known.join(", ")
+            )));
+        };
+        chosen.push(*s);
+    }
+    let provider = Arc::new(CryptoProvider {
+        cipher_suites: chosen,
+        ..(*base).clone()
+    });
+    build(trust, provider)
 }
 
 /// The CAs of `cacert`, else of the system's bundle.

@@ -760,11 +760,15 @@ fn forced_kernel_tls_falls_back_per_connection_and_counts_the_path() {
         (0, 2)
     };
     assert!(
-        text.contains(&format!("iocomp_tls_connections_total{{mode=\"kernel\"}} {kernel}\n")),
+        text.contains(&format!(
+            "iocomp_tls_connections_total{{mode=\"kernel\"}} {kernel}\n"
+        )),
         "{text}"
     );
     assert!(
-        text.contains(&format!("iocomp_tls_connections_total{{mode=\"user\"}} {user}\n")),
+        text.contains(&format!(
+            "iocomp_tls_connections_total{{mode=\"user\"}} {user}\n"
+        )),
         "{text}"
     );
     assert!(text.contains("iocomp_ktls_failures_total 0\n"), "{text}");
