@@ -20,10 +20,13 @@
 //! and is closed, counted as a failure, never served wrong. Each connection
 //! is counted once, kernel or user space, in `/metrics`.
 //!
-//! What the kernel path does not carry: a TLS 1.3 `KeyUpdate` from the
-//! client or any other non-data record after the hand-off makes the receive
-//! fail (the kernel reports such records out of band), which closes the
-//! connection; clients send none in practice.
+//! What the kernel path does not carry: a record from the client that is not
+//! data (its `close_notify`, a TLS 1.3 `KeyUpdate`) makes the receive fail
+//! with `EIO` (the kernel reports such records out of band, to `recvmsg`
+//! with a control buffer, which the engine's `Recv` does not pass), which
+//! closes the connection: right for `close_notify` (not counted as an
+//! error), abrupt for a `KeyUpdate`, which clients do not send on short
+//! HTTP connections.
 
 use std::os::fd::AsFd;
 

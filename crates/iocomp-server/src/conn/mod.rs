@@ -412,8 +412,13 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     if let Err(e) = &packet.status {
         debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
         let cancelled = e.raw_os_error() == Some(libc::ECANCELED);
+        // On kernel TLS a record that is not data (the client's
+        // close_notify) fails the receive with EIO: the client's end, not an
+        // I/O error.
+        let ktls_end =
+            io.ktls && matches!(packet.op, Op::Recv(_)) && e.raw_os_error() == Some(libc::EIO);
         if let Some(m) = &io.shared.obs.metrics {
-            if !cancelled {
+            if !cancelled && !ktls_end {
                 m.error(ErrorKind::Io, 1);
             }
         }

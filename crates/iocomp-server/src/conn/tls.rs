@@ -6,7 +6,8 @@
 //! per-worker buffer, at most [`CHUNK`] at a time: from the page cache without
 //! waiting, cold pages inside [`Port::blocking`](iocomp::Port::blocking)) and the
 //! ciphertext goes out with `Send`. No `sendfile` here: that needs kernel TLS,
-//! which the server only probes at start and never requires.
+//! to which `conn::ktls` hands the session after the handshake where the
+//! kernel and the cipher allow (the connection then leaves this module).
 //!
 //! The session is TLS 1.2 and 1.3 only (rustls never renegotiates), ALPN
 //! `http/1.1`, crypto from `ring`.

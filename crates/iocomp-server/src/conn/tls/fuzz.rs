@@ -201,7 +201,8 @@ fn check_records(out: &[u8]) {
 /// the input: the server's plaintext equals the input byte for byte and the
 /// close is seen. With another bit set, one ciphertext byte (at a place from
 /// the input) is flipped: the session must refuse, and the plaintext that
-/// came before is a prefix of what was sent — never a wrong byte.
+/// came before is a prefix of what was sent — never a wrong byte (except a
+/// flip in a TLS 1.3 record's legacy version, which must change nothing).
 pub fn tls_front(data: &[u8]) {
     RANDOM.0.store(SEED, Ordering::Relaxed);
     let h = fnv(data);
@@ -238,6 +239,19 @@ pub fn tls_front(data: &[u8]) {
     if data.first().is_some_and(|b| b % 4 == 0) {
         session(data, h);
     }
+}
+
+/// Whether byte `at` of `wire` (whole TLS records) is one of the two
+/// version bytes of a record header.
+fn record_version_byte(wire: &[u8], at: usize) -> bool {
+    let mut start = 0;
+    while start + 5 <= wire.len() {
+        if at == start + 1 || at == start + 2 {
+            return true;
+        }
+        start += 5 + usize::from(u16::from_be_bytes([wire[start + 3], wire[start + 4]]));
+    }
+    false
 }
 
 /// A real handshake, then `data[1..]` as plaintext (see [`tls_front`]).
@@ -289,10 +303,15 @@ fn session(data: &[u8], h: u64) {
     while client.wants_write() {
         client.write_tls(&mut wire).expect("client write");
     }
-    let corrupt = flags & 16 != 0 && !wire.is_empty();
+    let mut corrupt = flags & 16 != 0 && !wire.is_empty();
     if corrupt {
         let at = (h as usize >> 8) % wire.len();
+        // TLS 1.3 ignores a record's legacy_record_version "for all
+        // purposes" (RFC 8446 §5.1; rustls builds the AAD from constants):
+        // a flip there must change nothing.
+        let ignored = flags & 4 == 0 && record_version_byte(&wire, at);
         wire[at] ^= 0x80 | (h as u8 & 0x7f);
+        corrupt = !ignored;
     }
     let chunk = ((h >> 16) % 4099) as usize + 1;
     let mut pieces: VecDeque<&[u8]> = wire.chunks(chunk).collect();
