@@ -304,14 +304,16 @@ fn session(data: &[u8], h: u64) {
         client.write_tls(&mut wire).expect("client write");
     }
     let mut corrupt = flags & 16 != 0 && !wire.is_empty();
+    let mut version_flip = false;
     if corrupt {
         let at = (h as usize >> 8) % wire.len();
         // TLS 1.3 ignores a record's legacy_record_version "for all
-        // purposes" (RFC 8446 §5.1; rustls builds the AAD from constants):
-        // a flip there must change nothing.
-        let ignored = flags & 4 == 0 && record_version_byte(&wire, at);
+        // purposes" (RFC 8446 §5.1; rustls builds the AAD from constants,
+        // and refuses only a version that is not 3.x): a flip there is
+        // either refused or changes nothing.
+        version_flip = flags & 4 == 0 && record_version_byte(&wire, at);
         wire[at] ^= 0x80 | (h as u8 & 0x7f);
-        corrupt = !ignored;
+        corrupt = !version_flip;
     }
     let chunk = ((h >> 16) % 4099) as usize + 1;
     let mut pieces: VecDeque<&[u8]> = wire.chunks(chunk).collect();
@@ -342,6 +344,8 @@ fn session(data: &[u8], h: u64) {
             refused || plain.len() < body.len() || (close && !closed),
             "a corrupted record went through"
         );
+    } else if version_flip && refused {
+        // Refused: allowed (see above); the prefix check above holds.
     } else {
         assert!(!refused, "refused the client's own records");
         assert_eq!(plain, body, "plaintext differs from what was sent");
