@@ -77,9 +77,10 @@ pub struct BenchArgs {
     /// https://: do not check the server's certificate (a warning says so).
     #[arg(short = 'k', long)]
     insecure: bool,
-    /// A new connection for every request (HTTP: `Connection: close`; the
-    /// server closes, then the connection reconnects), so that over TLS
-    /// every request is a full handshake: requests/s are then handshakes/s.
+    /// A new connection for every request (`Connection: close`; once the
+    /// response is in, the connection is reset and a new one opened), so
+    /// that over TLS every request is a full handshake: requests/s are then
+    /// handshakes/s.
     #[arg(long = "new-connection", conflicts_with = "raw")]
     new_connection: bool,
     /// https://: offer only this cipher suite (repeatable; rustls names,

@@ -27,10 +27,6 @@ pub(super) enum Phase {
     Head,
     /// Reading a body: bytes still due.
     Body { left: u64 },
-    /// `--new-connection`: the response is complete; waiting for the
-    /// server's close (so that the server, which closes first, keeps the
-    /// TIME_WAIT, as with any `Connection: close`), then a new connection.
-    Closing,
 }
 
 /// One connection; travels as the context of its operations.
@@ -186,22 +182,6 @@ pub(super) fn on_packet(port: &Port, mut p: Packet) {
     };
     match (p.op, p.status) {
         (Op::Timeout(_), _) => connect(port, conn),
-        (Op::Recv(r), Ok(())) if matches!(conn.phase, Phase::Closing) => {
-            // Whatever comes now (close_notify, the FIN) ends the connection.
-            if conn.tls.is_some() {
-                conn.cipher = r.buf;
-            } else {
-                conn.buf = r.buf;
-                conn.buf.clear();
-            }
-            if p.bytes == 0 {
-                if conn.shared.stop.load(Ordering::Relaxed) {
-                    return close(conn, None);
-                }
-                return connect(port, conn);
-            }
-            receive(port, conn)
-        }
         (Op::Connect(_), Ok(())) => {
             conn.shared.with_stats(|s| s.connects += 1);
             if let Some((cfg, host)) = &conn.shared.tls {
@@ -322,7 +302,6 @@ fn advance(conn: &mut Conn, n: u64) -> Result<bool, &'static str> {
                 }
             }
         }
-        Phase::Closing => Err("bytes after the response"),
         Phase::Body { left } => {
             conn.buf.clear();
             if n > left {
@@ -351,10 +330,14 @@ fn done(port: &Port, mut conn: Box<Conn>) {
     }
     conn.item = (conn.item + 1) % conn.shared.items.len();
     if conn.shared.new_connection {
-        conn.phase = Phase::Closing;
-        // Over TLS, nothing more is sent on this session (rustls has nothing
-        // queued once the response is in); the server's close comes next.
-        return receive(port, conn);
+        // The response is whole: close at once (a reset, not waiting for the
+        // server's close: a wait would measure the server's close path, Nagle
+        // and delayed ACKs included, not its handshakes), then reconnect.
+        if let Some(h) = &conn.handle {
+            use std::os::fd::AsFd;
+            let _ = crate::sys::set_linger_zero(h.as_fd());
+        }
+        return connect(port, conn);
     }
     send_request(port, conn);
 }
