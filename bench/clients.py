@@ -120,6 +120,59 @@ def curl_parallel(urls, size_each, cpu_list, duration):
             "errors": errors if got != want or errors else 0}
 
 
+# The one cipher suite of the tls-* scenarios (rustls' name; OpenSSL's below).
+TLS_SUITE = "TLS13_AES_128_GCM_SHA256"
+
+
+def iocomp_bench_tls(iocomp, url, conns, duration, cpu_list, cacert, new_connection=False):
+    """`iocomp bench` over TLS, offering only TLS_SUITE; with
+    `new_connection`, one request per connection (requests/s are then full
+    handshakes/s)."""
+    argv = [iocomp, "bench", url, "-c", str(conns), "-d", f"{duration}s", "-t", "1", "--json",
+            "--cacert", cacert, "--tls-suite", TLS_SUITE]
+    if new_connection:
+        argv.append("--new-connection")
+    with ChildCpu() as c:
+        out, wall = run(argv, duration + 60, cpu_list)
+    j = json.loads(out.strip().splitlines()[-1])
+    lat = j["latency_us"]
+    return {
+        "client_cpu_s": c.seconds,
+        "wall_s": wall,
+        "requests": j["requests"],
+        "connects": j["connects"],
+        "rps": j["requests_per_s"],
+        "bytes": j["body_bytes"],
+        "gibps": j["bytes_per_s"] / 2**30,
+        "p50_ms": lat["p50"] / 1000,
+        "p90_ms": lat["p90"] / 1000,
+        "p99_ms": lat["p99"] / 1000,
+        "max_ms": lat["max"] / 1000,
+        "errors": sum(j["errors"].values()),
+    }
+
+
+def curl_tls(urls, size_each, cpu_list, duration, cacert):
+    """curl_parallel over TLS: TLS 1.3 with AES-128-GCM only, trusting
+    `cacert`; GiB/s over all batches (every byte counted as it arrives, so a
+    1 GiB file needs no rounding to whole responses)."""
+    argv = ["curl", "-s", "-S", "-Z", "--parallel-max", str(len(urls)), "-w", "%{size_download}\\n",
+            "--cacert", cacert, "--tlsv1.3", "--tls13-ciphers", "TLS_AES_128_GCM_SHA256", "--no-sessionid"]
+    for u in urls:
+        argv += ["-o", "/dev/null", u]
+    sizes, wall, batches = [], 0.0, 0
+    with ChildCpu() as c:
+        while wall < duration or not batches:
+            out, w = run(argv, 300, cpu_list)
+            sizes += [int(x) for x in out.split()]
+            wall += w
+            batches += 1
+    got = sum(sizes)
+    errors = sum(1 for s in sizes if s != size_each) + max(0, len(urls) * batches - len(sizes))
+    return {"client_cpu_s": c.seconds, "wall_s": wall, "bytes": got, "gibps": got / wall / 2**30,
+            "errors": errors}
+
+
 HOLD = r"""
 import socket, sys
 port, conns, sources = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

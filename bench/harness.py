@@ -37,7 +37,15 @@ SCENARIOS = {
     "line-1k-c50": ("bench-raw", "1k.bin", 50, "rps", "iocomp"),
     "idle-5000": ("idle", "idle.txt", 5000, "full_bytes_per_conn", "all"),
     "idle-10000": ("idle", "idle.txt", 10000, "full_bytes_per_conn", "all"),
+    # HTTPS against nginx (OpenSSL): ECDSA P-256 certificate, TLS 1.3 with
+    # AES-128-GCM only, no resumption (see tls_setup); `--scenarios tls` runs
+    # these three alone.
+    "tls-1k-c50": ("bench-tls", "1k.bin", 50, "rps", "tls"),
+    "tls-handshake-c16": ("bench-tls-new", "1k.bin", 16, "rps", "tls"),
+    "tls-1g-curl": ("curl-tls", "1g.bin", 1, "gibps", "tls"),
 }
+# Servers that speak TLS in the tls-* scenarios.
+TLS_SERVERS = ("iocomp", "nginx")
 FILES = {"1k.bin": KIB, "64k.bin": 64 * KIB, "1m.bin": MIB, "100m.bin": 100 * MIB, "1g.bin": GIB}
 LAYOUTS = {"unpinned": (None, None), "pinned": ("0", "1")}
 HIGHER_BETTER = {"rps": True, "gibps": True, "full_bytes_per_conn": False}
@@ -114,6 +122,11 @@ def one(h, srv, scen, client_cpus):
         r["bytes"] = r["requests"] * FILES[path]
     elif client == "curl-z":
         r = clients.curl_parallel([srv.url(path)] * conns, FILES[path], client_cpus, h.duration)
+    elif client in ("bench-tls", "bench-tls-new"):
+        r = clients.iocomp_bench_tls(h.iocomp, srv.tls_url(path), conns, h.duration, client_cpus, h.tls_cert,
+                                     new_connection=client == "bench-tls-new")
+    elif client == "curl-tls":
+        r = clients.curl_tls([srv.tls_url(path)] * conns, FILES[path], client_cpus, h.duration, h.tls_cert)
     else:
         raise ValueError(client)
     u1, s1 = srv.cpu()
@@ -151,6 +164,20 @@ def idle(h, srv, scen, server_cpus):
     return {"held": hold.held, "errors": hold.errors + (conns - hold.held - hold.errors),
             "rss_small": small, "rss_before": before, "rss_after": after,
             "bytes_per_conn": (after - before) / conns, "full_bytes_per_conn": (after - small) / conns}
+
+
+def tls_setup(h):
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 (CA:FALSE, so that
+    rustls takes it as its own trust anchor) for every server's TLS listener;
+    sets h.tls_cert and h.tls_key."""
+    h.tls_cert = os.path.join(h.work, "tls-cert.pem")
+    h.tls_key = os.path.join(h.work, "tls-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", h.tls_key, "-out", h.tls_cert, "-days", "30", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-addext", "basicConstraints=critical,CA:FALSE"],
+                   check=True, capture_output=True)
+    os.chmod(h.tls_key, 0o644)
 
 
 def summarise(runs):
@@ -264,7 +291,12 @@ def main():
         return servers.Server(name, name, h)
 
     srvs = [make(n) for n in a.servers.split(",")]
-    scens = [s for s in a.scenarios.split(",") if s]
+    # Group names: `tls` is every tls-* scenario.
+    scens = [x for s in a.scenarios.split(",") if s
+             for x in ([k for k in SCENARIOS if k.startswith("tls-")] if s == "tls" else [s])]
+    h.tls_cert = h.tls_key = None
+    if any(SCENARIOS.get(s, ("",) * 5)[4] == "tls" for s in scens):
+        tls_setup(h)
     for s in scens:
         if s not in SCENARIOS:
             raise SystemExit(f"bench: unknown scenario {s}; known: {', '.join(SCENARIOS)}")
@@ -281,6 +313,8 @@ def main():
                     for rnd in range(1, a.rounds + 1):
                         for srv in srvs:
                             if SCENARIOS[scen][4] == "iocomp" and srv.kind != "iocomp":
+                                continue
+                            if SCENARIOS[scen][4] == "tls" and srv.kind not in TLS_SERVERS:
                                 continue
                             r = one(h, srv, scen, ccpu)
                             r.update(layout=lay, scenario=scen, server=srv.name, round=rnd)

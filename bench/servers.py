@@ -82,9 +82,11 @@ class Server:
         self.name, self.kind, self.h, self.backend = name, kind, h, backend
         self.proc = None
         self.port = None
+        self.tls_port = None
 
     def start(self, cpu_list=None, capacity=20000):
         self.port = free_port()
+        self.tls_port = free_port() if getattr(self.h, "tls_cert", None) and self.kind in ("iocomp", "nginx") else None
         work = os.path.join(self.h.work, self.name)
         os.makedirs(work, exist_ok=True)
         argv = self.argv(work, capacity)
@@ -99,7 +101,7 @@ class Server:
         if self.kind == "iocomp":
             return [self.h.iocomp, "serve", self.h.www, "--bind", f"127.0.0.1:{self.port}", "--threads", w,
                     "--quiet", "--backend", self.backend, "--max-conns", str(capacity), "--idle-timeout", "600s",
-                    "--open-file-cache-valid", "1s"]
+                    "--open-file-cache-valid", "1s"] + self.tls_args()
         if self.kind == "nginx":
             conf = os.path.join(work, "nginx.conf")
             with open(conf, "w") as f:
@@ -111,7 +113,8 @@ http {{ access_log off; sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_re
   types {{ application/octet-stream bin; }} default_type application/octet-stream;
   client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work}; uwsgi_temp_path {work};
   scgi_temp_path {work};
-  server {{ listen 127.0.0.1:{self.port} backlog=4096; root {self.h.www}; }} }}
+  server {{ listen 127.0.0.1:{self.port} backlog=4096; root {self.h.www}; }}
+{self.nginx_tls()} }}
 """)
             return [self.h.nginx, "-c", conf, "-p", work]
         if self.kind == "lighttpd":
@@ -132,6 +135,26 @@ mimetype.assign = ( ".bin" => "application/octet-stream" )
 """)
             return [self.h.lighttpd, "-D", "-f", conf]
         raise ValueError(self.kind)
+
+    def tls_args(self):
+        """iocomp's TLS listener: no tickets (no resumption)."""
+        if not self.tls_port:
+            return []
+        return ["--tls-bind", f"127.0.0.1:{self.tls_port}", "--tls-cert", self.h.tls_cert,
+                "--tls-key", self.h.tls_key, "--tls-no-tickets"]
+
+    def nginx_tls(self):
+        """nginx's TLS server block: TLS 1.3 with AES-128-GCM only, no
+        resumption (no tickets, no session cache), as the iocomp side runs."""
+        if not self.tls_port:
+            return ""
+        return f"""  server {{ listen 127.0.0.1:{self.tls_port} ssl backlog=4096; root {self.h.www};
+    ssl_certificate {self.h.tls_cert}; ssl_certificate_key {self.h.tls_key};
+    ssl_protocols TLSv1.3; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+    ssl_session_tickets off; ssl_session_cache off; }}"""
+
+    def tls_url(self, path):
+        return f"https://127.0.0.1:{self.tls_port}/{path}"
 
     def stop(self):
         if self.proc is None:

@@ -239,13 +239,96 @@ config_file = [
     b'\xef\xbb\xbfthreads = 4\n',
 ]
 
+# The TLS targets' seeds: real ClientHello and server flights, made here with
+# Python's ssl module (memory BIOs, no network) and the fixed fuzz certificate.
+def tls_flights():
+    import ssl, tempfile
+    src = open(os.path.join(HERE, "..", "crates", "iocomp-server", "src", "conn", "tls", "fuzz.rs")).read()
+    cert = src[src.index("-----BEGIN CERTIFICATE-----"):src.index("-----END CERTIFICATE-----") + 25] + "\n"
+    key = src[src.index("-----BEGIN PRIVATE KEY-----"):src.index("-----END PRIVATE KEY-----") + 25] + "\n"
+    with tempfile.TemporaryDirectory() as d:
+        cf, kf = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
+        open(cf, "w").write(cert)
+        open(kf, "w").write(key)
+        out = []
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            cctx.check_hostname = False
+            cctx.verify_mode = ssl.CERT_NONE
+            cctx.minimum_version = cctx.maximum_version = version
+            cctx.set_alpn_protocols(["http/1.1"])
+            sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            sctx.load_cert_chain(cf, kf)
+            sctx.minimum_version = sctx.maximum_version = version
+            ci, co, si, so = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+            c = cctx.wrap_bio(ci, co, server_hostname="localhost")
+            s = sctx.wrap_bio(si, so, server_side=True)
+            try:
+                c.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            hello = co.read()
+            si.write(hello)
+            try:
+                s.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            out.append((hello, so.read()))
+        return out
+
+def tls_seeds():
+    flights = tls_flights()
+    hellos = [h for h, _ in flights]
+    servers = [s for _, s in flights]
+    get = crlf("GET / HTTP/1.1", "Host: localhost")
+    front = hellos + [h[:len(h) // 2] for h in hellos] + [
+        get,
+        b"GET",
+        b"some/file.txt\n",
+        b"\x16\x03\x01\x00\x05hello",
+        b"\x16\x03\x01\xff\xff" + b"\x00" * 64,
+        b"\x15\x03\x03\x00\x02\x02\x28",
+        hellos[0] + b"\x17\x03\x03\x00\x10" + b"\xaa" * 16,
+        b"\x00" + get,                       # a session: TLS 1.3, data
+        b"\x08" + get + get,                 # TLS 1.3, then close_notify
+        b"\x0c" + get,                       # TLS 1.2, close_notify
+        b"\x04" + b"x" * 20000,              # TLS 1.2, several records
+        b"\x18" + get,                       # TLS 1.3, a byte flipped
+        b"\x14" + get,                       # TLS 1.2, a byte flipped
+        b"\x08",                             # an empty session, closed
+    ]
+    client = servers + [s[:len(s) // 3] for s in servers] + [
+        b"HTTP/1.1 400 Bad Request\r\n\r\n",
+        b"\x15\x03\x03\x00\x02\x02\x28",
+        b"\x16\x03\x03\x00\x05\x01\x02\x03\x04\x05",
+        b"\x17\x03\x03\x00\x04abcd",
+        b"\xff" * 64,
+        b"",
+    ]
+    connect = [
+        b"HTTP/1.1 200 Connection established\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nProxy-Agent: squid\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n\x16\x03\x03\x00\x01\x00",
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 502 Bad Gateway\r\n\r\n",
+        b"HTTP/1.1 200 Connection established\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+        b"",
+    ]
+    return front, client, connect
+
 def main():
+    tls_front, tls_client, connect_answer = tls_seeds()
     for name, seeds in [
         ("http_request", http_request), ("range_header", range_header),
         ("conditional", conditional), ("percent_decode", percent_decode),
         ("line_framer", line_framer), ("protocol_detect", protocol_detect),
         ("http_date", http_date), ("get_response", get_response),
         ("config_file", config_file),
+        ("tls_front", tls_front), ("tls_client", tls_client),
+        ("connect_answer", connect_answer),
     ]:
         d = os.path.join(HERE, "corpus", name)
         os.makedirs(d, exist_ok=True)

@@ -77,6 +77,16 @@ pub struct BenchArgs {
     /// https://: do not check the server's certificate (a warning says so).
     #[arg(short = 'k', long)]
     insecure: bool,
+    /// A new connection for every request (`Connection: close`; once the
+    /// response is in, the connection is reset and a new one opened), so
+    /// that over TLS every request is a full handshake: requests/s are then
+    /// handshakes/s.
+    #[arg(long = "new-connection", conflicts_with = "raw")]
+    new_connection: bool,
+    /// https://: offer only this cipher suite (repeatable; rustls names,
+    /// e.g. TLS13_AES_128_GCM_SHA256), to compare servers on the same cipher.
+    #[arg(long = "tls-suite", value_name = "NAME")]
+    tls_suite: Vec<String>,
 }
 
 /// One kind of request: the bytes sent and, for the line protocol, the reply size.
@@ -92,6 +102,8 @@ struct Shared {
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
     items: Vec<Item>,
     raw: bool,
+    /// `--new-connection`: one request per connection.
+    new_connection: bool,
     stop: AtomicBool,
     /// Connections not yet closed for good.
     active: AtomicUsize,
@@ -201,8 +213,13 @@ pub fn run(args: BenchArgs) -> Result<(), Fail> {
                 expect: Some(size),
             }
         } else {
+            let close = if args.new_connection {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
             let request = format!(
-                "GET {p} HTTP/1.1\r\nHost: {}\r\nUser-Agent: iocomp-bench\r\n\r\n",
+                "GET {p} HTTP/1.1\r\nHost: {}\r\nUser-Agent: iocomp-bench\r\n{close}\r\n",
                 target.host_header()
             );
             Item {
@@ -219,7 +236,12 @@ pub fn run(args: BenchArgs) -> Result<(), Fail> {
             cacert: args.cacert.clone(),
             insecure: args.insecure,
         };
-        Some((crate::get::tls::config(&trust)?, target.host.clone()))
+        let cfg = if args.tls_suite.is_empty() {
+            crate::get::tls::config(&trust)?
+        } else {
+            crate::get::tls::config_with_suites(&trust, &args.tls_suite)?
+        };
+        Some((cfg, target.host.clone()))
     } else {
         None
     };
@@ -234,6 +256,7 @@ pub fn run(args: BenchArgs) -> Result<(), Fail> {
         tls,
         items,
         raw: args.raw,
+        new_connection: args.new_connection,
         stop: AtomicBool::new(false),
         active: AtomicUsize::new(args.conns),
         stats: Mutex::new(Vec::new()),

@@ -149,3 +149,143 @@ pub fn config_file(data: &[u8]) {
         "--print-config is not a fixed point"
     );
 }
+
+/// How a run of [`crate::get::tls::feed`] ended: the peer's close, or the
+/// kind of failure (exit code).
+fn tls_outcome(r: &Result<crate::get::tls::Closed, Fail>) -> Result<crate::get::tls::Closed, u8> {
+    match r {
+        Ok(c) => Ok(*c),
+        Err(e) => Err(e.code()),
+    }
+}
+
+/// Feeds `pieces` (then, with `eof`, the socket's end) to a fresh client
+/// session that has sent its ClientHello; stops at the first failure.
+fn tls_feed(pieces: &[&[u8]], eof: bool) -> (Result<crate::get::tls::Closed, u8>, Vec<u8>) {
+    use crate::get::tls;
+    static CFG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    let cfg = CFG.get_or_init(|| {
+        // -k: no file to read (no certificate can be presented anyway:
+        // arbitrary bytes never finish a handshake).
+        tls::config(&tls::Trust {
+            cacert: None,
+            insecure: true,
+        })
+        .expect("a client config")
+    });
+    let mut c = tls::connect(cfg, "localhost").expect("a client session");
+    let hello = tls::pending(&mut c).expect("a ClientHello");
+    assert!(
+        hello.as_ref().is_some_and(|h| h.first() == Some(&0x16)),
+        "no ClientHello record first"
+    );
+    let mut plain = Vec::new();
+    let mut last = Ok(tls::Closed::No);
+    // An empty piece is the socket's end to `feed`: only with `eof`.
+    let pieces = pieces.iter().copied().filter(|p| !p.is_empty());
+    for p in pieces.chain(eof.then_some(&b""[..])) {
+        let r = tls::feed(&mut c, p, &mut plain);
+        last = tls_outcome(&r);
+        if let Err(e) = &r {
+            assert!(
+                matches!(e, Fail::Tls(m) | Fail::Network(m) if !m.is_empty()),
+                "a TLS failure as {e:?}"
+            );
+            break;
+        }
+        // What the session wants to send (alerts) is framed as records.
+        let _ = tls::pending(&mut c);
+    }
+    (last, plain)
+}
+
+/// `iocomp get https://`'s TLS feed, `get::tls::feed`: arbitrary bytes as
+/// the server's answer to our ClientHello.
+///
+/// Invariants: no plaintext comes out (arbitrary bytes cannot finish a
+/// handshake); the outcome (still open, closed cleanly or abruptly, or the
+/// kind of failure) is the same whether the bytes arrive whole, in two
+/// pieces cut where the input says, or byte by byte; a failure is a `Tls` or
+/// `Network` failure with a message; the socket's end during the handshake
+/// is a failure, never a clean close.
+pub fn tls_client(data: &[u8]) {
+    let (whole, plain) = tls_feed(&[data], false);
+    assert!(plain.is_empty(), "plaintext before a handshake");
+    let cut = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let (halves, _) = tls_feed(&[&data[..cut], &data[cut..]], false);
+    assert_eq!(whole, halves, "whole vs two pieces (cut at {cut})");
+    if data.len() <= 4096 {
+        let bytes: Vec<&[u8]> = data.chunks(1).collect();
+        let (single, _) = tls_feed(&bytes, false);
+        assert_eq!(whole, single, "whole vs byte by byte");
+    }
+    let (ended, plain) = tls_feed(&[data], true);
+    assert!(plain.is_empty());
+    assert!(
+        ended.is_err(),
+        "the socket's end mid-handshake gave {ended:?}"
+    );
+}
+
+/// The `https_proxy` tunnel: the proxy's answer to `CONNECT`,
+/// `get::tls::connect_answer`.
+///
+/// Invariants: deterministic; the tunnel opens only on a complete head with
+/// a 2xx status that ends exactly where the input ends (a strict prefix of
+/// it is "more to come", and a byte more is refused); a non-2xx answer is an
+/// HTTP failure naming the status; every failure has a message.
+pub fn connect_answer(data: &[u8]) {
+    use crate::get::tls::connect_answer;
+    let r = connect_answer(data);
+    let again = connect_answer(data);
+    assert_eq!(
+        r.as_ref().map_err(Fail::code),
+        again.as_ref().map_err(Fail::code),
+        "not deterministic"
+    );
+    let parsed = parse_head(data);
+    match &r {
+        Ok(true) => {
+            let Ok(Some((head, used))) = &parsed else {
+                panic!("a tunnel without a complete head");
+            };
+            assert!(
+                (200..300).contains(&head.status),
+                "tunnel on {}",
+                head.status
+            );
+            assert_eq!(*used, data.len(), "a tunnel with bytes after the head");
+            if data.len() <= PREFIX_CHECK_MAX {
+                for k in 0..data.len() {
+                    assert!(
+                        matches!(connect_answer(&data[..k]), Ok(false)),
+                        "a prefix of {k} bytes did not wait for more"
+                    );
+                }
+            }
+            let mut more = data.to_vec();
+            more.push(0x16);
+            assert!(
+                matches!(connect_answer(&more), Err(Fail::Network(_))),
+                "bytes after the answer accepted"
+            );
+        }
+        Ok(false) => assert!(
+            matches!(parsed, Ok(None)),
+            "waiting for more on a complete or bad head"
+        ),
+        Err(Fail::Http(m)) => {
+            let Ok(Some((head, _))) = &parsed else {
+                panic!("a refusal without a head");
+            };
+            assert!(!(200..300).contains(&head.status));
+            assert!(m.contains(&head.status.to_string()), "{m}");
+        }
+        Err(e @ (Fail::Network(m) | Fail::Tls(m) | Fail::Usage(m) | Fail::Local(m))) => {
+            assert!(!m.is_empty(), "{e:?} without a message");
+        }
+    }
+}

@@ -273,6 +273,26 @@ pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usi
     }
 }
 
+/// `SO_LINGER` on, 0 s, on the socket `fd`: its close resets the
+/// connection at once instead of leaving it in TIME_WAIT (`bench
+/// --new-connection` closes thousands a second from one address).
+pub(crate) fn set_linger_zero(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: passes a pointer to a live `linger` and its exact size; the
+    // kernel only reads it; `fd` is open for the borrow.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        (&l as *const libc::linger).cast(),
+        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+    ))?;
+    Ok(())
+}
+
 /// Takes `flock(LOCK_EX | LOCK_NB)` on `f`: `Ok(false)` when another open
 /// file description holds a lock on the file. The lock goes with the last
 /// descriptor of this open file description.

@@ -67,3 +67,13 @@ fn get_response() {
 fn config_file() {
     replay("config_file", fuzz::config_file);
 }
+
+#[test]
+fn tls_client() {
+    replay("tls_client", fuzz::tls_client);
+}
+
+#[test]
+fn connect_answer() {
+    replay("connect_answer", fuzz::connect_answer);
+}

@@ -519,6 +519,54 @@ fn bench_measures_an_https_server() {
     s.server.signal(libc::SIGTERM);
 }
 
+/// `bench --new-connection`: every request on a connection of its own (a
+/// full TLS handshake each: connects ≥ requests, and every response still
+/// checked), and `--tls-suite` restricts what the client offers (an unknown
+/// name is a usage error naming the known ones).
+#[test]
+fn bench_new_connection_per_request_and_one_cipher_suite() {
+    let s = Setup::new(&[("k.bin", pseudo_random(3, 1024))]);
+    let url = s.url("k.bin");
+    let o = bench(&[
+        &url,
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "-d",
+        "1s",
+        "--json",
+        "--new-connection",
+        "--tls-suite",
+        "TLS13_AES_128_GCM_SHA256",
+        "--cacert",
+        &s.cacert(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let requests = json_number(&o.stdout, "requests");
+    assert!(requests >= 4, "{out}");
+    assert!(out.contains("\"errors\":{}"), "{out}");
+    assert_eq!(
+        json_number(&o.stdout, "body_bytes"),
+        requests * 1024,
+        "{out}"
+    );
+    let connects = json_number(&o.stdout, "connects");
+    assert!(
+        connects >= requests,
+        "{connects} connections for {requests} requests: {out}"
+    );
+    let o = bench(&[&url, "-d", "100ms", "--tls-suite", "TLS_RC4_128", "-k"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("TLS13_AES_128_GCM_SHA256"),
+        "{}",
+        stderr(&o)
+    );
+    s.server.signal(libc::SIGTERM);
+}
+
 /// A one-connection-at-a-time server on a thread: reads a request head (or
 /// anything, up to 4 KiB), answers `reply` (nothing: stays silent), holds the
 /// connection for `hold`, closes.

@@ -208,7 +208,8 @@ pub(crate) struct Settings {
     pub(crate) rate: Option<Rate>,
     /// The TLS listeners' rustls configuration, if there are any.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    /// The kernel has kernel TLS (probed at start; reported, not used).
+    /// The kernel has kernel TLS (probed at start): TLS connections try the
+    /// hand-off to it after their handshake (`conn::ktls`).
     pub(crate) ktls: bool,
     /// The `Strict-Transport-Security` header line (with its CRLF) for HTTP
     /// responses over TLS.

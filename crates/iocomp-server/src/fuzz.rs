@@ -26,6 +26,8 @@ use crate::http::range::{parse_ranges, RangeResult, MAX_RANGES};
 use crate::http::request::{self, Method, Parsed, Request, Version, MAX_HEAD};
 use crate::proto::line::framer::{Frame, LineFramer, MAX_LINE};
 
+pub use crate::conn::tls::fuzz::tls_front;
+
 /// Splits `data` at its first LF: `(first line, rest)`; `(b"", data)` without one.
 fn first_line(data: &[u8]) -> (&[u8], &[u8]) {
     match data.iter().position(|&b| b == b'\n') {

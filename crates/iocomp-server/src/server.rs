@@ -103,12 +103,17 @@ impl Server {
             settings.tls = Some(conn::tls::server_config(
                 loaded.clone(),
                 config.tls_no_tickets,
+                ktls,
             )?);
             certs = Some(loaded);
             info!(
                 "TLS on {} listener(s): rustls (ring), TLS 1.2/1.3, encryption in user space; kernel TLS {}",
                 tls_range.len(),
-                if ktls { "available (not used yet)" } else { "unavailable" }
+                if ktls {
+                    "available: used per connection where the cipher allows (counted in /metrics)"
+                } else {
+                    "unavailable: every connection encrypts in user space"
+                }
             );
         }
         for (i, l) in bound.into_iter().enumerate() {

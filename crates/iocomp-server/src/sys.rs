@@ -317,6 +317,91 @@ pub(crate) fn set_nofile_limit(soft: libc::rlim_t, hard: libc::rlim_t) -> io::Re
     Ok(())
 }
 
+/// `setsockopt(TCP_ULP, "tls")` on a connected TCP socket: attaches the
+/// kernel's TLS upper-layer protocol (no keys yet: the socket still carries
+/// plain bytes until [`set_tls_crypto`]). `ENOENT`: the kernel has no kernel
+/// TLS; `EEXIST`: an upper-layer protocol is attached already.
+pub(crate) fn set_ulp_tls(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let name = b"tls";
+    // SAFETY: passes a pointer to a live 3-byte array and its exact length;
+    // the kernel only reads it; `fd` is open for the borrow.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_TCP,
+        libc::TCP_ULP,
+        name.as_ptr().cast(),
+        name.len() as libc::socklen_t,
+    ))?;
+    Ok(())
+}
+
+/// `setsockopt(SOL_TLS, TLS_TX or TLS_RX, crypto_info)`: gives the kernel the
+/// keys of one direction (`tx`: what we send). `info` is one of
+/// `linux/tls.h`'s `tls12_crypto_info_*` structures, as bytes (see
+/// `conn::ktls::crypto_info`); the kernel checks its length against the
+/// cipher it names.
+pub(crate) fn set_tls_crypto(fd: BorrowedFd<'_>, tx: bool, info: &[u8]) -> io::Result<()> {
+    let dir = if tx { libc::TLS_TX } else { libc::TLS_RX };
+    // SAFETY: passes a pointer to `info`'s live bytes and their exact length;
+    // the kernel only reads (copies) them; `fd` is open for the borrow.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_TLS,
+        dir,
+        info.as_ptr().cast(),
+        info.len() as libc::socklen_t,
+    ))?;
+    Ok(())
+}
+
+/// Sends one TLS alert (`level`, `description`) on a socket whose sending
+/// side kernel TLS encrypts: `sendmsg` with a `TLS_SET_RECORD_TYPE` control
+/// message naming the alert content type (21), without waiting (a full
+/// socket buffer gives `EAGAIN`; the caller closes anyway).
+pub(crate) fn ktls_send_alert(fd: BorrowedFd<'_>, level: u8, description: u8) -> io::Result<()> {
+    const ALERT: u8 = 21;
+    let mut payload = [level, description];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    // Room for one cmsghdr and one byte of data, aligned as cmsghdr is.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE only computes a size from its argument.
+    let space = unsafe { libc::CMSG_SPACE(1) } as usize;
+    if space > std::mem::size_of_val(&control) {
+        return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+    }
+    // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at `control`, which is `space` bytes long (checked
+    // above) and 8-byte aligned, so CMSG_FIRSTHDR returns a pointer into it
+    // (non-null, as the length holds a header), and CMSG_DATA a pointer to the
+    // one data byte that CMSG_SPACE(1) left room for; nothing else is written.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        }
+        (*cmsg).cmsg_level = libc::SOL_TLS;
+        (*cmsg).cmsg_type = libc::TLS_SET_RECORD_TYPE;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(1) as _;
+        *libc::CMSG_DATA(cmsg) = ALERT;
+    }
+    // SAFETY: `msg` and everything it points at (`iov`, `payload`, `control`)
+    // live on this frame for the whole call; the kernel only reads them.
+    syscall!(sendmsg(
+        fd.as_raw_fd(),
+        &msg,
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    ))?;
+    Ok(())
+}
+
 /// `mkfifo(path, mode)`: for tests of special files.
 #[cfg(test)]
 pub(crate) fn mkfifo(path: &CStr, mode: libc::mode_t) -> io::Result<()> {

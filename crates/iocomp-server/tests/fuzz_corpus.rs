@@ -90,3 +90,8 @@ fn protocol_detect() {
 fn http_date() {
     replay("http_date", fuzz::http_date);
 }
+
+#[test]
+fn tls_front() {
+    replay("tls_front", fuzz::tls_front);
+}

@@ -329,5 +329,15 @@ fn done(port: &Port, mut conn: Box<Conn>) {
         return close(conn, None);
     }
     conn.item = (conn.item + 1) % conn.shared.items.len();
+    if conn.shared.new_connection {
+        // The response is whole: close at once (a reset, not waiting for the
+        // server's close: a wait would measure the server's close path, Nagle
+        // and delayed ACKs included, not its handshakes), then reconnect.
+        if let Some(h) = &conn.handle {
+            use std::os::fd::AsFd;
+            let _ = crate::sys::set_linger_zero(h.as_fd());
+        }
+        return connect(port, conn);
+    }
     send_request(port, conn);
 }

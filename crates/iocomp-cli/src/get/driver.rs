@@ -353,23 +353,11 @@ impl<'a> Driver<'a> {
 
     /// The proxy's answer to `CONNECT` (in `c.buf`): a 2xx opens the tunnel.
     fn tunnel(&mut self, k: usize, c: Conn) {
-        let (head, used) = match client::parse_head(&c.buf) {
-            Ok(Some(h)) => h,
-            Ok(None) => return self.recv(k, c),
-            Err(e) => return self.fail(c, e),
-        };
-        if !(200..300).contains(&head.status) {
-            let e = Fail::Http(format!(
-                "the proxy refused the tunnel (CONNECT): {} {}",
-                head.status, head.reason
-            ));
-            return self.fail(c, e);
+        match tls::connect_answer(&c.buf) {
+            Ok(false) => self.recv(k, c),
+            Ok(true) => self.start_tls(k, c),
+            Err(e) => self.fail(c, e),
         }
-        if used != c.buf.len() {
-            let e = Fail::Network("the proxy sent bytes before the TLS handshake".into());
-            return self.fail(c, e);
-        }
-        self.start_tls(k, c)
     }
 
     /// A connection failed: its job fails, and the job's other connections stop.

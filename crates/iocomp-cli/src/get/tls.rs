@@ -54,7 +54,10 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The client configuration for `trust` (read once per `iocomp get`).
 pub(crate) fn config(trust: &Trust) -> Result<Arc<ClientConfig>, Fail> {
-    let provider = provider();
+    build(trust, provider())
+}
+
+fn build(trust: &Trust, provider: Arc<CryptoProvider>) -> Result<Arc<ClientConfig>, Fail> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Fail::Tls(format!("TLS setup: {e}")))?;
@@ -70,6 +73,39 @@ pub(crate) fn config(trust: &Trust) -> Result<Arc<ClientConfig>, Fail> {
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// [`config`] offering only the cipher suites named in `suites` (rustls'
+/// names, e.g. `TLS13_AES_128_GCM_SHA256`), for `bench --tls-suite`.
+pub(crate) fn config_with_suites(
+    trust: &Trust,
+    suites: &[String],
+) -> Result<Arc<ClientConfig>, Fail> {
+    let base = provider();
+    let mut chosen = Vec::new();
+    for name in suites {
+        let Some(s) = base
+            .cipher_suites
+            .iter()
+            .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(name))
+        else {
+            let known: Vec<String> = base
+                .cipher_suites
+                .iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect();
+            return Err(Fail::Usage(format!(
+                "--tls-suite {name}: not a cipher suite here (known: {})",
+                known.join(", ")
+            )));
+        };
+        chosen.push(*s);
+    }
+    let provider = Arc::new(CryptoProvider {
+        cipher_suites: chosen,
+        ..(*base).clone()
+    });
+    build(trust, provider)
 }
 
 /// The CAs of `cacert`, else of the system's bundle.
@@ -191,6 +227,29 @@ pub(crate) fn write(tls: &mut ClientConnection, plain: &[u8]) -> Result<(), Fail
     tls.writer()
         .write_all(plain)
         .map_err(|e| Fail::Network(format!("TLS: {e}")))
+}
+
+/// The proxy's answer to `CONNECT` so far (`buf`: every byte received):
+/// `Ok(false)` while its head is incomplete, `Ok(true)` when a 2xx opened the
+/// tunnel. Anything after the head is refused: the origin's TLS starts only
+/// once we send our ClientHello, so a proxy that sends more is not a tunnel.
+pub(crate) fn connect_answer(buf: &[u8]) -> Result<bool, Fail> {
+    let (head, used) = match crate::client::parse_head(buf)? {
+        Some(h) => h,
+        None => return Ok(false),
+    };
+    if !(200..300).contains(&head.status) {
+        return Err(Fail::Http(format!(
+            "the proxy refused the tunnel (CONNECT): {} {}",
+            head.status, head.reason
+        )));
+    }
+    if used != buf.len() {
+        return Err(Fail::Network(
+            "the proxy sent bytes before the TLS handshake".into(),
+        ));
+    }
+    Ok(true)
 }
 
 /// A rustls error as a failure: a certificate that cannot be verified says

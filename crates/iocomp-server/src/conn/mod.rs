@@ -11,6 +11,7 @@
 //! connection out.
 
 pub(crate) mod gate;
+pub(crate) mod ktls;
 pub(crate) mod limit;
 pub(crate) mod tls;
 pub(crate) mod watch;
@@ -148,6 +149,10 @@ struct Io {
     /// something, so it waits under the header timeout, counted from then, as
     /// a partial line does; receiving more of it restarts nothing.
     cipher_only: bool,
+    /// The TLS session went to kernel TLS after its handshake (`tls` is
+    /// then `None`): the connection runs as a plain one, the kernel
+    /// encrypting and decrypting.
+    ktls: bool,
 }
 
 impl Conn {
@@ -185,6 +190,7 @@ impl Conn {
                 over_limit: false,
                 tls: None,
                 cipher_only: false,
+                ktls: false,
             },
         })
     }
@@ -293,7 +299,7 @@ impl Connection for Io {
     }
 
     fn secure(&self) -> bool {
-        self.tls.is_some()
+        self.tls.is_some() || self.ktls
     }
 
     fn site(&self) -> Site<'_> {
@@ -406,8 +412,13 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     if let Err(e) = &packet.status {
         debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
         let cancelled = e.raw_os_error() == Some(libc::ECANCELED);
+        // On kernel TLS a record that is not data (the client's
+        // close_notify) fails the receive with EIO: the client's end, not an
+        // I/O error.
+        let ktls_end =
+            io.ktls && matches!(packet.op, Op::Recv(_)) && e.raw_os_error() == Some(libc::EIO);
         if let Some(m) = &io.shared.obs.metrics {
-            if !cancelled {
+            if !cancelled && !ktls_end {
                 m.error(ErrorKind::Io, 1);
             }
         }
@@ -520,9 +531,16 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 submit(port, conn, op, wait);
                 return;
             }
+            // The handshake is over and all of it sent: kernel TLS, if it
+            // can take the session (decided once; see `ktls`).
+            if tls.kernel_candidate() && !ktls::hand_off(io) {
+                return;
+            }
         }
         let step = match proto {
-            Proto::Unknown if io.tls.is_none() && io.inbuf.first() == Some(&tls::HANDSHAKE) => {
+            Proto::Unknown
+                if io.tls.is_none() && !io.ktls && io.inbuf.first() == Some(&tls::HANDSHAKE) =>
+            {
                 info!(peer = ?io.peer, "a TLS handshake on a plain port: closing");
                 return;
             }
@@ -554,6 +572,7 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
             Step::Close => {
                 // On TLS, a `close_notify` first, so that the client can tell
                 // the end from a cut.
+                ktls::close_notify(io);
                 if let Some(tls) = io.tls.as_mut() {
                     if !io.shared.live.gate.draining() && tls.close_notify() {
                         io.close_after = true;
@@ -592,9 +611,11 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                     io.transfer_pieces(&name, &pieces);
                 }
                 let mut pieces = pieces;
-                if let (Proto::Http, Some(_), Some(hsts)) =
-                    (&proto, &io.tls, &io.shared.settings.hsts)
-                {
+                if let (Proto::Http, true, Some(hsts)) = (
+                    &proto,
+                    io.tls.is_some() || io.ktls,
+                    &io.shared.settings.hsts,
+                ) {
                     tls::add_header(&mut pieces, hsts);
                 }
                 // The head's length, for the access log and the status page
@@ -635,6 +656,7 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
 /// end from a cut; then the connection closes.
 fn close(port: &Port, mut conn: Box<Conn>) {
     let io = &mut conn.io;
+    ktls::close_notify(io);
     let Some(tls) = io.tls.as_mut() else {
         return;
     };

@@ -6,7 +6,8 @@
 //! per-worker buffer, at most [`CHUNK`] at a time: from the page cache without
 //! waiting, cold pages inside [`Port::blocking`](iocomp::Port::blocking)) and the
 //! ciphertext goes out with `Send`. No `sendfile` here: that needs kernel TLS,
-//! which the server only probes at start and never requires.
+//! to which `conn::ktls` hands the session after the handshake where the
+//! kernel and the cipher allow (the connection then leaves this module).
 //!
 //! The session is TLS 1.2 and 1.3 only (rustls never renegotiates), ALPN
 //! `http/1.1`, crypto from `ring`.
@@ -32,6 +33,9 @@ use crate::config::{CertFiles, CertPem};
 use crate::http::detect::{detect, Proto as Detected};
 use crate::proto::Piece;
 use crate::sys;
+
+#[cfg(feature = "fuzz")]
+pub(crate) mod fuzz;
 
 /// The most file bytes encrypted per `Send`.
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -194,15 +198,35 @@ impl ResolvesServerCert for Certs {
 /// `http/1.1`, session resumption by tickets only (keys rotated every 6
 /// hours; no server-side session cache, so nothing grows per client); with
 /// `no_tickets`, no resumption at all (every handshake is a full one).
+///
+/// With `ktls` (the kernel has kernel TLS), rustls lets the traffic secrets
+/// be taken out after the handshake, for the hand-off to the kernel.
 pub(crate) fn server_config(
     certs: Arc<Certs>,
     no_tickets: bool,
+    ktls: bool,
 ) -> Result<Arc<ServerConfig>, CertError> {
     // ring: the lean provider (aws-lc-rs needs cmake and a long C build). It
     // was deprecated in rustls 0.23.48 only for lacking post-quantum key
     // exchange; X25519, P-256 and P-384 remain.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = server_config_with(certs, no_tickets, provider)?;
+    if ktls {
+        if let Some(c) = Arc::get_mut(&mut config) {
+            c.enable_secret_extraction = true;
+        }
+    }
+    Ok(config)
+}
+
+/// [`server_config`] with another crypto provider (the fuzz target's has a
+/// fixed seed).
+pub(crate) fn server_config_with(
+    certs: Arc<Certs>,
+    no_tickets: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<ServerConfig>, CertError> {
     let internal = |e: rustls::Error| CertError {
         file: PathBuf::new(),
         reason: format!("TLS configuration: {e}"),
@@ -304,7 +328,12 @@ pub(crate) struct Absorbed {
 
 /// One connection's TLS session.
 pub(crate) struct Tls {
-    session: ServerConnection,
+    pub(super) session: ServerConnection,
+    /// The hand-off to kernel TLS was decided (see `conn::ktls`).
+    pub(super) kernel_tried: bool,
+    /// Where the client's record stream stands (the hand-off waits for a
+    /// record boundary).
+    rx: Records,
     /// No byte has arrived yet (the first is checked for plain HTTP).
     fresh: bool,
     /// The first bytes, when they are not a handshake record, kept until
@@ -334,12 +363,29 @@ impl Tls {
         session.set_buffer_limit(None);
         Ok(Tls {
             session,
+            kernel_tried: false,
+            rx: Records::default(),
             fresh: true,
             sniff: Vec::new(),
             closing: false,
             plain_in_flight: 0,
             spare: Vec::new(),
         })
+    }
+
+    /// The handshake is done and the hand-off to kernel TLS not yet decided.
+    pub(crate) fn kernel_candidate(&self) -> bool {
+        !self.kernel_tried && !self.session.is_handshaking()
+    }
+
+    /// The client's bytes received so far end on a TLS record boundary.
+    pub(crate) fn rx_boundary(&self) -> bool {
+        self.rx.at_boundary()
+    }
+
+    /// The rustls session (for the hand-off to the kernel).
+    pub(super) fn into_session(self) -> ServerConnection {
+        self.session
     }
 
     /// Still handshaking.
@@ -381,6 +427,7 @@ impl Tls {
                 };
             }
         }
+        self.rx.advance(cipher);
         let mut closed = false;
         while !cipher.is_empty() {
             let took = self
@@ -505,6 +552,42 @@ impl Tls {
             self.spare = buf;
         }
         std::mem::take(&mut self.plain_in_flight)
+    }
+}
+
+/// Follows the record framing of a byte stream (5-byte headers, each
+/// followed by as many bytes as its length field says) without keeping it.
+#[derive(Debug, Default)]
+struct Records {
+    /// Bytes of the current record's body still to come.
+    left: usize,
+    /// The current header's bytes so far (0 to 4; at 5 it is read).
+    header: [u8; 5],
+    have: usize,
+}
+
+impl Records {
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                self.left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == 5 {
+                self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.have = 0;
+            }
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.left == 0 && self.have == 0
     }
 }
 

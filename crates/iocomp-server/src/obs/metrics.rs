@@ -44,6 +44,9 @@ pub(crate) struct Metrics {
     errors: [AtomicU64; ERROR_KINDS.len()],
     /// TLS handshakes completed, failed.
     handshakes: [AtomicU64; 2],
+    /// TLS connections after their handshake: kernel TLS, user space, and
+    /// hand-offs the kernel refused (closed).
+    tls_paths: [AtomicU64; 3],
 }
 
 /// Gauges read at scrape time.
@@ -68,6 +71,7 @@ impl Metrics {
             latency_sum_us: AtomicU64::new(0),
             errors: Default::default(),
             handshakes: Default::default(),
+            tls_paths: Default::default(),
         }
     }
 
@@ -95,9 +99,18 @@ impl Metrics {
         self.errors[kind as usize].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// A TLS handshake completed (`ok`) or failed. Every TLS connection
-    /// encrypts in user space (kernel TLS is not used), so the completed
-    /// handshakes are also the connections on that path.
+    /// Where a TLS connection went after its handshake (once per connection).
+    pub(crate) fn tls_path(&self, outcome: &crate::conn::ktls::Handoff) {
+        use crate::conn::ktls::Handoff;
+        let i = match outcome {
+            Handoff::Kernel => 0,
+            Handoff::User(_) => 1,
+            Handoff::Failed(_) => 2,
+        };
+        self.tls_paths[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TLS handshake completed (`ok`) or failed.
     pub(crate) fn handshake(&self, ok: bool) {
         self.handshakes[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
@@ -194,12 +207,23 @@ impl Metrics {
                 self.handshakes[i].load(Ordering::Relaxed)
             );
         }
-        o.push_str("# HELP iocomp_tls_connections_total TLS connections after their handshake, by where records are encrypted.\n");
+        o.push_str("# HELP iocomp_tls_connections_total TLS connections after their handshake, by where their records are encrypted: kernel (kernel TLS) or user (rustls).\n");
         o.push_str("# TYPE iocomp_tls_connections_total counter\n");
-        let user = self.handshakes[0].load(Ordering::Relaxed);
-        let _ = writeln!(o, "iocomp_tls_connections_total{{mode=\"user\"}} {user}");
-        let _ = writeln!(o, "iocomp_tls_connections_total{{mode=\"kernel\"}} 0");
-        o.push_str("# HELP iocomp_ktls_available Whether the kernel has kernel TLS (probed at start; not used yet).\n");
+        for (i, mode) in ["kernel", "user"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "iocomp_tls_connections_total{{mode=\"{mode}\"}} {}",
+                self.tls_paths[i].load(Ordering::Relaxed)
+            );
+        }
+        o.push_str("# HELP iocomp_ktls_failures_total Hand-offs to kernel TLS that the kernel refused after the secrets were taken (the connection was closed).\n");
+        o.push_str("# TYPE iocomp_ktls_failures_total counter\n");
+        let _ = writeln!(
+            o,
+            "iocomp_ktls_failures_total {}",
+            self.tls_paths[2].load(Ordering::Relaxed)
+        );
+        o.push_str("# HELP iocomp_ktls_available Whether the kernel has kernel TLS (probed at start; used per connection where the cipher allows).\n");
         o.push_str("# TYPE iocomp_ktls_available gauge\n");
         let _ = writeln!(o, "iocomp_ktls_available {}", u8::from(g.ktls));
         o.push_str("# HELP iocomp_backend_info The engine backend in use.\n");

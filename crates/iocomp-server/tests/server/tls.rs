@@ -724,6 +724,56 @@ fn metrics_count_handshakes_and_report_ktls() {
     );
 }
 
+/// Kernel TLS forced on (as if the probe had said yes): each connection
+/// still tries `setsockopt(TCP_ULP, "tls")` before giving anything up, so on
+/// a kernel without it every connection falls back to user space and is
+/// served byte-exact, and `/metrics` counts it there; where the kernel has it,
+/// the connection is served by kernel TLS (a file body through `sendfile`)
+/// and counted so.
+#[test]
+fn forced_kernel_tls_falls_back_per_connection_and_counts_the_path() {
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let Site {
+        running,
+        addr,
+        pki,
+        _tree,
+    } = site("tls-ktls", &body, |c| {
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+        c.ktls = Some(true);
+    });
+    let (got, _) = curl(&pki, addr, &[&url(addr, "/x"), &url(addr, "/x")]);
+    assert_eq!(got.len(), 2 * body.len());
+    assert!(got == [body.clone(), body.clone()].concat(), "bytes differ");
+    let (got, _) = curl(&pki, addr, &["-r", "5-9", &url(addr, "/x")]);
+    assert_eq!(got, &body[5..10]);
+    let m = Running::at(running.metrics_addr()).get("/metrics", &[]);
+    let text = String::from_utf8_lossy(&m.body);
+    let list = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap();
+    let (kernel, user) = if list.split_whitespace().any(|u| u == "tls") {
+        (2, 0)
+    } else {
+        eprintln!(
+            "*** kernel TLS unavailable here ({:?}): both connections fell back to user space ***",
+            list.trim()
+        );
+        (0, 2)
+    };
+    assert!(
+        text.contains(&format!(
+            "iocomp_tls_connections_total{{mode=\"kernel\"}} {kernel}\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "iocomp_tls_connections_total{{mode=\"user\"}} {user}\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("iocomp_ktls_failures_total 0\n"), "{text}");
+}
+
 #[test]
 fn a_handshake_cut_at_every_byte_leaves_nothing_behind() {
     let Site {
