@@ -219,7 +219,9 @@ fn run(a: &Args) -> io::Result<String> {
         (Rw::Write, None) => return Err(fail("--rw write needs --size".into())),
         (Rw::Write, Some(s)) => s,
         (_, Some(s)) if s > len => {
-            return Err(fail(format!("--size {s} is past the end of the file ({len})")))
+            return Err(fail(format!(
+                "--size {s} is past the end of the file ({len})"
+            )))
         }
         (_, Some(s)) => s,
         (_, None) => len,
@@ -227,7 +229,9 @@ fn run(a: &Args) -> io::Result<String> {
     let bs = a.bs as u64;
     let blocks = size / bs;
     if blocks == 0 {
-        return Err(fail(format!("the file region ({size} bytes) holds no block of {bs}")));
+        return Err(fail(format!(
+            "the file region ({size} bytes) holds no block of {bs}"
+        )));
     }
     // Sequential without --runtime/--ops: one pass. Random: 5 s by default.
     let (max_ops, runtime) = match (a.rw, a.ops, a.runtime) {
@@ -287,9 +291,13 @@ fn run(a: &Args) -> io::Result<String> {
                 Op::WriteAt(w) => (w.offset, w.buf),
                 other => return Err(fail(format!("unexpected packet {other:?}"))),
             };
-            p.status.map_err(|e| fail(format!("operation at {off}: {e}")))?;
+            p.status
+                .map_err(|e| fail(format!("operation at {off}: {e}")))?;
             if p.bytes != bs {
-                return Err(fail(format!("short transfer at {off}: {} of {bs} bytes", p.bytes)));
+                return Err(fail(format!(
+                    "short transfer at {off}: {} of {bs} bytes",
+                    p.bytes
+                )));
             }
             done += 1;
             bytes += p.bytes;

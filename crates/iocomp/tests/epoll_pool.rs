@@ -68,10 +68,8 @@ struct TempFile(PathBuf);
 
 impl TempFile {
     fn new(tag: &str) -> TempFile {
-        let p = std::env::temp_dir().join(format!(
-            "iocomp-epoll-pool-{}-{tag}",
-            std::process::id()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("iocomp-epoll-pool-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_file(&p);
         TempFile(p)
     }
@@ -131,7 +129,9 @@ fn reads_survive_a_refused_nowait_read() {
     let p = get(&port);
     assert!(p.status.is_ok(), "whole read: {:?}", p.status);
     assert_eq!((p.key, p.bytes), (3, 65_536));
-    let Op::ReadAt(r) = p.op else { panic!("{:?}", p.op) };
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
     assert_eq!(r.buf, data[4096..4096 + 65_536]);
 
     // Across the end: what is there.
@@ -141,7 +141,9 @@ fn reads_survive_a_refused_nowait_read() {
     let p = get(&port);
     assert!(p.status.is_ok(), "read across the end: {:?}", p.status);
     assert_eq!(p.bytes, 4000);
-    let Op::ReadAt(r) = p.op else { panic!("{:?}", p.op) };
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
     assert_eq!(r.buf, data[96_000..]);
 
     // At the end: 0 bytes, success.
@@ -257,13 +259,19 @@ fn a_pool_without_helpers_completes_each_op_with_an_error() {
         port.submit(Fsync::new(&h)).map_err(|(e, _)| e).unwrap();
         let p = get(&port);
         assert!(matches!(p.op, Op::Fsync(_)), "{:?}", p.op);
-        assert!(p.status.is_err(), "a flush succeeded with no thread to run it");
+        assert!(
+            p.status.is_err(),
+            "a flush succeeded with no thread to run it"
+        );
 
         port.submit(ReadAt::new(&h, Vec::with_capacity(100), 0))
             .map_err(|(e, _)| e)
             .unwrap();
         let p = get(&port);
-        assert!(p.status.is_err(), "a pool read succeeded with no thread to run it");
+        assert!(
+            p.status.is_err(),
+            "a pool read succeeded with no thread to run it"
+        );
     }
     // Nothing was written.
     assert_eq!(std::fs::metadata(&f.0).unwrap().len(), 0);
@@ -299,7 +307,11 @@ fn a_pool_with_one_helper_runs_every_job() {
     }
     let all = std::fs::read(&f.0).unwrap();
     for i in 0..n {
-        assert_eq!(all[i * 4096..(i + 1) * 4096], pattern(4096, i as u8), "block {i}");
+        assert_eq!(
+            all[i * 4096..(i + 1) * 4096],
+            pattern(4096, i as u8),
+            "block {i}"
+        );
     }
 }
 
@@ -331,7 +343,10 @@ fn a_panicking_pool_job_completes_its_op_and_the_pool_goes_on() {
             Ok(()) => {
                 assert_eq!(p.bytes, 512);
                 let mut back = vec![0u8; 512];
-                File::open(&f.0).unwrap().read_exact_at(&mut back, i * 512).unwrap();
+                File::open(&f.0)
+                    .unwrap()
+                    .read_exact_at(&mut back, i * 512)
+                    .unwrap();
                 assert_eq!(back, pattern(512, i as u8), "write {i}");
                 ok += 1;
             }

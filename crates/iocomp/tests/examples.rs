@@ -133,14 +133,21 @@ fn fileio_writes_and_reads_with_operations_in_flight() {
     let common = ["--file", f];
     run(
         "fileio",
-        &[&common[..], &["--rw", "write", "--bs", "64k", "--qd", "8", "--size", "4m"]].concat(),
+        &[
+            &common[..],
+            &["--rw", "write", "--bs", "64k", "--qd", "8", "--size", "4m"],
+        ]
+        .concat(),
         "rw=write bs=65536 qd=8 ops=64 bytes=4194304",
     );
     // Every block holds the example's write pattern.
     let all = std::fs::read(&file).unwrap();
     assert_eq!(all.len(), 4 << 20);
     let block: Vec<u8> = (0..65536usize).map(|i| (i % 251) as u8 | 1).collect();
-    assert!(all.chunks(65536).all(|c| c == block), "a block was not written");
+    assert!(
+        all.chunks(65536).all(|c| c == block),
+        "a block was not written"
+    );
     run(
         "fileio",
         &[&common[..], &["--bs", "4k", "--qd", "16", "--ops", "3000"]].concat(),
