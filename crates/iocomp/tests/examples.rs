@@ -155,6 +155,15 @@ fn fileio_writes_and_reads_with_operations_in_flight() {
     );
     run(
         "fileio",
+        &[
+            &common[..],
+            &["--bs", "512", "--qd", "2", "--ops", "100", "--no-fadvise"],
+        ]
+        .concat(),
+        "rw=randread bs=512 qd=2 ops=100 bytes=51200",
+    );
+    run(
+        "fileio",
         &[&common[..], &["--rw", "read", "--bs", "1m", "--qd", "3"]].concat(),
         "rw=read bs=1048576 qd=3 ops=4 bytes=4194304",
     );
