@@ -254,8 +254,13 @@ pub(super) fn submit(job: Job, ring: &Arc<RingShared>, id: OpId) {
             Err(_) => {}
         }
     }
+    // A helper that is not idle looks at the queue before it waits again:
+    // wake one only if one waits (a notify is a system call).
+    let wake = q.idle > 0;
     drop(q);
-    pool.ready.notify_one();
+    if wake {
+        pool.ready.notify_one();
+    }
 }
 
 /// Starts one more helper thread; `running` are running already.
