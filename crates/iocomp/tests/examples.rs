@@ -96,6 +96,10 @@ fn filecopy_copies_a_file_with_reads_and_writes_in_flight() {
     let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
     run("filecopy", &[s, d, "6", "256"], "verified");
     assert!(std::fs::read(&dst).unwrap() == data, "the copy differs");
+    // Without the final comparison (as the benchmark runs it): the same copy.
+    std::fs::write(&dst, b"stale").unwrap();
+    run("filecopy", &["--no-verify", s, d, "3"], "not compared");
+    assert!(std::fs::read(&dst).unwrap() == data, "the copy differs");
     // An empty file.
     std::fs::write(&src, b"").unwrap();
     run("filecopy", &[s, d], "copied 0 bytes");
@@ -112,6 +116,70 @@ fn filecopy_copies_a_file_with_reads_and_writes_in_flight() {
             .unwrap();
         assert!(!out.status.success(), "filecopy {a:?} {b:?} succeeded");
         assert!(String::from_utf8_lossy(&out.stderr).contains("filecopy:"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The benchmark's load generator (`bench/file/run`): a sequential write
+/// pass, random reads of a fixed count and a sequential read pass, each
+/// with several operations in flight, report every byte; bad arguments and
+/// a region past the end of the file exit non-zero.
+#[test]
+fn fileio_writes_and_reads_with_operations_in_flight() {
+    let dir = std::env::temp_dir().join(format!("iocomp-fileio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("data");
+    let f = file.to_str().unwrap();
+    let common = ["--file", f];
+    run(
+        "fileio",
+        &[
+            &common[..],
+            &["--rw", "write", "--bs", "64k", "--qd", "8", "--size", "4m"],
+        ]
+        .concat(),
+        "rw=write bs=65536 qd=8 ops=64 bytes=4194304",
+    );
+    // Every block holds the example's write pattern.
+    let all = std::fs::read(&file).unwrap();
+    assert_eq!(all.len(), 4 << 20);
+    let block: Vec<u8> = (0..65536usize).map(|i| (i % 251) as u8 | 1).collect();
+    assert!(
+        all.chunks(65536).all(|c| c == block),
+        "a block was not written"
+    );
+    run(
+        "fileio",
+        &[&common[..], &["--bs", "4k", "--qd", "16", "--ops", "3000"]].concat(),
+        "rw=randread bs=4096 qd=16 ops=3000 bytes=12288000",
+    );
+    run(
+        "fileio",
+        &[
+            &common[..],
+            &["--bs", "512", "--qd", "2", "--ops", "100", "--no-fadvise"],
+        ]
+        .concat(),
+        "rw=randread bs=512 qd=2 ops=100 bytes=51200",
+    );
+    run(
+        "fileio",
+        &[&common[..], &["--rw", "read", "--bs", "1m", "--qd", "3"]].concat(),
+        "rw=read bs=1048576 qd=3 ops=4 bytes=4194304",
+    );
+    for bad in [
+        &["--bs", "0"][..],
+        &["--qd", "0"],
+        &["--rw", "randwrite"],
+        &["--size", "5m"],
+    ] {
+        let out = Command::new(example("fileio"))
+            .args(common)
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "fileio {bad:?} succeeded");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("fileio:"));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -236,14 +236,7 @@ impl OpState {
                     match pread_nowait_append(fd, &mut r.buf, r.offset + n as u64) {
                         Ok(0) => return Attempt::Done(Ok(()), n as u64),
                         Ok(k) => n += k,
-                        Err(e)
-                            if matches!(
-                                e.raw_os_error(),
-                                Some(libc::EAGAIN | libc::EOPNOTSUPP)
-                            ) =>
-                        {
-                            break
-                        }
+                        Err(e) if nowait_refused(&e) => break,
                         // Report what was read; the next read says why it stopped.
                         Err(_) if n > 0 => return Attempt::Done(Ok(()), n as u64),
                         Err(e) => return Attempt::Done(Err(e), 0),
@@ -492,7 +485,7 @@ impl OpState {
                                     return Attempt::Done(Err(e), t.total);
                                 }
                                 Ok(n) => t.read_done(n),
-                                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                                Err(e) if nowait_refused(&e) => {
                                     let buf = std::mem::take(&mut t.chunk);
                                     let job = Job::Chunk {
                                         file: file.clone(),
@@ -813,12 +806,44 @@ fn pread_nowait(fd: RawFd, buf: &mut Vec<u8>, want: usize, off: u64) -> io::Resu
     let n = retry(|| {
         // SAFETY: one iovec over `want` bytes of spare capacity that `buf` owns
         // and we borrow mutably; the kernel writes at most that and keeps nothing.
-        unsafe { libc::preadv2(fd, &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) }
+        unsafe { preadv2_nowait(fd, &iov, off) }
     })?;
     let n = n.min(want);
     // SAFETY: the kernel initialised the first `n` bytes (at most `want`).
     unsafe { buf.set_len(n) };
     Ok(n)
+}
+
+/// Whether a `preadv2(RWF_NOWAIT)` error sends the read to the blocking
+/// pool instead of ending the operation: EAGAIN (a page is not cached), or
+/// the non-waiting read being unavailable here — ENOSYS (no `preadv2`, before
+/// Linux 4.6), EPERM (refused by a seccomp filter), EOPNOTSUPP (a filesystem
+/// without `RWF_NOWAIT`), EINVAL (a kernel that does not know the flag,
+/// before 4.14). The pool's plain `pread` then gives the read's real result,
+/// a real EINVAL included.
+fn nowait_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP | libc::EINVAL)
+    )
+}
+
+/// `preadv2(fd, iov, 1, off, RWF_NOWAIT)`, or -1 with the error that
+/// `nowait-*` of `IOCOMP_EPOLL_COMPAT` forces (a test of the fallback).
+///
+/// # Safety
+///
+/// As `preadv2(2)`: `iov` describes writable memory the caller owns for the
+/// call.
+unsafe fn preadv2_nowait(fd: RawFd, iov: &libc::iovec, off: u64) -> isize {
+    if let Some(e) = super::pool::compat().nowait_errno {
+        // SAFETY: errno is this thread's; setting it is what a failing
+        // system call does.
+        unsafe { *libc::__errno_location() = e };
+        return -1;
+    }
+    // SAFETY: the caller's promise: one iovec over memory it owns.
+    unsafe { libc::preadv2(fd, iov, 1, off as libc::off_t, libc::RWF_NOWAIT) }
 }
 
 /// `pread` of up to `want` bytes at `off` into `buf`'s spare capacity (which
@@ -852,7 +877,7 @@ fn pread_nowait_append(fd: RawFd, buf: &mut Vec<u8>, off: u64) -> io::Result<usi
     let n = retry(|| {
         // SAFETY: one iovec over the spare capacity, which `buf` owns and we
         // borrow mutably; the kernel writes at most `want` bytes, keeps nothing.
-        unsafe { libc::preadv2(fd, &iov, 1, off as libc::off_t, libc::RWF_NOWAIT) }
+        unsafe { preadv2_nowait(fd, &iov, off) }
     })?;
     let n = n.min(want);
     // SAFETY: the kernel initialised `n` more bytes (at most the spare capacity).

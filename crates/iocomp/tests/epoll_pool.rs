@@ -1,0 +1,363 @@
+//! The epoll backend's file path under faults (issue 15, review findings 9
+//! and 10): a kernel or sandbox that refuses `preadv2(RWF_NOWAIT)` (ENOSYS
+//! before Linux 4.6, EPERM under a seccomp filter, EINVAL where the flag is
+//! unknown, EOPNOTSUPP where a filesystem lacks it) must not fail a
+//! `ReadAt`: the read goes to the blocking pool instead. A pool that cannot
+//! start a helper thread, or whose job panics, must still give every
+//! operation its one packet (Win32: every overlapped operation that was
+//! accepted completes through the port) and keep serving later ones.
+//!
+//! The faults are forced with `IOCOMP_EPOLL_COMPAT` (read once per process),
+//! so each test runs again in a child process of its own with the setting.
+//! These are epoll-only paths: the io_uring backend has no pool.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use iocomp::{Backend, Fsync, Op, Packet, Port, ReadAt, WriteAt};
+
+const T: Option<Duration> = Some(Duration::from_secs(30));
+const CHILD: &str = "IOCOMP_TEST_CHILD";
+
+/// Runs test `name` again in a child process with `IOCOMP_EPOLL_COMPAT` set
+/// to `compat`; true in the parent (which checked that the child passed
+/// within `limit` and killed it otherwise: a hang fails), false in the child.
+fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .env("IOCOMP_EPOLL_COMPAT", compat)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} (IOCOMP_EPOLL_COMPAT={compat:?}) did not finish in {limit:?}: hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut out);
+    assert!(
+        status.success(),
+        "child (IOCOMP_EPOLL_COMPAT={compat:?}) failed: {status}\n{out}"
+    );
+    assert!(
+        out.contains("1 passed"),
+        "the child did not run the test:\n{out}"
+    );
+    true
+}
+
+/// A file of its own in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(tag: &str) -> TempFile {
+        let p =
+            std::env::temp_dir().join(format!("iocomp-epoll-pool-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        TempFile(p)
+    }
+    fn open(&self) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.0)
+            .unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn epoll_port() -> Port {
+    let p = Port::builder()
+        .backend(Backend::Epoll)
+        .concurrency(1)
+        .build()
+        .unwrap();
+    assert_eq!(p.backend(), Backend::Epoll);
+    p.attach().unwrap();
+    p
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn get(port: &Port) -> Packet {
+    port.get(T)
+        .expect("no packet within 30 s: the operation was lost")
+}
+
+/// Reads a cached file (where `preadv2(RWF_NOWAIT)` would succeed) with the
+/// inline read refused as `compat` says: whole reads, a read across the end
+/// of the file and one past it give what the file holds (ReadFile's rules).
+fn reads_survive_a_refused_nowait_read() {
+    let f = TempFile::new("nowait");
+    let data = pattern(100_000, 7);
+    let file = f.open();
+    file.write_all_at(&data, 0).unwrap();
+    let port = epoll_port();
+    let h = port.associate(file, 3);
+
+    port.submit(ReadAt::new(&h, Vec::with_capacity(65_536), 4096))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    assert!(p.status.is_ok(), "whole read: {:?}", p.status);
+    assert_eq!((p.key, p.bytes), (3, 65_536));
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
+    assert_eq!(r.buf, data[4096..4096 + 65_536]);
+
+    // Across the end: what is there.
+    port.submit(ReadAt::new(&h, Vec::with_capacity(8192), 96_000))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    assert!(p.status.is_ok(), "read across the end: {:?}", p.status);
+    assert_eq!(p.bytes, 4000);
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
+    assert_eq!(r.buf, data[96_000..]);
+
+    // At the end: 0 bytes, success.
+    port.submit(ReadAt::new(&h, Vec::with_capacity(10), 100_000))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    assert!(p.status.is_ok(), "read at the end: {:?}", p.status);
+    assert_eq!(p.bytes, 0);
+}
+
+#[test]
+fn read_at_falls_back_to_the_pool_when_nowait_reads_are_enosys() {
+    if in_child(
+        "read_at_falls_back_to_the_pool_when_nowait_reads_are_enosys",
+        "nowait-enosys",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    reads_survive_a_refused_nowait_read();
+}
+
+#[test]
+fn read_at_falls_back_to_the_pool_when_nowait_reads_are_eperm() {
+    if in_child(
+        "read_at_falls_back_to_the_pool_when_nowait_reads_are_eperm",
+        "nowait-eperm",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    reads_survive_a_refused_nowait_read();
+}
+
+#[test]
+fn read_at_falls_back_to_the_pool_when_nowait_reads_are_einval() {
+    if in_child(
+        "read_at_falls_back_to_the_pool_when_nowait_reads_are_einval",
+        "nowait-einval",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    reads_survive_a_refused_nowait_read();
+}
+
+#[test]
+fn read_at_falls_back_to_the_pool_when_nowait_reads_are_eopnotsupp() {
+    if in_child(
+        "read_at_falls_back_to_the_pool_when_nowait_reads_are_eopnotsupp",
+        "nowait-eopnotsupp",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    reads_survive_a_refused_nowait_read();
+}
+
+/// The real error of a read the pool runs still reaches the packet: a
+/// `ReadAt` on a write-only file fails with EBADF, inline refusal or not.
+#[test]
+fn a_pool_read_that_fails_reports_the_real_error() {
+    if in_child(
+        "a_pool_read_that_fails_reports_the_real_error",
+        "nowait-enosys",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let f = TempFile::new("wronly");
+    std::fs::write(&f.0, b"0123456789").unwrap();
+    let port = epoll_port();
+    let h = port.associate(OpenOptions::new().write(true).open(&f.0).unwrap(), 4);
+    port.submit(ReadAt::new(&h, Vec::with_capacity(10), 0))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    let e = p.status.expect_err("a read of a write-only file succeeded");
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+}
+
+/// No helper thread can be started at all: a write (always pool work on
+/// epoll), a flush, and a read the inline path cannot do each complete with
+/// an error packet instead of waiting forever, and the port stays usable.
+#[test]
+fn a_pool_without_helpers_completes_each_op_with_an_error() {
+    if in_child(
+        "a_pool_without_helpers_completes_each_op_with_an_error",
+        "pool-spawn-fail,nowait-enosys",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let f = TempFile::new("nospawn");
+    let port = epoll_port();
+    let h = port.associate(f.open(), 5);
+    for round in 0..3 {
+        port.submit(WriteAt::new(&h, pattern(5000, round), 0))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let p = get(&port);
+        assert!(matches!(p.op, Op::WriteAt(_)), "{:?}", p.op);
+        let e = p
+            .status
+            .expect_err("a write succeeded with no thread to run it");
+        assert_ne!(e.raw_os_error(), Some(libc::ECANCELED), "not a cancel: {e}");
+        assert_eq!(p.bytes, 0);
+        // The buffer comes back with the packet.
+        let Op::WriteAt(w) = p.op else { unreachable!() };
+        assert_eq!(w.buf, pattern(5000, round));
+
+        port.submit(Fsync::new(&h)).map_err(|(e, _)| e).unwrap();
+        let p = get(&port);
+        assert!(matches!(p.op, Op::Fsync(_)), "{:?}", p.op);
+        assert!(
+            p.status.is_err(),
+            "a flush succeeded with no thread to run it"
+        );
+
+        port.submit(ReadAt::new(&h, Vec::with_capacity(100), 0))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let p = get(&port);
+        assert!(
+            p.status.is_err(),
+            "a pool read succeeded with no thread to run it"
+        );
+    }
+    // Nothing was written.
+    assert_eq!(std::fs::metadata(&f.0).unwrap().len(), 0);
+    // The port still delivers other packets.
+    port.post(9, 1, 2).unwrap();
+    assert_eq!(get(&port).key, 9);
+}
+
+/// Only the first helper thread can be started: every job still runs, on
+/// that one, whatever the number in flight.
+#[test]
+fn a_pool_with_one_helper_runs_every_job() {
+    if in_child(
+        "a_pool_with_one_helper_runs_every_job",
+        "pool-spawn-fail-after-1",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let f = TempFile::new("onehelper");
+    let port = epoll_port();
+    let h = port.associate(f.open(), 6);
+    let n = 24usize;
+    for i in 0..n {
+        port.submit(WriteAt::new(&h, pattern(4096, i as u8), (i * 4096) as u64))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    for _ in 0..n {
+        let p = get(&port);
+        assert!(p.status.is_ok(), "{:?}", p.status);
+        assert_eq!(p.bytes, 4096);
+    }
+    let all = std::fs::read(&f.0).unwrap();
+    for i in 0..n {
+        assert_eq!(
+            all[i * 4096..(i + 1) * 4096],
+            pattern(4096, i as u8),
+            "block {i}"
+        );
+    }
+}
+
+/// Every other pool job panics: its operation still gets its one packet
+/// (an error), the helper that ran it goes on, and the jobs between succeed.
+/// Then the port closes cleanly (its drain waits for nothing lost).
+#[test]
+fn a_panicking_pool_job_completes_its_op_and_the_pool_goes_on() {
+    if in_child(
+        "a_panicking_pool_job_completes_its_op_and_the_pool_goes_on",
+        "pool-job-panic",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let f = TempFile::new("panic");
+    let port = epoll_port();
+    let h = port.associate(f.open(), 7);
+    let (mut ok, mut failed) = (0, 0);
+    // One at a time, so that which job panics is known: more rounds than
+    // the pool has threads, so a helper killed by a panic would be missed.
+    for i in 0..12u64 {
+        port.submit(WriteAt::new(&h, pattern(512, i as u8), i * 512))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let p = get(&port);
+        assert!(matches!(p.op, Op::WriteAt(_)), "{:?}", p.op);
+        match p.status {
+            Ok(()) => {
+                assert_eq!(p.bytes, 512);
+                let mut back = vec![0u8; 512];
+                File::open(&f.0)
+                    .unwrap()
+                    .read_exact_at(&mut back, i * 512)
+                    .unwrap();
+                assert_eq!(back, pattern(512, i as u8), "write {i}");
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Other, "write {i}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!((ok, failed), (6, 6));
+    drop(h);
+    port.close();
+    port.detach();
+}
