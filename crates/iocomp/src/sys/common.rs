@@ -558,7 +558,8 @@ impl WakeSource for EventFd {
 }
 
 /// The most iovecs one `sendmsg`/`writev` is given (Linux's `IOV_MAX`); a
-/// vectored send with more buffers goes out in turns.
+/// vectored send on a stream with more buffers goes out in turns (on a
+/// datagram socket it fails: [`too_many_for_one_datagram`]).
 pub(super) const IOV_MAX: usize = 1024;
 
 /// Whether a vectored send of `bufs` on `fd` cannot go out as the one
