@@ -24,8 +24,6 @@ pub(crate) struct HandleInner {
     pub(crate) port: u64,
     /// `O_NONBLOCK` is known to be set (so it is not checked again per op).
     pub(crate) nonblocking: std::sync::atomic::AtomicBool,
-    /// The engine set `O_NONBLOCK` (it was clear): cleared again on drop.
-    pub(crate) made_nonblocking: std::sync::atomic::AtomicBool,
     /// What the descriptor is ([`FdKind`] as a number; 0 = not looked at yet).
     pub(crate) kind: std::sync::atomic::AtomicU8,
     /// The socket's receives (`[0]`) and writes (`[1]`) in flight: which ring
@@ -43,20 +41,6 @@ pub(crate) struct HandleInner {
     pub(crate) counted: std::sync::Mutex<Vec<crate::OpId>>,
     /// The descriptor was retired (done once).
     pub(crate) closed: std::sync::atomic::AtomicBool,
-}
-
-impl Drop for HandleInner {
-    /// The last clone is gone, and with it every operation: a descriptor the
-    /// engine switched to non-blocking mode is switched back before it is
-    /// closed. `O_NONBLOCK` belongs to the open file, which other descriptors
-    /// may share (a pipe inherited by another process, a terminal, a socket
-    /// passed on): they find it as it was. (A retired descriptor is
-    /// `/dev/null`, left alone.)
-    fn drop(&mut self) {
-        if self.made_nonblocking.load(Ordering::Relaxed) && !self.closed.load(Ordering::Acquire) {
-            let _ = crate::sys::clear_nonblocking(self.fd.as_raw_fd());
-        }
-    }
 }
 
 /// What `close_pending` starts at: packets that arrive while `close` counts
@@ -96,14 +80,12 @@ pub(crate) fn unlane<T>(
 
 impl Handle {
     /// Puts the descriptor in non-blocking mode once; later calls cost an
-    /// atomic load.
+    /// atomic load. It stays so after the handle goes, as with tokio and
+    /// mio: the flag belongs to the open file, which another handle may
+    /// share and rely on (see [`Port::associate`](crate::Port::associate)).
     pub(crate) fn ensure_nonblocking(&self) -> std::io::Result<()> {
         if !self.0.nonblocking.load(Ordering::Relaxed) {
-            if crate::sys::set_nonblocking(self.as_raw_fd())? {
-                // We changed the open file, which others may share: undone
-                // when the handle goes (see `Drop for HandleInner`).
-                self.0.made_nonblocking.store(true, Ordering::Relaxed);
-            }
+            crate::sys::set_nonblocking(self.as_raw_fd())?;
             self.0.nonblocking.store(true, Ordering::Relaxed);
         }
         Ok(())
@@ -179,7 +161,11 @@ impl Handle {
     /// replaced by `/dev/null` (a pipe's reader sees EOF, a file is
     /// released). The descriptor number itself stays reserved until the last
     /// clone of the handle — the packets' operations hold some — is dropped,
-    /// so it is never reused under anyone.
+    /// so it is never reused under anyone. The `/dev/null` used is one the
+    /// process opened when its first port was built, checked before each use
+    /// (and opened again if its number was closed behind the crate's back);
+    /// if `/dev/null` cannot be opened at all, the descriptor keeps its file
+    /// (a socket is still shut down) until the last clone goes.
     ///
     /// An operation submitted on another thread at the very moment of the
     /// call may escape the cancel; it then completes with whatever the

@@ -242,6 +242,11 @@ impl Recv {
 
 /// Send all of `buf` (short sends are continued inside the engine; the packet's
 /// `bytes` says how much went out, also on error).
+///
+/// On a socket it never raises `SIGPIPE` (`MSG_NOSIGNAL`). On a pipe or FIFO
+/// whose reader is gone, the `write` raises `SIGPIPE` unless the program
+/// ignores it (Rust binaries do by default; the engine leaves the process's
+/// signal actions alone), and then fails with `EPIPE`.
 pub struct Send {
     /// The socket.
     pub handle: Handle,
@@ -409,7 +414,8 @@ impl ReadAt {
 /// engine, and the packet's `bytes` says how much was written, also on error.
 /// Offsets as for [`ReadAt`] (`offset + buf.len()` above `i64::MAX` is refused
 /// at submit with `InvalidInput`); the file's own position is not moved. On
-/// epoll the write runs on the blocking pool.
+/// epoll the write runs on the blocking pool. It never raises `SIGPIPE`: a
+/// pipe, FIFO or socket is refused at submit (`ESPIPE`), as for [`ReadAt`].
 pub struct WriteAt {
     /// The file.
     pub handle: Handle,
@@ -483,8 +489,10 @@ impl Fsync {
 /// (`WSAEMSGSIZE`): the bytes that fit are appended, `bytes` counts them,
 /// `addr` is filled, and the packet's status is the error `EMSGSIZE`; the
 /// rest of the datagram is gone. A zero-length datagram completes with
-/// success and 0 bytes. On a stream socket it receives like [`Recv`] (and
-/// `addr` is the peer's).
+/// success and 0 bytes. On a connection-oriented socket (TCP) it receives
+/// like [`Recv`] and `addr` is `None` (Linux's `recvmsg` gives no address
+/// there; Windows ignores `lpFrom` on such sockets). A receive that fails
+/// has `addr` `None` too: it is cleared when the operation is submitted.
 ///
 /// Several receives pending on one socket take its datagrams in the order
 /// they were submitted, as [`Recv`]s do. io_uring runs it as `RECVMSG`, epoll
@@ -561,8 +569,15 @@ impl SendTo {
 /// error; empty buffers are allowed. It takes the socket's write lane like
 /// `Send` and [`TransmitFile`], so sends on one socket go out in the order
 /// they were submitted. On a pipe or FIFO it writes with `writev(2)`. Never
-/// raises `SIGPIPE` on a socket (`MSG_NOSIGNAL`). At most 1024 buffers are
-/// handed to the kernel per call (`IOV_MAX`); more are sent in turns.
+/// raises `SIGPIPE` on a socket (`MSG_NOSIGNAL`); on a pipe whose reader is
+/// gone it does unless the program ignores it, as for [`Send`]. At most 1024
+/// buffers are handed to the kernel per call (`IOV_MAX`); on a stream more
+/// are sent in turns.
+///
+/// On a datagram socket (`SOCK_DGRAM`, `SOCK_SEQPACKET`) the buffers make one
+/// datagram, as with `WSASend`: more than 1024 non-empty buffers cannot go
+/// out as one, so the packet fails with `EMSGSIZE` and 0 bytes (nothing is
+/// sent, never a part); no bytes at all send one zero-length datagram.
 pub struct SendVectored {
     /// The socket.
     pub handle: Handle,

@@ -175,13 +175,16 @@ impl PortBuilder {
     /// (io_uring when forced), or if [`BACKEND_ENV`] holds an unknown name.
     ///
     /// The first port of the process also opens `/dev/null` once, for
-    /// [`Handle::close`](crate::Handle::close) (so that a close never needs
-    /// a new descriptor), and makes `SIGPIPE` ignored if it is at its default
-    /// action — as Rust's runtime already does for Rust programs — so that a
-    /// write to a pipe whose reader is gone completes with `EPIPE` instead of
-    /// killing the process (Windows has no SIGPIPE: `WriteFile` fails). A
-    /// handler the program installed is left alone. Sends on sockets never
-    /// raise it (`MSG_NOSIGNAL`).
+    /// [`Handle::close`](crate::Handle::close), so that a close needs no new
+    /// descriptor (it works under EMFILE). If `/dev/null` cannot be opened
+    /// now (a sandbox, EMFILE), the port is built all the same and a close
+    /// opens it when it needs it.
+    ///
+    /// The process's `SIGPIPE` action is left alone: a write to a pipe whose
+    /// reader is gone raises `SIGPIPE` unless the program ignores it (every
+    /// Rust binary does, from before `main`, unless it asked otherwise); it
+    /// then completes with `EPIPE`. Sends on sockets never raise it
+    /// (`MSG_NOSIGNAL`).
     pub fn build(self) -> io::Result<Port> {
         let n = if self.concurrency == 0 {
             default_threads()
@@ -190,9 +193,9 @@ impl PortBuilder {
         };
         let (anchor, fallback) = Anchor::open(self.backend.with_env()?)?;
         // Once per process: what `Handle::close` retires descriptors with,
-        // so that a close needs no new descriptor; and SIGPIPE ignored.
-        crate::sys::open_dev_null()?;
-        crate::sys::ignore_default_sigpipe();
+        // so that a close needs no new descriptor. Failing here is no
+        // failure: a close tries again.
+        let _ = crate::sys::open_dev_null();
         let core = Core {
             id: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
             control: Control::new(n, self.strict),
@@ -293,19 +296,20 @@ impl Port {
     /// every packet of every operation on the returned handle carries `key`.
     /// The handle owns the descriptor from now on.
     ///
-    /// The engine may switch the descriptor to non-blocking mode while it
-    /// works on it (the epoll backend does for pipes, listeners and
-    /// transmits); a descriptor it switched is switched back to blocking
-    /// mode when the last clone of the handle is dropped, so that other
-    /// holders of the same open file (a pipe shared with another process)
-    /// find it as it was.
+    /// The engine may set `O_NONBLOCK` on the descriptor (the epoll backend
+    /// does for pipes, listeners, connects and transmits) and leaves it set,
+    /// as tokio and mio do: the descriptor stays non-blocking after the
+    /// handle goes. The flag belongs to the open file, so every descriptor
+    /// of it sees the change: a descriptor shared with another process (a
+    /// pipe to a child, an inherited stdout) too. If that matters, give the
+    /// port a descriptor of a separate open file (for a pipe or a terminal,
+    /// reopen `/proc/self/fd/N`) instead of a dup.
     pub fn associate(&self, fd: impl Into<OwnedFd>, key: u64) -> Handle {
         Handle(Arc::new(HandleInner {
             fd: fd.into(),
             key,
             port: self.core.id,
             nonblocking: std::sync::atomic::AtomicBool::new(false),
-            made_nonblocking: std::sync::atomic::AtomicBool::new(false),
             kind: std::sync::atomic::AtomicU8::new(0),
             lanes: [Lane::new(), Lane::new()],
             core: Arc::downgrade(&self.core),

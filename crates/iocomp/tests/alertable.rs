@@ -82,8 +82,9 @@ fn apc_from_another_thread_wakes(b: Backend, many: bool) {
     assert_eq!(r.err(), Some(GetError::Alerted), "{b}");
     assert_eq!(ran.load(Ordering::SeqCst), 1, "{b}");
     queuer.join().unwrap();
-    // The waker is gone with the wait: a later APC does not disturb a
-    // non-alertable get.
+    // The alerted thread left the waiters (that a later APC does not
+    // disturb a plain get is checked by
+    // `an_apc_queued_after_an_alertable_get_waits_for_the_next_alertable_wait`).
     assert_eq!(
         port.waiters(),
         0,
@@ -281,5 +282,57 @@ fn a_completion_routine_runs_in_an_alertable_port_wait() {
             }
         }
         assert_eq!(ran.load(Ordering::SeqCst), 1, "{b}");
+    }
+}
+
+/// Corner cases of the alertable wait: an APC that itself waits alertably
+/// on the port (nested: the APC queued behind it still runs exactly once),
+/// two ports on one thread, and — the waker is removed when an alertable
+/// wait returns — an APC queued while the thread is in a plain `get` after
+/// an alertable one neither runs nor ends that `get`, and runs at the next
+/// alertable wait (on any port).
+#[test]
+fn an_apc_queued_after_an_alertable_get_waits_for_the_next_alertable_wait() {
+    for b in backends() {
+        let port = port_on(b);
+        let other = port_on(b);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let me = Thread::current();
+        {
+            let (p2, r) = (port.clone(), ran.clone());
+            me.queue_apc(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                let inner = p2.get_alertable(Some(Duration::ZERO));
+                assert!(matches!(inner, Err(GetError::Alerted)), "inner {inner:?}");
+            })
+            .unwrap();
+            let r = ran.clone();
+            me.queue_apc(move || {
+                r.fetch_add(10, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        assert_eq!(port.get_alertable(T).err(), Some(GetError::Alerted), "{b}");
+        assert_eq!(ran.load(Ordering::SeqCst), 11, "{b}");
+        assert_eq!(
+            other.get_alertable(Some(Duration::ZERO)).err(),
+            Some(GetError::TimedOut),
+            "{b}"
+        );
+        let (me2, r) = (me.clone(), ran.clone());
+        let queuer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            me2.queue_apc(move || {
+                r.fetch_add(100, Ordering::SeqCst);
+            })
+            .unwrap();
+        });
+        // A plain get: not ended by the APC, which does not run.
+        let g = port.get(Some(Duration::from_secs(1)));
+        queuer.join().unwrap();
+        assert_eq!(g.err(), Some(GetError::TimedOut), "{b}");
+        assert_eq!(ran.load(Ordering::SeqCst), 11, "{b}");
+        assert_eq!(other.get_alertable(T).err(), Some(GetError::Alerted), "{b}");
+        assert_eq!(ran.load(Ordering::SeqCst), 111, "{b}");
     }
 }

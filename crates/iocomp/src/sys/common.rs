@@ -250,23 +250,43 @@ pub(crate) fn fd_kind(fd: i32) -> io::Result<FdKind> {
 
 /// `/dev/null`, opened once for the whole process (close-on-exec), for
 /// [`retire_fd`]: a close then needs no new descriptor, so it cannot fail
-/// for want of one (EMFILE). Opened when the first port is built.
-static DEV_NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+/// for want of one (EMFILE). Opened when the first port is built. A lock,
+/// not a once-cell: [`retire_fd`] replaces it if its number was closed
+/// behind the crate's back.
+static DEV_NULL: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
+
+/// A new descriptor of `/dev/null`, read-write, close-on-exec (std's
+/// default).
+fn open_null() -> io::Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    Ok(f.into())
+}
 
 /// Opens the process's `/dev/null` for [`retire_fd`] if it is not open yet:
 /// called by every port's creation, so that a port that exists never needs
 /// a new descriptor to retire one.
 pub(crate) fn open_dev_null() -> io::Result<()> {
-    if DEV_NULL.get().is_none() {
-        // std opens with O_CLOEXEC.
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")?;
-        // A thread that lost the race drops its copy.
-        let _ = DEV_NULL.set(f.into());
+    let mut null = DEV_NULL.lock().unwrap_or_else(|e| e.into_inner());
+    if null.is_none() {
+        *null = Some(open_null()?);
     }
     Ok(())
+}
+
+/// Whether `fd` is open on `/dev/null` (the character device 1:3).
+fn is_dev_null(fd: i32) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the memory we give it (a
+    // live local of that type) and keeps nothing.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
+        return false;
+    }
+    // SAFETY: fstat succeeded, so it initialised the whole structure.
+    let st = unsafe { st.assume_init() };
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)
 }
 
 /// The size of the regular file `fd`; `None` for anything else, or if
@@ -288,14 +308,28 @@ pub(super) fn file_size(fd: i32) -> Option<u64> {
 /// is released) while the number stays taken, so nothing can reuse it under
 /// the handles that still name it. Needs no new descriptor: `dup3` reuses
 /// `fd`'s number, and `/dev/null` was opened when the port was built.
+///
+/// The kept `/dev/null` is checked first (`fstat`): a program may have
+/// closed its number behind the crate's back (a close-all loop,
+/// `close_range`) and the number may now be another file, which must never
+/// be copied over `fd`. Then it is forgotten (not closed: the number is not
+/// ours any more) and `/dev/null` opened again. If that fails, so does this
+/// call, and `fd` keeps its file.
 pub(crate) fn retire_fd(fd: i32) -> io::Result<()> {
-    open_dev_null()?;
-    let Some(null) = DEV_NULL.get() else {
-        return Err(errno(libc::EBADF));
+    // Held across the check and the dup3: no other close replaces the
+    // descriptor between them.
+    let mut null = DEV_NULL.lock().unwrap_or_else(|e| e.into_inner());
+    if null.as_ref().is_some_and(|n| !is_dev_null(n.as_raw_fd())) {
+        let _ = null.take().map(std::os::fd::IntoRawFd::into_raw_fd);
+    }
+    let null = match &mut *null {
+        Some(n) => n,
+        empty => empty.insert(open_null()?),
     };
     // SAFETY: dup3 takes two descriptors open for the call (`fd` belongs to
-    // a live handle, `null` to this process for its whole life) and touches
-    // no memory of ours; `fd` stays a valid open descriptor afterwards.
+    // a live handle; `null` was just checked to be our `/dev/null`, kept for
+    // the process's life) and touches no memory of ours; `fd` stays a valid
+    // open descriptor afterwards.
     if unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -317,11 +351,6 @@ pub(crate) fn set_nonblocking(fd: i32) -> io::Result<bool> {
     set_flag(fd, libc::O_NONBLOCK, true)
 }
 
-/// Puts a descriptor back in blocking mode (undoing [`set_nonblocking`]).
-pub(crate) fn clear_nonblocking(fd: i32) -> io::Result<bool> {
-    set_flag(fd, libc::O_NONBLOCK, false)
-}
-
 /// Sets or clears a file status flag; returns whether it changed.
 fn set_flag(fd: i32, flag: i32, on: bool) -> io::Result<bool> {
     // SAFETY: fcntl(F_GETFL/F_SETFL) on a descriptor the caller keeps open
@@ -339,29 +368,6 @@ fn set_flag(fd: i32, flag: i32, on: bool) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     Ok(true)
-}
-
-/// Makes `SIGPIPE` ignored if it is at its default action (which kills the
-/// process), as Rust's runtime does before `main` for every Rust program: a
-/// `write` to a pipe whose reader is gone then fails with EPIPE, which the
-/// operation's packet reports, as `WriteFile` reports `ERROR_NO_DATA` on
-/// Windows (which has no SIGPIPE). A handler the program installed, or an
-/// ignore it set, is left alone. Sockets never need it (`MSG_NOSIGNAL`).
-pub(crate) fn ignore_default_sigpipe() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sigaction with a null new action only reads the current
-        // one into a live local of the right type.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        if unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } != 0 {
-            return;
-        }
-        if old.sa_sigaction == libc::SIG_DFL {
-            // SAFETY: signal(2) with SIG_IGN installs no code of ours.
-            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        }
-    });
 }
 
 /// Whether the file's pages at both ends of `[off, off + len)` are in the page
@@ -552,8 +558,39 @@ impl WakeSource for EventFd {
 }
 
 /// The most iovecs one `sendmsg`/`writev` is given (Linux's `IOV_MAX`); a
-/// vectored send with more buffers goes out in turns.
+/// vectored send on a stream with more buffers goes out in turns (on a
+/// datagram socket it fails: [`too_many_for_one_datagram`]).
 pub(super) const IOV_MAX: usize = 1024;
+
+/// Whether a vectored send of `bufs` on `fd` cannot go out as the one
+/// datagram it must be (`WSASend` on a datagram socket): more non-empty
+/// buffers than one `sendmsg` takes, on a message-keeping socket. Splitting
+/// it into several datagrams would be wrong; it fails with EMSGSIZE instead.
+/// Asks the kernel (`SO_TYPE`) only past [`IOV_MAX`] buffers.
+pub(super) fn too_many_for_one_datagram(fd: i32, bufs: &[Vec<u8>]) -> bool {
+    if bufs.len() <= IOV_MAX || bufs.iter().filter(|b| !b.is_empty()).count() <= IOV_MAX {
+        return false;
+    }
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a live local int and
+    // its length into a live local; it keeps no reference.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    // Not a socket (a pipe): a stream of bytes, sent in turns.
+    rc == 0
+        && matches!(
+            ty,
+            libc::SOCK_DGRAM | libc::SOCK_SEQPACKET | libc::SOCK_RAW | libc::SOCK_RDM
+        )
+}
 
 /// The `(pointer, length)` pieces of `bufs` not yet sent after the first
 /// `sent` bytes, empty ones skipped, at most [`IOV_MAX`] of them.

@@ -65,10 +65,7 @@ use crate::packet::{OpId, Packet};
 use crate::port::Backend;
 
 mod common;
-pub(crate) use common::{
-    clear_nonblocking, fd_kind, ignore_default_sigpipe, open_dev_null, retire_fd, set_nonblocking,
-    FdKind,
-};
+pub(crate) use common::{fd_kind, open_dev_null, retire_fd, set_nonblocking, FdKind};
 mod epoll;
 mod slab;
 mod uring;

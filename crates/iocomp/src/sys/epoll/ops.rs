@@ -11,7 +11,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use super::super::common::{
-    errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr, Msg,
+    errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
+    too_many_for_one_datagram, Msg,
 };
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::super::slab::InFlight;
@@ -72,10 +73,13 @@ enum Extra {
     File,
     /// A datagram's message header and address.
     Msg(Msg),
-    /// A vectored send: bytes sent so far, and the header of the next call.
+    /// A vectored send: bytes sent so far, and the header of the next call;
+    /// `too_big`: a datagram of more buffers than one `sendmsg` takes, which
+    /// fails with EMSGSIZE without being sent.
     Vectored {
         sent: usize,
         msg: Msg,
+        too_big: bool,
     },
 }
 
@@ -113,7 +117,11 @@ pub(super) enum Attempt {
 }
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
-pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
+pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
+    if let Op::RecvFrom(r) = &mut op {
+        // A reused op: no sender until this receive has one.
+        r.addr = None;
+    }
     let (key, extra) = match &op {
         Op::Accept(a) => {
             // Several threads may wait on one listener: the loser of a race must
@@ -151,6 +159,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             Extra::Vectored {
                 sent: 0,
                 msg: Msg::new(),
+                too_big: too_many_for_one_datagram(s.handle.as_raw_fd(), &s.bufs),
             },
         ),
         Op::Posted { .. } | Op::Work(_) => {
@@ -399,10 +408,16 @@ impl OpState {
                     Err(e) => failed(e, 0),
                 }
             }
-            (Op::SendVectored(s), Extra::Vectored { sent, msg }) => {
+            (Op::SendVectored(_), Extra::Vectored { too_big: true, .. }) => {
+                Attempt::Done(Err(errno(libc::EMSGSIZE)), 0)
+            }
+            (Op::SendVectored(s), Extra::Vectored { sent, msg, .. }) => {
                 let fd = s.handle.as_raw_fd();
                 let total = s.len();
-                while *sent < total {
+                // At least one call: with nothing to send, a datagram socket
+                // sends one empty datagram (as io_uring's one SENDMSG does);
+                // a stream takes 0 bytes.
+                loop {
                     let hdr = msg.prepare(rest_of(&s.bufs, *sent), None);
                     let mut r = if s.handle.streams_by_read_write() {
                         s.handle.ensure_nonblocking().and_then(|()| writev(fd, msg))
@@ -416,6 +431,9 @@ impl OpState {
                         Ok(0) => break,
                         Ok(n) => *sent += n,
                         Err(e) => return failed(e, *sent as u64),
+                    }
+                    if *sent >= total {
+                        break;
                     }
                 }
                 Attempt::Done(Ok(()), *sent as u64)

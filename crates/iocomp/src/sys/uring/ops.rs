@@ -13,7 +13,8 @@ use io_uring::{cqueue, opcode, squeue};
 use super::bufring::{self, BufRing};
 
 use super::super::common::{
-    errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr, Msg,
+    errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
+    too_many_for_one_datagram, Msg,
 };
 use super::super::common::{Phase, Transmit};
 use super::super::slab::InFlight;
@@ -112,10 +113,13 @@ pub(super) enum Extra {
     /// A datagram's message header (and address), where the kernel reads
     /// and writes it.
     Msg(Msg),
-    /// A vectored send: bytes sent so far, and the header of the next step.
+    /// A vectored send: bytes sent so far, and the header of the next step;
+    /// `too_big`: a datagram of more buffers than one `sendmsg` takes, which
+    /// fails with EMSGSIZE without being sent (a no-op stands for it).
     Vectored {
         sent: usize,
         msg: Msg,
+        too_big: bool,
     },
 }
 
@@ -140,7 +144,11 @@ pub(super) enum Advance {
 }
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
-pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
+pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
+    if let Op::RecvFrom(r) = &mut op {
+        // A reused op: no sender until this receive has one.
+        r.addr = None;
+    }
     let (key, extra) = match &op {
         Op::Accept(a) => (a.listener.key(), Extra::Accept(PeerAddr::new())),
         Op::Recv(r) => (r.handle.key(), Extra::Recv { pooled: r.pooled }),
@@ -164,6 +172,7 @@ pub(super) fn prepare(op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
             Extra::Vectored {
                 sent: 0,
                 msg: Msg::new(),
+                too_big: too_many_for_one_datagram(s.handle.as_raw_fd(), &s.bufs),
             },
         ),
         Op::Posted { .. } | Op::Work(_) => {
@@ -347,7 +356,8 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
                 .flags(send_flags as u32)
                 .build()
         }
-        (Op::SendVectored(s), Extra::Vectored { sent, msg }) => {
+        (Op::SendVectored(_), Extra::Vectored { too_big: true, .. }) => opcode::Nop::new().build(),
+        (Op::SendVectored(s), Extra::Vectored { sent, msg, .. }) => {
             let fd = Fd(s.handle.as_raw_fd());
             let hdr = msg.prepare(rest_of(&s.bufs, *sent), None);
             if s.handle.streams_by_read_write() {
@@ -424,11 +434,13 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
     Ok(entry)
 }
 
-/// Whether `at` is at or past the end of the file `fd` (or its size cannot
-/// be known: not a regular file, or `fstat` failed — then a short read is
-/// taken as it is).
+/// Whether `at` is known to be at or past the end of the file `fd`: a
+/// regular file whose `fstat` size is not 0 and is reached. A size of 0
+/// (procfs, which also gives short reads of about a page), a file that is
+/// not regular, or a failed `fstat` say nothing: the read goes on until one
+/// returns 0 bytes.
 fn at_end(fd: std::os::fd::RawFd, at: u64) -> bool {
-    !matches!(super::super::common::file_size(fd), Some(size) if at < size)
+    matches!(super::super::common::file_size(fd), Some(size) if size > 0 && at >= size)
 }
 
 /// Applies one completion result to an op. `Err` carries a final failure.
@@ -558,6 +570,9 @@ pub(super) fn advance(
             Ok(Advance::Done(status, n as u64))
         }
         (Op::SendTo(_), _) => Ok(Advance::Done(Ok(()), n as u64)),
+        (Op::SendVectored(_), Extra::Vectored { too_big: true, .. }) => {
+            Err((Err(errno(libc::EMSGSIZE)), 0))
+        }
         (Op::SendVectored(s), Extra::Vectored { sent, .. }) => {
             *sent += n;
             if *sent >= s.len() || n == 0 {
