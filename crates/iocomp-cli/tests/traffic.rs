@@ -414,3 +414,36 @@ fn status_json_shows_a_paced_transfer() {
     let got = reader.join().expect("reader");
     assert_eq!(got.len(), content.len());
 }
+
+/// An HTTP download in progress is listed by its file's name on the status
+/// page, as a line-protocol one is.
+#[test]
+fn status_json_shows_a_paced_http_transfer_by_name() {
+    let tree = TempTree::new();
+    let content = pseudo_random(12, 4 * MIB);
+    tree.file("dir/slow file.bin", &content);
+    let server = Server::start(
+        tree.root(),
+        &["--rate-limit", "1M", "--metrics", "127.0.0.1:0"],
+    );
+    let maddr = metrics_addr(&server);
+    let mut s = connect(server.addr());
+    send(
+        &mut s,
+        b"GET /dir/slow%20file.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let reader = thread::spawn(move || read_to_end_timeout(&mut s, Duration::from_secs(60)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let json = String::from_utf8_lossy(body_of(&get(maddr, "/status.json"))).into_owned();
+        if json.contains("\"file\":\"/dir/slow file.bin\"") {
+            assert!(json.contains(&format!("\"size\":{}", 4 * MIB)), "{json}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never listed: {json}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let got = reader.join().expect("reader");
+    assert_eq!(status_of(&got), 200);
+    assert!(body_of(&got) == content, "the body differs");
+}

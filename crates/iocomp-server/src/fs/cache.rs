@@ -53,9 +53,11 @@ struct Entry {
     /// When the name was last checked against the file (ms since the epoch).
     checked: u64,
     /// Which precompressed siblings are regular files (a bit per suffix the
-    /// caller asked about), and the stamp of the directory they were looked
-    /// for in: valid while the directory is unchanged.
-    siblings: Option<(DirStamp, u8)>,
+    /// caller asked about), the stamp of the directory they were looked for
+    /// in (valid while the directory is unchanged), and when that stamp was
+    /// last seen unchanged (ms since the epoch): within `valid` of it the
+    /// bits are trusted without a look at the directory.
+    siblings: Option<(DirStamp, u8, u64)>,
 }
 
 /// What changes when a name in a directory is added, removed or renamed:
@@ -185,12 +187,33 @@ impl FileCache {
         body
     }
 
-    /// The sibling bits kept with `rel`'s entry, if they were found while its
-    /// directory had `stamp`.
-    pub(crate) fn siblings(&self, rel: &CStr, stamp: &DirStamp) -> Option<u8> {
+    /// The sibling bits kept with `rel`'s entry if its directory was last
+    /// seen unchanged within `valid` (nginx's `open_file_cache_valid` covers
+    /// a name's existence as well as its file): no `fstatat` of the
+    /// directory then. Always `None` with `valid` zero (every request looks).
+    pub(crate) fn fresh_siblings(&self, rel: &CStr) -> Option<u8> {
+        if self.valid == 0 {
+            return None;
+        }
+        let now = self.now();
         let shard = self.shard(rel);
         match shard.map.get(rel)?.siblings {
-            Some((s, bits)) if s == *stamp => Some(bits),
+            Some((_, bits, seen)) if now.saturating_sub(seen) < self.valid => Some(bits),
+            _ => None,
+        }
+    }
+
+    /// The sibling bits kept with `rel`'s entry, if they were found while its
+    /// directory had `stamp` (which counts as the directory seen unchanged
+    /// now).
+    pub(crate) fn siblings(&self, rel: &CStr, stamp: &DirStamp) -> Option<u8> {
+        let now = self.now();
+        let mut shard = self.shard(rel);
+        match &mut shard.map.get_mut(rel)?.siblings {
+            Some((s, bits, seen)) if *s == *stamp => {
+                *seen = now;
+                Some(*bits)
+            }
             _ => None,
         }
     }
@@ -198,8 +221,9 @@ impl FileCache {
     /// Keeps the sibling bits of `rel` (if it has an entry), found while its
     /// directory had `stamp`.
     pub(crate) fn set_siblings(&self, rel: &CStr, stamp: DirStamp, bits: u8) {
+        let now = self.now();
         if let Some(e) = self.shard(rel).map.get_mut(rel) {
-            e.siblings = Some((stamp, bits));
+            e.siblings = Some((stamp, bits, now));
         }
     }
 

@@ -314,6 +314,9 @@ impl Root {
     /// hot file costs one `fstatat` here instead of one resolution per suffix.
     /// A directory changed within the last two seconds is not trusted (a
     /// change in the same clock tick could leave its times as they were).
+    /// With a validity interval (`with_cache_valid`), bits whose directory
+    /// was seen unchanged within it are used without looking again: a hot
+    /// file then costs no system call here.
     pub fn sibling_files(&self, name: &[u8], suffixes: &[&str]) -> u8 {
         let probe = || {
             suffixes
@@ -333,6 +336,9 @@ impl Root {
         let (Some(cache), Ok(n)) = (&self.cache, self.normalize(name)) else {
             return probe();
         };
+        if let Some(bits) = cache.fresh_siblings(&n.rel) {
+            return bits;
+        }
         let rel = n.rel.as_bytes();
         let parent = match rel.iter().rposition(|&b| b == b'/') {
             Some(slash) => CString::new(&rel[..slash]).ok(),

@@ -245,9 +245,23 @@ impl<'a> Head<'a> {
         self
     }
 
-    /// `Last-Modified` from Unix seconds.
+    /// `Last-Modified` from Unix seconds. The last value formatted on this
+    /// thread is kept: a hot file's modification time is formatted once, not
+    /// per response.
     pub fn last_modified(&mut self, secs: i64) -> &mut Self {
-        self.header("Last-Modified", &date::format(secs))
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(i64, [u8; DATE_LEN])>> =
+                const { std::cell::Cell::new(None) };
+        }
+        let text = LAST.with(|last| match last.get() {
+            Some((s, text)) if s == secs => text,
+            _ => {
+                let text = date::format(secs);
+                last.set(Some((secs, text)));
+                text
+            }
+        });
+        self.header("Last-Modified", &text)
     }
 
     /// `ETag`.

@@ -33,6 +33,33 @@ fn full_200_head() {
     );
 }
 
+/// Heads for files with different modification times, one after another on
+/// one thread (as a worker writes them), each carry their own
+/// `Last-Modified` (RFC 9110 §8.8.2), whatever was written before.
+#[test]
+fn last_modified_follows_each_file() {
+    let head = |secs| {
+        let mut out = Vec::new();
+        Head::new(&mut out, 200, DATE).last_modified(secs).finish();
+        String::from_utf8(out).unwrap()
+    };
+    let nov94 = "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+    let epoch = "Last-Modified: Thu, 01 Jan 1970 00:00:00 GMT\r\n";
+    let y2k = "Last-Modified: Sat, 01 Jan 2000 00:00:00 GMT\r\n";
+    for (secs, want) in [
+        (784_111_777, nov94),
+        (784_111_777, nov94),
+        (0, epoch),
+        (946_684_800, y2k),
+        (784_111_777, nov94),
+        (0, epoch),
+    ] {
+        let got = head(secs);
+        assert!(got.contains(want), "{secs}: {got:?}");
+        assert_eq!(got.matches("Last-Modified").count(), 1, "{got:?}");
+    }
+}
+
 #[test]
 fn partial_and_unsatisfiable_heads() {
     let mut out = Vec::new();

@@ -542,7 +542,8 @@ fn file(
         pieces: VecDeque::from(pieces),
         close: !cx.keep_alive,
         file: Some(opened.file),
-        name: Some(name.to_vec()),
+        // Only the status page shows it: no copy per response without one.
+        name: conn.site().obs.transfers.is_some().then(|| name.to_vec()),
     })
 }
 

@@ -152,6 +152,44 @@ fn siblings_created_or_removed_later_are_seen_with_the_open_file_cache() {
     assert_eq!((vary(&r), &r.body[..]), (String::new(), &b"identity"[..]));
 }
 
+/// With a validity interval (nginx's `open_file_cache_valid`), what the
+/// open-file cache knows about a hot file's precompressed siblings is trusted
+/// for the interval, as the file itself is: a sibling created meanwhile is
+/// not looked for (no `fstatat` of the directory per request) until the
+/// interval has passed.
+#[test]
+fn with_a_validity_interval_known_siblings_are_trusted_for_the_interval() {
+    let t = Tree::new("varyvalid");
+    t.file("d/a.txt", b"identity");
+    let srv = t.serve(|c| {
+        c.open_file_cache = 64;
+        c.open_file_cache_valid = Duration::from_secs(3600);
+    });
+    let gz = [("Accept-Encoding", "gzip")];
+    // Past the window in which the directory's times are not trusted.
+    std::thread::sleep(Duration::from_millis(2100));
+    for _ in 0..2 {
+        let r = srv.get("/d/a.txt", &gz);
+        assert_eq!((vary(&r), &r.body[..]), (String::new(), &b"identity"[..]));
+    }
+    std::fs::write(t.path("d/a.txt.gz"), b"GZ").unwrap();
+    let r = srv.get("/d/a.txt", &gz);
+    assert_eq!(
+        (vary(&r), r.header("content-encoding"), &r.body[..]),
+        (String::new(), None, &b"identity"[..]),
+        "the sibling was looked for within the interval"
+    );
+    // A file the cache does not know yet is looked at afresh: its sibling
+    // is found at once.
+    t.file("d/b.txt", b"identity");
+    std::fs::write(t.path("d/b.txt.gz"), b"GZ").unwrap();
+    let r = srv.get("/d/b.txt", &gz);
+    assert_eq!(
+        (r.header("content-encoding"), &r.body[..]),
+        (Some("gzip"), &b"GZ"[..])
+    );
+}
+
 #[test]
 fn listings_vary_on_accept_and_forbid_scripts() {
     let t = Tree::new("listing");
