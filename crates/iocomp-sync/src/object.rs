@@ -513,6 +513,8 @@ impl Object {
     /// The object lock. Inflates the object (waiting out a fast wait-all's few instructions); the guard deflates it
     /// again if no waiter is left when it is dropped, and unparks the waiters claimed meanwhile after unlocking.
     pub(crate) fn lock_state(&self) -> StateGuard<'_> {
+        #[cfg(all(test, not(loom)))]
+        test_hooks::LOCKED.with(|l| l.borrow_mut().push(self as *const Object as usize));
         let mut g = lock(&self.state);
         let mut w = self.fast.load(Ordering::Acquire);
         loop {
@@ -792,4 +794,17 @@ pub(crate) fn fast_wait_all(objs: &[&Arc<Object>], me: ThreadId) -> (Fast, usize
         o.fast.store(w, Ordering::Release);
     }
     (Fast::Acquired(abandoned != 0), abandoned)
+}
+
+/// Unit tests: which objects this thread locked (their addresses, in order).
+#[cfg(all(test, not(loom)))]
+pub(crate) mod test_hooks {
+    std::thread_local! {
+        pub(crate) static LOCKED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Takes this thread's record of locked objects, leaving it empty.
+    pub(crate) fn take_locked() -> Vec<usize> {
+        LOCKED.with(|l| std::mem::take(&mut *l.borrow_mut()))
+    }
 }
