@@ -379,8 +379,12 @@ fn poll_behind_a_queued_waiter_never_parks() {
         let s = Semaphore::new(0, 1).unwrap();
         let (e2, s2) = (e.clone(), s.clone());
         let waiter = loom::thread::spawn(move || wait_any(&[&e2, &s2], None));
-        assert_eq!(e.wait(POLL), Ok(WaitResult::TimedOut));
-        assert_eq!(wait_any(&[&s, &e], POLL), Ok(WaitResult::TimedOut));
+        let (e3, s3) = (e.clone(), s.clone());
+        let poller = loom::thread::spawn(move || (e3.wait(POLL), wait_any(&[&s3, &e3], POLL)));
+        assert_eq!(
+            poller.join().unwrap(),
+            (Ok(WaitResult::TimedOut), Ok(WaitResult::TimedOut))
+        );
         e.set();
         assert_eq!(waiter.join().unwrap(), Ok(WaitResult::Signaled(0)));
         assert!(!e.is_set());
