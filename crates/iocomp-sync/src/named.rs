@@ -21,8 +21,9 @@
 //! An opener takes its shared lock and only then checks that the file is still linked under the name (same inode); if
 //! an exclusive holder unlinked it in between, it starts over, so nobody ends up holding a dead segment. A creator
 //! initialises the segment in a private file with no name (`O_TMPFILE`; where the file system lacks it, a temporary
-//! name) while holding its shared lock, and publishes it with `linkat(2)` (of `/proc/thread-self/fd/N`), which fails if the
-//! name exists: nobody ever sees a half-initialised object or a temporary name, and two creators cannot both win.
+//! name) while holding its shared lock, sets its mode to 0600 (whatever the umask), and publishes it with `linkat(2)`
+//! (of `/proc/thread-self/fd/N`), which fails if the name exists: nobody ever sees a half-initialised object or a
+//! temporary name, and two creators cannot both win.
 //!
 //! # State and waiting
 //!
@@ -211,8 +212,8 @@ fn sweep(dir: &Path) {
 
 static TMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Publishes the initialised segment at `tmp` (a temporary name, or `/proc/self/fd/N` for an `O_TMPFILE` file) under
-/// `path` (`linkat(2)`, following the `/proc` link: fails if `path` exists).
+/// Publishes the initialised segment at `tmp` (a temporary name, or `/proc/thread-self/fd/N` for an `O_TMPFILE`
+/// file) under `path` (`linkat(2)`, following the `/proc` link: fails if `path` exists).
 fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
     sys::link_following(tmp, path)
 }

@@ -6,8 +6,8 @@
 //!    lowest signalled index wins (each object is queued on and checked under one hold of its lock, and once the
 //!    record is won the later objects are not queued on); for wait-all, all objects at once under the wait-all lock;
 //! 3. park until the record's slot is won or the deadline passes;
-//! 4. leave every list, then read the slot: whoever won it has already consumed the objects for us, so a win is
-//!    reported even if the deadline passed meanwhile.
+//! 4. leave every list it joined, then read the slot: whoever won it has already consumed the objects for us, so a win
+//!    is reported even if the deadline passed meanwhile.
 //!
 //! A poll (`Some(Duration::ZERO)`) runs the same steps without parking, taking the object locks normally (never a
 //! `try_lock`), so it is exact under contention.
@@ -467,15 +467,15 @@ fn block(
             // Queue on each object and check it under one hold of its lock, in index order, alert last: the lowest
             // object signalled when checked wins, and objects win ties with the alert. Once the record is won (by
             // this check or by a signal on an object already queued on), the rest need not be queued on.
-            let mut queued = 0;
+            let mut queued = n + usize::from(alert.is_some());
             for (i, o) in objs.iter().copied().chain(alert).enumerate() {
                 if q.is_signaled() {
+                    queued = i;
                     break;
                 }
                 let mut st = o.lock_state();
                 st.push_any(&q, i);
                 st.try_wake_any();
-                queued = i + 1;
             }
             queued
         }
@@ -498,7 +498,8 @@ fn block(
 }
 
 /// Steps 3 and 4 for a waiter `q` already queued on the first `queued` of `objs` then `alert` (a wait-any won while
-/// it queued stops queueing) and checked once. `first_sleep`: the length of the first sleep, when the caller knows it
+/// it queued stops queueing; clean-up leaves the others alone: locking them would inflate them) and checked once.
+/// `first_sleep`: the length of the first sleep, when the caller knows it
 /// (`deadline` was just computed from it), saving a clock read.
 ///
 /// A zero timeout (a poll, or a deadline already passed) never parks: parking for zero would still cost a futex call
