@@ -626,7 +626,7 @@ mod tests {
         let other = std::thread::spawn(move || wait_all(&[&f2 as &dyn Waitable, &n2], None));
         until_waiters(&first, 1);
         let (a, b) = (Event::new(false, false), Semaphore::new(0, 1).unwrap());
-        test_hooks::take_locked();
+        test_hooks::record_locks();
         assert_eq!(
             wait_any(&[&first, &a, &b], None),
             Ok(WaitResult::Signaled(0))
