@@ -21,8 +21,9 @@
 //! An opener takes its shared lock and only then checks that the file is still linked under the name (same inode); if
 //! an exclusive holder unlinked it in between, it starts over, so nobody ends up holding a dead segment. A creator
 //! initialises the segment in a private file with no name (`O_TMPFILE`; where the file system lacks it, a temporary
-//! name) while holding its shared lock, and publishes it with `linkat(2)` (of `/proc/self/fd/N`), which fails if the
-//! name exists: nobody ever sees a half-initialised object or a temporary name, and two creators cannot both win.
+//! name) while holding its shared lock, sets its mode to 0600 (whatever the umask), and publishes it with `linkat(2)`
+//! (of `/proc/thread-self/fd/N`), which fails if the name exists: nobody ever sees a half-initialised object or a
+//! temporary name, and two creators cannot both win.
 //!
 //! # State and waiting
 //!
@@ -78,7 +79,7 @@ compile_error!(
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -211,21 +212,27 @@ fn sweep(dir: &Path) {
 
 static TMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Publishes the initialised segment at `tmp` (a temporary name, or `/proc/self/fd/N` for an `O_TMPFILE` file) under
-/// `path` (`linkat(2)`, following the `/proc` link: fails if `path` exists).
+/// Publishes the initialised segment at `tmp` (a temporary name, or `/proc/thread-self/fd/N` for an `O_TMPFILE`
+/// file) under `path` (`linkat(2)`, following the `/proc` link: fails if `path` exists).
 fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
     sys::link_following(tmp, path)
 }
 
-/// Set once `O_TMPFILE` (or `/proc/self/fd`, to publish such a file) turned out to be unavailable: creators then use
+/// Set once `O_TMPFILE` (or `/proc`, to publish such a file) turned out to be unavailable: creators then use
 /// temporary names.
 static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
 
+/// Sets the segment file's mode to 0600 whatever the umask (the `mode` of `open(2)` is masked by it: a umask such as
+/// 0277 would leave the object unopenable by the same user's other processes).
+fn make_private(file: &File) -> io::Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+}
+
 /// A new private file in `dir` to initialise a segment in, open for reading and writing, mode 0600: with no name
-/// (`O_TMPFILE`: nothing can see or sweep it before it is published) where the file system allows, returned with
-/// `None`; else under a fresh temporary name, returned with it.
-fn new_segment_file(dir: &Path) -> Result<(File, Option<PathBuf>), NamedError> {
-    if !NO_TMPFILE.load(Ordering::Relaxed) {
+/// (`O_TMPFILE`: nothing can see or sweep it before it is published) if `*tmpfile` and the file system allows,
+/// returned with `None`; else under a fresh temporary name, returned with it (`*tmpfile` is then false).
+fn new_segment_file(dir: &Path, tmpfile: &mut bool) -> Result<(File, Option<PathBuf>), NamedError> {
+    if *tmpfile {
         match OpenOptions::new()
             .read(true)
             .write(true)
@@ -233,7 +240,10 @@ fn new_segment_file(dir: &Path) -> Result<(File, Option<PathBuf>), NamedError> {
             .mode(0o600)
             .open(dir)
         {
-            Ok(file) => return Ok((file, None)),
+            Ok(file) => {
+                make_private(&file).map_err(os)?;
+                return Ok((file, None));
+            }
             // Not supported here: EOPNOTSUPP (the file system), EISDIR or EINVAL (a kernel before 3.11).
             Err(e)
                 if matches!(
@@ -242,6 +252,7 @@ fn new_segment_file(dir: &Path) -> Result<(File, Option<PathBuf>), NamedError> {
                 ) =>
             {
                 NO_TMPFILE.store(true, Ordering::Relaxed);
+                *tmpfile = false;
             }
             Err(e) => return Err(os(e)),
         }
@@ -258,6 +269,10 @@ fn new_segment_file(dir: &Path) -> Result<(File, Option<PathBuf>), NamedError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(os)?;
+    if let Err(e) = make_private(&file) {
+        let _ = fs::remove_file(&tmp);
+        return Err(os(e));
+    }
     Ok((file, Some(tmp)))
 }
 
@@ -352,15 +367,18 @@ impl Named {
         kind: NamedKind,
         init: impl Fn(&Shared),
     ) -> Result<(Arc<Named>, bool), NamedError> {
-        Named::create_with(name, kind, init, &publish)
+        let tmpfile = !NO_TMPFILE.load(Ordering::Relaxed);
+        Named::create_with(name, kind, init, &publish, tmpfile)
     }
 
-    /// [`Named::create`], publishing with `link` (`link(2)`; a failing one in tests).
+    /// [`Named::create`], publishing with `link` (`link(2)`; a failing one in tests), initialising the segment in an
+    /// `O_TMPFILE` file if `tmpfile` (falling back to temporary names where that fails), else under a temporary name.
     fn create_with(
         name: &str,
         kind: NamedKind,
         init: impl Fn(&Shared),
         link: &dyn Fn(&Path, &Path) -> io::Result<()>,
+        mut tmpfile: bool,
     ) -> Result<(Arc<Named>, bool), NamedError> {
         let file_name = file_name(name)?;
         let dir = namespace()?;
@@ -372,7 +390,7 @@ impl Named {
                 Found::Retry => continue,
                 Found::Absent => {}
             }
-            let (file, tmp_name) = new_segment_file(&dir)?;
+            let (file, tmp_name) = new_segment_file(&dir, &mut tmpfile)?;
             let remove_tmp = || {
                 if let Some(tmp) = &tmp_name {
                     let _ = fs::remove_file(tmp);
@@ -402,10 +420,17 @@ impl Named {
             };
             let linked = match &tmp_name {
                 Some(tmp) => link(tmp, &path),
-                None => link(
-                    Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())),
+                // The thread's own view of its descriptors (Linux 3.17); `/proc/self` where that is missing.
+                None => match link(
+                    Path::new(&format!("/proc/thread-self/fd/{}", file.as_raw_fd())),
                     &path,
-                ),
+                ) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => link(
+                        Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())),
+                        &path,
+                    ),
+                    other => other,
+                },
             };
             remove_tmp();
             match linked {
@@ -431,6 +456,7 @@ impl Named {
                     // mounted). Use temporary names from now on.
                     if tmp_name.is_none() && e.kind() == io::ErrorKind::NotFound {
                         NO_TMPFILE.store(true, Ordering::Relaxed);
+                        tmpfile = false;
                     }
                     drop(seg);
                     continue;
@@ -973,6 +999,13 @@ impl Named {
 mod tests {
     use super::*;
 
+    /// Held by the tests that create, or look for, this process's temporary names (they run in parallel threads).
+    static TEMPORARY_NAMES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn lock(m: &std::sync::Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn unique(what: &str) -> String {
         static N: AtomicUsize = AtomicUsize::new(0);
         format!(
@@ -992,7 +1025,7 @@ mod tests {
         let (held, existed) = Named::create(&a, NamedKind::Mutex, init_mutex(true)).unwrap();
         assert!(!existed);
         let enospc = |_: &Path, _: &Path| Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        let r = Named::create_with(&b, NamedKind::Mutex, init_mutex(true), &enospc);
+        let r = Named::create_with(&b, NamedKind::Mutex, init_mutex(true), &enospc, true);
         assert!(
             matches!(
                 r,
@@ -1018,6 +1051,7 @@ mod tests {
     /// names only (other processes of this user share the namespace).
     #[test]
     fn creation_never_shows_a_temporary_name() {
+        let _no_fallback_test = lock(&TEMPORARY_NAMES);
         let dir = namespace().unwrap();
         let ours = format!(".tmp-{}-", sys::getpid());
         let seen = std::cell::RefCell::new(Vec::new());
@@ -1032,12 +1066,62 @@ mod tests {
         };
         let name = unique("tmp");
         let (created, existed) =
-            Named::create_with(&name, NamedKind::Event, init_event(false, true), &spy).unwrap();
+            Named::create_with(&name, NamedKind::Event, init_event(false, true), &spy, true)
+                .unwrap();
         assert!(!existed);
         assert_eq!(*seen.borrow(), Vec::<String>::new());
         // Published as usual: another open finds the same segment, with its initial state.
         let opened = Named::open(&name, NamedKind::Event).unwrap();
         assert!(Arc::ptr_eq(&created, &opened));
         assert!(opened.event_is_set());
+    }
+
+    /// The temporary-name fallback (for file systems without `O_TMPFILE`, or no `/proc`), forced: four creators race
+    /// for each of 50 names; exactly one creates each (the others open its object, with the creator's initial state),
+    /// and no temporary name is left behind.
+    #[test]
+    fn temporary_name_fallback_has_one_creator_per_name_and_leaves_nothing() {
+        let _alone = lock(&TEMPORARY_NAMES);
+        let dir = namespace().unwrap();
+        for round in 0..50 {
+            let name = unique("fallback");
+            let barrier = std::sync::Barrier::new(4);
+            let made: Vec<(Arc<Named>, bool)> = std::thread::scope(|s| {
+                let creators: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            Named::create_with(
+                                &name,
+                                NamedKind::Semaphore,
+                                init_semaphore(1, 5),
+                                &publish,
+                                false,
+                            )
+                            .unwrap()
+                        })
+                    })
+                    .collect();
+                creators.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let created = made.iter().filter(|(_, existed)| !existed).count();
+            assert_eq!(created, 1, "round {round}");
+            for (n, _) in &made {
+                assert_eq!(n.semaphore_read(), (1, 5), "round {round}");
+            }
+            // One segment per name: a release through one handle is seen through every other.
+            assert_eq!(made[0].0.semaphore_release(1), Ok(1));
+            for (n, _) in &made {
+                assert_eq!(n.semaphore_read(), (2, 5), "round {round}");
+            }
+        }
+        let ours = format!(".tmp-{}-", sys::getpid());
+        let left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&ours))
+            .collect();
+        assert_eq!(left, Vec::<String>::new());
     }
 }

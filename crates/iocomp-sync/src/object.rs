@@ -513,6 +513,12 @@ impl Object {
     /// The object lock. Inflates the object (waiting out a fast wait-all's few instructions); the guard deflates it
     /// again if no waiter is left when it is dropped, and unparks the waiters claimed meanwhile after unlocking.
     pub(crate) fn lock_state(&self) -> StateGuard<'_> {
+        #[cfg(all(test, not(loom)))]
+        test_hooks::LOCKED.with(|l| {
+            if let Some(v) = l.borrow_mut().as_mut() {
+                v.push(self as *const Object as usize);
+            }
+        });
         let mut g = lock(&self.state);
         let mut w = self.fast.load(Ordering::Acquire);
         loop {
@@ -792,4 +798,24 @@ pub(crate) fn fast_wait_all(objs: &[&Arc<Object>], me: ThreadId) -> (Fast, usize
         o.fast.store(w, Ordering::Release);
     }
     (Fast::Acquired(abandoned != 0), abandoned)
+}
+
+/// Unit tests: which objects this thread locked (their addresses, in order), while recording.
+#[cfg(all(test, not(loom)))]
+pub(crate) mod test_hooks {
+    type Record = std::cell::RefCell<Option<Vec<usize>>>;
+
+    std::thread_local! {
+        pub(crate) static LOCKED: Record = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Starts recording the objects this thread locks.
+    pub(crate) fn record_locks() {
+        LOCKED.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// Stops recording; the objects this thread locked since [`record_locks`].
+    pub(crate) fn take_locked() -> Vec<usize> {
+        LOCKED.with(|l| l.borrow_mut().take().unwrap_or_default())
+    }
 }

@@ -214,7 +214,8 @@ fn finish_local(
         }
         o.lock_state().try_wake_any();
     }
-    let result = sleep_and_finish(q, &[wait], Mode::Any, deadline, None, alert);
+    let queued = 1 + usize::from(alert.is_some());
+    let result = sleep_and_finish(q, &[wait], Mode::Any, deadline, None, alert, queued);
     match (result, &shared) {
         // A stale alert (its APCs already ran): the signal is made, keep waiting as a plain alertable wait.
         (WaitResult::Alerted, Some(s)) if s.apc.run_pending() == 0 => {

@@ -42,13 +42,43 @@ pub(crate) mod thread {
     #[cfg(loom)]
     pub(crate) use loom::thread::{current, park, yield_now, Thread};
     #[cfg(not(loom))]
-    pub(crate) use std::thread::{current, park, park_timeout, yield_now, Thread};
+    pub(crate) use std::thread::{current, yield_now, Thread};
+    #[cfg(all(not(loom), not(test)))]
+    pub(crate) use std::thread::{park, park_timeout};
 
-    /// loom has no timed park; the models only use polls and infinite waits, so a timed park never runs there. If
-    /// one did, yielding keeps it correct (a spurious wake-up that the wait loop tolerates).
+    /// loom has no timed park; the models only use polls and infinite waits, so a timed park with a real timeout never
+    /// runs there. If one did, yielding keeps it correct (a spurious wake-up that the wait loop tolerates). A zero
+    /// timeout must never reach a park at all (a poll parks for nothing but a futex call and the timer slack): the
+    /// models check that.
     #[cfg(loom)]
-    pub(crate) fn park_timeout(_: Duration) {
+    pub(crate) fn park_timeout(d: Duration) {
+        assert!(!d.is_zero(), "a zero-timeout wait reached the park step");
         loom::thread::yield_now();
+    }
+
+    #[cfg(all(not(loom), test))]
+    std::thread_local! {
+        static PARKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Unit tests: how many times this thread parked (timed or not) so far.
+    #[cfg(all(not(loom), test))]
+    pub(crate) fn parks() -> usize {
+        PARKS.with(std::cell::Cell::get)
+    }
+
+    /// `std::thread::park`, counted (unit tests).
+    #[cfg(all(not(loom), test))]
+    pub(crate) fn park() {
+        PARKS.with(|c| c.set(c.get() + 1));
+        std::thread::park();
+    }
+
+    /// `std::thread::park_timeout`, counted (unit tests).
+    #[cfg(all(not(loom), test))]
+    pub(crate) fn park_timeout(d: std::time::Duration) {
+        PARKS.with(|c| c.set(c.get() + 1));
+        std::thread::park_timeout(d);
     }
 
     /// Starts an OS thread (a loom thread under loom) running `f`.

@@ -203,8 +203,8 @@ mod named {
     }
 
     /// `linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW)`: like `link(2)` (fails with `EEXIST` if `dst`
-    /// exists), but following a symbolic link at `src` — so that `/proc/self/fd/N` links the open file itself, the one
-    /// way an unprivileged process can give an `O_TMPFILE` file a name (open(2)).
+    /// exists), but following a symbolic link at `src` — so that `/proc/thread-self/fd/N` links the open file itself,
+    /// the one way an unprivileged process can give an `O_TMPFILE` file a name (open(2)).
     pub(crate) fn link_following(src: &std::path::Path, dst: &std::path::Path) -> io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
         let src = std::ffi::CString::new(src.as_os_str().as_bytes())?;

@@ -6,8 +6,8 @@
 //!    lowest signalled index wins (each object is queued on and checked under one hold of its lock, and once the
 //!    record is won the later objects are not queued on); for wait-all, all objects at once under the wait-all lock;
 //! 3. park until the record's slot is won or the deadline passes;
-//! 4. leave every list, then read the slot: whoever won it has already consumed the objects for us, so a win is
-//!    reported even if the deadline passed meanwhile.
+//! 4. leave every list it joined, then read the slot: whoever won it has already consumed the objects for us, so a win
+//!    is reported even if the deadline passed meanwhile.
 //!
 //! A poll (`Some(Duration::ZERO)`) runs the same steps without parking, taking the object locks normally (never a
 //! `try_lock`), so it is exact under contention.
@@ -380,8 +380,10 @@ fn fast_once(objs: &[&Arc<Object>], mode: Mode, me: ThreadId) -> Option<WaitResu
     }
 }
 
-/// A non-alertable [`block`] with the deadline `timeout` from now; its first sleep is the whole `timeout` (one clock
-/// read fewer: at most the few instructions between here and the sleep late).
+/// A non-alertable [`block`] with the deadline `timeout` from now. A single-object wait-any's first sleep is the
+/// whole `timeout` (one clock read fewer: queueing on one object takes a single lock hold, so the sleep ends at most
+/// that late); every other wait sleeps until the deadline, read after queueing, so a long queueing (many objects,
+/// contended locks, the wait-all lock) does not delay its timeout.
 #[inline]
 fn block_fresh(
     objs: &[&Arc<Object>],
@@ -390,7 +392,11 @@ fn block_fresh(
     me: ThreadId,
 ) -> WaitResult {
     let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
-    block(objs, mode, deadline, deadline.and(timeout), me, None)
+    let first_sleep = match (mode, objs.len()) {
+        (Mode::Any, 1) => deadline.and(timeout),
+        _ => None,
+    };
+    block(objs, mode, deadline, first_sleep, me, None)
 }
 
 /// Steps 1–4 of the module docs. With `alert`, the alert event is slot `objs.len()`, and winning it returns
@@ -433,8 +439,8 @@ fn block(
         )),
     };
 
-    // 1 + 2: queue, then check.
-    match mode {
+    // 1 + 2: queue, then check. `queued`: how many of `objs` (then `alert`) the record was queued on.
+    let queued = match mode {
         Mode::All => {
             let all_lock = wait_all_lock();
             let mut guards: Vec<StateGuard<'_>> = objs.iter().map(|o| o.lock_state()).collect();
@@ -455,23 +461,27 @@ fn block(
                     a.lock_state().try_wake_any();
                 }
             }
+            n + usize::from(alert.is_some())
         }
         Mode::Any => {
             // Queue on each object and check it under one hold of its lock, in index order, alert last: the lowest
             // object signalled when checked wins, and objects win ties with the alert. Once the record is won (by
             // this check or by a signal on an object already queued on), the rest need not be queued on.
+            let mut queued = n + usize::from(alert.is_some());
             for (i, o) in objs.iter().copied().chain(alert).enumerate() {
                 if q.is_signaled() {
+                    queued = i;
                     break;
                 }
                 let mut st = o.lock_state();
                 st.push_any(&q, i);
                 st.try_wake_any();
             }
+            queued
         }
-    }
+    };
 
-    let result = sleep_and_finish(&q, objs, mode, deadline, first_sleep, alert);
+    let result = sleep_and_finish(&q, objs, mode, deadline, first_sleep, alert, queued);
     // Keep the record for the next wait: a wait-any record as it is (it has no objects); a wait-all record only if
     // nobody else holds it, and without its objects (it must not keep them alive).
     match mode {
@@ -487,8 +497,13 @@ fn block(
     result
 }
 
-/// Steps 3 and 4 for a waiter `q` already queued on `objs` (and `alert`) and checked once. `first_sleep`: the length
-/// of the first sleep, when the caller knows it (`deadline` was just computed from it), saving a clock read.
+/// Steps 3 and 4 for a waiter `q` already queued on the first `queued` of `objs` then `alert` (a wait-any won while
+/// it queued stops queueing; clean-up leaves the others alone: locking them would inflate them) and checked once.
+/// `first_sleep`: the length of the first sleep, when the caller knows it
+/// (`deadline` was just computed from it), saving a clock read.
+///
+/// A zero timeout (a poll, or a deadline already passed) never parks: parking for zero would still cost a futex call
+/// and the timer slack (tens of microseconds).
 pub(crate) fn sleep_and_finish(
     q: &Arc<Waiter>,
     objs: &[&Arc<Object>],
@@ -496,23 +511,23 @@ pub(crate) fn sleep_and_finish(
     deadline: Option<Instant>,
     mut first_sleep: Option<Duration>,
     alert: Option<&Arc<Object>>,
+    queued: usize,
 ) -> WaitResult {
     let n = objs.len();
     // 3: sleep. Spurious unparks (a token left by an earlier wake-up) just loop.
     while !q.is_signaled() {
-        match deadline {
-            None => thread::park(),
-            Some(_) if first_sleep.is_some() => {
-                thread::park_timeout(first_sleep.take().unwrap_or_default());
-            }
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    break;
-                }
-                thread::park_timeout(d - now);
-            }
+        let Some(d) = deadline else {
+            thread::park();
+            continue;
+        };
+        let left = match first_sleep.take() {
+            Some(left) => left,
+            None => d.saturating_duration_since(Instant::now()),
+        };
+        if left.is_zero() {
+            break;
         }
+        thread::park_timeout(left);
     }
 
     // 4: unqueue, then read the slot. After this no one can reach `q`, and the object locks order the winner's
@@ -521,7 +536,7 @@ pub(crate) fn sleep_and_finish(
     // our entry off its list under its lock: no need to lock it again. A mutex is still locked, to order the winner's
     // `abandoned` write before our read.
     let claimed = q.signaled.load(Ordering::Acquire);
-    for (i, o) in objs.iter().copied().chain(alert).enumerate() {
+    for (i, o) in objs.iter().copied().chain(alert).enumerate().take(queued) {
         if mode == Mode::Any && i == claimed && o.tag() != Tag::Mutex {
             continue;
         }
@@ -549,5 +564,79 @@ pub(crate) fn sleep_and_finish(
     match q.abandoned.load(Ordering::Relaxed) {
         NONE => WaitResult::Signaled(index),
         abandoned => WaitResult::Abandoned(abandoned),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::object::test_hooks;
+    use crate::{Event, Semaphore};
+
+    /// Until `obj` has `n` queued waits (another thread blocked on it).
+    fn until_waiters(obj: &dyn Waitable, n: usize) {
+        while obj.waiter_count() < n {
+            std::thread::yield_now();
+        }
+    }
+
+    /// A poll (zero timeout) of objects that another thread already waits on cannot complete lock-free, so it takes
+    /// the queueing path: it must still time out without parking (a park for zero costs a futex call and the timer
+    /// slack each time).
+    #[test]
+    fn poll_of_an_object_with_a_queued_waiter_never_parks() {
+        let e = Event::new(false, false);
+        let s = Semaphore::new(0, 1).unwrap();
+        let (e2, s2) = (e.clone(), s.clone());
+        let waiter = std::thread::spawn(move || {
+            (e2.wait(None), wait_any(&[&s2 as &dyn Waitable, &e2], None))
+        });
+        until_waiters(&e, 1);
+        let parks = thread::parks();
+        let zero = Some(Duration::ZERO);
+        for _ in 0..100 {
+            assert_eq!(e.wait(zero), Ok(WaitResult::TimedOut));
+            assert_eq!(wait_any(&[&e], zero), Ok(WaitResult::TimedOut));
+            assert_eq!(wait_any(&[&s, &e], zero), Ok(WaitResult::TimedOut));
+            assert_eq!(wait_all(&[&e, &s], zero), Ok(WaitResult::TimedOut));
+        }
+        assert_eq!(thread::parks(), parks, "a zero-timeout wait parked");
+        e.set();
+        until_waiters(&s, 1);
+        for _ in 0..100 {
+            assert_eq!(s.wait(zero), Ok(WaitResult::TimedOut));
+            assert_eq!(wait_all(&[&s, &e], zero), Ok(WaitResult::TimedOut));
+        }
+        assert_eq!(thread::parks(), parks, "a zero-timeout wait parked");
+        s.release(1).unwrap();
+        let (r1, r2) = waiter.join().unwrap();
+        assert_eq!(r1, Ok(WaitResult::Signaled(0)));
+        assert_eq!(r2, Ok(WaitResult::Signaled(0)));
+    }
+
+    /// A wait-any whose record is won by an object while it queues (index 0 here) stops queueing there, and its
+    /// clean-up touches only the objects it queued on: the later ones are never locked (locking inflates them).
+    #[test]
+    fn wait_any_won_while_queueing_never_locks_the_later_objects() {
+        // `first` is signalled but inflated (another thread's wait-all, which cannot complete, is queued on it), so
+        // the wait takes the queueing path and wins it at index 0.
+        let first = Event::new(true, true);
+        let never = Event::new(false, false);
+        let (f2, n2) = (first.clone(), never.clone());
+        let other = std::thread::spawn(move || wait_all(&[&f2 as &dyn Waitable, &n2], None));
+        until_waiters(&first, 1);
+        let (a, b) = (Event::new(false, false), Semaphore::new(0, 1).unwrap());
+        test_hooks::record_locks();
+        assert_eq!(
+            wait_any(&[&first, &a, &b], None),
+            Ok(WaitResult::Signaled(0))
+        );
+        let locked = test_hooks::take_locked();
+        let addr = |w: &dyn Waitable| Arc::as_ptr(w.object()) as usize;
+        assert!(locked.contains(&addr(&first)), "{locked:?}");
+        assert!(!locked.contains(&addr(&a)), "{locked:?}");
+        assert!(!locked.contains(&addr(&b)), "{locked:?}");
+        never.set();
+        assert_eq!(other.join().unwrap(), Ok(WaitResult::Signaled(0)));
     }
 }

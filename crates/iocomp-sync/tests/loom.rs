@@ -326,3 +326,67 @@ fn event_ping_pong() {
         assert!(!ping.is_set() && !pong.is_set());
     });
 }
+
+/// A thread's wait-any record is rearmed in place for its second wait while the waker of its first wait (another
+/// thread) may still hold it, and two threads release the two semaphores: each wait takes exactly one unit, and a late
+/// waker of the first wait never satisfies the second.
+#[test]
+fn rearmed_wait_any_record_with_a_late_waker_takes_one_unit_per_wait() {
+    model(|| {
+        let s1 = Semaphore::new(0, 1).unwrap();
+        let s2 = Semaphore::new(0, 1).unwrap();
+        let (a, b) = (s1.clone(), s2.clone());
+        let waiter =
+            loom::thread::spawn(move || (wait_any(&[&a, &b], None), wait_any(&[&a, &b], None)));
+        let s1b = s1.clone();
+        let w1 = loom::thread::spawn(move || s1b.release(1));
+        assert_eq!(s2.release(1), Ok(0));
+        assert_eq!(w1.join().unwrap(), Ok(0));
+        let (r1, r2) = waiter.join().unwrap();
+        let mut got = [r1.unwrap(), r2.unwrap()];
+        got.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(got, [WaitResult::Signaled(0), WaitResult::Signaled(1)]);
+        assert_eq!((s1.count(), s2.count()), (0, 0));
+    });
+}
+
+/// A single-object semaphore wait (straight to the queue) then a wait-any reusing the same record, racing a release
+/// and a set: each wait gets its own object, nothing is left signalled.
+#[test]
+fn single_wait_then_wait_any_reuse_one_record() {
+    model(|| {
+        let s = Semaphore::new(0, 1).unwrap();
+        let e = Event::new(false, false);
+        let (s2, e2) = (s.clone(), e.clone());
+        let waiter = loom::thread::spawn(move || (s2.wait(None), wait_any(&[&e2, &s2], None)));
+        assert_eq!(s.release(1), Ok(0));
+        e.set();
+        let (r1, r2) = waiter.join().unwrap();
+        assert_eq!(r1, Ok(WaitResult::Signaled(0)));
+        assert_eq!(r2, Ok(WaitResult::Signaled(0)));
+        assert_eq!(s.count(), 0);
+        assert!(!e.is_set());
+    });
+}
+
+/// Polls racing a blocked waiter on the same objects: whenever the poll finds a waiter queued (so it cannot complete
+/// lock-free) it takes the queueing path, and it must still never reach the park step (the loom `park_timeout`
+/// panics on a zero timeout: a poll would park for nothing but a futex call and the timer slack).
+#[test]
+fn poll_behind_a_queued_waiter_never_parks() {
+    model(|| {
+        let e = Event::new(false, false);
+        let s = Semaphore::new(0, 1).unwrap();
+        let (e2, s2) = (e.clone(), s.clone());
+        let waiter = loom::thread::spawn(move || wait_any(&[&e2, &s2], None));
+        let (e3, s3) = (e.clone(), s.clone());
+        let poller = loom::thread::spawn(move || (e3.wait(POLL), wait_any(&[&s3, &e3], POLL)));
+        assert_eq!(
+            poller.join().unwrap(),
+            (Ok(WaitResult::TimedOut), Ok(WaitResult::TimedOut))
+        );
+        e.set();
+        assert_eq!(waiter.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        assert!(!e.is_set());
+    });
+}

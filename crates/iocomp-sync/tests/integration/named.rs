@@ -36,13 +36,38 @@ pub struct ChildProc {
 
 impl ChildProc {
     pub fn start(role: &str, names: &[&str]) -> ChildProc {
+        ChildProc::spawn(ChildProc::command(role), names)
+    }
+
+    /// [`ChildProc::start`], the child running under `umask` (set by a shell that then execs it: the umask is
+    /// process-wide, so it cannot be changed in this test process).
+    pub fn start_under_umask(role: &str, names: &[&str], umask: &str) -> ChildProc {
+        let inner = ChildProc::command(role);
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        ChildProc::spawn(cmd, names)
+    }
+
+    fn command(role: &str) -> std::process::Command {
         // `role` is a test of this module, or a full path (`module::test`).
         let path = if role.contains("::") {
             role.to_owned()
         } else {
             format!("named::{role}")
         };
-        let mut child = reexec(&path)
+        reexec(&path)
+    }
+
+    fn spawn(mut cmd: std::process::Command, names: &[&str]) -> ChildProc {
+        let mut child = cmd
             .env(NAMED_ENV, names.join(","))
             .stdout(Stdio::piped())
             .spawn()
@@ -463,4 +488,51 @@ fn named_pulse_releases_a_sleeping_waiter_only() {
     assert_eq!(t.exit_code(), Some(1));
     assert!(!ev.is_set());
     wait_until("the waiter to leave", || ev.waiter_count() == 0);
+}
+
+/// A named object created by a process whose umask takes the owner's write bit (0277) can still be opened for reading
+/// and writing by another process of the same user: the object's file is mode 0600 whatever the creator's umask.
+#[test]
+fn object_created_under_a_restrictive_umask_opens_from_another_process() {
+    let name = unique("umask");
+    let mut child = ChildProc::start_under_umask("umask_child", &[&name], "0277");
+    child.expect("created");
+    // The file's mode itself (root, which runs CI, opens a mode 0400 file for writing all the same).
+    let file = object_file(&name);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{file:?}: mode {mode:o}");
+    let ev = Event::open_named(&name).expect("open an object created under umask 0277");
+    ev.set();
+    child.finish();
+}
+
+#[test]
+#[ignore = "child half of object_created_under_a_restrictive_umask_opens_from_another_process"]
+fn umask_child() {
+    if !is_child() {
+        return;
+    }
+    let names = child_names();
+    let (ev, existed) = Event::create_named(&names[0], false, false).unwrap();
+    assert!(!existed);
+    say("created");
+    assert_eq!(ev.wait(Some(LONG)).unwrap(), WaitResult::Signaled(0));
+}
+
+/// The file of this user's named object `name` (no `Global\\` prefix), in the namespace directory the crate
+/// documents: `$XDG_RUNTIME_DIR/iocomp-sync` if that is a private directory, else `/dev/shm/iocomp-sync-<uid>`.
+fn object_file(name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let mut dirs = vec![std::path::PathBuf::from(format!(
+        "/dev/shm/iocomp-sync-{uid}"
+    ))];
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+        dirs.insert(0, std::path::Path::new(&runtime).join("iocomp-sync"));
+    }
+    dirs.iter()
+        .map(|d| d.join(format!("l.{name}")))
+        .find(|f| f.exists())
+        .unwrap_or_else(|| panic!("no file for {name} in {dirs:?}"))
 }
