@@ -296,7 +296,18 @@ fn file_id(file: &File) -> Result<(u64, u64), NamedError> {
     Ok((m.dev(), m.ino()))
 }
 
-/// Makes `named` this process's mapping of its segment.
+/// Held, within this process, from a creator's `link` to its registration, and from an opener's look-up in the
+/// [`registry`] to its registration: without it an opener could map a segment just published and not yet registered
+/// (or two openers could each map it), and one process would hold two mappings of one segment. A separate lock from
+/// the registry's, because a `Named` may drop (and take the registry's lock) while it is held.
+fn publishing() -> std::sync::MutexGuard<'static, ()> {
+    static PUBLISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PUBLISHING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Makes `named` this process's mapping of its segment (the caller holds [`publishing`]).
 fn register(named: Named) -> Arc<Named> {
     let named = Arc::new(named);
     registry().insert(named.id, Arc::downgrade(&named));
@@ -418,6 +429,7 @@ impl Named {
                     return Err(os(e));
                 }
             };
+            let publishing = publishing();
             let linked = match &tmp_name {
                 Some(tmp) => link(tmp, &path),
                 // The thread's own view of its descriptors (Linux 3.17); `/proc/self` where that is missing.
@@ -435,16 +447,15 @@ impl Named {
             remove_tmp();
             match linked {
                 Ok(()) => {
-                    return Ok((
-                        register(Named {
-                            kind,
-                            path,
-                            id,
-                            file,
-                            seg: seg.publish(),
-                        }),
-                        false,
-                    ));
+                    let named = register(Named {
+                        kind,
+                        path,
+                        id,
+                        file,
+                        seg: seg.publish(),
+                    });
+                    drop(publishing);
+                    return Ok((named, false));
                 }
                 // Someone created it first, or a sweep removed our temporary file: look again (dropping `seg`
                 // lets go of an initially owned `own` before unmapping).
@@ -458,6 +469,7 @@ impl Named {
                         NO_TMPFILE.store(true, Ordering::Relaxed);
                         tmpfile = false;
                     }
+                    drop(publishing);
                     drop(seg);
                     continue;
                 }
@@ -503,6 +515,7 @@ impl Named {
             return Ok(Found::Retry);
         }
         let id = file_id(&file)?;
+        let _publishing = publishing();
         // Already mapped in this process: share that mapping (the registry lock is not held while an Arc may drop).
         let known = registry().get(&id).and_then(std::sync::Weak::upgrade);
         if let Some(named) = known {
@@ -1079,6 +1092,52 @@ mod tests {
     /// The temporary-name fallback (for file systems without `O_TMPFILE`, or no `/proc`), forced: four creators race
     /// for each of 50 names; exactly one creates each (the others open its object, with the creator's initial state),
     /// and no temporary name is left behind.
+    #[test]
+    fn a_process_maps_a_segment_once_however_its_creators_and_openers_race() {
+        // Two creators and two openers of one new name, in one process: every handle must be the one mapping (glibc's
+        // robust list holds the owner mutex's address, so two mappings of one segment would break abandonment).
+        for round in 0..1000 {
+            let name = unique("race-once");
+            let barrier = std::sync::Barrier::new(4);
+            let got: Vec<Arc<Named>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4)
+                    .map(|i| {
+                        let (name, barrier) = (&name, &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            if i < 2 {
+                                Named::create_with(
+                                    name,
+                                    NamedKind::Semaphore,
+                                    init_semaphore(1, 5),
+                                    &publish,
+                                    true,
+                                )
+                                .unwrap()
+                                .0
+                            } else {
+                                loop {
+                                    match Named::open(name, NamedKind::Semaphore) {
+                                        Ok(n) => break n,
+                                        Err(NamedError::NotFound) => std::thread::yield_now(),
+                                        Err(e) => panic!("open: {e:?}"),
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for n in &got[1..] {
+                assert!(
+                    Arc::ptr_eq(&got[0], n),
+                    "round {round}: two mappings of one segment in one process"
+                );
+            }
+        }
+    }
+
     #[test]
     fn temporary_name_fallback_has_one_creator_per_name_and_leaves_nothing() {
         let _alone = lock(&TEMPORARY_NAMES);
