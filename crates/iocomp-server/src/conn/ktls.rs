@@ -454,6 +454,11 @@ impl Budget {
         self.records > RECORD_BUDGET
     }
 
+    /// Our `close_notify` has gone (or was tried): the connection is ending.
+    pub(crate) fn notified(&self) -> bool {
+        self.notified
+    }
+
     /// The estimate so far.
     #[cfg(test)]
     pub(crate) fn records(&self) -> u64 {

@@ -511,7 +511,7 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
         // was the last. A reply that ends the connection ends with our
         // close_notify, before the shutdown or close below (the user-space
         // path put it in the last record).
-        if io.kbudget.spent() && !io.close_after {
+        if io.kbudget.spent() && !io.close_after && !io.kbudget.notified() {
             io.close_after = true;
             if let Some(m) = &io.shared.obs.metrics {
                 m.ktls_event(ktls::Event::Budget);
