@@ -466,6 +466,33 @@ impl Budget {
     }
 }
 
+/// What a kernel TLS connection does when a reply's last piece has gone (or
+/// another operation completed with no reply in flight), before the driver
+/// shuts the socket down or closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplyEnd {
+    /// The connection ends after this reply.
+    pub(crate) close: bool,
+    /// It ends because the budget is spent (counted once).
+    pub(crate) budget: bool,
+    /// Our `close_notify` goes now, before any shutdown or close.
+    pub(crate) notify: bool,
+}
+
+/// [`ReplyEnd`] from the connection's `budget` and whether the reply asked
+/// to close (`close_after`): a spent budget closes (once: not again after our
+/// `close_notify`, e.g. on a lingering receive); whatever closes sends
+/// `close_notify` first, once.
+pub(crate) fn reply_end(budget: &Budget, close_after: bool) -> ReplyEnd {
+    let by_budget = budget.spent() && !close_after && !budget.notified();
+    let close = close_after || by_budget;
+    ReplyEnd {
+        close,
+        budget: by_budget,
+        notify: close && !budget.notified(),
+    }
+}
+
 /// Logged once per process: a `close_notify` dropped for a full buffer.
 static EAGAIN_LOGGED: AtomicBool = AtomicBool::new(false);
 
@@ -989,6 +1016,67 @@ mod tests {
         drop(other);
         assert!(super::super::tls::enable_secret_extraction(&mut cfg));
         assert!(cfg.enable_secret_extraction);
+    }
+
+    /// The end of a reply on kernel TLS: a closing reply sends close_notify
+    /// (before the driver's shutdown/close); a spent budget turns a
+    /// keep-alive reply into the last one, counted once; after our
+    /// close_notify nothing is sent or counted again.
+    #[test]
+    fn a_reply_that_ends_the_connection_sends_close_notify_once() {
+        let fresh = Budget::default();
+        let keep = reply_end(&fresh, false);
+        assert_eq!(
+            keep,
+            ReplyEnd {
+                close: false,
+                budget: false,
+                notify: false
+            }
+        );
+        let last = reply_end(&fresh, true);
+        assert_eq!(
+            last,
+            ReplyEnd {
+                close: true,
+                budget: false,
+                notify: true
+            }
+        );
+        let mut spent = Budget::default();
+        spent.sent(RECORD_BUDGET * 16384);
+        assert_eq!(
+            reply_end(&spent, false),
+            ReplyEnd {
+                close: true,
+                budget: true,
+                notify: true
+            }
+        );
+        assert_eq!(
+            reply_end(&spent, true),
+            ReplyEnd {
+                close: true,
+                budget: false,
+                notify: true
+            }
+        );
+        // After our close_notify (a lingering connection's receive).
+        spent.notified = true;
+        assert_eq!(
+            reply_end(&spent, false),
+            ReplyEnd {
+                close: false,
+                budget: false,
+                notify: false
+            }
+        );
+        let closed = Budget {
+            notified: true,
+            ..Budget::default()
+        };
+        assert!(!reply_end(&closed, true).notify, "close_notify twice");
+        assert!(reply_end(&closed, true).close);
     }
 
     /// The probe at start: where the kernel lists no `tls` upper-layer

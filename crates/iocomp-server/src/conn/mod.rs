@@ -511,13 +511,14 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
         // was the last. A reply that ends the connection ends with our
         // close_notify, before the shutdown or close below (the user-space
         // path put it in the last record).
-        if io.kbudget.spent() && !io.close_after && !io.kbudget.notified() {
-            io.close_after = true;
+        let end = ktls::reply_end(&io.kbudget, io.close_after);
+        io.close_after = end.close;
+        if end.budget {
             if let Some(m) = &io.shared.obs.metrics {
                 m.ktls_event(ktls::Event::Budget);
             }
         }
-        if io.close_after {
+        if end.notify {
             ktls::close_notify(io);
         }
     }
