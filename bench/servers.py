@@ -137,11 +137,12 @@ mimetype.assign = ( ".bin" => "application/octet-stream" )
         raise ValueError(self.kind)
 
     def tls_args(self):
-        """iocomp's TLS listener: no tickets (no resumption)."""
+        """iocomp's TLS listener: no tickets (no resumption), and no kernel TLS, so
+        that iocomp, like nginx, encrypts in user space (the issue's comparison)."""
         if not self.tls_port:
             return []
         return ["--tls-bind", f"127.0.0.1:{self.tls_port}", "--tls-cert", self.h.tls_cert,
-                "--tls-key", self.h.tls_key, "--tls-no-tickets"]
+                "--tls-key", self.h.tls_key, "--tls-no-tickets", "--ktls", "off"]
 
     def nginx_tls(self):
         """nginx's TLS server block: TLS 1.3 with AES-128-GCM only, no

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use iocomp_server::{AccessLogFormat, Config, LogFile, PathOptions, Server};
+use iocomp_server::{AccessLogFormat, Config, KtlsMode, LogFile, PathOptions, Server};
 use tracing::{error, info, warn};
 
 mod bench;
@@ -175,6 +175,12 @@ struct ServeArgs {
     /// (for benchmarks of the handshake).
     #[arg(long = "tls-no-tickets")]
     tls_no_tickets: bool,
+    /// Kernel TLS for TLS 1.3 connections after their handshake: auto (where the probe at
+    /// start finds the kernel taking the cipher's keys both ways), on (as auto, but refuse to
+    /// start when the probe finds none) or off (always encrypt in user space). Stock kernels
+    /// build it as a module: `modprobe tls` may be needed.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ktls)]
+    ktls: KtlsMode,
     /// Send `Strict-Transport-Security: max-age=` this duration (e.g. 8760h, a year) on
     /// every HTTPS response, never on plain HTTP; none by default.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -183,6 +189,16 @@ struct ServeArgs {
     /// left out of the URL); the line protocol is unaffected. Off by default.
     #[arg(long, value_name = "PORT")]
     https_redirect: Option<u16>,
+}
+
+/// `--ktls`: `auto`, `on` or `off`.
+pub(crate) fn parse_ktls(s: &str) -> Result<KtlsMode, String> {
+    match s {
+        "auto" => Ok(KtlsMode::Auto),
+        "on" => Ok(KtlsMode::On),
+        "off" => Ok(KtlsMode::Off),
+        _ => Err("expected auto, on or off".into()),
+    }
 }
 
 /// `2000000`, `512k`, `10M`, `1g` (k, m, g are powers of 1024, as in nginx).
@@ -376,8 +392,10 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
         error!("--tls-cert and --tls-key come in pairs");
         return ExitCode::from(2);
     }
-    if args.tls_bind.is_empty() && (!args.tls_cert.is_empty() || args.tls_no_tickets) {
-        error!("--tls-cert, --tls-key and --tls-no-tickets need --tls-bind");
+    if args.tls_bind.is_empty()
+        && (!args.tls_cert.is_empty() || args.tls_no_tickets || args.ktls == KtlsMode::On)
+    {
+        error!("--tls-cert, --tls-key, --tls-no-tickets and --ktls on need --tls-bind");
         return ExitCode::from(2);
     }
     // Read as root (a key only root may read, as nginx reads its keys), before
@@ -424,8 +442,6 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Probed with the privileges it starts with (the probe loads nothing).
-    let ktls = (!args.tls_bind.is_empty()).then(iocomp_server::probe_ktls);
     // Still one thread: give root up before the workers start.
     if let (Some(id), Some(user)) = (&identity, &args.user) {
         if let Err(e) = privdrop::switch(id) {
@@ -488,7 +504,8 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
         .collect();
     config.tls_pem = tls_pem;
     config.tls_no_tickets = args.tls_no_tickets;
-    config.ktls = ktls;
+    // Probed in `Server::start` (on loopback sockets; loads no module).
+    config.ktls = args.ktls;
     let drain = config.drain_timeout;
     let server = match Server::start(config) {
         Ok(s) => s,

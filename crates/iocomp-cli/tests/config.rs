@@ -211,3 +211,22 @@ fn a_short_idle_timeout_from_the_file_is_observed() {
         "a new connection still works",
     );
 }
+
+/// `ktls` is a key like every flag: the file sets it, the command line
+/// overrides it, a bad value names the key and its line, the default shows.
+#[test]
+fn the_ktls_key_sets_the_kernel_tls_mode() {
+    assert!(has_line(&print_config(&[]), r#"# ktls = "auto""#));
+    let tree = TempTree::new();
+    let cfg = write(&tree, "ktls.toml", "ktls = \"off\"\n");
+    let shown = print_config(&["--config", &cfg]);
+    assert!(has_line(&shown, r#"ktls = "off""#), "{shown}");
+    let shown = print_config(&["--config", &cfg, "--ktls", "on"]);
+    assert!(has_line(&shown, r#"ktls = "on""#), "{shown}");
+    let (code, err) = config_error("\nktls = \"maybe\"\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(r#"line 2: key "ktls": invalid value "maybe""#),
+        "{err}"
+    );
+}

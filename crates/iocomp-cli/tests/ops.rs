@@ -593,3 +593,86 @@ fn sighup_without_tls_reloads_no_certificates() {
     let err = server.stderr_text();
     assert!(!err.contains("certificate"), "{err}");
 }
+
+/// `--ktls` takes auto, on or off (anything else is a usage error naming the
+/// flag); `on` needs a TLS listener; on a kernel whose probe finds no kernel
+/// TLS, `on` refuses to start with an error naming the probe and what it saw,
+/// while `off` (and `auto`) serve HTTPS in user space.
+#[test]
+fn ktls_on_fails_loudly_where_the_probe_finds_nothing_and_off_serves() {
+    let tree = TempTree::new();
+    tree.file("pub.txt", b"public\n");
+    let (cert, key) = self_signed(tree.base());
+    let serve = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_iocomp"));
+        command
+            .arg("serve")
+            .arg(tree.root())
+            .args(["--bind", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null());
+        command
+    };
+    let (code, err) = bounded(serve(&["--ktls", "maybe"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--ktls") && err.contains("expected auto, on or off"),
+        "{err}"
+    );
+    let (code, err) = bounded(serve(&["--ktls", "on"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("need --tls-bind"), "{err}");
+    let tls = [
+        "--tls-bind",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let list = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+        .expect("/proc is mounted for the tests");
+    if list.split_whitespace().any(|u| u == "tls") {
+        println!(
+            "NOTE: this kernel lists `tls` ({list:?}): `--ktls on` may start here, so its \
+             refusal was NOT exercised"
+        );
+    } else {
+        let mut on = tls.to_vec();
+        on.extend(["--ktls", "on"]);
+        let (code, err) = bounded(serve(&on));
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("--ktls on")
+                && err.contains("kernel TLS probe")
+                && err.contains("modprobe tls"),
+            "{err}"
+        );
+    }
+    for mode in ["off", "auto"] {
+        let mut args = tls.to_vec();
+        args.extend(["--ktls", mode]);
+        let server = Server::start(tree.root(), &args);
+        let plain = format!("listening on {}", server.addr());
+        let line = server
+            .wait_stdout_line(WAIT, |l| {
+                l.starts_with("listening on ") && l.trim() != plain
+            })
+            .expect("a second `listening on` line (the TLS listener)");
+        let addr: std::net::SocketAddr = line["listening on ".len()..].trim().parse().unwrap();
+        let out = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
+            .arg(&cert)
+            .arg("--resolve")
+            .arg(format!("localhost:{}:127.0.0.1", addr.port()))
+            .arg(format!("https://localhost:{}/pub.txt", addr.port()))
+            .output()
+            .expect("curl must be installed");
+        assert!(
+            out.status.success(),
+            "--ktls {mode}: curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_bytes_eq(&out.stdout, b"public\n", "over TLS");
+    }
+}

@@ -96,9 +96,9 @@ pub struct Config {
     /// A reload (`SIGHUP`) reads the files again as the user the server runs
     /// as: it needs them readable by that user, or keeps the old ones.
     pub tls_pem: Vec<CertPem>,
-    /// Whether kernel TLS is available, as [`probe_ktls`](crate::probe_ktls)
-    /// answered before privileges were given up; `None`: probed at start.
-    pub ktls: Option<bool>,
+    /// Kernel TLS (`--ktls`): used where the probe at start found it
+    /// working (the default), required, or never used.
+    pub ktls: KtlsMode,
     /// Turn TLS session tickets off (no resumption; every connection makes a
     /// full handshake, as a benchmark of the handshake wants). On by default.
     pub tls_no_tickets: bool,
@@ -188,7 +188,7 @@ impl Config {
             tls_certs: Vec::new(),
             tls_pem: Vec::new(),
             tls_no_tickets: false,
-            ktls: None,
+            ktls: KtlsMode::Auto,
             hsts: None,
             https_redirect: None,
         }
@@ -208,9 +208,11 @@ pub(crate) struct Settings {
     pub(crate) rate: Option<Rate>,
     /// The TLS listeners' rustls configuration, if there are any.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    /// The kernel has kernel TLS (probed at start): TLS connections try the
-    /// hand-off to it after their handshake (`conn::ktls`).
-    pub(crate) ktls: bool,
+    /// The (TLS 1.3 cipher, direction) pairs the kernel took at the probe
+    /// at start (none with `--ktls off`): TLS connections try the hand-off
+    /// to it after their handshake where their cipher works both ways
+    /// (`conn::ktls`).
+    pub(crate) ktls: crate::conn::ktls::Support,
     /// The `Strict-Transport-Security` header line (with its CRLF) for HTTP
     /// responses over TLS.
     pub(crate) hsts: Option<Vec<u8>>,
@@ -234,7 +236,7 @@ impl Settings {
                 after: config.rate_limit_after,
             }),
             tls: None,
-            ktls: false,
+            ktls: crate::conn::ktls::Support::NONE,
             https_redirect: config.https_redirect,
             hsts: config.hsts.map(|d| {
                 format!("Strict-Transport-Security: max-age={}\r\n", d.as_secs()).into_bytes()
@@ -267,4 +269,19 @@ pub(crate) struct Rate {
     pub(crate) rate: u64,
     /// Bytes each reply may send before the cap applies.
     pub(crate) after: u64,
+}
+
+/// Whether TLS connections may hand their record layer to kernel TLS after
+/// the handshake (`--ktls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KtlsMode {
+    /// Where the probe at start found the kernel taking the cipher's keys
+    /// both ways; user space otherwise.
+    #[default]
+    Auto,
+    /// As `Auto`, but the server does not start when the probe finds no
+    /// cipher the kernel takes both ways (the error says what the probe saw).
+    On,
+    /// Never: every TLS connection encrypts in user space.
+    Off,
 }

@@ -76,16 +76,16 @@ mod proto;
 mod server;
 mod sys;
 
-pub use config::{CertFiles, CertPem, Config};
+pub use config::{CertFiles, CertPem, Config, KtlsMode};
 pub use fs::{OpenError, Opened, PathOptions, Root};
 pub use obs::{AccessLogFormat, LogFile};
 pub use proto::line::ERROR_PREFIX;
 pub use server::Server;
 
-/// Whether the kernel offers kernel TLS (the `tls` TCP upper-layer protocol)
-/// now; loads no module. [`Server::ktls_available`] reports the same, probed
-/// at start unless [`Config::ktls`] carries an answer probed earlier (before
-/// privileges were given up).
+/// Whether the kernel offers kernel TLS now: it lists the `tls` TCP
+/// upper-layer protocol (no module is loaded) and takes keys both ways for
+/// at least one TLS 1.3 cipher, tried on a loopback TCP pair with dummy
+/// keys. [`Server::ktls_available`] reports the same probe, made at start.
 pub fn probe_ktls() -> bool {
-    sys::probe_ktls()
+    conn::ktls::Support::probe().0.any()
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use iocomp::{Accept, Backend, Op, Packet, Pool, Port, Timeout};
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Settings};
+use crate::config::{Config, KtlsMode, Settings};
 use crate::conn::gate::Gate;
+use crate::conn::ktls::Support;
 use crate::conn::limit::PerIp;
 use crate::conn::tls::Certs;
 use crate::conn::watch::Registry;
@@ -91,8 +92,30 @@ impl Server {
             bound.push(l);
         }
         let tls_range = tls_from..bound.len();
-        let ktls = config.ktls.unwrap_or_else(sys::probe_ktls);
-        settings.ktls = ktls;
+        // Kernel TLS: probed once, here, only for TLS listeners.
+        let support = match config.ktls {
+            KtlsMode::Off => Support::NONE,
+            _ if tls_range.is_empty() => Support::NONE,
+            mode => {
+                let (support, why) = Support::probe();
+                if !support.any() && mode == KtlsMode::On {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "--ktls on: the kernel TLS probe found no TLS 1.3 cipher the kernel \
+                             takes both ways: {}",
+                            why.join("; ")
+                        ),
+                    ));
+                }
+                for w in &why {
+                    info!("kernel TLS probe: {w}");
+                }
+                support
+            }
+        };
+        let mut ktls = support.any();
+        settings.ktls = support;
         let mut certs = None;
         if !tls_range.is_empty() {
             let loaded = Arc::new(if config.tls_pem.is_empty() {
@@ -100,17 +123,21 @@ impl Server {
             } else {
                 Certs::from_pem(&config.tls_pem)?
             });
-            settings.tls = Some(conn::tls::server_config(
-                loaded.clone(),
-                config.tls_no_tickets,
-                ktls,
-            )?);
+            let tls = conn::tls::server_config(loaded.clone(), config.tls_no_tickets, ktls)?;
+            if ktls && !tls.enable_secret_extraction {
+                // Logged where it failed; never a reason to close connections.
+                ktls = false;
+                settings.ktls = Support::NONE;
+            }
+            settings.tls = Some(tls);
             certs = Some(loaded);
             info!(
                 "TLS on {} listener(s): rustls (ring), TLS 1.2/1.3, encryption in user space; kernel TLS {}",
                 tls_range.len(),
                 if ktls {
-                    "available: used per connection where the cipher allows (counted in /metrics)"
+                    "available: used per TLS 1.3 connection where the probe found the cipher working (counted in /metrics)"
+                } else if config.ktls == KtlsMode::Off {
+                    "off (--ktls off): every connection encrypts in user space"
                 } else {
                     "unavailable: every connection encrypts in user space"
                 }
@@ -199,9 +226,9 @@ impl Server {
         &self.addrs
     }
 
-    /// Whether this kernel has kernel TLS (probed at start with
-    /// `setsockopt(TCP_ULP, "tls")`). It is only reported: TLS replies are
-    /// encrypted in user space either way.
+    /// Whether TLS connections may use kernel TLS: not `--ktls off`, there
+    /// are TLS listeners, and the probe at start found at least one TLS 1.3
+    /// cipher the kernel takes both ways (see [`probe_ktls`](crate::probe_ktls)).
     pub fn ktls_available(&self) -> bool {
         self.ktls
     }

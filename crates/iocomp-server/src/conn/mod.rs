@@ -153,6 +153,8 @@ struct Io {
     /// then `None`): the connection runs as a plain one, the kernel
     /// encrypting and decrypting.
     ktls: bool,
+    /// On kernel TLS: the records sent (estimated) and our `close_notify`.
+    kbudget: ktls::Budget,
 }
 
 impl Conn {
@@ -191,6 +193,7 @@ impl Conn {
                 tls: None,
                 cipher_only: false,
                 ktls: false,
+                kbudget: ktls::Budget::default(),
             },
         })
     }
@@ -295,7 +298,9 @@ impl Connection for Io {
     }
 
     fn draining(&self) -> bool {
-        self.shared.live.gate.draining()
+        // A kernel TLS connection near its record budget ends like a
+        // draining one: its reply says `Connection: close`.
+        self.shared.live.gate.draining() || self.kbudget.spent()
     }
 
     fn secure(&self) -> bool {
@@ -409,16 +414,19 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
     if let Some(t) = &io.transfer {
         t.add(sent);
     }
+    if io.ktls && packet.status.is_ok() && matches!(packet.op, Op::Send(_) | Op::TransmitFile(_)) {
+        io.kbudget.sent(packet.bytes);
+    }
     if let Err(e) = &packet.status {
         debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
         let cancelled = e.raw_os_error() == Some(libc::ECANCELED);
-        // On kernel TLS a record that is not data (the client's
-        // close_notify) fails the receive with EIO: the client's end, not an
-        // I/O error.
-        let ktls_end =
-            io.ktls && matches!(packet.op, Op::Recv(_)) && e.raw_os_error() == Some(libc::EIO);
+        // On kernel TLS a record that is not data (an alert, the client's
+        // close_notify) fails the receive with EIO: counted, an error.
+        if matches!(packet.op, Op::Recv(_)) {
+            ktls::recv_eio(io, e);
+        }
         if let Some(m) = &io.shared.obs.metrics {
-            if !cancelled && !ktls_end {
+            if !cancelled {
                 m.error(ErrorKind::Io, 1);
             }
         }
@@ -498,6 +506,22 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
         io.pace = None;
         io.transfer_end();
     }
+    if io.ktls {
+        // The kernel never refreshes keys: past the budget, this response
+        // was the last. A reply that ends the connection ends with our
+        // close_notify, before the shutdown or close below (the user-space
+        // path put it in the last record).
+        let end = ktls::reply_end(&io.kbudget, io.close_after);
+        io.close_after = end.close;
+        if end.budget {
+            if let Some(m) = &io.shared.obs.metrics {
+                m.ktls_event(ktls::Event::Budget);
+            }
+        }
+        if end.notify {
+            ktls::close_notify(io);
+        }
+    }
     if io.shared.live.gate.draining() {
         // Shutting down: this reply was the last.
         return;
@@ -571,8 +595,10 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
             Step::Again => continue,
             Step::Close => {
                 // On TLS, a `close_notify` first, so that the client can tell
-                // the end from a cut.
-                ktls::close_notify(io);
+                // the end from a cut (not while draining, on either path).
+                if !io.shared.live.gate.draining() {
+                    ktls::close_notify(io);
+                }
                 if let Some(tls) = io.tls.as_mut() {
                     if !io.shared.live.gate.draining() && tls.close_notify() {
                         io.close_after = true;

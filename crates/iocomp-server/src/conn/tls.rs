@@ -213,11 +213,29 @@ pub(crate) fn server_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = server_config_with(certs, no_tickets, provider)?;
     if ktls {
-        if let Some(c) = Arc::get_mut(&mut config) {
-            c.enable_secret_extraction = true;
-        }
+        enable_secret_extraction(&mut config);
     }
     Ok(config)
+}
+
+/// Lets rustls give the traffic secrets out (for kernel TLS); true when it
+/// does now. Where the configuration is shared already it cannot be changed:
+/// logged, false, and the caller turns kernel TLS off (connections are never
+/// closed for it).
+pub(crate) fn enable_secret_extraction(config: &mut Arc<ServerConfig>) -> bool {
+    match Arc::get_mut(config) {
+        Some(c) => {
+            c.enable_secret_extraction = true;
+            true
+        }
+        None => {
+            tracing::warn!(
+                "kernel TLS: the rustls configuration is shared, secret extraction cannot be \
+                 turned on: kernel TLS is off"
+            );
+            false
+        }
+    }
 }
 
 /// [`server_config`] with another crypto provider (the fuzz target's has a

@@ -47,6 +47,8 @@ pub(crate) struct Metrics {
     /// TLS connections after their handshake: kernel TLS, user space, and
     /// hand-offs the kernel refused (closed).
     tls_paths: [AtomicU64; 3],
+    /// Kernel TLS events, by `conn::ktls::Event`.
+    ktls_events: [AtomicU64; 4],
 }
 
 /// Gauges read at scrape time.
@@ -72,6 +74,7 @@ impl Metrics {
             errors: Default::default(),
             handshakes: Default::default(),
             tls_paths: Default::default(),
+            ktls_events: Default::default(),
         }
     }
 
@@ -108,6 +111,11 @@ impl Metrics {
             Handoff::Failed(_) => 2,
         };
         self.tls_paths[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Something on the kernel TLS path (see `conn::ktls::Event`).
+    pub(crate) fn ktls_event(&self, event: crate::conn::ktls::Event) {
+        self.ktls_events[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A TLS handshake completed (`ok`) or failed.
@@ -223,7 +231,19 @@ impl Metrics {
             "iocomp_ktls_failures_total {}",
             self.tls_paths[2].load(Ordering::Relaxed)
         );
-        o.push_str("# HELP iocomp_ktls_available Whether the kernel has kernel TLS (probed at start; used per connection where the cipher allows).\n");
+        o.push_str("# HELP iocomp_ktls_events_total Kernel TLS events: breaker (the first refused hand-off turned kernel TLS off for the process), recv_eio (the client sent a record that is not data: the connection closed), close_notify_dropped (the socket buffer was full), budget (closed near the record limit of its key).\n");
+        o.push_str("# TYPE iocomp_ktls_events_total counter\n");
+        for (i, event) in ["breaker", "recv_eio", "close_notify_dropped", "budget"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                o,
+                "iocomp_ktls_events_total{{event=\"{event}\"}} {}",
+                self.ktls_events[i].load(Ordering::Relaxed)
+            );
+        }
+        o.push_str("# HELP iocomp_ktls_available Whether TLS 1.3 connections may use kernel TLS (not --ktls off, and the probe at start found a cipher the kernel takes both ways).\n");
         o.push_str("# TYPE iocomp_ktls_available gauge\n");
         let _ = writeln!(o, "iocomp_ktls_available {}", u8::from(g.ktls));
         o.push_str("# HELP iocomp_backend_info The engine backend in use.\n");

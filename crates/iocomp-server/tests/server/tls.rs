@@ -724,54 +724,88 @@ fn metrics_count_handshakes_and_report_ktls() {
     );
 }
 
-/// Kernel TLS forced on (as if the probe had said yes): each connection
-/// still tries `setsockopt(TCP_ULP, "tls")` before giving anything up, so on
-/// a kernel without it every connection falls back to user space and is
-/// served byte-exact, and `/metrics` counts it there; where the kernel has it,
-/// the connection is served by kernel TLS (a file body through `sendfile`)
-/// and counted so.
+/// Kernel TLS by mode. `Off`: never used, whatever the kernel has:
+/// `ktls_available` is false, both connections are served byte-exact in user
+/// space and counted there. `On`: the server starts only where the probe
+/// found a cipher the kernel takes both ways; on a kernel without kernel TLS
+/// the start fails with an error naming the probe and `modprobe tls`. `Auto`
+/// serves byte-exact either way, counted kernel or user as the probe found.
 #[test]
-fn forced_kernel_tls_falls_back_per_connection_and_counts_the_path() {
+fn ktls_off_stays_in_user_space_and_on_needs_the_probe() {
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let Site {
-        running,
-        addr,
-        pki,
-        _tree,
-    } = site("tls-ktls", &body, |c| {
-        c.metrics = Some("127.0.0.1:0".parse().unwrap());
-        c.ktls = Some(true);
-    });
-    let (got, _) = curl(&pki, addr, &[&url(addr, "/x"), &url(addr, "/x")]);
-    assert_eq!(got.len(), 2 * body.len());
-    assert!(got == [body.clone(), body.clone()].concat(), "bytes differ");
-    let (got, _) = curl(&pki, addr, &["-r", "5-9", &url(addr, "/x")]);
-    assert_eq!(got, &body[5..10]);
-    let m = Running::at(running.metrics_addr()).get("/metrics", &[]);
-    let text = String::from_utf8_lossy(&m.body);
     let list = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap();
-    let (kernel, user) = if list.split_whitespace().any(|u| u == "tls") {
-        (2, 0)
-    } else {
-        eprintln!(
-            "*** kernel TLS unavailable here ({:?}): both connections fell back to user space ***",
-            list.trim()
+    let listed = list.split_whitespace().any(|u| u == "tls");
+    for mode in [iocomp_server::KtlsMode::Off, iocomp_server::KtlsMode::Auto] {
+        let Site {
+            running,
+            addr,
+            pki,
+            _tree,
+        } = site("tls-ktls", &body, |c| {
+            c.metrics = Some("127.0.0.1:0".parse().unwrap());
+            c.ktls = mode;
+        });
+        let kernel_here = running.server().ktls_available();
+        if mode == iocomp_server::KtlsMode::Off || !listed {
+            assert!(!kernel_here, "{mode:?}");
+        }
+        let (got, _) = curl(&pki, addr, &[&url(addr, "/x"), &url(addr, "/x")]);
+        assert_eq!(got.len(), 2 * body.len());
+        assert!(got == [body.clone(), body.clone()].concat(), "bytes differ");
+        let m = Running::at(running.metrics_addr()).get("/metrics", &[]);
+        let text = String::from_utf8_lossy(&m.body);
+        let (kernel, user) = if kernel_here { (1, 0) } else { (0, 1) };
+        assert!(
+            text.contains(&format!(
+                "iocomp_tls_connections_total{{mode=\"kernel\"}} {kernel}\n"
+            )),
+            "{mode:?}: {text}"
         );
-        (0, 2)
-    };
-    assert!(
-        text.contains(&format!(
-            "iocomp_tls_connections_total{{mode=\"kernel\"}} {kernel}\n"
-        )),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "iocomp_tls_connections_total{{mode=\"user\"}} {user}\n"
-        )),
-        "{text}"
-    );
-    assert!(text.contains("iocomp_ktls_failures_total 0\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "iocomp_tls_connections_total{{mode=\"user\"}} {user}\n"
+            )),
+            "{mode:?}: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "iocomp_ktls_available {}\n",
+                u8::from(kernel_here)
+            )),
+            "{text}"
+        );
+        assert!(text.contains("iocomp_ktls_failures_total 0\n"), "{text}");
+        assert!(
+            text.contains("iocomp_ktls_events_total{event=\"breaker\"} 0\n"),
+            "{text}"
+        );
+    }
+    let tree = Tree::new("tls-ktls-on");
+    tree.file("x", b"x");
+    let pki = pki(&tree);
+    let mut c = Config::new(&tree.root);
+    c.binds = vec!["127.0.0.1:0".parse().unwrap()];
+    c.tls_binds = vec!["127.0.0.1:0".parse().unwrap()];
+    c.tls_certs = vec![pki.files.clone()];
+    c.ktls = iocomp_server::KtlsMode::On;
+    match iocomp_server::Server::start(c) {
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                !listed,
+                "the kernel lists tls ({list:?}) but --ktls on failed: {e}"
+            );
+            assert!(
+                e.contains("kernel TLS probe") && e.contains("modprobe tls"),
+                "{e}"
+            );
+        }
+        Ok(server) => {
+            assert!(listed, "--ktls on started without kernel TLS: {list:?}");
+            assert!(server.ktls_available());
+            eprintln!("kernel TLS: --ktls on started (the kernel took a cipher both ways)");
+        }
+    }
 }
 
 #[test]

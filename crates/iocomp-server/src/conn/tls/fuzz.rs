@@ -315,15 +315,41 @@ fn session(data: &[u8], h: u64) {
         wire[at] ^= 0x80 | (h as u8 & 0x7f);
         corrupt = !version_flip;
     }
+    // The handshake's flights went whole: on a record boundary.
+    assert!(
+        tls.rx_boundary(),
+        "not at a record boundary after whole records"
+    );
+    // Where the client's records end (their headers are intact unless
+    // corrupted): the boundary is seen exactly there, never inside a record.
+    let ends = (!corrupt).then(|| {
+        let mut ends = vec![0];
+        let mut at = 0;
+        while at + 5 <= wire.len() {
+            at += 5 + usize::from(u16::from_be_bytes([wire[at + 3], wire[at + 4]]));
+            ends.push(at);
+        }
+        ends
+    });
     let chunk = ((h >> 16) % 4099) as usize + 1;
     let mut pieces: VecDeque<&[u8]> = wire.chunks(chunk).collect();
     let mut closed = false;
     let mut refused = false;
+    let mut fed = 0;
     while let Some(p) = pieces.pop_front() {
+        fed += p.len();
         match tls.absorb(p, &mut plain) {
             Ok(a) => {
                 assert!(!a.handshake_done);
                 closed |= a.closed;
+                if let Some(ends) = &ends {
+                    assert_eq!(
+                        tls.rx_boundary(),
+                        ends.contains(&fed),
+                        "rx_boundary() after {fed} of {} bytes (record ends {ends:?})",
+                        wire.len()
+                    );
+                }
             }
             Err(Refused::PlainHttp) => panic!("plain HTTP after a handshake"),
             Err(Refused::Bad(_)) => {

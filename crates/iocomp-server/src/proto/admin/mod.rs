@@ -190,7 +190,7 @@ fn render_metrics(conn: &dyn Connection) -> String {
         metrics_connections: counts.admin,
         transfers: site.obs.transfers.as_ref().map_or(0, Transfers::count),
         rate_limit: site.settings.rate.map_or(0, |r| r.rate),
-        ktls: site.settings.ktls,
+        ktls: site.settings.ktls.any(),
     })
 }
 
