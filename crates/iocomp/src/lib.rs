@@ -156,6 +156,8 @@
 //!   to a thread that does; with none attached yet, `submit` fails with
 //!   `NotConnected`.
 
+#![deny(unsafe_code)]
+
 #[cfg(not(target_os = "linux"))]
 compile_error!("iocomp runs on Linux only: it is built on io_uring.");
 

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::handoff::{Wake, WakeSource};
 
@@ -235,9 +235,7 @@ pub(crate) fn fd_kind(fd: i32) -> io::Result<FdKind> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes one `struct stat` into the memory we give it (a
     // live local of that type) and keeps nothing.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    syscall!(fstat(fd, st.as_mut_ptr()))?;
     // SAFETY: fstat succeeded, so it initialised the whole structure.
     let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
     Ok(match mode {
@@ -275,9 +273,7 @@ pub(super) fn file_size(fd: i32) -> Option<u64> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes one `struct stat` into the memory we give it (a
     // live local of that type) and keeps nothing.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
-        return None;
-    }
+    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
     // SAFETY: fstat succeeded, so it initialised the whole structure.
     let st = unsafe { st.assume_init() };
     (st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
@@ -296,10 +292,7 @@ pub(crate) fn retire_fd(fd: i32) -> io::Result<()> {
     // SAFETY: dup3 takes two descriptors open for the call (`fd` belongs to
     // a live handle, `null` to this process for its whole life) and touches
     // no memory of ours; `fd` stays a valid open descriptor afterwards.
-    if unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    syscall!(dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC)).map(drop)
 }
 
 /// How many bytes a positional transfer of up to `want` bytes at `off` may
@@ -326,18 +319,13 @@ pub(crate) fn clear_nonblocking(fd: i32) -> io::Result<bool> {
 fn set_flag(fd: i32, flag: i32, on: bool) -> io::Result<bool> {
     // SAFETY: fcntl(F_GETFL/F_SETFL) on a descriptor the caller keeps open
     // touches no memory of ours.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
     if (flags & flag != 0) == on {
         return Ok(false);
     }
     let new = if on { flags | flag } else { flags & !flag };
     // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, new) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    syscall!(fcntl(fd, libc::F_SETFL, new))?;
     Ok(true)
 }
 
@@ -520,12 +508,8 @@ impl EventFd {
     /// A new non-blocking, close-on-exec eventfd with a zero counter.
     pub(super) fn new() -> io::Result<EventFd> {
         // SAFETY: eventfd(2) with valid flags returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))
+            .map(|fd| EventFd(super::owned(fd)))
     }
 
     pub(super) fn raw(&self) -> i32 {

@@ -54,15 +54,60 @@
 //!
 //! The port holds one [`Anchor`] (the backend chosen, plus what its rings share)
 //! and dispatches through the enums below: a `match` per call, no trait objects.
+//!
+//! # Unsafe code
+//!
+//! This module is the only place in the crate where `unsafe` is allowed (the
+//! crate root denies `unsafe_code`): system calls, the memory the kernel
+//! shares with us (io_uring's queues and buffer ring), and descriptors taken
+//! over from a call. Plain calls go through one helper, `syscall!`, as in
+//! mio's `src/sys/unix/mod.rs`: a negative return becomes the thread's
+//! `errno`. Every `unsafe` block, and every `syscall!`, carries its own
+//! `SAFETY` argument: what the call reads and writes of our memory, and why
+//! that memory is valid for the whole call.
+#![allow(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
 use crate::port::Backend;
+
+/// Calls the libc function `$fn` with the given arguments inside `unsafe`, and
+/// turns a negative return into `Err(errno)`. The caller states, in a `SAFETY`
+/// comment on the invocation, why the call is sound.
+///
+/// Each argument is evaluated first, in order, into a local of its own
+/// (outside the `unsafe` block: an argument expression can never hide an
+/// unsafe operation of its own); only the call itself is `unsafe`. Macro
+/// hygiene keeps the locals, all spelled `arg`, apart.
+///
+/// Because each argument is bound to a local by `let arg = …;`, a temporary
+/// made inside an argument expression is dropped at the end of that `let`,
+/// *before* the call: bind such values (a buffer, an address) to a named
+/// local of the caller first, and pass a pointer into it.
+macro_rules! syscall {
+    ($fn: ident ( $($arg: expr),* $(,)? ) ) => {
+        syscall!(@bind $fn [] $($arg,)*)
+    };
+    (@bind $fn: ident [$($bound: ident)*] $head: expr, $($rest: expr,)*) => {{
+        let arg = $head;
+        syscall!(@bind $fn [$($bound)* arg] $($rest,)*)
+    }};
+    (@bind $fn: ident [$($bound: ident)*]) => {{
+        // SAFETY: the invocation's own SAFETY comment argues for this call.
+        let res = unsafe { libc::$fn($($bound),*) };
+        if res < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
 
 mod common;
 pub(crate) use common::{
@@ -323,4 +368,33 @@ fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
             }
         }
     }
+}
+
+/// Takes over a descriptor that a successful call just returned.
+fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful call that creates a
+    // descriptor (the caller checked), and nothing else owns it; the
+    // `OwnedFd` takes it over and closes it once.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A new stream socket of `family`: non-blocking and close-on-exec.
+pub(crate) fn stream_socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket(2) with integer arguments touches no memory of ours and
+    // returns a new descriptor or -1.
+    syscall!(socket(family, ty, 0)).map(owned)
+}
+
+/// `shutdown(2)` of a socket, synchronously.
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: std::net::Shutdown) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let how = match how {
+        std::net::Shutdown::Read => libc::SHUT_RD,
+        std::net::Shutdown::Write => libc::SHUT_WR,
+        std::net::Shutdown::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: shutdown(2) takes a descriptor borrowed (so open) for the whole
+    // call and touches no memory of ours.
+    syscall!(shutdown(fd.as_raw_fd(), how)).map(drop)
 }

@@ -24,7 +24,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -598,21 +598,13 @@ impl Ring {
 
 fn epoll_create() -> io::Result<OwnedFd> {
     // SAFETY: epoll_create1 with a valid flag returns a new descriptor or -1.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    syscall!(epoll_create1(libc::EPOLL_CLOEXEC)).map(super::owned)
 }
 
 fn epoll_ctl(epfd: &OwnedFd, op: i32, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: data };
     // SAFETY: `ev` is a live local the kernel reads during the call only.
-    if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), op, fd, &mut ev) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    syscall!(epoll_ctl(epfd.as_raw_fd(), op, fd, &mut ev)).map(drop)
 }
 
 /// Registers a socket for edge-triggered readiness in both directions.

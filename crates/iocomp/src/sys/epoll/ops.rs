@@ -576,11 +576,12 @@ fn connect(fd: RawFd, addr: &std::net::SocketAddr) -> io::Result<()> {
     let (storage, len) = std_to_sockaddr(addr);
     // SAFETY: `storage` is a live local holding a socket address of `len`
     // bytes; the kernel reads it during the call only.
-    let rc = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    syscall!(connect(
+        fd,
+        (&storage as *const libc::sockaddr_storage).cast(),
+        len
+    ))
+    .map(drop)
 }
 
 /// How a connect that said EINPROGRESS ended, if it has: not yet writable
