@@ -79,7 +79,7 @@ pub(crate) fn lane_of(op: &crate::op::Op) -> Option<&Lane> {
 
 /// Whether `op` works on `h`'s descriptor (its socket, listener or file).
 pub(crate) fn is_on(op: &crate::op::Op, h: &Handle) -> bool {
-    crate::port::handle_of(op).is_some_and(|o| Arc::ptr_eq(&o.0, &h.0))
+    op.handle().is_some_and(|o| Arc::ptr_eq(&o.0, &h.0))
 }
 
 /// Leaves the lane of the op a refused submission hands back.

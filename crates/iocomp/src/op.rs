@@ -138,6 +138,34 @@ impl Op {
         }
     }
 
+    /// The handle the operation works on (`None` for timers, posted packets
+    /// and work).
+    pub(crate) fn handle(&self) -> Option<&Handle> {
+        match self {
+            Op::Accept(a) => Some(&a.listener),
+            Op::Recv(r) => Some(&r.handle),
+            Op::Send(s) => Some(&s.handle),
+            Op::TransmitFile(t) => Some(&t.socket),
+            Op::Connect(c) => Some(&c.socket),
+            Op::ReadAt(r) => Some(&r.handle),
+            Op::WriteAt(w) => Some(&w.handle),
+            Op::Fsync(f) => Some(&f.handle),
+            Op::RecvFrom(r) => Some(&r.handle),
+            Op::SendTo(s) => Some(&s.handle),
+            Op::SendVectored(s) => Some(&s.handle),
+            Op::Timeout(_) | Op::Posted { .. } | Op::Work(_) => None,
+        }
+    }
+
+    /// The completion key its packet carries: its handle's, or a timer's
+    /// own; `None` for what is no I/O operation (posted packets, work).
+    pub(crate) fn key(&self) -> Option<u64> {
+        match self {
+            Op::Timeout(t) => Some(t.key),
+            op => op.handle().map(Handle::key),
+        }
+    }
+
     /// Whether the packet goes somewhere other than the port's queue: the one
     /// branch the hot path pays for the four completion modes.
     #[inline]

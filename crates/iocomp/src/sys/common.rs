@@ -32,6 +32,11 @@ pub(super) fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
+/// The refusal of what is no I/O operation (a posted packet, work) at submit.
+pub(super) fn not_io() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation")
+}
+
 /// Where a transmit is. The file is sent by `Poll` turns (wait until the socket
 /// is writable, then non-blocking `sendfile` on the owning thread: zero-copy)
 /// while its pages are in the page cache, and by `Read` + `Chunk` (a read into

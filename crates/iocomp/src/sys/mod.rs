@@ -52,8 +52,12 @@
 //!    packets; the ring is dropped only when the kernel holds no reference to
 //!    memory of ours. A thread never exits with operations in flight.
 //!
+//! The contract is code in `shared.rs`: each backend's ring implements
+//! `RingOps` (points 1, 2, 5 and 6), its op state `OpSlot`, and point 4 is
+//! written once for both, as `Shared` (the wake-up eventfd and the slab).
 //! The port holds one [`Anchor`] (the backend chosen, plus what its rings share)
-//! and dispatches through the enums below: a `match` per call, no trait objects.
+//! and dispatches through the enums below: a `match` per call whose arms are
+//! the same code, no trait objects.
 //!
 //! # Unsafe code
 //!
@@ -114,6 +118,9 @@ pub(crate) use common::{
     clear_nonblocking, fd_kind, ignore_default_sigpipe, open_dev_null, retire_fd, set_nonblocking,
     FdKind,
 };
+#[macro_use]
+mod shared;
+use shared::RingOps;
 mod epoll;
 mod slab;
 mod uring;
@@ -185,57 +192,63 @@ impl crate::handoff::Wake for RingShared {
     }
 }
 
+/// Runs `$e` on the backend behind `$self` (a [`RingShared`]), bound to `$s`:
+/// both backends' shared parts are a [`shared::Shared`], so each arm is the
+/// same code.
+macro_rules! on_shared {
+    ($self: expr, $s: ident => $e: expr) => {
+        match $self {
+            RingShared::Uring($s) => $e,
+            RingShared::Epoll($s) => $e,
+        }
+    };
+}
+
 impl RingShared {
     /// Wakes the owner if it is parked (or makes its next park return at once).
     pub(crate) fn wake(&self) {
-        match self {
-            RingShared::Uring(s) => s.wake(),
-            RingShared::Epoll(s) => s.wake(),
-        }
+        on_shared!(self, s => s.wake())
     }
 
     /// Inserts an operation from a thread that does not own this ring.
     pub(crate) fn submit_remote(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
-        match self {
-            RingShared::Uring(s) => s.submit_remote(op),
-            RingShared::Epoll(s) => s.submit_remote(op),
-        }
+        on_shared!(self, s => s.submit_remote(op))
     }
 
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
     pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
-        match self {
-            RingShared::Uring(s) => s.cancel(id),
-            RingShared::Epoll(s) => s.cancel(id),
-        }
+        on_shared!(self, s => s.cancel(id))
     }
 
     /// Asks for every operation on `h` in flight here to be cancelled;
     /// returns how many there were.
     /// With `count`, the ids are noted on `h` (see [`Handle::close`](crate::Handle::close)).
     pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle, count: bool) -> usize {
-        match self {
-            RingShared::Uring(s) => s.cancel_handle(h, count),
-            RingShared::Epoll(s) => s.cancel_handle(h, count),
-        }
+        on_shared!(self, s => s.cancel_handle(h, count))
     }
 
     /// Bytes an operation in flight has moved so far; `None` if it is not in
     /// flight here.
     pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
-        match self {
-            RingShared::Uring(s) => s.progress(id),
-            RingShared::Epoll(s) => s.progress(id),
-        }
+        on_shared!(self, s => s.progress(id))
     }
 
     /// This ring's index in its port's ring table.
     pub(crate) fn index(&self) -> u16 {
-        match self {
-            RingShared::Uring(s) => s.index(),
-            RingShared::Epoll(s) => s.index(),
-        }
+        on_shared!(self, s => s.index())
     }
+}
+
+/// Runs `$e` on the backend behind `$imp` (a ring's [`Imp`]), bound to `$r`:
+/// each backend's ring meets the contract as a [`RingOps`], so each arm is
+/// the same code, and each call static (no trait object).
+macro_rules! on_ring {
+    ($imp: expr, $r: ident => $e: expr) => {
+        match $imp {
+            Imp::Uring($r) => $e,
+            Imp::Epoll($r) => $e,
+        }
+    };
 }
 
 /// One consumer thread's ring, owned by that thread.
@@ -283,18 +296,12 @@ impl Ring {
 
     /// The generations of this ring's slots (call after `drain`).
     pub(crate) fn gens(&self) -> Vec<u32> {
-        match &self.imp {
-            Imp::Uring(r) => r.gens(),
-            Imp::Epoll(r) => r.gens(),
-        }
+        on_ring!(&self.imp, r => r.gens())
     }
 
     /// Submits an operation issued on the owning thread.
     pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
-        match &mut self.imp {
-            Imp::Uring(r) => r.submit_local(op),
-            Imp::Epoll(r) => r.submit_local(op),
-        }
+        on_ring!(&mut self.imp, r => r.submit_local(op))
     }
 
     /// The packet of `id`, just submitted here with `submit_local`, if it
@@ -302,10 +309,7 @@ impl Ring {
     /// comes from `reap` as usual). A packet taken here leaves its lane as
     /// reaped ones do, and is never routed (the caller has it).
     pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
-        let p = match &mut self.imp {
-            Imp::Uring(r) => r.take_inline(id),
-            Imp::Epoll(r) => r.take_inline(id),
-        }?;
+        let p = on_ring!(&mut self.imp, r => r.take_inline(id))?;
         let one = VecDeque::from([p]);
         leave_lanes(&one, 0);
         one.into_iter().next()
@@ -317,10 +321,7 @@ impl Ring {
     /// ([`completion::route`](crate::completion::route)).
     pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
         let start = out.len();
-        match &mut self.imp {
-            Imp::Uring(r) => r.reap(out),
-            Imp::Epoll(r) => r.reap(out),
-        }
+        on_ring!(&mut self.imp, r => r.reap(out));
         if out.len() > start {
             leave_lanes(out, start);
             crate::completion::route(out, start);
@@ -329,19 +330,13 @@ impl Ring {
 
     /// Sleeps until a completion, a wake-up, or `timeout`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
-        match &mut self.imp {
-            Imp::Uring(r) => r.park(timeout),
-            Imp::Epoll(r) => r.park(timeout),
-        }
+        on_ring!(&mut self.imp, r => r.park(timeout))
     }
 
     /// Cancels everything in flight and returns the packets.
     /// Routed as in [`Ring::reap`].
     pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
-        let mut out = match &mut self.imp {
-            Imp::Uring(r) => r.drain(),
-            Imp::Epoll(r) => r.drain(),
-        };
+        let mut out = on_ring!(&mut self.imp, r => r.drain());
         leave_lanes(&out, 0);
         crate::completion::route(&mut out, 0);
         out
@@ -360,7 +355,7 @@ fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
         if let Some(l) = crate::handle::lane_of(&p.op) {
             l.leave();
         }
-        if let Some(h) = crate::port::handle_of(&p.op) {
+        if let Some(h) = p.op.handle() {
             // Only the ops close's scan counted count down: a packet made
             // before the scan (waiting for the next reap) was not counted.
             if h.0.closing.load(Ordering::Acquire) && h.take_counted(p.id) {
