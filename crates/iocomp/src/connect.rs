@@ -18,13 +18,14 @@ use crate::op::Context;
 /// epoll a non-blocking `connect(2)` is started at once and, after
 /// `EINPROGRESS`, finished when the socket becomes writable (`SO_ERROR`).
 /// A cancelled connect leaves the socket in an unspecified state: close it.
+#[non_exhaustive]
 pub struct Connect {
     /// The socket to connect.
     pub socket: Handle,
     /// Where to.
     pub addr: SocketAddr,
     /// How its completion is reported (set by the `submit*` call used).
-    pub completion: crate::Completion,
+    pub(crate) completion: crate::Completion,
     /// User data.
     pub ctx: Option<Context>,
 }

@@ -119,6 +119,26 @@ impl Op {
         }
     }
 
+    /// How the operation's completion is reported, as the `submit*` call
+    /// that took it chose ([`Completion`]); `None` for posted packets.
+    pub fn completion(&self) -> Option<&Completion> {
+        match self {
+            Op::Accept(o) => Some(&o.completion),
+            Op::Recv(o) => Some(&o.completion),
+            Op::Send(o) => Some(&o.completion),
+            Op::Timeout(o) => Some(&o.completion),
+            Op::TransmitFile(o) => Some(&o.completion),
+            Op::Connect(o) => Some(&o.completion),
+            Op::ReadAt(o) => Some(&o.completion),
+            Op::WriteAt(o) => Some(&o.completion),
+            Op::Fsync(o) => Some(&o.completion),
+            Op::RecvFrom(o) => Some(&o.completion),
+            Op::SendTo(o) => Some(&o.completion),
+            Op::SendVectored(o) => Some(&o.completion),
+            Op::Posted { .. } | Op::Work(_) => None,
+        }
+    }
+
     /// The operation's completion choice (`None` for posted packets and work).
     pub(crate) fn completion_mut(&mut self) -> Option<&mut Completion> {
         match self {
@@ -192,6 +212,7 @@ impl Op {
 ///
 /// On the epoll backend the listener is switched to non-blocking mode (several
 /// threads may wait on it; the ones that lose the race must not block).
+#[non_exhaustive]
 pub struct Accept {
     /// The listening socket.
     pub listener: Handle,
@@ -201,9 +222,8 @@ pub struct Accept {
     pub peer: Option<SocketAddr>,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Accept {
@@ -228,6 +248,7 @@ impl Accept {
 /// no memory while it waits: the kernel takes a buffer from the thread's pool
 /// only when data arrives, and the bytes are copied onto the end of `buf` —
 /// the way to keep thousands of idle connections cheap.
+#[non_exhaustive]
 pub struct Recv {
     /// The socket.
     pub handle: Handle,
@@ -238,9 +259,8 @@ pub struct Recv {
     pub pooled: bool,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Recv {
@@ -270,6 +290,7 @@ impl Recv {
 
 /// Send all of `buf` (short sends are continued inside the engine; the packet's
 /// `bytes` says how much went out, also on error).
+#[non_exhaustive]
 pub struct Send {
     /// The socket.
     pub handle: Handle,
@@ -277,9 +298,8 @@ pub struct Send {
     pub buf: Vec<u8>,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Send {
@@ -295,6 +315,7 @@ impl Send {
 }
 
 /// Completes with success after `duration` (or `ECANCELED` if cancelled first).
+#[non_exhaustive]
 pub struct Timeout {
     /// How long to wait. Longer than [`Timeout::MAX`] (about 136 years) counts
     /// as `Timeout::MAX`, on every backend.
@@ -303,9 +324,8 @@ pub struct Timeout {
     pub key: u64,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Timeout {
@@ -349,6 +369,7 @@ impl Timeout {
 /// tried first and, if the disk must be asked, a small blocking pool does the
 /// read while the thread serves others). The socket is switched to
 /// non-blocking mode.
+#[non_exhaustive]
 pub struct TransmitFile {
     /// The connected stream socket.
     pub socket: Handle,
@@ -368,21 +389,29 @@ pub struct TransmitFile {
     pub disconnect: bool,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl TransmitFile {
     /// Transmit all of `file` on `socket`.
     pub fn new(socket: &Handle, file: impl Into<Arc<File>>) -> TransmitFile {
         TransmitFile {
-            socket: socket.clone(),
             file: Some(file.into()),
+            ..TransmitFile::buffers(socket, Vec::new(), Vec::new())
+        }
+    }
+
+    /// Transmit `head` then `tail` on `socket`, with no file (set `file`,
+    /// `offset` and `len` to send a file range between them).
+    pub fn buffers(socket: &Handle, head: Vec<u8>, tail: Vec<u8>) -> TransmitFile {
+        TransmitFile {
+            socket: socket.clone(),
+            file: None,
             offset: 0,
             len: 0,
-            head: Vec::new(),
-            tail: Vec::new(),
+            head,
+            tail,
             disconnect: false,
             ctx: None,
             completion: Completion::default(),
@@ -405,6 +434,7 @@ impl TransmitFile {
 /// On io_uring this is the kernel's READ request (a cold page never blocks a
 /// worker thread). On epoll a `preadv2(RWF_NOWAIT)` is tried at once and, if
 /// the disk must be asked, a small pool of blocking threads runs `pread`.
+#[non_exhaustive]
 pub struct ReadAt {
     /// The file.
     pub handle: Handle,
@@ -414,9 +444,8 @@ pub struct ReadAt {
     pub offset: u64,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl ReadAt {
@@ -438,6 +467,7 @@ impl ReadAt {
 /// Offsets as for [`ReadAt`] (`offset + buf.len()` above `i64::MAX` is refused
 /// at submit with `InvalidInput`); the file's own position is not moved. On
 /// epoll the write runs on the blocking pool.
+#[non_exhaustive]
 pub struct WriteAt {
     /// The file.
     pub handle: Handle,
@@ -447,9 +477,8 @@ pub struct WriteAt {
     pub offset: u64,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl WriteAt {
@@ -470,6 +499,7 @@ impl WriteAt {
 /// it back, not every piece of metadata). Completes with 0 bytes. It orders
 /// nothing: writes still in flight when it is submitted may or may not be
 /// covered — submit it after their packets arrived.
+#[non_exhaustive]
 pub struct Fsync {
     /// The file.
     pub handle: Handle,
@@ -477,9 +507,8 @@ pub struct Fsync {
     pub data_only: bool,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Fsync {
@@ -517,6 +546,7 @@ impl Fsync {
 /// Several receives pending on one socket take its datagrams in the order
 /// they were submitted, as [`Recv`]s do. io_uring runs it as `RECVMSG`, epoll
 /// as `recvmsg(2)` once the socket is readable.
+#[non_exhaustive]
 pub struct RecvFrom {
     /// The datagram socket.
     pub handle: Handle,
@@ -526,9 +556,8 @@ pub struct RecvFrom {
     pub addr: Option<SocketAddr>,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl RecvFrom {
@@ -552,6 +581,7 @@ impl RecvFrom {
 /// raises `SIGPIPE` (`MSG_NOSIGNAL`). Sends on one socket go out in the
 /// order they were submitted, as [`Send`]s do. io_uring runs it as
 /// `SENDMSG`, epoll as `sendmsg(2)` once the socket is writable.
+#[non_exhaustive]
 pub struct SendTo {
     /// The datagram socket.
     pub handle: Handle,
@@ -561,9 +591,8 @@ pub struct SendTo {
     pub addr: SocketAddr,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl SendTo {
@@ -591,6 +620,7 @@ impl SendTo {
 /// they were submitted. On a pipe or FIFO it writes with `writev(2)`. Never
 /// raises `SIGPIPE` on a socket (`MSG_NOSIGNAL`). At most 1024 buffers are
 /// handed to the kernel per call (`IOV_MAX`); more are sent in turns.
+#[non_exhaustive]
 pub struct SendVectored {
     /// The socket.
     pub handle: Handle,
@@ -598,9 +628,8 @@ pub struct SendVectored {
     pub bufs: Vec<Vec<u8>>,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl SendVectored {
