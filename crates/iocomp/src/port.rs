@@ -912,20 +912,29 @@ impl Port {
         crate::defer::flush();
     }
 
-    /// How many threads are parked in `get` right now. For tests that need to
-    /// order waiters without sleeping.
-    #[doc(hidden)]
-    pub fn waiters(&self) -> usize {
+    /// How many threads are parked in `get` right now.
+    pub(crate) fn parked(&self) -> usize {
         self.core.control.waiters()
     }
 
-    /// How many attached threads count as running. For tests.
+    /// How many threads are parked in `get` right now. A test hook (feature
+    /// `test-hooks`), for tests that need to order waiters without sleeping.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn waiters(&self) -> usize {
+        self.parked()
+    }
+
+    /// How many attached threads count as running. A test hook (feature
+    /// `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn running(&self) -> usize {
         self.core.control.running()
     }
 
-    /// How many packets are queued. For tests.
+    /// How many packets are queued. A test hook (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn queued(&self) -> usize {
         self.core.control.queued()
@@ -960,7 +969,7 @@ impl Port {
     pub fn may_run_long(&self) -> bool {
         let _ = self.leave_running();
         crate::defer::flush();
-        crate::pool::on_blocking(self) || self.waiters() > 0
+        crate::pool::on_blocking(self) || self.parked() > 0
     }
 
     /// Stops counting the calling thread as running; returns its consumer id
