@@ -681,6 +681,31 @@ impl Msg {
         };
         (sockaddr_to_std(&addr, len), flags & libc::MSG_TRUNC != 0)
     }
+
+    /// Finishes a `RecvFrom` whose `recvmsg` (prepared by
+    /// [`Msg::prepare_recv`] over `buf`'s spare capacity) took `n` bytes:
+    /// they join `buf`, `addr` becomes the sender's, and a datagram cut to
+    /// the room is the error `EMSGSIZE` (`WSAEMSGSIZE`: the bytes that fit,
+    /// and the error). Call only once the kernel is done.
+    pub(super) fn finish_recv(
+        &self,
+        buf: &mut Vec<u8>,
+        n: usize,
+        addr: &mut Option<SocketAddr>,
+    ) -> io::Result<()> {
+        let new_len = (buf.len() + n).min(buf.capacity());
+        // SAFETY: the kernel initialised `n` bytes of the spare capacity it
+        // was given (never more than that capacity), so the bytes up to
+        // `new_len` are initialised.
+        unsafe { buf.set_len(new_len) };
+        let (from, cut) = self.received();
+        *addr = from;
+        if cut {
+            Err(errno(libc::EMSGSIZE))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Drop for Msg {

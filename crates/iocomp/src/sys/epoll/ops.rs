@@ -339,17 +339,7 @@ impl OpState {
                 match recvmsg(r.handle.as_raw_fd(), hdr) {
                     Ok(n) => {
                         let n = n.min(cap);
-                        // SAFETY: the kernel initialised `n` bytes of the spare
-                        // capacity it was given (at most its length).
-                        unsafe { r.buf.set_len(r.buf.len() + n) };
-                        let (addr, cut) = msg.received();
-                        r.addr = addr;
-                        // WSAEMSGSIZE: the bytes that fit, and the error.
-                        let status = if cut {
-                            Err(errno(libc::EMSGSIZE))
-                        } else {
-                            Ok(())
-                        };
+                        let status = msg.finish_recv(&mut r.buf, n, &mut r.addr);
                         Attempt::Done(status, n as u64)
                     }
                     Err(e) => failed(e, 0),

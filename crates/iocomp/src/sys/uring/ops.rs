@@ -527,18 +527,7 @@ pub(super) fn advance(
         }
         (Op::Fsync(_), _) => Ok(Advance::Done(Ok(()), 0)),
         (Op::RecvFrom(r), Extra::Msg(msg)) => {
-            let new_len = (r.buf.len() + n).min(r.buf.capacity());
-            // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
-            // given (never more than that capacity), so these bytes are initialised.
-            unsafe { r.buf.set_len(new_len) };
-            let (addr, cut) = msg.received();
-            r.addr = addr;
-            // WSAEMSGSIZE: the bytes that fit, and the error.
-            let status = if cut {
-                Err(errno(libc::EMSGSIZE))
-            } else {
-                Ok(())
-            };
+            let status = msg.finish_recv(&mut r.buf, n, &mut r.addr);
             Ok(Advance::Done(status, n as u64))
         }
         (Op::SendTo(_), _) => Ok(Advance::Done(Ok(()), n as u64)),
