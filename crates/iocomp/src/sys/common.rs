@@ -347,7 +347,7 @@ pub(crate) fn ignore_default_sigpipe() {
         // one into a live local of the right type.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
-        if unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } != 0 {
+        if syscall!(sigaction(libc::SIGPIPE, std::ptr::null(), &mut old)).is_err() {
             return;
         }
         if old.sa_sigaction == libc::SIG_DFL {
@@ -527,7 +527,7 @@ impl Wake for EventFd {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live local to an eventfd we own; an
         // error (the counter saturated) still leaves the eventfd readable.
-        let _ = unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
+        let _ = syscall!(write(self.raw(), (&one as *const u64).cast(), 8));
     }
 }
 
@@ -536,7 +536,7 @@ impl WakeSource for EventFd {
         let mut v: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live local from our eventfd
         // (non-blocking: EAGAIN when already drained).
-        let _ = unsafe { libc::read(self.raw(), (&mut v as *mut u64).cast(), 8) };
+        let _ = syscall!(read(self.raw(), (&mut v as *mut u64).cast(), 8));
     }
 }
 

@@ -568,17 +568,15 @@ fn connect_result(fd: RawFd) -> Attempt {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `err` and `len` are live locals of the sizes the kernel is told.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Attempt::Done(Err(io::Error::last_os_error()), 0);
+    let rc = syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        (&mut err as *mut libc::c_int).cast(),
+        &mut len,
+    ));
+    if let Err(e) = rc {
+        return Attempt::Done(Err(e), 0);
     }
     if err != 0 {
         Attempt::Done(Err(errno(err)), 0)
