@@ -99,63 +99,44 @@ impl std::fmt::Debug for Op {
     }
 }
 
+/// Evaluates `$e` with `$o` bound to the operation struct inside `$op`, the
+/// same code for each of the I/O operations; `$none` for a posted packet or
+/// work. (Every I/O operation has the fields `ctx` and `completion`.)
+macro_rules! each_io {
+    ($op: expr, $o: ident => $e: expr, else $none: expr) => {
+        match $op {
+            Op::Accept($o) => $e,
+            Op::Recv($o) => $e,
+            Op::Send($o) => $e,
+            Op::Timeout($o) => $e,
+            Op::Connect($o) => $e,
+            Op::TransmitFile($o) => $e,
+            Op::ReadAt($o) => $e,
+            Op::WriteAt($o) => $e,
+            Op::Fsync($o) => $e,
+            Op::RecvFrom($o) => $e,
+            Op::SendTo($o) => $e,
+            Op::SendVectored($o) => $e,
+            Op::Posted { .. } | Op::Work(_) => $none,
+        }
+    };
+}
+
 impl Op {
     /// Takes the context out of the operation, if it carries one.
     pub fn take_ctx(&mut self) -> Option<Context> {
-        match self {
-            Op::Accept(o) => o.ctx.take(),
-            Op::Recv(o) => o.ctx.take(),
-            Op::Send(o) => o.ctx.take(),
-            Op::Timeout(o) => o.ctx.take(),
-            Op::Connect(o) => o.ctx.take(),
-            Op::ReadAt(o) => o.ctx.take(),
-            Op::WriteAt(o) => o.ctx.take(),
-            Op::Fsync(o) => o.ctx.take(),
-            Op::RecvFrom(o) => o.ctx.take(),
-            Op::SendTo(o) => o.ctx.take(),
-            Op::SendVectored(o) => o.ctx.take(),
-            Op::TransmitFile(o) => o.ctx.take(),
-            Op::Posted { .. } | Op::Work(_) => None,
-        }
+        each_io!(self, o => o.ctx.take(), else None)
     }
 
     /// How the operation's completion is reported, as the `submit*` call
     /// that took it chose ([`Completion`]); `None` for posted packets.
     pub fn completion(&self) -> Option<&Completion> {
-        match self {
-            Op::Accept(o) => Some(&o.completion),
-            Op::Recv(o) => Some(&o.completion),
-            Op::Send(o) => Some(&o.completion),
-            Op::Timeout(o) => Some(&o.completion),
-            Op::TransmitFile(o) => Some(&o.completion),
-            Op::Connect(o) => Some(&o.completion),
-            Op::ReadAt(o) => Some(&o.completion),
-            Op::WriteAt(o) => Some(&o.completion),
-            Op::Fsync(o) => Some(&o.completion),
-            Op::RecvFrom(o) => Some(&o.completion),
-            Op::SendTo(o) => Some(&o.completion),
-            Op::SendVectored(o) => Some(&o.completion),
-            Op::Posted { .. } | Op::Work(_) => None,
-        }
+        each_io!(self, o => Some(&o.completion), else None)
     }
 
     /// The operation's completion choice (`None` for posted packets and work).
     pub(crate) fn completion_mut(&mut self) -> Option<&mut Completion> {
-        match self {
-            Op::Accept(o) => Some(&mut o.completion),
-            Op::Recv(o) => Some(&mut o.completion),
-            Op::Send(o) => Some(&mut o.completion),
-            Op::Timeout(o) => Some(&mut o.completion),
-            Op::TransmitFile(o) => Some(&mut o.completion),
-            Op::Connect(o) => Some(&mut o.completion),
-            Op::ReadAt(o) => Some(&mut o.completion),
-            Op::WriteAt(o) => Some(&mut o.completion),
-            Op::Fsync(o) => Some(&mut o.completion),
-            Op::RecvFrom(o) => Some(&mut o.completion),
-            Op::SendTo(o) => Some(&mut o.completion),
-            Op::SendVectored(o) => Some(&mut o.completion),
-            Op::Posted { .. } | Op::Work(_) => None,
-        }
+        each_io!(self, o => Some(&mut o.completion), else None)
     }
 
     /// The handle the operation works on (`None` for timers, posted packets
@@ -190,21 +171,7 @@ impl Op {
     /// branch the hot path pays for the four completion modes.
     #[inline]
     pub(crate) fn is_routed(&self) -> bool {
-        match self {
-            Op::Accept(o) => o.completion.is_routed(),
-            Op::Recv(o) => o.completion.is_routed(),
-            Op::Send(o) => o.completion.is_routed(),
-            Op::Timeout(o) => o.completion.is_routed(),
-            Op::TransmitFile(o) => o.completion.is_routed(),
-            Op::Connect(o) => o.completion.is_routed(),
-            Op::ReadAt(o) => o.completion.is_routed(),
-            Op::WriteAt(o) => o.completion.is_routed(),
-            Op::Fsync(o) => o.completion.is_routed(),
-            Op::RecvFrom(o) => o.completion.is_routed(),
-            Op::SendTo(o) => o.completion.is_routed(),
-            Op::SendVectored(o) => o.completion.is_routed(),
-            Op::Posted { .. } | Op::Work(_) => false,
-        }
+        each_io!(self, o => o.completion.is_routed(), else false)
     }
 }
 
