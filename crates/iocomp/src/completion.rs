@@ -37,8 +37,8 @@ use iocomp_sync::{Event, Thread};
 use crate::packet::{OpId, Packet};
 use crate::port::Port;
 
-/// How an operation reports its completion: the `completion` field of every
-/// operation. It is set by the call that submits the operation —
+/// How an operation reports its completion (see [`Op::completion`](crate::Op::completion);
+/// each operation keeps one, private). It is set by the call that submits the operation —
 /// [`Port::submit`](crate::Port::submit) (post to the port, the default),
 /// [`Port::submit_waitable`](crate::Port::submit_waitable),
 /// [`Port::submit_with_event`](crate::Port::submit_with_event) or

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use crate::handle::Handle;
 use crate::op::Context;
@@ -18,13 +18,14 @@ use crate::op::Context;
 /// epoll a non-blocking `connect(2)` is started at once and, after
 /// `EINPROGRESS`, finished when the socket becomes writable (`SO_ERROR`).
 /// A cancelled connect leaves the socket in an unspecified state: close it.
+#[non_exhaustive]
 pub struct Connect {
     /// The socket to connect.
     pub socket: Handle,
     /// Where to.
     pub addr: SocketAddr,
     /// How its completion is reported (set by the `submit*` call used).
-    pub completion: crate::Completion,
+    pub(crate) completion: crate::Completion,
     /// User data.
     pub ctx: Option<Context>,
 }
@@ -47,14 +48,6 @@ impl Connect {
             SocketAddr::V4(_) => libc::AF_INET,
             SocketAddr::V6(_) => libc::AF_INET6,
         };
-        let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        // SAFETY: socket(2) with constant arguments touches no memory of ours
-        // and returns a new descriptor or -1.
-        let fd = unsafe { libc::socket(family, ty, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        crate::sys::stream_socket(family)
     }
 }

@@ -387,12 +387,14 @@ impl<W: Wake> Control<W> {
         self.lock().waiters.len()
     }
 
-    /// Attached threads counted as running.
+    /// Attached threads counted as running (a test hook).
+    #[cfg(any(feature = "test-hooks", loom))]
     pub fn running(&self) -> usize {
         self.lock().running
     }
 
-    /// Packets queued and not yet taken.
+    /// Packets queued and not yet taken (a test hook).
+    #[cfg(any(feature = "test-hooks", loom))]
     pub fn queued(&self) -> usize {
         self.lock().queue.len()
     }

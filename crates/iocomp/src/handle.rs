@@ -63,7 +63,7 @@ pub(crate) fn lane_of(op: &crate::op::Op) -> Option<&Lane> {
 
 /// Whether `op` works on `h`'s descriptor (its socket, listener or file).
 pub(crate) fn is_on(op: &crate::op::Op, h: &Handle) -> bool {
-    crate::port::handle_of(op).is_some_and(|o| Arc::ptr_eq(&o.0, &h.0))
+    op.handle().is_some_and(|o| Arc::ptr_eq(&o.0, &h.0))
 }
 
 /// Leaves the lane of the op a refused submission hands back.
@@ -217,18 +217,7 @@ impl Handle {
 
     /// Shuts down part of a full-duplex connection (`shutdown(2)`), synchronously.
     pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
-        let how = match how {
-            std::net::Shutdown::Read => libc::SHUT_RD,
-            std::net::Shutdown::Write => libc::SHUT_WR,
-            std::net::Shutdown::Both => libc::SHUT_RDWR,
-        };
-        // SAFETY: shutdown(2) takes a descriptor we own for the whole call and
-        // touches no memory of ours.
-        let rc = unsafe { libc::shutdown(self.0.fd.as_raw_fd(), how) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        crate::sys::shutdown(self.0.fd.as_fd(), how)
     }
 }
 

@@ -144,6 +144,33 @@
 //! | `ERROR_OPERATION_ABORTED`                      | [`Packet::is_aborted`] (`ECANCELED`)     |
 //! | `WAIT_TIMEOUT` / `ERROR_ABANDONED_WAIT_0` / `WAIT_IO_COMPLETION` | [`GetError::TimedOut`] / [`GetError::Abandoned`] / [`GetError::Alerted`] |
 //!
+//! # Names: `iocomp::Send` and `std::marker::Send`
+//!
+//! Every operation is exported at the crate root under its Win32 verb,
+//! [`Send`] (`WSASend`) among them, and `Send` is also the name of the marker
+//! trait `std::marker::Send` in every module's prelude. A glob import
+//! (`use iocomp::*;`) brings the operation in under that name and hides the
+//! marker trait in the importing module: a bound `T: Send` there names a
+//! struct, not a trait, and does not compile. So the crate has no prelude,
+//! and its own code, docs, examples and tests never glob-import it. Import
+//! operations by name (`use iocomp::{Port, Recv, Send};`, writing the trait as
+//! `std::marker::Send` in a module that needs both), or name them by path
+//! (`iocomp::Send::new(..)`).
+//!
+//! ```compile_fail,E0404
+//! use iocomp::*;
+//! // `Send` is iocomp's operation here, not the marker trait: no bound.
+//! fn spawnable<T: Send>(_: T) {}
+//! ```
+//!
+//! ```
+//! use iocomp::{Handle, Port, Send};
+//! // Named imports: the operation as `Send`, the marker trait by its path.
+//! fn spawnable<T: std::marker::Send>(_: T) {}
+//! spawnable(Port::new);
+//! # fn _send(p: &Port, h: &Handle) { let _ = p.submit(Send::new(h, vec![1])); }
+//! ```
+//!
 //! # Differences from Windows
 //!
 //! - Operations issued by a thread live in that thread's ring (or epoll
@@ -155,6 +182,8 @@
 //! - An operation submitted from a thread that never waits on the port is handed
 //!   to a thread that does; with none attached yet, `submit` fails with
 //!   `NotConnected`.
+
+#![deny(unsafe_code)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("iocomp runs on Linux only: it is built on io_uring.");

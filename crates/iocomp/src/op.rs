@@ -99,42 +99,71 @@ impl std::fmt::Debug for Op {
     }
 }
 
+/// Evaluates `$e` with `$o` bound to the operation struct inside `$op`, the
+/// same code for each of the I/O operations; `$none` for a posted packet or
+/// work. (Every I/O operation has the fields `ctx` and `completion`.)
+macro_rules! each_io {
+    ($op: expr, $o: ident => $e: expr, else $none: expr) => {
+        match $op {
+            Op::Accept($o) => $e,
+            Op::Recv($o) => $e,
+            Op::Send($o) => $e,
+            Op::Timeout($o) => $e,
+            Op::Connect($o) => $e,
+            Op::TransmitFile($o) => $e,
+            Op::ReadAt($o) => $e,
+            Op::WriteAt($o) => $e,
+            Op::Fsync($o) => $e,
+            Op::RecvFrom($o) => $e,
+            Op::SendTo($o) => $e,
+            Op::SendVectored($o) => $e,
+            Op::Posted { .. } | Op::Work(_) => $none,
+        }
+    };
+}
+
 impl Op {
     /// Takes the context out of the operation, if it carries one.
     pub fn take_ctx(&mut self) -> Option<Context> {
-        match self {
-            Op::Accept(o) => o.ctx.take(),
-            Op::Recv(o) => o.ctx.take(),
-            Op::Send(o) => o.ctx.take(),
-            Op::Timeout(o) => o.ctx.take(),
-            Op::Connect(o) => o.ctx.take(),
-            Op::ReadAt(o) => o.ctx.take(),
-            Op::WriteAt(o) => o.ctx.take(),
-            Op::Fsync(o) => o.ctx.take(),
-            Op::RecvFrom(o) => o.ctx.take(),
-            Op::SendTo(o) => o.ctx.take(),
-            Op::SendVectored(o) => o.ctx.take(),
-            Op::TransmitFile(o) => o.ctx.take(),
-            Op::Posted { .. } | Op::Work(_) => None,
-        }
+        each_io!(self, o => o.ctx.take(), else None)
+    }
+
+    /// How the operation's completion is reported, as the `submit*` call
+    /// that took it chose ([`Completion`]); `None` for posted packets.
+    pub fn completion(&self) -> Option<&Completion> {
+        each_io!(self, o => Some(&o.completion), else None)
     }
 
     /// The operation's completion choice (`None` for posted packets and work).
     pub(crate) fn completion_mut(&mut self) -> Option<&mut Completion> {
+        each_io!(self, o => Some(&mut o.completion), else None)
+    }
+
+    /// The handle the operation works on (`None` for timers, posted packets
+    /// and work).
+    pub(crate) fn handle(&self) -> Option<&Handle> {
         match self {
-            Op::Accept(o) => Some(&mut o.completion),
-            Op::Recv(o) => Some(&mut o.completion),
-            Op::Send(o) => Some(&mut o.completion),
-            Op::Timeout(o) => Some(&mut o.completion),
-            Op::TransmitFile(o) => Some(&mut o.completion),
-            Op::Connect(o) => Some(&mut o.completion),
-            Op::ReadAt(o) => Some(&mut o.completion),
-            Op::WriteAt(o) => Some(&mut o.completion),
-            Op::Fsync(o) => Some(&mut o.completion),
-            Op::RecvFrom(o) => Some(&mut o.completion),
-            Op::SendTo(o) => Some(&mut o.completion),
-            Op::SendVectored(o) => Some(&mut o.completion),
-            Op::Posted { .. } | Op::Work(_) => None,
+            Op::Accept(a) => Some(&a.listener),
+            Op::Recv(r) => Some(&r.handle),
+            Op::Send(s) => Some(&s.handle),
+            Op::TransmitFile(t) => Some(&t.socket),
+            Op::Connect(c) => Some(&c.socket),
+            Op::ReadAt(r) => Some(&r.handle),
+            Op::WriteAt(w) => Some(&w.handle),
+            Op::Fsync(f) => Some(&f.handle),
+            Op::RecvFrom(r) => Some(&r.handle),
+            Op::SendTo(s) => Some(&s.handle),
+            Op::SendVectored(s) => Some(&s.handle),
+            Op::Timeout(_) | Op::Posted { .. } | Op::Work(_) => None,
+        }
+    }
+
+    /// The completion key its packet carries: its handle's, or a timer's
+    /// own; `None` for what is no I/O operation (posted packets, work).
+    pub(crate) fn key(&self) -> Option<u64> {
+        match self {
+            Op::Timeout(t) => Some(t.key),
+            op => op.handle().map(Handle::key),
         }
     }
 
@@ -142,21 +171,7 @@ impl Op {
     /// branch the hot path pays for the four completion modes.
     #[inline]
     pub(crate) fn is_routed(&self) -> bool {
-        match self {
-            Op::Accept(o) => o.completion.is_routed(),
-            Op::Recv(o) => o.completion.is_routed(),
-            Op::Send(o) => o.completion.is_routed(),
-            Op::Timeout(o) => o.completion.is_routed(),
-            Op::TransmitFile(o) => o.completion.is_routed(),
-            Op::Connect(o) => o.completion.is_routed(),
-            Op::ReadAt(o) => o.completion.is_routed(),
-            Op::WriteAt(o) => o.completion.is_routed(),
-            Op::Fsync(o) => o.completion.is_routed(),
-            Op::RecvFrom(o) => o.completion.is_routed(),
-            Op::SendTo(o) => o.completion.is_routed(),
-            Op::SendVectored(o) => o.completion.is_routed(),
-            Op::Posted { .. } | Op::Work(_) => false,
-        }
+        each_io!(self, o => o.completion.is_routed(), else false)
     }
 }
 
@@ -164,6 +179,7 @@ impl Op {
 ///
 /// On the epoll backend the listener is switched to non-blocking mode (several
 /// threads may wait on it; the ones that lose the race must not block).
+#[non_exhaustive]
 pub struct Accept {
     /// The listening socket.
     pub listener: Handle,
@@ -173,9 +189,8 @@ pub struct Accept {
     pub peer: Option<SocketAddr>,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Accept {
@@ -200,6 +215,7 @@ impl Accept {
 /// no memory while it waits: the kernel takes a buffer from the thread's pool
 /// only when data arrives, and the bytes are copied onto the end of `buf` —
 /// the way to keep thousands of idle connections cheap.
+#[non_exhaustive]
 pub struct Recv {
     /// The socket.
     pub handle: Handle,
@@ -210,9 +226,8 @@ pub struct Recv {
     pub pooled: bool,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Recv {
@@ -247,6 +262,7 @@ impl Recv {
 /// whose reader is gone, the `write` raises `SIGPIPE` unless the program
 /// ignores it (Rust binaries do by default; the engine leaves the process's
 /// signal actions alone), and then fails with `EPIPE`.
+#[non_exhaustive]
 pub struct Send {
     /// The socket.
     pub handle: Handle,
@@ -254,9 +270,8 @@ pub struct Send {
     pub buf: Vec<u8>,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Send {
@@ -272,6 +287,7 @@ impl Send {
 }
 
 /// Completes with success after `duration` (or `ECANCELED` if cancelled first).
+#[non_exhaustive]
 pub struct Timeout {
     /// How long to wait. Longer than [`Timeout::MAX`] (about 136 years) counts
     /// as `Timeout::MAX`, on every backend.
@@ -280,9 +296,8 @@ pub struct Timeout {
     pub key: u64,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Timeout {
@@ -326,6 +341,7 @@ impl Timeout {
 /// tried first and, if the disk must be asked, a small blocking pool does the
 /// read while the thread serves others). The socket is switched to
 /// non-blocking mode.
+#[non_exhaustive]
 pub struct TransmitFile {
     /// The connected stream socket.
     pub socket: Handle,
@@ -345,21 +361,29 @@ pub struct TransmitFile {
     pub disconnect: bool,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl TransmitFile {
     /// Transmit all of `file` on `socket`.
     pub fn new(socket: &Handle, file: impl Into<Arc<File>>) -> TransmitFile {
         TransmitFile {
-            socket: socket.clone(),
             file: Some(file.into()),
+            ..TransmitFile::buffers(socket, Vec::new(), Vec::new())
+        }
+    }
+
+    /// Transmit `head` then `tail` on `socket`, with no file (set `file`,
+    /// `offset` and `len` to send a file range between them).
+    pub fn buffers(socket: &Handle, head: Vec<u8>, tail: Vec<u8>) -> TransmitFile {
+        TransmitFile {
+            socket: socket.clone(),
+            file: None,
             offset: 0,
             len: 0,
-            head: Vec::new(),
-            tail: Vec::new(),
+            head,
+            tail,
             disconnect: false,
             ctx: None,
             completion: Completion::default(),
@@ -382,6 +406,7 @@ impl TransmitFile {
 /// On io_uring this is the kernel's READ request (a cold page never blocks a
 /// worker thread). On epoll a `preadv2(RWF_NOWAIT)` is tried at once and, if
 /// the disk must be asked, a small pool of blocking threads runs `pread`.
+#[non_exhaustive]
 pub struct ReadAt {
     /// The file.
     pub handle: Handle,
@@ -391,9 +416,8 @@ pub struct ReadAt {
     pub offset: u64,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl ReadAt {
@@ -416,6 +440,7 @@ impl ReadAt {
 /// at submit with `InvalidInput`); the file's own position is not moved. On
 /// epoll the write runs on the blocking pool. It never raises `SIGPIPE`: a
 /// pipe, FIFO or socket is refused at submit (`ESPIPE`), as for [`ReadAt`].
+#[non_exhaustive]
 pub struct WriteAt {
     /// The file.
     pub handle: Handle,
@@ -425,9 +450,8 @@ pub struct WriteAt {
     pub offset: u64,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl WriteAt {
@@ -448,6 +472,7 @@ impl WriteAt {
 /// it back, not every piece of metadata). Completes with 0 bytes. It orders
 /// nothing: writes still in flight when it is submitted may or may not be
 /// covered — submit it after their packets arrived.
+#[non_exhaustive]
 pub struct Fsync {
     /// The file.
     pub handle: Handle,
@@ -455,9 +480,8 @@ pub struct Fsync {
     pub data_only: bool,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl Fsync {
@@ -497,6 +521,7 @@ impl Fsync {
 /// Several receives pending on one socket take its datagrams in the order
 /// they were submitted, as [`Recv`]s do. io_uring runs it as `RECVMSG`, epoll
 /// as `recvmsg(2)` once the socket is readable.
+#[non_exhaustive]
 pub struct RecvFrom {
     /// The datagram socket.
     pub handle: Handle,
@@ -506,9 +531,8 @@ pub struct RecvFrom {
     pub addr: Option<SocketAddr>,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl RecvFrom {
@@ -532,6 +556,7 @@ impl RecvFrom {
 /// raises `SIGPIPE` (`MSG_NOSIGNAL`). Sends on one socket go out in the
 /// order they were submitted, as [`Send`]s do. io_uring runs it as
 /// `SENDMSG`, epoll as `sendmsg(2)` once the socket is writable.
+#[non_exhaustive]
 pub struct SendTo {
     /// The datagram socket.
     pub handle: Handle,
@@ -541,9 +566,8 @@ pub struct SendTo {
     pub addr: SocketAddr,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl SendTo {
@@ -578,6 +602,7 @@ impl SendTo {
 /// datagram, as with `WSASend`: more than 1024 non-empty buffers cannot go
 /// out as one, so the packet fails with `EMSGSIZE` and 0 bytes (nothing is
 /// sent, never a part); no bytes at all send one zero-length datagram.
+#[non_exhaustive]
 pub struct SendVectored {
     /// The socket.
     pub handle: Handle,
@@ -585,9 +610,8 @@ pub struct SendVectored {
     pub bufs: Vec<Vec<u8>>,
     /// User data.
     pub ctx: Option<Context>,
-    /// How the completion is reported: set by the `submit*` call used (see
-    /// [`Completion`]); leave it at its default.
-    pub completion: Completion,
+    /// How the completion is reported: set by the `submit*` call used.
+    pub(crate) completion: Completion,
 }
 
 impl SendVectored {

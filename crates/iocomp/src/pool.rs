@@ -221,7 +221,7 @@ pub(crate) fn on_blocking(port: &Port) -> bool {
         // every packet still queued on a closed port is.
         let _ = port.core.control.enqueue(rest);
     }
-    if port.waiters() > 0 || pool.count.load(Ordering::Relaxed) >= MAX_THREADS {
+    if port.parked() > 0 || pool.count.load(Ordering::Relaxed) >= MAX_THREADS {
         return false;
     }
     pool.spawn(None).is_ok()

@@ -481,20 +481,13 @@ impl Port {
             return Err((e, op));
         }
         let mut op = Some(op);
-        let local = CONSUMERS
-            .try_with(|cs| {
-                let mut cs = cs.try_borrow_mut().ok()?;
-                let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
-                let op = op.take()?;
-                let own = c.ring.shared().index();
-                let to = lane_of(&op).map_or(own, |l| l.enter(own));
-                if to == own {
-                    return Some(unlane(c.ring.submit_local(op)));
-                }
-                Some(self.behind(op, to, own, |op| c.ring.submit_local(op)))
-            })
-            .ok()
-            .flatten();
+        let local = self.submit_own(&mut op, |c, op, own, to| {
+            if to == own {
+                unlane(c.ring.submit_local(op))
+            } else {
+                self.behind(op, to, own, |op| c.ring.submit_local(op))
+            }
+        });
         if let Some(r) = local {
             return r;
         }
@@ -527,28 +520,17 @@ impl Port {
             return Err((e, op));
         }
         let mut op = Some(op);
-        let local = CONSUMERS
-            .try_with(|cs| {
-                let mut cs = cs.try_borrow_mut().ok()?;
-                let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
-                let op = op.take()?;
-                let own = c.ring.shared().index();
-                let to = lane_of(&op).map_or(own, |l| l.enter(own));
-                if to != own {
-                    return Some(
-                        self.behind(op, to, own, |op| c.ring.submit_local(op))
-                            .map(Inline::Pending),
-                    );
-                }
-                Some(
-                    unlane(c.ring.submit_local(op)).map(|id| match c.ring.take_inline(id) {
-                        Some(p) => Inline::Done(p),
-                        None => Inline::Pending(id),
-                    }),
-                )
+        let local = self.submit_own(&mut op, |c, op, own, to| {
+            if to != own {
+                return self
+                    .behind(op, to, own, |op| c.ring.submit_local(op))
+                    .map(Inline::Pending);
+            }
+            unlane(c.ring.submit_local(op)).map(|id| match c.ring.take_inline(id) {
+                Some(p) => Inline::Done(p),
+                None => Inline::Pending(id),
             })
-            .ok()
-            .flatten();
+        });
         if let Some(r) = local {
             crate::defer::flush();
             return r;
@@ -557,6 +539,29 @@ impl Port {
             return Err((closed(), Op::Posted { token: 0 }));
         };
         self.submit_remote(op, None).map(Inline::Pending)
+    }
+
+    /// Submits the op in `op` on the calling thread's own ring with `f`,
+    /// given the consumer, the op, the ring's index and the index of the ring
+    /// whose lane the op must join (`own` when it may run here). `None`, with
+    /// the op left in `op`, when this thread does not wait on this port (or
+    /// is leaving it).
+    fn submit_own<R>(
+        &self,
+        op: &mut Option<Op>,
+        f: impl FnOnce(&mut Consumer, Op, u16, u16) -> R,
+    ) -> Option<R> {
+        CONSUMERS
+            .try_with(|cs| {
+                let mut cs = cs.try_borrow_mut().ok()?;
+                let c = cs.iter_mut().find(|c| Arc::ptr_eq(&c.core, &self.core))?;
+                let op = op.take()?;
+                let own = c.ring.shared().index();
+                let to = lane_of(&op).map_or(own, |l| l.enter(own));
+                Some(f(c, op, own, to))
+            })
+            .ok()
+            .flatten()
     }
 
     /// Submits an operation whose packet waits in the returned [`Overlapped`]
@@ -660,7 +665,7 @@ impl Port {
 
     /// Refuses an operation on another port's handle, or on a closed port.
     fn check(&self, op: &Op) -> io::Result<()> {
-        if let Some(h) = handle_of(op) {
+        if let Some(h) = op.handle() {
             if h.0.port != self.core.id {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -911,20 +916,29 @@ impl Port {
         crate::defer::flush();
     }
 
-    /// How many threads are parked in `get` right now. For tests that need to
-    /// order waiters without sleeping.
-    #[doc(hidden)]
-    pub fn waiters(&self) -> usize {
+    /// How many threads are parked in `get` right now.
+    pub(crate) fn parked(&self) -> usize {
         self.core.control.waiters()
     }
 
-    /// How many attached threads count as running. For tests.
+    /// How many threads are parked in `get` right now. A test hook (feature
+    /// `test-hooks`), for tests that need to order waiters without sleeping.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn waiters(&self) -> usize {
+        self.parked()
+    }
+
+    /// How many attached threads count as running. A test hook (feature
+    /// `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn running(&self) -> usize {
         self.core.control.running()
     }
 
-    /// How many packets are queued. For tests.
+    /// How many packets are queued. A test hook (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn queued(&self) -> usize {
         self.core.control.queued()
@@ -959,7 +973,7 @@ impl Port {
     pub fn may_run_long(&self) -> bool {
         let _ = self.leave_running();
         crate::defer::flush();
-        crate::pool::on_blocking(self) || self.waiters() > 0
+        crate::pool::on_blocking(self) || self.parked() > 0
     }
 
     /// Stops counting the calling thread as running; returns its consumer id
@@ -1071,23 +1085,6 @@ impl std::fmt::Debug for Port {
 
 fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the completion port is closed")
-}
-
-pub(crate) fn handle_of(op: &Op) -> Option<&Handle> {
-    match op {
-        Op::Accept(a) => Some(&a.listener),
-        Op::Recv(r) => Some(&r.handle),
-        Op::Send(s) => Some(&s.handle),
-        Op::TransmitFile(t) => Some(&t.socket),
-        Op::Connect(c) => Some(&c.socket),
-        Op::ReadAt(r) => Some(&r.handle),
-        Op::WriteAt(w) => Some(&w.handle),
-        Op::Fsync(f) => Some(&f.handle),
-        Op::RecvFrom(r) => Some(&r.handle),
-        Op::SendTo(s) => Some(&s.handle),
-        Op::SendVectored(s) => Some(&s.handle),
-        _ => None,
-    }
 }
 
 /// The waker an alertable wait registers with iocomp-sync's APC queue: it

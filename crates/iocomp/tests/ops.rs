@@ -273,17 +273,7 @@ fn c28_transmit_with_nothing_to_send_still_yields_one_packet() {
     let port = port();
     let (ours, _peer) = pair();
     let h = port.associate(ours, 14);
-    let tf = TransmitFile {
-        socket: h.clone(),
-        file: None,
-        offset: 0,
-        len: 0,
-        head: Vec::new(),
-        tail: Vec::new(),
-        disconnect: false,
-        ctx: None,
-        completion: Default::default(),
-    };
+    let tf = TransmitFile::buffers(&h, Vec::new(), Vec::new());
     port.submit(tf).map_err(|(e, _)| e).unwrap();
     let p = port.get(T).unwrap();
     assert!(p.status.is_ok());

@@ -807,17 +807,9 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
                 );
                 return;
             }
-            Op::TransmitFile(TransmitFile {
-                socket: io.handle.clone(),
-                file,
-                offset,
-                len,
-                head,
-                tail,
-                disconnect: false,
-                ctx: None,
-                completion: Default::default(),
-            })
+            let mut t = TransmitFile::buffers(&io.handle, head, tail);
+            (t.file, t.offset, t.len) = (file, offset, len);
+            Op::TransmitFile(t)
         }
     };
     submit(port, conn, op, Wait::Sending);

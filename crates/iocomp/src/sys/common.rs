@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::handoff::{Wake, WakeSource};
 
@@ -30,6 +30,11 @@ pub(super) const POOLED: usize = 4096;
 
 pub(super) fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
+}
+
+/// The refusal of what is no I/O operation (a posted packet, work) at submit.
+pub(super) fn not_io() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation")
 }
 
 /// Where a transmit is. The file is sent by `Poll` turns (wait until the socket
@@ -235,9 +240,7 @@ pub(crate) fn fd_kind(fd: i32) -> io::Result<FdKind> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes one `struct stat` into the memory we give it (a
     // live local of that type) and keeps nothing.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    syscall!(fstat(fd, st.as_mut_ptr()))?;
     // SAFETY: fstat succeeded, so it initialised the whole structure.
     let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
     Ok(match mode {
@@ -295,9 +298,7 @@ pub(super) fn file_size(fd: i32) -> Option<u64> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes one `struct stat` into the memory we give it (a
     // live local of that type) and keeps nothing.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
-        return None;
-    }
+    syscall!(fstat(fd, st.as_mut_ptr())).ok()?;
     // SAFETY: fstat succeeded, so it initialised the whole structure.
     let st = unsafe { st.assume_init() };
     (st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
@@ -330,10 +331,7 @@ pub(crate) fn retire_fd(fd: i32) -> io::Result<()> {
     // a live handle; `null` was just checked to be our `/dev/null`, kept for
     // the process's life) and touches no memory of ours; `fd` stays a valid
     // open descriptor afterwards.
-    if unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    syscall!(dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC)).map(drop)
 }
 
 /// How many bytes a positional transfer of up to `want` bytes at `off` may
@@ -355,18 +353,13 @@ pub(crate) fn set_nonblocking(fd: i32) -> io::Result<bool> {
 fn set_flag(fd: i32, flag: i32, on: bool) -> io::Result<bool> {
     // SAFETY: fcntl(F_GETFL/F_SETFL) on a descriptor the caller keeps open
     // touches no memory of ours.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
     if (flags & flag != 0) == on {
         return Ok(false);
     }
     let new = if on { flags | flag } else { flags & !flag };
     // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, new) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    syscall!(fcntl(fd, libc::F_SETFL, new))?;
     Ok(true)
 }
 
@@ -526,12 +519,8 @@ impl EventFd {
     /// A new non-blocking, close-on-exec eventfd with a zero counter.
     pub(super) fn new() -> io::Result<EventFd> {
         // SAFETY: eventfd(2) with valid flags returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))
+            .map(|fd| EventFd(super::owned(fd)))
     }
 
     pub(super) fn raw(&self) -> i32 {
@@ -544,7 +533,7 @@ impl Wake for EventFd {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live local to an eventfd we own; an
         // error (the counter saturated) still leaves the eventfd readable.
-        let _ = unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
+        let _ = syscall!(write(self.raw(), (&one as *const u64).cast(), 8));
     }
 }
 
@@ -553,7 +542,7 @@ impl WakeSource for EventFd {
         let mut v: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live local from our eventfd
         // (non-blocking: EAGAIN when already drained).
-        let _ = unsafe { libc::read(self.raw(), (&mut v as *mut u64).cast(), 8) };
+        let _ = syscall!(read(self.raw(), (&mut v as *mut u64).cast(), 8));
     }
 }
 
@@ -728,6 +717,31 @@ impl Msg {
             )
         };
         (sockaddr_to_std(&addr, len), flags & libc::MSG_TRUNC != 0)
+    }
+
+    /// Finishes a `RecvFrom` whose `recvmsg` (prepared by
+    /// [`Msg::prepare_recv`] over `buf`'s spare capacity) took `n` bytes:
+    /// they join `buf`, `addr` becomes the sender's, and a datagram cut to
+    /// the room is the error `EMSGSIZE` (`WSAEMSGSIZE`: the bytes that fit,
+    /// and the error). Call only once the kernel is done.
+    pub(super) fn finish_recv(
+        &self,
+        buf: &mut Vec<u8>,
+        n: usize,
+        addr: &mut Option<SocketAddr>,
+    ) -> io::Result<()> {
+        let new_len = (buf.len() + n).min(buf.capacity());
+        // SAFETY: the kernel initialised `n` bytes of the spare capacity it
+        // was given (never more than that capacity), so the bytes up to
+        // `new_len` are initialised.
+        unsafe { buf.set_len(new_len) };
+        let (from, cut) = self.received();
+        *addr = from;
+        if cut {
+            Err(errno(libc::EMSGSIZE))
+        } else {
+            Ok(())
+        }
     }
 }
 

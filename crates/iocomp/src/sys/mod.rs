@@ -52,11 +52,28 @@
 //!    packets; the ring is dropped only when the kernel holds no reference to
 //!    memory of ours. A thread never exits with operations in flight.
 //!
+//! The contract is code in `shared.rs`: each backend's ring implements
+//! `RingOps` (points 1, 2, 5 and 6), its op state `OpSlot`, and point 4 is
+//! written once for both, as `Shared` (the wake-up eventfd and the slab).
 //! The port holds one [`Anchor`] (the backend chosen, plus what its rings share)
-//! and dispatches through the enums below: a `match` per call, no trait objects.
+//! and dispatches through the enums below: a `match` per call whose arms are
+//! the same code, no trait objects.
+//!
+//! # Unsafe code
+//!
+//! This module is the only place in the crate where `unsafe` is allowed (the
+//! crate root denies `unsafe_code`): system calls, the memory the kernel
+//! shares with us (io_uring's queues and buffer ring), and descriptors taken
+//! over from a call. Plain calls go through one helper, `syscall!`, as in
+//! mio's `src/sys/unix/mod.rs`: a negative return becomes the thread's
+//! `errno`. Every `unsafe` block, and every `syscall!`, carries its own
+//! `SAFETY` argument: what the call reads and writes of our memory, and why
+//! that memory is valid for the whole call.
+#![allow(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,8 +81,43 @@ use crate::op::Op;
 use crate::packet::{OpId, Packet};
 use crate::port::Backend;
 
+/// Calls the libc function `$fn` with the given arguments inside `unsafe`, and
+/// turns a negative return into `Err(errno)`. The caller states, in a `SAFETY`
+/// comment on the invocation, why the call is sound.
+///
+/// Each argument is evaluated first, in order, into a local of its own
+/// (outside the `unsafe` block: an argument expression can never hide an
+/// unsafe operation of its own); only the call itself is `unsafe`. Macro
+/// hygiene keeps the locals, all spelled `arg`, apart.
+///
+/// Because each argument is bound to a local by `let arg = …;`, a temporary
+/// made inside an argument expression is dropped at the end of that `let`,
+/// *before* the call: bind such values (a buffer, an address) to a named
+/// local of the caller first, and pass a pointer into it.
+macro_rules! syscall {
+    ($fn: ident ( $($arg: expr),* $(,)? ) ) => {
+        syscall!(@bind $fn [] $($arg,)*)
+    };
+    (@bind $fn: ident [$($bound: ident)*] $head: expr, $($rest: expr,)*) => {{
+        let arg = $head;
+        syscall!(@bind $fn [$($bound)* arg] $($rest,)*)
+    }};
+    (@bind $fn: ident [$($bound: ident)*]) => {{
+        // SAFETY: the invocation's own SAFETY comment argues for this call.
+        let res = unsafe { libc::$fn($($bound),*) };
+        if res < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
 mod common;
 pub(crate) use common::{fd_kind, open_dev_null, retire_fd, set_nonblocking, FdKind};
+#[macro_use]
+mod shared;
+use shared::RingOps;
 mod epoll;
 mod slab;
 mod uring;
@@ -137,57 +189,63 @@ impl crate::handoff::Wake for RingShared {
     }
 }
 
+/// Runs `$e` on the backend behind `$self` (a [`RingShared`]), bound to `$s`:
+/// both backends' shared parts are a [`shared::Shared`], so each arm is the
+/// same code.
+macro_rules! on_shared {
+    ($self: expr, $s: ident => $e: expr) => {
+        match $self {
+            RingShared::Uring($s) => $e,
+            RingShared::Epoll($s) => $e,
+        }
+    };
+}
+
 impl RingShared {
     /// Wakes the owner if it is parked (or makes its next park return at once).
     pub(crate) fn wake(&self) {
-        match self {
-            RingShared::Uring(s) => s.wake(),
-            RingShared::Epoll(s) => s.wake(),
-        }
+        on_shared!(self, s => s.wake())
     }
 
     /// Inserts an operation from a thread that does not own this ring.
     pub(crate) fn submit_remote(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
-        match self {
-            RingShared::Uring(s) => s.submit_remote(op),
-            RingShared::Epoll(s) => s.submit_remote(op),
-        }
+        on_shared!(self, s => s.submit_remote(op))
     }
 
     /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
     pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
-        match self {
-            RingShared::Uring(s) => s.cancel(id),
-            RingShared::Epoll(s) => s.cancel(id),
-        }
+        on_shared!(self, s => s.cancel(id))
     }
 
     /// Asks for every operation on `h` in flight here to be cancelled;
     /// returns how many there were.
     /// With `count`, the ids are noted on `h` (see [`Handle::close`](crate::Handle::close)).
     pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle, count: bool) -> usize {
-        match self {
-            RingShared::Uring(s) => s.cancel_handle(h, count),
-            RingShared::Epoll(s) => s.cancel_handle(h, count),
-        }
+        on_shared!(self, s => s.cancel_handle(h, count))
     }
 
     /// Bytes an operation in flight has moved so far; `None` if it is not in
     /// flight here.
     pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
-        match self {
-            RingShared::Uring(s) => s.progress(id),
-            RingShared::Epoll(s) => s.progress(id),
-        }
+        on_shared!(self, s => s.progress(id))
     }
 
     /// This ring's index in its port's ring table.
     pub(crate) fn index(&self) -> u16 {
-        match self {
-            RingShared::Uring(s) => s.index(),
-            RingShared::Epoll(s) => s.index(),
-        }
+        on_shared!(self, s => s.index())
     }
+}
+
+/// Runs `$e` on the backend behind `$imp` (a ring's [`Imp`]), bound to `$r`:
+/// each backend's ring meets the contract as a [`RingOps`], so each arm is
+/// the same code, and each call static (no trait object).
+macro_rules! on_ring {
+    ($imp: expr, $r: ident => $e: expr) => {
+        match $imp {
+            Imp::Uring($r) => $e,
+            Imp::Epoll($r) => $e,
+        }
+    };
 }
 
 /// One consumer thread's ring, owned by that thread.
@@ -235,18 +293,12 @@ impl Ring {
 
     /// The generations of this ring's slots (call after `drain`).
     pub(crate) fn gens(&self) -> Vec<u32> {
-        match &self.imp {
-            Imp::Uring(r) => r.gens(),
-            Imp::Epoll(r) => r.gens(),
-        }
+        on_ring!(&self.imp, r => r.gens())
     }
 
     /// Submits an operation issued on the owning thread.
     pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
-        match &mut self.imp {
-            Imp::Uring(r) => r.submit_local(op),
-            Imp::Epoll(r) => r.submit_local(op),
-        }
+        on_ring!(&mut self.imp, r => r.submit_local(op))
     }
 
     /// The packet of `id`, just submitted here with `submit_local`, if it
@@ -254,10 +306,7 @@ impl Ring {
     /// comes from `reap` as usual). A packet taken here leaves its lane as
     /// reaped ones do, and is never routed (the caller has it).
     pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
-        let p = match &mut self.imp {
-            Imp::Uring(r) => r.take_inline(id),
-            Imp::Epoll(r) => r.take_inline(id),
-        }?;
+        let p = on_ring!(&mut self.imp, r => r.take_inline(id))?;
         let one = VecDeque::from([p]);
         leave_lanes(&one, 0);
         one.into_iter().next()
@@ -269,10 +318,7 @@ impl Ring {
     /// ([`completion::route`](crate::completion::route)).
     pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
         let start = out.len();
-        match &mut self.imp {
-            Imp::Uring(r) => r.reap(out),
-            Imp::Epoll(r) => r.reap(out),
-        }
+        on_ring!(&mut self.imp, r => r.reap(out));
         if out.len() > start {
             leave_lanes(out, start);
             crate::completion::route(out, start);
@@ -281,19 +327,13 @@ impl Ring {
 
     /// Sleeps until a completion, a wake-up, or `timeout`.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
-        match &mut self.imp {
-            Imp::Uring(r) => r.park(timeout),
-            Imp::Epoll(r) => r.park(timeout),
-        }
+        on_ring!(&mut self.imp, r => r.park(timeout))
     }
 
     /// Cancels everything in flight and returns the packets.
     /// Routed as in [`Ring::reap`].
     pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
-        let mut out = match &mut self.imp {
-            Imp::Uring(r) => r.drain(),
-            Imp::Epoll(r) => r.drain(),
-        };
+        let mut out = on_ring!(&mut self.imp, r => r.drain());
         leave_lanes(&out, 0);
         crate::completion::route(&mut out, 0);
         out
@@ -312,7 +352,7 @@ fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
         if let Some(l) = crate::handle::lane_of(&p.op) {
             l.leave();
         }
-        if let Some(h) = crate::port::handle_of(&p.op) {
+        if let Some(h) = p.op.handle() {
             // Only the ops close's scan counted count down: a packet made
             // before the scan (waiting for the next reap) was not counted.
             if h.0.closing.load(Ordering::Acquire) && h.take_counted(p.id) {
@@ -320,4 +360,33 @@ fn leave_lanes(out: &VecDeque<Packet>, start: usize) {
             }
         }
     }
+}
+
+/// Takes over a descriptor that a successful call just returned.
+fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful call that creates a
+    // descriptor (the caller checked), and nothing else owns it; the
+    // `OwnedFd` takes it over and closes it once.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A new stream socket of `family`: non-blocking and close-on-exec.
+pub(crate) fn stream_socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket(2) with integer arguments touches no memory of ours and
+    // returns a new descriptor or -1.
+    syscall!(socket(family, ty, 0)).map(owned)
+}
+
+/// `shutdown(2)` of a socket, synchronously.
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: std::net::Shutdown) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let how = match how {
+        std::net::Shutdown::Read => libc::SHUT_RD,
+        std::net::Shutdown::Write => libc::SHUT_WR,
+        std::net::Shutdown::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: shutdown(2) takes a descriptor borrowed (so open) for the whole
+    // call and touches no memory of ours.
+    syscall!(shutdown(fd.as_raw_fd(), how)).map(drop)
 }

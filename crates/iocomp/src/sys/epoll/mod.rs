@@ -24,14 +24,14 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::common::{errno, EventFd, POOLED};
+use super::shared::{RingOps, Shared};
 use super::slab::Slab;
 use crate::handle::HandleInner;
-use crate::handoff::Handoff;
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
 
@@ -52,75 +52,23 @@ const READ_EVENTS: u32 =
 /// Events that make a write queue worth trying.
 const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
-/// The part of a thread's backend other threads may touch: its wake-up eventfd
-/// and its slab of operations.
+/// The part of a thread's backend other threads may touch: what every
+/// backend shares ([`Shared`]: its wake-up eventfd and its slab of
+/// operations), and the jobs its blocking pool finished.
 pub(crate) struct RingShared {
-    index: u16,
-    /// The remote-work flag and the eventfd (see `crate::handoff`).
-    handoff: Handoff<EventFd>,
-    slab: Mutex<Slab<OpState>>,
+    base: Shared<OpState>,
     /// Jobs the blocking pool finished, by op.
     reads: Mutex<Vec<(OpId, JobDone)>>,
 }
 
+impl std::ops::Deref for RingShared {
+    type Target = Shared<OpState>;
+    fn deref(&self) -> &Shared<OpState> {
+        &self.base
+    }
+}
+
 impl RingShared {
-    fn lock(&self) -> MutexGuard<'_, Slab<OpState>> {
-        self.slab.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// This backend's index in its port's ring table.
-    pub(crate) fn index(&self) -> u16 {
-        self.index
-    }
-
-    /// Wakes the owner if it is parked (or makes its next park return at once).
-    pub(crate) fn wake(&self) {
-        self.handoff.wake();
-    }
-
-    /// Inserts an operation from a thread that does not own this backend.
-    pub(crate) fn submit_remote(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
-        let st = prepare(op)?;
-        let id = self
-            .lock()
-            .hand_over(self.index, st)
-            .map_err(|(e, st)| (e, st.op))?;
-        self.handoff.notify();
-        Ok(id)
-    }
-
-    /// Asks for every operation on `h` in flight here to be cancelled;
-    /// returns how many there were.
-    /// With `count` (for [`Handle::close`](crate::Handle::close)), the ids
-    /// are noted on `h`: only their packets count down to its retirement.
-    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle, count: bool) -> usize {
-        let (n, wake) = self.lock().request_cancel_where(self.index, |st, id| {
-            let on = crate::handle::is_on(&st.op, h);
-            if on && count {
-                h.note_counted(id);
-            }
-            on
-        });
-        if wake {
-            self.handoff.notify();
-        }
-        n
-    }
-
-    /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
-    pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
-        if self.lock().request_cancel(id)? {
-            self.handoff.notify();
-        }
-        Ok(())
-    }
-
-    /// Bytes an operation in flight has moved so far; `None` if it is not in
-    /// flight here.
-    pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
-        self.lock().get(id).map(|st| st.progress())
-    }
-
     /// The blocking pool finished a job for `id` (called on a pool thread).
     fn job_done(&self, id: OpId, done: JobDone) {
         self.reads
@@ -187,9 +135,7 @@ impl Ring {
             WAKE_TAG,
         )?;
         let shared = Arc::new(RingShared {
-            index,
-            handoff: Handoff::new(eventfd),
-            slab: Mutex::new(Slab::with_gens(gens)),
+            base: Shared::new(index, eventfd, gens),
             reads: Mutex::new(Vec::new()),
         });
         Ok(Ring {
@@ -210,43 +156,6 @@ impl Ring {
 
     pub(crate) fn shared(&self) -> &Arc<RingShared> {
         &self.shared
-    }
-
-    /// The generations of this ring's slots, for the next ring at its index.
-    pub(crate) fn gens(&self) -> Vec<u32> {
-        self.shared.lock().gens_left()
-    }
-
-    /// Submits an operation issued on the owning thread: it is tried at once,
-    /// after the operations other threads handed over earlier (they were
-    /// issued first: a send handed over, then one of this thread, reach the
-    /// socket in that order; checking costs nothing, the slab lock is taken
-    /// anyway).
-    pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
-        let st = prepare(op)?;
-        let shared = self.shared.clone();
-        let mut slab = shared.lock();
-        let mut out = std::mem::take(&mut self.done);
-        if !slab.remote_submit.is_empty() || !slab.remote_cancel.is_empty() {
-            self.take_remote(&mut slab, &mut out);
-        }
-        let id = match slab.insert(shared.index, st) {
-            Ok(id) => id,
-            Err((e, st)) => {
-                self.done = out;
-                return Err((e, st.op));
-            }
-        };
-        self.start(&mut slab, id, &mut out);
-        self.done = out;
-        Ok(id)
-    }
-
-    /// The packet of `id` if it completed while it was submitted (a send
-    /// the socket took, a receive with data waiting, a cached file read).
-    pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
-        let i = self.done.iter().position(|p| p.id == id)?;
-        self.done.remove(i)
     }
 
     /// Starts an op that is in the slab: arms its timer, or queues it on its
@@ -456,8 +365,73 @@ impl Ring {
         }
     }
 
+    /// Completes the timers whose deadline has passed.
+    fn expire(&mut self, slab: &mut Slab<OpState>, out: &mut VecDeque<Packet>) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, raw))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let id = OpId(raw);
+            if let Some(st) = slab.remove(id) {
+                self.live_timers -= 1;
+                out.push_back(finish(id, *st, Ok(()), 0));
+            }
+        }
+        if self.timers.len() > 64 && self.timers.len() > 2 * self.live_timers {
+            // Mostly cancelled timers: drop their entries.
+            self.timers
+                .retain(|Reverse((_, raw))| slab.get(OpId(*raw)).is_some());
+        }
+    }
+
+    /// One `epoll_wait`; the events wait in `events` for `reap`.
+    fn poll(&mut self, ms: i32) {
+        self.ready = epoll_wait(&self.epfd, &mut self.events, ms);
+    }
+}
+
+impl RingOps for Ring {
+    /// The generations of this ring's slots, for the next ring at its index.
+    fn gens(&self) -> Vec<u32> {
+        self.shared.lock().gens_left()
+    }
+
+    /// Submits an operation issued on the owning thread: it is tried at once,
+    /// after the operations other threads handed over earlier (they were
+    /// issued first: a send handed over, then one of this thread, reach the
+    /// socket in that order; checking costs nothing, the slab lock is taken
+    /// anyway).
+    fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
+        let st = prepare(op)?;
+        let shared = self.shared.clone();
+        let mut slab = shared.lock();
+        let mut out = std::mem::take(&mut self.done);
+        if !slab.remote_submit.is_empty() || !slab.remote_cancel.is_empty() {
+            self.take_remote(&mut slab, &mut out);
+        }
+        let id = match slab.insert(shared.index, st) {
+            Ok(id) => id,
+            Err((e, st)) => {
+                self.done = out;
+                return Err((e, st.op));
+            }
+        };
+        self.start(&mut slab, id, &mut out);
+        self.done = out;
+        Ok(id)
+    }
+
+    /// The packet of `id` if it completed while it was submitted (a send
+    /// the socket took, a receive with data waiting, a cached file read).
+    fn take_inline(&mut self, id: OpId) -> Option<Packet> {
+        let i = self.done.iter().position(|p| p.id == id)?;
+        self.done.remove(i)
+    }
+
     /// Collects finished operations into `out` without blocking.
-    pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
+    fn reap(&mut self, out: &mut VecDeque<Packet>) {
         out.append(&mut self.done);
         let shared = self.shared.clone();
         let mut slab = shared.lock();
@@ -496,30 +470,9 @@ impl Ring {
         }
     }
 
-    /// Completes the timers whose deadline has passed.
-    fn expire(&mut self, slab: &mut Slab<OpState>, out: &mut VecDeque<Packet>) {
-        let now = Instant::now();
-        while let Some(&Reverse((at, raw))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let id = OpId(raw);
-            if let Some(st) = slab.remove(id) {
-                self.live_timers -= 1;
-                out.push_back(finish(id, *st, Ok(()), 0));
-            }
-        }
-        if self.timers.len() > 64 && self.timers.len() > 2 * self.live_timers {
-            // Mostly cancelled timers: drop their entries.
-            self.timers
-                .retain(|Reverse((_, raw))| slab.get(OpId(*raw)).is_some());
-        }
-    }
-
     /// Sleeps until a descriptor is ready, a wake-up, the next timer, or
     /// `timeout`.
-    pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+    fn park(&mut self, timeout: Option<Duration>) {
         if self.ready > 0 || !self.done.is_empty() || !self.again.is_empty() {
             return;
         }
@@ -536,17 +489,12 @@ impl Ring {
         self.poll(ms);
     }
 
-    /// One `epoll_wait`; the events wait in `events` for `reap`.
-    fn poll(&mut self, ms: i32) {
-        self.ready = epoll_wait(&self.epfd, &mut self.events, ms);
-    }
-
     /// Completes everything still in flight as cancelled and returns the
     /// packets (every op still yields exactly one). Nothing here is held by
     /// the kernel; the one wait is for file operations a blocking-pool helper
     /// is running (they hold the op's buffer): they complete with their real
     /// result, as a running `ReadFile` does on Windows.
-    pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
+    fn drain(&mut self) -> VecDeque<Packet> {
         let mut out = std::mem::take(&mut self.done);
         let shared = self.shared.clone();
         let mut slab = shared.lock();
@@ -598,21 +546,13 @@ impl Ring {
 
 fn epoll_create() -> io::Result<OwnedFd> {
     // SAFETY: epoll_create1 with a valid flag returns a new descriptor or -1.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    syscall!(epoll_create1(libc::EPOLL_CLOEXEC)).map(super::owned)
 }
 
 fn epoll_ctl(epfd: &OwnedFd, op: i32, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: data };
     // SAFETY: `ev` is a live local the kernel reads during the call only.
-    if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), op, fd, &mut ev) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    syscall!(epoll_ctl(epfd.as_raw_fd(), op, fd, &mut ev)).map(drop)
 }
 
 /// Registers a socket for edge-triggered readiness in both directions.

@@ -10,19 +10,19 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+use super::super::common::not_io;
 use super::super::common::{
     errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
     too_many_for_one_datagram, Msg,
 };
 use super::super::common::{Phase, Transmit, Turn, TURN};
-use super::super::slab::InFlight;
 use super::pool::{Job, JobDone};
 use crate::handle::Handle;
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
 
 /// An operation in flight.
-pub(super) struct OpState {
+pub(crate) struct OpState {
     pub(super) op: Op,
     key: u64,
     pub(super) cancel: bool,
@@ -43,17 +43,7 @@ pub(super) enum Offload {
     Failed(io::Error),
 }
 
-impl InFlight for OpState {
-    fn mark_cancel(&mut self) {
-        self.cancel = true;
-    }
-    fn cancelled(&self) -> bool {
-        self.cancel
-    }
-    fn handle_closing(&self) -> bool {
-        crate::port::handle_of(&self.op).is_some_and(|h| h.is_closing())
-    }
-}
+op_slot!(OpState, prepare: prepare, progress: OpState::progress);
 
 enum Extra {
     Accept,
@@ -122,52 +112,43 @@ pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         // A reused op: no sender until this receive has one.
         r.addr = None;
     }
-    let (key, extra) = match &op {
+    let Some(key) = op.key() else {
+        return Err((not_io(), op));
+    };
+    let extra = match &op {
         Op::Accept(a) => {
             // Several threads may wait on one listener: the loser of a race must
             // get EAGAIN, not block.
             if let Err(e) = a.listener.ensure_nonblocking() {
                 return Err((e, op));
             }
-            (a.listener.key(), Extra::Accept)
+            Extra::Accept
         }
-        Op::Recv(r) => (r.handle.key(), Extra::Recv),
-        Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
+        Op::Recv(_) => Extra::Recv,
+        Op::Send(_) => Extra::Send { sent: 0 },
         Op::Connect(c) => {
             if let Err(e) = c.socket.ensure_nonblocking() {
                 return Err((e, op));
             }
-            (c.socket.key(), Extra::Connect { started: false })
+            Extra::Connect { started: false }
         }
         Op::Timeout(t) => {
             let now = Instant::now();
             // Clamped to Timeout::MAX, which `Instant` holds on every Linux.
-            let at = now.checked_add(t.clamped()).unwrap_or(now);
-            (t.key, Extra::Timeout(at))
+            Extra::Timeout(now.checked_add(t.clamped()).unwrap_or(now))
         }
         Op::TransmitFile(t) => match Transmit::start(t) {
-            Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
+            Ok(tr) => Extra::Transmit(tr),
             Err(e) => return Err((e, op)),
         },
-        Op::ReadAt(r) => (r.handle.key(), Extra::File),
-        Op::WriteAt(w) => (w.handle.key(), Extra::File),
-        Op::Fsync(f) => (f.handle.key(), Extra::File),
-        Op::RecvFrom(r) => (r.handle.key(), Extra::Msg(Msg::new())),
-        Op::SendTo(s) => (s.handle.key(), Extra::Msg(Msg::new())),
-        Op::SendVectored(s) => (
-            s.handle.key(),
-            Extra::Vectored {
-                sent: 0,
-                msg: Msg::new(),
-                too_big: too_many_for_one_datagram(s.handle.as_raw_fd(), &s.bufs),
-            },
-        ),
-        Op::Posted { .. } | Op::Work(_) => {
-            return Err((
-                io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
-                op,
-            ))
-        }
+        Op::ReadAt(_) | Op::WriteAt(_) | Op::Fsync(_) => Extra::File,
+        Op::RecvFrom(_) | Op::SendTo(_) => Extra::Msg(Msg::new()),
+        Op::SendVectored(s) => Extra::Vectored {
+            sent: 0,
+            msg: Msg::new(),
+            too_big: too_many_for_one_datagram(s.handle.as_raw_fd(), &s.bufs),
+        },
+        Op::Posted { .. } | Op::Work(_) => return Err((not_io(), op)),
     };
     Ok(Box::new(OpState {
         op,
@@ -199,20 +180,7 @@ impl OpState {
 
     /// The handle whose descriptor the operation waits on.
     pub(super) fn handle(&self) -> Option<&Handle> {
-        match &self.op {
-            Op::Accept(a) => Some(&a.listener),
-            Op::Recv(r) => Some(&r.handle),
-            Op::Send(s) => Some(&s.handle),
-            Op::TransmitFile(t) => Some(&t.socket),
-            Op::Connect(c) => Some(&c.socket),
-            Op::ReadAt(r) => Some(&r.handle),
-            Op::WriteAt(w) => Some(&w.handle),
-            Op::Fsync(f) => Some(&f.handle),
-            Op::RecvFrom(r) => Some(&r.handle),
-            Op::SendTo(s) => Some(&s.handle),
-            Op::SendVectored(s) => Some(&s.handle),
-            _ => None,
-        }
+        self.op.handle()
     }
 
     /// Whether this is a positional file operation (which the blocking pool
@@ -357,23 +325,14 @@ impl OpState {
             }
             (Op::Send(s), Extra::Send { sent }) => {
                 let fd = s.handle.as_raw_fd();
-                while *sent < s.buf.len() {
-                    let rest = &s.buf[*sent..];
-                    let mut r = if s.handle.streams_by_read_write() {
-                        s.handle.ensure_nonblocking().and_then(|()| write(fd, rest))
+                send_all(&s.handle, sent, s.buf.len(), false, |from, by_write| {
+                    let rest = &s.buf[from..];
+                    if by_write {
+                        write(fd, rest)
                     } else {
                         send(fd, rest, libc::MSG_NOSIGNAL)
-                    };
-                    if not_socket(&mut r, &s.handle) {
-                        r = write(fd, rest);
                     }
-                    match r {
-                        Ok(0) => break,
-                        Ok(n) => *sent += n,
-                        Err(e) => return failed(e, *sent as u64),
-                    }
-                }
-                Attempt::Done(Ok(()), *sent as u64)
+                })
             }
             (Op::RecvFrom(r), Extra::Msg(msg)) => {
                 let spare = r.buf.spare_capacity_mut();
@@ -382,17 +341,7 @@ impl OpState {
                 match recvmsg(r.handle.as_raw_fd(), hdr) {
                     Ok(n) => {
                         let n = n.min(cap);
-                        // SAFETY: the kernel initialised `n` bytes of the spare
-                        // capacity it was given (at most its length).
-                        unsafe { r.buf.set_len(r.buf.len() + n) };
-                        let (addr, cut) = msg.received();
-                        r.addr = addr;
-                        // WSAEMSGSIZE: the bytes that fit, and the error.
-                        let status = if cut {
-                            Err(errno(libc::EMSGSIZE))
-                        } else {
-                            Ok(())
-                        };
+                        let status = msg.finish_recv(&mut r.buf, n, &mut r.addr);
                         Attempt::Done(status, n as u64)
                     }
                     Err(e) => failed(e, 0),
@@ -413,30 +362,17 @@ impl OpState {
             }
             (Op::SendVectored(s), Extra::Vectored { sent, msg, .. }) => {
                 let fd = s.handle.as_raw_fd();
-                let total = s.len();
                 // At least one call: with nothing to send, a datagram socket
                 // sends one empty datagram (as io_uring's one SENDMSG does);
                 // a stream takes 0 bytes.
-                loop {
-                    let hdr = msg.prepare(rest_of(&s.bufs, *sent), None);
-                    let mut r = if s.handle.streams_by_read_write() {
-                        s.handle.ensure_nonblocking().and_then(|()| writev(fd, msg))
+                send_all(&s.handle, sent, s.len(), true, |from, by_write| {
+                    let hdr = msg.prepare(rest_of(&s.bufs, from), None);
+                    if by_write {
+                        writev(fd, msg)
                     } else {
                         sendmsg(fd, hdr)
-                    };
-                    if not_socket(&mut r, &s.handle) {
-                        r = writev(fd, msg);
                     }
-                    match r {
-                        Ok(0) => break,
-                        Ok(n) => *sent += n,
-                        Err(e) => return failed(e, *sent as u64),
-                    }
-                    if *sent >= total {
-                        break;
-                    }
-                }
-                Attempt::Done(Ok(()), *sent as u64)
+                })
             }
             (Op::TransmitFile(op), Extra::Transmit(t)) => {
                 let sock = op.socket.as_raw_fd();
@@ -525,6 +461,40 @@ impl OpState {
 }
 
 /// EAGAIN waits for readiness; anything else ends the operation.
+/// Sends everything from byte `*sent` to `total`, one step at a time:
+/// `step(from, by_write)` sends what is left from byte `from` on, by
+/// `write`/`writev` when `by_write` (a stream that is no socket: a pipe, which
+/// the first `ENOTSOCK` reveals), else by `send`/`sendmsg`. `*sent` counts
+/// what went out; an error ends the op with it, a zero-byte step stops. With
+/// `at_least_once`, one step is made even when there is nothing to send (an
+/// empty datagram).
+fn send_all(
+    h: &Handle,
+    sent: &mut usize,
+    total: usize,
+    at_least_once: bool,
+    mut step: impl FnMut(usize, bool) -> io::Result<usize>,
+) -> Attempt {
+    let mut first = at_least_once;
+    while *sent < total || std::mem::take(&mut first) {
+        first = false;
+        let mut r = if h.streams_by_read_write() {
+            h.ensure_nonblocking().and_then(|()| step(*sent, true))
+        } else {
+            step(*sent, false)
+        };
+        if not_socket(&mut r, h) {
+            r = step(*sent, true);
+        }
+        match r {
+            Ok(0) => break,
+            Ok(n) => *sent += n,
+            Err(e) => return failed(e, *sent as u64),
+        }
+    }
+    Attempt::Done(Ok(()), *sent as u64)
+}
+
 fn failed(e: io::Error, bytes: u64) -> Attempt {
     if e.raw_os_error() == Some(libc::EAGAIN) {
         Attempt::Blocked
@@ -587,11 +557,12 @@ fn connect(fd: RawFd, addr: &std::net::SocketAddr) -> io::Result<()> {
     let (storage, len) = std_to_sockaddr(addr);
     // SAFETY: `storage` is a live local holding a socket address of `len`
     // bytes; the kernel reads it during the call only.
-    let rc = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    syscall!(connect(
+        fd,
+        (&storage as *const libc::sockaddr_storage).cast(),
+        len
+    ))
+    .map(drop)
 }
 
 /// How a connect that said EINPROGRESS ended, if it has: not yet writable
@@ -610,17 +581,15 @@ fn connect_result(fd: RawFd) -> Attempt {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `err` and `len` are live locals of the sizes the kernel is told.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Attempt::Done(Err(io::Error::last_os_error()), 0);
+    let rc = syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        (&mut err as *mut libc::c_int).cast(),
+        &mut len,
+    ));
+    if let Err(e) = rc {
+        return Attempt::Done(Err(e), 0);
     }
     if err != 0 {
         Attempt::Done(Err(errno(err)), 0)

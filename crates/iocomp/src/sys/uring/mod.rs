@@ -13,7 +13,7 @@ use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
@@ -26,7 +26,7 @@ mod bufring;
 mod ops;
 
 use super::common::{errno, EventFd};
-use crate::handoff::Handoff;
+use super::shared::RingOps;
 use bufring::BufRing;
 use ops::{
     advance, finish, first_entry, next_entry, prepare, progress, stream_fd, Advance, OpState,
@@ -165,67 +165,9 @@ fn build_ring(anchor: &WqAnchor, compat: Compat) -> io::Result<IoUring> {
     }
 }
 
-/// The part of a ring other threads may touch: its wake-up eventfd and its slab.
-pub(crate) struct RingShared {
-    index: u16,
-    /// The remote-work flag and the eventfd (see `crate::handoff`).
-    handoff: Handoff<EventFd>,
-    slab: Mutex<Slab>,
-}
-
-impl RingShared {
-    fn lock(&self) -> MutexGuard<'_, Slab> {
-        self.slab.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Wakes the owner if it is parked (or makes its next park return at once).
-    pub(crate) fn wake(&self) {
-        self.handoff.wake();
-    }
-
-    /// Inserts an operation from a thread that does not own this ring.
-    pub(crate) fn submit_remote(&self, op: Op) -> Result<OpId, (io::Error, Op)> {
-        let st = prepare(op)?;
-        let id = self
-            .lock()
-            .hand_over(self.index, st)
-            .map_err(|(e, st)| (e, st.op))?;
-        self.handoff.notify();
-        Ok(id)
-    }
-
-    /// Asks for every operation on `h` in flight here to be cancelled;
-    /// returns how many there were.
-    /// With `count` (for [`Handle::close`](crate::Handle::close)), the ids
-    /// are noted on `h`: only their packets count down to its retirement.
-    pub(crate) fn cancel_handle(&self, h: &crate::handle::Handle, count: bool) -> usize {
-        let (n, wake) = self.lock().request_cancel_where(self.index, |st, id| {
-            let on = crate::handle::is_on(&st.op, h);
-            if on && count {
-                h.note_counted(id);
-            }
-            on
-        });
-        if wake {
-            self.handoff.notify();
-        }
-        n
-    }
-
-    /// Asks for `id` to be cancelled. `NotFound` if it is not in flight here.
-    pub(crate) fn cancel(&self, id: OpId) -> io::Result<()> {
-        if self.lock().request_cancel(id)? {
-            self.handoff.notify();
-        }
-        Ok(())
-    }
-
-    /// Bytes an operation in flight has moved so far; `None` if it is not in
-    /// flight here.
-    pub(crate) fn progress(&self, id: OpId) -> Option<u64> {
-        self.lock().get(id).map(|st| progress(st))
-    }
-}
+/// The part of a ring other threads may touch: its wake-up eventfd and its
+/// slab (written once for both backends).
+pub(crate) type RingShared = super::shared::Shared<OpState>;
 
 /// The owner's side of a ring.
 pub(crate) struct Ring {
@@ -275,11 +217,7 @@ impl Ring {
     pub(crate) fn new(anchor: &WqAnchor, index: u16, gens: Vec<u32>) -> io::Result<Ring> {
         let compat = Compat::from_env();
         let uring = build_ring(anchor, compat)?;
-        let shared = Arc::new(RingShared {
-            index,
-            handoff: Handoff::new(EventFd::new()?),
-            slab: Mutex::new(Slab::with_gens(gens)),
-        });
+        let shared = Arc::new(RingShared::new(index, EventFd::new()?, gens));
         let bufs = BufRing::new(&uring, bufring::ENTRIES, bufring::SIZE).ok();
         let mut ring = Ring {
             uring,
@@ -304,11 +242,6 @@ impl Ring {
 
     pub(crate) fn shared(&self) -> &Arc<RingShared> {
         &self.shared
-    }
-
-    /// The generations of this ring's slots, for the next ring at its index.
-    pub(crate) fn gens(&self) -> Vec<u32> {
-        self.shared.lock().gens_left()
     }
 
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
@@ -393,57 +326,6 @@ impl Ring {
         self.push(e)?;
         self.wake_armed = true;
         Ok(())
-    }
-
-    /// Submits an operation issued on the owning thread.
-    ///
-    /// Operations other threads handed over earlier start first (they were
-    /// issued first: a send handed over, then one of this thread, reach the
-    /// socket in that order); checking for them costs nothing, the slab lock
-    /// is taken anyway. Packets that this produces (ops that fail to start,
-    /// cancels of waiting ones) wait in `ready` for the next reap.
-    pub(crate) fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
-        let mut st = prepare(op)?;
-        let shared = self.shared.clone();
-        let mut slab = shared.lock();
-        if !slab.remote_submit.is_empty() || !slab.remote_cancel.is_empty() {
-            let mut out = std::mem::take(&mut self.ready);
-            self.take_remote_locked(&mut slab, &mut out);
-            self.ready = out;
-        }
-        let stream = stream_fd(&st);
-        if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
-            if !q.is_empty() {
-                // Another op of this direction on this socket is in the
-                // kernel: this one waits its turn (WSASend / WSARecv order),
-                // and starts when the ones before it complete.
-                let id = slab
-                    .insert(shared.index, st)
-                    .map_err(|(e, st)| (e, st.op))?;
-                q.push_back(id);
-                return Ok(id);
-            }
-        }
-        // Build the first entry before inserting: the box's address does not move.
-        let entry = match first_entry(&mut st, self.bufs.is_some()) {
-            Ok(e) => e,
-            Err(e) => return Err((e, st.op)),
-        };
-        let id = slab
-            .insert(shared.index, st)
-            .map_err(|(e, st)| (e, st.op))?;
-        drop(slab);
-        if let Err(e) = self.push(entry.user_data(id.0)) {
-            // Never reached the kernel: hand the op back, no packet.
-            let st = shared.lock().remove(id);
-            return Err((e, st.map(|s| s.op).unwrap_or(Op::Posted { token: 0 })));
-        }
-        self.inflight += 1;
-        if let Some(k) = stream {
-            // Kept (empty) after its ops complete: no allocation per op.
-            self.streams.entry(k).or_default().push_back(id);
-        }
-        Ok(id)
     }
 
     /// Starts an op that is in the slab (handed over, or next in its socket's
@@ -600,33 +482,6 @@ impl Ring {
         }
     }
 
-    /// Collects finished operations into `out` without blocking.
-    pub(crate) fn reap(&mut self, out: &mut VecDeque<Packet>) {
-        out.append(&mut self.ready);
-        if !self.cancel_retry.is_empty() {
-            self.retry_cancels();
-        }
-        // Remote work first if the flag is up already (it starts sooner); the
-        // wake read may not have completed yet, so nothing is consumed here.
-        if self.shared.handoff.take(false) {
-            self.take_remote(out);
-        }
-        self.reap_cqes(out);
-        if !self.wake_armed {
-            // The wake read completed: the kernel's read consumed the counter
-            // (the CQE says so), so the flag is taken now with no read of our
-            // own (crate::handoff: signal consumed, then flag taken). A
-            // notifier after that read either is seen here or leaves the
-            // counter up for the re-armed read. If the kernel does not take
-            // the read, `wake_armed` stays false: the next reap tries again,
-            // and `park` sleeps only briefly meanwhile.
-            let _ = self.arm_wake();
-            if self.shared.handoff.take(false) {
-                self.take_remote(out);
-            }
-        }
-    }
-
     /// Submits what is queued and collects every completion there is.
     fn reap_cqes(&mut self, out: &mut VecDeque<Packet>) {
         {
@@ -687,121 +542,6 @@ impl Ring {
             drop(slab);
             self.cqes = cqes;
         }
-    }
-
-    /// The packet of `id` if the kernel completed it while it was submitted
-    /// (the queue is submitted now, without waiting); every other
-    /// completion this collects waits in `ready` for the next reap, in order.
-    pub(crate) fn take_inline(&mut self, id: OpId) -> Option<Packet> {
-        let mut got = VecDeque::new();
-        self.reap_cqes(&mut got);
-        let mine = got
-            .iter()
-            .position(|p| p.id == id)
-            .and_then(|i| got.remove(i));
-        self.ready.append(&mut got);
-        mine.or_else(|| {
-            // Failed to start (a packet made at submit) counts as done too.
-            let i = self.ready.iter().position(|p| p.id == id)?;
-            self.ready.remove(i)
-        })
-    }
-
-    /// Sleeps until a completion, a wake-up, or `timeout`.
-    pub(crate) fn park(&mut self, timeout: Option<Duration>) {
-        // Packets made while submitting, or completions moved aside when the
-        // kernel answered EBUSY: the next reap delivers them, no sleeping on
-        // them.
-        if !self.ready.is_empty() || !self.backlog.is_empty() {
-            return;
-        }
-        // No wake-up read armed, or cancels to ask again (the kernel refused
-        // them): a short sleep, then the next reap tries again.
-        let timeout = if !self.wake_armed || !self.cancel_retry.is_empty() {
-            Some(timeout.map_or(RETRY, |t| t.min(RETRY)))
-        } else {
-            timeout
-        };
-        let res = match timeout {
-            None => self.uring.submit_and_wait(1),
-            Some(d) => {
-                let ts = Timespec::from(d);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.uring.submitter().submit_with_args(1, &args)
-            }
-        };
-        if let Err(e) = res {
-            match e.raw_os_error() {
-                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
-                _ => std::thread::sleep(Duration::from_millis(1)),
-            }
-        }
-    }
-
-    /// Cancels everything in flight and waits until the kernel is done with it;
-    /// returns the packets (every op still yields exactly one).
-    pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
-        let mut out = std::mem::take(&mut self.ready);
-        {
-            let mut slab = self.shared.lock();
-            // Ops handed over but never submitted complete as aborted right here.
-            let subs = std::mem::take(&mut slab.remote_submit);
-            for slot in subs {
-                let gen = slab.slots[slot as usize].gen;
-                let id = OpId::new(self.shared.index, gen, slot);
-                if let Some(st) = slab.remove(id) {
-                    out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
-                }
-            }
-            slab.remote_cancel.clear();
-            slab.cancel_all();
-            slab.closed = true;
-            // Ops waiting behind another on their socket never reached the
-            // kernel: aborted right here too.
-            for q in self.streams.values_mut().filter(|q| q.len() > 1) {
-                for id in q.drain(1..) {
-                    if let Some(st) = slab.remove(id) {
-                        out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
-                    }
-                }
-            }
-        }
-        let _ = self.shared.handoff.take(false);
-        let mut rounds = 0u32;
-        while self.inflight > 0 || self.wake_armed {
-            if rounds % 16 == 0 {
-                // Ask again now and then: an op may have been between two
-                // steps when asked (a transmit's file read cannot be stopped).
-                self.cancel_everything();
-            }
-            // Bounded waits, so the rounds below measure time (at least
-            // 10_000 × 10 ms) and not how fast cancel completions come back.
-            let ts = Timespec::new().nsec(10_000_000);
-            let args = SubmitArgs::new().timespec(&ts);
-            if let Err(e) = self.uring.submitter().submit_with_args(1, &args) {
-                if e.raw_os_error() == Some(libc::EINVAL) {
-                    // No timed waits before 5.11: wait for one completion.
-                    let _ = self.uring.submit_and_wait(1);
-                }
-            }
-            self.reap_final(&mut out);
-            rounds += 1;
-            if rounds > 10_000 {
-                // The kernel refuses to let go: leak the ring's memory (the
-                // ops, the wake buffer, the buffer pool) rather than free
-                // memory it may still write to.
-                std::mem::forget(self.shared.clone());
-                self.leaked = true;
-                break;
-            }
-        }
-        if !self.leaked {
-            // Nothing can use the pool any more: let the kernel drop it.
-            if let Some(b) = self.bufs.as_mut() {
-                b.unregister(&self.uring);
-            }
-        }
-        out
     }
 
     /// Asks the kernel to cancel everything this ring has in flight: with one
@@ -867,6 +607,206 @@ impl Ring {
     }
 }
 
+impl RingOps for Ring {
+    /// The generations of this ring's slots, for the next ring at its index.
+    fn gens(&self) -> Vec<u32> {
+        self.shared.lock().gens_left()
+    }
+
+    /// Submits an operation issued on the owning thread.
+    ///
+    /// Operations other threads handed over earlier start first (they were
+    /// issued first: a send handed over, then one of this thread, reach the
+    /// socket in that order); checking for them costs nothing, the slab lock
+    /// is taken anyway. Packets that this produces (ops that fail to start,
+    /// cancels of waiting ones) wait in `ready` for the next reap.
+    fn submit_local(&mut self, op: Op) -> Result<OpId, (io::Error, Op)> {
+        let mut st = prepare(op)?;
+        let shared = self.shared.clone();
+        let mut slab = shared.lock();
+        if !slab.remote_submit.is_empty() || !slab.remote_cancel.is_empty() {
+            let mut out = std::mem::take(&mut self.ready);
+            self.take_remote_locked(&mut slab, &mut out);
+            self.ready = out;
+        }
+        let stream = stream_fd(&st);
+        if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
+            if !q.is_empty() {
+                // Another op of this direction on this socket is in the
+                // kernel: this one waits its turn (WSASend / WSARecv order),
+                // and starts when the ones before it complete.
+                let id = slab
+                    .insert(shared.index, st)
+                    .map_err(|(e, st)| (e, st.op))?;
+                q.push_back(id);
+                return Ok(id);
+            }
+        }
+        // Build the first entry before inserting: the box's address does not move.
+        let entry = match first_entry(&mut st, self.bufs.is_some()) {
+            Ok(e) => e,
+            Err(e) => return Err((e, st.op)),
+        };
+        let id = slab
+            .insert(shared.index, st)
+            .map_err(|(e, st)| (e, st.op))?;
+        drop(slab);
+        if let Err(e) = self.push(entry.user_data(id.0)) {
+            // Never reached the kernel: hand the op back, no packet.
+            let st = shared.lock().remove(id);
+            return Err((e, st.map(|s| s.op).unwrap_or(Op::Posted { token: 0 })));
+        }
+        self.inflight += 1;
+        if let Some(k) = stream {
+            // Kept (empty) after its ops complete: no allocation per op.
+            self.streams.entry(k).or_default().push_back(id);
+        }
+        Ok(id)
+    }
+
+    /// The packet of `id` if the kernel completed it while it was submitted
+    /// (the queue is submitted now, without waiting); every other
+    /// completion this collects waits in `ready` for the next reap, in order.
+    fn take_inline(&mut self, id: OpId) -> Option<Packet> {
+        let mut got = VecDeque::new();
+        self.reap_cqes(&mut got);
+        let mine = got
+            .iter()
+            .position(|p| p.id == id)
+            .and_then(|i| got.remove(i));
+        self.ready.append(&mut got);
+        mine.or_else(|| {
+            // Failed to start (a packet made at submit) counts as done too.
+            let i = self.ready.iter().position(|p| p.id == id)?;
+            self.ready.remove(i)
+        })
+    }
+
+    /// Collects finished operations into `out` without blocking.
+    fn reap(&mut self, out: &mut VecDeque<Packet>) {
+        out.append(&mut self.ready);
+        if !self.cancel_retry.is_empty() {
+            self.retry_cancels();
+        }
+        // Remote work first if the flag is up already (it starts sooner); the
+        // wake read may not have completed yet, so nothing is consumed here.
+        if self.shared.handoff.take(false) {
+            self.take_remote(out);
+        }
+        self.reap_cqes(out);
+        if !self.wake_armed {
+            // The wake read completed: the kernel's read consumed the counter
+            // (the CQE says so), so the flag is taken now with no read of our
+            // own (crate::handoff: signal consumed, then flag taken). A
+            // notifier after that read either is seen here or leaves the
+            // counter up for the re-armed read. If the kernel does not take
+            // the read, `wake_armed` stays false: the next reap tries again,
+            // and `park` sleeps only briefly meanwhile.
+            let _ = self.arm_wake();
+            if self.shared.handoff.take(false) {
+                self.take_remote(out);
+            }
+        }
+    }
+
+    /// Sleeps until a completion, a wake-up, or `timeout`.
+    fn park(&mut self, timeout: Option<Duration>) {
+        // Packets made while submitting, or completions moved aside when the
+        // kernel answered EBUSY: the next reap delivers them, no sleeping on
+        // them.
+        if !self.ready.is_empty() || !self.backlog.is_empty() {
+            return;
+        }
+        // No wake-up read armed, or cancels to ask again (the kernel refused
+        // them): a short sleep, then the next reap tries again.
+        let timeout = if !self.wake_armed || !self.cancel_retry.is_empty() {
+            Some(timeout.map_or(RETRY, |t| t.min(RETRY)))
+        } else {
+            timeout
+        };
+        let res = match timeout {
+            None => self.uring.submit_and_wait(1),
+            Some(d) => {
+                let ts = Timespec::from(d);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.uring.submitter().submit_with_args(1, &args)
+            }
+        };
+        if let Err(e) = res {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    /// Cancels everything in flight and waits until the kernel is done with it;
+    /// returns the packets (every op still yields exactly one).
+    fn drain(&mut self) -> VecDeque<Packet> {
+        let mut out = std::mem::take(&mut self.ready);
+        {
+            let mut slab = self.shared.lock();
+            // Ops handed over but never submitted complete as aborted right here.
+            let subs = std::mem::take(&mut slab.remote_submit);
+            for slot in subs {
+                let gen = slab.slots[slot as usize].gen;
+                let id = OpId::new(self.shared.index, gen, slot);
+                if let Some(st) = slab.remove(id) {
+                    out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
+                }
+            }
+            slab.remote_cancel.clear();
+            slab.cancel_all();
+            slab.closed = true;
+            // Ops waiting behind another on their socket never reached the
+            // kernel: aborted right here too.
+            for q in self.streams.values_mut().filter(|q| q.len() > 1) {
+                for id in q.drain(1..) {
+                    if let Some(st) = slab.remove(id) {
+                        out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
+                    }
+                }
+            }
+        }
+        let _ = self.shared.handoff.take(false);
+        let mut rounds = 0u32;
+        while self.inflight > 0 || self.wake_armed {
+            if rounds % 16 == 0 {
+                // Ask again now and then: an op may have been between two
+                // steps when asked (a transmit's file read cannot be stopped).
+                self.cancel_everything();
+            }
+            // Bounded waits, so the rounds below measure time (at least
+            // 10_000 × 10 ms) and not how fast cancel completions come back.
+            let ts = Timespec::new().nsec(10_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            if let Err(e) = self.uring.submitter().submit_with_args(1, &args) {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    // No timed waits before 5.11: wait for one completion.
+                    let _ = self.uring.submit_and_wait(1);
+                }
+            }
+            self.reap_final(&mut out);
+            rounds += 1;
+            if rounds > 10_000 {
+                // The kernel refuses to let go: leak the ring's memory (the
+                // ops, the wake buffer, the buffer pool) rather than free
+                // memory it may still write to.
+                std::mem::forget(self.shared.clone());
+                self.leaked = true;
+                break;
+            }
+        }
+        if !self.leaked {
+            // Nothing can use the pool any more: let the kernel drop it.
+            if let Some(b) = self.bufs.as_mut() {
+                b.unregister(&self.uring);
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Ring {
     fn drop(&mut self) {
         // Whoever drops a ring without draining it loses the packets, but the
@@ -882,12 +822,5 @@ impl Drop for Ring {
             ));
             std::mem::forget(self.bufs.take());
         }
-    }
-}
-
-impl RingShared {
-    /// This ring's index in its port's ring table.
-    pub(crate) fn index(&self) -> u16 {
-        self.index
     }
 }

@@ -12,17 +12,17 @@ use io_uring::{cqueue, opcode, squeue};
 
 use super::bufring::{self, BufRing};
 
+use super::super::common::not_io;
 use super::super::common::{
     errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
     too_many_for_one_datagram, Msg,
 };
 use super::super::common::{Phase, Transmit};
-use super::super::slab::InFlight;
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
 
 /// An operation in flight plus the kernel-visible memory it needs.
-pub(super) struct OpState {
+pub(crate) struct OpState {
     pub(super) op: Op,
     pub(super) key: u64,
     pub(super) cancel: bool,
@@ -123,17 +123,7 @@ pub(super) enum Extra {
     },
 }
 
-impl InFlight for OpState {
-    fn mark_cancel(&mut self) {
-        self.cancel = true;
-    }
-    fn cancelled(&self) -> bool {
-        self.cancel
-    }
-    fn handle_closing(&self) -> bool {
-        crate::port::handle_of(&self.op).is_some_and(|h| h.is_closing())
-    }
-}
+op_slot!(OpState, prepare: prepare, progress: progress);
 
 /// What a completion did to an operation.
 pub(super) enum Advance {
@@ -149,38 +139,32 @@ pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         // A reused op: no sender until this receive has one.
         r.addr = None;
     }
-    let (key, extra) = match &op {
-        Op::Accept(a) => (a.listener.key(), Extra::Accept(PeerAddr::new())),
-        Op::Recv(r) => (r.handle.key(), Extra::Recv { pooled: r.pooled }),
-        Op::Send(s) => (s.handle.key(), Extra::Send { sent: 0 }),
-        Op::Timeout(t) => (t.key, Extra::Timeout(Timespec::from(t.clamped()))),
+    let Some(key) = op.key() else {
+        return Err((not_io(), op));
+    };
+    let extra = match &op {
+        Op::Accept(_) => Extra::Accept(PeerAddr::new()),
+        Op::Recv(r) => Extra::Recv { pooled: r.pooled },
+        Op::Send(_) => Extra::Send { sent: 0 },
+        Op::Timeout(t) => Extra::Timeout(Timespec::from(t.clamped())),
         Op::Connect(c) => {
             let (addr, len) = std_to_sockaddr(&c.addr);
-            (c.socket.key(), Extra::Connect { addr, len })
+            Extra::Connect { addr, len }
         }
         Op::TransmitFile(t) => match Transmit::start(t) {
-            Ok(tr) => (t.socket.key(), Extra::Transmit(tr)),
+            Ok(tr) => Extra::Transmit(tr),
             Err(e) => return Err((e, op)),
         },
-        Op::ReadAt(r) => (r.handle.key(), Extra::ReadAt { read: 0 }),
-        Op::WriteAt(w) => (w.handle.key(), Extra::WriteAt { written: 0 }),
-        Op::Fsync(f) => (f.handle.key(), Extra::File),
-        Op::RecvFrom(r) => (r.handle.key(), Extra::Msg(Msg::new())),
-        Op::SendTo(s) => (s.handle.key(), Extra::Msg(Msg::new())),
-        Op::SendVectored(s) => (
-            s.handle.key(),
-            Extra::Vectored {
-                sent: 0,
-                msg: Msg::new(),
-                too_big: too_many_for_one_datagram(s.handle.as_raw_fd(), &s.bufs),
-            },
-        ),
-        Op::Posted { .. } | Op::Work(_) => {
-            return Err((
-                io::Error::new(io::ErrorKind::InvalidInput, "not an I/O operation"),
-                op,
-            ))
-        }
+        Op::ReadAt(_) => Extra::ReadAt { read: 0 },
+        Op::WriteAt(_) => Extra::WriteAt { written: 0 },
+        Op::Fsync(_) => Extra::File,
+        Op::RecvFrom(_) | Op::SendTo(_) => Extra::Msg(Msg::new()),
+        Op::SendVectored(s) => Extra::Vectored {
+            sent: 0,
+            msg: Msg::new(),
+            too_big: too_many_for_one_datagram(s.handle.as_raw_fd(), &s.bufs),
+        },
+        Op::Posted { .. } | Op::Work(_) => return Err((not_io(), op)),
     };
     let st = OpState {
         op,
@@ -555,18 +539,7 @@ pub(super) fn advance(
         }
         (Op::Fsync(_), _) => Ok(Advance::Done(Ok(()), 0)),
         (Op::RecvFrom(r), Extra::Msg(msg)) => {
-            let new_len = (r.buf.len() + n).min(r.buf.capacity());
-            // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
-            // given (never more than that capacity), so these bytes are initialised.
-            unsafe { r.buf.set_len(new_len) };
-            let (addr, cut) = msg.received();
-            r.addr = addr;
-            // WSAEMSGSIZE: the bytes that fit, and the error.
-            let status = if cut {
-                Err(errno(libc::EMSGSIZE))
-            } else {
-                Ok(())
-            };
+            let status = msg.finish_recv(&mut r.buf, n, &mut r.addr);
             Ok(Advance::Done(status, n as u64))
         }
         (Op::SendTo(_), _) => Ok(Advance::Done(Ok(()), n as u64)),
