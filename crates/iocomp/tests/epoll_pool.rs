@@ -604,3 +604,21 @@ fn a_cold_transmit_with_nowait_reads_refused_goes_through_the_pool() {
     );
     assert!(pool_ran(), "the cold pages were not read by the pool");
 }
+
+/// The harness itself: a child that writes more than a pipe holds (64 KiB;
+/// a panic test with `RUST_BACKTRACE=full` writes about that much) must not
+/// block on its output, so its parent reads it while it runs.
+#[test]
+fn a_child_with_much_output_finishes() {
+    if in_child(
+        "a_child_with_much_output_finishes",
+        "",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let line = "x".repeat(1023);
+    for _ in 0..256 {
+        eprintln!("{line}");
+    }
+}
