@@ -29,29 +29,7 @@ fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return false;
     }
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1")
-        .env("IOCOMP_EPOLL_COMPAT", compat)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name} (IOCOMP_EPOLL_COMPAT={compat:?}) did not finish in {limit:?}: hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
-    let _ = child.stderr.take().unwrap().read_to_string(&mut out);
+    let (status, out) = run_child(name, compat, limit);
     assert!(
         status.success(),
         "child (IOCOMP_EPOLL_COMPAT={compat:?}) failed: {status}\n{out}"
@@ -61,6 +39,57 @@ fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
         "the child did not run the test:\n{out}"
     );
     true
+}
+
+/// Runs test `name` in a child process with `IOCOMP_EPOLL_COMPAT` set to
+/// `compat` and returns how it ended and what it wrote. Its output is read
+/// while it runs (a child that writes more than a pipe holds must not
+/// block); a child still running after `limit` is killed and fails the test.
+fn run_child(name: &str, compat: &str, limit: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .env("IOCOMP_EPOLL_COMPAT", compat)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+            panic!(
+                "{name} (IOCOMP_EPOLL_COMPAT={compat:?}) did not finish in {limit:?}: hung\n{err}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut all = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
+    all.push_str(&String::from_utf8_lossy(&err.join().unwrap()));
+    (status, all)
+}
+
+/// Whether a blocking-pool helper thread (named `iocomp-blocking`) runs in
+/// this process: proof that a test's work went through the pool.
+fn pool_ran() -> bool {
+    std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+        std::fs::read_to_string(t.unwrap().path().join("comm"))
+            .is_ok_and(|c| c.trim_end() == "iocomp-blocking")
+    })
 }
 
 /// A file of its own in the temporary directory, removed when dropped.
@@ -153,6 +182,7 @@ fn reads_survive_a_refused_nowait_read() {
     let p = get(&port);
     assert!(p.status.is_ok(), "read at the end: {:?}", p.status);
     assert_eq!(p.bytes, 0);
+    assert!(pool_ran(), "the reads did not go through the blocking pool");
 }
 
 #[test]
@@ -251,6 +281,7 @@ fn a_pool_without_helpers_completes_each_op_with_an_error() {
             .status
             .expect_err("a write succeeded with no thread to run it");
         assert_ne!(e.raw_os_error(), Some(libc::ECANCELED), "not a cancel: {e}");
+        assert_not_retryable(&e);
         assert_eq!(p.bytes, 0);
         // The buffer comes back with the packet.
         let Op::WriteAt(w) = p.op else { unreachable!() };
@@ -315,14 +346,15 @@ fn a_pool_with_one_helper_runs_every_job() {
     }
 }
 
-/// Every other pool job panics: its operation still gets its one packet
-/// (an error), the helper that ran it goes on, and the jobs between succeed.
+/// Every other pool job panics, and the pool has one helper: its operation
+/// still gets its one packet (an error), the helper that ran it goes on,
+/// and the jobs between succeed.
 /// Then the port closes cleanly (its drain waits for nothing lost).
 #[test]
 fn a_panicking_pool_job_completes_its_op_and_the_pool_goes_on() {
     if in_child(
         "a_panicking_pool_job_completes_its_op_and_the_pool_goes_on",
-        "pool-job-panic",
+        "pool-job-panic,pool-spawn-fail-after-1",
         Duration::from_secs(60),
     ) {
         return;
@@ -331,8 +363,8 @@ fn a_panicking_pool_job_completes_its_op_and_the_pool_goes_on() {
     let port = epoll_port();
     let h = port.associate(f.open(), 7);
     let (mut ok, mut failed) = (0, 0);
-    // One at a time, so that which job panics is known: more rounds than
-    // the pool has threads, so a helper killed by a panic would be missed.
+    // One at a time, so that which job panics is known; the pool has one
+    // helper only, so a helper killed by a panic would be missed.
     for i in 0..12u64 {
         port.submit(WriteAt::new(&h, pattern(512, i as u8), i * 512))
             .map_err(|(e, _)| e)
@@ -360,4 +392,233 @@ fn a_panicking_pool_job_completes_its_op_and_the_pool_goes_on() {
     drop(h);
     port.close();
     port.detach();
+}
+
+/// A pool that cannot start a helper gives an error that says so, not
+/// "try again" (EAGAIN / `WouldBlock` invites a poll-and-retry loop, and
+/// Win32's `ERROR_IO_PENDING`-style retry has no meaning for a completed
+/// packet).
+fn assert_not_retryable(e: &std::io::Error) {
+    assert_ne!(e.kind(), ErrorKind::WouldBlock, "a retryable error: {e}");
+    assert_ne!(e.raw_os_error(), Some(libc::EAGAIN), "EAGAIN: {e}");
+}
+
+/// A file of `len` pattern bytes, cached.
+fn filled(tag: &str, len: usize) -> (TempFile, File, Vec<u8>) {
+    let f = TempFile::new(tag);
+    let data = pattern(len, 11);
+    let file = f.open();
+    file.write_all_at(&data, 0).unwrap();
+    (f, file, data)
+}
+
+/// A `ReadAt` whose first 4096 bytes are read inline and whose rest needs
+/// the pool, when no helper thread can be started: ReadFile's rule is that a
+/// short count without an error means end of file, so the packet must be an
+/// error (not a short success in the middle of the file), and it carries the
+/// 4096 bytes read, which are in the buffer.
+#[test]
+fn a_read_with_inline_bytes_and_no_helper_fails_carrying_the_byte_count() {
+    if in_child(
+        "a_read_with_inline_bytes_and_no_helper_fails_carrying_the_byte_count",
+        "pool-spawn-fail,nowait-eagain-after-4k",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let (_f, file, data) = filled("inline-nospawn", 100_000);
+    let port = epoll_port();
+    let h = port.associate(file, 8);
+    port.submit(ReadAt::new(&h, Vec::with_capacity(65_536), 0))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    let e = p
+        .status
+        .expect_err("a read stopped mid-file completed as a success");
+    assert_not_retryable(&e);
+    assert_eq!(p.bytes, 4096);
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
+    assert_eq!(r.buf, data[..4096]);
+    assert!(r.buf.capacity() >= 65_536);
+}
+
+/// A pool job that panics after the inline read got the first 4096 bytes:
+/// the packet is an error carrying those bytes, and the caller's buffer
+/// comes back with them (and its capacity), not empty.
+#[test]
+fn a_panicking_pool_read_gives_back_its_buffer_and_inline_bytes() {
+    if in_child(
+        "a_panicking_pool_read_gives_back_its_buffer_and_inline_bytes",
+        "pool-job-panic,nowait-eagain-after-4k",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let (_f, file, data) = filled("panic-read", 100_000);
+    let port = epoll_port();
+    let h = port.associate(file, 9);
+    port.submit(ReadAt::new(&h, Vec::with_capacity(65_536), 0))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    let e = p.status.expect_err("the panicking job succeeded");
+    assert_eq!(e.kind(), ErrorKind::Other, "{e}");
+    assert_eq!(p.bytes, 4096);
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
+    assert_eq!(r.buf, data[..4096]);
+    assert!(r.buf.capacity() >= 65_536, "the buffer was lost");
+    assert!(pool_ran(), "the read did not reach the pool");
+    // The next job (not panicking) reads the rest from the same helper.
+    port.submit(ReadAt::new(&h, r.buf, 4096))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    assert!(p.status.is_ok(), "{:?}", p.status);
+    assert_eq!(p.bytes, 65_536 - 4096);
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
+    assert_eq!(r.buf[4096..], data[4096..65_536]);
+}
+
+/// The inline read gets the first 4096 bytes, then the disk fails (EIO):
+/// the packet is that error carrying the 4096 bytes (the same rule as the
+/// pool's), not a short success. A read that stops at end of file inside
+/// the readable part is a success.
+#[test]
+fn an_inline_read_error_after_some_bytes_fails_carrying_the_byte_count() {
+    if in_child(
+        "an_inline_read_error_after_some_bytes_fails_carrying_the_byte_count",
+        "nowait-eio-after-4k",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let (_f, file, data) = filled("inline-eio", 100_000);
+    let port = epoll_port();
+    let h = port.associate(file, 10);
+    port.submit(ReadAt::new(&h, Vec::with_capacity(65_536), 0))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    let e = p
+        .status
+        .expect_err("a read that met EIO mid-file succeeded");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert_eq!(p.bytes, 4096);
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
+    assert_eq!(r.buf, data[..4096]);
+
+    let (_g, short, small) = filled("inline-eof", 3000);
+    let h = port.associate(short, 11);
+    port.submit(ReadAt::new(&h, Vec::with_capacity(65_536), 0))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = get(&port);
+    assert!(p.status.is_ok(), "a read up to end of file: {:?}", p.status);
+    assert_eq!(p.bytes, 3000);
+    let Op::ReadAt(r) = p.op else {
+        panic!("{:?}", p.op)
+    };
+    assert_eq!(r.buf, small);
+}
+
+/// A misspelt fault word must not let a test pass without the fault: the
+/// first use of the setting panics, naming the word and the known ones.
+#[test]
+fn a_misspelt_compat_word_is_refused_loudly() {
+    if std::env::var_os(CHILD).is_some() {
+        // The child: a file read reads the setting.
+        let (_f, file, _) = filled("misspelt", 10_000);
+        let port = epoll_port();
+        let h = port.associate(file, 12);
+        let _ = port.submit(ReadAt::new(&h, Vec::with_capacity(4096), 0));
+        let _ = port.get(T);
+        return;
+    }
+    let (status, out) = run_child(
+        "a_misspelt_compat_word_is_refused_loudly",
+        "nowait-enosis",
+        Duration::from_secs(60),
+    );
+    assert!(
+        !status.success(),
+        "a misspelt IOCOMP_EPOLL_COMPAT word was accepted:\n{out}"
+    );
+    assert!(
+        out.contains("nowait-enosis") && out.contains("nowait-enosys"),
+        "the panic names neither the word nor the known ones:\n{out}"
+    );
+}
+
+/// A transmit of pages that are not cached, with `preadv2(RWF_NOWAIT)`
+/// refused (ENOSYS): the blocking pool reads them, and the peer gets the
+/// file byte for byte (TransmitFile sends the whole file).
+#[test]
+fn a_cold_transmit_with_nowait_reads_refused_goes_through_the_pool() {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    if in_child(
+        "a_cold_transmit_with_nowait_reads_refused_goes_through_the_pool",
+        "nowait-enosys",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = l.accept().unwrap();
+    let (_f, file, data) = filled("cold-transmit", 3_000_017);
+    file.sync_all().unwrap();
+    // SAFETY: a hint about a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise");
+    let port = epoll_port();
+    let h = port.associate(ours, 13);
+    port.submit(iocomp::TransmitFile::new(&h, file))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let len = data.len();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; len];
+        peer.read_exact(&mut got).unwrap();
+        got
+    });
+    let p = get(&port);
+    assert!(p.status.is_ok(), "{:?}", p.status);
+    assert_eq!(p.bytes, data.len() as u64);
+    drop(p);
+    drop(h);
+    let got = reader.join().unwrap();
+    assert!(
+        got == data,
+        "the peer got {} bytes, not the file",
+        got.len()
+    );
+    assert!(pool_ran(), "the cold pages were not read by the pool");
+}
+
+/// The harness itself: a child that writes more than a pipe holds (64 KiB;
+/// a panic test with `RUST_BACKTRACE=full` writes about that much) must not
+/// block on its output, so its parent reads it while it runs.
+#[test]
+fn a_child_with_much_output_finishes() {
+    if in_child(
+        "a_child_with_much_output_finishes",
+        "",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let line = "x".repeat(1023);
+    for _ in 0..256 {
+        eprintln!("{line}");
+    }
 }

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::super::common::not_io;
@@ -202,7 +203,9 @@ impl OpState {
                 // Read on while the pages are cached: a short count is either
                 // end of file (the next read says 0) or the first page that
                 // is not cached (the next read says EAGAIN: the pool goes on
-                // from there).
+                // from there). An error after some bytes is the packet's
+                // error, carrying their count (as from the pool): a short
+                // success means end of file only.
                 let fd = r.handle.as_raw_fd();
                 let mut n = 0usize;
                 loop {
@@ -214,9 +217,7 @@ impl OpState {
                         Ok(0) => return Attempt::Done(Ok(()), n as u64),
                         Ok(k) => n += k,
                         Err(e) if nowait_refused(&e) => break,
-                        // Report what was read; the next read says why it stopped.
-                        Err(_) if n > 0 => return Attempt::Done(Ok(()), n as u64),
-                        Err(e) => return Attempt::Done(Err(e), 0),
+                        Err(e) => return Attempt::Done(Err(e), n as u64),
                     }
                 }
                 Attempt::Offload(Job::ReadAt {
@@ -232,7 +233,6 @@ impl OpState {
                 handle: w.handle.clone(),
                 off: w.offset,
                 buf: std::mem::take(&mut w.buf),
-                from: 0,
             }),
             Op::Fsync(f) => Attempt::Offload(Job::Fsync {
                 handle: f.handle.clone(),
@@ -247,7 +247,6 @@ impl OpState {
     pub(super) fn file_restore(&mut self, job: Job) -> u64 {
         let done = match &job {
             Job::ReadAt { before, .. } => *before,
-            Job::WriteAt { from, .. } => *from,
             _ => 0,
         } as u64;
         let buf = job.into_buf();
@@ -804,10 +803,10 @@ fn pread_nowait(fd: RawFd, buf: &mut Vec<u8>, want: usize, off: u64) -> io::Resu
 /// Whether a `preadv2(RWF_NOWAIT)` error sends the read to the blocking
 /// pool instead of ending the operation: EAGAIN (a page is not cached), or
 /// the non-waiting read being unavailable here — ENOSYS (no `preadv2`, before
-/// Linux 4.6), EPERM (refused by a seccomp filter), EOPNOTSUPP (a filesystem
-/// without `RWF_NOWAIT`), EINVAL (a kernel that does not know the flag,
-/// before 4.14). The pool's plain `pread` then gives the read's real result,
-/// a real EINVAL included.
+/// Linux 4.6, or a seccomp filter's answer), EPERM (refused by a seccomp
+/// filter), EOPNOTSUPP (a filesystem without `RWF_NOWAIT`), EINVAL (a kernel
+/// that does not know the flag, before 4.14). The pool's plain `pread` then
+/// gives the read's real result, a real EINVAL or EPERM included.
 fn nowait_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -815,22 +814,62 @@ fn nowait_refused(e: &io::Error) -> bool {
     )
 }
 
+/// Set once a `preadv2` system call said ENOSYS: the call does not exist
+/// here (a kernel before 4.6, or a seccomp filter that answers ENOSYS), for
+/// every file and for good, so later reads go to the pool without trying.
+/// Only ENOSYS: EPERM can be one file's answer (an fanotify listener's
+/// FAN_DENY on a read gives EPERM), EINVAL can be (O_DIRECT alignment), and
+/// EOPNOTSUPP is (a filesystem without `RWF_NOWAIT`).
+static NO_PREADV2: AtomicBool = AtomicBool::new(false);
+
 /// `preadv2(fd, iov, 1, off, RWF_NOWAIT)`, or -1 with the error that
-/// `nowait-*` of `IOCOMP_EPOLL_COMPAT` forces (a test of the fallback).
+/// `nowait-*` of `IOCOMP_EPOLL_COMPAT` forces (a test of the fallback), or
+/// -1 with ENOSYS at once once the system call said ENOSYS ([`NO_PREADV2`]).
+/// The system call is made directly: glibc's `preadv2` turns the kernel's
+/// ENOSYS into EOPNOTSUPP when flags are given, which is also a per-file
+/// answer.
 ///
 /// # Safety
 ///
 /// As `preadv2(2)`: `iov` describes writable memory the caller owns for the
 /// call.
 unsafe fn preadv2_nowait(fd: RawFd, iov: &libc::iovec, off: u64) -> isize {
-    if let Some(e) = super::pool::compat().nowait_errno {
+    let compat = super::pool::compat();
+    let mut iov = *iov;
+    if let Some(e) = compat.nowait_errno {
+        if off >= compat.nowait_from {
+            // SAFETY: errno is this thread's; setting it is what a failing
+            // system call does.
+            unsafe { *libc::__errno_location() = e };
+            return -1;
+        }
+        // A real read that stops where the forced error starts.
+        iov.iov_len = iov.iov_len.min((compat.nowait_from - off) as usize);
+    }
+    if NO_PREADV2.load(Ordering::Relaxed) {
         // SAFETY: errno is this thread's; setting it is what a failing
         // system call does.
-        unsafe { *libc::__errno_location() = e };
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
         return -1;
     }
-    // SAFETY: the caller's promise: one iovec over memory it owns.
-    unsafe { libc::preadv2(fd, iov, 1, off as libc::off_t, libc::RWF_NOWAIT) }
+    // SAFETY: the caller's promise: one iovec over memory it owns (`iov` is
+    // a copy of it, at most as long); the offset goes as the kernel's low
+    // and high halves (on 64-bit targets the high half is ignored).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_preadv2,
+            fd,
+            &iov as *const libc::iovec,
+            1 as libc::c_int,
+            off as libc::c_long,
+            (off >> 32) as libc::c_long,
+            libc::RWF_NOWAIT,
+        )
+    } as isize;
+    if rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        NO_PREADV2.store(true, Ordering::Relaxed);
+    }
+    rc
 }
 
 /// `pread` of up to `want` bytes at `off` into `buf`'s spare capacity (which

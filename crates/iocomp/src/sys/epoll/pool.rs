@@ -13,9 +13,22 @@
 //!
 //! Every job yields its result, so every operation its packet: when no
 //! helper runs and none can be started (`clone` refused: thread or memory
-//! limits), the job completes at once with that error; when some run, they
-//! take it. A job that panics completes with an error (its buffer is lost)
-//! and its helper goes on with the next.
+//! limits), the job completes at once with an error that names the pool
+//! (not EAGAIN: retrying at once would not help); when some run, they take
+//! it. A job that panics completes with an error, its buffer given back
+//! with the bytes read inline before the job, and its helper goes on with
+//! the next (under `panic = "abort"` there is no unwinding to catch: the
+//! process ends).
+//!
+//! A read that moved bytes before it failed, inline or here, completes
+//! with the error and carries that count: a short count with success means
+//! end of file only (ReadFile's rule).
+//!
+//! The pool is process-wide and its helpers never end. It is not fork-safe
+//! (nor are the epoll and io_uring instances a port holds): a child process
+//! must not use a port it inherited across `fork`, whose helpers do not run
+//! there. A port's close waits for jobs a helper runs: a read stuck in a hung
+//! filesystem (NFS, FUSE) keeps it waiting until the read returns.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -38,12 +51,18 @@ use crate::packet::OpId;
 const THREADS: usize = 16;
 
 /// Faults a test can force in the epoll backend's file path, as a
-/// comma-separated list (read once per process; unknown words are ignored),
-/// in the manner of the io_uring backend's `IOCOMP_URING_COMPAT`:
+/// comma-separated list (read once per process, at the first file operation
+/// or pool job; a word not listed here panics, naming the known ones, so
+/// that a misspelt fault cannot pass a test unforced), in the manner of the
+/// io_uring backend's `IOCOMP_URING_COMPAT`:
 /// - `nowait-enosys`, `nowait-eperm`, `nowait-einval`, `nowait-eopnotsupp`:
 ///   every `preadv2(RWF_NOWAIT)` fails with that error without reaching the
 ///   kernel (a kernel before 4.6, a seccomp filter, a kernel before 4.14, a
 ///   filesystem without the flag);
+/// - `nowait-eagain-after-4k`, `nowait-eio-after-4k`: a
+///   `preadv2(RWF_NOWAIT)` reads the file's first 4096 bytes only, and one
+///   at or after offset 4096 fails with EAGAIN (not cached) or EIO (a disk
+///   error) without reaching the kernel;
 /// - `pool-spawn-fail`: no helper thread can be started;
 /// - `pool-spawn-fail-after-1`: only the first one can;
 /// - `pool-job-panic`: every other job a helper runs (the first, the third…)
@@ -53,30 +72,61 @@ const COMPAT_ENV: &str = "IOCOMP_EPOLL_COMPAT";
 /// The faults [`COMPAT_ENV`] forces.
 #[derive(Default, Debug)]
 pub(super) struct Compat {
-    /// The error every `preadv2(RWF_NOWAIT)` gives instead of its result.
+    /// The error every `preadv2(RWF_NOWAIT)` at or after `nowait_from`
+    /// gives instead of its result.
     pub(super) nowait_errno: Option<i32>,
+    /// Where the forced `preadv2(RWF_NOWAIT)` error starts; reads before it
+    /// are real ones that stop there.
+    pub(super) nowait_from: u64,
     /// How many helper threads may be started (`None`: as many as asked).
     spawn_limit: Option<usize>,
     /// Every other job panics.
     job_panic: bool,
 }
 
+/// The words [`COMPAT_ENV`] knows.
+const COMPAT_WORDS: &[&str] = &[
+    "nowait-enosys",
+    "nowait-eperm",
+    "nowait-einval",
+    "nowait-eopnotsupp",
+    "nowait-eagain-after-4k",
+    "nowait-eio-after-4k",
+    "pool-spawn-fail",
+    "pool-spawn-fail-after-1",
+    "pool-job-panic",
+];
+
 /// The faults forced for this process ([`COMPAT_ENV`]).
+///
+/// # Panics
+///
+/// At the first call, if the setting holds a word it does not know (a test
+/// setting, never set in production: a typo must not go unnoticed).
 pub(super) fn compat() -> &'static Compat {
     static COMPAT: OnceLock<Compat> = OnceLock::new();
     COMPAT.get_or_init(|| {
         let mut c = Compat::default();
         if let Ok(v) = std::env::var(COMPAT_ENV) {
-            for w in v.split(',').map(str::trim) {
+            for w in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
                 match w {
                     "nowait-enosys" => c.nowait_errno = Some(libc::ENOSYS),
                     "nowait-eperm" => c.nowait_errno = Some(libc::EPERM),
                     "nowait-einval" => c.nowait_errno = Some(libc::EINVAL),
                     "nowait-eopnotsupp" => c.nowait_errno = Some(libc::EOPNOTSUPP),
+                    "nowait-eagain-after-4k" => {
+                        (c.nowait_errno, c.nowait_from) = (Some(libc::EAGAIN), 4096)
+                    }
+                    "nowait-eio-after-4k" => {
+                        (c.nowait_errno, c.nowait_from) = (Some(libc::EIO), 4096)
+                    }
                     "pool-spawn-fail" => c.spawn_limit = Some(0),
                     "pool-spawn-fail-after-1" => c.spawn_limit = Some(1),
                     "pool-job-panic" => c.job_panic = true,
-                    _ => {}
+                    _ => panic!(
+                        "{COMPAT_ENV}: unknown word {w:?} (known: {})",
+                        COMPAT_WORDS.join(", ")
+                    ),
                 }
             }
         }
@@ -102,13 +152,11 @@ pub(super) enum Job {
         buf: Vec<u8>,
         before: usize,
     },
-    /// A `WriteAt`: `buf[from..]` at `off + from` (the first `from` bytes
-    /// were written inline).
+    /// A `WriteAt`: all of `buf` at `off`.
     WriteAt {
         handle: Handle,
         off: u64,
         buf: Vec<u8>,
-        from: usize,
     },
     /// An `Fsync` (`fdatasync` if `data`).
     Fsync { handle: Handle, data: bool },
@@ -123,66 +171,61 @@ impl Job {
         }
     }
 
-    /// The job's result when it cannot run (no helper thread): `e`, or for
-    /// a read or write that moved bytes inline already, those bytes (a short
-    /// count; the next operation meets the error).
-    fn fail(self, e: io::Error) -> JobDone {
-        let done = match &self {
+    /// Bytes the operation moved inline before it became this job.
+    fn before(&self) -> usize {
+        match self {
             Job::ReadAt { before, .. } => *before,
-            Job::WriteAt { from, .. } => *from,
             _ => 0,
-        };
-        let res = if done > 0 { Ok(done) } else { Err(e) };
-        JobDone {
-            res,
-            partial: done,
-            buf: self.into_buf(),
         }
     }
 
-    /// Runs the job on a helper thread.
-    fn run(self) -> JobDone {
-        match self {
+    /// The job's result when it did not run to its end (no helper thread,
+    /// or it panicked): the error `e` carrying the bytes moved inline before
+    /// it, and `buf` (the job's buffer) back.
+    fn fail(&self, e: io::Error, buf: Vec<u8>) -> JobDone {
+        JobDone {
+            res: Err(e),
+            partial: self.before(),
+            buf,
+        }
+    }
+
+    /// Runs the job on a helper thread, with its buffer taken out into
+    /// `buf` (so that a panic does not take the buffer down with it).
+    fn run(self, buf: &mut Vec<u8>) -> JobDone {
+        let (res, partial) = match self {
             Job::Chunk {
-                file,
-                off,
-                want,
-                mut buf,
-            } => JobDone {
-                res: pread(file.as_raw_fd(), &mut buf, want, off),
-                partial: 0,
-                buf,
-            },
+                file, off, want, ..
+            } => (pread(file.as_raw_fd(), buf, want, off), 0),
             Job::ReadAt {
                 handle,
                 off,
-                mut buf,
                 before,
-            } => {
-                let (res, partial) = match pread_append(handle.as_raw_fd(), &mut buf, off) {
-                    Ok(n) => (Ok(before + n), before + n),
-                    Err((e, n)) => (Err(e), before + n),
-                };
-                JobDone { res, partial, buf }
-            }
-            Job::WriteAt {
-                handle,
-                off,
-                buf,
-                from,
-            } => {
-                let at = off + from as u64;
-                let (res, partial) = match pwrite_all(handle.as_raw_fd(), &buf[from..], at) {
-                    Ok(n) => (Ok(from + n), from + n),
-                    Err((e, n)) => (Err(e), from + n),
-                };
-                JobDone { res, partial, buf }
-            }
-            Job::Fsync { handle, data } => JobDone {
-                res: fsync(handle.as_raw_fd(), data).map(|()| 0),
-                partial: 0,
-                buf: Vec::new(),
+                ..
+            } => match pread_append(handle.as_raw_fd(), buf, off) {
+                Ok(n) => (Ok(before + n), before + n),
+                Err((e, n)) => (Err(e), before + n),
             },
+            Job::WriteAt { handle, off, .. } => match pwrite_all(handle.as_raw_fd(), buf, off) {
+                Ok(n) => (Ok(n), n),
+                Err((e, n)) => (Err(e), n),
+            },
+            Job::Fsync { handle, data } => (fsync(handle.as_raw_fd(), data).map(|()| 0), 0),
+        };
+        JobDone {
+            res,
+            partial,
+            buf: std::mem::take(buf),
+        }
+    }
+
+    /// Takes the job's buffer out (empty for a flush).
+    fn take_buf(&mut self) -> Vec<u8> {
+        match self {
+            Job::Chunk { buf, .. } | Job::ReadAt { buf, .. } | Job::WriteAt { buf, .. } => {
+                std::mem::take(buf)
+            }
+            Job::Fsync { .. } => Vec::new(),
         }
     }
 }
@@ -241,12 +284,13 @@ pub(super) fn submit(job: Job, ring: &Arc<RingShared>, id: OpId) {
             // job. It completes now, with the error (the next job tries
             // to start a helper again).
             Err(e) if q.helpers == 0 => {
-                let Some(Queued { job, ring, id }) = q.queue.pop_back() else {
+                let Some(Queued { mut job, ring, id }) = q.queue.pop_back() else {
                     return;
                 };
                 drop(q);
                 if let Some(ring) = ring.upgrade() {
-                    ring.job_done(id, job.fail(e));
+                    let buf = job.take_buf();
+                    ring.job_done(id, job.fail(e, buf));
                 }
                 return;
             }
@@ -263,15 +307,23 @@ pub(super) fn submit(job: Job, ring: &Arc<RingShared>, id: OpId) {
     }
 }
 
-/// Starts one more helper thread; `running` are running already.
+/// Starts one more helper thread; `running` are running already. The error
+/// names the pool, and is not `WouldBlock` (`clone`'s EAGAIN means a thread
+/// or memory limit, which an immediate retry would meet again).
 fn spawn_helper(running: usize) -> io::Result<()> {
-    if compat().spawn_limit.is_some_and(|max| running >= max) {
-        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
-    }
-    std::thread::Builder::new()
-        .name("iocomp-blocking".into())
-        .spawn(|| helper(pool_ref()))
-        .map(drop)
+    let res = if compat().spawn_limit.is_some_and(|max| running >= max) {
+        Err(io::Error::from_raw_os_error(libc::EAGAIN))
+    } else {
+        std::thread::Builder::new()
+            .name("iocomp-blocking".into())
+            .spawn(|| helper(pool_ref()))
+            .map(drop)
+    };
+    res.map_err(|e| {
+        io::Error::other(format!(
+            "the epoll backend's blocking pool could not start a helper thread: {e}"
+        ))
+    })
 }
 
 /// Takes back the job of operation `id` of `ring` if no helper has started
@@ -304,20 +356,27 @@ fn helper(pool: &'static Pool) {
                 q.idle -= 1;
             }
         };
-        let Queued { job, ring, id } = item;
-        // A panic (a bug, or an allocation failure) must not lose the
-        // operation's packet nor this helper: the job completes with an
-        // error. The buffer went down with the job.
+        let Queued { mut job, ring, id } = item;
+        // A panic (a bug) must not lose the operation's packet, its buffer
+        // nor this helper: the job completes with an error, and the buffer
+        // (taken out first) comes back as it was before the job, holding
+        // the bytes read inline.
+        let mut buf = job.take_buf();
+        let kept = buf.len();
+        let before = job.before();
         let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
             if compat().job_panic && PANICS.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
                 panic!("{COMPAT_ENV}=pool-job-panic: a blocking-pool job panics");
             }
-            job.run()
+            job.run(&mut buf)
         }))
-        .unwrap_or_else(|_| JobDone {
-            res: Err(io::Error::other("the blocking-pool job panicked")),
-            partial: 0,
-            buf: Vec::new(),
+        .unwrap_or_else(|_| {
+            buf.truncate(kept);
+            JobDone {
+                res: Err(io::Error::other("the blocking-pool job panicked")),
+                partial: before,
+                buf,
+            }
         });
         if let Some(ring) = ring.upgrade() {
             ring.job_done(id, done);
