@@ -546,3 +546,34 @@ fn a_socket_used_by_an_exited_thread_takes_receives_from_another() {
     got.sort_by_key(|(id, _)| if *id == handed { 0 } else { 1 });
     assert_eq!(got, vec![(handed, b"a".to_vec()), (own, b"b".to_vec())]);
 }
+
+/// A misspelt `IOCOMP_URING_COMPAT` word must not quietly run the normal path
+/// (a test meant for an older-kernel path would then prove nothing): building
+/// a ring under it panics, naming the word.
+#[test]
+fn a_misspelt_uring_compat_word_is_refused_loudly() {
+    const NAME: &str = "a_misspelt_uring_compat_word_is_refused_loudly";
+    if std::env::var_os("IOCOMP_TEST_CHILD").is_some() {
+        // The child: an io_uring port and a thread's ring under the misspelt
+        // setting.
+        if let Ok(port) = Port::builder().backend(iocomp::Backend::Uring).build() {
+            let _ = port.attach();
+            let _ = port.post(1, 0, 0);
+            let _ = port.get(Some(Duration::ZERO));
+        }
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+        .env("IOCOMP_TEST_CHILD", "1")
+        .env("IOCOMP_URING_COMPAT", "no-cancel-anyy")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the child passed:\n{text}");
+    assert!(
+        text.contains("unknown word \"no-cancel-anyy\""),
+        "the child did not fail on the word:\n{text}"
+    );
+}

@@ -103,6 +103,9 @@ impl WqAnchor {
 /// - `fail-control-push`: every other push of a wake-up read or a cancel
 ///   request fails as if the kernel had no memory for it (`EAGAIN`), so tests
 ///   run the retries of those.
+///
+/// An unknown word panics at the first port built, so a misspelt setting can
+/// never quietly test the normal path instead.
 pub(crate) const COMPAT_ENV: &str = "IOCOMP_URING_COMPAT";
 
 /// Which older-kernel paths are forced ([`COMPAT_ENV`]).
@@ -132,7 +135,12 @@ impl Compat {
                     "small-cq" => c.small_cq = true,
                     "fake-ebusy" => c.fake_ebusy = true,
                     "fail-control-push" => c.fail_control_push = true,
-                    _ => {}
+                    "no-msg-ring" | "" => {}
+                    // A misspelt word would silently test the normal path.
+                    other => panic!(
+                        "{COMPAT_ENV}: unknown word {other:?} (known: no-cancel-any, small-cq, \
+                         no-msg-ring, fake-ebusy, fail-control-push)"
+                    ),
                 }
             }
         }
