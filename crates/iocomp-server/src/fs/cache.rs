@@ -33,6 +33,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::Resolver;
 use crate::sys;
 
 const SHARDS: usize = 16;
@@ -122,7 +123,7 @@ impl FileCache {
     /// The cached file for `rel` if it was checked within `valid`, or if the
     /// name still leads, beneath `root` and crossing no symlink, to the same,
     /// unchanged file.
-    pub(crate) fn get(&self, root: BorrowedFd<'_>, rel: &CStr) -> Option<Hit> {
+    pub(crate) fn get(&self, root: BorrowedFd<'_>, rel: &CStr, via: Resolver) -> Option<Hit> {
         let now = self.now();
         let (file, meta, body, fresh) = {
             let mut shard = self.shard(rel);
@@ -135,7 +136,7 @@ impl FileCache {
             return Some((file, meta, body));
         }
         let mut shard = self.shard(rel);
-        if same(root, rel, &meta) {
+        if same(root, rel, &meta, via) {
             if let Some(e) = shard.map.get_mut(rel) {
                 e.checked = now;
             }
@@ -267,9 +268,9 @@ fn read_small(file: &File, len: u64) -> Option<Arc<[u8]>> {
 
 /// Whether `rel` still leads from `root`, beneath it and crossing no
 /// symlink, to the file described by `meta`.
-fn same(root: BorrowedFd<'_>, rel: &CStr, meta: &Metadata) -> bool {
+fn same(root: BorrowedFd<'_>, rel: &CStr, meta: &Metadata, via: Resolver) -> bool {
     let resolve = super::BENEATH | libc::RESOLVE_NO_SYMLINKS;
-    let st = match super::open_how(root, rel, libc::O_PATH | libc::O_CLOEXEC, resolve) {
+    let st = match super::open_how(root, rel, libc::O_PATH | libc::O_CLOEXEC, resolve, via) {
         Ok(fd) => sys::fstatat(fd.as_fd(), c"", libc::AT_EMPTY_PATH),
         // Out of descriptors (the server at its limit, which is when the cache
         // matters most): check the same walk without opening anything.
