@@ -466,6 +466,7 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     config.path = PathOptions {
         hidden: args.hidden,
         no_symlinks: args.no_symlinks,
+        ..PathOptions::default()
     };
     config.header_timeout = args.header_timeout;
     config.idle_timeout = args.idle_timeout;

@@ -497,6 +497,7 @@ fn fixture() -> Option<&'static Fixture> {
             let opts = PathOptions {
                 hidden: true,
                 no_symlinks: false,
+                ..PathOptions::default()
             };
             Some(Fixture {
                 root: Root::open(&root, opts).ok()?,

@@ -88,6 +88,16 @@ pub(crate) fn openat2(dir: BorrowedFd<'_>, path: &CStr, how: &OpenHow) -> io::Re
     owned(fd)
 }
 
+/// `openat(dir, path, flags)`, once: where `openat2` is refused (before
+/// Linux 5.6, under seccomp filters, under valgrind), the path policy walks
+/// one component at a time with this.
+pub(crate) fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is open for the borrow and `path` NUL-terminated for the
+    // call; no mode is passed, and the flags the callers use never create.
+    let fd = syscall!(openat(dir.as_raw_fd(), path.as_ptr(), flags))?;
+    owned(libc::c_long::from(fd))
+}
+
 /// `fcntl(fd, F_SETFL, flags)`: sets the file status flags.
 pub(crate) fn set_status_flags(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: `fd` is open for the borrow; `F_SETFL` takes an integer argument

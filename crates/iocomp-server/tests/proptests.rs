@@ -180,6 +180,7 @@ fn tree() -> &'static Tree {
         let opts = PathOptions {
             hidden: true,
             no_symlinks: false,
+            ..PathOptions::default()
         };
         Tree {
             root: Root::open(&root, opts).unwrap(),

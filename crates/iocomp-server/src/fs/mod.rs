@@ -26,6 +26,23 @@
 //! back the path of an `O_PATH` descriptor through `/proc/self/fd` would, and
 //! would not say which links were crossed).
 //!
+//! **Without `openat2`.** Where the kernel refuses `openat2` (before Linux
+//! 5.6: `ENOSYS`; a seccomp filter, as container runtimes' default profiles
+//! had: `EPERM` or `ENOSYS`; valgrind before 3.20: `ENOSYS`), every
+//! resolution is done instead by a walk of the name one component at a time,
+//! each `openat(parent, component, O_PATH | O_NOFOLLOW)` (`O_DIRECTORY` for
+//! all but the last) under the descriptor of the one before: a `..`
+//! component or an absolute name is refused (`EXDEV`) and a symlink is
+//! never followed (`ELOOP`, magic links included, since nothing is
+//! followed), which is what `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` would
+//! say; symlinks the policy allows are then followed by the very walk that
+//! applies the dot rule (with `hidden` too, without the dot rule). Which one
+//! applies is decided once, when the root is opened, by a harmless probe:
+//! `openat2(root, ".", O_PATH)`, which cannot fail with `EPERM` or `ENOSYS`
+//! for any reason but the call itself being refused (an `O_PATH` open checks
+//! no permission on the object and triggers no permission event), so a real
+//! permission error on a requested name is never mistaken for it.
+//!
 //! **Nothing is opened for reading before its type is known.** Resolution
 //! yields an `O_PATH` descriptor, which has no side effects on the object;
 //! `fstat` on it decides regular file, directory, or `NotRegular` (a FIFO, a
@@ -68,6 +85,36 @@ const OPEN_ATTEMPTS: usize = 8;
 
 /// The most symlinks one name may cross (the kernel's limit too).
 const MAX_LINKS: usize = 40;
+
+/// How a root resolves names: with `openat2`, or (where it is refused) by
+/// walking one component at a time with `openat` (see the module's page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resolver {
+    /// `openat2` with `RESOLVE_*` flags.
+    Openat2,
+    /// `openat` per component, refusing `..` and every symlink.
+    Walk,
+}
+
+impl Resolver {
+    /// `Openat2` when `openat2(root, ".", O_PATH)` works; `Walk` when it is
+    /// refused as a call (`ENOSYS`: an older kernel or valgrind; `EPERM`: a
+    /// seccomp filter — an `O_PATH` open of `.` checks no permission).
+    fn probe(root: BorrowedFd<'_>) -> Resolver {
+        match open_how(
+            root,
+            c".",
+            libc::O_PATH | libc::O_CLOEXEC,
+            BENEATH,
+            Resolver::Openat2,
+        ) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                Resolver::Walk
+            }
+            _ => Resolver::Openat2,
+        }
+    }
+}
 
 /// `openat2` resolution flags every open uses.
 const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
@@ -113,6 +160,9 @@ pub struct PathOptions {
     pub hidden: bool,
     /// Refuse every symlink, even one that stays inside the root.
     pub no_symlinks: bool,
+    /// Resolve names without `openat2`, as is done anyway where the kernel
+    /// refuses it (see the module's page): for tests of that fallback.
+    pub no_openat2: bool,
 }
 
 /// The directory files are served from, with the policy applied to names under it.
@@ -125,6 +175,8 @@ pub struct Root {
     /// Open regular files, revalidated under the policy on every hit (after
     /// `valid`, if set).
     cache: Option<FileCache>,
+    /// How names are resolved (probed once, when the root is opened).
+    via: Resolver,
 }
 
 /// Why a name could not be served.
@@ -208,10 +260,16 @@ impl Root {
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(dir)?;
         let fd = OwnedFd::from(file);
+        let via = if opts.no_openat2 {
+            Resolver::Walk
+        } else {
+            Resolver::probe(fd.as_fd())
+        };
         Ok(Root {
             fd,
             opts,
             cache: None,
+            via,
         })
     }
 
@@ -297,7 +355,7 @@ impl Root {
             return false;
         }
         if let Some(cache) = &self.cache {
-            if let Some((_, meta, _)) = cache.get(self.fd.as_fd(), &name.rel) {
+            if let Some((_, meta, _)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
                 return meta.is_file();
             }
         }
@@ -374,7 +432,7 @@ impl Root {
     /// name costs one `openat2(O_PATH)` and one `fstat`; a regular file opened afresh is remembered.
     fn open_cached(&self, name: Name) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
-            if let Some((file, meta, body)) = cache.get(self.fd.as_fd(), &name.rel) {
+            if let Some((file, meta, body)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
                 return Ok(Opened {
                     file,
                     len: meta.len(),
@@ -423,8 +481,8 @@ impl Root {
             let file = match reopen(found.fd.as_fd(), flags) {
                 Some(file) => file,
                 None => {
-                    let fd =
-                        open_how(at, name, flags, found.resolve).map_err(OpenError::from_open)?;
+                    let fd = open_how(at, name, flags, found.resolve, self.via)
+                        .map_err(OpenError::from_open)?;
                     File::from(fd)
                 }
             };
@@ -458,7 +516,7 @@ impl Root {
         // First without crossing any symlink: the common case, and the only
         // one the open-file cache keeps (it revalidates the same way).
         let resolve = BENEATH | libc::RESOLVE_NO_SYMLINKS;
-        match open_how(self.fd.as_fd(), rel, path, resolve) {
+        match open_how(self.fd.as_fd(), rel, path, resolve, self.via) {
             Ok(fd) => Ok(Found {
                 fd,
                 at: At::Root,
@@ -467,11 +525,11 @@ impl Root {
                 plain: true,
             }),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !self.opts.no_symlinks => {
-                if !self.opts.hidden {
+                if !self.opts.hidden || self.via == Resolver::Walk {
                     return self.walk(rel);
                 }
-                let fd =
-                    open_how(self.fd.as_fd(), rel, path, BENEATH).map_err(OpenError::from_open)?;
+                let fd = open_how(self.fd.as_fd(), rel, path, BENEATH, self.via)
+                    .map_err(OpenError::from_open)?;
                 Ok(Found {
                     fd,
                     at: At::Root,
@@ -511,12 +569,12 @@ impl Root {
                     dirs.pop().ok_or(OpenError::Forbidden)?;
                     continue;
                 }
-                [b'.', ..] => return Err(OpenError::Forbidden),
+                [b'.', ..] if !self.opts.hidden => return Err(OpenError::Forbidden),
                 _ => {}
             }
             let name = CString::new(comp).map_err(|_| OpenError::BadName)?;
             let at = dirs.last().map_or(self.fd.as_fd(), |d| d.as_fd());
-            let fd = open_how(at, &name, path, one).map_err(OpenError::from_open)?;
+            let fd = open_how(at, &name, path, one, self.via).map_err(OpenError::from_open)?;
             match fstat(fd.as_fd())?.st_mode & libc::S_IFMT {
                 libc::S_IFLNK => {
                     links += 1;
@@ -549,8 +607,14 @@ impl Root {
             None => {
                 let fd = match dirs.pop() {
                     Some(d) => d,
-                    None => open_how(self.fd.as_fd(), c".", libc::O_PATH | libc::O_CLOEXEC, one)
-                        .map_err(OpenError::from_open)?,
+                    None => open_how(
+                        self.fd.as_fd(),
+                        c".",
+                        libc::O_PATH | libc::O_CLOEXEC,
+                        one,
+                        self.via,
+                    )
+                    .map_err(OpenError::from_open)?,
                 };
                 Found {
                     fd,
@@ -595,13 +659,18 @@ impl Root {
     }
 }
 
-/// `openat2(at, name, flags, resolve)`, retrying `EAGAIN`/`EINTR`.
+/// `openat2(at, name, flags, resolve)`, retrying `EAGAIN`/`EINTR`; with
+/// [`Resolver::Walk`], [`open_walk`] instead.
 fn open_how(
     at: BorrowedFd<'_>,
     name: &CStr,
     flags: libc::c_int,
     resolve: u64,
+    via: Resolver,
 ) -> io::Result<OwnedFd> {
+    if via == Resolver::Walk {
+        return open_walk(at, name, flags);
+    }
     let how = sys::OpenHow {
         flags: flags as u64,
         mode: 0,
@@ -617,6 +686,76 @@ fn open_how(
             },
         }
     }
+}
+
+/// What `openat2(at, name, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
+/// does, without `openat2`: one `openat` per component under the descriptor
+/// of the one before, every one `O_NOFOLLOW` (the leading ones `O_PATH |
+/// O_DIRECTORY`), so no symlink is ever followed; `..` and an absolute name
+/// are refused (`EXDEV`), a symlink on the way is `ELOOP` (a trailing one
+/// too, unless `flags` has `O_PATH | O_NOFOLLOW`: then, as with `openat2`,
+/// the link itself is opened). Stricter than asked when `resolve` would
+/// allow symlinks beneath: the callers then follow them with their own walk.
+fn open_walk(at: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let err = io::Error::from_raw_os_error;
+    let bytes = name.to_bytes();
+    if bytes.first() == Some(&b'/') {
+        return Err(err(libc::EXDEV));
+    }
+    // The name with each `/` made a NUL: each component a C string in place.
+    let mut buf = Vec::with_capacity(bytes.len() + 1);
+    buf.extend(bytes.iter().map(|&b| if b == b'/' { 0 } else { b }));
+    buf.push(0);
+    let mut comps = buf
+        .split_inclusive(|&b| b == 0)
+        .filter(|c| !matches!(*c, b"\0" | b".\0"));
+    let mut last = comps.next();
+    let mut dir: Option<OwnedFd> = None;
+    for next in comps {
+        let comp = last.replace(next).unwrap_or(b".\0");
+        if comp == b"..\0" {
+            return Err(err(libc::EXDEV));
+        }
+        let comp = CStr::from_bytes_with_nul(comp).map_err(io::Error::other)?;
+        let parent = dir.as_ref().map_or(at, |d| d.as_fd());
+        let o = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        match sys::openat(parent, comp, o) {
+            Ok(fd) => dir = Some(fd),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+                // A symlink, or not a directory: say which, as `openat2` does.
+                let st = sys::fstatat(parent, comp, libc::AT_SYMLINK_NOFOLLOW)?;
+                let link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+                return Err(err(if link { libc::ELOOP } else { libc::ENOTDIR }));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let comp = last.unwrap_or(b".\0");
+    if comp == b"..\0" {
+        return Err(err(libc::EXDEV));
+    }
+    let comp = CStr::from_bytes_with_nul(comp).map_err(io::Error::other)?;
+    let parent = dir.as_ref().map_or(at, |d| d.as_fd());
+    // A name that ends in `/` or `/.` must be a directory.
+    let must_dir = bytes.ends_with(b"/") || bytes.ends_with(b"/.");
+    let extra = libc::O_NOFOLLOW | if must_dir { libc::O_DIRECTORY } else { 0 };
+    let fd = match sys::openat(parent, comp, flags | extra) {
+        Err(e) if must_dir && e.raw_os_error() == Some(libc::ENOTDIR) => {
+            let st = sys::fstatat(parent, comp, libc::AT_SYMLINK_NOFOLLOW)?;
+            let link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+            return Err(err(if link { libc::ELOOP } else { libc::ENOTDIR }));
+        }
+        r => r?,
+    };
+    // Without `O_PATH`, `O_NOFOLLOW` already refused a symlink (`ELOOP`).
+    let keep_link = flags & (libc::O_PATH | libc::O_NOFOLLOW) == libc::O_PATH | libc::O_NOFOLLOW;
+    if flags & libc::O_PATH != 0 && !keep_link {
+        let st = sys::fstatat(fd.as_fd(), c"", libc::AT_EMPTY_PATH)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(err(libc::ELOOP));
+        }
+    }
+    Ok(fd)
 }
 
 /// Opens the very object `path_fd` (an `O_PATH` descriptor) refers to for
@@ -704,6 +843,70 @@ mod tests {
         assert!(cache::same_walk(root.as_fd(), c"d/.e/f").is_ok());
     }
 
+    /// The walk without `openat2` says what `openat2(RESOLVE_BENEATH |
+    /// RESOLVE_NO_SYMLINKS)` says, name by name: the same descriptor
+    /// target or the same error.
+    #[test]
+    fn the_walk_without_openat2_answers_as_openat2_does() {
+        let t = Tree::new("openwalk");
+        t.file(b"d/e/f", b"deep");
+        t.file(b"g", b"file");
+        t.link("d", "dl");
+        t.link("e/f", "d/fl");
+        t.link("../outside", "up");
+        t.link("/etc/passwd", "abs");
+        let root = File::open(&t.root).unwrap();
+        let at = root.as_fd();
+        let resolve = BENEATH | libc::RESOLVE_NO_SYMLINKS;
+        let path = libc::O_PATH | libc::O_CLOEXEC;
+        let names: [&CStr; 20] = [
+            c"d/e/f",
+            c"d//e/./f",
+            c"./d/e/",
+            c"d/e",
+            c".",
+            c"d/./",
+            c"g",
+            c"g/",
+            c"g/x",
+            c"nope",
+            c"d/nope/f",
+            c"dl",
+            c"dl/e/f",
+            c"d/fl",
+            c"up",
+            c"abs",
+            c"..",
+            c"d/../g",
+            c"d/e/../../..",
+            c"/etc/passwd",
+        ];
+        let id = |r: io::Result<OwnedFd>| {
+            r.map(|fd| {
+                let st = fstat(fd.as_fd()).unwrap();
+                (st.st_dev, st.st_ino, st.st_mode)
+            })
+            .map_err(|e| e.raw_os_error())
+        };
+        for name in names {
+            for flags in [
+                path,
+                path | libc::O_NOFOLLOW,
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            ] {
+                let kernel = id(open_how(at, name, flags, resolve, Resolver::Openat2));
+                let walk = id(open_how(at, name, flags, resolve, Resolver::Walk));
+                // `d/../g`: the kernel allows a `..` that stays beneath; the
+                // walk refuses every `..` (the policy never passes one on).
+                if name == c"d/../g" {
+                    assert_eq!(walk, Err(Some(libc::EXDEV)));
+                    continue;
+                }
+                assert_eq!(walk, kernel, "{name:?} with flags {flags:#o}");
+            }
+        }
+    }
+
     #[test]
     fn a_fifo_swapped_onto_the_name_after_resolution_is_never_opened() {
         let t = Tree::new("fifoswap");
@@ -783,6 +986,7 @@ mod tests {
             let opts = PathOptions {
                 hidden,
                 no_symlinks,
+                ..PathOptions::default()
             };
             Root::open(&self.root, opts).unwrap()
         }

@@ -58,6 +58,20 @@ impl Tree {
         self
     }
 
+    /// Serves the tree once per way the server can resolve names (with
+    /// `openat2`, and by its walk without it, as where the kernel refuses
+    /// `openat2`), each with the configuration changed by `tune`, and runs
+    /// `check` on each server with a label that names the way.
+    pub fn serve_each(&self, tune: impl Fn(&mut Config), mut check: impl FnMut(&Running, &str)) {
+        for (no_openat2, label) in [(false, "openat2"), (true, "walk without openat2")] {
+            let srv = self.serve(|c| {
+                c.path.no_openat2 = no_openat2;
+                tune(c);
+            });
+            check(&srv, label);
+        }
+    }
+
     /// Serves the tree with the default configuration changed by `tune`.
     pub fn serve(&self, tune: impl FnOnce(&mut Config)) -> Running {
         let mut config = Config::new(&self.root);
