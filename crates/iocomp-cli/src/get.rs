@@ -85,7 +85,8 @@ pub const EXIT_CODES: &str = "Exit codes:
   4  HTTP status (404, 416, ...) or a line-protocol error line
   5  local I/O: cannot write the output, or it exists (use --force)
   6  TLS: the server's certificate cannot be verified (unknown CA, expired, another name; see --cacert
-     and -k), the handshake failed, or --cacert (or the system's CA bundle) cannot be read
+     and -k), the handshake failed, or --cacert (or the system's CA bundle) cannot be read;
+     an https:// redirect to http:// (see --allow-downgrade)
 With several URLs, the code of the first that failed.";
 
 /// Redirects followed at most.
@@ -147,6 +148,11 @@ pub struct GetArgs {
     /// change the download). A warning says so on stderr.
     #[arg(short = 'k', long)]
     insecure: bool,
+    /// Follow a redirect from https:// to http:// (as curl does), with a warning on stderr.
+    /// Without it such a redirect is refused (exit 6, as apt does): the rest of the download
+    /// would come unencrypted and unauthenticated, appended (-c, -j) to authenticated bytes.
+    #[arg(long)]
+    allow_downgrade: bool,
 }
 
 /// The highest `--limit-rate`: 1 TiB/s (more is no limit at all).
@@ -180,6 +186,7 @@ pub(crate) struct Opts {
     pub(crate) limit: Option<u64>,
     pub(crate) compressed: bool,
     pub(crate) trust: tls::Trust,
+    pub(crate) allow_downgrade: bool,
 }
 
 /// Runs `iocomp get`; returns the exit code.
@@ -206,6 +213,7 @@ pub fn run(args: GetArgs) -> u8 {
             cacert: args.cacert.clone(),
             insecure: args.insecure,
         },
+        allow_downgrade: args.allow_downgrade,
     };
     if args.insecure {
         eprintln!(

@@ -298,6 +298,8 @@ mod tests {
         let s = Target::parse("https://h/d/f", false).unwrap();
         assert!(s.join("g").unwrap().https);
         assert!(s.join("//o/g").unwrap().https);
+        // join resolves an https -> http Location as written; the driver
+        // refuses to follow it unless --allow-downgrade.
         assert!(!s.join("http://o/g").unwrap().https);
     }
 }

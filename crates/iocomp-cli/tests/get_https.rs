@@ -793,3 +793,44 @@ fn a_close_delimited_body_needs_close_notify() {
     assert_eq!(fs::read(s.dl.join("f.txt")).unwrap(), b"hello");
     s.server.signal(libc::SIGTERM);
 }
+
+#[test]
+fn an_https_redirect_to_http_is_refused_unless_allowed() {
+    // apt refuses it: a TLS-authenticated download must not go on in plain
+    // text; curl follows it, which --allow-downgrade asks for (with a warning).
+    let body = pseudo_random(23, 5_000);
+    let s = Setup::new(&[("p.bin", body.clone())]);
+    let plain = format!("http://127.0.0.1:{}/p.bin", s.server.addr().port());
+    let reply: &'static [u8] = Box::leak(
+        format!("HTTP/1.1 302 Found\r\nLocation: {plain}\r\nContent-Length: 0\r\n\r\n")
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let tls = tls_canned(&s.ca, reply, true);
+    let url = format!("https://localhost:{}/p.bin", tls.port());
+    let o = get(&s.dl, &["--cacert", &s.cacert(), "-o", "d.bin", &url], &[]);
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains(&url) && e.contains(&plain) && e.contains("--allow-downgrade"),
+        "{e}"
+    );
+    assert!(!s.dl.join("d.bin").exists() && !s.dl.join("d.bin.part").exists());
+    let o = get(
+        &s.dl,
+        &[
+            "--allow-downgrade",
+            "--cacert",
+            &s.cacert(),
+            "-o",
+            "d.bin",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("WARNING"), "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("d.bin")).unwrap(), body);
+    s.server.signal(libc::SIGTERM);
+}

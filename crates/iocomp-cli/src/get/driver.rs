@@ -585,6 +585,24 @@ impl<'a> Driver<'a> {
                     Ok(t) => t,
                     Err(e) => return self.fail(c, Fail::Network(format!("redirect: {e}"))),
                 };
+                // https -> http: the rest would come unauthenticated (and with
+                // -c or -j, appended to authenticated bytes). apt refuses it;
+                // curl follows it, which --allow-downgrade asks for.
+                if c.target.https && !t.https {
+                    if !self.opts.allow_downgrade {
+                        let e = Fail::Tls(format!(
+                            "refused the redirect from {} to {}: a downgrade from https to \
+                             plain http (--allow-downgrade follows it)",
+                            c.target, t
+                        ));
+                        return self.fail(c, e);
+                    }
+                    eprintln!(
+                        "iocomp: WARNING: --allow-downgrade: following the redirect from {} to {}; \
+                         the download goes on unencrypted and unauthenticated",
+                        c.target, t
+                    );
+                }
                 return self.redirect(c, t);
             }
         }
