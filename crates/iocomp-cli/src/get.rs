@@ -85,9 +85,12 @@ pub const EXIT_CODES: &str = "Exit codes:
   4  HTTP status (404, 416, ...) or a line-protocol error line
   5  local I/O: cannot write the output, or it exists (use --force)
   6  TLS: the server's certificate cannot be verified (unknown CA, expired, another name; see --cacert
-     and -k), the handshake failed, or --cacert (or the system's CA bundle) cannot be read;
+     and -k), the handshake failed or timed out (--connect-timeout), or --cacert (or the system's CA bundle) cannot be read;
      an https:// redirect to http:// (see --allow-downgrade)
 With several URLs, the code of the first that failed.";
+
+/// `--connect-timeout`'s default; also the TLS handshake's limit when it is 0.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Redirects followed at most.
 pub(crate) const MAX_REDIRECTS: usize = 10;
@@ -126,7 +129,8 @@ pub struct GetArgs {
     /// Longest wait for the next bytes (a stalled server), e.g. 30s; 0 for none.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::parse_duration)]
     timeout: Duration,
-    /// Longest wait for a connection; 0 for none (the kernel's own limit).
+    /// Longest wait for a connection, and for the whole TLS handshake of https:// (receives do
+    /// not extend it); 0 for none (the kernel's own limit; the handshake then gets 10s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::parse_duration)]
     connect_timeout: Duration,
     /// Overwrite an existing output file.

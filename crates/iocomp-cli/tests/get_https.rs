@@ -834,3 +834,57 @@ fn an_https_redirect_to_http_is_refused_unless_allowed() {
     assert_eq!(fs::read(s.dl.join("d.bin")).unwrap(), body);
     s.server.signal(libc::SIGTERM);
 }
+
+#[test]
+fn the_tls_handshake_has_one_deadline_that_trickled_bytes_do_not_reset() {
+    // curl's --connect-timeout covers the TLS handshake: a server that
+    // answers the ClientHello one byte at a time (each well within
+    // --timeout) is cut at --connect-timeout, as a TLS failure.
+    let s = Setup::new(&[]);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut b = [0u8; 4096];
+                let _ = c.read(&mut b);
+                // A handshake record header announcing 16 KiB, then a byte
+                // every 200 ms for at most 12 s.
+                let mut bytes = vec![0x16u8, 0x03, 0x03, 0x40, 0x00];
+                bytes.resize(5 + 60, 0x02);
+                for x in bytes {
+                    if c.write_all(&[x]).is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    let url = format!("https://localhost:{}/h.bin", addr.port());
+    let o = get(
+        &s.dl,
+        &[
+            "--cacert",
+            &s.cacert(),
+            "--connect-timeout",
+            "1s",
+            "--timeout",
+            "5s",
+            "-o",
+            "h.bin",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("TLS handshake timed out"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!s.dl.join("h.bin").exists());
+    s.server.signal(libc::SIGTERM);
+}

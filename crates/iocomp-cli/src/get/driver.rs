@@ -78,6 +78,10 @@ struct Conn {
     tls: Option<Box<ClientConnection>>,
     /// `https://` through a proxy: `CONNECT` first.
     tunnel: bool,
+    /// The TLS handshake's one deadline (receives do not reset it).
+    handshake_until: Option<Instant>,
+    /// The deadline in force is the handshake's.
+    handshake_deadline: bool,
     /// A TLS connection's receive buffer (ciphertext).
     cipher: Vec<u8>,
     /// Whether the TLS peer closed (after the last plaintext).
@@ -220,6 +224,8 @@ impl<'a> Driver<'a> {
             tunnel,
             cipher: Vec::new(),
             peer_closed: tls::Closed::No,
+            handshake_until: None,
+            handshake_deadline: false,
         };
         let k = match self.conns.iter().position(Option::is_none) {
             Some(k) => k,
@@ -277,6 +283,13 @@ impl<'a> Driver<'a> {
             c.phase = Phase::Body;
         }
         c.deadline = deadline(self.opts.to.stall);
+        c.handshake_deadline = false;
+        if let (Some(t), Some(h)) = (c.tls.as_ref(), c.handshake_until) {
+            if t.is_handshaking() && c.deadline.is_none_or(|d| h <= d) {
+                c.deadline = Some(h);
+                c.handshake_deadline = true;
+            }
+        }
         if let Some(t) = c.tls.as_mut() {
             // What rustls wants sent goes first (the receive follows its completion).
             match tls::pending(t) {
@@ -314,6 +327,13 @@ impl<'a> Driver<'a> {
             return self.fail(c, e);
         }
         c.tls = Some(t);
+        // One deadline for the whole handshake, as curl's --connect-timeout
+        // (0 there: the TCP connect has no limit, the handshake the default).
+        let limit = match self.opts.to.connect {
+            d if d.is_zero() => crate::get::DEFAULT_CONNECT_TIMEOUT,
+            d => d,
+        };
+        c.handshake_until = Some(Instant::now() + limit);
         c.buf.clear();
         c.phase = Phase::Head;
         self.recv(k, c)
@@ -421,8 +441,14 @@ impl<'a> Driver<'a> {
             return self.close(c);
         }
         let timed_out = c.expired && p.is_aborted();
-        let stalled =
-            |what: &str| Fail::Network(format!("{what}: timed out (no data within --timeout)"));
+        let handshake = c.handshake_deadline;
+        let stalled = |what: &str| {
+            if handshake {
+                Fail::Tls("TLS handshake timed out (--connect-timeout)".into())
+            } else {
+                Fail::Network(format!("{what}: timed out (no data within --timeout)"))
+            }
+        };
         match (
             std::mem::replace(&mut p.op, Op::Posted { token: 0 }),
             p.status,
