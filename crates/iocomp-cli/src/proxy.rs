@@ -1,5 +1,7 @@
-//! `http_proxy` / `no_proxy` for `iocomp get`, as curl reads them: the
-//! lower-case names first, then `HTTP_PROXY` / `NO_PROXY`. A proxy is
+//! `http_proxy` / `no_proxy` for `iocomp get`, as curl reads them:
+//! `http_proxy` in lower case only (never `HTTP_PROXY`: a CGI program gets a
+//! request's `Proxy:` header under that name, "httpoxy"); `no_proxy`, then
+//! `NO_PROXY`. A proxy is
 //! `[http://]host[:port]` (port 1080 when none is given, as in curl); the
 //! request then goes to the proxy with an absolute-form target
 //! (`GET http://host:port/path HTTP/1.1`). `no_proxy` is a comma-separated
@@ -30,12 +32,14 @@ pub fn from(
         return Ok(None);
     }
     let first = |a: &str, b: &str| env(a).or_else(|| env(b)).filter(|v| !v.trim().is_empty());
-    let (lower, upper) = if t.https {
-        ("https_proxy", "HTTPS_PROXY")
+    let (lower, proxy) = if t.https {
+        ("https_proxy", first("https_proxy", "HTTPS_PROXY"))
     } else {
-        ("http_proxy", "HTTP_PROXY")
+        // Lower case only (httpoxy), as curl.
+        let v = env("http_proxy").filter(|v| !v.trim().is_empty());
+        ("http_proxy", v)
     };
-    let Some(proxy) = first(lower, upper) else {
+    let Some(proxy) = proxy else {
         return Ok(None);
     };
     if let Some(list) = first("no_proxy", "NO_PROXY") {
@@ -146,11 +150,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((p.host.as_str(), p.port), ("proxy.local", 1080));
-        let p = from(&t, &env(&[("HTTP_PROXY", "http://[::1]:3128/")]))
+        let p = from(&t, &env(&[("http_proxy", "http://[::1]:3128/")]))
             .unwrap()
             .unwrap();
         assert_eq!((p.host.as_str(), p.port), ("::1", 3128));
-        // The lower-case name wins.
+        // HTTP_PROXY in capitals is not read (httpoxy: a CGI program gets a
+        // request's `Proxy:` header as HTTP_PROXY), as curl does not.
+        assert_eq!(from(&t, &env(&[("HTTP_PROXY", "b:2")])).unwrap(), None);
         let p = from(&t, &env(&[("http_proxy", "a:1"), ("HTTP_PROXY", "b:2")]))
             .unwrap()
             .unwrap();

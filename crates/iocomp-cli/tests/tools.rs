@@ -584,8 +584,8 @@ fn get_goes_through_http_proxy_unless_no_proxy_says_not() {
     assert!(head.contains(&format!("Host: {origin}\r\n")), "{head:?}");
     assert!(same_file(&src, &out));
 
-    // HTTP_PROXY (upper case, no scheme): the proxy answers for a host that
-    // does not resolve here, so no lookup of it was made.
+    // http_proxy without a scheme: the proxy answers for a host that does
+    // not resolve here, so no lookup of it was made.
     let (proxy, seen) = one_shot(|c, _| {
         c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nproxy\n")
             .unwrap();
@@ -600,7 +600,7 @@ fn get_goes_through_http_proxy_unless_no_proxy_says_not() {
             out.to_str().unwrap(),
             "http://nowhere.invalid:81/x.txt",
         ],
-        &[("HTTP_PROXY", &proxy.to_string())],
+        &[("http_proxy", &proxy.to_string())],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(seen
@@ -631,6 +631,17 @@ fn get_goes_through_http_proxy_unless_no_proxy_says_not() {
         trap.accept().is_err(),
         "the proxy was used despite no_proxy"
     );
+    // HTTP_PROXY in capitals is not read, as curl does not (httpoxy: a CGI
+    // program gets a request's `Proxy:` header under that name).
+    let out = dir.join("direct-upper.bin");
+    let o = run_env(
+        dir,
+        &["get", "-q", "-o", out.to_str().unwrap(), &target],
+        &[("HTTP_PROXY", &trap_url)],
+    );
+    assert_eq!(code(&o), 0, "HTTP_PROXY: {}", stderr(&o));
+    assert!(same_file(&src, &out));
+    assert!(trap.accept().is_err(), "HTTP_PROXY was used");
     // A no_proxy that does not match: the (closed) proxy is used, and fails.
     drop(trap);
     let o = run_env(
