@@ -888,3 +888,116 @@ fn the_tls_handshake_has_one_deadline_that_trickled_bytes_do_not_reset() {
     assert!(!s.dl.join("h.bin").exists());
     s.server.signal(libc::SIGTERM);
 }
+
+/// A TLS server on a thread (a leaf for `localhost` signed by `ca`): answers
+/// one request with `reply`, then reports how the client ended the
+/// connection: "close_notify", "abrupt", or the handshake's error (an alert
+/// the client sent shows there).
+fn tls_witness(ca: &Ca, reply: &'static [u8]) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use rustls::pki_types::PrivateKeyDer;
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca.cert, &ca.key)
+        .unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let Ok((mut sock, _)) = l.accept() else {
+            return;
+        };
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut conn = rustls::ServerConnection::new(cfg).unwrap();
+        let mut req = Vec::new();
+        let mut b = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.complete_io(&mut sock) {
+                Err(e) => {
+                    let _ = tx.send(format!("error: {e}"));
+                    return;
+                }
+                Ok((0, 0)) if !conn.is_handshaking() && !conn.wants_read() => {
+                    let _ = tx.send("eof before the request".to_string());
+                    return;
+                }
+                Ok(_) => {}
+            }
+            if let Ok(n) = conn.reader().read(&mut b) {
+                req.extend_from_slice(&b[..n]);
+            }
+        }
+        conn.writer().write_all(reply).unwrap();
+        while conn.wants_write() {
+            if conn.write_tls(&mut sock).is_err() {
+                let _ = tx.send("write failed".to_string());
+                return;
+            }
+        }
+        // Now the client ends the connection: how?
+        loop {
+            match conn.read_tls(&mut sock) {
+                Err(e) => {
+                    let _ = tx.send(format!("error: {e}"));
+                    return;
+                }
+                Ok(_) => {}
+            }
+            if let Err(e) = conn.process_new_packets() {
+                let _ = tx.send(format!("error: {e}"));
+                return;
+            }
+            match conn.reader().read(&mut b) {
+                Ok(0) => {
+                    let _ = tx.send("close_notify".to_string());
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    let _ = tx.send("abrupt".to_string());
+                    return;
+                }
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn the_client_says_close_notify_when_done_and_alerts_on_a_tls_error() {
+    // RFC 8446 §6.1: each party MUST send close_notify before closing its
+    // write side; §6.2: a fatal error is told with an alert.
+    let s = Setup::new(&[]);
+    let (addr, seen) = tls_witness(&s.ca, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    let url = format!("https://localhost:{}/n.txt", addr.port());
+    let o = get(&s.dl, &["--cacert", &s.cacert(), &url], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("n.txt")).unwrap(), b"hello");
+    let how = seen.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(how, "close_notify");
+    // Another CA trusted: the issuer is unknown, and the client says so
+    // with an alert.
+    let other = ca(&s.dl, "other");
+    let (addr, seen) = tls_witness(&s.ca, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let url = format!("https://localhost:{}/a.txt", addr.port());
+    let o = get(&s.dl, &["--cacert", other.pem.to_str().unwrap(), &url], &[]);
+    assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
+    let how = seen.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(how.contains("alert"), "{how}");
+    s.server.signal(libc::SIGTERM);
+}

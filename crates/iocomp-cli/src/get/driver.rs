@@ -18,7 +18,7 @@
 //! so the proxy sees nothing but the tunnel's target.
 
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,8 @@ struct Conn {
     handshake_until: Option<Instant>,
     /// The deadline in force is the handshake's.
     handshake_deadline: bool,
+    /// rustls failed on this connection (its alert may be queued).
+    tls_broken: bool,
     /// A TLS connection's receive buffer (ciphertext).
     cipher: Vec<u8>,
     /// Whether the TLS peer closed (after the last plaintext).
@@ -94,6 +96,28 @@ const MAX_INTERIM: u8 = 16;
 /// The deadline `d` from now; a zero timeout is none (as wget's `--timeout=0`).
 fn deadline(d: Duration) -> Option<Instant> {
     (!d.is_zero()).then(|| Instant::now() + d)
+}
+
+/// A TLS connection ends: `close_notify` (RFC 8446 §6.1), or after a
+/// rustls error the alert it queued (§6.2), written at once if the socket
+/// takes it (best effort: nothing waits for it).
+fn goodbye(c: &mut Conn) {
+    let (Some(t), Some(h)) = (c.tls.as_mut(), c.handle.as_ref()) else {
+        return;
+    };
+    if !c.tls_broken {
+        t.send_close_notify();
+    }
+    let Ok(Some(out)) = tls::pending(t) else {
+        return;
+    };
+    // A duplicate of the descriptor, non-blocking: one write, no wait.
+    if let Ok(fd) = h.as_fd().try_clone_to_owned() {
+        let mut s = TcpStream::from(fd);
+        if s.set_nonblocking(true).is_ok() {
+            let _ = std::io::Write::write(&mut s, &out);
+        }
+    }
 }
 
 /// A body with more bytes than its range.
@@ -226,6 +250,7 @@ impl<'a> Driver<'a> {
             peer_closed: tls::Closed::No,
             handshake_until: None,
             handshake_deadline: false,
+            tls_broken: false,
         };
         let k = match self.conns.iter().position(Option::is_none) {
             Some(k) => k,
@@ -350,7 +375,10 @@ impl<'a> Driver<'a> {
         let r = tls::feed(t, &cipher[cipher.len() - n..], &mut c.buf);
         c.cipher = cipher;
         match r {
-            Err(e) => self.fail(c, e),
+            Err(e) => {
+                c.tls_broken = true;
+                self.fail(c, e)
+            }
             Ok(closed) => {
                 c.peer_closed = closed;
                 if closed != tls::Closed::No && n == 0 && c.buf.len() == before {
@@ -381,7 +409,8 @@ impl<'a> Driver<'a> {
     }
 
     /// A connection failed: its job fails, and the job's other connections stop.
-    fn fail(&mut self, c: Conn, e: Fail) {
+    fn fail(&mut self, mut c: Conn, e: Fail) {
+        goodbye(&mut c);
         let j = c.job;
         drop(c);
         self.jobs[j].live -= 1;
@@ -395,7 +424,8 @@ impl<'a> Driver<'a> {
     }
 
     /// A connection is done without error.
-    fn close(&mut self, c: Conn) {
+    fn close(&mut self, mut c: Conn) {
+        goodbye(&mut c);
         let j = c.job;
         drop(c);
         self.jobs[j].live -= 1;
@@ -673,6 +703,8 @@ impl<'a> Driver<'a> {
         };
         let redirects = c.redirects + 1;
         let j = c.job;
+        let mut c = c;
+        goodbye(&mut c);
         drop(c);
         self.jobs[j].live -= 1;
         match self.start(spec) {
