@@ -581,11 +581,16 @@ impl<'a> Driver<'a> {
                 Fail::Network("the proxy closed the connection before answering CONNECT".into()),
             ),
             // Without close_notify, TLS cannot tell a body cut short from a
-            // whole one: a close-delimited body is not trusted then.
-            _ if c.peer_closed == tls::Closed::Abruptly && matches!(c.framing, Framing::Eof) => {
+            // whole one: a close-delimited body is not trusted then (a TLS
+            // failure), unless it is a range whose end, from the
+            // authenticated Content-Range, was reached.
+            _ if c.peer_closed == tls::Closed::Abruptly
+                && matches!(c.framing, Framing::Eof)
+                && c.end != Some(c.at) =>
+            {
                 self.fail(
                     c,
-                    Fail::Network(
+                    Fail::Tls(
                         "the server closed the TLS connection without close_notify: \
                          the body may be cut short"
                             .into(),
