@@ -291,6 +291,8 @@ fn a_name_mismatch_or_an_expired_certificate_is_an_error_and_sni_picks_the_certi
     let o = get(&dl, &["--cacert", &cacert, "-o", "ip.bin", &url], &[]);
     assert_eq!(code(&o), EXIT_TLS, "{}", stderr(&o));
     assert!(stderr(&o).contains("not valid for name"), "{}", stderr(&o));
+    // Trusting a CA would not help: no --cacert hint (that is for an unknown issuer).
+    assert!(!stderr(&o).contains("--cacert"), "{}", stderr(&o));
     assert!(!dl.join("ip.bin").exists());
     server.signal(libc::SIGTERM);
 
@@ -305,6 +307,7 @@ fn a_name_mismatch_or_an_expired_certificate_is_an_error_and_sni_picks_the_certi
         "{}",
         stderr(&o)
     );
+    assert!(!stderr(&o).contains("--cacert"), "{}", stderr(&o));
     assert!(!dl.join("exp.bin").exists());
     // -k takes it.
     let o = get(&dl, &["-k", "-o", "exp.bin", &url], &[]);

@@ -257,23 +257,40 @@ pub(crate) fn connect_answer(buf: &[u8]) -> Result<bool, Fail> {
 fn error(e: &rustls::Error) -> Fail {
     match e {
         rustls::Error::InvalidCertificate(c) => {
-            let why = match c {
-                rustls::CertificateError::UnknownIssuer => {
-                    "it is not signed by a trusted CA".to_string()
-                }
+            use rustls::CertificateError as C;
+            let (why, hint) = match c {
+                // Only here can trusting a CA help.
+                C::UnknownIssuer => (
+                    "it is not signed by a trusted CA".to_string(),
+                    "trust its CA with --cacert FILE, or skip the check with -k",
+                ),
+                C::NotValidForName | C::NotValidForNameContext { .. } => (
+                    c.to_string(),
+                    "use a name the certificate lists, or skip the check with -k",
+                ),
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => (
+                    c.to_string(),
+                    "the server must renew it (or this machine's clock is wrong); \
+                     -k skips the check",
+                ),
                 // webpki refuses a certificate with CA:TRUE as the server's
                 // own (as a self-signed one from `openssl req -x509` has by
-                // default); say so plainly.
-                c if format!("{c:?}").contains("CaUsedAsEndEntity") => {
+                // default); say so plainly. rustls passes webpki's error on
+                // as `Other`, which only its text identifies without a direct
+                // dependency on webpki.
+                C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => (
                     "it is a CA certificate (CA:TRUE) used as the server's own; \
                      a self-signed server certificate needs basicConstraints CA:FALSE"
-                        .to_string()
-                }
-                c => c.to_string(),
+                        .to_string(),
+                    "-k skips the check",
+                ),
+                c => (c.to_string(), "-k skips the check"),
             };
             Fail::Tls(format!(
-                "TLS: the server's certificate cannot be verified: {why} \
-                 (trust its CA with --cacert FILE, or skip the check with -k)"
+                "TLS: the server's certificate cannot be verified: {why} ({hint})"
             ))
         }
         e => Fail::Tls(format!("TLS: {e}")),
