@@ -194,6 +194,18 @@ pub(crate) struct Opts {
     pub(crate) allow_downgrade: bool,
 }
 
+/// `-k`'s warning, once per process (an https:// URL, or the first redirect to one).
+pub(crate) fn warn_insecure() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "iocomp: WARNING: --insecure: the server's certificate is NOT checked; \
+             anyone on the path can read and change this download"
+        );
+    }
+}
+
 /// Runs `iocomp get`; returns the exit code.
 pub fn run(args: GetArgs) -> u8 {
     let jobs = match plan(&args) {
@@ -220,11 +232,9 @@ pub fn run(args: GetArgs) -> u8 {
         },
         allow_downgrade: args.allow_downgrade,
     };
-    if args.insecure {
-        eprintln!(
-            "iocomp: WARNING: --insecure: the server's certificate is NOT checked; \
-             anyone on the path can read and change this download"
-        );
+    // -k matters only to https://: a URL, or later a redirect (driver).
+    if args.insecure && jobs.iter().any(|(t, _)| t.https) {
+        warn_insecure();
     }
     let mode = Mode::detect(args.quiet);
     let multi = MultiProgress::new();

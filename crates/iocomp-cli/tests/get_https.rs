@@ -1018,3 +1018,34 @@ fn the_client_says_close_notify_when_done_and_alerts_on_a_tls_error() {
     assert!(how.contains("alert"), "{how}");
     s.server.signal(libc::SIGTERM);
 }
+
+#[test]
+fn the_insecure_warning_is_shown_only_when_tls_is_used() {
+    let body = pseudo_random(29, 3_000);
+    let s = Setup::new(&[("w.bin", body.clone())]);
+    // Every URL http://: -k changes nothing, so no warning.
+    let plain = format!("http://127.0.0.1:{}/w.bin", s.server.addr().port());
+    let o = get(&s.dl, &["-k", "-o", "p.bin", &plain], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!stderr(&o).contains("WARNING"), "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("p.bin")).unwrap(), body);
+    // An https:// URL: the warning.
+    let o = get(&s.dl, &["-k", "-o", "s.bin", &s.url("w.bin")], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("WARNING"), "{}", stderr(&o));
+    // An http:// URL redirected to https://: the warning too.
+    let redirect = canned(
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Length: 0\r\n\r\n",
+            s.url("w.bin")
+        )
+        .into_bytes(),
+        Duration::ZERO,
+    );
+    let url = format!("http://127.0.0.1:{}/old.bin", redirect.port());
+    let o = get(&s.dl, &["-k", "-o", "r.bin", &url], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("WARNING").count(), 1, "{}", stderr(&o));
+    assert_eq!(fs::read(s.dl.join("r.bin")).unwrap(), body);
+    s.server.signal(libc::SIGTERM);
+}

@@ -646,6 +646,9 @@ impl<'a> Driver<'a> {
                     Ok(t) => t,
                     Err(e) => return self.fail(c, Fail::Network(format!("redirect: {e}"))),
                 };
+                if t.https && self.opts.trust.insecure {
+                    super::warn_insecure();
+                }
                 // https -> http: the rest would come unauthenticated (and with
                 // -c or -j, appended to authenticated bytes). apt refuses it;
                 // curl follows it, which --allow-downgrade asks for.
