@@ -93,6 +93,13 @@ impl Target {
         if host.is_empty() {
             return Err(bad("no host"));
         }
+        // An internationalized name needs IDNA (its xn-- form) for DNS, SNI
+        // and the certificate check: refused before any lookup or CONNECT.
+        if !host.is_ascii() {
+            return Err(TargetError::Unsupported(format!(
+                "{s:?}: a non-ASCII host name (IDN) is not supported; give its ASCII (xn--) form"
+            )));
+        }
         let path = if raw {
             let name = path.trim_start_matches('/');
             if name.is_empty() {
@@ -287,6 +294,11 @@ mod tests {
         assert!(Target::parse("host/x", true).is_err());
         assert!(Target::parse("127.0.0.1:1/x", false).is_err());
         assert!(Target::parse("http://h:99999/", false).is_err());
+        assert!(matches!(
+            Target::parse("https://bücher.example/x", false),
+            Err(TargetError::Unsupported(_))
+        ));
+        assert!(Target::parse("https://xn--bcher-kva.example/x", false).is_ok());
     }
 
     #[test]

@@ -1049,3 +1049,41 @@ fn the_insecure_warning_is_shown_only_when_tls_is_used() {
     assert_eq!(fs::read(s.dl.join("r.bin")).unwrap(), body);
     s.server.signal(libc::SIGTERM);
 }
+
+#[test]
+fn a_non_ascii_host_is_refused_before_any_lookup_or_connect() {
+    // An internationalized name needs IDNA (its xn-- form) for DNS, SNI and
+    // the certificate check; it is refused up front, never sent to a proxy.
+    let body = pseudo_random(31, 1_000);
+    let s = Setup::new(&[("i.bin", body)]);
+    let trap = TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let proxy = format!("http://{}", trap.local_addr().unwrap());
+    let o = get(
+        &s.dl,
+        &[
+            "--cacert",
+            &s.cacert(),
+            "-o",
+            "i.bin",
+            "https://bücher.example/i.bin",
+        ],
+        &[("https_proxy", &proxy)],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("non-ASCII"), "{}", stderr(&o));
+    assert!(trap.accept().is_err(), "the name went to the proxy");
+    // A Location to such a host: a network failure of that download (exit
+    // 3), not a usage error.
+    let redirect = canned(
+        b"HTTP/1.1 302 Found\r\nLocation: https://b\xc3\xbccher.example/i.bin\r\nContent-Length: 0\r\n\r\n"
+            .to_vec(),
+        Duration::ZERO,
+    );
+    let url = format!("http://127.0.0.1:{}/i.bin", redirect.port());
+    let o = get(&s.dl, &["-o", "r.bin", &url], &[("https_proxy", &proxy)]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("non-ASCII"), "{}", stderr(&o));
+    assert!(trap.accept().is_err(), "the name went to the proxy");
+    s.server.signal(libc::SIGTERM);
+}
