@@ -967,12 +967,9 @@ fn tls_witness(ca: &Ca, reply: &'static [u8]) -> (SocketAddr, std::sync::mpsc::R
         }
         // Now the client ends the connection: how?
         loop {
-            match conn.read_tls(&mut sock) {
-                Err(e) => {
-                    let _ = tx.send(format!("error: {e}"));
-                    return;
-                }
-                Ok(_) => {}
+            if let Err(e) = conn.read_tls(&mut sock) {
+                let _ = tx.send(format!("error: {e}"));
+                return;
             }
             if let Err(e) = conn.process_new_packets() {
                 let _ = tx.send(format!("error: {e}"));

@@ -310,7 +310,7 @@ impl<'a> Driver<'a> {
         c.deadline = deadline(self.opts.to.stall);
         c.handshake_deadline = false;
         if let (Some(t), Some(h)) = (c.tls.as_ref(), c.handshake_until) {
-            if t.is_handshaking() && c.deadline.is_none_or(|d| h <= d) {
+            if t.is_handshaking() && c.deadline.map_or(true, |d| h <= d) {
                 c.deadline = Some(h);
                 c.handshake_deadline = true;
             }
