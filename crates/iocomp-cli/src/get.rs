@@ -85,9 +85,9 @@ pub const EXIT_CODES: &str = "Exit codes:
   4  HTTP status (404, 416, ...) or a line-protocol error line
   5  local I/O: cannot write the output, or it exists (use --force)
   6  TLS: the server's certificate cannot be verified (unknown CA, expired, another name; see --cacert
-     and -k), the handshake failed or timed out (--connect-timeout), the server ended a body
-     delimited by the close without TLS close_notify (it may be cut short), or --cacert (or the system's CA bundle) cannot be read;
-     an https:// redirect to http:// (see --allow-downgrade)
+     and -k), the handshake failed or timed out (--connect-timeout), a body delimited by the close
+     ended without TLS close_notify (it may be cut short), an https:// redirect to http:// (see
+     --allow-downgrade), or --cacert (or the system's CA bundle) cannot be read
 With several URLs, the code of the first that failed.";
 
 /// `--connect-timeout`'s default; also the TLS handshake's limit when it is 0.
