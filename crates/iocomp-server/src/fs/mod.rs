@@ -119,6 +119,11 @@ impl Resolver {
 /// `openat2` resolution flags every open uses.
 const BENEATH: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
 
+/// A client's name after the root's name rules ([`Root::normalize_name`]),
+/// for a caller that both opens it and probes its siblings: the rules run
+/// once per request instead of once per call.
+pub struct Normalized(Name);
+
 /// A name after the rules.
 struct Name {
     /// The relative path (`.` for the root itself).
@@ -318,7 +323,7 @@ impl Root {
             return Err(OpenError::BadName);
         }
         let want_dir = name.dir;
-        let opened = self.open_cached(name)?;
+        let opened = self.open_cached(&name)?;
         if want_dir && !opened.meta.is_dir() {
             return Err(OpenError::NotFound);
         }
@@ -332,7 +337,19 @@ impl Root {
     /// `.`) is the root itself. Anything else (a FIFO, a socket, a device) is
     /// `NotRegular`.
     pub fn open_entry(&self, name: &[u8]) -> Result<Opened, OpenError> {
-        let name = self.normalize(name)?;
+        self.open_entry_normalized(&self.normalize_name(name)?)
+    }
+
+    /// Applies the name rules to `name` (raw bytes from the client): what
+    /// [`Root::open_entry`] and [`Root::sibling_files`] do first, done once
+    /// for [`Root::open_entry_normalized`] and [`Root::sibling_files_of`].
+    pub fn normalize_name(&self, name: &[u8]) -> Result<Normalized, OpenError> {
+        self.normalize(name).map(Normalized)
+    }
+
+    /// [`Root::open_entry`] of a name already normalized by this root.
+    pub fn open_entry_normalized(&self, name: &Normalized) -> Result<Opened, OpenError> {
+        let name = &name.0;
         let want_dir = name.dir;
         let opened = self.open_cached(name)?;
         if want_dir && !opened.meta.is_dir() {
@@ -376,6 +393,18 @@ impl Root {
     /// was seen unchanged within it are used without looking again: a hot
     /// file then costs no system call here.
     pub fn sibling_files(&self, name: &[u8], suffixes: &[&str]) -> u8 {
+        let normal = self.normalize(name).ok();
+        self.siblings(name, normal.as_ref(), suffixes)
+    }
+
+    /// [`Root::sibling_files`] of `name` (the client's raw bytes) whose
+    /// normalized form `normal` ([`Root::normalize_name`] of `name`, by this
+    /// root) is already known.
+    pub fn sibling_files_of(&self, name: &[u8], normal: &Normalized, suffixes: &[&str]) -> u8 {
+        self.siblings(name, Some(&normal.0), suffixes)
+    }
+
+    fn siblings(&self, name: &[u8], normal: Option<&Name>, suffixes: &[&str]) -> u8 {
         let probe = || {
             suffixes
                 .iter()
@@ -391,7 +420,7 @@ impl Root {
                     }
                 })
         };
-        let (Some(cache), Ok(n)) = (&self.cache, self.normalize(name)) else {
+        let (Some(cache), Some(n)) = (&self.cache, normal) else {
             return probe();
         };
         if let Some(bits) = cache.fresh_siblings(&n.rel) {
@@ -430,7 +459,7 @@ impl Root {
 
     /// Opens `name` through the open-file cache: a hit that still matches the
     /// name costs one `openat2(O_PATH)` and one `fstat`; a regular file opened afresh is remembered.
-    fn open_cached(&self, name: Name) -> Result<Opened, OpenError> {
+    fn open_cached(&self, name: &Name) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
             if let Some((file, meta, body)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
                 return Ok(Opened {
@@ -445,7 +474,7 @@ impl Root {
         // Only a name that resolved without crossing a symlink is kept: a hit
         // is revalidated the same way (see the `cache` module).
         if let (Some(cache), true, true) = (&self.cache, opened.meta.is_file(), plain) {
-            opened.body = cache.put(name.rel, opened.file.clone(), opened.meta.clone());
+            opened.body = cache.put(name.rel.clone(), opened.file.clone(), opened.meta.clone());
         }
         Ok(opened)
     }
@@ -1179,6 +1208,40 @@ mod tests {
             root.open_entry(b"../x"),
             Err(OpenError::Forbidden)
         ));
+    }
+
+    #[test]
+    fn a_name_normalized_once_opens_and_probes_as_the_raw_name_does() {
+        let t = Tree::new("normal");
+        t.file(b"sub/f.txt", b"abc");
+        t.file(b"sub/f.txt.gz", b"z");
+        for root in [
+            t.open(false, false),
+            t.open(false, false).with_cache(8, Duration::from_secs(60)),
+        ] {
+            for _ in 0..2 {
+                let n = root.normalize_name(b"/sub//./f.txt").unwrap();
+                let f = root.open_entry_normalized(&n).unwrap();
+                assert!(f.meta.is_file());
+                assert_eq!(f.len, 3);
+                let suffixes = [".br", ".gz"];
+                assert_eq!(root.sibling_files_of(b"/sub//./f.txt", &n, &suffixes), 0b10);
+                assert_eq!(root.sibling_files(b"/sub//./f.txt", &suffixes), 0b10);
+            }
+            assert!(matches!(
+                root.normalize_name(b"sub/../f.txt"),
+                Err(OpenError::Forbidden)
+            ));
+            assert!(matches!(
+                root.normalize_name(b"sub/.hidden"),
+                Err(OpenError::Forbidden)
+            ));
+            let d = root.normalize_name(b"sub/f.txt/").unwrap();
+            assert!(matches!(
+                root.open_entry_normalized(&d),
+                Err(OpenError::NotFound)
+            ));
+        }
     }
 
     #[test]

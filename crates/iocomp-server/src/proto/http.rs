@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 
 use tracing::debug;
 
-use crate::fs::{dir, OpenError, Opened};
+use crate::fs::{dir, Normalized, OpenError, Opened};
 use crate::http::cond::{self, Precondition, Validators};
 use crate::http::encoding::{self, Encoding};
 use crate::http::listing;
@@ -175,14 +175,20 @@ fn respond(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
         Ok(n) => n,
         Err(e) => return error(conn, &cx, e.status(), None),
     };
-    let opened = match conn.site().root.open_entry(&name) {
+    // Normalized once: the open and the sibling probe both use it.
+    let opened = conn
+        .site()
+        .root
+        .normalize_name(&name)
+        .and_then(|n| Ok((conn.site().root.open_entry_normalized(&n)?, n)));
+    let (opened, normal) = match opened {
         Ok(o) => o,
         Err(e) => return error(conn, &cx, open_status(&e), None),
     };
     if opened.meta.is_dir() {
         return directory(conn, req, &cx, &name, opened);
     }
-    file(conn, req, &cx, &name, opened)
+    file(conn, req, &cx, &name, Some(&normal), opened)
 }
 
 /// Plain HTTP with an HTTPS redirect configured: `301` to the same host,
@@ -262,7 +268,7 @@ fn directory(
     index.extend_from_slice(b"/index.html");
     let index_file = conn.site().root.open_file(&index);
     if let Ok(opened) = index_file {
-        return file(conn, req, cx, &index, opened);
+        return file(conn, req, cx, &index, None, opened);
     }
     if !conn.site().settings.listing {
         return error(conn, cx, 404, None);
@@ -398,6 +404,7 @@ fn file(
     req: &Request<'_>,
     cx: &Ctx,
     name: &[u8],
+    normal: Option<&Normalized>,
     mut opened: Opened,
 ) -> Step {
     let ct = content_type_for(name);
@@ -409,7 +416,11 @@ fn file(
     // Which siblings exist (kept in the open-file cache with the file's entry
     // while its directory is unchanged): only those are opened.
     let suffixes = Encoding::ALL.map(Encoding::suffix);
-    let present = conn.site().root.sibling_files(name, &suffixes);
+    let root = &conn.site().root;
+    let present = match normal {
+        Some(n) => root.sibling_files_of(name, n, &suffixes),
+        None => root.sibling_files(name, &suffixes),
+    };
     let has = |enc: Encoding| {
         let i = Encoding::ALL.iter().position(|&e| e == enc).unwrap_or(0);
         present & 1 << i != 0

@@ -21,6 +21,7 @@
 //! reference, so a closed descriptor whose number comes back for a new handle
 //! is registered afresh (the kernel dropped the old registration on close).
 
+use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
@@ -103,7 +104,10 @@ impl FdEntry {
 pub(crate) struct Ring {
     epfd: OwnedFd,
     shared: Arc<RingShared>,
-    fds: HashMap<RawFd, FdEntry>,
+    /// Hashed with FxHash, not SipHash: looked up on every op and readiness
+    /// event, and its keys are descriptors the engine holds, never chosen by
+    /// a remote peer, so there is no HashDoS to defend against.
+    fds: FxHashMap<RawFd, FdEntry>,
     /// Size of `fds` above which dead entries are swept out.
     sweep_at: usize,
     /// Operations waiting in descriptor queues (the thread polls only if some).
@@ -141,7 +145,7 @@ impl Ring {
         Ok(Ring {
             epfd,
             shared,
-            fds: HashMap::new(),
+            fds: FxHashMap::default(),
             sweep_at: 64,
             queued: 0,
             timers: BinaryHeap::new(),

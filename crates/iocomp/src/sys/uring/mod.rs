@@ -9,8 +9,9 @@
 //! sits behind a mutex that only the owner takes on the hot path (uncontended),
 //! and that other threads take to cancel or to hand over an operation.
 
+use rustc_hash::FxHashMap;
 use std::cell::UnsafeCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -200,7 +201,10 @@ pub(crate) struct Ring {
     /// order they were issued (a short send's rest never goes behind the next
     /// send) and its receives take the bytes in the order they were issued
     /// (the kernel may complete two pending receives in either order).
-    streams: HashMap<(RawFd, bool), VecDeque<OpId>>,
+    /// Hashed with FxHash, not SipHash: it is looked up on every stream op,
+    /// and its keys (a descriptor and a direction) are chosen by the engine,
+    /// never by a remote peer, so there is no HashDoS to defend against.
+    streams: FxHashMap<(RawFd, bool), VecDeque<OpId>>,
     /// Completions taken off the queue to make room when the kernel answered
     /// `EBUSY` (a full completion queue), handled by the next reap.
     backlog: Vec<(u64, i32, u32)>,
@@ -235,7 +239,7 @@ impl Ring {
             inflight: 0,
             bufs,
             cqes: Vec::with_capacity(64),
-            streams: HashMap::new(),
+            streams: FxHashMap::default(),
             backlog: Vec::new(),
             ready: VecDeque::new(),
             cancel_any: !compat.no_cancel_any,
