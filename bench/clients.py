@@ -75,8 +75,8 @@ def wrk(url, conns, duration, cpu_list, script=None):
     return r
 
 
-def iocomp_bench(iocomp, url, conns, duration, cpu_list, raw=False, size=None):
-    argv = [iocomp, "bench", url, "-c", str(conns), "-d", f"{duration}s", "-t", "1", "--json"]
+def iocomp_bench(iocomp, url, conns, duration, cpu_list, raw=False, size=None, threads=1):
+    argv = [iocomp, "bench", url, "-c", str(conns), "-d", f"{duration}s", "-t", str(threads), "--json"]
     if raw:
         argv += ["--raw"] + (["--size", str(size)] if size is not None else [])
     with ChildCpu() as c:
