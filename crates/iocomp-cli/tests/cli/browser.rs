@@ -397,13 +397,16 @@ fn chromium_sees_two_transfers_move_on_the_status_page() {
         return;
     }
     let tree = TempTree::new();
-    // 1 MiB/s: the downloads last 24 and 40 s, longer than the browser needs
-    // (they end with the server when the test is done).
+    // 256 KiB/s: the downloads would last 96 and 160 s, longer than the
+    // script may run (NODE_TIMEOUT), however slowly a loaded machine starts
+    // the browser (at 1 MiB/s the first could end before the page was read);
+    // they end with the server when the test is done. At a page refresh a
+    // second, each still moves more than one displayed digit (0.1 MiB, 0.1 %).
     tree.file("releases/iocomp-0.1.tar.gz", &pseudo_random(1, 24 * MIB));
     tree.file("images/debian-netinst.iso", &pseudo_random(2, 40 * MIB));
     let mut server = Server::start(
         tree.root(),
-        &["--rate-limit", "1M", "--metrics", "127.0.0.1:0"],
+        &["--rate-limit", "256K", "--metrics", "127.0.0.1:0"],
     );
     let url = format!("http://{}/", server.metrics_addr());
     let readers = two_downloads(server.addr());

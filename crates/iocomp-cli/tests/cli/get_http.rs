@@ -465,12 +465,12 @@ fn the_server_s_gz_sibling_is_decoded(tree: &TempTree, text: &[u8], gz: &[u8]) {
         fs::read(&out).unwrap() == text,
         "server's gzip not decoded byte-exact"
     );
-    let log = server.settled_log();
-    assert!(
+    let sibling = |log: &[String]| {
         log.last()
-            .is_some_and(|l| l.ends_with(&format!("\" 200 {}", gz.len()))),
-        "the .gz sibling was not what came: {log:?}"
-    );
+            .is_some_and(|l| l.ends_with(&format!("\" 200 {}", gz.len())))
+    };
+    let log = server.settled_log(sibling);
+    assert!(sibling(&log), "the .gz sibling was not what came: {log:?}");
     // -c/-j/--raw cannot be combined with it.
     let o = run_in(dir, &["get", "--compressed", "-c", &server.url("t.txt")]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));

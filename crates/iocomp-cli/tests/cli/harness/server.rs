@@ -344,17 +344,27 @@ impl Server {
         }
     }
 
-    /// Access-log lines (everything on stdout but the `listening on` lines),
-    /// once their count has stopped changing (the log is flushed on a timer).
-    pub fn settled_log(&self) -> Vec<String> {
+    /// Access-log lines (everything on stdout but the `listening on` lines)
+    /// once `ready` holds of them (waited for at most [`IO_TIMEOUT`]: the
+    /// log is flushed on a timer, late on a loaded machine) and their count
+    /// has then stopped changing. A test passes what it is about to assert
+    /// (or a weaker condition), so a log that never gets there fails the
+    /// assertion, only later.
+    pub fn settled_log(&self, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let log = || -> Vec<String> {
+            self.stdout_lines()
+                .into_iter()
+                .filter(|l| !l.starts_with("listening on"))
+                .collect()
+        };
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while !ready(&log()) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
         let mut last = usize::MAX;
         let deadline = Instant::now() + WAIT;
         loop {
-            let lines: Vec<String> = self
-                .stdout_lines()
-                .into_iter()
-                .filter(|l| !l.starts_with("listening on"))
-                .collect();
+            let lines = log();
             if lines.len() == last || Instant::now() > deadline {
                 return lines;
             }
