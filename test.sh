@@ -7,7 +7,7 @@
 #
 # What it installs, only where missing (Debian's apt and the npm registry):
 #   curl                 the HTTP integration tests drive the server with curl
-#   chromium, node, npm  the browser tests (crates/iocomp-cli/tests/browser.rs)
+#   chromium, node, npm  the browser tests (crates/iocomp-cli/tests/cli/browser.rs)
 #                        drive Debian's Chromium with playwright-core
 #   node_modules         `npm ci` in crates/iocomp-cli/tests/browser
 #   tmux                 the terminal test of `iocomp get`'s progress bar

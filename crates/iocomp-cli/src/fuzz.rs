@@ -1,6 +1,6 @@
 //! Fuzz targets for the parsers of untrusted input in the `iocomp` command,
 //! shared by the cargo-fuzz harness in `fuzz/` (nightly) and the corpus
-//! replay in `tests/fuzz_corpus.rs` (stable, part of `cargo test`). Each
+//! replay in `tests/cli/fuzz_corpus.rs` (stable, part of `cargo test`). Each
 //! target takes arbitrary bytes, must never panic, and asserts the
 //! invariants its documentation lists.
 

@@ -5,8 +5,9 @@
 //!
 //! This library is the whole command; the `iocomp` binary only calls [`run`].
 //! It is a library so that the fuzz targets in `fuzz/` can reach the parsers
-//! of untrusted input here (see [`fuzz`]): `get`'s response head, its body
-//! framing and content decoding, and `serve --config`'s file.
+//! of untrusted input here (the `fuzz` module, behind the `fuzz` feature
+//! that only `fuzz/` and this crate's tests enable): `get`'s response head,
+//! its body framing and content decoding, and `serve --config`'s file.
 //!
 //! Unsafe code is denied here and allowed in one module, `sys`, which wraps
 //! every libc call the command makes, each with its `SAFETY` argument.
@@ -26,6 +27,8 @@ use tracing::{error, info, warn};
 mod bench;
 mod client;
 mod config;
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
 pub mod fuzz;
 mod get;
 mod privdrop;

@@ -1,6 +1,6 @@
 // Drives headless Chromium (Debian's /usr/bin/chromium, through playwright-core,
 // which downloads no browser) over an iocomp directory listing; run by
-// crates/iocomp-cli/tests/browser.rs.
+// crates/iocomp-cli/tests/cli/browser.rs.
 //
 //   node listing.mjs URL SCREENSHOT SPEC
 //

@@ -1,6 +1,6 @@
 // Drives headless Chromium (Debian's /usr/bin/chromium, through playwright-core)
 // over iocomp's live status page while downloads run; run by
-// crates/iocomp-cli/tests/browser.rs.
+// crates/iocomp-cli/tests/cli/browser.rs.
 //
 //   node status.mjs URL SHOT1 SHOT2 COUNT
 //

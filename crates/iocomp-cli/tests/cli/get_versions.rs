@@ -7,12 +7,10 @@
 //! "already complete" only for the same version. A mismatch downloads the
 //! file afresh (RFC 9110 §14.4, §13.1.5; curl and wget send `If-Range`).
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::{code, get, pseudo_random, stderr, Req, Scripted, TempTree, Version};
+use crate::harness::{chunked, code, get, pseudo_random, stderr, Req, Scripted, TempTree, Version};
 
 const DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 
@@ -33,15 +31,6 @@ fn chunked_unfinished(validators: &str, body: &[u8]) -> Vec<u8> {
     v.extend_from_slice(body);
     v.extend_from_slice(b"\r\n");
     v
-}
-
-fn strong<'a>(body: &'a [u8], etag: &'static str, honours_if_range: bool) -> Version<'a> {
-    Version {
-        body,
-        etag: Some(etag),
-        last_modified: None,
-        honours_if_range,
-    }
 }
 
 /// A first download cut after `keep` bytes leaves a resumable `.part`.
@@ -68,8 +57,8 @@ fn resume_against_a_server_that_ignores_if_range_downloads_the_new_version_afres
     let (v1, v2) = (pseudo_random(1, 300_000), pseudo_random(2, 300_000));
     let (a, b) = (v1.clone(), v2.clone());
     let s = Scripted::start(move |n, req: &Req| match n {
-        0 => cut(strong(&a, "\"v1\"", false).answer(req), 100_000),
-        _ => strong(&b, "\"v2\"", false).answer(req),
+        0 => cut(Version::tagged(&a, "\"v1\"", false).answer(req), 100_000),
+        _ => Version::tagged(&b, "\"v2\"", false).answer(req),
     });
     interrupted(dir, &out, &s.url("f.bin"));
 
@@ -140,7 +129,7 @@ fn a_416_means_complete_only_for_the_version_saved() {
     let a = v1.clone();
     let s = Scripted::start(move |n, req: &Req| match n {
         0 => chunked_unfinished("ETag: \"v1\"\r\n", &a),
-        _ => strong(&a, "\"v1\"", true).answer(req),
+        _ => Version::tagged(&a, "\"v1\"", true).answer(req),
     });
     interrupted(dir, &out, &s.url("same.bin"));
     let o = get(
@@ -156,7 +145,7 @@ fn a_416_means_complete_only_for_the_version_saved() {
     let (a, b) = (v1.clone(), v2.clone());
     let s = Scripted::start(move |n, req: &Req| match n {
         0 => chunked_unfinished("ETag: \"v1\"\r\n", &a),
-        _ => strong(&b, "\"v2\"", false).answer(req),
+        _ => Version::tagged(&b, "\"v2\"", false).answer(req),
     });
     interrupted(dir, &out, &s.url("other.bin"));
     let o = get(
@@ -178,10 +167,10 @@ fn parallel_parts_of_two_versions_are_never_mixed() {
     // Parts alternate between two ETags (the probe saw v1): the parts disagree.
     let (a, b) = (v1.clone(), v2.clone());
     let s = Scripted::start(move |n, req: &Req| match req.range() {
-        None => strong(&b, "\"v2\"", false).answer(req),
-        Some((0, Some(0))) => strong(&a, "\"v1\"", false).answer(req),
-        Some(_) if n % 2 == 0 => strong(&b, "\"v2\"", false).answer(req),
-        Some(_) => strong(&a, "\"v1\"", false).answer(req),
+        None => Version::tagged(&b, "\"v2\"", false).answer(req),
+        Some((0, Some(0))) => Version::tagged(&a, "\"v1\"", false).answer(req),
+        Some(_) if n % 2 == 0 => Version::tagged(&b, "\"v2\"", false).answer(req),
+        Some(_) => Version::tagged(&a, "\"v1\"", false).answer(req),
     });
     let out = dir.join("etag.bin");
     let o = get(
@@ -202,10 +191,10 @@ fn parallel_parts_of_two_versions_are_never_mixed() {
     let longer: Vec<u8> = [&v2[..], b"tail"].concat();
     let (a, b) = (v1.clone(), longer.clone());
     let s = Scripted::start(move |n, req: &Req| match req.range() {
-        None => strong(&b, "\"v\"", false).answer(req),
-        Some((0, Some(0))) => strong(&a, "\"v\"", false).answer(req),
-        Some(_) if n % 2 == 0 => strong(&b, "\"v\"", false).answer(req),
-        Some(_) => strong(&a, "\"v\"", false).answer(req),
+        None => Version::tagged(&b, "\"v\"", false).answer(req),
+        Some((0, Some(0))) => Version::tagged(&a, "\"v\"", false).answer(req),
+        Some(_) if n % 2 == 0 => Version::tagged(&b, "\"v\"", false).answer(req),
+        Some(_) => Version::tagged(&a, "\"v\"", false).answer(req),
     });
     let out = dir.join("total.bin");
     let o = get(
@@ -214,18 +203,6 @@ fn parallel_parts_of_two_versions_are_never_mixed() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_is(&out, &longer, "parts of two sizes");
-}
-
-/// `body` in chunked framing, `per` bytes a chunk.
-fn chunked(body: &[u8], per: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    for c in body.chunks(per) {
-        v.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
-        v.extend_from_slice(c);
-        v.extend_from_slice(b"\r\n");
-    }
-    v.extend_from_slice(b"0\r\n\r\n");
-    v
 }
 
 /// A 206 of `body[a..=b]` (total `body.len()`) with ETag `etag`, in chunked
@@ -256,7 +233,7 @@ fn parallel_parts_in_chunked_framing_are_decoded_and_held_to_their_range() {
     // Every part is a chunked 206 (RFC 9112 §7.1): the file holds the data, never the framing.
     let a = v1.clone();
     let s = Scripted::start(move |_, req: &Req| match req.range() {
-        Some((0, Some(0))) | None => strong(&a, "\"v\"", true).answer(req),
+        Some((0, Some(0))) | None => Version::tagged(&a, "\"v\"", true).answer(req),
         Some((x, y)) => chunked_206(&a, x, y.unwrap(), "\"v\"", 0),
     });
     let out = dir.join("chunked.bin");
@@ -277,7 +254,7 @@ fn parallel_parts_in_chunked_framing_are_decoded_and_held_to_their_range() {
     for extra in [-1i64, 100] {
         let a = v1.clone();
         let s = Scripted::start(move |_, req: &Req| match req.range() {
-            Some((0, Some(0))) | None => strong(&a, "\"v\"", true).answer(req),
+            Some((0, Some(0))) | None => Version::tagged(&a, "\"v\"", true).answer(req),
             Some((x, y)) => chunked_206(&a, x, y.unwrap(), "\"v\"", extra),
         });
         let out = dir.join(format!("bad{extra}.bin"));
@@ -302,7 +279,7 @@ fn a_resumed_206_must_bring_exactly_the_rest_of_the_file() {
     let out = dir.join("f.bin");
     let a = v1.clone();
     let s = Scripted::start(move |n, req: &Req| match n {
-        0 => cut(strong(&a, "\"v1\"", true).answer(req), 100_000),
+        0 => cut(Version::tagged(&a, "\"v1\"", true).answer(req), 100_000),
         1 => {
             let (x, _) = req.range().unwrap();
             let mut v = format!(
@@ -328,7 +305,7 @@ fn a_resumed_206_must_bring_exactly_the_rest_of_the_file() {
             v.extend_from_slice(&[b'X'; 500]);
             v
         }
-        _ => strong(&a, "\"v1\"", true).answer(req),
+        _ => Version::tagged(&a, "\"v1\"", true).answer(req),
     });
     interrupted(dir, &out, &s.url("f.bin"));
     let o = get(dir, &["-c", "-o", out.to_str().unwrap(), &s.url("f.bin")]);
@@ -357,24 +334,6 @@ fn a_resumed_206_must_bring_exactly_the_rest_of_the_file() {
     assert_is(&out, &v1, "resumed at last");
 }
 
-fn weak<'a>(body: &'a [u8], etag: &'static str) -> Version<'a> {
-    Version {
-        body,
-        etag: Some(etag),
-        last_modified: None,
-        honours_if_range: false,
-    }
-}
-
-fn no_validator(body: &[u8]) -> Version<'_> {
-    Version {
-        body,
-        etag: None,
-        last_modified: None,
-        honours_if_range: false,
-    }
-}
-
 #[test]
 fn a_weak_etag_is_compared_and_no_validator_means_no_joining() {
     let tree = TempTree::new();
@@ -385,8 +344,8 @@ fn a_weak_etag_is_compared_and_no_validator_means_no_joining() {
     let out = dir.join("weak.bin");
     let (a, b) = (v1.clone(), v2.clone());
     let s = Scripted::start(move |n, req: &Req| match n {
-        0 => cut(weak(&a, "W/\"v1\"").answer(req), 100_000),
-        _ => weak(&b, "W/\"v2\"").answer(req),
+        0 => cut(Version::tagged(&a, "W/\"v1\"", false).answer(req), 100_000),
+        _ => Version::tagged(&b, "W/\"v2\"", false).answer(req),
     });
     interrupted(dir, &out, &s.url("weak.bin"));
     let o = get(
@@ -404,8 +363,8 @@ fn a_weak_etag_is_compared_and_no_validator_means_no_joining() {
     let out = dir.join("same.bin");
     let a = v1.clone();
     let s = Scripted::start(move |n, req: &Req| match n {
-        0 => cut(weak(&a, "W/\"v1\"").answer(req), 100_000),
-        _ => weak(&a, "W/\"v1\"").answer(req),
+        0 => cut(Version::tagged(&a, "W/\"v1\"", false).answer(req), 100_000),
+        _ => Version::tagged(&a, "W/\"v1\"", false).answer(req),
     });
     interrupted(dir, &out, &s.url("same.bin"));
     let o = get(
@@ -420,8 +379,8 @@ fn a_weak_etag_is_compared_and_no_validator_means_no_joining() {
     let out = dir.join("none.bin");
     let (a, b) = (v1.clone(), v2.clone());
     let s = Scripted::start(move |n, req: &Req| match n {
-        0 => cut(no_validator(&a).answer(req), 100_000),
-        _ => no_validator(&b).answer(req),
+        0 => cut(Version::bare(&a).answer(req), 100_000),
+        _ => Version::bare(&b).answer(req),
     });
     interrupted(dir, &out, &s.url("none.bin"));
     let o = get(
@@ -439,10 +398,10 @@ fn a_weak_etag_is_compared_and_no_validator_means_no_joining() {
     let (a, b) = (pseudo_random(13, len), pseudo_random(14, len));
     let want = b.clone();
     let s = Scripted::start(move |n, req: &Req| match req.range() {
-        Some((0, Some(0))) => no_validator(&a).answer(req),
-        None => no_validator(&b).answer(req),
-        Some(_) if n % 2 == 0 => no_validator(&b).answer(req),
-        Some(_) => no_validator(&a).answer(req),
+        Some((0, Some(0))) => Version::bare(&a).answer(req),
+        None => Version::bare(&b).answer(req),
+        Some(_) if n % 2 == 0 => Version::bare(&b).answer(req),
+        Some(_) => Version::bare(&a).answer(req),
     });
     let out = dir.join("nj.bin");
     let o = get(
@@ -467,13 +426,13 @@ fn a_416_proves_nothing_without_a_matching_validator_or_total() {
     let (a, b) = (v1.clone(), v2.clone());
     let s = Scripted::start(move |_, req: &Req| {
         match req.range() {
-        Some((0, Some(0))) => strong(&a, "\"v1\"", true).answer(req),
+        Some((0, Some(0))) => Version::tagged(&a, "\"v1\"", true).answer(req),
         Some(_) => format!(
             "HTTP/1.1 416 Range Not Satisfiable\r\nETag: \"v2\"\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\n\r\n",
             b.len()
         )
         .into_bytes(),
-        None => strong(&b, "\"v2\"", true).answer(req),
+        None => Version::tagged(&b, "\"v2\"", true).answer(req),
     }
     });
     let out = dir.join("shrunk.bin");

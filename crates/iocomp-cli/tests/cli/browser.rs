@@ -20,9 +20,7 @@
 //! itself; `IOCOMP_STATUS_SCREENSHOT=PATH` keeps its second screenshot at
 //! PATH (README's `docs/status-page.png` is made so).
 
-mod common;
-
-use common::{Server, TempTree};
+use crate::harness::{connect, json_string, pseudo_random, runs, Json, Server, TempTree};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -30,6 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// A mebibyte.
+const MIB: usize = 1 << 20;
 
 /// Bound for the whole Node script (browser start-up included).
 const NODE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -60,28 +61,17 @@ fn chromium_path() -> String {
     std::env::var("IOCOMP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
 }
 
-/// Whether `program --version` runs and succeeds.
-fn runs(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// What is missing to run the test, each with how to install it.
 fn missing_prerequisites() -> Vec<String> {
     let mut missing = Vec::new();
     let chromium = chromium_path();
-    if !runs(&chromium) {
+    if !runs(&chromium, "--version") {
         missing.push(format!(
             "Chromium at {chromium} (`apt-get install -y --no-install-recommends chromium`, \
              or point IOCOMP_CHROMIUM at a Chromium)"
         ));
     }
-    if !runs("node") {
+    if !runs("node", "--version") {
         missing.push("node, 18 or later (`apt-get install -y nodejs`)".to_string());
     }
     let package = script_dir().join("node_modules/playwright-core/package.json");
@@ -177,231 +167,6 @@ fn run_node(script: &str, tmp: &Path, args: &[&str]) -> NodeRun {
         stdout: String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned(),
         stderr: String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned(),
     }
-}
-
-// ---------------------------------------------------------------------------
-// Reading the script's JSON summary
-// ---------------------------------------------------------------------------
-
-/// A JSON value (the summary is small, so a tiny parser beats a dependency).
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    /// Parses a whole document; panics with the offset on malformed input.
-    fn parse(text: &str) -> Json {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value();
-        p.ws();
-        assert_eq!(p.i, p.s.len(), "trailing bytes after JSON at {}", p.i);
-        v
-    }
-
-    /// The member `key` of an object; panics if absent.
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(members) => members
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("no {key:?} in {self:?}")),
-            _ => panic!("not an object looking up {key:?}: {self:?}"),
-        }
-    }
-
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("not a string: {self:?}"),
-        }
-    }
-
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(a) => a,
-            _ => panic!("not an array: {self:?}"),
-        }
-    }
-
-    fn num(&self) -> f64 {
-        match self {
-            Json::Num(n) => *n,
-            _ => panic!("not a number: {self:?}"),
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&self) -> u8 {
-        *self
-            .s
-            .get(self.i)
-            .unwrap_or_else(|| panic!("JSON ends early at {}", self.i))
-    }
-
-    fn eat(&mut self, lit: &str) {
-        assert!(
-            self.s[self.i..].starts_with(lit.as_bytes()),
-            "expected {lit:?} at JSON offset {}",
-            self.i
-        );
-        self.i += lit.len();
-    }
-
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.peek() {
-            b'n' => {
-                self.eat("null");
-                Json::Null
-            }
-            b't' => {
-                self.eat("true");
-                Json::Bool(true)
-            }
-            b'f' => {
-                self.eat("false");
-                Json::Bool(false)
-            }
-            b'"' => Json::Str(self.string()),
-            b'[' => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.peek() == b']' {
-                    self.i += 1;
-                    return Json::Arr(items);
-                }
-                loop {
-                    items.push(self.value());
-                    self.ws();
-                    let c = self.peek();
-                    self.i += 1;
-                    match c {
-                        b',' => {}
-                        b']' => return Json::Arr(items),
-                        _ => panic!("bad array at JSON offset {}", self.i - 1),
-                    }
-                }
-            }
-            b'{' => {
-                self.i += 1;
-                let mut members = Vec::new();
-                self.ws();
-                if self.peek() == b'}' {
-                    self.i += 1;
-                    return Json::Obj(members);
-                }
-                loop {
-                    self.ws();
-                    let key = self.string();
-                    self.ws();
-                    self.eat(":");
-                    members.push((key, self.value()));
-                    self.ws();
-                    let c = self.peek();
-                    self.i += 1;
-                    match c {
-                        b',' => {}
-                        b'}' => return Json::Obj(members),
-                        _ => panic!("bad object at JSON offset {}", self.i - 1),
-                    }
-                }
-            }
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len() && b"+-.0123456789eE".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
-                Json::Num(
-                    text.parse()
-                        .unwrap_or_else(|_| panic!("bad JSON value at offset {start}")),
-                )
-            }
-        }
-    }
-
-    fn hex4(&mut self) -> u32 {
-        let h = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-        self.i += 4;
-        u32::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad \\u escape {h:?}"))
-    }
-
-    fn string(&mut self) -> String {
-        self.eat("\"");
-        let mut out = String::new();
-        loop {
-            let start = self.i;
-            while !matches!(self.peek(), b'"' | b'\\') {
-                self.i += 1;
-            }
-            out.push_str(std::str::from_utf8(&self.s[start..self.i]).unwrap());
-            let c = self.peek();
-            self.i += 1;
-            if c == b'"' {
-                return out;
-            }
-            let e = self.peek();
-            self.i += 1;
-            match e {
-                b'"' => out.push('"'),
-                b'\\' => out.push('\\'),
-                b'/' => out.push('/'),
-                b'b' => out.push('\u{8}'),
-                b'f' => out.push('\u{c}'),
-                b'n' => out.push('\n'),
-                b'r' => out.push('\r'),
-                b't' => out.push('\t'),
-                b'u' => {
-                    let mut cp = self.hex4();
-                    if (0xD800..0xDC00).contains(&cp) {
-                        self.eat("\\u");
-                        let low = self.hex4();
-                        cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-                    }
-                    out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
-                }
-                _ => panic!("bad escape at JSON offset {}", self.i - 1),
-            }
-        }
-    }
-}
-
-/// Writes `s` as a JSON string.
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The page text a browser shows for `name` in normal white-space: each run
@@ -503,9 +268,33 @@ fn chromium_follows_links_with_awkward_names() {
     );
     assert!(summary.get("pageErrors").arr().is_empty(), "{context}");
 
-    // The listing itself: HTML, no scripts, no markup smuggled in by a name,
-    // and every name findable in the text the browser displays.
-    let listing = summary.get("listing");
+    the_listing_shows_every_name_as_text(summary.get("listing"), &context);
+    every_link_leads_to_its_file(summary.get("files").arr(), &context);
+    // Whatever else the script itself found wrong.
+    let failures: Vec<&str> = summary
+        .get("failures")
+        .arr()
+        .iter()
+        .map(Json::str)
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "the script reports:\n  {}\n{context}",
+        failures.join("\n  ")
+    );
+    assert!(run.status.success(), "{context}");
+
+    // One screenshot of the listing: a non-empty PNG of sensible size.
+    assert_png(&screenshot);
+
+    server.assert_alive();
+    let log = server.stderr_text();
+    assert!(!log.contains("panicked"), "server log:\n{log}");
+}
+
+/// The listing itself: HTML, no scripts, no markup smuggled in by a name,
+/// and every name findable in the text the browser displays.
+fn the_listing_shows_every_name_as_text(listing: &Json, context: &str) {
     assert_eq!(listing.get("status").num(), 200.0, "{context}");
     assert_eq!(
         listing.get("contentType").str(),
@@ -562,9 +351,10 @@ fn chromium_follows_links_with_awkward_names() {
             "{pictured:?} missing from the links' DOM text {raw_texts:?}"
         );
     }
+}
 
-    // Every link, clicked by its visible text, led to exactly that file.
-    let files = summary.get("files").arr();
+/// Every link, clicked by its visible text, led to exactly that file.
+fn every_link_leads_to_its_file(files: &[Json], context: &str) {
     assert_eq!(files.len(), AWKWARD.len(), "{context}");
     for (i, (name, file)) in AWKWARD.iter().zip(files).enumerate() {
         let what = format!("clicking {:?}", displayed(name));
@@ -585,37 +375,6 @@ fn chromium_follows_links_with_awkward_names() {
         assert_eq!(*file.get("pre"), Json::Bool(true), "{what}: {file:?}");
         assert_eq!(file.get("text").str(), marker(i), "{what}: {file:?}");
     }
-
-    // Whatever else the script itself found wrong.
-    let failures: Vec<&str> = summary
-        .get("failures")
-        .arr()
-        .iter()
-        .map(Json::str)
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "the script reports:\n  {}\n{context}",
-        failures.join("\n  ")
-    );
-    assert!(run.status.success(), "{context}");
-
-    // One screenshot of the listing: a non-empty PNG of sensible size.
-    let png = fs::read(&screenshot)
-        .unwrap_or_else(|e| panic!("read screenshot {}: {e}", screenshot.display()));
-    assert!(png.len() > 1000, "screenshot is only {} bytes", png.len());
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "screenshot is not a PNG");
-    assert_eq!(&png[12..16], b"IHDR", "screenshot: no IHDR chunk first");
-    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
-    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert!(
-        width >= 100 && height >= 100,
-        "screenshot is {width}x{height}"
-    );
-
-    server.assert_alive();
-    let log = server.stderr_text();
-    assert!(!log.contains("panicked"), "server log:\n{log}");
 }
 
 /// Asserts `path` holds a PNG at least 100×100.
@@ -623,6 +382,7 @@ fn assert_png(path: &Path) {
     let png = fs::read(path).unwrap_or_else(|e| panic!("read screenshot {}: {e}", path.display()));
     assert!(png.len() > 1000, "screenshot is only {} bytes", png.len());
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "screenshot is not a PNG");
+    assert_eq!(&png[12..16], b"IHDR", "screenshot: no IHDR chunk first");
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
     assert!(
@@ -636,42 +396,20 @@ fn chromium_sees_two_transfers_move_on_the_status_page() {
     if !browser_ready() {
         return;
     }
-    const MIB: usize = 1 << 20;
     let tree = TempTree::new();
-    // 1 MiB/s: the downloads last 24 and 40 s, longer than the browser needs
-    // (they end with the server when the test is done).
-    tree.file(
-        "releases/iocomp-0.1.tar.gz",
-        &common::pseudo_random(1, 24 * MIB),
-    );
-    tree.file(
-        "images/debian-netinst.iso",
-        &common::pseudo_random(2, 40 * MIB),
-    );
+    // 256 KiB/s: the downloads would last 96 and 160 s, longer than the
+    // script may run (NODE_TIMEOUT), however slowly a loaded machine starts
+    // the browser (at 1 MiB/s the first could end before the page was read);
+    // they end with the server when the test is done. At a page refresh a
+    // second, each still moves more than one displayed digit (0.1 MiB, 0.1 %).
+    tree.file("releases/iocomp-0.1.tar.gz", &pseudo_random(1, 24 * MIB));
+    tree.file("images/debian-netinst.iso", &pseudo_random(2, 40 * MIB));
     let mut server = Server::start(
         tree.root(),
-        &["--rate-limit", "1M", "--metrics", "127.0.0.1:0"],
+        &["--rate-limit", "256K", "--metrics", "127.0.0.1:0"],
     );
-    let metrics = server
-        .wait_stdout_line(Duration::from_secs(10), |l| l.starts_with("metrics on "))
-        .expect("a `metrics on ADDR` line");
-    let url = format!("http://{}/", &metrics["metrics on ".len()..]);
-    let addr = server.addr();
-    // One download per protocol, read and thrown away.
-    let mut line = common::connect(addr);
-    line.write_all(b"releases/iocomp-0.1.tar.gz\n").unwrap();
-    let mut http = common::connect(addr);
-    http.write_all(b"GET /images/debian-netinst.iso HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let readers: Vec<_> = [line, http]
-        .into_iter()
-        .map(|mut s| {
-            thread::spawn(move || {
-                let mut buf = vec![0; 64 * 1024];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-            })
-        })
-        .collect();
+    let url = format!("http://{}/", server.metrics_addr());
+    let readers = two_downloads(server.addr());
 
     let tmp = tree.base().join("tmp");
     fs::create_dir(&tmp).unwrap();
@@ -694,6 +432,37 @@ fn chromium_sees_two_transfers_move_on_the_status_page() {
     assert!(summary.get("foreignRequests").arr().is_empty(), "{context}");
     assert!(run.status.success(), "{context}");
 
+    both_transfers_moved(&summary, &context);
+    assert_png(&shot1);
+    assert_png(&shot2);
+    server.assert_alive();
+    drop(server);
+    for r in readers {
+        let _ = r.join();
+    }
+}
+
+/// One download per protocol from `addr`, read and thrown away.
+fn two_downloads(addr: std::net::SocketAddr) -> Vec<thread::JoinHandle<()>> {
+    let mut line = connect(addr);
+    line.write_all(b"releases/iocomp-0.1.tar.gz\n").unwrap();
+    let mut http = connect(addr);
+    http.write_all(b"GET /images/debian-netinst.iso HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    [line, http]
+        .into_iter()
+        .map(|mut s| {
+            thread::spawn(move || {
+                let mut buf = vec![0; 64 * 1024];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            })
+        })
+        .collect()
+}
+
+/// Both transfers are listed in both readings of the status page, and
+/// their progress moved between the two, by itself.
+fn both_transfers_moved(summary: &Json, context: &str) {
     let row = |reading: &Json, file: &str| -> (f64, f64, String, String) {
         let rows = reading.arr();
         assert_eq!(rows.len(), 2, "two transfers listed; {context}");
@@ -726,12 +495,5 @@ fn chromium_sees_two_transfers_move_on_the_status_page() {
         );
         assert_ne!(text1, text2, "{file}: the displayed bytes moved");
         assert_ne!(bar1, bar2, "{file}: the displayed progress moved");
-    }
-    assert_png(&shot1);
-    assert_png(&shot2);
-    server.assert_alive();
-    drop(server);
-    for r in readers {
-        let _ = r.join();
     }
 }

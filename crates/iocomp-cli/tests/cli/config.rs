@@ -1,23 +1,31 @@
-//! `iocomp serve --config FILE` and `--print-config`: keys set options, the
-//! command line wins, errors name the key and the line, and the printed
-//! configuration reads back to itself.
+//! `iocomp serve`'s flags and `--config FILE`: keys set options, the
+//! command line wins, errors name the key and the line, the printed
+//! configuration (`--print-config`) reads back to itself; out-of-range
+//! numbers are usage errors, never panics; the TLS listener's flags
+//! (`--tls-*`, `--ktls`) need `--tls-bind`.
 
-mod common;
+use std::process::Output;
+use std::time::Duration;
 
-use common::{assert_bytes_eq, assert_read_sees_close, expect_bytes, send, Server, TempTree};
-use std::process::{Command, Output};
+use crate::harness::{
+    assert_bytes_eq, assert_read_sees_close, code, curl_https, exit_of, expect_bytes, fetch,
+    iocomp_command, output_within, send, serve_command, stderr, tls_flags, Ca, Scripted, Server,
+    TempTree, WAIT,
+};
 
+/// `iocomp ARGS`, bounded.
 fn iocomp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iocomp"))
-        .args(args)
-        .output()
-        .expect("run iocomp")
+    let mut c = iocomp_command();
+    c.args(args);
+    output_within(c, WAIT)
 }
 
+/// Writes the configuration file `name` (outside the served tree); its path.
 fn write(tree: &TempTree, name: &str, text: &str) -> String {
-    let path = tree.base().join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
+    tree.outside_file(name, text.as_bytes())
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn print_config(args: &[&str]) -> String {
@@ -29,7 +37,7 @@ fn print_config(args: &[&str]) -> String {
         out.status.success(),
         "--print-config failed: {:?}\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
     String::from_utf8(out.stdout).expect("UTF-8 config")
 }
@@ -116,7 +124,7 @@ fn config_error(text: &str) -> (Option<i32>, String) {
     let tree = TempTree::new();
     let cfg = write(&tree, "bad.toml", text);
     let out = iocomp(&["serve", "--config", &cfg]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr = stderr(&out);
     assert!(
         stderr.contains(&format!("iocomp: config {cfg} line ")),
         "the error does not name the file: {stderr}"
@@ -181,7 +189,7 @@ fn a_bad_value_is_an_error_naming_the_key_and_its_line() {
 #[test]
 fn a_missing_config_file_is_a_clear_error() {
     let out = iocomp(&["serve", "--config", "/nonexistent/iocomp.toml"]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("cannot read config /nonexistent/iocomp.toml"),
@@ -206,7 +214,7 @@ fn a_short_idle_timeout_from_the_file_is_observed() {
     // within assert_read_sees_close's 5 s.
     assert_read_sees_close(&mut s, "idle connection after the file's idle-timeout");
     assert_bytes_eq(
-        &common::fetch(server.addr(), &[b"a.txt"]),
+        &fetch(server.addr(), &[b"a.txt"]),
         b"hello\n",
         "a new connection still works",
     );
@@ -229,4 +237,108 @@ fn the_ktls_key_sets_the_kernel_tls_mode() {
         err.contains(r#"line 2: key "ktls": invalid value "maybe""#),
         "{err}"
     );
+}
+
+#[test]
+fn huge_thread_and_connection_counts_of_serve_and_bench_are_usage_errors() {
+    let tree = TempTree::new();
+    let root = tree.root().to_str().unwrap().to_string();
+    let s = Scripted::canned(
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"[..],
+        Duration::ZERO,
+    );
+    let u = s.url("b");
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--threads",
+            "18446744073709551615",
+            &root,
+        ],
+        vec![
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--threads",
+            "100000",
+            &root,
+        ],
+        vec!["bench", "-d", "1s", "-t", "18446744073709551615", &u],
+        vec!["bench", "-d", "1s", "-c", "18446744073709551615", &u],
+    ];
+    for args in cases {
+        let mut c = iocomp_command();
+        c.args(&args);
+        let o = output_within(c, Duration::from_secs(60));
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn tls_files_without_a_tls_listener_are_a_usage_error() {
+    let tree = TempTree::new();
+    for extra in [
+        &["--tls-cert", "c.pem", "--tls-key", "k.pem"][..],
+        &["--tls-no-tickets"][..],
+    ] {
+        let (code, err) = exit_of(serve_command(tree.root(), extra));
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(err.contains("need --tls-bind"), "{extra:?}: {err}");
+    }
+}
+
+/// `--ktls` takes auto, on or off (anything else is a usage error naming the
+/// flag); `on` needs a TLS listener; on a kernel whose probe finds no kernel
+/// TLS, `on` refuses to start with an error naming the probe and what it saw,
+/// while `off` (and `auto`) serve HTTPS in user space.
+#[test]
+fn ktls_on_fails_loudly_where_the_probe_finds_nothing_and_off_serves() {
+    let tree = TempTree::new();
+    tree.file("pub.txt", b"public\n");
+    let ca = Ca::new(tree.base(), "ktls");
+    let tls = tls_flags(&[ca.leaf(tree.base(), "ktls", &["localhost"], false)]);
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let (code, err) = exit_of(serve_command(tree.root(), &["--ktls", "maybe"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--ktls") && err.contains("expected auto, on or off"),
+        "{err}"
+    );
+    let (code, err) = exit_of(serve_command(tree.root(), &["--ktls", "on"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("need --tls-bind"), "{err}");
+    let list = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+        .expect("/proc is mounted for the tests");
+    if list.split_whitespace().any(|u| u == "tls") {
+        println!(
+            "NOTE: this kernel lists `tls` ({list:?}): `--ktls on` may start here, so its \
+             refusal was NOT exercised"
+        );
+    } else {
+        let mut on = tls.clone();
+        on.extend(["--ktls", "on"]);
+        let (code, err) = exit_of(serve_command(tree.root(), &on));
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("--ktls on")
+                && err.contains("kernel TLS probe")
+                && err.contains("modprobe tls"),
+            "{err}"
+        );
+    }
+    for mode in ["off", "auto"] {
+        let mut args = tls.clone();
+        args.extend(["--ktls", mode]);
+        let server = Server::start(tree.root(), &args);
+        let out = curl_https(&ca.pem, server.tls_addr().port(), "pub.txt");
+        assert!(
+            out.status.success(),
+            "--ktls {mode}: curl: {}",
+            stderr(&out)
+        );
+        assert_bytes_eq(&out.stdout, b"public\n", "over TLS");
+    }
 }

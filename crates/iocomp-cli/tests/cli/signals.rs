@@ -1,14 +1,15 @@
-//! Graceful shutdown of `iocomp serve`: on SIGINT or SIGTERM the server stops,
-//! closes its connections (idle ones included), joins its workers and exits
-//! with status 0 within a bounded time, and its clients see the connection
-//! end instead of hanging.
+//! Signals to `iocomp serve`: on SIGINT or SIGTERM the server stops, closes
+//! its connections (idle ones included), joins its workers and exits with
+//! status 0 within a bounded time, and its clients see the connection end
+//! instead of hanging; SIGHUP reloads (the certificates, when there are any).
+//! SIGUSR1 (reopen the access log) is in `access_log`, systemd's
+//! `STOPPING=1` in `systemd`.
 
-mod common;
+use std::time::Duration;
 
-use common::{
+use crate::harness::{
     assert_bytes_eq, assert_read_sees_close, expect_bytes, fetch, send, Server, TempTree,
 };
-use std::time::Duration;
 
 const OK_CONTENT: &[u8] = b"shutdown test file\n";
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,4 +69,13 @@ fn sigterm_exits_zero() {
         Some(0),
         "exit status after SIGTERM: {status:?}"
     );
+}
+
+#[test]
+fn sighup_without_tls_reloads_no_certificates() {
+    let tree = TempTree::new();
+    let server = Server::start(tree.root(), &[]);
+    server.signal(libc::SIGHUP);
+    let err = server.wait_stderr("SIGHUP");
+    assert!(!err.contains("certificate"), "{err}");
 }

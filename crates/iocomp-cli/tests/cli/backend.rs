@@ -2,28 +2,9 @@
 //! default seccomp profile), the server falls back to epoll by itself, says so
 //! in its banner, and serves exactly the same bytes; `--backend` forces one.
 
-mod common;
-
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{fetch, pseudo_random, Server, StartOptions, TempTree};
-
-/// Polls the server's stderr until `needle` shows up (bounded).
-fn wait_stderr(server: &Server, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let text = server.stderr_text();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no {needle:?} in stderr:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::harness::{fetch, pseudo_random, Server, StartOptions, TempTree};
 
 #[test]
 #[cfg(target_arch = "x86_64")]
@@ -37,7 +18,7 @@ fn with_io_uring_denied_by_seccomp_the_server_runs_on_epoll_and_says_why() {
         ..StartOptions::default()
     };
     let server = Server::start_with(tree.root(), &[], &opts);
-    let log = wait_stderr(&server, "worker threads, backend");
+    let log = server.wait_stderr("worker threads, backend");
     assert!(
         log.contains("backend epoll (io_uring unavailable: io_uring_setup"),
         "the banner must name the backend and the reason:\n{log}"
@@ -60,8 +41,7 @@ fn forcing_uring_where_it_is_denied_fails_with_a_clear_error() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iocomp"));
     cmd.args(["serve", "--bind", "127.0.0.1:0", "--backend", "uring"])
         .arg(tree.root());
-    common::deny_io_uring(&mut cmd);
-    cmd.env_remove("IOCOMP_BACKEND");
+    crate::harness::deny_io_uring(&mut cmd);
     let out = cmd.output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -78,8 +58,7 @@ fn forcing_uring_where_it_is_denied_fails_with_a_clear_error() {
 fn version_names_the_backend_this_machine_would_run() {
     let mut denied = Command::new(env!("CARGO_BIN_EXE_iocomp"));
     denied.arg("--version");
-    common::deny_io_uring(&mut denied);
-    denied.env_remove("IOCOMP_BACKEND");
+    crate::harness::deny_io_uring(&mut denied);
     let out = denied.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
@@ -102,7 +81,7 @@ fn backend_flag_forces_epoll() {
     let tree = TempTree::new();
     tree.file("a.txt", b"hello\n");
     let server = Server::start(tree.root(), &["--backend", "epoll"]);
-    let log = wait_stderr(&server, "worker threads, backend");
+    let log = server.wait_stderr("worker threads, backend");
     assert!(log.contains("backend epoll"), "{log}");
     assert!(
         !log.contains("unavailable"),

@@ -1,0 +1,163 @@
+//! Bounded clients: connect with timeouts, send, read to the end, expect
+//! exact bytes, see a connection close.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::{assert_bytes_eq, show, IO_TIMEOUT};
+
+/// Connects to `addr` with bounded connect, read and write timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Writes `bytes`, panicking with context on failure or timeout.
+pub fn send(stream: &mut TcpStream, bytes: &[u8]) {
+    stream
+        .write_all(bytes)
+        .unwrap_or_else(|e| panic!("write {}: {e}", show(bytes)));
+}
+
+/// One line-protocol connection: sends every name as a line, half-closes,
+/// and reads the whole reply until the server closes the connection.
+pub fn fetch(addr: SocketAddr, names: &[&[u8]]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    let mut request = Vec::new();
+    for name in names {
+        request.extend_from_slice(name);
+        request.push(b'\n');
+    }
+    send(&mut stream, &request);
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    read_to_end_timeout(&mut stream, IO_TIMEOUT * 3)
+}
+
+/// Reads until EOF; panics if a single read stalls for the socket timeout or
+/// the whole read takes longer than `total`.
+pub fn read_to_end_timeout(stream: &mut TcpStream, total: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + total;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "reading to EOF failed after {} bytes (did the server close the connection?): {e}; last bytes: {}",
+                out.len(),
+                show(&out[out.len().saturating_sub(64)..])
+            ),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reading to EOF took longer than {total:?} ({} bytes so far)",
+            out.len()
+        );
+    }
+}
+
+/// Reads exactly `expected.len()` bytes and checks they equal `expected`.
+/// Fails as soon as the bytes diverge (after briefly collecting the rest of
+/// the line for the message), so a wrong error line fails fast instead of
+/// waiting for bytes that will never come.
+pub fn expect_bytes(stream: &mut TcpStream, expected: &[u8], what: &str) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut got: Vec<u8> = Vec::with_capacity(expected.len());
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < expected.len() {
+        let want = (expected.len() - got.len()).min(buf.len());
+        match stream.read(&mut buf[..want]) {
+            Ok(0) => panic!(
+                "{what}: EOF after {} of {} bytes; got {}, want {}",
+                got.len(),
+                expected.len(),
+                show(&got),
+                show(expected)
+            ),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "{what}: read failed after {} of {} bytes: {e}; got {}, want {}",
+                got.len(),
+                expected.len(),
+                show(&got),
+                show(expected)
+            ),
+        }
+        if got[..] != expected[..got.len()] {
+            collect_rest_of_line(stream, &mut got);
+            assert_bytes_eq(&got, expected, what);
+        }
+        assert!(
+            got.len() == expected.len() || Instant::now() < deadline,
+            "{what}: reply took longer than {IO_TIMEOUT:?} ({} of {} bytes)",
+            got.len(),
+            expected.len()
+        );
+    }
+}
+
+/// After a mismatch: reads a little more (up to a LF, 256 bytes or 300 ms) so
+/// the failure message shows the server's whole line.
+fn collect_rest_of_line(stream: &mut TcpStream, got: &mut Vec<u8>) {
+    let old = stream.read_timeout().ok().flatten();
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\n") && got.len() < 256 {
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            _ => break,
+        }
+    }
+    let _ = stream.set_read_timeout(old);
+}
+
+/// Asserts that a read on `stream` ends the connection: it returns EOF or an
+/// error such as a reset, but neither data nor a timeout.
+pub fn assert_read_sees_close(stream: &mut TcpStream, what: &str) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: expected EOF, got {n} bytes: {}", show(&buf[..n])),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            panic!("{what}: connection still open (read timed out)")
+        }
+        Err(_) => {} // reset or similar: the connection is gone, as required
+    }
+}
+
+/// Reads a request head (to the blank line; over 64 KiB fails) from `s`; stops
+/// early at EOF, an error or a timeout. A head that does not start like an
+/// HTTP request (a TLS ClientHello, say) is read as whatever arrives until
+/// the peer pauses for 300 ms.
+pub fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+        assert!(head.len() < 64 * 1024, "request head too long");
+        if head.len() == 1 && !head[0].is_ascii_alphabetic() {
+            let old = s.read_timeout().ok().flatten();
+            let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut rest = [0u8; 4096];
+            while let Ok(n @ 1..) = s.read(&mut rest) {
+                head.extend_from_slice(&rest[..n]);
+            }
+            let _ = s.set_read_timeout(old);
+            break;
+        }
+    }
+    head
+}
