@@ -82,7 +82,11 @@ fn main() {
                     }
                 }
             };
-            run(iters, side(Event::new(false, false)), side(Event::new(false, false)))
+            run(
+                iters,
+                side(Event::new(false, false)),
+                side(Event::new(false, false)),
+            )
         }
         "semaphore" => {
             let side = |s: Semaphore| {
@@ -94,7 +98,11 @@ fn main() {
                     }
                 }
             };
-            run(iters, side(Semaphore::new(0, 1).unwrap()), side(Semaphore::new(0, 1).unwrap()))
+            run(
+                iters,
+                side(Semaphore::new(0, 1).unwrap()),
+                side(Semaphore::new(0, 1).unwrap()),
+            )
         }
         "std" | "std-timeout" => {
             let t = if mode == "std" { None } else { T };
@@ -113,7 +121,8 @@ fn main() {
             // `roundtrip periodic N PERIOD_US`: another thread sets an auto-reset event every PERIOD_US microseconds
             // (timed by spinning on the clock), this one waits for it N times; prints this thread's CPU time per wait
             // (from /proc/thread-self/schedstat), the cost of waiting for a periodic signal.
-            let period = Duration::from_micros(args.get(3).and_then(|s| s.parse().ok()).unwrap_or(15));
+            let period =
+                Duration::from_micros(args.get(3).and_then(|s| s.parse().ok()).unwrap_or(15));
             let e = Event::new(false, false);
             let e2 = e.clone();
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -147,9 +156,14 @@ fn main() {
             d
         }
         other => {
-            eprintln!("unknown mode {other}: event, event-inf, semaphore, std, std-timeout, periodic");
+            eprintln!(
+                "unknown mode {other}: event, event-inf, semaphore, std, std-timeout, periodic"
+            );
             std::process::exit(2);
         }
     };
-    println!("{mode}: {iters} round trips, {:.2} us each", d.as_secs_f64() * 1e6 / iters as f64);
+    println!(
+        "{mode}: {iters} round trips, {:.2} us each",
+        d.as_secs_f64() * 1e6 / iters as f64
+    );
 }
