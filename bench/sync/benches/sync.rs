@@ -121,7 +121,9 @@ fn ping_pong(c: &mut Criterion) {
     g.bench_function("iocomp_sync::Semaphore", |b| {
         b.iter_custom(|iters| iocomp_ping_pong(iters, semaphores(), release_semaphore, T))
     });
-    g.bench_function("std Mutex+Condvar", |b| b.iter_custom(|iters| std_ping_pong(iters, None)));
+    g.bench_function("std Mutex+Condvar", |b| {
+        b.iter_custom(|iters| std_ping_pong(iters, None))
+    });
     g.bench_function("iocomp_sync::Event, no timeout", |b| {
         b.iter_custom(|iters| iocomp_ping_pong(iters, events(), set_event, None))
     });
@@ -158,7 +160,9 @@ fn wait_all_throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("two-resource meals (4 threads)");
     g.bench_function("iocomp_sync wait_all", |b| {
         b.iter_custom(|iters| {
-            let sticks: Vec<iocomp_sync::Mutex> = (0..PHILOSOPHERS).map(|_| iocomp_sync::Mutex::new(false)).collect();
+            let sticks: Vec<iocomp_sync::Mutex> = (0..PHILOSOPHERS)
+                .map(|_| iocomp_sync::Mutex::new(false))
+                .collect();
             let sticks = Arc::new(sticks);
             let per = iters.div_ceil(PHILOSOPHERS as u64);
             let start = Instant::now();
@@ -183,7 +187,8 @@ fn wait_all_throughput(c: &mut Criterion) {
     });
     g.bench_function("std Mutex, ordered locking", |b| {
         b.iter_custom(|iters| {
-            let sticks: Arc<Vec<Mutex<()>>> = Arc::new((0..PHILOSOPHERS).map(|_| Mutex::new(())).collect());
+            let sticks: Arc<Vec<Mutex<()>>> =
+                Arc::new((0..PHILOSOPHERS).map(|_| Mutex::new(())).collect());
             let per = iters.div_ceil(PHILOSOPHERS as u64);
             let start = Instant::now();
             let ts: Vec<_> = (0..PHILOSOPHERS)

@@ -128,6 +128,10 @@ pub(crate) struct Waiter {
     pub(crate) abandoned: AtomicUsize,
     /// The thread the wait acquires mutexes for.
     pub(crate) owner: ThreadId,
+    /// The CPU the thread that woke this wait ran on (`u32::MAX`: none yet): a hint for the spin budget (see
+    /// `wait::spin_then_block`), written before the unpark, read relaxed; no part of the hand-off.
+    #[cfg(not(loom))]
+    pub(crate) waker_cpu: std::sync::atomic::AtomicU32,
     /// How to wake the waiting thread.
     wake: Wake,
     /// For a wait-all, its objects (in order), so that a state change on one of them can check all of them.
@@ -168,6 +172,8 @@ impl Waiter {
             signaled: AtomicUsize::new(NONE),
             abandoned: AtomicUsize::new(NONE),
             owner,
+            #[cfg(not(loom))]
+            waker_cpu: std::sync::atomic::AtomicU32::new(u32::MAX),
             wake,
             objs: all_objs,
         }
@@ -177,6 +183,9 @@ impl Waiter {
     pub(crate) fn reuse(&mut self, all_objs: &[&Arc<Object>]) {
         self.signaled.store(NONE, Ordering::Relaxed);
         self.abandoned.store(NONE, Ordering::Relaxed);
+        #[cfg(not(loom))]
+        self.waker_cpu
+            .store(u32::MAX, std::sync::atomic::Ordering::Relaxed);
         if !self.objs.is_empty() || !all_objs.is_empty() {
             self.objs.clear();
             self.objs.extend(all_objs.iter().map(|o| Arc::clone(o)));
@@ -191,6 +200,19 @@ impl Waiter {
         debug_assert!(self.objs.is_empty());
         self.signaled.store(NONE, Ordering::Relaxed);
         self.abandoned.store(NONE, Ordering::Relaxed);
+        #[cfg(not(loom))]
+        self.waker_cpu
+            .store(u32::MAX, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wakes the waiting thread, noting the CPU it is woken from.
+    fn wake_up(&self) {
+        #[cfg(not(loom))]
+        self.waker_cpu.store(
+            crate::sys::current_cpu(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.wake.unpark();
     }
 
     pub(crate) fn is_signaled(&self) -> bool {
@@ -226,7 +248,7 @@ impl Wakes {
     fn push(&mut self, q: Arc<Waiter>) {
         match self.q.iter_mut().find(|slot| slot.is_none()) {
             Some(slot) => *slot = Some(q),
-            None => q.wake.unpark(),
+            None => q.wake_up(),
         }
     }
 
@@ -248,7 +270,7 @@ impl Drop for Wakes {
     /// (see [`Waiter::rearm`]): the unpark is then a spurious one, which every sleep tolerates.
     fn drop(&mut self) {
         for q in self.q.iter().flatten() {
-            q.wake.unpark();
+            q.wake_up();
         }
     }
 }
@@ -393,6 +415,9 @@ const BUSY: u64 = 1 << 62;
 const BUSY_SPINS: u32 = 64;
 #[cfg(loom)]
 const BUSY_SPINS: u32 = 0;
+/// The spin budget of a new object (ns; see `wait::spin_then_block`).
+#[cfg(not(loom))]
+pub(crate) const SPIN_START_NS: u32 = 2_000;
 /// Mutex counts and owner ids up to this fit the fast word; beyond, the mutex stays inflated.
 const FAST_LIMIT: u64 = 1 << 30;
 
@@ -417,6 +442,11 @@ pub struct Object {
     fast: AtomicU64,
     /// A semaphore's maximum (fixed at creation).
     max: u32,
+    /// How long (ns) a single-object wait on this event or semaphore spins on the fast word before it queues: adapted
+    /// by the waits themselves (see `wait::spin_then_block`). A hint only, read and written relaxed; no part of the
+    /// hand-off.
+    #[cfg(not(loom))]
+    spin_ns: std::sync::atomic::AtomicU32,
     state: Mutex<State>,
 }
 
@@ -448,6 +478,8 @@ impl Object {
             tag,
             fast: AtomicU64::new(INFLATED),
             max,
+            #[cfg(not(loom))]
+            spin_ns: std::sync::atomic::AtomicU32::new(SPIN_START_NS),
             state: Mutex::new(State {
                 kind,
                 any: Vec::new(),
@@ -463,6 +495,23 @@ impl Object {
 
     pub(crate) fn tag(&self) -> Tag {
         self.tag
+    }
+
+    /// The current spin budget of a single-object wait (see [`Object::spin_ns`]).
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) fn spin_budget(&self) -> u32 {
+        self.spin_ns.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the spin budget (written only when it changes: the word shares the fast word's cache line).
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) fn set_spin_budget(&self, old: u32, new: u32) {
+        if new != old {
+            self.spin_ns
+                .store(new, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The fast word for `kind`, if it fits one.

@@ -148,6 +148,14 @@ pub(crate) fn gettid() -> libc::pid_t {
     unsafe { libc::gettid() }
 }
 
+/// The CPU the calling thread runs on (`sched_getcpu`: glibc reads it from the thread's rseq area or the vDSO, no
+/// system call), or `u32::MAX` if it cannot tell. A hint only: the thread may move right after.
+pub(crate) fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu takes no arguments and touches no memory of ours.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).unwrap_or(u32::MAX)
+}
+
 /// `setpriority(PRIO_PROCESS, tid, nice)`: on Linux the nice value is per thread, so this changes thread `tid` only.
 pub(crate) fn set_thread_nice(tid: libc::pid_t, nice: i32) -> io::Result<()> {
     let who = libc::id_t::try_from(tid).unwrap_or(0);

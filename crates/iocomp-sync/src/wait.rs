@@ -66,10 +66,10 @@ pub trait Waitable: sealed::Sealed {
                 return Ok(WaitResult::TimedOut)
             }
             // Deflated and not signalled: an event or semaphore (never a thread: thread objects never deflate) has
-            // nothing for `wait_objects` to check and goes straight to the queue; a mutex takes the full path, which
+            // nothing for `wait_objects` to check: it spins a while, then queues; a mutex takes the full path, which
             // checks its recursion count and spins briefly first.
             Some(WaitResult::TimedOut) if obj.tag() != Tag::Mutex => {
-                return Ok(block_fresh(&[obj], Mode::Any, timeout, me));
+                return Ok(spin_then_block(obj, timeout, me));
             }
             Some(WaitResult::TimedOut) | None => {}
             Some(r) => return Ok(r),
@@ -380,6 +380,103 @@ fn fast_once(objs: &[&Arc<Object>], mode: Mode, me: ThreadId) -> Option<WaitResu
     }
 }
 
+/// The spin budget's ceiling (ns): a wait that ended later than this after it started would not have been served by
+/// spinning, so the budget never grows past it. Chosen above the wake-up latency of an idle vCPU on the 2-core VM the
+/// benchmarks run on (~12 µs: a sleeping ping-pong round trip there is ~25 µs), so that a ping-pong can leave the
+/// sleeping regime; see [`spin_then_block`].
+#[cfg(not(loom))]
+const SPIN_MAX_NS: u32 = 25_000;
+/// A budget halved below this (ns) becomes zero: no spin at all (a wait then pays two clock reads and a CPU number,
+/// so that the budget can grow again).
+#[cfg(not(loom))]
+const SPIN_MIN_NS: u32 = 250;
+/// How many fast-path attempts a spin makes between clock reads (a clock read costs about as much as a few of them).
+#[cfg(not(loom))]
+const SPIN_BATCH: u32 = 16;
+
+/// A non-alertable single-object wait on a deflated, unsignalled event or semaphore: spin on the fast word for the
+/// object's adaptive budget, then queue and park (`block`).
+///
+/// Why: a wait that sleeps costs its thread a futex sleep and its signaller a futex wake, and on a VM an idle vCPU's
+/// wake-up costs ~10 µs of latency; a signal that arrives while the waiter spins costs one compare-and-swap on each
+/// side (the object stays deflated: the signaller finds no waiter to wake, and takes no lock). Each spin attempt is
+/// the fast path itself, so spinning changes no outcome: an attempt that finds the object inflated (a wait is queued)
+/// stops spinning and queues behind it (FIFO kept); a pulse, which releases only queued waiters, is not seen by a wait
+/// still spinning, as by one that has not started (documented in `Event::pulse`).
+///
+/// The budget (per object, `Object::spin_ns`) adapts to what spinning would have achieved, after each wait that spun
+/// to the end of its budget and parked:
+/// - woken by a thread on the CPU this one spun on: the signaller needed this CPU (both threads share one core: pinned,
+///   or the other cores are busy), so spinning only delayed it: the budget halves;
+/// - woken from another CPU, `waited` after the wait started: under [`SPIN_MAX_NS`], a spin of `waited * 5/4` would
+///   have caught the signal, so that becomes the budget (this is how a ping-pong whose two threads both sleep leaves
+///   that regime: one thread spinning past the other's wake-up latency is enough); a longer wait, or a timeout,
+///   halves it.
+///
+/// A signal caught while spinning changes nothing. So a wait spins at most [`SPIN_MAX_NS`] of CPU, and only on an
+/// object whose recent waits ended within it; no `sched_yield` (on a loaded machine it hands the CPU to an unrelated
+/// process for a whole slice).
+#[inline(never)]
+fn spin_then_block(obj: &Arc<Object>, timeout: Option<Duration>, me: ThreadId) -> WaitResult {
+    let objs = std::slice::from_ref(&obj);
+    #[cfg(loom)]
+    {
+        // One more fast-path attempt stands for the spin: the same attempts as the real spin, in fewer interleavings.
+        thread::yield_now();
+        match fast_once(objs, Mode::Any, me) {
+            Some(WaitResult::TimedOut) | None => block_fresh(objs, Mode::Any, timeout, me),
+            Some(r) => r,
+        }
+    }
+    #[cfg(not(loom))]
+    {
+        let start = Instant::now();
+        let deadline = timeout.and_then(|d| start.checked_add(d));
+        let budget = obj.spin_budget();
+        let limit = Duration::from_nanos(u64::from(budget)).min(timeout.unwrap_or(Duration::MAX));
+        let mut now = start;
+        // The spin: returns what it caught; gives up when the budget is spent, or at once when the object is inflated
+        // (a wait is queued: queue behind it; the budget is then left alone). A zero budget does not spin.
+        let mut spinning = budget != 0;
+        while spinning {
+            for _ in 0..SPIN_BATCH {
+                match fast_once(objs, Mode::Any, me) {
+                    Some(WaitResult::TimedOut) => std::hint::spin_loop(),
+                    Some(r) => return r,
+                    None => {
+                        let first_sleep = deadline.map(|d| d.saturating_duration_since(now));
+                        return block(objs, Mode::Any, deadline, first_sleep, me, None);
+                    }
+                }
+            }
+            now = Instant::now();
+            spinning = now.duration_since(start) < limit;
+        }
+        let cpu = crate::sys::current_cpu();
+        // Queue and sleep until the deadline read before the spin (the spin counts against the timeout).
+        let first_sleep = deadline.map(|d| d.saturating_duration_since(now));
+        let (r, waker_cpu) = block_noting(objs, Mode::Any, deadline, first_sleep, me, None);
+        let woken = matches!(r, WaitResult::Signaled(_) | WaitResult::Abandoned(_));
+        obj.set_spin_budget(
+            budget,
+            next_spin_budget(budget, woken, waker_cpu == cpu, start.elapsed()),
+        );
+        r
+    }
+}
+
+/// The spin budget after a wait that spun its whole `budget` then parked (see [`spin_then_block`]): `woken` (not timed
+/// out) by a thread on the CPU it spun on (`same_cpu`), `waited` after the wait started.
+#[cfg(not(loom))]
+fn next_spin_budget(budget: u32, woken: bool, same_cpu: bool, waited: Duration) -> u32 {
+    match u32::try_from(waited.as_nanos()) {
+        Ok(w) if woken && !same_cpu && w < SPIN_MAX_NS => w.saturating_add(w / 4).min(SPIN_MAX_NS),
+        // Below SPIN_MIN_NS a spin is not worth its clock reads: none.
+        _ if budget / 2 < SPIN_MIN_NS => 0,
+        _ => budget / 2,
+    }
+}
+
 /// A non-alertable [`block`] with the deadline `timeout` from now. A single-object wait-any's first sleep is the
 /// whole `timeout` (one clock read fewer: queueing on one object takes a single lock hold, so the sleep ends at most
 /// that late); every other wait sleeps until the deadline, read after queueing, so a long queueing (many objects,
@@ -409,6 +506,19 @@ fn block(
     me: ThreadId,
     alert: Option<&Arc<Object>>,
 ) -> WaitResult {
+    block_noting(objs, mode, deadline, first_sleep, me, alert).0
+}
+
+/// [`block`], also returning the CPU of the thread that woke the wait (`u32::MAX`: unknown, or nobody did; always
+/// under loom).
+fn block_noting(
+    objs: &[&Arc<Object>],
+    mode: Mode,
+    deadline: Option<Instant>,
+    first_sleep: Option<Duration>,
+    me: ThreadId,
+    alert: Option<&Arc<Object>>,
+) -> (WaitResult, u32) {
     let n = objs.len();
     let all_objs: &[&Arc<Object>] = match mode {
         Mode::All => objs,
@@ -482,6 +592,10 @@ fn block(
     };
 
     let result = sleep_and_finish(&q, objs, mode, deadline, first_sleep, alert, queued);
+    #[cfg(not(loom))]
+    let waker_cpu = q.waker_cpu.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(loom)]
+    let waker_cpu = u32::MAX;
     // Keep the record for the next wait: a wait-any record as it is (it has no objects); a wait-all record only if
     // nobody else holds it, and without its objects (it must not keep them alive).
     match mode {
@@ -494,7 +608,7 @@ fn block(
             }
         }
     }
-    result
+    (result, waker_cpu)
 }
 
 /// Steps 3 and 4 for a waiter `q` already queued on the first `queued` of `objs` then `alert` (a wait-any won while
@@ -569,6 +683,7 @@ pub(crate) fn sleep_and_finish(
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::sealed::Sealed;
     use super::*;
     use crate::object::test_hooks;
     use crate::{Event, Semaphore};
@@ -578,6 +693,71 @@ mod tests {
         while obj.waiter_count() < n {
             std::thread::yield_now();
         }
+    }
+
+    /// The spin budget's rule (see `spin_then_block`): a wait woken from another CPU within `SPIN_MAX_NS` makes the
+    /// budget cover it with a quarter to spare; a wait woken from its own CPU (the signaller needed that CPU), a long
+    /// wait or a timeout halves it, down to zero; it never exceeds `SPIN_MAX_NS`.
+    #[test]
+    fn spin_budget_follows_what_spinning_would_have_caught() {
+        let us = |n: u64| Duration::from_micros(n);
+        // Woken from another CPU 12 µs after the wait began (an idle vCPU's wake-up): the next spin covers 15 µs.
+        assert_eq!(next_spin_budget(2_000, true, false, us(12)), 15_000);
+        // Even if the budget was larger: it follows the last wait.
+        assert_eq!(next_spin_budget(20_000, true, false, us(4)), 5_000);
+        // Capped: 24 µs * 5/4 would be 30 µs.
+        assert_eq!(next_spin_budget(2_000, true, false, us(24)), SPIN_MAX_NS);
+        // Woken from the CPU the wait spun on: halves, down to zero below SPIN_MIN_NS.
+        assert_eq!(next_spin_budget(8_000, true, true, us(3)), 4_000);
+        assert_eq!(
+            next_spin_budget(2 * SPIN_MIN_NS, true, true, us(3)),
+            SPIN_MIN_NS
+        );
+        assert_eq!(next_spin_budget(2 * SPIN_MIN_NS - 2, true, true, us(3)), 0);
+        assert_eq!(next_spin_budget(0, true, true, us(3)), 0);
+        // A wait longer than SPIN_MAX_NS, or a timeout: halves.
+        assert_eq!(next_spin_budget(8_000, true, false, us(26)), 4_000);
+        assert_eq!(
+            next_spin_budget(8_000, true, false, Duration::from_secs(5)),
+            4_000
+        );
+        assert_eq!(next_spin_budget(8_000, false, false, us(3)), 4_000);
+        // A zero budget grows back after a short wait woken from another CPU.
+        assert_eq!(next_spin_budget(0, true, false, us(8)), 10_000);
+    }
+
+    /// A single-object event or semaphore wait that spins before it queues still honours its timeout: a timeout
+    /// shorter than the spin budget ends the wait as `TimedOut`, never before the timeout, without parking for
+    /// nothing; and the signal that arrives while it spins is taken by it, once.
+    #[test]
+    fn spinning_wait_keeps_its_timeout_and_takes_a_signal_once() {
+        let e = Event::new(false, false);
+        let s = Semaphore::new(0, 2).unwrap();
+        for w in [&e as &dyn Waitable, &s] {
+            w.object()
+                .set_spin_budget(w.object().spin_budget(), SPIN_MAX_NS);
+            let t = Duration::from_micros(5);
+            let (start, parks) = (Instant::now(), thread::parks());
+            assert_eq!(w.wait(Some(t)), Ok(WaitResult::TimedOut));
+            assert!(start.elapsed() >= t);
+            assert_eq!(
+                thread::parks(),
+                parks,
+                "parked after the spin used up the timeout"
+            );
+        }
+        // A signal while the other thread spins (with the largest budget): one wait gets it.
+        for _ in 0..200 {
+            e.object()
+                .set_spin_budget(e.object().spin_budget(), SPIN_MAX_NS);
+            let e2 = e.clone();
+            let t = std::thread::spawn(move || e2.wait(Some(Duration::from_secs(60))));
+            e.set();
+            assert_eq!(t.join().unwrap(), Ok(WaitResult::Signaled(0)));
+            assert!(!e.is_set(), "the set was not consumed exactly once");
+        }
+        assert_eq!(s.release(2), Ok(0));
+        assert_eq!(s.count(), 2);
     }
 
     /// A poll (zero timeout) of objects that another thread already waits on cannot complete lock-free, so it takes

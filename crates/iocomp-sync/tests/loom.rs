@@ -390,3 +390,32 @@ fn poll_behind_a_queued_waiter_never_parks() {
         assert!(!e.is_set());
     });
 }
+
+/// A single-object wait on an unset event or semaphore spins on the fast word before it queues (under loom: one more
+/// fast-path attempt after a yield). Two such waits and two releases from two threads, with a poll racing them: every
+/// unit is taken exactly once, by a spinning wait, a queued one or the poll, and no waiter is left asleep with a unit
+/// available (the poll gives back what it took).
+#[test]
+fn spinning_waits_vs_releases_and_poll_take_each_unit_once() {
+    model(|| {
+        let sem = Semaphore::new(0, 2).unwrap();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = sem.clone();
+                loom::thread::spawn(move || s.wait(None))
+            })
+            .collect();
+        let s = sem.clone();
+        let releaser = loom::thread::spawn(move || s.release(1).map(drop));
+        let polled = sem.wait(POLL);
+        assert!(sem.release(1).is_ok());
+        if polled == Ok(WaitResult::Signaled(0)) {
+            assert!(sem.release(1).is_ok());
+        }
+        assert_eq!(releaser.join().unwrap(), Ok(()));
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        }
+        assert_eq!(sem.count(), 0);
+    });
+}
