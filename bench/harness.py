@@ -103,10 +103,29 @@ def scenario_paths(h, scen):
     return [os.path.join(h.www, path)]
 
 
-def one(h, srv, scen, client_cpus):
-    """One measurement of one server in one scenario."""
+def cpu_busy(cpus):
+    """Busy seconds (everything but idle and iowait) of the CPUs in a list
+    like "0" or "0-1", from /proc/stat."""
+    lo, _, hi = cpus.partition("-")
+    want = {f"cpu{i}" for i in range(int(lo), int(hi or lo) + 1)}
+    busy = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            x = line.split()
+            if x[0] in want:
+                busy += sum(int(v) for v in x[1:9]) - int(x[4]) - int(x[5])
+    return busy / servers.HZ
+
+
+def one(h, srv, scen, client_cpus, server_cpus=None):
+    """One measurement of one server in one scenario. Pinned, it also records
+    how much of the server's CPU went to anything but the server
+    (`foreign_cpu_s`: other processes, interrupts for others): a round where
+    others took the server's core is not comparable, since a starved server
+    batches more and its CPU per request or per GiB falls."""
     client, path, conns, _, _ = SCENARIOS[scen]
     cache = warm(scenario_paths(h, scen))
+    b0 = cpu_busy(server_cpus) if server_cpus else None
     u0, s0 = srv.cpu()
     if client == "wrk":
         r = clients.wrk(srv.url(path), conns, h.duration, client_cpus)
@@ -131,6 +150,8 @@ def one(h, srv, scen, client_cpus):
         raise ValueError(client)
     u1, s1 = srv.cpu()
     r.update(server_user_s=u1 - u0, server_sys_s=s1 - s0, cache_pct=cache)
+    if b0 is not None:
+        r["foreign_cpu_s"] = max(0.0, cpu_busy(server_cpus) - b0 - r["server_user_s"] - r["server_sys_s"])
     cpu = r["server_user_s"] + r["server_sys_s"]
     if r.get("requests"):
         r["server_cpu_us_per_req"] = cpu / r["requests"] * 1e6
@@ -183,7 +204,7 @@ def tls_setup(h):
 def summarise(runs):
     keys = ["rps", "gibps", "bytes_per_conn", "full_bytes_per_conn", "p50_ms", "p99_ms", "max_ms",
             "server_cpu_us_per_req", "requests_per_cpu_s", "server_cpu_s_per_gib", "server_user_s", "server_sys_s",
-            "client_cpu_s", "errors", "cache_pct"]
+            "client_cpu_s", "errors", "cache_pct", "foreign_cpu_s"]
     groups = {}
     for r in runs:
         groups.setdefault((r["layout"], r["scenario"], r["server"]), []).append(r)
@@ -316,13 +337,17 @@ def main():
                                 continue
                             if SCENARIOS[scen][4] == "tls" and srv.kind not in TLS_SERVERS:
                                 continue
-                            r = one(h, srv, scen, ccpu)
+                            r = one(h, srv, scen, ccpu, scpu)
                             r.update(layout=lay, scenario=scen, server=srv.name, round=rnd)
                             runs.append(r)
                             fig = f"{r['rps']:.0f} req/s" if "rps" in r else f"{r['gibps']:.2f} GiB/s"
                             print(f"{lay} {scen} round {rnd} {srv.name}: {fig}, errors {r['errors']}, "
                                   f"server CPU {r['server_user_s'] + r['server_sys_s']:.2f} s, "
-                                  f"client CPU {r['client_cpu_s']:.2f} s, cache {r['cache_pct']}%",
+                                  f"client CPU {r['client_cpu_s']:.2f} s, cache {r['cache_pct']}%"
+                                  + (f", others on the server's CPU {r['foreign_cpu_s']:.2f} s"
+                                     + (" (NOT comparable: the server was starved)"
+                                        if r["foreign_cpu_s"] > 0.1 * r["wall_s"] else "")
+                                     if "foreign_cpu_s" in r else ""),
                                   file=sys.stderr, flush=True)
                 for srv in srvs:
                     srv.stop()
@@ -357,6 +382,11 @@ def main():
           f"{v['iocomp']}, {v['nginx']}, {v['lighttpd']}, {v['wrk']}; "
           f"medians of {a.rounds} interleaved rounds, {a.duration} s each, {a.workers} worker(s)\n")
     print(table(rows, med))
+    starved = [r for r in runs if r.get("foreign_cpu_s", 0) > 0.1 * r.get("wall_s", 1e9)]
+    if starved:
+        print(f"\nwarning: in {len(starved)} of {len(runs)} pinned runs other work took more than 10% of the "
+              f"server's CPU; their CPU-per-request figures are not comparable (rerun on a quiet machine): "
+              + ", ".join(f"{r['scenario']}/{r['server']}/{r['round']}" for r in starved))
     errs = [r for r in runs if r.get("errors")]
     for r in errs:
         print(f"errors: {r['layout']} {r['scenario']} round {r['round']} {r['server']}: {r['errors']}")
