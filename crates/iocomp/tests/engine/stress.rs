@@ -15,8 +15,6 @@
 //! `IOCOMP_STRESS_SECS` (mixed test, per backend, default 3) and
 //! `IOCOMP_STRESS_SCALE` (repetitions of the scenarios, default 1).
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -25,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use iocomp::{Backend, GetError, Op, OpId, Packet, Pool, Port, Recv, Send, Timeout};
 
-use support::{env_num, pattern, Reader};
+use crate::harness::{self, env_num, pattern, Reader, Rng};
 
 /// Bound on every wait for something that must happen.
 const BOUND: Duration = Duration::from_secs(30);
@@ -37,21 +35,6 @@ fn hang() -> Duration {
 
 fn scale() -> u64 {
     env_num("IOCOMP_STRESS_SCALE", 1).max(1)
-}
-
-/// A small xorshift generator: each thread its own, seeded by its index.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// What every thread reports to: operations submitted, packets taken.
@@ -147,7 +130,7 @@ fn mixed(backend: Backend, threads: usize, strict: bool, run_for: Duration) -> (
     let mut handles = Vec::new();
     let mut readers = Vec::new();
     for t in 0..threads {
-        let (ours, theirs) = support::pair();
+        let (ours, theirs) = harness::pair();
         readers.push(Reader::start(theirs, t % 2 == 0));
         let port = port.clone();
         let ledger = ledger.clone();
@@ -157,7 +140,7 @@ fn mixed(backend: Backend, threads: usize, strict: bool, run_for: Duration) -> (
         handles.push(thread::spawn(move || -> (u64, u64) {
             port.attach().unwrap();
             let sock = port.associate(ours, 100 + t as u64);
-            let mut rng = Rng(0x9e37_79b9 + t as u64 * 7919);
+            let mut rng = Rng::new(0x9e37_79b9 + t as u64 * 7919);
             let mut sent = 0u64;
             let mut mine = Vec::new();
             let (mut ops, mut got) = (0u64, 0u64);
@@ -278,7 +261,7 @@ fn mixed(backend: Backend, threads: usize, strict: bool, run_for: Duration) -> (
         let stop = stop.clone();
         let start = start.clone();
         thread::spawn(move || {
-            let mut rng = Rng(12345);
+            let mut rng = Rng::new(12345);
             let mut ops = 0u64;
             start.wait();
             while !stop.load(Ordering::Relaxed) {
@@ -351,12 +334,12 @@ fn mixed(backend: Backend, threads: usize, strict: bool, run_for: Duration) -> (
 
 #[test]
 fn threads_submit_cancel_post_and_get_with_every_packet_accounted_for() {
-    let _dog = support::Watchdog::new(
+    let _dog = harness::Watchdog::new(
         "threads_submit_cancel_post_and_get_with_every_packet_accounted_for",
         hang(),
     );
     let secs = env_num("IOCOMP_STRESS_SECS", 3);
-    for backend in support::backends() {
+    for backend in harness::backends() {
         for (threads, strict) in [(6, false), (4, true)] {
             let t = Instant::now();
             let (ops, got) = mixed(backend, threads, strict, Duration::from_secs(secs) / 2);
@@ -371,17 +354,17 @@ fn threads_submit_cancel_post_and_get_with_every_packet_accounted_for() {
 
 #[test]
 fn cancelled_waitable_timers_on_a_one_worker_pool_always_complete() {
-    let _dog = support::Watchdog::new(
+    let _dog = harness::Watchdog::new(
         "cancelled_waitable_timers_on_a_one_worker_pool_always_complete",
         hang(),
     );
     let rounds = 3000 * scale();
-    for backend in support::backends() {
+    for backend in harness::backends() {
         let port = Port::builder().backend(backend).build().unwrap();
         let mut pool = Pool::new(&port, 1, |_, _| {}).unwrap();
         let t = Instant::now();
         for i in 0..rounds {
-            let [a, b] = support::two_cancelled_hour_timers(&port);
+            let [a, b] = harness::two_cancelled_hour_timers(&port);
             for (name, ov) in [("first", &a), ("second", &b)] {
                 let p = ov.wait(Some(Duration::from_secs(10))).unwrap_or_else(|| {
                     panic!(
@@ -403,19 +386,19 @@ fn cancelled_waitable_timers_on_a_one_worker_pool_always_complete() {
 
 #[test]
 fn two_big_sends_on_one_socket_reach_the_reader_in_order() {
-    let _dog = support::Watchdog::new(
+    let _dog = harness::Watchdog::new(
         "two_big_sends_on_one_socket_reach_the_reader_in_order",
         hang(),
     );
     const BIG: usize = 8 << 20;
     let rounds = 4 * scale();
-    for backend in support::backends() {
+    for backend in harness::backends() {
         let port = Port::builder().backend(backend).build().unwrap();
         port.attach().unwrap();
         for round in 0..rounds {
             // A slow reader (short reads, pauses) and a fast one, in turn: the
             // first send goes out in short pieces either way.
-            let (ours, theirs) = support::pair();
+            let (ours, theirs) = harness::pair();
             let reader = Reader::start(theirs, round % 2 == 1);
             let h = port.associate(ours, 5);
             let a = port
@@ -456,9 +439,9 @@ fn two_big_sends_on_one_socket_reach_the_reader_in_order() {
 
 #[test]
 fn ids_are_not_reused_across_detach_and_new_threads() {
-    let _dog = support::Watchdog::new("ids_are_not_reused_across_detach_and_new_threads", hang());
+    let _dog = harness::Watchdog::new("ids_are_not_reused_across_detach_and_new_threads", hang());
     let cycles = 200 * scale();
-    for backend in support::backends() {
+    for backend in harness::backends() {
         let port = Port::builder().backend(backend).build().unwrap();
         let mut seen = HashMap::new();
         for cycle in 0..cycles {
@@ -516,23 +499,23 @@ fn ids_are_not_reused_across_detach_and_new_threads() {
 
 #[test]
 fn get_with_the_longest_timeout_returns_instead_of_panicking() {
-    let _dog = support::Watchdog::new(
+    let _dog = harness::Watchdog::new(
         "get_with_the_longest_timeout_returns_instead_of_panicking",
         hang(),
     );
-    for backend in support::backends() {
+    for backend in harness::backends() {
         let port = Port::builder()
             .backend(backend)
             .concurrency(2)
             .build()
             .unwrap();
         // A packet is queued: returns it at once.
-        support::queued_packets_come_back_under_the_largest_timeout(&port);
+        harness::queued_packets_come_back_under_the_largest_timeout(&port);
         // Nothing queued: parks, and a post wakes it.
         let p2 = port.clone();
         let waiter = thread::spawn(move || p2.get(Some(Duration::MAX)).map(|p| p.key));
         assert!(
-            support::until(BOUND, || port.waiters() == 1),
+            harness::until(BOUND, || port.waiters() == 1),
             "{backend}: the waiter never parked (or panicked)"
         );
         port.post(7, 0, 0).unwrap();
@@ -547,7 +530,7 @@ fn get_with_the_longest_timeout_returns_instead_of_panicking() {
         assert_eq!(p.key, 8);
         // A receive, to keep `Recv` honest under the same port: nothing sent,
         // cancelled, ECANCELED.
-        let (ours, _theirs) = support::pair();
+        let (ours, _theirs) = harness::pair();
         let h = port.associate(ours, 9);
         let ov = port
             .submit_waitable(Recv::new(&h, Vec::with_capacity(8)))
