@@ -2,7 +2,20 @@
 
 use super::*;
 
+/// Runs `prog` on `backend`, checking every step against the model.
 pub(super) fn run(prog: &Program, backend: Backend) -> R<Outcome> {
+    let (sh, readers) = setup(prog, backend)?;
+    let steps = run_steps(&sh, prog)?;
+    let closed = sh.lock().closed;
+    if !closed {
+        drain(&sh)?;
+    }
+    finish(sh, readers, closed, steps)
+}
+
+/// The port, its sockets (each with a reader on the far side), a listener,
+/// and the model, empty.
+fn setup(prog: &Program, backend: Backend) -> R<(Arc<Shared>, Vec<Reader>)> {
     let port = Port::builder()
         .backend(backend)
         .concurrency(prog.concurrency)
@@ -45,6 +58,12 @@ pub(super) fn run(prog: &Program, backend: Backend) -> R<Outcome> {
             ..Model::default()
         }),
     });
+    Ok((sh, readers))
+}
+
+/// Runs the program's steps on this (the main) thread; the number of steps
+/// run, those of its threads included.
+fn run_steps(sh: &Arc<Shared>, prog: &Program) -> R<u64> {
     let main = |sh: &Shared| Who {
         thread: 0,
         attached: sh.lock().main_attached,
@@ -76,82 +95,92 @@ pub(super) fn run(prog: &Program, backend: Backend) -> R<Outcome> {
                 attach,
                 detach,
                 steps: sub,
-            } => {
-                let tid = {
-                    let mut m = sh.lock();
-                    m.next_thread += 1;
-                    m.next_thread
-                };
-                let sh2 = sh.clone();
-                let nsub = sub.len() as u64;
-                let (attach, detach, sub) = (*attach, *detach, sub.clone());
-                let at2 = at.clone();
-                let t = thread::spawn(move || -> R {
-                    if attach {
-                        sh2.port
-                            .attach()
-                            .map_err(|e| format!("step {at2}: attach: {e}"))?;
-                    }
-                    for (j, s) in sub.iter().enumerate() {
-                        let who = Who {
-                            thread: tid,
-                            attached: attach,
-                        };
-                        sh2.leaf(s, who, &format!("{at2}.{j}"))?;
-                    }
-                    if detach {
-                        let m = sh2.lock();
-                        sh2.port.detach();
-                        drop(m);
-                    }
-                    Ok(())
-                });
-                let r = t
-                    .join()
-                    .map_err(|e| format!("step {at}: thread panicked: {e:?}"))?;
-                steps += nsub;
-                // Its operations were cancelled when it detached or exited.
-                let mut m = sh.lock();
-                for i in m.outstanding().collect::<Vec<_>>() {
-                    if m.ops[i].owner == tid {
-                        m.ops[i].disturbed = true;
-                    }
-                }
-                r?;
-            }
+            } => steps += thread_step(sh, &at, *attach, *detach, sub)?,
             Step::LifoProbe => sh.lifo_probe(prog, &at)?,
             Step::Close => {
-                let mut m = sh.lock();
-                sh.port.close();
-                m.closed = true;
-                check!(
-                    sh.port.get(Some(Duration::ZERO)).err() == Some(GetError::Abandoned),
-                    "step {at}: get after close did not say Abandoned"
-                );
-                check!(
-                    sh.port.post(1, 1, 1).is_err(),
-                    "step {at}: post after close succeeded"
-                );
-                sh.port.detach();
-                for o in m.ops.iter_mut() {
-                    o.disturbed = true;
-                }
+                close_step(sh, &at)?;
                 break;
             }
             leaf => {
-                let who = main(&sh);
+                let who = main(sh);
                 sh.leaf(leaf, who, &at)?;
             }
         }
     }
+    Ok(steps)
+}
 
-    let closed = sh.lock().closed;
-    if !closed {
-        drain(&sh)?;
+/// A short-lived thread that attaches (or not), runs `sub` and detaches (or
+/// not) and exits; the number of its steps.
+fn thread_step(sh: &Arc<Shared>, at: &str, attach: bool, detach: bool, sub: &[Step]) -> R<u64> {
+    let tid = {
+        let mut m = sh.lock();
+        m.next_thread += 1;
+        m.next_thread
+    };
+    let sh2 = sh.clone();
+    let nsub = sub.len() as u64;
+    let sub = sub.to_vec();
+    let at2 = at.to_string();
+    let t = thread::spawn(move || -> R {
+        if attach {
+            sh2.port
+                .attach()
+                .map_err(|e| format!("step {at2}: attach: {e}"))?;
+        }
+        for (j, s) in sub.iter().enumerate() {
+            let who = Who {
+                thread: tid,
+                attached: attach,
+            };
+            sh2.leaf(s, who, &format!("{at2}.{j}"))?;
+        }
+        if detach {
+            let m = sh2.lock();
+            sh2.port.detach();
+            drop(m);
+        }
+        Ok(())
+    });
+    let r = t
+        .join()
+        .map_err(|e| format!("step {at}: thread panicked: {e:?}"))?;
+    // Its operations were cancelled when it detached or exited.
+    let mut m = sh.lock();
+    for i in m.outstanding().collect::<Vec<_>>() {
+        if m.ops[i].owner == tid {
+            m.ops[i].disturbed = true;
+        }
     }
+    r?;
+    Ok(nsub)
+}
 
-    // Every descriptor on our side must close once the port and the handles
-    // are gone; then the peers hold the whole streams.
+/// Closes the port: `get` says `Abandoned`, `post` fails, and every
+/// operation in flight may end aborted.
+fn close_step(sh: &Shared, at: &str) -> R {
+    let mut m = sh.lock();
+    sh.port.close();
+    m.closed = true;
+    check!(
+        sh.port.get(Some(Duration::ZERO)).err() == Some(GetError::Abandoned),
+        "step {at}: get after close did not say Abandoned"
+    );
+    check!(
+        sh.port.post(1, 1, 1).is_err(),
+        "step {at}: post after close succeeded"
+    );
+    sh.port.detach();
+    for o in m.ops.iter_mut() {
+        o.disturbed = true;
+    }
+    Ok(())
+}
+
+/// Every descriptor on our side must close once the port and the handles
+/// are gone; then the peers hold the whole streams, which must be what the
+/// model says, and every accepted connection one of ours.
+fn finish(sh: Arc<Shared>, readers: Vec<Reader>, closed: bool, steps: u64) -> R<Outcome> {
     let sh = Arc::try_unwrap(sh).map_err(|_| "internal: Shared still shared".to_string())?;
     let m = sh.m.into_inner().unwrap_or_else(|e| e.into_inner());
     let conns_local: HashSet<SocketAddr> = m
@@ -162,26 +191,7 @@ pub(super) fn run(prog: &Program, backend: Backend) -> R<Outcome> {
             TcpStream::from(fd).local_addr().ok()
         })
         .collect();
-    // Take what the receives left in our sockets (closing a socket with
-    // unread bytes would reset the connection): with the bytes the receives
-    // got, in submission order, they must be exactly what the peer wrote.
-    let mut leftovers = Vec::new();
-    for (s, h) in sh.socks.iter().enumerate() {
-        let taken: u64 = m
-            .ops
-            .iter()
-            .filter_map(|o| match (o.kind, &o.got) {
-                (Kind::Recv { sock, .. }, Some(g)) if sock == s => Some(g.data.len() as u64),
-                _ => None,
-            })
-            .sum();
-        let want = if closed {
-            None
-        } else {
-            Some(m.peer_written[s].saturating_sub(taken) as usize)
-        };
-        leftovers.push(read_leftover(h, want).map_err(|e| format!("socket {s}: {e}"))?);
-    }
+    let leftovers = take_leftovers(&sh.socks, &m, closed)?;
     drop(sh.port);
     drop(sh.socks);
     drop(sh.listener);
@@ -224,6 +234,30 @@ pub(super) fn run(prog: &Program, backend: Backend) -> R<Outcome> {
         packets,
         cancels,
     })
+}
+
+/// Takes what the receives left in our sockets (closing a socket with
+/// unread bytes would reset the connection): with the bytes the receives
+/// got, in submission order, they must be exactly what the peer wrote.
+fn take_leftovers(socks: &[Handle], m: &Model, closed: bool) -> R<Vec<Vec<u8>>> {
+    let mut leftovers = Vec::new();
+    for (s, h) in socks.iter().enumerate() {
+        let taken: u64 = m
+            .ops
+            .iter()
+            .filter_map(|o| match (o.kind, &o.got) {
+                (Kind::Recv { sock, .. }, Some(g)) if sock == s => Some(g.data.len() as u64),
+                _ => None,
+            })
+            .sum();
+        let want = if closed {
+            None
+        } else {
+            Some(m.peer_written[s].saturating_sub(taken) as usize)
+        };
+        leftovers.push(read_leftover(h, want).map_err(|e| format!("socket {s}: {e}"))?);
+    }
+    Ok(leftovers)
 }
 
 /// Waits for every packet still owed, cancelling what would wait for ever.
@@ -331,101 +365,129 @@ pub(super) fn check_streams(
     leftovers: &[Vec<u8>],
 ) -> R {
     for (s, stream) in streams.iter().enumerate() {
-        // Sends and transmits, in submission order, each cut at its bytes.
-        let mut pos = 0usize;
-        for (i, o) in ops.iter().enumerate() {
-            let Some(g) = &o.got else { continue };
-            let expect = match o.kind {
-                Kind::Send { sock, len } if sock == s => pattern(SEND_SEED + i as u64, 0, len),
-                Kind::Transmit {
-                    sock,
-                    head,
-                    off,
-                    file,
-                    tail,
-                    ..
-                } if sock == s => {
-                    let mut v = pattern(HEAD_SEED + i as u64, 0, head);
-                    // A range past the end fails, after what the file has.
-                    let body = file.unwrap_or(FILE_LEN.saturating_sub(off)) as usize;
-                    v.extend(pattern(FILE_SEED, off, body));
-                    v.extend(pattern(TAIL_SEED + i as u64, 0, tail));
-                    v
-                }
-                _ => continue,
-            };
-            let n = g.bytes as usize;
-            check!(
-                n <= expect.len(),
-                "socket {s}: op #{i} ({:?}) reports {n} bytes of {}",
-                o.kind,
-                expect.len()
-            );
-            let have = stream
-                .get(pos..pos + n)
-                .unwrap_or(&stream[pos.min(stream.len())..]);
-            if have != &expect[..n] {
-                let k = have
-                    .iter()
-                    .zip(&expect[..n])
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(have.len());
-                let owner = ops.iter().enumerate().find_map(|(j, oj)| {
-                    if let Kind::Send { sock, len } = oj.kind {
-                        if sock == s {
-                            let pj = pattern(SEND_SEED + j as u64, 0, len);
-                            let win = &stream[pos + k..(pos + k + 16).min(stream.len())];
-                            if pj.windows(win.len().max(1)).any(|w| w == win) {
-                                return Some(j);
-                            }
-                        }
-                    }
-                    None
-                });
-                return Err(format!(
-                    "socket {s}: the peer's stream is not the sends in submission order: \
-                     at stream offset {} (byte {k} of op #{i}, {:?}, {n} bytes reported) \
-                     the bytes belong to op {owner:?}",
-                    pos + k,
-                    o.kind
-                ));
-            }
-            pos += n;
-        }
-        check!(
-            pos == stream.len(),
-            "socket {s}: the peer received {} bytes, the packets account for {pos}",
-            stream.len()
-        );
-        // Receives, in submission order, take the peer's bytes in order.
-        let mut got = Vec::new();
-        for o in ops {
-            if let (Kind::Recv { sock, .. }, Some(g)) = (o.kind, &o.got) {
-                if sock == s {
-                    got.extend_from_slice(&g.data);
-                }
-            }
-        }
-        check!(
-            got.len() as u64 <= peer_written[s],
-            "socket {s}: received {} bytes, {} were written",
-            got.len(),
-            peer_written[s]
-        );
-        check!(
-            got == pattern(PEER_SEED + s as u64, 0, got.len()),
-            "socket {s}: the receives, in submission order, do not hold the peer's bytes in order"
-        );
-        let all = got.len() + leftovers[s].len();
-        check!(
-            all as u64 == peer_written[s]
-                && leftovers[s] == pattern(PEER_SEED + s as u64, got.len() as u64, leftovers[s].len()),
-            "socket {s}: the receives took {} bytes and {} were left in the socket, of {} written, \
-             or the rest is not the continuation",
-            got.len(),
-            leftovers[s].len(),
-            peer_written[s]
-        );
+        check_sent(ops, s, stream)?;
+        check_received(ops, s, peer_written, leftovers)?;
     }
+    Ok(())
+}
+
+/// What the peer of socket `s` received: the sends and transmits, in
+/// submission order, each cut at its bytes.
+fn check_sent(ops: &[OpRec], s: usize, stream: &[u8]) -> R {
+    let mut pos = 0usize;
+    for (i, o) in ops.iter().enumerate() {
+        let Some(g) = &o.got else { continue };
+        let expect = match o.kind {
+            Kind::Send { sock, len } if sock == s => pattern(SEND_SEED + i as u64, 0, len),
+            Kind::Transmit {
+                sock,
+                head,
+                off,
+                file,
+                tail,
+                ..
+            } if sock == s => {
+                let mut v = pattern(HEAD_SEED + i as u64, 0, head);
+                // A range past the end fails, after what the file has.
+                let body = file.unwrap_or(FILE_LEN.saturating_sub(off)) as usize;
+                v.extend(pattern(FILE_SEED, off, body));
+                v.extend(pattern(TAIL_SEED + i as u64, 0, tail));
+                v
+            }
+            _ => continue,
+        };
+        let n = g.bytes as usize;
+        check!(
+            n <= expect.len(),
+            "socket {s}: op #{i} ({:?}) reports {n} bytes of {}",
+            o.kind,
+            expect.len()
+        );
+        let have = stream
+            .get(pos..pos + n)
+            .unwrap_or(&stream[pos.min(stream.len())..]);
+        if have != &expect[..n] {
+            return Err(out_of_order(ops, s, stream, pos, i, have, &expect[..n]));
+        }
+        pos += n;
+    }
+    check!(
+        pos == stream.len(),
+        "socket {s}: the peer received {} bytes, the packets account for {pos}",
+        stream.len()
+    );
+    Ok(())
+}
+
+/// Says where op #`i`'s bytes (`expect`) differ from what the peer has
+/// (`have`, from stream offset `pos`), and which send the bytes there
+/// belong to.
+fn out_of_order(
+    ops: &[OpRec],
+    s: usize,
+    stream: &[u8],
+    pos: usize,
+    i: usize,
+    have: &[u8],
+    expect: &[u8],
+) -> String {
+    let n = expect.len();
+    let k = have
+        .iter()
+        .zip(expect)
+        .position(|(a, b)| a != b)
+        .unwrap_or(have.len());
+    let owner = ops.iter().enumerate().find_map(|(j, oj)| {
+        if let Kind::Send { sock, len } = oj.kind {
+            if sock == s {
+                let pj = pattern(SEND_SEED + j as u64, 0, len);
+                let win = &stream[pos + k..(pos + k + 16).min(stream.len())];
+                if pj.windows(win.len().max(1)).any(|w| w == win) {
+                    return Some(j);
+                }
+            }
+        }
+        None
+    });
+    format!(
+        "socket {s}: the peer's stream is not the sends in submission order: \
+         at stream offset {} (byte {k} of op #{i}, {:?}, {n} bytes reported) \
+         the bytes belong to op {owner:?}",
+        pos + k,
+        ops[i].kind
+    )
+}
+
+/// What the receives on socket `s` took: in submission order, the peer's
+/// bytes in order, and with what was left in the socket, all it wrote.
+fn check_received(ops: &[OpRec], s: usize, peer_written: &[u64], leftovers: &[Vec<u8>]) -> R {
+    let mut got = Vec::new();
+    for o in ops {
+        if let (Kind::Recv { sock, .. }, Some(g)) = (o.kind, &o.got) {
+            if sock == s {
+                got.extend_from_slice(&g.data);
+            }
+        }
+    }
+    check!(
+        got.len() as u64 <= peer_written[s],
+        "socket {s}: received {} bytes, {} were written",
+        got.len(),
+        peer_written[s]
+    );
+    check!(
+        got == pattern(PEER_SEED + s as u64, 0, got.len()),
+        "socket {s}: the receives, in submission order, do not hold the peer's bytes in order"
+    );
+    let all = got.len() + leftovers[s].len();
+    check!(
+        all as u64 == peer_written[s]
+            && leftovers[s] == pattern(PEER_SEED + s as u64, got.len() as u64, leftovers[s].len()),
+        "socket {s}: the receives took {} bytes and {} were left in the socket, of {} written, \
+         or the rest is not the continuation",
+        got.len(),
+        leftovers[s].len(),
+        peer_written[s]
+    );
     Ok(())
 }
