@@ -7,28 +7,7 @@ impl Shared {
     pub(super) fn on_packet(&self, m: &mut Model, p: Packet, at: &str) -> R {
         m.packets += 1;
         if let Op::Posted { token } = p.op {
-            check!(
-                token < PROBE,
-                "step {at}: the main thread got LIFO probe packet {token:#x}"
-            );
-            let Some((want, key, bytes)) = m.posted.pop_front() else {
-                return Err(format!(
-                    "step {at}: posted packet {token} that is not queued (none pending)"
-                ));
-            };
-            check!(
-                token == want,
-                "step {at}: posted packets out of FIFO order: got token {token}, oldest queued is {want}"
-            );
-            check!(
-                (p.key, p.bytes, p.id) == (key, bytes, OpId::POSTED) && p.status.is_ok(),
-                "step {at}: posted packet {token} altered: key {} bytes {} id {:?} status {:?}",
-                p.key,
-                p.bytes,
-                p.id,
-                p.status
-            );
-            return Ok(());
+            return on_posted(m, token, &p, at);
         }
         check!(
             p.id != OpId::POSTED,
@@ -57,7 +36,6 @@ impl Shared {
             !aborted || o.disturbed,
             "step {at}: {what} came back ECANCELED, but nobody cancelled it"
         );
-        let sk = |s: usize| self.socks[s].key();
         let mut got = Got {
             status: status.clone(),
             bytes: p.bytes,
@@ -65,42 +43,25 @@ impl Shared {
             data: Vec::new(),
             peer: None,
         };
-        match (o.kind, p.op) {
-            (Kind::Timeout { long, key }, Op::Timeout(_)) => {
-                check!(p.key == key, "step {at}: {what}: key {}", p.key);
-                match &p.status {
-                    Ok(()) => check!(
-                        !long && p.bytes == 0,
-                        "step {at}: {what} completed with success and {} bytes \
-                         (a timer of an hour or more cannot have fired)",
-                        p.bytes
-                    ),
-                    Err(e) => check!(
-                        aborted,
-                        "step {at}: {what} failed with {e} (a timer succeeds or is cancelled)"
-                    ),
-                }
-            }
-            (Kind::Send { sock, len }, Op::Send(s)) => {
-                check!(p.key == sk(sock), "step {at}: {what}: key {}", p.key);
-                check!(
-                    s.buf.len() == len,
-                    "step {at}: {what}: buffer handed back with {} bytes",
-                    s.buf.len()
-                );
-                match &p.status {
-                    Ok(()) => check!(
-                        p.bytes == len as u64,
-                        "step {at}: {what} succeeded with {} of {len} bytes",
-                        p.bytes
-                    ),
-                    Err(e) => check!(
-                        aborted && p.bytes <= len as u64,
-                        "step {at}: {what} failed: {e}, {} bytes",
-                        p.bytes
-                    ),
-                }
-            }
+        let seen = Seen {
+            p: &p,
+            what: &what,
+            at,
+            aborted,
+        };
+        self.check_io(o.kind, i, &seen, &mut got)?;
+        m.ops[i].got = Some(got);
+        Ok(())
+    }
+
+    /// Checks an I/O packet against what its operation (`kind`, op #`i`)
+    /// may give; fills in `got` what later checks need.
+    fn check_io(&self, kind: Kind, i: usize, c: &Seen, got: &mut Got) -> R {
+        let (p, at, what, aborted) = (c.p, c.at, c.what, c.aborted);
+        let sk = |s: usize| self.socks[s].key();
+        match (kind, &p.op) {
+            (Kind::Timeout { long, key }, Op::Timeout(_)) => check_timer(c, long, key),
+            (Kind::Send { sock, len }, Op::Send(s)) => check_send(c, sk(sock), len, s.buf.len()),
             (
                 Kind::Recv {
                     sock,
@@ -110,26 +71,9 @@ impl Shared {
                 },
                 Op::Recv(r),
             ) => {
-                check!(p.key == sk(sock), "step {at}: {what}: key {}", p.key);
-                check!(
-                    r.buf.len() >= prefix && r.buf[..prefix] == [0xab, i as u8, 0xcd],
-                    "step {at}: {what}: the bytes already in the buffer were not kept"
-                );
-                let n = r.buf.len() - prefix;
-                check!(
-                    n as u64 == p.bytes,
-                    "step {at}: {what}: {} bytes reported, {n} appended",
-                    p.bytes
-                );
-                match &p.status {
-                    Ok(()) => check!(
-                        n >= 1 && (pooled || n <= spare),
-                        "step {at}: {what}: {n} bytes into {spare} spare \
-                         (the peer is open: 0 would be EOF)"
-                    ),
-                    Err(e) => check!(aborted && n == 0, "step {at}: {what} failed: {e}"),
-                }
+                check_recv(c, sk(sock), i, spare, prefix, pooled, &r.buf)?;
                 got.data = r.buf[prefix..].to_vec();
+                Ok(())
             }
             (
                 Kind::Transmit {
@@ -141,49 +85,13 @@ impl Shared {
                     ..
                 },
                 Op::TransmitFile(_),
-            ) => {
-                check!(p.key == sk(sock), "step {at}: {what}: key {}", p.key);
-                let total = file.map(|f| head as u64 + f + tail as u64);
-                match (&p.status, total) {
-                    (Ok(()), Some(t)) => check!(
-                        p.bytes == t,
-                        "step {at}: {what} succeeded with {} of {t} bytes",
-                        p.bytes
-                    ),
-                    (Ok(()), None) => {
-                        return Err(format!(
-                            "step {at}: {what} succeeded ({} bytes) although the range \
-                             is outside the file",
-                            p.bytes
-                        ))
-                    }
-                    (Err(e), Some(_)) => check!(
-                        aborted || !sure,
-                        "step {at}: {what} failed: {e} ({} bytes)",
-                        p.bytes
-                    ),
-                    (Err(_), None) => {}
-                }
-            }
-            (Kind::Connect { live, key }, Op::Connect(_)) => {
-                check!(p.key == key, "step {at}: {what}: key {}", p.key);
-                check!(p.bytes == 0, "step {at}: {what}: {} bytes", p.bytes);
-                if !aborted {
-                    if live {
-                        check!(
-                            p.status.is_ok(),
-                            "step {at}: {what} to a listener failed: {:?}",
-                            p.status
-                        );
-                    } else {
-                        check!(
-                            matches!(&p.status, Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED)),
-                            "step {at}: {what} to a closed port: {:?}",
-                            p.status
-                        );
-                    }
-                }
-            }
+            ) => check_transmit(
+                c,
+                sk(sock),
+                file.map(|f| head as u64 + f + tail as u64),
+                sure,
+            ),
+            (Kind::Connect { live, key }, Op::Connect(_)) => check_connect(c, live, key),
             (Kind::Accept, Op::Accept(a)) => {
                 check!(
                     p.key == self.listener.key(),
@@ -200,11 +108,10 @@ impl Shared {
                     }
                     Err(e) => check!(aborted, "step {at}: {what} failed: {e}"),
                 }
+                Ok(())
             }
-            (_, op) => return Err(format!("step {at}: {what} came back as {op:?}")),
+            (_, op) => Err(format!("step {at}: {what} came back as {op:?}")),
         }
-        m.ops[i].got = Some(got);
-        Ok(())
     }
 
     /// `get` or `get_many` on the main thread.
@@ -309,4 +216,166 @@ impl Shared {
         a.join().map_err(|_| "probe thread panicked".to_string())?;
         Ok(())
     }
+}
+
+/// One I/O packet being checked, and what the checks say of it.
+struct Seen<'a> {
+    p: &'a Packet,
+    what: &'a str,
+    at: &'a str,
+    aborted: bool,
+}
+
+/// A posted packet: FIFO, its values untouched, never a probe's.
+fn on_posted(m: &mut Model, token: u64, p: &Packet, at: &str) -> R {
+    check!(
+        token < PROBE,
+        "step {at}: the main thread got LIFO probe packet {token:#x}"
+    );
+    let Some((want, key, bytes)) = m.posted.pop_front() else {
+        return Err(format!(
+            "step {at}: posted packet {token} that is not queued (none pending)"
+        ));
+    };
+    check!(
+        token == want,
+        "step {at}: posted packets out of FIFO order: got token {token}, oldest queued is {want}"
+    );
+    check!(
+        (p.key, p.bytes, p.id) == (key, bytes, OpId::POSTED) && p.status.is_ok(),
+        "step {at}: posted packet {token} altered: key {} bytes {} id {:?} status {:?}",
+        p.key,
+        p.bytes,
+        p.id,
+        p.status
+    );
+    Ok(())
+}
+
+/// A timer succeeds with 0 bytes (unless it is an hour or more) or is cancelled.
+fn check_timer(c: &Seen, long: bool, key: u64) -> R {
+    let (p, at, what, aborted) = (c.p, c.at, c.what, c.aborted);
+    check!(p.key == key, "step {at}: {what}: key {}", p.key);
+    match &p.status {
+        Ok(()) => check!(
+            !long && p.bytes == 0,
+            "step {at}: {what} completed with success and {} bytes \
+             (a timer of an hour or more cannot have fired)",
+            p.bytes
+        ),
+        Err(e) => check!(
+            aborted,
+            "step {at}: {what} failed with {e} (a timer succeeds or is cancelled)"
+        ),
+    }
+    Ok(())
+}
+
+/// A send hands its buffer back whole and sends all of it, unless cancelled.
+fn check_send(c: &Seen, key: u64, len: usize, buf_len: usize) -> R {
+    let (p, at, what, aborted) = (c.p, c.at, c.what, c.aborted);
+    check!(p.key == key, "step {at}: {what}: key {}", p.key);
+    check!(
+        buf_len == len,
+        "step {at}: {what}: buffer handed back with {} bytes",
+        buf_len
+    );
+    match &p.status {
+        Ok(()) => check!(
+            p.bytes == len as u64,
+            "step {at}: {what} succeeded with {} of {len} bytes",
+            p.bytes
+        ),
+        Err(e) => check!(
+            aborted && p.bytes <= len as u64,
+            "step {at}: {what} failed: {e}, {} bytes",
+            p.bytes
+        ),
+    }
+    Ok(())
+}
+
+/// A receive (op #`i`) keeps the buffer's first bytes, appends what it
+/// reports, and never 0 bytes while the peer is open.
+fn check_recv(
+    c: &Seen,
+    key: u64,
+    i: usize,
+    spare: usize,
+    prefix: usize,
+    pooled: bool,
+    buf: &[u8],
+) -> R {
+    let (p, at, what, aborted) = (c.p, c.at, c.what, c.aborted);
+    check!(p.key == key, "step {at}: {what}: key {}", p.key);
+    check!(
+        buf.len() >= prefix && buf[..prefix] == [0xab, i as u8, 0xcd],
+        "step {at}: {what}: the bytes already in the buffer were not kept"
+    );
+    let n = buf.len() - prefix;
+    check!(
+        n as u64 == p.bytes,
+        "step {at}: {what}: {} bytes reported, {n} appended",
+        p.bytes
+    );
+    match &p.status {
+        Ok(()) => check!(
+            n >= 1 && (pooled || n <= spare),
+            "step {at}: {what}: {n} bytes into {spare} spare \
+             (the peer is open: 0 would be EOF)"
+        ),
+        Err(e) => check!(aborted && n == 0, "step {at}: {what} failed: {e}"),
+    }
+    Ok(())
+}
+
+/// A transmit of a range inside the file sends `total` bytes; one outside
+/// it fails.
+fn check_transmit(c: &Seen, key: u64, total: Option<u64>, sure: bool) -> R {
+    let (p, at, what, aborted) = (c.p, c.at, c.what, c.aborted);
+    check!(p.key == key, "step {at}: {what}: key {}", p.key);
+    match (&p.status, total) {
+        (Ok(()), Some(t)) => check!(
+            p.bytes == t,
+            "step {at}: {what} succeeded with {} of {t} bytes",
+            p.bytes
+        ),
+        (Ok(()), None) => {
+            return Err(format!(
+                "step {at}: {what} succeeded ({} bytes) although the range \
+                 is outside the file",
+                p.bytes
+            ))
+        }
+        (Err(e), Some(_)) => check!(
+            aborted || !sure,
+            "step {at}: {what} failed: {e} ({} bytes)",
+            p.bytes
+        ),
+        (Err(_), None) => {}
+    }
+    Ok(())
+}
+
+/// A connect to the listener succeeds, one to a closed port is refused.
+fn check_connect(c: &Seen, live: bool, key: u64) -> R {
+    let (p, at, what, aborted) = (c.p, c.at, c.what, c.aborted);
+    check!(p.key == key, "step {at}: {what}: key {}", p.key);
+    check!(p.bytes == 0, "step {at}: {what}: {} bytes", p.bytes);
+    if !aborted {
+        if live {
+            check!(
+                p.status.is_ok(),
+                "step {at}: {what} to a listener failed: {:?}",
+                p.status
+            );
+        } else {
+            check!(
+                matches!(&p.status, Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED)),
+                "step {at}: {what} to a closed port: {:?}",
+                p.status
+            );
+        }
+    }
+    Ok(())
 }
