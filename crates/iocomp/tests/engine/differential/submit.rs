@@ -73,24 +73,7 @@ impl Shared {
                 self.submit(&mut m, who, at, Kind::Send { sock, len }, op.into())?;
             }
             Step::Recv { sock, cap, pooled } => {
-                let sock = sock % nsocks;
-                let prefix = vec![0xab, idx as u8, 0xcd];
-                let mut buf = Vec::with_capacity(prefix.len() + cap);
-                buf.extend_from_slice(&prefix);
-                let spare = buf.capacity() - buf.len();
-                let h = &self.socks[sock];
-                let op = if pooled {
-                    Recv::pooled(h, buf)
-                } else {
-                    Recv::new(h, buf)
-                };
-                let kind = Kind::Recv {
-                    sock,
-                    spare,
-                    prefix: prefix.len(),
-                    pooled,
-                };
-                self.submit(&mut m, who, at, kind, op.into())?;
+                self.recv(&mut m, who, at, sock % nsocks, cap, pooled)?
             }
             Step::PeerWrite { sock, len } => {
                 let sock = sock % nsocks;
@@ -119,34 +102,7 @@ impl Shared {
                 len,
                 head,
                 tail,
-            } => {
-                let sock = sock % nsocks;
-                let mut op = TransmitFile::new(&self.socks[sock], self.file.clone());
-                op.offset = off;
-                op.len = len;
-                op.head = pattern(HEAD_SEED + idx as u64, 0, head);
-                op.tail = pattern(TAIL_SEED + idx as u64, 0, tail);
-                // What a correct transfer sends of the file, and whether the
-                // specification says so for certain.
-                let (file, sure) = if off > FILE_LEN {
-                    (None, true) // outside the file: must fail
-                } else if len == 0 {
-                    (Some(FILE_LEN - off), off < FILE_LEN) // off == end: unspecified
-                } else if off + len <= FILE_LEN {
-                    (Some(len), true)
-                } else {
-                    (None, true) // shorter than promised: must fail
-                };
-                let kind = Kind::Transmit {
-                    sock,
-                    head,
-                    off,
-                    file,
-                    tail,
-                    sure,
-                };
-                self.submit(&mut m, who, at, kind, op.into())?;
-            }
+            } => self.transmit(&mut m, who, at, sock % nsocks, (off, len), (head, tail))?,
             Step::Connect { live } => {
                 let addr = if live { self.live } else { self.dead };
                 let fd = Connect::stream_socket(&addr)
@@ -164,49 +120,7 @@ impl Shared {
             Step::Cancel {
                 target,
                 other_thread,
-            } => {
-                if m.ops.is_empty() {
-                    return Ok(());
-                }
-                let t = target % m.ops.len();
-                let Some(id) = m.ops[t].id else {
-                    return Ok(());
-                };
-                let r = if other_thread {
-                    let port = self.port.clone();
-                    thread::spawn(move || port.cancel(id))
-                        .join()
-                        .map_err(|_| format!("step {at}: cancel panicked"))?
-                } else {
-                    self.port.cancel(id)
-                };
-                m.cancels += 1;
-                let o = &m.ops[t];
-                if let Err(e) = &r {
-                    check!(
-                        e.kind() == std::io::ErrorKind::NotFound,
-                        "step {at}: cancel of {} failed with {e} (only Ok or NotFound)",
-                        m.describe(t)
-                    );
-                }
-                if o.got.is_some() {
-                    check!(
-                        r.is_err(),
-                        "step {at}: cancel of {} answered Ok, but its packet was already taken",
-                        m.describe(t)
-                    );
-                } else if matches!(o.kind, Kind::Timeout { long: true, .. }) && !o.disturbed {
-                    check!(
-                        r.is_ok(),
-                        "step {at}: cancel of {}, a pending hour-long timer nobody touched, \
-                         answered {r:?}",
-                        m.describe(t)
-                    );
-                }
-                if o.got.is_none() {
-                    m.ops[t].disturbed = true;
-                }
-            }
+            } => self.cancel(&mut m, at, target, other_thread)?,
             Step::CancelPosted => {
                 let r = self.port.cancel(OpId::POSTED);
                 check!(
@@ -215,6 +129,117 @@ impl Shared {
                 );
             }
             _ => return Err(format!("internal: {step:?} is not a leaf")),
+        }
+        Ok(())
+    }
+
+    /// A receive on `sock` of `cap` spare bytes after a prefix of its own.
+    fn recv(&self, m: &mut Model, who: Who, at: &str, sock: usize, cap: usize, pooled: bool) -> R {
+        let idx = m.ops.len();
+        let prefix = vec![0xab, idx as u8, 0xcd];
+        let mut buf = Vec::with_capacity(prefix.len() + cap);
+        buf.extend_from_slice(&prefix);
+        let spare = buf.capacity() - buf.len();
+        let h = &self.socks[sock];
+        let op = if pooled {
+            Recv::pooled(h, buf)
+        } else {
+            Recv::new(h, buf)
+        };
+        let kind = Kind::Recv {
+            sock,
+            spare,
+            prefix: prefix.len(),
+            pooled,
+        };
+        self.submit(m, who, at, kind, op.into())?;
+        Ok(())
+    }
+
+    /// A transmit on `sock` of the file's range `(off, len)` between a head
+    /// and a tail of the given lengths.
+    fn transmit(
+        &self,
+        m: &mut Model,
+        who: Who,
+        at: &str,
+        sock: usize,
+        (off, len): (u64, u64),
+        (head, tail): (usize, usize),
+    ) -> R {
+        let idx = m.ops.len();
+        let mut op = TransmitFile::new(&self.socks[sock], self.file.clone());
+        op.offset = off;
+        op.len = len;
+        op.head = pattern(HEAD_SEED + idx as u64, 0, head);
+        op.tail = pattern(TAIL_SEED + idx as u64, 0, tail);
+        // What a correct transfer sends of the file, and whether the
+        // specification says so for certain.
+        let (file, sure) = if off > FILE_LEN {
+            (None, true) // outside the file: must fail
+        } else if len == 0 {
+            (Some(FILE_LEN - off), off < FILE_LEN) // off == end: unspecified
+        } else if off + len <= FILE_LEN {
+            (Some(len), true)
+        } else {
+            (None, true) // shorter than promised: must fail
+        };
+        let kind = Kind::Transmit {
+            sock,
+            head,
+            off,
+            file,
+            tail,
+            sure,
+        };
+        self.submit(m, who, at, kind, op.into())?;
+        Ok(())
+    }
+
+    /// Cancels op #`target` (modulo the ops so far), from this thread or
+    /// another: `Ok` or `NotFound`, `NotFound` once its packet was taken,
+    /// `Ok` for a pending hour-long timer nobody touched.
+    fn cancel(&self, m: &mut Model, at: &str, target: usize, other_thread: bool) -> R {
+        if m.ops.is_empty() {
+            return Ok(());
+        }
+        let t = target % m.ops.len();
+        let Some(id) = m.ops[t].id else {
+            return Ok(());
+        };
+        let r = if other_thread {
+            let port = self.port.clone();
+            thread::spawn(move || port.cancel(id))
+                .join()
+                .map_err(|_| format!("step {at}: cancel panicked"))?
+        } else {
+            self.port.cancel(id)
+        };
+        m.cancels += 1;
+        let o = &m.ops[t];
+        if let Err(e) = &r {
+            check!(
+                e.kind() == std::io::ErrorKind::NotFound,
+                "step {at}: cancel of {} failed with {e} (only Ok or NotFound)",
+                m.describe(t)
+            );
+        }
+        if o.got.is_some() {
+            check!(
+                r.is_err(),
+                "step {at}: cancel of {} answered Ok, but its packet was already taken",
+                m.describe(t)
+            );
+        } else if matches!(o.kind, Kind::Timeout { long: true, .. }) && !o.disturbed {
+            check!(
+                r.is_ok(),
+                "step {at}: cancel of {}, a pending hour-long timer nobody touched, \
+                 answered {r:?}",
+                m.describe(t)
+            );
+        }
+        if o.got.is_none() {
+            m.ops[t].disturbed = true;
         }
         Ok(())
     }
