@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use iocomp::{Backend, GetError, Handle, Op, OpId, Packet, Pool, Port, Recv, Send, Timeout};
 
-use crate::harness::{self, env_num, pattern, Reader, Rng};
+use crate::harness::{self, env_num, lock, pattern, Reader, Rng};
 
 /// Bound on every wait for something that must happen.
 const BOUND: Duration = Duration::from_secs(30);
@@ -109,10 +109,6 @@ impl Ledger {
         v.sort();
         v
     }
-}
-
-fn lock(l: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
-    l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What every thread of the mixed stress shares.

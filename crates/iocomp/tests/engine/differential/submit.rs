@@ -4,7 +4,7 @@ use super::*;
 
 impl Shared {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Model> {
-        self.m.lock().unwrap_or_else(|e| e.into_inner())
+        harness::lock(&self.m)
     }
 
     pub(super) fn submit(&self, m: &mut Model, who: Who, at: &str, kind: Kind, op: Op) -> R {

@@ -19,7 +19,7 @@ pub use files::{rw, TempDir, TempFile};
 pub use net::*;
 pub use rng::{pattern, Rng};
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,12 @@ pub fn env_num(name: &str, default: u64) -> u64 {
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         _ => default,
     }
+}
+
+/// Locks `m`, also when a panicking thread left it poisoned: the test then
+/// reports that thread's failure, not the poison.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Polls `f` (yielding) until it holds or `within` passes; whether it held.
