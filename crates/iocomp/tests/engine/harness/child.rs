@@ -9,9 +9,8 @@
 //! block), and checks that it passed and really ran the test.
 //!
 //! ```ignore
-//! #[test]
-//! fn a_test_alone_in_its_process() {
-//!     if in_child(test_name!(a_test_alone_in_its_process), &[("IOCOMP_EPOLL_COMPAT", "nowait-enosys")], LIMIT) {
+//! fn a_test_alone_in_its_process() { // a test function
+//!     if in_child(&test_name!(a_test_alone_in_its_process), &[("IOCOMP_EPOLL_COMPAT", "nowait-enosys")], LIMIT) {
 //!         return; // the parent: the child passed
 //!     }
 //!     // the body, in the child

@@ -1,5 +1,5 @@
 //! The one harness of the engine's integration tests: the backends to run,
-//! ports, waits with a bound, a watchdog ([this file]); loopback sockets,
+//! ports, packets, waits with a bound, a watchdog (this file); loopback sockets,
 //! pipes and peers ([`net`]); temporary files ([`files`]); the seeded
 //! generators ([`rng`]); and the bounded child-process runner ([`child`]) for
 //! the tests that must be alone in their process.
