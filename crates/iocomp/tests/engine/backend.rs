@@ -5,14 +5,11 @@
 //! `IOCOMP_BACKEND=uring` and `IOCOMP_BACKEND=epoll`.
 
 use std::io::{Read, Write};
-
 use std::time::Duration;
 
 use iocomp::{Backend, GetError, Op, Port, Recv, Send, TransmitFile, BACKEND_ENV};
 
-mod support;
-
-use support::{pair, port_on, T};
+use crate::harness::{is_child, pair, port_on, test_name, Child, T};
 
 #[test]
 fn the_environment_variable_picks_the_backend_of_auto_ports() {
@@ -160,63 +157,55 @@ fn epoll_operations_handed_over_from_a_foreign_thread_run_on_the_parked_thread()
     assert_eq!(r.buf, b"over");
 }
 
-/// Set in the child process of the seccomp test.
-const SECCOMP_CHILD: &str = "IOCOMP_TEST_SECCOMP_CHILD";
-
 /// In a child process whose seccomp filter denies the io_uring system calls
 /// with EPERM (as Docker's default profile does), `Backend::Auto` runs on
 /// epoll, says why, and works.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn auto_falls_back_to_epoll_when_seccomp_denies_io_uring() {
-    if std::env::var_os(SECCOMP_CHILD).is_some() {
+    if is_child() {
         seccomp_child();
         println!("seccomp child: ok");
         return;
     }
     use std::os::unix::process::CommandExt;
-    use std::process::Command;
 
     let filter = deny_io_uring_filter();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "auto_falls_back_to_epoll_when_seccomp_denies_io_uring",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(SECCOMP_CHILD, "1")
-    .env_remove(BACKEND_ENV);
-    // SAFETY: the closure runs in the child between fork and exec; it only
-    // makes two prctl system calls on memory prepared before the fork (the
-    // filter is moved in; the program header is a local), allocating nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let prog = libc::sock_fprog {
-                len: filter.len() as libc::c_ushort,
-                filter: filter.as_ptr() as *mut libc::sock_filter,
-            };
-            let rc = libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &prog as *const libc::sock_fprog,
-            );
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ran = Child::test(&test_name!(
+        auto_falls_back_to_epoll_when_seccomp_denies_io_uring
+    ))
+    .env_remove(BACKEND_ENV)
+    .configure(move |cmd| {
+        // SAFETY: the closure runs in the child between fork and exec; it only
+        // makes two prctl system calls on memory prepared before the fork (the
+        // filter is moved in; the program header is a local), allocating nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let prog = libc::sock_fprog {
+                    len: filter.len() as libc::c_ushort,
+                    filter: filter.as_ptr() as *mut libc::sock_filter,
+                };
+                let rc = libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                );
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+    })
+    .run();
+    let (stdout, stderr) = (&ran.stdout, &ran.stderr);
     assert!(
-        out.status.success(),
+        ran.status.success(),
         "child failed: {}\n{stdout}\n{stderr}",
-        out.status
+        ran.status
     );
     assert!(
         stdout.contains("seccomp child: ok"),

@@ -4,38 +4,20 @@
 //! buffer cut as Windows does (`WSAEMSGSIZE` with the bytes that fit),
 //! cancellation of a pending receive, and wrong sockets or addresses as an
 //! error packet or a refused submission, never a panic.
+//! A vectored send on a datagram socket is one datagram or none, and
+//! `RecvFrom`'s address is only ever the one the kernel gave for this
+//! receive.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 
-use iocomp::{Backend, Connect, Op, OpId, Packet, Port, RecvFrom, SendTo};
+use iocomp::{Backend, Connect, Op, Packet, Port, RecvFrom, SendTo, SendVectored};
 
-mod support;
-use support::{backends, port_on, T};
-
-fn submit(port: &Port, op: impl Into<iocomp::Op>) -> OpId {
-    port.submit(op).map_err(|(e, _)| e).unwrap()
-}
-
-/// Waits for the packets of `ids`, in any order; returns them in the order of `ids`.
-fn collect(port: &Port, ids: &[OpId]) -> Vec<Packet> {
-    let mut got: Vec<Option<Packet>> = ids.iter().map(|_| None).collect();
-    for _ in 0..ids.len() {
-        let p = port.get(T).unwrap();
-        let i = ids
-            .iter()
-            .position(|&id| id == p.id)
-            .expect("a packet of no op of this test");
-        assert!(got[i].is_none(), "two packets for one op");
-        got[i] = Some(p);
-    }
-    got.into_iter().map(Option::unwrap).collect()
-}
-
-fn udp(addr: &str) -> UdpSocket {
-    UdpSocket::bind(addr).unwrap()
-}
+use crate::harness::{
+    backends, collect, datagram_pairs, h_fd, next_message, port_on, send_marker, submit, udp, T,
+};
 
 fn round_trip(b: Backend, local: &str) {
     let port = port_on(b);
@@ -264,5 +246,113 @@ fn sendto_and_recvfrom_on_the_wrong_thing_fail_cleanly() {
         assert!(p.id == sid && p.status.is_ok(), "{b}: {:?}", p.status);
         let mut buf = [0u8; 8];
         assert_eq!(c.recv(&mut buf).unwrap(), 2);
+    }
+}
+
+/// More buffers than one `sendmsg` takes (IOV_MAX, 1024) on a datagram
+/// socket: `WSASend` sends one datagram of them all; Linux cannot, so the
+/// send fails with EMSGSIZE and sends nothing, instead of splitting the
+/// message into several datagrams.
+#[test]
+fn a_datagram_vectored_send_of_more_than_iov_max_buffers_fails_whole() {
+    for b in backends() {
+        let port = port_on(b);
+        for (what, ours, peer) in datagram_pairs() {
+            let h = port.associate(ours, 1);
+            let bufs: Vec<Vec<u8>> = (0..1500).map(|i| vec![(i % 251) as u8]).collect();
+            port.submit(SendVectored::new(&h, bufs))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            let p = port.get(T).unwrap();
+            assert_eq!(
+                p.status.as_ref().map_err(|e| e.raw_os_error()),
+                Err(Some(libc::EMSGSIZE)),
+                "{b} {what}"
+            );
+            assert_eq!(p.bytes, 0, "{b} {what}");
+            send_marker(&h_fd(&h));
+            assert_eq!(next_message(&peer), b"marker", "{b} {what}: part was sent");
+        }
+    }
+}
+
+/// A vectored send of nothing on a datagram socket is one zero-length
+/// datagram (as `WSASend` with empty buffers and `send` of 0 bytes are), on
+/// both backends alike.
+#[test]
+fn an_empty_datagram_vectored_send_sends_one_empty_datagram() {
+    for b in backends() {
+        let port = port_on(b);
+        for (what, ours, peer) in datagram_pairs() {
+            let h = port.associate(ours, 1);
+            for bufs in [Vec::new(), vec![Vec::new(), Vec::new()]] {
+                port.submit(SendVectored::new(&h, bufs))
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+                let p = port.get(T).unwrap();
+                assert!(p.status.is_ok(), "{b} {what}: {:?}", p.status);
+                assert_eq!(p.bytes, 0, "{b} {what}");
+                send_marker(&h_fd(&h));
+                assert_eq!(next_message(&peer), b"", "{b} {what}: no empty datagram");
+                assert_eq!(next_message(&peer), b"marker", "{b} {what}");
+            }
+        }
+    }
+}
+
+/// `RecvFrom` on a connected stream socket receives like `Recv` and gives
+/// no address (Linux's `recvmsg` leaves it empty there; Windows ignores
+/// `lpFrom` on connection-oriented sockets).
+#[test]
+fn recv_from_on_a_stream_socket_gives_no_address() {
+    for b in backends() {
+        let port = port_on(b);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        c.write_all(b"hello").unwrap();
+        let h = port.associate(OwnedFd::from(s), 1);
+        port.submit(RecvFrom::new(&h, Vec::with_capacity(16)))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let p = port.get(T).unwrap();
+        assert!(p.status.is_ok(), "{b}: {:?}", p.status);
+        let Op::RecvFrom(rf) = p.op else {
+            panic!("{b}: not a RecvFrom")
+        };
+        assert_eq!(rf.buf, b"hello", "{b}");
+        assert_eq!(rf.addr, None, "{b}");
+    }
+}
+
+/// A `RecvFrom` that received a datagram, submitted again and cancelled:
+/// its packet carries no address (not the previous sender's).
+#[test]
+fn a_reused_recv_from_that_fails_has_no_stale_address() {
+    for b in backends() {
+        let port = port_on(b);
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.send_to(b"first", a.local_addr().unwrap()).unwrap();
+        let h = port.associate(OwnedFd::from(a), 1);
+        port.submit(RecvFrom::new(&h, Vec::with_capacity(16)))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let p = port.get(T).unwrap();
+        assert!(p.status.is_ok(), "{b}: {:?}", p.status);
+        let Op::RecvFrom(mut rf) = p.op else {
+            panic!("{b}: not a RecvFrom")
+        };
+        assert_eq!(rf.addr, Some(c.local_addr().unwrap()), "{b}");
+        rf.buf.clear();
+        // Nothing else comes: the receive waits until cancelled.
+        let id = port.submit(Op::RecvFrom(rf)).map_err(|(e, _)| e).unwrap();
+        port.cancel(id).unwrap();
+        let p = port.get(T).unwrap();
+        assert!(p.is_aborted(), "{b}: {:?}", p.status);
+        let Op::RecvFrom(rf) = p.op else {
+            panic!("{b}: not a RecvFrom")
+        };
+        assert_eq!(rf.addr, None, "{b}: the address of an earlier receive");
     }
 }

@@ -4,8 +4,9 @@
 //! `IOCOMP_BACKEND`, so CI runs them on both backends.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::harness::Child;
 
 fn example(name: &str) -> PathBuf {
     // This test runs from target/<profile>/deps/; examples live in
@@ -24,27 +25,10 @@ fn example(name: &str) -> PathBuf {
 
 /// Runs an example with a time limit and checks it succeeded and printed `expect`.
 fn run(name: &str, args: &[&str], expect: &str) {
-    let mut child = Command::new(example(name))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("example {name} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = Child::program(&example(name), args)
+        .limit(Duration::from_secs(60))
+        .run();
+    let (status, stdout, stderr) = (out.status, &out.stdout, &out.stderr);
     assert!(
         status.success(),
         "example {name} failed ({status}):\n{stdout}\n{stderr}"
@@ -110,12 +94,10 @@ fn filecopy_copies_a_file_with_reads_and_writes_in_flight() {
         (dir.join("missing"), dst.clone()),
         (src.clone(), dir.clone()),
     ] {
-        let out = Command::new(example("filecopy"))
-            .args([&a, &b])
-            .output()
-            .unwrap();
+        let (a_, b_) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let out = Child::program(&example("filecopy"), &[a_, b_]).run();
         assert!(!out.status.success(), "filecopy {a:?} {b:?} succeeded");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("filecopy:"));
+        assert!(out.stderr.contains("filecopy:"));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -173,13 +155,9 @@ fn fileio_writes_and_reads_with_operations_in_flight() {
         &["--rw", "randwrite"],
         &["--size", "5m"],
     ] {
-        let out = Command::new(example("fileio"))
-            .args(common)
-            .args(bad)
-            .output()
-            .unwrap();
+        let out = Child::program(&example("fileio"), &[&common[..], bad].concat()).run();
         assert!(!out.status.success(), "fileio {bad:?} succeeded");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("fileio:"));
+        assert!(out.stderr.contains("fileio:"));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

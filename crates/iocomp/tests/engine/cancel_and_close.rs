@@ -1,40 +1,25 @@
-//! Per-handle cancellation (`CancelIoEx(h, NULL)`): every operation pending on
-//! a descriptor gets its packet, aborted, with the handle's key and 0 bytes;
-//! operations on other handles, and timers, are untouched. On both backends.
+//! Cancellation and close: `CancelIoEx(h, NULL)` aborts every operation
+//! pending on a handle (and nothing else), from any thread; `CancelIoEx` of
+//! one operation (C23) aborts it and hands its buffer back; cancelled
+//! operations waiting behind others complete at once and take no bytes;
+//! `Handle::close` aborts what is pending and the peer then sees the end.
+//! On both backends, or the one `IOCOMP_BACKEND` picks.
 
 use std::io::Write;
-use std::time::Duration;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
-use iocomp::{Backend, GetError, Op, Port, Recv, Timeout};
+use iocomp::{Connect, GetError, Op, Pool, Port, Recv, Send, Timeout};
 
-mod support;
-use support::{backends, pair};
-
-const T: Option<Duration> = Some(Duration::from_secs(30));
-
-fn port(b: Backend) -> Port {
-    let p = Port::builder().backend(b).concurrency(2).build().unwrap();
-    assert_eq!(p.backend(), b);
-    p.attach().unwrap();
-    p
-}
-
-/// One blocking read, again after EINTR (a socket with a receive timeout
-/// says EINTR when io_uring's task work interrupts the wait).
-fn read_eintr(s: &mut std::net::TcpStream, buf: &mut [u8]) -> usize {
-    use std::io::Read;
-    loop {
-        match s.read(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            r => return r.unwrap(),
-        }
-    }
-}
+use crate::harness::{
+    backends, pair, port, port_on, read_eintr, recv_buf, two_cancelled_hour_timers, T,
+};
 
 #[test]
 fn cancel_handle_aborts_every_pending_op_on_it_and_nothing_else() {
     for b in backends() {
-        let port = port(b);
+        let port = port_on(b);
         let (ours, _peer) = pair();
         let (other, mut other_peer) = pair();
         let h = port.associate(ours, 7);
@@ -124,7 +109,7 @@ fn cancel_handle_aborts_every_pending_op_on_it_and_nothing_else() {
 #[test]
 fn cancel_handle_reaches_ops_of_other_threads() {
     for b in backends() {
-        let port = port(b);
+        let port = port_on(b);
         let (ours, _peer) = pair();
         let h = port.associate(ours, 3);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -169,7 +154,7 @@ fn cancel_handle_reaches_ops_of_other_threads() {
 fn close_aborts_pending_ops_then_the_peer_sees_the_end() {
     use std::io::Read;
     for b in backends() {
-        let port = port(b);
+        let port = port_on(b);
         let (ours, mut peer) = pair();
         let h = port.associate(ours, 5);
         let keep = h.clone();
@@ -226,7 +211,7 @@ fn close_with_nothing_pending_ends_a_pipe_and_a_connection_at_once() {
     use std::os::fd::OwnedFd;
     use std::process::{Command, Stdio};
     for b in backends() {
-        let port = port(b);
+        let port = port_on(b);
         let (ours, mut peer) = pair();
         let h = port.associate(ours, 1);
         h.close();
@@ -258,4 +243,166 @@ fn close_with_nothing_pending_ends_a_pipe_and_a_connection_at_once() {
         assert!(status.success());
         drop(keep);
     }
+}
+
+#[test]
+fn c23_cancel_aborts_a_pending_recv_and_returns_its_buffer() {
+    let port = port();
+    let (ours, _peer) = pair();
+    let h = port.associate(ours, 8);
+    let id = port
+        .submit(Recv::new(&h, Vec::with_capacity(32)))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    port.cancel(id).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(p.id, id);
+    assert!(p.is_aborted(), "{:?}", p.status);
+    let Op::Recv(r) = p.op else { panic!() };
+    assert_eq!(r.buf.capacity(), 32);
+    // Completed: a second cancel finds nothing, and posts nothing.
+    assert_eq!(
+        port.cancel(id).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        port.get(Some(Duration::ZERO)).unwrap_err(),
+        GetError::TimedOut
+    );
+}
+
+#[test]
+fn c23_cancel_from_another_thread_aborts_a_long_timer_promptly() {
+    let port = port();
+    let id = port
+        .submit(Timeout::new(Duration::from_secs(60), 77))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p2 = port.clone();
+    std::thread::spawn(move || p2.cancel(id).unwrap())
+        .join()
+        .unwrap();
+    let start = Instant::now();
+    let p = port.get(T).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(p.key, 77);
+    assert!(p.is_aborted());
+}
+
+#[test]
+fn c23_cancel_aborts_a_connect_that_cannot_finish() {
+    let port = port();
+    // A listener whose accept queue is full drops new SYNs: a connect to it
+    // stays in progress (the client retransmits) until cancelled.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    // SAFETY: listen(2) again on our listening socket only changes its backlog.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        let s = Connect::stream_socket(&addr).unwrap();
+        let h = port.associate(s, 1);
+        port.submit(Connect::new(&h, addr))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        fillers.push(h);
+    }
+    // Whatever the fillers do, one more connect must end up waiting.
+    let h = port.associate(Connect::stream_socket(&addr).unwrap(), 9);
+    let id = port
+        .submit(Connect::new(&h, addr))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    // Collect the fillers' packets (at most two, those that finished).
+    let mut finished = 0;
+    while let Ok(p) = port.get(Some(Duration::from_millis(300))) {
+        assert_ne!(p.id, id, "the third connect cannot finish: {:?}", p.status);
+        finished += 1;
+    }
+    assert!(finished <= 2);
+    port.cancel(id).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!((p.id, p.key), (id, 9));
+    assert!(p.is_aborted(), "{:?}", p.status);
+    assert_eq!(
+        port.cancel(id).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    drop(fillers);
+    // Late packets of the fillers (cancelled by nothing) may still come; the
+    // aborted connect yields no second packet.
+    while let Ok(p) = port.get(Some(Duration::from_millis(50))) {
+        assert_ne!(p.id, id);
+    }
+}
+
+/// Item 2: cancels handed to a pool worker are never lost. Each of two timers
+/// of an hour, cancelled at once, must come back aborted (a lost wake-up
+/// leaves one in flight for the hour).
+#[test]
+fn cancelled_waitable_operations_always_complete() {
+    let port = Port::builder().concurrency(1).build().unwrap();
+    let _pool = Pool::new(&port, 1, |_, _| {}).unwrap();
+    for i in 0..3000 {
+        let [a, b] = two_cancelled_hour_timers(&port);
+        for ov in [&a, &b] {
+            let p = ov
+                .wait(Some(Duration::from_secs(5)))
+                .unwrap_or_else(|| panic!("iteration {i}: a cancelled op never completed"));
+            assert!(p.is_aborted(), "{:?}", p.status);
+        }
+    }
+}
+
+/// Item 1, continued: a send waiting behind a blocked send on its socket is
+/// cancelled at once (CancelIoEx), without waiting for the one ahead of it,
+/// and sent nothing.
+#[test]
+fn a_cancelled_send_waiting_behind_a_blocked_one_completes_at_once() {
+    let port = port();
+    let (ours, _peer) = pair();
+    let h = port.associate(ours, 3);
+    let first = port
+        .submit(Send::new(&h, vec![1u8; 64 * 1024 * 1024]))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let second = port
+        .submit(Send::new(&h, b"second".to_vec()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    port.cancel(second).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!((p.id, p.bytes), (second, 0));
+    assert!(p.is_aborted(), "{:?}", p.status);
+    port.cancel(first).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!(p.id, first);
+    assert!(p.is_aborted(), "{:?}", p.status);
+}
+
+/// AFD fills a stream socket's pending receives in the order they were
+/// posted, and `CancelIoEx` of one of them completes it (aborted) without
+/// taking bytes: the others still take the peer's bytes in order.
+#[test]
+fn a_cancelled_pending_receive_takes_no_bytes_and_the_others_keep_their_order() {
+    let port = port();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 1);
+    let submit = |op: iocomp::Op| port.submit(op).map_err(|(e, _)| e).unwrap();
+    let a = submit(Recv::new(&h, Vec::with_capacity(1)).into());
+    let b = submit(Recv::new(&h, Vec::with_capacity(1)).into());
+    let c = submit(Recv::new(&h, Vec::with_capacity(1)).into());
+    port.cancel(b).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!((p.id, p.bytes), (b, 0));
+    assert!(p.is_aborted(), "{:?}", p.status);
+    peer.write_all(b"12").unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = port.get(T).unwrap();
+        assert!(p.status.is_ok(), "{:?}", p.status);
+        got.push((p.id, recv_buf(p)));
+    }
+    got.sort_by_key(|(id, _)| if *id == a { 0 } else { 1 });
+    assert_eq!(got, vec![(a, b"1".to_vec()), (c, b"2".to_vec())]);
 }

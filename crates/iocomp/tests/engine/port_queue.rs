@@ -1,33 +1,17 @@
-//! IOCP behaviours on posted packets, each test named after its checklist id in
-//! `docs/iocp-behaviours.md`. Waiters are ordered with the test-only
-//! `Port::waiters()` count, never with sleeps.
+//! The port's queue and its waiters, on posted packets and timers: what
+//! `post` carries, `get`'s three outcomes and its timeouts (the largest
+//! included), FIFO packets and LIFO waiters, the concurrency limit, the
+//! thread pool's slots. Each test is named after its rule in
+//! `docs/iocp-behaviours.md` (C5, C7, C12–C21, C32) where it has one. Waiters
+//! are ordered with the test-only `Port::waiters()` count, never with sleeps.
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use iocomp::{GetError, Op, OpId, Port};
+use iocomp::{GetError, OpId, Port, Timeout};
 
-const T: Option<Duration> = Some(Duration::from_secs(20));
-
-fn token(p: &iocomp::Packet) -> u64 {
-    match p.op {
-        Op::Posted { token } => token,
-        _ => panic!("not a posted packet: {:?}", p.op),
-    }
-}
-
-/// Spins (yielding) until `f` holds; fails the test after 20 s.
-fn until(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        thread::yield_now();
-    }
-}
+use crate::harness::{self, port, token, wait_until, T};
 
 #[test]
 fn c12_post_carries_arbitrary_values_with_success_status() {
@@ -51,7 +35,7 @@ fn c12_post_wakes_a_parked_waiter() {
     let port = Port::builder().concurrency(1).build().unwrap();
     let p2 = port.clone();
     let t = thread::spawn(move || token(&p2.get(T).unwrap()));
-    until("the waiter to park", || port.waiters() == 1);
+    wait_until("the waiter to park", || port.waiters() == 1);
     port.post(1, 2, 3).unwrap();
     assert_eq!(t.join().unwrap(), 3);
 }
@@ -82,7 +66,7 @@ fn c5_close_wakes_every_waiter_with_abandoned() {
             thread::spawn(move || p.get(None).unwrap_err())
         })
         .collect();
-    until("three waiters", || port.waiters() == 3);
+    wait_until("three waiters", || port.waiters() == 3);
     port.close();
     for w in waiters {
         assert_eq!(w.join().unwrap(), GetError::Abandoned);
@@ -112,7 +96,7 @@ fn c14_zero_polls_finite_waits_infinite_blocks_until_posted() {
     );
     let p2 = port.clone();
     let t = thread::spawn(move || token(&p2.get(None).unwrap()));
-    until("the infinite waiter", || port.waiters() == 1);
+    wait_until("the infinite waiter", || port.waiters() == 1);
     port.post(0, 0, 99).unwrap();
     assert_eq!(t.join().unwrap(), 99);
 }
@@ -158,7 +142,7 @@ fn park_in_order(
             let pk = p.get(T).unwrap();
             tx.send((i, token(&pk))).unwrap();
         }));
-        until("the waiter to park", || port.waiters() == i + 1);
+        wait_until("the waiter to park", || port.waiters() == i + 1);
     }
     (threads, rx)
 }
@@ -219,7 +203,7 @@ fn c19_a_queued_packet_releases_no_waiter_at_the_concurrency_limit() {
     let (b_tx, b_rx) = mpsc::channel();
     let pb = port.clone();
     let b = thread::spawn(move || b_tx.send(token(&pb.get(T).unwrap())).unwrap());
-    until("B to park", || port.waiters() == 1);
+    wait_until("B to park", || port.waiters() == 1);
     // A packet arrives while A runs: B is not released (the hand-off would have
     // happened inside post, so this check has no timing window).
     port.post(0, 0, 2).unwrap();
@@ -230,7 +214,7 @@ fn c19_a_queued_packet_releases_no_waiter_at_the_concurrency_limit() {
     assert_eq!(a_rx.recv().unwrap(), 2);
     a.join().unwrap();
     // A exited: its slot is free, so the next packet goes to B.
-    until("A to detach", || port.running() == 0);
+    wait_until("A to detach", || port.running() == 0);
     port.post(0, 0, 3).unwrap();
     assert_eq!(b_rx.recv_timeout(Duration::from_secs(20)).unwrap(), 3);
     b.join().unwrap();
@@ -246,7 +230,7 @@ fn c20_a_thread_returning_to_get_takes_a_queued_packet_without_parking() {
     // Another thread parks; this thread still runs.
     let p2 = port.clone();
     let other = thread::spawn(move || p2.get(Some(Duration::from_millis(200))).map(|p| token(&p)));
-    until("the other thread to park", || port.waiters() == 1);
+    wait_until("the other thread to park", || port.waiters() == 1);
     assert_eq!(
         token(&port.get(Some(Duration::ZERO)).unwrap()),
         2,
@@ -318,7 +302,7 @@ fn c21_a_thread_that_blocks_frees_its_slot_and_overshoots_when_it_resumes() {
         b_tx.send(token(&pb.get(T).unwrap())).unwrap();
         hold_rx.recv().unwrap();
     });
-    until("B to park", || port.waiters() == 1);
+    wait_until("B to park", || port.waiters() == 1);
     port.post(0, 0, 2).unwrap();
     assert_eq!(b_rx.recv_timeout(Duration::from_secs(20)).unwrap(), 2);
     out_tx.send(()).unwrap();
@@ -367,4 +351,43 @@ fn c32_may_run_long_stops_counting_until_the_next_get() {
     port.post(0, 0, 2).unwrap();
     assert_eq!(token(&port.get(T).unwrap()), 2);
     assert_eq!(port.running(), 1, "counted again after get");
+}
+
+/// Item 4: a huge timeout is a documented clamp, not a panic.
+#[test]
+fn get_with_the_largest_timeout_does_not_panic() {
+    harness::queued_packets_come_back_under_the_largest_timeout(&port());
+}
+
+/// Item 4: a timer of `Duration::MAX` waits (it is clamped, the same on both
+/// backends) instead of failing at once on one backend only.
+#[test]
+fn a_timer_of_the_largest_duration_waits_until_cancelled() {
+    let port = port();
+    let id = port
+        .submit(Timeout::new(Duration::MAX, 7))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    assert_eq!(
+        port.get(Some(Duration::from_millis(50))).unwrap_err(),
+        GetError::TimedOut,
+        "the timer must not complete at once"
+    );
+    port.cancel(id).unwrap();
+    let p = port.get(T).unwrap();
+    assert_eq!((p.id, p.key), (id, 7));
+    assert!(p.is_aborted(), "{:?}", p.status);
+}
+
+#[test]
+fn timeout_completes_with_success_after_its_duration() {
+    let port = port();
+    let start = Instant::now();
+    port.submit(Timeout::new(Duration::from_millis(50), 4))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok());
+    assert_eq!(p.key, 4);
+    assert!(start.elapsed() >= Duration::from_millis(50));
 }

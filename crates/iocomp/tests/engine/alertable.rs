@@ -13,8 +13,7 @@ use std::time::Duration;
 use iocomp::{Backend, GetError, Pool, Timeout};
 use iocomp_sync::Thread;
 
-mod support;
-use support::{backends, port_on, until, T};
+use crate::harness::{backends, port_on, until, T};
 
 /// An APC that counts itself in `ran` and checks that it runs on `on`.
 fn counting_apc(

@@ -15,17 +15,15 @@
 //! `IOCOMP_STRESS_SECS` (mixed test, per backend, default 3) and
 //! `IOCOMP_STRESS_SCALE` (repetitions of the scenarios, default 1).
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use iocomp::{Backend, GetError, Op, OpId, Packet, Pool, Port, Recv, Send, Timeout};
+use iocomp::{Backend, GetError, Handle, Op, OpId, Packet, Pool, Port, Recv, Send, Timeout};
 
-use support::{env_num, pattern, Reader};
+use crate::harness::{self, env_num, lock, pattern, Reader, Rng};
 
 /// Bound on every wait for something that must happen.
 const BOUND: Duration = Duration::from_secs(30);
@@ -37,21 +35,6 @@ fn hang() -> Duration {
 
 fn scale() -> u64 {
     env_num("IOCOMP_STRESS_SCALE", 1).max(1)
-}
-
-/// A small xorshift generator: each thread its own, seeded by its index.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// What every thread reports to: operations submitted, packets taken.
@@ -128,8 +111,215 @@ impl Ledger {
     }
 }
 
-fn lock(l: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
-    l.lock().unwrap_or_else(|e| e.into_inner())
+/// What every thread of the mixed stress shares.
+#[derive(Clone)]
+struct Shared {
+    port: Port,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+    start: Arc<Barrier>,
+    next_token: Arc<AtomicU64>,
+}
+
+/// One thread of the mixed stress that submits, cancels, posts and gets on
+/// a socket of its own, with a generator seeded by its index.
+struct Worker {
+    s: Shared,
+    t: usize,
+    sock: Handle,
+    rng: Rng,
+    sent: u64,
+    mine: Vec<OpId>,
+    ops: u64,
+    got: u64,
+}
+
+impl Worker {
+    /// Runs until told to stop, then takes what is left; (operations, packets).
+    fn run(mut self) -> (u64, u64) {
+        self.s.start.wait();
+        while !self.s.stop.load(Ordering::Relaxed) {
+            self.step();
+        }
+        self.wind_down();
+        (self.ops, self.got)
+    }
+
+    fn take(&mut self, p: Packet) {
+        self.got += 1;
+        lock(&self.s.ledger).take(&p, self.t);
+    }
+
+    /// One random action.
+    fn step(&mut self) {
+        match self.rng.below(10) {
+            0 | 1 => self.post(),
+            2 | 3 => self.short_timer(),
+            4 => self.hour_timer(),
+            5 => self.cancel_any(),
+            6 => self.send(),
+            7 => self.get_many(),
+            _ => {
+                let t = self.t;
+                match self
+                    .s
+                    .port
+                    .get(Some(Duration::from_millis(self.rng.below(3))))
+                {
+                    Ok(p) => self.take(p),
+                    Err(GetError::TimedOut) => {}
+                    Err(e) => panic!("thread {t}: get on an open port: {e:?}"),
+                }
+            }
+        }
+    }
+
+    fn post(&mut self) {
+        let token = self.s.next_token.fetch_add(1, Ordering::Relaxed);
+        lock(&self.s.ledger).posted.insert(token);
+        self.s.port.post(self.t as u64, 0, token).unwrap();
+    }
+
+    fn short_timer(&mut self) {
+        let (t, ms) = (self.t, self.rng.below(3));
+        let mut l = lock(&self.s.ledger);
+        match self
+            .s
+            .port
+            .submit(Timeout::new(Duration::from_millis(ms), 0))
+        {
+            Ok(id) => l.submitted(id, t, "short timer"),
+            Err((e, _)) => l.errors.push(format!("thread {t}: timer refused: {e}")),
+        }
+        self.ops += 1;
+    }
+
+    fn hour_timer(&mut self) {
+        let t = self.t;
+        let mut l = lock(&self.s.ledger);
+        match self
+            .s
+            .port
+            .submit(Timeout::new(Duration::from_secs(3600), 1))
+        {
+            Ok(id) => {
+                l.submitted(id, t, "hour timer");
+                l.cancellable.push(id);
+                self.mine.push(id);
+            }
+            Err((e, _)) => l.errors.push(format!("thread {t}: timer refused: {e}")),
+        }
+        self.ops += 1;
+    }
+
+    /// Cancels anyone's pending timer, or our own.
+    fn cancel_any(&mut self) {
+        let t = self.t;
+        let mut l = lock(&self.s.ledger);
+        if !l.cancellable.is_empty() {
+            let i = self.rng.below(l.cancellable.len() as u64) as usize;
+            let id = l.cancellable.swap_remove(i);
+            drop(l);
+            let r = self.s.port.cancel(id);
+            let mut l = lock(&self.s.ledger);
+            l.cancels += 1;
+            if let Err(e) = r {
+                l.errors.push(format!(
+                    "thread {t}: cancel of pending hour timer {id:?}: {e}"
+                ));
+            }
+        }
+    }
+
+    fn send(&mut self) {
+        let t = self.t;
+        let len = 1 + self.rng.below(4096) as usize;
+        let data = pattern(t as u64, self.sent, len);
+        let mut l = lock(&self.s.ledger);
+        match self.s.port.submit(Send::new(&self.sock, data)) {
+            Ok(id) => l.submitted(id, t, "send"),
+            Err((e, _)) => l.errors.push(format!("thread {t}: send refused: {e}")),
+        }
+        self.sent += len as u64;
+        self.ops += 1;
+    }
+
+    fn get_many(&mut self) {
+        let t = self.t;
+        let mut out = Vec::new();
+        let max = 1 + self.rng.below(8) as usize;
+        match self
+            .s
+            .port
+            .get_many(&mut out, max, Some(Duration::from_millis(5)))
+        {
+            Ok(n) => {
+                assert_eq!(n, out.len());
+                for p in out {
+                    self.take(p);
+                }
+            }
+            Err(GetError::TimedOut) => {}
+            Err(e) => panic!("thread {t}: get_many on an open port: {e:?}"),
+        }
+    }
+
+    /// Takes what is left (the hour timers are cancelled by the main
+    /// thread), until the ledger balances.
+    fn wind_down(&mut self) {
+        let t = self.t;
+        let deadline = Instant::now() + BOUND;
+        loop {
+            {
+                let l = lock(&self.s.ledger);
+                if l.submitted.len() == l.taken.len() && l.posted.len() == l.posted_taken.len() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            match self.s.port.get(Some(Duration::from_millis(10))) {
+                Ok(p) => self.take(p),
+                Err(GetError::TimedOut) => {}
+                Err(e) => panic!("thread {t}: get on an open port: {e:?}"),
+            }
+        }
+    }
+}
+
+/// A thread that never waits: its operations (timers) are handed to the
+/// others. Returns its count of operations.
+fn foreign(s: Shared) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut rng = Rng::new(12345);
+        let mut ops = 0u64;
+        s.start.wait();
+        while !s.stop.load(Ordering::Relaxed) {
+            let mut l = lock(&s.ledger);
+            if rng.below(2) == 0 {
+                match s
+                    .port
+                    .submit(Timeout::new(Duration::from_millis(rng.below(2)), 0))
+                {
+                    Ok(id) => l.submitted(id, 99, "handed-over short timer"),
+                    Err((e, _)) => l.errors.push(format!("foreign: timer refused: {e}")),
+                }
+            } else {
+                match s.port.submit(Timeout::new(Duration::from_secs(3600), 1)) {
+                    Ok(id) => {
+                        l.submitted(id, 99, "handed-over hour timer");
+                        l.cancellable.push(id);
+                    }
+                    Err((e, _)) => l.errors.push(format!("foreign: timer refused: {e}")),
+                }
+            }
+            ops += 1;
+            drop(l);
+            thread::sleep(Duration::from_micros(200));
+        }
+        ops
+    })
 }
 
 /// One backend's run of the mixed stress; returns (operations, packets).
@@ -140,181 +330,48 @@ fn mixed(backend: Backend, threads: usize, strict: bool, run_for: Duration) -> (
         .strict(strict)
         .build()
         .unwrap();
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Arc::new(Barrier::new(threads + 2));
-    let next_token = Arc::new(AtomicU64::new(1));
+    let s = Shared {
+        port: port.clone(),
+        ledger: Arc::new(Mutex::new(Ledger::default())),
+        stop: Arc::new(AtomicBool::new(false)),
+        start: Arc::new(Barrier::new(threads + 2)),
+        next_token: Arc::new(AtomicU64::new(1)),
+    };
     let mut handles = Vec::new();
     let mut readers = Vec::new();
     for t in 0..threads {
-        let (ours, theirs) = support::pair();
+        let (ours, theirs) = harness::pair();
         readers.push(Reader::start(theirs, t % 2 == 0));
-        let port = port.clone();
-        let ledger = ledger.clone();
-        let stop = stop.clone();
-        let start = start.clone();
-        let next_token = next_token.clone();
-        handles.push(thread::spawn(move || -> (u64, u64) {
-            port.attach().unwrap();
-            let sock = port.associate(ours, 100 + t as u64);
-            let mut rng = Rng(0x9e37_79b9 + t as u64 * 7919);
-            let mut sent = 0u64;
-            let mut mine = Vec::new();
-            let (mut ops, mut got) = (0u64, 0u64);
-            start.wait();
-            let take = |p: Packet, got: &mut u64| {
-                *got += 1;
-                lock(&ledger).take(&p, t);
+        let s = s.clone();
+        handles.push(thread::spawn(move || {
+            s.port.attach().unwrap();
+            let sock = s.port.associate(ours, 100 + t as u64);
+            let rng = Rng::new(0x9e37_79b9 + t as u64 * 7919);
+            let w = Worker {
+                s,
+                t,
+                sock,
+                rng,
+                sent: 0,
+                mine: Vec::new(),
+                ops: 0,
+                got: 0,
             };
-            while !stop.load(Ordering::Relaxed) {
-                match rng.below(10) {
-                    0 | 1 => {
-                        let token = next_token.fetch_add(1, Ordering::Relaxed);
-                        lock(&ledger).posted.insert(token);
-                        port.post(t as u64, 0, token).unwrap();
-                    }
-                    2 | 3 => {
-                        let ms = rng.below(3);
-                        let mut l = lock(&ledger);
-                        match port.submit(Timeout::new(Duration::from_millis(ms), 0)) {
-                            Ok(id) => l.submitted(id, t, "short timer"),
-                            Err((e, _)) => l.errors.push(format!("thread {t}: timer refused: {e}")),
-                        }
-                        ops += 1;
-                    }
-                    4 => {
-                        let mut l = lock(&ledger);
-                        match port.submit(Timeout::new(Duration::from_secs(3600), 1)) {
-                            Ok(id) => {
-                                l.submitted(id, t, "hour timer");
-                                l.cancellable.push(id);
-                                mine.push(id);
-                            }
-                            Err((e, _)) => l.errors.push(format!("thread {t}: timer refused: {e}")),
-                        }
-                        ops += 1;
-                    }
-                    5 => {
-                        // Cancel anyone's pending timer, or our own.
-                        let mut l = lock(&ledger);
-                        if !l.cancellable.is_empty() {
-                            let i = rng.below(l.cancellable.len() as u64) as usize;
-                            let id = l.cancellable.swap_remove(i);
-                            drop(l);
-                            let r = port.cancel(id);
-                            let mut l = lock(&ledger);
-                            l.cancels += 1;
-                            if let Err(e) = r {
-                                l.errors.push(format!(
-                                    "thread {t}: cancel of pending hour timer {id:?}: {e}"
-                                ));
-                            }
-                        }
-                    }
-                    6 => {
-                        let len = 1 + rng.below(4096) as usize;
-                        let data = pattern(t as u64, sent, len);
-                        let mut l = lock(&ledger);
-                        match port.submit(Send::new(&sock, data)) {
-                            Ok(id) => l.submitted(id, t, "send"),
-                            Err((e, _)) => l.errors.push(format!("thread {t}: send refused: {e}")),
-                        }
-                        sent += len as u64;
-                        ops += 1;
-                    }
-                    7 => {
-                        let mut out = Vec::new();
-                        match port.get_many(
-                            &mut out,
-                            1 + rng.below(8) as usize,
-                            Some(Duration::from_millis(5)),
-                        ) {
-                            Ok(n) => {
-                                assert_eq!(n, out.len());
-                                for p in out {
-                                    take(p, &mut got);
-                                }
-                            }
-                            Err(GetError::TimedOut) => {}
-                            Err(e) => panic!("thread {t}: get_many on an open port: {e:?}"),
-                        }
-                    }
-                    _ => match port.get(Some(Duration::from_millis(rng.below(3)))) {
-                        Ok(p) => take(p, &mut got),
-                        Err(GetError::TimedOut) => {}
-                        Err(e) => panic!("thread {t}: get on an open port: {e:?}"),
-                    },
-                }
-            }
-            // Wind down: take what is left (the hour timers are cancelled by
-            // the main thread), until the ledger balances.
-            let deadline = Instant::now() + BOUND;
-            loop {
-                {
-                    let l = lock(&ledger);
-                    if l.submitted.len() == l.taken.len() && l.posted.len() == l.posted_taken.len()
-                    {
-                        break;
-                    }
-                }
-                if Instant::now() > deadline {
-                    break;
-                }
-                match port.get(Some(Duration::from_millis(10))) {
-                    Ok(p) => take(p, &mut got),
-                    Err(GetError::TimedOut) => {}
-                    Err(e) => panic!("thread {t}: get on an open port: {e:?}"),
-                }
-            }
-            drop(sock);
-            let _ = mine;
-            (ops, got)
+            w.run()
         }));
     }
-    // A thread that never waits: its operations are handed to the others.
-    let foreign = {
-        let port = port.clone();
-        let ledger = ledger.clone();
-        let stop = stop.clone();
-        let start = start.clone();
-        thread::spawn(move || {
-            let mut rng = Rng(12345);
-            let mut ops = 0u64;
-            start.wait();
-            while !stop.load(Ordering::Relaxed) {
-                let mut l = lock(&ledger);
-                if rng.below(2) == 0 {
-                    match port.submit(Timeout::new(Duration::from_millis(rng.below(2)), 0)) {
-                        Ok(id) => l.submitted(id, 99, "handed-over short timer"),
-                        Err((e, _)) => l.errors.push(format!("foreign: timer refused: {e}")),
-                    }
-                } else {
-                    match port.submit(Timeout::new(Duration::from_secs(3600), 1)) {
-                        Ok(id) => {
-                            l.submitted(id, 99, "handed-over hour timer");
-                            l.cancellable.push(id);
-                        }
-                        Err((e, _)) => l.errors.push(format!("foreign: timer refused: {e}")),
-                    }
-                }
-                ops += 1;
-                drop(l);
-                thread::sleep(Duration::from_micros(200));
-            }
-            ops
-        })
-    };
-    start.wait();
+    let foreign = foreign(s.clone());
+    s.start.wait();
     thread::sleep(run_for);
-    stop.store(true, Ordering::Relaxed);
+    s.stop.store(true, Ordering::Relaxed);
     let foreign_ops = foreign.join().unwrap();
     // Cancel every hour timer still pending, from this thread.
-    let pending: Vec<OpId> = std::mem::take(&mut lock(&ledger).cancellable);
+    let pending: Vec<OpId> = std::mem::take(&mut lock(&s.ledger).cancellable);
     for id in pending {
         if let Err(e) = port.cancel(id) {
             // Only NotFound is possible, and only if it already completed —
             // which an hour timer cannot have done unless cancelled.
-            lock(&ledger)
+            lock(&s.ledger)
                 .errors
                 .push(format!("main: cancel of pending hour timer {id:?}: {e}"));
         }
@@ -326,7 +383,21 @@ fn mixed(backend: Backend, threads: usize, strict: bool, run_for: Duration) -> (
         ops += o;
         got += g;
     }
-    let l = lock(&ledger);
+    // The port goes (every reference to it) before the peers are read to EOF.
+    let Shared { ledger, .. } = s;
+    check_mixed(backend, strict, &ledger, readers, port);
+    (ops, got)
+}
+
+/// Every packet taken once, no error, and each socket's stream in order.
+fn check_mixed(
+    backend: Backend,
+    strict: bool,
+    ledger: &Mutex<Ledger>,
+    readers: Vec<Reader>,
+    port: Port,
+) {
+    let l = lock(ledger);
     let missing = l.missing();
     assert!(
         l.errors.is_empty() && missing.is_empty(),
@@ -346,17 +417,16 @@ fn mixed(backend: Backend, threads: usize, strict: bool, run_for: Duration) -> (
             "{backend}: thread {t}'s sends reached its peer out of order"
         );
     }
-    (ops, got)
 }
 
 #[test]
 fn threads_submit_cancel_post_and_get_with_every_packet_accounted_for() {
-    let _dog = support::Watchdog::new(
+    let _dog = harness::Watchdog::new(
         "threads_submit_cancel_post_and_get_with_every_packet_accounted_for",
         hang(),
     );
     let secs = env_num("IOCOMP_STRESS_SECS", 3);
-    for backend in support::backends() {
+    for backend in harness::backends() {
         for (threads, strict) in [(6, false), (4, true)] {
             let t = Instant::now();
             let (ops, got) = mixed(backend, threads, strict, Duration::from_secs(secs) / 2);
@@ -371,17 +441,17 @@ fn threads_submit_cancel_post_and_get_with_every_packet_accounted_for() {
 
 #[test]
 fn cancelled_waitable_timers_on_a_one_worker_pool_always_complete() {
-    let _dog = support::Watchdog::new(
+    let _dog = harness::Watchdog::new(
         "cancelled_waitable_timers_on_a_one_worker_pool_always_complete",
         hang(),
     );
     let rounds = 3000 * scale();
-    for backend in support::backends() {
+    for backend in harness::backends() {
         let port = Port::builder().backend(backend).build().unwrap();
         let mut pool = Pool::new(&port, 1, |_, _| {}).unwrap();
         let t = Instant::now();
         for i in 0..rounds {
-            let [a, b] = support::two_cancelled_hour_timers(&port);
+            let [a, b] = harness::two_cancelled_hour_timers(&port);
             for (name, ov) in [("first", &a), ("second", &b)] {
                 let p = ov.wait(Some(Duration::from_secs(10))).unwrap_or_else(|| {
                     panic!(
@@ -403,19 +473,19 @@ fn cancelled_waitable_timers_on_a_one_worker_pool_always_complete() {
 
 #[test]
 fn two_big_sends_on_one_socket_reach_the_reader_in_order() {
-    let _dog = support::Watchdog::new(
+    let _dog = harness::Watchdog::new(
         "two_big_sends_on_one_socket_reach_the_reader_in_order",
         hang(),
     );
     const BIG: usize = 8 << 20;
     let rounds = 4 * scale();
-    for backend in support::backends() {
+    for backend in harness::backends() {
         let port = Port::builder().backend(backend).build().unwrap();
         port.attach().unwrap();
         for round in 0..rounds {
             // A slow reader (short reads, pauses) and a fast one, in turn: the
             // first send goes out in short pieces either way.
-            let (ours, theirs) = support::pair();
+            let (ours, theirs) = harness::pair();
             let reader = Reader::start(theirs, round % 2 == 1);
             let h = port.associate(ours, 5);
             let a = port
@@ -456,9 +526,9 @@ fn two_big_sends_on_one_socket_reach_the_reader_in_order() {
 
 #[test]
 fn ids_are_not_reused_across_detach_and_new_threads() {
-    let _dog = support::Watchdog::new("ids_are_not_reused_across_detach_and_new_threads", hang());
+    let _dog = harness::Watchdog::new("ids_are_not_reused_across_detach_and_new_threads", hang());
     let cycles = 200 * scale();
-    for backend in support::backends() {
+    for backend in harness::backends() {
         let port = Port::builder().backend(backend).build().unwrap();
         let mut seen = HashMap::new();
         for cycle in 0..cycles {
@@ -516,23 +586,23 @@ fn ids_are_not_reused_across_detach_and_new_threads() {
 
 #[test]
 fn get_with_the_longest_timeout_returns_instead_of_panicking() {
-    let _dog = support::Watchdog::new(
+    let _dog = harness::Watchdog::new(
         "get_with_the_longest_timeout_returns_instead_of_panicking",
         hang(),
     );
-    for backend in support::backends() {
+    for backend in harness::backends() {
         let port = Port::builder()
             .backend(backend)
             .concurrency(2)
             .build()
             .unwrap();
         // A packet is queued: returns it at once.
-        support::queued_packets_come_back_under_the_largest_timeout(&port);
+        harness::queued_packets_come_back_under_the_largest_timeout(&port);
         // Nothing queued: parks, and a post wakes it.
         let p2 = port.clone();
         let waiter = thread::spawn(move || p2.get(Some(Duration::MAX)).map(|p| p.key));
         assert!(
-            support::until(BOUND, || port.waiters() == 1),
+            harness::until(BOUND, || port.waiters() == 1),
             "{backend}: the waiter never parked (or panicked)"
         );
         port.post(7, 0, 0).unwrap();
@@ -547,7 +617,7 @@ fn get_with_the_longest_timeout_returns_instead_of_panicking() {
         assert_eq!(p.key, 8);
         // A receive, to keep `Recv` honest under the same port: nothing sent,
         // cancelled, ECANCELED.
-        let (ours, _theirs) = support::pair();
+        let (ours, _theirs) = harness::pair();
         let h = port.associate(ours, 9);
         let ov = port
             .submit_waitable(Recv::new(&h, Vec::with_capacity(8)))

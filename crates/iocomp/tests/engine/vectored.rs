@@ -5,27 +5,11 @@
 //! in (with `Send` mixed in), more buffers than one system call takes, pipes,
 //! and errors with the bytes sent so far.
 
-use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::thread;
 
-use iocomp::{Op, OpId, Port, Send, SendVectored};
+use iocomp::{Op, Send, SendVectored};
 
-mod support;
-use support::{backends, pair, pattern, port_on, T};
-
-fn submit(port: &Port, op: impl Into<Op>) -> OpId {
-    port.submit(op).map_err(|(e, _)| e).unwrap()
-}
-
-/// Reads everything from `peer` until EOF, on a thread of its own.
-fn drain(mut peer: impl Read + std::marker::Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut all = Vec::new();
-        peer.read_to_end(&mut all).unwrap();
-        all
-    })
-}
+use crate::harness::{backends, drain, pair, pattern, port_on, submit, T};
 
 #[test]
 fn head_and_body_go_out_as_one_send() {

@@ -3,19 +3,22 @@
 //! completion routines, and the port — on real loopback sockets and timers.
 //! Each test is named after the Win32 call it mirrors. The backend is the one
 //! `IOCOMP_BACKEND` picks: CI runs this file with `epoll` and with `uring`.
+//!
+//! Strict mode (C18–C20 on I/O packets): every completion goes through the
+//! port's queue, so the newest waiter gets the oldest completion even when
+//! another thread's ring produced it, once the thread that owns it enters
+//! the port.
 
 use std::io::{Read, Write};
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use iocomp::{Op, Packet, Pool, Port, Recv, Send, Timeout};
 use iocomp_sync::{sleep_alertable, wait_any, Event, SleepResult, Thread, WaitResult, Waitable};
 
-mod support;
-
-use support::{pair, recv_buf, T};
+use crate::harness::{pair, recv_buf, wait_until, T};
 
 /// A port with one worker that counts the packets it gets from the port's
 /// queue (mode 4): the other modes must never reach it.
@@ -41,15 +44,6 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         self.pool.shutdown();
-    }
-}
-
-/// Waits (bounded) until `f` holds.
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -187,7 +181,7 @@ fn write_file_ex_completion_routine_runs_on_the_issuing_thread_in_sleep_ex() {
     peer.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"by routine");
     // The send is done, but the routine waits for an alertable wait.
-    until("the APC is queued", || {
+    wait_until("the APC is queued", || {
         Thread::current().pending_apcs() == 1
     });
     assert!(rx.try_recv().is_err());
@@ -271,7 +265,7 @@ fn read_file_ex_routine_of_an_exited_thread_is_dropped_unrun_as_on_windows() {
         0
     });
     assert_eq!(t.wait(T), Ok(WaitResult::Signaled(0)));
-    until("the routine is dropped", || {
+    wait_until("the routine is dropped", || {
         dropped.load(Ordering::SeqCst) == 1
     });
     assert_eq!(ran.load(Ordering::SeqCst), 0);
@@ -291,7 +285,7 @@ fn get_queued_completion_status_still_gets_the_default_mode_alongside_the_others
         .map_err(|(e, _)| e)
         .unwrap();
     assert!(ov.wait(T).unwrap().status.is_ok());
-    until("the port's packet is handled", || {
+    wait_until("the port's packet is handled", || {
         f.queued.load(Ordering::SeqCst) == 1
     });
     std::thread::sleep(Duration::from_millis(20));
@@ -339,4 +333,123 @@ fn a_worker_may_issue_waitable_operations_to_the_other_workers() {
     port.post(0, 0, 0).unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(7));
     pool.shutdown();
+}
+
+fn strict(n: usize) -> Port {
+    Port::builder().concurrency(n).strict(true).build().unwrap()
+}
+
+/// Submits a 1 ms timer from this (non-waiting) thread; it is handed to one of
+/// the waiting threads' rings.
+fn timer(port: &Port, key: u64) {
+    port.submit(Timeout::new(Duration::from_millis(1), key))
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+#[test]
+fn c18_strict_io_completions_go_to_the_newest_waiter() {
+    let port = strict(3);
+    let (tx, rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for i in 0..3u64 {
+        let p = port.clone();
+        let tx = tx.clone();
+        threads.push(thread::spawn(move || {
+            let pk = p.get(T).unwrap();
+            tx.send((i, pk.key)).unwrap();
+        }));
+        wait_until("the waiter to park", || port.waiters() == (i + 1) as usize);
+    }
+    for (expect, key) in [(2, 100), (1, 101), (0, 102)] {
+        timer(&port, key);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+            (expect, key)
+        );
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn c19_c20_strict_io_completion_waits_at_the_limit_and_the_runner_takes_it() {
+    let port = strict(1);
+    // A takes a posted packet and keeps running.
+    port.post(0, 0, 0).unwrap();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (a_tx, a_rx) = mpsc::channel();
+    let pa = port.clone();
+    let a = thread::spawn(move || {
+        a_tx.send(pa.get(T).unwrap().key).unwrap();
+        go_rx.recv().unwrap();
+        a_tx.send(pa.get(T).unwrap().key).unwrap();
+    });
+    assert_eq!(a_rx.recv().unwrap(), 0);
+    let (b_tx, b_rx) = mpsc::channel();
+    let pb = port.clone();
+    let b = thread::spawn(move || b_tx.send(pb.get(T).unwrap().key).unwrap());
+    wait_until("B to park", || port.waiters() == 1);
+    // The timer completes in B's ring (the only parked ring gets hand-overs only
+    // if it is chosen; either way the packet must wait in the queue).
+    timer(&port, 7);
+    wait_until("the completion to reach the queue", || port.queued() == 1);
+    assert!(b_rx.try_recv().is_err(), "B was not released at the limit");
+    assert_eq!(port.waiters(), 1);
+    go_tx.send(()).unwrap();
+    assert_eq!(
+        a_rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        7,
+        "the running thread takes it"
+    );
+    a.join().unwrap();
+    wait_until("A to detach", || port.running() == 0);
+    port.post(9, 0, 0).unwrap();
+    assert_eq!(b_rx.recv_timeout(Duration::from_secs(20)).unwrap(), 9);
+    b.join().unwrap();
+}
+
+/// Item 6: what strict mode guarantees with a busy thread. An operation's
+/// completion reaches the port's queue (and so an idle thread) when the
+/// thread that owns it next enters the port — here `may_run_long`, as a
+/// handler about to block says — not while that thread runs user code. Once
+/// there, the idle (newest) waiter takes it.
+#[test]
+fn strict_a_busy_threads_completion_reaches_an_idle_thread_when_it_enters_the_port() {
+    let port = Port::builder().concurrency(2).strict(true).build().unwrap();
+    let (ours, mut peer) = pair();
+    let h = port.associate(ours, 8);
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let idle = {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            let p = port.get(T);
+            let _ = got_tx.send(());
+            p.map(|p| (p.key, p.bytes))
+        })
+    };
+    while port.waiters() == 0 {
+        std::thread::yield_now();
+    }
+    // This thread is busy (not in `get`) with a receive in its own ring.
+    port.attach().unwrap();
+    port.submit(Recv::new(&h, Vec::with_capacity(16)))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    peer.write_all(b"busy").unwrap();
+    // Entering the port (here: declaring it may run long) hands what its ring
+    // completed to the queue; repeated until the receive has completed.
+    let start = std::time::Instant::now();
+    loop {
+        port.may_run_long();
+        if got_rx.recv_timeout(Duration::from_millis(10)).is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never reached the idle thread"
+        );
+    }
+    assert_eq!(idle.join().unwrap(), Ok((8, 4)));
 }

@@ -5,88 +5,17 @@
 //! 0 bytes, one across it returns what is there), bad handles and offsets as a
 //! packet with the OS error or a refused submission, and cancellation of file
 //! work the epoll backend's blocking pool has not started.
+//! Positional reads of procfs files (size 0, a page per read) read on to
+//! their end.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use iocomp::{Backend, Fsync, GetError, Op, OpId, Packet, Port, ReadAt, WriteAt};
+use iocomp::{Backend, Fsync, Op, Packet, Port, ReadAt, WriteAt};
 
-mod support;
-use support::{backends, pattern};
-
-const T: Option<Duration> = Some(Duration::from_secs(30));
-
-/// A directory of its own under the system's temporary directory, removed
-/// when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("iocomp-files-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn port(b: Backend) -> Port {
-    let p = Port::builder().backend(b).concurrency(2).build().unwrap();
-    assert_eq!(p.backend(), b);
-    p.attach().unwrap();
-    p
-}
-
-fn rw(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .unwrap()
-}
-
-fn submit(port: &Port, op: impl Into<Op>) -> OpId {
-    port.submit(op).map_err(|(e, _)| e).unwrap()
-}
-
-fn one(port: &Port, id: OpId) -> Packet {
-    let p = port.get(T).unwrap();
-    assert_eq!(p.id, id, "a packet of another operation");
-    p
-}
-
-fn read_at(port: &Port, h: &iocomp::Handle, buf: Vec<u8>, off: u64) -> (Packet, Vec<u8>) {
-    let id = submit(port, ReadAt::new(h, buf, off));
-    let mut p = one(port, id);
-    let Op::ReadAt(r) = std::mem::replace(&mut p.op, Op::Posted { token: 0 }) else {
-        panic!("not a ReadAt: {:?}", p.op)
-    };
-    (p, r.buf)
-}
-
-fn nothing_more(port: &Port) {
-    assert_eq!(
-        port.get(Some(Duration::ZERO)).unwrap_err(),
-        GetError::TimedOut,
-        "more than one packet for an operation"
-    );
-}
+use crate::harness::{backends, no_packet, one, pattern, port_on, rw, submit, TempDir, T};
 
 #[test]
 fn read_above_4_gib_in_a_sparse_file() {
@@ -98,7 +27,7 @@ fn read_above_4_gib_in_a_sparse_file() {
         f.set_len(at + (1 << 20)).unwrap();
         let data = pattern(7, at, 3000);
         f.write_all_at(&data, at).unwrap();
-        let port = port(b);
+        let port = port_on(b);
         let h = port.associate(File::open(&path).unwrap(), 9);
         // A read straddling the written bytes: zeros of the hole, then data.
         let (p, buf) = read_at(&port, &h, Vec::with_capacity(4096), at - 1000);
@@ -116,7 +45,11 @@ fn read_above_4_gib_in_a_sparse_file() {
         // Exactly the written range, at an offset whose low 32 bits are small.
         let (p, buf) = read_at(&port, &h, Vec::with_capacity(3000), at);
         assert_eq!((p.bytes, &buf[..]), (3000, &data[..]), "{b:?}");
-        nothing_more(&port);
+        no_packet(
+            &port,
+            Duration::ZERO,
+            "more than one packet for an operation",
+        );
     }
 }
 
@@ -126,7 +59,7 @@ fn short_read_across_end_of_file_and_zero_at_or_after_it() {
         let dir = TempDir::new("eof");
         let path = dir.path("ten");
         std::fs::write(&path, b"0123456789").unwrap();
-        let port = port(b);
+        let port = port_on(b);
         let h = port.associate(File::open(&path).unwrap(), 1);
         // Across the end: what is there, appended after what the buffer held.
         let mut buf = Vec::with_capacity(100);
@@ -143,7 +76,11 @@ fn short_read_across_end_of_file_and_zero_at_or_after_it() {
         }
         // (A buffer with no spare capacity is refused at submit: see
         // read_at_with_no_spare_capacity_is_refused.)
-        nothing_more(&port);
+        no_packet(
+            &port,
+            Duration::ZERO,
+            "more than one packet for an operation",
+        );
     }
 }
 
@@ -154,7 +91,7 @@ fn write_then_read_back_leaves_the_file_position_alone() {
         let path = dir.path("f");
         let mut f = rw(&path);
         f.write_all(b"head").unwrap(); // the file position is now 4
-        let port = port(b);
+        let port = port_on(b);
         let h = port.associate(f.try_clone().unwrap(), 3);
         let data = pattern(3, 0, 3 << 20); // 3 MiB: may take several steps
         let id = submit(&port, WriteAt::new(&h, data.clone(), 1 << 20));
@@ -178,7 +115,11 @@ fn write_then_read_back_leaves_the_file_position_alone() {
         assert_eq!(&all[..4], b"head");
         assert!(all[4..1 << 20].iter().all(|&x| x == 0));
         assert_eq!(&all[1 << 20..], &data[..], "{b:?}");
-        nothing_more(&port);
+        no_packet(
+            &port,
+            Duration::ZERO,
+            "more than one packet for an operation",
+        );
     }
 }
 
@@ -187,7 +128,7 @@ fn fsync_and_fdatasync_complete_with_the_key_and_zero_bytes() {
     for b in backends() {
         let dir = TempDir::new("sync");
         let path = dir.path("f");
-        let port = port(b);
+        let port = port_on(b);
         let h = port.associate(rw(&path), 5);
         let id = submit(&port, WriteAt::new(&h, b"durable".to_vec(), 0));
         assert!(one(&port, id).status.is_ok());
@@ -201,7 +142,11 @@ fn fsync_and_fdatasync_complete_with_the_key_and_zero_bytes() {
             assert_eq!(s.data_only, data_only);
         }
         assert_eq!(std::fs::read(&path).unwrap(), b"durable");
-        nothing_more(&port);
+        no_packet(
+            &port,
+            Duration::ZERO,
+            "more than one packet for an operation",
+        );
     }
 }
 
@@ -211,7 +156,7 @@ fn bad_handles_and_offsets_give_an_error_packet_or_a_refusal() {
         let dir = TempDir::new("bad");
         let path = dir.path("ro");
         std::fs::write(&path, b"read only").unwrap();
-        let port = port(b);
+        let port = port_on(b);
 
         // A directory: reading it is EISDIR, in the packet.
         let d = port.associate(File::open(&dir.0).unwrap(), 1);
@@ -275,7 +220,11 @@ fn bad_handles_and_offsets_give_an_error_packet_or_a_refusal() {
             .submit(ReadAt::new(&foreign, Vec::with_capacity(8), 0))
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        nothing_more(&port);
+        no_packet(
+            &port,
+            Duration::ZERO,
+            "more than one packet for an operation",
+        );
 
         // A closed port: refused.
         port.close();
@@ -292,7 +241,7 @@ fn cancel_of_queued_file_writes() {
     for b in backends() {
         let dir = TempDir::new("cancel");
         let path = dir.path("f");
-        let port = port(b);
+        let port = port_on(b);
         let h = port.associate(rw(&path), 6);
         const CHUNK: usize = 8 << 20;
         const N: usize = 24;
@@ -337,7 +286,11 @@ fn cancel_of_queued_file_writes() {
                     }
                 }
             }
-            nothing_more(&port);
+            no_packet(
+                &port,
+                Duration::ZERO,
+                "more than one packet for an operation",
+            );
             // Ops that succeeded are in the file.
             let f = File::open(&path).unwrap();
             let mut probe = vec![0u8; 4096];
@@ -363,66 +316,13 @@ fn cancel_of_queued_file_writes() {
     }
 }
 
-/// ReadFile/WriteFile on a pipe: the stream operations `Recv` and `Send`
-/// work on pipes too (the engine uses read/write where recv/send do not
-/// apply). Through `cat`: our Send goes into its stdin, our Recvs read its
-/// stdout, until EOF when we close its stdin.
-#[test]
-fn pipe_round_trip_through_recv_and_send() {
-    use iocomp::{Recv, Send};
-    use std::os::fd::OwnedFd;
-    use std::process::{Command, Stdio};
-    for b in backends() {
-        let port = port(b);
-        let mut child = Command::new("cat")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let to = port.associate(OwnedFd::from(child.stdin.take().unwrap()), 1);
-        let from = port.associate(OwnedFd::from(child.stdout.take().unwrap()), 2);
-        // More than a pipe holds (64 KiB): the send must wait for cat to
-        // drain it, while our receives keep reading what cat writes back.
-        let data = pattern(11, 0, 600 << 10);
-        let sid = submit(&port, Send::new(&to, data.clone()));
-        // The Send holds the last reference: when its packet is dropped,
-        // cat's stdin closes, and its stdout then says EOF.
-        drop(to);
-        let mut rid = submit(&port, Recv::new(&from, Vec::with_capacity(16 << 10)));
-        let mut pooled = false;
-        let mut got = Vec::new();
-        let mut sent = false;
-        loop {
-            let p = port.get(T).unwrap();
-            assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
-            if p.id == sid {
-                assert_eq!((p.key, p.bytes), (1, data.len() as u64), "{b:?}");
-                assert!(!sent, "two packets for the send");
-                sent = true;
-                continue;
-            }
-            assert_eq!((p.id, p.key), (rid, 2), "{b:?}");
-            let Op::Recv(r) = p.op else { panic!() };
-            if p.bytes == 0 {
-                break;
-            }
-            assert_eq!(r.buf.len() as u64, p.bytes);
-            got.extend_from_slice(&r.buf);
-            // Alternate plain and pooled receives.
-            pooled = !pooled;
-            let next = if pooled {
-                Recv::pooled(&from, Vec::new())
-            } else {
-                Recv::new(&from, Vec::with_capacity(16 << 10))
-            };
-            rid = submit(&port, next);
-        }
-        assert!(sent, "{b:?}: the send's packet never came");
-        assert_eq!(got.len(), data.len(), "{b:?}");
-        assert!(got == data, "{b:?}: bytes differ");
-        assert!(child.wait().unwrap().success());
-        nothing_more(&port);
-    }
+fn read_at(port: &Port, h: &iocomp::Handle, buf: Vec<u8>, off: u64) -> (Packet, Vec<u8>) {
+    let id = submit(port, ReadAt::new(h, buf, off));
+    let mut p = one(port, id);
+    let Op::ReadAt(r) = std::mem::replace(&mut p.op, Op::Posted { token: 0 }) else {
+        panic!("not a ReadAt: {:?}", p.op)
+    };
+    (p, r.buf)
 }
 
 /// ReadFile into no room at all would complete with 0 bytes, which reads as
@@ -433,7 +333,7 @@ fn read_at_with_no_spare_capacity_is_refused() {
         let dir = TempDir::new("nospare");
         let path = dir.path("f");
         std::fs::write(&path, b"some bytes").unwrap();
-        let port = port(b);
+        let port = port_on(b);
         let h = port.associate(rw(&path), 1);
         let mut full = Vec::with_capacity(4);
         full.extend_from_slice(b"abcd");
@@ -447,40 +347,11 @@ fn read_at_with_no_spare_capacity_is_refused() {
         );
         let (e, _) = port.submit(ReadAt::new(&h, Vec::new(), 0)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{b:?}: {e}");
-        nothing_more(&port);
-    }
-}
-
-/// A Recv on an `O_NONBLOCK` pipe with nothing in it yet waits for data (an
-/// overlapped ReadFile pends), it does not complete with EAGAIN.
-#[test]
-fn recv_on_a_nonblocking_pipe_waits_for_data() {
-    use iocomp::Recv;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    for b in backends() {
-        let port = port(b);
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        assert_eq!(rc, 0);
-        // SAFETY: pipe2 succeeded: both are new descriptors that we own.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let mut w = File::from(w);
-        let from = port.associate(r, 7);
-        let id = submit(&port, Recv::new(&from, Vec::with_capacity(64)));
-        // Nothing written yet: nothing completes.
-        assert_eq!(
-            port.get(Some(Duration::from_millis(100))).unwrap_err(),
-            GetError::TimedOut,
-            "{b:?}: a Recv on an empty pipe completed"
+        no_packet(
+            &port,
+            Duration::ZERO,
+            "more than one packet for an operation",
         );
-        w.write_all(b"hello").unwrap();
-        let p = one(&port, id);
-        assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
-        assert_eq!((p.key, p.bytes), (7, 5), "{b:?}");
-        let Op::Recv(r) = p.op else { panic!() };
-        assert_eq!(r.buf, b"hello", "{b:?}");
-        nothing_more(&port);
     }
 }
 
@@ -497,7 +368,7 @@ fn reads_across_the_end_agree_between_backends_and_inline() {
     let sizes = [0usize, 1, 4095, 4096, 4097, 70_000];
     let mut results: Vec<Vec<(u64, Vec<u8>)>> = Vec::new();
     for b in backends() {
-        let port = port(b);
+        let port = port_on(b);
         let mut mine = Vec::new();
         for (i, &size) in sizes.iter().enumerate() {
             let path = dir.path(&format!("{b}-{i}"));
@@ -538,5 +409,47 @@ fn reads_across_the_end_agree_between_backends_and_inline() {
     }
     for other in &results[1..] {
         assert!(other == &results[0], "the backends read different bytes");
+    }
+}
+
+/// `ReadAt` on procfs files, whose `st_size` is 0 and whose reads return at
+/// most about a page each: the buffer is filled up to the end of the file,
+/// as `ReadFile` does, which takes several reads (the continuation step).
+///
+/// `/proc/self/smaps` always exists and is several pages for a test process
+/// (a record of some 20 lines per mapping, dozens of mappings), but it changes
+/// as the process runs, so only its size is checked: more than one page.
+/// `/proc/kallsyms` (where the kernel has it) is megabytes long and its
+/// first part is fixed while the system runs (module symbols come last):
+/// there the bytes must equal what `std::fs::read` gives.
+#[test]
+fn read_at_on_a_procfs_file_reads_on_to_its_end() {
+    for b in backends() {
+        let port = port_on(b);
+        let read_at = |path: &str, cap: usize| -> (u64, Vec<u8>) {
+            let f = std::fs::File::open(path).unwrap();
+            let h = port.associate(f, 1);
+            port.submit(ReadAt::new(&h, Vec::with_capacity(cap), 0))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            let p = port.get(T).unwrap();
+            assert!(p.status.is_ok(), "{b}: {path}: {:?}", p.status);
+            let Op::ReadAt(r) = p.op else {
+                panic!("{b}: not a ReadAt")
+            };
+            (p.bytes, r.buf)
+        };
+        let (n, buf) = read_at("/proc/self/smaps", 1 << 20);
+        assert!(n > 8192, "{b}: /proc/self/smaps gave only {n} bytes");
+        assert_eq!(n as usize, buf.len(), "{b}");
+        assert_eq!(buf.last(), Some(&b'\n'), "{b}: smaps cut inside a line");
+        if std::fs::File::open("/proc/kallsyms").is_ok() {
+            const CAP: usize = 256 * 1024;
+            let want = std::fs::read("/proc/kallsyms").unwrap();
+            let want = &want[..want.len().min(CAP)];
+            let (n, buf) = read_at("/proc/kallsyms", CAP);
+            assert_eq!(n as usize, want.len(), "{b}: /proc/kallsyms");
+            assert!(buf == want, "{b}: /proc/kallsyms bytes differ");
+        }
     }
 }

@@ -14,74 +14,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use iocomp::{Backend, Fsync, Op, Packet, Port, ReadAt, WriteAt};
 
-const T: Option<Duration> = Some(Duration::from_secs(30));
-const CHILD: &str = "IOCOMP_TEST_CHILD";
-
-/// Runs test `name` again in a child process with `IOCOMP_EPOLL_COMPAT` set
-/// to `compat`; true in the parent (which checked that the child passed
-/// within `limit` and killed it otherwise: a hang fails), false in the child.
-fn in_child(name: &str, compat: &str, limit: Duration) -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        return false;
-    }
-    let (status, out) = run_child(name, compat, limit);
-    assert!(
-        status.success(),
-        "child (IOCOMP_EPOLL_COMPAT={compat:?}) failed: {status}\n{out}"
-    );
-    assert!(
-        out.contains("1 passed"),
-        "the child did not run the test:\n{out}"
-    );
-    true
-}
-
-/// Runs test `name` in a child process with `IOCOMP_EPOLL_COMPAT` set to
-/// `compat` and returns how it ended and what it wrote. Its output is read
-/// while it runs (a child that writes more than a pipe holds must not
-/// block); a child still running after `limit` is killed and fails the test.
-fn run_child(name: &str, compat: &str, limit: Duration) -> (std::process::ExitStatus, String) {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1")
-        .env("IOCOMP_EPOLL_COMPAT", compat)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-            panic!(
-                "{name} (IOCOMP_EPOLL_COMPAT={compat:?}) did not finish in {limit:?}: hung\n{err}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut all = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
-    all.push_str(&String::from_utf8_lossy(&err.join().unwrap()));
-    (status, all)
-}
+use crate::harness::{in_child, is_child, pattern, test_name, Child, TempFile, T};
 
 /// Whether a blocking-pool helper thread (named `iocomp-blocking`) runs in
 /// this process: proof that a test's work went through the pool.
@@ -90,33 +27,6 @@ fn pool_ran() -> bool {
         std::fs::read_to_string(t.unwrap().path().join("comm"))
             .is_ok_and(|c| c.trim_end() == "iocomp-blocking")
     })
-}
-
-/// A file of its own in the temporary directory, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(tag: &str) -> TempFile {
-        let p =
-            std::env::temp_dir().join(format!("iocomp-epoll-pool-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        TempFile(p)
-    }
-    fn open(&self) -> File {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.0)
-            .unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 fn epoll_port() -> Port {
@@ -130,12 +40,6 @@ fn epoll_port() -> Port {
     p
 }
 
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
 fn get(port: &Port) -> Packet {
     port.get(T)
         .expect("no packet within 30 s: the operation was lost")
@@ -146,7 +50,7 @@ fn get(port: &Port) -> Packet {
 /// of the file and one past it give what the file holds (ReadFile's rules).
 fn reads_survive_a_refused_nowait_read() {
     let f = TempFile::new("nowait");
-    let data = pattern(100_000, 7);
+    let data = pattern(7, 0, 100_000);
     let file = f.open();
     file.write_all_at(&data, 0).unwrap();
     let port = epoll_port();
@@ -188,8 +92,8 @@ fn reads_survive_a_refused_nowait_read() {
 #[test]
 fn read_at_falls_back_to_the_pool_when_nowait_reads_are_enosys() {
     if in_child(
-        "read_at_falls_back_to_the_pool_when_nowait_reads_are_enosys",
-        "nowait-enosys",
+        &test_name!(read_at_falls_back_to_the_pool_when_nowait_reads_are_enosys),
+        &[("IOCOMP_EPOLL_COMPAT", "nowait-enosys")],
         Duration::from_secs(60),
     ) {
         return;
@@ -200,8 +104,8 @@ fn read_at_falls_back_to_the_pool_when_nowait_reads_are_enosys() {
 #[test]
 fn read_at_falls_back_to_the_pool_when_nowait_reads_are_eperm() {
     if in_child(
-        "read_at_falls_back_to_the_pool_when_nowait_reads_are_eperm",
-        "nowait-eperm",
+        &test_name!(read_at_falls_back_to_the_pool_when_nowait_reads_are_eperm),
+        &[("IOCOMP_EPOLL_COMPAT", "nowait-eperm")],
         Duration::from_secs(60),
     ) {
         return;
@@ -212,8 +116,8 @@ fn read_at_falls_back_to_the_pool_when_nowait_reads_are_eperm() {
 #[test]
 fn read_at_falls_back_to_the_pool_when_nowait_reads_are_einval() {
     if in_child(
-        "read_at_falls_back_to_the_pool_when_nowait_reads_are_einval",
-        "nowait-einval",
+        &test_name!(read_at_falls_back_to_the_pool_when_nowait_reads_are_einval),
+        &[("IOCOMP_EPOLL_COMPAT", "nowait-einval")],
         Duration::from_secs(60),
     ) {
         return;
@@ -224,8 +128,8 @@ fn read_at_falls_back_to_the_pool_when_nowait_reads_are_einval() {
 #[test]
 fn read_at_falls_back_to_the_pool_when_nowait_reads_are_eopnotsupp() {
     if in_child(
-        "read_at_falls_back_to_the_pool_when_nowait_reads_are_eopnotsupp",
-        "nowait-eopnotsupp",
+        &test_name!(read_at_falls_back_to_the_pool_when_nowait_reads_are_eopnotsupp),
+        &[("IOCOMP_EPOLL_COMPAT", "nowait-eopnotsupp")],
         Duration::from_secs(60),
     ) {
         return;
@@ -238,8 +142,8 @@ fn read_at_falls_back_to_the_pool_when_nowait_reads_are_eopnotsupp() {
 #[test]
 fn a_pool_read_that_fails_reports_the_real_error() {
     if in_child(
-        "a_pool_read_that_fails_reports_the_real_error",
-        "nowait-enosys",
+        &test_name!(a_pool_read_that_fails_reports_the_real_error),
+        &[("IOCOMP_EPOLL_COMPAT", "nowait-enosys")],
         Duration::from_secs(60),
     ) {
         return;
@@ -262,8 +166,8 @@ fn a_pool_read_that_fails_reports_the_real_error() {
 #[test]
 fn a_pool_without_helpers_completes_each_op_with_an_error() {
     if in_child(
-        "a_pool_without_helpers_completes_each_op_with_an_error",
-        "pool-spawn-fail,nowait-enosys",
+        &test_name!(a_pool_without_helpers_completes_each_op_with_an_error),
+        &[("IOCOMP_EPOLL_COMPAT", "pool-spawn-fail,nowait-enosys")],
         Duration::from_secs(60),
     ) {
         return;
@@ -272,7 +176,7 @@ fn a_pool_without_helpers_completes_each_op_with_an_error() {
     let port = epoll_port();
     let h = port.associate(f.open(), 5);
     for round in 0..3 {
-        port.submit(WriteAt::new(&h, pattern(5000, round), 0))
+        port.submit(WriteAt::new(&h, pattern(round, 0, 5000), 0))
             .map_err(|(e, _)| e)
             .unwrap();
         let p = get(&port);
@@ -285,7 +189,7 @@ fn a_pool_without_helpers_completes_each_op_with_an_error() {
         assert_eq!(p.bytes, 0);
         // The buffer comes back with the packet.
         let Op::WriteAt(w) = p.op else { unreachable!() };
-        assert_eq!(w.buf, pattern(5000, round));
+        assert_eq!(w.buf, pattern(round, 0, 5000));
 
         port.submit(Fsync::new(&h)).map_err(|(e, _)| e).unwrap();
         let p = get(&port);
@@ -316,8 +220,8 @@ fn a_pool_without_helpers_completes_each_op_with_an_error() {
 #[test]
 fn a_pool_with_one_helper_runs_every_job() {
     if in_child(
-        "a_pool_with_one_helper_runs_every_job",
-        "pool-spawn-fail-after-1",
+        &test_name!(a_pool_with_one_helper_runs_every_job),
+        &[("IOCOMP_EPOLL_COMPAT", "pool-spawn-fail-after-1")],
         Duration::from_secs(60),
     ) {
         return;
@@ -327,9 +231,13 @@ fn a_pool_with_one_helper_runs_every_job() {
     let h = port.associate(f.open(), 6);
     let n = 24usize;
     for i in 0..n {
-        port.submit(WriteAt::new(&h, pattern(4096, i as u8), (i * 4096) as u64))
-            .map_err(|(e, _)| e)
-            .unwrap();
+        port.submit(WriteAt::new(
+            &h,
+            pattern(i as u64, 0, 4096),
+            (i * 4096) as u64,
+        ))
+        .map_err(|(e, _)| e)
+        .unwrap();
     }
     for _ in 0..n {
         let p = get(&port);
@@ -340,7 +248,7 @@ fn a_pool_with_one_helper_runs_every_job() {
     for i in 0..n {
         assert_eq!(
             all[i * 4096..(i + 1) * 4096],
-            pattern(4096, i as u8),
+            pattern(i as u64, 0, 4096),
             "block {i}"
         );
     }
@@ -353,8 +261,11 @@ fn a_pool_with_one_helper_runs_every_job() {
 #[test]
 fn a_panicking_pool_job_completes_its_op_and_the_pool_goes_on() {
     if in_child(
-        "a_panicking_pool_job_completes_its_op_and_the_pool_goes_on",
-        "pool-job-panic,pool-spawn-fail-after-1",
+        &test_name!(a_panicking_pool_job_completes_its_op_and_the_pool_goes_on),
+        &[(
+            "IOCOMP_EPOLL_COMPAT",
+            "pool-job-panic,pool-spawn-fail-after-1",
+        )],
         Duration::from_secs(60),
     ) {
         return;
@@ -366,7 +277,7 @@ fn a_panicking_pool_job_completes_its_op_and_the_pool_goes_on() {
     // One at a time, so that which job panics is known; the pool has one
     // helper only, so a helper killed by a panic would be missed.
     for i in 0..12u64 {
-        port.submit(WriteAt::new(&h, pattern(512, i as u8), i * 512))
+        port.submit(WriteAt::new(&h, pattern(i, 0, 512), i * 512))
             .map_err(|(e, _)| e)
             .unwrap();
         let p = get(&port);
@@ -379,7 +290,7 @@ fn a_panicking_pool_job_completes_its_op_and_the_pool_goes_on() {
                     .unwrap()
                     .read_exact_at(&mut back, i * 512)
                     .unwrap();
-                assert_eq!(back, pattern(512, i as u8), "write {i}");
+                assert_eq!(back, pattern(i, 0, 512), "write {i}");
                 ok += 1;
             }
             Err(e) => {
@@ -406,7 +317,7 @@ fn assert_not_retryable(e: &std::io::Error) {
 /// A file of `len` pattern bytes, cached.
 fn filled(tag: &str, len: usize) -> (TempFile, File, Vec<u8>) {
     let f = TempFile::new(tag);
-    let data = pattern(len, 11);
+    let data = pattern(11, 0, len);
     let file = f.open();
     file.write_all_at(&data, 0).unwrap();
     (f, file, data)
@@ -420,8 +331,11 @@ fn filled(tag: &str, len: usize) -> (TempFile, File, Vec<u8>) {
 #[test]
 fn a_read_with_inline_bytes_and_no_helper_fails_carrying_the_byte_count() {
     if in_child(
-        "a_read_with_inline_bytes_and_no_helper_fails_carrying_the_byte_count",
-        "pool-spawn-fail,nowait-eagain-after-4k",
+        &test_name!(a_read_with_inline_bytes_and_no_helper_fails_carrying_the_byte_count),
+        &[(
+            "IOCOMP_EPOLL_COMPAT",
+            "pool-spawn-fail,nowait-eagain-after-4k",
+        )],
         Duration::from_secs(60),
     ) {
         return;
@@ -451,8 +365,11 @@ fn a_read_with_inline_bytes_and_no_helper_fails_carrying_the_byte_count() {
 #[test]
 fn a_panicking_pool_read_gives_back_its_buffer_and_inline_bytes() {
     if in_child(
-        "a_panicking_pool_read_gives_back_its_buffer_and_inline_bytes",
-        "pool-job-panic,nowait-eagain-after-4k",
+        &test_name!(a_panicking_pool_read_gives_back_its_buffer_and_inline_bytes),
+        &[(
+            "IOCOMP_EPOLL_COMPAT",
+            "pool-job-panic,nowait-eagain-after-4k",
+        )],
         Duration::from_secs(60),
     ) {
         return;
@@ -493,8 +410,8 @@ fn a_panicking_pool_read_gives_back_its_buffer_and_inline_bytes() {
 #[test]
 fn an_inline_read_error_after_some_bytes_fails_carrying_the_byte_count() {
     if in_child(
-        "an_inline_read_error_after_some_bytes_fails_carrying_the_byte_count",
-        "nowait-eio-after-4k",
+        &test_name!(an_inline_read_error_after_some_bytes_fails_carrying_the_byte_count),
+        &[("IOCOMP_EPOLL_COMPAT", "nowait-eio-after-4k")],
         Duration::from_secs(60),
     ) {
         return;
@@ -534,7 +451,7 @@ fn an_inline_read_error_after_some_bytes_fails_carrying_the_byte_count() {
 /// first use of the setting panics, naming the word and the known ones.
 #[test]
 fn a_misspelt_compat_word_is_refused_loudly() {
-    if std::env::var_os(CHILD).is_some() {
+    if is_child() {
         // The child: a file read reads the setting.
         let (_f, file, _) = filled("misspelt", 10_000);
         let port = epoll_port();
@@ -543,11 +460,11 @@ fn a_misspelt_compat_word_is_refused_loudly() {
         let _ = port.get(T);
         return;
     }
-    let (status, out) = run_child(
-        "a_misspelt_compat_word_is_refused_loudly",
-        "nowait-enosis",
-        Duration::from_secs(60),
-    );
+    let ran = Child::test(&test_name!(a_misspelt_compat_word_is_refused_loudly))
+        .env("IOCOMP_EPOLL_COMPAT", "nowait-enosis")
+        .limit(Duration::from_secs(60))
+        .run();
+    let (status, out) = (ran.status, ran.all());
     assert!(
         !status.success(),
         "a misspelt IOCOMP_EPOLL_COMPAT word was accepted:\n{out}"
@@ -566,8 +483,8 @@ fn a_cold_transmit_with_nowait_reads_refused_goes_through_the_pool() {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
     if in_child(
-        "a_cold_transmit_with_nowait_reads_refused_goes_through_the_pool",
-        "nowait-enosys",
+        &test_name!(a_cold_transmit_with_nowait_reads_refused_goes_through_the_pool),
+        &[("IOCOMP_EPOLL_COMPAT", "nowait-enosys")],
         Duration::from_secs(60),
     ) {
         return;
@@ -611,8 +528,8 @@ fn a_cold_transmit_with_nowait_reads_refused_goes_through_the_pool() {
 #[test]
 fn a_child_with_much_output_finishes() {
     if in_child(
-        "a_child_with_much_output_finishes",
-        "",
+        &test_name!(a_child_with_much_output_finishes),
+        &[],
         Duration::from_secs(60),
     ) {
         return;

@@ -6,32 +6,14 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use iocomp::{Backend, GetError, Inline, Op, Port, ReadAt, Recv, Send};
+use iocomp::{Inline, Op, Port, ReadAt, Recv, Send};
 
-mod support;
-use support::{backends, pair};
-
-const T: Option<Duration> = Some(Duration::from_secs(30));
-
-fn port(b: Backend) -> Port {
-    let p = Port::builder().backend(b).concurrency(2).build().unwrap();
-    assert_eq!(p.backend(), b);
-    p.attach().unwrap();
-    p
-}
-
-fn nothing_queued(port: &Port) {
-    assert_eq!(
-        port.get(Some(Duration::from_millis(20))).unwrap_err(),
-        GetError::TimedOut,
-        "a packet was queued for an operation that completed inline"
-    );
-}
+use crate::harness::{backends, no_packet, pair, port_on, T};
 
 #[test]
 fn what_completes_at_once_comes_back_inline_and_is_not_queued() {
     for b in backends() {
-        let port = port(b);
+        let port = port_on(b);
         let (ours, mut peer) = pair();
         let h = port.associate(ours, 4);
         // A small send: the socket buffer takes it at once.
@@ -44,7 +26,11 @@ fn what_completes_at_once_comes_back_inline_and_is_not_queued() {
             }
             other => panic!("{b:?}: a small send did not complete inline: {other:?}"),
         }
-        nothing_queued(&port);
+        no_packet(
+            &port,
+            Duration::from_millis(20),
+            "a packet was queued for an operation that completed inline",
+        );
         let mut got = [0u8; 5];
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello");
@@ -59,7 +45,11 @@ fn what_completes_at_once_comes_back_inline_and_is_not_queued() {
             }
             other => panic!("{b:?}: a receive with data waiting was not inline: {other:?}"),
         }
-        nothing_queued(&port);
+        no_packet(
+            &port,
+            Duration::from_millis(20),
+            "a packet was queued for an operation that completed inline",
+        );
 
         // A file read from the page cache.
         let path = std::env::temp_dir().join(format!("iocomp-inline-{}", std::process::id()));
@@ -74,25 +64,37 @@ fn what_completes_at_once_comes_back_inline_and_is_not_queued() {
             }
             other => panic!("{b:?}: a cached read was not inline: {other:?}"),
         }
-        nothing_queued(&port);
+        no_packet(
+            &port,
+            Duration::from_millis(20),
+            "a packet was queued for an operation that completed inline",
+        );
     }
 }
 
 #[test]
 fn what_must_wait_is_pending_with_exactly_one_packet() {
     for b in backends() {
-        let port = port(b);
+        let port = port_on(b);
         let (ours, mut peer) = pair();
         let h = port.associate(ours, 8);
         let id = match port.submit_inline(Recv::new(&h, Vec::with_capacity(16))) {
             Ok(Inline::Pending(id)) => id,
             other => panic!("{b:?}: a receive with no data completed: {other:?}"),
         };
-        nothing_queued(&port);
+        no_packet(
+            &port,
+            Duration::from_millis(20),
+            "a packet was queued for an operation that completed inline",
+        );
         peer.write_all(b"later").unwrap();
         let p = port.get(T).unwrap();
         assert_eq!((p.id, p.key, p.bytes), (id, 8, 5), "{b:?}");
-        nothing_queued(&port);
+        no_packet(
+            &port,
+            Duration::from_millis(20),
+            "a packet was queued for an operation that completed inline",
+        );
         // A refused one comes back with its error and no packet.
         let other = Port::builder().backend(b).build().unwrap();
         let (x, _y) = pair();
@@ -102,7 +104,11 @@ fn what_must_wait_is_pending_with_exactly_one_packet() {
             .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
         assert!(matches!(op, Op::Recv(_)));
-        nothing_queued(&port);
+        no_packet(
+            &port,
+            Duration::from_millis(20),
+            "a packet was queued for an operation that completed inline",
+        );
     }
 }
 
@@ -111,7 +117,7 @@ fn what_must_wait_is_pending_with_exactly_one_packet() {
 #[test]
 fn from_a_foreign_thread_it_is_pending() {
     for b in backends() {
-        let port = port(b);
+        let port = port_on(b);
         let (ours, _peer) = pair();
         let h = port.associate(ours, 2);
         let r = {
