@@ -29,7 +29,7 @@
 //! picks the backend. The last line of the output is machine-readable:
 //!
 //! ```text
-//! fileio: backend=uring rw=randread bs=4096 qd=32 threads=1 ops=812345 bytes=3327365120 secs=5.000 iops=162469 mibs=634.6
+//! fileio: backend=uring rw=randread bs=4096 qd=32 ops=812345 bytes=3327365120 secs=5.000 iops=162469 mibs=634.6 threads=1
 //! ```
 //!
 //! It exits 0 only if every operation succeeded with its full byte count,
@@ -337,7 +337,7 @@ fn run(a: &Args) -> io::Result<String> {
     }
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     Ok(format!(
-        "fileio: backend={backend} rw={} bs={bs} qd={} threads={n} ops={done} bytes={bytes} secs={secs:.3} iops={:.0} mibs={:.1}",
+        "fileio: backend={backend} rw={} bs={bs} qd={} ops={done} bytes={bytes} secs={secs:.3} iops={:.0} mibs={:.1} threads={n}",
         a.rw.name(),
         a.qd,
         done as f64 / secs,
