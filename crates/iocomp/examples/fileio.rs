@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release -p iocomp --example fileio -- --file PATH [--rw randread|read|write]
 //!     [--bs BYTES] [--qd N] [--size BYTES] [--runtime SECS] [--ops N] [--no-fadvise]
+//!     [--threads N]
 //! ```
 //!
 //! - `--rw randread` (default): reads of `--bs` bytes at random aligned
@@ -15,14 +16,20 @@
 //! - `--rw read` / `--rw write`: one sequential pass over the first `--size`
 //!   bytes (a write pass creates or extends the file; nothing is synced, as
 //!   fio without `fsync`/`end_fsync`), or `--runtime` seconds of passes.
+//! - `--threads N` (random reads only; 1 by default): N threads, each with a
+//!   port of its own, share the queue depth and the operations (the figures
+//!   are their sum) — a port per CPU, where fio's `psync` runs a process per
+//!   job.
 //!
-//! For random reads the file gets `posix_fadvise(POSIX_FADV_RANDOM)` (no
-//! readahead), as fio gives it by default (`fadvise_hint`); `--no-fadvise`
-//! leaves it out. `--bs` takes a suffix `k` or `m` (KiB, MiB). `IOCOMP_BACKEND=epoll|uring`
+//! The file gets `posix_fadvise(POSIX_FADV_RANDOM)` (no readahead) for
+//! random reads and `POSIX_FADV_SEQUENTIAL` for sequential passes, as fio
+//! gives it by default (`fadvise_hint=1`); `--no-fadvise` leaves it out.
+//! Buffers start on a page boundary, as fio's with `--iomem_align=4k`.
+//! `--bs` takes a suffix `k` or `m` (KiB, MiB). `IOCOMP_BACKEND=epoll|uring`
 //! picks the backend. The last line of the output is machine-readable:
 //!
 //! ```text
-//! fileio: backend=uring rw=randread bs=4096 qd=32 ops=812345 bytes=3327365120 secs=5.000 iops=162469 mibs=634.6
+//! fileio: backend=uring rw=randread bs=4096 qd=32 ops=812345 bytes=3327365120 secs=5.000 iops=162469 mibs=634.6 threads=1
 //! ```
 //!
 //! It exits 0 only if every operation succeeded with its full byte count,
@@ -34,6 +41,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use iocomp::{Op, Packet, Port, ReadAt, WriteAt};
+
+// Buffers of a page and more start on a page boundary, as dd's does: the
+// kernel copies to and from them about twice as fast (support/page_aligned.rs).
+#[path = "support/page_aligned.rs"]
+mod page_aligned;
+#[global_allocator]
+static ALLOC: page_aligned::PageAligned = page_aligned::PageAligned;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Rw {
@@ -61,6 +75,7 @@ struct Args {
     runtime: Option<Duration>,
     ops: Option<u64>,
     fadvise: bool,
+    threads: usize,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -86,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
         runtime: None,
         ops: None,
         fadvise: true,
+        threads: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -123,11 +139,25 @@ fn parse_args() -> Result<Args, String> {
             }
             "--ops" => a.ops = Some(parse_bytes(&val()?)?),
             "--no-fadvise" => a.fadvise = false,
+            "--threads" => {
+                a.threads = match val()?.parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => n,
+                    _ => return Err("--threads is a number from 1 to 256".into()),
+                }
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if a.file.is_empty() {
         return Err("--file is required".into());
+    }
+    if a.threads > 1 && a.rw != Rw::RandRead {
+        return Err("--threads applies to --rw randread only".into());
+    }
+    if a.threads > a.qd {
+        return Err(
+            "--threads is at most --qd (each thread keeps one op or more in flight)".into(),
+        );
     }
     Ok(a)
 }
@@ -139,7 +169,7 @@ fn main() -> ExitCode {
             eprintln!("fileio: {e}");
             eprintln!(
                 "usage: fileio --file PATH [--rw randread|read|write] [--bs BYTES] [--qd N] \
-                 [--size BYTES] [--runtime SECS] [--ops N] [--no-fadvise]"
+                 [--size BYTES] [--runtime SECS] [--ops N] [--no-fadvise] [--threads N]"
             );
             return ExitCode::from(2);
         }
@@ -246,13 +276,19 @@ fn run(a: &Args) -> io::Result<String> {
         (_, None, None) => (Some(blocks), None),
     };
 
-    if a.rw == Rw::RandRead && a.fadvise {
-        // As fio does by default (`fadvise_hint`): no readahead around
-        // random reads. Cold random reads ran faster with it here.
+    if a.fadvise {
+        // As fio does by default (`fadvise_hint=1`): POSIX_FADV_RANDOM (no
+        // readahead) for random reads, POSIX_FADV_SEQUENTIAL (a doubled
+        // readahead window) for sequential passes. Cold random reads ran
+        // faster with it here; cold sequential reads too.
+        let advice = match a.rw {
+            Rw::RandRead => libc::POSIX_FADV_RANDOM,
+            Rw::Read | Rw::Write => libc::POSIX_FADV_SEQUENTIAL,
+        };
         use std::os::fd::AsRawFd;
         // SAFETY: posix_fadvise takes a descriptor `file` keeps open and
         // plain integers; it touches no memory of ours.
-        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, advice) };
         if rc != 0 {
             return Err(fail(format!(
                 "posix_fadvise: {}",
@@ -260,22 +296,72 @@ fn run(a: &Args) -> io::Result<String> {
             )));
         }
     }
+    let start = Instant::now();
+    let end = runtime.map(|r| start + r);
+    // Thread t keeps qd / threads ops in flight (the first qd % threads one
+    // more) and issues its share of --ops; each has its own port and a
+    // descriptor of its own on the same open file.
+    let n = a.threads;
+    let results: Vec<io::Result<Done>> = std::thread::scope(|scope| {
+        let mut workers = Vec::new();
+        for t in 0..n {
+            let share = |total: u64| total / n as u64 + u64::from((t as u64) < total % n as u64);
+            let qd = share(a.qd as u64) as usize;
+            let file = file.try_clone();
+            let plan = Plan {
+                rw: a.rw,
+                bs,
+                blocks,
+                next: 0,
+                rng: Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()) ^ (t as u64) << 40),
+                issued: 0,
+                max_ops: max_ops.map(share),
+                end,
+            };
+            workers.push(scope.spawn(move || worker(a, file?, plan, qd)));
+        }
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(fail("a worker thread panicked".into())))
+            })
+            .collect()
+    });
+    let (mut done, mut bytes, mut backend) = (0u64, 0u64, "");
+    for r in results {
+        let d = r?;
+        done += d.ops;
+        bytes += d.bytes;
+        backend = d.backend;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    Ok(format!(
+        "fileio: backend={backend} rw={} bs={bs} qd={} ops={done} bytes={bytes} secs={secs:.3} iops={:.0} mibs={:.1} threads={n}",
+        a.rw.name(),
+        a.qd,
+        done as f64 / secs,
+        bytes as f64 / secs / (1u64 << 20) as f64
+    ))
+}
+
+/// What one worker thread did.
+struct Done {
+    ops: u64,
+    bytes: u64,
+    backend: &'static str,
+}
+
+/// One thread's run: its own port, `qd` operations in flight on `file`,
+/// offsets from `plan`.
+fn worker(a: &Args, file: std::fs::File, mut plan: Plan, qd: usize) -> io::Result<Done> {
+    let fail = |what: String| io::Error::other(what);
+    let bs = a.bs as u64;
     let port = Port::builder().concurrency(1).build()?;
     port.attach()?;
     let backend = port.backend().name();
     let h = port.associate(file, 1);
 
-    let start = Instant::now();
-    let mut plan = Plan {
-        rw: a.rw,
-        bs,
-        blocks,
-        next: 0,
-        rng: Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id())),
-        issued: 0,
-        max_ops,
-        end: runtime.map(|r| start + r),
-    };
     let issue = |buf: Vec<u8>, off: u64| -> io::Result<()> {
         let r = match a.rw {
             Rw::Write => port.submit(WriteAt::new(&h, buf, off)),
@@ -293,15 +379,15 @@ fn run(a: &Args) -> io::Result<String> {
     };
 
     let mut pending = 0usize;
-    for _ in 0..a.qd {
+    for _ in 0..qd {
         let Some(off) = plan.next_offset() else { break };
         issue(fresh(), off)?;
         pending += 1;
     }
     let (mut done, mut bytes) = (0u64, 0u64);
-    let mut batch: Vec<Packet> = Vec::with_capacity(a.qd);
+    let mut batch: Vec<Packet> = Vec::with_capacity(qd);
     while pending > 0 {
-        port.get_many(&mut batch, a.qd, Some(Duration::from_secs(120)))
+        port.get_many(&mut batch, qd, Some(Duration::from_secs(120)))
             .map_err(|e| fail(format!("waiting for a completion: {e:?}")))?;
         for p in batch.drain(..) {
             pending -= 1;
@@ -329,12 +415,9 @@ fn run(a: &Args) -> io::Result<String> {
             }
         }
     }
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    Ok(format!(
-        "fileio: backend={backend} rw={} bs={bs} qd={} ops={done} bytes={bytes} secs={secs:.3} iops={:.0} mibs={:.1}",
-        a.rw.name(),
-        a.qd,
-        done as f64 / secs,
-        bytes as f64 / secs / (1u64 << 20) as f64
-    ))
+    Ok(Done {
+        ops: done,
+        bytes,
+        backend,
+    })
 }

@@ -16,7 +16,7 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use iocomp::{Backend, Fsync, Op, Packet, Port, ReadAt, WriteAt};
+use iocomp::{Backend, Fsync, Inline, Op, Packet, Port, ReadAt, WriteAt};
 
 use crate::harness::{in_child, is_child, pattern, test_name, Child, TempFile, T};
 
@@ -538,4 +538,100 @@ fn a_child_with_much_output_finishes() {
     for _ in 0..256 {
         eprintln!("{line}");
     }
+}
+
+/// Cold reads make the epoll backend send later reads straight to the
+/// blocking pool (an inline `preadv2(RWF_NOWAIT)` that finds nothing cached
+/// costs the owner a system call and, on a file read at random, the disk
+/// read's submission). That guess must never lose or change a read: many
+/// reads in flight at once, all refused inline, each complete once with
+/// the file's bytes; and reads of cached pages afterwards are tried inline
+/// again before long: `submit_inline` completes them at once (Win32's
+/// skip-on-success path), not only through the pool.
+#[test]
+fn cold_reads_go_to_the_pool_and_cached_ones_come_back_inline() {
+    if in_child(
+        "cold_reads_go_to_the_pool_and_cached_ones_come_back_inline",
+        "nowait-eagain-after-4k",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let f = TempFile::new("guess");
+    let data = pattern(256 * 1024, 11);
+    let file = f.open();
+    file.write_all_at(&data, 0).unwrap();
+    let port = epoll_port();
+    let h = port.associate(file, 5);
+
+    // 400 reads past the first 4 KiB (refused inline: "not cached"), 32 in
+    // flight, at offsets that are not page-aligned.
+    let blocks = (data.len() - 4096) / 1000 - 1;
+    let mut next = 0usize;
+    let mut seen = std::collections::HashSet::new();
+    let mut pending = std::collections::HashMap::new();
+    let issue = |next: &mut usize, pending: &mut std::collections::HashMap<_, _>| {
+        let off = 4096 + (*next * 7919 % blocks) * 1000;
+        let id = port
+            .submit(ReadAt::new(&h, Vec::with_capacity(1000), off as u64))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        pending.insert(id, off);
+        *next += 1;
+    };
+    for _ in 0..32 {
+        issue(&mut next, &mut pending);
+    }
+    while !pending.is_empty() {
+        let p = get(&port);
+        let off = pending
+            .remove(&p.id)
+            .unwrap_or_else(|| panic!("a packet for an unknown or finished op: {:?}", p.id));
+        assert!(seen.insert(p.id), "two packets for one op");
+        assert!(p.status.is_ok(), "read at {off}: {:?}", p.status);
+        assert_eq!(p.bytes, 1000, "read at {off}");
+        let Op::ReadAt(r) = p.op else {
+            panic!("{:?}", p.op)
+        };
+        assert_eq!(r.offset, off as u64);
+        assert_eq!(r.buf, data[off..off + 1000], "bytes of the read at {off}");
+        if next < 400 {
+            issue(&mut next, &mut pending);
+        }
+    }
+    assert_eq!(seen.len(), 400);
+    assert!(pool_ran(), "the reads did not go through the blocking pool");
+
+    // The first 4 KiB read inline. Within 64 reads one completes inline,
+    // and from then on every one does.
+    let mut first_inline = None;
+    for i in 0..64 {
+        let at = (i * 97) % 3000;
+        let p = match port
+            .submit_inline(ReadAt::new(&h, Vec::with_capacity(1000), at as u64))
+            .map_err(|(e, _)| e)
+            .unwrap()
+        {
+            Inline::Done(p) => {
+                first_inline.get_or_insert(i);
+                p
+            }
+            Inline::Pending(id) => {
+                assert!(
+                    first_inline.is_none(),
+                    "read {i} went to the pool after read {first_inline:?} completed inline"
+                );
+                let p = get(&port);
+                assert_eq!(p.id, id);
+                p
+            }
+        };
+        assert!(p.status.is_ok(), "read at {at}: {:?}", p.status);
+        let Op::ReadAt(r) = p.op else {
+            panic!("{:?}", p.op)
+        };
+        assert_eq!(r.buf, data[at..at + 1000], "bytes of the read at {at}");
+    }
+    let first = first_inline.expect("no cached read completed inline in 64 tries");
+    assert!(first < 48, "only read {first} of 64 completed inline");
 }

@@ -149,11 +149,25 @@ fn fileio_writes_and_reads_with_operations_in_flight() {
         &[&common[..], &["--rw", "read", "--bs", "1m", "--qd", "3"]].concat(),
         "rw=read bs=1048576 qd=3 ops=4 bytes=4194304",
     );
+    // Three threads, a port each, share the queue depth and the operations:
+    // every one is counted once in the sum.
+    run(
+        "fileio",
+        &[
+            &common[..],
+            &["--bs", "4k", "--qd", "8", "--ops", "1001", "--threads", "3"],
+        ]
+        .concat(),
+        "rw=randread bs=4096 qd=8 ops=1001 bytes=4100096",
+    );
     for bad in [
         &["--bs", "0"][..],
         &["--qd", "0"],
         &["--rw", "randwrite"],
         &["--size", "5m"],
+        &["--threads", "0"],
+        &["--qd", "2", "--threads", "3"],
+        &["--rw", "read", "--threads", "2"],
     ] {
         let out = Child::program(&example("fileio"), &[&common[..], bad].concat()).run();
         assert!(!out.status.success(), "fileio {bad:?} succeeded");
