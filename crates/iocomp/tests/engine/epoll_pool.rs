@@ -551,14 +551,14 @@ fn a_child_with_much_output_finishes() {
 #[test]
 fn cold_reads_go_to_the_pool_and_cached_ones_come_back_inline() {
     if in_child(
-        "cold_reads_go_to_the_pool_and_cached_ones_come_back_inline",
-        "nowait-eagain-after-4k",
+        &test_name!(cold_reads_go_to_the_pool_and_cached_ones_come_back_inline),
+        &[("IOCOMP_EPOLL_COMPAT", "nowait-eagain-after-4k")],
         Duration::from_secs(60),
     ) {
         return;
     }
     let f = TempFile::new("guess");
-    let data = pattern(256 * 1024, 11);
+    let data = pattern(11, 0, 256 * 1024);
     let file = f.open();
     file.write_all_at(&data, 0).unwrap();
     let port = epoll_port();
