@@ -510,10 +510,7 @@ impl Port {
     /// earlier operation of the same direction still in flight on the socket.
     /// A send that the socket buffer takes, a receive with data waiting, a
     /// file read from the page cache usually complete inline; others are
-    /// `Pending`. (On the epoll backend, right after a run of reads that
-    /// found nothing cached, the next few cached reads may be `Pending`: it
-    /// sends reads to its blocking pool untried until one probe hits.)
-    /// Saves the trip through the queue for what is done at once.
+    /// `Pending`. Saves the trip through the queue for what is done at once.
     pub fn submit_inline(&self, op: impl Into<Op>) -> Result<Inline, (io::Error, Op)> {
         let mut op = op.into();
         if let Some(c) = op.completion_mut() {

@@ -540,14 +540,11 @@ fn a_child_with_much_output_finishes() {
     }
 }
 
-/// Cold reads make the epoll backend send later reads straight to the
-/// blocking pool (an inline `preadv2(RWF_NOWAIT)` that finds nothing cached
-/// costs the owner a system call and, on a file read at random, the disk
-/// read's submission). That guess must never lose or change a read: many
-/// reads in flight at once, all refused inline, each complete once with
-/// the file's bytes; and reads of cached pages afterwards are tried inline
-/// again before long: `submit_inline` completes them at once (Win32's
-/// skip-on-success path), not only through the pool.
+/// Reads refused inline (`preadv2(RWF_NOWAIT)` finds nothing cached) go to
+/// the blocking pool: many in flight at once, each completes once with the
+/// file's bytes at its offset; and reads of cached pages afterwards complete
+/// inline: `submit_inline` returns them at once (Win32's skip-on-success
+/// path), not only through the pool.
 #[test]
 fn cold_reads_go_to_the_pool_and_cached_ones_come_back_inline() {
     if in_child(

@@ -38,7 +38,7 @@ use crate::packet::{OpId, Packet};
 
 mod ops;
 
-use ops::{finish, prepare, Attempt, Dir, InlineGuess, Offload, OpState, Target};
+use ops::{finish, prepare, Attempt, Dir, Offload, OpState, Target};
 
 mod pool;
 use pool::JobDone;
@@ -125,8 +125,6 @@ pub(crate) struct Ring {
     ready: usize,
     /// Where pooled receives land before they are copied into their buffer.
     scratch: Box<[u8]>,
-    /// Whether file reads are worth trying inline first.
-    inline_guess: InlineGuess,
 }
 
 impl Ring {
@@ -157,7 +155,6 @@ impl Ring {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
             ready: 0,
             scratch: vec![0u8; POOLED].into_boxed_slice(),
-            inline_guess: InlineGuess::default(),
         })
     }
 
@@ -180,7 +177,7 @@ impl Ring {
                 self.timers.push(Reverse((at, id.0)));
                 self.live_timers += 1;
             }
-            Target::File => match st.file_attempt(&mut self.inline_guess) {
+            Target::File => match st.file_attempt() {
                 Attempt::Offload(job) => {
                     st.offload = Offload::Busy;
                     pool::submit(job, &self.shared, id);

@@ -194,17 +194,11 @@ impl OpState {
     /// `preadv2(RWF_NOWAIT)` (page-cache hits never leave this thread); what
     /// would wait for the disk, every write and every flush become a job for
     /// the blocking pool (`Attempt::Offload`, the op's buffer moves into it).
-    pub(super) fn file_attempt(&mut self, guess: &mut InlineGuess) -> Attempt {
+    pub(super) fn file_attempt(&mut self) -> Attempt {
         if self.cancel {
             return Attempt::Done(Err(errno(libc::ECANCELED)), 0);
         }
         match &mut self.op {
-            Op::ReadAt(r) if !guess.try_inline() => Attempt::Offload(Job::ReadAt {
-                handle: r.handle.clone(),
-                off: r.offset,
-                buf: std::mem::take(&mut r.buf),
-                before: 0,
-            }),
             Op::ReadAt(r) => {
                 // Read on while the pages are cached: a short count is either
                 // end of file (the next read says 0) or the first page that
@@ -220,20 +214,9 @@ impl OpState {
                         return Attempt::Done(Ok(()), n as u64);
                     }
                     match pread_nowait_append(fd, &mut r.buf, r.offset + n as u64) {
-                        Ok(0) => {
-                            guess.hit();
-                            return Attempt::Done(Ok(()), n as u64);
-                        }
-                        Ok(k) => {
-                            guess.hit();
-                            n += k;
-                        }
-                        Err(e) if nowait_refused(&e) => {
-                            if n == 0 {
-                                guess.miss();
-                            }
-                            break;
-                        }
+                        Ok(0) => return Attempt::Done(Ok(()), n as u64),
+                        Ok(k) => n += k,
+                        Err(e) if nowait_refused(&e) => break,
                         Err(e) => return Attempt::Done(Err(e), n as u64),
                     }
                 }
@@ -793,61 +776,6 @@ impl OpState {
             }
             Err(e) => Offload::Failed(e),
         };
-    }
-}
-
-/// Inline `preadv2(RWF_NOWAIT)` attempts that found no cached page, in a
-/// row, after which a thread's reads go straight to the blocking pool.
-const MISS_RUN: u32 = 16;
-/// While reads go straight to the pool, one in this many is still tried
-/// inline: a hit (the pages are cached again) ends the run.
-const PROBE_EVERY: u32 = 8;
-
-/// Whether a thread's next `ReadAt` is worth trying inline with
-/// `preadv2(RWF_NOWAIT)` before the blocking pool, guessed from the last
-/// attempts (one per epoll ring: only its owner starts file operations).
-///
-/// A miss is not free: besides the system call, on a file read at random
-/// (`POSIX_FADV_RANDOM`) the kernel starts the disk read inside it, on this
-/// thread, and the pool's read then waits for that one. With every read
-/// missing (cold random reads at queue depth 32), that work — 31% of the
-/// owner's time in a profile — kept the owner busy and the helpers waiting
-/// for jobs; it belongs on the helpers, which run beside the owner. So
-/// after [`MISS_RUN`] misses in a row the reads go to the pool at once,
-/// except one in [`PROBE_EVERY`], whose hit brings inline reads back. The
-/// result of a read never depends on the guess: the pool reads what the
-/// inline attempt would have.
-#[derive(Default, Debug)]
-pub(super) struct InlineGuess {
-    /// Attempts in a row that found the first page not cached.
-    misses: u32,
-    /// Reads sent to the pool untried since the last probe.
-    skipped: u32,
-}
-
-impl InlineGuess {
-    /// Whether to try the next read inline.
-    fn try_inline(&mut self) -> bool {
-        if self.misses < MISS_RUN {
-            return true;
-        }
-        self.skipped += 1;
-        if self.skipped >= PROBE_EVERY {
-            self.skipped = 0;
-            return true;
-        }
-        false
-    }
-
-    /// An inline attempt read something (or found end of file).
-    fn hit(&mut self) {
-        self.misses = 0;
-        self.skipped = 0;
-    }
-
-    /// An inline attempt found its first page not cached.
-    fn miss(&mut self) {
-        self.misses = self.misses.saturating_add(1);
     }
 }
 

@@ -2,8 +2,7 @@
 //! file work that may wait for the disk runs on one of a few helper threads
 //! instead of the thread that owns the operation: a transmit's read of pages
 //! that are not in the page cache, a [`ReadAt`](crate::ReadAt) whose inline
-//! `preadv2(RWF_NOWAIT)` would have waited (or that is not tried inline:
-//! after a run of such misses, see `ops::InlineGuess`), every
+//! `preadv2(RWF_NOWAIT)` would have waited, every
 //! [`WriteAt`](crate::WriteAt) and [`Fsync`](crate::Fsync). The result goes
 //! back to that thread's backend, which wakes up and carries the operation on
 //! (or completes it: one packet per operation, as everywhere).
