@@ -131,8 +131,8 @@ impl Event {
     ///
     /// **Unreliable, as on Windows — prefer [`Event::set`] with a protocol.** A pulse with nobody waiting does
     /// nothing, and a thread that is momentarily not queued (on Windows: taken out of its wait by a kernel-mode APC;
-    /// here: between two waits, about to start one, or in the spin with which a single-object wait on an unset event
-    /// begins, before it queues) misses it. A pulse also cannot satisfy a wait-all unless the other objects of that
+    /// here: between two waits, or about to start one) misses it. (A wait that spins before it parks is queued
+    /// first, so a pulse releases it.) A pulse also cannot satisfy a wait-all unless the other objects of that
     /// wait are signalled at that very moment.
     pub fn pulse(&self) -> bool {
         #[cfg(not(loom))]

@@ -95,10 +95,12 @@
 //! instructions to check and take them atomically. Taking an object's lock moves the state under the lock
 //! ("inflates") and releasing it with no waiter left moves it back, so the slow path above is unchanged. Woken threads
 //! are unparked after the waker unlocks, each thread reuses its wait record, and a wait on a set with a mutex
-//! retries briefly before it queues. A single-object wait on an unset event or semaphore spins on the word before it
-//! queues, for a budget per object that adapts to what spinning would have caught (up to 25 µs when recent waits were
-//! woken that soon from another CPU; halved down to none when the waker ran on the waiter's own CPU, or waits were
-//! longer): a ping-pong between threads on two CPUs then hands off with one compare-and-swap on each side, no futex.
+//! retries briefly before it queues. A single-object wait on an unset event or semaphore queues, then spins on its own
+//! wait record before it parks, for a budget per object that adapts to what spinning caught or would have caught (up
+//! to 25 µs when recent waits were woken that soon from another CPU; halved down to none when the waker ran on the
+//! waiter's own CPU, or waits were longer): a ping-pong between threads on two CPUs then hands off with no futex call
+//! on either side, and since the spinning wait is queued, every outcome (set then reset, pulse, queue order) is the
+//! one a parked wait would get.
 //! The loom models (`tests/loom.rs`) cover each fast path. `object.rs`
 //! explains the locking, `wait.rs` the wait, `local.rs` thread exit and abandonment, `apc.rs` the APCs.
 //!

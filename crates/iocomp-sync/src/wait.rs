@@ -311,9 +311,8 @@ pub(crate) fn wait_objects(
 fn fast(objs: &[&Arc<Object>], mode: Mode, me: ThreadId, poll: bool) -> Option<WaitResult> {
     // Like std's mutex, retry briefly before sleeping: an owner about to release, or a wait-all holding the words for
     // a few instructions, is often done within a few hundred cycles. A poll does not spin.
-    // Spin only when a mutex is involved (an owner's hold is usually short); an event or semaphore is signalled by
-    // another thread's decision, and a busy machine is better served by sleeping at once, as a condition variable
-    // does.
+    // Spin here only when a mutex is involved (an owner's hold is usually short); a single-object wait on an event or
+    // semaphore spins after it has queued instead (`spin_then_block`), and a multi-object wait does not spin.
     let spins = if poll || !objs.iter().any(|o| o.tag() == Tag::Mutex) {
         1
     } else {
@@ -390,79 +389,131 @@ const SPIN_MAX_NS: u32 = 25_000;
 /// so that the budget can grow again).
 #[cfg(not(loom))]
 const SPIN_MIN_NS: u32 = 250;
-/// How many fast-path attempts a spin makes between clock reads (a clock read costs about as much as a few of them).
+/// How many looks at its record a spin makes between clock reads.
 #[cfg(not(loom))]
 const SPIN_BATCH: u32 = 16;
+/// The least budget a spin that caught its signal leaves (ns; see [`caught_spin_budget`]).
+#[cfg(not(loom))]
+const SPIN_KEEP_NS: u32 = 4_000;
 
-/// A non-alertable single-object wait on a deflated, unsignalled event or semaphore: spin on the fast word for the
-/// object's adaptive budget, then queue and park (`block`).
+/// A non-alertable single-object wait on a deflated, unsignalled event or semaphore: queue (as every blocking wait
+/// does), then, before parking, spin on the wait's own record for the object's adaptive budget.
 ///
 /// Why: a wait that sleeps costs its thread a futex sleep and its signaller a futex wake, and on a VM an idle vCPU's
-/// wake-up costs ~10 µs of latency; a signal that arrives while the waiter spins costs one compare-and-swap on each
-/// side (the object stays deflated: the signaller finds no waiter to wake, and takes no lock). Each spin attempt is
-/// the fast path itself, so spinning changes no outcome: an attempt that finds the object inflated (a wait is queued)
-/// stops spinning and queues behind it (FIFO kept); a pulse, which releases only queued waiters, is not seen by a wait
-/// still spinning, as by one that has not started (documented in `Event::pulse`).
+/// wake-up costs ~10 µs of latency. A signal that arrives while the waiter spins claims the queued record as it
+/// would claim a parked one; the unpark then finds the thread not parked and makes no system call (std's parker
+/// leaves a token, which the next park of this thread consumes without sleeping). The wait is queued before it
+/// spins, so spinning changes no outcome: `set` followed at once by `reset`, and `pulse`, release a spinning wait as
+/// they release a parked one, and the queue's order is kept. The spin only replaces the first part of the sleep.
 ///
-/// The budget (per object, `Object::spin_ns`) adapts to what spinning would have achieved, after each wait that spun
-/// to the end of its budget and parked:
-/// - woken by a thread on the CPU this one spun on: the signaller needed this CPU (both threads share one core: pinned,
-///   or the other cores are busy), so spinning only delayed it: the budget halves;
-/// - woken from another CPU, `waited` after the wait started: under [`SPIN_MAX_NS`], a spin of `waited * 5/4` would
-///   have caught the signal, so that becomes the budget (this is how a ping-pong whose two threads both sleep leaves
-///   that regime: one thread spinning past the other's wake-up latency is enough); a longer wait, or a timeout,
-///   halves it.
+/// The budget (per object, `Object::spin_ns`) adapts to what spinning achieved, or would have:
+/// - signal caught while spinning, `w` after the wait started: the budget becomes `max(2w, SPIN_KEEP_NS)` if that is
+///   smaller (it follows the signals down, so a wait never spins much longer than its signals took lately);
+/// - spun to the end of its budget and parked, then woken by a thread on the CPU this one spun on: the signaller
+///   needed this CPU (both threads share one core: pinned, or the other cores are busy), so spinning only delayed it:
+///   the budget halves;
+/// - parked and woken from another CPU, `waited` after the wait started: under [`SPIN_MAX_NS`], a spin of
+///   `waited * 5/4` would have caught the signal, so that becomes the budget (this is how a ping-pong whose two
+///   threads both sleep leaves that regime); a longer wait, or a timeout, halves it; a waker's CPU not known leaves
+///   it as it was.
 ///
-/// A signal caught while spinning changes nothing. So a wait spins at most [`SPIN_MAX_NS`] of CPU, and only on an
-/// object whose recent waits ended within it; no `sched_yield` (on a loaded machine it hands the CPU to an unrelated
-/// process for a whole slice).
+/// So a wait spins at most [`SPIN_MAX_NS`] of CPU, and only on an object whose recent waits ended within it. The
+/// worst case is a signal that keeps arriving from another CPU just inside the ceiling: each wait then spins that
+/// long instead of sleeping (a sleep and wake cost the waiting thread ~3 µs of CPU here), trading CPU for latency as
+/// adaptive mutexes do. No `sched_yield` (on a loaded machine it hands the CPU to an unrelated process for a whole
+/// slice). Under loom the spin is left out: it only reads the record's slot, as the park loop does.
 #[inline(never)]
 fn spin_then_block(obj: &Arc<Object>, timeout: Option<Duration>, me: ThreadId) -> WaitResult {
     let objs = std::slice::from_ref(&obj);
     #[cfg(loom)]
     {
-        // One more fast-path attempt stands for the spin: the same attempts as the real spin, in fewer interleavings.
-        thread::yield_now();
-        match fast_once(objs, Mode::Any, me) {
-            Some(WaitResult::TimedOut) | None => block_fresh(objs, Mode::Any, timeout, me),
-            Some(r) => r,
-        }
+        block_fresh(objs, Mode::Any, timeout, me)
     }
     #[cfg(not(loom))]
     {
         let start = Instant::now();
         let deadline = timeout.and_then(|d| start.checked_add(d));
         let budget = obj.spin_budget();
-        let limit = Duration::from_nanos(u64::from(budget)).min(timeout.unwrap_or(Duration::MAX));
-        let mut now = start;
-        // The spin: returns what it caught; gives up when the budget is spent, or at once when the object is inflated
-        // (a wait is queued: queue behind it; the budget is then left alone). A zero budget does not spin.
-        let mut spinning = budget != 0;
-        while spinning {
-            for _ in 0..SPIN_BATCH {
-                match fast_once(objs, Mode::Any, me) {
-                    Some(WaitResult::TimedOut) => std::hint::spin_loop(),
-                    Some(r) => return r,
-                    None => {
-                        let first_sleep = deadline.map(|d| d.saturating_duration_since(now));
-                        return block(objs, Mode::Any, deadline, first_sleep, me, None);
-                    }
+        let spin = Duration::from_nanos(u64::from(budget)).min(timeout.unwrap_or(Duration::MAX));
+        let cpu = crate::sys::current_cpu();
+        let (r, waker_cpu, how) = block_spinning(objs, deadline, timeout, spin, me);
+        let next = match how {
+            Ended::AtQueueing => budget,
+            Ended::Spinning(w) => budget.min(caught_spin_budget(w)),
+            Ended::Parked => {
+                let woken = matches!(r, WaitResult::Signaled(_) | WaitResult::Abandoned(_));
+                if woken && waker_cpu == u32::MAX {
+                    budget
+                } else {
+                    next_spin_budget(budget, woken, waker_cpu == cpu, start.elapsed())
                 }
             }
-            now = Instant::now();
-            spinning = now.duration_since(start) < limit;
-        }
-        let cpu = crate::sys::current_cpu();
-        // Queue and sleep until the deadline read before the spin (the spin counts against the timeout).
-        let first_sleep = deadline.map(|d| d.saturating_duration_since(now));
-        let (r, waker_cpu) = block_noting(objs, Mode::Any, deadline, first_sleep, me, None);
-        let woken = matches!(r, WaitResult::Signaled(_) | WaitResult::Abandoned(_));
-        obj.set_spin_budget(
-            budget,
-            next_spin_budget(budget, woken, waker_cpu == cpu, start.elapsed()),
-        );
+        };
+        obj.set_spin_budget(budget, next);
         r
     }
+}
+
+/// How a spinning wait ended (see [`spin_then_block`]).
+#[cfg(not(loom))]
+enum Ended {
+    /// Won while queueing (the object was signalled in between): the spin played no part.
+    AtQueueing,
+    /// The signal was seen while spinning, this long after the wait started.
+    Spinning(Duration),
+    /// Spun its whole budget (or none), then parked: woken, or timed out.
+    Parked,
+}
+
+/// The budget after a spin that caught its signal `w` after the wait started: twice that, but not below
+/// `SPIN_KEEP_NS` (a ping-pong whose partner also spins sees signals within a microsecond; halving its budget to that
+/// would send the next wait that finds its partner asleep to sleep too).
+#[cfg(not(loom))]
+fn caught_spin_budget(w: Duration) -> u32 {
+    let twice = u32::try_from(w.as_nanos().saturating_mul(2)).unwrap_or(u32::MAX);
+    twice.clamp(SPIN_KEEP_NS, SPIN_MAX_NS)
+}
+
+/// [`block_noting`] for one object, spinning on the queued record for `spin` before the first park.
+#[cfg(not(loom))]
+fn block_spinning(
+    objs: &[&Arc<Object>],
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    spin: Duration,
+    me: ThreadId,
+) -> (WaitResult, u32, Ended) {
+    let mut how = Ended::Parked;
+    let first_sleep = deadline.and(timeout);
+    let (r, cpu) = block_inner(objs, Mode::Any, deadline, first_sleep, me, None, |q| {
+        if q.is_signaled() {
+            how = Ended::AtQueueing;
+            return true;
+        }
+        if spin.is_zero() {
+            return false;
+        }
+        #[cfg(test)]
+        tests::SPINNING_ON.store(
+            Arc::as_ptr(objs[0]) as usize,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let t0 = Instant::now();
+        loop {
+            for _ in 0..SPIN_BATCH {
+                if q.is_signaled() {
+                    how = Ended::Spinning(t0.elapsed());
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if t0.elapsed() >= spin {
+                // The first sleep's length was read before the spin: sleep to the deadline instead.
+                return true;
+            }
+        }
+    });
+    (r, cpu, how)
 }
 
 /// The spin budget after a wait that spun its whole `budget` then parked (see [`spin_then_block`]): `woken` (not timed
@@ -518,6 +569,20 @@ fn block_noting(
     first_sleep: Option<Duration>,
     me: ThreadId,
     alert: Option<&Arc<Object>>,
+) -> (WaitResult, u32) {
+    block_inner(objs, mode, deadline, first_sleep, me, alert, |_| false)
+}
+
+/// [`block_noting`] with `before_sleep`, run once on the queued record before the first park; when it returns true,
+/// the first sleep is measured from `deadline` again (the hook took time).
+fn block_inner(
+    objs: &[&Arc<Object>],
+    mode: Mode,
+    deadline: Option<Instant>,
+    mut first_sleep: Option<Duration>,
+    me: ThreadId,
+    alert: Option<&Arc<Object>>,
+    before_sleep: impl FnOnce(&Waiter) -> bool,
 ) -> (WaitResult, u32) {
     let n = objs.len();
     let all_objs: &[&Arc<Object>] = match mode {
@@ -591,6 +656,9 @@ fn block_noting(
         }
     };
 
+    if before_sleep(&q) {
+        first_sleep = None;
+    }
     let result = sleep_and_finish(&q, objs, mode, deadline, first_sleep, alert, queued);
     #[cfg(not(loom))]
     let waker_cpu = q.waker_cpu.load(std::sync::atomic::Ordering::Relaxed);
@@ -687,6 +755,114 @@ mod tests {
     use super::*;
     use crate::object::test_hooks;
     use crate::{Event, Semaphore};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+    /// The object a wait last started spinning on (its address): lets a test act while a wait spins.
+    pub(super) static SPINNING_ON: AtomicUsize = AtomicUsize::new(0);
+
+    /// Forgets which object a wait last spun on (a new object may reuse a dropped one's address).
+    fn forget_spinning() {
+        SPINNING_ON.store(0, SeqCst);
+    }
+
+    /// Waits (at most 1 s) until some wait spins on `e`'s object (after [`forget_spinning`]).
+    fn until_spinning(e: &Event) {
+        let me = Arc::as_ptr(e.object()) as usize;
+        let start = Instant::now();
+        while SPINNING_ON.load(SeqCst) != me {
+            if start.elapsed() > Duration::from_secs(1) {
+                // Not seen (another test's wait spun meanwhile, or this machine is slow): queued will do.
+                until_waiters(e, 1);
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// SetEvent then ResetEvent at once releases a thread already waiting (Windows: "the state of an auto-reset event
+    /// object remains signaled until a single waiting thread is released"; a manual-reset one releases every waiting
+    /// thread): also a wait that is still spinning rather than parked (it is queued before it spins). And PulseEvent,
+    /// which releases the waiting threads and resets, likewise.
+    #[test]
+    fn set_then_reset_and_pulse_release_a_wait_that_is_spinning() {
+        for manual in [false, true] {
+            for pulse in [false, true] {
+                for round in 0..50 {
+                    let e = Event::new(manual, false);
+                    e.object()
+                        .set_spin_budget(e.object().spin_budget(), SPIN_MAX_NS);
+                    let e2 = e.clone();
+                    forget_spinning();
+                    let t = std::thread::spawn(move || e2.wait(Some(Duration::from_secs(60))));
+                    until_spinning(&e);
+                    if pulse {
+                        e.pulse();
+                    } else {
+                        e.set();
+                        e.reset();
+                    }
+                    assert_eq!(
+                        t.join().unwrap(),
+                        Ok(WaitResult::Signaled(0)),
+                        "manual {manual}, pulse {pulse}, round {round}: the waiting thread missed the signal"
+                    );
+                    assert!(!e.is_set());
+                }
+            }
+        }
+    }
+
+    /// A wait that spins holds its place in the queue: a later wait on the same auto-reset event is served after it.
+    #[test]
+    fn a_spinning_wait_is_served_before_a_later_one() {
+        for round in 0..30 {
+            let e = Event::new(false, false);
+            e.object()
+                .set_spin_budget(e.object().spin_budget(), SPIN_MAX_NS);
+            let (go, b_done) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let (eb, gb, db) = (e.clone(), go.clone(), b_done.clone());
+            let b = std::thread::spawn(move || {
+                while !gb.load(SeqCst) {
+                    std::hint::spin_loop();
+                }
+                let r = wait_any(&[&eb as &dyn Waitable], Some(Duration::from_secs(60)));
+                db.store(true, SeqCst);
+                r
+            });
+            let ea = e.clone();
+            forget_spinning();
+            let a = std::thread::spawn(move || ea.wait(Some(Duration::from_secs(60))));
+            until_spinning(&e);
+            go.store(true, SeqCst);
+            until_waiters(&e, 2);
+            e.set();
+            assert_eq!(
+                a.join().unwrap(),
+                Ok(WaitResult::Signaled(0)),
+                "round {round}"
+            );
+            assert!(
+                !b_done.load(SeqCst),
+                "round {round}: the later wait was served first"
+            );
+            e.set();
+            assert_eq!(b.join().unwrap(), Ok(WaitResult::Signaled(0)));
+        }
+    }
+
+    /// A spin that caught its signal leaves a budget that follows the signal's delay (twice it, between
+    /// `SPIN_KEEP_NS` and `SPIN_MAX_NS`), never a larger one.
+    #[test]
+    fn a_caught_spin_shrinks_the_budget_toward_its_signals() {
+        let us = Duration::from_micros;
+        assert_eq!(caught_spin_budget(Duration::from_nanos(300)), SPIN_KEEP_NS);
+        assert_eq!(caught_spin_budget(us(3)), 6_000);
+        assert_eq!(caught_spin_budget(us(20)), SPIN_MAX_NS);
+        assert!(caught_spin_budget(us(3)) < SPIN_MAX_NS);
+    }
 
     /// Until `obj` has `n` queued waits (another thread blocked on it).
     fn until_waiters(obj: &dyn Waitable, n: usize) {
