@@ -5,7 +5,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::harness::{connect_from, Running, Tree};
+use crate::harness::client::connect_from;
+use crate::harness::{Running, Tree};
 
 /// Reads until the server closes `s` or `within` passes; returns whether it
 /// closed (EOF or a reset), and what it sent.
@@ -133,15 +134,15 @@ fn tls_replies_are_paced_to_the_rate_limit_and_keep_their_burst() {
     const MIB: usize = 1 << 20;
     let (size, rate, burst) = (6 * MIB, 2 * MIB, 2 * MIB);
     let tree = Tree::new("limits_tls_rate");
-    let content = crate::tls::bytes(size, 7);
+    let content = crate::harness::pseudo_random(7, size);
     tree.file("big.bin", &content);
-    let pki = crate::tls::pki(&tree);
-    let (_running, addr) = crate::tls::serve_tls(&tree, &pki, |c| {
+    let pki = crate::harness::tls::pki(&tree);
+    let (_running, addr) = crate::harness::tls::serve_tls(&tree, &pki, |c| {
         c.rate_limit = rate as u64;
         c.rate_limit_after = burst as u64;
         c.send_timeout = Duration::from_secs(30);
     });
-    let mut s = crate::tls::tls_connect(&pki, addr);
+    let mut s = crate::harness::tls::tls_connect(&pki, addr);
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     s.flush().unwrap();
