@@ -364,6 +364,17 @@ impl Response {
         );
     }
 
+    /// The values of every `Vary` field, joined.
+    pub fn vary(&self) -> String {
+        let all: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "vary")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        all.join(", ")
+    }
+
     /// The headers that must be identical between a HEAD and a GET (all but
     /// `Date`), sorted.
     pub fn comparable_headers(&self) -> Vec<(String, String)> {

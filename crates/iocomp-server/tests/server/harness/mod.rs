@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use iocomp_server::{Config, Server};
 
-pub use client::Response;
+pub use client::{Client, Response};
 
 /// How long a client waits for the server before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -601,4 +601,24 @@ pub fn check_chunk(want: &[u8], pos: usize, got: &[u8], what: &str) {
             show(&w[d..])
         );
     }
+}
+
+/// Panics so far on the server's own threads (`iocomp-worker-N`,
+/// `iocomp-blocking`), counted by a panic hook installed on first use.
+pub fn server_panics() -> usize {
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("iocomp-"))
+            {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
 }
