@@ -115,14 +115,19 @@ fn one_clf_line_per_http_request_with_body_bytes() {
     // Wait for all four (the log is flushed on a timer), then check each.
     poll_until(LOG_WAIT, || {
         let lines = log_lines(&log);
-        expect.iter().all(|(p, _)| lines.iter().any(|l| l.contains(p)))
+        expect
+            .iter()
+            .all(|(p, _)| lines.iter().any(|l| l.contains(p)))
     });
     let lines = log_lines(&log);
     let mut problems = Vec::new();
     for (pattern, bytes) in expect {
         let matching: Vec<&String> = lines.iter().filter(|l| l.contains(pattern)).collect();
         if matching.len() != 1 {
-            problems.push(format!("{} lines contain {pattern:?} (want 1)", matching.len()));
+            problems.push(format!(
+                "{} lines contain {pattern:?} (want 1)",
+                matching.len()
+            ));
             continue;
         }
         let line = matching[0];
@@ -131,7 +136,9 @@ fn one_clf_line_per_http_request_with_body_bytes() {
         }
         let logged = line.rsplit(' ').next().unwrap_or_default();
         if bytes.is_some_and(|n| logged != n.to_string()) {
-            problems.push(format!("{pattern}: logged {logged} bytes, want {bytes:?} (CLF %b): {line:?}"));
+            problems.push(format!(
+                "{pattern}: logged {logged} bytes, want {bytes:?} (CLF %b): {line:?}"
+            ));
         }
     }
     assert!(
@@ -159,7 +166,10 @@ fn clf_lines_for_line_protocol_files_and_errors() {
     fetch_ok_and_missing(&srv);
     let ok = format!("\"ok.txt\" 200 {}", OK_CONTENT.len());
     let line = wait_line(&log, |l| l.ends_with(&ok)).unwrap_or_else(|| {
-        panic!("no CLF line ending in {ok:?} within {LOG_WAIT:?}; log: {:?}", log_lines(&log))
+        panic!(
+            "no CLF line ending in {ok:?} within {LOG_WAIT:?}; log: {:?}",
+            log_lines(&log)
+        )
     });
     assert!(
         line.starts_with("127.0.0.1 - - ["),
@@ -182,20 +192,27 @@ fn json_lines_for_line_protocol_files_and_errors() {
     let (srv, log) = serve_logged(&tree, AccessLogFormat::Json);
     fetch_ok_and_missing(&srv);
     let line = wait_line(&log, |l| l.contains("\"name\":\"ok.txt\"")).unwrap_or_else(|| {
-        panic!("no JSON line for ok.txt within {LOG_WAIT:?}; log: {:?}", log_lines(&log))
+        panic!(
+            "no JSON line for ok.txt within {LOG_WAIT:?}; log: {:?}",
+            log_lines(&log)
+        )
     });
     assert!(
         line.starts_with('{') && line.ends_with('}') && line.matches('{').count() == 1,
         "not one JSON object on one line: {line:?}"
     );
-    assert!(line.contains("\"status\":200"), "JSON line without \"status\":200: {line:?}");
+    assert!(
+        line.contains("\"status\":200"),
+        "JSON line without \"status\":200: {line:?}"
+    );
     assert!(
         line.contains(&format!("\"bytes\":{}", OK_CONTENT.len())),
         "JSON line without the byte count: {line:?}"
     );
     assert!(
-        wait_line(&log, |l| l.contains("\"name\":\"missing\"") && l.contains("\"status\":404"))
-            .is_some(),
+        wait_line(&log, |l| l.contains("\"name\":\"missing\"")
+            && l.contains("\"status\":404"))
+        .is_some(),
         "JSON: no line for `missing` with status 404; log: {:?}",
         log_lines(&log)
     );

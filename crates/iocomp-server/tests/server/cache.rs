@@ -24,7 +24,11 @@ fn a_file_rewritten_in_place_is_served_anew_unless_within_the_interval() {
         std::fs::write(tree.path("small.txt"), &new).expect("rewrite small.txt");
         let got = srv.lines(&[b"small.txt", b"small.txt"]);
         let want = [&want_after[..], &want_after[..]].concat();
-        assert_bytes_eq(&got, &want, &format!("small.txt after the rewrite, valid {valid:?}"));
+        assert_bytes_eq(
+            &got,
+            &want,
+            &format!("small.txt after the rewrite, valid {valid:?}"),
+        );
     }
 }
 
@@ -92,4 +96,3 @@ fn with_a_validity_interval_known_siblings_are_trusted_for_the_interval() {
         (Some("gzip"), &b"GZ"[..])
     );
 }
-

@@ -7,8 +7,8 @@
 use std::fs::{File, FileTimes};
 use std::time::{Duration, SystemTime};
 
-use crate::harness::http::{assert_strong_etag, http_date, mtime_of};
 use crate::harness::client::req;
+use crate::harness::http::{assert_strong_etag, http_date, mtime_of};
 use crate::harness::{assert_bytes_eq, show, Tree};
 
 /// Writes `content` to `rel` with modification time `mtime`.
@@ -125,12 +125,28 @@ fn conditional_requests_answer_304_and_412() {
         ("If-None-Match: W/etag", vec![("If-None-Match", &weak)], 304),
         ("If-None-Match: list", vec![("If-None-Match", &list)], 304),
         ("If-None-Match: *", vec![("If-None-Match", "*")], 304),
-        ("If-None-Match: other", vec![("If-None-Match", "\"not-it\"")], 200),
-        ("If-Modified-Since: LM", vec![("If-Modified-Since", &last_modified)], 304),
-        ("If-Modified-Since: older", vec![("If-Modified-Since", &old_date)], 200),
+        (
+            "If-None-Match: other",
+            vec![("If-None-Match", "\"not-it\"")],
+            200,
+        ),
+        (
+            "If-Modified-Since: LM",
+            vec![("If-Modified-Since", &last_modified)],
+            304,
+        ),
+        (
+            "If-Modified-Since: older",
+            vec![("If-Modified-Since", &old_date)],
+            200,
+        ),
         ("If-Match: wrong", vec![("If-Match", "\"wrong\"")], 412),
         ("If-Match: etag", vec![("If-Match", &etag)], 200),
-        ("If-Unmodified-Since: past", vec![("If-Unmodified-Since", &old_date)], 412),
+        (
+            "If-Unmodified-Since: past",
+            vec![("If-Unmodified-Since", &old_date)],
+            412,
+        ),
     ];
     // All on one connection: each response must be framed exactly (a 304
     // with a body would break the next one), and the connection survives.
@@ -153,7 +169,8 @@ fn conditional_requests_answer_304_and_412() {
         }
         // A HEAD with the same conditions answers the same status.
         c.send(&req("HEAD", "/cond.txt", headers));
-        c.response(true).assert_status(*want, &format!("HEAD {what}"));
+        c.response(true)
+            .assert_status(*want, &format!("HEAD {what}"));
     }
     // Framing check: nothing stray came before this response.
     c.send(&req("GET", "/other.txt", &[]));

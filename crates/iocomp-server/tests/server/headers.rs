@@ -180,7 +180,14 @@ fn the_status_page_has_a_csp_without_inline_script() {
 }
 
 /// Checks the headers every 200 for a file must carry.
-fn assert_file_headers(r: &Response, path: &Path, len: usize, content_type: &str, t: (i64, i64), what: &str) {
+fn assert_file_headers(
+    r: &Response,
+    path: &Path,
+    len: usize,
+    content_type: &str,
+    t: (i64, i64),
+    what: &str,
+) {
     r.assert_status(200, what);
     assert_eq!(
         r.must("content-length"),

@@ -117,13 +117,43 @@ fn head_cases() -> Vec<Case> {
     let get = |extra: &str| format!("GET /a.txt HTTP/1.1\r\n{H}{extra}\r\n");
     let mut cases = vec![
         // `GET  /` is not an HTTP start (design.md §4): the line protocol may answer.
-        case("double space", "GET  / HTTP/1.1\r\nHost: x\r\n\r\n", Refused).closes(),
-        case("trailing garbage", "GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", Refused).closes(),
+        case(
+            "double space",
+            "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            Refused,
+        )
+        .closes(),
+        case(
+            "trailing garbage",
+            "GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+            Refused,
+        )
+        .closes(),
         case("no version", "GET /\r\nHost: x\r\n\r\n", NotOutside).closes(),
-        case("no version, secret", "GET /../secret.txt\r\n\r\n", NotOutside).closes(),
-        case("HTTP/2.0", format!("GET / HTTP/2.0\r\n{H}\r\n"), Status(505)).closes(),
-        case("HTTP/1.2", format!("GET / HTTP/1.2\r\n{H}\r\n"), Status(505)).closes(),
-        case("HTTX/1.1", format!("GET / HTTX/1.1\r\n{H}\r\n"), Status(400)).closes(),
+        case(
+            "no version, secret",
+            "GET /../secret.txt\r\n\r\n",
+            NotOutside,
+        )
+        .closes(),
+        case(
+            "HTTP/2.0",
+            format!("GET / HTTP/2.0\r\n{H}\r\n"),
+            Status(505),
+        )
+        .closes(),
+        case(
+            "HTTP/1.2",
+            format!("GET / HTTP/1.2\r\n{H}\r\n"),
+            Status(505),
+        )
+        .closes(),
+        case(
+            "HTTX/1.1",
+            format!("GET / HTTX/1.1\r\n{H}\r\n"),
+            Status(400),
+        )
+        .closes(),
         case("bare CR in a header", get("X-A: a\rb\r\n"), Status(400)).closes(),
         case("obs-fold", get("X-A: a\r\n  folded\r\n"), Status(400)).closes(),
         case("NUL in a header", get("X-A: a\0b\r\n"), Status(400)).closes(),
@@ -152,7 +182,12 @@ fn head_cases() -> Vec<Case> {
             Status(400),
         )
         .closes(),
-        case("Content-Length: -1", get("Content-Length: -1\r\n"), Status(400)).closes(),
+        case(
+            "Content-Length: -1",
+            get("Content-Length: -1\r\n"),
+            Status(400),
+        )
+        .closes(),
         case(
             "huge Content-Length",
             get("Content-Length: 99999999999999999999999999\r\n"),
@@ -355,9 +390,10 @@ fn problems_of(c: &Case, reply: &Reply, a: &[u8]) -> Vec<String> {
                 problems.push(format!("not only line-protocol errors: {}", show(bytes)));
             }
         }
-        (Reply::Other(bytes), want) => {
-            problems.push(format!("want {want:?}, got a non-HTTP reply: {}", show(bytes)))
-        }
+        (Reply::Other(bytes), want) => problems.push(format!(
+            "want {want:?}, got a non-HTTP reply: {}",
+            show(bytes)
+        )),
     }
     problems
 }
@@ -371,14 +407,21 @@ fn run(cases: Vec<Case>) {
     tree.file("a.txt", &a)
         .file("sub/x.txt", b"x")
         .file(".secret-in-root", MARKER);
-    let outside = tree.outside("secret.txt", &[&b"secret outside the root: "[..], MARKER].concat());
+    let outside = tree.outside(
+        "secret.txt",
+        &[&b"secret outside the root: "[..], MARKER].concat(),
+    );
     tree.link(&outside, "link-out");
     let srv: Running = tree.serve(|_| {});
     let panics = server_panics();
     let mut problems: Vec<String> = Vec::new();
     for c in cases {
         let reply = raw_exchange(srv.addr, &c.bytes, c.close);
-        problems.extend(problems_of(&c, &reply, &a).into_iter().map(|p| format!("{}: {p}", c.name)));
+        problems.extend(
+            problems_of(&c, &reply, &a)
+                .into_iter()
+                .map(|p| format!("{}: {p}", c.name)),
+        );
         let r = srv.get("/a.txt", &[]);
         if r.status != 200 || r.body != a {
             problems.push(format!("after {}: GET /a.txt gave {r:?}", c.name));

@@ -21,7 +21,15 @@ fn curl_resumes_and_asks_for_ranges() {
     // -C - resume: the first half is already on disk.
     let out = tree.base().join("big.part");
     fs::write(&out, &big[..big.len() / 2]).unwrap();
-    let o = curl(&["-C", "-", "-o", out.to_str().unwrap(), "-w", "%{http_code}", &url(srv.addr, "/big.bin")]);
+    let o = curl(&[
+        "-C",
+        "-",
+        "-o",
+        out.to_str().unwrap(),
+        "-w",
+        "%{http_code}",
+        &url(srv.addr, "/big.bin"),
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "206",
@@ -42,13 +50,24 @@ fn curl_z_gets_304_when_newer_and_the_file_when_older() {
     let newer = tree.outside("newer", b"x");
     set_mtime(&newer, now_secs() + 3600);
     let z = |local: &std::path::Path| {
-        let args = ["-z", local.to_str().unwrap(), "-o", body.to_str().unwrap(), "-w", "%{http_code}"];
+        let args = [
+            "-z",
+            local.to_str().unwrap(),
+            "-o",
+            body.to_str().unwrap(),
+            "-w",
+            "%{http_code}",
+        ];
         curl(&[&args[..], &[url(srv.addr, "/big.bin").as_str()]].concat())
     };
     let o = z(&newer);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "304", "curl -z newer");
     let got = fs::read(&body).unwrap_or_default();
-    assert!(got.is_empty(), "curl -z newer got a body of {} bytes", got.len());
+    assert!(
+        got.is_empty(),
+        "curl -z newer got a body of {} bytes",
+        got.len()
+    );
     let older = tree.outside("older", b"x");
     set_mtime(&older, 631_152_000); // 1990
     let o = z(&older);
@@ -70,7 +89,14 @@ fn curl_compressed_gets_the_gzip_sibling_with_its_own_etag() {
     let gz = fs::read(&dst).unwrap();
     let srv = tree.serve(|_| {});
     let decoded = tree.base().join("text.out");
-    let o = curl(&["--compressed", "-D", "-", "-o", decoded.to_str().unwrap(), &url(srv.addr, "/text.txt")]);
+    let o = curl(&[
+        "--compressed",
+        "-D",
+        "-",
+        "-o",
+        decoded.to_str().unwrap(),
+        &url(srv.addr, "/text.txt"),
+    ]);
     let headers = String::from_utf8_lossy(&o.stdout).to_ascii_lowercase();
     assert!(
         headers.contains("\ncontent-encoding: gzip\r\n"),
@@ -85,14 +111,25 @@ fn curl_compressed_gets_the_gzip_sibling_with_its_own_etag() {
         "curl --compressed: Content-Length is not the .gz length {} in\n{headers}",
         gz.len()
     );
-    assert_bytes_eq(&fs::read(&decoded).unwrap(), &text, "curl --compressed body");
+    assert_bytes_eq(
+        &fs::read(&decoded).unwrap(),
+        &text,
+        "curl --compressed body",
+    );
     // The compressed representation has its own ETag; without
     // Accept-Encoding the plain file comes back.
     let plain = srv.get("/text.txt", &[]);
-    assert!(plain.header("content-encoding").is_none(), "plain GET encoded");
+    assert!(
+        plain.header("content-encoding").is_none(),
+        "plain GET encoded"
+    );
     assert_bytes_eq(&plain.body, &text, "plain GET /text.txt");
     let zipped = srv.get("/text.txt", &[("Accept-Encoding", "gzip")]);
     assert_eq!(zipped.header("content-encoding"), Some("gzip"));
     assert_bytes_eq(&zipped.body, &gz, "GET /text.txt gzip");
-    assert_ne!(plain.must("etag"), zipped.must("etag"), "identity and gzip share an ETag");
+    assert_ne!(
+        plain.must("etag"),
+        zipped.must("etag"),
+        "identity and gzip share an ETag"
+    );
 }

@@ -115,7 +115,11 @@ fn python_http_client_reuses_one_connection_for_gets_and_head() {
         assert_eq!(fields.len(), 7, "python line {fields:?}");
         assert_eq!((fields[0], fields[1]), (method, path), "order: {text}");
         assert_eq!(fields[2], "200", "{method} {path}: status; output:\n{text}");
-        let want_len = if method == "HEAD" { a.len() } else { body.len() };
+        let want_len = if method == "HEAD" {
+            a.len()
+        } else {
+            body.len()
+        };
         assert_eq!(
             fields[3],
             want_len.to_string(),

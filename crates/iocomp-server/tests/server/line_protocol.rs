@@ -8,9 +8,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use crate::harness::client::{
-    expect_bytes, line, read_exact_timeout, read_to_end_timeout, send,
-};
+use crate::harness::client::{expect_bytes, line, read_exact_timeout, read_to_end_timeout, send};
 use crate::harness::{
     assert_bytes_eq, error_line, join_all, pseudo_random, show, Running, Tree, IO_TIMEOUT, REASONS,
 };
@@ -21,7 +19,11 @@ const OK_CONTENT: &[u8] = b"ok.txt: the reference file\n";
 /// connection is still usable after the previous request.
 fn expect_ok_still_served(stream: &mut TcpStream, after: &str) {
     send(stream, b"ok.txt\n");
-    expect_bytes(stream, OK_CONTENT, &format!("ok.txt after {after} (connection must survive)"));
+    expect_bytes(
+        stream,
+        OK_CONTENT,
+        &format!("ok.txt after {after} (connection must survive)"),
+    );
 }
 
 /// Half-closes and checks the server then closes without sending anything
@@ -29,17 +31,27 @@ fn expect_ok_still_served(stream: &mut TcpStream, after: &str) {
 fn expect_clean_close(mut stream: TcpStream, what: &str) {
     stream.shutdown(Shutdown::Write).expect("half-close");
     let rest = read_to_end_timeout(&mut stream, IO_TIMEOUT);
-    assert!(rest.is_empty(), "{what}: unexpected extra bytes before close: {}", show(&rest));
+    assert!(
+        rest.is_empty(),
+        "{what}: unexpected extra bytes before close: {}",
+        show(&rest)
+    );
 }
 
 #[test]
 fn serves_0b_1b_1mib_byte_exact() {
     let tree = Tree::new("lp-sizes");
     let (empty, one, big) = (Vec::new(), vec![0xA5u8], pseudo_random(1, 1 << 20));
-    tree.file("empty.bin", &empty).file("one.bin", &one).file("big.bin", &big);
+    tree.file("empty.bin", &empty)
+        .file("one.bin", &one)
+        .file("big.bin", &big);
     let srv = tree.serve(|_| {});
     // Each file on its own connection, delimited by the server's close.
-    let cases: [(&[u8], &[u8]); 3] = [(b"empty.bin", &empty), (b"one.bin", &one), (b"big.bin", &big)];
+    let cases: [(&[u8], &[u8]); 3] = [
+        (b"empty.bin", &empty),
+        (b"one.bin", &one),
+        (b"big.bin", &big),
+    ];
     for (name, want) in cases {
         assert_bytes_eq(&srv.lines(&[name]), want, &String::from_utf8_lossy(name));
     }
@@ -133,14 +145,21 @@ pub fn bad_inputs_tree(tag: &str) -> Tree {
     let outside = tree.outside("outside.txt", b"outside the served tree\n");
     // Absolute symlink out of the tree; /etc/hostname when the system has it.
     let hostname = std::path::Path::new("/etc/hostname");
-    tree.link(if hostname.exists() { hostname } else { outside.as_path() }, "abs")
-        .link(&outside, "abs_outside")
-        .link("../outside.txt", "rel")
-        .link("does-not-exist.txt", "dangling")
-        .link("ok.txt", "link")
-        .link("../ok.txt", "sub/up") // relative, `..` in target, stays inside
-        .link("sub", "linkdir") // a directory link as a middle component
-        .fifo("fifo");
+    tree.link(
+        if hostname.exists() {
+            hostname
+        } else {
+            outside.as_path()
+        },
+        "abs",
+    )
+    .link(&outside, "abs_outside")
+    .link("../outside.txt", "rel")
+    .link("does-not-exist.txt", "dangling")
+    .link("ok.txt", "link")
+    .link("../ok.txt", "sub/up") // relative, `..` in target, stays inside
+    .link("sub", "linkdir") // a directory link as a middle component
+    .fifo("fifo");
     tree
 }
 
@@ -208,7 +227,11 @@ fn bad_inputs_pipelined_and_a_long_line_in_pieces() {
         send(&mut stream, &[b'z'; 1024]);
     }
     send(&mut stream, b"\n");
-    expect_bytes(&mut stream, &error_line("line too long"), "100 KiB line in pieces");
+    expect_bytes(
+        &mut stream,
+        &error_line("line too long"),
+        "100 KiB line in pieces",
+    );
     expect_ok_still_served(&mut stream, "100 KiB line in pieces");
     expect_clean_close(stream, "100 KiB line in pieces");
 }
@@ -220,7 +243,10 @@ fn hidden_files_allowed_serves_dotfiles_but_never_dotdot() {
     use Expect::{Content, Error};
     let cases: Vec<(Vec<u8>, Expect)> = vec![
         (line(b".secret"), Content(b"a dotfile\n")),
-        (line(b".dotdir/in-dotdir.txt"), Content(b"in a dot directory\n")),
+        (
+            line(b".dotdir/in-dotdir.txt"),
+            Content(b"in a dot directory\n"),
+        ),
         // `..` stays refused even with hidden files allowed.
         (line(b"../outside.txt"), Error("forbidden")),
         (line(b"sub/../ok.txt"), Error("forbidden")),
@@ -282,7 +308,10 @@ pub fn parse_error_lines(reply: &[u8]) -> Vec<String> {
             .strip_prefix(b"File transmit error: ")
             .unwrap_or_else(|| panic!("not an error line: {}", show(l)));
         let reason = String::from_utf8_lossy(reason).into_owned();
-        assert!(REASONS.contains(&reason.as_str()), "unknown reason {reason:?}");
+        assert!(
+            REASONS.contains(&reason.as_str()),
+            "unknown reason {reason:?}"
+        );
         reasons.push(reason);
         rest = &rest[end + 2..];
     }
@@ -318,11 +347,23 @@ fn random_binary_garbage_does_not_disturb_others() {
     });
     // Meanwhile, a well-behaved client.
     let got = srv.lines(&[b"big.bin", b"ok.txt"]);
-    assert_bytes_eq(&got, &[&big[..], OK_CONTENT].concat(), "fetch alongside the garbage client");
+    assert_bytes_eq(
+        &got,
+        &[&big[..], OK_CONTENT].concat(),
+        "fetch alongside the garbage client",
+    );
     let reply = garbage_client.join().expect("garbage client");
     let reasons = parse_error_lines(&reply);
-    assert_eq!(reasons.len(), expected_replies, "one error line per garbage line expected");
+    assert_eq!(
+        reasons.len(),
+        expected_replies,
+        "one error line per garbage line expected"
+    );
     // And afterwards.
     let got = srv.lines(&[b"ok.txt", b"big.bin"]);
-    assert_bytes_eq(&got, &[OK_CONTENT, &big[..]].concat(), "fetch after the garbage client");
+    assert_bytes_eq(
+        &got,
+        &[OK_CONTENT, &big[..]].concat(),
+        "fetch after the garbage client",
+    );
 }

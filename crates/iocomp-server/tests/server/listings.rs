@@ -146,7 +146,10 @@ fn dirs_tree(tag: &str) -> Tree {
         .dir("x#y")
         .dir("evil.example/x");
     for name in AWKWARD {
-        tree.file(&format!("list/{name}"), format!("content of {name:?}").as_bytes());
+        tree.file(
+            &format!("list/{name}"),
+            format!("content of {name:?}").as_bytes(),
+        );
     }
     tree.file("list/d ir/inner.txt", b"inner")
         .file("list/.hidden", b"secret dotfile");
@@ -177,8 +180,15 @@ fn check_redirect(srv: &Running, path: &str, want_decoded: &[u8]) {
         loc.starts_with('/') && !loc.starts_with("//"),
         "GET {path}: Location {loc:?} is not path-absolute with a single leading /"
     );
-    assert!(is_safe_url_path(loc), "GET {path}: Location {loc:?} is not percent-encoded");
-    assert_eq!(pct_decode(loc), want_decoded, "GET {path}: Location {loc:?} decodes wrong");
+    assert!(
+        is_safe_url_path(loc),
+        "GET {path}: Location {loc:?} is not percent-encoded"
+    );
+    assert_eq!(
+        pct_decode(loc),
+        want_decoded,
+        "GET {path}: Location {loc:?} decodes wrong"
+    );
 }
 
 #[test]
@@ -207,7 +217,11 @@ fn directories_redirect_to_their_slash_and_never_off_the_site() {
                 loc.starts_with('/') && !loc.starts_with("//") && !loc.starts_with("/\\"),
                 "GET {evil}: Location {loc:?} could leave the site"
             );
-            assert_eq!(pct_decode(loc), b"/evil.example/x/", "GET {evil}: Location {loc:?}");
+            assert_eq!(
+                pct_decode(loc),
+                b"/evil.example/x/",
+                "GET {evil}: Location {loc:?}"
+            );
         }
     }
     let r = srv.get("/sub/", &[]);
@@ -224,7 +238,10 @@ fn an_html_listing_escapes_and_links_awkward_names() {
     r.assert_status(200, "GET /list/");
     assert_eq!(r.must("content-type"), "text/html; charset=utf-8");
     let html = String::from_utf8(r.body.clone()).expect("listing is UTF-8");
-    assert!(!html.contains("<b>bold"), "a name is not HTML-escaped in the listing");
+    assert!(
+        !html.contains("<b>bold"),
+        "a name is not HTML-escaped in the listing"
+    );
     assert!(
         html.contains("&lt;b&gt;bold.txt"),
         "escaped `<b>bold.txt` not in the listing:\n{html}"
@@ -236,7 +253,9 @@ fn an_html_listing_escapes_and_links_awkward_names() {
     want.insert(b"d ir/".to_vec());
     let decoded: BTreeSet<Vec<u8>> = hrefs.iter().map(|h| pct_decode(h)).collect();
     let lossy = |s: &BTreeSet<Vec<u8>>| -> Vec<String> {
-        s.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect()
+        s.iter()
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect()
     };
     assert_eq!(
         lossy(&decoded),
@@ -245,15 +264,25 @@ fn an_html_listing_escapes_and_links_awkward_names() {
     );
     assert_eq!(hrefs.len(), want.len(), "duplicate links: {hrefs:?}");
     for href in &hrefs {
-        assert!(is_safe_url_path(href), "href {href:?} is not percent-encoded");
+        assert!(
+            is_safe_url_path(href),
+            "href {href:?} is not percent-encoded"
+        );
         let r = srv.get(&format!("/list/{href}"), &[]);
         r.assert_status(200, &format!("following href {href:?}"));
         let name = String::from_utf8(pct_decode(href)).unwrap();
         if name == "d ir/" {
-            assert!(find(&r.body, b"inner.txt").is_some(), "the d ir/ link does not list inner.txt");
+            assert!(
+                find(&r.body, b"inner.txt").is_some(),
+                "the d ir/ link does not list inner.txt"
+            );
         } else {
             let want = format!("content of {name:?}");
-            assert_bytes_eq(&r.body, want.as_bytes(), &format!("following href {href:?}"));
+            assert_bytes_eq(
+                &r.body,
+                want.as_bytes(),
+                &format!("following href {href:?}"),
+            );
         }
     }
 }
@@ -266,7 +295,10 @@ fn json_names(body: &[u8]) -> BTreeSet<String> {
         &[],
         Some(body),
     );
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -280,7 +312,11 @@ fn a_json_listing_names_every_entry_exactly() {
     want_json.insert(format!("{} dir", hex(b"d ir")));
     for (what, path, headers) in [
         ("?format=json", "/list/?format=json", vec![]),
-        ("Accept: application/json", "/list/", vec![("Accept", "application/json")]),
+        (
+            "Accept: application/json",
+            "/list/",
+            vec![("Accept", "application/json")],
+        ),
     ] {
         let r = srv.get(path, &headers);
         r.assert_status(200, what);
@@ -289,7 +325,11 @@ fn a_json_listing_names_every_entry_exactly() {
             "{what}: Content-Type {:?}",
             r.must("content-type")
         );
-        assert_eq!(json_names(&r.body), want_json, "{what}: names (hex) and types");
+        assert_eq!(
+            json_names(&r.body),
+            want_json,
+            "{what}: names (hex) and types"
+        );
     }
 }
 
@@ -298,8 +338,10 @@ fn listings_can_be_turned_off_and_can_show_dotfiles() {
     let tree = dirs_tree("nolisting");
     // No listing: 404 for a directory without index.html; index still served.
     let srv = tree.serve(|c| c.listing = false);
-    srv.get("/list/", &[]).assert_status(404, "no listing: GET /list/");
-    srv.get("/list/?format=json", &[]).assert_status(404, "no listing: JSON");
+    srv.get("/list/", &[])
+        .assert_status(404, "no listing: GET /list/");
+    srv.get("/list/?format=json", &[])
+        .assert_status(404, "no listing: JSON");
     let r = srv.get("/sub/", &[]);
     r.assert_status(200, "no listing: GET /sub/");
     assert_bytes_eq(&r.body, b"<p>index of sub</p>\n", "no listing: index.html");
@@ -309,7 +351,10 @@ fn listings_can_be_turned_off_and_can_show_dotfiles() {
     let r = srv.get("/list/", &[]);
     r.assert_status(200, "hidden: GET /list/");
     let hrefs = listing_hrefs(&String::from_utf8_lossy(&r.body));
-    assert!(hrefs.iter().any(|h| h == ".hidden"), "hidden listing lacks .hidden: {hrefs:?}");
+    assert!(
+        hrefs.iter().any(|h| h == ".hidden"),
+        "hidden listing lacks .hidden: {hrefs:?}"
+    );
     let r = srv.get("/list/.hidden", &[]);
     r.assert_status(200, "hidden: GET /list/.hidden");
     assert_bytes_eq(&r.body, b"secret dotfile", "hidden: GET /list/.hidden");

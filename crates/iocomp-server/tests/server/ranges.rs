@@ -72,7 +72,11 @@ fn two_ranges_are_a_multipart_body_framed_exactly() {
     );
     // Exactly framed: the next response follows immediately.
     c.send(&req("GET", "/r.txt", &[]));
-    assert_bytes_eq(&c.response(false).body, b"text ranges", "GET after multipart");
+    assert_bytes_eq(
+        &c.response(false).body,
+        b"text ranges",
+        "GET after multipart",
+    );
 }
 
 #[test]
@@ -83,7 +87,11 @@ fn unsatisfiable_malformed_if_range_and_head_ranges() {
     let etag = srv.get("/r.bin", &[]).must("etag").to_string();
     let r = srv.get("/r.bin", &[("Range", &format!("bytes={len}-"))]);
     r.assert_status(416, "bytes=LEN-");
-    assert_eq!(r.must("content-range"), format!("bytes */{len}"), "416 Content-Range");
+    assert_eq!(
+        r.must("content-range"),
+        format!("bytes */{len}"),
+        "416 Content-Range"
+    );
     // Malformed (reversed): the whole file.
     let r = srv.get("/r.bin", &[("Range", "bytes=5-1")]);
     r.assert_status(200, "bytes=5-1");
@@ -92,7 +100,10 @@ fn unsatisfiable_malformed_if_range_and_head_ranges() {
     let r = srv.get("/r.bin", &[("Range", "bytes=10-19"), ("If-Range", &etag)]);
     r.assert_status(206, "If-Range: current ETag");
     assert_bytes_eq(&r.body, &content[10..20], "If-Range: current ETag");
-    let r = srv.get("/r.bin", &[("Range", "bytes=10-19"), ("If-Range", "\"old-etag\"")]);
+    let r = srv.get(
+        "/r.bin",
+        &[("Range", "bytes=10-19"), ("If-Range", "\"old-etag\"")],
+    );
     r.assert_status(200, "If-Range: old ETag");
     assert_bytes_eq(&r.body, &content, "If-Range: old ETag");
     // HEAD with a range: 206 headers, no body (proved by the next response).

@@ -93,7 +93,10 @@ fn time_to_close(c: &mut Client, limit: Duration) -> (Duration, Vec<u8>) {
             Ok(n) => got.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!("the connection was not closed within {limit:?}; got {}", show(&got))
+                panic!(
+                    "the connection was not closed within {limit:?}; got {}",
+                    show(&got)
+                )
             }
             Err(_) => break,
         }
@@ -140,7 +143,11 @@ fn header_and_idle_timeouts_close_http_connections() {
         "idle keep-alive closed after only {t:?}: not the idle timeout"
     );
     // The server still serves.
-    assert_bytes_eq(&srv.get("/f.txt", &[]).body, b"timeouts", "GET after the timeouts");
+    assert_bytes_eq(
+        &srv.get("/f.txt", &[]).body,
+        b"timeouts",
+        "GET after the timeouts",
+    );
 }
 
 #[test]
@@ -178,7 +185,11 @@ fn half_line_forever_is_cut_by_the_header_timeout() {
             }
         })
     };
-    let took = wait_closed(&mut s, Duration::from_secs(5), "client sending one byte per 300 ms");
+    let took = wait_closed(
+        &mut s,
+        Duration::from_secs(5),
+        "client sending one byte per 300 ms",
+    );
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     assert!(
@@ -217,7 +228,10 @@ fn client_that_never_reads_is_cut_by_the_send_timeout() {
     const LEN: u64 = 64 * MIB as u64;
     let tree = Tree::new("sendtimeout");
     tree.file("ok.txt", OK_CONTENT);
-    std::fs::File::create(tree.path("big.bin")).unwrap().set_len(LEN).unwrap();
+    std::fs::File::create(tree.path("big.bin"))
+        .unwrap()
+        .set_len(LEN)
+        .unwrap();
     let srv = tree.serve(|c| c.send_timeout = Duration::from_secs(1));
     let mut stalled = connect_with_rcvbuf(srv.addr, 4 * KIB);
     send(&mut stalled, b"big.bin\n");
@@ -233,7 +247,11 @@ fn client_that_never_reads_is_cut_by_the_send_timeout() {
         t0.elapsed()
     );
     // Another client is served while the stalled one holds its transfer.
-    assert_bytes_eq(&srv.lines(&[b"ok.txt"]), OK_CONTENT, "ok.txt while a client is stalled");
+    assert_bytes_eq(
+        &srv.lines(&[b"ok.txt"]),
+        OK_CONTENT,
+        "ok.txt while a client is stalled",
+    );
     let bound = Duration::from_secs(10);
     let cut = srv.wait_connections(0, bound.saturating_sub(t0.elapsed()));
     assert!(
@@ -242,7 +260,10 @@ fn client_that_never_reads_is_cut_by_the_send_timeout() {
     );
     // The client sees its connection end before the whole file.
     let (got, end) = read_until_closed(&mut stalled, MIB, Duration::from_secs(30), |_| {});
-    assert!(got < LEN, "the cut client still received the whole file ({got} bytes, {end:?})");
+    assert!(
+        got < LEN,
+        "the cut client still received the whole file ({got} bytes, {end:?})"
+    );
 }
 
 #[test]
@@ -267,10 +288,18 @@ fn slow_reader_that_keeps_moving_is_not_cut() {
         let mut got = 0;
         while got < want {
             match s.read(&mut buf[got..want]) {
-                Ok(0) => panic!("slow reader cut: EOF after {} bytes, {:?} in", pos + got, t0.elapsed()),
+                Ok(0) => panic!(
+                    "slow reader cut: EOF after {} bytes, {:?} in",
+                    pos + got,
+                    t0.elapsed()
+                ),
                 Ok(r) => got += r,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("slow reader cut: {e} after {} bytes, {:?} in", pos + got, t0.elapsed()),
+                Err(e) => panic!(
+                    "slow reader cut: {e} after {} bytes, {:?} in",
+                    pos + got,
+                    t0.elapsed()
+                ),
             }
         }
         check_chunk(&content, pos, &buf[..got], "slow reader");
@@ -278,13 +307,22 @@ fn slow_reader_that_keeps_moving_is_not_cut() {
         if pos < LEN {
             thread::sleep(TICK);
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "slow transfer took over 60 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "slow transfer took over 60 s"
+        );
     }
     let took = t0.elapsed();
-    assert!(took > Duration::from_secs(3), "the transfer took only {took:?}: the test did not pace it");
+    assert!(
+        took > Duration::from_secs(3),
+        "the transfer took only {took:?}: the test did not pace it"
+    );
     s.shutdown(Shutdown::Write).expect("half-close");
     let (extra, end) = read_until_closed(&mut s, 64 * KIB, IO_TIMEOUT, |c| {
         panic!("extra bytes after the file: {}", show(c))
     });
-    assert!(matches!(end, End::Eof), "after the file: {extra} bytes, then {end:?}");
+    assert!(
+        matches!(end, End::Eof),
+        "after the file: {extra} bytes, then {end:?}"
+    );
 }

@@ -449,7 +449,9 @@ impl Client {
     /// One read into the buffer; the number of bytes (0 at EOF or a reset),
     /// or the error (a timeout).
     pub fn try_read_more(&mut self) -> Result<usize, String> {
-        let mut chunk = vec![0u8; 256 * 1024];
+        // On the stack: a heap buffer per read would make the clients' own
+        // allocations weigh in the memory of a test's process.
+        let mut chunk = [0u8; 64 * 1024];
         loop {
             match self.stream.read(&mut chunk) {
                 Ok(n) => {
@@ -571,4 +573,37 @@ impl Client {
         }
         std::mem::take(&mut self.buf)
     }
+}
+
+/// Sends `request` on a connection of its own and reads to EOF: the raw
+/// response, head and body, as the client got it.
+pub fn raw_http(addr: SocketAddr, request: &str) -> Vec<u8> {
+    let mut s = connect(addr);
+    send(&mut s, request.as_bytes());
+    read_to_end_timeout(&mut s, Duration::from_secs(20))
+}
+
+/// `GET path` with `Connection: close`, raw (see [`raw_http`]).
+pub fn raw_get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// The status code of a raw response.
+pub fn status_of(resp: &[u8]) -> u16 {
+    std::str::from_utf8(&resp[9.min(resp.len())..12.min(resp.len())])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {}", show(resp)))
+}
+
+/// The body of a raw response.
+pub fn body_of(resp: &[u8]) -> &[u8] {
+    let at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    &resp[at + 4..]
 }

@@ -190,10 +190,11 @@ impl Running {
         Running::at(self.metrics_addr())
     }
 
-    /// Graceful stop with `drain` for transfers in flight; returns how many
-    /// connections were cut off.
-    pub fn shutdown(&mut self, drain: Duration) -> usize {
-        self.server.take().expect("a server").shutdown(drain)
+    /// Starts a graceful stop, with `drain` for transfers in flight, on a
+    /// thread of its own; it ends with how many connections were cut off.
+    pub fn shutdown(&mut self, drain: Duration) -> thread::JoinHandle<usize> {
+        let server = self.server.take().expect("a server");
+        thread::spawn(move || server.shutdown(drain))
     }
 }
 
@@ -621,4 +622,22 @@ pub fn server_panics() -> usize {
         }));
     });
     PANICS.load(Ordering::SeqCst)
+}
+
+/// How long ago this process started (`/proc/self/stat` field 22 against
+/// `/proc/uptime`).
+pub fn process_age() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').expect("`)` in /proc/self/stat") + 1..];
+    let start_ticks: f64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    Duration::from_secs_f64((uptime - start_ticks / hz).max(0.0))
 }

@@ -2,8 +2,9 @@
 //! binary for an isolated test) run with their output drained as they go and
 //! are killed, failing the test, past their deadline.
 
-use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -137,3 +138,80 @@ body = r.read()
 print('GET', sys.argv[3], r.status, r.getheader('Content-Length'), body.hex(), c.sock is first, r.will_close)
 c.close()
 "#;
+
+/// Clients in a process of their own (this test binary again, in a test's
+/// client role), driven by lines on its standard input and answering on its
+/// standard output: what the test's process measures is then its server's
+/// alone.
+pub struct ClientProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ClientProcess {
+    /// Runs the test `path` (as for [`super::isolated`]) again in a
+    /// process of its own with `var` set to `value`: the test sees the
+    /// variable and plays its client role.
+    pub fn start(path: &str, var: &str, value: &str) -> ClientProcess {
+        let name = path.split_once("::").map_or(path, |(_, rest)| rest);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--test-threads=1", "--nocapture"])
+            .env(var, value)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the client process");
+        let (tx, lines) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        thread::spawn(move || {
+            out.lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(l)))
+        });
+        let stdin = child.stdin.take();
+        ClientProcess {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Waits (bounded) for a line holding `prefix` (libtest may print the
+    /// test's name before it on the same line).
+    pub fn expect(&self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(prefix) => return l[l.find(prefix).unwrap()..].to_string(),
+                Ok(_) => {}
+                Err(e) => panic!("no `{prefix}` line from the client process: {e}"),
+            }
+        }
+    }
+
+    pub fn tell(&mut self, line: &str) {
+        writeln!(self.stdin.as_mut().unwrap(), "{line}").unwrap();
+    }
+
+    /// Closes its input (it closes every connection) and waits for its end.
+    pub fn finish(&mut self) {
+        drop(self.stdin.take());
+        let ok = super::poll_until(Duration::from_secs(60), || {
+            self.child.try_wait().unwrap().is_some()
+        });
+        if !ok {
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the client process failed: {status:?}");
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
