@@ -130,17 +130,82 @@ fn descriptor_limit_256_under_1000_clients_serves_all_recovers_and_logs_bounded(
         });
         thread::sleep(Duration::from_millis(5));
     }
-    check_recovery(&server, baseline, t_start);
+    check_recovery(&server, baseline, t_start, Duration::from_secs(5));
+}
+
+/// The same with a limit of 64, where the server's own descriptors are a
+/// good part of the limit, and 100 clients that never close while it is out
+/// of descriptors: it retries without spinning, and serves a fresh client
+/// once they are gone.
+#[test]
+fn descriptor_limit_64_under_100_clients_recovers() {
+    let _serial = serial();
+    const LIMIT: u64 = 64;
+    const CLIENTS: usize = 100;
+    let tree = TempTree::new();
+    tree.file("ok.txt", OK_CONTENT);
+    let options = StartOptions {
+        nofile_limit: Some(LIMIT),
+        ..StartOptions::default()
+    };
+    let server = Server::start_with(tree.root(), &[], &options);
+    let baseline = server.fd_count();
+    assert!(
+        (baseline as u64) < LIMIT / 2,
+        "the server starts with {baseline} descriptors: too close to the limit of {LIMIT}"
+    );
+    let t_start = Instant::now();
+    let mut clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut s = server.connect();
+            send(&mut s, b"ok.txt\n");
+            s
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stderr_text().contains("accept:") {
+        assert!(
+            Instant::now() < deadline,
+            "no `accept:` warning with {CLIENTS} clients and a limit of {LIMIT}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Stay exhausted for a while: the server must retry without spinning.
+    let cpu0 = server.cpu_time();
+    let window = Duration::from_millis(1500);
+    thread::sleep(window);
+    let used = server.cpu_time().saturating_sub(cpu0);
+    assert!(
+        used < window / 4,
+        "server used {used:?} of CPU in {window:?} while out of descriptors"
+    );
+    let mut answered = 0;
+    for s in &mut clients {
+        s.set_nonblocking(true).unwrap();
+        if matches!(s.read(&mut [0u8; 256]), Ok(n) if n > 0) {
+            answered += 1;
+        }
+    }
+    assert!(
+        answered >= 1,
+        "no client at all was served under the descriptor limit"
+    );
+    assert!(
+        answered < CLIENTS,
+        "all {CLIENTS} clients were served: the limit was never reached"
+    );
+    drop(clients);
+    check_recovery(&server, baseline, t_start, Duration::from_secs(10));
 }
 
 /// After an exhaustion: a fresh client is served at once, the descriptors
 /// return, and the `accept:` warnings named EMFILE at most once a second.
-fn check_recovery(server: &Server, baseline: usize, t_start: Instant) {
+fn check_recovery(server: &Server, baseline: usize, t_start: Instant, within: Duration) {
     let t0 = Instant::now();
     let got = common::fetch(server.addr(), &[b"ok.txt"]);
     common::assert_bytes_eq(&got, OK_CONTENT, "fresh client after the exhaustion");
     assert!(
-        t0.elapsed() < Duration::from_secs(5),
+        t0.elapsed() < within,
         "fresh client served only after {:?}",
         t0.elapsed()
     );

@@ -389,36 +389,40 @@ impl Response {
     }
 }
 
-/// Parses a response head (status line and fields, without the final CRLF).
-fn parse_head(head: &[u8]) -> Result<Response, String> {
+/// Parses a response head (status line and fields, without the final
+/// CRLF); panics on anything that is not one.
+fn parse_head(head: &[u8]) -> Response {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default().to_string();
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(format!("not an HTTP status line: {status_line:?}"));
-    }
+    assert!(
+        version == "HTTP/1.1" || version == "HTTP/1.0",
+        "not an HTTP status line: {status_line:?} (head {})",
+        show(head)
+    );
     let status = parts
         .next()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status code in {status_line:?}"))?;
+        .unwrap_or_else(|| panic!("no status code in {status_line:?}"));
     let mut headers = Vec::new();
     for l in lines.filter(|l| !l.is_empty()) {
         let (n, v) = l
             .split_once(':')
-            .ok_or_else(|| format!("malformed header line {l:?}"))?;
-        if n.is_empty() || n.contains(' ') {
-            return Err(format!("malformed header name in {l:?}"));
-        }
+            .unwrap_or_else(|| panic!("malformed header line {l:?} in {}", show(head)));
+        assert!(
+            !n.is_empty() && !n.contains(' '),
+            "malformed header name in {l:?}"
+        );
         headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
     }
-    Ok(Response {
+    Response {
         status,
         status_line,
         headers,
         body: Vec::new(),
-    })
+    }
 }
 
 /// A client connection with a receive buffer, so that pipelined responses
@@ -486,7 +490,7 @@ impl Client {
             }
         };
         let head: Vec<u8> = self.buf.drain(..end + 4).collect();
-        parse_head(&head[..end])
+        Ok(parse_head(&head[..end]))
     }
 
     /// Takes `len` body bytes, reading as needed.

@@ -147,31 +147,39 @@ pub fn boundary_of(content_type: &str) -> Option<String> {
         .map(|b| b.trim_matches('"').to_string())
 }
 
-/// The parts of a `multipart/byteranges` body, checked strictly: only line
-/// ends before the first delimiter and after the last, every part with a
-/// `Content-Type` and a `Content-Range`, its data followed by CRLF and the
-/// next delimiter.
-pub fn multipart_parts(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
+/// The parts of a `multipart/byteranges` body, checked strictly (a panic
+/// otherwise): only line ends before the first delimiter and after the last,
+/// every part with a `Content-Type` and a `Content-Range`, its data followed
+/// by CRLF and the next delimiter.
+pub fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
     let delim = format!("--{boundary}");
     let crlf_only = |b: &[u8]| b.iter().all(|c| matches!(c, b'\r' | b'\n'));
-    let mut at = find(body, delim.as_bytes()).ok_or_else(|| format!("no delimiter {delim:?}"))?;
-    if !crlf_only(&body[..at]) {
-        return Err(format!("unexpected preamble: {}", show(&body[..at])));
-    }
+    let mut at = find(body, delim.as_bytes())
+        .unwrap_or_else(|| panic!("no delimiter {delim:?} in {}", show(body)));
+    assert!(
+        crlf_only(&body[..at]),
+        "unexpected preamble: {}",
+        show(&body[..at])
+    );
     let mut parts = Vec::new();
     loop {
         at += delim.len();
         let rest = &body[at..];
         if let Some(epilogue) = rest.strip_prefix(b"--") {
-            if !crlf_only(epilogue) {
-                return Err(format!("unexpected epilogue: {}", show(epilogue)));
-            }
-            return Ok(parts);
+            assert!(
+                crlf_only(epilogue),
+                "unexpected epilogue: {}",
+                show(epilogue)
+            );
+            return parts;
         }
-        if !rest.starts_with(b"\r\n") {
-            return Err(format!("no CRLF after a delimiter: {}", show(rest)));
-        }
-        let head_end = find(rest, b"\r\n\r\n").ok_or("part without end of head")?;
+        assert!(
+            rest.starts_with(b"\r\n"),
+            "no CRLF after a delimiter: {}",
+            show(rest)
+        );
+        let head_end = find(rest, b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("part without end of head: {}", show(rest)));
         let head = String::from_utf8_lossy(&rest[2..head_end]).into_owned();
         let field = |name: &str| {
             head.split("\r\n")
@@ -179,17 +187,21 @@ pub fn multipart_parts(body: &[u8], boundary: &str) -> Result<Vec<Part>, String>
                 .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.trim().to_string())
         };
-        if field("content-type").is_none() {
-            return Err(format!("part without Content-Type: {head:?}"));
-        }
-        let cr = field("content-range").ok_or_else(|| format!("no Content-Range: {head:?}"))?;
+        assert!(
+            field("content-type").is_some(),
+            "part without Content-Type: {head:?}"
+        );
+        let cr = field("content-range").unwrap_or_else(|| panic!("no Content-Range: {head:?}"));
         let (first, last, total) =
-            parse_content_range(&cr).ok_or_else(|| format!("bad part Content-Range {cr:?}"))?;
+            parse_content_range(&cr).unwrap_or_else(|| panic!("bad part Content-Range {cr:?}"));
         let start = at + head_end + 4;
         let end = start + (last + 1).saturating_sub(first) as usize;
-        if end > body.len() || !body[end..].starts_with(format!("\r\n{delim}").as_bytes()) {
-            return Err(format!("part {cr:?} not followed by CRLF and a delimiter"));
-        }
+        assert!(end <= body.len(), "part {cr:?} runs past the body");
+        assert!(
+            body[end..].starts_with(format!("\r\n{delim}").as_bytes()),
+            "part {cr:?} not followed by CRLF and a delimiter: {}",
+            show(&body[end..])
+        );
         parts.push((first, last, total, body[start..end].to_vec()));
         at = end + 2;
     }
