@@ -3,33 +3,15 @@
 //! (503 or `busy`), and with `max_conns` together, one address over its own
 //! limit never keeps another out (issue 16). Rate limits over TLS.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::harness::client::{
-    connect_from, expect_bytes, line, read_exact_timeout, read_to_end_timeout, send, status_of,
+    closed_within, connect_from, expect_bytes, line, read_exact_timeout, read_to_end_timeout, send,
+    status_of,
 };
 use crate::harness::{error_line, show, timed, Running, Tree};
-
-/// Reads until the server closes `s` or `within` passes; returns whether it
-/// closed (EOF or a reset), and what it sent.
-fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
-    s.set_read_timeout(Some(within)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return (true, got),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (true, got),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (false, got)
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-}
 
 /// A request for `f.txt` that asks the server to close after the reply.
 const GET_F_CLOSE: &[u8] = b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
@@ -135,6 +117,7 @@ fn paced_read(s: &mut impl Read, total: usize, burst: usize) -> (Duration, Durat
 /// (every byte counted once) and no faster.
 #[test]
 fn tls_replies_are_paced_to_the_rate_limit_and_keep_their_burst() {
+    let _timed = crate::harness::timed();
     const MIB: usize = 1 << 20;
     let (size, rate, burst) = (6 * MIB, 2 * MIB, 2 * MIB);
     let tree = Tree::new("limits_tls_rate");

@@ -30,18 +30,6 @@ fn serve(t: &Tree) -> Running {
     })
 }
 
-/// Waits (generously) until the server has no connection open.
-fn wait_all_closed(srv: &Running, what: &str) {
-    let start = Instant::now();
-    while srv.connections() > 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what}: still open after 30 s (header timeout 1 s, idle 120 s)"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_lingering_close_waits_under_the_header_timeout() {
     let t = Tree::new("linger");
@@ -60,7 +48,7 @@ fn a_lingering_close_waits_under_the_header_timeout() {
     assert!(resp.ends_with(b"body\n"));
     // The server half-closed and lingers reading what we might still send;
     // we neither send nor close.
-    wait_all_closed(&srv, "a lingering connection");
+    srv.assert_all_closed("a lingering connection (header timeout 1 s, idle 120 s)");
     drop(s);
 }
 
@@ -74,7 +62,7 @@ fn a_silent_connection_to_the_metrics_listener_waits_under_the_header_timeout() 
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(srv.connections(), 1, "the connection was accepted");
-    wait_all_closed(&srv, "a silent metrics connection");
+    srv.assert_all_closed("a silent metrics connection (header timeout 1 s, idle 120 s)");
     drop(s);
 }
 

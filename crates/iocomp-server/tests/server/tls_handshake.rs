@@ -48,7 +48,7 @@ fn client_hello_on_plain_port_is_closed() {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "closed: {e}"),
     }
     drop(s);
-    wait_no_connections(&site.running);
+    site.running.assert_all_closed("after the handshakes");
 }
 
 #[test]
@@ -78,11 +78,20 @@ fn garbage_and_stalled_handshakes_are_cut_without_disturbing_others() {
     let got = read_to_close(&mut good);
     assert!(got.ends_with(&data), "the good client gets the whole file");
 
-    assert!(closed_by_server(&mut garbage), "garbage ClientHello is cut");
-    assert!(closed_by_server(&mut stalled), "stalled handshake is cut");
-    assert!(closed_by_server(&mut silent), "silent client is cut");
+    assert!(
+        crate::harness::client::closed_within(&mut garbage, Duration::from_secs(30)).0,
+        "garbage ClientHello is cut"
+    );
+    assert!(
+        crate::harness::client::closed_within(&mut stalled, Duration::from_secs(30)).0,
+        "stalled handshake is cut"
+    );
+    assert!(
+        crate::harness::client::closed_within(&mut silent, Duration::from_secs(30)).0,
+        "silent client is cut"
+    );
     drop((garbage, stalled, silent, good));
-    wait_no_connections(&running);
+    running.assert_all_closed("after the handshakes");
 }
 
 #[test]
@@ -131,7 +140,7 @@ fn a_handshake_cut_at_every_byte_leaves_nothing_behind() {
         s.write_all(&hello[..n]).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         assert!(
-            closed_by_server(&mut s),
+            crate::harness::client::closed_within(&mut s, Duration::from_secs(30)).0,
             "cut after {n} bytes: the server closes"
         );
     }
@@ -139,7 +148,7 @@ fn a_handshake_cut_at_every_byte_leaves_nothing_behind() {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&hello).unwrap();
     drop(s);
-    wait_no_connections(&running);
+    running.assert_all_closed("after the handshakes");
     // And the server still serves.
     let (body, _) = curl(&pki, addr, &[&url(addr, "/x")]);
     assert_eq!(body, b"x");
@@ -177,6 +186,7 @@ fn dribble_until_closed(tcp: &mut TcpStream, bytes: &[u8], limit: Duration) -> O
 /// not kept alive by each byte.
 #[test]
 fn a_dribbled_partial_record_is_cut_by_the_header_timeout() {
+    let _timed = crate::harness::timed();
     let site = site("tls-dribble", b"xyz", |c| {
         c.header_timeout = Duration::from_secs(1);
         c.idle_timeout = Duration::from_secs(2);
@@ -220,15 +230,14 @@ fn a_tls11_client_gets_an_alert() {
     let tree = Tree::new("tls-alert11");
     let pki = pki(&tree);
     let (_running, addr) = serve_tls(&tree, &pki, |_| {});
-    let out = Command::new("timeout")
-        .arg("20")
-        .arg("openssl")
-        .args(["s_client", "-connect"])
-        .arg(addr.to_string())
-        .args(["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("the openssl command must be installed for this test");
+    let out = crate::harness::run::run_bounded(
+        Command::new("openssl")
+            .args(["s_client", "-connect"])
+            .arg(addr.to_string())
+            .args(["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]),
+        None,
+        Duration::from_secs(20),
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -267,6 +276,7 @@ fn plain_http_split_across_segments_gets_400() {
 /// no request: cut about 3 s after the start, not 3 s after the handshake.
 #[test]
 fn the_header_timeout_spans_the_handshake() {
+    let _timed = crate::harness::timed();
     let site = site("tls-hs-timeout", b"xyz", |c| {
         c.header_timeout = Duration::from_secs(3);
         c.idle_timeout = Duration::from_secs(60);

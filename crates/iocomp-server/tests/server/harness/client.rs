@@ -259,7 +259,35 @@ pub fn wait_closed(stream: &mut TcpStream, within: Duration, what: &str) -> Dura
     }
 }
 
+/// Reads until the server closes `s` or `within` passes; returns whether it
+/// closed (EOF or a reset), and what it sent.
+pub fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (true, got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (true, got),
+            Err(_) => return (false, got),
+        }
+    }
+}
+
 impl Running {
+    /// Asserts (polling, 30 s at most) that the server has no connection
+    /// open.
+    pub fn assert_all_closed(&self, what: &str) {
+        let closed = self.wait_connections(0, Duration::from_secs(30));
+        assert!(
+            closed,
+            "{what}: {} connection(s) still open after 30 s",
+            self.connections()
+        );
+    }
+
     /// A connection to the server with the harness's timeouts.
     pub fn connect(&self) -> TcpStream {
         connect(self.addr)

@@ -2,12 +2,11 @@
 //! (rcgen), a server with a plain and a TLS listener, rustls clients, and
 //! curl with the test CA.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use iocomp_server::{CertFiles, Config};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -87,22 +86,9 @@ pub fn serve_certs(
 /// curl with the test CA, resolving `localhost` to the TLS listener; fails
 /// loudly when curl is missing.
 pub fn curl(pki: &Pki, addr: SocketAddr, args: &[&str]) -> (Vec<u8>, String) {
-    super::run::require("curl");
-    let out = super::run::run_bounded(
-        Command::new("curl")
-            .args(["--silent", "--show-error", "--max-time", "60", "--cacert"])
-            .arg(&pki.ca_pem)
-            .arg("--resolve")
-            .arg(format!("localhost:{}:127.0.0.1", addr.port()))
-            .args(args),
-        None,
-        super::run::CHILD_TIMEOUT * 2,
-    );
-    assert!(
-        out.status.success(),
-        "curl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ca = pki.ca_pem.to_str().unwrap();
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let out = super::run::curl(&[&["--cacert", ca, "--resolve", &resolve][..], args].concat());
     (
         out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -225,33 +211,6 @@ pub fn read_to_close(s: &mut StreamOwned<ClientConnection, TcpStream>) -> Vec<u8
     s.read_to_end(&mut out)
         .expect("the server ends the session with close_notify");
     out
-}
-
-/// Waits (generously) until the server has no open connection.
-pub fn wait_no_connections(running: &Running) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running.connections() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} connection(s) still open",
-            running.connections()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Reads until the peer closes or resets; true when it did within 30 s.
-pub fn closed_by_server(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
 }
 
 /// A session to `site` (whose `x` holds `xyz`) that asked for `/x` on a
