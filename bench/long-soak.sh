@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export IOCOMP_SOAK_ROUNDS=${ROUNDS:-10} IOCOMP_SOAK_SECS=${SECS:-60}
-exec cargo test --release -p iocomp-cli --test soak soak_rounds -- --nocapture
+exec cargo test --release -p iocomp-server --test server soak::soak_rounds -- --nocapture

@@ -5,11 +5,15 @@
 //! on listings (HTML or JSON by `Accept`); a Content-Security-Policy on the
 //! generated pages (listing, status page) that allows no inline script.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{Response, Tree};
+use crate::harness::client::req;
+use crate::harness::http::{assert_strong_etag, http_date, mtime_of, now_secs};
+use crate::harness::{assert_bytes_eq, pseudo_random, Response, Tree, MIB};
 
 /// Extra request header fields.
 type Fields<'a> = Vec<(&'a str, &'a str)>;
@@ -20,17 +24,6 @@ fn nosniff(r: &Response, what: &str) {
         Some("nosniff"),
         "{what}: {r:?}"
     );
-}
-
-/// The values of every `Vary` field, joined.
-fn vary(r: &Response) -> String {
-    let all: Vec<&str> = r
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "vary")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    all.join(", ")
 }
 
 #[test]
@@ -114,7 +107,7 @@ fn a_file_with_a_precompressed_sibling_always_varies_on_accept_encoding() {
         let r = srv.request(method, "/a.txt", headers);
         let what = format!("{method} /a.txt {headers:?}");
         assert_eq!(r.status, *status, "{what}");
-        assert_eq!(vary(&r), "Accept-Encoding", "{what}: {r:?}");
+        assert_eq!(r.vary(), "Accept-Encoding", "{what}: {r:?}");
     }
     let r = srv.get("/a.txt", &gz);
     assert_eq!(
@@ -122,72 +115,7 @@ fn a_file_with_a_precompressed_sibling_always_varies_on_accept_encoding() {
         (Some("gzip"), &b"GZ"[..])
     );
     // No sibling, nothing to vary on.
-    assert_eq!(vary(&srv.get("/plain.txt", &gz)), "");
-}
-
-#[test]
-fn siblings_created_or_removed_later_are_seen_with_the_open_file_cache() {
-    let t = Tree::new("varycache");
-    t.file("d/a.txt", b"identity");
-    let srv = t.serve(|c| c.open_file_cache = 64);
-    let gz = [("Accept-Encoding", "gzip")];
-    // Let the directory age past the window in which its times are not
-    // trusted, so that what is known about the siblings is kept.
-    std::thread::sleep(Duration::from_millis(2100));
-    for _ in 0..2 {
-        let r = srv.get("/d/a.txt", &gz);
-        assert_eq!((vary(&r), &r.body[..]), (String::new(), &b"identity"[..]));
-    }
-    std::fs::write(t.path("d/a.txt.gz"), b"GZ").unwrap();
-    let r = srv.get("/d/a.txt", &gz);
-    assert_eq!(
-        (r.header("content-encoding"), &r.body[..]),
-        (Some("gzip"), &b"GZ"[..])
-    );
-    assert_eq!(vary(&srv.get("/d/a.txt", &[])), "Accept-Encoding");
-    std::thread::sleep(Duration::from_millis(2100));
-    assert_eq!(vary(&srv.get("/d/a.txt", &[])), "Accept-Encoding");
-    std::fs::remove_file(t.path("d/a.txt.gz")).unwrap();
-    let r = srv.get("/d/a.txt", &gz);
-    assert_eq!((vary(&r), &r.body[..]), (String::new(), &b"identity"[..]));
-}
-
-/// With a validity interval (nginx's `open_file_cache_valid`), what the
-/// open-file cache knows about a hot file's precompressed siblings is trusted
-/// for the interval, as the file itself is: a sibling created meanwhile is
-/// not looked for (no `fstatat` of the directory per request) until the
-/// interval has passed.
-#[test]
-fn with_a_validity_interval_known_siblings_are_trusted_for_the_interval() {
-    let t = Tree::new("varyvalid");
-    t.file("d/a.txt", b"identity");
-    let srv = t.serve(|c| {
-        c.open_file_cache = 64;
-        c.open_file_cache_valid = Duration::from_secs(3600);
-    });
-    let gz = [("Accept-Encoding", "gzip")];
-    // Past the window in which the directory's times are not trusted.
-    std::thread::sleep(Duration::from_millis(2100));
-    for _ in 0..2 {
-        let r = srv.get("/d/a.txt", &gz);
-        assert_eq!((vary(&r), &r.body[..]), (String::new(), &b"identity"[..]));
-    }
-    std::fs::write(t.path("d/a.txt.gz"), b"GZ").unwrap();
-    let r = srv.get("/d/a.txt", &gz);
-    assert_eq!(
-        (vary(&r), r.header("content-encoding"), &r.body[..]),
-        (String::new(), None, &b"identity"[..]),
-        "the sibling was looked for within the interval"
-    );
-    // A file the cache does not know yet is looked at afresh: its sibling
-    // is found at once.
-    t.file("d/b.txt", b"identity");
-    std::fs::write(t.path("d/b.txt.gz"), b"GZ").unwrap();
-    let r = srv.get("/d/b.txt", &gz);
-    assert_eq!(
-        (r.header("content-encoding"), &r.body[..]),
-        (Some("gzip"), &b"GZ"[..])
-    );
+    assert_eq!(srv.get("/plain.txt", &gz).vary(), "");
 }
 
 #[test]
@@ -198,7 +126,7 @@ fn listings_vary_on_accept_and_forbid_scripts() {
     for accept in ["text/html", "application/json"] {
         let r = srv.get("/d/", &[("Accept", accept)]);
         assert_eq!(r.status, 200, "{accept}");
-        assert_eq!(vary(&r), "Accept", "{accept}: {r:?}");
+        assert_eq!(r.vary(), "Accept", "{accept}: {r:?}");
         let csp = r.header("content-security-policy").expect("a CSP");
         assert!(csp.contains("default-src 'none'"), "{csp}");
         assert!(!csp.contains("script-src"), "{csp}");
@@ -249,4 +177,89 @@ fn the_status_page_has_a_csp_without_inline_script() {
     for target in ["/metrics", "/status.json", "/nothing"] {
         nosniff(&admin.get(target, &[]), target);
     }
+}
+
+/// Checks the headers every 200 for a file must carry.
+fn assert_file_headers(
+    r: &Response,
+    path: &Path,
+    len: usize,
+    content_type: &str,
+    t: (i64, i64),
+    what: &str,
+) {
+    r.assert_status(200, what);
+    assert_eq!(
+        r.must("content-length"),
+        len.to_string(),
+        "{what}: Content-Length"
+    );
+    assert_eq!(r.must("content-type"), content_type, "{what}: Content-Type");
+    assert_eq!(r.must("server"), "iocomp", "{what}: Server");
+    let date = r.must("date");
+    assert!(
+        (t.0 - 2..=t.1 + 2).any(|t| http_date(t) == date),
+        "{what}: Date {date:?} is not an IMF-fixdate of now ({})",
+        http_date(t.1)
+    );
+    assert_eq!(
+        r.must("last-modified"),
+        http_date(mtime_of(path)),
+        "{what}: Last-Modified"
+    );
+    assert_strong_etag(r, what);
+    assert_eq!(r.must("accept-ranges"), "bytes", "{what}: Accept-Ranges");
+    for name in ["content-length", "content-type", "date", "etag", "server"] {
+        assert_eq!(r.header_count(name), 1, "{what}: {name} repeated");
+    }
+}
+
+#[test]
+fn get_sends_exact_headers_and_body_and_head_the_same_headers_without_body() {
+    let tree = Tree::new("gethead");
+    let text = b"hello, text\n".repeat(7);
+    let html = b"<!DOCTYPE html><p>page</p>\n".to_vec();
+    let unknown = pseudo_random(11, 4321);
+    let big = pseudo_random(12, 3 * MIB);
+    let files: [(&str, &[u8], &str); 4] = [
+        ("hello.txt", &text, "text/plain; charset=utf-8"),
+        ("page.html", &html, "text/html; charset=utf-8"),
+        ("blob.zzqqx", &unknown, "application/octet-stream"),
+        ("big.bin", &big, "application/octet-stream"),
+    ];
+    for (name, content, _) in files {
+        tree.file(name, content);
+    }
+    let srv = tree.serve(|_| {});
+    let mut etags = BTreeSet::new();
+    for (name, content, ct) in files {
+        let path = tree.path(name);
+        let what = format!("GET /{name}");
+        let t0 = now_secs();
+        let r = srv.get(&format!("/{name}"), &[]);
+        assert_file_headers(&r, &path, content.len(), ct, (t0, now_secs()), &what);
+        assert_bytes_eq(&r.body, content, &what);
+        etags.insert(r.must("etag").to_string());
+
+        // HEAD then GET on one connection: the HEAD response has no body, or
+        // the GET's status line would not come next.
+        let mut c = srv.client();
+        let mut both = req("HEAD", &format!("/{name}"), &[]);
+        both.extend_from_slice(&req("GET", &format!("/{name}"), &[]));
+        c.send(&both);
+        let h = c.response(true);
+        let g = c.response(false);
+        assert_file_headers(&h, &path, content.len(), ct, (t0, now_secs()), "HEAD");
+        assert_eq!(
+            h.comparable_headers(),
+            g.comparable_headers(),
+            "HEAD /{name} and GET /{name} headers differ"
+        );
+        assert_bytes_eq(&g.body, content, &format!("GET /{name} after HEAD"));
+        // Nothing else on the wire: a third request is answered next.
+        c.send(&req("GET", "/hello.txt", &[]));
+        let third = c.response(false);
+        assert_bytes_eq(&third.body, &text, "GET /hello.txt after HEAD+GET");
+    }
+    assert_eq!(etags.len(), 4, "the four files share ETags: {etags:?}");
 }

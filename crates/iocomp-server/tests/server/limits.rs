@@ -1,30 +1,17 @@
-//! Connection limits: `--max-conns` and `--max-conns-per-ip` together. One
-//! address over its own limit must never keep another address out (issue 16).
+//! Connection limits: `max_conns` pauses accepting until a slot frees;
+//! `max_conns_per_ip` refuses only the extra connections of one address
+//! (503 or `busy`), and with `max_conns` together, one address over its own
+//! limit never keeps another out (issue 16). Rate limits over TLS.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::harness::{connect_from, Running, Tree};
-
-/// Reads until the server closes `s` or `within` passes; returns whether it
-/// closed (EOF or a reset), and what it sent.
-fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
-    s.set_read_timeout(Some(within)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return (true, got),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (true, got),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (false, got)
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-}
+use crate::harness::client::{
+    closed_within, connect_from, expect_bytes, line, read_exact_timeout, read_to_end_timeout, send,
+    status_of,
+};
+use crate::harness::{error_line, show, timed, Running, Tree};
 
 /// A request for `f.txt` that asks the server to close after the reply.
 const GET_F_CLOSE: &[u8] = b"GET /f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
@@ -130,18 +117,19 @@ fn paced_read(s: &mut impl Read, total: usize, burst: usize) -> (Duration, Durat
 /// (every byte counted once) and no faster.
 #[test]
 fn tls_replies_are_paced_to_the_rate_limit_and_keep_their_burst() {
+    let _timed = crate::harness::timed();
     const MIB: usize = 1 << 20;
     let (size, rate, burst) = (6 * MIB, 2 * MIB, 2 * MIB);
     let tree = Tree::new("limits_tls_rate");
-    let content = crate::tls::bytes(size, 7);
+    let content = crate::harness::pseudo_random(7, size);
     tree.file("big.bin", &content);
-    let pki = crate::tls::pki(&tree);
-    let (_running, addr) = crate::tls::serve_tls(&tree, &pki, |c| {
+    let pki = crate::harness::tls::pki(&tree);
+    let (_running, addr) = crate::harness::tls::serve_tls(&tree, &pki, |c| {
         c.rate_limit = rate as u64;
         c.rate_limit_after = burst as u64;
         c.send_timeout = Duration::from_secs(30);
     });
-    let mut s = crate::tls::tls_connect(&pki, addr);
+    let mut s = crate::harness::tls::tls_connect(&pki, addr);
     s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     s.flush().unwrap();
@@ -176,4 +164,135 @@ fn tls_replies_are_paced_to_the_rate_limit_and_keep_their_burst() {
         burst_at < Duration::from_millis(900),
         "the free burst took {burst_at:?}"
     );
+}
+
+const OK_CONTENT: &[u8] = b"ok.txt: a small file for the limit tests\n";
+
+#[test]
+fn max_conns_pauses_accepting_until_a_slot_frees() {
+    const MAX: usize = 4;
+    const THREADS: usize = 1; // one listener, one thread: overshoot at most 1
+    let _timed = timed();
+    let tree = Tree::new("maxconns");
+    tree.file("ok.txt", OK_CONTENT);
+    let srv = tree.serve(|c| {
+        c.max_conns = MAX;
+        c.threads = THREADS;
+    });
+    // MAX live connections, each proven accepted by a served request.
+    let mut live: Vec<TcpStream> = (0..MAX)
+        .map(|i| {
+            let mut s = srv.connect();
+            send(&mut s, b"ok.txt\n");
+            expect_bytes(&mut s, OK_CONTENT, &format!("live connection {i}"));
+            s
+        })
+        .collect();
+    // Two more (the 5th and 6th) ask for a file; at most MAX + THREADS
+    // connections may be served, and the backlog is FIFO, so the 6th must wait.
+    let mut waiting: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = srv.connect();
+            send(&mut s, b"ok.txt\n");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let answered: Vec<bool> = waiting
+        .iter()
+        .map(|s| {
+            s.set_nonblocking(true).unwrap();
+            let a = matches!(s.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+            s.set_nonblocking(false).unwrap();
+            a
+        })
+        .collect();
+    assert!(
+        answered.iter().filter(|&&a| a).count() <= THREADS,
+        "with max_conns {MAX} and {MAX} live connections, both extra connections were served within 1 s"
+    );
+    assert!(
+        !answered[1],
+        "the 6th connection was served within 1 s although {MAX} connections (max {MAX}) were open"
+    );
+    // The live ones are still open (and usable).
+    send(&mut live[3], b"ok.txt\n");
+    expect_bytes(&mut live[3], OK_CONTENT, "live connection still served");
+    // Free two slots: the waiting ones are served promptly.
+    drop(live.drain(..2));
+    let t0 = Instant::now();
+    for (i, s) in waiting.iter_mut().enumerate() {
+        expect_bytes(
+            s,
+            OK_CONTENT,
+            &format!("waiting connection {} after slots freed", i + 5),
+        );
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "waiting connections served only {took:?} after two slots freed"
+    );
+}
+
+#[test]
+fn max_conns_per_ip_refuses_the_extra_ones_only() {
+    let tree = Tree::new("perip");
+    tree.file("small.txt", b"per ip\n");
+    let srv = tree.serve(|c| {
+        c.max_conns_per_ip = 2;
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let (addr, local) = (srv.addr, Ipv4Addr::LOCALHOST);
+    let served = |s: &mut TcpStream| {
+        send(s, &line(b"small.txt"));
+        read_exact_timeout(s, 7, Duration::from_secs(10))
+    };
+    let mut a = connect_from(addr, local);
+    let mut b = connect_from(addr, local);
+    // Both are served, so the server has counted them before the third.
+    for s in [&mut a, &mut b] {
+        assert_eq!(served(s), b"per ip\n");
+    }
+    // The third from the same address: HTTP gets 503 with Retry-After.
+    let mut c = connect_from(addr, local);
+    send(&mut c, b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = read_to_end_timeout(&mut c, Duration::from_secs(10));
+    assert_eq!(status_of(&resp), 503, "{}", show(&resp));
+    let text = String::from_utf8_lossy(&resp).to_ascii_lowercase();
+    assert!(text.contains("\r\nretry-after: 1\r\n"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    // ... and the line protocol gets the busy line; both are closed.
+    let mut d = connect_from(addr, local);
+    send(&mut d, &line(b"small.txt"));
+    let got = read_to_end_timeout(&mut d, Duration::from_secs(10));
+    assert_eq!(got, error_line("busy"));
+    // Another address is not disturbed, nor are the two connections in.
+    assert_eq!(
+        served(&mut connect_from(addr, Ipv4Addr::new(127, 0, 0, 2))),
+        b"per ip\n"
+    );
+    assert_eq!(served(&mut a), b"per ip\n");
+    // Once one closes, the address may connect again.
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = served(&mut connect_from(addr, local));
+        if got == b"per ip\n" {
+            break;
+        }
+        assert_eq!(got, &error_line("busy")[..7]);
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection was never counted out"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = String::from_utf8_lossy(&srv.admin().get("/metrics", &[]).body).into_owned();
+    let refused = text
+        .lines()
+        .find_map(|l| l.strip_prefix("iocomp_errors_total{kind=\"per_ip_limit\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 2.0, "{text}");
 }

@@ -1,11 +1,15 @@
-//! Validators: the `ETag` is made of the file's size and modification time
-//! (to the nanosecond) only, as nginx's and lighttpd's are — no inode, so two
-//! servers with the same files agree, and the inode does not leak.
+//! Validators and conditional requests: the `ETag` is made of the file's
+//! size and modification time (to the nanosecond) only, as nginx's and
+//! lighttpd's are — no inode, so two servers with the same files agree, and
+//! the inode does not leak; `If-None-Match`, `If-Modified-Since`, `If-Match`
+//! and `If-Unmodified-Since` answer 304 and 412 as RFC 9110 §13 says.
 
 use std::fs::{File, FileTimes};
 use std::time::{Duration, SystemTime};
 
-use crate::harness::Tree;
+use crate::harness::client::req;
+use crate::harness::http::{assert_strong_etag, http_date, mtime_of};
+use crate::harness::{assert_bytes_eq, show, Tree};
 
 /// Writes `content` to `rel` with modification time `mtime`.
 fn write_at(t: &Tree, rel: &str, content: &[u8], mtime: SystemTime) {
@@ -96,4 +100,83 @@ fn a_precompressed_variant_has_its_own_etag_and_if_range_never_splices_variants(
         &[("Accept-Encoding", "gzip"), ("If-None-Match", gz_tag)],
     );
     assert_eq!(r.status, 304);
+}
+
+/// A conditional request: what it tests, its headers, the status it must get.
+type CondCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
+#[test]
+fn conditional_requests_answer_304_and_412() {
+    let tree = Tree::new("cond");
+    let content = b"conditional content\n".repeat(10);
+    let other = b"other".to_vec();
+    tree.file("cond.txt", &content).file("other.txt", &other);
+    let srv = tree.serve(|_| {});
+    let base = srv.get("/cond.txt", &[]);
+    base.assert_status(200, "GET /cond.txt");
+    let etag = assert_strong_etag(&base, "GET /cond.txt");
+    let last_modified = base.must("last-modified").to_string();
+    assert_eq!(last_modified, http_date(mtime_of(&tree.path("cond.txt"))));
+    let weak = format!("W/{etag}");
+    let list = format!("\"nope\", W/\"other\", {etag}");
+    let old_date = http_date(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+    let cases: Vec<CondCase<'_>> = vec![
+        ("If-None-Match: etag", vec![("If-None-Match", &etag)], 304),
+        ("If-None-Match: W/etag", vec![("If-None-Match", &weak)], 304),
+        ("If-None-Match: list", vec![("If-None-Match", &list)], 304),
+        ("If-None-Match: *", vec![("If-None-Match", "*")], 304),
+        (
+            "If-None-Match: other",
+            vec![("If-None-Match", "\"not-it\"")],
+            200,
+        ),
+        (
+            "If-Modified-Since: LM",
+            vec![("If-Modified-Since", &last_modified)],
+            304,
+        ),
+        (
+            "If-Modified-Since: older",
+            vec![("If-Modified-Since", &old_date)],
+            200,
+        ),
+        ("If-Match: wrong", vec![("If-Match", "\"wrong\"")], 412),
+        ("If-Match: etag", vec![("If-Match", &etag)], 200),
+        (
+            "If-Unmodified-Since: past",
+            vec![("If-Unmodified-Since", &old_date)],
+            412,
+        ),
+    ];
+    // All on one connection: each response must be framed exactly (a 304
+    // with a body would break the next one), and the connection survives.
+    let mut c = srv.client();
+    for (what, headers, want) in &cases {
+        c.send(&req("GET", "/cond.txt", headers));
+        let r = c.response(false);
+        r.assert_status(*want, what);
+        match want {
+            304 => {
+                assert_eq!(r.must("etag"), etag, "{what}: 304 ETag");
+                assert!(
+                    r.header("content-length")
+                        .is_none_or(|v| v == content.len().to_string() || v == "0"),
+                    "{what}: odd Content-Length on 304:\n{r:?}"
+                );
+            }
+            200 => assert_bytes_eq(&r.body, &content, what),
+            _ => {}
+        }
+        // A HEAD with the same conditions answers the same status.
+        c.send(&req("HEAD", "/cond.txt", headers));
+        c.response(true)
+            .assert_status(*want, &format!("HEAD {what}"));
+    }
+    // Framing check: nothing stray came before this response.
+    c.send(&req("GET", "/other.txt", &[]));
+    let r = c.response(false);
+    r.assert_status(200, "GET after the conditional requests");
+    assert_bytes_eq(&r.body, &other, "GET after the conditional requests");
+    // And a 304 is followed by nothing: the connection has no extra bytes.
+    assert!(c.buf.is_empty(), "stray bytes: {}", show(&c.buf));
 }

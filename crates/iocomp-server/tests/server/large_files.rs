@@ -1,0 +1,116 @@
+//! Large files arrive byte-exact: 100 MiB checked block by block, and a
+//! 5 GiB sparse file past the 4 GiB mark with markers at the 2 GiB and
+//! 4 GiB boundaries and zero runs between them. Heavy: one at a time.
+
+use std::net::Shutdown;
+use std::time::Duration;
+
+use crate::harness::client::{read_until_closed, send, End};
+use crate::harness::{heavy, show, Pattern, Tree, MIB};
+
+/// A static zero buffer: comparing a chunk against a slice of it is a memcmp.
+static ZEROS: [u8; MIB] = [0; MIB];
+
+#[test]
+fn transfers_100_mib_byte_exact() {
+    let _heavy = heavy();
+    let tree = Tree::new("big100");
+    let pat = Pattern::new(100, 100 * MIB as u64);
+    pat.write(&tree.path("big.bin"));
+    let srv = tree.serve(|_| {});
+    let mut s = srv.connect();
+    send(&mut s, b"big.bin\n");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let mut v = pat.verifier("100 MiB file");
+    let (n, end) = read_until_closed(&mut s, MIB, Duration::from_secs(120), |c| v.feed(c));
+    assert!(
+        matches!(end, End::Eof),
+        "100 MiB transfer ended by {end:?} after {n} bytes"
+    );
+    assert_eq!(n, pat.len, "100 MiB file: byte count");
+}
+
+/// The sparse file's markers: 16 ASCII hex digits of their offset.
+fn markers(len: u64) -> Vec<(u64, [u8; 16])> {
+    let offsets = [
+        0,
+        (1u64 << 31) - 3,  // straddles 2 GiB (a signed 32-bit size)
+        (1u64 << 32) - 16, // ends exactly at 4 GiB
+        1u64 << 32,        // starts exactly at 4 GiB
+        (1u64 << 32) + MIB as u64 - 5,
+        (1u64 << 32) + (1u64 << 29) + 9,
+        len - 16, // the last 16 bytes
+    ];
+    // Sorted, inside the file, not overlapping: the checker relies on it.
+    assert!(offsets.windows(2).all(|w| w[0] + 16 <= w[1]) && len >= offsets[6] + 16);
+    offsets
+        .iter()
+        .map(|&o| {
+            let mut m = [0u8; 16];
+            m.copy_from_slice(format!("{o:016x}").as_bytes());
+            (o, m)
+        })
+        .collect()
+}
+
+#[test]
+fn transfers_a_5_gib_sparse_file_checking_markers_and_zero_runs() {
+    use std::os::unix::fs::FileExt;
+    const LEN: u64 = 5 * (1 << 30) + 7;
+    let _heavy = heavy();
+    let tree = Tree::new("big5g");
+    let marks = markers(LEN);
+    let f = std::fs::File::create(tree.path("huge.bin")).unwrap();
+    f.set_len(LEN).unwrap();
+    for (off, m) in &marks {
+        f.write_all_at(m, *off).unwrap();
+    }
+    let srv = tree.serve(|_| {});
+    let mut s = srv.connect();
+    send(&mut s, b"huge.bin\n");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let (mut pos, mut next_mark, mut marker_bytes) = (0u64, 0usize, 0usize);
+    let (n, end) = read_until_closed(&mut s, MIB, Duration::from_secs(300), |chunk| {
+        let mut c = chunk;
+        while !c.is_empty() {
+            assert!(
+                pos < LEN,
+                "bytes beyond the file's {LEN} bytes: {}",
+                show(c)
+            );
+            while next_mark < marks.len() && marks[next_mark].0 + 16 <= pos {
+                next_mark += 1;
+            }
+            let (seg, want): (usize, &[u8]) = match marks.get(next_mark) {
+                Some((off, m)) if *off <= pos => {
+                    let from = (pos - off) as usize;
+                    let seg = c.len().min(16 - from);
+                    marker_bytes += seg;
+                    (seg, &m[from..from + seg])
+                }
+                Some((off, _)) => {
+                    let seg = c.len().min((off - pos) as usize);
+                    (seg, &ZEROS[..seg])
+                }
+                None => (c.len(), &ZEROS[..c.len()]),
+            };
+            if &c[..seg] != want {
+                let d = c.iter().zip(want).position(|(a, b)| a != b).unwrap();
+                panic!(
+                    "5 GiB file: wrong byte at offset {0} (0x{0:x})\n  got:  {1}\n  want: {2}",
+                    pos + d as u64,
+                    show(&c[d..seg]),
+                    show(&want[d..])
+                );
+            }
+            pos += seg as u64;
+            c = &c[seg..];
+        }
+    });
+    assert!(
+        matches!(end, End::Eof),
+        "5 GiB transfer ended by {end:?} after {n} bytes"
+    );
+    assert_eq!(n, LEN, "5 GiB + 7 file: byte count");
+    assert_eq!(marker_bytes, 16 * marks.len(), "marker bytes checked");
+}
