@@ -20,14 +20,15 @@
 //! itself; `IOCOMP_STATUS_SCREENSHOT=PATH` keeps its second screenshot at
 //! PATH (README's `docs/status-page.png` is made so).
 
-use crate::harness::{connect, json_string, pseudo_random, runs, Json, Server, TempTree};
+use crate::harness::{
+    connect, json_string, output_within_group, pseudo_random, runs, Json, Server, TempTree,
+};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A mebibyte.
 const MIB: usize = 1 << 20;
@@ -121,51 +122,12 @@ fn run_node(script: &str, tmp: &Path, args: &[&str]) -> NodeRun {
         .args(args)
         .current_dir(script_dir())
         .env("IOCOMP_CHROMIUM", chromium_path())
-        .env("TMPDIR", tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let pgid = i32::try_from(child.id()).expect("pid fits in i32");
-    let kill_group = || {
-        // SAFETY: kill(2) on our own child's process group; no memory involved.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    };
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + NODE_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                kill_group();
-                let _ = child.wait();
-                let stderr = err_reader.join().unwrap_or_default();
-                panic!(
-                    "{cmd:?} did not finish within {NODE_TIMEOUT:?}; killed. stderr:\n{}",
-                    String::from_utf8_lossy(&stderr)
-                );
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("wait for {cmd:?}: {e}"),
-        }
-    };
-    kill_group();
+        .env("TMPDIR", tmp);
+    let out = output_within_group(cmd, NODE_TIMEOUT);
     NodeRun {
-        status,
-        stdout: String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

@@ -19,7 +19,7 @@ use iocomp::{Accept, Op, Recv, Send};
 
 use crate::harness::{
     backends, cat, fd_flags, fd_target, in_limited_child, nonblocking, pipe, port_on, read_to_eof,
-    test_name, T,
+    test_name, TempFile, T,
 };
 
 /// The descriptors above 2 that name `/dev/null`.
@@ -56,9 +56,8 @@ fn close_retires_with_dev_null_after_its_descriptor_was_closed_and_reused() {
             unsafe { libc::close(fd) };
         }
         // The lowest free number goes to the program's next file.
-        let log =
-            std::env::temp_dir().join(format!("iocomp-dev-null-{}-{b}.log", std::process::id()));
-        let f = std::fs::File::create(&log).unwrap();
+        let log = TempFile::new(&format!("dev-null-{b}.log"));
+        let f = std::fs::File::create(&log.0).unwrap();
         let log_name = fd_target(f.as_raw_fd());
         let n = h.as_raw_fd();
         let h2 = h.clone();
@@ -81,8 +80,7 @@ fn close_retires_with_dev_null_after_its_descriptor_was_closed_and_reused() {
         // SAFETY: reads into a live one-byte buffer.
         let got = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), 1) };
         assert_eq!(got, 0, "{b}: the pipe's write end is still open");
-        drop((h2, r, f));
-        let _ = std::fs::remove_file(&log);
+        drop((h2, r, f, log));
     }
 }
 

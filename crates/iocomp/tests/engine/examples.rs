@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::Child;
+use crate::harness::{Child, TempDir};
 
 fn example(name: &str) -> PathBuf {
     // This test runs from target/<profile>/deps/; examples live in
@@ -66,8 +66,8 @@ fn iobyapc_reads_every_chunk_in_routines() {
 
 #[test]
 fn filecopy_copies_a_file_with_reads_and_writes_in_flight() {
-    let dir = std::env::temp_dir().join(format!("iocomp-filecopy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("filecopy");
+    let dir = &tmp.0;
     let src = dir.join("src");
     let dst = dir.join("dst");
     // An odd size: many full chunks and a short last one.
@@ -99,7 +99,6 @@ fn filecopy_copies_a_file_with_reads_and_writes_in_flight() {
         assert!(!out.status.success(), "filecopy {a:?} {b:?} succeeded");
         assert!(out.stderr.contains("filecopy:"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The benchmark's load generator (`bench/file/run`): a sequential write
@@ -108,8 +107,8 @@ fn filecopy_copies_a_file_with_reads_and_writes_in_flight() {
 /// a region past the end of the file exit non-zero.
 #[test]
 fn fileio_writes_and_reads_with_operations_in_flight() {
-    let dir = std::env::temp_dir().join(format!("iocomp-fileio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("fileio");
+    let dir = &tmp.0;
     let file = dir.join("data");
     let f = file.to_str().unwrap();
     let common = ["--file", f];
@@ -173,5 +172,4 @@ fn fileio_writes_and_reads_with_operations_in_flight() {
         assert!(!out.status.success(), "fileio {bad:?} succeeded");
         assert!(out.stderr.contains("fileio:"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

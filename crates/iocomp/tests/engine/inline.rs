@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use iocomp::{Inline, Op, Port, ReadAt, Recv, Send};
 
-use crate::harness::{backends, no_packet, pair, port_on, T};
+use crate::harness::{backends, no_packet, pair, port_on, TempFile, T};
 
 #[test]
 fn what_completes_at_once_comes_back_inline_and_is_not_queued() {
@@ -52,10 +52,10 @@ fn what_completes_at_once_comes_back_inline_and_is_not_queued() {
         );
 
         // A file read from the page cache.
-        let path = std::env::temp_dir().join(format!("iocomp-inline-{}", std::process::id()));
-        std::fs::write(&path, b"cached bytes").unwrap();
-        let f = port.associate(std::fs::File::open(&path).unwrap(), 6);
-        let _ = std::fs::remove_file(&path);
+        let tmp = TempFile::new("inline");
+        std::fs::write(&tmp.0, b"cached bytes").unwrap();
+        let f = port.associate(std::fs::File::open(&tmp.0).unwrap(), 6);
+        drop(tmp);
         match port.submit_inline(ReadAt::new(&f, Vec::with_capacity(64), 7)) {
             Ok(Inline::Done(p)) => {
                 assert_eq!((p.key, p.bytes), (6, 5), "{b:?}");

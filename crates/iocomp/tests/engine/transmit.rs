@@ -7,18 +7,19 @@ use std::time::Duration;
 
 use iocomp::{GetError, TransmitFile};
 
-use crate::harness::{pair, port, T};
+use crate::harness::{pair, port, TempFile, T};
 
 #[test]
 fn c28_transmit_file_sends_head_file_and_tail_in_one_packet() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 11);
-    let path = std::env::temp_dir().join(format!("iocomp-tf-{}", std::process::id()));
+    let tmp = TempFile::new("tf");
+    let path = &tmp.0;
     let body: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8).collect();
-    std::fs::write(&path, &body).unwrap();
-    let file = std::fs::File::open(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    std::fs::write(path, &body).unwrap();
+    let file = std::fs::File::open(path).unwrap();
+    drop(tmp);
     let mut tf = TransmitFile::new(&h, file);
     tf.head = b"HEAD".to_vec();
     tf.tail = b"TAIL".to_vec();
@@ -43,14 +44,15 @@ fn c28_transmit_file_range_and_bad_offset_einval() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 12);
-    let path = std::env::temp_dir().join(format!("iocomp-tfr-{}", std::process::id()));
-    std::fs::write(&path, b"0123456789").unwrap();
-    let mut tf = TransmitFile::new(&h, std::fs::File::open(&path).unwrap());
+    let tmp = TempFile::new("tfr");
+    let path = &tmp.0;
+    std::fs::write(path, b"0123456789").unwrap();
+    let mut tf = TransmitFile::new(&h, std::fs::File::open(path).unwrap());
     tf.offset = 11;
     let (e, _) = port.submit(tf).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
-    let mut tf = TransmitFile::new(&h, std::fs::File::open(&path).unwrap());
-    std::fs::remove_file(&path).unwrap();
+    let mut tf = TransmitFile::new(&h, std::fs::File::open(path).unwrap());
+    drop(tmp);
     tf.offset = 3;
     tf.len = 4;
     port.submit(tf).map_err(|(e, _)| e).unwrap();
@@ -66,13 +68,14 @@ fn c28_transmit_of_cold_pages_is_byte_exact_and_disconnect_ends_the_stream() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 13);
-    let path = std::env::temp_dir().join(format!("iocomp-cold-{}", std::process::id()));
+    let tmp = TempFile::new("cold");
+    let path = &tmp.0;
     let body: Vec<u8> = (0..3_000_017u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    std::fs::write(&path, &body).unwrap();
-    let file = std::fs::File::open(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    std::fs::write(path, &body).unwrap();
+    let file = std::fs::File::open(path).unwrap();
+    drop(tmp);
     // Write the pages back and drop them from the page cache, so the transmit
     // finds them cold and must read them through io_uring.
     file.sync_all().unwrap();
@@ -117,10 +120,11 @@ fn c28_small_cached_file_goes_out_with_head_and_tail_in_one_packet() {
     let port = port();
     let (ours, mut peer) = pair();
     let h = port.associate(ours, 15);
-    let path = std::env::temp_dir().join(format!("iocomp-small-{}", std::process::id()));
-    std::fs::write(&path, b"small body").unwrap();
-    let mut tf = TransmitFile::new(&h, std::fs::File::open(&path).unwrap());
-    std::fs::remove_file(&path).unwrap();
+    let tmp = TempFile::new("small");
+    let path = &tmp.0;
+    std::fs::write(path, b"small body").unwrap();
+    let mut tf = TransmitFile::new(&h, std::fs::File::open(path).unwrap());
+    drop(tmp);
     tf.head = b"H:".to_vec();
     tf.tail = b":T".to_vec();
     tf.disconnect = true;
@@ -140,10 +144,11 @@ fn a_transmit_range_past_the_largest_offset_is_refused_at_submit() {
     let port = port();
     let (ours, _peer) = pair();
     let h = port.associate(ours, 4);
-    let path = std::env::temp_dir().join(format!("iocomp-tf-range-{}", std::process::id()));
-    std::fs::write(&path, b"0123456789").unwrap();
-    let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
-    std::fs::remove_file(&path).unwrap();
+    let tmp = TempFile::new("tf-range");
+    let path = &tmp.0;
+    std::fs::write(path, b"0123456789").unwrap();
+    let file = std::sync::Arc::new(std::fs::File::open(path).unwrap());
+    drop(tmp);
     port.post(1, 0, 0).unwrap();
     for (offset, len) in [(u64::MAX - 4, 100), (u64::MAX, 1), (i64::MAX as u64, 2)] {
         let mut tf = iocomp::TransmitFile::new(&h, file.clone());

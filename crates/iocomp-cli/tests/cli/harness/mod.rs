@@ -28,7 +28,8 @@ pub use json::{json_string, Json};
 pub use net::{assert_read_sees_close, connect, expect_bytes, fetch, read_to_end_timeout, send};
 pub use run::{
     bench, code, curl_https, exit_of, get, get_with, iocomp_command, json_number, kill_when,
-    one_line, output_within, run_env, run_in, same_file, serve_command, stderr,
+    one_line, output_within, output_within_group, run_env, run_in, same_file, serve_command,
+    stderr,
 };
 pub use scripted::{chunked, gzip, ok_with, redirect, Req, Scripted, Version};
 #[cfg(target_arch = "x86_64")]

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::thread;
@@ -35,13 +36,35 @@ pub fn iocomp_command() -> Command {
 /// Runs `command` to its end with stdout and stderr captured (stdin empty;
 /// both pipes drained as it runs, so a chatty child never blocks on them);
 /// kills it and fails the test if it runs longer than `limit`.
-pub fn output_within(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
+pub fn output_within(command: Command, limit: Duration) -> Output {
+    bounded(command, limit, false)
+}
+
+/// As [`output_within`], with the child in a process group of its own that
+/// is killed (SIGKILL) past `limit`, and once the child has exited as well:
+/// nothing it started (a browser) outlives the run.
+pub fn output_within_group(command: Command, limit: Duration) -> Output {
+    bounded(command, limit, true)
+}
+
+fn bounded(mut command: Command, limit: Duration, group: bool) -> Output {
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    if group {
+        command.process_group(0);
+    }
+    let mut child = command
         .spawn()
-        .expect("spawn");
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    let pgid = i32::try_from(child.id()).expect("pid fits in i32");
+    let kill_group = || {
+        if group {
+            // SAFETY: kill(2) on our own child's process group; no memory involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    };
     let drain = |mut r: Box<dyn Read + Send>| {
         thread::spawn(move || {
             let mut v = Vec::new();
@@ -57,12 +80,20 @@ pub fn output_within(mut command: Command, limit: Duration) -> Output {
             break s;
         }
         if Instant::now() > deadline {
+            kill_group();
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{command:?} ran over {limit:?}");
+            // With the whole group gone nothing holds stderr open: show it.
+            let stderr = if group {
+                String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned()
+            } else {
+                String::new()
+            };
+            panic!("{command:?} ran over {limit:?}; killed. stderr:\n{stderr}");
         }
         thread::sleep(Duration::from_millis(20));
     };
+    kill_group();
     Output {
         status,
         stdout: out.join().unwrap_or_default(),

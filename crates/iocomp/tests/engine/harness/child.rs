@@ -240,8 +240,9 @@ impl Child {
             ran.status
         );
         assert!(
-            out.contains("1 passed"),
-            "the child did not run the test:\n{out}"
+            ran.stdout.contains("running 1 test")
+                && ran.stdout.contains("test result: ok. 1 passed;"),
+            "the child did not run exactly the one test:\n{out}"
         );
         ran
     }

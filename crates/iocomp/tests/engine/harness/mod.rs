@@ -6,8 +6,6 @@
 //!
 //! Everything here uses the public API only.
 
-#![allow(dead_code)]
-
 pub mod child;
 pub mod files;
 pub mod net;
@@ -19,7 +17,7 @@ pub use files::{rw, TempDir, TempFile};
 pub use net::*;
 pub use rng::{pattern, Rng};
 
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::{mpsc, Mutex, MutexGuard, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +30,7 @@ pub const T: Option<Duration> = Some(Duration::from_secs(30));
 /// A port of concurrency 2 on the backend `IOCOMP_BACKEND` picks, with the
 /// calling thread attached.
 pub fn port() -> Port {
+    raise_nofile();
     let p = Port::builder().concurrency(2).build().unwrap();
     p.attach().unwrap();
     p
@@ -39,6 +38,7 @@ pub fn port() -> Port {
 
 /// As [`port`], on `backend` whatever the environment says (checked).
 pub fn port_on(backend: Backend) -> Port {
+    raise_nofile();
     let p = Port::builder()
         .concurrency(2)
         .backend(backend)
@@ -47,6 +47,28 @@ pub fn port_on(backend: Backend) -> Port {
     assert_eq!(p.backend(), backend);
     p.attach().unwrap();
     p
+}
+
+/// Raises this process's soft descriptor limit to its hard limit, once: the
+/// tests share one descriptor table, and a soft limit of 1024 (a common
+/// default) is too small for them all at once. A limit that a test's child
+/// sets itself (`ulimit -n`, soft and hard) stays as it is.
+pub fn raise_nofile() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into a live local.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            // SAFETY: setrlimit reads one rlimit from a live local. Best
+            // effort: where it fails, the limit stays as it was.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+        }
+    });
 }
 
 /// The backends a verification test must run: both, always. Where io_uring

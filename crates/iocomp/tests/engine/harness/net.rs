@@ -10,6 +10,7 @@ use std::time::Duration;
 
 /// A connected loopback TCP pair.
 pub fn pair() -> (TcpStream, TcpStream) {
+    super::raise_nofile();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (b, _) = l.accept().unwrap();

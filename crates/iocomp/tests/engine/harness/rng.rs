@@ -10,6 +10,10 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator seeded with `seed` (not zero: xorshift never leaves it).
     pub fn new(seed: u64) -> Rng {
+        assert_ne!(
+            seed, 0,
+            "a xorshift generator seeded with zero yields zeroes only"
+        );
         Rng(seed)
     }
 
