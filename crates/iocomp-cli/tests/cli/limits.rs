@@ -15,6 +15,19 @@ use crate::harness::{
 
 const OK_CONTENT: &[u8] = b"ok.txt: the small file of the process tests\n";
 
+/// A server of a tree holding `ok.txt`, started with `RLIMIT_NOFILE`
+/// `limit` and the flags `extra`; the tree lives as long as it is held.
+fn limited_server(limit: u64, extra: &[&str]) -> (TempTree, Server) {
+    let tree = TempTree::new();
+    tree.file("ok.txt", OK_CONTENT);
+    let options = StartOptions {
+        nofile_limit: Some(limit),
+        ..StartOptions::default()
+    };
+    let server = Server::start_with(tree.root(), extra, &options);
+    (tree, server)
+}
+
 /// One non-blocking read of a client's answer to `ok.txt` into `got`; true
 /// once it is complete. Panics on wrong bytes, EOF or an error.
 fn poll_answer(s: &mut TcpStream, got: &mut Vec<u8>, buf: &mut [u8]) -> bool {
@@ -49,13 +62,7 @@ fn descriptor_limit_256_under_1000_clients_serves_all_recovers_and_logs_bounded(
     let _heavy = heavy();
     const LIMIT: u64 = 256;
     const CLIENTS: usize = 1000;
-    let tree = TempTree::new();
-    tree.file("ok.txt", OK_CONTENT);
-    let options = StartOptions {
-        nofile_limit: Some(LIMIT),
-        ..StartOptions::default()
-    };
-    let server = Server::start_with(tree.root(), &["--access-log", "off"], &options);
+    let (_tree, server) = limited_server(LIMIT, &["--access-log", "off"]);
     let baseline = server.fd_count();
     let t_start = Instant::now();
     let mut pending: Vec<(TcpStream, Vec<u8>)> = (0..CLIENTS)
@@ -129,13 +136,7 @@ fn descriptor_limit_64_under_100_clients_recovers() {
     let _heavy = heavy();
     const LIMIT: u64 = 64;
     const CLIENTS: usize = 100;
-    let tree = TempTree::new();
-    tree.file("ok.txt", OK_CONTENT);
-    let options = StartOptions {
-        nofile_limit: Some(LIMIT),
-        ..StartOptions::default()
-    };
-    let server = Server::start_with(tree.root(), &[], &options);
+    let (_tree, server) = limited_server(LIMIT, &[]);
     let baseline = server.fd_count();
     assert!(
         (baseline as u64) < LIMIT / 2,
