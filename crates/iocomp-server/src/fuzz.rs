@@ -1,6 +1,6 @@
 //! Fuzz targets: one function per parser or decision, shared by the
 //! cargo-fuzz harness in `fuzz/` (nightly) and the corpus replay in
-//! `tests/fuzz_corpus.rs` (stable, part of `cargo test`).
+//! `tests/server/fuzz_corpus.rs` (stable, part of `cargo test`).
 //!
 //! Every target feeds arbitrary bytes to the code under test and checks
 //! invariants with `assert!` — not only "it does not panic". Where a target

@@ -1,7 +1,7 @@
 //! Replays the fuzz corpora `fuzz/corpus/get_response/` and
 //! `fuzz/corpus/config_file/` through the fuzz targets of `iocomp_cli::fuzz`,
 //! as ordinary tests on the stable toolchain (the server's targets are
-//! replayed by `crates/iocomp-server/tests/fuzz_corpus.rs`).
+//! replayed by `crates/iocomp-server/tests/server/fuzz_corpus.rs`).
 //!
 //! Each test fails if its corpus directory is missing or empty, so it cannot
 //! pass vacuously, and prints how many inputs it replayed.

@@ -5,10 +5,13 @@
 //! - `config`: `serve` flags and `--config` files, `--print-config`, usage
 //!   errors of `serve` and `bench` flags, the TLS listener's flags;
 //! - `backend`: the engine backend, chosen, forced or fallen back to;
-//! - `signals`: SIGINT and SIGTERM shut down cleanly, SIGHUP reloads;
+//! - `signals`: SIGINT and SIGTERM shut down cleanly (a drain timeout,
+//!   `--quiet`), SIGHUP reloads;
+//! - `limits`: a descriptor limit on the server process, many clients;
 //! - `access_log`: the access log in a file, reopened on SIGUSR1 (logrotate);
 //! - `systemd`: socket activation and `sd_notify`;
-//! - `privdrop`: `--user`, giving root up after binding and opening;
+//! - `privdrop`: `--user`, giving root up after binding and opening; an
+//!   unprivileged server and unreadable files;
 //! - `get_http`: `iocomp get` over HTTP and the line protocol, proxies,
 //!   redirects, content codings, the progress bar;
 //! - `get_resume`: `-c` (resume) and `-j` (parallel ranges);
@@ -40,6 +43,7 @@ mod get_http;
 mod get_https;
 mod get_resume;
 mod get_versions;
+mod limits;
 mod privdrop;
 mod signals;
 mod systemd;

@@ -4,16 +4,24 @@
 //! groups); it warns when that user cannot read the root, and refuses when
 //! not started as root or for an unknown user.
 //!
-//! The tests that need root say `SKIPPED` and pass when the tests do not run
-//! as root (CI runs them as root).
+//! A server running as an unprivileged user (started as `nobody` by the
+//! harness) answers 403 and `forbidden` for what it cannot read.
+//!
+//! The `--user` tests that need root say `SKIPPED` and pass when the tests
+//! do not run as root (CI runs them as root); the `nobody` server needs root
+//! to be started as another user.
 
-use std::net::TcpListener;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 
 use crate::harness::{
-    assert_bytes_eq, connect, curl_https, exit_of, fetch, read_to_end_timeout, send, serve_command,
-    stderr, tls_flags, wait_file, Ca, Server, TempTree, WAIT,
+    assert_bytes_eq, connect, curl_https, error_line, exit_of, expect_bytes, fetch,
+    read_exact_timeout, read_to_end_timeout, send, serve_command, show, stderr, tls_flags,
+    wait_file, Ca, Server, StartOptions, TempTree, IO_TIMEOUT, WAIT,
 };
+
+const OK_CONTENT: &[u8] = b"ok.txt: the small file of the process tests\n";
 
 /// `(uid, gid)` of `name` from /etc/passwd, if it is there.
 fn passwd_entry(name: &str) -> Option<(u32, u32)> {
@@ -221,4 +229,100 @@ fn user_serves_tls_with_a_key_only_root_may_read() {
     server.signal(libc::SIGHUP);
     server.wait_stderr("certificates in use stay");
     assert_bytes_eq(&get(), b"public\n", "over TLS after the failed reload");
+}
+
+/// `GET /path` on the keep-alive connection `s`: the head, and the body
+/// framed by its `Content-Length`.
+fn keep_alive_get(s: &mut TcpStream, path: &str) -> (String, Vec<u8>) {
+    send(
+        s,
+        format!("GET /{path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    );
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend_from_slice(&read_exact_timeout(s, 1, IO_TIMEOUT));
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>())
+        })
+        .expect("a Content-Length")
+        .expect("a number");
+    let body = read_exact_timeout(s, len, IO_TIMEOUT);
+    (head, body)
+}
+
+/// An unreadable file (mode 000) and a file in an untraversable directory
+/// are 403 over HTTP and `forbidden` over the line protocol, and no answer
+/// discloses a path. The server runs as `nobody` (uid 65534): root reads
+/// anything, so only an unprivileged server sees `EACCES`.
+#[test]
+fn unreadable_file_is_403_and_forbidden_without_disclosing_paths() {
+    const NOBODY: u32 = 65534;
+    let tree = TempTree::new();
+    // The tree must be readable by nobody, except what is locked.
+    std::fs::set_permissions(tree.base(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(tree.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tree.file("ok.txt", OK_CONTENT);
+    let secret = tree.file("secret.bin", b"the secret content\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    tree.file("locked/inner.txt", b"inner content\n");
+    std::fs::set_permissions(
+        tree.root().join("locked"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let options = StartOptions {
+        uid: Some(NOBODY),
+        ..StartOptions::default()
+    };
+    let server = Server::start_with(tree.root(), &[], &options);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == NOBODY.to_string()),
+        "the server does not run as nobody: {uid_line:?}"
+    );
+    let base = tree.base().display().to_string();
+    let leaks =
+        |text: &str| text.contains(&base) || text.contains("/tmp") || text.contains("root/");
+    let mut c = server.connect();
+    for path in ["secret.bin", "locked/inner.txt"] {
+        let (head, body) = keep_alive_get(&mut c, path);
+        assert!(head.starts_with("HTTP/1.1 403 "), "GET /{path}: {head}");
+        assert!(
+            !leaks(&head) && !leaks(&String::from_utf8_lossy(&body)),
+            "GET /{path}: the 403 discloses a path:\n{head}{}",
+            show(&body)
+        );
+        assert!(
+            !body.windows(6).any(|w| w == b"secret") && !body.windows(5).any(|w| w == b"inner"),
+            "GET /{path}: the 403 body shows content or a name: {}",
+            show(&body)
+        );
+    }
+    // The connection survives and readable files are still served.
+    let (head, body) = keep_alive_get(&mut c, "ok.txt");
+    assert!(
+        head.starts_with("HTTP/1.1 200 "),
+        "ok.txt after the 403s: {head}"
+    );
+    assert_bytes_eq(&body, OK_CONTENT, "ok.txt after the 403s");
+    let mut s = server.connect();
+    for path in ["secret.bin", "locked/inner.txt"] {
+        send(&mut s, format!("{path}\n").as_bytes());
+        expect_bytes(&mut s, &error_line("forbidden"), &format!("line {path}"));
+    }
+    send(&mut s, b"ok.txt\n");
+    expect_bytes(&mut s, OK_CONTENT, "line ok.txt after forbidden");
+    s.shutdown(Shutdown::Write).unwrap();
+    let rest = read_to_end_timeout(&mut s, IO_TIMEOUT);
+    assert!(rest.is_empty(), "stray bytes: {}", show(&rest));
 }

@@ -1,7 +1,7 @@
 //! A graceful stop ([`iocomp_server::Server::shutdown`], what SIGINT and
 //! SIGTERM do) lets the transfers in flight finish, closes idle connections
 //! at once and serves no new one. (The signals themselves and the exit
-//! status are the CLI's: `iocomp-cli/tests/serve_process.rs`.)
+//! status are the CLI's: `iocomp-cli/tests/cli/signals.rs`.)
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

@@ -25,7 +25,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use json::{json_string, Json};
-pub use net::{assert_read_sees_close, connect, expect_bytes, fetch, read_to_end_timeout, send};
+pub use net::{
+    assert_read_sees_close, connect, connect_with_rcvbuf, expect_bytes, fetch, read_exact_timeout,
+    read_to_end_timeout, send,
+};
 pub use run::{
     bench, code, curl_https, exit_of, get, get_with, iocomp_command, json_number, kill_when,
     one_line, output_within, output_within_group, run_env, run_in, same_file, serve_command,
@@ -67,6 +70,19 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The error line the server sends over the line protocol for `reason`.
+pub fn error_line(reason: &str) -> Vec<u8> {
+    format!("File transmit error: {reason}\r\n").into_bytes()
+}
+
+/// Serialises the heavy tests of the binary (a thousand clients against a
+/// descriptor limit, a 64 MiB drain), which would starve each other's
+/// timing bounds if they ran at once. Hold the guard for the whole test.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Compares two byte buffers and, on mismatch, panics with the lengths and the

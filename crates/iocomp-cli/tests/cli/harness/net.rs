@@ -3,6 +3,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use super::{assert_bytes_eq, show, IO_TIMEOUT};
@@ -13,6 +14,63 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Connects to `addr` from a socket whose `SO_RCVBUF` is set to `rcvbuf`
+/// bytes *before* connecting (so the window it advertises stays small), with
+/// the same timeouts as [`connect`]. IPv4 only.
+pub fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("connect_with_rcvbuf: IPv4 only, got {addr}");
+    };
+    // SAFETY: socket(2) with constant arguments returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor nothing else owns; the stream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let size = libc::c_int::try_from(rcvbuf).expect("rcvbuf fits in c_int");
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_RCVBUF): {}",
+        std::io::Error::last_os_error()
+    );
+    // Bound the connect itself (SO_SNDTIMEO applies to connect(2) on Linux).
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sin` is a valid sockaddr_in of the length passed.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "connect to {addr}: {}",
+        std::io::Error::last_os_error()
+    );
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream
 }
 
@@ -60,6 +118,33 @@ pub fn read_to_end_timeout(stream: &mut TcpStream, total: Duration) -> Vec<u8> {
             out.len()
         );
     }
+}
+
+/// Reads exactly `n` bytes within `total`; panics (showing what arrived) on
+/// EOF, error or timeout.
+pub fn read_exact_timeout(stream: &mut TcpStream, n: usize, total: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + total;
+    let mut out = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        match stream.read(&mut out[filled..]) {
+            Ok(0) => panic!(
+                "EOF after {filled} of {n} bytes; got: {}",
+                show(&out[..filled])
+            ),
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "read failed after {filled} of {n} bytes: {e}; got: {}",
+                show(&out[..filled])
+            ),
+        }
+        assert!(
+            filled == n || Instant::now() < deadline,
+            "reading {n} bytes took longer than {total:?} ({filled} so far)"
+        );
+    }
+    out
 }
 
 /// Reads exactly `expected.len()` bytes and checks they equal `expected`.

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,6 +29,15 @@ pub struct StartOptions {
     pub listen_fd: Option<std::os::fd::RawFd>,
     /// Extra environment variables for the server.
     pub env: Vec<(String, String)>,
+    /// If set, the child's `RLIMIT_NOFILE` (soft and hard) is set to this
+    /// before `exec`, so the server cannot raise it.
+    pub nofile_limit: Option<u64>,
+    /// If set, the child drops its supplementary groups and switches to this
+    /// user and group id (`setgroups`, `setgid`, `setuid`) before `exec`, so a
+    /// test running as root can see what an unprivileged server sees (e.g.
+    /// `EACCES` on a mode-000 file). The served tree and the binary must then
+    /// be readable by that user.
+    pub uid: Option<u32>,
 }
 
 /// A running `iocomp serve` process. Dropping it SIGKILLs and reaps the
@@ -42,6 +51,8 @@ pub struct Server {
     log_path: PathBuf,
     /// Every stdout line so far (the `listening on` lines and the access log).
     stdout_lines: Arc<Mutex<Vec<String>>>,
+    /// Set once the server's stdout reached EOF (the process closed it).
+    stdout_eof: Arc<AtomicBool>,
 }
 
 /// `command` with descriptor `fd` of the parent as descriptor 3 of the child
@@ -101,6 +112,12 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        if let Some(limit) = options.nofile_limit {
+            limit_descriptors(&mut command, limit);
+        }
+        if let Some(uid) = options.uid {
+            run_as(&mut command, uid);
+        }
         if options.deny_io_uring {
             #[cfg(target_arch = "x86_64")]
             deny_io_uring(&mut command);
@@ -116,7 +133,8 @@ impl Server {
         // Every line is also kept in `stdout_lines` for tests of the access log.
         let (tx, rx) = mpsc::channel::<String>();
         let stdout_lines = Arc::new(Mutex::new(Vec::new()));
-        let lines = stdout_lines.clone();
+        let stdout_eof = Arc::new(AtomicBool::new(false));
+        let (lines, eof) = (stdout_lines.clone(), stdout_eof.clone());
         thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
@@ -134,6 +152,7 @@ impl Server {
                     }
                 }
             }
+            eof.store(true, Ordering::SeqCst);
         });
 
         let mut server = Server {
@@ -144,6 +163,7 @@ impl Server {
             exit: None,
             log_path,
             stdout_lines,
+            stdout_eof,
         };
         server.addr = server.first_address(&rx);
         server
@@ -373,6 +393,33 @@ impl Server {
         }
     }
 
+    /// Polls (bounded by `timeout`) until the server's stdout reached EOF, so
+    /// that [`Server::stdout_lines`] holds everything it will ever write.
+    pub fn wait_stdout_eof(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.stdout_eof.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// CPU time (user + system) the server process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .unwrap_or_else(|e| panic!("read /proc/{}/stat: {e}", self.pid));
+        // Fields after the command name (which may hold spaces) start at
+        // field 3 (state); utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').expect("`)` in /proc/PID/stat") + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
     /// Everything the server has written to stderr so far.
     pub fn stderr_text(&self) -> String {
         fs::read(&self.log_path)
@@ -388,6 +435,43 @@ impl Server {
             || format!("no {needle:?} in stderr:\n{}", self.stderr_text()),
             || Some(self.stderr_text()).filter(|t| t.contains(needle)),
         )
+    }
+}
+
+/// Sets `RLIMIT_NOFILE` (soft and hard) of `command`'s process to `limit`
+/// before `exec`.
+fn limit_descriptors(command: &mut Command, limit: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: limit as libc::rlim_t,
+        rlim_max: limit as libc::rlim_t,
+    };
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls setrlimit(2), which is async-signal-safe, on a local value.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes `command`'s process drop its supplementary groups and switch to
+/// user and group id `uid` before `exec` (the test must run as root).
+fn run_as(command: &mut Command, uid: u32) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes three async-signal-safe system calls on plain integers.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(uid as libc::gid_t) != 0
+                || libc::setuid(uid as libc::uid_t) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
