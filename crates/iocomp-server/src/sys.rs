@@ -49,6 +49,27 @@ macro_rules! syscall {
     }};
 }
 
+/// Milliseconds on the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
+/// the kernel's time at its last tick, a few milliseconds of resolution, read
+/// without a hardware timer and with no 128-bit arithmetic): for the
+/// millisecond stamps of timeouts and the open-file cache, taken several
+/// times a request. `CLOCK_MONOTONIC` where the coarse clock is refused.
+pub(crate) fn coarse_millis() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one `timespec` to the pointer, which
+    // points to `ts`, a local that lives for the whole call.
+    if syscall!(clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts)).is_err() {
+        // SAFETY: as above.
+        let _ = syscall!(clock_gettime(libc::CLOCK_MONOTONIC, &mut ts));
+    }
+    (ts.tv_sec as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(ts.tv_nsec as u64 / 1_000_000)
+}
+
 /// Wraps a descriptor that a successful call just returned.
 fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
     let raw = libc::c_int::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?;

@@ -491,8 +491,11 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
             }
         }
         Op::TransmitFile(t) => io.file = t.file,
+        // The buffer a plain send carried is the worker's to reuse (on TLS
+        // it was taken above).
+        Op::Send(s) => proto::recycle(s.buf),
         // A paced reply's wait is over.
-        Op::Send(_) | Op::Timeout(_) => {}
+        Op::Timeout(_) => {}
         _ => return,
     }
     if !io.pending.is_empty() {
@@ -668,7 +671,8 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 {
                     io.pace = Some(Pace::new(rate));
                 }
-                io.pending = pieces;
+                // The finished reply's (empty) queue is the worker's to reuse.
+                proto::recycle_pieces(std::mem::replace(&mut io.pending, pieces));
                 io.close_after = reply.close;
                 submit_piece(port, conn);
                 return;

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use iocomp::{OpId, Port};
 use tracing::debug;
@@ -75,7 +75,8 @@ impl Watch {
 /// its own sweep timer, so each worker sweeps its own connections (a coarse,
 /// per-worker timer: O(1) work per request, O(connections) per tick).
 pub(crate) struct Registry {
-    epoch: Instant,
+    /// [`coarse_millis`](crate::sys::coarse_millis) when it was made.
+    epoch: u64,
     shards: Vec<Mutex<HashMap<u64, Arc<Watch>>>>,
     next: AtomicUsize,
 }
@@ -88,7 +89,7 @@ thread_local! {
 impl Registry {
     pub(crate) fn new(shards: usize) -> Registry {
         Registry {
-            epoch: Instant::now(),
+            epoch: crate::sys::coarse_millis(),
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
@@ -116,7 +117,7 @@ impl Registry {
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        crate::sys::coarse_millis().saturating_sub(self.epoch)
     }
 
     fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Watch>>> {

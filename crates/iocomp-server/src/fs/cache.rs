@@ -31,7 +31,7 @@ use std::fs::{File, Metadata};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Resolver;
 use crate::sys;
@@ -109,7 +109,8 @@ pub(crate) type Hit = (Arc<File>, Metadata, Option<Arc<[u8]>>);
 
 /// The cache: names (normalized, relative to the root) to open files.
 pub(crate) struct FileCache {
-    epoch: Instant,
+    /// [`coarse_millis`](crate::sys::coarse_millis) when it was made.
+    epoch: u64,
     idle: Duration,
     valid: u64,
     per_shard: usize,
@@ -122,7 +123,7 @@ impl FileCache {
     /// An entry is trusted without a check for `valid` after its last one.
     pub(crate) fn new(entries: usize, idle: Duration, valid: Duration) -> FileCache {
         FileCache {
-            epoch: Instant::now(),
+            epoch: crate::sys::coarse_millis(),
             idle,
             valid: valid.as_millis() as u64,
             per_shard: entries.div_ceil(SHARDS).max(1),
@@ -138,7 +139,7 @@ impl FileCache {
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        crate::sys::coarse_millis().saturating_sub(self.epoch)
     }
 
     fn shard(&self, rel: &CStr) -> MutexGuard<'_, Shard> {

@@ -50,8 +50,12 @@ impl ETag {
         if self.len >= 2 {
             self.len -= 1; // the closing quote
             self.push(b'-');
+            // Letters and digits only: the tag stays free of anything a
+            // header value must not hold.
             for &b in tag.as_bytes().iter().take(2) {
-                self.push(b);
+                if b.is_ascii_alphanumeric() {
+                    self.push(b);
+                }
             }
             self.push(b'"');
         }

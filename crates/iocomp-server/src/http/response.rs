@@ -219,6 +219,19 @@ impl<'a> Head<'a> {
         self
     }
 
+    /// Appends a header field whose value this crate made and which holds
+    /// no CR, LF or NUL by construction (a static value, a formatted date,
+    /// an entity-tag of hex digits): no scan for them, as
+    /// [`header`](Head::header) makes.
+    fn trusted(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        debug_assert!(!value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)));
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
     /// `Content-Length`.
     pub fn content_length(&mut self, len: u64) -> &mut Self {
         self.out.extend_from_slice(b"Content-Length: ");
@@ -261,17 +274,18 @@ impl<'a> Head<'a> {
                 text
             }
         });
-        self.header("Last-Modified", &text)
+        self.trusted("Last-Modified", &text)
     }
 
     /// `ETag`.
     pub fn etag(&mut self, etag: &ETag) -> &mut Self {
-        self.header("ETag", etag.as_bytes())
+        self.trusted("ETag", etag.as_bytes())
     }
 
     /// `Accept-Ranges: bytes`.
     pub fn accept_ranges(&mut self) -> &mut Self {
-        self.header("Accept-Ranges", b"bytes")
+        self.out.extend_from_slice(b"Accept-Ranges: bytes\r\n");
+        self
     }
 
     /// `Cache-Control`, when configured.
@@ -305,20 +319,20 @@ impl<'a> Head<'a> {
 
     /// `Vary: Accept-Encoding`.
     pub fn vary_accept_encoding(&mut self) -> &mut Self {
-        self.header("Vary", b"Accept-Encoding")
+        self.trusted("Vary", b"Accept-Encoding")
     }
 
     /// `Vary: Accept` (a listing is HTML or JSON by `Accept`).
     pub fn vary_accept(&mut self) -> &mut Self {
-        self.header("Vary", b"Accept")
+        self.trusted("Vary", b"Accept")
     }
 
     /// `Connection`, only where the default of `version` differs from
     /// `keep_alive`: `close` on 1.1, `keep-alive` on 1.0.
     pub fn connection(&mut self, version: Version, keep_alive: bool) -> &mut Self {
         match (version, keep_alive) {
-            (Version::Http11, false) => self.header("Connection", b"close"),
-            (Version::Http10, true) => self.header("Connection", b"keep-alive"),
+            (Version::Http11, false) => self.trusted("Connection", b"close"),
+            (Version::Http10, true) => self.trusted("Connection", b"keep-alive"),
             _ => self,
         }
     }

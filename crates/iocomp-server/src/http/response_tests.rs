@@ -225,3 +225,47 @@ fn decimal_writer() {
         assert_eq!(digit_count(n), n.to_string().len() as u64);
     }
 }
+
+/// The fields written without the CR/LF scan are byte for byte what the
+/// general `header` writes for the same values.
+#[test]
+fn unscanned_fields_match_the_general_writer() {
+    let date = *b"Sun, 06 Nov 1994 08:49:37 GMT";
+    let etag = crate::http::cond::etag_for(1024, 784_111_777, 5).variant("gz");
+    let mut fast = Vec::new();
+    Head::new(&mut fast, 200, &date)
+        .accept_ranges()
+        .last_modified(784_111_777)
+        .etag(&etag)
+        .vary_accept_encoding()
+        .vary_accept()
+        .connection(Version::Http11, false)
+        .connection(Version::Http10, true)
+        .finish();
+    let mut general = Vec::new();
+    Head::new(&mut general, 200, &date)
+        .header("Accept-Ranges", b"bytes")
+        .header("Last-Modified", b"Sun, 06 Nov 1994 08:49:37 GMT")
+        .header("ETag", etag.as_bytes())
+        .header("Vary", b"Accept-Encoding")
+        .header("Vary", b"Accept")
+        .header("Connection", b"close")
+        .header("Connection", b"keep-alive")
+        .finish();
+    assert_eq!(
+        String::from_utf8_lossy(&fast),
+        String::from_utf8_lossy(&general)
+    );
+    assert!(fast.ends_with(b"Connection: keep-alive\r\n\r\n"));
+}
+
+/// A variant tag keeps only letters and digits.
+#[test]
+fn etag_variant_tag_cannot_carry_line_breaks() {
+    let etag = crate::http::cond::etag_for(1, 2, 3).variant("\r\n");
+    assert!(!etag
+        .as_bytes()
+        .iter()
+        .any(|&b| matches!(b, b'\r' | b'\n' | 0)));
+    assert!(etag.as_bytes().ends_with(b"-\""));
+}

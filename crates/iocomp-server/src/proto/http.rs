@@ -20,7 +20,7 @@ use crate::http::request::{self, Method, Parsed, Request, Version};
 use crate::http::response::{
     content_type_for, error_response, error_response_with, ContentType, Head,
 };
-use crate::proto::{date, Connection, Piece, Reply, Step};
+use crate::proto::{date, out_buf, pieces_of, Connection, Piece, Reply, Step};
 
 /// The Content-Security-Policy of listings: no script, no fetch, no frame;
 /// only the page's own inline style (names in it are escaped, and no script
@@ -46,7 +46,7 @@ pub(crate) fn step(conn: &mut dyn Connection) -> Step {
         Err(e) => {
             // Never guess where the next request starts: answer and close.
             conn.begin(request::request_line(&buf), e.status());
-            let mut out = Vec::with_capacity(256);
+            let mut out = out_buf(256);
             error_response(
                 &mut out,
                 &date(),
@@ -56,7 +56,7 @@ pub(crate) fn step(conn: &mut dyn Connection) -> Step {
                 false,
                 None,
             );
-            (reply(vec![Piece::Bytes(out)], true), buf.len())
+            (Reply::bytes(out, true), buf.len())
         }
         Ok(Parsed::Complete(req, head_len)) => {
             conn.begin(request::request_line(&buf), 200);
@@ -78,7 +78,7 @@ pub(crate) fn step(conn: &mut dyn Connection) -> Step {
 fn busy(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
     status(conn, 503);
     const BODY: &[u8] = b"503 Service Unavailable: too many connections from your address\n";
-    let mut out = Vec::with_capacity(256);
+    let mut out = out_buf(256);
     Head::new(&mut out, 503, &date())
         .content_type(ContentType::TEXT)
         .content_length(BODY.len() as u64)
@@ -88,7 +88,7 @@ fn busy(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
     if !matches!(req.method, Method::Head) {
         out.extend_from_slice(BODY);
     }
-    reply(vec![Piece::Bytes(out)], true)
+    Reply::bytes(out, true)
 }
 
 fn reply(pieces: Vec<Piece>, close: bool) -> Step {
@@ -128,7 +128,7 @@ fn error_varying(
     varies: bool,
 ) -> Step {
     status(conn, code);
-    let mut out = Vec::with_capacity(256);
+    let mut out = out_buf(256);
     error_response_with(
         &mut out,
         &cx.date,
@@ -143,7 +143,7 @@ fn error_varying(
             }
         },
     );
-    reply(vec![Piece::Bytes(out)], !cx.keep_alive)
+    Reply::bytes(out, !cx.keep_alive)
 }
 
 fn respond(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
@@ -161,13 +161,13 @@ fn respond(conn: &mut dyn Connection, req: &Request<'_>) -> Step {
         Method::Get | Method::Head => {}
         Method::Options => {
             status(conn, 200);
-            let mut out = Vec::with_capacity(192);
+            let mut out = out_buf(192);
             Head::new(&mut out, 200, &cx.date)
                 .allow()
                 .content_length(0)
                 .connection(cx.version, keep_alive)
                 .finish();
-            return reply(vec![Piece::Bytes(out)], !keep_alive);
+            return Reply::bytes(out, !keep_alive);
         }
         Method::Other(_) => return error(conn, &cx, 405, None),
     }
@@ -233,13 +233,13 @@ fn moved_permanently(
         location.push_str(&String::from_utf8_lossy(q));
     }
     status(conn, 301);
-    let mut out = Vec::with_capacity(256);
+    let mut out = out_buf(256);
     Head::new(&mut out, 301, &cx.date)
         .location(&location)
         .content_length(0)
         .connection(cx.version, cx.keep_alive)
         .finish();
-    reply(vec![Piece::Bytes(out)], !cx.keep_alive)
+    Reply::bytes(out, !cx.keep_alive)
 }
 
 fn open_status(e: &OpenError) -> u16 {
@@ -287,7 +287,7 @@ fn directory(
     let Some(listed) = listed else {
         // As many listings as workers are being built: come back shortly.
         status(conn, 503);
-        let mut out = Vec::with_capacity(256);
+        let mut out = out_buf(256);
         error_response_with(
             &mut out,
             &cx.date,
@@ -300,13 +300,13 @@ fn directory(
                 h.header("Retry-After", b"1");
             },
         );
-        return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
+        return Reply::bytes(out, !cx.keep_alive);
     };
     let Ok(Listed { body, shown, total }) = listed else {
         return error(conn, cx, 500, None);
     };
     status(conn, 200);
-    let mut out = Vec::with_capacity(512);
+    let mut out = out_buf(512);
     let mut head = Head::new(&mut out, 200, &cx.date);
     head.content_type(if json {
         ContentType::JSON
@@ -467,11 +467,11 @@ fn file(
         Precondition::Proceed => {}
         Precondition::NotModified => {
             status(conn, 304);
-            let mut out = Vec::with_capacity(256);
+            let mut out = out_buf(256);
             let mut h = Head::new(&mut out, 304, &cx.date);
             head_fields(&mut h);
             h.connection(cx.version, cx.keep_alive).finish();
-            return reply(vec![Piece::Bytes(out)], !cx.keep_alive);
+            return Reply::bytes(out, !cx.keep_alive);
         }
         Precondition::Failed => return error_varying(conn, cx, 412, None, varies),
     }
@@ -480,7 +480,7 @@ fn file(
         _ => RangeResult::Full,
     };
     // Room for the head and, for a small file sent from memory, its bytes.
-    let mut out = Vec::with_capacity(320 + opened.body.as_ref().map_or(0, |b| b.len()));
+    let mut out = out_buf(320 + opened.body.as_ref().map_or(0, |b| b.len()));
     let pieces = match ranges {
         RangeResult::Unsatisfiable => return error_varying(conn, cx, 416, Some(len), varies),
         RangeResult::Full => {
@@ -517,7 +517,7 @@ fn file(
                     head_fields(&mut h);
                     h.connection(cx.version, cx.keep_alive).finish();
                     if cx.head_only {
-                        vec![Piece::Bytes(out)]
+                        pieces_of(Piece::Bytes(out))
                     } else {
                         // Each part: its framing (the response head in front of
                         // the first), its range of the file, and after the last
@@ -542,7 +542,7 @@ fn file(
                                 tail,
                             });
                         }
-                        pieces
+                        VecDeque::from(pieces)
                     }
                 }
             }
@@ -550,7 +550,7 @@ fn file(
     };
     debug!(conn = conn.key(), name = %String::from_utf8_lossy(name).escape_debug(), bytes = len, "http file");
     Step::Reply(Reply {
-        pieces: VecDeque::from(pieces),
+        pieces,
         close: !cx.keep_alive,
         file: Some(opened.file),
         // Only the status page shows it: no copy per response without one.
@@ -560,19 +560,19 @@ fn file(
 
 /// The pieces of a simple body: the head, then the file range (none for HEAD);
 /// a small file's range from memory, in the same piece as the head.
-fn body(cx: &Ctx, mut head: Vec<u8>, mem: Option<&[u8]>, offset: u64, len: u64) -> Vec<Piece> {
+fn body(cx: &Ctx, mut head: Vec<u8>, mem: Option<&[u8]>, offset: u64, len: u64) -> VecDeque<Piece> {
     let cached = mem.and_then(|m| m.get(offset as usize..offset.checked_add(len)? as usize));
     if cx.head_only || len == 0 {
-        vec![Piece::Bytes(head)]
+        pieces_of(Piece::Bytes(head))
     } else if let Some(bytes) = cached {
         head.extend_from_slice(bytes);
-        vec![Piece::Bytes(head)]
+        pieces_of(Piece::Bytes(head))
     } else {
-        vec![Piece::File {
+        pieces_of(Piece::File {
             head,
             offset,
             len,
             tail: Vec::new(),
-        }]
+        })
     }
 }

@@ -63,7 +63,7 @@ impl Reply {
     /// A reply of bytes from memory only.
     pub(crate) fn bytes(out: Vec<u8>, close: bool) -> Step {
         Step::Reply(Reply {
-            pieces: VecDeque::from([Piece::Bytes(out)]),
+            pieces: pieces_of(Piece::Bytes(out)),
             close,
             file: None,
             name: None,
@@ -190,9 +190,116 @@ pub(crate) fn date() -> [u8; DATE_LEN] {
     DATE.with(|d| *d.borrow_mut().now())
 }
 
+/// Buffers a worker keeps for reuse, of each kind. The engine hands a
+/// worker its completions in batches (the receives of many connections, then
+/// their sends), so the pool must cover a batch: one buffer a connection.
+const POOLED: usize = 256;
+
+/// The largest byte buffer kept for reuse (a larger one is freed).
+const POOLED_BYTES_MAX: usize = 16 * 1024;
+
+/// The bytes of all the buffers a worker keeps, at most.
+const POOLED_BYTES_TOTAL: usize = 512 * 1024;
+
+/// The most pieces a kept piece queue has room for.
+const POOLED_PIECES_MAX: usize = 8;
+
+thread_local! {
+    /// Byte buffers of sends that completed on this worker: the next
+    /// responses are written into them, with no allocation per response.
+    static BYTES: RefCell<(Vec<Vec<u8>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    /// Empty piece queues of replies this worker finished.
+    static PIECES: RefCell<Vec<VecDeque<Piece>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for `cap` bytes: one the worker kept, if any.
+pub(crate) fn out_buf(cap: usize) -> Vec<u8> {
+    let mut buf = BYTES
+        .try_with(|p| {
+            let (pool, bytes) = &mut *p.borrow_mut();
+            let buf = pool.pop()?;
+            *bytes -= buf.capacity();
+            Some(buf)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    buf.clear();
+    buf.reserve(cap);
+    buf
+}
+
+/// Keeps `buf` (a completed send's) for [`out_buf`], unless the worker
+/// keeps enough already or it is large (the pool stays within
+/// [`POOLED_BYTES_TOTAL`]).
+pub(crate) fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > POOLED_BYTES_MAX {
+        return;
+    }
+    buf.clear();
+    let _ = BYTES.try_with(|p| {
+        let (pool, bytes) = &mut *p.borrow_mut();
+        if pool.len() < POOLED && *bytes + buf.capacity() <= POOLED_BYTES_TOTAL {
+            *bytes += buf.capacity();
+            pool.push(buf);
+        }
+    });
+}
+
+/// A piece queue holding `piece`, in a queue the worker kept if any.
+pub(crate) fn pieces_of(piece: Piece) -> VecDeque<Piece> {
+    let mut q = PIECES
+        .try_with(|p| p.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    q.push_back(piece);
+    q
+}
+
+/// Keeps an empty piece queue for [`pieces_of`] (a non-empty or large one
+/// is dropped).
+pub(crate) fn recycle_pieces(q: VecDeque<Piece>) {
+    if !q.is_empty() || q.capacity() == 0 || q.capacity() > POOLED_PIECES_MAX {
+        return;
+    }
+    let _ = PIECES.try_with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED {
+            p.push(q);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Slots;
+    use super::{out_buf, pieces_of, recycle, recycle_pieces, Piece, Slots};
+
+    #[test]
+    fn recycled_buffers_come_back_empty_and_bounded() {
+        let mut b = out_buf(100);
+        assert!(b.is_empty() && b.capacity() >= 100);
+        b.extend_from_slice(b"stale bytes");
+        let at = b.as_ptr();
+        recycle(b);
+        let again = out_buf(10);
+        assert!(again.is_empty(), "a reused buffer holds nothing");
+        assert_eq!(again.as_ptr(), at, "the kept buffer is reused");
+        // Growing on demand.
+        recycle(again);
+        assert!(out_buf(200_000).capacity() >= 200_000);
+        // A huge buffer is not kept.
+        recycle(Vec::with_capacity(1 << 20));
+        let small = out_buf(1);
+        assert!(small.capacity() < 1 << 20, "the huge buffer was freed");
+
+        let mut q = pieces_of(Piece::Bytes(b"a".to_vec()));
+        assert_eq!(q.len(), 1);
+        q.clear();
+        recycle_pieces(q);
+        let q = pieces_of(Piece::Bytes(Vec::new()));
+        assert_eq!(q.len(), 1, "a reused queue holds only the new piece");
+    }
 
     #[test]
     fn slots_bound_holders_and_free_on_drop() {

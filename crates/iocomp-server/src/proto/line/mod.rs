@@ -81,8 +81,11 @@ fn respond(conn: &mut dyn Connection, frame: Frame, consumed: usize) -> Step {
             if opened.len == 0 {
                 Step::Again
             } else if let Some(body) = opened.body {
-                // A small file the cache holds: from memory, one send.
-                Reply::bytes(body.to_vec(), false)
+                // A small file the cache holds: from memory, one send, in a
+                // buffer the worker reuses.
+                let mut out = crate::proto::out_buf(body.len());
+                out.extend_from_slice(&body);
+                Reply::bytes(out, false)
             } else {
                 let piece = Piece::File {
                     head: Vec::new(),
