@@ -6,57 +6,8 @@
 //! Each test fails if its corpus directory is missing or empty, so it cannot
 //! pass vacuously, and prints how many inputs it replayed.
 
-use std::fs;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
-
 use iocomp_cli::fuzz;
-
-/// Runs `target` on every file under `fuzz/corpus/<name>/`; returns the count.
-fn replay(name: &str, target: fn(&[u8])) -> usize {
-    let dir: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "..",
-        "fuzz",
-        "corpus",
-        name,
-    ]
-    .iter()
-    .collect();
-    let entries = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus directory {} missing: {e}", dir.display()));
-    let mut paths: Vec<PathBuf> = entries
-        .map(|e| e.expect("read corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    paths.sort();
-    assert!(
-        !paths.is_empty(),
-        "corpus directory {} is empty",
-        dir.display()
-    );
-    let mut failed = Vec::new();
-    for path in &paths {
-        let data = fs::read(path).expect("read corpus file");
-        if let Err(e) = catch_unwind(AssertUnwindSafe(|| target(&data))) {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failed.push(format!("{}: {msg}", path.display()));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{name}: {} input(s) failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
-    println!("{name}: replayed {} inputs", paths.len());
-    paths.len()
-}
+use iocomp_testkit::replay;
 
 #[test]
 fn get_response() {

@@ -75,8 +75,10 @@ fn descriptors_return_to_baseline_after_mixed_http_traffic() {
                 c.send(b"GET /big.bin HTTP/1.1\r\nHo");
                 drop(c);
                 let mut c = srv.client();
+                // HTTP/1.1 without Host (RFC 9112 §3.2): 400.
                 c.send(b"GET / HTTP/1.1\r\n\r\n");
-                let _ = c.try_response(false);
+                c.response(false)
+                    .assert_status(400, "HTTP/1.1 request without Host");
             }
             // Python and curl.
             let port = srv.addr.port().to_string();

@@ -347,7 +347,8 @@ fn absurd_range_problem(r: &Response, file: &[u8]) -> Option<String> {
 fn problems_of(c: &Case, reply: &Reply, a: &[u8]) -> Vec<String> {
     let mut problems = Vec::new();
     let all = match reply {
-        Reply::Http(r, _, extra) => [format!("{r:?}").as_bytes(), extra].concat(),
+        // The whole reply: the Debug form cuts the body short, and a secret can sit anywhere in it.
+        Reply::Http(r, _, extra) => [r.head_text().as_bytes(), &r.body, extra].concat(),
         Reply::Other(v) => v.clone(),
     };
     if find(&all, MARKER).is_some() {
@@ -454,4 +455,32 @@ fn names_that_leave_the_root_get_4xx_and_nothing_outside() {
 #[test]
 fn absurd_ranges_get_200_206_or_416_with_the_right_bytes() {
     run(range_cases(b"aaaaa file a, inside the root\n".len() * 3));
+}
+
+#[test]
+fn the_leak_check_sees_the_marker_anywhere_in_the_reply() {
+    // The check itself, without a server: a marker deep in a body (past
+    // what a Debug form shows) or after the response must be reported.
+    let c = case("probe", "GET / HTTP/1.1\r\n\r\n", Want::Status(200));
+    let resp = |body: Vec<u8>| Response {
+        status: 200,
+        status_line: "HTTP/1.1 200 OK".into(),
+        headers: Vec::new(),
+        body,
+    };
+    let deep = [vec![b'x'; 4096], MARKER.to_vec()].concat();
+    let late = Reply::Http(resp(b"ok".to_vec()), None, MARKER.to_vec());
+    for (what, reply) in [
+        (
+            "deep in the body",
+            Reply::Http(resp(deep), None, Vec::new()),
+        ),
+        ("after the response", late),
+    ] {
+        let problems = problems_of(&c, &reply, b"aaaaa file a, inside the root\n");
+        assert!(
+            problems.iter().any(|p| p.contains("secret marker")),
+            "{what}: not reported: {problems:?}"
+        );
+    }
 }

@@ -101,6 +101,13 @@ fn a_graceful_stop_during_fifty_downloads_lets_them_finish() {
         failures.len(),
         failures[..failures.len().min(5)].join("\n")
     );
+    // The stop must end, not hang: at most 25 s after it began (a 20 s
+    // drain, and the downloads take about 2 s).
+    let left = Duration::from_secs(25).saturating_sub(t0.elapsed());
+    assert!(
+        poll_until(left, || stop.is_finished()),
+        "the server had not stopped 25 s after the stop began"
+    );
     let cut = stop.join().expect("the stop");
     eprintln!(
         "50 downloads drained; stopped {:?} after it began",

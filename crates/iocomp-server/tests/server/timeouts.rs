@@ -16,8 +16,8 @@ use crate::harness::client::{
     connect_with_rcvbuf, expect_bytes, read_until_closed, req, send, wait_closed, End,
 };
 use crate::harness::{
-    assert_bytes_eq, check_chunk, poll_until, pseudo_random, show, timed, Client, Running, Tree,
-    IO_TIMEOUT, KIB, MIB,
+    assert_bytes_eq, assert_fds_back_to, check_chunk, fd_count, fd_listing, isolated, poll_until,
+    pseudo_random, show, timed, Client, Running, Tree, IO_TIMEOUT, KIB, MIB,
 };
 
 /// A server with a short header timeout and a long idle one.
@@ -213,6 +213,19 @@ fn idle_client_is_cut_by_the_idle_timeout() {
 #[test]
 fn client_that_never_reads_is_cut_by_the_send_timeout() {
     let _timed = timed();
+    // In a process of its own: the descriptor count (the server's socket
+    // and its open big.bin) is this server's and this client's only.
+    isolated(
+        concat!(
+            module_path!(),
+            "::client_that_never_reads_is_cut_by_the_send_timeout"
+        ),
+        Duration::from_secs(120),
+        never_reads_is_cut,
+    );
+}
+
+fn never_reads_is_cut() {
     const LEN: u64 = 64 * MIB as u64;
     let tree = Tree::new("sendtimeout");
     tree.file("ok.txt", OK_CONTENT);
@@ -221,18 +234,24 @@ fn client_that_never_reads_is_cut_by_the_send_timeout() {
         .set_len(LEN)
         .unwrap();
     let srv = tree.serve(|c| c.send_timeout = Duration::from_secs(1));
+    let baseline = fd_count();
     let mut stalled = connect_with_rcvbuf(srv.addr, 4 * KIB);
     send(&mut stalled, b"big.bin\n");
     let t0 = Instant::now();
+    // The client's socket, plus the server's end and its open big.bin.
+    let taken = |n: usize| n > baseline + 1;
     assert!(
-        poll_until(Duration::from_secs(5), || srv.connections() > 0),
-        "the server never took the stalled connection"
+        poll_until(Duration::from_secs(5), || srv.connections() > 0
+            && taken(fd_count())),
+        "the server never took the stalled connection:\n{}",
+        fd_listing()
     );
     thread::sleep(Duration::from_millis(500));
     assert!(
-        srv.connections() > 0,
-        "the stalled transfer was cut after only {:?} (send timeout is 1s)",
-        t0.elapsed()
+        srv.connections() > 0 && taken(fd_count()),
+        "the stalled transfer was cut after only {:?} (send timeout is 1s):\n{}",
+        t0.elapsed(),
+        fd_listing()
     );
     // Another client is served while the stalled one holds its transfer.
     assert_bytes_eq(
@@ -241,10 +260,14 @@ fn client_that_never_reads_is_cut_by_the_send_timeout() {
         "ok.txt while a client is stalled",
     );
     let bound = Duration::from_secs(10);
-    let cut = srv.wait_connections(0, bound.saturating_sub(t0.elapsed()));
+    let left = || bound.saturating_sub(t0.elapsed());
+    let cut = srv.wait_connections(0, left()) && poll_until(left(), || fd_count() == baseline + 1);
     assert!(
         cut,
-        "a client that never reads was not cut within {bound:?} of its request (send timeout 1s)"
+        "a client that never reads was not cut within {bound:?} of its request (send timeout 1s); \
+         {} connection(s), open now:\n{}",
+        srv.connections(),
+        fd_listing()
     );
     // The client sees its connection end before the whole file.
     let (got, end) = read_until_closed(&mut stalled, MIB, Duration::from_secs(30), |_| {});
@@ -252,6 +275,8 @@ fn client_that_never_reads_is_cut_by_the_send_timeout() {
         got < LEN,
         "the cut client still received the whole file ({got} bytes, {end:?})"
     );
+    drop(stalled);
+    assert_fds_back_to(baseline);
 }
 
 #[test]

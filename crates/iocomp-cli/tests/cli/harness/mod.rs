@@ -105,16 +105,7 @@ pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
     );
 }
 
-/// A short, printable rendering of bytes for failure messages.
-pub fn show(bytes: &[u8]) -> String {
-    const MAX: usize = 160;
-    let shown: String = bytes[..bytes.len().min(MAX)].escape_ascii().to_string();
-    if bytes.len() > MAX {
-        format!("b\"{shown}\"... ({} bytes)", bytes.len())
-    } else {
-        format!("b\"{shown}\"")
-    }
-}
+pub use iocomp_testkit::show;
 
 /// Polls `probe` every 20 ms until it gives a value, for at most `timeout`;
 /// past that, fails the test with `what()` (called then, so it can show the

@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
-use super::{assert_bytes_eq, show, IO_TIMEOUT};
+use super::{show, IO_TIMEOUT};
 
 /// Connects to `addr` with bounded connect, read and write timeouts.
 pub fn connect(addr: SocketAddr) -> TcpStream {
@@ -147,60 +147,10 @@ pub fn read_exact_timeout(stream: &mut TcpStream, n: usize, total: Duration) -> 
     out
 }
 
-/// Reads exactly `expected.len()` bytes and checks they equal `expected`.
-/// Fails as soon as the bytes diverge (after briefly collecting the rest of
-/// the line for the message), so a wrong error line fails fast instead of
-/// waiting for bytes that will never come.
+/// Reads exactly `expected.len()` bytes and checks they are `expected`
+/// (within [`IO_TIMEOUT`]); fails as soon as they diverge.
 pub fn expect_bytes(stream: &mut TcpStream, expected: &[u8], what: &str) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut got: Vec<u8> = Vec::with_capacity(expected.len());
-    let mut buf = vec![0u8; 64 * 1024];
-    while got.len() < expected.len() {
-        let want = (expected.len() - got.len()).min(buf.len());
-        match stream.read(&mut buf[..want]) {
-            Ok(0) => panic!(
-                "{what}: EOF after {} of {} bytes; got {}, want {}",
-                got.len(),
-                expected.len(),
-                show(&got),
-                show(expected)
-            ),
-            Ok(k) => got.extend_from_slice(&buf[..k]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!(
-                "{what}: read failed after {} of {} bytes: {e}; got {}, want {}",
-                got.len(),
-                expected.len(),
-                show(&got),
-                show(expected)
-            ),
-        }
-        if got[..] != expected[..got.len()] {
-            collect_rest_of_line(stream, &mut got);
-            assert_bytes_eq(&got, expected, what);
-        }
-        assert!(
-            got.len() == expected.len() || Instant::now() < deadline,
-            "{what}: reply took longer than {IO_TIMEOUT:?} ({} of {} bytes)",
-            got.len(),
-            expected.len()
-        );
-    }
-}
-
-/// After a mismatch: reads a little more (up to a LF, 256 bytes or 300 ms) so
-/// the failure message shows the server's whole line.
-fn collect_rest_of_line(stream: &mut TcpStream, got: &mut Vec<u8>) {
-    let old = stream.read_timeout().ok().flatten();
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\n") && got.len() < 256 {
-        match stream.read(&mut byte) {
-            Ok(1) => got.push(byte[0]),
-            _ => break,
-        }
-    }
-    let _ = stream.set_read_timeout(old);
+    iocomp_testkit::expect_bytes(stream, expected, what, IO_TIMEOUT);
 }
 
 /// Asserts that a read on `stream` ends the connection: it returns EOF or an

@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use iocomp_testkit::drain;
+
 use super::Json;
 
 /// Bound for one run of a client subcommand.
@@ -65,15 +67,8 @@ fn bounded(mut command: Command, limit: Duration, group: bool) -> Output {
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
     };
-    let drain = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {

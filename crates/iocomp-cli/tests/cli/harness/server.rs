@@ -254,21 +254,7 @@ impl Server {
 
     /// The server's open descriptors and what they point at, for messages.
     fn fd_listing(&self) -> String {
-        let dir = format!("/proc/{}/fd", self.pid);
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return format!("(cannot read {dir})");
-        };
-        let mut lines: Vec<String> = entries
-            .filter_map(Result::ok)
-            .map(|e| {
-                let target = fs::read_link(e.path())
-                    .map(|t| t.display().to_string())
-                    .unwrap_or_else(|err| format!("? ({err})"));
-                format!("  {} -> {target}", e.file_name().to_string_lossy())
-            })
-            .collect();
-        lines.sort();
-        lines.join("\n")
+        iocomp_testkit::fd_listing(&format!("/proc/{}/fd", self.pid))
     }
 
     /// Asserts that the descriptor count returns to `baseline` within

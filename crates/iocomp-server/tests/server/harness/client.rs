@@ -170,34 +170,10 @@ pub fn read_exact_timeout(stream: &mut TcpStream, n: usize, total: Duration) -> 
     out
 }
 
-/// Reads exactly `expected.len()` bytes and checks they are `expected`;
-/// fails as soon as they diverge.
+/// Reads exactly `expected.len()` bytes and checks they are `expected`
+/// (within [`IO_TIMEOUT`]); fails as soon as they diverge.
 pub fn expect_bytes(stream: &mut TcpStream, expected: &[u8], what: &str) {
-    let mut got: Vec<u8> = Vec::with_capacity(expected.len());
-    let mut buf = vec![0u8; 64 * 1024];
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while got.len() < expected.len() {
-        let want = (expected.len() - got.len()).min(buf.len());
-        match stream.read(&mut buf[..want]) {
-            Ok(0) => panic!(
-                "{what}: EOF after {} of {} bytes; got {}, want {}",
-                got.len(),
-                expected.len(),
-                show(&got),
-                show(expected)
-            ),
-            Ok(k) => got.extend_from_slice(&buf[..k]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("{what}: read failed after {} bytes: {e}", got.len()),
-        }
-        if got[..] != expected[..got.len()] {
-            super::assert_bytes_eq(&got, expected, what);
-        }
-        assert!(
-            got.len() == expected.len() || Instant::now() < deadline,
-            "{what}: reply took longer than {IO_TIMEOUT:?}"
-        );
-    }
+    iocomp_testkit::expect_bytes(stream, expected, what, IO_TIMEOUT);
 }
 
 /// How a connection ended.

@@ -181,6 +181,12 @@ pub fn multipart_parts(body: &[u8], boundary: &str) -> Vec<Part> {
         let head_end = find(rest, b"\r\n\r\n")
             .unwrap_or_else(|| panic!("part without end of head: {}", show(rest)));
         let head = String::from_utf8_lossy(&rest[2..head_end]).into_owned();
+        for line in head.split("\r\n") {
+            assert!(
+                line.contains(':'),
+                "bad part header line {line:?} in {head:?}"
+            );
+        }
         let field = |name: &str| {
             head.split("\r\n")
                 .filter_map(|l| l.split_once(':'))

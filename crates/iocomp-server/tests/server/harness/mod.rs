@@ -295,16 +295,7 @@ pub fn compare(got: &[u8], want: &[u8], what: &str) -> Result<(), String> {
     ))
 }
 
-/// A short, printable rendering of bytes for failure messages.
-pub fn show(bytes: &[u8]) -> String {
-    const MAX: usize = 160;
-    let shown: String = bytes[..bytes.len().min(MAX)].escape_ascii().to_string();
-    if bytes.len() > MAX {
-        format!("b\"{shown}\"... ({} bytes)", bytes.len())
-    } else {
-        format!("b\"{shown}\"")
-    }
-}
+pub use iocomp_testkit::show;
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes; whether it held.
 pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -423,18 +414,7 @@ pub fn fd_count() -> usize {
 
 /// This process's descriptors and what they point at, for messages.
 pub fn fd_listing() -> String {
-    let mut lines: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| {
-            let target = std::fs::read_link(e.path())
-                .map(|t| t.display().to_string())
-                .unwrap_or_else(|err| format!("? ({err})"));
-            format!("  {} -> {target}", e.file_name().to_string_lossy())
-        })
-        .collect();
-    lines.sort();
-    lines.join("\n")
+    iocomp_testkit::fd_listing("/proc/self/fd")
 }
 
 /// Asserts (polling, bounded) that [`fd_count`] returns to `baseline`.

@@ -2,11 +2,13 @@
 //! binary for an isolated test) run with their output drained as they go and
 //! are killed, failing the test, past their deadline.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use iocomp_testkit::{drain, tail};
 
 /// Bound for one external client process (curl, python3).
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,15 +30,8 @@ pub fn run_bounded(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> 
             let _ = stdin.write_all(&data);
         })
     });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
@@ -44,7 +39,17 @@ pub fn run_bounded(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> 
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{cmd:?} did not finish within {limit:?}");
+                // The kill closed the pipes (unless a grandchild holds
+                // them): what the child said tells where it hung.
+                let (o, e) = (
+                    out.join().unwrap_or_default(),
+                    err.join().unwrap_or_default(),
+                );
+                panic!(
+                    "{cmd:?} did not finish within {limit:?}; killed.\nstdout (tail):\n{}\nstderr (tail):\n{}",
+                    tail(&o, 4096),
+                    tail(&e, 4096)
+                );
             }
             Ok(None) => thread::sleep(Duration::from_millis(10)),
             Err(e) => panic!("wait for {cmd:?}: {e}"),

@@ -1,0 +1,176 @@
+//! Test helpers shared by the integration tests of `iocomp-server` and
+//! `iocomp-cli`: one copy of each, used by both harnesses as a path
+//! dev-dependency. Never published.
+
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A short, printable rendering of bytes for failure messages (the first
+/// 160 bytes, escaped, and the length when there are more).
+pub fn show(bytes: &[u8]) -> String {
+    const MAX: usize = 160;
+    let shown: String = bytes[..bytes.len().min(MAX)].escape_ascii().to_string();
+    if bytes.len() > MAX {
+        format!("b\"{shown}\"... ({} bytes)", bytes.len())
+    } else {
+        format!("b\"{shown}\"")
+    }
+}
+
+/// The last `max` bytes (or a little less, at a character boundary) of
+/// `bytes` as text, for a failure message about a child's output.
+pub fn tail(bytes: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let from = s.len().saturating_sub(max);
+    let from = (from..=s.len())
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(s.len());
+    s[from..].to_string()
+}
+
+/// Reads `r` to its end on a thread of its own (a child's stdout or stderr,
+/// so that a chatty child never blocks on a full pipe); the thread returns
+/// the bytes.
+pub fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+/// The descriptors listed in `fd_dir` (`/proc/self/fd`, `/proc/PID/fd`) and
+/// what they point at, one per line, for failure messages.
+pub fn fd_listing(fd_dir: &str) -> String {
+    let Ok(entries) = fs::read_dir(fd_dir) else {
+        return format!("(cannot read {fd_dir})");
+    };
+    let mut lines: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let target = fs::read_link(e.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|err| format!("? ({err})"));
+            format!("  {} -> {target}", e.file_name().to_string_lossy())
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+/// Reads exactly `expected.len()` bytes from `stream` and checks they are
+/// `expected`, within `timeout`. Fails as soon as the bytes diverge (after
+/// briefly collecting the rest of the line for the message), so a wrong
+/// error line fails fast instead of waiting for bytes that never come.
+pub fn expect_bytes(stream: &mut TcpStream, expected: &[u8], what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut got: Vec<u8> = Vec::with_capacity(expected.len());
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < expected.len() {
+        let want = (expected.len() - got.len()).min(buf.len());
+        match stream.read(&mut buf[..want]) {
+            Ok(0) => panic!(
+                "{what}: EOF after {} of {} bytes; got {}, want {}",
+                got.len(),
+                expected.len(),
+                show(&got),
+                show(expected)
+            ),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "{what}: read failed after {} of {} bytes: {e}; got {}, want {}",
+                got.len(),
+                expected.len(),
+                show(&got),
+                show(expected)
+            ),
+        }
+        if got[..] != expected[..got.len()] {
+            collect_rest_of_line(stream, &mut got);
+            let at = got.iter().zip(expected).take_while(|(a, b)| a == b).count();
+            panic!(
+                "{what}: got {} bytes, want {}, first difference at {at}\n  got:  {}\n  want: {}",
+                got.len(),
+                expected.len(),
+                show(&got[at.min(got.len())..]),
+                show(&expected[at.min(expected.len())..])
+            );
+        }
+        assert!(
+            got.len() == expected.len() || Instant::now() < deadline,
+            "{what}: reply took longer than {timeout:?} ({} of {} bytes)",
+            got.len(),
+            expected.len()
+        );
+    }
+}
+
+/// Reads what is left of the current line (up to 256 bytes, 300 ms) so a
+/// failure message shows the whole wrong line.
+fn collect_rest_of_line(stream: &mut TcpStream, got: &mut Vec<u8>) {
+    let old = stream.read_timeout().ok().flatten();
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\n") && got.len() < 256 {
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            _ => break,
+        }
+    }
+    let _ = stream.set_read_timeout(old);
+}
+
+/// Runs `target` on every file under `fuzz/corpus/<name>/` of the
+/// repository, catching panics; fails if the directory is missing or empty
+/// (so it cannot pass vacuously) or if any input panicked. Returns how many
+/// inputs it replayed.
+pub fn replay(name: &str, target: fn(&[u8])) -> usize {
+    let dir: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "..",
+        "fuzz",
+        "corpus",
+        name,
+    ]
+    .iter()
+    .collect();
+    let entries = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus directory {} missing: {e}", dir.display()));
+    let mut paths: Vec<PathBuf> = entries
+        .map(|e| e.expect("read corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    assert!(
+        !paths.is_empty(),
+        "corpus directory {} is empty",
+        dir.display()
+    );
+    let mut failed = Vec::new();
+    for path in &paths {
+        let data = fs::read(path).expect("read corpus file");
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| target(&data))) {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("{}: {msg}", path.display()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{name}: {} input(s) failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    println!("{name}: replayed {} inputs", paths.len());
+    paths.len()
+}
