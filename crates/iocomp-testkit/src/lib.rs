@@ -44,6 +44,20 @@ pub fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
     })
 }
 
+/// The last `max` bytes of what a [`drain`] thread read, as for [`tail`];
+/// waits at most `within` for the pipe to end (a grandchild of a killed
+/// child may still hold it open), and says so if it does not.
+pub fn drained_tail(h: thread::JoinHandle<Vec<u8>>, within: Duration, max: usize) -> String {
+    let deadline = Instant::now() + within;
+    while !h.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    if !h.is_finished() {
+        return format!("(the pipe was still open {within:?} after the kill)");
+    }
+    tail(&h.join().unwrap_or_default(), max)
+}
+
 /// The descriptors listed in `fd_dir` (`/proc/self/fd`, `/proc/PID/fd`) and
 /// what they point at, one per line, for failure messages.
 pub fn fd_listing(fd_dir: &str) -> String {

@@ -118,3 +118,12 @@ fn unsatisfiable_malformed_if_range_and_head_ranges() {
     let g = c.response(false);
     assert_bytes_eq(&g.body, b"text ranges", "GET after HEAD with a range");
 }
+
+#[test]
+#[should_panic(expected = "bad part header line")]
+fn the_multipart_reader_rejects_a_part_header_line_without_a_colon() {
+    // The checker itself: a part head line that is not a field (RFC 2046
+    // §5.1.1: header fields only) must fail the test, not be skipped.
+    let body = b"--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-0/1\r\ngarbage\r\n\r\na\r\n--B--\r\n";
+    multipart_parts(body, "B");
+}

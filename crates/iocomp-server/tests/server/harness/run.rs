@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use iocomp_testkit::{drain, tail};
+use iocomp_testkit::{drain, drained_tail};
 
 /// Bound for one external client process (curl, python3).
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,16 +39,12 @@ pub fn run_bounded(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> 
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                // The kill closed the pipes (unless a grandchild holds
-                // them): what the child said tells where it hung.
-                let (o, e) = (
-                    out.join().unwrap_or_default(),
-                    err.join().unwrap_or_default(),
-                );
+                // What the child said tells where it hung.
+                let wait = Duration::from_secs(5);
                 panic!(
                     "{cmd:?} did not finish within {limit:?}; killed.\nstdout (tail):\n{}\nstderr (tail):\n{}",
-                    tail(&o, 4096),
-                    tail(&e, 4096)
+                    drained_tail(out, wait, 4096),
+                    drained_tail(err, wait, 4096)
                 );
             }
             Ok(None) => thread::sleep(Duration::from_millis(10)),
@@ -218,5 +214,24 @@ impl Drop for ClientProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_runner_timeout_shows_what_the_child_printed() {
+    // `exec` so that the killed child is the one holding the pipes; the
+    // words printed are computed, so the command line does not hold them.
+    let mut c = Command::new("sh");
+    c.args([
+        "-c",
+        "echo out-$((6*7)); echo err-$((6*7)) >&2; exec sleep 30",
+    ]);
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_bounded(&mut c, None, Duration::from_secs(1))
+    }))
+    .expect_err("a 30 s child under a 1 s limit must fail the test");
+    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    for want in ["did not finish within 1s", "out-42", "err-42"] {
+        assert!(msg.contains(want), "{want:?} not in the panic: {msg}");
     }
 }
