@@ -125,6 +125,33 @@ pub fn expect_bytes(stream: &mut TcpStream, expected: &[u8], what: &str, timeout
     }
 }
 
+/// Reads exactly `n` bytes from `stream` within `total`; fails (showing
+/// what arrived) on EOF, an error or the time running out.
+pub fn read_exact_timeout(stream: &mut TcpStream, n: usize, total: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + total;
+    let mut out = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        match stream.read(&mut out[filled..]) {
+            Ok(0) => panic!(
+                "EOF after {filled} of {n} bytes; got: {}",
+                show(&out[..filled])
+            ),
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "read failed after {filled} of {n} bytes: {e}; got: {}",
+                show(&out[..filled])
+            ),
+        }
+        assert!(
+            filled == n || Instant::now() < deadline,
+            "reading {n} bytes took longer than {total:?} ({filled} so far)"
+        );
+    }
+    out
+}
+
 /// Reads what is left of the current line (up to 256 bytes, 300 ms) so a
 /// failure message shows the whole wrong line.
 fn collect_rest_of_line(stream: &mut TcpStream, got: &mut Vec<u8>) {

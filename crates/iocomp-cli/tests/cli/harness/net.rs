@@ -120,32 +120,7 @@ pub fn read_to_end_timeout(stream: &mut TcpStream, total: Duration) -> Vec<u8> {
     }
 }
 
-/// Reads exactly `n` bytes within `total`; panics (showing what arrived) on
-/// EOF, error or timeout.
-pub fn read_exact_timeout(stream: &mut TcpStream, n: usize, total: Duration) -> Vec<u8> {
-    let deadline = Instant::now() + total;
-    let mut out = vec![0u8; n];
-    let mut filled = 0;
-    while filled < n {
-        match stream.read(&mut out[filled..]) {
-            Ok(0) => panic!(
-                "EOF after {filled} of {n} bytes; got: {}",
-                show(&out[..filled])
-            ),
-            Ok(k) => filled += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!(
-                "read failed after {filled} of {n} bytes: {e}; got: {}",
-                show(&out[..filled])
-            ),
-        }
-        assert!(
-            filled == n || Instant::now() < deadline,
-            "reading {n} bytes took longer than {total:?} ({filled} so far)"
-        );
-    }
-    out
-}
+pub use iocomp_testkit::read_exact_timeout;
 
 /// Reads exactly `expected.len()` bytes and checks they are `expected`
 /// (within [`IO_TIMEOUT`]); fails as soon as they diverge.
