@@ -504,6 +504,9 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
         return;
     }
     io.log();
+    // The reply's empty queue goes back to the worker now, not when the next reply starts: an idle keep-alive
+    // connection must not hold it (256 B each, found by review).
+    proto::recycle_pieces(std::mem::take(&mut io.pending));
     io.file = None;
     if io.pace.is_some() || io.transfer.is_some() {
         io.pace = None;
@@ -671,8 +674,9 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 {
                     io.pace = Some(Pace::new(rate));
                 }
-                // The finished reply's (empty) queue is the worker's to reuse.
-                proto::recycle_pieces(std::mem::replace(&mut io.pending, pieces));
+                // (The finished reply's empty queue went back to the worker in `complete`, so an idle
+                // connection holds none.)
+                io.pending = pieces;
                 io.close_after = reply.close;
                 submit_piece(port, conn);
                 return;
