@@ -168,38 +168,11 @@ fn auto_falls_back_to_epoll_when_seccomp_denies_io_uring() {
         println!("seccomp child: ok");
         return;
     }
-    use std::os::unix::process::CommandExt;
-
-    let filter = deny_io_uring_filter();
     let ran = Child::test(&test_name!(
         auto_falls_back_to_epoll_when_seccomp_denies_io_uring
     ))
     .env_remove(BACKEND_ENV)
-    .configure(move |cmd| {
-        // SAFETY: the closure runs in the child between fork and exec; it only
-        // makes two prctl system calls on memory prepared before the fork (the
-        // filter is moved in; the program header is a local), allocating nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let prog = libc::sock_fprog {
-                    len: filter.len() as libc::c_ushort,
-                    filter: filter.as_ptr() as *mut libc::sock_filter,
-                };
-                let rc = libc::prctl(
-                    libc::PR_SET_SECCOMP,
-                    libc::SECCOMP_MODE_FILTER,
-                    &prog as *const libc::sock_fprog,
-                );
-                if rc != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
-    })
+    .configure(iocomp_testkit::deny_io_uring)
     .passes();
     let (stdout, stderr) = (&ran.stdout, &ran.stderr);
     assert!(
@@ -209,41 +182,6 @@ fn auto_falls_back_to_epoll_when_seccomp_denies_io_uring() {
     for line in stdout.lines().filter(|l| l.contains("seccomp child")) {
         println!("{line}");
     }
-}
-
-/// A classic BPF program: on x86_64, `io_uring_setup` (425), `io_uring_enter`
-/// (426) and `io_uring_register` (427) fail with EPERM; everything else, and
-/// every other architecture, is allowed.
-#[cfg(target_arch = "x86_64")]
-fn deny_io_uring_filter() -> Vec<libc::sock_filter> {
-    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000; // EM_X86_64 | 64BIT | LE
-    const ARCH: u32 = 4; // offsetof(struct seccomp_data, arch)
-    const NR: u32 = 0; // offsetof(struct seccomp_data, nr)
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    vec![
-        stmt(load, ARCH),                                        // 0
-        jeq(AUDIT_ARCH_X86_64, 1, 0),                            // 1: x86_64 → 3
-        stmt(ret, libc::SECCOMP_RET_ALLOW),                      // 2
-        stmt(load, NR),                                          // 3
-        jeq(425, 3, 0),                                          // 4: io_uring_setup → 8
-        jeq(426, 2, 0),                                          // 5: io_uring_enter → 8
-        jeq(427, 1, 0),                                          // 6: io_uring_register → 8
-        stmt(ret, libc::SECCOMP_RET_ALLOW),                      // 7
-        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32), // 8
-    ]
 }
 
 /// The child's part: io_uring is denied, so Auto picks epoll and says why;

@@ -24,6 +24,8 @@ mod tree;
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[cfg(target_arch = "x86_64")]
+pub use iocomp_testkit::deny_io_uring;
 pub use json::{json_string, Json};
 pub use net::{
     assert_read_sees_close, connect, connect_with_rcvbuf, expect_bytes, fetch, read_exact_timeout,
@@ -35,8 +37,6 @@ pub use run::{
     stderr,
 };
 pub use scripted::{chunked, gzip, ok_with, redirect, Req, Scripted, Version};
-#[cfg(target_arch = "x86_64")]
-pub use server::deny_io_uring;
 pub use server::{activated, Server, StartOptions};
 pub use tls::{serve_tls, tls_flags, tls_server, Ca, HttpsSite, TlsEnd};
 pub use tree::TempTree;

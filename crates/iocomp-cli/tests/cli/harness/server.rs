@@ -120,7 +120,7 @@ impl Server {
         }
         if options.deny_io_uring {
             #[cfg(target_arch = "x86_64")]
-            deny_io_uring(&mut command);
+            iocomp_testkit::deny_io_uring(&mut command);
             #[cfg(not(target_arch = "x86_64"))]
             panic!("deny_io_uring: the seccomp filter is written for x86_64");
         }
@@ -478,67 +478,5 @@ impl Drop for Server {
             }
         }
         let _ = fs::remove_file(&self.log_path);
-    }
-}
-
-/// Makes `command`'s process deny `io_uring_setup`, `io_uring_enter` and
-/// `io_uring_register` with EPERM (a seccomp filter installed between fork and
-/// exec, after `PR_SET_NO_NEW_PRIVS`), as Docker's default seccomp profile does,
-/// and removes `IOCOMP_BACKEND` from its environment. Only this child is
-/// affected; nothing global (such as `kernel.io_uring_disabled`) is touched.
-/// The system call numbers and the architecture check are x86_64's.
-#[cfg(target_arch = "x86_64")]
-pub fn deny_io_uring(command: &mut Command) {
-    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000; // EM_X86_64 | 64BIT | LE
-    const ARCH: u32 = 4; // offsetof(struct seccomp_data, arch)
-    const NR: u32 = 0; // offsetof(struct seccomp_data, nr)
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    let filter = vec![
-        stmt(load, ARCH),
-        jeq(AUDIT_ARCH_X86_64, 1, 0),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(load, NR),
-        jeq(425, 3, 0), // io_uring_setup
-        jeq(426, 2, 0), // io_uring_enter
-        jeq(427, 1, 0), // io_uring_register
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-    ];
-    command.env_remove("IOCOMP_BACKEND");
-    // SAFETY: the closure runs in the child between fork and exec and only makes
-    // two prctl system calls (async-signal-safe) on memory prepared before the
-    // fork: the filter moved in and a program header on the stack.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let prog = libc::sock_fprog {
-                len: filter.len() as libc::c_ushort,
-                filter: filter.as_ptr() as *mut libc::sock_filter,
-            };
-            let rc = libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &prog as *const libc::sock_fprog,
-            );
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
