@@ -281,7 +281,8 @@ def main():
     ap.add_argument("--workers", type=int, default=1, help="server worker threads/processes")
     ap.add_argument("--layouts", default="unpinned,pinned")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--servers", default="iocomp-uring,iocomp-epoll,nginx,lighttpd")
+    ap.add_argument("--servers", default="iocomp-uring,iocomp-epoll,nginx,lighttpd",
+                    help="comma-separated; an A/B variant of iocomp is iocomp-BACKEND-LABEL=PATH (another build)")
     ap.add_argument("--out", required=True, help="JSON results file")
     ap.add_argument("--data", help="where the test files live (default: a temp dir; 1.2 GiB)")
     a = ap.parse_args()
@@ -307,6 +308,10 @@ def main():
                 '  return wrk.format(nil, "/files/f" .. (n % 1000) .. ".bin")\nend\n')
 
     def make(name):
+        if name.startswith("iocomp-") and "=" in name:
+            # A variant for an A/B: `iocomp-BACKEND-LABEL=PATH` runs the binary at PATH.
+            name, path = name.split("=", 1)
+            return servers.Server(name, "iocomp", h, backend=name.split("-")[1], binary=os.path.abspath(path))
         if name.startswith("iocomp-"):
             return servers.Server(name, "iocomp", h, backend=name.split("-", 1)[1])
         return servers.Server(name, name, h)

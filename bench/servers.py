@@ -78,8 +78,10 @@ def rss(pid):
 class Server:
     """One server process; `start` and `stop` may be called repeatedly."""
 
-    def __init__(self, name, kind, h, backend=None):
+    def __init__(self, name, kind, h, backend=None, binary=None):
         self.name, self.kind, self.h, self.backend = name, kind, h, backend
+        # An iocomp variant (another build, for an A/B of a lever) runs its own binary.
+        self.binary = binary or getattr(h, "iocomp", None)
         self.proc = None
         self.port = None
         self.tls_port = None
@@ -99,7 +101,7 @@ class Server:
     def argv(self, work, capacity):
         w = str(self.h.workers)
         if self.kind == "iocomp":
-            return [self.h.iocomp, "serve", self.h.www, "--bind", f"127.0.0.1:{self.port}", "--threads", w,
+            return [self.binary, "serve", self.h.www, "--bind", f"127.0.0.1:{self.port}", "--threads", w,
                     "--quiet", "--backend", self.backend, "--max-conns", str(capacity), "--idle-timeout", "600s",
                     "--open-file-cache-valid", "1s"] + self.tls_args()
         if self.kind == "nginx":
