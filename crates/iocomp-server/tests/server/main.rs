@@ -15,6 +15,7 @@ mod headers;
 mod hidden;
 mod hostile;
 mod idle;
+mod inline;
 mod interop;
 mod keepalive;
 mod large_files;
