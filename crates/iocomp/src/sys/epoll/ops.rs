@@ -151,13 +151,39 @@ pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         },
         Op::Posted { .. } | Op::Work(_) => return Err((not_io(), op)),
     };
-    Ok(Box::new(OpState {
-        op,
-        key,
-        cancel: false,
-        extra,
-        offload: Offload::Idle,
-    }))
+    // Field by field into a spare box: no allocation per operation on a busy
+    // thread, and the op is copied once.
+    Ok(
+        match SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
+            Some(mut b) => {
+                b.op = op;
+                b.key = key;
+                b.cancel = false;
+                b.extra = extra;
+                b.offload = Offload::Idle;
+                b
+            }
+            None => Box::new(OpState {
+                op,
+                key,
+                cancel: false,
+                extra,
+                offload: Offload::Idle,
+            }),
+        },
+    )
+}
+
+/// Boxes of finished operations kept for the next ones this thread prepares
+/// (as the io_uring backend does): a busy worker allocates no op state per
+/// request.
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    // The allocations themselves are what is kept: the slab holds boxes.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<OpState>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl OpState {
@@ -503,8 +529,21 @@ fn failed(e: io::Error, bytes: u64) -> Attempt {
 }
 
 /// Turns a finished op into its packet.
-pub(super) fn finish(id: OpId, st: OpState, status: io::Result<()>, bytes: u64) -> Packet {
-    let OpState { op, key, .. } = st;
+pub(super) fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: u64) -> Packet {
+    let mut st = st;
+    // Only the op leaves the box; what else it held is dropped in place and
+    // the box is kept for the next op.
+    let op = std::mem::replace(&mut st.op, Op::Posted { token: 0 });
+    let key = st.key;
+    st.extra = Extra::Recv;
+    st.offload = Offload::Idle;
+    // Not during thread teardown (the list may be gone): then the box is freed.
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_MAX {
+            s.push(st);
+        }
+    });
     Packet {
         key,
         bytes,

@@ -166,19 +166,23 @@ pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         },
         Op::Posted { .. } | Op::Work(_) => return Err((not_io(), op)),
     };
-    let st = OpState {
-        op,
-        key,
-        cancel: false,
-        extra,
-    };
+    // Field by field into a spare box: the op is copied once, not built on
+    // the stack and then copied in.
     Ok(
         match SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
             Some(mut b) => {
-                *b = st;
+                b.op = op;
+                b.key = key;
+                b.cancel = false;
+                b.extra = extra;
                 b
             }
-            None => Box::new(st),
+            None => Box::new(OpState {
+                op,
+                key,
+                cancel: false,
+                extra,
+            }),
         },
     )
 }
@@ -193,14 +197,9 @@ thread_local! {
     static SPARE: RefCell<Vec<Box<OpState>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// What a spare box holds: owns nothing.
-fn placeholder() -> OpState {
-    OpState {
-        op: Op::Posted { token: 0 },
-        key: 0,
-        cancel: false,
-        extra: Extra::Send { sent: 0 },
-    }
+/// The extra a spare box holds: owns nothing (its op is a posted one).
+fn placeholder_extra() -> Extra {
+    Extra::Send { sent: 0 }
 }
 
 /// The socket and direction of an op that moves a byte stream (sends and
@@ -233,9 +232,14 @@ pub(super) fn progress(st: &OpState) -> u64 {
 /// Turns a finished op into its packet, filling in results.
 pub(super) fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: u64) -> Packet {
     let mut st = st;
-    let OpState {
-        mut op, key, extra, ..
-    } = std::mem::replace(&mut *st, placeholder());
+    // Only the op leaves the box (the state stays put, its extra is dropped
+    // in place): one copy of the op on its way to the packet.
+    let mut op = std::mem::replace(&mut st.op, Op::Posted { token: 0 });
+    if let (Op::Accept(a), Extra::Accept(peer)) = (&mut op, &st.extra) {
+        a.peer = peer.read();
+    }
+    let key = st.key;
+    st.extra = placeholder_extra();
     // Not during thread teardown (the list may be gone): then the box is freed.
     let _ = SPARE.try_with(|s| {
         let mut s = s.borrow_mut();
@@ -243,9 +247,6 @@ pub(super) fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: 
             s.push(st);
         }
     });
-    if let (Op::Accept(a), Extra::Accept(peer)) = (&mut op, &extra) {
-        a.peer = peer.read();
-    }
     Packet {
         key,
         bytes,
