@@ -43,7 +43,14 @@ pub enum Op {
     /// Connect a socket (`ConnectEx`).
     Connect(Connect),
     /// Send head, a file range and tail as one operation (`TransmitFile`).
-    TransmitFile(TransmitFile),
+    ///
+    /// Boxed: the largest operation, and a rare one next to receives and
+    /// sends, so that every [`Op`] and [`Packet`](crate::Packet) stays small
+    /// enough to be moved without a `memcpy` call. Build it with
+    /// `Op::from(transmit)` or `transmit.into()` (or pass the `TransmitFile`
+    /// to a `submit*` call); a match reaches its fields through the box as
+    /// before.
+    TransmitFile(Box<TransmitFile>),
     /// Read from a file at an offset (`ReadFile` with `OVERLAPPED.Offset`).
     ReadAt(ReadAt),
     /// Write a whole buffer to a file at an offset (`WriteFile` with
@@ -650,12 +657,23 @@ impl Work {
 macro_rules! into_op {
     ($($t:ident),*) => { $(impl From<$t> for Op { fn from(o: $t) -> Op { Op::$t(o) } })* };
 }
+impl From<TransmitFile> for Op {
+    fn from(o: TransmitFile) -> Op {
+        Op::TransmitFile(Box::new(o))
+    }
+}
+
+impl From<Box<TransmitFile>> for Op {
+    fn from(o: Box<TransmitFile>) -> Op {
+        Op::TransmitFile(o)
+    }
+}
+
 into_op!(
     Accept,
     Recv,
     Send,
     Timeout,
-    TransmitFile,
     Connect,
     ReadAt,
     WriteAt,

@@ -817,7 +817,7 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
             }
             let mut t = TransmitFile::buffers(&io.handle, head, tail);
             (t.file, t.offset, t.len) = (file, offset, len);
-            Op::TransmitFile(t)
+            t.into()
         }
     };
     submit(port, conn, op, Wait::Sending);
