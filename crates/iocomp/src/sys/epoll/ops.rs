@@ -11,11 +11,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::super::common::not_io;
 use super::super::common::{
     errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
     too_many_for_one_datagram, Msg,
 };
+use super::super::common::{not_io, park_pooled_buf, room_for_pooled};
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::pool::{Job, JobDone};
 use crate::handle::Handle;
@@ -109,9 +109,12 @@ pub(super) enum Attempt {
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
 pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
-    if let Op::RecvFrom(r) = &mut op {
+    match &mut op {
         // A reused op: no sender until this receive has one.
-        r.addr = None;
+        Op::RecvFrom(r) => r.addr = None,
+        // A pooled receive waits holding no memory.
+        Op::Recv(r) if r.pooled => park_pooled_buf(&mut r.buf),
+        _ => {}
     }
     let Some(key) = op.key() else {
         return Err((not_io(), op));
@@ -655,10 +658,19 @@ fn recv_any(
         h.ensure_nonblocking()?;
     }
     match (pooled, by_read) {
-        (true, false) => recv(fd, scratch).inspect(|&n| buf.extend_from_slice(&scratch[..n])),
-        (true, true) => read(fd, scratch).inspect(|&n| buf.extend_from_slice(&scratch[..n])),
+        (true, false) => recv(fd, scratch).inspect(|&n| append_pooled(buf, &scratch[..n])),
+        (true, true) => read(fd, scratch).inspect(|&n| append_pooled(buf, &scratch[..n])),
         (false, false) => recv_spare(fd, buf),
         (false, true) => read_spare(fd, buf),
+    }
+}
+
+/// Appends what a pooled receive got to its buffer (one of the thread's
+/// spare buffers if it has no room).
+fn append_pooled(buf: &mut Vec<u8>, got: &[u8]) {
+    if !got.is_empty() {
+        room_for_pooled(buf);
+        buf.extend_from_slice(got);
     }
 }
 

@@ -12,11 +12,11 @@ use io_uring::{cqueue, opcode, squeue};
 
 use super::bufring::{self, BufRing};
 
-use super::super::common::not_io;
 use super::super::common::{
     errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
     too_many_for_one_datagram, Msg,
 };
+use super::super::common::{not_io, park_pooled_buf, room_for_pooled};
 use super::super::common::{Phase, Transmit};
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
@@ -86,11 +86,9 @@ impl Drop for PeerAddr {
 pub(super) enum Extra {
     Accept(PeerAddr),
     Timeout(Timespec),
-    /// The peer's address, where the kernel reads it.
-    Connect {
-        addr: libc::sockaddr_storage,
-        len: libc::socklen_t,
-    },
+    /// The peer's address, where the kernel reads it (boxed: a connect is
+    /// rare, and the address would make every op's state large to move).
+    Connect(Box<(libc::sockaddr_storage, libc::socklen_t)>),
     /// `pooled`: the kernel picks a buffer from the ring's pool when data arrives.
     Recv {
         pooled: bool,
@@ -135,9 +133,12 @@ pub(super) enum Advance {
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
 pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
-    if let Op::RecvFrom(r) = &mut op {
+    match &mut op {
         // A reused op: no sender until this receive has one.
-        r.addr = None;
+        Op::RecvFrom(r) => r.addr = None,
+        // A pooled receive waits holding no memory.
+        Op::Recv(r) if r.pooled => park_pooled_buf(&mut r.buf),
+        _ => {}
     }
     let Some(key) = op.key() else {
         return Err((not_io(), op));
@@ -147,10 +148,7 @@ pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         Op::Recv(r) => Extra::Recv { pooled: r.pooled },
         Op::Send(_) => Extra::Send { sent: 0 },
         Op::Timeout(t) => Extra::Timeout(Timespec::from(t.clamped())),
-        Op::Connect(c) => {
-            let (addr, len) = std_to_sockaddr(&c.addr);
-            Extra::Connect { addr, len }
-        }
+        Op::Connect(c) => Extra::Connect(Box::new(std_to_sockaddr(&c.addr))),
         Op::TransmitFile(t) => match Transmit::start(t) {
             Ok(tr) => Extra::Transmit(tr),
             Err(e) => return Err((e, op)),
@@ -384,10 +382,10 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
                 .flags(flags)
                 .build()
         }
-        (Op::Connect(c), Extra::Connect { addr, len }) => opcode::Connect::new(
+        (Op::Connect(c), Extra::Connect(addr)) => opcode::Connect::new(
             Fd(c.socket.as_raw_fd()),
-            (addr as *const libc::sockaddr_storage).cast(),
-            *len,
+            (&addr.0 as *const libc::sockaddr_storage).cast(),
+            addr.1,
         )
         .build(),
         (Op::TransmitFile(op), Extra::Transmit(t)) => {
@@ -440,6 +438,7 @@ pub(super) fn advance(
         // The kernel picked buffer `bid` of the pool for this completion.
         match &mut st.op {
             Op::Recv(r) if res > 0 => {
+                room_for_pooled(&mut r.buf);
                 bufs.take(bid, res as usize, &mut r.buf);
                 return Ok(Advance::Done(Ok(()), res as u64));
             }
