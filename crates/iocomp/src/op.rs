@@ -251,6 +251,14 @@ impl Recv {
 
     /// A pooled receive on `handle`: no buffer is held while waiting; what
     /// arrives (at most 4 KiB per receive) is appended to `buf`.
+    ///
+    /// An empty `buf` that has room (a drained input buffer) is not held
+    /// either: it is kept with the thread that took the receive, and bytes
+    /// that arrive for a receive whose buffer has no room land in one of the
+    /// thread's kept buffers, so that a connection that hands its drained
+    /// buffer to each receive allocates nothing per request. The packet's
+    /// `buf` then holds exactly the bytes received (its capacity may differ
+    /// from the one given).
     pub fn pooled(handle: &Handle, buf: Vec<u8>) -> Recv {
         Recv {
             handle: handle.clone(),

@@ -187,7 +187,7 @@ fn pooled_recvs_given_drained_buffers_append_exactly_what_arrives() {
             bufs[p.key as usize] = r.buf;
         }
     }
-    let (h, mut peer) = conns.pop().unwrap();
+    let (h, peer) = conns.pop().unwrap();
     let buf = bufs.pop().unwrap();
     port.submit(Recv::pooled(&h, buf))
         .map_err(|(e, _)| e)
