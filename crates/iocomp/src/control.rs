@@ -311,26 +311,28 @@ impl<W: Wake> Control<W> {
 
     /// Takes up to `max` more packets for a thread that already holds one
     /// (`get_many`: the batch counts as one running thread, C15).
-    pub fn take_more(&self, local: &mut VecDeque<Packet>, out: &mut Vec<Packet>, max: usize) {
+    pub fn take_more<O>(&self, local: &mut VecDeque<Packet>, out: &mut O, max: usize)
+    where
+        O: Extend<Packet>,
+    {
+        // Whole runs of packets move at once (`extend` from a `drain`): one
+        // copy of each packet, not a pop and a push.
+        let mut want = max;
         if self.strict {
             if !local.is_empty() && self.enqueue(local.drain(..)).is_err() {
                 return;
             }
         } else {
-            while out.len() < max {
-                match local.pop_front() {
-                    Some(p) => out.push(p),
-                    None => break,
-                }
-            }
+            let n = want.min(local.len());
+            out.extend(local.drain(..n));
+            want -= n;
+        }
+        if want == 0 {
+            return;
         }
         let mut st = self.lock();
-        while out.len() < max {
-            match st.queue.pop_front() {
-                Some(p) => out.push(p),
-                None => break,
-            }
-        }
+        let n = want.min(st.queue.len());
+        out.extend(st.queue.drain(..n));
     }
 
     /// Takes consumer `id` off the waiter stack: it leaves `get` for a moment

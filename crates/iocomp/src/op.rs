@@ -43,7 +43,14 @@ pub enum Op {
     /// Connect a socket (`ConnectEx`).
     Connect(Connect),
     /// Send head, a file range and tail as one operation (`TransmitFile`).
-    TransmitFile(TransmitFile),
+    ///
+    /// Boxed: the largest operation, and a rare one next to receives and
+    /// sends, so that every [`Op`] and [`Packet`](crate::Packet) stays small
+    /// enough to be moved without a `memcpy` call. Build it with
+    /// `Op::from(transmit)` or `transmit.into()` (or pass the `TransmitFile`
+    /// to a `submit*` call); a match reaches its fields through the box as
+    /// before.
+    TransmitFile(Box<TransmitFile>),
     /// Read from a file at an offset (`ReadFile` with `OVERLAPPED.Offset`).
     ReadAt(ReadAt),
     /// Write a whole buffer to a file at an offset (`WriteFile` with
@@ -244,6 +251,14 @@ impl Recv {
 
     /// A pooled receive on `handle`: no buffer is held while waiting; what
     /// arrives (at most 4 KiB per receive) is appended to `buf`.
+    ///
+    /// An empty `buf` that has room (a drained input buffer) is not held
+    /// either: it is kept with the thread that took the receive, and bytes
+    /// that arrive for a receive whose buffer has no room land in one of the
+    /// thread's kept buffers, so that a connection that hands its drained
+    /// buffer to each receive allocates nothing per request. The packet's
+    /// `buf` then holds exactly the bytes received (its capacity may differ
+    /// from the one given).
     pub fn pooled(handle: &Handle, buf: Vec<u8>) -> Recv {
         Recv {
             handle: handle.clone(),
@@ -650,12 +665,23 @@ impl Work {
 macro_rules! into_op {
     ($($t:ident),*) => { $(impl From<$t> for Op { fn from(o: $t) -> Op { Op::$t(o) } })* };
 }
+impl From<TransmitFile> for Op {
+    fn from(o: TransmitFile) -> Op {
+        Op::TransmitFile(Box::new(o))
+    }
+}
+
+impl From<Box<TransmitFile>> for Op {
+    fn from(o: Box<TransmitFile>) -> Op {
+        Op::TransmitFile(o)
+    }
+}
+
 into_op!(
     Accept,
     Recv,
     Send,
     Timeout,
-    TransmitFile,
     Connect,
     ReadAt,
     WriteAt,

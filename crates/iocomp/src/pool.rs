@@ -228,7 +228,6 @@ pub(crate) fn on_blocking(port: &Port) -> bool {
 }
 
 fn worker(port: &Port, handler: &Handler, stop: &AtomicBool) {
-    let mut got = Vec::with_capacity(BATCH);
     loop {
         if stop.load(Ordering::Acquire) {
             // What this worker holds goes back to the port for others.
@@ -238,7 +237,11 @@ fn worker(port: &Port, handler: &Handler, stop: &AtomicBool) {
             }
             return;
         }
-        match port.get_many(&mut got, BATCH, None) {
+        // The batch lands straight in the pending queue (taken out of it
+        // while the port is waited on, so that no borrow is held then; it is
+        // empty here): each packet is moved once on its way to the handler.
+        let mut got = PENDING.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        match port.get_batch(&mut got, BATCH, None) {
             Ok(_) if stop.load(Ordering::Acquire) => {
                 // Handed to this worker as it was told to stop: back to the
                 // port, for the caller's threads.
@@ -246,7 +249,7 @@ fn worker(port: &Port, handler: &Handler, stop: &AtomicBool) {
                 return;
             }
             Ok(_) => {
-                PENDING.with(|b| b.borrow_mut().extend(got.drain(..)));
+                PENDING.with(|b| *b.borrow_mut() = got);
                 // Not borrowed while a handler runs: it may call `on_blocking`.
                 while let Some(p) = PENDING.with(|b| b.borrow_mut().pop_front()) {
                     run(port, handler, p);
@@ -254,19 +257,19 @@ fn worker(port: &Port, handler: &Handler, stop: &AtomicBool) {
             }
             Err(GetError::Abandoned) => return,
             // (Not alertable: `Alerted` does not come here.)
-            Err(GetError::TimedOut | GetError::Alerted) => {}
+            Err(GetError::TimedOut | GetError::Alerted) => {
+                PENDING.with(|b| *b.borrow_mut() = got);
+            }
         }
     }
 }
 
-fn run(port: &Port, handler: &Handler, mut p: Packet) {
-    let op = std::mem::replace(&mut p.op, Op::Posted { token: 0 });
-    let run = match op {
-        Op::Work(w) => catch_unwind(AssertUnwindSafe(|| w.run())),
-        op => {
-            p.op = op;
-            catch_unwind(AssertUnwindSafe(|| handler(port, p)))
-        }
+fn run(port: &Port, handler: &Handler, p: Packet) {
+    let run = match p {
+        Packet {
+            op: Op::Work(w), ..
+        } => catch_unwind(AssertUnwindSafe(|| w.run())),
+        p => catch_unwind(AssertUnwindSafe(|| handler(port, p))),
     };
     if run.is_err() {
         // The packet's resources were dropped during unwinding; the worker

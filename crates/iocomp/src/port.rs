@@ -450,15 +450,32 @@ impl Port {
         let start = out.len();
         let first = self.get_with(timeout, alertable)?;
         out.push(first);
-        let mut more = Vec::new();
-        let _ = self.with_consumer(|c| {
-            c.core
-                .control
-                .take_more(&mut c.local, &mut more, max.max(1) - 1);
-        });
-        out.extend(more);
-        crate::defer::flush();
+        self.take_more(out, max);
         Ok(out.len() - start)
+    }
+
+    /// [`get_many`](Port::get_many) into a queue (a [`Pool`](crate::Pool)
+    /// worker's): the packets are moved once, from the thread's queue to
+    /// `out`.
+    pub(crate) fn get_batch(
+        &self,
+        out: &mut VecDeque<Packet>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
+        let start = out.len();
+        let first = self.get_with(timeout, false)?;
+        out.push_back(first);
+        self.take_more(out, max);
+        Ok(out.len() - start)
+    }
+
+    /// The rest of a batch of at most `max` whose first packet `get` gave.
+    fn take_more(&self, out: &mut impl Extend<Packet>, max: usize) {
+        let _ = self.with_consumer(|c| {
+            c.core.control.take_more(&mut c.local, out, max.max(1) - 1);
+        });
+        crate::defer::flush();
     }
     /// Submits an overlapped operation. On `Ok` exactly one packet will come back
     /// for it (C8); on `Err` the operation is returned with the error and no

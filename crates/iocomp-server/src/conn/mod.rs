@@ -727,16 +727,14 @@ fn drive_recv(port: &Port, mut conn: Box<Conn>) {
 /// The next receive: into the input (plaintext) on a plain connection, into a
 /// fresh buffer (ciphertext, fed to the session when it completes) on TLS.
 fn recv_op(io: &mut Io) -> Op {
-    let mut buf = if io.tls.is_some() {
+    // Between requests the connection keeps no memory: a pooled receive
+    // waits holding none (the engine keeps the drained input buffer with the
+    // worker and hands it to the next receive that gets bytes).
+    let buf = if io.tls.is_some() {
         Vec::new()
     } else {
         std::mem::take(&mut io.inbuf)
     };
-    if buf.is_empty() {
-        // Between requests the connection keeps no memory: the pooled receive
-        // takes a buffer from the worker's pool only when bytes arrive.
-        buf = Vec::new();
-    }
     Op::Recv(Recv::pooled(&io.handle, buf))
 }
 
@@ -817,7 +815,7 @@ fn submit_piece(port: &Port, mut conn: Box<Conn>) {
             }
             let mut t = TransmitFile::buffers(&io.handle, head, tail);
             (t.file, t.offset, t.len) = (file, offset, len);
-            Op::TransmitFile(t)
+            t.into()
         }
     };
     submit(port, conn, op, Wait::Sending);

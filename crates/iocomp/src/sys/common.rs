@@ -28,6 +28,55 @@ const SMALL: u64 = 16 * 1024;
 /// Bytes one pooled receive takes at most (the size of a pool buffer).
 pub(super) const POOLED: usize = 4096;
 
+/// Empty receive buffers kept per thread for pooled receives: a pooled
+/// receive submitted with an empty buffer that has room gives it here while
+/// it waits (it holds no memory then), and one that completes into a buffer
+/// without room takes one from here, so that a connection that hands its
+/// drained input buffer back to each receive allocates nothing per request.
+/// At most [`SPARE_BUFS`] buffers of at most [`SPARE_BUF_MAX`] bytes each.
+const SPARE_BUFS: usize = 64;
+/// The largest buffer kept (a bigger one is freed).
+const SPARE_BUF_MAX: usize = 8 * 1024;
+
+thread_local! {
+    static BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At submit of a pooled receive: an empty buffer with room goes to the
+/// thread's spares (the op waits holding no memory).
+pub(super) fn park_pooled_buf(buf: &mut Vec<u8>) {
+    if !buf.is_empty() || buf.capacity() == 0 {
+        return;
+    }
+    let buf = std::mem::take(buf);
+    if buf.capacity() > SPARE_BUF_MAX {
+        return;
+    }
+    // Not during thread teardown (the list may be gone): then it is freed.
+    let _ = BUFS.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            if b.len() < SPARE_BUFS {
+                b.push(buf);
+            }
+        }
+    });
+}
+
+/// Before bytes of a pooled receive are appended to `buf`: a buffer with no
+/// room takes one of the thread's spares instead of allocating.
+pub(super) fn room_for_pooled(buf: &mut Vec<u8>) {
+    if buf.capacity() != 0 {
+        return;
+    }
+    if let Some(spare) = BUFS
+        .try_with(|b| b.try_borrow_mut().ok().and_then(|mut b| b.pop()))
+        .ok()
+        .flatten()
+    {
+        *buf = spare;
+    }
+}
+
 pub(super) fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }

@@ -147,6 +147,60 @@ fn pooled_recv_holds_no_buffer_and_appends_what_arrives() {
 }
 
 #[test]
+fn pooled_recvs_given_drained_buffers_append_exactly_what_arrives() {
+    // A connection hands its drained input buffer (empty, with room, its old
+    // bytes still in the memory) back to each pooled receive: every receive
+    // gets exactly its own bytes, whatever buffer it ends up in, round after
+    // round; a receive that sees EOF hands back an empty buffer.
+    let port = port();
+    let n = 20u64;
+    let mut conns = Vec::new();
+    let mut bufs = Vec::new();
+    for i in 0..n {
+        let (ours, peer) = pair();
+        conns.push((port.associate(ours, i), peer));
+        let mut b = format!("stale bytes of {i}").into_bytes();
+        b.clear();
+        bufs.push(b);
+    }
+    for round in 0..3 {
+        for (i, (h, _)) in conns.iter().enumerate() {
+            let buf = std::mem::take(&mut bufs[i]);
+            port.submit(Recv::pooled(h, buf))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        for (i, (_, peer)) in conns.iter_mut().enumerate() {
+            peer.write_all(format!("round {round} conn {i}").as_bytes())
+                .unwrap();
+        }
+        for _ in 0..n {
+            let p = port.get(T).unwrap();
+            assert!(p.status.is_ok(), "{:?}", p.status);
+            let Op::Recv(mut r) = p.op else { panic!() };
+            assert_eq!(
+                r.buf,
+                format!("round {round} conn {}", p.key).as_bytes(),
+                "a receive's buffer holds exactly the bytes it received"
+            );
+            r.buf.clear();
+            bufs[p.key as usize] = r.buf;
+        }
+    }
+    let (h, peer) = conns.pop().unwrap();
+    let buf = bufs.pop().unwrap();
+    port.submit(Recv::pooled(&h, buf))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    let p = port.get(T).unwrap();
+    assert!(p.status.is_ok());
+    assert_eq!(p.bytes, 0, "EOF");
+    let Op::Recv(r) = p.op else { panic!() };
+    assert!(r.buf.is_empty());
+}
+
+#[test]
 fn pooled_recvs_beyond_the_pool_fall_back_to_their_own_buffers() {
     // More pooled receives complete at once than the pool has buffers (256):
     // the kernel answers ENOBUFS for the rest, which retry with their own.

@@ -168,7 +168,7 @@ impl Ring {
         let Some(st) = slab.get(id) else { return };
         if st.cancel {
             if let Some(st) = slab.remove(id) {
-                out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), 0));
+                out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
             }
             return;
         }
@@ -184,7 +184,7 @@ impl Ring {
                 }
                 Attempt::Done(status, bytes) => {
                     if let Some(st) = slab.remove(id) {
-                        out.push_back(finish(id, *st, status, bytes));
+                        out.push_back(finish(id, st, status, bytes));
                     }
                 }
                 // A file op neither blocks nor yields.
@@ -293,7 +293,7 @@ impl Ring {
             entry.queue(dir).pop_front();
             self.queued -= 1;
             if let Some(st) = slab.remove(id) {
-                out.push_back(finish(id, *st, status, bytes));
+                out.push_back(finish(id, st, status, bytes));
             }
         }
     }
@@ -331,7 +331,7 @@ impl Ring {
             }
         }
         let bytes = inline.unwrap_or_else(|| st.progress());
-        out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
+        out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), bytes));
         if let Some((fd, dir)) = rerun {
             self.run_queue(slab, fd, dir, out);
         }
@@ -348,7 +348,7 @@ impl Ring {
             if st.is_file() {
                 let (status, bytes) = st.file_returned(done);
                 if let Some(st) = slab.remove(id) {
-                    out.push_back(finish(id, *st, status, bytes));
+                    out.push_back(finish(id, st, status, bytes));
                 }
                 continue;
             }
@@ -380,7 +380,7 @@ impl Ring {
             let id = OpId(raw);
             if let Some(st) = slab.remove(id) {
                 self.live_timers -= 1;
-                out.push_back(finish(id, *st, Ok(()), 0));
+                out.push_back(finish(id, st, Ok(()), 0));
             }
         }
         if self.timers.len() > 64 && self.timers.len() > 2 * self.live_timers {
@@ -518,7 +518,7 @@ impl RingOps for Ring {
                 }
             }
             let bytes = inline.unwrap_or_else(|| st.progress());
-            out.push_back(finish(id, *st, Err(errno(libc::ECANCELED)), bytes));
+            out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), bytes));
         }
         drop(slab);
         while !running.is_empty() {
@@ -527,7 +527,7 @@ impl RingOps for Ring {
             for (id, done) in reads {
                 if let Some(mut st) = running.remove(&id) {
                     let (status, bytes) = st.file_returned(done);
-                    out.push_back(finish(id, *st, status, bytes));
+                    out.push_back(finish(id, st, status, bytes));
                 }
             }
             if !running.is_empty() {

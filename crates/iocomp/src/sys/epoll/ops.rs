@@ -11,11 +11,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::super::common::not_io;
 use super::super::common::{
     errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
     too_many_for_one_datagram, Msg,
 };
+use super::super::common::{not_io, park_pooled_buf, room_for_pooled};
 use super::super::common::{Phase, Transmit, Turn, TURN};
 use super::pool::{Job, JobDone};
 use crate::handle::Handle;
@@ -109,9 +109,12 @@ pub(super) enum Attempt {
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
 pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
-    if let Op::RecvFrom(r) = &mut op {
+    match &mut op {
         // A reused op: no sender until this receive has one.
-        r.addr = None;
+        Op::RecvFrom(r) => r.addr = None,
+        // A pooled receive waits holding no memory.
+        Op::Recv(r) if r.pooled => park_pooled_buf(&mut r.buf),
+        _ => {}
     }
     let Some(key) = op.key() else {
         return Err((not_io(), op));
@@ -151,13 +154,39 @@ pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         },
         Op::Posted { .. } | Op::Work(_) => return Err((not_io(), op)),
     };
-    Ok(Box::new(OpState {
-        op,
-        key,
-        cancel: false,
-        extra,
-        offload: Offload::Idle,
-    }))
+    // Field by field into a spare box: no allocation per operation on a busy
+    // thread, and the op is copied once.
+    Ok(
+        match SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
+            Some(mut b) => {
+                b.op = op;
+                b.key = key;
+                b.cancel = false;
+                b.extra = extra;
+                b.offload = Offload::Idle;
+                b
+            }
+            None => Box::new(OpState {
+                op,
+                key,
+                cancel: false,
+                extra,
+                offload: Offload::Idle,
+            }),
+        },
+    )
+}
+
+/// Boxes of finished operations kept for the next ones this thread prepares
+/// (as the io_uring backend does): a busy worker allocates no op state per
+/// request.
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    // The allocations themselves are what is kept: the slab holds boxes.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<OpState>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl OpState {
@@ -503,8 +532,21 @@ fn failed(e: io::Error, bytes: u64) -> Attempt {
 }
 
 /// Turns a finished op into its packet.
-pub(super) fn finish(id: OpId, st: OpState, status: io::Result<()>, bytes: u64) -> Packet {
-    let OpState { op, key, .. } = st;
+pub(super) fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: u64) -> Packet {
+    let mut st = st;
+    // Only the op leaves the box; what else it held is dropped in place and
+    // the box is kept for the next op.
+    let op = std::mem::replace(&mut st.op, Op::Posted { token: 0 });
+    let key = st.key;
+    st.extra = Extra::Recv;
+    st.offload = Offload::Idle;
+    // Not during thread teardown (the list may be gone): then the box is freed.
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_MAX {
+            s.push(st);
+        }
+    });
     Packet {
         key,
         bytes,
@@ -616,10 +658,19 @@ fn recv_any(
         h.ensure_nonblocking()?;
     }
     match (pooled, by_read) {
-        (true, false) => recv(fd, scratch).inspect(|&n| buf.extend_from_slice(&scratch[..n])),
-        (true, true) => read(fd, scratch).inspect(|&n| buf.extend_from_slice(&scratch[..n])),
+        (true, false) => recv(fd, scratch).inspect(|&n| append_pooled(buf, &scratch[..n])),
+        (true, true) => read(fd, scratch).inspect(|&n| append_pooled(buf, &scratch[..n])),
         (false, false) => recv_spare(fd, buf),
         (false, true) => read_spare(fd, buf),
+    }
+}
+
+/// Appends what a pooled receive got to its buffer (one of the thread's
+/// spare buffers if it has no room).
+fn append_pooled(buf: &mut Vec<u8>, got: &[u8]) {
+    if !got.is_empty() {
+        room_for_pooled(buf);
+        buf.extend_from_slice(got);
     }
 }
 

@@ -12,11 +12,11 @@ use io_uring::{cqueue, opcode, squeue};
 
 use super::bufring::{self, BufRing};
 
-use super::super::common::not_io;
 use super::super::common::{
     errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
     too_many_for_one_datagram, Msg,
 };
+use super::super::common::{not_io, park_pooled_buf, room_for_pooled};
 use super::super::common::{Phase, Transmit};
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
@@ -86,11 +86,9 @@ impl Drop for PeerAddr {
 pub(super) enum Extra {
     Accept(PeerAddr),
     Timeout(Timespec),
-    /// The peer's address, where the kernel reads it.
-    Connect {
-        addr: libc::sockaddr_storage,
-        len: libc::socklen_t,
-    },
+    /// The peer's address, where the kernel reads it (boxed: a connect is
+    /// rare, and the address would make every op's state large to move).
+    Connect(Box<(libc::sockaddr_storage, libc::socklen_t)>),
     /// `pooled`: the kernel picks a buffer from the ring's pool when data arrives.
     Recv {
         pooled: bool,
@@ -135,9 +133,12 @@ pub(super) enum Advance {
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
 pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
-    if let Op::RecvFrom(r) = &mut op {
+    match &mut op {
         // A reused op: no sender until this receive has one.
-        r.addr = None;
+        Op::RecvFrom(r) => r.addr = None,
+        // A pooled receive waits holding no memory.
+        Op::Recv(r) if r.pooled => park_pooled_buf(&mut r.buf),
+        _ => {}
     }
     let Some(key) = op.key() else {
         return Err((not_io(), op));
@@ -147,10 +148,7 @@ pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         Op::Recv(r) => Extra::Recv { pooled: r.pooled },
         Op::Send(_) => Extra::Send { sent: 0 },
         Op::Timeout(t) => Extra::Timeout(Timespec::from(t.clamped())),
-        Op::Connect(c) => {
-            let (addr, len) = std_to_sockaddr(&c.addr);
-            Extra::Connect { addr, len }
-        }
+        Op::Connect(c) => Extra::Connect(Box::new(std_to_sockaddr(&c.addr))),
         Op::TransmitFile(t) => match Transmit::start(t) {
             Ok(tr) => Extra::Transmit(tr),
             Err(e) => return Err((e, op)),
@@ -166,19 +164,23 @@ pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
         },
         Op::Posted { .. } | Op::Work(_) => return Err((not_io(), op)),
     };
-    let st = OpState {
-        op,
-        key,
-        cancel: false,
-        extra,
-    };
+    // Field by field into a spare box: the op is copied once, not built on
+    // the stack and then copied in.
     Ok(
         match SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
             Some(mut b) => {
-                *b = st;
+                b.op = op;
+                b.key = key;
+                b.cancel = false;
+                b.extra = extra;
                 b
             }
-            None => Box::new(st),
+            None => Box::new(OpState {
+                op,
+                key,
+                cancel: false,
+                extra,
+            }),
         },
     )
 }
@@ -193,14 +195,9 @@ thread_local! {
     static SPARE: RefCell<Vec<Box<OpState>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// What a spare box holds: owns nothing.
-fn placeholder() -> OpState {
-    OpState {
-        op: Op::Posted { token: 0 },
-        key: 0,
-        cancel: false,
-        extra: Extra::Send { sent: 0 },
-    }
+/// The extra a spare box holds: owns nothing (its op is a posted one).
+fn placeholder_extra() -> Extra {
+    Extra::Send { sent: 0 }
 }
 
 /// The socket and direction of an op that moves a byte stream (sends and
@@ -233,9 +230,14 @@ pub(super) fn progress(st: &OpState) -> u64 {
 /// Turns a finished op into its packet, filling in results.
 pub(super) fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: u64) -> Packet {
     let mut st = st;
-    let OpState {
-        mut op, key, extra, ..
-    } = std::mem::replace(&mut *st, placeholder());
+    // Only the op leaves the box (the state stays put, its extra is dropped
+    // in place): one copy of the op on its way to the packet.
+    let mut op = std::mem::replace(&mut st.op, Op::Posted { token: 0 });
+    if let (Op::Accept(a), Extra::Accept(peer)) = (&mut op, &st.extra) {
+        a.peer = peer.read();
+    }
+    let key = st.key;
+    st.extra = placeholder_extra();
     // Not during thread teardown (the list may be gone): then the box is freed.
     let _ = SPARE.try_with(|s| {
         let mut s = s.borrow_mut();
@@ -243,9 +245,6 @@ pub(super) fn finish(id: OpId, st: Box<OpState>, status: io::Result<()>, bytes: 
             s.push(st);
         }
     });
-    if let (Op::Accept(a), Extra::Accept(peer)) = (&mut op, &extra) {
-        a.peer = peer.read();
-    }
     Packet {
         key,
         bytes,
@@ -383,10 +382,10 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
                 .flags(flags)
                 .build()
         }
-        (Op::Connect(c), Extra::Connect { addr, len }) => opcode::Connect::new(
+        (Op::Connect(c), Extra::Connect(addr)) => opcode::Connect::new(
             Fd(c.socket.as_raw_fd()),
-            (addr as *const libc::sockaddr_storage).cast(),
-            *len,
+            (&addr.0 as *const libc::sockaddr_storage).cast(),
+            addr.1,
         )
         .build(),
         (Op::TransmitFile(op), Extra::Transmit(t)) => {
@@ -439,6 +438,7 @@ pub(super) fn advance(
         // The kernel picked buffer `bid` of the pool for this completion.
         match &mut st.op {
             Op::Recv(r) if res > 0 => {
+                room_for_pooled(&mut r.buf);
                 bufs.take(bid, res as usize, &mut r.buf);
                 return Ok(Advance::Done(Ok(()), res as u64));
             }
