@@ -316,6 +316,59 @@ fn cancel_of_queued_file_writes() {
     }
 }
 
+/// `WriteFile` on an overlapped handle starts the I/O in the call: the data
+/// reaches the file while the thread has not waited on the port yet. The
+/// io_uring backend hands file reads and writes to the kernel in groups of 8
+/// (a cold batch handed over whole reaches the disk as one burst), so eight
+/// writes are issued here, and the file must hold all of them before the
+/// first `get` (the epoll backend's pool writes them on its own threads).
+#[test]
+fn file_writes_start_before_the_thread_waits_on_the_port() {
+    for b in backends() {
+        let dir = TempDir::new("started");
+        let path = dir.path("f");
+        let port = port_on(b);
+        let h = port.associate(rw(&path), 4);
+        const N: u64 = 8;
+        const LEN: usize = 4096;
+        let ids: Vec<_> = (0..N)
+            .map(|i| {
+                let data = pattern(i, i * LEN as u64, LEN);
+                submit(&port, WriteAt::new(&h, data, i * LEN as u64))
+            })
+            .collect();
+        // No get until the file holds every write (or a generous bound).
+        let f = File::open(&path).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut got = vec![0u8; N as usize * LEN];
+        loop {
+            let n = f.read_at(&mut got, 0).unwrap();
+            let want: Vec<u8> = (0..N)
+                .flat_map(|i| pattern(i, i * LEN as u64, LEN))
+                .collect();
+            if n == got.len() && got == want {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{b:?}: {n} of {} bytes in the file after 20 s without a get: \
+                 the writes were not started at submit",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for p in crate::harness::collect(&port, &ids) {
+            assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+            assert_eq!((p.key, p.bytes), (4, LEN as u64), "{b:?}");
+        }
+        no_packet(
+            &port,
+            Duration::ZERO,
+            "more than one packet for an operation",
+        );
+    }
+}
+
 fn read_at(port: &Port, h: &iocomp::Handle, buf: Vec<u8>, off: u64) -> (Packet, Vec<u8>) {
     let id = submit(port, ReadAt::new(h, buf, off));
     let mut p = one(port, id);

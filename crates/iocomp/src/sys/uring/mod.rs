@@ -118,6 +118,18 @@ struct Compat {
     fail_control_push: bool,
 }
 
+/// File reads and writes (`ReadAt`, `WriteAt`) go to the kernel in groups
+/// of this many (every this-many-th one submits the queue), instead of all at
+/// the next reap. A batch of QD cold reads handed over in one `io_uring_enter`
+/// is issued under one block plug: the disk sees nothing until the last
+/// entry is prepared, then all of them at once, and they complete, are
+/// reaped and are reissued together again. On an idle machine that convoy
+/// kept every read about 0.6 ms at the disk against 0.35 ms for fio's
+/// stream of single submissions (cold 4 KiB random reads at QD 32: 0.70x
+/// fio's IOPS). Groups of 8 keep the disk busy while the rest are prepared,
+/// at four `io_uring_enter` per 32 cached reads instead of one.
+const FILE_CHUNK: usize = 8;
+
 /// How long `park` sleeps at most while a push the kernel refused waits to be
 /// tried again.
 const RETRY: Duration = Duration::from_millis(1);
@@ -223,6 +235,9 @@ pub(crate) struct Ring {
     /// Cancels asked for by other threads whose request the kernel did not
     /// take (the push failed): asked again by the next reap.
     cancel_retry: Vec<OpId>,
+    /// File reads and writes this thread has pushed: every
+    /// [`FILE_CHUNK`]th one submits the queue at once.
+    file_ops: usize,
 }
 
 impl Ring {
@@ -247,6 +262,7 @@ impl Ring {
             fake_ebusy: compat.fake_ebusy.then_some(FAKE_EBUSY_EVERY),
             fail_control_push: compat.fail_control_push.then_some(FAKE_EBUSY_EVERY),
             cancel_retry: Vec::new(),
+            file_ops: 0,
         };
         ring.arm_wake()?;
         Ok(ring)
@@ -642,6 +658,7 @@ impl RingOps for Ring {
             self.ready = out;
         }
         let stream = stream_fd(&st);
+        let is_file_op = matches!(st.op, Op::ReadAt(_) | Op::WriteAt(_));
         if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
             if !q.is_empty() {
                 // Another op of this direction on this socket is in the
@@ -669,6 +686,16 @@ impl RingOps for Ring {
             return Err((e, st.map(|s| s.op).unwrap_or(Op::Posted { token: 0 })));
         }
         self.inflight += 1;
+        if is_file_op {
+            self.file_ops += 1;
+        }
+        if is_file_op && self.file_ops % FILE_CHUNK == 0 {
+            // File reads and writes go to the kernel in small groups, not
+            // all at the next reap (FILE_CHUNK). An error (a full completion
+            // queue: EBUSY) leaves the entries queued; the next reap submits
+            // them and handles that.
+            let _ = self.uring.submit();
+        }
         if let Some(k) = stream {
             // Kept (empty) after its ops complete: no allocation per op.
             self.streams.entry(k).or_default().push_back(id);
