@@ -24,6 +24,7 @@ mod inline;
 mod modes;
 mod pipes;
 mod port_queue;
+mod readahead;
 mod sockets;
 mod stress;
 mod threads;
