@@ -416,3 +416,63 @@ fn an_apc_always_wakes_an_alertable_port_wait() {
 fn looking_before_registering_loses_the_apc() {
     alertable_wait_sees_apcs_and_packets(true);
 }
+
+/// Reviewer probe: `take_more` (a `get_many`/pool batch) racing a plain
+/// `get` and the posts: every packet is taken exactly once (by the batch,
+/// by the other thread, or left queued), none lost or duplicated.
+fn batch_model(strict: bool) {
+    model(move || {
+        let control = Arc::new(Control::<ModelEventFd>::new(2, strict));
+        let batcher = {
+            let control = control.clone();
+            let waker = Arc::new(ModelEventFd::default());
+            let id = control.attach(waker.clone());
+            loom::thread::spawn(move || {
+                let mut local = VecDeque::new();
+                let first = loop {
+                    match control.step(id, &mut local, false) {
+                        Step::Got(p) => break p,
+                        Step::Park => waker.park_and_clear(),
+                        Step::TimedOut | Step::Abandoned => panic!(),
+                    }
+                };
+                let mut out = VecDeque::new();
+                out.push_back(first);
+                control.take_more(&mut local, &mut out, 2);
+                assert!(
+                    out.len() <= 3
+                        && std::env::var_os("PROBE_SANITY").map_or(true, |_| out.len() == 1),
+                    "sanity: batch of {}",
+                    out.len()
+                );
+                out.into_iter().map(|p| p.key).collect::<Vec<_>>()
+            })
+        };
+        let single = {
+            let control = control.clone();
+            let waker = Arc::new(ModelEventFd::default());
+            let id = control.attach(waker.clone());
+            loom::thread::spawn(move || get(&control, id, &waker))
+        };
+        for k in 1..=4 {
+            control.enqueue([posted(k)]).unwrap();
+        }
+        let mut keys = batcher.join().unwrap();
+        keys.push(single.join().unwrap().unwrap());
+        let mut rest: Vec<Packet> = Vec::new();
+        control.take_more(&mut VecDeque::new(), &mut rest, 10);
+        keys.extend(rest.into_iter().map(|p| p.key));
+        keys.sort_unstable();
+        assert_eq!(keys, [1, 2, 3, 4]);
+    });
+}
+
+#[test]
+fn a_batch_takes_each_packet_once() {
+    batch_model(false);
+}
+
+#[test]
+fn a_strict_batch_takes_each_packet_once() {
+    batch_model(true);
+}
