@@ -133,10 +133,9 @@ pub(super) enum Advance {
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
 pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
-    match &mut op {
-        // A reused op: no sender until this receive has one.
-        Op::RecvFrom(r) => r.addr = None,
-        _ => {}
+    // A reused op: no sender until this receive has one.
+    if let Op::RecvFrom(r) = &mut op {
+        r.addr = None;
     }
     let Some(key) = op.key() else {
         return Err((not_io(), op));
