@@ -417,7 +417,7 @@ fn a_pooled_receive_refused_by_a_racing_close_returns_its_buffer() {
     for b in backends() {
         let port = Port::builder().concurrency(2).backend(b).build().unwrap();
         port.attach().unwrap();
-        for round in 0..500 {
+        for round in 0..200 {
             let (ours, _peer) = pair();
             let h = port.associate(ours, 1);
             let go = Arc::new(Barrier::new(2));
