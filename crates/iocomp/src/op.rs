@@ -253,12 +253,23 @@ impl Recv {
     /// arrives (at most 4 KiB per receive) is appended to `buf`.
     ///
     /// An empty `buf` that has room (a drained input buffer) is not held
-    /// either: it is kept with the thread that took the receive, and bytes
-    /// that arrive for a receive whose buffer has no room land in one of the
-    /// thread's kept buffers, so that a connection that hands its drained
-    /// buffer to each receive allocates nothing per request. The packet's
-    /// `buf` then holds exactly the bytes received (its capacity may differ
-    /// from the one given).
+    /// either while the receive waits for data: the thread that runs the
+    /// receive (the one whose ring it went to: the submitting thread if it
+    /// waits on the port, else the port's thread it was handed to) keeps it
+    /// among its spare buffers — at most 64 of at most 8 KiB each; a bigger
+    /// one is freed, and a thread frees its spares when it detaches — and
+    /// bytes that arrive for a pooled receive of that thread whose buffer
+    /// has no room land in one of its spares, so that a connection that
+    /// hands its drained buffer to each receive allocates nothing per
+    /// request. The packet's `buf` then holds exactly the bytes received
+    /// (its capacity, and the allocation, may differ from the one given; a
+    /// cancelled or failed receive, or one that got 0 bytes, may come back
+    /// with an empty buffer of no capacity). Where the bytes cannot come
+    /// from a pool buffer (a pipe, FIFO or terminal; io_uring without its
+    /// buffer pool, or with the pool empty at that moment) the receive
+    /// reads into `buf` itself (grown to 4 KiB of room if it has less), or
+    /// into a spare if `buf` has no room. A receive refused at submit
+    /// (`Err`) comes back with `buf` as it was given.
     pub fn pooled(handle: &Handle, buf: Vec<u8>) -> Recv {
         Recv {
             handle: handle.clone(),

@@ -1,8 +1,8 @@
 //! loom models of the remote submit/cancel/wake hand-off between a ring's
 //! owner and other threads (`iocomp::handoff`), and of the control plane's
-//! park/wake and post (`iocomp::control`): loom runs each closure under every
-//! interleaving of its threads (up to the preemption bound) and reports a
-//! deadlock if a wake-up is ever lost.
+//! park/wake, post and batch take (`iocomp::control`): loom runs each closure
+//! under every interleaving of its threads (up to the preemption bound) and
+//! reports a deadlock if a wake-up is ever lost.
 //!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target-loom \
@@ -415,4 +415,60 @@ fn an_apc_always_wakes_an_alertable_port_wait() {
 #[ignore = "aborts the process after loom reports the deadlock (see above)"]
 fn looking_before_registering_loses_the_apc() {
     alertable_wait_sees_apcs_and_packets(true);
+}
+
+/// `take_more` (the rest of a `get_many` or pool batch) racing a plain `get`
+/// and the posts: every packet is taken exactly once (by the batch, by the
+/// other thread, or left queued), none lost or duplicated, and a batch never
+/// takes more than it asked for.
+fn batch_model(strict: bool) {
+    model(move || {
+        let control = Arc::new(Control::<ModelEventFd>::new(2, strict));
+        let batcher = {
+            let control = control.clone();
+            let waker = Arc::new(ModelEventFd::default());
+            let id = control.attach(waker.clone());
+            loom::thread::spawn(move || {
+                let mut local = VecDeque::new();
+                let first = loop {
+                    match control.step(id, &mut local, false) {
+                        Step::Got(p) => break p,
+                        Step::Park => waker.park_and_clear(),
+                        Step::TimedOut | Step::Abandoned => panic!(),
+                    }
+                };
+                let mut out = VecDeque::new();
+                out.push_back(first);
+                control.take_more(&mut local, &mut out, 2);
+                assert!(out.len() <= 3, "a batch of {} (asked for 1 + 2)", out.len());
+                out.into_iter().map(|p| p.key).collect::<Vec<_>>()
+            })
+        };
+        let single = {
+            let control = control.clone();
+            let waker = Arc::new(ModelEventFd::default());
+            let id = control.attach(waker.clone());
+            loom::thread::spawn(move || get(&control, id, &waker))
+        };
+        for k in 1..=4 {
+            control.enqueue([posted(k)]).unwrap();
+        }
+        let mut keys = batcher.join().unwrap();
+        keys.push(single.join().unwrap().unwrap());
+        let mut rest: Vec<Packet> = Vec::new();
+        control.take_more(&mut VecDeque::new(), &mut rest, 10);
+        keys.extend(rest.into_iter().map(|p| p.key));
+        keys.sort_unstable();
+        assert_eq!(keys, [1, 2, 3, 4]);
+    });
+}
+
+#[test]
+fn a_batch_takes_each_packet_once() {
+    batch_model(false);
+}
+
+#[test]
+fn a_strict_batch_takes_each_packet_once() {
+    batch_model(true);
 }

@@ -29,11 +29,17 @@ const SMALL: u64 = 16 * 1024;
 pub(super) const POOLED: usize = 4096;
 
 /// Empty receive buffers kept per thread for pooled receives: a pooled
-/// receive submitted with an empty buffer that has room gives it here while
-/// it waits (it holds no memory then), and one that completes into a buffer
-/// without room takes one from here, so that a connection that hands its
-/// drained input buffer back to each receive allocates nothing per request.
-/// At most [`SPARE_BUFS`] buffers of at most [`SPARE_BUF_MAX`] bytes each.
+/// receive that has to wait for data (its request is in the kernel with a
+/// pool to pick from, or its descriptor is not ready yet) gives its empty
+/// buffer here, so that it waits holding no memory; one that completes into a
+/// buffer without room takes one from here, so that a connection that hands
+/// its drained input buffer back to each receive allocates nothing per
+/// request. Buffers are parked only by the thread that owns the ring the
+/// receive runs on, after the ring accepted it: that thread is the one that
+/// completes it and takes a spare back (a thread that only submits, to
+/// another thread's ring, parks nothing; an op refused at submit keeps its
+/// buffer). At most [`SPARE_BUFS`] buffers of at most [`SPARE_BUF_MAX`] bytes
+/// each; the list is freed when the thread's ring goes ([`free_spare_bufs`]).
 const SPARE_BUFS: usize = 64;
 /// The largest buffer kept (a bigger one is freed).
 const SPARE_BUF_MAX: usize = 8 * 1024;
@@ -42,13 +48,19 @@ thread_local! {
     static BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// At submit of a pooled receive: an empty buffer with room goes to the
-/// thread's spares (the op waits holding no memory).
-pub(super) fn park_pooled_buf(buf: &mut Vec<u8>) {
+/// The buffer of a pooled receive that may wait without it: an empty buffer
+/// with room, taken out of the op (`None` leaves the op as it is).
+pub(super) fn take_parkable(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     if !buf.is_empty() || buf.capacity() == 0 {
-        return;
+        return None;
     }
-    let buf = std::mem::take(buf);
+    Some(std::mem::take(buf))
+}
+
+/// Parks the buffer of a pooled receive the owning thread's ring accepted
+/// (see [`take_parkable`]): it goes to the thread's spares, or is freed if
+/// it is too big or the list is full.
+pub(super) fn park_pooled(buf: Vec<u8>) {
     if buf.capacity() > SPARE_BUF_MAX {
         return;
     }
@@ -60,6 +72,14 @@ pub(super) fn park_pooled_buf(buf: &mut Vec<u8>) {
             }
         }
     });
+}
+
+/// [`take_parkable`] and [`park_pooled`] at once, for an op that is
+/// accepted and waits on the owning thread.
+pub(super) fn park_pooled_buf(buf: &mut Vec<u8>) {
+    if let Some(b) = take_parkable(buf) {
+        park_pooled(b);
+    }
 }
 
 /// Before bytes of a pooled receive are appended to `buf`: a buffer with no
@@ -75,6 +95,16 @@ pub(super) fn room_for_pooled(buf: &mut Vec<u8>) {
     {
         *buf = spare;
     }
+}
+
+/// Frees the thread's spare buffers (its ring is gone: no receive of its
+/// will take them back).
+pub(super) fn free_spare_bufs() {
+    let _ = BUFS.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            *b = Vec::new();
+        }
+    });
 }
 
 pub(super) fn errno(e: i32) -> io::Error {

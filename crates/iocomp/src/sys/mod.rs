@@ -334,6 +334,10 @@ impl Ring {
     /// Routed as in [`Ring::reap`].
     pub(crate) fn drain(&mut self) -> VecDeque<Packet> {
         let mut out = on_ring!(&mut self.imp, r => r.drain());
+        // No receive of this ring completes any more: the buffers its
+        // pooled receives parked on this thread go (a thread never keeps
+        // spares it has no ring to use them on).
+        common::free_spare_bufs();
         leave_lanes(&out, 0);
         crate::completion::route(&mut out, 0);
         out

@@ -406,3 +406,49 @@ fn a_cancelled_pending_receive_takes_no_bytes_and_the_others_keep_their_order() 
     got.sort_by_key(|(id, _)| if *id == a { 0 } else { 1 });
     assert_eq!(got, vec![(a, b"1".to_vec()), (c, b"2".to_vec())]);
 }
+
+/// "On `Err` the operation is returned": a pooled receive refused because
+/// `Handle::close` raced its submit comes back with the buffer it was given,
+/// wherever in the submit the close is seen. One thread closes each handle
+/// while another submits pooled receives on it until one is refused.
+#[test]
+fn a_pooled_receive_refused_by_a_racing_close_returns_its_buffer() {
+    use std::sync::{Arc, Barrier};
+    for b in backends() {
+        let port = Port::builder().concurrency(2).backend(b).build().unwrap();
+        port.attach().unwrap();
+        for round in 0..200 {
+            let (ours, _peer) = pair();
+            let h = port.associate(ours, 1);
+            let go = Arc::new(Barrier::new(2));
+            let closer = {
+                let (h, go) = (h.clone(), go.clone());
+                std::thread::spawn(move || {
+                    go.wait();
+                    h.close();
+                })
+            };
+            go.wait();
+            loop {
+                let buf: Vec<u8> = Vec::with_capacity(100);
+                let at = buf.as_ptr();
+                match port.submit(Recv::pooled(&h, buf)) {
+                    Ok(_) => {}
+                    Err((_, Op::Recv(r))) => {
+                        assert_eq!(
+                            (r.buf.as_ptr(), r.buf.capacity()),
+                            (at, 100),
+                            "{b:?}, round {round}: the refused receive lost its buffer"
+                        );
+                        break;
+                    }
+                    Err((e, op)) => panic!("{b:?}: refused with {e} and {op:?}"),
+                }
+            }
+            closer.join().unwrap();
+            // The packets of the receives that got in (cancelled by the close).
+            while port.get(Some(Duration::ZERO)).is_ok() {}
+        }
+        port.detach();
+    }
+}

@@ -112,3 +112,36 @@ fn recv_on_a_nonblocking_pipe_waits_for_data() {
         );
     }
 }
+
+/// A pooled receive (`Recv::pooled`) handed an empty buffer with room reads
+/// into that buffer when the bytes cannot come from a pool buffer (a pipe
+/// is read with read(2) into the op's own buffer): the packet brings back
+/// the caller's allocation, and no new one is made per receive.
+#[test]
+fn a_pooled_pipe_receive_fills_the_callers_empty_buffer() {
+    use iocomp::Recv;
+    for b in backends() {
+        let port = port_on(b);
+        let (rd, wr) = crate::harness::pipe();
+        let h = port.associate(rd, 1);
+        let mut wr = File::from(wr);
+        for i in 0..10 {
+            let buf: Vec<u8> = Vec::with_capacity(5000);
+            let at = buf.as_ptr();
+            let id = submit(&port, Recv::pooled(&h, buf));
+            wr.write_all(format!("m{i}").as_bytes()).unwrap();
+            let p = one(&port, id);
+            assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+            let Op::Recv(r) = p.op else {
+                panic!("not a Recv")
+            };
+            assert_eq!(r.buf, format!("m{i}").as_bytes(), "{b:?}");
+            assert_eq!(
+                r.buf.as_ptr(),
+                at,
+                "{b:?}: receive {i} came back in another allocation than the caller's"
+            );
+            assert_eq!(r.buf.capacity(), 5000, "{b:?}");
+        }
+    }
+}

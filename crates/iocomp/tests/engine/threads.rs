@@ -370,3 +370,62 @@ fn a_waiting_thread_running_user_drop_code_is_not_parked() {
     port.close();
     worker.join().unwrap();
 }
+
+/// Pooled receives (`Recv::pooled`) submitted by a thread that never waits
+/// on the port, each with an empty buffer that has room, and completed by
+/// the thread that waits: the packets bring those buffers back (the
+/// submitting thread keeps none of them, the waiting one allocates none).
+#[test]
+fn pooled_receives_submitted_by_a_thread_that_never_waits_come_back_in_its_buffers() {
+    use crate::harness::{backends, port_on};
+    use std::sync::{Arc, Barrier, Mutex};
+    for b in backends() {
+        let port = port_on(b);
+        let n = 20;
+        let mut conns = Vec::new();
+        for i in 0..n {
+            let (ours, peer) = pair();
+            conns.push((port.associate(ours, i), peer));
+        }
+        let handles: Vec<_> = conns.iter().map(|(h, _)| h.clone()).collect();
+        let given = Arc::new(Mutex::new(Vec::new()));
+        let steps = Arc::new(Barrier::new(2));
+        let submitter = {
+            let (port, given, steps) = (port.clone(), given.clone(), steps.clone());
+            thread::spawn(move || {
+                for h in &handles {
+                    let mut buf = vec![b'S'; 100];
+                    buf.clear();
+                    given.lock().unwrap().push(buf.as_ptr() as usize);
+                    port.submit(Recv::pooled(h, buf))
+                        .map_err(|(e, _)| e)
+                        .unwrap();
+                }
+                steps.wait();
+                // Alive (with whatever it kept) until the packets are in.
+                steps.wait();
+            })
+        };
+        steps.wait();
+        for (_, peer) in conns.iter_mut() {
+            peer.write_all(b"data").unwrap();
+        }
+        let mut back = HashSet::new();
+        for _ in 0..n {
+            let p = port.get(T).unwrap();
+            assert!(p.status.is_ok(), "{b:?}: {:?}", p.status);
+            let iocomp::Op::Recv(r) = p.op else {
+                panic!("not a Recv")
+            };
+            assert_eq!(r.buf, b"data", "{b:?}");
+            back.insert(r.buf.as_ptr() as usize);
+        }
+        steps.wait();
+        submitter.join().unwrap();
+        let given: HashSet<usize> = given.lock().unwrap().iter().copied().collect();
+        assert_eq!(
+            back, given,
+            "{b:?}: the packets came back in other allocations than the submitter's buffers"
+        );
+    }
+}

@@ -261,15 +261,17 @@ impl Ring {
             };
             let (status, bytes) = match st.attempt(&mut self.scratch) {
                 Attempt::Blocked => {
-                    if entry.registered {
-                        return;
-                    }
-                    // First time this descriptor waits: register it. Adding
-                    // reports the current readiness, so an edge between the
-                    // EAGAIN and now is not lost.
-                    match register(&self.epfd, fd) {
+                    // The first time this descriptor waits it is registered.
+                    // Adding reports the current readiness, so an edge
+                    // between the EAGAIN and now is not lost.
+                    let waits = if entry.registered {
+                        Ok(())
+                    } else {
+                        register(&self.epfd, fd).map(|()| entry.registered = true)
+                    };
+                    match waits {
                         Ok(()) => {
-                            entry.registered = true;
+                            st.park_pooled();
                             return;
                         }
                         Err(e) => (Err(e), st.progress()),

@@ -109,12 +109,9 @@ pub(super) enum Attempt {
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
 pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
-    match &mut op {
-        // A reused op: no sender until this receive has one.
-        Op::RecvFrom(r) => r.addr = None,
-        // A pooled receive waits holding no memory.
-        Op::Recv(r) if r.pooled => park_pooled_buf(&mut r.buf),
-        _ => {}
+    // A reused op: no sender until this receive has one.
+    if let Op::RecvFrom(r) = &mut op {
+        r.addr = None;
     }
     let Some(key) = op.key() else {
         return Err((not_io(), op));
@@ -190,6 +187,16 @@ thread_local! {
 }
 
 impl OpState {
+    /// A pooled receive that found no data waits holding no memory: its
+    /// empty buffer goes to this (the owning, completing) thread's spares.
+    pub(super) fn park_pooled(&mut self) {
+        if let Op::Recv(r) = &mut self.op {
+            if r.pooled {
+                park_pooled_buf(&mut r.buf);
+            }
+        }
+    }
+
     /// What the operation waits on.
     pub(super) fn target(&self) -> Target {
         match (&self.op, &self.extra) {

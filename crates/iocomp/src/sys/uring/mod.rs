@@ -26,11 +26,12 @@ use crate::packet::{OpId, Packet};
 mod bufring;
 mod ops;
 
-use super::common::{errno, EventFd};
+use super::common::{errno, park_pooled, EventFd};
 use super::shared::RingOps;
 use bufring::BufRing;
 use ops::{
-    advance, finish, first_entry, next_entry, prepare, progress, stream_fd, Advance, OpState,
+    advance, finish, first_entry, next_entry, parkable_buf, prepare, progress, stream_fd,
+    unpark_buf, Advance, OpState,
 };
 
 type Slab = super::slab::Slab<OpState>;
@@ -389,6 +390,11 @@ impl Ring {
         match entry.and_then(|e| self.push(e.user_data(id.0))) {
             Ok(()) => {
                 self.inflight += 1;
+                // In the kernel, on this (the completing) thread's ring: a
+                // pooled receive that gets a pool buffer waits without its own.
+                if let Some(b) = slab.get(id).and_then(|st| parkable_buf(st)) {
+                    park_pooled(b);
+                }
                 true
             }
             Err(e) => {
@@ -676,14 +682,27 @@ impl RingOps for Ring {
             Ok(e) => e,
             Err(e) => return Err((e, st.op)),
         };
-        let id = slab
-            .insert(shared.index, st)
-            .map_err(|(e, st)| (e, st.op))?;
+        // A pooled receive the kernel gives a pool buffer waits holding no
+        // memory: its buffer is parked once the op is accepted, and goes
+        // back into the op if it is refused.
+        let parked = parkable_buf(&mut st);
+        let id = match slab.insert(shared.index, st) {
+            Ok(id) => id,
+            Err((e, mut st)) => {
+                unpark_buf(&mut st.op, parked);
+                return Err((e, st.op));
+            }
+        };
         drop(slab);
         if let Err(e) = self.push(entry.user_data(id.0)) {
             // Never reached the kernel: hand the op back, no packet.
             let st = shared.lock().remove(id);
-            return Err((e, st.map(|s| s.op).unwrap_or(Op::Posted { token: 0 })));
+            let mut op = st.map(|s| s.op).unwrap_or(Op::Posted { token: 0 });
+            unpark_buf(&mut op, parked);
+            return Err((e, op));
+        }
+        if let Some(b) = parked {
+            park_pooled(b);
         }
         self.inflight += 1;
         if is_file_op {

@@ -16,7 +16,7 @@ use super::super::common::{
     errno, file_room, rest_of, sendfile_turn, settle, sockaddr_to_std, std_to_sockaddr,
     too_many_for_one_datagram, Msg,
 };
-use super::super::common::{not_io, park_pooled_buf, room_for_pooled};
+use super::super::common::{not_io, room_for_pooled, take_parkable};
 use super::super::common::{Phase, Transmit};
 use crate::op::Op;
 use crate::packet::{OpId, Packet};
@@ -133,12 +133,9 @@ pub(super) enum Advance {
 
 /// Checks an op and builds its in-flight state (the synchronous part of submit).
 pub(super) fn prepare(mut op: Op) -> Result<Box<OpState>, (io::Error, Op)> {
-    match &mut op {
-        // A reused op: no sender until this receive has one.
-        Op::RecvFrom(r) => r.addr = None,
-        // A pooled receive waits holding no memory.
-        Op::Recv(r) if r.pooled => park_pooled_buf(&mut r.buf),
-        _ => {}
+    // A reused op: no sender until this receive has one.
+    if let Op::RecvFrom(r) = &mut op {
+        r.addr = None;
     }
     let Some(key) = op.key() else {
         return Err((not_io(), op));
@@ -265,6 +262,25 @@ pub(super) fn first_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::En
     next_entry(st, pool)
 }
 
+/// The buffer a pooled receive may wait without: its request, just built,
+/// lets the kernel pick a pool buffer, and its own buffer is empty with room.
+/// The owning thread parks it once the request is in the kernel
+/// ([`park_pooled`](super::super::common::park_pooled)); a refusal before
+/// that puts it back into the op.
+pub(super) fn parkable_buf(st: &mut OpState) -> Option<Vec<u8>> {
+    match (&mut st.op, &st.extra) {
+        (Op::Recv(r), Extra::Recv { pooled: true }) => take_parkable(&mut r.buf),
+        _ => None,
+    }
+}
+
+/// Puts a buffer [`parkable_buf`] took back into its op (a refused submit).
+pub(super) fn unpark_buf(op: &mut Op, buf: Option<Vec<u8>>) {
+    if let (Op::Recv(r), Some(b)) = (op, buf) {
+        r.buf = b;
+    }
+}
+
 /// The next kernel request for an op, from its current state.
 pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Entry> {
     if st.cancel {
@@ -292,8 +308,10 @@ pub(super) fn next_entry(st: &mut OpState, pool: bool) -> io::Result<squeue::Ent
                 pooled: pooled @ true,
             } = extra
             {
-                // No pool on this ring, or it ran dry: receive into our own buffer.
+                // No pool on this ring, or it ran dry: receive into our own
+                // buffer (the caller's, or a spare if it has no room).
                 *pooled = false;
+                room_for_pooled(&mut r.buf);
                 r.buf.reserve(bufring::SIZE);
             }
             let spare = r.buf.spare_capacity_mut();
@@ -453,8 +471,10 @@ pub(super) fn advance(
             Op::Recv(r),
         ) = (&mut st.extra, &mut st.op)
         {
-            // The pool is empty right now: retry with a buffer of our own.
+            // The pool is empty right now: retry with a buffer of our own
+            // (the one parked at submit, if it is still there).
             *pooled = false;
+            room_for_pooled(&mut r.buf);
             r.buf.reserve(bufring::SIZE);
             return Ok(Advance::Again);
         }
@@ -477,6 +497,7 @@ pub(super) fn advance(
             if let (Extra::Recv { pooled }, Op::Recv(r)) = (&mut st.extra, &mut st.op) {
                 if *pooled {
                     *pooled = false;
+                    room_for_pooled(&mut r.buf);
                     r.buf.reserve(bufring::SIZE);
                 }
             }
