@@ -410,7 +410,12 @@ fn many_file_ops_without_a_get_give_one_packet_each() {
         let h = port.associate(rw(&path), 4);
         const N: u64 = 203;
         let mut ids: Vec<_> = (0..N)
-            .map(|i| submit(&port, WriteAt::new(&h, pattern(i, i * 4096, 4096), i * 4096)))
+            .map(|i| {
+                submit(
+                    &port,
+                    WriteAt::new(&h, pattern(i, i * 4096, 4096), i * 4096),
+                )
+            })
             .collect();
         std::thread::sleep(Duration::from_millis(300));
         ids.extend(
@@ -446,7 +451,10 @@ fn inline_file_reads_mixed_with_queued_ones_and_cancels_give_one_packet_per_op()
         for round in 0..50u64 {
             for i in 0..5u64 {
                 let off = ((round * 7 + i) % 256) * 4096;
-                pending.push(submit(&port, ReadAt::new(&h, Vec::with_capacity(4096), off)));
+                pending.push(submit(
+                    &port,
+                    ReadAt::new(&h, Vec::with_capacity(4096), off),
+                ));
             }
             match port.submit_inline(ReadAt::new(&h, Vec::with_capacity(4096), round * 4096)) {
                 Ok(Inline::Done(p)) => {
@@ -461,11 +469,7 @@ fn inline_file_reads_mixed_with_queued_ones_and_cancels_give_one_packet_per_op()
             }
         }
         for p in crate::harness::collect(&port, &pending) {
-            assert!(
-                p.status.is_ok() || p.is_aborted(),
-                "{b:?}: {:?}",
-                p.status
-            );
+            assert!(p.status.is_ok() || p.is_aborted(), "{b:?}: {:?}", p.status);
         }
         no_packet(
             &port,
