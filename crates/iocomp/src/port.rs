@@ -487,6 +487,20 @@ impl Port {
     /// parked, which starts it at once; a busy thread starts it when it next calls
     /// `get`. If no thread has attached yet, it fails with `NotConnected`.
     ///
+    /// When the I/O reaches the kernel: on Windows, in the call. On the epoll
+    /// backend, in the call too (a socket op is tried at once or waits for
+    /// readiness; a file read is tried with `preadv2(RWF_NOWAIT)`, else the
+    /// blocking pool starts it, as it does every file write). On io_uring,
+    /// ops are queued on the thread's ring and handed to the kernel in one
+    /// batch at the thread's next wait on the port (`get`, `blocking`,
+    /// [`submit_inline`](Port::submit_inline)), except file reads and writes
+    /// ([`ReadAt`](crate::ReadAt), [`WriteAt`](crate::WriteAt)): those go in
+    /// groups of at most 8 as they are submitted (the 8th queued since the
+    /// last hand-over submits the queue), so that a deep queue of cold reads
+    /// does not reach the disk as one burst; a partial group goes with the
+    /// next wait. Ops handed to another thread's ring start when it takes
+    /// them (file ops grouped the same way).
+    ///
     /// One socket's receives, and its sends and transmits, complete in the
     /// order they were submitted, as `WSARecv`s and `WSASend`s do on Windows
     /// whichever threads issue them (when one call returns before the other

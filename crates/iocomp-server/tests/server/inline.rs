@@ -1,11 +1,11 @@
-//! Replies that complete at once: a small reply that fits the socket's send
-//! buffer skips the port (`FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`) and the
-//! connection carries on at once. Whatever path a reply takes, a pipelining
-//! client gets every reply in order and complete (thousands of them, while
-//! other clients are served), `Connection: close` and HTTP/1.0 end the
-//! connection where they stand in the pipeline, every request is logged and
-//! counted exactly once, and a client that does not read (its send buffer
-//! full) still gets every byte.
+//! Pipelined requests and replies of every size (written for the
+//! skip-on-success experiment, which the server does not use: every reply's
+//! send completes through the port). A pipelining client gets every reply in
+//! order and complete (thousands of them, while other clients are served),
+//! `Connection: close` and HTTP/1.0 end the connection where they stand in
+//! the pipeline, every request is logged and counted exactly once whether its
+//! reply fits the socket buffer or not, and a client that does not read (its
+//! send buffer full) still gets every byte.
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
@@ -50,11 +50,15 @@ fn write_behind(stream: &TcpStream, bytes: Vec<u8>) -> thread::JoinHandle<()> {
 #[test]
 fn ten_thousand_pipelined_gets_are_answered_in_order_while_others_are_served() {
     const N: usize = 10_000;
+    /// Where the pipelining client stops reading until the others are served.
+    const PAUSE_AT: usize = 100;
     let tree = Tree::new("inline-pipe");
     let files = small_files(&tree);
     // One worker: the other clients share it with the pipelining one.
     let srv = tree.serve(|c| c.threads = 1);
-    let stream = srv.connect();
+    // A small receive buffer: the replies (about 12 MB) back up into the
+    // server while this client does not read.
+    let stream = connect_with_rcvbuf(srv.addr, 16 << 10);
     let batch: Vec<u8> = (0..N)
         .flat_map(|i| req("GET", &format!("/f{}", pick(i)), &[]))
         .collect();
@@ -70,6 +74,21 @@ fn ten_thousand_pipelined_gets_are_answered_in_order_while_others_are_served() {
         let mut c = Client::new(stream.try_clone().unwrap());
         let mut body_bytes = 0;
         for i in 0..N {
+            if i == PAUSE_AT {
+                // The pipeline's replies cannot all be in the socket
+                // buffers: while this client stops reading, the
+                // server's one worker must serve the others, not wait on this
+                // connection.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !others.is_finished() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                assert!(
+                    others.is_finished(),
+                    "the other clients' 20 GETs were not served within 60 s \
+                     while the pipelining client had read {i} of {N} replies"
+                );
+            }
             let r = c
                 .try_response(false)
                 .unwrap_or_else(|e| panic!("pipelined reply {i} of {N}: {e}"));
@@ -144,7 +163,10 @@ fn connection_close_and_http_1_0_end_the_pipeline_where_they_stand() {
             "Connection: close on reply {i}:\n{r:?}"
         );
     }
+    // The server closed it (EOF read here); then this side closes too, so
+    // that the server does not wait for its idle timeout.
     c.expect_closed("after the reply to `Connection: close`");
+    drop(c);
 
     // 1.0: keep-alive GETs, then one without keep-alive, then more.
     let mut c = srv.client();
@@ -163,6 +185,7 @@ fn connection_close_and_http_1_0_end_the_pipeline_where_they_stand() {
         assert_bytes_eq(&r.body, &files[pick(i)], &format!("HTTP/1.0 GET {i}"));
     }
     c.expect_closed("after the HTTP/1.0 reply without keep-alive");
+    drop(c);
     srv.assert_all_closed("after both pipelines");
 }
 
@@ -182,12 +205,13 @@ fn log_lines(path: &Path) -> Vec<String> {
 }
 
 #[test]
-fn every_request_is_logged_and_counted_once_on_either_path() {
+fn every_request_is_logged_and_counted_once_for_small_and_large_replies() {
     const SMALL: usize = 600;
     const LINES: usize = 300;
     let tree = Tree::new("inline-count");
     let files = small_files(&tree);
-    // Too large for one send to complete at once: the packet path.
+    // Too large for one send to complete at once: replies that take many
+    // sends, among small ones that take one.
     let big = pseudo_random(9, 3 << 20);
     tree.file("big.bin", &big);
     let log = tree.base().join("access.log");

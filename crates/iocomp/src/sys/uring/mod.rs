@@ -120,8 +120,12 @@ struct Compat {
 }
 
 /// File reads and writes (`ReadAt`, `WriteAt`) go to the kernel in groups
-/// of this many (every this-many-th one submits the queue), instead of all at
-/// the next reap. A batch of QD cold reads handed over in one `io_uring_enter`
+/// of at most this many: when this many are queued on the ring (pushed since
+/// the queue was last handed to the kernel), the queue is submitted at once;
+/// a partial group goes with the thread's next wait on the port (`get`,
+/// `blocking`, `submit_inline`), like every other op on this backend. Ops
+/// handed over by other threads are grouped the same way when this thread
+/// starts them. A batch of QD cold reads handed over in one `io_uring_enter`
 /// is issued under one block plug: the disk sees nothing until the last
 /// entry is prepared, then all of them at once, and they complete, are
 /// reaped and are reissued together again. On an idle machine that convoy
@@ -236,8 +240,8 @@ pub(crate) struct Ring {
     /// Cancels asked for by other threads whose request the kernel did not
     /// take (the push failed): asked again by the next reap.
     cancel_retry: Vec<OpId>,
-    /// File reads and writes this thread has pushed: every
-    /// [`FILE_CHUNK`]th one submits the queue at once.
+    /// File reads and writes pushed since the queue was last handed to the
+    /// kernel: the [`FILE_CHUNK`]th submits it at once.
     file_ops: usize,
 }
 
@@ -322,7 +326,7 @@ impl Ring {
             }
             // Submission queue full: hand what is there to the kernel and retry.
             match self.uring.submit() {
-                Ok(_) => {}
+                Ok(_) => self.file_ops = 0,
                 // The completion queue is full (overflowing): take completions
                 // off it, for the next reap, so the kernel can go on.
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.stash_cqes(),
@@ -364,6 +368,7 @@ impl Ring {
     fn start(&mut self, slab: &mut Slab, id: OpId, out: &mut VecDeque<Packet>) {
         let Some(st) = slab.get(id) else { return };
         let stream = stream_fd(st);
+        let is_file_op = matches!(st.op, Op::ReadAt(_) | Op::WriteAt(_));
         if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
             if !q.is_empty() {
                 q.push_back(id);
@@ -374,6 +379,23 @@ impl Ring {
             if let Some(k) = stream {
                 self.streams.entry(k).or_default().push_back(id);
             }
+            if is_file_op {
+                // Handed over by other threads: grouped like this thread's.
+                self.pushed_file_op();
+            }
+        }
+    }
+
+    /// Counts a file read or write just pushed: the [`FILE_CHUNK`]th since
+    /// the queue was last handed to the kernel hands it over now, not at the
+    /// next reap.
+    fn pushed_file_op(&mut self) {
+        self.file_ops += 1;
+        if self.file_ops >= FILE_CHUNK {
+            // An error (a full completion queue: EBUSY) leaves the entries
+            // queued; the next reap submits them and handles that.
+            let _ = self.uring.submit();
+            self.file_ops = 0;
         }
     }
 
@@ -523,8 +545,10 @@ impl Ring {
             sq.sync();
             let needed = !sq.is_empty() || sq.taskrun() || sq.cq_overflow();
             drop(sq);
-            if needed {
-                let _ = self.uring.submit();
+            // Every queued file op goes with it: the next group starts empty
+            // (unless the kernel refused them: they are still queued).
+            if !needed || self.uring.submit().is_ok() {
+                self.file_ops = 0;
             }
         }
         let shared = self.shared.clone();
@@ -706,14 +730,7 @@ impl RingOps for Ring {
         }
         self.inflight += 1;
         if is_file_op {
-            self.file_ops += 1;
-        }
-        if is_file_op && self.file_ops % FILE_CHUNK == 0 {
-            // File reads and writes go to the kernel in small groups, not
-            // all at the next reap (FILE_CHUNK). An error (a full completion
-            // queue: EBUSY) leaves the entries queued; the next reap submits
-            // them and handles that.
-            let _ = self.uring.submit();
+            self.pushed_file_op();
         }
         if let Some(k) = stream {
             // Kept (empty) after its ops complete: no allocation per op.
