@@ -11,7 +11,9 @@ use std::time::Duration;
 use iocomp_server::{AccessLogFormat, LogFile};
 
 use crate::harness::client::req;
-use crate::harness::{assert_bytes_eq, error_line, poll_until, pseudo_random, Running, Tree};
+use crate::harness::{
+    assert_bytes_eq, error_line, log_lines, poll_until, pseudo_random, Running, Tree,
+};
 
 /// Bound for an access-log line to show up (the log is flushed on a timer).
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -25,15 +27,6 @@ fn serve_logged(tree: &Tree, format: AccessLogFormat) -> (Running, std::path::Pa
         c.access_log_file = Some(file);
     });
     (srv, log)
-}
-
-/// The lines of the log at `path` so far.
-fn log_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 /// Polls (bounded) for a line of the log satisfying `pred`.

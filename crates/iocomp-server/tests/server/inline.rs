@@ -9,7 +9,6 @@
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use iocomp_server::{AccessLogFormat, LogFile};
 use crate::harness::client::{
     body_of, connect_with_rcvbuf, line, raw_get, read_to_end_timeout, req, status_of, Client,
 };
-use crate::harness::{assert_bytes_eq, poll_until, pseudo_random, Tree, IO_TIMEOUT};
+use crate::harness::{assert_bytes_eq, log_lines, poll_until, pseudo_random, Tree, IO_TIMEOUT};
 
 /// Small files of distinct sizes and contents: `f0` … `f7`.
 fn small_files(tree: &Tree) -> Vec<Vec<u8>> {
@@ -193,15 +192,6 @@ fn connection_close_and_http_1_0_end_the_pipeline_where_they_stand() {
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// The access log's lines so far.
-fn log_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

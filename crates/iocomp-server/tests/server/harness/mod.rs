@@ -297,6 +297,15 @@ pub fn compare(got: &[u8], want: &[u8], what: &str) -> Result<(), String> {
 
 pub use iocomp_testkit::show;
 
+/// The lines of the (access) log at `path` so far; none if it does not exist yet.
+pub fn log_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Polls `cond` every 10 ms until it holds or `timeout` passes; whether it held.
 pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
