@@ -247,9 +247,13 @@ fn cancel_of_queued_file_writes() {
         const N: usize = 24;
         let mut aborted = 0;
         for round in 0..5 {
+            // The buffers are made first, so that the submissions come in a
+            // burst and the cancels while later writes still wait for a
+            // helper (filling 24 × 8 MiB between submissions gave the pool
+            // time to take every job before the first cancel).
+            let datas: Vec<Vec<u8>> = (0..N).map(|i| vec![(i + 1) as u8; CHUNK]).collect();
             let mut ids = Vec::new();
-            for i in 0..N {
-                let data = vec![(i + 1) as u8; CHUNK];
+            for (i, data) in datas.into_iter().enumerate() {
                 ids.push(submit(&port, WriteAt::new(&h, data, (i * CHUNK) as u64)));
             }
             // The last half most likely waits behind the first (the epoll
