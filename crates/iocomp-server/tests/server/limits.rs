@@ -27,6 +27,16 @@ fn serve_limited(tree: &Tree) -> Running {
     })
 }
 
+/// Waits (bounded) until the server has counted `n` connections in: those
+/// accepted within their address's limit (refused ones are not counted).
+fn assert_counted(running: &Running, n: usize) {
+    assert!(
+        running.wait_connections(n, Duration::from_secs(20)),
+        "the server counts {} connections, not {n}",
+        running.connections()
+    );
+}
+
 #[test]
 fn connections_over_the_per_address_limit_do_not_take_max_conns_slots() {
     let tree = Tree::new("limits");
@@ -36,6 +46,10 @@ fn connections_over_the_per_address_limit_do_not_take_max_conns_slots() {
     let one = Ipv4Addr::LOCALHOST;
     // The one connection 127.0.0.1 may have, kept silent.
     let mut first = connect_from(running.addr, one);
+    // Counted before the others connect: which of two connections from one
+    // address the server counts first is the order it handles their accepts
+    // in (each worker has its own accept), not the order they connected in.
+    assert_counted(&running, 1);
     // Six more from the same address, silent: over its limit.
     let mut extra: Vec<TcpStream> = (0..6).map(|_| connect_from(running.addr, one)).collect();
 
@@ -80,13 +94,19 @@ fn a_refused_connection_that_asks_at_once_gets_503() {
     let running = serve_limited(&tree);
     let one = Ipv4Addr::LOCALHOST;
     let _first = connect_from(running.addr, one);
+    // Counted before the second connects (see above): otherwise the second
+    // may take the address's one slot and be served 200 under keep-alive.
+    assert_counted(&running, 1);
     let mut second = connect_from(running.addr, one);
     second
         .write_all(b"GET /f.txt HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let (closed, got) = closed_within(&mut second, Duration::from_secs(30));
-    assert!(closed, "the refused connection is closed after its answer");
     let text = String::from_utf8_lossy(&got);
+    assert!(
+        closed,
+        "the refused connection is closed after its answer; it got {text:?}"
+    );
     assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("\r\nretry-after: "),

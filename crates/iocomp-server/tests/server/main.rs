@@ -28,6 +28,7 @@ mod paths;
 mod proptests;
 mod ranges;
 mod rate_limit;
+mod refused;
 mod shutdown;
 mod soak;
 mod timeouts;
