@@ -40,6 +40,11 @@ const SMALL_LISTING: usize = 16 * 1024;
 
 /// The next step for an HTTP connection.
 pub(crate) fn step(conn: &mut dyn Connection) -> Step {
+    // Nothing buffered (the usual case after a reply on keep-alive): what
+    // `parse` would say, without its passes over an empty head.
+    if conn.input().is_empty() {
+        return if conn.eof() { Step::Close } else { Step::Recv };
+    }
     let buf = std::mem::take(conn.input());
     let (step, consumed) = match request::parse(&buf) {
         Ok(Parsed::Partial) => (if conn.eof() { Step::Close } else { Step::Recv }, 0),
