@@ -255,6 +255,10 @@ pub struct Opened {
     /// The whole file, when it is small and the open-file cache keeps its
     /// contents (sent from memory, with its head, in one `send`).
     pub body: Option<Arc<[u8]>>,
+    /// From an open-file cache hit: the sibling bits that
+    /// [`Root::sibling_files`] would answer from the cache without looking
+    /// at the directory, found in the same lookup.
+    pub(crate) siblings: Option<u8>,
 }
 
 impl Root {
@@ -372,7 +376,7 @@ impl Root {
             return false;
         }
         if let Some(cache) = &self.cache {
-            if let Some((_, meta, _)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
+            if let Some((_, meta, _, _)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
                 return meta.is_file();
             }
         }
@@ -461,12 +465,15 @@ impl Root {
     /// name costs one `openat2(O_PATH)` and one `fstat`; a regular file opened afresh is remembered.
     fn open_cached(&self, name: &Name) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
-            if let Some((file, meta, body)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
+            if let Some((file, meta, body, siblings)) =
+                cache.get(self.fd.as_fd(), &name.rel, self.via)
+            {
                 return Ok(Opened {
                     file,
                     len: meta.len(),
                     meta,
                     body,
+                    siblings,
                 });
             }
         }
@@ -533,6 +540,7 @@ impl Root {
                 len,
                 meta,
                 body: None,
+                siblings: None,
             };
             return Ok((opened, found.plain));
         }

@@ -422,9 +422,12 @@ fn file(
     // while its directory is unchanged): only those are opened.
     let suffixes = Encoding::ALL.map(Encoding::suffix);
     let root = &conn.site().root;
-    let present = match normal {
-        Some(n) => root.sibling_files_of(name, n, &suffixes),
-        None => root.sibling_files(name, &suffixes),
+    // The open-file cache's hit may already carry them (the same bits, found
+    // in the same lookup).
+    let present = match (opened.siblings, normal) {
+        (Some(bits), _) => bits,
+        (None, Some(n)) => root.sibling_files_of(name, n, &suffixes),
+        (None, None) => root.sibling_files(name, &suffixes),
     };
     let has = |enc: Encoding| {
         let i = Encoding::ALL.iter().position(|&e| e == enc).unwrap_or(0);
