@@ -149,10 +149,14 @@ pub enum Parsed<'a> {
 pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     let window = buf.get(..MAX_HEAD).unwrap_or(buf);
     let line = skip_empty_lines(window);
-    match line.iter().position(|&b| b == b'\n') {
-        Some(end) if end > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
-        None if line.len() > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
-        _ => {}
+    // Only a longer buffer can hold a request line over the limit: no scan
+    // for the line's end otherwise (the usual request is far shorter).
+    if line.len() > MAX_REQUEST_LINE + 1 {
+        match line.iter().position(|&b| b == b'\n') {
+            Some(end) if end > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
+            None => return Err(HttpError::UriTooLong),
+            _ => {}
+        }
     }
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
