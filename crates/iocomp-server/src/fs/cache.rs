@@ -79,7 +79,7 @@ const BODY_BUDGET: usize = 2 << 20;
 
 struct Entry {
     file: Arc<File>,
-    meta: Metadata,
+    meta: Arc<Metadata>,
     /// The whole file, if small and read without blocking.
     body: Option<Arc<[u8]>>,
     /// Milliseconds since the cache's epoch.
@@ -107,7 +107,7 @@ struct Shard {
 /// A hit: the file, its metadata, for a small file its contents, and the
 /// entry's sibling bits when [`FileCache::fresh_siblings`] would give them
 /// (found in the same lookup: no second one per request).
-pub(crate) type Hit = (Arc<File>, Metadata, Option<Arc<[u8]>>, Option<u8>);
+pub(crate) type Hit = (Arc<File>, Arc<Metadata>, Option<Arc<[u8]>>, Option<u8>);
 
 /// The cache: names (normalized, relative to the root) to open files.
 pub(crate) struct FileCache {
@@ -183,7 +183,12 @@ impl FileCache {
     /// Remembers an opened file (and the contents of a small one); evicts the
     /// least recently used entry of its shard when the shard is full. Returns
     /// the contents kept, if any.
-    pub(crate) fn put(&self, rel: CString, file: Arc<File>, meta: Metadata) -> Option<Arc<[u8]>> {
+    pub(crate) fn put(
+        &self,
+        rel: CString,
+        file: Arc<File>,
+        meta: Arc<Metadata>,
+    ) -> Option<Arc<[u8]>> {
         let now = self.now();
         let body = (meta.len() <= SMALL)
             .then(|| read_small(&file, meta.len()))

@@ -250,8 +250,9 @@ pub struct Opened {
     pub file: Arc<File>,
     /// Its length in bytes when it was opened.
     pub len: u64,
-    /// Its metadata when it was opened (kind, inode, modification time).
-    pub meta: std::fs::Metadata,
+    /// Its metadata when it was opened (kind, inode, modification time);
+    /// shared with the open-file cache (a hit copies no `statx` record).
+    pub meta: Arc<std::fs::Metadata>,
     /// The whole file, when it is small and the open-file cache keeps its
     /// contents (sent from memory, with its head, in one `send`).
     pub body: Option<Arc<[u8]>>,
@@ -538,7 +539,7 @@ impl Root {
             let opened = Opened {
                 file: Arc::new(file),
                 len,
-                meta,
+                meta: Arc::new(meta),
                 body: None,
                 siblings: None,
             };
