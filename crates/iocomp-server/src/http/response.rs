@@ -205,11 +205,17 @@ impl<'a> Head<'a> {
     /// Starts a head: status line, `Date`, `Server` and
     /// `X-Content-Type-Options: nosniff`.
     pub fn new(out: &'a mut Vec<u8>, status: u16, date: &[u8; DATE_LEN]) -> Head<'a> {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_u64(out, u64::from(status));
-        out.push(b' ');
-        out.extend_from_slice(reason(status).as_bytes());
-        out.extend_from_slice(b"\r\nDate: ");
+        if status == 200 {
+            // The usual status line, as one constant (no digits to format,
+            // no reason to look up).
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nDate: ");
+        } else {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            push_u64(out, u64::from(status));
+            out.push(b' ');
+            out.extend_from_slice(reason(status).as_bytes());
+            out.extend_from_slice(b"\r\nDate: ");
+        }
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\nServer: iocomp\r\nX-Content-Type-Options: nosniff\r\n");
         Head { out }
