@@ -162,7 +162,13 @@ impl FileCache {
             e.used = now;
             let fresh = now.saturating_sub(e.checked) < self.valid;
             let siblings = self.fresh_bits(e, now);
-            (e.file.clone(), e.meta.clone(), e.body.clone(), fresh, siblings)
+            (
+                e.file.clone(),
+                e.meta.clone(),
+                e.body.clone(),
+                fresh,
+                siblings,
+            )
         };
         if fresh {
             return Some((file, meta, body, siblings));
