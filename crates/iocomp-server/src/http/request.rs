@@ -314,19 +314,22 @@ impl<'a> Seen<'a> {
     ///
     /// `httparse` has already removed the whitespace around the value.
     fn add(&mut self, name: &str, value: &'a [u8]) {
-        let is = |want: &str| name.eq_ignore_ascii_case(want);
+        // Case-insensitive, with the usual spelling (`Host`, `User-Agent`)
+        // tried first as one plain comparison: no per-byte case folding for
+        // what clients send.
+        let is = |want: &str| name == want || name.eq_ignore_ascii_case(want);
         // Dispatch on length first: one comparison for most names.
         match name.len() {
-            4 if is("host") => {
+            4 if is("Host") => {
                 self.hosts += 1;
                 self.host = Some(value);
             }
-            5 if is("range") => unique(&mut self.range, value, &mut self.duplicate),
-            6 if is("accept") => first(&mut self.accept, value),
-            7 if is("referer") => first(&mut self.referer, value),
-            8 if is("if-range") => unique(&mut self.if_range, value, &mut self.duplicate),
-            8 if is("if-match") => unique(&mut self.if_match, value, &mut self.duplicate),
-            10 if is("connection") => {
+            5 if is("Range") => unique(&mut self.range, value, &mut self.duplicate),
+            6 if is("Accept") => first(&mut self.accept, value),
+            7 if is("Referer") => first(&mut self.referer, value),
+            8 if is("If-Range") => unique(&mut self.if_range, value, &mut self.duplicate),
+            8 if is("If-Match") => unique(&mut self.if_match, value, &mut self.duplicate),
+            10 if is("Connection") => {
                 for token in value.split(|&b| b == b',').map(trim_ows) {
                     if token.eq_ignore_ascii_case(b"close") {
                         self.conn_close = true;
@@ -335,27 +338,27 @@ impl<'a> Seen<'a> {
                     }
                 }
             }
-            10 if is("user-agent") => first(&mut self.user_agent, value),
-            13 if is("if-none-match") => {
+            10 if is("User-Agent") => first(&mut self.user_agent, value),
+            13 if is("If-None-Match") => {
                 unique(&mut self.if_none_match, value, &mut self.duplicate)
             }
-            14 if is("content-length") => {
+            14 if is("Content-Length") => {
                 unique(&mut self.content_length, value, &mut self.duplicate)
             }
-            15 if is("accept-encoding") => {
+            15 if is("Accept-Encoding") => {
                 self.accept_encodings += 1;
                 self.accept_encoding = Some(value);
             }
-            17 if is("if-modified-since") => {
+            17 if is("If-Modified-Since") => {
                 unique(&mut self.if_modified_since, value, &mut self.duplicate)
             }
-            17 if is("transfer-encoding") => {
+            17 if is("Transfer-Encoding") => {
                 if self.transfer_encoding {
                     self.duplicate = true;
                 }
                 self.transfer_encoding = true;
             }
-            19 if is("if-unmodified-since") => {
+            19 if is("If-Unmodified-Since") => {
                 unique(&mut self.if_unmodified_since, value, &mut self.duplicate)
             }
             _ => {}
