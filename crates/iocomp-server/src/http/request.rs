@@ -179,6 +179,20 @@ pub fn request_line(buf: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// [`request_line`] of a `buf` that [`parse`] found `req` complete in,
+/// without a scan for the line's end: its length follows from the method,
+/// the target and the version (`METHOD SP target SP HTTP/1.x`), checked by
+/// the line ending found right there; anything else (never seen with
+/// `httparse`'s strict request line) falls back to the scan.
+pub fn request_line_of<'a>(buf: &'a [u8], req: &Request<'_>) -> &'a [u8] {
+    let rest = skip_empty_lines(buf.get(..MAX_HEAD).unwrap_or(buf));
+    let len = req.method.as_str().len() + req.target.len() + b"  HTTP/1.1".len();
+    match (rest.get(len), rest.get(..len)) {
+        (Some(b'\r' | b'\n'), Some(line)) if !line.contains(&b'\n') => line,
+        _ => request_line(buf),
+    }
+}
+
 /// `buf` without the empty lines (CRLF or LF) RFC 9112 §2.2 lets a server skip.
 fn skip_empty_lines(mut buf: &[u8]) -> &[u8] {
     loop {

@@ -64,7 +64,7 @@ pub(crate) fn step(conn: &mut dyn Connection) -> Step {
             (Reply::bytes(out, true), buf.len())
         }
         Ok(Parsed::Complete(req, head_len)) => {
-            conn.begin(request::request_line(&buf), 200);
+            conn.begin(request::request_line_of(&buf, &req), 200);
             conn.set_client(req.referer, req.user_agent);
             if conn.over_limit() {
                 (busy(conn, &req), head_len)
