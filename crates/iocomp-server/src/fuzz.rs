@@ -79,6 +79,11 @@ pub fn http_request(data: &[u8]) {
     assert!(line.len() <= MAX_HEAD && within(line, data) && !line.contains(&b'\n'));
     match parsed {
         Ok(Parsed::Complete(req, len)) => {
+            assert_eq!(
+                request::request_line_of(data, &req),
+                line,
+                "request_line_of"
+            );
             assert!(
                 len > 0 && len <= data.len() && len <= MAX_HEAD,
                 "head length {len}"

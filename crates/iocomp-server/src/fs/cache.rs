@@ -79,7 +79,7 @@ const BODY_BUDGET: usize = 2 << 20;
 
 struct Entry {
     file: Arc<File>,
-    meta: Metadata,
+    meta: Arc<Metadata>,
     /// The whole file, if small and read without blocking.
     body: Option<Arc<[u8]>>,
     /// Milliseconds since the cache's epoch.
@@ -104,8 +104,10 @@ struct Shard {
     bodies: usize,
 }
 
-/// A hit: the file, its metadata and, for a small file, its contents.
-pub(crate) type Hit = (Arc<File>, Metadata, Option<Arc<[u8]>>);
+/// A hit: the file, its metadata, for a small file its contents, and the
+/// entry's sibling bits when [`FileCache::fresh_siblings`] would give them
+/// (found in the same lookup: no second one per request).
+pub(crate) type Hit = (Arc<File>, Arc<Metadata>, Option<Arc<[u8]>>, Option<u8>);
 
 /// The cache: names (normalized, relative to the root) to open files.
 pub(crate) struct FileCache {
@@ -154,22 +156,29 @@ impl FileCache {
     /// unchanged file.
     pub(crate) fn get(&self, root: BorrowedFd<'_>, rel: &CStr, via: Resolver) -> Option<Hit> {
         let now = self.now();
-        let (file, meta, body, fresh) = {
+        let (file, meta, body, fresh, siblings) = {
             let mut shard = self.shard(rel);
             let e = shard.map.get_mut(rel)?;
             e.used = now;
             let fresh = now.saturating_sub(e.checked) < self.valid;
-            (e.file.clone(), e.meta.clone(), e.body.clone(), fresh)
+            let siblings = self.fresh_bits(e, now);
+            (
+                e.file.clone(),
+                e.meta.clone(),
+                e.body.clone(),
+                fresh,
+                siblings,
+            )
         };
         if fresh {
-            return Some((file, meta, body));
+            return Some((file, meta, body, siblings));
         }
         let mut shard = self.shard(rel);
         if same(root, rel, &meta, via) {
             if let Some(e) = shard.map.get_mut(rel) {
                 e.checked = now;
             }
-            return Some((file, meta, body));
+            return Some((file, meta, body, siblings));
         }
         if let Some(e) = shard.map.remove(rel) {
             shard.bodies -= e.body.map_or(0, |b| b.len());
@@ -180,7 +189,12 @@ impl FileCache {
     /// Remembers an opened file (and the contents of a small one); evicts the
     /// least recently used entry of its shard when the shard is full. Returns
     /// the contents kept, if any.
-    pub(crate) fn put(&self, rel: CString, file: Arc<File>, meta: Metadata) -> Option<Arc<[u8]>> {
+    pub(crate) fn put(
+        &self,
+        rel: CString,
+        file: Arc<File>,
+        meta: Arc<Metadata>,
+    ) -> Option<Arc<[u8]>> {
         let now = self.now();
         let body = (meta.len() <= SMALL)
             .then(|| read_small(&file, meta.len()))
@@ -227,8 +241,16 @@ impl FileCache {
         }
         let now = self.now();
         let shard = self.shard(rel);
-        match shard.map.get(rel)?.siblings {
-            Some((_, bits, seen)) if now.saturating_sub(seen) < self.valid => Some(bits),
+        self.fresh_bits(shard.map.get(rel)?, now)
+    }
+
+    /// `e`'s sibling bits if its directory was seen unchanged within `valid`
+    /// of `now`; `None` with `valid` zero.
+    fn fresh_bits(&self, e: &Entry, now: u64) -> Option<u8> {
+        match e.siblings {
+            Some((_, bits, seen)) if self.valid != 0 && now.saturating_sub(seen) < self.valid => {
+                Some(bits)
+            }
             _ => None,
         }
     }

@@ -250,11 +250,16 @@ pub struct Opened {
     pub file: Arc<File>,
     /// Its length in bytes when it was opened.
     pub len: u64,
-    /// Its metadata when it was opened (kind, inode, modification time).
-    pub meta: std::fs::Metadata,
+    /// Its metadata when it was opened (kind, inode, modification time);
+    /// shared with the open-file cache (a hit copies no `statx` record).
+    pub meta: Arc<std::fs::Metadata>,
     /// The whole file, when it is small and the open-file cache keeps its
     /// contents (sent from memory, with its head, in one `send`).
     pub body: Option<Arc<[u8]>>,
+    /// From an open-file cache hit: the sibling bits that
+    /// [`Root::sibling_files`] would answer from the cache without looking
+    /// at the directory, found in the same lookup.
+    pub(crate) siblings: Option<u8>,
 }
 
 impl Root {
@@ -372,7 +377,7 @@ impl Root {
             return false;
         }
         if let Some(cache) = &self.cache {
-            if let Some((_, meta, _)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
+            if let Some((_, meta, _, _)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
                 return meta.is_file();
             }
         }
@@ -461,12 +466,15 @@ impl Root {
     /// name costs one `openat2(O_PATH)` and one `fstat`; a regular file opened afresh is remembered.
     fn open_cached(&self, name: &Name) -> Result<Opened, OpenError> {
         if let Some(cache) = &self.cache {
-            if let Some((file, meta, body)) = cache.get(self.fd.as_fd(), &name.rel, self.via) {
+            if let Some((file, meta, body, siblings)) =
+                cache.get(self.fd.as_fd(), &name.rel, self.via)
+            {
                 return Ok(Opened {
                     file,
                     len: meta.len(),
                     meta,
                     body,
+                    siblings,
                 });
             }
         }
@@ -531,8 +539,9 @@ impl Root {
             let opened = Opened {
                 file: Arc::new(file),
                 len,
-                meta,
+                meta: Arc::new(meta),
                 body: None,
+                siblings: None,
             };
             return Ok((opened, found.plain));
         }

@@ -149,10 +149,14 @@ pub enum Parsed<'a> {
 pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     let window = buf.get(..MAX_HEAD).unwrap_or(buf);
     let line = skip_empty_lines(window);
-    match line.iter().position(|&b| b == b'\n') {
-        Some(end) if end > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
-        None if line.len() > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
-        _ => {}
+    // Only a longer buffer can hold a request line over the limit: no scan
+    // for the line's end otherwise (the usual request is far shorter).
+    if line.len() > MAX_REQUEST_LINE + 1 {
+        match line.iter().position(|&b| b == b'\n') {
+            Some(end) if end > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
+            None => return Err(HttpError::UriTooLong),
+            _ => {}
+        }
     }
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -173,6 +177,20 @@ pub fn request_line(buf: &[u8]) -> &[u8] {
         None => rest,
     };
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// [`request_line`] of a `buf` that [`parse`] found `req` complete in,
+/// without a scan for the line's end: its length follows from the method,
+/// the target and the version (`METHOD SP target SP HTTP/1.x`), checked by
+/// the line ending found right there; anything else (never seen with
+/// `httparse`'s strict request line) falls back to the scan.
+pub fn request_line_of<'a>(buf: &'a [u8], req: &Request<'_>) -> &'a [u8] {
+    let rest = skip_empty_lines(buf.get(..MAX_HEAD).unwrap_or(buf));
+    let len = req.method.as_str().len() + req.target.len() + b"  HTTP/1.1".len();
+    match (rest.get(len), rest.get(..len)) {
+        (Some(b'\r' | b'\n'), Some(line)) if !line.contains(&b'\n') => line,
+        _ => request_line(buf),
+    }
 }
 
 /// `buf` without the empty lines (CRLF or LF) RFC 9112 §2.2 lets a server skip.
@@ -310,19 +328,22 @@ impl<'a> Seen<'a> {
     ///
     /// `httparse` has already removed the whitespace around the value.
     fn add(&mut self, name: &str, value: &'a [u8]) {
-        let is = |want: &str| name.eq_ignore_ascii_case(want);
+        // Case-insensitive, with the usual spelling (`Host`, `User-Agent`)
+        // tried first as one plain comparison: no per-byte case folding for
+        // what clients send.
+        let is = |want: &str| name == want || name.eq_ignore_ascii_case(want);
         // Dispatch on length first: one comparison for most names.
         match name.len() {
-            4 if is("host") => {
+            4 if is("Host") => {
                 self.hosts += 1;
                 self.host = Some(value);
             }
-            5 if is("range") => unique(&mut self.range, value, &mut self.duplicate),
-            6 if is("accept") => first(&mut self.accept, value),
-            7 if is("referer") => first(&mut self.referer, value),
-            8 if is("if-range") => unique(&mut self.if_range, value, &mut self.duplicate),
-            8 if is("if-match") => unique(&mut self.if_match, value, &mut self.duplicate),
-            10 if is("connection") => {
+            5 if is("Range") => unique(&mut self.range, value, &mut self.duplicate),
+            6 if is("Accept") => first(&mut self.accept, value),
+            7 if is("Referer") => first(&mut self.referer, value),
+            8 if is("If-Range") => unique(&mut self.if_range, value, &mut self.duplicate),
+            8 if is("If-Match") => unique(&mut self.if_match, value, &mut self.duplicate),
+            10 if is("Connection") => {
                 for token in value.split(|&b| b == b',').map(trim_ows) {
                     if token.eq_ignore_ascii_case(b"close") {
                         self.conn_close = true;
@@ -331,27 +352,27 @@ impl<'a> Seen<'a> {
                     }
                 }
             }
-            10 if is("user-agent") => first(&mut self.user_agent, value),
-            13 if is("if-none-match") => {
+            10 if is("User-Agent") => first(&mut self.user_agent, value),
+            13 if is("If-None-Match") => {
                 unique(&mut self.if_none_match, value, &mut self.duplicate)
             }
-            14 if is("content-length") => {
+            14 if is("Content-Length") => {
                 unique(&mut self.content_length, value, &mut self.duplicate)
             }
-            15 if is("accept-encoding") => {
+            15 if is("Accept-Encoding") => {
                 self.accept_encodings += 1;
                 self.accept_encoding = Some(value);
             }
-            17 if is("if-modified-since") => {
+            17 if is("If-Modified-Since") => {
                 unique(&mut self.if_modified_since, value, &mut self.duplicate)
             }
-            17 if is("transfer-encoding") => {
+            17 if is("Transfer-Encoding") => {
                 if self.transfer_encoding {
                     self.duplicate = true;
                 }
                 self.transfer_encoding = true;
             }
-            19 if is("if-unmodified-since") => {
+            19 if is("If-Unmodified-Since") => {
                 unique(&mut self.if_unmodified_since, value, &mut self.duplicate)
             }
             _ => {}

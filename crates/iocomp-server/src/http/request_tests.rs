@@ -567,6 +567,25 @@ fn request_line_for_logs() {
 }
 
 #[test]
+fn request_line_of_a_parsed_request_is_the_scanned_one() {
+    let heads: [&[u8]; 6] = [
+        b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /x HTTP/1.1\nHost: h\n\n",
+        b"\r\n\nHEAD /a%20b?q=1 HTTP/1.0\r\n\r\n",
+        b"GET http://h:8080/p?x HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"DELETE /f HTTP/1.1\r\nHost: h\r\n\r\n",
+    ];
+    for head in heads {
+        let Ok(Parsed::Complete(req, _)) = parse(head) else {
+            panic!("not complete: {head:?}");
+        };
+        assert_eq!(request_line_of(head, &req), request_line(head), "{head:?}");
+        assert!(!request_line_of(head, &req).is_empty());
+    }
+}
+
+#[test]
 fn error_texts() {
     assert_eq!(HttpError::MissingHost.to_string(), "missing Host");
     assert_eq!(HttpError::UriTooLong.status(), 414);

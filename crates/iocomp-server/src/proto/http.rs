@@ -40,6 +40,11 @@ const SMALL_LISTING: usize = 16 * 1024;
 
 /// The next step for an HTTP connection.
 pub(crate) fn step(conn: &mut dyn Connection) -> Step {
+    // Nothing buffered (the usual case after a reply on keep-alive): what
+    // `parse` would say, without its passes over an empty head.
+    if conn.input().is_empty() {
+        return if conn.eof() { Step::Close } else { Step::Recv };
+    }
     let buf = std::mem::take(conn.input());
     let (step, consumed) = match request::parse(&buf) {
         Ok(Parsed::Partial) => (if conn.eof() { Step::Close } else { Step::Recv }, 0),
@@ -59,7 +64,7 @@ pub(crate) fn step(conn: &mut dyn Connection) -> Step {
             (Reply::bytes(out, true), buf.len())
         }
         Ok(Parsed::Complete(req, head_len)) => {
-            conn.begin(request::request_line(&buf), 200);
+            conn.begin(request::request_line_of(&buf, &req), 200);
             conn.set_client(req.referer, req.user_agent);
             if conn.over_limit() {
                 (busy(conn, &req), head_len)
@@ -417,9 +422,12 @@ fn file(
     // while its directory is unchanged): only those are opened.
     let suffixes = Encoding::ALL.map(Encoding::suffix);
     let root = &conn.site().root;
-    let present = match normal {
-        Some(n) => root.sibling_files_of(name, n, &suffixes),
-        None => root.sibling_files(name, &suffixes),
+    // The open-file cache's hit may already carry them (the same bits, found
+    // in the same lookup).
+    let present = match (opened.siblings, normal) {
+        (Some(bits), _) => bits,
+        (None, Some(n)) => root.sibling_files_of(name, n, &suffixes),
+        (None, None) => root.sibling_files(name, &suffixes),
     };
     let has = |enc: Encoding| {
         let i = Encoding::ALL.iter().position(|&e| e == enc).unwrap_or(0);
