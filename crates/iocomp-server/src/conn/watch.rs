@@ -156,9 +156,11 @@ impl Registry {
         }
     }
 
-    /// The operation the connection has in flight now.
+    /// The operation the connection has in flight now. Release: a sweep that
+    /// reads this id (Acquire) also sees the state and clock set before it, so
+    /// it never judges a new operation by the previous wait's start.
     pub(crate) fn op(&self, w: &Watch, id: OpId) {
-        w.op.store(id.as_u64(), Ordering::Relaxed);
+        w.op.store(id.as_u64(), Ordering::Release);
     }
 
     /// Sweeps every shard (drain on shutdown).
@@ -182,7 +184,7 @@ impl Registry {
                 .map(|(k, w)| (*k, w.clone()))
                 .collect();
             for (key, w) in watches {
-                let op = w.op.load(Ordering::Relaxed);
+                let op = w.op.load(Ordering::Acquire);
                 if op == 0 {
                     continue;
                 }
