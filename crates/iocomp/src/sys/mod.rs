@@ -119,6 +119,7 @@ pub(crate) use common::{fd_kind, open_dev_null, retire_fd, set_nonblocking, FdKi
 mod shared;
 use shared::RingOps;
 mod epoll;
+mod queue;
 mod slab;
 mod uring;
 
