@@ -107,7 +107,11 @@ impl OpQueue {
     }
 
     /// Takes out every op behind the front, oldest first.
-    pub(super) fn take_behind_front(&mut self, behind: &mut Behind, key: QueueKey) -> VecDeque<OpId> {
+    pub(super) fn take_behind_front(
+        &mut self,
+        behind: &mut Behind,
+        key: QueueKey,
+    ) -> VecDeque<OpId> {
         self.0 &= !MORE;
         behind.0.remove(&key).unwrap_or_default()
     }
