@@ -37,8 +37,12 @@ pub(crate) struct HandleInner {
     /// until `close` has counted them.
     pub(crate) close_pending: std::sync::atomic::AtomicI64,
     /// The operations [`Handle::close`]'s scan counted and that have not
-    /// completed yet: only their packets count `close_pending` down.
-    pub(crate) counted: std::sync::Mutex<Vec<crate::OpId>>,
+    /// completed yet: only their packets count `close_pending` down. Boxed,
+    /// made by the first: a handle never closed with I/O pending holds none
+    /// (16 bytes less per handle: an idle connection's, issue 18).
+    // The box is the point: 8 bytes in every handle instead of a `Vec`'s 24.
+    #[allow(clippy::box_collection)]
+    pub(crate) counted: std::sync::Mutex<Option<Box<Vec<crate::OpId>>>>,
     /// The descriptor was retired (done once).
     pub(crate) closed: std::sync::atomic::AtomicBool,
 }
@@ -121,12 +125,16 @@ impl Handle {
             .counted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Box::default)
             .push(id);
     }
 
     /// Whether `id` was counted by [`Handle::close`]'s scan (and forgets it).
     pub(crate) fn take_counted(&self, id: crate::OpId) -> bool {
         let mut c = self.0.counted.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = c.as_mut() else {
+            return false;
+        };
         match c.iter().position(|x| *x == id) {
             Some(i) => {
                 c.swap_remove(i);

@@ -315,7 +315,7 @@ impl Port {
             core: Arc::downgrade(&self.core),
             closing: std::sync::atomic::AtomicBool::new(false),
             close_pending: std::sync::atomic::AtomicI64::new(crate::handle::CLOSE_BIG),
-            counted: std::sync::Mutex::new(Vec::new()),
+            counted: std::sync::Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }

@@ -438,31 +438,41 @@ pub(crate) const RECORD_BUDGET: u64 = 1 << 23;
 /// `close_notify` has gone.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Budget {
-    records: u64,
-    notified: bool,
+    /// The records (low 31 bits, saturating: the budget is 2^23) and, in the
+    /// top bit, whether our `close_notify` has gone: 4 bytes of every
+    /// connection's state (issue 18).
+    bits: u32,
 }
+
+/// [`Budget`]'s `close_notify` bit.
+const NOTIFIED: u32 = 1 << 31;
 
 impl Budget {
     /// A send call of `bytes` plaintext completed.
     pub(crate) fn sent(&mut self, bytes: u64) {
-        self.records = self.records.saturating_add(bytes / 16384 + 2);
+        let add = u32::try_from(bytes / 16384 + 2).unwrap_or(u32::MAX);
+        let records = (self.bits & !NOTIFIED).saturating_add(add).min(!NOTIFIED);
+        self.bits = (self.bits & NOTIFIED) | records;
     }
 
     /// The estimate has passed [`RECORD_BUDGET`]: finish the response, then
     /// close.
     pub(crate) fn spent(&self) -> bool {
-        self.records > RECORD_BUDGET
+        self.records() > RECORD_BUDGET
     }
 
     /// Our `close_notify` has gone (or was tried): the connection is ending.
     pub(crate) fn notified(&self) -> bool {
-        self.notified
+        self.bits & NOTIFIED != 0
+    }
+
+    fn set_notified(&mut self) {
+        self.bits |= NOTIFIED;
     }
 
     /// The estimate so far.
-    #[cfg(test)]
     pub(crate) fn records(&self) -> u64 {
-        self.records
+        u64::from(self.bits & !NOTIFIED)
     }
 }
 
@@ -502,10 +512,10 @@ static EAGAIN_LOGGED: AtomicBool = AtomicBool::new(false);
 /// buffer is full (`EAGAIN`) it is dropped, counted and logged (at debug,
 /// once per process), the client then seeing a bare end as after a cut.
 pub(super) fn close_notify(io: &mut Io) {
-    if !io.ktls || io.kbudget.notified {
+    if !io.ktls || io.kbudget.notified() {
         return;
     }
-    io.kbudget.notified = true;
+    io.kbudget.set_notified();
     if let Err(e) = sys::ktls_send_alert(io.handle.as_fd(), 1, 0) {
         if e.raw_os_error() == Some(libc::EAGAIN) {
             if let Some(m) = &io.shared.obs.metrics {
@@ -1062,7 +1072,7 @@ mod tests {
             }
         );
         // After our close_notify (a lingering connection's receive).
-        spent.notified = true;
+        spent.set_notified();
         assert_eq!(
             reply_end(&spent, false),
             ReplyEnd {
@@ -1071,10 +1081,8 @@ mod tests {
                 notify: false
             }
         );
-        let closed = Budget {
-            notified: true,
-            ..Budget::default()
-        };
+        let mut closed = Budget::default();
+        closed.set_notified();
         assert!(!reply_end(&closed, true).notify, "close_notify twice");
         assert!(reply_end(&closed, true).close);
     }

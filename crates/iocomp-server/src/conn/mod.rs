@@ -84,6 +84,42 @@ enum Proto {
     Admin,
 }
 
+/// Request records kept per worker: at most this many, each whose request
+/// line is at most [`SPARE_REQ_LINE`] bytes (a longer one is freed).
+const SPARE_REQS: usize = 16;
+const SPARE_REQ_LINE: usize = 8192;
+
+thread_local! {
+    // The allocations themselves are what is kept.
+    #[allow(clippy::vec_box)]
+    static SPARE_REQ: std::cell::RefCell<Vec<Box<Req>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A request record from the worker's spares: with an access log or metrics,
+/// a request allocates no record (an idle connection keeps none).
+fn spare_req() -> Option<Box<Req>> {
+    SPARE_REQ
+        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten()
+}
+
+/// Gives a finished request's record back to the worker's spares.
+fn recycle_req(mut req: Box<Req>) {
+    if req.request.capacity() > SPARE_REQ_LINE {
+        return;
+    }
+    (req.referer, req.agent) = (None, None);
+    // Not during thread teardown (the list may be gone): then it is freed.
+    let _ = SPARE_REQ.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if s.len() < SPARE_REQS {
+                s.push(req);
+            }
+        }
+    });
+}
+
 /// A request being answered, for the access log.
 struct Req {
     /// The request as logged: the name, or the request line.
@@ -111,7 +147,7 @@ pub(crate) struct Conn {
 /// driver owns, and what handlers reach through [`Connection`].
 struct Io {
     handle: Handle,
-    peer: Option<SocketAddr>,
+    peer: Peer,
     /// Received bytes not yet consumed.
     inbuf: Vec<u8>,
     /// The client has half-closed.
@@ -132,13 +168,17 @@ struct Io {
     pending: VecDeque<Piece>,
     /// Close once the reply in flight is done.
     close_after: bool,
-    req: Option<Req>,
-    /// The reply in flight is paced (`--rate-limit`).
-    pace: Option<Pace>,
+    /// Boxed, and only with an access log or metrics: an idle connection
+    /// holds none (issue 18; the box comes from the worker's spares, see
+    /// [`Io::log`]).
+    req: Option<Box<Req>>,
+    /// The reply in flight is paced (`--rate-limit`; boxed: rare, and an idle
+    /// connection holds none).
+    pace: Option<Box<Pace>>,
     /// The file reply in flight, as the status page shows it.
     transfer: Option<Arc<Transfer>>,
-    /// The client address counted in `--max-conns-per-ip`.
-    per_ip: Option<IpAddr>,
+    /// The client address (`peer`'s) is counted in `--max-conns-per-ip`.
+    per_ip: bool,
     /// Over `--max-conns-per-ip`: answer the first request `busy` and close.
     over_limit: bool,
     /// The TLS session, on a TLS listener: `inbuf` then holds plaintext and
@@ -173,7 +213,7 @@ impl Conn {
             proto: if admin { Proto::Admin } else { Proto::Unknown },
             io: Io {
                 handle,
-                peer,
+                peer: Peer::new(peer),
                 inbuf: Vec::new(),
                 eof: false,
                 served: false,
@@ -188,7 +228,7 @@ impl Conn {
                 req: None,
                 pace: None,
                 transfer: None,
-                per_ip: None,
+                per_ip: false,
                 over_limit: false,
                 tls: None,
                 cipher_only: false,
@@ -201,7 +241,10 @@ impl Conn {
     /// Counts the connection under `ip` for `--max-conns-per-ip` (released
     /// when it closes).
     pub(crate) fn count_per_ip(&mut self, ip: IpAddr) {
-        self.io.per_ip = Some(ip);
+        // The address counted is the peer's (the accept's), so only that it
+        // is counted needs keeping.
+        debug_assert_eq!(self.io.peer().map(|p| p.ip()), Some(ip));
+        self.io.per_ip = self.io.peer().is_some();
     }
 
     /// The connection speaks TLS under `config` (a connection to a TLS
@@ -220,14 +263,71 @@ impl Conn {
     }
 }
 
+/// A client's address in 24 bytes (a `SocketAddr` takes 32): a v6
+/// address's flow label, which nothing shows (`SocketAddrV6`'s `Display`
+/// and `Debug` print address, scope id and port), is not kept (issue 18:
+/// every byte of a connection's state counts 10,000 times).
+#[derive(Clone, Copy)]
+struct Peer {
+    ip: [u8; 16],
+    scope: u32,
+    port: u16,
+    /// 0: no address, 4 or 6.
+    family: u8,
+}
+
+impl Peer {
+    fn new(addr: Option<SocketAddr>) -> Peer {
+        let mut p = Peer {
+            ip: [0; 16],
+            scope: 0,
+            port: 0,
+            family: 0,
+        };
+        match addr {
+            Some(SocketAddr::V4(a)) => {
+                p.ip[..4].copy_from_slice(&a.ip().octets());
+                (p.port, p.family) = (a.port(), 4);
+            }
+            Some(SocketAddr::V6(a)) => {
+                p.ip = a.ip().octets();
+                (p.scope, p.port, p.family) = (a.scope_id(), a.port(), 6);
+            }
+            None => {}
+        }
+        p
+    }
+
+    fn get(&self) -> Option<SocketAddr> {
+        match self.family {
+            4 => {
+                let ip = [self.ip[0], self.ip[1], self.ip[2], self.ip[3]];
+                Some(SocketAddr::from((ip, self.port)))
+            }
+            6 => Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                self.ip.into(),
+                self.port,
+                0,
+                self.scope,
+            ))),
+            _ => None,
+        }
+    }
+}
+
 impl Io {
+    /// The client's address.
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer.get()
+    }
+
     /// A file reply of `size` body bytes starts: registers it for the status
     /// page (only with a metrics listener).
     fn transfer_begin(&mut self, name: &[u8], size: u64) {
         if let Some(t) = &self.shared.obs.transfers {
             let key = self.handle.key();
             let conn: Arc<dyn Sending> = self.watch.clone();
-            self.transfer = Some(t.begin(key, self.peer, name, size, conn));
+            self.transfer = Some(t.begin(key, self.peer(), name, size, conn));
         }
     }
 
@@ -256,27 +356,33 @@ impl Io {
         }
     }
 
-    /// Writes the access-log line of the request just answered.
+    /// Writes the access-log line of the request just answered; its record
+    /// goes back to the worker's spares.
     fn log(&mut self) {
         if let Some(req) = self.req.take() {
-            let http = self.http;
-            if let Some(m) = &self.shared.obs.metrics {
-                m.request(http, req.status, req.bytes, req.start.elapsed());
-            }
-            if !self.shared.obs.access.enabled() {
-                return;
-            }
-            self.shared.obs.access.log(&Entry {
-                peer: self.peer,
-                request: &req.request,
-                status: req.status,
-                bytes: req.bytes.saturating_sub(req.head),
-                http,
-                referer: req.referer.as_deref(),
-                agent: req.agent.as_deref(),
-                duration: req.start.elapsed(),
-            });
+            self.log_req(&req);
+            recycle_req(req);
         }
+    }
+
+    fn log_req(&self, req: &Req) {
+        let http = self.http;
+        if let Some(m) = &self.shared.obs.metrics {
+            m.request(http, req.status, req.bytes, req.start.elapsed());
+        }
+        if !self.shared.obs.access.enabled() {
+            return;
+        }
+        self.shared.obs.access.log(&Entry {
+            peer: self.peer(),
+            request: &req.request,
+            status: req.status,
+            bytes: req.bytes.saturating_sub(req.head),
+            http,
+            referer: req.referer.as_deref(),
+            agent: req.agent.as_deref(),
+            duration: req.start.elapsed(),
+        });
     }
 }
 
@@ -330,15 +436,26 @@ impl Connection for Io {
         self.served = true;
         let log = self.shared.obs.access.enabled();
         if log || self.shared.obs.metrics.is_some() {
-            self.req = Some(Req {
-                request: if log { request.to_vec() } else { Vec::new() },
-                status,
-                start: Instant::now(),
-                bytes: 0,
-                head: 0,
-                referer: None,
-                agent: None,
+            let mut req = spare_req().unwrap_or_else(|| {
+                Box::new(Req {
+                    request: Vec::new(),
+                    status,
+                    start: Instant::now(),
+                    bytes: 0,
+                    head: 0,
+                    referer: None,
+                    agent: None,
+                })
             });
+            req.request.clear();
+            if log {
+                req.request.extend_from_slice(request);
+            }
+            req.status = status;
+            req.start = Instant::now();
+            (req.bytes, req.head) = (0, 0);
+            (req.referer, req.agent) = (None, None);
+            self.req = Some(req);
         }
     }
 
@@ -373,10 +490,10 @@ impl Drop for Io {
     fn drop(&mut self) {
         self.log();
         self.transfer_end();
-        if let (Some(ip), Some(t)) = (self.per_ip, &self.shared.live.per_ip) {
-            t.release(ip);
+        if let (true, Some(peer), Some(t)) = (self.per_ip, self.peer(), &self.shared.live.per_ip) {
+            t.release(peer.ip());
         }
-        debug!(conn = self.handle.key(), peer = ?self.peer, "closed");
+        debug!(conn = self.handle.key(), peer = ?self.peer(), "closed");
         let live = &self.shared.live;
         live.registry.remove(&self.watch, self.handle.key());
         if self.over_limit {
@@ -418,7 +535,7 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
         io.kbudget.sent(packet.bytes);
     }
     if let Err(e) = &packet.status {
-        debug!(conn = packet.key, peer = ?io.peer, "connection ends: {e}");
+        debug!(conn = packet.key, peer = ?io.peer(), "connection ends: {e}");
         let cancelled = e.raw_os_error() == Some(libc::ECANCELED);
         // On kernel TLS a record that is not data (an alert, the client's
         // close_notify) fails the receive with EIO: counted, an error.
@@ -461,7 +578,7 @@ pub(crate) fn complete(port: &Port, mut packet: Packet) {
                         return;
                     }
                     Err(Refused::Bad(why)) => {
-                        debug!(conn = packet.key, peer = ?io.peer, "TLS: {why}: closing");
+                        debug!(conn = packet.key, peer = ?io.peer(), "TLS: {why}: closing");
                         if let Some(m) = &io.shared.obs.metrics {
                             m.error(ErrorKind::Io, 1);
                         }
@@ -571,7 +688,7 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
             Proto::Unknown
                 if io.tls.is_none() && !io.ktls && io.inbuf.first() == Some(&tls::HANDSHAKE) =>
             {
-                info!(peer = ?io.peer, "a TLS handshake on a plain port: closing");
+                info!(peer = ?io.peer(), "a TLS handshake on a plain port: closing");
                 return;
             }
             Proto::Unknown => {
@@ -672,7 +789,7 @@ fn drive(port: &Port, mut conn: Box<Conn>) {
                 if let (Some(rate), false) =
                     (io.shared.settings.rate, matches!(proto, Proto::Admin))
                 {
-                    io.pace = Some(Pace::new(rate));
+                    io.pace = Some(Box::new(Pace::new(rate)));
                 }
                 // (The finished reply's empty queue went back to the worker in `complete`, so an idle
                 // connection holds none.)
@@ -842,5 +959,34 @@ fn set_ctx(op: &mut Op, conn: Box<Conn>) {
         Op::TransmitFile(o) => o.ctx = Some(conn),
         Op::Timeout(o) => o.ctx = Some(conn),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Peer;
+    use std::net::SocketAddr;
+
+    /// The compact address gives back what the log and the status page show
+    /// of the accepted one: v4, v6 with its scope id (RFC 4007's zone, which
+    /// `Display` prints as `%N`), the port; the flow label is not shown and
+    /// not kept.
+    #[test]
+    fn peer_keeps_what_the_address_shows() {
+        for text in [
+            "127.0.0.2:8182",
+            "[::1]:443",
+            "[fe80::1%3]:65535",
+            "0.0.0.0:0",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            let back = Peer::new(Some(addr)).get().unwrap();
+            assert_eq!(back, addr);
+            assert_eq!(back.to_string(), text);
+        }
+        let v6 = std::net::SocketAddrV6::new("2001:db8::7".parse().unwrap(), 80, 0x12345, 0);
+        let back = Peer::new(Some(SocketAddr::V6(v6))).get().unwrap();
+        assert_eq!(back.to_string(), "[2001:db8::7]:80");
+        assert!(Peer::new(None).get().is_none());
     }
 }

@@ -144,6 +144,10 @@ pub(super) struct Transmit {
     pub(super) hot_until: u64,
     /// Bytes sent so far, head and tail included.
     pub(super) total: u64,
+    /// Why the blocking pool's read failed (epoll: the op state's
+    /// `Offload::Failed` says that it did; kept here so that every op state
+    /// stays small, issue 18).
+    pub(super) failed: Option<io::Error>,
 }
 
 impl Transmit {
@@ -181,6 +185,7 @@ impl Transmit {
             remaining,
             hot_until: 0,
             total: 0,
+            failed: None,
         }))
     }
 
@@ -296,6 +301,7 @@ fn inline_small(t: &TransmitFile, off: u64, len: u64) -> Option<Box<Transmit>> {
         remaining: 0,
         hot_until: 0,
         total: 0,
+        failed: None,
     }))
 }
 

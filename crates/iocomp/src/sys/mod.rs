@@ -2,7 +2,8 @@
 //! is here talks to Linux, through one of two backends chosen when a port is
 //! created: io_uring (`uring/`) or, where io_uring is not allowed or too old,
 //! epoll (`epoll/`). `common.rs` holds what both use (the transmit steps,
-//! address conversion), `slab.rs` the table of operations in flight.
+//! address conversion), `slab.rs` the table of operations in flight,
+//! `queue.rs` a socket's queue of operations in one direction.
 //!
 //! # The contract every backend meets
 //!
@@ -119,6 +120,7 @@ pub(crate) use common::{fd_kind, open_dev_null, retire_fd, set_nonblocking, FdKi
 mod shared;
 use shared::RingOps;
 mod epoll;
+mod queue;
 mod slab;
 mod uring;
 

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::common::{errno, EventFd, POOLED};
+use super::queue::{Behind, OpQueue, QueueKey};
 use super::shared::{RingOps, Shared};
 use super::slab::Slab;
 use crate::handle::HandleInner;
@@ -80,19 +81,26 @@ impl RingShared {
     }
 }
 
-/// A descriptor this thread has operations (or a registration) for.
+/// A descriptor this thread has operations (or a registration) for: 32
+/// bytes (40 with its key), and no allocation while at most one op per
+/// direction waits (an idle connection's receive; issue 18).
 struct FdEntry {
     /// The handle the registration belongs to; dead once its descriptor closed.
     owner: Weak<HandleInner>,
     registered: bool,
     /// Accepts and receives, oldest first.
-    read: VecDeque<OpId>,
+    read: OpQueue,
     /// Sends and transmits, oldest first.
-    write: VecDeque<OpId>,
+    write: OpQueue,
+}
+
+/// A descriptor's queue's key in [`Behind`].
+fn qkey(fd: RawFd, dir: Dir) -> QueueKey {
+    (fd, dir == Dir::Read)
 }
 
 impl FdEntry {
-    fn queue(&mut self, dir: Dir) -> &mut VecDeque<OpId> {
+    fn queue(&mut self, dir: Dir) -> &mut OpQueue {
         match dir {
             Dir::Read => &mut self.read,
             Dir::Write => &mut self.write,
@@ -108,6 +116,8 @@ pub(crate) struct Ring {
     /// event, and its keys are descriptors the engine holds, never chosen by
     /// a remote peer, so there is no HashDoS to defend against.
     fds: FxHashMap<RawFd, FdEntry>,
+    /// The ops waiting behind the fronts of `fds`' queues.
+    behind: Behind,
     /// Size of `fds` above which dead entries are swept out.
     sweep_at: usize,
     /// Operations waiting in descriptor queues (the thread polls only if some).
@@ -146,6 +156,7 @@ impl Ring {
             epfd,
             shared,
             fds: FxHashMap::default(),
+            behind: Behind::default(),
             sweep_at: 64,
             queued: 0,
             timers: BinaryHeap::new(),
@@ -199,25 +210,27 @@ impl Ring {
                 let entry = self.fds.entry(fd).or_insert_with(|| FdEntry {
                     owner: Weak::new(),
                     registered: false,
-                    read: VecDeque::new(),
-                    write: VecDeque::new(),
+                    read: OpQueue::default(),
+                    write: OpQueue::default(),
                 });
                 if !std::ptr::eq(entry.owner.as_ptr(), owner) {
                     // A new handle on this descriptor number: the old one was
                     // closed, which ended its registration; its queues can only
                     // hold ids of finished ops.
-                    self.queued -= entry.read.len() + entry.write.len();
+                    self.queued -= entry.read.clear(&mut self.behind, qkey(fd, Dir::Read))
+                        + entry.write.clear(&mut self.behind, qkey(fd, Dir::Write));
                     *entry = FdEntry {
                         owner: Arc::downgrade(&h.0),
                         registered: false,
-                        read: VecDeque::new(),
-                        write: VecDeque::new(),
+                        read: OpQueue::default(),
+                        write: OpQueue::default(),
                     };
                 }
                 let q = entry.queue(dir);
-                q.push_back(id);
+                let first = q.is_empty();
+                q.push_back(&mut self.behind, qkey(fd, dir), id);
                 self.queued += 1;
-                if q.len() == 1 {
+                if first {
                     self.run_queue(slab, fd, dir, out);
                 }
             }
@@ -227,10 +240,12 @@ impl Ring {
     /// Drops entries of descriptors whose handles are gone.
     fn sweep(&mut self) {
         let mut dropped = 0;
-        self.fds.retain(|_, e| {
+        let behind = &mut self.behind;
+        self.fds.retain(|&fd, e| {
             let keep = e.owner.strong_count() > 0;
             if !keep {
-                dropped += e.read.len() + e.write.len();
+                dropped += e.read.clear(behind, qkey(fd, Dir::Read))
+                    + e.write.clear(behind, qkey(fd, Dir::Write));
             }
             keep
         });
@@ -252,10 +267,10 @@ impl Ring {
                 return;
             };
             let q = entry.queue(dir);
-            let Some(&id) = q.front() else { return };
+            let Some(id) = q.front() else { return };
             let Some(st) = slab.get(id) else {
                 // Cancelled or finished elsewhere: a stale id.
-                q.pop_front();
+                q.pop_front(&mut self.behind, qkey(fd, dir));
                 self.queued -= 1;
                 continue;
             };
@@ -292,7 +307,7 @@ impl Ring {
                 }
                 Attempt::Done(status, bytes) => (status, bytes),
             };
-            entry.queue(dir).pop_front();
+            entry.queue(dir).pop_front(&mut self.behind, qkey(fd, dir));
             self.queued -= 1;
             if let Some(st) = slab.remove(id) {
                 out.push_back(finish(id, st, status, bytes));
@@ -320,12 +335,11 @@ impl Ring {
             Target::File => {}
             Target::Fd(fd, dir) => {
                 if let Some(e) = self.fds.get_mut(&fd) {
-                    let q = e.queue(dir);
-                    let was_front = q.front() == Some(&id);
-                    let before = q.len();
-                    q.retain(|&x| x != id);
-                    self.queued -= before - q.len();
-                    if was_front {
+                    let at = e.queue(dir).remove(&mut self.behind, qkey(fd, dir), id);
+                    if at.is_some() {
+                        self.queued -= 1;
+                    }
+                    if at == Some(0) {
                         // The next op may be able to run now, and no edge may come.
                         rerun = Some((fd, dir));
                     }
@@ -539,6 +553,7 @@ impl RingOps for Ring {
         }
         let _ = self.shared.handoff.take(false);
         self.fds.clear();
+        self.behind = Behind::default();
         self.queued = 0;
         self.timers.clear();
         self.live_timers = 0;

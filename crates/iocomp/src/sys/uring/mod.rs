@@ -27,6 +27,7 @@ mod bufring;
 mod ops;
 
 use super::common::{errno, park_pooled, EventFd};
+use super::queue::{Behind, OpQueue, QueueKey};
 use super::shared::RingOps;
 use bufring::BufRing;
 use ops::{
@@ -218,10 +219,15 @@ pub(crate) struct Ring {
     /// order they were issued (a short send's rest never goes behind the next
     /// send) and its receives take the bytes in the order they were issued
     /// (the kernel may complete two pending receives in either order).
+    /// One entry per socket, both directions (`[false as usize]`: writes),
+    /// each an [`OpQueue`] (its front; the ops behind it in `behind`): an
+    /// idle connection's entry is 24 bytes and no allocation (issue 18).
     /// Hashed with FxHash, not SipHash: it is looked up on every stream op,
-    /// and its keys (a descriptor and a direction) are chosen by the engine,
-    /// never by a remote peer, so there is no HashDoS to defend against.
-    streams: FxHashMap<(RawFd, bool), VecDeque<OpId>>,
+    /// and its keys (descriptors) are chosen by the engine, never by a remote
+    /// peer, so there is no HashDoS to defend against.
+    streams: FxHashMap<RawFd, [OpQueue; 2]>,
+    /// The ops waiting behind the fronts of `streams`' queues.
+    behind: Behind,
     /// Completions taken off the queue to make room when the kernel answered
     /// `EBUSY` (a full completion queue), handled by the next reap.
     backlog: Vec<(u64, i32, u32)>,
@@ -260,6 +266,7 @@ impl Ring {
             bufs,
             cqes: Vec::with_capacity(64),
             streams: FxHashMap::default(),
+            behind: Behind::default(),
             backlog: Vec::new(),
             ready: VecDeque::new(),
             cancel_any: !compat.no_cancel_any,
@@ -275,6 +282,27 @@ impl Ring {
 
     pub(crate) fn shared(&self) -> &Arc<RingShared> {
         &self.shared
+    }
+
+    /// The queue of a socket's receives (`(fd, true)`) or writes (empty if
+    /// the socket has no entry).
+    fn stream(&self, (fd, recv): QueueKey) -> OpQueue {
+        self.streams
+            .get(&fd)
+            .map_or_else(OpQueue::default, |e| e[usize::from(recv)])
+    }
+
+    /// Queues `id` on a socket's queue, making the socket's entry (kept,
+    /// empty, after its ops complete: no work per op).
+    fn stream_push(&mut self, k: QueueKey, id: OpId) {
+        let q = &mut self.streams.entry(k.0).or_default()[usize::from(k.1)];
+        q.push_back(&mut self.behind, k, id);
+    }
+
+    /// Takes `id` out of a socket's queue; where it was (0 = the front).
+    fn stream_remove(&mut self, k: QueueKey, id: OpId) -> Option<usize> {
+        let q = &mut self.streams.get_mut(&k.0)?[usize::from(k.1)];
+        q.remove(&mut self.behind, k, id)
     }
 
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
@@ -369,15 +397,13 @@ impl Ring {
         let Some(st) = slab.get(id) else { return };
         let stream = stream_fd(st);
         let is_file_op = matches!(st.op, Op::ReadAt(_) | Op::WriteAt(_));
-        if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
-            if !q.is_empty() {
-                q.push_back(id);
-                return;
-            }
+        if let Some(k) = stream.filter(|&k| !self.stream(k).is_empty()) {
+            self.stream_push(k, id);
+            return;
         }
         if self.kick(slab, id, out) {
             if let Some(k) = stream {
-                self.streams.entry(k).or_default().push_back(id);
+                self.stream_push(k, id);
             }
             if is_file_op {
                 // Handed over by other threads: grouped like this thread's.
@@ -443,27 +469,20 @@ impl Ring {
         let stream = stream_fd(&st);
         out.push_back(finish(id, st, status, bytes));
         let Some(k) = stream else { return };
-        let Some(q) = self.streams.get_mut(&k) else {
+        if self.stream_remove(k, id).is_none() {
             return;
-        };
-        if q.front() == Some(&id) {
-            q.pop_front();
-        } else {
-            q.retain(|&x| x != id);
         }
         // Start the waiting ops in order: the first that reaches the kernel
         // stays at the front; one that fails at once completes and the next
         // is tried.
         loop {
-            let Some(next) = self.streams.get(&k).and_then(|q| q.front().copied()) else {
+            let Some(next) = self.stream(k).front() else {
                 return;
             };
             if self.kick(slab, next, out) {
                 return;
             }
-            if let Some(q) = self.streams.get_mut(&k) {
-                q.pop_front();
-            }
+            self.stream_remove(k, next);
         }
     }
 
@@ -473,13 +492,10 @@ impl Ring {
         let Some(k) = slab.get(id).and_then(|st| stream_fd(st)) else {
             return false;
         };
-        let Some(q) = self.streams.get_mut(&k) else {
-            return false;
-        };
-        match q.iter().position(|&x| x == id) {
+        match self.stream(k).position(&self.behind, k, id) {
             // The front is in the kernel.
             Some(i) if i > 0 => {
-                q.remove(i);
+                self.stream_remove(k, id);
                 true
             }
             _ => false,
@@ -689,17 +705,15 @@ impl RingOps for Ring {
         }
         let stream = stream_fd(&st);
         let is_file_op = matches!(st.op, Op::ReadAt(_) | Op::WriteAt(_));
-        if let Some(q) = stream.and_then(|k| self.streams.get_mut(&k)) {
-            if !q.is_empty() {
-                // Another op of this direction on this socket is in the
-                // kernel: this one waits its turn (WSASend / WSARecv order),
-                // and starts when the ones before it complete.
-                let id = slab
-                    .insert(shared.index, st)
-                    .map_err(|(e, st)| (e, st.op))?;
-                q.push_back(id);
-                return Ok(id);
-            }
+        if let Some(k) = stream.filter(|&k| !self.stream(k).is_empty()) {
+            // Another op of this direction on this socket is in the
+            // kernel: this one waits its turn (WSASend / WSARecv order),
+            // and starts when the ones before it complete.
+            let id = slab
+                .insert(shared.index, st)
+                .map_err(|(e, st)| (e, st.op))?;
+            self.stream_push(k, id);
+            return Ok(id);
         }
         // Build the first entry before inserting: the box's address does not move.
         let entry = match first_entry(&mut st, self.bufs.is_some()) {
@@ -734,7 +748,7 @@ impl RingOps for Ring {
         }
         if let Some(k) = stream {
             // Kept (empty) after its ops complete: no allocation per op.
-            self.streams.entry(k).or_default().push_back(id);
+            self.stream_push(k, id);
         }
         Ok(id)
     }
@@ -835,10 +849,13 @@ impl RingOps for Ring {
             slab.closed = true;
             // Ops waiting behind another on their socket never reached the
             // kernel: aborted right here too.
-            for q in self.streams.values_mut().filter(|q| q.len() > 1) {
-                for id in q.drain(1..) {
-                    if let Some(st) = slab.remove(id) {
-                        out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
+            let behind = &mut self.behind;
+            for (&fd, e) in self.streams.iter_mut() {
+                for (q, recv) in e.iter_mut().zip([false, true]) {
+                    for id in q.take_behind_front(behind, (fd, recv)) {
+                        if let Some(st) = slab.remove(id) {
+                            out.push_back(finish(id, st, Err(errno(libc::ECANCELED)), 0));
+                        }
                     }
                 }
             }
