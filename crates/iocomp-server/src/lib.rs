@@ -77,7 +77,7 @@ mod server;
 mod sys;
 
 pub use config::{CertFiles, CertPem, Config, KtlsMode};
-pub use fs::{Normalized, OpenError, Opened, PathOptions, Root};
+pub use fs::{Normalized, OpenError, Opened, PathOptions, Root, CACHED_SIBLINGS};
 pub use obs::{AccessLogFormat, LogFile};
 pub use proto::line::ERROR_PREFIX;
 pub use server::Server;

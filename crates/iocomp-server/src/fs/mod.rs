@@ -257,10 +257,16 @@ pub struct Opened {
     /// contents (sent from memory, with its head, in one `send`).
     pub body: Option<Arc<[u8]>>,
     /// From an open-file cache hit: the sibling bits that
-    /// [`Root::sibling_files`] would answer from the cache without looking
-    /// at the directory, found in the same lookup.
+    /// [`Root::sibling_files`] would answer for [`CACHED_SIBLINGS`] from the
+    /// cache without looking at the directory, found in the same lookup.
     pub(crate) siblings: Option<u8>,
 }
+
+/// The sibling suffixes whose answer the open-file cache keeps with a file's
+/// entry (the server's precompressed siblings, `name.br` and `name.gz`):
+/// [`Root::sibling_files`] with any other list looks at the directory every
+/// time, so that bits found for one list never answer another.
+pub const CACHED_SIBLINGS: [&str; 2] = [".br", ".gz"];
 
 impl Root {
     /// Opens `dir` as the root; fails (with `ENOTDIR`) if it is not a directory.
@@ -391,7 +397,9 @@ impl Root {
     /// cache and `name` in it, the answer is kept with its entry and reused
     /// while `name`'s directory is unchanged (same identity, modification and
     /// change times: a sibling created, removed or renamed changes them), so a
-    /// hot file costs one `fstatat` here instead of one resolution per suffix.
+    /// hot file costs one `fstatat` here instead of one resolution per suffix
+    /// (for the list [`CACHED_SIBLINGS`] only; any other list is looked up
+    /// every time).
     /// A directory changed within the last two seconds is not trusted (a
     /// change in the same clock tick could leave its times as they were).
     /// With a validity interval (`with_cache_valid`), bits whose directory
@@ -428,6 +436,9 @@ impl Root {
         let (Some(cache), Some(n)) = (&self.cache, normal) else {
             return probe();
         };
+        if suffixes != CACHED_SIBLINGS {
+            return probe();
+        }
         if let Some(bits) = cache.fresh_siblings(&n.rel) {
             return bits;
         }

@@ -11,9 +11,19 @@
 //! [`Proto::NeedMore`]; that can last at most 28 bytes, and never past a line
 //! feed, which is not a `tchar`. A 5000-byte request line is therefore
 //! recognised as HTTP from its first few bytes and later refused with 414.
+//!
+//! Empty lines (CRLF or a bare LF) before the first request line are skipped,
+//! as RFC 9112 §2.2 asks of a server ("SHOULD ignore at least one empty line")
+//! and nginx does, up to [`MAX_LEADING_EMPTY`] bytes of them; more is the line
+//! protocol. The bytes are not consumed: a connection decided `Line` gets its
+//! empty lines answered `bad name` as before, only later, once a line with a
+//! name (or the half-close, or the header timeout) tells.
 
 /// The longest method token that selects HTTP.
 pub const MAX_METHOD: usize = 20;
+
+/// The most bytes of empty lines skipped before the first request line.
+pub const MAX_LEADING_EMPTY: usize = 8;
 
 /// The protocol a connection speaks, as far as its first bytes tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +50,20 @@ pub fn is_tchar(b: u8) -> bool {
 
 /// Decides the protocol from the first bytes a connection sent.
 pub fn detect(first_bytes: &[u8]) -> Proto {
-    if first_bytes.is_empty() {
+    let mut first_bytes = first_bytes;
+    let mut skipped = 0;
+    while let Some(rest) = first_bytes
+        .strip_prefix(b"\r\n")
+        .or_else(|| first_bytes.strip_prefix(b"\n"))
+    {
+        skipped += first_bytes.len() - rest.len();
+        first_bytes = rest;
+    }
+    if skipped > MAX_LEADING_EMPTY {
+        return Proto::Line;
+    }
+    // Nothing yet but empty lines, perhaps the CR of another.
+    if first_bytes.is_empty() || (skipped < MAX_LEADING_EMPTY && first_bytes == b"\r") {
         return Proto::NeedMore;
     }
     let method_len = first_bytes
@@ -107,6 +130,11 @@ mod tests {
             "CONNECT example.com:443 HTTP/1.1\r\n",
             "CONNECT x",
             "get /lowercase-method-is-a-token",
+            // RFC 9112 §2.2: empty lines before the request line are skipped.
+            "\r\nGET / HTTP/1.1\r\n",
+            "\nGET /",
+            "\r\n\r\n\r\n\r\nGET /x",
+            "\n\n\r\nHEAD /",
         ] {
             assert_eq!(detect(s.as_bytes()), Proto::Http, "{s:?}");
         }
@@ -127,6 +155,13 @@ mod tests {
             "ABCDEFGHIJKLMNOPQRST",
             "ABCDEFGHIJKLMNOPQRST ",
             "ABCDEFGHIJKLMNOPQRST http:/",
+            // Empty lines so far, or the CR of one: an HTTP request may follow.
+            "\r",
+            "\n",
+            "\r\n",
+            "\r\n\r",
+            "\r\n\r\n\r\n\r\n",
+            "\r\n\r\n\r\n\r\nGET",
         ] {
             assert_eq!(detect(s.as_bytes()), Proto::NeedMore, "{s:?}");
         }
@@ -150,7 +185,13 @@ mod tests {
             "/etc/passwd\n",
             "dir/file name.txt\n",
             " GET /",
-            "\r\nGET / HTTP/1.1\r\n",
+            "\rGET /",
+            "\r\nREADME.md\n",
+            "\n\nREADME.md\n",
+            // More empty lines than RFC 9112 §2.2 asks a server to skip.
+            "\n\n\n\n\n\n\n\n\n",
+            "\r\n\r\n\r\n\r\n\r\nGET /",
+            "\r\n\r\n\r\n\n\rGET /",
             "ABCDEFGHIJKLMNOPQRSTU /",
             "G\u{e9}T /",
             "CONNECTX x",
@@ -185,7 +226,8 @@ mod tests {
     }
 
     /// A decision never changes from Http/Line as more bytes arrive, and
-    /// NeedMore never lasts past 28 bytes or a line feed.
+    /// NeedMore never lasts past 28 bytes after the skipped empty lines, or
+    /// past a line feed that ends anything but an empty line.
     #[test]
     fn randomized_prefix_stability() {
         let alphabet = b"GETHADOPINS /*:htpHTP\r\nx.-~%";
@@ -197,8 +239,15 @@ mod tests {
                 .collect();
             let full = detect(&buf);
             if full == Proto::NeedMore {
-                assert!(buf.len() <= 28, "{buf:?}");
-                assert!(!buf.contains(&b'\n'));
+                assert!(buf.len() <= 28 + MAX_LEADING_EMPTY, "{buf:?}");
+                let mut rest = &buf[..];
+                while let Some(r) = rest
+                    .strip_prefix(b"\r\n")
+                    .or_else(|| rest.strip_prefix(b"\n"))
+                {
+                    rest = r;
+                }
+                assert!(!rest.contains(&b'\n'), "{buf:?}");
             }
             for cut in 0..=buf.len() {
                 let d = detect(&buf[..cut]);

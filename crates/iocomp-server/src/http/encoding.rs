@@ -139,6 +139,16 @@ mod tests {
     use crate::http::XorShift;
     use Encoding::{Br, Gzip};
 
+    /// The server takes a cache hit's sibling bits as its own: they must be
+    /// the bits of exactly this list, in this order.
+    #[test]
+    fn the_open_file_cache_keeps_the_siblings_of_every_encoding() {
+        assert_eq!(
+            Encoding::ALL.map(Encoding::suffix),
+            crate::fs::CACHED_SIBLINGS
+        );
+    }
+
     fn c(h: &str) -> Candidates {
         choose(Some(h.as_bytes()))
     }

@@ -150,12 +150,17 @@ pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, HttpError> {
     let window = buf.get(..MAX_HEAD).unwrap_or(buf);
     let line = skip_empty_lines(window);
     // Only a longer buffer can hold a request line over the limit: no scan
-    // for the line's end otherwise (the usual request is far shorter).
+    // for the line's end otherwise (the usual request is far shorter). The
+    // limit is on the line without its ending, CRLF or a bare LF alike.
     if line.len() > MAX_REQUEST_LINE + 1 {
         match line.iter().position(|&b| b == b'\n') {
-            Some(end) if end > MAX_REQUEST_LINE + 1 => return Err(HttpError::UriTooLong),
+            Some(end) => {
+                let cr = line.get(..end).is_some_and(|l| l.ends_with(b"\r"));
+                if end - usize::from(cr) > MAX_REQUEST_LINE {
+                    return Err(HttpError::UriTooLong);
+                }
+            }
             None => return Err(HttpError::UriTooLong),
-            _ => {}
         }
     }
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];

@@ -641,6 +641,32 @@ fn request_line_of_5000_bytes_is_414_before_the_head_limit() {
     assert!(matches!(parse(&ok), Ok(Parsed::Complete(..))));
 }
 
+/// The limit is on the request line without its ending: a bare LF (RFC 9112
+/// §2.2 lets a server accept one) gives the line no extra byte over CRLF.
+/// Found by review: a 4,097-byte line ended by a bare LF was served.
+#[test]
+fn the_request_line_limit_is_the_same_for_crlf_and_a_bare_lf() {
+    let line = |len: usize| {
+        let mut l = b"GET /".to_vec();
+        l.resize(len - b" HTTP/1.1".len(), b'a');
+        l.extend_from_slice(b" HTTP/1.1");
+        assert_eq!(l.len(), len);
+        l
+    };
+    for (ending, host) in [
+        (&b"\r\n"[..], &b"Host: h\r\n\r\n"[..]),
+        (b"\n", b"Host: h\n\n"),
+    ] {
+        let at = [&line(MAX_REQUEST_LINE)[..], ending, host].concat();
+        assert!(
+            matches!(parse(&at), Ok(Parsed::Complete(..))),
+            "{ending:?} at the limit"
+        );
+        let over = [&line(MAX_REQUEST_LINE + 1)[..], ending, host].concat();
+        assert_eq!(err(&over), HttpError::UriTooLong, "{ending:?} one over");
+    }
+}
+
 /// Found by live fuzzing (`http_request`): the query of a request with an
 /// unknown method stayed in its path.
 #[test]

@@ -96,3 +96,27 @@ fn with_a_validity_interval_known_siblings_are_trusted_for_the_interval() {
         (Some("gzip"), &b"GZ"[..])
     );
 }
+
+/// `Root::sibling_files` answers the suffixes it is asked, whatever an
+/// earlier call with another list left in the open-file cache (found by
+/// review: bits kept for `[".gz"]` answered `[".br", ".gz"]` and `[".br"]`).
+#[test]
+fn sibling_bits_answer_the_suffixes_asked_whatever_was_asked_before() {
+    use iocomp_server::{PathOptions, Root, CACHED_SIBLINGS};
+    let t = Tree::new("siblist");
+    t.file("a.txt", b"a").file("a.txt.gz", b"g");
+    // A directory changed within two seconds is not trusted: let it age so
+    // that what is found is kept.
+    std::thread::sleep(Duration::from_millis(2100));
+    let root = Root::open(&t.path(""), PathOptions::default())
+        .expect("root")
+        .with_cache(16, Duration::from_secs(60));
+    root.open_file(b"a.txt").expect("a.txt");
+    for _ in 0..2 {
+        assert_eq!(root.sibling_files(b"a.txt", &CACHED_SIBLINGS), 0b10);
+        assert_eq!(root.sibling_files(b"a.txt", &[".gz"]), 0b1);
+        assert_eq!(root.sibling_files(b"a.txt", &[".br", ".gz"]), 0b10);
+        assert_eq!(root.sibling_files(b"a.txt", &[".br"]), 0b0);
+        assert_eq!(root.sibling_files(b"a.txt", &[".gz", ".br"]), 0b1);
+    }
+}

@@ -133,3 +133,38 @@ fn python_http_client_reuses_one_connection_for_gets_and_head() {
         assert_eq!(fields[6], "False", "{method} {path}: response will close");
     }
 }
+
+/// RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
+/// received before the request line, as nginx does; also when the empty line
+/// arrives on its own, before the request. More empty lines than that are the
+/// line protocol's business: each is a name, `bad name`.
+#[test]
+fn empty_lines_before_the_first_request_line_are_ignored() {
+    let t = Tree::new("leadcrlf");
+    t.file("a.txt", b"A");
+    let srv = t.serve(|_| {});
+    for first in [&b"\r\n"[..], b"\n", b"\r\n\r\n"] {
+        let mut c = srv.client();
+        c.send(&[first, &req("GET", "/a.txt", &[("Connection", "close")])[..]].concat());
+        let r = c.response(false);
+        assert_eq!((r.status, &r.body[..]), (200, &b"A"[..]), "{first:?} first");
+        // The empty line in a packet of its own, the request a moment later.
+        let mut c = srv.client();
+        c.send(first);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        c.send(&req("GET", "/a.txt", &[("Connection", "close")]));
+        let r = c.response(false);
+        assert_eq!((r.status, &r.body[..]), (200, &b"A"[..]), "{first:?} apart");
+    }
+    // An empty line and then a name: the line protocol, every line answered.
+    let got = srv.lines(&[b"", b"a.txt"]);
+    let want = [&crate::harness::error_line("bad name")[..], b"A"].concat();
+    assert_bytes_eq(&got, &want, "an empty line, then a name");
+    // Nine empty lines are more than a server skips: the line protocol.
+    let got = srv.lines(&[&b""[..]; 9]);
+    assert_bytes_eq(
+        &got,
+        &crate::harness::error_line("bad name").repeat(9),
+        "nine",
+    );
+}
