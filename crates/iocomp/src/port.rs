@@ -1063,7 +1063,9 @@ impl Port {
             .iter()
             .position(Option::is_none)
             .unwrap_or(rings.len());
-        if index >= usize::from(u16::MAX - 1) {
+        // A ring's index is the top 16 bits of its op ids; the op queues keep
+        // a mark in the very top bit, so indices stay below 0x8000.
+        if index >= crate::sys::MAX_RINGS {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "too many threads on one port",

@@ -29,6 +29,7 @@ mod proptests;
 mod ranges;
 mod rate_limit;
 mod refused;
+mod reuse;
 mod shutdown;
 mod soak;
 mod timeouts;

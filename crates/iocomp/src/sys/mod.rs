@@ -121,6 +121,7 @@ mod shared;
 use shared::RingOps;
 mod epoll;
 mod queue;
+pub(crate) use queue::MAX_RINGS;
 mod slab;
 mod uring;
 
