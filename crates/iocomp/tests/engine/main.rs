@@ -24,6 +24,7 @@ mod inline;
 mod modes;
 mod pipes;
 mod port_queue;
+mod queues;
 mod readahead;
 mod sockets;
 mod stress;
