@@ -14,6 +14,7 @@ mod fuzz_corpus;
 mod headers;
 mod hidden;
 mod hostile;
+mod hot_path;
 mod idle;
 mod inline;
 mod interop;
