@@ -154,6 +154,60 @@ fn gated_writer<W: Write + std::marker::Send + 'static>(
     (tx, h)
 }
 
+/// Submits 1 MiB sends of `seed`'s pattern on `h`, the `i`-th at offset `i`
+/// MiB, for each `i` in `range`.
+fn submit_sends(
+    port: &Port,
+    h: &Handle,
+    seed: u64,
+    range: std::ops::Range<usize>,
+) -> Vec<(OpId, u64, usize)> {
+    range
+        .map(|i| {
+            let off = (i * MIB) as u64;
+            let id = port
+                .submit(Send::new(h, pattern(seed, off, MIB)))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            (id, off, MIB)
+        })
+        .collect()
+}
+
+/// Submits `n` receives of up to 100 bytes each on `h`.
+fn submit_recvs(port: &Port, h: &Handle, n: usize) -> Vec<OpId> {
+    (0..n)
+        .map(|_| {
+            port.submit(Recv::new(h, Vec::with_capacity(100)))
+                .map_err(|(e, _)| e)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Closes both handles, lets the reader run to the end, and checks that the
+/// peer saw the sends in submission order, each cut at its packet's bytes.
+fn close_and_check_stream(
+    b: Backend,
+    (hx, hy): (Handle, Handle),
+    reader: Gated,
+    sends: &[(OpId, u64, usize)],
+    seed: u64,
+    res: &HashMap<OpId, Res>,
+) {
+    let want_out = expected_stream(sends, seed, res);
+    hx.close();
+    hy.close();
+    let got_out = reader.finish();
+    assert_eq!(
+        first_diff(&got_out, &want_out),
+        None,
+        "{b:?}: the peer's stream ({} bytes) is not the sends in order ({} bytes)",
+        got_out.len(),
+        want_out.len()
+    );
+}
+
 /// The stream the peer must have seen: each send's bytes cut at what its
 /// packet reported, in submission order.
 fn expected_stream(sends: &[(OpId, u64, usize)], seed: u64, res: &HashMap<OpId, Res>) -> Vec<u8> {
@@ -198,23 +252,8 @@ fn queued_round(
     let mut reader = Gated::reader(xpeer);
     let want_in = pattern(seed + 1000, 0, 1000);
     let (wgate, writer) = gated_writer(ypeer, want_in.clone(), seed + 1);
-    let mut sends = Vec::new();
-    for i in 0..n_send {
-        let off = (i * MIB) as u64;
-        let id = port
-            .submit(Send::new(&hx, pattern(seed, off, MIB)))
-            .map_err(|(e, _)| e)
-            .unwrap();
-        sends.push((id, off, MIB));
-    }
-    let mut recvs = Vec::new();
-    for _ in 0..n_recv {
-        let id = port
-            .submit(Recv::new(&hy, Vec::with_capacity(100)))
-            .map_err(|(e, _)| e)
-            .unwrap();
-        recvs.push(id);
-    }
+    let sends = submit_sends(port, &hx, seed, 0..n_send);
+    let recvs = submit_recvs(port, &hy, n_recv);
     for &i in cancel_sends {
         port.cancel(sends[i].0)
             .unwrap_or_else(|e| panic!("{b:?}: cancel of queued send {i}: {e}"));
@@ -291,17 +330,7 @@ fn queued_round(
         None,
         "{b:?}: the receives took the bytes out of order"
     );
-    let want_out = expected_stream(&sends, seed, &res);
-    hx.close();
-    hy.close();
-    let got_out = reader.finish();
-    assert_eq!(
-        first_diff(&got_out, &want_out),
-        None,
-        "{b:?}: the peer's stream ({} bytes) is not the sends in order ({} bytes)",
-        got_out.len(),
-        want_out.len()
-    );
+    close_and_check_stream(b, (hx, hy), reader, &sends, seed, &res);
     drop(writer.join().unwrap());
 }
 
@@ -364,23 +393,10 @@ fn thread_exits_with_queued_ops_and_another_goes_on() {
             let (port, hx, hy) = (port.clone(), hx.clone(), hy.clone());
             thread::spawn(move || {
                 port.attach().unwrap();
-                let mut s = Vec::new();
-                for i in 0..4 {
-                    let off = (i * MIB) as u64;
-                    let id = port
-                        .submit(Send::new(&hx, pattern(seed, off, MIB)))
-                        .map_err(|(e, _)| e)
-                        .unwrap();
-                    s.push((id, off, MIB));
-                }
-                let r: Vec<OpId> = (0..3)
-                    .map(|_| {
-                        port.submit(Recv::new(&hy, Vec::with_capacity(100)))
-                            .map_err(|(e, _)| e)
-                            .unwrap()
-                    })
-                    .collect();
-                (s, r)
+                (
+                    submit_sends(&port, &hx, seed, 0..4),
+                    submit_recvs(&port, &hy, 3),
+                )
             })
             .join()
             .unwrap()
@@ -407,24 +423,10 @@ fn thread_exits_with_queued_ops_and_another_goes_on() {
             assert!(r.ok || r.aborted, "{b:?}: {r:?}");
         }
         // This thread goes on with both sockets, its ops queued again.
-        let mut recvs = Vec::new();
-        let mut mine = Vec::new();
-        for i in 4..7 {
-            let off = (i * MIB) as u64;
-            let id = port
-                .submit(Send::new(&hx, pattern(seed, off, MIB)))
-                .map_err(|(e, _)| e)
-                .unwrap();
-            sends.push((id, off, MIB));
-            mine.push(id);
-        }
-        for _ in 0..3 {
-            recvs.push(
-                port.submit(Recv::new(&hy, Vec::with_capacity(100)))
-                    .map_err(|(e, _)| e)
-                    .unwrap(),
-            );
-        }
+        let more = submit_sends(&port, &hx, seed, 4..7);
+        let mine: Vec<OpId> = more.iter().map(|s| s.0).collect();
+        sends.extend(more);
+        let recvs = submit_recvs(&port, &hy, 3);
         reader.open();
         let _ = wgate.send(());
         let mut arrival = Vec::new();
@@ -459,17 +461,7 @@ fn thread_exits_with_queued_ops_and_another_goes_on() {
             let r = &res[id];
             assert!(r.ok && r.bytes == MIB as u64, "{b:?}: {r:?}");
         }
-        let want_out = expected_stream(&sends, seed, &res);
-        hx.close();
-        hy.close();
-        let got_out = reader.finish();
-        assert_eq!(
-            first_diff(&got_out, &want_out),
-            None,
-            "{b:?}: stream {} bytes, want {}",
-            got_out.len(),
-            want_out.len()
-        );
+        close_and_check_stream(b, (hx, hy), reader, &sends, seed, &res);
         drop(writer.join().unwrap());
     }
 }
@@ -489,15 +481,7 @@ fn close_with_queued_ops_then_the_descriptor_is_reused() {
         let hx = port.associate(x, 5);
         let reader = Gated::reader(xp.try_clone().unwrap());
         let seed = 77;
-        let mut sends = Vec::new();
-        for i in 0..5 {
-            let off = (i * MIB) as u64;
-            let id = port
-                .submit(Send::new(&hx, pattern(seed, off, MIB)))
-                .map_err(|(e, _)| e)
-                .unwrap();
-            sends.push((id, off, MIB));
-        }
+        let sends = submit_sends(&port, &hx, seed, 0..5);
         let recvs: Vec<OpId> = (0..4)
             .map(|_| {
                 port.submit(Recv::pooled(&hx, Vec::new()))
