@@ -158,6 +158,11 @@ struct ServeArgs {
     /// `File transmit error: busy` on their first request. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_conns_per_ip: usize,
+    /// Unsent bytes the kernel may queue per connection (TCP_NOTSENT_LOWAT; suffixes k, m, g);
+    /// 0: the system's net.ipv4.tcp_notsent_lowat.
+    #[arg(long, value_name = "BYTES", default_value_t = iocomp_server::DEFAULT_NOTSENT_LOWAT as u64,
+          value_parser = parse_size)]
+    notsent_lowat: u64,
     /// Serve /metrics (Prometheus), /status.json and a live status page / on this address (off by default).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -494,6 +499,8 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     config.rate_limit = args.rate_limit;
     config.rate_limit_after = args.rate_limit_after;
     config.max_conns_per_ip = args.max_conns_per_ip;
+    // Over 2 GiB is no cap at all; the kernel takes an int.
+    config.notsent_lowat = u32::try_from(args.notsent_lowat).unwrap_or(u32::MAX);
     config.metrics = args.metrics;
     config.metrics_listener = metrics_listener;
     let tls = !tls_listeners.is_empty();

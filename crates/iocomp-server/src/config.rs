@@ -16,6 +16,12 @@ use iocomp::Backend;
 use crate::fs::PathOptions;
 use crate::obs::{AccessLogFormat, LogFile};
 
+/// The default of [`Config::notsent_lowat`]: 32 KiB, under one loopback
+/// segment (64 KiB), so that TCP sees the server as application-limited
+/// between sends (bench/README.md, "TCP_NOTSENT_LOWAT"; Cloudflare runs
+/// 16 KiB for HTTP/2).
+pub const DEFAULT_NOTSENT_LOWAT: u32 = 32 * 1024;
+
 /// What to serve and how.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -73,6 +79,16 @@ pub struct Config {
     /// answered `503`/`busy` on their first request and closed (a silent one
     /// after at most a second); they take no `max_conns` slot meanwhile.
     pub max_conns_per_ip: usize,
+    /// `TCP_NOTSENT_LOWAT` on every accepted connection: how many bytes the
+    /// kernel may hold not yet sent before a send waits, and the socket polls
+    /// writable again once fewer than half that are left (0: the system's
+    /// `net.ipv4.tcp_notsent_lowat`, unlimited unless changed). A short queue
+    /// leaves TCP application-limited, so each send goes out at once in
+    /// full-sized segments instead of piling up behind the congestion window,
+    /// and a slow client holds at most this much unsent data in the kernel;
+    /// the price is a wake-up per `notsent_lowat / 2` bytes a client takes.
+    /// Default [`DEFAULT_NOTSENT_LOWAT`].
+    pub notsent_lowat: u32,
     /// Where to serve `/metrics`, `/status.json` and the status page `/`
     /// (none by default).
     pub metrics: Option<SocketAddr>,
@@ -181,6 +197,7 @@ impl Config {
             rate_limit: 0,
             rate_limit_after: 0,
             max_conns_per_ip: 0,
+            notsent_lowat: DEFAULT_NOTSENT_LOWAT,
             metrics: None,
             metrics_listener: None,
             tls_binds: Vec::new(),
@@ -218,6 +235,8 @@ pub(crate) struct Settings {
     pub(crate) hsts: Option<Vec<u8>>,
     /// Redirect plain HTTP requests to HTTPS on this port.
     pub(crate) https_redirect: Option<u16>,
+    /// `TCP_NOTSENT_LOWAT` for accepted connections (0: leave the system's).
+    pub(crate) notsent_lowat: u32,
 }
 
 impl Settings {
@@ -238,6 +257,7 @@ impl Settings {
             tls: None,
             ktls: crate::conn::ktls::Support::NONE,
             https_redirect: config.https_redirect,
+            notsent_lowat: config.notsent_lowat,
             hsts: config.hsts.map(|d| {
                 format!("Strict-Transport-Security: max-age={}\r\n", d.as_secs()).into_bytes()
             }),

@@ -16,6 +16,19 @@ pub fn set_nodelay(socket: impl AsFd) -> io::Result<()> {
     sys::set_int_opt(socket.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
+/// Caps the bytes the kernel holds unsent on an accepted connection
+/// (`TCP_NOTSENT_LOWAT`): a send waits while more than `bytes` are queued and
+/// not yet sent, and the socket polls writable once fewer than half are.
+pub fn set_notsent_lowat(socket: impl AsFd, bytes: u32) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    sys::set_int_opt(
+        socket.as_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        v,
+    )
+}
+
 /// Binds and listens on `addr`.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let family = if addr.is_ipv4() {
@@ -50,6 +63,20 @@ mod tests {
         assert_eq!(get_int(s.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
         set_nodelay(&s).unwrap();
         assert_ne!(get_int(s.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
+    }
+
+    #[test]
+    fn notsent_lowat_is_set_and_large_values_are_capped_not_wrapped() {
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let lowat =
+            |s: &std::net::TcpStream| get_int(s, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT);
+        set_notsent_lowat(&s, 32 * 1024).unwrap();
+        assert_eq!(lowat(&s), 32 * 1024);
+        // u32::MAX as a C int would be -1, which the kernel refuses.
+        set_notsent_lowat(&s, u32::MAX).unwrap();
+        assert_eq!(lowat(&s), libc::c_int::MAX);
     }
 
     #[test]

@@ -114,3 +114,42 @@ fn transfers_a_5_gib_sparse_file_checking_markers_and_zero_runs() {
     assert_eq!(n, LEN, "5 GiB + 7 file: byte count");
     assert_eq!(marker_bytes, 16 * marks.len(), "marker bytes checked");
 }
+
+/// `TCP_NOTSENT_LOWAT` (`Config::notsent_lowat`) makes every `sendfile` turn
+/// stop after a few segments and wait for POLLOUT again: two files named on
+/// one connection, read by a client with a small receive buffer that pauses
+/// between reads, come back byte-exact and in order, with the cap at 1 byte
+/// (every turn cut short), at 16 KiB, and off.
+#[test]
+fn short_unsent_queue_keeps_files_byte_exact_and_in_order() {
+    let _heavy = heavy();
+    let tree = Tree::new("lowat");
+    let a = Pattern::new(7, 6 * MIB as u64 + 13);
+    let b = Pattern::new(8, 3 * MIB as u64 + 1);
+    a.write(&tree.path("a.bin"));
+    b.write(&tree.path("b.bin"));
+    for lowat in [1, 16 * 1024, 0] {
+        let srv = tree.serve(|c| c.notsent_lowat = lowat);
+        let mut s = crate::harness::client::connect_with_rcvbuf(srv.addr, 32 * 1024);
+        send(&mut s, b"a.bin\nb.bin\n");
+        s.shutdown(Shutdown::Write).expect("half-close");
+        let what_a = format!("a.bin with notsent_lowat {lowat}");
+        let what_b = format!("b.bin with notsent_lowat {lowat}");
+        let (mut va, mut vb) = (a.verifier(&what_a), b.verifier(&what_b));
+        let mut seen = 0u64;
+        let (n, end) = read_until_closed(&mut s, 64 * 1024, Duration::from_secs(60), |c| {
+            let split = (a.len.saturating_sub(seen) as usize).min(c.len());
+            va.feed(&c[..split]);
+            vb.feed(&c[split..]);
+            seen += c.len() as u64;
+            if seen % (MIB as u64) < c.len() as u64 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        assert!(
+            matches!(end, End::Eof),
+            "notsent_lowat {lowat}: ended by {end:?} after {n} bytes"
+        );
+        assert_eq!(n, a.len + b.len, "notsent_lowat {lowat}: byte count");
+    }
+}
