@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use iocomp_server::{AccessLogFormat, Config, KtlsMode, LogFile, PathOptions, Server};
+use iocomp_server::{
+    AccessLogFormat, Config, KtlsMode, LogFile, NotsentLowat, PathOptions, Server,
+};
 use tracing::{error, info, warn};
 
 mod bench;
@@ -158,11 +160,11 @@ struct ServeArgs {
     /// `File transmit error: busy` on their first request. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_conns_per_ip: usize,
-    /// Unsent bytes the kernel may queue per connection (TCP_NOTSENT_LOWAT; suffixes k, m, g);
-    /// 0: the system's net.ipv4.tcp_notsent_lowat.
-    #[arg(long, value_name = "BYTES", default_value_t = iocomp_server::DEFAULT_NOTSENT_LOWAT as u64,
-          value_parser = parse_size)]
-    notsent_lowat: u64,
+    /// Unsent bytes the kernel may queue per connection (TCP_NOTSENT_LOWAT; suffixes k, m, g):
+    /// auto (32k on loopback-class paths, whose segments are 16 KiB or more; the system's
+    /// elsewhere), 0 (the system's net.ipv4.tcp_notsent_lowat everywhere) or BYTES everywhere.
+    #[arg(long, value_name = "auto|BYTES", default_value = "auto", value_parser = parse_notsent_lowat)]
+    notsent_lowat: NotsentLowat,
     /// Serve /metrics (Prometheus), /status.json and a live status page / on this address (off by default).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -200,6 +202,21 @@ struct ServeArgs {
 }
 
 /// `--ktls`: `auto`, `on` or `off`.
+/// `--notsent-lowat`: `auto`, `0` (the system's) or a size; a size over 2 GiB
+/// is no cap (the kernel takes an int, and the server caps it there).
+pub(crate) fn parse_notsent_lowat(s: &str) -> Result<NotsentLowat, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(NotsentLowat::Auto);
+    }
+    match parse_size(s) {
+        Ok(0) => Ok(NotsentLowat::System),
+        Ok(n) => Ok(NotsentLowat::Bytes(u32::try_from(n).unwrap_or(u32::MAX))),
+        Err(_) => Err(format!(
+            "not auto or a size in bytes: {s:?} (try auto, 0, 32k)"
+        )),
+    }
+}
+
 pub(crate) fn parse_ktls(s: &str) -> Result<KtlsMode, String> {
     match s {
         "auto" => Ok(KtlsMode::Auto),
@@ -499,8 +516,7 @@ fn serve(args: ServeArgs, bind_given: bool) -> ExitCode {
     config.rate_limit = args.rate_limit;
     config.rate_limit_after = args.rate_limit_after;
     config.max_conns_per_ip = args.max_conns_per_ip;
-    // Over 2 GiB is no cap at all; the kernel takes an int.
-    config.notsent_lowat = u32::try_from(args.notsent_lowat).unwrap_or(u32::MAX);
+    config.notsent_lowat = args.notsent_lowat;
     config.metrics = args.metrics;
     config.metrics_listener = metrics_listener;
     let tls = !tls_listeners.is_empty();

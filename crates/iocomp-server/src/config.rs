@@ -16,11 +16,45 @@ use iocomp::Backend;
 use crate::fs::PathOptions;
 use crate::obs::{AccessLogFormat, LogFile};
 
-/// The default of [`Config::notsent_lowat`]: 32 KiB, under one loopback
-/// segment (64 KiB), so that TCP sees the server as application-limited
-/// between sends (bench/README.md, "TCP_NOTSENT_LOWAT"; Cloudflare runs
-/// 16 KiB for HTTP/2).
-pub const DEFAULT_NOTSENT_LOWAT: u32 = 32 * 1024;
+/// How `TCP_NOTSENT_LOWAT` is set on accepted connections
+/// ([`Config::notsent_lowat`]): the most bytes the kernel holds queued but not
+/// yet sent before a send waits; the socket polls writable again once fewer
+/// than half that are left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NotsentLowat {
+    /// [`AUTO_NOTSENT_LOWAT`] on connections whose segment size (`TCP_MAXSEG`
+    /// after accept) is at least [`AUTO_MIN_MSS`]: loopback and other
+    /// 64 KiB-MTU paths, such as a proxy on the same host. There a short queue
+    /// keeps TCP application-limited, so each send goes out at once in
+    /// full-sized segments instead of piling up behind the congestion window
+    /// (on loopback under BBR the full queue cost 2–3× the CPU per byte). On
+    /// an Ethernet-sized path the cap only adds wake-ups (measured 10–20 %
+    /// more CPU per byte), so those keep the system's setting.
+    #[default]
+    Auto,
+    /// The system's `net.ipv4.tcp_notsent_lowat` (no cap unless changed).
+    System,
+    /// This many bytes on every connection.
+    Bytes(u32),
+}
+
+/// The cap [`NotsentLowat::Auto`] sets: 32 KiB, under one loopback segment.
+pub const AUTO_NOTSENT_LOWAT: u32 = 32 * 1024;
+/// The segment size from which [`NotsentLowat::Auto`] sets its cap.
+pub const AUTO_MIN_MSS: u32 = 16 * 1024;
+
+impl NotsentLowat {
+    /// The cap for a connection whose segment size is `mss` (`None`: leave
+    /// the system's setting).
+    pub fn for_mss(self, mss: u32) -> Option<u32> {
+        match self {
+            NotsentLowat::Auto => (mss >= AUTO_MIN_MSS).then_some(AUTO_NOTSENT_LOWAT),
+            NotsentLowat::System => None,
+            NotsentLowat::Bytes(n) => Some(n),
+        }
+    }
+}
 
 /// What to serve and how.
 #[derive(Debug, Clone)]
@@ -79,16 +113,9 @@ pub struct Config {
     /// answered `503`/`busy` on their first request and closed (a silent one
     /// after at most a second); they take no `max_conns` slot meanwhile.
     pub max_conns_per_ip: usize,
-    /// `TCP_NOTSENT_LOWAT` on every accepted connection: how many bytes the
-    /// kernel may hold not yet sent before a send waits, and the socket polls
-    /// writable again once fewer than half that are left (0: the system's
-    /// `net.ipv4.tcp_notsent_lowat`, unlimited unless changed). A short queue
-    /// leaves TCP application-limited, so each send goes out at once in
-    /// full-sized segments instead of piling up behind the congestion window,
-    /// and a slow client holds at most this much unsent data in the kernel;
-    /// the price is a wake-up per `notsent_lowat / 2` bytes a client takes.
-    /// Default [`DEFAULT_NOTSENT_LOWAT`].
-    pub notsent_lowat: u32,
+    /// `TCP_NOTSENT_LOWAT` on accepted connections (default
+    /// [`NotsentLowat::Auto`]: 32 KiB on loopback-class paths only).
+    pub notsent_lowat: NotsentLowat,
     /// Where to serve `/metrics`, `/status.json` and the status page `/`
     /// (none by default).
     pub metrics: Option<SocketAddr>,
@@ -197,7 +224,7 @@ impl Config {
             rate_limit: 0,
             rate_limit_after: 0,
             max_conns_per_ip: 0,
-            notsent_lowat: DEFAULT_NOTSENT_LOWAT,
+            notsent_lowat: NotsentLowat::Auto,
             metrics: None,
             metrics_listener: None,
             tls_binds: Vec::new(),
@@ -235,8 +262,8 @@ pub(crate) struct Settings {
     pub(crate) hsts: Option<Vec<u8>>,
     /// Redirect plain HTTP requests to HTTPS on this port.
     pub(crate) https_redirect: Option<u16>,
-    /// `TCP_NOTSENT_LOWAT` for accepted connections (0: leave the system's).
-    pub(crate) notsent_lowat: u32,
+    /// `TCP_NOTSENT_LOWAT` for accepted connections.
+    pub(crate) notsent_lowat: NotsentLowat,
 }
 
 impl Settings {

@@ -76,7 +76,9 @@ mod proto;
 mod server;
 mod sys;
 
-pub use config::{CertFiles, CertPem, Config, KtlsMode, DEFAULT_NOTSENT_LOWAT};
+pub use config::{
+    CertFiles, CertPem, Config, KtlsMode, NotsentLowat, AUTO_MIN_MSS, AUTO_NOTSENT_LOWAT,
+};
 pub use fs::{Normalized, OpenError, Opened, PathOptions, Root, CACHED_SIBLINGS};
 pub use obs::{AccessLogFormat, LogFile};
 pub use proto::line::ERROR_PREFIX;

@@ -6,6 +6,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 
+use crate::config::NotsentLowat;
 use crate::sys;
 
 /// Turns Nagle's algorithm off on an accepted connection (nginx's
@@ -27,6 +28,26 @@ pub fn set_notsent_lowat(socket: impl AsFd, bytes: u32) -> io::Result<()> {
         libc::TCP_NOTSENT_LOWAT,
         v,
     )
+}
+
+/// The connection's segment size (`TCP_MAXSEG`): 32 KiB on a new loopback
+/// connection (65,483 once its window has grown), 1,448 on Ethernet.
+pub fn mss(socket: impl AsFd) -> io::Result<u32> {
+    let v = sys::int_opt(socket.as_fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG)?;
+    Ok(u32::try_from(v).unwrap_or(0))
+}
+
+/// Sets `TCP_NOTSENT_LOWAT` on an accepted connection as `mode` says for its
+/// segment size. Best effort: a socket that refuses it still works.
+pub fn apply_notsent_lowat(socket: impl AsFd, mode: NotsentLowat) {
+    let fd = socket.as_fd();
+    let mss = match mode {
+        NotsentLowat::Auto => mss(fd).unwrap_or(0),
+        _ => 0,
+    };
+    if let Some(bytes) = mode.for_mss(mss) {
+        let _ = set_notsent_lowat(fd, bytes);
+    }
 }
 
 /// Binds and listens on `addr`.
@@ -77,6 +98,37 @@ mod tests {
         // u32::MAX as a C int would be -1, which the kernel refuses.
         set_notsent_lowat(&s, u32::MAX).unwrap();
         assert_eq!(lowat(&s), libc::c_int::MAX);
+    }
+
+    #[test]
+    fn auto_caps_loopback_connections_and_explicit_modes_apply_everywhere() {
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = || {
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            (c, l.accept().unwrap().0)
+        };
+        let lowat =
+            |s: &std::net::TcpStream| get_int(s, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT);
+        let (_c, s) = conn();
+        let system = lowat(&s);
+        assert!(
+            mss(&s).unwrap() >= crate::AUTO_MIN_MSS,
+            "loopback mss {:?}",
+            mss(&s)
+        );
+        apply_notsent_lowat(&s, NotsentLowat::Auto);
+        assert_eq!(lowat(&s), crate::AUTO_NOTSENT_LOWAT as i32);
+        let (_c, s) = conn();
+        apply_notsent_lowat(&s, NotsentLowat::System);
+        assert_eq!(lowat(&s), system);
+        apply_notsent_lowat(&s, NotsentLowat::Bytes(4096));
+        assert_eq!(lowat(&s), 4096);
+        // An Ethernet-sized segment keeps the system's setting under Auto.
+        assert_eq!(NotsentLowat::Auto.for_mss(1448), None);
+        assert_eq!(NotsentLowat::Auto.for_mss(8948), None);
+        assert_eq!(NotsentLowat::Auto.for_mss(32768), Some(32 * 1024));
+        assert_eq!(NotsentLowat::Bytes(1).for_mss(1448), Some(1));
+        assert_eq!(NotsentLowat::System.for_mss(65483), None);
     }
 
     #[test]

@@ -393,9 +393,7 @@ fn on_accept(port: &Port, shared: &Arc<Shared>, index: usize, status: io::Result
             debug!(conn = id, peer = ?a.peer, "accepted");
             // Best effort: a socket that refuses it still works.
             let _ = listener::set_nodelay(&sock);
-            if shared.settings.notsent_lowat > 0 {
-                let _ = listener::set_notsent_lowat(&sock, shared.settings.notsent_lowat);
-            }
+            listener::apply_notsent_lowat(&sock, shared.settings.notsent_lowat);
             let handle = port.associate(sock, id);
             let watch = shared.live.registry.insert(id);
             let mut conn = Conn::new(port, handle, a.peer, watch, shared.clone(), admin);

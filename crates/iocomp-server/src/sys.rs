@@ -217,7 +217,6 @@ pub(crate) fn set_int_opt(
 }
 
 /// `getsockopt(fd, level, name)` for an integer option.
-#[cfg(test)]
 pub(crate) fn int_opt(
     fd: BorrowedFd<'_>,
     level: libc::c_int,

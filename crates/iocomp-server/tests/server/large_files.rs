@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::harness::client::{read_until_closed, send, End};
 use crate::harness::{heavy, show, Pattern, Tree, MIB};
+use iocomp_server::NotsentLowat;
 
 /// A static zero buffer: comparing a chunk against a slice of it is a memcmp.
 static ZEROS: [u8; MIB] = [0; MIB];
@@ -119,7 +120,8 @@ fn transfers_a_5_gib_sparse_file_checking_markers_and_zero_runs() {
 /// stop after a few segments and wait for POLLOUT again: two files named on
 /// one connection, read by a client with a small receive buffer that pauses
 /// between reads, come back byte-exact and in order, with the cap at 1 byte
-/// (every turn cut short), at 16 KiB, and off.
+/// (every turn cut short), at 16 KiB, under `Auto` (32 KiB on loopback) and
+/// with the system's setting.
 #[test]
 fn short_unsent_queue_keeps_files_byte_exact_and_in_order() {
     let _heavy = heavy();
@@ -128,13 +130,18 @@ fn short_unsent_queue_keeps_files_byte_exact_and_in_order() {
     let b = Pattern::new(8, 3 * MIB as u64 + 1);
     a.write(&tree.path("a.bin"));
     b.write(&tree.path("b.bin"));
-    for lowat in [1, 16 * 1024, 0] {
+    for lowat in [
+        NotsentLowat::Bytes(1),
+        NotsentLowat::Bytes(16 * 1024),
+        NotsentLowat::Auto,
+        NotsentLowat::System,
+    ] {
         let srv = tree.serve(|c| c.notsent_lowat = lowat);
         let mut s = crate::harness::client::connect_with_rcvbuf(srv.addr, 32 * 1024);
         send(&mut s, b"a.bin\nb.bin\n");
         s.shutdown(Shutdown::Write).expect("half-close");
-        let what_a = format!("a.bin with notsent_lowat {lowat}");
-        let what_b = format!("b.bin with notsent_lowat {lowat}");
+        let what_a = format!("a.bin with notsent_lowat {lowat:?}");
+        let what_b = format!("b.bin with notsent_lowat {lowat:?}");
         let (mut va, mut vb) = (a.verifier(&what_a), b.verifier(&what_b));
         let mut seen = 0u64;
         let (n, end) = read_until_closed(&mut s, 64 * 1024, Duration::from_secs(60), |c| {
@@ -148,8 +155,8 @@ fn short_unsent_queue_keeps_files_byte_exact_and_in_order() {
         });
         assert!(
             matches!(end, End::Eof),
-            "notsent_lowat {lowat}: ended by {end:?} after {n} bytes"
+            "notsent_lowat {lowat:?}: ended by {end:?} after {n} bytes"
         );
-        assert_eq!(n, a.len + b.len, "notsent_lowat {lowat}: byte count");
+        assert_eq!(n, a.len + b.len, "notsent_lowat {lowat:?}: byte count");
     }
 }
