@@ -161,7 +161,7 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_conns_per_ip: usize,
     /// Unsent bytes the kernel may queue per connection (TCP_NOTSENT_LOWAT; suffixes k, m, g):
-    /// auto (32k on loopback-class paths, whose segments are 16 KiB or more; the system's
+    /// auto (32k on loopback-class paths, whose MTU is 16 KiB or more; the system's
     /// elsewhere), 0 (the system's net.ipv4.tcp_notsent_lowat everywhere) or BYTES everywhere.
     #[arg(long, value_name = "auto|BYTES", default_value = "auto", value_parser = parse_notsent_lowat)]
     notsent_lowat: NotsentLowat,

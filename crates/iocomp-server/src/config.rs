@@ -19,18 +19,22 @@ use crate::obs::{AccessLogFormat, LogFile};
 /// How `TCP_NOTSENT_LOWAT` is set on accepted connections
 /// ([`Config::notsent_lowat`]): the most bytes the kernel holds queued but not
 /// yet sent before a send waits; the socket polls writable again once fewer
-/// than half that are left.
+/// than half that are left (Linux 5.0 and later; before, below the cap). The
+/// kernel stops queueing new segments once that many bytes are unsent, so up
+/// to one segment more can wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum NotsentLowat {
-    /// [`AUTO_NOTSENT_LOWAT`] on connections whose segment size (`TCP_MAXSEG`
-    /// after accept) is at least [`AUTO_MIN_MSS`]: loopback and other
-    /// 64 KiB-MTU paths, such as a proxy on the same host. There a short queue
-    /// keeps TCP application-limited, so each send goes out at once in
-    /// full-sized segments instead of piling up behind the congestion window
-    /// (on loopback under BBR the full queue cost 2–3× the CPU per byte). On
-    /// an Ethernet-sized path the cap only adds wake-ups (measured 10–20 %
-    /// more CPU per byte), so those keep the system's setting.
+    /// [`AUTO_NOTSENT_LOWAT`] on connections whose path MTU (`TCP_INFO` after
+    /// accept) is at least [`AUTO_MIN_MTU`]: loopback (65,535) and other
+    /// 64 KiB-MTU paths, such as a proxy on the same host. There a queue under
+    /// one segment lets TCP see the sender as application-limited, so each
+    /// send goes out at once in full-sized segments instead of piling up
+    /// behind the congestion window (on loopback under BBR the full queue
+    /// cost 2–3× the CPU per byte). On an Ethernet-sized path (1,500; jumbo
+    /// frames 9,000) no such cap is under a segment, and it only adds
+    /// wake-ups (measured 10–20 % more CPU per byte), so those connections
+    /// keep the system's setting.
     #[default]
     Auto,
     /// The system's `net.ipv4.tcp_notsent_lowat` (no cap unless changed).
@@ -41,15 +45,15 @@ pub enum NotsentLowat {
 
 /// The cap [`NotsentLowat::Auto`] sets: 32 KiB, under one loopback segment.
 pub const AUTO_NOTSENT_LOWAT: u32 = 32 * 1024;
-/// The segment size from which [`NotsentLowat::Auto`] sets its cap.
-pub const AUTO_MIN_MSS: u32 = 16 * 1024;
+/// The path MTU from which [`NotsentLowat::Auto`] sets its cap.
+pub const AUTO_MIN_MTU: u32 = 16 * 1024;
 
 impl NotsentLowat {
-    /// The cap for a connection whose segment size is `mss` (`None`: leave
-    /// the system's setting).
-    pub fn for_mss(self, mss: u32) -> Option<u32> {
+    /// The cap for a connection whose path MTU is `mtu` (`None`: leave the
+    /// system's setting).
+    pub fn for_path_mtu(self, mtu: u32) -> Option<u32> {
         match self {
-            NotsentLowat::Auto => (mss >= AUTO_MIN_MSS).then_some(AUTO_NOTSENT_LOWAT),
+            NotsentLowat::Auto => (mtu >= AUTO_MIN_MTU).then_some(AUTO_NOTSENT_LOWAT),
             NotsentLowat::System => None,
             NotsentLowat::Bytes(n) => Some(n),
         }

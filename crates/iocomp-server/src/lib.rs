@@ -77,7 +77,7 @@ mod server;
 mod sys;
 
 pub use config::{
-    CertFiles, CertPem, Config, KtlsMode, NotsentLowat, AUTO_MIN_MSS, AUTO_NOTSENT_LOWAT,
+    CertFiles, CertPem, Config, KtlsMode, NotsentLowat, AUTO_MIN_MTU, AUTO_NOTSENT_LOWAT,
 };
 pub use fs::{Normalized, OpenError, Opened, PathOptions, Root, CACHED_SIBLINGS};
 pub use obs::{AccessLogFormat, LogFile};

@@ -30,23 +30,30 @@ pub fn set_notsent_lowat(socket: impl AsFd, bytes: u32) -> io::Result<()> {
     )
 }
 
-/// The connection's segment size (`TCP_MAXSEG`): 32 KiB on a new loopback
-/// connection (65,483 once its window has grown), 1,448 on Ethernet.
-pub fn mss(socket: impl AsFd) -> io::Result<u32> {
-    let v = sys::int_opt(socket.as_fd(), libc::IPPROTO_TCP, libc::TCP_MAXSEG)?;
-    Ok(u32::try_from(v).unwrap_or(0))
+/// The path MTU of a connection (`TCP_INFO`'s `tcpi_pmtu`): 65,535 on
+/// loopback, 1,500 on Ethernet. (Not `TCP_MAXSEG`: that is bounded by half
+/// the peer's first window, 2,048 on loopback for a client with a 4 KiB
+/// receive buffer.)
+pub fn path_mtu(socket: impl AsFd) -> io::Result<u32> {
+    sys::path_mtu(socket.as_fd())
 }
 
 /// Sets `TCP_NOTSENT_LOWAT` on an accepted connection as `mode` says for its
-/// segment size. Best effort: a socket that refuses it still works.
+/// path MTU. Best effort: a socket that refuses it still works; an explicit
+/// setting the kernel refuses is logged once.
 pub fn apply_notsent_lowat(socket: impl AsFd, mode: NotsentLowat) {
     let fd = socket.as_fd();
-    let mss = match mode {
-        NotsentLowat::Auto => mss(fd).unwrap_or(0),
+    let mtu = match mode {
+        NotsentLowat::Auto => path_mtu(fd).unwrap_or(0),
         _ => 0,
     };
-    if let Some(bytes) = mode.for_mss(mss) {
-        let _ = set_notsent_lowat(fd, bytes);
+    if let Some(bytes) = mode.for_path_mtu(mtu) {
+        if let Err(e) = set_notsent_lowat(fd, bytes) {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            if matches!(mode, NotsentLowat::Bytes(_)) {
+                WARNED.call_once(|| tracing::warn!("cannot set TCP_NOTSENT_LOWAT to {bytes}: {e}"));
+            }
+        }
     }
 }
 
@@ -95,7 +102,7 @@ mod tests {
             |s: &std::net::TcpStream| get_int(s, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT);
         set_notsent_lowat(&s, 32 * 1024).unwrap();
         assert_eq!(lowat(&s), 32 * 1024);
-        // u32::MAX as a C int would be -1, which the kernel refuses.
+        // u32::MAX is passed as the largest C int (no cap), not as -1.
         set_notsent_lowat(&s, u32::MAX).unwrap();
         assert_eq!(lowat(&s), libc::c_int::MAX);
     }
@@ -112,9 +119,9 @@ mod tests {
         let (_c, s) = conn();
         let system = lowat(&s);
         assert!(
-            mss(&s).unwrap() >= crate::AUTO_MIN_MSS,
-            "loopback mss {:?}",
-            mss(&s)
+            path_mtu(&s).unwrap() >= crate::AUTO_MIN_MTU,
+            "loopback path MTU {:?}",
+            path_mtu(&s)
         );
         apply_notsent_lowat(&s, NotsentLowat::Auto);
         assert_eq!(lowat(&s), crate::AUTO_NOTSENT_LOWAT as i32);
@@ -123,12 +130,12 @@ mod tests {
         assert_eq!(lowat(&s), system);
         apply_notsent_lowat(&s, NotsentLowat::Bytes(4096));
         assert_eq!(lowat(&s), 4096);
-        // An Ethernet-sized segment keeps the system's setting under Auto.
-        assert_eq!(NotsentLowat::Auto.for_mss(1448), None);
-        assert_eq!(NotsentLowat::Auto.for_mss(8948), None);
-        assert_eq!(NotsentLowat::Auto.for_mss(32768), Some(32 * 1024));
-        assert_eq!(NotsentLowat::Bytes(1).for_mss(1448), Some(1));
-        assert_eq!(NotsentLowat::System.for_mss(65483), None);
+        // Ethernet and jumbo frames keep the system's setting under Auto.
+        assert_eq!(NotsentLowat::Auto.for_path_mtu(1500), None);
+        assert_eq!(NotsentLowat::Auto.for_path_mtu(9000), None);
+        assert_eq!(NotsentLowat::Auto.for_path_mtu(65535), Some(32 * 1024));
+        assert_eq!(NotsentLowat::Bytes(1).for_path_mtu(1500), Some(1));
+        assert_eq!(NotsentLowat::System.for_path_mtu(65535), None);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 use std::net::Shutdown;
 use std::time::Duration;
 
+use crate::harness::client::connect_with_rcvbuf;
 use crate::harness::client::{read_until_closed, send, End};
-use crate::harness::{heavy, show, Pattern, Tree, MIB};
+use crate::harness::{evict, heavy, pseudo_random, show, Pattern, Tree, MIB};
 use iocomp_server::NotsentLowat;
 
 /// A static zero buffer: comparing a chunk against a slice of it is a memcmp.
@@ -158,5 +159,106 @@ fn short_unsent_queue_keeps_files_byte_exact_and_in_order() {
             "notsent_lowat {lowat:?}: ended by {end:?} after {n} bytes"
         );
         assert_eq!(n, a.len + b.len, "notsent_lowat {lowat:?}: byte count");
+    }
+}
+
+/// Pipelined names, big files with a tiny one between them, with the cap at
+/// 1 byte (every turn cut short) and at the loopback default, pages cold
+/// (the copying path) and cached (`sendfile`), read by a small-window client
+/// that pauses: the stream is the files in order, byte-exact (the review of
+/// the cap's change, probe kept).
+#[test]
+fn capped_unsent_queue_keeps_pipelined_cold_and_cached_files_in_order() {
+    let _heavy = heavy();
+    let tree = Tree::new("lowatpipe");
+    let a = pseudo_random(1, 3 * MIB + 13);
+    let t = pseudo_random(2, 5);
+    let b = pseudo_random(3, MIB + 1);
+    tree.file("a.bin", &a).file("t.bin", &t).file("b.bin", &b);
+    let want: Vec<u8> = [&a[..], &t, &b, &t, &a, &t, &b].concat();
+    for (lowat, cold) in [
+        (NotsentLowat::Bytes(1), false),
+        (NotsentLowat::Bytes(1), true),
+        (NotsentLowat::Auto, true),
+    ] {
+        let srv = tree.serve(|c| {
+            c.notsent_lowat = lowat;
+            c.send_timeout = Duration::from_secs(5);
+        });
+        if cold {
+            evict(&tree.path("a.bin"));
+            evict(&tree.path("b.bin"));
+        }
+        let mut s = connect_with_rcvbuf(srv.addr, 8 * 1024);
+        send(&mut s, b"a.bin\nt.bin\nb.bin\nt.bin\na.bin\nt.bin\nb.bin\n");
+        s.shutdown(Shutdown::Write).expect("half-close");
+        let mut got = Vec::with_capacity(want.len());
+        let mut reads = 0u32;
+        let (n, end) = read_until_closed(&mut s, 7000, Duration::from_secs(90), |c| {
+            got.extend_from_slice(c);
+            reads += 1;
+            if reads % 64 == 0 {
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        let what = format!("{lowat:?}, cold {cold}");
+        assert!(
+            matches!(end, End::Eof),
+            "{what}: ended by {end:?} after {n} bytes"
+        );
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let diff = got.iter().zip(&want).position(|(x, y)| x != y);
+        assert_eq!(diff, None, "{what}: first wrong byte");
+    }
+}
+
+/// The cap is really set on accepted connections: a client with a small
+/// receive window asks for a big file and stops reading; once the send
+/// timeout has closed the connection, what it can still drain is what the
+/// kernel held for it — its window, the cap and a segment or so under the
+/// loopback default (`Auto`), megabytes with no cap (the review found the
+/// other tests pass with the option never set).
+#[test]
+fn a_client_that_stops_reading_is_held_at_most_the_cap_on_loopback() {
+    let _heavy = heavy();
+    let tree = Tree::new("lowatheld");
+    Pattern::new(9, 16 * MIB as u64).write(&tree.path("big.bin"));
+    let held = |lowat: NotsentLowat| -> u64 {
+        let srv = tree.serve(|c| {
+            c.notsent_lowat = lowat;
+            c.send_timeout = Duration::from_secs(1);
+        });
+        let mut s = connect_with_rcvbuf(srv.addr, 4096);
+        send(&mut s, b"big.bin\n");
+        // Longer than the send timeout and a sweep tick: the server gives up.
+        std::thread::sleep(Duration::from_millis(3500));
+        let (n, end) = read_until_closed(&mut s, 64 * 1024, Duration::from_secs(30), |_| {});
+        assert!(
+            !matches!(end, End::Eof) || n < 16 * MIB as u64,
+            "{lowat:?}: the whole file arrived, so the send timeout never cut it"
+        );
+        n
+    };
+    let capped = held(NotsentLowat::Auto);
+    assert!(
+        capped <= 256 * 1024,
+        "Auto on loopback: the client could still drain {capped} bytes (want at most its window + 32 KiB + a segment)"
+    );
+    let system: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_notsent_lowat")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    let uncapped = held(NotsentLowat::System);
+    if system >= 4 * MIB as u64 {
+        assert!(
+            uncapped > 4 * capped,
+            "no cap (system {system}): drained {uncapped} bytes, with the cap {capped}: the cap made no difference"
+        );
+    } else {
+        println!("this machine caps every socket (net.ipv4.tcp_notsent_lowat = {system}): only the Auto bound is checked");
+        assert!(
+            uncapped <= system + 512 * 1024,
+            "system cap {system}: drained {uncapped}"
+        );
     }
 }

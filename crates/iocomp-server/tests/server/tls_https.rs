@@ -4,7 +4,6 @@
 //! HTTPS; sessions end with `close_notify`.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,17 +212,6 @@ fn redirect_uses_the_host_without_its_port() {
     assert_eq!(r.header("location"), Some("https://[::1]/p"));
 }
 
-/// Drops `path`'s pages from the page cache (`POSIX_FADV_DONTNEED` after
-/// `fsync`), so that reading it needs the disk.
-fn evict(path: &Path) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path).unwrap();
-    f.sync_all().unwrap();
-    // SAFETY: `f` is open for the call; the advice only affects the cache.
-    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise");
-}
-
 /// A file whose pages are not cached is served whole over TLS (the cold
 /// pages are read off the page-cache path), and as often as asked.
 #[test]
@@ -234,7 +222,7 @@ fn a_file_out_of_the_page_cache_is_served_whole() {
     let pki = pki(&tree);
     let (_running, addr) = serve_tls(&tree, &pki, |_| {});
     for _ in 0..2 {
-        evict(&tree.path("cold.bin"));
+        crate::harness::evict(&tree.path("cold.bin"));
         let (body, _) = curl(&pki, addr, &[&url(addr, "/cold.bin")]);
         assert!(body == big, "the cold body differs ({} bytes)", body.len());
     }

@@ -264,6 +264,18 @@ impl Rng {
 
 /// `len` deterministic bytes of seed `seed`, so an offset or duplication bug
 /// in a transfer shows up as a mismatch.
+/// Drops `path`'s pages from the page cache (`POSIX_FADV_DONTNEED` after
+/// `fsync`), so that reading it needs the disk (a transmit then takes the
+/// copying path, not `sendfile`).
+pub fn evict(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).expect("open to evict");
+    f.sync_all().expect("fsync before evicting");
+    // SAFETY: `f` is open for the call; the advice only affects the cache.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise");
+}
+
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     Rng::new(seed).bytes(len)
 }
