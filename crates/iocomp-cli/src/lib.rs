@@ -201,11 +201,11 @@ struct ServeArgs {
     https_redirect: Option<u16>,
 }
 
-/// `--ktls`: `auto`, `on` or `off`.
-/// `--notsent-lowat`: `auto`, `0` (the system's) or a size; a size over 2 GiB
-/// is no cap (the kernel takes an int, and the server caps it there).
+/// `--notsent-lowat`: `auto`, `0` (the socket's own setting, by default the
+/// system's) or a size; 2 GiB or more is no cap (the kernel takes an int, and
+/// the server caps it there).
 pub(crate) fn parse_notsent_lowat(s: &str) -> Result<NotsentLowat, String> {
-    if s.trim().eq_ignore_ascii_case("auto") {
+    if s.trim() == "auto" {
         return Ok(NotsentLowat::Auto);
     }
     match parse_size(s) {
@@ -217,6 +217,7 @@ pub(crate) fn parse_notsent_lowat(s: &str) -> Result<NotsentLowat, String> {
     }
 }
 
+/// `--ktls`: `auto`, `on` or `off`.
 pub(crate) fn parse_ktls(s: &str) -> Result<KtlsMode, String> {
     match s {
         "auto" => Ok(KtlsMode::Auto),

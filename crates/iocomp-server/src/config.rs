@@ -26,20 +26,27 @@ use crate::obs::{AccessLogFormat, LogFile};
 #[non_exhaustive]
 pub enum NotsentLowat {
     /// [`AUTO_NOTSENT_LOWAT`] on connections whose path MTU (`TCP_INFO` after
-    /// accept) is at least [`AUTO_MIN_MTU`]: loopback (65,535) and other
-    /// 64 KiB-MTU paths, such as a proxy on the same host. There a queue under
-    /// one segment lets TCP see the sender as application-limited, so each
-    /// send goes out at once in full-sized segments instead of piling up
-    /// behind the congestion window (on loopback under BBR the full queue
-    /// cost 2–3× the CPU per byte). On an Ethernet-sized path (1,500; jumbo
-    /// frames 9,000) no such cap is under a segment, and it only adds
-    /// wake-ups (measured 10–20 % more CPU per byte), so those connections
-    /// keep the system's setting.
+    /// accept) is at least [`AUTO_MIN_MTU`]: loopback (65,535 on IPv4,
+    /// 65,536 on IPv6), which includes a proxy on the same host that connects
+    /// over it, and any other path configured that large (IPoIB connected
+    /// mode, a 64 KiB virtual link). There a queue under one segment lets TCP
+    /// see the sender as application-limited, so each send goes out at once
+    /// in full-sized segments instead of piling up behind the congestion
+    /// window (on loopback under BBR the full queue cost 2–3× the CPU per
+    /// byte). On an Ethernet-sized path (1,500; jumbo frames 9,000) no such
+    /// cap is under a segment, and it only adds wake-ups (measured 10–20 %
+    /// more CPU per byte), so those connections keep the system's setting.
+    /// Where the system's `net.ipv4.tcp_notsent_lowat` (read at start) is
+    /// already at most [`AUTO_NOTSENT_LOWAT`], that stricter setting is kept
+    /// everywhere.
     #[default]
     Auto,
-    /// The system's `net.ipv4.tcp_notsent_lowat` (no cap unless changed).
+    /// Leaves the socket's own setting: what it inherited from its listener,
+    /// by default the system's `net.ipv4.tcp_notsent_lowat` (no cap unless
+    /// changed).
     System,
-    /// This many bytes on every connection.
+    /// This many bytes on every connection (0 is taken by the kernel as
+    /// [`NotsentLowat::System`]).
     Bytes(u32),
 }
 
@@ -51,10 +58,11 @@ pub const AUTO_MIN_MTU: u32 = 16 * 1024;
 impl NotsentLowat {
     /// The cap for a connection whose path MTU is `mtu` (`None`: leave the
     /// system's setting).
+    #[must_use]
     pub fn for_path_mtu(self, mtu: u32) -> Option<u32> {
         match self {
             NotsentLowat::Auto => (mtu >= AUTO_MIN_MTU).then_some(AUTO_NOTSENT_LOWAT),
-            NotsentLowat::System => None,
+            NotsentLowat::System | NotsentLowat::Bytes(0) => None,
             NotsentLowat::Bytes(n) => Some(n),
         }
     }
@@ -288,12 +296,26 @@ impl Settings {
             tls: None,
             ktls: crate::conn::ktls::Support::NONE,
             https_redirect: config.https_redirect,
-            notsent_lowat: config.notsent_lowat,
+            notsent_lowat: match config.notsent_lowat {
+                NotsentLowat::Auto if system_notsent_lowat() <= u64::from(AUTO_NOTSENT_LOWAT) => {
+                    NotsentLowat::System
+                }
+                other => other,
+            },
             hsts: config.hsts.map(|d| {
                 format!("Strict-Transport-Security: max-age={}\r\n", d.as_secs()).into_bytes()
             }),
         }
     }
+}
+
+/// The system's `net.ipv4.tcp_notsent_lowat` in this network namespace
+/// (unlimited, `u64::MAX`, where it cannot be read).
+fn system_notsent_lowat() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_notsent_lowat")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// The three timeouts (`--header-timeout`, `--idle-timeout`, `--send-timeout`).

@@ -30,8 +30,8 @@ pub fn set_notsent_lowat(socket: impl AsFd, bytes: u32) -> io::Result<()> {
     )
 }
 
-/// The path MTU of a connection (`TCP_INFO`'s `tcpi_pmtu`): 65,535 on
-/// loopback, 1,500 on Ethernet. (Not `TCP_MAXSEG`: that is bounded by half
+/// The path MTU of a connection (`TCP_INFO`'s `tcpi_pmtu`): 65,535 on IPv4
+/// loopback, 65,536 on IPv6 loopback, 1,500 on Ethernet. (Not `TCP_MAXSEG`: that is bounded by half
 /// the peer's first window, 2,048 on loopback for a client with a 4 KiB
 /// receive buffer.)
 pub fn path_mtu(socket: impl AsFd) -> io::Result<u32> {
@@ -39,8 +39,9 @@ pub fn path_mtu(socket: impl AsFd) -> io::Result<u32> {
 }
 
 /// Sets `TCP_NOTSENT_LOWAT` on an accepted connection as `mode` says for its
-/// path MTU. Best effort: a socket that refuses it still works; an explicit
-/// setting the kernel refuses is logged once.
+/// path MTU. Best effort: a socket that refuses it (not TCP: TCP takes any
+/// value) still works; an explicit setting refused is logged once per
+/// process.
 pub fn apply_notsent_lowat(socket: impl AsFd, mode: NotsentLowat) {
     let fd = socket.as_fd();
     let mtu = match mode {

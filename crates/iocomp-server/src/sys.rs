@@ -217,12 +217,13 @@ pub(crate) fn set_int_opt(
 }
 
 /// The path MTU TCP uses for a connection (`tcpi_pmtu` of `TCP_INFO`):
-/// 65,535 on loopback, 1,500 on Ethernet.
+/// 65,535 on IPv4 loopback, 65,536 on IPv6 loopback, 1,500 on Ethernet.
 pub(crate) fn path_mtu(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: tcp_info is plain integers, for which all zeroes is valid.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: a live tcp_info and its size; the kernel writes at most `len`
+    // SAFETY: `fd` is open for the borrow; a live tcp_info and its size; the
+    // kernel writes at most `len`
     // bytes into it (fewer on an older kernel, leaving zeroes) and updates
     // `len`, a live socklen_t.
     syscall!(getsockopt(

@@ -178,6 +178,14 @@ fn a_bad_value_is_an_error_naming_the_key_and_its_line() {
             "quiet = true\nverbose = true\n",
             r#"line 2: key "verbose" conflicts with key "quiet""#,
         ),
+        (
+            "notsent-lowat = \"AUTO\"\n",
+            r#"line 1: key "notsent-lowat": invalid value "AUTO""#,
+        ),
+        (
+            "notsent-lowat = -1\n",
+            r#"line 1: key "notsent-lowat": invalid value "-1""#,
+        ),
         ("threads = \n", "line 1: "),
     ] {
         let (code, err) = config_error(text);

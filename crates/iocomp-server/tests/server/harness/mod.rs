@@ -262,8 +262,6 @@ impl Rng {
     }
 }
 
-/// `len` deterministic bytes of seed `seed`, so an offset or duplication bug
-/// in a transfer shows up as a mismatch.
 /// Drops `path`'s pages from the page cache (`POSIX_FADV_DONTNEED` after
 /// `fsync`), so that reading it needs the disk (a transmit then takes the
 /// copying path, not `sendfile`).
@@ -276,6 +274,8 @@ pub fn evict(path: &std::path::Path) {
     assert_eq!(rc, 0, "posix_fadvise");
 }
 
+/// `len` deterministic bytes of seed `seed`, so an offset or duplication bug
+/// in a transfer shows up as a mismatch.
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     Rng::new(seed).bytes(len)
 }
