@@ -31,9 +31,9 @@ pub fn set_notsent_lowat(socket: impl AsFd, bytes: u32) -> io::Result<()> {
 }
 
 /// The path MTU of a connection (`TCP_INFO`'s `tcpi_pmtu`): 65,535 on IPv4
-/// loopback, 65,536 on IPv6 loopback, 1,500 on Ethernet. (Not `TCP_MAXSEG`: that is bounded by half
-/// the peer's first window, 2,048 on loopback for a client with a 4 KiB
-/// receive buffer.)
+/// loopback, 65,536 on IPv6 loopback, 1,500 on Ethernet. (Not `TCP_MAXSEG`:
+/// that is bounded by half the peer's first window, 2,048 on loopback for a
+/// client with a 4 KiB receive buffer.)
 pub fn path_mtu(socket: impl AsFd) -> io::Result<u32> {
     sys::path_mtu(socket.as_fd())
 }

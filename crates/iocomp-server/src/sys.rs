@@ -223,9 +223,8 @@ pub(crate) fn path_mtu(fd: BorrowedFd<'_>) -> io::Result<u32> {
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: `fd` is open for the borrow; a live tcp_info and its size; the
-    // kernel writes at most `len`
-    // bytes into it (fewer on an older kernel, leaving zeroes) and updates
-    // `len`, a live socklen_t.
+    // kernel writes at most `len` bytes into it (fewer on an older kernel,
+    // leaving zeroes) and updates `len`, a live socklen_t.
     syscall!(getsockopt(
         fd.as_raw_fd(),
         libc::IPPROTO_TCP,

@@ -436,11 +436,14 @@ impl Connection for Io {
         self.served = true;
         let log = self.shared.obs.access.enabled();
         if log || self.shared.obs.metrics.is_some() {
+            let start = Instant::now();
+            // A spare comes back from `recycle_req` without `referer` and
+            // `agent`; everything else is set here.
             let mut req = spare_req().unwrap_or_else(|| {
                 Box::new(Req {
                     request: Vec::new(),
                     status,
-                    start: Instant::now(),
+                    start,
                     bytes: 0,
                     head: 0,
                     referer: None,
@@ -452,9 +455,8 @@ impl Connection for Io {
                 req.request.extend_from_slice(request);
             }
             req.status = status;
-            req.start = Instant::now();
+            req.start = start;
             (req.bytes, req.head) = (0, 0);
-            (req.referer, req.agent) = (None, None);
             self.req = Some(req);
         }
     }
